@@ -1,0 +1,44 @@
+// Mapping: owns one mmap()ed region; munmaps it on destruction. Move-only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "base/error.h"
+
+namespace flurry {
+
+class Mapping {
+ public:
+  Mapping() = default;
+  ~Mapping() { Reset(); }
+  Mapping(Mapping&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  Mapping& operator=(Mapping&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+
+  // Private anonymous memory, reserved lazily (MAP_NORESERVE).
+  static Result<Mapping> Anonymous(size_t size);
+  // A mapping of `fd` (e.g. a vCPU's kvm_run area).
+  static Result<Mapping> Shared(int fd, size_t size, int prot);
+
+  uint8_t* data() const { return static_cast<uint8_t*>(data_); }
+  size_t size() const { return size_; }
+  void Reset();
+
+ private:
+  Mapping(void* data, size_t size) : data_(data), size_(size) {}
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace flurry

@@ -1,0 +1,64 @@
+// GuestState: everything the VMM knows about the guest process besides CPU registers and RAM.
+//
+// Plain data with one owner (the Vm), touched only by the vCPU thread. It is what a VM
+// descriptor carries, next to the vCPU state and the memory map, so a clone can start from it:
+// keep every member serialisable (no raw pointers into the VMM; host fds only inside FdTable,
+// which records enough to reopen them).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "arch/x86_64/cpu_signature.h"
+#include "guest/fd_table.h"
+#include "guest/memory_map.h"
+
+namespace flurry {
+
+struct ProcessIdentity {
+  int32_t pid = 1;
+  int32_t ppid = 0;
+  int32_t tid = 1;
+  uint64_t clear_child_tid = 0;  // set_tid_address
+  uint64_t robust_list = 0;      // set_robust_list head
+  uint64_t robust_list_len = 0;
+  std::string exe_path;          // what readlink("/proc/self/exe") returns (absolute)
+  std::string hostname = "flurry";
+};
+
+// Linux's struct k_sigaction layout as rt_sigaction passes it (x86-64).
+struct GuestSigaction {
+  uint64_t handler = 0;
+  uint64_t flags = 0;
+  uint64_t restorer = 0;
+  uint64_t mask = 0;
+};
+static_assert(sizeof(GuestSigaction) == 32);
+
+struct GuestStack {  // stack_t
+  uint64_t sp = 0;
+  int32_t flags = 2;  // SS_DISABLE
+  int32_t pad = 0;
+  uint64_t size = 0;
+};
+static_assert(sizeof(GuestStack) == 24);
+
+// Signal dispositions are recorded; delivery is not implemented yet.
+struct SignalState {
+  static constexpr int kSignals = 64;
+  std::array<GuestSigaction, kSignals + 1> actions{};  // index = signal number
+  uint64_t blocked = 0;
+  GuestStack altstack{};
+};
+
+struct GuestState {
+  ProcessIdentity identity;
+  MemoryMap memory_map;
+  FdTable fds;
+  SignalState signals;
+  x86::CpuSignature cpu;
+  uint64_t start_time_ns = 0;  // CLOCK_MONOTONIC when the VM started (for sysinfo uptime)
+};
+
+}  // namespace flurry

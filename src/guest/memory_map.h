@@ -1,0 +1,70 @@
+// MemoryMap: the guest's user address space as the VMM manages it — the program image, the brk
+// heap, anonymous mmap regions and the stack — all inside guest RAM (identity mapped).
+//
+// Plain data (part of GuestState). Layout, low to high:
+//   [image_start, image_end)  ELF segments
+//   [brk_start, brk)          heap, grows up to the lowest mmap region
+//   ...                       free
+//   [mmap regions]            allocated top-down below mmap_top
+//   [mmap_top, stack_bottom)  2 MiB guard, not mapped in the page tables
+//   [stack_bottom, ram_size)  the initial stack
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+
+#include "base/error.h"
+
+namespace flurry {
+
+class MemoryMap {
+ public:
+  MemoryMap() = default;
+  MemoryMap(uint64_t image_start, uint64_t image_end, uint64_t mmap_top, uint64_t stack_bottom,
+            uint64_t ram_size);
+
+  uint64_t image_start() const { return image_start_; }
+  uint64_t image_end() const { return image_end_; }
+  uint64_t brk_start() const { return brk_start_; }
+  uint64_t brk() const { return brk_; }
+  uint64_t mmap_top() const { return mmap_top_; }
+  uint64_t stack_bottom() const { return stack_bottom_; }
+  uint64_t ram_size() const { return ram_size_; }
+  const std::map<uint64_t, uint64_t>& regions() const { return regions_; }  // start -> length
+
+  // brk(2): moves the break if the new one fits below every mmap region; returns the break
+  // in effect afterwards (Linux semantics: the old break on failure). When the break shrinks,
+  // `released` receives the page-aligned range the VMM may discard.
+  uint64_t SetBrk(uint64_t requested, uint64_t* released_start, uint64_t* released_len);
+
+  // Finds room for `length` bytes (page multiple). With `fixed`, the range [hint, hint+len)
+  // must lie inside the mmap area or the heap's free space and replaces what is there.
+  // Returns the address, or an error with ENOMEM/EINVAL.
+  Result<uint64_t> Map(uint64_t hint, uint64_t length, bool fixed);
+  // Removes [addr, addr+len) from the map (parts of regions allowed). EINVAL if unaligned.
+  Result<void> Unmap(uint64_t addr, uint64_t length);
+  // mremap(2): grows or shrinks a region in place when possible, else moves it (when
+  // may_move). Returns the new address; *moved says whether data must be copied.
+  Result<uint64_t> Remap(uint64_t addr, uint64_t old_length, uint64_t new_length, bool may_move);
+  // True if [addr, addr+len) is entirely inside mapped memory (image, heap, regions, stack).
+  bool IsMapped(uint64_t addr, uint64_t length) const;
+
+  uint64_t MappedBytes() const;
+
+ private:
+  // The lowest address any mmap region may use (brk_limit_ keeps heap headroom).
+  uint64_t LowestRegion() const;
+  bool RangeFree(uint64_t addr, uint64_t length) const;
+
+  uint64_t image_start_ = 0;
+  uint64_t image_end_ = 0;
+  uint64_t brk_start_ = 0;
+  uint64_t brk_ = 0;
+  uint64_t mmap_top_ = 0;
+  uint64_t stack_bottom_ = 0;
+  uint64_t ram_size_ = 0;
+  std::map<uint64_t, uint64_t> regions_;
+};
+
+}  // namespace flurry

@@ -1,0 +1,73 @@
+// The syscall layer's interface: what a handler receives and returns, and the table that maps
+// x86-64 Linux syscall numbers to handlers.
+//
+// Handlers run on the vCPU thread while the vCPU is stopped at a syscall exit. They return the
+// value the guest sees in RAX (negative errno on failure, as the Linux ABI does) or ask the VMM
+// to end the guest. Every guest pointer goes through GuestMemory's checked accessors: a bad
+// pointer is -EFAULT, never a VMM crash.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include "guest/guest_state.h"
+#include "memory/guest_memory.h"
+
+namespace flurry {
+
+struct SyscallArgs {
+  uint64_t nr = 0;
+  std::array<uint64_t, 6> arg{};  // rdi, rsi, rdx, r10, r8, r9
+};
+
+struct SyscallResult {
+  enum class Action { kReturn, kExit };
+  int64_t value = 0;  // RAX for kReturn; exit status for kExit
+  Action action = Action::kReturn;
+
+  static SyscallResult Return(int64_t value) { return {value, Action::kReturn}; }
+  static SyscallResult Errno(int err) { return {-static_cast<int64_t>(err), Action::kReturn}; }
+  static SyscallResult Exit(int status) { return {status, Action::kExit}; }
+};
+
+// Everything a handler may touch. Owned by the Vm; used only on its vCPU thread.
+struct SyscallContext {
+  GuestMemory& memory;
+  GuestState& state;
+};
+
+using SyscallHandler = SyscallResult (*)(SyscallContext&, const SyscallArgs&);
+
+class SyscallTable {
+ public:
+  static constexpr uint64_t kMaxSyscall = 512;
+
+  // A table with every syscall flurry implements registered.
+  static SyscallTable Default();
+
+  void Register(uint64_t nr, SyscallHandler handler);
+  // Runs the handler for args.nr. Unknown numbers return -ENOSYS and are reported once each on
+  // stderr, by name ("flurry: guest called unsupported syscall 'io_uring_setup' (425)").
+  SyscallResult Dispatch(SyscallContext& context, const SyscallArgs& args);
+
+ private:
+  std::array<SyscallHandler, kMaxSyscall> handlers_{};
+  std::set<uint64_t> reported_unknown_;
+};
+
+// Registration, one function per family of syscalls (each in its own syscalls_*.cc).
+void RegisterMemorySyscalls(SyscallTable& table);   // brk, mmap, munmap, mremap, madvise, mprotect
+void RegisterFileSyscalls(SyscallTable& table);     // read/write/openat/... on the fd table
+void RegisterTimeSyscalls(SyscallTable& table);     // clock_gettime, nanosleep, ...
+void RegisterProcessSyscalls(SyscallTable& table);  // exit, getpid, uname, arch_prctl, ...
+void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocmask, sigaltstack
+
+// Converts a memory access error into the -errno a guest sees (EFAULT unless the error says
+// otherwise).
+inline SyscallResult ErrnoFrom(const Error& error) {
+  return SyscallResult::Errno(error.code() != 0 ? error.code() : EFAULT);
+}
+
+}  // namespace flurry
