@@ -62,6 +62,14 @@ Result<T> WithContext(Result<T> result, std::string_view context) {
   return result;
 }
 
+namespace internal {
+template <typename T>
+T TakeValue(std::expected<T, Error>&& result) {
+  return std::move(*result);
+}
+inline void TakeValue(std::expected<void, Error>&&) {}
+}  // namespace internal
+
 }  // namespace flurry
 
 // FLURRY_TRY(expr): evaluates a Result; returns its error (as std::unexpected) from the enclosing
@@ -71,7 +79,7 @@ Result<T> WithContext(Result<T> result, std::string_view context) {
     auto&& flurry_try_result_ = (expr);                            \
     if (!flurry_try_result_) [[unlikely]]                          \
       return std::unexpected(std::move(flurry_try_result_.error())); \
-    std::move(*flurry_try_result_);                                \
+    ::flurry::internal::TakeValue(std::move(flurry_try_result_));  \
   })
 
 #define FLURRY_TRY_CTX(expr, context)                                                 \
@@ -79,5 +87,5 @@ Result<T> WithContext(Result<T> result, std::string_view context) {
     auto&& flurry_try_result_ = (expr);                                               \
     if (!flurry_try_result_) [[unlikely]]                                             \
       return std::unexpected(std::move(flurry_try_result_.error()).WithContext(context)); \
-    std::move(*flurry_try_result_);                                                   \
+    ::flurry::internal::TakeValue(std::move(flurry_try_result_));                     \
   })

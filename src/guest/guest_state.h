@@ -23,7 +23,7 @@ struct ProcessIdentity {
   uint64_t clear_child_tid = 0;  // set_tid_address
   uint64_t robust_list = 0;      // set_robust_list head
   uint64_t robust_list_len = 0;
-  std::string exe_path;          // what readlink("/proc/self/exe") returns (absolute)
+  std::string exe_path;  // what readlink("/proc/self/exe") returns (absolute)
   std::string hostname = "flurry";
 };
 
@@ -52,8 +52,16 @@ struct SignalState {
   GuestStack altstack{};
 };
 
+// Register changes a syscall asks for that the VMM applies to the vCPU before resuming.
+struct SegmentBases {
+  uint64_t fs_base = 0;  // arch_prctl(ARCH_SET_FS): the TLS pointer
+  uint64_t gs_base = 0;
+  bool dirty = false;  // set by a handler; cleared by the VMM once applied
+};
+
 struct GuestState {
   ProcessIdentity identity;
+  SegmentBases segment_bases;
   MemoryMap memory_map;
   FdTable fds;
   SignalState signals;

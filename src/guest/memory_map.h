@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "base/error.h"
 
@@ -42,10 +44,13 @@ class MemoryMap {
   // must lie inside the mmap area or the heap's free space and replaces what is there.
   // Returns the address, or an error with ENOMEM/EINVAL.
   Result<uint64_t> Map(uint64_t hint, uint64_t length, bool fixed);
-  // Removes [addr, addr+len) from the map (parts of regions allowed). EINVAL if unaligned.
-  Result<void> Unmap(uint64_t addr, uint64_t length);
-  // mremap(2): grows or shrinks a region in place when possible, else moves it (when
-  // may_move). Returns the new address; *moved says whether data must be copied.
+  // Removes [addr, addr+len) from the map (parts of regions allowed; unmapped parts ignored).
+  // Returns the ranges that were mapped, which the VMM discards.
+  std::vector<std::pair<uint64_t, uint64_t>> Unmap(uint64_t addr, uint64_t length);
+  // mremap(2) without MREMAP_FIXED: grows or shrinks the region containing
+  // [addr, addr+old_length) in place when possible, else (when may_move) reserves a new range
+  // of new_length and returns its address; the caller then copies the data and Unmap()s the
+  // old range.
   Result<uint64_t> Remap(uint64_t addr, uint64_t old_length, uint64_t new_length, bool may_move);
   // True if [addr, addr+len) is entirely inside mapped memory (image, heap, regions, stack).
   bool IsMapped(uint64_t addr, uint64_t length) const;
@@ -53,8 +58,9 @@ class MemoryMap {
   uint64_t MappedBytes() const;
 
  private:
-  // The lowest address any mmap region may use (brk_limit_ keeps heap headroom).
+  // The start of the lowest mmap region (mmap_top when there is none): the heap's ceiling.
   uint64_t LowestRegion() const;
+  // True if no region overlaps [addr, addr+length).
   bool RangeFree(uint64_t addr, uint64_t length) const;
 
   uint64_t image_start_ = 0;

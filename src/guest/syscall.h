@@ -23,13 +23,15 @@ struct SyscallArgs {
 };
 
 struct SyscallResult {
-  enum class Action { kReturn, kExit };
-  int64_t value = 0;  // RAX for kReturn; exit status for kExit
+  enum class Action { kReturn, kExit, kKill };
+  int64_t value = 0;  // RAX for kReturn; exit status for kExit; signal number for kKill
   Action action = Action::kReturn;
 
   static SyscallResult Return(int64_t value) { return {value, Action::kReturn}; }
   static SyscallResult Errno(int err) { return {-static_cast<int64_t>(err), Action::kReturn}; }
   static SyscallResult Exit(int status) { return {status, Action::kExit}; }
+  // The guest dies of `signal` (e.g. abort() raising SIGABRT with the default disposition).
+  static SyscallResult Kill(int signal) { return {signal, Action::kKill}; }
 };
 
 // Everything a handler may touch. Owned by the Vm; used only on its vCPU thread.

@@ -1,0 +1,141 @@
+#include "run_command.h"
+
+#include <csignal>
+#include <cstdio>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "base/parse.h"
+#include "vmm/vm.h"
+
+namespace flurry {
+namespace {
+
+void Complain(const std::string& message) { std::fprintf(stderr, "flurry: %s\n", message.c_str()); }
+
+// SIGUSR1 only interrupts KVM_RUN and blocking host calls on the vCPU thread.
+void InstallKickHandler() {
+  struct sigaction action{};
+  action.sa_handler = [](int) {};
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;  // no SA_RESTART: interrupted calls return EINTR
+  sigaction(SIGUSR1, &action, nullptr);
+}
+
+// Stops the VM when the deadline passes; joins on destruction. Thread "flurry-watchdog".
+class Watchdog {
+ public:
+  Watchdog(Vm& vm, std::chrono::milliseconds timeout) {
+    if (timeout.count() == 0) return;
+    thread_ = std::thread([this, &vm, timeout] {
+      pthread_setname_np(pthread_self(), "flurry-watchdog");
+      std::unique_lock lock(mutex_);
+      if (!cv_.wait_for(lock, timeout, [this] { return done_; })) {
+        fired_ = true;
+        vm.RequestStop();
+      }
+    });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  bool fired_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
+  CLI::App* run = app.add_subcommand("run", "Run a static x86-64 Linux program in a fresh microVM");
+  run->add_option("--mem", options.memory, "Guest memory size (e.g. 256M, 2G)")
+      ->capture_default_str();
+  run->add_option("--dir", options.dir,
+                  "Host directory the guest sees as / (read-only; append :rw for read-write)");
+  run->add_option("--timeout", options.timeout,
+                  "Stop the guest after this long (e.g. 10s, 500ms); exit status 124");
+  run->add_option("--env", options.env, "Guest environment variable KEY=VALUE (repeatable)");
+  run->add_option("program", options.program, "Static ELF executable to run")->required();
+  run->prefix_command();  // everything after PROGRAM goes to the guest
+  run->footer(
+      "Exit status: the program's own; 128+N when the guest dies of signal N (a fault);\n"
+      "124 on --timeout; 1 when flurry cannot start the VM.");
+  return run;
+}
+
+int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_args) {
+  VmConfig config;
+  config.program = options.program;
+  config.argv.push_back(options.program);
+  config.argv.insert(config.argv.end(), guest_args.begin(), guest_args.end());
+  config.envp = {"PATH=/bin:/usr/bin", "HOME=/", "LANG=C.UTF-8"};
+  for (const auto& kv : options.env) {
+    if (kv.find('=') == std::string::npos) {
+      Complain(fmt::format("--env '{}': expected KEY=VALUE", kv));
+      return 2;
+    }
+    config.envp.push_back(kv);
+  }
+  auto memory = ParseSize(options.memory);
+  if (!memory) {
+    Complain("--mem: " + memory.error().message());
+    return 2;
+  }
+  config.memory_size = *memory;
+  if (!options.timeout.empty()) {
+    auto timeout = ParseDuration(options.timeout);
+    if (!timeout) {
+      Complain("--timeout: " + timeout.error().message());
+      return 2;
+    }
+    if (timeout->count() <= 0) {
+      Complain("--timeout must be positive");
+      return 2;
+    }
+    config.timeout = *timeout;
+  }
+  if (!options.dir.empty()) {
+    std::string dir = options.dir;
+    if (dir.size() > 3 && dir.ends_with(":rw")) {
+      config.dir_writable = true;
+      dir.resize(dir.size() - 3);
+    } else if (dir.size() > 3 && dir.ends_with(":ro")) {
+      dir.resize(dir.size() - 3);
+    }
+    config.dir = dir;
+  }
+
+  InstallKickHandler();
+  auto vm = Vm::Create(config);
+  if (!vm) {
+    Complain(vm.error().message());
+    return 1;
+  }
+  Result<GuestExit> exit;
+  {
+    Watchdog watchdog(**vm, config.timeout);
+    exit = (*vm)->Run();
+  }
+  if (!exit) {
+    Complain("running the guest: " + exit.error().message());
+    return 1;
+  }
+  if (exit->kind == GuestExit::Kind::kTimedOut) {
+    Complain(fmt::format("guest timed out after {}; stopped", options.timeout));
+  } else if (!exit->diagnostic.empty()) {
+    Complain(exit->diagnostic);
+  }
+  return exit->ExitCode();
+}
+
+}  // namespace flurry

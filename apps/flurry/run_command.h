@@ -1,0 +1,25 @@
+// `flurry run`: options and execution.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+namespace flurry {
+
+struct RunOptions {
+  std::string memory = "512M";
+  std::string dir;
+  std::string timeout;
+  std::vector<std::string> env;
+  std::string program;
+};
+
+// Declares the `run` subcommand's options on `app`.
+CLI::App* AddRunCommand(CLI::App& app, RunOptions& options);
+
+// Runs the program; returns the process exit status for flurry.
+int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_args);
+
+}  // namespace flurry

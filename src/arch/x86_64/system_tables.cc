@@ -1,0 +1,113 @@
+#include "arch/x86_64/system_tables.h"
+
+#include <csignal>
+#include <cstring>
+#include <vector>
+
+#include "arch/x86_64/layout.h"
+#include "base/check.h"
+
+namespace flurry::x86 {
+namespace {
+
+constexpr uint64_t kKernelCode64 = 0x00209b0000000000ULL;  // P, DPL0, code, L
+constexpr uint64_t kKernelData = 0x0000930000000000ULL;    // P, DPL0, data, writable
+constexpr uint64_t kUserData = 0x0000f30000000000ULL;      // P, DPL3, data, writable
+constexpr uint64_t kUserCode64 = 0x0020fb0000000000ULL;    // P, DPL3, code, L
+constexpr uint32_t kTssLimit = 103;
+
+void WriteGdt(GuestMemory& memory) {
+  uint64_t gdt[kGdtEntries] = {};
+  gdt[kKernelCodeSelector / 8] = kKernelCode64;
+  gdt[kKernelDataSelector / 8] = kKernelData;
+  gdt[kUserDataSelector / 8] = kUserData;
+  gdt[kUserCodeSelector / 8] = kUserCode64;
+  const uint64_t tss = kTssAddr;
+  gdt[kTssSelector / 8] = (kTssLimit & 0xffff) | ((tss & 0xffffff) << 16) |
+                          (0x89ULL << 40) |  // P, type = available 64-bit TSS
+                          (((tss >> 24) & 0xff) << 56);
+  gdt[kTssSelector / 8 + 1] = tss >> 32;
+  std::memcpy(memory.HostPointer(kGdtAddr, sizeof gdt), gdt, sizeof gdt);
+}
+
+void WriteTss(GuestMemory& memory) {
+  uint8_t tss[kTssLimit + 1] = {};
+  auto put64 = [&](size_t offset, uint64_t value) { std::memcpy(tss + offset, &value, 8); };
+  put64(4, kKernelStackTop);   // RSP0
+  put64(36, kFaultStackTop);   // IST1
+  uint16_t iomap_base = sizeof tss;  // no I/O permission bitmap
+  std::memcpy(tss + 102, &iomap_base, 2);
+  std::memcpy(memory.HostPointer(kTssAddr, sizeof tss), tss, sizeof tss);
+}
+
+void WriteIdtAndStubs(GuestMemory& memory) {
+  for (int vector = 0; vector < kExceptionVectors; ++vector) {
+    const uint64_t stub = kExceptionStubsAddr + vector * kExceptionStubSize;
+    std::vector<uint8_t> code = {0xe6, static_cast<uint8_t>(kExceptionPortBase + vector)};
+    if (VectorHasErrorCode(vector)) code.insert(code.end(), {0x48, 0x83, 0xc4, 0x08});
+    code.insert(code.end(), {0x48, 0xcf});  // iretq
+    FLURRY_CHECK(code.size() <= kExceptionStubSize);
+    std::memcpy(memory.HostPointer(stub, code.size()), code.data(), code.size());
+
+    const uint64_t ist = vector == 8 ? 1 : 0;  // double fault on its own stack
+    uint64_t gate[2];
+    gate[0] = (stub & 0xffff) | (uint64_t{kKernelCodeSelector} << 16) | (ist << 32) |
+              (0x8eULL << 40) |  // P, DPL0, 64-bit interrupt gate
+              (((stub >> 16) & 0xffff) << 48);
+    gate[1] = stub >> 32;
+    std::memcpy(memory.HostPointer(kIdtAddr + vector * 16, 16), gate, 16);
+  }
+}
+
+// mov [kDoorbellAddr], eax ; sysretq
+constexpr uint8_t kGateCode[] = {0x89, 0x04, 0x25, kDoorbellAddr & 0xff, (kDoorbellAddr >> 8) & 0xff,
+                                 0x00, 0x00, 0x48, 0x0f, 0x07};
+constexpr uint64_t kGateDoorbellInsnLength = 7;
+
+}  // namespace
+
+void WriteSystemTables(GuestMemory& memory) {
+  WriteGdt(memory);
+  WriteTss(memory);
+  WriteIdtAndStubs(memory);
+  std::memcpy(memory.HostPointer(kSyscallGateAddr, sizeof kGateCode), kGateCode, sizeof kGateCode);
+}
+
+uint64_t SyscallGateExitRip() { return kSyscallGateAddr + kGateDoorbellInsnLength; }
+
+bool VectorHasErrorCode(int vector) {
+  switch (vector) {
+    case 8: case 10: case 11: case 12: case 13: case 14: case 17: case 21: case 29: case 30:
+      return true;
+    default:
+      return false;
+  }
+}
+
+const char* VectorName(int vector) {
+  static const char* const kNames[kExceptionVectors] = {
+      "divide error (#DE)", "debug (#DB)", "NMI", "breakpoint (#BP)", "overflow (#OF)",
+      "bound range (#BR)", "invalid opcode (#UD)", "device not available (#NM)",
+      "double fault (#DF)", "coprocessor segment overrun", "invalid TSS (#TS)",
+      "segment not present (#NP)", "stack fault (#SS)", "general protection (#GP)",
+      "page fault (#PF)", "reserved 15", "x87 floating point (#MF)", "alignment check (#AC)",
+      "machine check (#MC)", "SIMD floating point (#XM)", "virtualization (#VE)",
+      "control protection (#CP)", "reserved 22", "reserved 23", "reserved 24", "reserved 25",
+      "reserved 26", "reserved 27", "hypervisor injection (#HV)", "VMM communication (#VC)",
+      "security (#SX)", "reserved 31"};
+  if (vector < 0 || vector >= kExceptionVectors) return "unknown vector";
+  return kNames[vector];
+}
+
+int VectorSignal(int vector) {
+  switch (vector) {
+    case 0: case 16: case 19: return SIGFPE;
+    case 1: case 3: return SIGTRAP;
+    case 6: return SIGILL;
+    case 7: case 17: return SIGBUS;
+    case 12: case 13: case 14: return SIGSEGV;
+    default: return SIGSEGV;
+  }
+}
+
+}  // namespace flurry::x86

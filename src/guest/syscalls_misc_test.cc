@@ -1,0 +1,152 @@
+// Tests for the time, process and signal syscalls and the dispatcher.
+#include <asm/prctl.h>
+#include <linux/futex.h>
+#include <sys/resource.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+
+#include <csignal>
+#include <ctime>
+
+#include <gtest/gtest.h>
+
+#include "guest/syscalls_test_support.h"
+
+namespace flurry {
+namespace {
+
+using testing::SyscallHarness;
+constexpr uint64_t kBuf = SyscallHarness::kScratch;
+
+TEST(Dispatch, UnknownSyscallIsEnosys) {
+  SyscallHarness h;
+  EXPECT_EQ(h.Call(425), -ENOSYS);  // io_uring_setup
+  EXPECT_EQ(h.Call(999), -ENOSYS);
+  EXPECT_EQ(h.Call(~0ULL), -ENOSYS);
+}
+
+TEST(SysExit, ExitsWithLowByte) {
+  SyscallHarness h;
+  h.Call(SYS_exit_group, 0x1234);
+  EXPECT_EQ(h.last.action, SyscallResult::Action::kExit);
+  EXPECT_EQ(h.last.value, 0x34);
+}
+
+TEST(SysClockGettime, WritesTimeAndChecksArguments) {
+  SyscallHarness h;
+  EXPECT_EQ(h.Call(SYS_clock_gettime, CLOCK_MONOTONIC, kBuf), 0);
+  timespec first = h.memory.ReadObject<timespec>(kBuf).value();
+  EXPECT_EQ(h.Call(SYS_clock_gettime, CLOCK_MONOTONIC, kBuf), 0);
+  timespec second = h.memory.ReadObject<timespec>(kBuf).value();
+  EXPECT_TRUE(second.tv_sec > first.tv_sec ||
+              (second.tv_sec == first.tv_sec && second.tv_nsec >= first.tv_nsec));
+  EXPECT_EQ(h.Call(SYS_clock_gettime, 12345, kBuf), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_clock_gettime, CLOCK_REALTIME, 0), -EFAULT);
+  EXPECT_EQ(h.Call(SYS_clock_gettime, CLOCK_REALTIME, SyscallHarness::kRam - 4), -EFAULT);
+}
+
+TEST(SysNanosleep, SleepsAndValidates) {
+  SyscallHarness h;
+  timespec ts{0, 1'000'000};
+  ASSERT_TRUE(h.memory.WriteObject(kBuf, ts).has_value());
+  EXPECT_EQ(h.Call(SYS_nanosleep, kBuf, 0), 0);
+  timespec bad{0, 2'000'000'000};
+  ASSERT_TRUE(h.memory.WriteObject(kBuf, bad).has_value());
+  EXPECT_EQ(h.Call(SYS_nanosleep, kBuf, 0), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_nanosleep, 0x100, 0), -EFAULT);
+}
+
+TEST(SysArchPrctl, RecordsTheTlsBase) {
+  SyscallHarness h;
+  EXPECT_EQ(h.Call(SYS_arch_prctl, ARCH_SET_FS, 0x7000000), 0);
+  EXPECT_TRUE(h.state.segment_bases.dirty);
+  EXPECT_EQ(h.state.segment_bases.fs_base, 0x7000000u);
+  EXPECT_EQ(h.Call(SYS_arch_prctl, ARCH_GET_FS, kBuf), 0);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(kBuf).value(), 0x7000000u);
+  EXPECT_EQ(h.Call(SYS_arch_prctl, ARCH_SET_FS, 1ULL << 60), -EPERM);
+  EXPECT_EQ(h.Call(SYS_arch_prctl, 0x9999, 0), -EINVAL);
+}
+
+TEST(SysIdentity, PidsAndUname) {
+  SyscallHarness h;
+  EXPECT_EQ(h.Call(SYS_getpid), 42);
+  EXPECT_EQ(h.Call(SYS_gettid), 42);
+  EXPECT_EQ(h.Call(SYS_set_tid_address, kBuf), 42);
+  EXPECT_EQ(h.Call(SYS_uname, kBuf), 0);
+  utsname u = h.memory.ReadObject<utsname>(kBuf).value();
+  EXPECT_STREQ(u.sysname, "Linux");
+  EXPECT_STREQ(u.machine, "x86_64");
+  EXPECT_EQ(h.Call(SYS_uname, 8), -EFAULT);
+}
+
+TEST(SysResources, SysinfoRlimitAffinity) {
+  SyscallHarness h;
+  EXPECT_EQ(h.Call(SYS_sysinfo, kBuf), 0);
+  struct sysinfo info = h.memory.ReadObject<struct sysinfo>(kBuf).value();
+  EXPECT_EQ(info.totalram, SyscallHarness::kRam);
+  EXPECT_EQ(info.mem_unit, 1u);
+  EXPECT_EQ(h.Call(SYS_prlimit64, 0, RLIMIT_STACK, 0, kBuf), 0);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(kBuf).value(), 8u << 20);
+  EXPECT_EQ(h.Call(SYS_prlimit64, 0, 999, 0, kBuf), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_prlimit64, 7, RLIMIT_STACK, 0, kBuf), -ESRCH);
+  EXPECT_EQ(h.Call(SYS_sched_getaffinity, 0, 128, kBuf), 8);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(kBuf).value(), 1u);
+  EXPECT_EQ(h.Call(SYS_sched_getaffinity, 0, 4, kBuf), -EINVAL);
+}
+
+TEST(SysGetrandom, FillsAndDiffers) {
+  SyscallHarness h;
+  EXPECT_EQ(h.Call(SYS_getrandom, kBuf, 32, 0), 32);
+  EXPECT_EQ(h.Call(SYS_getrandom, kBuf + 32, 32, 0), 32);
+  auto a = h.memory.ReadObject<std::array<uint64_t, 4>>(kBuf).value();
+  auto b = h.memory.ReadObject<std::array<uint64_t, 4>>(kBuf + 32).value();
+  EXPECT_NE(a, b);
+  EXPECT_EQ(h.Call(SYS_getrandom, 0, 32, 0), -EFAULT);
+  EXPECT_EQ(h.Call(SYS_getrandom, kBuf, 32, 0x100), -EINVAL);
+}
+
+TEST(SysFutex, SingleThreadSemantics) {
+  SyscallHarness h;
+  ASSERT_TRUE(h.memory.WriteObject<uint32_t>(kBuf, 5).has_value());
+  EXPECT_EQ(h.Call(SYS_futex, kBuf, FUTEX_WAKE_PRIVATE, 1), 0);
+  EXPECT_EQ(h.Call(SYS_futex, kBuf, FUTEX_WAIT_PRIVATE, 4, 0), -EAGAIN);
+  EXPECT_EQ(h.Call(SYS_futex, kBuf, FUTEX_WAIT_PRIVATE, 5, 0), -EDEADLK);
+  EXPECT_EQ(h.Call(SYS_futex, kBuf + 1, FUTEX_WAKE, 1), -EINVAL);
+}
+
+TEST(SysSignals, DispositionsAreRecorded) {
+  SyscallHarness h;
+  GuestSigaction act{0x401000, 0x04000000, 0x402000, 1ULL << (SIGKILL - 1)};
+  ASSERT_TRUE(h.memory.WriteObject(kBuf, act).has_value());
+  EXPECT_EQ(h.Call(SYS_rt_sigaction, SIGINT, kBuf, 0, 8), 0);
+  EXPECT_EQ(h.Call(SYS_rt_sigaction, SIGINT, 0, kBuf + 64, 8), 0);
+  GuestSigaction old = h.memory.ReadObject<GuestSigaction>(kBuf + 64).value();
+  EXPECT_EQ(old.handler, 0x401000u);
+  EXPECT_EQ(old.mask, 0u);  // SIGKILL cannot be blocked
+  EXPECT_EQ(h.Call(SYS_rt_sigaction, SIGKILL, kBuf, 0, 8), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_rt_sigaction, SIGINT, kBuf, 0, 4), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_rt_sigaction, 65, kBuf, 0, 8), -EINVAL);
+  ASSERT_TRUE(h.memory.WriteObject<uint64_t>(kBuf, 0x3).has_value());
+  EXPECT_EQ(h.Call(SYS_rt_sigprocmask, SIG_BLOCK, kBuf, 0, 8), 0);
+  EXPECT_EQ(h.state.signals.blocked, 3u);
+  EXPECT_EQ(h.Call(SYS_rt_sigprocmask, 7, kBuf, 0, 8), -EINVAL);
+}
+
+TEST(SysSignals, RaisingADefaultFatalSignalKills) {
+  SyscallHarness h;
+  h.Call(SYS_tgkill, 42, 42, SIGABRT);
+  EXPECT_EQ(h.last.action, SyscallResult::Action::kKill);
+  EXPECT_EQ(h.last.value, SIGABRT);
+  EXPECT_EQ(h.Call(SYS_kill, 42, 0), 0);
+  EXPECT_EQ(h.Call(SYS_kill, 43, SIGTERM), -ESRCH);
+  EXPECT_EQ(h.Call(SYS_kill, 42, SIGCHLD), 0);  // ignored by default
+}
+
+TEST(SysThreads, CloneIsRefused) {
+  SyscallHarness h;
+  EXPECT_EQ(h.Call(SYS_clone, 0), -ENOSYS);
+  EXPECT_EQ(h.Call(SYS_clone3, 0), -ENOSYS);
+}
+
+}  // namespace
+}  // namespace flurry

@@ -1,0 +1,120 @@
+// Signal syscalls: dispositions, the blocked mask and the alternate stack are recorded in
+// GuestState.signals; nothing is delivered yet (flurry has no asynchronous signal sources
+// besides faults, which end the guest).
+#include <sys/syscall.h>
+
+#include <csignal>
+
+#include "guest/syscall.h"
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kSigsetSize = 8;
+
+uint64_t Bit(int signal) { return 1ULL << (signal - 1); }
+
+SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
+  const int signal = static_cast<int>(a.arg[0]);
+  if (a.arg[3] != kSigsetSize) return SyscallResult::Errno(EINVAL);
+  if (signal < 1 || signal > SignalState::kSignals) return SyscallResult::Errno(EINVAL);
+  GuestSigaction& slot = c.state.signals.actions[signal];
+  GuestSigaction next = slot;
+  if (a.arg[1] != 0) {
+    if (signal == SIGKILL || signal == SIGSTOP) return SyscallResult::Errno(EINVAL);
+    auto act = c.memory.ReadObject<GuestSigaction>(a.arg[1]);
+    if (!act) return ErrnoFrom(act.error());
+    next = *act;
+    next.mask &= ~(Bit(SIGKILL) | Bit(SIGSTOP));
+  }
+  if (a.arg[2] != 0) {
+    if (auto r = c.memory.WriteObject(a.arg[2], slot); !r) return ErrnoFrom(r.error());
+  }
+  slot = next;
+  return SyscallResult::Return(0);
+}
+
+SyscallResult SysRtSigprocmask(SyscallContext& c, const SyscallArgs& a) {
+  if (a.arg[3] != kSigsetSize) return SyscallResult::Errno(EINVAL);
+  const int how = static_cast<int>(a.arg[0]);
+  uint64_t& blocked = c.state.signals.blocked;
+  const uint64_t old = blocked;
+  if (a.arg[1] != 0) {
+    auto set = c.memory.ReadObject<uint64_t>(a.arg[1]);
+    if (!set) return ErrnoFrom(set.error());
+    uint64_t value = *set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
+    switch (how) {
+      case SIG_BLOCK: blocked |= value; break;
+      case SIG_UNBLOCK: blocked &= ~value; break;
+      case SIG_SETMASK: blocked = value; break;
+      default: return SyscallResult::Errno(EINVAL);
+    }
+  }
+  if (a.arg[2] != 0) {
+    if (auto r = c.memory.WriteObject(a.arg[2], old); !r) {
+      blocked = old;
+      return ErrnoFrom(r.error());
+    }
+  }
+  return SyscallResult::Return(0);
+}
+
+SyscallResult SysSigaltstack(SyscallContext& c, const SyscallArgs& a) {
+  GuestStack old = c.state.signals.altstack;
+  if (a.arg[0] != 0) {
+    auto stack = c.memory.ReadObject<GuestStack>(a.arg[0]);
+    if (!stack) return ErrnoFrom(stack.error());
+    if (stack->flags & ~SS_DISABLE) return SyscallResult::Errno(EINVAL);
+    if (!(stack->flags & SS_DISABLE) && stack->size < static_cast<uint64_t>(MINSIGSTKSZ)) {
+      return SyscallResult::Errno(ENOMEM);
+    }
+    c.state.signals.altstack = *stack;
+  }
+  if (a.arg[1] != 0) {
+    if (auto r = c.memory.WriteObject(a.arg[1], old); !r) return ErrnoFrom(r.error());
+  }
+  return SyscallResult::Return(0);
+}
+
+// kill/tgkill/tkill aimed at the guest itself: a signal with the default action ends it
+// (abort() → SIGABRT → exit status 134); ignored or caught signals are dropped for now.
+SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal) {
+  if (target != c.state.identity.pid && target != 0 && target != -1) {
+    return SyscallResult::Errno(ESRCH);
+  }
+  if (signal < 0 || signal > SignalState::kSignals) return SyscallResult::Errno(EINVAL);
+  if (signal == 0) return SyscallResult::Return(0);
+  const uint64_t handler = c.state.signals.actions[signal].handler;
+  const bool default_action = handler == reinterpret_cast<uint64_t>(SIG_DFL);
+  const bool ignored_by_default = signal == SIGCHLD || signal == SIGURG || signal == SIGWINCH ||
+                                  signal == SIGCONT;
+  if (signal == SIGKILL || (default_action && !ignored_by_default)) {
+    return SyscallResult::Kill(signal);
+  }
+  return SyscallResult::Return(0);
+}
+
+SyscallResult SysKill(SyscallContext& c, const SyscallArgs& a) {
+  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[1]));
+}
+SyscallResult SysTkill(SyscallContext& c, const SyscallArgs& a) {
+  if (static_cast<int32_t>(a.arg[0]) != c.state.identity.tid) return SyscallResult::Errno(ESRCH);
+  return SignalSelf(c, c.state.identity.pid, static_cast<int>(a.arg[1]));
+}
+SyscallResult SysTgkill(SyscallContext& c, const SyscallArgs& a) {
+  if (static_cast<int32_t>(a.arg[1]) != c.state.identity.tid) return SyscallResult::Errno(ESRCH);
+  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[2]));
+}
+
+}  // namespace
+
+void RegisterSignalSyscalls(SyscallTable& table) {
+  table.Register(SYS_rt_sigaction, SysRtSigaction);
+  table.Register(SYS_rt_sigprocmask, SysRtSigprocmask);
+  table.Register(SYS_sigaltstack, SysSigaltstack);
+  table.Register(SYS_kill, SysKill);
+  table.Register(SYS_tkill, SysTkill);
+  table.Register(SYS_tgkill, SysTgkill);
+}
+
+}  // namespace flurry

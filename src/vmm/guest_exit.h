@@ -1,0 +1,26 @@
+// GuestExit: how a guest run ended, and the exit status flurry reports for it.
+#pragma once
+
+#include <string>
+
+namespace flurry {
+
+struct GuestExit {
+  enum class Kind { kExited, kSignaled, kTimedOut };
+  Kind kind = Kind::kExited;
+  int status = 0;          // kExited: the guest's exit status
+  int signal = 0;          // kSignaled: the signal a native process would have died of
+  std::string diagnostic;  // one line for stderr ("" for a normal exit)
+
+  // The status `flurry run` exits with: the guest's own, 128+signal, or 124 on timeout.
+  int ExitCode() const {
+    switch (kind) {
+      case Kind::kExited: return status;
+      case Kind::kSignaled: return 128 + signal;
+      case Kind::kTimedOut: return 124;
+    }
+    return 1;
+  }
+};
+
+}  // namespace flurry

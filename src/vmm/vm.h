@@ -1,0 +1,62 @@
+// Vm: one process-mode microVM — the KVM VM, its single vCPU, guest RAM, and the VMM-side
+// guest state — and the loop that runs it.
+//
+// Ownership: a Vm owns everything it holds. Threads: Create() and Run() on the caller's
+// thread, which becomes the vCPU thread; RequestStop() from any thread (the watchdog).
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include <pthread.h>
+
+#include "base/error.h"
+#include "guest/guest_state.h"
+#include "guest/syscall.h"
+#include "kvm/kvm_system.h"
+#include "kvm/kvm_vcpu.h"
+#include "kvm/kvm_vm.h"
+#include "memory/guest_memory.h"
+#include "vmm/guest_exit.h"
+#include "vmm/vm_config.h"
+
+namespace flurry {
+
+class Vm {
+ public:
+  // Builds the VM: loads config.program, lays out memory, sets up the vCPU at the entry point.
+  static Result<std::unique_ptr<Vm>> Create(const VmConfig& config);
+
+  // Runs the guest until it exits, faults or is stopped. Call on one thread only.
+  Result<GuestExit> Run();
+
+  // Makes Run() return kTimedOut soon (any thread; async-signal-unsafe parts excluded).
+  void RequestStop();
+
+  GuestState& state() { return state_; }
+  GuestMemory& memory() { return memory_; }
+
+ private:
+  Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state);
+
+  // Exit handlers. Each returns a GuestExit when the guest is done, nullopt to keep running.
+  Result<std::optional<GuestExit>> HandleSyscall();
+  Result<GuestExit> HandleException(int vector);
+  Result<void> ApplySegmentBases();
+  std::string DescribeFailure(const char* what);
+
+  KvmSystem system_;
+  KvmVm kvm_vm_;
+  KvmVcpu vcpu_;
+  GuestMemory memory_;
+  GuestState state_;
+  SyscallTable syscalls_;
+  // Whether `syscall` enters the gate at CPL0 (hardware KVM) or stays at CPL3 (PVM); learned
+  // at the first syscall exit.
+  enum class GateMode { kUnknown, kRaisesCpl, kStaysAtCpl3 } gate_mode_ = GateMode::kUnknown;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<pthread_t> vcpu_thread_{};
+  std::atomic<bool> vcpu_thread_known_{false};
+};
+
+}  // namespace flurry

@@ -1,0 +1,25 @@
+// VmConfig: what `flurry run` asks for. Plain data.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace flurry {
+
+struct VmConfig {
+  static constexpr uint64_t kDefaultMemory = 512ULL << 20;
+  static constexpr uint64_t kStackSize = 8ULL << 20;
+
+  std::string program;             // host path of the static ELF
+  std::vector<std::string> argv;   // argv[0] included
+  std::vector<std::string> envp;
+  uint64_t memory_size = kDefaultMemory;
+  std::optional<std::string> dir;  // host directory the guest sees as "/"
+  bool dir_writable = false;
+  std::chrono::milliseconds timeout{0};  // 0: none
+};
+
+}  // namespace flurry

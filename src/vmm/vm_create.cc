@@ -1,0 +1,145 @@
+// Vm::Create: from a VmConfig to a vCPU standing at the program's entry point.
+#include <cpuid.h>
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <fstream>
+
+#include "arch/x86_64/cpu_setup.h"
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/page_tables.h"
+#include "arch/x86_64/system_tables.h"
+#include "base/unique_fd.h"
+#include "guest/elf.h"
+#include "guest/elf_loader.h"
+#include "guest/host_dir.h"
+#include "guest/initial_stack.h"
+#include "vmm/vdso.h"
+#include "vmm/vm.h"
+
+namespace flurry {
+namespace {
+
+using x86::kHugePageSize;
+
+// Reads the whole program file, refusing files larger than the guest could hold.
+Result<std::vector<uint8_t>> ReadProgram(const std::string& path, uint64_t limit) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(path);
+  struct stat st{};
+  if (fstat(fd.get(), &st) != 0) return FailErrno(path);
+  if (!S_ISREG(st.st_mode)) return Fail("{}: not a regular file", path);
+  if (static_cast<uint64_t>(st.st_size) > limit) {
+    return Fail("{}: program is {} MiB, larger than guest memory ({} MiB; raise --mem)", path,
+                st.st_size >> 20, limit >> 20);
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = read(fd.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno(path);
+    if (n == 0) return Fail("{}: file shrank while reading", path);
+    done += static_cast<size_t>(n);
+  }
+  return bytes;
+}
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::string GuestExePath(const std::string& program) {
+  size_t slash = program.find_last_of('/');
+  return "/" + (slash == std::string::npos ? program : program.substr(slash + 1));
+}
+
+// Signal frame space glibc should reserve (sysconf(_SC_MINSIGSTKSZ)): the XSAVE area plus
+// the rest of a Linux signal frame.
+uint64_t MinSigStackSize() {
+  uint32_t a, b, c, d;
+  __cpuid_count(0xd, 0, a, b, c, d);
+  return b + 1024;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
+  const uint64_t ram = config.memory_size;
+  if (ram < x86::kMinRamSize || ram > x86::kMaxRamSize || ram % kHugePageSize != 0) {
+    return Fail("--mem {}: must be a multiple of 2 MiB between {} MiB and {} GiB", ram,
+                x86::kMinRamSize >> 20, x86::kMaxRamSize >> 30);
+  }
+  KvmSystem system = FLURRY_TRY(KvmSystem::Open());
+  std::vector<uint8_t> file = FLURRY_TRY(ReadProgram(config.program, ram));
+  ElfImage elf = FLURRY_TRY_CTX(ParseElf(file), config.program);
+
+  // Memory layout (see guest/memory_map.h): stack at the top, a guard below it.
+  const uint64_t stack_bottom = ram - VmConfig::kStackSize;
+  const uint64_t guard = stack_bottom - kHugePageSize;
+  const uint64_t mmap_top = guard;
+  GuestMemory memory = FLURRY_TRY(GuestMemory::Create(ram));
+  LoadedImage image = FLURRY_TRY_CTX(LoadElf(elf, file, memory, mmap_top), config.program);
+
+  x86::AddressRange hole{guard, kHugePageSize};
+  FLURRY_TRY(x86::BuildPageTables(memory, {&hole, 1}));
+  x86::WriteSystemTables(memory);
+  const uint64_t vdso = FLURRY_TRY(InstallVdso(memory));
+
+  StackInputs stack{};
+  stack.argv = config.argv;
+  stack.envp = config.envp;
+  stack.execfn = config.argv.empty() ? config.program : config.argv[0];
+  if (getrandom(stack.random.data(), stack.random.size(), 0) !=
+      static_cast<ssize_t>(stack.random.size())) {
+    return FailErrno("getrandom for AT_RANDOM");
+  }
+  stack.phdr = image.phdr_addr;
+  stack.phent = image.phent;
+  stack.phnum = image.phnum;
+  stack.entry = image.entry;
+  uint32_t a, b, c, d;
+  __cpuid(1, a, b, c, d);
+  stack.hwcap = d;
+  stack.hwcap2 = 0;
+  stack.minsigstksz = MinSigStackSize();
+  stack.vdso_base = vdso;
+  InitialStack initial = FLURRY_TRY(BuildInitialStack(stack, ram, VmConfig::kStackSize / 2));
+  const uint64_t rsp = FLURRY_TRY(PlaceInitialStack(initial, memory));
+
+  GuestState state;
+  state.identity.pid = getpid();
+  state.identity.ppid = getppid();
+  state.identity.tid = state.identity.pid;
+  state.identity.exe_path = GuestExePath(config.program);
+  state.memory_map = MemoryMap(image.image_start, image.image_end, mmap_top, stack_bottom, ram);
+  state.cpu = x86::CpuSignature::OfHost();
+  state.start_time_ns = MonotonicNs();
+  if (config.dir) {
+    HostDir dir = FLURRY_TRY_CTX(HostDir::Open(*config.dir, config.dir_writable), "--dir");
+    state.fds.SetRoot(std::move(dir));
+  }
+
+  KvmVm kvm_vm = FLURRY_TRY(KvmVm::Create(system));
+  FLURRY_TRY(kvm_vm.SetMemoryRegion(0, 0, ram, memory.host_base()));
+  KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(system, kvm_vm, 0));
+  FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(system, vcpu, image.entry, rsp), "setting up the vCPU");
+
+  return std::unique_ptr<Vm>(new Vm(std::move(system), std::move(kvm_vm), std::move(vcpu),
+                                    std::move(memory), std::move(state)));
+}
+
+Vm::Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state)
+    : system_(std::move(system)),
+      kvm_vm_(std::move(vm)),
+      vcpu_(std::move(vcpu)),
+      memory_(std::move(memory)),
+      state_(std::move(state)),
+      syscalls_(SyscallTable::Default()) {}
+
+}  // namespace flurry
