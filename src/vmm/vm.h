@@ -18,6 +18,7 @@
 #include "kvm/kvm_vm.h"
 #include "memory/guest_memory.h"
 #include "vmm/guest_exit.h"
+#include "vmm/vdso.h"
 #include "vmm/vm_config.h"
 
 namespace flurry {
@@ -51,6 +52,7 @@ class Vm {
   GuestMemory memory_;
   GuestState state_;
   SyscallTable syscalls_;
+  GuestClock clock_;
   // Whether `syscall` enters the gate at CPL0 (hardware KVM) or stays at CPL3 (PVM); learned
   // at the first syscall exit.
   enum class GateMode { kUnknown, kRaisesCpl, kStaysAtCpl3 } gate_mode_ = GateMode::kUnknown;

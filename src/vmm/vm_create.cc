@@ -130,8 +130,10 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(system, kvm_vm, 0));
   FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(system, vcpu, image.entry, rsp), "setting up the vCPU");
 
-  return std::unique_ptr<Vm>(new Vm(std::move(system), std::move(kvm_vm), std::move(vcpu),
-                                    std::move(memory), std::move(state)));
+  auto result = std::unique_ptr<Vm>(new Vm(std::move(system), std::move(kvm_vm), std::move(vcpu),
+                                           std::move(memory), std::move(state)));
+  FLURRY_TRY_CTX(result->clock_.Start(result->vcpu_, result->memory_), "starting the guest clock");
+  return result;
 }
 
 Vm::Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state)

@@ -2,6 +2,7 @@
 #include <linux/kvm.h>
 
 #include <csignal>
+#include <cstring>
 
 #include "arch/x86_64/cpu_setup.h"
 #include "arch/x86_64/layout.h"
@@ -71,8 +72,13 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   switch (result.action) {
     case SyscallResult::Action::kExit:
       return GuestExit{GuestExit::Kind::kExited, static_cast<int>(result.value), 0, ""};
-    case SyscallResult::Action::kKill:
-      return GuestExit{GuestExit::Kind::kSignaled, 0, static_cast<int>(result.value), ""};
+    case SyscallResult::Action::kKill: {
+      const int signal = static_cast<int>(result.value);
+      const char* name = sigabbrev_np(signal);
+      return GuestExit{GuestExit::Kind::kSignaled, 0, signal,
+                       fmt::format("guest killed by SIG{} it raised itself (syscall {})",
+                                   name ? name : "?", args.nr)};
+    }
     case SyscallResult::Action::kReturn:
       break;
   }
@@ -83,6 +89,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     regs.rflags = (regs.r11 & 0x3c7fd7) | 0x2;
   }
   vcpu_.MarkRegsDirty();
+  clock_.Refresh(memory_);
   if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
   return std::nullopt;
 }
