@@ -116,6 +116,8 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
   }
 
   InstallKickHandler();
+  // A guest writing to a closed pipe gets EPIPE from write(2); the VMM must not die of it.
+  signal(SIGPIPE, SIG_IGN);
   auto vm = Vm::Create(config);
   if (!vm) {
     Complain(vm.error().message());

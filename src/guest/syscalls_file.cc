@@ -26,12 +26,12 @@ static_assert(sizeof(struct stat) == 144, "guest and host struct stat differ");
 static_assert(sizeof(struct statx) == 256, "guest and host struct statx differ");
 
 constexpr uint64_t kPathMax = 4096;
-constexpr uint64_t kMaxRw = 0x7ffff000;        // Linux MAX_RW_COUNT: the most one call moves
-constexpr uint64_t kMaxIov = 1024;             // UIO_MAXIOV
-constexpr uint64_t kMaxDirents = 64 << 10;     // bytes of directory entries per getdents64
-constexpr size_t kKernelTermiosSize = 36;      // struct termios as TCGETS fills it (NCCS 19)
+constexpr uint64_t kMaxRw = 0x7ffff000;     // Linux MAX_RW_COUNT: the most one call moves
+constexpr uint64_t kMaxIov = 1024;          // UIO_MAXIOV
+constexpr uint64_t kMaxDirents = 64 << 10;  // bytes of directory entries per getdents64
+constexpr size_t kKernelTermiosSize = 36;   // struct termios as TCGETS fills it (NCCS 19)
 constexpr int kSetflFlags = O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME;  // what F_SETFL sets
-constexpr int kStatxSyncType = 0x6000;         // AT_STATX_SYNC_TYPE
+constexpr int kStatxSyncType = 0x6000;                                     // AT_STATX_SYNC_TYPE
 
 // A handler body: the value for RAX, or an error whose code is the errno.
 using Value = Result<int64_t>;
@@ -133,9 +133,9 @@ Result<std::vector<iovec>> IovecsArg(const GuestMemory& memory, uint64_t addr, u
 // One readv/preadv (offset < 0: at the file offset); a short read is the guest's to handle.
 Value ReadInto(const OpenFile& file, std::span<iovec> iov, int64_t offset) {
   for (;;) {
-    ssize_t n = offset < 0 ? readv(file.host_fd(), iov.data(), static_cast<int>(iov.size()))
-                           : preadv(file.host_fd(), iov.data(), static_cast<int>(iov.size()),
-                                    offset);
+    ssize_t n = offset < 0
+                    ? readv(file.host_fd(), iov.data(), static_cast<int>(iov.size()))
+                    : preadv(file.host_fd(), iov.data(), static_cast<int>(iov.size()), offset);
     if (n >= 0) return n;
     if (errno == EINTR || WaitIfStdio(file, POLLIN)) continue;
     return HostError("read");
@@ -237,7 +237,7 @@ Value OpenAt(SyscallContext& context, int dirfd, uint64_t path_addr, int flags, 
   // Like Linux, take the fd slot before touching the file system (no file created on EMFILE).
   if (fds.OpenCount() >= FdTable::kMaxFds) return FailErrno(EMFILE, "guest fd table full");
   UniqueFd fd = FLURRY_TRY(ref.dir->OpenAt(ref.base, ref.path, flags, mode));
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd.get(), &st) != 0) return HostError("fstat");
   OpenFile file;
   file.kind = S_ISREG(st.st_mode)   ? FileKind::kRegular
@@ -245,9 +245,9 @@ Value OpenAt(SyscallContext& context, int dirfd, uint64_t path_addr, int flags, 
                                     : FileKind::kOther;
   file.path = ref.dir->GuestPathOf(fd.get(), HostDir::JoinGuestPath(ref.base.path, ref.path));
   // What F_GETFL reports: the open flags without the open-time-only ones.
-  file.flags = (flags & HostDir::kGuestOpenFlags & ~(O_CLOEXEC | O_CREAT | O_EXCL | O_NOCTTY |
-                                                     O_TRUNC)) |
-               HostDir::kKernelLargefile;
+  file.flags =
+      (flags & HostDir::kGuestOpenFlags & ~(O_CLOEXEC | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) |
+      HostDir::kKernelLargefile;
   file.host = std::move(fd);
   return FLURRY_TRY(fds.Install(std::move(file), (flags & O_CLOEXEC) != 0));
 }
@@ -291,8 +291,8 @@ Value Dup3(SyscallContext& context, const SyscallArgs& args) {
   if ((flags & ~O_CLOEXEC) != 0 || IntArg(args.arg[0]) == IntArg(args.arg[1])) {
     return FailErrno(EINVAL, "dup3");
   }
-  return FLURRY_TRY(context.state.fds.DupTo(IntArg(args.arg[0]), IntArg(args.arg[1]),
-                                            (flags & O_CLOEXEC) != 0));
+  return FLURRY_TRY(
+      context.state.fds.DupTo(IntArg(args.arg[0]), IntArg(args.arg[1]), (flags & O_CLOEXEC) != 0));
 }
 
 Value Fcntl(SyscallContext& context, const SyscallArgs& args) {
@@ -363,7 +363,7 @@ Value Ioctl(SyscallContext& context, const SyscallArgs& args) {
 
 Value Fstat(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
-  struct stat st{};
+  struct stat st {};
   if (fstat(file->host_fd(), &st) != 0) return HostError("fstat");
   FLURRY_TRY(context.memory.WriteObject(args.arg[1], st));
   return 0;
@@ -381,7 +381,7 @@ Value FstatAt(SyscallContext& context, int dirfd, uint64_t path_addr, uint64_t b
   }
   std::string path = FLURRY_TRY(StatPathArg(context.memory, path_addr, flags));
   const FdTable& fds = context.state.fds;
-  struct stat st{};
+  struct stat st {};
   if (path.empty() && (flags & AT_EMPTY_PATH) != 0) {
     int fd = FLURRY_TRY(EmptyPathFd(fds, dirfd));
     if (fstat(fd, &st) != 0) return HostError("fstat");
@@ -424,7 +424,7 @@ Value Statx(SyscallContext& context, const SyscallArgs& args) {
     lookup = FLURRY_TRY(ref.dir->Lookup(ref.base, ref.path, (flags & AT_SYMLINK_NOFOLLOW) == 0));
     fd = lookup.get();
   }
-  struct statx stx{};
+  struct statx stx {};
   if (statx(fd, "", AT_EMPTY_PATH | (flags & kStatxSyncType), mask, &stx) != 0) {
     return HostError("statx");
   }
@@ -478,7 +478,7 @@ Value AccessAt(SyscallContext& context, int dirfd, uint64_t path_addr, int mode,
       }
       return 0;
     }
-    path = ".";  // the cwd itself
+    path.push_back('.');  // "" with AT_FDCWD: the cwd itself
   }
   PathRef ref = FLURRY_TRY(PathRefOf(context, dirfd, std::move(path)));
   FLURRY_TRY(ref.dir->Access(ref.base, ref.path, mode, flags & ~AT_EMPTY_PATH));
@@ -546,8 +546,7 @@ Value Rename(SyscallContext& context, const SyscallArgs& args) {
 }
 
 Value Renameat(SyscallContext& context, const SyscallArgs& args) {
-  return RenameAt(context, IntArg(args.arg[0]), args.arg[1], IntArg(args.arg[2]), args.arg[3],
-                  0);
+  return RenameAt(context, IntArg(args.arg[0]), args.arg[1], IntArg(args.arg[2]), args.arg[3], 0);
 }
 
 Value Renameat2(SyscallContext& context, const SyscallArgs& args) {

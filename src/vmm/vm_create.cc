@@ -121,7 +121,7 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   state.cpu = x86::CpuSignature::OfHost();
   state.start_time_ns = MonotonicNs();
   if (config.dir) {
-    HostDir dir = FLURRY_TRY_CTX(HostDir::Open(*config.dir, config.dir_writable), "--dir");
+    HostDir dir = FLURRY_TRY(HostDir::Open(*config.dir, config.dir_writable));
     state.fds.SetRoot(std::move(dir));
   }
 

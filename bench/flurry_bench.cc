@@ -1,0 +1,185 @@
+// flurry's benchmarks: launch latency, syscall and clock costs, compute and first-touch speed
+// against native, and VMM memory overhead. Each benchmark runs real `flurry run` processes on
+// the guest programs in bench/guest; results and the command line are in docs/perf.md.
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+struct RunResult {
+  int status = -1;
+  std::string output;
+  double wall_ns = 0;
+  long maxrss_kib = 0;
+  std::map<std::string, double> values;  // key=value lines of the output
+};
+
+double RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+// Runs argv, capturing stdout; stderr passes through.
+RunResult Run(const std::vector<std::string>& args) {
+  RunResult result;
+  int out[2];
+  if (pipe(out) != 0) return result;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  auto start = std::chrono::steady_clock::now();
+  pid_t pid;
+  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (rc != 0) {
+    close(out[0]);
+    return result;
+  }
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(out[0], buffer, sizeof buffer)) > 0) result.output.append(buffer, n);
+  close(out[0]);
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  result.wall_ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.maxrss_kib = usage.ru_maxrss;
+  std::istringstream lines(result.output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos) result.values[line.substr(0, eq)] = std::atof(line.c_str() + eq + 1);
+  }
+  return result;
+}
+
+std::vector<std::string> InFlurry(std::vector<std::string> program, const char* mem = "1G") {
+  std::vector<std::string> args = {FLURRY_BIN, "run", "--mem", mem};
+  args.insert(args.end(), program.begin(), program.end());
+  return args;
+}
+
+std::string Guest(const char* name) { return std::string(BENCH_GUEST_DIR) + "/" + name; }
+
+bool Check(benchmark::State& state, const RunResult& r) {
+  if (r.status != 0) {
+    state.SkipWithError(("program failed: " + r.output).c_str());
+    return false;
+  }
+  return true;
+}
+
+// flurry run start -> guest main() (the guest reads CLOCK_REALTIME first thing in main).
+void BM_LaunchToMain(benchmark::State& state) {
+  const bool in_flurry = state.range(0) == 1;
+  for (auto _ : state) {
+    double start = RealtimeNs();
+    RunResult r = Run(in_flurry ? InFlurry({Guest("bench_start")}, "256M")
+                                : std::vector<std::string>{Guest("bench_start")});
+    if (!Check(state, r)) return;
+    state.SetIterationTime((r.values["main_ns"] - start) / 1e9);
+  }
+  state.SetLabel(in_flurry ? "flurry" : "native");
+}
+BENCHMARK(BM_LaunchToMain)->Arg(1)->Arg(0)->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(30);
+
+// hello, whole process, flurry vs native.
+void BM_HelloEndToEnd(benchmark::State& state) {
+  const bool in_flurry = state.range(0) == 1;
+  const std::string hello = std::string(TEST_GUEST_DIR) + "/hello";
+  for (auto _ : state) {
+    RunResult r = Run(in_flurry ? InFlurry({hello}, "256M") : std::vector<std::string>{hello});
+    if (!Check(state, r)) return;
+    state.SetIterationTime(r.wall_ns / 1e9);
+  }
+  state.SetLabel(in_flurry ? "flurry" : "native");
+}
+BENCHMARK(BM_HelloEndToEnd)->Arg(1)->Arg(0)->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(30);
+
+// Syscall round trip (getppid) and clock_gettime, measured by the guest itself.
+void BM_SyscallAndClock(benchmark::State& state) {
+  double syscall_ns = 0, clock_ns = 0;
+  for (auto _ : state) {
+    RunResult r = Run(InFlurry({Guest("bench_syscall"), "20000", "1000000"}));
+    if (!Check(state, r)) return;
+    syscall_ns += r.values["syscall_ns"];
+    clock_ns += r.values["clock_gettime_ns"];
+  }
+  RunResult native = Run({Guest("bench_syscall"), "20000", "1000000"});
+  state.counters["syscall_us"] = syscall_ns / state.iterations() / 1000;
+  state.counters["clock_gettime_ns"] = clock_ns / state.iterations();
+  state.counters["native_syscall_us"] = native.values["syscall_ns"] / 1000;
+  state.counters["native_clock_gettime_ns"] = native.values["clock_gettime_ns"];
+}
+BENCHMARK(BM_SyscallAndClock)->Iterations(5)->Unit(benchmark::kMillisecond);
+
+// The same workload natively and in flurry; ratio = native time / guest time (1.0 = native).
+void CompareWithNative(benchmark::State& state, std::vector<std::string> program,
+                       const char* key, const char* mem) {
+  double guest = 0, native = 0;
+  for (auto _ : state) {
+    RunResult n = Run(program);
+    RunResult g = Run(InFlurry(program, mem));
+    if (!Check(state, n) || !Check(state, g)) return;
+    native += n.values[key];
+    guest += g.values[key];
+  }
+  state.counters["native_ms"] = native / state.iterations() / 1e6;
+  state.counters["guest_ms"] = guest / state.iterations() / 1e6;
+  state.counters["native_over_guest"] = native / guest;
+}
+
+void BM_Compute(benchmark::State& state) {
+  CompareWithNative(state, {Guest("bench_compute")}, "compute_ns", "1G");
+}
+BENCHMARK(BM_Compute)->Iterations(5)->Unit(benchmark::kMillisecond);
+
+void BM_FirstTouch512MiB(benchmark::State& state) {
+  CompareWithNative(state, {Guest("bench_touch"), "512"}, "touch_ns", "1G");
+}
+BENCHMARK(BM_FirstTouch512MiB)->Iterations(5)->Unit(benchmark::kMillisecond);
+
+// Peak RSS of `flurry run hello` vs native hello: the VMM's memory overhead.
+void BM_RssOverhead(benchmark::State& state) {
+  const std::string hello = std::string(TEST_GUEST_DIR) + "/hello";
+  long flurry_kib = 0, native_kib = 0;
+  for (auto _ : state) {
+    RunResult g = Run(InFlurry({hello}, "512M"));
+    RunResult n = Run({hello});
+    if (!Check(state, g) || !Check(state, n)) return;
+    flurry_kib = g.maxrss_kib;
+    native_kib = n.maxrss_kib;
+  }
+  state.counters["flurry_maxrss_kib"] = flurry_kib;
+  state.counters["native_maxrss_kib"] = native_kib;
+  state.counters["overhead_kib"] = flurry_kib - native_kib;
+}
+BENCHMARK(BM_RssOverhead)->Iterations(3)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything flurry needs to build and test on a fresh Debian 12 machine.
+# Idempotent: when every package is already installed it returns without touching apt.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential g++ cmake ninja-build python3
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libfmt-dev libcli11-dev libspdlog-dev
+  protobuf-compiler libprotobuf-dev nlohmann-json3-dev
+  libxxhash-dev libzstd-dev
+  clang-format git ca-certificates hyperfine
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+  if [[ "$status" != "install ok installed" ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "setup: all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+
+SUDO=()
+if [[ "$(id -u)" -ne 0 ]]; then
+  SUDO=(sudo)
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update
+"${SUDO[@]}" apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+echo "setup: done"

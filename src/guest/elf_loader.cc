@@ -1,0 +1,79 @@
+#include "guest/elf_loader.h"
+
+#include <cstring>
+
+#include "arch/x86_64/layout.h"
+#include "base/check.h"
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kMiB = 1ULL << 20;
+
+// The load bias for `image`: 0 for ET_EXEC; for a static-pie, the bias that puts its lowest page
+// at kStaticPieBase, rounded up to the segments' alignment. Unsigned arithmetic wraps, so an
+// image linked above kStaticPieBase gets a "negative" bias.
+uint64_t LoadBias(const ElfImage& image) {
+  if (image.kind == ElfKind::kExecutable) return 0;
+  return x86::AlignUp(kStaticPieBase - image.min_vaddr, image.max_align);
+}
+
+// Checks that segment `seg`, placed at `start`, lies in [kUserBase, limit); the error says
+// whether more guest memory would help.
+Result<void> CheckFits(const ElfSegment& seg, uint64_t start, uint64_t image_start,
+                       uint64_t image_end, uint64_t limit) {
+  if (start >= x86::kUserBase && start <= limit && seg.memsz <= limit - start) return {};
+  bool placed_sanely = start >= x86::kUserBase && image_start >= x86::kUserBase &&
+                       image_start < image_end && image_end <= x86::kMaxRamSize;
+  if (placed_sanely) {
+    uint64_t size_mib = (image_end - image_start + kMiB - 1) / kMiB;
+    return Fail("program needs {} MiB (its image spans {:#x}..{:#x}), more than --mem allows",
+                size_mib, image_start, image_end);
+  }
+  return Fail("segment at {:#x} (size {:#x}) lies outside guest memory ({:#x}..{:#x})", start,
+              seg.memsz, x86::kUserBase, limit);
+}
+
+}  // namespace
+
+Result<LoadedImage> LoadElf(const ElfImage& image, std::span<const uint8_t> file,
+                            GuestMemory& memory, uint64_t load_limit) {
+  FLURRY_CHECK(load_limit <= memory.size());
+  uint64_t bias = LoadBias(image);
+  LoadedImage loaded{.base = bias,
+                     .entry = image.entry + bias,
+                     .phdr_addr = image.phdr_vaddr + bias,
+                     .phent = image.phentsize,
+                     .phnum = image.phnum,
+                     .image_start = image.min_vaddr + bias,
+                     .image_end = image.max_vaddr + bias,
+                     .tls = image.tls};
+  if (loaded.tls) loaded.tls->vaddr += bias;
+
+  // Check every segment before copying any, so a failed load leaves memory untouched.
+  for (const ElfSegment& seg : image.segments) {
+    FLURRY_TRY(CheckFits(seg, seg.vaddr + bias, loaded.image_start, loaded.image_end, load_limit));
+    if (seg.offset > file.size() || seg.filesz > file.size() - seg.offset) {
+      return Fail(
+          "truncated ELF file: segment data at offset {:#x} (size {:#x}) runs past the "
+          "end of the file ({:#x} bytes)",
+          seg.offset, seg.filesz, file.size());
+    }
+  }
+  // The segments fit, so their page-aligned hull does too, unless load_limit is not page
+  // aligned; the brk must start inside memory either way.
+  if (loaded.image_end > load_limit) {
+    return Fail("program image ends at {:#x}, past the end of its memory ({:#x})", loaded.image_end,
+                load_limit);
+  }
+
+  for (const ElfSegment& seg : image.segments) {
+    uint8_t* dst = memory.HostPointer(seg.vaddr + bias, seg.memsz);
+    if (seg.filesz != 0) std::memcpy(dst, file.data() + seg.offset, seg.filesz);
+    // Fresh memory is zero already, but the tail (.bss) may share a page with other data.
+    std::memset(dst + seg.filesz, 0, seg.memsz - seg.filesz);
+  }
+  return loaded;
+}
+
+}  // namespace flurry

@@ -1,0 +1,38 @@
+// Loading a parsed ELF executable into guest memory.
+//
+// Guest virtual == guest physical, so loading is copying: each PT_LOAD segment's file bytes go
+// to its (biased) address in guest RAM and the rest of the segment is zeroed. The whole image
+// must fit in user memory below the area the VMM reserves for mmap and the stack.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "base/error.h"
+#include "guest/elf.h"
+#include "memory/guest_memory.h"
+
+namespace flurry {
+
+// Where a static-pie's lowest page is placed (like a non-PIE executable's usual 0x400000).
+inline constexpr uint64_t kStaticPieBase = 0x400000;
+
+// The program as loaded: the guest addresses the initial stack's auxv and the memory map need.
+struct LoadedImage {
+  uint64_t base = 0;          // load bias added to every link-time address (0 for ET_EXEC)
+  uint64_t entry = 0;         // biased entry point (AT_ENTRY, initial RIP)
+  uint64_t phdr_addr = 0;     // guest address of the program header table (AT_PHDR)
+  uint16_t phent = 0;         // AT_PHENT
+  uint16_t phnum = 0;         // AT_PHNUM
+  uint64_t image_start = 0;   // lowest page of the image (page aligned)
+  uint64_t image_end = 0;     // end of the highest segment, page aligned up; the brk starts here
+  std::optional<ElfTls> tls;  // PT_TLS with vaddr biased
+};
+
+// Copies `image` (parsed from `file`) into `memory`. Every segment must lie inside
+// [kUserBase, load_limit); load_limit must not exceed memory.size().
+Result<LoadedImage> LoadElf(const ElfImage& image, std::span<const uint8_t> file,
+                            GuestMemory& memory, uint64_t load_limit);
+
+}  // namespace flurry

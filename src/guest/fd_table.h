@@ -1,0 +1,106 @@
+// FdTable: the guest's file descriptors, its root directory and its working directory.
+//
+// Plain data plus host fds, part of GuestState; one owner (the Vm), touched only by the vCPU
+// thread. Guest fd numbers map to shared OpenFile objects (an open file description: dup'ed
+// fds share one object, hence one host fd and one offset). Each OpenFile records its kind,
+// guest path and open flags, so a VM clone can reopen it in another process.
+//
+// The default table has fds 0, 1, 2 = the host's stdin, stdout and stderr (never closed on the
+// host) and no root directory: without one, every path lookup fails with ENOENT.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "guest/host_dir.h"
+
+namespace flurry {
+
+enum class FileKind : uint8_t {
+  kStdio,      // the host's fd 0/1/2, borrowed
+  kRegular,    // a regular file inside the root
+  kDirectory,  // a directory inside the root (usable as a dirfd)
+  kOther,      // anything else opened inside the root (symlink via O_PATH, fifo, device)
+};
+
+// One open file description.
+struct OpenFile {
+  FileKind kind = FileKind::kOther;
+  int stdio_fd = -1;  // kStdio: the host fd number (0, 1 or 2); not owned
+  UniqueFd host;      // other kinds: the host fd, owned (always O_CLOEXEC on the host)
+  std::string path;   // absolute guest path it was opened as (canonical); empty for kStdio
+  int flags = 0;      // the guest's open(2) flags as F_GETFL reports them (no O_CLOEXEC)
+
+  int host_fd() const { return kind == FileKind::kStdio ? stdio_fd : host.get(); }
+};
+
+class FdTable {
+ public:
+  static constexpr int kMaxFds = 1024;  // RLIMIT_NOFILE as the guest sees it
+
+  // One slot per guest fd number; a free slot has no file.
+  struct Entry {
+    std::shared_ptr<OpenFile> file;
+    bool cloexec = false;  // FD_CLOEXEC (recorded; flurry runs no execve)
+  };
+
+  FdTable();  // fds 0, 1, 2 = host stdio; no root
+  FdTable(FdTable&&) noexcept = default;
+  FdTable& operator=(FdTable&&) noexcept = default;
+  FdTable(const FdTable&) = delete;
+  FdTable& operator=(const FdTable&) = delete;
+
+  // The guest's root ("--dir"); resets the working directory to "/".
+  void SetRoot(HostDir dir);
+  HostDir* root() { return root_ ? &*root_ : nullptr; }
+  const HostDir* root() const { return root_ ? &*root_ : nullptr; }
+
+  // The working directory: where relative paths with AT_FDCWD start.
+  HostDir::Base cwd() const { return {cwd_fd_.valid() ? cwd_fd_.get() : -1, cwd_path_}; }
+  const std::string& cwd_path() const { return cwd_path_; }
+  // `fd`: an O_PATH fd of the directory inside the root (invalid for the root itself).
+  void SetCwd(UniqueFd fd, std::string guest_path);
+
+  // Puts `file` at the lowest free fd >= min_fd. EMFILE when none is free, EINVAL when
+  // min_fd is out of range.
+  Result<int> Install(std::shared_ptr<OpenFile> file, bool cloexec, int min_fd = 0);
+  Result<int> Install(OpenFile file, bool cloexec) {
+    return Install(std::make_shared<OpenFile>(std::move(file)), cloexec);
+  }
+
+  // The open file behind fd, or EBADF.
+  Result<OpenFile*> Get(int fd) const;
+  bool IsOpen(int fd) const;
+
+  // close(2): EBADF if not open. The host fd closes with the last guest fd sharing it.
+  Result<void> Close(int fd);
+  // F_DUPFD / dup(2): a new fd >= min_fd sharing fd's file.
+  Result<int> Dup(int fd, int min_fd, bool cloexec);
+  // dup2(2)/dup3(2): makes newfd share oldfd's file, closing what newfd held. EBADF if oldfd
+  // is not open or newfd is out of range. oldfd == newfd is returned unchanged.
+  Result<int> DupTo(int oldfd, int newfd, bool cloexec);
+
+  Result<bool> GetCloexec(int fd) const;
+  Result<void> SetCloexec(int fd, bool cloexec);
+
+  // close_range(2) on [first, last]: closes, or with cloexec_only sets FD_CLOEXEC.
+  void CloseRange(unsigned first, unsigned last, bool cloexec_only);
+
+  int OpenCount() const;
+  // Index = guest fd (for serialisation).
+  const std::vector<Entry>& entries() const { return entries_; }
+
+ private:
+  std::vector<Entry> entries_;  // grows to the highest fd in use + 1
+  std::optional<HostDir> root_;
+  UniqueFd cwd_fd_;             // invalid: cwd is the root
+  std::string cwd_path_ = "/";  // guest path of the cwd
+};
+
+}  // namespace flurry

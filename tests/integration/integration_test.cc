@@ -1,0 +1,825 @@
+// End-to-end tests of `flurry run`: each test runs the flurry binary on a guest program (built
+// in tests/guest) and checks its exact stdout, stderr and exit status.
+//
+// Every run is killed after a deadline (60 s unless a test says otherwise), so a hung VM fails
+// its test instead of stalling CI.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/kvm.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+const std::string kFlurry = FLURRY_BIN;
+const std::string kGuestDir = GUEST_DIR;
+const std::string kFixtureDir = FIXTURE_DIR;
+
+std::string Guest(const std::string& name) { return kGuestDir + "/" + name; }
+std::string Fixture(const std::string& name) { return kFixtureDir + "/" + name; }
+
+// Exit status the child uses when it could not hide /dev/kvm (not root, no mount namespaces).
+constexpr int kCannotHideKvm = 251;
+constexpr int kExecFailed = 250;
+
+struct RunOptions {
+  std::string stdin_data;
+  int timeout_seconds = 60;
+  bool hide_kvm = false;  // run with an empty /dev (private mount namespace)
+};
+
+RunOptions WithStdin(std::string data) {
+  RunOptions o;
+  o.stdin_data = std::move(data);
+  return o;
+}
+RunOptions WithDeadline(int seconds) {
+  RunOptions o;
+  o.timeout_seconds = seconds;
+  return o;
+}
+RunOptions WithoutKvm() {
+  RunOptions o;
+  o.hide_kvm = true;
+  return o;
+}
+
+struct RunResult {
+  std::vector<std::string> argv;
+  bool exited = false;  // exited normally (else killed by a signal)
+  int exit_code = -1;
+  int term_signal = 0;
+  bool timed_out = false;  // we killed it after the deadline
+  double seconds = 0;
+  std::string out;
+  std::string err;
+
+  // For failure messages.
+  std::string Describe() const {
+    std::ostringstream s;
+    s << "\n  command:";
+    for (const auto& a : argv) s << " '" << a << "'";
+    if (timed_out) s << "\n  HUNG: killed by the test after its deadline";
+    if (exited)
+      s << "\n  exit status: " << exit_code;
+    else
+      s << "\n  killed by signal " << term_signal << " (" << strsignal(term_signal) << ")";
+    s << "\n  time: " << seconds << " s";
+    s << "\n  stdout (" << out.size() << " bytes):\n" << Excerpt(out);
+    s << "\n  stderr (" << err.size() << " bytes):\n" << Excerpt(err);
+    return s.str();
+  }
+
+  static std::string Excerpt(const std::string& text) {
+    constexpr size_t kMax = 4000;
+    if (text.size() <= kMax) return text;
+    return text.substr(0, kMax) + "\n[... " + std::to_string(text.size() - kMax) + " more bytes]";
+  }
+};
+
+void SetNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+[[noreturn]] void ChildFail(int code, const char* what) {
+  const char* reason = strerror(errno);
+  (void)!write(2, what, strlen(what));
+  (void)!write(2, ": ", 2);
+  (void)!write(2, reason, strlen(reason));
+  (void)!write(2, "\n", 1);
+  _exit(code);
+}
+
+// Runs argv with stdin fed from options.stdin_data, capturing stdout and stderr.
+RunResult Run(const std::vector<std::string>& argv, const RunOptions& options = {}) {
+  signal(SIGPIPE, SIG_IGN);
+  RunResult result;
+  result.argv = argv;
+  int in[2], out[2], err[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2: " << strerror(errno);
+    return result;
+  }
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+
+  auto start = Clock::now();
+  pid_t pid = fork();
+  if (pid < 0) {
+    ADD_FAILURE() << "fork: " << strerror(errno);
+    return result;
+  }
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    if (options.hide_kvm) {
+      if (unshare(CLONE_NEWNS) != 0) ChildFail(kCannotHideKvm, "unshare(CLONE_NEWNS)");
+      if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        ChildFail(kCannotHideKvm, "mount --make-rprivate /");
+      if (mount("tmpfs", "/dev", "tmpfs", 0, nullptr) != 0)
+        ChildFail(kCannotHideKvm, "mount tmpfs /dev");
+    }
+    execv(cargv[0], cargv.data());
+    ChildFail(kExecFailed, "execv");
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  int in_fd = in[1], out_fd = out[0], err_fd = err[0];
+  SetNonBlocking(in_fd);
+  size_t in_off = 0;
+  if (options.stdin_data.empty()) {
+    close(in_fd);
+    in_fd = -1;
+  }
+
+  auto deadline = start + std::chrono::seconds(options.timeout_seconds);
+  char buf[65536];
+  while (out_fd >= 0 || err_fd >= 0) {
+    auto now = Clock::now();
+    if (now >= deadline) {
+      kill(pid, SIGKILL);
+      result.timed_out = true;
+      break;
+    }
+    int wait_ms = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
+    pollfd fds[3];
+    int n = 0;
+    int out_i = -1, err_i = -1, in_i = -1;
+    if (out_fd >= 0) out_i = n, fds[n++] = {out_fd, POLLIN, 0};
+    if (err_fd >= 0) err_i = n, fds[n++] = {err_fd, POLLIN, 0};
+    if (in_fd >= 0) in_i = n, fds[n++] = {in_fd, POLLOUT, 0};
+    int ready = poll(fds, n, wait_ms);
+    if (ready < 0 && errno != EINTR) {
+      ADD_FAILURE() << "poll: " << strerror(errno);
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (ready <= 0) continue;
+    auto drain = [&](int i, int& fd, std::string& sink) {
+      if (i < 0 || fds[i].revents == 0) return;
+      ssize_t r = read(fd, buf, sizeof buf);
+      if (r > 0) {
+        sink.append(buf, static_cast<size_t>(r));
+      } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+        close(fd);
+        fd = -1;
+      }
+    };
+    drain(out_i, out_fd, result.out);
+    drain(err_i, err_fd, result.err);
+    if (in_i >= 0 && fds[in_i].revents != 0) {
+      ssize_t w =
+          write(in_fd, options.stdin_data.data() + in_off, options.stdin_data.size() - in_off);
+      if (w > 0) in_off += static_cast<size_t>(w);
+      if ((w < 0 && errno != EAGAIN && errno != EINTR) || in_off == options.stdin_data.size()) {
+        close(in_fd);
+        in_fd = -1;
+      }
+    }
+  }
+  for (int fd : {in_fd, out_fd, err_fd})
+    if (fd >= 0) close(fd);
+
+  int status = 0;
+  // After the pipes close the process is exiting; still bound the wait.
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) {
+      ADD_FAILURE() << "waitpid: " << strerror(errno);
+      return result;
+    }
+    if (Clock::now() >= deadline && !result.timed_out) {
+      kill(pid, SIGKILL);
+      result.timed_out = true;
+    }
+    usleep(2000);
+  }
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (WIFEXITED(status)) {
+    result.exited = true;
+    result.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    result.term_signal = WTERMSIG(status);
+  }
+  return result;
+}
+
+// `flurry ARGS...`
+RunResult Flurry(std::vector<std::string> args, const RunOptions& options = {}) {
+  args.insert(args.begin(), kFlurry);
+  return Run(args, options);
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream s(text);
+  std::string line;
+  while (std::getline(s, line)) lines.push_back(line);
+  return lines;
+}
+
+bool StartsWith(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void WriteFile(const fs::path& path, const std::string& content) {
+  std::ofstream f(path, std::ios::binary);
+  f << content;
+}
+
+// A fresh temporary directory, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "flurry_it_XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp: " << strerror(errno);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// The guest ran to completion: it exited with `code` and flurry printed nothing.
+void ExpectCleanExit(const RunResult& r, int code) {
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, code) << r.Describe();
+  EXPECT_EQ(r.err, "") << "unexpected stderr" << r.Describe();
+}
+
+// flurry refused the input: exit status 1, nothing on stdout, one line "flurry: ..." on stderr.
+void ExpectInputError(const RunResult& r) {
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  ASSERT_TRUE(r.exited) << "flurry crashed instead of reporting an error" << r.Describe();
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_EQ(r.out, "") << r.Describe();
+  auto lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << "expected a one-line error" << r.Describe();
+  EXPECT_TRUE(StartsWith(lines[0], "flurry: ")) << r.Describe();
+  EXPECT_TRUE(r.err.back() == '\n') << r.Describe();
+}
+
+// A command-line usage error: exit status 1 or 2 (never a signal or CLI11's 1xx codes), with a
+// message on stderr.
+void ExpectUsageError(const RunResult& r) {
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  ASSERT_TRUE(r.exited) << "flurry crashed instead of reporting an error" << r.Describe();
+  EXPECT_TRUE(r.exit_code == 1 || r.exit_code == 2) << r.Describe();
+  EXPECT_NE(r.err, "") << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+
+TEST(Environment, KvmAvailable) {
+  int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << "/dev/kvm cannot be opened read/write (" << strerror(errno)
+                   << "): flurry needs KVM. Run the tests on a Linux host with KVM enabled "
+                      "(kvm_intel/kvm_amd loaded, nested virtualization on in a VM) and access "
+                      "to /dev/kvm.";
+  int version = ioctl(fd, KVM_GET_API_VERSION, 0);
+  close(fd);
+  EXPECT_EQ(version, KVM_API_VERSION) << "unexpected KVM API version";
+}
+
+TEST(Environment, BinariesBuilt) {
+  EXPECT_EQ(access(kFlurry.c_str(), X_OK), 0) << kFlurry << ": " << strerror(errno);
+  EXPECT_EQ(access(Guest("hello").c_str(), X_OK), 0) << Guest("hello") << ": " << strerror(errno);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+TEST(Cli, RunHelpExitsZero) {
+  auto r = Flurry({"run", "--help"});
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  for (const char* option : {"--mem", "--dir", "--timeout"})
+    EXPECT_NE(r.out.find(option), std::string::npos) << "help lacks " << option << r.Describe();
+}
+
+TEST(Cli, TopLevelHelpExitsZero) {
+  auto r = Flurry({"--help"});
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("run"), std::string::npos) << r.Describe();
+}
+
+TEST(Cli, RunWithoutProgramIsUsageError) { ExpectUsageError(Flurry({"run"})); }
+
+TEST(Cli, MalformedMemIsUsageError) {
+  ExpectUsageError(Flurry({"run", "--mem", "lots", Guest("hello")}));
+}
+
+TEST(Cli, MemTooSmallIsRejected) {
+  ExpectUsageError(Flurry({"run", "--mem", "1M", Guest("hello")}));
+}
+
+TEST(Cli, MemTooLargeIsRejected) {
+  ExpectUsageError(Flurry({"run", "--mem", "1T", Guest("hello")}));
+}
+
+TEST(Cli, MalformedTimeoutIsUsageError) {
+  ExpectUsageError(Flurry({"run", "--timeout", "soon", Guest("hello")}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// hello
+
+TEST(Hello, PrintsGreetingAndExitsZero) {
+  auto r = Flurry({"run", Guest("hello")});
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out, "hello from flurry\nargc=1\nargv[0]=" + Guest("hello") + "\n") << r.Describe();
+}
+
+TEST(Hello, ExitCodeFromArgv) {
+  auto r = Flurry({"run", Guest("hello"), "42"});
+  ExpectCleanExit(r, 42);
+  EXPECT_EQ(r.out, "hello from flurry\nargc=2\nargv[0]=" + Guest("hello") + "\nargv[1]=42\n")
+      << r.Describe();
+}
+
+TEST(Hello, ExitStatusIsLow8Bits) {
+  auto r = Flurry({"run", Guest("hello"), "263"});
+  ExpectCleanExit(r, 7);
+}
+
+// Arguments after PROGRAM belong to the guest, even ones that look like flurry's options.
+TEST(Hello, ArgsPassedVerbatim) {
+  auto r = Flurry({"run", Guest("hello"), "3", "two words", "", "--mem", "--help", "-x", "ünï"});
+  ExpectCleanExit(r, 3);
+  EXPECT_EQ(r.out, "hello from flurry\nargc=8\nargv[0]=" + Guest("hello") +
+                       "\nargv[1]=3\nargv[2]=two words\nargv[3]=\nargv[4]=--mem\n"
+                       "argv[5]=--help\nargv[6]=-x\nargv[7]=ünï\n")
+      << r.Describe();
+}
+
+TEST(Hello, ManyArgs) {
+  std::vector<std::string> args = {"run", Guest("hello"), "0"};
+  std::string expected =
+      "hello from flurry\nargc=2002\nargv[0]=" + Guest("hello") + "\nargv[1]=0\n";
+  for (int i = 2; i < 2002; i++) {
+    args.push_back("arg" + std::to_string(i));
+    expected += "argv[" + std::to_string(i) + "]=arg" + std::to_string(i) + "\n";
+  }
+  auto r = Flurry(args);
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out, expected) << r.Describe();
+}
+
+TEST(Hello, StaticPie) {
+  auto r = Flurry({"run", Guest("hello_static_pie"), "5", "pie"});
+  ExpectCleanExit(r, 5);
+  EXPECT_EQ(r.out, "hello from flurry\nargc=3\nargv[0]=" + Guest("hello_static_pie") +
+                       "\nargv[1]=5\nargv[2]=pie\n")
+      << r.Describe();
+}
+
+TEST(Hello, WithTimeoutNotReached) {
+  auto r = Flurry({"run", "--timeout", "30s", Guest("hello"), "4"});
+  ExpectCleanExit(r, 4);
+  EXPECT_LT(r.seconds, 10) << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// C++ runtime
+
+TEST(CxxFeatures, AllOk) {
+  auto r = Flurry({"run", Guest("cxx_features")});
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out,
+            "cxx_features starting\n"
+            "ok exceptions\n"
+            "ok sort 100000 ints\n"
+            "ok map\n"
+            "ok string\n"
+            "ok vector 64 MiB\n"
+            "all ok\n")
+      << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files (--dir)
+
+constexpr const char* kSentinel = "SENTINEL: the guest must never see or change this\n";
+
+// base/sentinel (outside the guest's root) and base/root, the guest's "/".
+struct FilesFixture {
+  TempDir temp;
+  fs::path base = temp.path();
+  fs::path root = base / "root";
+
+  FilesFixture() {
+    fs::create_directory(root);
+    fs::create_directory(root / "sub");
+    WriteFile(base / "sentinel", kSentinel);
+    WriteFile(root / "hello.txt", "file content\n");
+    WriteFile(root / "sub" / "a.txt", "in sub\n");
+    WriteFile(root / "to_delete.txt", "delete me\n");
+    fs::create_symlink("../sentinel", root / "escape_link");
+    fs::create_symlink(base / "sentinel", root / "abs_link");
+    fs::create_directory_symlink("..", root / "dir_link");
+  }
+
+  // Nothing outside the root changed.
+  void ExpectOutsideUntouched(const RunResult& r) const {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(base)) names.insert(e.path().filename().string());
+    EXPECT_EQ(names, (std::set<std::string>{"root", "sentinel"}))
+        << "the guest created or removed files outside its root" << r.Describe();
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(base / "sentinel"))) << r.Describe();
+    EXPECT_EQ(ReadFile(base / "sentinel"), kSentinel) << "sentinel modified" << r.Describe();
+  }
+};
+
+const char* const kFilesCommonHead =
+    "cwd: /\n"
+    "read /hello.txt: file content\n"
+    "read hello.txt: file content\n"
+    "read /sub/a.txt: in sub\n"
+    "read /sub/../hello.txt: file content\n"
+    "read /missing.txt: ENOENT\n"
+    "ls /: abs_link dir_link escape_link hello.txt sub to_delete.txt\n"
+    "ls /sub: a.txt\n";
+
+const char* const kFilesEscapeReads =
+    "escape ../sentinel: denied\n"
+    "escape /../sentinel: denied\n"
+    "escape /sub/../../sentinel: denied\n"
+    "escape ../../../../../../../etc/passwd: denied\n"
+    "escape /etc/passwd: denied\n"
+    "escape escape_link: denied\n"
+    "escape abs_link: denied\n"
+    "escape dir_link/sentinel: denied\n"
+    "escape /dir_link/../sentinel: denied\n";
+
+// Splits the files guest's stdout: "escape-ls"/"escape-write" lines (whose result may be
+// either an error or, with chroot-like resolution, an operation inside the root) are checked
+// separately; everything else must match exactly.
+struct FilesOutput {
+  std::string exact;
+  std::vector<std::string> escape_ls;
+  std::vector<std::string> escape_write;
+};
+
+FilesOutput SplitFilesOutput(const std::string& out) {
+  FilesOutput result;
+  for (const auto& line : Lines(out)) {
+    if (StartsWith(line, "escape-ls "))
+      result.escape_ls.push_back(line);
+    else if (StartsWith(line, "escape-write "))
+      result.escape_write.push_back(line);
+    else
+      result.exact += line + "\n";
+  }
+  return result;
+}
+
+void ExpectEscapeListingsConfined(const FilesOutput& output, const RunResult& r) {
+  ASSERT_EQ(output.escape_ls.size(), 2u) << r.Describe();
+  for (const auto& line : output.escape_ls) {
+    std::istringstream words(line);
+    std::string word;
+    while (words >> word) {
+      EXPECT_NE(word, "sentinel") << "listing escaped the root: " << line << r.Describe();
+      EXPECT_NE(word, "root") << "listing escaped the root: " << line << r.Describe();
+    }
+  }
+}
+
+TEST(Files, ReadOnlyRoot) {
+  FilesFixture f;
+  auto r = Flurry({"run", "--dir", f.root.string(), Guest("files"), "ro"});
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  auto output = SplitFilesOutput(r.out);
+  EXPECT_EQ(output.exact, std::string(kFilesCommonHead) +
+                              "create /new.txt: EROFS\n"
+                              "open-write /hello.txt: EROFS\n"
+                              "mkdir /newdir: EROFS\n"
+                              "unlink /to_delete.txt: EROFS\n" +
+                              kFilesEscapeReads + "done\n")
+      << r.Describe();
+  ExpectEscapeListingsConfined(output, r);
+  EXPECT_TRUE(output.escape_write.empty()) << r.Describe();
+
+  // The host side: nothing changed at all.
+  EXPECT_EQ(ReadFile(f.root / "hello.txt"), "file content\n");
+  EXPECT_TRUE(fs::exists(f.root / "to_delete.txt"));
+  EXPECT_FALSE(fs::exists(f.root / "new.txt"));
+  EXPECT_FALSE(fs::exists(f.root / "newdir"));
+  f.ExpectOutsideUntouched(r);
+}
+
+TEST(Files, ReadWriteRoot) {
+  FilesFixture f;
+  auto r = Flurry({"run", "--dir", f.root.string() + ":rw", Guest("files"), "rw"});
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  auto output = SplitFilesOutput(r.out);
+  EXPECT_EQ(output.exact, std::string(kFilesCommonHead) +
+                              "create /new.txt: ok\n"
+                              "read /new.txt: written by guest\n"
+                              "open-write /hello.txt: ok\n"
+                              "mkdir /newdir: ok\n"
+                              "create /newdir/inner.txt: ok\n"
+                              "unlink /to_delete.txt: ok\n"
+                              "ls /: abs_link dir_link escape_link hello.txt new.txt newdir sub\n"
+                              "ls /newdir: inner.txt\n" +
+                              kFilesEscapeReads + "done\n")
+      << r.Describe();
+  ExpectEscapeListingsConfined(output, r);
+  EXPECT_EQ(output.escape_write.size(), 8u) << r.Describe();
+
+  // The host side: the guest's changes landed inside the root, and only there.
+  EXPECT_EQ(ReadFile(f.root / "new.txt"), "written by guest\n") << r.Describe();
+  EXPECT_EQ(ReadFile(f.root / "hello.txt"), "file content\nPWNED\n") << r.Describe();
+  EXPECT_EQ(ReadFile(f.root / "newdir" / "inner.txt"), "inner\n") << r.Describe();
+  EXPECT_FALSE(fs::exists(f.root / "to_delete.txt")) << r.Describe();
+  f.ExpectOutsideUntouched(r);
+}
+
+TEST(Files, MissingDirIsError) {
+  TempDir t;
+  ExpectInputError(
+      Flurry({"run", "--dir", (t.path() / "does_not_exist").string(), Guest("hello")}));
+}
+
+TEST(Files, DirThatIsAFileIsError) {
+  TempDir t;
+  WriteFile(t.path() / "file", "x");
+  ExpectInputError(Flurry({"run", "--dir", (t.path() / "file").string(), Guest("hello")}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guest faults: exit status 128 + signal, a one-line diagnostic.
+
+void ExpectFault(const std::string& kind, int status) {
+  auto r = Flurry({"run", Guest("faults"), kind});
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  ASSERT_TRUE(r.exited) << "flurry itself died" << r.Describe();
+  EXPECT_EQ(r.exit_code, status) << r.Describe();
+  EXPECT_EQ(r.out, "faulting: " + kind + "\n") << r.Describe();
+  auto lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << "expected a one-line diagnostic" << r.Describe();
+  EXPECT_TRUE(StartsWith(lines[0], "flurry: guest fault: ")) << r.Describe();
+}
+
+TEST(Faults, NullDereferenceIs139) { ExpectFault("null", 128 + SIGSEGV); }
+TEST(Faults, Ud2Is132) { ExpectFault("ud2", 128 + SIGILL); }
+TEST(Faults, DivideErrorIs136) { ExpectFault("div0", 128 + SIGFPE); }
+
+// ---------------------------------------------------------------------------------------------
+// Unsupported syscalls: -ENOSYS, reported once per syscall.
+
+TEST(UnknownSyscall, EnosysReportedOncePerName) {
+  auto r = Flurry({"run", Guest("unknown_syscall")});
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out,
+            "syscall 425: ENOSYS\n"
+            "syscall 425: ENOSYS\n"
+            "syscall 999: ENOSYS\n"
+            "syscall 999: ENOSYS\n")
+      << r.Describe();
+  auto lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 2u) << "expected exactly one report per unsupported syscall"
+                              << r.Describe();
+  EXPECT_EQ(lines[0],
+            "flurry: guest called unsupported syscall 'io_uring_setup' (425); returning ENOSYS")
+      << r.Describe();
+  EXPECT_TRUE(StartsWith(lines[1], "flurry: guest called unsupported syscall ")) << r.Describe();
+  EXPECT_NE(lines[1].find("(999)"), std::string::npos) << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// --timeout
+
+TEST(Timeout, SpinningGuestKilledWith124) {
+  auto r = Flurry({"run", "--timeout", "1s", Guest("spin")}, WithDeadline(30));
+  EXPECT_FALSE(r.timed_out) << "--timeout did not stop the guest" << r.Describe();
+  ASSERT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 124) << r.Describe();
+  EXPECT_EQ(r.out, "spinning\n") << r.Describe();
+  EXPECT_GE(r.seconds, 0.9) << r.Describe();
+  EXPECT_LT(r.seconds, 5) << r.Describe();
+  auto lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << "expected a one-line message" << r.Describe();
+  EXPECT_TRUE(StartsWith(lines[0], "flurry: ")) << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the guest sees of its environment.
+
+TEST(EnvInfo, Sane) {
+  TempDir t;
+  time_t before = time(nullptr);
+  auto r = Flurry({"run", "--mem", "256M", "--dir", t.path().string(), Guest("env_info")});
+  time_t after = time(nullptr);
+  ExpectCleanExit(r, 0);
+  std::map<std::string, std::string> kv;
+  for (const auto& line : Lines(r.out)) {
+    auto colon = line.find(": ");
+    ASSERT_NE(colon, std::string::npos) << line << r.Describe();
+    kv[line.substr(0, colon)] = line.substr(colon + 2);
+  }
+  EXPECT_GE(std::atoi(kv["pid"].c_str()), 1) << r.Describe();
+  EXPECT_EQ(kv["sysname"], "Linux") << r.Describe();
+  EXPECT_EQ(kv["machine"], "x86_64") << r.Describe();
+  EXPECT_FALSE(kv["nodename"].empty()) << r.Describe();
+  EXPECT_FALSE(kv["release"].empty()) << r.Describe();
+  EXPECT_EQ(kv["monotonic advancing"], "yes") << r.Describe();
+  EXPECT_TRUE(StartsWith(kv["nanosleep 10ms"], "ok, elapsed_ms: ")) << r.Describe();
+  int slept_ms = std::atoi(kv["nanosleep 10ms"].substr(strlen("ok, elapsed_ms: ")).c_str());
+  EXPECT_GE(slept_ms, 10) << r.Describe();
+  EXPECT_LT(slept_ms, 5000) << r.Describe();
+  for (const char* key : {"time", "realtime_s"}) {
+    long long t = std::atoll(kv[key].c_str());
+    EXPECT_GE(t, static_cast<long long>(before) - 2) << key << r.Describe();
+    EXPECT_LE(t, static_cast<long long>(after) + 2) << key << r.Describe();
+  }
+  const std::string& rnd = kv["getrandom"];
+  EXPECT_EQ(rnd.size(), 32u) << r.Describe();
+  EXPECT_EQ(rnd.find_first_not_of("0123456789abcdef"), std::string::npos) << r.Describe();
+  EXPECT_NE(rnd, std::string(32, '0')) << r.Describe();
+  unsigned long long totalram = std::strtoull(kv["totalram"].c_str(), nullptr, 10);
+  EXPECT_GT(totalram, 0u) << r.Describe();
+  EXPECT_LE(totalram, 256ull << 20) << r.Describe();
+  EXPECT_EQ(kv["cpus"], "1") << "a one-vCPU VM" << r.Describe();
+  EXPECT_EQ(kv["cwd"], "/") << r.Describe();
+  EXPECT_EQ(kv["isatty(1)"], "0") << r.Describe();
+}
+
+TEST(EnvInfo, GetrandomDiffersBetweenRuns) {
+  TempDir t;
+  auto get = [&] {
+    auto r = Flurry({"run", "--dir", t.path().string(), Guest("env_info")});
+    for (const auto& line : Lines(r.out))
+      if (StartsWith(line, "getrandom: ")) return line;
+    ADD_FAILURE() << "no getrandom line" << r.Describe();
+    return std::string();
+  };
+  EXPECT_NE(get(), get());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads are not supported: pthread_create fails, the program goes on.
+
+TEST(Clone, PthreadCreateFailsCleanly) {
+  auto r = Flurry({"run", Guest("clone_thread")});
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  ASSERT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  auto lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 2u) << r.Describe();
+  EXPECT_TRUE(StartsWith(lines[0], "pthread_create failed: E")) << r.Describe();
+  EXPECT_EQ(lines[1], "still running") << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// stdin
+
+TEST(Stdin, EchoesBinaryInput) {
+  std::string input = "line one\nline two\n";
+  std::mt19937 rng(7);
+  while (input.size() < (1u << 20)) input.push_back(static_cast<char>(rng()));
+  auto r = Flurry({"run", Guest("stdin_echo")}, WithStdin(input));
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out.size(), input.size()) << r.Describe();
+  EXPECT_TRUE(r.out == input) << "stdout differs from stdin";
+}
+
+TEST(Stdin, EmptyInput) {
+  auto r = Flurry({"run", Guest("stdin_echo")});
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out, "") << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory limits
+
+TEST(Memory, OomIsBadAllocWith64M) {
+  auto r = Flurry({"run", "--mem", "64M", Guest("oom")});
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  ASSERT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "bad_alloc caught\nallocation after free ok\n") << r.Describe();
+  // The guest reports how much it got on stderr; nothing else may be there.
+  auto lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << r.Describe();
+  EXPECT_TRUE(StartsWith(lines[0], "oom: allocated ")) << r.Describe();
+  int mib = std::atoi(lines[0].substr(strlen("oom: allocated ")).c_str());
+  EXPECT_GT(mib, 16) << "far less memory than --mem 64M" << r.Describe();
+  EXPECT_LE(mib, 64) << r.Describe();
+}
+
+TEST(Memory, BigBssRunsWithEnoughMemory) {
+  auto r = Flurry({"run", "--mem", "1G", Guest("big_bss")});
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out, "big_bss pages touched: 65536\n") << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad guest pointers: every syscall returns EFAULT, the VMM survives.
+
+TEST(BadPointers, AllEfault) {
+  TempDir t;
+  auto r = Flurry({"run", "--dir", t.path().string(), Guest("badptr")},
+                  WithStdin(std::string(100, 'x')));
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out,
+            "write(1, 0x1, 10): EFAULT\n"
+            "write(1, 0x7fff00000000, 10): EFAULT\n"
+            "write(1, 0x20000 page tables, 16): EFAULT\n"
+            "read(0, NULL, 10): EFAULT\n"
+            "read(0, 0x1000 gdt, 10): EFAULT\n"
+            "openat(AT_FDCWD, 0x10): EFAULT\n"
+            "uname(0x1): EFAULT\n"
+            "clock_gettime(MONOTONIC, 0x1): EFAULT\n"
+            "getrandom(NULL, 16): EFAULT\n"
+            "getcwd(0x1, 4096): EFAULT\n"
+            "done\n")
+      << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: exit status 1 and a one-line "flurry: ..." error, never a crash.
+
+TEST(BadInput, NotAnElf) { ExpectInputError(Flurry({"run", Fixture("not_elf.txt")})); }
+TEST(BadInput, EmptyFile) { ExpectInputError(Flurry({"run", Fixture("empty")})); }
+TEST(BadInput, TruncatedElf) { ExpectInputError(Flurry({"run", Fixture("hello_truncate")})); }
+TEST(BadInput, Elf32) { ExpectInputError(Flurry({"run", Fixture("hello_elf32")})); }
+
+TEST(BadInput, DynamicallyLinkedSaysLinkStatic) {
+  auto r = Flurry({"run", Guest("hello_dynamic")});
+  ExpectInputError(r);
+  EXPECT_NE(r.err.find("-static"), std::string::npos) << r.Describe();
+}
+
+TEST(BadInput, HugeSegment) { ExpectInputError(Flurry({"run", Fixture("hello_huge_memsz")})); }
+TEST(BadInput, SegmentAtAddressZero) {
+  ExpectInputError(Flurry({"run", Fixture("hello_low_vaddr")}));
+}
+TEST(BadInput, SegmentAboveMemory) {
+  ExpectInputError(Flurry({"run", Fixture("hello_high_vaddr")}));
+}
+
+TEST(BadInput, ProgramLargerThanMem) {
+  ExpectInputError(Flurry({"run", "--mem", "64M", Guest("big_bss")}));
+}
+
+TEST(BadInput, MissingProgram) { ExpectInputError(Flurry({"run", Fixture("no_such_program")})); }
+
+TEST(BadInput, DirectoryAsProgram) { ExpectInputError(Flurry({"run", kGuestDir})); }
+
+TEST(BadInput, NoKvm) {
+  auto r = Flurry({"run", Guest("hello")}, WithoutKvm());
+  if (r.exited && r.exit_code == kCannotHideKvm)
+    GTEST_SKIP() << "cannot hide /dev/kvm here: " << r.err;
+  ExpectInputError(r);
+  EXPECT_NE(r.err.find("/dev/kvm"), std::string::npos) << r.Describe();
+}
+
+}  // namespace
