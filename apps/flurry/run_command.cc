@@ -65,6 +65,12 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
   run->add_option("--timeout", options.timeout,
                   "Stop the guest after this long (e.g. 10s, 500ms); exit status 124");
   run->add_option("--env", options.env, "Guest environment variable KEY=VALUE (repeatable)");
+  run->add_option("--max-clones", options.max_clones,
+                  "Most clones one sf_request_ticket may grant")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  run->add_flag("--no-clone-prefix", options.no_clone_prefix,
+                "Do not prefix clone output lines with [clone N]");
   run->add_option("program", options.program, "Static ELF executable to run")->required();
   run->prefix_command();  // everything after PROGRAM goes to the guest
   run->footer(
@@ -78,6 +84,8 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
   config.program = options.program;
   config.argv.push_back(options.program);
   config.argv.insert(config.argv.end(), guest_args.begin(), guest_args.end());
+  config.max_clones_per_ticket = options.max_clones;
+  config.clone_output_prefix = !options.no_clone_prefix;
   config.envp = {"PATH=/bin:/usr/bin", "HOME=/", "LANG=C.UTF-8"};
   for (const auto& kv : options.env) {
     if (kv.find('=') == std::string::npos) {

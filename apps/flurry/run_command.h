@@ -13,6 +13,8 @@ struct RunOptions {
   std::string dir;
   std::string timeout;
   std::vector<std::string> env;
+  int max_clones = 64;
+  bool no_clone_prefix = false;
   std::string program;
 };
 

@@ -28,6 +28,8 @@ class Mapping {
 
   // Private anonymous memory, reserved lazily (MAP_NORESERVE).
   static Result<Mapping> Anonymous(size_t size);
+  // Anonymous memory shared with processes forked later (MAP_SHARED).
+  static Result<Mapping> SharedAnonymous(size_t size);
   // A mapping of `fd` (e.g. a vCPU's kvm_run area).
   static Result<Mapping> Shared(int fd, size_t size, int prot);
 

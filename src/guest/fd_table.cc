@@ -69,6 +69,31 @@ Result<int> FdTable::DupTo(int oldfd, int newfd, bool cloexec) {
   return newfd;
 }
 
+Result<void> FdTable::InstallAt(int fd, std::shared_ptr<OpenFile> file, bool cloexec) {
+  if (fd < 0 || fd >= kMaxFds) return FailErrno(EBADF, fmt::format("guest fd {}", fd));
+  if (static_cast<size_t>(fd) >= entries_.size()) entries_.resize(fd + 1);
+  entries_[fd] = Entry{std::move(file), cloexec};
+  return {};
+}
+
+void FdTable::EnableLineOutput(const std::string& prefix) {
+  for (auto& entry : entries_) {
+    OpenFile* file = entry.file.get();
+    if (file != nullptr && file->kind == FileKind::kStdio && file->stdio_fd != 0 &&
+        file->line_writer == nullptr) {
+      file->line_writer = std::make_shared<LineWriter>(file->stdio_fd, prefix);
+    }
+  }
+}
+
+void FdTable::FlushLineOutput() {
+  for (auto& entry : entries_) {
+    if (entry.file != nullptr && entry.file->line_writer != nullptr) {
+      entry.file->line_writer->Flush();
+    }
+  }
+}
+
 Result<bool> FdTable::GetCloexec(int fd) const {
   if (!IsOpen(fd)) return FailErrno(EBADF, fmt::format("guest fd {}", fd));
   return entries_[fd].cloexec;

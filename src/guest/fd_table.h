@@ -19,6 +19,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "guest/host_dir.h"
+#include "guest/line_writer.h"
 
 namespace flurry {
 
@@ -36,6 +37,9 @@ struct OpenFile {
   UniqueFd host;      // other kinds: the host fd, owned (always O_CLOEXEC on the host)
   std::string path;   // absolute guest path it was opened as (canonical); empty for kStdio
   int flags = 0;      // the guest's open(2) flags as F_GETFL reports them (no O_CLOEXEC)
+
+  // kStdio in a clone: writes go out whole lines at a time (see line_writer.h).
+  std::shared_ptr<LineWriter> line_writer;
 
   int host_fd() const { return kind == FileKind::kStdio ? stdio_fd : host.get(); }
 };
@@ -85,6 +89,16 @@ class FdTable {
   // dup2(2)/dup3(2): makes newfd share oldfd's file, closing what newfd held. EBADF if oldfd
   // is not open or newfd is out of range. oldfd == newfd is returned unchanged.
   Result<int> DupTo(int oldfd, int newfd, bool cloexec);
+
+  // Restoring a table: puts `file` at exactly `fd` (replacing what was there).
+  Result<void> InstallAt(int fd, std::shared_ptr<OpenFile> file, bool cloexec);
+  // Closes every fd (stdio included) — the start of a restore.
+  void Clear() { entries_.clear(); }
+
+  // In a clone: stdout/stderr go out whole lines at a time with `prefix` in front.
+  void EnableLineOutput(const std::string& prefix);
+  // Writes out partial lines (at exit).
+  void FlushLineOutput();
 
   Result<bool> GetCloexec(int fd) const;
   Result<void> SetCloexec(int fd, bool cloexec);

@@ -206,7 +206,7 @@ Result<HostDir::Parent> HostDir::ResolveParent(const Base& base, std::string_vie
   Parent parent;
   if (end == 0) {  // "/" itself: the root's "."
     parent.fd = root_.get();
-    parent.name = ".";
+    parent.name.assign(1, '.');
     return parent;
   }
   size_t slash = path.rfind('/', end - 1);

@@ -57,6 +57,12 @@ class MemoryMap {
 
   uint64_t MappedBytes() const;
 
+  // Restoring a captured map: the break and the regions (the constructor set the rest).
+  void RestoreDynamicState(uint64_t brk, std::map<uint64_t, uint64_t> regions) {
+    brk_ = brk;
+    regions_ = std::move(regions);
+  }
+
  private:
   // The start of the lowest mmap region (mmap_top when there is none): the heap's ceiling.
   uint64_t LowestRegion() const;

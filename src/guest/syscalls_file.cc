@@ -145,6 +145,7 @@ Value ReadInto(const OpenFile& file, std::span<iovec> iov, int64_t offset) {
 // Writes all of iov, looping on partial writes (a terminal or pipe may take part of one).
 // Returns the bytes written; an error only when nothing was.
 Value WriteFrom(const OpenFile& file, std::span<iovec> iov, int64_t offset) {
+  if (file.line_writer != nullptr && offset < 0) return file.line_writer->Write(iov);
   int64_t total = 0;
   size_t first = 0;
   for (;;) {

@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 #include "base/error.h"
+#include "fork/fork_controller.h"
 #include "guest/guest_state.h"
 #include "guest/syscall.h"
 #include "kvm/kvm_system.h"
@@ -23,7 +24,7 @@
 
 namespace flurry {
 
-class Vm {
+class Vm : public ForkHost {
  public:
   // Builds the VM: loads config.program, lays out memory, sets up the vCPU at the entry point.
   static Result<std::unique_ptr<Vm>> Create(const VmConfig& config);
@@ -37,9 +38,20 @@ class Vm {
   GuestState& state() { return state_; }
   GuestMemory& memory() { return memory_; }
 
- private:
-  Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state);
+  // ForkHost.
+  Result<VcpuState> CaptureResumeState() override;
+  Result<void> BecomeClone(int32_t id, const VcpuState& state) override;
 
+ private:
+  Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state,
+     ForkController fork, bool clone_output_prefix);
+
+  // The guest's registers as they should be when the current syscall returns `rax`.
+  kvm_regs ResumeRegs(uint64_t rax) const;
+  // In a clone: report how the guest ended to the parent's VMM and exit the process.
+  [[noreturn]] void EndClone(const GuestExit& exit);
+
+  Result<GuestExit> RunLoop();
   // Exit handlers. Each returns a GuestExit when the guest is done, nullopt to keep running.
   Result<std::optional<GuestExit>> HandleSyscall();
   Result<GuestExit> HandleException(int vector);
@@ -53,6 +65,10 @@ class Vm {
   GuestState state_;
   SyscallTable syscalls_;
   GuestClock clock_;
+  ForkController fork_;
+  bool clone_output_prefix_ = true;
+  // Set when BecomeClone replaced the vCPU during a syscall: its registers are already final.
+  bool vcpu_replaced_ = false;
   // Whether `syscall` enters the gate at CPL0 (hardware KVM) or stays at CPL3 (PVM); learned
   // at the first syscall exit.
   enum class GateMode { kUnknown, kRaisesCpl, kStaysAtCpl3 } gate_mode_ = GateMode::kUnknown;

@@ -20,6 +20,8 @@ struct VmConfig {
   std::optional<std::string> dir;  // host directory the guest sees as "/"
   bool dir_writable = false;
   std::chrono::milliseconds timeout{0};  // 0: none
+  int max_clones_per_ticket = 64;        // sf_request_ticket's per-VM cap
+  bool clone_output_prefix = true;       // clones' stdout/stderr lines start "[clone N] "
 };
 
 }  // namespace flurry

@@ -125,23 +125,31 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
     state.fds.SetRoot(std::move(dir));
   }
 
+  ForkPolicy policy;
+  policy.max_clones_per_ticket = config.max_clones_per_ticket;
+  ForkController fork = FLURRY_TRY(ForkController::Create(policy));
+
   KvmVm kvm_vm = FLURRY_TRY(KvmVm::Create(system));
   FLURRY_TRY(kvm_vm.SetMemoryRegion(0, 0, ram, memory.host_base()));
   KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(system, kvm_vm, 0));
   FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(system, vcpu, image.entry, rsp), "setting up the vCPU");
 
   auto result = std::unique_ptr<Vm>(new Vm(std::move(system), std::move(kvm_vm), std::move(vcpu),
-                                           std::move(memory), std::move(state)));
+                                           std::move(memory), std::move(state), std::move(fork),
+                                           config.clone_output_prefix));
   FLURRY_TRY_CTX(result->clock_.Start(result->vcpu_, result->memory_), "starting the guest clock");
   return result;
 }
 
-Vm::Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state)
+Vm::Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state,
+       ForkController fork, bool clone_output_prefix)
     : system_(std::move(system)),
       kvm_vm_(std::move(vm)),
       vcpu_(std::move(vcpu)),
       memory_(std::move(memory)),
       state_(std::move(state)),
-      syscalls_(SyscallTable::Default()) {}
+      syscalls_(SyscallTable::Default()),
+      fork_(std::move(fork)),
+      clone_output_prefix_(clone_output_prefix) {}
 
 }  // namespace flurry

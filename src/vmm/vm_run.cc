@@ -14,6 +14,17 @@ namespace flurry {
 Result<GuestExit> Vm::Run() {
   vcpu_thread_.store(pthread_self());
   vcpu_thread_known_.store(true);
+  Result<GuestExit> exit = RunLoop();
+  if (fork_.is_clone()) {
+    EndClone(exit ? *exit
+                  : GuestExit{GuestExit::Kind::kSignaled, 0, SIGKILL,
+                              "running the clone: " + exit.error().message()});
+  }
+  fork_.KillOutstanding();
+  return exit;
+}
+
+Result<GuestExit> Vm::RunLoop() {
   for (;;) {
     if (stop_requested_.load()) return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
     auto reason = vcpu_.Run();
@@ -68,7 +79,13 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   }
   SyscallArgs args{regs.rax, {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9}};
   SyscallContext context{memory_, state_};
-  SyscallResult result = syscalls_.Dispatch(context, args);
+  SyscallResult result = ForkController::IsHypercall(args.nr)
+                             ? fork_.Handle(context, args, *this)
+                             : syscalls_.Dispatch(context, args);
+  if (vcpu_replaced_) {  // this process just became a clone; its vCPU is fully set up
+    vcpu_replaced_ = false;
+    return std::nullopt;
+  }
   switch (result.action) {
     case SyscallResult::Action::kExit:
       return GuestExit{GuestExit::Kind::kExited, static_cast<int>(result.value), 0, ""};
@@ -82,16 +99,22 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     case SyscallResult::Action::kReturn:
       break;
   }
-  regs.rax = static_cast<uint64_t>(result.value);
+  regs = ResumeRegs(static_cast<uint64_t>(result.value));
+  vcpu_.MarkRegsDirty();
+  clock_.Refresh(memory_);
+  if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
+  return std::nullopt;
+}
+
+kvm_regs Vm::ResumeRegs(uint64_t rax) const {
+  kvm_regs regs = vcpu_.regs();
+  regs.rax = rax;
   if (gate_mode_ == GateMode::kStaysAtCpl3) {
     // Do what the gate's sysretq would have done.
     regs.rip = regs.rcx;
     regs.rflags = (regs.r11 & 0x3c7fd7) | 0x2;
   }
-  vcpu_.MarkRegsDirty();
-  clock_.Refresh(memory_);
-  if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
-  return std::nullopt;
+  return regs;
 }
 
 Result<void> Vm::ApplySegmentBases() {

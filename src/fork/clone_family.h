@@ -1,0 +1,35 @@
+// CloneFamily: what every VMM of one clone family shares — the family ID and the allocator of
+// clone IDs, so IDs stay unique across nested clones. One shared-memory page created by the
+// original VMM and inherited by every process forked from it.
+//
+// Thread/process safety: the counters are atomics in MAP_SHARED memory.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "base/error.h"
+#include "base/mapping.h"
+
+namespace flurry {
+
+class CloneFamily {
+ public:
+  static Result<CloneFamily> Create();
+
+  uint64_t family_id() const { return shared()->family_id; }
+  // Reserves `count` consecutive clone IDs; returns the first.
+  int32_t ReserveIds(int32_t count) { return shared()->next_id.fetch_add(count) ; }
+
+ private:
+  struct Shared {
+    uint64_t family_id;
+    std::atomic<int32_t> next_id;
+  };
+  static_assert(std::atomic<int32_t>::is_always_lock_free);
+  explicit CloneFamily(Mapping page) : page_(std::move(page)) {}
+  Shared* shared() const { return reinterpret_cast<Shared*>(page_.data()); }
+  Mapping page_;
+};
+
+}  // namespace flurry

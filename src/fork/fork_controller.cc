@@ -1,0 +1,298 @@
+#include "fork/fork_controller.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "flurry/sf_abi.h"
+#include "fork/snapshot_server.h"
+
+namespace flurry {
+namespace {
+
+uint64_t MemAvailableBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t value = 0;
+  std::string unit;
+  while (meminfo >> key >> value >> unit) {
+    if (key == "MemAvailable:") return value * 1024;
+  }
+  return 0;
+}
+
+void KillChild(int pidfd) {
+  if (pidfd >= 0) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+}
+
+}  // namespace
+
+Result<ForkController> ForkController::Create(ForkPolicy policy) {
+  CloneFamily family = FLURRY_TRY(CloneFamily::Create());
+  // Clones whose snapshot process has exited are re-parented here; reap them automatically.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  signal(SIGCHLD, SIG_IGN);
+  return ForkController(policy, std::move(family));
+}
+
+ForkController::~ForkController() = default;
+
+bool ForkController::IsHypercall(uint64_t nr) {
+  return nr >= static_cast<uint64_t>(SF_HC_BASE) &&
+         nr < static_cast<uint64_t>(SF_HC_BASE + SF_HC_COUNT);
+}
+
+SyscallResult ForkController::Handle(SyscallContext& context, const SyscallArgs& args,
+                                     ForkHost& host) {
+  switch (static_cast<long>(args.nr)) {
+    case SF_HC_REQUEST_TICKET: return RequestTicket(args);
+    case SF_HC_TICKET_INFO: return TicketInfo(args);
+    case SF_HC_CLONE: return Clone(context, args, host);
+    case SF_HC_EXIT: return Exit(context, args);
+    case SF_HC_JOIN: return Join(context, args);
+    case SF_HC_KILL: return Kill(args);
+    case SF_HC_CHECKPOINT: return Checkpoint(context, args, host);
+    case SF_HC_CREATE_CLONES: return CreateClones(args);
+    case SF_HC_ID: return SyscallResult::Return(clone_id_);
+    default: return SyscallResult::Errno(ENOSYS);
+  }
+}
+
+int32_t ForkController::GrantFor(int32_t requested) const {
+  int64_t granted = std::min<int64_t>(requested, policy_.max_clones_per_ticket);
+  granted = std::min<int64_t>(granted, kMaxSpawnCount);
+  const uint64_t by_memory = MemAvailableBytes() / policy_.clone_memory_estimate;
+  granted = std::min<int64_t>(granted, static_cast<int64_t>(by_memory));
+  return static_cast<int32_t>(std::max<int64_t>(granted, 0));
+}
+
+SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
+  const int64_t n = static_cast<int32_t>(args.arg[0]);
+  if (n <= 0) return SyscallResult::Errno(EINVAL);
+  const int32_t granted = GrantFor(static_cast<int32_t>(n));
+  if (granted == 0) return SyscallResult::Errno(EAGAIN);
+  // Ticket numbers carry the issuing clone's ID, so a ticket is never valid in another VM.
+  const int64_t id = (static_cast<int64_t>(clone_id_) << 32) | next_ticket_++;
+  tickets_[id].granted = granted;
+  return SyscallResult::Return(id);
+}
+
+SyscallResult ForkController::TicketInfo(const SyscallArgs& args) {
+  auto it = tickets_.find(static_cast<int64_t>(args.arg[0]));
+  if (it == tickets_.end()) return SyscallResult::Errno(EINVAL);
+  return SyscallResult::Return(it->second.granted);
+}
+
+Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(int32_t first_id, int32_t count,
+                                                                int32_t* clone_id) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return FailErrno("creating the snapshot control socket");
+  }
+  const pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(sv[0]);
+    close(sv[1]);
+    return FailErrno(err, "forking the snapshot process");
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    // Only returns in a clone.
+    CloneStart start = RunSnapshotServer(UniqueFd(sv[1]), first_id, count);
+    ResetForClone(start.id, std::move(start.channel));
+    *clone_id = start.id;
+    return std::pair{UniqueFd(), pid_t{0}};
+  }
+  close(sv[1]);
+  *clone_id = 0;
+  return std::pair{UniqueFd(sv[0]), pid};
+}
+
+void ForkController::ResetForClone(int32_t id, UniqueFd channel) {
+  tickets_.clear();  // closes the parent's handles without touching its clones
+  checkpoints_.clear();
+  clone_id_ = id;
+  channel_ = std::move(channel);
+  next_ticket_ = 1;
+  next_checkpoint_ = 1;
+  exit_result_.clear();
+}
+
+SyscallResult ForkController::StartClone(ForkHost& host, VcpuState state, int32_t id) {
+  state.regs.rax = static_cast<uint64_t>(id);
+  if (auto r = host.BecomeClone(id, state); !r) {
+    std::fprintf(stderr, "flurry: clone %d: %s\n", id, r.error().message().c_str());
+    ReportOutcome(CloneOutcome{SF_OUTCOME_LOST, 0, 0, {}});
+    _exit(1);
+  }
+  return SyscallResult::Return(id);
+}
+
+SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, ForkHost& host) {
+  auto it = tickets_.find(static_cast<int64_t>(args.arg[0]));
+  if (it == tickets_.end()) return SyscallResult::Errno(EINVAL);
+  Ticket& ticket = it->second;
+  if (ticket.cloned) return SyscallResult::Errno(EALREADY);
+  auto state = host.CaptureResumeState();
+  if (!state) {
+    std::fprintf(stderr, "flurry: sf_clone: %s\n", state.error().message().c_str());
+    return SyscallResult::Errno(EIO);
+  }
+  const int32_t first_id = family_.ReserveIds(ticket.granted);
+  int32_t clone_id = 0;
+  auto snapshot = ForkSnapshot(first_id, ticket.granted, &clone_id);
+  if (!snapshot) return ErrnoFrom(snapshot.error());
+  if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
+  ticket.cloned = true;
+  ticket.first_id = first_id;
+  ticket.snapshot = std::move(snapshot->first);
+  return SyscallResult::Return(0);
+}
+
+SyscallResult ForkController::Exit(SyscallContext& context, const SyscallArgs& args) {
+  if (!is_clone()) return SyscallResult::Errno(EPERM);
+  const uint64_t address = args.arg[1], length = args.arg[2];
+  if (length > SF_MAX_RESULT) return SyscallResult::Errno(E2BIG);
+  std::vector<uint8_t> result(length);
+  if (length > 0) {
+    if (auto r = context.memory.Read(address, result.data(), length); !r) return ErrnoFrom(r.error());
+  }
+  exit_result_ = std::move(result);
+  return SyscallResult::Exit(static_cast<int>(args.arg[0] & 0xff));
+}
+
+Result<void> ForkController::CollectChildren(Ticket& ticket) {
+  if (!ticket.snapshot.valid()) return {};
+  auto spawned = ReceiveSpawnReplies(ticket.snapshot.get(), ticket.granted);
+  ticket.snapshot.Reset();
+  if (!spawned) return std::unexpected(spawned.error());
+  for (SpawnedClone& c : *spawned) {
+    ticket.children.push_back(Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
+  }
+  return {};
+}
+
+SyscallResult ForkController::Join(SyscallContext& context, const SyscallArgs& args) {
+  auto it = tickets_.find(static_cast<int64_t>(args.arg[0]));
+  if (it == tickets_.end() || !it->second.cloned) return SyscallResult::Errno(EINVAL);
+  Ticket& ticket = it->second;
+  const uint64_t outcomes_address = args.arg[1];
+  const int64_t max = static_cast<int32_t>(args.arg[2]);
+  if (max < 0) return SyscallResult::Errno(EINVAL);
+  if (max > 0 && !context.memory.UserSpan(outcomes_address, max * sizeof(sf_outcome))) {
+    return SyscallResult::Errno(EFAULT);
+  }
+  if (auto r = CollectChildren(ticket); !r) {
+    std::fprintf(stderr, "flurry: sf_join: %s\n", r.error().message().c_str());
+  }
+  // Wait for every child (in ID order; each writes only to its own channel, so none blocks
+  // another for good).
+  std::vector<CloneOutcome> outcomes;
+  for (Child& child : ticket.children) {
+    auto outcome = ReceiveOutcome(child.channel.get());
+    if (!outcome && outcome.error().code() == EINTR) return SyscallResult::Errno(EINTR);
+    CloneOutcome o = outcome ? std::move(*outcome) : CloneOutcome{SF_OUTCOME_LOST, 0, 0, {}};
+    if (child.killed && o.kind == SF_OUTCOME_LOST) o.kind = SF_OUTCOME_KILLED;
+    outcomes.push_back(std::move(o));
+  }
+  const int32_t count = static_cast<int32_t>(ticket.children.size());
+  std::vector<int32_t> ids;
+  for (const Child& child : ticket.children) ids.push_back(child.id);
+  tickets_.erase(it);  // the ticket is released whatever happens below
+
+  bool fault = false;
+  for (int32_t i = 0; i < count && i < max; ++i) {
+    const uint64_t slot = outcomes_address + i * sizeof(sf_outcome);
+    auto in = context.memory.ReadObject<sf_outcome>(slot);
+    if (!in) return SyscallResult::Errno(EFAULT);
+    sf_outcome out = *in;
+    out.id = ids[i];
+    out.kind = outcomes[i].kind;
+    out.status = outcomes[i].status;
+    out.signal = outcomes[i].signal;
+    out.result_length = outcomes[i].result.size();
+    const uint64_t copy = std::min<uint64_t>(out.result_length, out.result_capacity);
+    if (copy > 0 && !context.memory.Write(out.result, outcomes[i].result.data(), copy)) {
+      fault = true;
+    }
+    if (!context.memory.WriteObject(slot, out)) fault = true;
+  }
+  return fault ? SyscallResult::Errno(EFAULT) : SyscallResult::Return(count);
+}
+
+SyscallResult ForkController::Kill(const SyscallArgs& args) {
+  auto it = tickets_.find(static_cast<int64_t>(args.arg[0]));
+  if (it == tickets_.end() || !it->second.cloned) return SyscallResult::Errno(EINVAL);
+  Ticket& ticket = it->second;
+  (void)CollectChildren(ticket);
+  for (Child& child : ticket.children) {
+    KillChild(child.pidfd.get());
+    child.killed = true;
+  }
+  return SyscallResult::Return(0);
+}
+
+SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallArgs& args,
+                                         ForkHost& host) {
+  const uint64_t out = args.arg[0];
+  const int64_t id = (static_cast<int64_t>(clone_id_) << 32) | next_checkpoint_++;
+  // Written before the snapshot, so clones see it too.
+  if (auto r = context.memory.WriteObject<int64_t>(out, id); !r) return ErrnoFrom(r.error());
+  auto state = host.CaptureResumeState();
+  if (!state) {
+    std::fprintf(stderr, "flurry: sf_checkpoint_parent: %s\n", state.error().message().c_str());
+    return SyscallResult::Errno(EIO);
+  }
+  int32_t clone_id = 0;
+  auto snapshot = ForkSnapshot(0, 0, &clone_id);
+  if (!snapshot) return ErrnoFrom(snapshot.error());
+  if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
+  checkpoints_[id] = CheckpointRecord{std::move(snapshot->first), snapshot->second};
+  return SyscallResult::Return(0);
+}
+
+SyscallResult ForkController::CreateClones(const SyscallArgs& args) {
+  auto checkpoint = checkpoints_.find(static_cast<int64_t>(args.arg[0]));
+  if (checkpoint == checkpoints_.end()) return SyscallResult::Errno(EINVAL);
+  auto it = tickets_.find(static_cast<int64_t>(args.arg[1]));
+  if (it == tickets_.end()) return SyscallResult::Errno(EINVAL);
+  Ticket& ticket = it->second;
+  if (ticket.cloned) return SyscallResult::Errno(EALREADY);
+  const int32_t first_id = family_.ReserveIds(ticket.granted);
+  const int control = checkpoint->second.control.get();
+  if (auto r = SendSpawnRequest(control, first_id, ticket.granted); !r) return ErrnoFrom(r.error());
+  auto spawned = ReceiveSpawnReplies(control, ticket.granted);
+  if (!spawned) return ErrnoFrom(spawned.error());
+  ticket.cloned = true;
+  ticket.first_id = first_id;
+  for (SpawnedClone& c : *spawned) {
+    ticket.children.push_back(Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
+  }
+  return SyscallResult::Return(0);
+}
+
+void ForkController::ReportOutcome(const CloneOutcome& outcome) {
+  if (!channel_.valid()) return;
+  (void)SendOutcome(channel_.get(), outcome);
+  channel_.Reset();
+}
+
+void ForkController::KillOutstanding() {
+  for (auto& [id, ticket] : tickets_) {
+    if (!ticket.cloned) continue;
+    (void)CollectChildren(ticket);
+    for (Child& child : ticket.children) KillChild(child.pidfd.get());
+  }
+  tickets_.clear();
+  checkpoints_.clear();  // closing the control sockets ends the snapshot processes
+}
+
+}  // namespace flurry

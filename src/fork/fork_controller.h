@@ -1,0 +1,122 @@
+// ForkController: the VMM side of the SnowFlock guest API (sdk/include/flurry/sf.h) — tickets,
+// sf_clone, checkpoints, joining and killing clones, and, inside a clone, reporting its end.
+//
+// Owner: the Vm; used only on its vCPU thread. One per VMM process: the original VM's, and a
+// fresh one (inherited, then reset) in every clone.
+//
+// Clones on one host: at sf_clone the VMM captures the vCPU's resume state and fork()s a
+// snapshot process (fork/snapshot_server.h) whose copy-on-write memory is the VM at that
+// instant; the parent VM continues at once. The snapshot process forks the clones; each
+// rebuilds a KVM VM around its copy of guest memory (ForkHost::BecomeClone) and reports its
+// outcome over a socket when it ends. See docs/design.md ("VM fork").
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "fork/clone_family.h"
+#include "fork/outcome_channel.h"
+#include "guest/syscall.h"
+#include "snapshot/vm_descriptor.h"
+
+namespace flurry {
+
+// What the controller needs from the VM it serves.
+class ForkHost {
+ public:
+  virtual ~ForkHost() = default;
+  // The vCPU state that resumes the guest right after the current syscall (RAX = 0).
+  virtual Result<VcpuState> CaptureResumeState() = 0;
+  // In a process just forked from a snapshot: rebuild the VM as clone `id`, resuming with
+  // `state` (whose RAX the caller has set).
+  virtual Result<void> BecomeClone(int32_t id, const VcpuState& state) = 0;
+};
+
+struct ForkPolicy {
+  int32_t max_clones_per_ticket = 64;  // per-VM cap
+  uint64_t clone_memory_estimate = 16ULL << 20;  // for the free-memory cap
+};
+
+class ForkController {
+ public:
+  static Result<ForkController> Create(ForkPolicy policy);
+  ForkController(ForkController&&) = default;
+  ForkController& operator=(ForkController&&) = default;
+  ~ForkController();
+
+  static bool IsHypercall(uint64_t nr);
+  SyscallResult Handle(SyscallContext& context, const SyscallArgs& args, ForkHost& host);
+
+  int32_t clone_id() const { return clone_id_; }
+  bool is_clone() const { return channel_.valid(); }
+
+  // In a clone: sends the outcome to the parent's VMM. Best effort (the parent may be gone).
+  void ReportOutcome(const CloneOutcome& outcome);
+  // At the end of a VM: kills every clone not yet joined.
+  void KillOutstanding();
+
+ // In a clone: the result blob sf_exit_with handed over (empty otherwise).
+  const std::vector<uint8_t>& exit_result() const { return exit_result_; }
+
+ private:
+  struct Child {
+    int32_t id = 0;
+    pid_t pid = 0;
+    UniqueFd channel;
+    UniqueFd pidfd;
+    bool killed = false;
+  };
+  struct Ticket {
+    int32_t granted = 0;
+    bool cloned = false;
+    int32_t first_id = 0;
+    UniqueFd snapshot;         // sf_clone: the snapshot process's control socket (until read)
+    std::vector<Child> children;
+  };
+  struct CheckpointRecord {
+    UniqueFd control;  // the snapshot process's control socket
+    pid_t pid = 0;
+  };
+
+  explicit ForkController(ForkPolicy policy, CloneFamily family)
+      : policy_(policy), family_(std::move(family)) {}
+
+  SyscallResult RequestTicket(const SyscallArgs& args);
+  SyscallResult TicketInfo(const SyscallArgs& args);
+  SyscallResult Clone(SyscallContext& context, const SyscallArgs& args, ForkHost& host);
+  SyscallResult Exit(SyscallContext& context, const SyscallArgs& args);
+  SyscallResult Join(SyscallContext& context, const SyscallArgs& args);
+  SyscallResult Kill(const SyscallArgs& args);
+  SyscallResult Checkpoint(SyscallContext& context, const SyscallArgs& args, ForkHost& host);
+  SyscallResult CreateClones(const SyscallArgs& args);
+
+  // Forks a snapshot process. Returns the owner's control socket in the parent; in a clone
+  // (which returns through here) fills *clone_id.
+  Result<std::pair<UniqueFd, pid_t>> ForkSnapshot(int32_t first_id, int32_t count,
+                                                  int32_t* clone_id);
+  // In a clone just returned from ForkSnapshot: rebuild the VM, resume with RAX = id.
+  SyscallResult StartClone(ForkHost& host, VcpuState state, int32_t id);
+  // In a new clone: forget the parent's tickets and checkpoints (closing inherited handles),
+  // become `id`.
+  void ResetForClone(int32_t id, UniqueFd channel);
+  Result<void> CollectChildren(Ticket& ticket);
+  int32_t GrantFor(int32_t requested) const;
+
+  ForkPolicy policy_;
+  CloneFamily family_;
+  int32_t clone_id_ = 0;
+  UniqueFd channel_;  // in a clone: write end of its outcome channel
+  int64_t next_ticket_ = 1;
+  int64_t next_checkpoint_ = 1;
+  std::map<int64_t, Ticket> tickets_;
+  std::map<int64_t, CheckpointRecord> checkpoints_;
+  std::vector<uint8_t> exit_result_;
+};
+
+}  // namespace flurry

@@ -1,0 +1,164 @@
+#include "fork/snapshot_server.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace flurry {
+namespace {
+
+bool SendReply(int control, const SpawnReply& reply, int channel_fd, int pidfd) {
+  iovec iov{const_cast<SpawnReply*>(&reply), sizeof reply};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control_buffer[CMSG_SPACE(2 * sizeof(int))] = {};
+  if (channel_fd >= 0) {
+    msg.msg_control = control_buffer;
+    msg.msg_controllen = sizeof control_buffer;
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    int fds[2] = {channel_fd, pidfd};
+    std::memcpy(CMSG_DATA(cmsg), fds, sizeof fds);
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(control, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n == sizeof reply;
+}
+
+SpawnReply Reply(SpawnReply::Type type, int32_t id, int32_t pid, int32_t error) {
+  return SpawnReply{kSnapshotMagic, kSnapshotVersion, type, id, pid, error, 0};
+}
+
+// Forks `count` clones. Returns true (with *start filled) in a clone.
+bool SpawnBatch(int control, int32_t first_id, int32_t count, CloneStart* start) {
+  for (int32_t i = 0; i < count; ++i) {
+    int channel[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+      SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, errno), -1, -1);
+      return false;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+      int err = errno;
+      close(channel[0]);
+      close(channel[1]);
+      SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
+      return false;
+    }
+    if (pid == 0) {
+      close(channel[0]);
+      close(control);
+      start->id = first_id + i;
+      start->channel.Reset(channel[1]);
+      return true;
+    }
+    close(channel[1]);
+    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    SendReply(control, Reply(SpawnReply::kClone, first_id + i, pid, 0), channel[0], pidfd);
+    close(channel[0]);
+    if (pidfd >= 0) close(pidfd);
+  }
+  SendReply(control, Reply(SpawnReply::kDone, 0, 0, 0), -1, -1);
+  return false;
+}
+
+}  // namespace
+
+CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id,
+                             int32_t initial_count) {
+  const int control = control_fd.get();
+  // Clones are auto-reaped; the snapshot dies with its owner.
+  signal(SIGCHLD, SIG_IGN);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  prctl(PR_SET_NAME, "flurry-snapshot");
+  CloneStart start;
+  if (initial_count > 0) {
+    if (SpawnBatch(control, initial_first_id, initial_count, &start)) {
+      control_fd.Release();  // closed in SpawnBatch
+      return start;
+    }
+    _exit(0);
+  }
+  for (;;) {
+    SpawnRequest request{};
+    ssize_t n = recv(control, &request, sizeof request, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(0);  // the owner is gone
+    if (n != sizeof request || request.magic != kSnapshotMagic ||
+        request.version != kSnapshotVersion || request.op != 1 || request.count < 1 ||
+        request.count > kMaxSpawnCount) {
+      SendReply(control, Reply(SpawnReply::kError, 0, 0, EINVAL), -1, -1);
+      continue;
+    }
+    if (SpawnBatch(control, request.first_id, request.count, &start)) {
+      control_fd.Release();
+      return start;
+    }
+  }
+}
+
+Result<void> SendSpawnRequest(int control, int32_t first_id, int32_t count) {
+  SpawnRequest request{kSnapshotMagic, kSnapshotVersion, 1, first_id, count};
+  ssize_t n;
+  do {
+    n = send(control, &request, sizeof request, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != sizeof request) return FailErrno("asking the snapshot process for clones");
+  return {};
+}
+
+Result<std::vector<SpawnedClone>> ReceiveSpawnReplies(int control, int32_t expected) {
+  std::vector<SpawnedClone> clones;
+  for (;;) {
+    SpawnReply reply{};
+    iovec iov{&reply, sizeof reply};
+    alignas(cmsghdr) char control_buffer[CMSG_SPACE(2 * sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control_buffer;
+    msg.msg_controllen = sizeof control_buffer;
+    ssize_t n = recvmsg(control, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno("reading from the snapshot process");
+    if (n == 0) {
+      if (static_cast<int32_t>(clones.size()) == expected) return clones;
+      return Fail("the snapshot process ended after spawning {} of {} clones", clones.size(),
+                  expected);
+    }
+    int fds[2] = {-1, -1};
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+          c->cmsg_len == CMSG_LEN(2 * sizeof(int))) {
+        std::memcpy(fds, CMSG_DATA(c), sizeof fds);
+      }
+    }
+    UniqueFd channel(fds[0]), pidfd(fds[1]);
+    if (n != sizeof reply || reply.magic != kSnapshotMagic || reply.version != kSnapshotVersion) {
+      return Fail("malformed reply from the snapshot process");
+    }
+    if (reply.type == SpawnReply::kDone) return clones;
+    if (reply.type == SpawnReply::kError) {
+      if (!clones.empty()) return clones;
+      return FailErrno(reply.error, "spawning clones");
+    }
+    if (reply.type != SpawnReply::kClone || !channel.valid()) {
+      return Fail("malformed clone reply from the snapshot process");
+    }
+    clones.push_back(SpawnedClone{reply.id, reply.pid, std::move(channel), std::move(pidfd)});
+    if (static_cast<int32_t>(clones.size()) > expected) {
+      return Fail("the snapshot process spawned more clones than asked");
+    }
+  }
+}
+
+}  // namespace flurry

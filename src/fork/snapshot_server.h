@@ -1,0 +1,71 @@
+// The snapshot process: a fork() of a VMM at the instant of sf_clone or sf_checkpoint_parent.
+// Its memory is the frozen, copy-on-write image of the VM at that instant (the parent VMM goes
+// on at once); it forks the clones, each of which resumes from that image. For sf_clone it
+// spawns the ticket's clones and exits; for a checkpoint it waits for spawn requests until its
+// owner goes away. Later issues make it the memory server for clones on other hosts.
+//
+// Control protocol (SOCK_SEQPACKET socketpair between the owner VMM and the snapshot process),
+// documented in docs/protocols/snapshot_server.md:
+//   owner -> snapshot: SpawnRequest{first_id, count}
+//   snapshot -> owner: per clone SpawnReply{kClone, id, pid} + SCM_RIGHTS [outcome channel,
+//                      pidfd]; then SpawnReply{kDone} (or kError with an errno)
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace flurry {
+
+struct SpawnRequest {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t op;
+  int32_t first_id;
+  int32_t count;
+};
+static_assert(sizeof(SpawnRequest) == 16);
+
+struct SpawnReply {
+  enum Type : uint16_t { kClone = 1, kDone = 2, kError = 3 };
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  int32_t id;
+  int32_t pid;
+  int32_t error;
+  int32_t reserved;
+};
+static_assert(sizeof(SpawnReply) == 24);
+
+inline constexpr uint32_t kSnapshotMagic = 0x53594c46;  // "FLYS"
+inline constexpr uint16_t kSnapshotVersion = 1;
+inline constexpr int32_t kMaxSpawnCount = 4096;
+
+// What a freshly forked clone starts with.
+struct CloneStart {
+  int32_t id = 0;
+  UniqueFd channel;  // write end of its outcome channel
+};
+
+// Runs in the snapshot process and never returns there: it _exit()s when done. It returns only
+// in a clone it forked. With initial_count > 0 it first spawns [initial_first_id, +count) and
+// exits afterwards (sf_clone); with 0 it serves SpawnRequests until `control` reaches EOF.
+CloneStart RunSnapshotServer(UniqueFd control, int32_t initial_first_id, int32_t initial_count);
+
+// Owner side: the clones one spawn produced.
+struct SpawnedClone {
+  int32_t id = 0;
+  pid_t pid = 0;
+  UniqueFd channel;  // read end of the outcome channel
+  UniqueFd pidfd;
+};
+Result<void> SendSpawnRequest(int control, int32_t first_id, int32_t count);
+// Reads replies until kDone/kError/EOF. Clones spawned before an error are still returned.
+Result<std::vector<SpawnedClone>> ReceiveSpawnReplies(int control, int32_t expected);
+
+}  // namespace flurry

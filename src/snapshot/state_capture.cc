@@ -1,0 +1,142 @@
+#include "snapshot/state_capture.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "arch/x86_64/layout.h"
+
+namespace flurry {
+
+uint64_t PageMapRecord::PresentPages() const {
+  uint64_t total = 0;
+  for (const Run& run : present) total += run.page_count;
+  return total;
+}
+
+Result<PageMapRecord> CapturePageMap(const GuestMemory& memory) {
+  const uint64_t pages = memory.size() / x86::kPageSize;
+  std::vector<unsigned char> resident(pages);
+  if (mincore(memory.host_base(), memory.size(), resident.data()) != 0) {
+    return FailErrno("mincore over guest memory");
+  }
+  PageMapRecord map;
+  for (uint64_t page = 0; page < pages;) {
+    if (!(resident[page] & 1)) {
+      ++page;
+      continue;
+    }
+    uint64_t first = page;
+    while (page < pages && (resident[page] & 1)) ++page;
+    map.present.push_back({first, page - first});
+  }
+  return map;
+}
+
+FilesRecord CaptureFiles(const FdTable& fds) {
+  FilesRecord record;
+  if (const HostDir* root = fds.root()) {
+    record.root_host_path = root->host_path();
+    record.root_writable = root->writable();
+  }
+  record.cwd = fds.cwd_path();
+  const auto& entries = fds.entries();
+  for (size_t fd = 0; fd < entries.size(); ++fd) {
+    const auto& entry = entries[fd];
+    if (entry.file == nullptr) continue;
+    FdRecord r;
+    r.fd = static_cast<int32_t>(fd);
+    r.kind = entry.file->kind;
+    r.stdio_fd = entry.file->stdio_fd;
+    r.path = entry.file->path;
+    r.flags = entry.file->flags;
+    r.cloexec = entry.cloexec;
+    if (r.kind == FileKind::kRegular || r.kind == FileKind::kDirectory) {
+      off_t offset = lseek(entry.file->host_fd(), 0, SEEK_CUR);
+      r.offset = offset < 0 ? 0 : offset;
+    }
+    record.fds.push_back(std::move(r));
+  }
+  return record;
+}
+
+Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
+                          FdTable& fds) {
+  FdTable restored;
+  restored.Clear();
+  if (root_path) {
+    HostDir root = FLURRY_TRY(HostDir::Open(*root_path, record.root_writable));
+    restored.SetRoot(std::move(root));
+  }
+  for (const FdRecord& r : record.fds) {
+    auto file = std::make_shared<OpenFile>();
+    file->kind = r.kind;
+    file->flags = r.flags;
+    file->path = r.path;
+    if (r.kind == FileKind::kStdio) {
+      if (r.stdio_fd < 0 || r.stdio_fd > 2) return Fail("fd {}: bad stdio fd {}", r.fd, r.stdio_fd);
+      file->stdio_fd = r.stdio_fd;
+    } else {
+      HostDir* root = restored.root();
+      if (root == nullptr) return Fail("fd {} ({}) needs a --dir root", r.fd, r.path);
+      // Reopen without the flags that would change the file again.
+      const int flags = (r.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) |
+                        (r.kind == FileKind::kOther ? O_PATH : 0);
+      file->host = FLURRY_TRY_CTX(root->OpenAt(r.path, flags, 0),
+                                  fmt::format("reopening guest fd {} ({})", r.fd, r.path));
+      if (r.offset != 0 && lseek(file->host.get(), r.offset, SEEK_SET) < 0) {
+        return FailErrno(fmt::format("restoring the offset of guest fd {}", r.fd));
+      }
+    }
+    FLURRY_TRY(restored.InstallAt(r.fd, std::move(file), r.cloexec));
+  }
+  if (record.cwd != "/" && restored.root() != nullptr) {
+    auto cwd = restored.root()->OpenAt(record.cwd, O_PATH | O_DIRECTORY, 0);
+    if (cwd) restored.SetCwd(std::move(*cwd), record.cwd);
+  }
+  fds = std::move(restored);
+  return {};
+}
+
+Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory) {
+  VmDescriptor d;
+  d.cpu = state.cpu;
+  d.identity = state.identity;
+  d.segment_bases = state.segment_bases;
+  const MemoryMap& map = state.memory_map;
+  d.memory.ram_size = map.ram_size();
+  d.memory.image_start = map.image_start();
+  d.memory.image_end = map.image_end();
+  d.memory.brk_start = map.brk_start();
+  d.memory.brk = map.brk();
+  d.memory.mmap_top = map.mmap_top();
+  d.memory.stack_bottom = map.stack_bottom();
+  d.memory.regions = map.regions();
+  d.files = CaptureFiles(state.fds);
+  d.signals = state.signals;
+  d.start_time_ns = state.start_time_ns;
+  d.pages = FLURRY_TRY(CapturePageMap(memory));
+  return d;
+}
+
+Result<GuestState> RestoreGuest(const VmDescriptor& d,
+                                const std::optional<std::string>& root_override) {
+  GuestState state;
+  state.cpu = d.cpu;
+  state.identity = d.identity;
+  state.segment_bases = d.segment_bases;
+  state.segment_bases.dirty = false;
+  state.memory_map = MemoryMap(d.memory.image_start, d.memory.image_end, d.memory.mmap_top,
+                               d.memory.stack_bottom, d.memory.ram_size);
+  state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions);
+  state.signals = d.signals;
+  state.start_time_ns = d.start_time_ns;
+  FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,
+                              state.fds),
+                 "restoring the guest's files");
+  return state;
+}
+
+}  // namespace flurry

@@ -1,0 +1,32 @@
+// Converting between the live VMM-side guest state (GuestState, GuestMemory) and the plain-data
+// VmDescriptor records — the guest half of capturing and restoring a VM.
+#pragma once
+
+#include "base/error.h"
+#include "guest/guest_state.h"
+#include "memory/guest_memory.h"
+#include "snapshot/vm_descriptor.h"
+
+namespace flurry {
+
+// Captures everything but the vCPU (the caller fills descriptor.vcpu) and the clone identity.
+// The page map comes from mincore(2): pages the host never populated read as zero.
+Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory);
+
+// The page map alone (also used by benchmarks).
+Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);
+
+// Rebuilds a GuestState from a descriptor: reopens the --dir root (optionally at another host
+// path, e.g. a clone's private copy-on-write view) and every file at its recorded offset.
+// stdio fds map to the host's stdio.
+Result<GuestState> RestoreGuest(const VmDescriptor& descriptor,
+                                const std::optional<std::string>& root_override = std::nullopt);
+
+// Reopens the files of `record` into `fds` (used by RestoreGuest and by clones, whose inherited
+// host fds would otherwise share file offsets with the parent).
+Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
+                          FdTable& fds);
+
+FilesRecord CaptureFiles(const FdTable& fds);
+
+}  // namespace flurry

@@ -1,0 +1,94 @@
+// VmDescriptor: the condensed state a clone (or a restored snapshot) starts from — vCPU state,
+// the VMM-side guest state, the memory layout and a map of which guest pages hold data — but
+// not the memory itself. Kilobytes, not the memory image. Plain data; encoded as described in
+// docs/formats/descriptor.md (descriptor_codec.h).
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "arch/x86_64/cpu_signature.h"
+#include "guest/guest_state.h"
+#include "kvm/kvm_abi.h"
+
+namespace flurry {
+
+// Everything KVM holds for the one vCPU.
+struct VcpuState {
+  kvm_regs regs{};
+  kvm_sregs sregs{};
+  kvm_abi::Xsave xsave{};
+  uint64_t xcr0 = 0;
+  std::vector<kvm_msr_entry> msrs;  // index/data pairs (reserved field zero)
+};
+
+// One guest fd as it can be reopened in a new VMM.
+struct FdRecord {
+  int32_t fd = -1;
+  FileKind kind = FileKind::kOther;
+  int32_t stdio_fd = -1;  // kStdio: host fd 0, 1 or 2
+  std::string path;       // guest path (absolute) for files and directories
+  int32_t flags = 0;      // guest open flags
+  bool cloexec = false;
+  int64_t offset = 0;     // file position at capture time
+};
+
+// Where the guest's files live (restoring reopens paths under the same host directory).
+struct FilesRecord {
+  std::optional<std::string> root_host_path;  // --dir, if any
+  bool root_writable = false;
+  std::string cwd = "/";
+  std::vector<FdRecord> fds;
+};
+
+// The memory map's fields (guest/memory_map.h).
+struct MemoryLayoutRecord {
+  uint64_t ram_size = 0;
+  uint64_t image_start = 0;
+  uint64_t image_end = 0;
+  uint64_t brk_start = 0;
+  uint64_t brk = 0;
+  uint64_t mmap_top = 0;
+  uint64_t stack_bottom = 0;
+  std::map<uint64_t, uint64_t> regions;  // start -> length
+};
+
+// Which 4 KiB guest pages hold data (were ever written and not discarded). Pages outside
+// every run read as zero and never need to be fetched. Sorted, non-overlapping runs.
+struct PageMapRecord {
+  struct Run {
+    uint64_t first_page = 0;
+    uint64_t page_count = 0;
+  };
+  std::vector<Run> present;
+  uint64_t PresentPages() const;
+};
+
+// Who this VM is in its clone family.
+struct CloneIdentityRecord {
+  uint64_t family_id = 0;  // random, shared by a parent and all its descendants
+  int32_t clone_id = 0;    // 0 = the original VM; 1.. = clones (sf_clone's return value)
+};
+
+struct VmDescriptor {
+  static constexpr uint32_t kFormatVersion = 1;
+
+  x86::CpuSignature cpu;
+  VcpuState vcpu;
+  ProcessIdentity identity;
+  SegmentBases segment_bases;
+  MemoryLayoutRecord memory;
+  FilesRecord files;
+  SignalState signals;
+  uint64_t start_time_ns = 0;
+  PageMapRecord pages;
+  CloneIdentityRecord clone;
+};
+
+}  // namespace flurry
