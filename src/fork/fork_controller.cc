@@ -126,14 +126,40 @@ void ForkController::ResetForClone(int32_t id, UniqueFd channel) {
   exit_result_.clear();
 }
 
-SyscallResult ForkController::StartClone(ForkHost& host, VcpuState state, int32_t id) {
-  state.regs.rax = static_cast<uint64_t>(id);
+void ForkController::BecomeCloneOrDie(ForkHost& host, const VcpuState& state, int32_t id) {
   if (auto r = host.BecomeClone(id, state); !r) {
     std::fprintf(stderr, "flurry: clone %d: %s\n", id, r.error().message().c_str());
     ReportOutcome(CloneOutcome{SF_OUTCOME_LOST, 0, 0, {}});
     _exit(1);
   }
+}
+
+SyscallResult ForkController::StartClone(ForkHost& host, VcpuState state, int32_t id) {
+  state.regs.rax = static_cast<uint64_t>(id);
+  BecomeCloneOrDie(host, state, id);
   return SyscallResult::Return(id);
+}
+
+Result<ForkController::DetachedClones> ForkController::CloneFromOutside(ForkHost& host,
+                                                                        int32_t count,
+                                                                        int32_t* clone_id) {
+  if (count < 1 || count > kMaxSpawnCount) return Fail("clone count must be 1..{}", kMaxSpawnCount);
+  const int32_t granted = GrantFor(count);
+  if (granted < count) return Fail("only {} clones can be granted now", granted);
+  VcpuState state = FLURRY_TRY(host.CaptureCurrentState());
+  const int32_t first_id = family_.ReserveIds(count);
+  auto snapshot = FLURRY_TRY(ForkSnapshot(first_id, count, clone_id));
+  if (*clone_id != 0) {
+    BecomeCloneOrDie(host, state, *clone_id);
+    return DetachedClones{};
+  }
+  auto spawned = FLURRY_TRY(ReceiveSpawnReplies(snapshot.first.get(), count));
+  DetachedClones result;
+  for (const SpawnedClone& c : spawned) {
+    result.ids.push_back(c.id);
+    result.pids.push_back(c.pid);
+  }
+  return result;  // channels close here: the clones' outcomes go unread
 }
 
 SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, ForkHost& host) {
@@ -198,7 +224,12 @@ SyscallResult ForkController::Join(SyscallContext& context, const SyscallArgs& a
   std::vector<CloneOutcome> outcomes;
   for (Child& child : ticket.children) {
     auto outcome = ReceiveOutcome(child.channel.get());
-    if (!outcome && outcome.error().code() == EINTR) return SyscallResult::Errno(EINTR);
+    if (!outcome && outcome.error().code() == EINTR) {
+      if (context.stop_requested != nullptr && context.stop_requested->load()) {
+        return SyscallResult::Errno(EINTR);
+      }
+      outcome = ReceiveOutcome(child.channel.get());  // a control request kicked us: go on
+    }
     CloneOutcome o = outcome ? std::move(*outcome) : CloneOutcome{SF_OUTCOME_LOST, 0, 0, {}};
     if (child.killed && o.kind == SF_OUTCOME_LOST) o.kind = SF_OUTCOME_KILLED;
     outcomes.push_back(std::move(o));

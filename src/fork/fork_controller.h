@@ -33,6 +33,8 @@ class ForkHost {
   virtual ~ForkHost() = default;
   // The vCPU state that resumes the guest right after the current syscall (RAX = 0).
   virtual Result<VcpuState> CaptureResumeState() = 0;
+  // The vCPU state as it stands (the guest stopped between instructions, not in a syscall).
+  virtual Result<VcpuState> CaptureCurrentState() = 0;
   // In a process just forked from a snapshot: rebuild the VM as clone `id`, resuming with
   // `state` (whose RAX the caller has set).
   virtual Result<void> BecomeClone(int32_t id, const VcpuState& state) = 0;
@@ -61,7 +63,17 @@ class ForkController {
   // At the end of a VM: kills every clone not yet joined.
   void KillOutstanding();
 
- // In a clone: the result blob sf_exit_with handed over (empty otherwise).
+  // Host-initiated clone (`flurry ctl SOCKET clone N`): forks `count` clones of the VM as it
+  // stands. In the parent returns their IDs and pids (they run detached: nobody joins them and
+  // they outlive the parent); in a new clone returns with *clone_id set.
+  struct DetachedClones {
+    std::vector<int32_t> ids;
+    std::vector<int32_t> pids;
+  };
+  Result<DetachedClones> CloneFromOutside(ForkHost& host, int32_t count, int32_t* clone_id);
+  uint64_t family_id() const { return family_.family_id(); }
+
+  // In a clone: the result blob sf_exit_with handed over (empty otherwise).
   const std::vector<uint8_t>& exit_result() const { return exit_result_; }
 
  private:
@@ -102,6 +114,8 @@ class ForkController {
                                                   int32_t* clone_id);
   // In a clone just returned from ForkSnapshot: rebuild the VM, resume with RAX = id.
   SyscallResult StartClone(ForkHost& host, VcpuState state, int32_t id);
+  // Rebuilds the VM in a new clone; ends the process if that fails.
+  void BecomeCloneOrDie(ForkHost& host, const VcpuState& state, int32_t id);
   // In a new clone: forget the parent's tickets and checkpoints (closing inherited handles),
   // become `id`.
   void ResetForClone(int32_t id, UniqueFd channel);

@@ -41,6 +41,9 @@ Result<bool> ReadAll(int fd, void* data, size_t length) {
   size_t done = 0;
   while (done < length) {
     ssize_t n = read(fd, p + done, length - done);
+    // An interruption before the first byte is reported (the caller may be asked to stop);
+    // once a message has started it is read to its end.
+    if (n < 0 && errno == EINTR && done > 0) continue;
     if (n < 0) return FailErrno(errno, "reading a clone outcome");
     if (n == 0) {
       if (done == 0) return false;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,10 +17,12 @@ int64_t LineWriter::Write(std::span<const iovec> iov) {
     while (length > 0) {
       const void* newline = std::memchr(data, '\n', length);
       size_t take = newline ? static_cast<const char*>(newline) - data + 1 : length;
+      const bool line_ends = newline != nullptr && take <= kMaxLine - pending_.size();
+      take = std::min(take, kMaxLine - pending_.size());
       pending_.append(data, take);
       data += take;
       length -= take;
-      if (newline != nullptr || pending_.size() >= kMaxLine) {
+      if (line_ends || pending_.size() >= kMaxLine) {
         Emit(pending_.data(), pending_.size());
         pending_.clear();
       }

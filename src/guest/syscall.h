@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -38,6 +39,11 @@ struct SyscallResult {
 struct SyscallContext {
   GuestMemory& memory;
   GuestState& state;
+  // Set when the VM is being stopped (--timeout): a blocking handler interrupted by a signal
+  // returns EINTR then, and otherwise resumes waiting.
+  const std::atomic<bool>* stop_requested = nullptr;
+
+  bool Stopping() const { return stop_requested != nullptr && stop_requested->load(); }
 };
 
 using SyscallHandler = SyscallResult (*)(SyscallContext&, const SyscallArgs&);

@@ -131,20 +131,22 @@ Result<std::vector<iovec>> IovecsArg(const GuestMemory& memory, uint64_t addr, u
 // ---- Reading and writing -----------------------------------------------------------------
 
 // One readv/preadv (offset < 0: at the file offset); a short read is the guest's to handle.
-Value ReadInto(const OpenFile& file, std::span<iovec> iov, int64_t offset) {
+Value ReadInto(const SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
+               int64_t offset) {
   for (;;) {
     ssize_t n = offset < 0
                     ? readv(file.host_fd(), iov.data(), static_cast<int>(iov.size()))
                     : preadv(file.host_fd(), iov.data(), static_cast<int>(iov.size()), offset);
     if (n >= 0) return n;
-    if (errno == EINTR || WaitIfStdio(file, POLLIN)) continue;
+    if ((errno == EINTR && !context.Stopping()) || WaitIfStdio(file, POLLIN)) continue;
     return HostError("read");
   }
 }
 
 // Writes all of iov, looping on partial writes (a terminal or pipe may take part of one).
 // Returns the bytes written; an error only when nothing was.
-Value WriteFrom(const OpenFile& file, std::span<iovec> iov, int64_t offset) {
+Value WriteFrom(const SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
+                int64_t offset) {
   if (file.line_writer != nullptr && offset < 0) return file.line_writer->Write(iov);
   int64_t total = 0;
   size_t first = 0;
@@ -154,7 +156,7 @@ Value WriteFrom(const OpenFile& file, std::span<iovec> iov, int64_t offset) {
                            : pwritev(file.host_fd(), rest.data(), static_cast<int>(rest.size()),
                                      offset + total);
     if (n < 0) {
-      if (errno == EINTR || WaitIfStdio(file, POLLOUT)) continue;
+      if ((errno == EINTR && !context.Stopping()) || WaitIfStdio(file, POLLOUT)) continue;
       if (total > 0) return total;
       return HostError("write");
     }
@@ -177,7 +179,7 @@ Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int
     std::span<uint8_t> span = FLURRY_TRY(context.memory.UserSpan(args.arg[1], count));
     iov = {span.data(), count};
   }
-  return write ? WriteFrom(*file, {&iov, 1}, offset) : ReadInto(*file, {&iov, 1}, offset);
+  return write ? WriteFrom(context, *file, {&iov, 1}, offset) : ReadInto(context, *file, {&iov, 1}, offset);
 }
 
 Value Read(SyscallContext& context, const SyscallArgs& args) {
@@ -203,13 +205,13 @@ Value Pwrite64(SyscallContext& context, const SyscallArgs& args) {
 Value Readv(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
   std::vector<iovec> iov = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
-  return ReadInto(*file, iov, -1);
+  return ReadInto(context, *file, iov, -1);
 }
 
 Value Writev(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
   std::vector<iovec> iov = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
-  return WriteFrom(*file, iov, -1);
+  return WriteFrom(context, *file, iov, -1);
 }
 
 Value Lseek(SyscallContext& context, const SyscallArgs& args) {

@@ -69,7 +69,12 @@ SyscallResult Sleep(SyscallContext& c, clockid_t clock, int flags, uint64_t requ
     return SyscallResult::Errno(EINVAL);
   }
   timespec remain{};
-  int err = clock_nanosleep(clock, flags, &*request, &remain);
+  timespec next = *request;
+  int err;
+  // A control request (not a stop) interrupting the sleep must not cut it short.
+  while ((err = clock_nanosleep(clock, flags, &next, &remain)) == EINTR && !c.Stopping()) {
+    if (!(flags & TIMER_ABSTIME)) next = remain;
+  }
   if (err == EINTR && remain_addr != 0 && !(flags & TIMER_ABSTIME)) {
     if (auto r = c.memory.WriteObject(remain_addr, remain); !r) return ErrnoFrom(r.error());
   }

@@ -6,7 +6,10 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 
 #include <pthread.h>
 
@@ -20,6 +23,7 @@
 #include "memory/guest_memory.h"
 #include "vmm/guest_exit.h"
 #include "vmm/vdso.h"
+#include "vmm/vm_control.h"
 #include "vmm/vm_config.h"
 
 namespace flurry {
@@ -29,8 +33,15 @@ class Vm : public ForkHost {
   // Builds the VM: loads config.program, lays out memory, sets up the vCPU at the entry point.
   static Result<std::unique_ptr<Vm>> Create(const VmConfig& config);
 
+  // Restores a snapshot written by ControlRequest::kSnapshot (flurry restore DIR).
+  static Result<std::unique_ptr<Vm>> Restore(const std::string& directory, const VmConfig& config);
+
   // Runs the guest until it exits, faults or is stopped. Call on one thread only.
   Result<GuestExit> Run();
+
+  // Any thread but the vCPU thread: carries out `request` on the vCPU thread at the next point
+  // where the guest is stopped between instructions, and returns the reply.
+  ControlReply Control(const ControlRequest& request);
 
   // Makes Run() return kTimedOut soon (any thread; async-signal-unsafe parts excluded).
   void RequestStop();
@@ -40,6 +51,7 @@ class Vm : public ForkHost {
 
   // ForkHost.
   Result<VcpuState> CaptureResumeState() override;
+  Result<VcpuState> CaptureCurrentState() override;
   Result<void> BecomeClone(int32_t id, const VcpuState& state) override;
 
  private:
@@ -52,6 +64,13 @@ class Vm : public ForkHost {
   [[noreturn]] void EndClone(const GuestExit& exit);
 
   Result<GuestExit> RunLoop();
+  // On the vCPU thread: serves queued control requests; blocks while paused. Returns true if
+  // this process just became a clone (host-initiated clone).
+  Result<void> ServeControl();
+  ControlReply Execute(const ControlRequest& request);
+  Result<ControlReply> WriteSnapshot(const std::string& directory);
+  // Makes KVM apply registers written through sync regs, so the vCPU's state can be read.
+  Result<void> SettleRegisters();
   // Exit handlers. Each returns a GuestExit when the guest is done, nullopt to keep running.
   Result<std::optional<GuestExit>> HandleSyscall();
   Result<GuestExit> HandleException(int vector);
@@ -73,6 +92,19 @@ class Vm : public ForkHost {
   // at the first syscall exit.
   enum class GateMode { kUnknown, kRaisesCpl, kStaysAtCpl3 } gate_mode_ = GateMode::kUnknown;
   std::atomic<bool> stop_requested_{false};
+  uint64_t syscall_count_ = 0;
+
+  // Control requests (Control() -> vCPU thread). Guarded by control_mutex_.
+  struct PendingControl {
+    ControlRequest request;
+    ControlReply reply;
+    bool done = false;
+  };
+  std::mutex control_mutex_;
+  std::condition_variable control_cv_;
+  std::deque<PendingControl*> control_queue_;
+  bool paused_ = false;       // vCPU thread only
+  bool exited_ = false;       // guarded by control_mutex_
   std::atomic<pthread_t> vcpu_thread_{};
   std::atomic<bool> vcpu_thread_known_{false};
 };

@@ -15,6 +15,17 @@ Result<GuestExit> Vm::Run() {
   vcpu_thread_.store(pthread_self());
   vcpu_thread_known_.store(true);
   Result<GuestExit> exit = RunLoop();
+  {
+    // Anyone still waiting on a control request gets an answer.
+    std::lock_guard lock(control_mutex_);
+    exited_ = true;
+    for (PendingControl* pending : control_queue_) {
+      pending->reply = ControlReply::Failure("the guest has exited", "exited");
+      pending->done = true;
+    }
+    control_queue_.clear();
+    control_cv_.notify_all();
+  }
   if (fork_.is_clone()) {
     EndClone(exit ? *exit
                   : GuestExit{GuestExit::Kind::kSignaled, 0, SIGKILL,
@@ -31,6 +42,7 @@ Result<GuestExit> Vm::RunLoop() {
     if (!reason) {
       if (reason.error().code() == EINTR) {
         vcpu_.run().immediate_exit = 0;
+        FLURRY_TRY(ServeControl());
         continue;
       }
       return std::unexpected(reason.error());
@@ -77,8 +89,9 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     kvm_sregs sregs = FLURRY_TRY_CTX(vcpu_.GetSregs(), "probing the syscall gate");
     gate_mode_ = (sregs.cs.selector & 3) == 0 ? GateMode::kRaisesCpl : GateMode::kStaysAtCpl3;
   }
+  ++syscall_count_;
   SyscallArgs args{regs.rax, {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9}};
-  SyscallContext context{memory_, state_};
+  SyscallContext context{memory_, state_, &stop_requested_};
   SyscallResult result = ForkController::IsHypercall(args.nr)
                              ? fork_.Handle(context, args, *this)
                              : syscalls_.Dispatch(context, args);
@@ -130,6 +143,10 @@ Result<void> Vm::ApplySegmentBases() {
 
 void Vm::RequestStop() {
   stop_requested_.store(true);
+  {
+    std::lock_guard lock(control_mutex_);
+    control_cv_.notify_all();  // a paused vCPU thread wakes up and sees the stop
+  }
   vcpu_.RequestImmediateExit();
   if (vcpu_thread_known_.load()) pthread_kill(vcpu_thread_.load(), SIGUSR1);
 }

@@ -1,0 +1,206 @@
+#include "snapshot/descriptor_text.h"
+
+#include <fcntl.h>
+
+#include <csignal>
+#include <cstring>
+#include <iterator>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "arch/x86_64/layout.h"
+
+namespace flurry {
+namespace {
+
+constexpr const char* kIndent = "            ";  // continuation lines line up with values
+
+// "512 bytes", "4 KiB", "1.5 MiB", "64 GiB".
+std::string HumanBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (bytes < 1024) return fmt::format("{} bytes", bytes);
+  double value = static_cast<double>(bytes) / 1024;
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  if (value == static_cast<double>(static_cast<uint64_t>(value))) {
+    return fmt::format("{} {}", static_cast<uint64_t>(value), kUnits[unit]);
+  }
+  return fmt::format("{:.1f} {}", value, kUnits[unit]);
+}
+
+std::string Range(uint64_t start, uint64_t end) {
+  return fmt::format("[{:#x}, {:#x})  {}", start, end, HumanBytes(end > start ? end - start : 0));
+}
+
+// A guest or host string (paths are bytes) made safe for one terminal line: control bytes and
+// backslashes become \xNN escapes.
+std::string Printable(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f || c == '\\') {
+      out += fmt::format("\\x{:02x}", byte);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+const char* KindName(FileKind kind) {
+  switch (kind) {
+    case FileKind::kStdio: return "stdio";
+    case FileKind::kRegular: return "file";
+    case FileKind::kDirectory: return "directory";
+    case FileKind::kOther: return "other";
+  }
+  return "unknown";
+}
+
+// The kernel's O_LARGEFILE (glibc's is 0 on x86-64, but F_GETFL reports the kernel's bit).
+constexpr int kKernelLargefile = 0100000;
+
+// The open flags F_GETFL reports, e.g. "O_WRONLY|O_APPEND" (unnamed bits in hex).
+std::string OpenFlags(int32_t flags) {
+  std::string out;
+  switch (flags & O_ACCMODE) {
+    case O_RDONLY: out = "O_RDONLY"; break;
+    case O_WRONLY: out = "O_WRONLY"; break;
+    case O_RDWR: out = "O_RDWR"; break;
+    default: out = "O_ACCMODE"; break;
+  }
+  uint32_t rest = static_cast<uint32_t>(flags) & ~static_cast<uint32_t>(O_ACCMODE);
+  static constexpr std::pair<int, const char*> kNames[] = {
+      {O_PATH, "O_PATH"},         {O_APPEND, "O_APPEND"},     {O_NONBLOCK, "O_NONBLOCK"},
+      {O_DIRECTORY, "O_DIRECTORY"}, {O_NOFOLLOW, "O_NOFOLLOW"}, {O_SYNC, "O_SYNC"},
+      {O_DSYNC, "O_DSYNC"},       {O_DIRECT, "O_DIRECT"},     {O_NOATIME, "O_NOATIME"},
+      {kKernelLargefile, "O_LARGEFILE"}};
+  for (const auto& [bit, name] : kNames) {
+    if ((rest & static_cast<uint32_t>(bit)) == static_cast<uint32_t>(bit)) {
+      out += '|';
+      out += name;
+      rest &= ~static_cast<uint32_t>(bit);
+    }
+  }
+  if (rest != 0) out += fmt::format("|{:#x}", rest);
+  return out;
+}
+
+std::string SignalName(int signal) {
+  const char* abbrev = sigabbrev_np(signal);
+  return abbrev ? fmt::format("SIG{}", abbrev) : fmt::format("signal {}", signal);
+}
+
+std::string Handler(uint64_t handler) {
+  if (handler == 0) return "SIG_DFL";
+  if (handler == 1) return "SIG_IGN";
+  return fmt::format("{:#x}", handler);
+}
+
+}  // namespace
+
+std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size) {
+  std::string out;
+  auto line = [&out](std::string_view label, const std::string& value) {
+    out += fmt::format("{:<12}{}\n", label, value);
+  };
+
+  out += fmt::format("flurry VM descriptor, format version {}, {} bytes encoded\n",
+                     VmDescriptor::kFormatVersion, encoded_size);
+  line("cpu", d.cpu.ToString());
+  line("clone", fmt::format("family {:016x}, clone {}{}", d.clone.family_id, d.clone.clone_id,
+                            d.clone.clone_id == 0 ? " (original)" : ""));
+  line("started", fmt::format("CLOCK_MONOTONIC {}.{:09} s", d.start_time_ns / 1000000000,
+                              d.start_time_ns % 1000000000));
+
+  const kvm_regs& r = d.vcpu.regs;
+  line("registers", fmt::format("rip {:#018x}  rsp {:#018x}  rflags {:#x}", r.rip, r.rsp,
+                                r.rflags));
+  out += fmt::format("{}rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}\n", kIndent, r.rax,
+                     r.rbx, r.rcx, r.rdx);
+  out += fmt::format("{}rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  r8  {:#018x}\n", kIndent, r.rsi,
+                     r.rdi, r.rbp, r.r8);
+  out += fmt::format("{}r9  {:#018x}  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}\n", kIndent, r.r9,
+                     r.r10, r.r11, r.r12);
+  out += fmt::format("{}r13 {:#018x}  r14 {:#018x}  r15 {:#018x}\n", kIndent, r.r13, r.r14,
+                     r.r15);
+  const kvm_sregs& s = d.vcpu.sregs;
+  line("control", fmt::format("cr0 {:#x}  cr2 {:#x}  cr3 {:#x}  cr4 {:#x}  efer {:#x}", s.cr0,
+                              s.cr2, s.cr3, s.cr4, s.efer));
+  std::string bases = fmt::format("cs {:#x}  ss {:#x}  fs base {:#x}  gs base {:#x}", s.cs.selector,
+                                  s.ss.selector, s.fs.base, s.gs.base);
+  if (d.segment_bases.dirty) {
+    bases += fmt::format("  (pending: fs base {:#x}, gs base {:#x})", d.segment_bases.fs_base,
+                         d.segment_bases.gs_base);
+  }
+  line("segments", bases);
+  line("extended", fmt::format("xcr0 {:#x}, {} MSR{}", d.vcpu.xcr0, d.vcpu.msrs.size(),
+                              d.vcpu.msrs.size() == 1 ? "" : "s"));
+
+  const MemoryLayoutRecord& m = d.memory;
+  line("memory", fmt::format("ram {}", HumanBytes(m.ram_size)));
+  out += fmt::format("{}image  {}\n", kIndent, Range(m.image_start, m.image_end));
+  out += fmt::format("{}brk    {}\n", kIndent, Range(m.brk_start, m.brk));
+  uint64_t mapped = 0;
+  for (const auto& [start, length] : m.regions) mapped += length;
+  if (m.regions.empty()) {
+    out += fmt::format("{}mmap   no regions, below {:#x}\n", kIndent, m.mmap_top);
+  } else {
+    out += fmt::format("{}mmap   {} region{}, {}, in [{:#x}, {:#x})\n", kIndent, m.regions.size(),
+                       m.regions.size() == 1 ? "" : "s", HumanBytes(mapped),
+                       m.regions.begin()->first, m.mmap_top);
+  }
+  out += fmt::format("{}stack  {}\n", kIndent, Range(m.stack_bottom, m.ram_size));
+
+  uint64_t present = 0;
+  for (const PageMapRecord::Run& run : d.pages.present) present += run.page_count;
+  line("pages", fmt::format("{} run{}, {} pages present ({:.1f} MiB)", d.pages.present.size(),
+                            d.pages.present.size() == 1 ? "" : "s", present,
+                            static_cast<double>(present * x86::kPageSize) / (1 << 20)));
+
+  const FilesRecord& f = d.files;
+  line("files",
+       fmt::format("root {}, cwd {}, {} fd{}",
+                   f.root_host_path
+                       ? fmt::format("{} ({})", Printable(*f.root_host_path),
+                                     f.root_writable ? "read-write" : "read-only")
+                       : std::string("none"),
+                   Printable(f.cwd), f.fds.size(), f.fds.size() == 1 ? "" : "s"));
+  for (const FdRecord& fd : f.fds) {
+    std::string where = fd.kind == FileKind::kStdio ? fmt::format("host fd {}", fd.stdio_fd)
+                                                      : Printable(fd.path);
+    out += fmt::format("{}fd {:<4} {:<9} {}  {}  offset {}{}\n", kIndent, fd.fd, KindName(fd.kind),
+                       where, OpenFlags(fd.flags), fd.offset, fd.cloexec ? "  cloexec" : "");
+  }
+
+  const SignalState& sig = d.signals;
+  std::string altstack =
+      sig.altstack.flags & SS_DISABLE
+          ? std::string("disabled")
+          : fmt::format("[{:#x}, +{:#x})", sig.altstack.sp, sig.altstack.size);
+  int custom = 0;
+  for (const GuestSigaction& a : sig.actions) {
+    custom += a.handler != 0 || a.flags != 0 || a.restorer != 0 || a.mask != 0;
+  }
+  line("signals", fmt::format("blocked {:#x}, altstack {}, {} non-default action{}", sig.blocked,
+                              altstack, custom, custom == 1 ? "" : "s"));
+  for (size_t signal = 0; signal < sig.actions.size(); ++signal) {
+    const GuestSigaction& a = sig.actions[signal];
+    if (a.handler == 0 && a.flags == 0 && a.restorer == 0 && a.mask == 0) continue;
+    out += fmt::format("{}{:<10} {}  flags {:#x}  restorer {:#x}  mask {:#x}\n", kIndent,
+                       SignalName(static_cast<int>(signal)), Handler(a.handler), a.flags,
+                       a.restorer, a.mask);
+  }
+
+  const ProcessIdentity& id = d.identity;
+  line("identity", fmt::format("pid {}, ppid {}, tid {}, exe {}, hostname {}", id.pid, id.ppid,
+                               id.tid, Printable(id.exe_path), Printable(id.hostname)));
+  return out;
+}
+
+}  // namespace flurry

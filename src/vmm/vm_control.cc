@@ -1,0 +1,115 @@
+// Driving a running Vm from outside: the request queue between the API thread and the vCPU
+// thread, pause/resume, snapshot and host-initiated clone.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+
+#include "arch/x86_64/cpu_setup.h"
+#include "base/unique_fd.h"
+#include "snapshot/descriptor_codec.h"
+#include "snapshot/state_capture.h"
+#include "vmm/vcpu_state.h"
+#include "vmm/vm.h"
+
+namespace flurry {
+
+ControlReply Vm::Control(const ControlRequest& request) {
+  PendingControl pending{request, {}, false};
+  std::unique_lock lock(control_mutex_);
+  if (exited_) return ControlReply::Failure("the guest has exited", "exited");
+  control_queue_.push_back(&pending);
+  control_cv_.notify_all();
+  // Kick the vCPU out of KVM_RUN (or out of a blocking syscall) so it serves the queue.
+  vcpu_.RequestImmediateExit();
+  if (vcpu_thread_known_.load()) pthread_kill(vcpu_thread_.load(), SIGUSR1);
+  control_cv_.wait(lock, [&] { return pending.done; });
+  return pending.reply;
+}
+
+Result<void> Vm::SettleRegisters() {
+  if (vcpu_.run().kvm_dirty_regs == 0) return {};
+  vcpu_.RequestImmediateExit();
+  auto r = vcpu_.Run();  // applies the dirty registers and returns EINTR without running
+  vcpu_.run().immediate_exit = 0;
+  if (!r && r.error().code() != EINTR) return std::unexpected(r.error());
+  vcpu_.run().kvm_dirty_regs = 0;
+  return {};
+}
+
+Result<VcpuState> Vm::CaptureCurrentState() {
+  FLURRY_TRY(SettleRegisters());
+  if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
+  kvm_regs regs = FLURRY_TRY(vcpu_.GetRegs());
+  return CaptureVcpu(vcpu_, regs, x86::HostXcr0());
+}
+
+Result<void> Vm::ServeControl() {
+  for (;;) {
+    PendingControl* pending = nullptr;
+    {
+      std::unique_lock lock(control_mutex_);
+      if (control_queue_.empty()) {
+        if (!paused_ || stop_requested_.load()) return {};
+        control_cv_.wait(lock, [&] { return !control_queue_.empty() || stop_requested_.load(); });
+        if (control_queue_.empty()) return {};
+      }
+      pending = control_queue_.front();
+      control_queue_.pop_front();
+    }
+    const bool cloning = pending->request.kind == ControlRequest::Kind::kClone;
+    ControlReply reply;
+    if (cloning) {
+      int32_t clone_id = 0;
+      auto clones = fork_.CloneFromOutside(*this, pending->request.count, &clone_id);
+      if (clone_id != 0) {
+        // This process is a new clone: the requester lives in the parent. Run on.
+        std::lock_guard lock(control_mutex_);
+        control_queue_.clear();
+        paused_ = false;
+        return {};
+      }
+      if (!clones) {
+        reply = ControlReply::Failure(clones.error().message());
+      } else {
+        reply.clone_ids = clones->ids;
+        reply.clone_pids = clones->pids;
+      }
+    } else {
+      reply = Execute(pending->request);
+    }
+    reply.state = paused_ ? "paused" : "running";
+    reply.clone_id = fork_.clone_id();
+    reply.family_id = fork_.family_id();
+    reply.ram_size = memory_.size();
+    reply.syscalls = syscall_count_;
+    std::lock_guard lock(control_mutex_);
+    pending->reply = std::move(reply);
+    pending->done = true;
+    control_cv_.notify_all();
+  }
+}
+
+ControlReply Vm::Execute(const ControlRequest& request) {
+  switch (request.kind) {
+    case ControlRequest::Kind::kStatus:
+      return {};
+    case ControlRequest::Kind::kPause:
+      paused_ = true;
+      return {};
+    case ControlRequest::Kind::kResume:
+      paused_ = false;
+      return {};
+    case ControlRequest::Kind::kSnapshot: {
+      auto reply = WriteSnapshot(request.directory);
+      if (!reply) return ControlReply::Failure(reply.error().message());
+      return *reply;
+    }
+    case ControlRequest::Kind::kClone:
+      break;
+  }
+  return ControlReply::Failure("unknown request");
+}
+
+}  // namespace flurry

@@ -1,0 +1,40 @@
+// Requests that drive a running Vm from outside the guest (the --api socket, `flurry ctl`):
+// status, pause, resume, snapshot to a directory, and host-initiated clone. Plain data.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace flurry {
+
+struct ControlRequest {
+  enum class Kind { kStatus, kPause, kResume, kSnapshot, kClone };
+  Kind kind = Kind::kStatus;
+  std::string directory;  // kSnapshot: where to write descriptor + memory image
+  int32_t count = 0;      // kClone: how many clones
+};
+
+struct ControlReply {
+  bool ok = true;
+  std::string error;             // when !ok
+  std::string state;             // "running", "paused" or "exited"
+  int32_t clone_id = 0;          // this VM's clone ID
+  uint64_t family_id = 0;
+  uint64_t ram_size = 0;
+  uint64_t syscalls = 0;         // syscalls served so far
+  std::vector<int32_t> clone_ids;  // kClone: the new clones' IDs
+  std::vector<int32_t> clone_pids;
+  uint64_t descriptor_bytes = 0;   // kSnapshot
+  uint64_t memory_bytes = 0;       // kSnapshot: bytes of guest memory written
+
+  static ControlReply Failure(std::string message, std::string state = "") {
+    ControlReply reply;
+    reply.ok = false;
+    reply.error = std::move(message);
+    reply.state = std::move(state);
+    return reply;
+  }
+};
+
+}  // namespace flurry

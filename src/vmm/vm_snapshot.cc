@@ -1,0 +1,118 @@
+// Snapshots (descriptor + sparse memory image in a directory) and restoring them.
+//
+// Directory layout (docs/formats/snapshot.md):
+//   descriptor.fvd  the VM descriptor (docs/formats/descriptor.md)
+//   memory.img      guest RAM as a sparse file of ram_size bytes: the pages the descriptor's
+//                   page map lists are written at their guest-physical offsets, the rest are
+//                   holes (zero).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/x86_64/cpu_setup.h"
+#include "arch/x86_64/layout.h"
+#include "base/unique_fd.h"
+#include "snapshot/descriptor_codec.h"
+#include "snapshot/state_capture.h"
+#include "vmm/vcpu_state.h"
+#include "vmm/vm.h"
+
+namespace flurry {
+namespace {
+
+constexpr const char* kDescriptorFile = "descriptor.fvd";
+constexpr const char* kMemoryFile = "memory.img";
+
+Result<void> WriteAllAt(int fd, const uint8_t* data, uint64_t length, uint64_t offset) {
+  while (length > 0) {
+    ssize_t n = pwrite(fd, data, length, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return FailErrno("writing the memory image");
+    data += n;
+    offset += static_cast<uint64_t>(n);
+    length -= static_cast<uint64_t>(n);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<ControlReply> Vm::WriteSnapshot(const std::string& directory) {
+  if (mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
+    return FailErrno(fmt::format("creating snapshot directory {}", directory));
+  }
+  VcpuState vcpu = FLURRY_TRY_CTX(CaptureCurrentState(), "capturing the vCPU");
+  VmDescriptor descriptor = FLURRY_TRY_CTX(CaptureGuest(state_, memory_), "capturing the guest");
+  descriptor.vcpu = vcpu;
+  descriptor.clone = CloneIdentityRecord{fork_.family_id(), fork_.clone_id()};
+  const std::string descriptor_path = directory + "/" + kDescriptorFile;
+  FLURRY_TRY(WriteDescriptorFile(descriptor_path, descriptor));
+
+  const std::string memory_path = directory + "/" + kMemoryFile;
+  UniqueFd image(open(memory_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!image.valid()) return FailErrno(memory_path);
+  if (ftruncate(image.get(), static_cast<off_t>(memory_.size())) != 0) {
+    return FailErrno(memory_path);
+  }
+  uint64_t written = 0;
+  for (const auto& run : descriptor.pages.present) {
+    const uint64_t offset = run.first_page * x86::kPageSize;
+    const uint64_t length = run.page_count * x86::kPageSize;
+    FLURRY_TRY_CTX(WriteAllAt(image.get(), memory_.HostPointer(offset, length), length, offset),
+                   memory_path);
+    written += length;
+  }
+  if (fsync(image.get()) != 0) return FailErrno(memory_path);
+  struct stat st{};
+  stat(descriptor_path.c_str(), &st);
+  ControlReply reply;
+  reply.descriptor_bytes = static_cast<uint64_t>(st.st_size);
+  reply.memory_bytes = written;
+  return reply;
+}
+
+Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmConfig& config) {
+  const std::string descriptor_path = directory + "/" + kDescriptorFile;
+  VmDescriptor d = FLURRY_TRY(ReadDescriptorFile(descriptor_path));
+  FLURRY_TRY_CTX(CheckCompatibleWithHost(d, x86::CpuSignature::OfHost()), descriptor_path);
+  KvmSystem system = FLURRY_TRY(KvmSystem::Open());
+  GuestMemory memory = FLURRY_TRY(GuestMemory::Create(d.memory.ram_size));
+
+  const std::string memory_path = directory + "/" + kMemoryFile;
+  UniqueFd image(open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!image.valid()) return FailErrno(memory_path);
+  struct stat st{};
+  if (fstat(image.get(), &st) != 0) return FailErrno(memory_path);
+  if (static_cast<uint64_t>(st.st_size) != d.memory.ram_size) {
+    return Fail("{}: {} bytes, but the descriptor says guest memory is {} bytes", memory_path,
+                st.st_size, d.memory.ram_size);
+  }
+  for (const auto& run : d.pages.present) {
+    const uint64_t offset = run.first_page * x86::kPageSize;
+    const uint64_t length = run.page_count * x86::kPageSize;
+    uint8_t* target = memory.HostPointer(offset, length);  // runs were validated in decoding
+    uint64_t done = 0;
+    while (done < length) {
+      ssize_t n = pread(image.get(), target + done, length - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return FailErrno(fmt::format("{}: reading pages at {:#x}", memory_path, offset));
+      done += static_cast<uint64_t>(n);
+    }
+  }
+
+  GuestState state = FLURRY_TRY(RestoreGuest(d));
+  ForkPolicy policy;
+  policy.max_clones_per_ticket = config.max_clones_per_ticket;
+  ForkController fork = FLURRY_TRY(ForkController::Create(policy));
+  KvmVm kvm_vm = FLURRY_TRY(KvmVm::Create(system));
+  FLURRY_TRY(kvm_vm.SetMemoryRegion(0, 0, memory.size(), memory.host_base()));
+  KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(system, kvm_vm, 0));
+  FLURRY_TRY_CTX(RestoreVcpu(system, vcpu, d.vcpu), "restoring the vCPU");
+  auto vm = std::unique_ptr<Vm>(new Vm(std::move(system), std::move(kvm_vm), std::move(vcpu),
+                                       std::move(memory), std::move(state), std::move(fork),
+                                       config.clone_output_prefix));
+  FLURRY_TRY_CTX(vm->clock_.Start(vm->vcpu_, vm->memory_), "starting the guest clock");
+  return vm;
+}
+
+}  // namespace flurry
