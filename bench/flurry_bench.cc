@@ -2,6 +2,7 @@
 // against native, and VMM memory overhead. Each benchmark runs real `flurry run` processes on
 // the guest programs in bench/guest; results and the command line are in docs/perf.md.
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,7 +10,10 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <ctime>
 #include <map>
 #include <sstream>
@@ -179,6 +183,107 @@ void BM_RssOverhead(benchmark::State& state) {
   state.counters["overhead_kib"] = flurry_kib - native_kib;
 }
 BENCHMARK(BM_RssOverhead)->Iterations(3)->Unit(benchmark::kMillisecond);
+
+// sf_clone() in the parent -> all N children executing, with 256 MiB touched.
+void BM_CloneLatency(benchmark::State& state) {
+  const std::string n = std::to_string(state.range(0));
+  double pause_ns = 0;
+  for (auto _ : state) {
+    RunResult r = Run(InFlurry({Guest("bench_clone"), "256", n}, "1G"));
+    if (!Check(state, r)) return;
+    state.SetIterationTime(r.values["clone_latency_ns"] / 1e9);
+    pause_ns += r.values["parent_pause_ns"];
+  }
+  state.counters["parent_pause_ms"] = pause_ns / state.iterations() / 1e6;
+}
+BENCHMARK(BM_CloneLatency)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Arg(32)->UseManualTime()
+    ->Unit(benchmark::kMillisecond)->Iterations(3);
+
+// How long a host process with `bytes` of touched memory pauses in fork() (the reference for
+// the parent's pause in sf_clone). Huge pages or not.
+double ForkPauseNs(size_t bytes, bool huge) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  madvise(p, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  memset(p, 1, bytes);
+  auto start = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  double ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+  waitpid(pid, nullptr, 0);
+  munmap(p, bytes);
+  return ns;
+}
+
+// The parent's pause in sf_clone with 1 GiB touched, next to fork() of a 1 GiB process.
+void BM_ParentPause1GiB(benchmark::State& state) {
+  double pause_ns = 0;
+  for (auto _ : state) {
+    RunResult r = Run(InFlurry({Guest("bench_clone"), "1024", "1"}, "2G"));
+    if (!Check(state, r)) return;
+    pause_ns += r.values["parent_pause_ns"];
+    state.SetIterationTime(r.values["parent_pause_ns"] / 1e9);
+  }
+  state.counters["flurry_pause_ms"] = pause_ns / state.iterations() / 1e6;
+  state.counters["fork_4k_pages_ms"] = ForkPauseNs(1ULL << 30, false) / 1e6;
+  state.counters["fork_huge_pages_ms"] = ForkPauseNs(1ULL << 30, true) / 1e6;
+}
+BENCHMARK(BM_ParentPause1GiB)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+
+// Memory of a clone that wrote nothing (parent touched 256 MiB): RSS and private (USS) of its
+// VMM process, read from /proc/PID/smaps_rollup while it runs.
+std::map<std::string, long> SmapsRollupKib(int pid) {
+  std::map<std::string, long> values;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string key;
+  long value;
+  std::string unit;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    if (fields >> key >> value) values[key] = value;
+  }
+  return values;
+}
+
+void BM_CloneMemory(benchmark::State& state) {
+  long rss = 0, uss = 0, count = 0;
+  for (auto _ : state) {
+    std::vector<std::string> args = InFlurry({Guest("bench_clone_rss"), "256", "4"}, "1G");
+    int out[2];
+    if (pipe(out) != 0) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid;
+    posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(out[1]);
+    FILE* lines = fdopen(out[0], "r");
+    char line[256];
+    while (fgets(line, sizeof line, lines) != nullptr) {
+      const char* found = strstr(line, "clone_pid=");
+      if (found == nullptr) continue;
+      auto values = SmapsRollupKib(atoi(found + 10));
+      rss += values["Rss:"];
+      uss += values["Private_Clean:"] + values["Private_Dirty:"];
+      ++count;
+    }
+    fclose(lines);
+    waitpid(pid, nullptr, 0);
+  }
+  if (count == 0) {
+    state.SkipWithError("no clone reported its pid");
+    return;
+  }
+  state.counters["clone_rss_mib"] = rss / count / 1024.0;
+  state.counters["clone_private_mib"] = uss / count / 1024.0;
+}
+BENCHMARK(BM_CloneMemory)->Iterations(2)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
