@@ -12,6 +12,7 @@
 #include <string>
 
 #include "flurry/sf_abi.h"
+#include "fork/clone_directory.h"
 #include "fork/snapshot_server.h"
 
 namespace flurry {
@@ -236,7 +237,11 @@ SyscallResult ForkController::Join(SyscallContext& context, const SyscallArgs& a
   }
   const int32_t count = static_cast<int32_t>(ticket.children.size());
   std::vector<int32_t> ids;
-  for (const Child& child : ticket.children) ids.push_back(child.id);
+  for (const Child& child : ticket.children) {
+    ids.push_back(child.id);
+    // A clone that was killed could not remove its private --dir view.
+    CloneDirectory::RemoveLayers(family_.family_id(), child.id);
+  }
   tickets_.erase(it);  // the ticket is released whatever happens below
 
   bool fault = false;

@@ -14,6 +14,7 @@
 #include <pthread.h>
 
 #include "base/error.h"
+#include "fork/clone_directory.h"
 #include "fork/fork_controller.h"
 #include "guest/guest_state.h"
 #include "guest/syscall.h"
@@ -86,6 +87,7 @@ class Vm : public ForkHost {
   GuestClock clock_;
   ForkController fork_;
   bool clone_output_prefix_ = true;
+  std::optional<CloneDirectory> clone_directory_;  // a clone's private view of a writable --dir
   // Set when BecomeClone replaced the vCPU during a syscall: its registers are already final.
   bool vcpu_replaced_ = false;
   // Whether `syscall` enters the gate at CPL0 (hardware KVM) or stays at CPL3 (PVM); learned

@@ -34,6 +34,13 @@ Result<void> Vm::BecomeClone(int32_t id, const VcpuState& state) {
   const HostDir* root = state_.fds.root();
   std::optional<std::string> root_path;
   if (root != nullptr) root_path = root->host_path();
+  if (root != nullptr && root->writable()) {
+    // Writes go to a copy-on-write view private to this clone.
+    clone_directory_ = FLURRY_TRY_CTX(
+        CloneDirectory::Create(root->host_path(), fork_.family_id(), id),
+        "giving the clone its own view of --dir");
+    root_path = clone_directory_->merged();
+  }
   FLURRY_TRY_CTX(RestoreFiles(CaptureFiles(state_.fds), root_path, state_.fds),
                  "reopening the guest's files");
   if (clone_output_prefix_) state_.fds.EnableLineOutput(fmt::format("[clone {}] ", id));
@@ -65,6 +72,7 @@ void Vm::EndClone(const GuestExit& exit) {
     (void)!::write(2, line.data(), line.size());
   }
   fork_.KillOutstanding();
+  if (clone_directory_) clone_directory_->Remove();
   fork_.ReportOutcome(outcome);
   _exit(exit.ExitCode());
 }
