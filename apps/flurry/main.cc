@@ -1,7 +1,9 @@
 // flurry: a microVM monitor whose guests are single static Linux programs.
 #include <CLI/CLI.hpp>
 
+#include "ctl_command.h"
 #include "descriptor_command.h"
+#include "restore_command.h"
 #include "run_command.h"
 
 int main(int argc, char** argv) {
@@ -9,6 +11,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   flurry::RunOptions run_options;
   CLI::App* run = flurry::AddRunCommand(app, run_options);
+  flurry::RestoreOptions restore_options;
+  CLI::App* restore = flurry::AddRestoreCommand(app, restore_options);
+  flurry::CtlOptions ctl_options;
+  CLI::App* ctl = flurry::AddCtlCommand(app, ctl_options);
   std::string descriptor_file;
   CLI::App* descriptor_show = flurry::AddDescriptorCommand(app, descriptor_file);
   try {
@@ -22,6 +28,8 @@ int main(int argc, char** argv) {
     return 2;  // usage error
   }
   if (run->parsed()) return flurry::RunCommand(run_options, run->remaining());
+  if (restore->parsed()) return flurry::RestoreCommand(restore_options);
+  if (ctl->parsed()) return flurry::CtlCommand(ctl_options);
   if (descriptor_show->parsed()) return flurry::RunDescriptorShow(descriptor_file);
   return 2;
 }

@@ -5,6 +5,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <csignal>
 #include <cstddef>
@@ -132,10 +134,14 @@ void VcpuToProto(const VcpuState& v, pb::Vcpu* out) {
 
 pb::FileKind KindToProto(FileKind kind) {
   switch (kind) {
-    case FileKind::kStdio: return pb::FILE_KIND_STDIO;
-    case FileKind::kRegular: return pb::FILE_KIND_REGULAR;
-    case FileKind::kDirectory: return pb::FILE_KIND_DIRECTORY;
-    case FileKind::kOther: return pb::FILE_KIND_OTHER;
+    case FileKind::kStdio:
+      return pb::FILE_KIND_STDIO;
+    case FileKind::kRegular:
+      return pb::FILE_KIND_REGULAR;
+    case FileKind::kDirectory:
+      return pb::FILE_KIND_DIRECTORY;
+    case FileKind::kOther:
+      return pb::FILE_KIND_OTHER;
   }
   return pb::FILE_KIND_UNSPECIFIED;  // an out-of-range enum value; the decoder refuses it
 }
@@ -237,7 +243,8 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
 // messages, malformed arrays). Semantic checks are ValidateDescriptor's.
 
 Result<void> SegmentFromProto(std::string_view name, const pb::Segment& s, kvm_segment* out) {
-  if (s.selector() > 0xffff) return Invalid("{} selector {:#x} exceeds 16 bits", name, s.selector());
+  if (s.selector() > 0xffff)
+    return Invalid("{} selector {:#x} exceeds 16 bits", name, s.selector());
   if (s.type() > 15) return Invalid("{} type {} exceeds 4 bits", name, s.type());
   if (s.dpl() > 3) return Invalid("{} dpl {} exceeds 3", name, s.dpl());
   *out = kvm_segment{};
@@ -256,8 +263,7 @@ Result<void> SegmentFromProto(std::string_view name, const pb::Segment& s, kvm_s
   return {};
 }
 
-Result<void> DtableFromProto(std::string_view name, const pb::DescriptorTable& t,
-                             kvm_dtable* out) {
+Result<void> DtableFromProto(std::string_view name, const pb::DescriptorTable& t, kvm_dtable* out) {
   if (t.limit() > 0xffff) return Invalid("{} limit {:#x} exceeds 16 bits", name, t.limit());
   *out = kvm_dtable{};
   out->base = t.base();
@@ -299,10 +305,10 @@ Result<void> VcpuFromProto(const pb::Vcpu& v, VcpuState* out) {
     kvm_segment* out;
   };
   const NamedSegment segments[] = {
-      {"sregs.cs", s.has_cs(), s.cs(), &o.cs},    {"sregs.ds", s.has_ds(), s.ds(), &o.ds},
-      {"sregs.es", s.has_es(), s.es(), &o.es},    {"sregs.fs", s.has_fs(), s.fs(), &o.fs},
-      {"sregs.gs", s.has_gs(), s.gs(), &o.gs},    {"sregs.ss", s.has_ss(), s.ss(), &o.ss},
-      {"sregs.tr", s.has_tr(), s.tr(), &o.tr},    {"sregs.ldt", s.has_ldt(), s.ldt(), &o.ldt},
+      {"sregs.cs", s.has_cs(), s.cs(), &o.cs}, {"sregs.ds", s.has_ds(), s.ds(), &o.ds},
+      {"sregs.es", s.has_es(), s.es(), &o.es}, {"sregs.fs", s.has_fs(), s.fs(), &o.fs},
+      {"sregs.gs", s.has_gs(), s.gs(), &o.gs}, {"sregs.ss", s.has_ss(), s.ss(), &o.ss},
+      {"sregs.tr", s.has_tr(), s.tr(), &o.tr}, {"sregs.ldt", s.has_ldt(), s.ldt(), &o.ldt},
   };
   for (const NamedSegment& seg : segments) {
     if (!seg.present) return Missing(seg.name);
@@ -348,11 +354,16 @@ Result<void> VcpuFromProto(const pb::Vcpu& v, VcpuState* out) {
 
 Result<FileKind> KindFromProto(int kind, int32_t fd) {
   switch (kind) {
-    case pb::FILE_KIND_STDIO: return FileKind::kStdio;
-    case pb::FILE_KIND_REGULAR: return FileKind::kRegular;
-    case pb::FILE_KIND_DIRECTORY: return FileKind::kDirectory;
-    case pb::FILE_KIND_OTHER: return FileKind::kOther;
-    default: return Invalid("fd {} has unknown kind {}", fd, kind);
+    case pb::FILE_KIND_STDIO:
+      return FileKind::kStdio;
+    case pb::FILE_KIND_REGULAR:
+      return FileKind::kRegular;
+    case pb::FILE_KIND_DIRECTORY:
+      return FileKind::kDirectory;
+    case pb::FILE_KIND_OTHER:
+      return FileKind::kOther;
+    default:
+      return Invalid("fd {} has unknown kind {}", fd, kind);
   }
 }
 
@@ -445,8 +456,7 @@ Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
   std::array<bool, kMaxSignal + 1> seen{};
   for (const pb::SignalAction& a : sig.actions()) {
     if (a.signal() < 1 || a.signal() > static_cast<uint32_t>(kMaxSignal)) {
-      return Invalid("signal action for signal {} (valid: 1..{})", a.signal(),
-                                     kMaxSignal);
+      return Invalid("signal action for signal {} (valid: 1..{})", a.signal(), kMaxSignal);
     }
     if (seen[a.signal()]) {
       return Invalid("two actions for signal {}", a.signal());
@@ -468,8 +478,8 @@ Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
 
   const pb::PageMap& pages = in.pages();
   if (pages.run_gaps_size() != pages.run_lengths_size()) {
-    return Invalid("page map has {} run gaps but {} run lengths",
-                                   pages.run_gaps_size(), pages.run_lengths_size());
+    return Invalid("page map has {} run gaps but {} run lengths", pages.run_gaps_size(),
+                   pages.run_lengths_size());
   }
   if (static_cast<uint64_t>(pages.run_gaps_size()) > ram_pages) {
     return Invalid("{} page runs in {} pages of RAM", pages.run_gaps_size(), ram_pages);
@@ -508,10 +518,9 @@ Result<void> CheckString(std::string_view what, const std::string& value, size_t
 Result<void> CheckSegment(std::string_view name, const kvm_segment& s) {
   if (s.type > 15) return Invalid("{} type {} exceeds 4 bits", name, s.type);
   if (s.dpl > 3) return Invalid("{} dpl {} exceeds 3", name, s.dpl);
-  const std::pair<const char*, uint8_t> flags[] = {{"present", s.present}, {"db", s.db},
-                                                   {"s", s.s},             {"l", s.l},
-                                                   {"g", s.g},             {"avl", s.avl},
-                                                   {"unusable", s.unusable}};
+  const std::pair<const char*, uint8_t> flags[] = {
+      {"present", s.present},  {"db", s.db}, {"s", s.s}, {"l", s.l}, {"g", s.g}, {"avl", s.avl},
+      {"unusable", s.unusable}};
   for (const auto& [flag, value] : flags) {
     if (value > 1) return Invalid("{} {} flag is {}, not 0 or 1", name, flag, value);
   }
@@ -520,8 +529,8 @@ Result<void> CheckSegment(std::string_view name, const kvm_segment& s) {
 
 Result<void> ValidateVcpu(const VcpuState& v) {
   const std::pair<const char*, const kvm_segment&> segments[] = {
-      {"sregs.cs", v.sregs.cs}, {"sregs.ds", v.sregs.ds}, {"sregs.es", v.sregs.es},
-      {"sregs.fs", v.sregs.fs}, {"sregs.gs", v.sregs.gs}, {"sregs.ss", v.sregs.ss},
+      {"sregs.cs", v.sregs.cs}, {"sregs.ds", v.sregs.ds},  {"sregs.es", v.sregs.es},
+      {"sregs.fs", v.sregs.fs}, {"sregs.gs", v.sregs.gs},  {"sregs.ss", v.sregs.ss},
       {"sregs.tr", v.sregs.tr}, {"sregs.ldt", v.sregs.ldt}};
   for (const auto& [name, segment] : segments) FLURRY_TRY(CheckSegment(name, segment));
   if (v.msrs.size() > kMaxDescriptorMsrs) {
@@ -555,11 +564,13 @@ Result<void> ValidateMemory(const MemoryLayoutRecord& m) {
   }
   // kUserBase <= image_start <= image_end <= brk_start <= brk <= mmap_top <= stack_bottom <
   // ram_size
-  const std::pair<const char*, uint64_t> order[] = {
-      {"user base", x86::kUserBase}, {"image start", m.image_start},
-      {"image end", m.image_end},    {"brk start", m.brk_start},
-      {"brk", m.brk},                {"mmap top", m.mmap_top},
-      {"stack bottom", m.stack_bottom}};
+  const std::pair<const char*, uint64_t> order[] = {{"user base", x86::kUserBase},
+                                                    {"image start", m.image_start},
+                                                    {"image end", m.image_end},
+                                                    {"brk start", m.brk_start},
+                                                    {"brk", m.brk},
+                                                    {"mmap top", m.mmap_top},
+                                                    {"stack bottom", m.stack_bottom}};
   for (size_t i = 1; i < std::size(order); ++i) {
     if (order[i].second < order[i - 1].second) {
       return Invalid("memory layout out of order: {} {:#x} is below {} {:#x}", order[i].first,
@@ -579,8 +590,8 @@ Result<void> ValidateMemory(const MemoryLayoutRecord& m) {
                      length);
     }
     if (start < floor || start > m.mmap_top || length > m.mmap_top - start) {
-      return Invalid("memory region [{:#x}, {:#x}) is outside the mmap area [{:#x}, {:#x})",
-                     start, start + length, floor, m.mmap_top);
+      return Invalid("memory region [{:#x}, {:#x}) is outside the mmap area [{:#x}, {:#x})", start,
+                     start + length, floor, m.mmap_top);
     }
     if (start < previous_end) {
       return Invalid("memory region at {:#x} overlaps the region ending at {:#x}", start,
@@ -626,8 +637,8 @@ Result<void> ValidateFiles(const FilesRecord& f) {
         if (!f.root_host_path) {
           return Invalid("fd {} is a file but there is no root directory", fd.fd);
         }
-        FLURRY_TRY(CheckString(fmt::format("fd {} path", fd.fd), fd.path,
-                               kMaxDescriptorPathBytes, true));
+        FLURRY_TRY(
+            CheckString(fmt::format("fd {} path", fd.fd), fd.path, kMaxDescriptorPathBytes, true));
         break;
       default:
         return Invalid("fd {} has unknown kind {}", fd.fd, static_cast<int>(fd.kind));
@@ -654,8 +665,7 @@ Result<void> ValidateSignals(const SignalState& s) {
     return Invalid("blocked mask {:#x} blocks SIGKILL or SIGSTOP", s.blocked);
   }
   if (s.altstack.flags != 0 && s.altstack.flags != SS_DISABLE) {
-    return Invalid("alternate signal stack flags {:#x} (valid: 0, SS_DISABLE)",
-                   s.altstack.flags);
+    return Invalid("alternate signal stack flags {:#x} (valid: 0, SS_DISABLE)", s.altstack.flags);
   }
   return {};
 }
@@ -665,10 +675,11 @@ Result<void> ValidatePages(const PageMapRecord& p, uint64_t ram_size) {
   uint64_t previous_end = 0;
   for (size_t i = 0; i < p.present.size(); ++i) {
     const PageMapRecord::Run& run = p.present[i];
-    if (run.page_count == 0) return Invalid("page run {} at page {:#x} is empty", i, run.first_page);
+    if (run.page_count == 0)
+      return Invalid("page run {} at page {:#x} is empty", i, run.first_page);
     if (run.first_page > ram_pages || run.page_count > ram_pages - run.first_page) {
-      return Invalid("page run {} [{:#x}, +{:#x}) is outside RAM ({:#x} pages)", i,
-                     run.first_page, run.page_count, ram_pages);
+      return Invalid("page run {} [{:#x}, +{:#x}) is outside RAM ({:#x} pages)", i, run.first_page,
+                     run.page_count, ram_pages);
     }
     if (i > 0 && run.first_page < previous_end) {
       return Invalid("page run {} at page {:#x} overlaps or precedes the run ending at {:#x}", i,
@@ -756,7 +767,9 @@ Result<void> ValidateDescriptor(const VmDescriptor& d) {
 Result<void> WriteDescriptorFile(const std::string& path, const VmDescriptor& descriptor) {
   const std::vector<uint8_t> bytes = EncodeDescriptor(descriptor);
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
   std::string tmp = path + ".XXXXXX";
   UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd.valid()) return FailErrno("creating a temporary file next to it");
@@ -784,7 +797,7 @@ Result<void> WriteDescriptorFile(const std::string& path, const VmDescriptor& de
 Result<std::vector<uint8_t>> ReadDescriptorBytes(const std::string& path) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return FailErrno("cannot open");
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd.get(), &st) != 0) return FailErrno("fstat");
   if (!S_ISREG(st.st_mode)) return Fail("not a regular file");
   constexpr uint64_t kMaxFileSize = kDescriptorHeaderSize + kMaxDescriptorPayloadSize;

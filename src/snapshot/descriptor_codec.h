@@ -72,7 +72,6 @@ Result<VmDescriptor> ReadDescriptorFile(const std::string& path);
 // backend, so guest code may have chosen paths the new host lacks):
 // "descriptor was captured on <sig>; this host is <sig>; refusing to run it on a different
 // CPU model".
-Result<void> CheckCompatibleWithHost(const VmDescriptor& descriptor,
-                                     const x86::CpuSignature& host);
+Result<void> CheckCompatibleWithHost(const VmDescriptor& descriptor, const x86::CpuSignature& host);
 
 }  // namespace flurry

@@ -158,27 +158,57 @@ VmDescriptor FullDescriptor() {
   d.files.root_writable = true;
   d.files.cwd = "/data";
   d.files.fds = {
-      {.fd = 0, .kind = FileKind::kStdio, .stdio_fd = 0, .path = "", .flags = O_RDONLY,
-       .cloexec = false, .offset = 0},
-      {.fd = 1, .kind = FileKind::kStdio, .stdio_fd = 1, .path = "", .flags = O_WRONLY,
-       .cloexec = false, .offset = 0},
-      {.fd = 2, .kind = FileKind::kStdio, .stdio_fd = 2, .path = "", .flags = O_RDWR,
-       .cloexec = true, .offset = 0},
-      {.fd = 3, .kind = FileKind::kRegular, .stdio_fd = -1, .path = "/data/in.txt",
-       .flags = O_RDWR | O_APPEND, .cloexec = true, .offset = 123456789012},
-      {.fd = 7, .kind = FileKind::kDirectory, .stdio_fd = -1, .path = "/data",
-       .flags = O_RDONLY | O_DIRECTORY, .cloexec = false, .offset = 3},
-      {.fd = 1023, .kind = FileKind::kOther, .stdio_fd = -1, .path = "/link",
-       .flags = O_PATH | O_NOFOLLOW, .cloexec = true, .offset = 0},
+      {.fd = 0,
+       .kind = FileKind::kStdio,
+       .stdio_fd = 0,
+       .path = "",
+       .flags = O_RDONLY,
+       .cloexec = false,
+       .offset = 0},
+      {.fd = 1,
+       .kind = FileKind::kStdio,
+       .stdio_fd = 1,
+       .path = "",
+       .flags = O_WRONLY,
+       .cloexec = false,
+       .offset = 0},
+      {.fd = 2,
+       .kind = FileKind::kStdio,
+       .stdio_fd = 2,
+       .path = "",
+       .flags = O_RDWR,
+       .cloexec = true,
+       .offset = 0},
+      {.fd = 3,
+       .kind = FileKind::kRegular,
+       .stdio_fd = -1,
+       .path = "/data/in.txt",
+       .flags = O_RDWR | O_APPEND,
+       .cloexec = true,
+       .offset = 123456789012},
+      {.fd = 7,
+       .kind = FileKind::kDirectory,
+       .stdio_fd = -1,
+       .path = "/data",
+       .flags = O_RDONLY | O_DIRECTORY,
+       .cloexec = false,
+       .offset = 3},
+      {.fd = 1023,
+       .kind = FileKind::kOther,
+       .stdio_fd = -1,
+       .path = "/link",
+       .flags = O_PATH | O_NOFOLLOW,
+       .cloexec = true,
+       .offset = 0},
   };
 
-  d.signals.actions[SIGINT] = {.handler = 0x401000, .flags = 0x04000000, .restorer = 0x402000,
-                               .mask = 0x2};
+  d.signals.actions[SIGINT] = {
+      .handler = 0x401000, .flags = 0x04000000, .restorer = 0x402000, .mask = 0x2};
   d.signals.actions[SIGPIPE] = {.handler = 1, .flags = 0, .restorer = 0, .mask = 0};
-  d.signals.actions[SIGSEGV] = {.handler = 0x403000, .flags = 0x0c000004, .restorer = 0x402000,
-                                .mask = 0x3000000000000000};
-  d.signals.actions[64] = {.handler = 0x404000, .flags = 0x10000000, .restorer = 0x402000,
-                           .mask = 1};
+  d.signals.actions[SIGSEGV] = {
+      .handler = 0x403000, .flags = 0x0c000004, .restorer = 0x402000, .mask = 0x3000000000000000};
+  d.signals.actions[64] = {
+      .handler = 0x404000, .flags = 0x10000000, .restorer = 0x402000, .mask = 1};
   d.signals.blocked = 0x8000000000000001ULL;
   d.signals.altstack = {.sp = 0x7000000, .flags = 0, .pad = 0, .size = 0x8000};
 
@@ -470,7 +500,9 @@ TEST(DescriptorCodecTest, RefusesBadMagic) {
   blob[0] = 'X';
   EXPECT_EQ(DecodeError(blob), "not a flurry VM descriptor");
   EXPECT_EQ(DecodeError({}), "not a flurry VM descriptor");
-  const std::string elf = "\x7f" "ELF\x02\x01\x01";
+  const std::string elf =
+      "\x7f"
+      "ELF\x02\x01\x01";
   EXPECT_EQ(DecodeError({reinterpret_cast<const uint8_t*>(elf.data()), elf.size()}),
             "not a flurry VM descriptor");
 }
@@ -494,8 +526,8 @@ TEST(DescriptorCodecTest, RefusesUnknownFlags) {
 
 TEST(DescriptorCodecTest, RefusesAnyFlippedPayloadOrChecksumByte) {
   const std::vector<uint8_t> good = EncodeDescriptor(FullDescriptor());
-  for (size_t offset : {size_t{24}, size_t{31}, size_t{32}, size_t{33}, good.size() / 2,
-                        good.size() - 1}) {
+  for (size_t offset :
+       {size_t{24}, size_t{31}, size_t{32}, size_t{33}, good.size() / 2, good.size() - 1}) {
     std::vector<uint8_t> blob = good;
     blob[offset] ^= 0x01;
     EXPECT_EQ(DecodeError(blob), "descriptor checksum mismatch (corrupted?)") << offset;
@@ -506,9 +538,9 @@ TEST(DescriptorCodecTest, RefusesTruncation) {
   const std::vector<uint8_t> blob = EncodeDescriptor(FullDescriptor());
   const size_t payload = blob.size() - 32;
   for (size_t length : {size_t{1}, size_t{8}, size_t{20}, size_t{31}}) {
-    EXPECT_EQ(DecodeError({blob.data(), length}),
-              fmt::format("truncated descriptor: {} bytes, shorter than the 32-byte header",
-                          length));
+    EXPECT_EQ(
+        DecodeError({blob.data(), length}),
+        fmt::format("truncated descriptor: {} bytes, shorter than the 32-byte header", length));
   }
   for (size_t length : {size_t{32}, size_t{33}, 32 + payload / 2, blob.size() - 1}) {
     EXPECT_EQ(DecodeError({blob.data(), length}),
@@ -552,58 +584,54 @@ struct SemanticCase {
 
 TEST(DescriptorCodecTest, RefusesSemanticallyInvalidDescriptors) {
   const SemanticCase cases[] = {
-      {"regions overlap",
-       [](VmDescriptor& d) { d.memory.regions[0x30008000] = 0x10000; },
+      {"regions overlap", [](VmDescriptor& d) { d.memory.regions[0x30008000] = 0x10000; },
        "invalid descriptor: memory region at 0x30008000 overlaps the region ending at "
        "0x30010000"},
       {"region outside mmap area",
        [](VmDescriptor& d) { d.memory.regions[d.memory.mmap_top] = 0x1000; },
        "invalid descriptor: memory region [0x3f600000, 0x3f601000) is outside the mmap area "
        "[0x613000, 0x3f600000)"},
-      {"region below brk",
-       [](VmDescriptor& d) { d.memory.regions[0x610000] = 0x1000; },
+      {"region below brk", [](VmDescriptor& d) { d.memory.regions[0x610000] = 0x1000; },
        "invalid descriptor: memory region [0x610000, 0x611000) is outside the mmap area "
        "[0x613000, 0x3f600000)"},
-      {"region wraps",
-       [](VmDescriptor& d) { d.memory.regions[0x3e000000] = ~uint64_t{0xfff}; },
+      {"region wraps", [](VmDescriptor& d) { d.memory.regions[0x3e000000] = ~uint64_t{0xfff}; },
        "invalid descriptor: memory region [0x3e000000, 0x3dfff000) is outside the mmap area "
        "[0x613000, 0x3f600000)"},
-      {"region unaligned",
-       [](VmDescriptor& d) { d.memory.regions[0x3e000000] = 0x1001; },
+      {"region unaligned", [](VmDescriptor& d) { d.memory.regions[0x3e000000] = 0x1001; },
        "invalid descriptor: memory region [0x3e000000, +0x1001) is not a non-empty page-aligned "
        "range"},
       {"page run outside RAM",
-       [](VmDescriptor& d) { d.pages.present.push_back({0x3ffff + 1, 1}); },
+       [](VmDescriptor& d) {
+         d.pages.present.push_back({0x3ffff + 1, 1});
+       },
        "invalid descriptor: page run 5 [0x40000, +0x1) is outside RAM (0x40000 pages)"},
       {"page run overflows",
-       [](VmDescriptor& d) { d.pages.present.push_back({0x40000, ~uint64_t{0}}); },
+       [](VmDescriptor& d) {
+         d.pages.present.push_back({0x40000, ~uint64_t{0}});
+       },
        "invalid descriptor: page run 5 [0x40000, +0xffffffffffffffff) is outside RAM (0x40000 "
        "pages)"},
       {"page runs overlap",
-       [](VmDescriptor& d) { d.pages.present[2] = {0x1ff, 2}; },
+       [](VmDescriptor& d) {
+         d.pages.present[2] = {0x1ff, 2};
+       },
        "invalid descriptor: page run 2 at page 0x1ff overlaps or precedes the run ending at "
        "0x200"},
       {"page runs unsorted",
        [](VmDescriptor& d) { std::swap(d.pages.present[3], d.pages.present[4]); },
        "invalid descriptor: page run 4 at page 0x3f000 overlaps or precedes the run ending at "
        "0x40000"},
-      {"empty page run",
-       [](VmDescriptor& d) { d.pages.present[2].page_count = 0; },
+      {"empty page run", [](VmDescriptor& d) { d.pages.present[2].page_count = 0; },
        "invalid descriptor: page run 2 at page 0x200 is empty"},
-      {"fd 5000",
-       [](VmDescriptor& d) { d.files.fds[3].fd = 5000; },
+      {"fd 5000", [](VmDescriptor& d) { d.files.fds[3].fd = 5000; },
        "invalid descriptor: fd 5000 is outside 0..1023"},
-      {"negative fd",
-       [](VmDescriptor& d) { d.files.fds[3].fd = -1; },
+      {"negative fd", [](VmDescriptor& d) { d.files.fds[3].fd = -1; },
        "invalid descriptor: fd -1 is outside 0..1023"},
-      {"duplicate fd",
-       [](VmDescriptor& d) { d.files.fds[4].fd = 3; },
+      {"duplicate fd", [](VmDescriptor& d) { d.files.fds[4].fd = 3; },
        "invalid descriptor: fd 3 appears twice"},
-      {"bad stdio fd",
-       [](VmDescriptor& d) { d.files.fds[0].stdio_fd = 3; },
+      {"bad stdio fd", [](VmDescriptor& d) { d.files.fds[0].stdio_fd = 3; },
        "invalid descriptor: fd 0 is host stdio fd 3, not 0, 1 or 2"},
-      {"file fd with stdio number",
-       [](VmDescriptor& d) { d.files.fds[3].stdio_fd = 1; },
+      {"file fd with stdio number", [](VmDescriptor& d) { d.files.fds[3].stdio_fd = 1; },
        "invalid descriptor: fd 3 is not host stdio but has stdio fd 1"},
       {"file without root",
        [](VmDescriptor& d) {
@@ -612,17 +640,13 @@ TEST(DescriptorCodecTest, RefusesSemanticallyInvalidDescriptors) {
          d.files.cwd = "/";
        },
        "invalid descriptor: fd 3 is a file but there is no root directory"},
-      {"relative fd path",
-       [](VmDescriptor& d) { d.files.fds[3].path = "data/in.txt"; },
+      {"relative fd path", [](VmDescriptor& d) { d.files.fds[3].path = "data/in.txt"; },
        "invalid descriptor: fd 3 path \"data/in.txt\" is not an absolute path"},
-      {"path too long",
-       [](VmDescriptor& d) { d.files.fds[3].path = "/" + std::string(4096, 'a'); },
+      {"path too long", [](VmDescriptor& d) { d.files.fds[3].path = "/" + std::string(4096, 'a'); },
        "invalid descriptor: fd 3 path is 4097 bytes, at most 4096 allowed"},
-      {"negative offset",
-       [](VmDescriptor& d) { d.files.fds[3].offset = -5; },
+      {"negative offset", [](VmDescriptor& d) { d.files.fds[3].offset = -5; },
        "invalid descriptor: fd 3 has negative offset -5"},
-      {"unknown file kind",
-       [](VmDescriptor& d) { d.files.fds[3].kind = static_cast<FileKind>(9); },
+      {"unknown file kind", [](VmDescriptor& d) { d.files.fds[3].kind = static_cast<FileKind>(9); },
        "invalid descriptor: fd 3 has unknown kind 0"},
       {"writable without root",
        [](VmDescriptor& d) {
@@ -631,41 +655,31 @@ TEST(DescriptorCodecTest, RefusesSemanticallyInvalidDescriptors) {
          d.files.cwd = "/";
        },
        "invalid descriptor: root is writable but there is no root directory"},
-      {"ram not a 2 MiB multiple",
-       [](VmDescriptor& d) { d.memory.ram_size += 4096; },
+      {"ram not a 2 MiB multiple", [](VmDescriptor& d) { d.memory.ram_size += 4096; },
        "invalid descriptor: ram size 0x40001000 is not a multiple of 2 MiB in [16 MiB, 64 GiB]"},
-      {"ram too small",
-       [](VmDescriptor& d) { d.memory.ram_size = 8 * kMiB; },
+      {"ram too small", [](VmDescriptor& d) { d.memory.ram_size = 8 * kMiB; },
        "invalid descriptor: ram size 0x800000 is not a multiple of 2 MiB in [16 MiB, 64 GiB]"},
-      {"ram too large",
-       [](VmDescriptor& d) { d.memory.ram_size = 128 * kGiB; },
+      {"ram too large", [](VmDescriptor& d) { d.memory.ram_size = 128 * kGiB; },
        "invalid descriptor: ram size 0x2000000000 is not a multiple of 2 MiB in [16 MiB, 64 "
        "GiB]"},
-      {"image below user base",
-       [](VmDescriptor& d) { d.memory.image_start = 0x1000; },
+      {"image below user base", [](VmDescriptor& d) { d.memory.image_start = 0x1000; },
        "invalid descriptor: memory layout out of order: image start 0x1000 is below user base "
        "0x200000"},
-      {"brk below brk start",
-       [](VmDescriptor& d) { d.memory.brk = 0x5ff000; },
+      {"brk below brk start", [](VmDescriptor& d) { d.memory.brk = 0x5ff000; },
        "invalid descriptor: memory layout out of order: brk 0x5ff000 is below brk start "
        "0x600000"},
-      {"stack outside RAM",
-       [](VmDescriptor& d) { d.memory.stack_bottom = d.memory.ram_size; },
+      {"stack outside RAM", [](VmDescriptor& d) { d.memory.stack_bottom = d.memory.ram_size; },
        "invalid descriptor: stack bottom 0x40000000 is not below the end of RAM 0x40000000"},
-      {"mmap top unaligned",
-       [](VmDescriptor& d) { d.memory.mmap_top += 1; },
+      {"mmap top unaligned", [](VmDescriptor& d) { d.memory.mmap_top += 1; },
        "invalid descriptor: mmap top 0x3f600001 is not page-aligned"},
-      {"exe path relative",
-       [](VmDescriptor& d) { d.identity.exe_path = "app"; },
+      {"exe path relative", [](VmDescriptor& d) { d.identity.exe_path = "app"; },
        "invalid descriptor: exe path \"app\" is not an absolute path"},
       {"exe path with NUL",
        [](VmDescriptor& d) { d.identity.exe_path = std::string("/bin/a\0b", 8); },
        "invalid descriptor: exe path contains a NUL byte"},
-      {"hostname too long",
-       [](VmDescriptor& d) { d.identity.hostname = std::string(65, 'h'); },
+      {"hostname too long", [](VmDescriptor& d) { d.identity.hostname = std::string(65, 'h'); },
        "invalid descriptor: hostname is 65 bytes, at most 64 allowed"},
-      {"pid zero",
-       [](VmDescriptor& d) { d.identity.pid = 0; },
+      {"pid zero", [](VmDescriptor& d) { d.identity.pid = 0; },
        "invalid descriptor: pid 0 is not positive"},
       {"too many MSRs",
        [](VmDescriptor& d) {
@@ -673,23 +687,17 @@ TEST(DescriptorCodecTest, RefusesSemanticallyInvalidDescriptors) {
          for (uint32_t i = 0; i < 65; ++i) d.vcpu.msrs.push_back({i, 0, i});
        },
        "invalid descriptor: 65 MSRs, at most 64 allowed"},
-      {"duplicate MSR",
-       [](VmDescriptor& d) { d.vcpu.msrs[1].index = d.vcpu.msrs[0].index; },
+      {"duplicate MSR", [](VmDescriptor& d) { d.vcpu.msrs[1].index = d.vcpu.msrs[0].index; },
        "invalid descriptor: MSR 0xc0000080 appears twice"},
-      {"SIGKILL handler",
-       [](VmDescriptor& d) { d.signals.actions[SIGKILL].handler = 0x401000; },
+      {"SIGKILL handler", [](VmDescriptor& d) { d.signals.actions[SIGKILL].handler = 0x401000; },
        "invalid descriptor: signal 9 cannot have a handler"},
-      {"SIGSTOP blocked",
-       [](VmDescriptor& d) { d.signals.blocked |= 1ULL << (SIGSTOP - 1); },
+      {"SIGSTOP blocked", [](VmDescriptor& d) { d.signals.blocked |= 1ULL << (SIGSTOP - 1); },
        "invalid descriptor: blocked mask 0x8000000000040001 blocks SIGKILL or SIGSTOP"},
-      {"altstack flags",
-       [](VmDescriptor& d) { d.signals.altstack.flags = 4; },
+      {"altstack flags", [](VmDescriptor& d) { d.signals.altstack.flags = 4; },
        "invalid descriptor: alternate signal stack flags 0x4 (valid: 0, SS_DISABLE)"},
-      {"negative clone id",
-       [](VmDescriptor& d) { d.clone.clone_id = -1; },
+      {"negative clone id", [](VmDescriptor& d) { d.clone.clone_id = -1; },
        "invalid descriptor: clone id -1 is negative"},
-      {"vendor too long",
-       [](VmDescriptor& d) { d.cpu.vendor = "GenuineIntelX"; },
+      {"vendor too long", [](VmDescriptor& d) { d.cpu.vendor = "GenuineIntelX"; },
        "invalid descriptor: cpu vendor is 13 bytes, at most 12 allowed"},
   };
   for (const SemanticCase& c : cases) {
@@ -735,13 +743,17 @@ TEST(DescriptorCodecTest, RefusesMalformedMessages) {
        },
        "invalid descriptor: sregs.interrupt_bitmap has 3 words, expected 4"},
       {"selector too wide",
-       [](pb::VmDescriptor& m) { m.mutable_vcpu()->mutable_sregs()->mutable_ss()->set_selector(0x10000); },
+       [](pb::VmDescriptor& m) {
+         m.mutable_vcpu()->mutable_sregs()->mutable_ss()->set_selector(0x10000);
+       },
        "invalid descriptor: sregs.ss selector 0x10000 exceeds 16 bits"},
       {"dpl too large",
        [](pb::VmDescriptor& m) { m.mutable_vcpu()->mutable_sregs()->mutable_cs()->set_dpl(4); },
        "invalid descriptor: sregs.cs dpl 4 exceeds 3"},
       {"gdt limit too wide",
-       [](pb::VmDescriptor& m) { m.mutable_vcpu()->mutable_sregs()->mutable_gdt()->set_limit(0x10000); },
+       [](pb::VmDescriptor& m) {
+         m.mutable_vcpu()->mutable_sregs()->mutable_gdt()->set_limit(0x10000);
+       },
        "invalid descriptor: sregs.gdt limit 0x10000 exceeds 16 bits"},
       {"missing vcpu", [](pb::VmDescriptor& m) { m.clear_vcpu(); },
        "invalid descriptor: missing vcpu"},
@@ -753,7 +765,9 @@ TEST(DescriptorCodecTest, RefusesMalformedMessages) {
       {"missing altstack", [](pb::VmDescriptor& m) { m.mutable_signals()->clear_altstack(); },
        "invalid descriptor: missing signals.altstack"},
       {"unspecified file kind",
-       [](pb::VmDescriptor& m) { m.mutable_files()->mutable_fds(3)->set_kind(pb::FILE_KIND_UNSPECIFIED); },
+       [](pb::VmDescriptor& m) {
+         m.mutable_files()->mutable_fds(3)->set_kind(pb::FILE_KIND_UNSPECIFIED);
+       },
        "invalid descriptor: fd 3 has unknown kind 0"},
       {"future file kind",
        [](pb::VmDescriptor& m) {
@@ -774,13 +788,10 @@ TEST(DescriptorCodecTest, RefusesMalformedMessages) {
          for (int i = 0; i < 61; ++i) m.mutable_signals()->add_actions()->set_signal(10);
        },
        "invalid descriptor: 65 signal actions, at most 64 allowed"},
-      {"run arrays differ",
-       [](pb::VmDescriptor& m) { m.mutable_pages()->add_run_gaps(1); },
+      {"run arrays differ", [](pb::VmDescriptor& m) { m.mutable_pages()->add_run_gaps(1); },
        "invalid descriptor: page map has 6 run gaps but 5 run lengths"},
       {"regions out of order",
-       [](pb::VmDescriptor& m) {
-         m.mutable_memory()->mutable_regions()->SwapElements(0, 1);
-       },
+       [](pb::VmDescriptor& m) { m.mutable_memory()->mutable_regions()->SwapElements(0, 1); },
        "invalid descriptor: memory regions not in ascending order at 0x30000000"},
       {"too many fds",
        [](pb::VmDescriptor& m) {
@@ -864,7 +875,7 @@ TEST(DescriptorFileTest, WritesAndReadsBack) {
   ASSERT_TRUE(bytes);
   EXPECT_EQ(*bytes, EncodeDescriptor(original));
 
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   // Only the descriptor is left behind: no temporary files.
@@ -913,9 +924,9 @@ TEST(DescriptorFileTest, ReadRefusals) {
   }
   Result<VmDescriptor> short_file = ReadDescriptorFile(truncated);
   ASSERT_FALSE(short_file);
-  EXPECT_EQ(short_file.error().message(),
-            fmt::format("truncated descriptor: header says {} bytes, file has 68",
-                        blob.size() - 32));
+  EXPECT_EQ(
+      short_file.error().message(),
+      fmt::format("truncated descriptor: header says {} bytes, file has 68", blob.size() - 32));
 }
 
 TEST(DescriptorFileTest, RefusesAnOversizeFileBeforeReadingIt) {

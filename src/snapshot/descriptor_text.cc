@@ -1,13 +1,12 @@
 #include "snapshot/descriptor_text.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 
 #include <csignal>
 #include <cstring>
 #include <iterator>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "arch/x86_64/layout.h"
 
@@ -54,10 +53,14 @@ std::string Printable(std::string_view value) {
 
 const char* KindName(FileKind kind) {
   switch (kind) {
-    case FileKind::kStdio: return "stdio";
-    case FileKind::kRegular: return "file";
-    case FileKind::kDirectory: return "directory";
-    case FileKind::kOther: return "other";
+    case FileKind::kStdio:
+      return "stdio";
+    case FileKind::kRegular:
+      return "file";
+    case FileKind::kDirectory:
+      return "directory";
+    case FileKind::kOther:
+      return "other";
   }
   return "unknown";
 }
@@ -69,17 +72,26 @@ constexpr int kKernelLargefile = 0100000;
 std::string OpenFlags(int32_t flags) {
   std::string out;
   switch (flags & O_ACCMODE) {
-    case O_RDONLY: out = "O_RDONLY"; break;
-    case O_WRONLY: out = "O_WRONLY"; break;
-    case O_RDWR: out = "O_RDWR"; break;
-    default: out = "O_ACCMODE"; break;
+    case O_RDONLY:
+      out = "O_RDONLY";
+      break;
+    case O_WRONLY:
+      out = "O_WRONLY";
+      break;
+    case O_RDWR:
+      out = "O_RDWR";
+      break;
+    default:
+      out = "O_ACCMODE";
+      break;
   }
   uint32_t rest = static_cast<uint32_t>(flags) & ~static_cast<uint32_t>(O_ACCMODE);
   static constexpr std::pair<int, const char*> kNames[] = {
-      {O_PATH, "O_PATH"},         {O_APPEND, "O_APPEND"},     {O_NONBLOCK, "O_NONBLOCK"},
-      {O_DIRECTORY, "O_DIRECTORY"}, {O_NOFOLLOW, "O_NOFOLLOW"}, {O_SYNC, "O_SYNC"},
-      {O_DSYNC, "O_DSYNC"},       {O_DIRECT, "O_DIRECT"},     {O_NOATIME, "O_NOATIME"},
-      {kKernelLargefile, "O_LARGEFILE"}};
+      {O_PATH, "O_PATH"},         {O_APPEND, "O_APPEND"},
+      {O_NONBLOCK, "O_NONBLOCK"}, {O_DIRECTORY, "O_DIRECTORY"},
+      {O_NOFOLLOW, "O_NOFOLLOW"}, {O_SYNC, "O_SYNC"},
+      {O_DSYNC, "O_DSYNC"},       {O_DIRECT, "O_DIRECT"},
+      {O_NOATIME, "O_NOATIME"},   {kKernelLargefile, "O_LARGEFILE"}};
   for (const auto& [bit, name] : kNames) {
     if ((rest & static_cast<uint32_t>(bit)) == static_cast<uint32_t>(bit)) {
       out += '|';
@@ -119,16 +131,15 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size) {
                               d.start_time_ns % 1000000000));
 
   const kvm_regs& r = d.vcpu.regs;
-  line("registers", fmt::format("rip {:#018x}  rsp {:#018x}  rflags {:#x}", r.rip, r.rsp,
-                                r.rflags));
+  line("registers",
+       fmt::format("rip {:#018x}  rsp {:#018x}  rflags {:#x}", r.rip, r.rsp, r.rflags));
   out += fmt::format("{}rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}\n", kIndent, r.rax,
                      r.rbx, r.rcx, r.rdx);
   out += fmt::format("{}rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  r8  {:#018x}\n", kIndent, r.rsi,
                      r.rdi, r.rbp, r.r8);
   out += fmt::format("{}r9  {:#018x}  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}\n", kIndent, r.r9,
                      r.r10, r.r11, r.r12);
-  out += fmt::format("{}r13 {:#018x}  r14 {:#018x}  r15 {:#018x}\n", kIndent, r.r13, r.r14,
-                     r.r15);
+  out += fmt::format("{}r13 {:#018x}  r14 {:#018x}  r15 {:#018x}\n", kIndent, r.r13, r.r14, r.r15);
   const kvm_sregs& s = d.vcpu.sregs;
   line("control", fmt::format("cr0 {:#x}  cr2 {:#x}  cr3 {:#x}  cr4 {:#x}  efer {:#x}", s.cr0,
                               s.cr2, s.cr3, s.cr4, s.efer));
@@ -140,7 +151,7 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size) {
   }
   line("segments", bases);
   line("extended", fmt::format("xcr0 {:#x}, {} MSR{}", d.vcpu.xcr0, d.vcpu.msrs.size(),
-                              d.vcpu.msrs.size() == 1 ? "" : "s"));
+                               d.vcpu.msrs.size() == 1 ? "" : "s"));
 
   const MemoryLayoutRecord& m = d.memory;
   line("memory", fmt::format("ram {}", HumanBytes(m.ram_size)));
@@ -166,23 +177,21 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size) {
   const FilesRecord& f = d.files;
   line("files",
        fmt::format("root {}, cwd {}, {} fd{}",
-                   f.root_host_path
-                       ? fmt::format("{} ({})", Printable(*f.root_host_path),
-                                     f.root_writable ? "read-write" : "read-only")
-                       : std::string("none"),
+                   f.root_host_path ? fmt::format("{} ({})", Printable(*f.root_host_path),
+                                                  f.root_writable ? "read-write" : "read-only")
+                                    : std::string("none"),
                    Printable(f.cwd), f.fds.size(), f.fds.size() == 1 ? "" : "s"));
   for (const FdRecord& fd : f.fds) {
-    std::string where = fd.kind == FileKind::kStdio ? fmt::format("host fd {}", fd.stdio_fd)
-                                                      : Printable(fd.path);
+    std::string where =
+        fd.kind == FileKind::kStdio ? fmt::format("host fd {}", fd.stdio_fd) : Printable(fd.path);
     out += fmt::format("{}fd {:<4} {:<9} {}  {}  offset {}{}\n", kIndent, fd.fd, KindName(fd.kind),
                        where, OpenFlags(fd.flags), fd.offset, fd.cloexec ? "  cloexec" : "");
   }
 
   const SignalState& sig = d.signals;
-  std::string altstack =
-      sig.altstack.flags & SS_DISABLE
-          ? std::string("disabled")
-          : fmt::format("[{:#x}, +{:#x})", sig.altstack.sp, sig.altstack.size);
+  std::string altstack = sig.altstack.flags & SS_DISABLE
+                             ? std::string("disabled")
+                             : fmt::format("[{:#x}, +{:#x})", sig.altstack.sp, sig.altstack.size);
   int custom = 0;
   for (const GuestSigaction& a : sig.actions) {
     custom += a.handler != 0 || a.flags != 0 || a.restorer != 0 || a.mask != 0;
