@@ -1,22 +1,24 @@
 #include "run_command.h"
 
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
-#include <condition_variable>
 #include <mutex>
 #include <thread>
 
 #include "base/parse.h"
+#include "vmm/api_server.h"
 #include "vmm/vm.h"
 
 namespace flurry {
-namespace {
 
 void Complain(const std::string& message) { std::fprintf(stderr, "flurry: %s\n", message.c_str()); }
 
+namespace {
+
 // SIGUSR1 only interrupts KVM_RUN and blocking host calls on the vCPU thread.
 void InstallKickHandler() {
-  struct sigaction action{};
+  struct sigaction action {};
   action.sa_handler = [](int) {};
   sigemptyset(&action.sa_mask);
   action.sa_flags = 0;  // no SA_RESTART: interrupted calls return EINTR
@@ -64,9 +66,10 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
                   "Host directory the guest sees as / (read-only; append :rw for read-write)");
   run->add_option("--timeout", options.timeout,
                   "Stop the guest after this long (e.g. 10s, 500ms); exit status 124");
+  run->add_option("--api", options.api,
+                  "Serve the control API (flurry ctl, docs/protocols/api.md) on this Unix socket");
   run->add_option("--env", options.env, "Guest environment variable KEY=VALUE (repeatable)");
-  run->add_option("--max-clones", options.max_clones,
-                  "Most clones one sf_request_ticket may grant")
+  run->add_option("--max-clones", options.max_clones, "Most clones one sf_request_ticket may grant")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
   run->add_flag("--no-clone-prefix", options.no_clone_prefix,
@@ -100,18 +103,9 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
     return 2;
   }
   config.memory_size = *memory;
-  if (!options.timeout.empty()) {
-    auto timeout = ParseDuration(options.timeout);
-    if (!timeout) {
-      Complain("--timeout: " + timeout.error().message());
-      return 2;
-    }
-    if (timeout->count() <= 0) {
-      Complain("--timeout must be positive");
-      return 2;
-    }
-    config.timeout = *timeout;
-  }
+  auto timeout = ParseTimeoutOption(options.timeout);
+  if (!timeout) return 2;
+  config.timeout = *timeout;
   if (!options.dir.empty()) {
     std::string dir = options.dir;
     if (dir.size() > 3 && dir.ends_with(":rw")) {
@@ -123,25 +117,60 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
     config.dir = dir;
   }
 
-  InstallKickHandler();
-  // A guest writing to a closed pipe gets EPIPE from write(2); the VMM must not die of it.
-  signal(SIGPIPE, SIG_IGN);
+  PrepareVmmProcess();
   auto vm = Vm::Create(config);
   if (!vm) {
     Complain(vm.error().message());
     return 1;
   }
+  return RunVm(**vm, RunVmOptions{config.timeout, options.timeout, options.api});
+}
+
+void PrepareVmmProcess() {
+  InstallKickHandler();
+  // A guest writing to a closed pipe gets EPIPE from write(2); the VMM must not die of it.
+  signal(SIGPIPE, SIG_IGN);
+}
+
+std::optional<std::chrono::milliseconds> ParseTimeoutOption(const std::string& text) {
+  if (text.empty()) return std::chrono::milliseconds(0);
+  auto timeout = ParseDuration(text);
+  if (!timeout) {
+    Complain("--timeout: " + timeout.error().message());
+    return std::nullopt;
+  }
+  if (timeout->count() <= 0) {
+    Complain("--timeout must be positive");
+    return std::nullopt;
+  }
+  return *timeout;
+}
+
+int RunVm(Vm& vm, const RunVmOptions& options) {
+  // Owned here, on the vCPU thread; stopped (its thread joined) before `vm` can go away.
+  std::unique_ptr<ApiServer> api;
+  if (!options.api_socket.empty()) {
+    auto server = ApiServer::Start(
+        options.api_socket, [&vm](const ControlRequest& request) { return vm.Control(request); });
+    if (!server) {
+      Complain("--api: " + server.error().message());
+      return 1;
+    }
+    api = std::move(*server);
+  }
   Result<GuestExit> exit;
   {
-    Watchdog watchdog(**vm, config.timeout);
-    exit = (*vm)->Run();
+    Watchdog watchdog(vm, options.timeout);
+    exit = vm.Run();
   }
+  // Run() has answered every pending control request; the API thread can finish.
+  if (api) api->Stop();
   if (!exit) {
     Complain("running the guest: " + exit.error().message());
     return 1;
   }
   if (exit->kind == GuestExit::Kind::kTimedOut) {
-    Complain(fmt::format("guest timed out after {}; stopped", options.timeout));
+    Complain(fmt::format("guest timed out after {}; stopped", options.timeout_text));
   } else if (!exit->diagnostic.empty()) {
     Complain(exit->diagnostic);
   }

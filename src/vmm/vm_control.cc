@@ -65,6 +65,10 @@ Result<void> Vm::ServeControl() {
       auto clones = fork_.CloneFromOutside(*this, pending->request.count, &clone_id);
       if (clone_id != 0) {
         // This process is a new clone: the requester lives in the parent. Run on.
+        // BecomeClone flags the vCPU as replaced *during a syscall* (the sf_clone case); here
+        // the guest was stopped between instructions, so the next syscall must complete
+        // normally.
+        vcpu_replaced_ = false;
         std::lock_guard lock(control_mutex_);
         control_queue_.clear();
         paused_ = false;

@@ -1,0 +1,25 @@
+// `flurry restore DIR`: runs a VM from a snapshot directory written by the API's "snapshot"
+// request (docs/formats/snapshot.md), exactly as `flurry run` runs a new one.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace flurry {
+
+struct RestoreOptions {
+  std::string timeout;
+  std::string api;
+  int max_clones = 64;
+  bool no_clone_prefix = false;
+  std::string directory;
+};
+
+// Declares the `restore` subcommand's options on `app`.
+CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options);
+
+// Restores and runs the VM; returns flurry's exit status (as `flurry run`). A snapshot that
+// cannot be restored is one line "flurry: restoring DIR: <reason>" and exit status 1.
+int RestoreCommand(const RestoreOptions& options);
+
+}  // namespace flurry

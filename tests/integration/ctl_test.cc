@@ -1,0 +1,913 @@
+// End-to-end tests of the control socket: `flurry run --api SOCKET` driven by `flurry ctl`
+// (status, pause/resume, snapshot, clone) and by a raw socket client (malformed input), and
+// `flurry restore DIR` of the snapshots it writes. Guests: tests/guest/ctl_*.c.
+//
+// The VM under control runs in the background (Background below: its output is collected by a
+// reader thread while the test issues requests); every wait has a deadline, so a hung VM fails
+// its test instead of stalling CI.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.h"
+
+namespace {
+
+using namespace flurry_test;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+// `flurry ARGS...` running in the background (own process group), stdout and stderr collected.
+class Background {
+ public:
+  explicit Background(std::vector<std::string> args) {
+    args.insert(args.begin(), FlurryBinary());
+    result_.argv = args;
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+      ADD_FAILURE() << "pipe2: " << strerror(errno);
+      return;
+    }
+    std::vector<char*> cargv;
+    for (auto& a : args) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    start_ = Clock::now();
+    pid_ = fork();
+    if (pid_ == 0) {
+      setpgid(0, 0);
+      int null = open("/dev/null", O_RDONLY);
+      dup2(null, 0);
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      execv(cargv[0], cargv.data());
+      _exit(kExecFailed);
+    }
+    setpgid(pid_, pid_);
+    close(out[1]);
+    close(err[1]);
+    reader_ = std::thread([this, o = out[0], e = err[0]] { ReadLoop(o, e); });
+  }
+
+  ~Background() {
+    if (pid_ > 0 && !reaped_) {
+      kill(-pid_, SIGKILL);
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    stop_reader_ = true;
+    if (reader_.joinable()) reader_.join();
+  }
+
+  pid_t pid() const { return pid_; }
+
+  std::string out() {
+    std::lock_guard lock(mutex_);
+    return result_.out;
+  }
+  std::string err() {
+    std::lock_guard lock(mutex_);
+    return result_.err;
+  }
+
+  // Waits until stdout satisfies `predicate` (or the deadline passes).
+  bool WaitForOut(const std::function<bool(const std::string&)>& predicate,
+                  std::chrono::milliseconds timeout = 20s) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return predicate(result_.out) || eof_; }) &&
+           predicate(result_.out);
+  }
+  bool WaitForLine(const std::string& line, std::chrono::milliseconds timeout = 20s) {
+    return WaitForOut(
+        [&](const std::string& out) {
+          return out.rfind(line + "\n", 0) == 0 ||
+                 out.find("\n" + line + "\n") != std::string::npos;
+        },
+        timeout);
+  }
+
+  // Waits for the process to exit and for EOF on its stdout and stderr (so every process that
+  // inherited them, e.g. clones, has ended too). Kills the group after `timeout`.
+  RunResult Wait(std::chrono::seconds timeout = 60s) {
+    const auto deadline = Clock::now() + timeout;
+    {
+      std::unique_lock lock(mutex_);
+      if (!cv_.wait_until(lock, deadline, [&] { return eof_; })) result_.timed_out = true;
+    }
+    int status = 0;
+    for (;;) {
+      pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) break;
+      if (r < 0 && errno != EINTR) break;
+      if (Clock::now() >= deadline && !result_.timed_out) result_.timed_out = true;
+      if (result_.timed_out) {
+        kill(-pid_, SIGKILL);
+        kill(pid_, SIGKILL);
+      }
+      usleep(2000);
+    }
+    reaped_ = true;
+    if (result_.timed_out) kill(-pid_, SIGKILL);  // whatever still holds the pipes
+    stop_reader_ = true;
+    if (reader_.joinable()) reader_.join();
+    std::lock_guard lock(mutex_);
+    result_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    if (WIFEXITED(status)) {
+      result_.exited = true;
+      result_.exit_code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+      result_.term_signal = WTERMSIG(status);
+    }
+    return result_;
+  }
+
+ private:
+  void ReadLoop(int out_fd, int err_fd) {
+    char buf[65536];
+    while ((out_fd >= 0 || err_fd >= 0) && !stop_reader_) {
+      pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+      if (poll(fds, 2, 50) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        int& fd = i == 0 ? out_fd : err_fd;
+        if (fd < 0 || fds[i].revents == 0) continue;
+        ssize_t n = read(fd, buf, sizeof buf);
+        std::lock_guard lock(mutex_);
+        if (n > 0) {
+          (i == 0 ? result_.out : result_.err).append(buf, static_cast<size_t>(n));
+        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+          close(fd);
+          fd = -1;
+        }
+        cv_.notify_all();
+      }
+    }
+    if (out_fd >= 0) close(out_fd);
+    if (err_fd >= 0) close(err_fd);
+    std::lock_guard lock(mutex_);
+    eof_ = true;
+    cv_.notify_all();
+  }
+
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  Clock::time_point start_;
+  std::thread reader_;
+  std::atomic<bool> stop_reader_{false};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool eof_ = false;  // both pipes closed
+  RunResult result_;
+};
+
+size_t CountLinesStartingWith(const std::string& text, const std::string& prefix) {
+  size_t n = 0;
+  for (const auto& line : Lines(text)) n += StartsWith(line, prefix) ? 1 : 0;
+  return n;
+}
+
+// The value after "key: " in `flurry ctl` output.
+std::optional<std::string> Field(const std::string& out, const std::string& key) {
+  for (const auto& line : Lines(out)) {
+    if (StartsWith(line, key + ": ")) return line.substr(key.size() + 2);
+  }
+  return std::nullopt;
+}
+
+uint64_t Syscalls(const RunResult& r) {
+  auto v = Field(r.out, "syscalls");
+  return v ? std::stoull(*v) : 0;
+}
+
+void ExpectCtlOk(const RunResult& r) {
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
+RunResult Ctl(const std::string& socket, std::vector<std::string> command) {
+  command.insert(command.begin(), {"ctl", socket});
+  return Flurry(command, WithDeadline(30));
+}
+
+// A raw client of the API socket.
+class RawClient {
+ public:
+  explicit RawClient(const std::string& path) {
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~RawClient() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool connected() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+
+  bool Send(const std::string& data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = send(fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  // Reads up to `count` lines within `timeout`.
+  std::vector<std::string> ReadLines(size_t count, std::chrono::milliseconds timeout = 20s) {
+    std::vector<std::string> lines;
+    const auto deadline = Clock::now() + timeout;
+    while (lines.size() < count) {
+      size_t newline;
+      if ((newline = buffer_.find('\n')) != std::string::npos) {
+        lines.push_back(buffer_.substr(0, newline));
+        buffer_.erase(0, newline + 1);
+        continue;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) break;
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+      char chunk[4096];
+      ssize_t n = read(fd_, chunk, sizeof chunk);
+      if (n <= 0) break;
+      buffer_.append(chunk, static_cast<size_t>(n));
+    }
+    return lines;
+  }
+
+  // True when the server closed the connection (EOF) within `timeout`.
+  bool SeesEof(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+    char c;
+    return read(fd_, &c, 1) == 0;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+bool IsOkReply(const std::string& line) { return StartsWith(line, "{\"ok\":true"); }
+bool IsErrorReply(const std::string& line) { return StartsWith(line, "{\"ok\":false,\"error\":"); }
+
+bool Exists(const fs::path& path) {
+  struct stat st {};
+  return lstat(path.c_str(), &st) == 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// flurry ctl: command line and connection errors
+
+TEST(CtlCli, MissingSocketIsOneLineError) {
+  TempDir dir;
+  auto r = Ctl((dir.path() / "nobody.sock").string(), {"status"});
+  ExpectInputError(r);
+  EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.Describe();
+}
+
+TEST(CtlCli, SocketNobodyServesIsOneLineError) {
+  TempDir dir;
+  const std::string path = (dir.path() / "stale.sock").string();
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  close(fd);
+  ExpectInputError(Ctl(path, {"status"}));
+}
+
+TEST(CtlCli, UsageErrors) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  ExpectUsageError(Flurry({"ctl"}));
+  ExpectUsageError(Flurry({"ctl", socket}));
+  for (std::vector<std::string> bad : std::vector<std::vector<std::string>>{{"frobnicate"},
+                                                                            {"status", "extra"},
+                                                                            {"snapshot"},
+                                                                            {"clone"},
+                                                                            {"clone", "0"},
+                                                                            {"clone", "two"},
+                                                                            {"clone", "4097"},
+                                                                            {"clone", "1", "2"}}) {
+    auto r = Ctl(socket, bad);
+    EXPECT_TRUE(r.exited && r.exit_code == 2) << r.Describe();
+    EXPECT_NE(r.err, "") << r.Describe();
+  }
+}
+
+TEST(CtlCli, HelpListsTheCommands) {
+  auto r = Flurry({"--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  for (const char* command : {"run", "restore", "ctl", "descriptor"}) {
+    EXPECT_NE(r.out.find(command), std::string::npos) << command << r.Describe();
+  }
+  auto run = Flurry({"run", "--help"});
+  EXPECT_NE(run.out.find("--api"), std::string::npos) << run.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// status, pause, resume
+
+TEST(CtlStatus, RunningVm) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--mem", "256M", "--api", socket, Guest("ctl_ticker"), "40", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 1")) << vm.out() << vm.err();
+  struct stat st {};
+  ASSERT_EQ(stat(socket.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "the control socket must be private to its owner";
+
+  auto first = Ctl(socket, {"status"});
+  ExpectCtlOk(first);
+  EXPECT_EQ(Field(first.out, "state"), "running") << first.Describe();
+  EXPECT_EQ(Field(first.out, "clone id"), "0") << first.Describe();
+  EXPECT_EQ(Field(first.out, "ram"), "256 MiB (268435456 bytes)") << first.Describe();
+  ASSERT_TRUE(Field(first.out, "family id")) << first.Describe();
+  EXPECT_TRUE(std::regex_match(*Field(first.out, "family id"), std::regex("[0-9a-f]{16}")))
+      << first.Describe();
+  EXPECT_GT(Syscalls(first), 0u) << first.Describe();
+  ASSERT_TRUE(vm.WaitForLine("tick 5"));
+  auto second = Ctl(socket, {"status"});
+  ExpectCtlOk(second);
+  EXPECT_GT(Syscalls(second), Syscalls(first))
+      << "the guest made syscalls in between" << second.Describe();
+  EXPECT_EQ(Field(second.out, "family id"), Field(first.out, "family id"));
+
+  auto r = vm.Wait();
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(CountLinesStartingWith(r.out, "tick "), 40u) << r.Describe();
+  EXPECT_FALSE(Exists(socket)) << "flurry left its socket file behind";
+  // Nobody serves it any more.
+  ExpectInputError(Ctl(socket, {"status"}));
+}
+
+TEST(CtlPause, ProgressStopsWhilePausedAndResumes) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_ticker"), "60", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 5")) << vm.out() << vm.err();
+
+  auto paused = Ctl(socket, {"pause"});
+  ExpectCtlOk(paused);
+  EXPECT_EQ(Field(paused.out, "state"), "paused") << paused.Describe();
+  std::this_thread::sleep_for(150ms);  // let the reader catch up with what was written before
+  const size_t at_pause = CountLinesStartingWith(vm.out(), "tick ");
+  std::this_thread::sleep_for(1000ms);
+  const size_t after_a_while = CountLinesStartingWith(vm.out(), "tick ");
+  EXPECT_EQ(after_a_while, at_pause) << "the guest kept running while paused:\n" << vm.out();
+  auto status = Ctl(socket, {"status"});
+  ExpectCtlOk(status);
+  EXPECT_EQ(Field(status.out, "state"), "paused") << status.Describe();
+  // Pausing twice is harmless.
+  ExpectCtlOk(Ctl(socket, {"pause"}));
+
+  auto resumed = Ctl(socket, {"resume"});
+  ExpectCtlOk(resumed);
+  EXPECT_EQ(Field(resumed.out, "state"), "running") << resumed.Describe();
+  EXPECT_TRUE(vm.WaitForOut(
+      [&](const std::string& out) { return CountLinesStartingWith(out, "tick ") >= at_pause + 4; },
+      5s))
+      << "no progress after resume:\n"
+      << vm.out();
+
+  auto r = vm.Wait();
+  ExpectCleanExit(r, 0);
+  // Every tick exactly once, in order.
+  std::vector<std::string> expected;
+  for (int i = 0; i < 60; ++i) expected.push_back("tick " + std::to_string(i));
+  expected.push_back("done");
+  EXPECT_EQ(Lines(r.out), expected) << r.Describe();
+}
+
+TEST(CtlPause, TimeoutStillEndsAPausedVm) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--timeout", "2s", "--api", socket, Guest("ctl_ticker"), "1000", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 1")) << vm.out() << vm.err();
+  ExpectCtlOk(Ctl(socket, {"pause"}));
+  auto r = vm.Wait(30s);
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_EQ(r.exit_code, 124) << r.Describe();
+  EXPECT_NE(r.err.find("timed out"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(Exists(socket));
+}
+
+// ---------------------------------------------------------------------------------------------
+// snapshot and restore
+
+// ctl_compute's arguments: 10 steps of ~0.2 s each here; a 16 MiB working array.
+const std::vector<std::string> kComputeArgs = {"20000000", "16"};
+
+// The output of an uninterrupted run of ctl_compute.
+const std::string& ReferenceComputeOutput() {
+  static const std::string reference = [] {
+    std::vector<std::string> args = {"run", Guest("ctl_compute")};
+    args.insert(args.end(), kComputeArgs.begin(), kComputeArgs.end());
+    auto r = Flurry(args, WithDeadline(120));
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    EXPECT_EQ(r.err, "") << r.Describe();
+    return r.out;
+  }();
+  return reference;
+}
+
+// Runs ctl_compute with --api, snapshots it into `snapshot` after "progress 1/10", and checks
+// that the original run was not disturbed. Returns the ctl output.
+RunResult SnapshotComputeMidLoop(const std::string& socket, const fs::path& snapshot) {
+  std::vector<std::string> args = {"run", "--api", socket, Guest("ctl_compute")};
+  args.insert(args.end(), kComputeArgs.begin(), kComputeArgs.end());
+  Background vm(args);
+  EXPECT_TRUE(vm.WaitForLine("progress 1/10")) << vm.out() << vm.err();
+  auto ctl = Ctl(socket, {"snapshot", snapshot.string()});
+  auto r = vm.Wait(120s);
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out, ReferenceComputeOutput())
+      << "the snapshot disturbed the running VM" << r.Describe();
+  return ctl;
+}
+
+TEST(CtlSnapshot, RestoreFinishesWithTheSameOutputAsAnUninterruptedRun) {
+  const std::string reference = ReferenceComputeOutput();
+  ASSERT_TRUE(StartsWith(reference, "started\nprogress 0/10\n")) << reference;
+  ASSERT_NE(reference.find("\nchecksum="), std::string::npos) << reference;
+
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  const fs::path snapshot = dir.path() / "snap";
+  auto ctl = SnapshotComputeMidLoop(socket, snapshot);
+  ExpectCtlOk(ctl);
+  EXPECT_EQ(Field(ctl.out, "snapshot"), snapshot.string()) << ctl.Describe();
+  EXPECT_EQ(Field(ctl.out, "state"), "running") << ctl.Describe();
+
+  // The directory: a descriptor and a sparse memory image of the guest's RAM size.
+  const fs::path descriptor = snapshot / "descriptor.fvd";
+  const fs::path memory = snapshot / "memory.img";
+  struct stat d {
+  }, m{};
+  ASSERT_EQ(stat(descriptor.c_str(), &d), 0) << ctl.Describe();
+  ASSERT_EQ(stat(memory.c_str(), &m), 0) << ctl.Describe();
+  EXPECT_GT(d.st_size, 0);
+  EXPECT_NE(ctl.out.find("(" + std::to_string(d.st_size) + " bytes)"), std::string::npos)
+      << "ctl reports the descriptor's size" << ctl.Describe();
+  constexpr uint64_t kRam = 512ULL << 20;
+  EXPECT_EQ(static_cast<uint64_t>(m.st_size), kRam);
+  const uint64_t allocated = static_cast<uint64_t>(m.st_blocks) * 512;
+  EXPECT_GE(allocated, 16ULL << 20) << "the 16 MiB working array must be in the image";
+  EXPECT_LT(allocated, kRam / 8) << "memory.img is not sparse: " << allocated << " bytes allocated";
+
+  // flurry descriptor show reads it.
+  auto show = Flurry({"descriptor", "show", descriptor.string()});
+  EXPECT_EQ(show.exit_code, 0) << show.Describe();
+  EXPECT_NE(show.out.find("512 MiB"), std::string::npos) << show.Describe();
+
+  // Restored, the guest finishes the loop: its output is the rest of the reference output.
+  for (int round = 0; round < 2; ++round) {  // a snapshot can be restored more than once
+    auto r = Flurry({"restore", snapshot.string()}, WithDeadline(120));
+    ExpectCleanExit(r, 0);
+    ASSERT_FALSE(r.out.empty()) << r.Describe();
+    EXPECT_TRUE(reference.ends_with(r.out)) << "not the rest of the reference run:\n"
+                                            << reference << r.Describe();
+    EXPECT_LT(r.out.size(), reference.size() - std::string("started\nprogress 0/10\n").size())
+        << "the snapshot was not taken mid-loop" << r.Describe();
+    EXPECT_TRUE(StartsWith(r.out, "progress ") || StartsWith(r.out, "checksum=")) << r.Describe();
+    EXPECT_EQ(r.out.find("progress 1/10"), std::string::npos) << r.Describe();
+    EXPECT_TRUE(r.out.ends_with(reference.substr(reference.rfind("checksum=")))) << r.Describe();
+  }
+}
+
+TEST(CtlSnapshot, RelativeDirectoryIsTheCallersAndExistingDirIsReused) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_ticker"), "40", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 1")) << vm.out() << vm.err();
+  fs::create_directory(dir.path() / "existing");
+  // `flurry ctl` resolves a relative DIR against its own working directory.
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir.path());
+  auto r = Ctl(socket, {"snapshot", "existing"});
+  fs::current_path(cwd);
+  ExpectCtlOk(r);
+  EXPECT_TRUE(Exists(dir.path() / "existing" / "descriptor.fvd")) << r.Describe();
+  EXPECT_TRUE(Exists(dir.path() / "existing" / "memory.img")) << r.Describe();
+  // A directory that cannot be created: an error reply, and the VM runs on.
+  auto bad = Ctl(socket, {"snapshot", (dir.path() / "no" / "such" / "parent").string()});
+  ExpectInputError(bad);
+  ExpectCtlOk(Ctl(socket, {"status"}));
+  ExpectCleanExit(vm.Wait(), 0);
+}
+
+// A restored VM is clone 0 of a new clone family (its clone IDs are allocated afresh, so they
+// could collide with the original family's), serves the API, and can be cloned: the clone
+// finishes the computation exactly as the uninterrupted run does.
+TEST(RestoreCli, RestoredVmStartsANewFamilyServesTheApiAndClones) {
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  const fs::path snapshot = dir.path() / "snap";
+  std::vector<std::string> args = {"run", "--api", socket, Guest("ctl_compute")};
+  args.insert(args.end(), kComputeArgs.begin(), kComputeArgs.end());
+  std::string family;
+  {
+    Background vm(args);
+    ASSERT_TRUE(vm.WaitForLine("progress 1/10")) << vm.out() << vm.err();
+    auto status = Ctl(socket, {"status"});
+    ExpectCtlOk(status);
+    family = Field(status.out, "family id").value_or("?");
+    ExpectCtlOk(Ctl(socket, {"snapshot", snapshot.string()}));
+    ExpectCleanExit(vm.Wait(120s), 0);
+  }
+  const std::string restored_socket = (dir.path() / "restored.sock").string();
+  Background restored({"restore", "--api", restored_socket, snapshot.string()});
+  const auto deadline = Clock::now() + 20s;
+  while (!Exists(restored_socket) && Clock::now() < deadline) usleep(10000);
+  ASSERT_TRUE(Exists(restored_socket)) << restored.out() << restored.err();
+  auto status = Ctl(restored_socket, {"status"});
+  ExpectCtlOk(status);
+  EXPECT_EQ(Field(status.out, "clone id"), "0") << status.Describe();
+  ASSERT_TRUE(Field(status.out, "family id")) << status.Describe();
+  EXPECT_NE(*Field(status.out, "family id"), family) << status.Describe();
+  EXPECT_EQ(Field(status.out, "ram"), "512 MiB (536870912 bytes)") << status.Describe();
+  auto clone = Ctl(restored_socket, {"clone", "1"});
+  ExpectCtlOk(clone);
+  EXPECT_TRUE(StartsWith(Field(clone.out, "clone 1").value_or(""), "pid ")) << clone.Describe();
+
+  auto r = restored.Wait(120s);
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+  std::string original, cloned;
+  for (const auto& line : Lines(r.out)) {
+    if (StartsWith(line, "[clone 1] ")) {
+      cloned += line.substr(10) + "\n";
+    } else {
+      original += line + "\n";
+    }
+  }
+  const std::string& reference = ReferenceComputeOutput();
+  EXPECT_TRUE(reference.ends_with(original)) << r.Describe();
+  EXPECT_FALSE(cloned.empty()) << r.Describe();
+  EXPECT_TRUE(reference.ends_with(cloned)) << "the clone computed something else" << r.Describe();
+  EXPECT_LE(cloned.size(), original.size()) << r.Describe();
+  EXPECT_FALSE(Exists(restored_socket));
+}
+
+// A small valid snapshot (of ctl_ticker) to damage.
+fs::path MakeTickerSnapshot(const TempDir& dir) {
+  const std::string socket = (dir.path() / "api.sock").string();
+  const fs::path snapshot = dir.path() / "snap";
+  Background vm({"run", "--api", socket, Guest("ctl_ticker"), "20", "20"});
+  EXPECT_TRUE(vm.WaitForLine("tick 2")) << vm.out() << vm.err();
+  ExpectCtlOk(Ctl(socket, {"snapshot", snapshot.string()}));
+  ExpectCleanExit(vm.Wait(), 0);
+  return snapshot;
+}
+
+void ExpectRestoreRefused(const RunResult& r) {
+  ExpectInputError(r);
+  EXPECT_NE(r.err.find("flurry: restoring "), std::string::npos) << r.Describe();
+}
+
+TEST(RestoreCli, IntactTickerSnapshotRestores) {
+  TempDir dir;
+  const fs::path snapshot = MakeTickerSnapshot(dir);
+  auto r = Flurry({"restore", snapshot.string()});
+  ExpectCleanExit(r, 0);
+  EXPECT_TRUE(r.out.ends_with("tick 19\ndone\n")) << r.Describe();
+  EXPECT_EQ(r.out.find("tick 0\n"), std::string::npos) << r.Describe();
+}
+
+TEST(RestoreCli, CorruptedDescriptorIsRefused) {
+  TempDir dir;
+  const fs::path snapshot = MakeTickerSnapshot(dir);
+  const fs::path descriptor = snapshot / "descriptor.fvd";
+  const std::string good = ReadFile(descriptor);
+  ASSERT_GT(good.size(), 64u);
+  // A flipped byte in the header, and one in the payload (the checksum catches it).
+  for (size_t offset : {size_t{3}, size_t{12}, good.size() / 2, good.size() - 1}) {
+    std::string bad = good;
+    bad[offset] = static_cast<char>(bad[offset] ^ 0x40);
+    WriteFile(descriptor, bad);
+    auto r = Flurry({"restore", snapshot.string()});
+    ExpectRestoreRefused(r);
+    auto show = Flurry({"descriptor", "show", descriptor.string()});
+    ExpectInputError(show);
+  }
+  WriteFile(descriptor, good);
+  ExpectCleanExit(Flurry({"restore", snapshot.string()}), 0);
+}
+
+TEST(RestoreCli, TruncatedDescriptorIsRefused) {
+  TempDir dir;
+  const fs::path snapshot = MakeTickerSnapshot(dir);
+  const fs::path descriptor = snapshot / "descriptor.fvd";
+  const std::string good = ReadFile(descriptor);
+  for (size_t size : {size_t{0}, size_t{16}, size_t{32}, good.size() / 2, good.size() - 1}) {
+    WriteFile(descriptor, good.substr(0, size));
+    ExpectRestoreRefused(Flurry({"restore", snapshot.string()}));
+  }
+  WriteFile(descriptor, good + "trailing");
+  ExpectRestoreRefused(Flurry({"restore", snapshot.string()}));
+}
+
+TEST(RestoreCli, BadMemoryImageIsRefused) {
+  TempDir dir;
+  const fs::path snapshot = MakeTickerSnapshot(dir);
+  const fs::path memory = snapshot / "memory.img";
+  struct stat st {};
+  ASSERT_EQ(stat(memory.c_str(), &st), 0);
+  ASSERT_EQ(truncate(memory.c_str(), st.st_size / 2), 0);
+  ExpectRestoreRefused(Flurry({"restore", snapshot.string()}));
+  fs::remove(memory);
+  ExpectRestoreRefused(Flurry({"restore", snapshot.string()}));
+}
+
+TEST(RestoreCli, MissingOrEmptyDirectoryIsRefused) {
+  TempDir dir;
+  ExpectRestoreRefused(Flurry({"restore", (dir.path() / "missing").string()}));
+  ExpectRestoreRefused(Flurry({"restore", dir.path().string()}));
+  ExpectUsageError(Flurry({"restore"}));
+  ExpectUsageError(Flurry({"restore", "--timeout", "soon", dir.path().string()}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// clone N
+
+// Pids of the processes whose parent is this process.
+std::set<pid_t> Children() {
+  std::set<pid_t> children;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return children;
+  const pid_t self = getpid();
+  while (dirent* e = readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream status(std::string("/proc/") + e->d_name + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (StartsWith(line, "PPid:")) {
+        if (std::atoi(line.c_str() + 5) == self) children.insert(pid);
+        break;
+      }
+    }
+  }
+  closedir(proc);
+  return children;
+}
+
+// True once `pid` no longer exists (reaping it if it is our zombie child).
+bool WaitGone(pid_t pid, std::chrono::seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    waitpid(pid, nullptr, WNOHANG);
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    usleep(10000);
+  }
+  return false;
+}
+
+TEST(CtlClone, ClonesOfARunningLoopReportTheirIdsAndEveryProcessEnds) {
+  // Orphaned VMM processes (the clones outlive the original) are reparented to this process,
+  // so the test can see that none is left behind.
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  constexpr int kIterations = 60;
+  Background vm(
+      {"run", "--api", socket, Guest("ctl_clone_loop"), std::to_string(kIterations), "50"});
+  ASSERT_TRUE(vm.WaitForLine("id=0 iter=10")) << vm.out() << vm.err();
+
+  auto ctl = Ctl(socket, {"clone", "2"});
+  ExpectCtlOk(ctl);
+  std::vector<pid_t> pids;
+  for (int id : {1, 2}) {
+    auto pid = Field(ctl.out, "clone " + std::to_string(id));
+    ASSERT_TRUE(pid && StartsWith(*pid, "pid ")) << ctl.Describe();
+    pids.push_back(static_cast<pid_t>(std::atoi(pid->c_str() + 4)));
+    EXPECT_GT(pids.back(), 0) << ctl.Describe();
+  }
+  EXPECT_NE(pids[0], pids[1]);
+  EXPECT_NE(pids[0], vm.pid());
+  EXPECT_EQ(Field(ctl.out, "state"), "running") << ctl.Describe();
+
+  auto r = vm.Wait(60s);  // the original's exit and EOF on its pipes: every clone has ended
+  ExpectCleanExit(r, 0);
+
+  // The original: every iteration once, in order, as ID 0.
+  std::vector<std::string> original, clone_lines[3];
+  for (const auto& line : Lines(r.out)) {
+    if (StartsWith(line, "[clone 1] ")) {
+      clone_lines[1].push_back(line.substr(10));
+    } else if (StartsWith(line, "[clone 2] ")) {
+      clone_lines[2].push_back(line.substr(10));
+    } else {
+      original.push_back(line);
+    }
+  }
+  std::vector<std::string> expected;
+  for (int i = 0; i < kIterations; ++i) expected.push_back("id=0 iter=" + std::to_string(i));
+  expected.push_back("id=0 done");
+  EXPECT_EQ(original, expected) << r.Describe();
+  // Each clone: resumed mid-loop with its own ID, finished the remaining iterations.
+  for (int id : {1, 2}) {
+    const auto& lines = clone_lines[id];
+    ASSERT_GE(lines.size(), 2u) << "clone " << id << " printed nothing" << r.Describe();
+    const std::string prefix = "id=" + std::to_string(id) + " iter=";
+    ASSERT_TRUE(StartsWith(lines[0], prefix)) << r.Describe();
+    const int first = std::atoi(lines[0].c_str() + prefix.size());
+    EXPECT_GT(first, 10) << r.Describe();
+    std::vector<std::string> want;
+    for (int i = first; i < kIterations; ++i) want.push_back(prefix + std::to_string(i));
+    want.push_back("id=" + std::to_string(id) + " done");
+    EXPECT_EQ(lines, want) << "clone " << id << r.Describe();
+  }
+
+  // No VMM process is left: not the clones, not a snapshot process.
+  for (pid_t pid : pids) EXPECT_TRUE(WaitGone(pid, 10s)) << "clone pid " << pid << " still exists";
+  const auto deadline = Clock::now() + 10s;
+  std::set<pid_t> left;
+  do {
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    left = Children();
+    if (left.empty()) break;
+    usleep(20000);
+  } while (Clock::now() < deadline);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes left behind, e.g. pid " << *left.begin();
+  for (pid_t pid : left) kill(pid, SIGKILL);
+}
+
+TEST(CtlClone, BadCountsAreRefusedAndTheVmRunsOn) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), "30", "50"});
+  ASSERT_TRUE(vm.WaitForLine("id=0 iter=2")) << vm.out() << vm.err();
+  RawClient client(socket);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(
+      client.Send("{\"op\":\"clone\",\"count\":0}\n{\"op\":\"clone\",\"count\":5000}\n"
+                  "{\"op\":\"clone\",\"count\":-3}\n{\"op\":\"clone\",\"count\":\"2\"}\n"
+                  "{\"op\":\"clone\"}\n"));
+  auto replies = client.ReadLines(5);
+  ASSERT_EQ(replies.size(), 5u);
+  for (const auto& reply : replies) EXPECT_TRUE(IsErrorReply(reply)) << reply;
+  auto r = vm.Wait();
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(r.out.find("[clone"), std::string::npos) << r.Describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw protocol
+
+TEST(ApiSocket, MalformedInputGetsErrorRepliesAndTheVmKeepsRunning) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_ticker"), "40", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 1")) << vm.out() << vm.err();
+  RawClient client(socket);
+  ASSERT_TRUE(client.connected());
+  const std::vector<std::string> bad = {
+      "garbage",
+      std::string(100 * 1024, '{'),  // longer than the 64 KiB line cap
+      "{\"op\":\"reboot\"}",
+      "[\"status\"]",
+      "{\"op\":\"status\",\"extra\":1}",
+      "{\"op\":\"snapshot\",\"dir\":\"relative/path\"}",
+      "{\"op\":\"snapshot\"}",
+      std::string("\x00\x01\xfe\xff", 4),
+      "",
+  };
+  std::string input;
+  for (const auto& line : bad) input += line + "\n";
+  input += "{\"op\":\"status\"}\n";
+  ASSERT_TRUE(client.Send(input));
+  auto replies = client.ReadLines(bad.size() + 1);
+  ASSERT_EQ(replies.size(), bad.size() + 1) << "one reply per request line";
+  for (size_t i = 0; i < bad.size(); ++i)
+    EXPECT_TRUE(IsErrorReply(replies[i])) << i << ": " << replies[i];
+  EXPECT_NE(replies[1].find("longer than 65536 bytes"), std::string::npos) << replies[1];
+  EXPECT_NE(replies[2].find("unknown op"), std::string::npos) << replies[2];
+  EXPECT_TRUE(IsOkReply(replies.back())) << replies.back();
+  EXPECT_NE(replies.back().find("\"state\":\"running\""), std::string::npos) << replies.back();
+  // The same connection goes on serving.
+  ASSERT_TRUE(client.Send("{\"op\":\"pause\"}\n{\"op\":\"resume\"}\n"));
+  auto more = client.ReadLines(2);
+  ASSERT_EQ(more.size(), 2u);
+  EXPECT_NE(more[0].find("\"state\":\"paused\""), std::string::npos) << more[0];
+  EXPECT_NE(more[1].find("\"state\":\"running\""), std::string::npos) << more[1];
+
+  auto r = vm.Wait();
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(CountLinesStartingWith(r.out, "tick "), 40u) << r.Describe();
+}
+
+TEST(ApiSocket, HangingClientDoesNotBlockExit) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_ticker"), "10", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 1")) << vm.out() << vm.err();
+  RawClient client(socket);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("{\"op\":"));  // half a request, then silence
+  auto r = vm.Wait(20s);
+  ExpectCleanExit(r, 0);
+  EXPECT_LT(r.seconds, 10) << r.Describe();
+  EXPECT_TRUE(client.SeesEof(5000ms)) << "flurry exited without closing the connection?";
+  EXPECT_FALSE(Exists(socket));
+  // A client queued behind it (one connection at a time) is not served, but not stuck either.
+}
+
+TEST(ApiSocket, RequestAfterTheGuestExitedIsAnErrorNotAHang) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_ticker"), "3", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 0")) << vm.out() << vm.err();
+  RawClient client(socket);
+  ASSERT_TRUE(client.connected());
+  // Keep asking until the VM is gone: every request gets a reply or the connection closes.
+  int replies = 0;
+  for (;;) {
+    if (!client.Send("{\"op\":\"status\"}\n")) break;
+    auto lines = client.ReadLines(1, 5000ms);
+    if (lines.empty()) break;
+    ++replies;
+    EXPECT_TRUE(IsOkReply(lines[0]) || lines[0].find("\"state\":\"exited\"") != std::string::npos)
+        << lines[0];
+  }
+  EXPECT_GT(replies, 0);
+  ExpectCleanExit(vm.Wait(20s), 0);
+}
+
+TEST(ApiSocket, ExistingFileIsNotReplaced) {
+  TempDir dir;
+  const fs::path path = dir.path() / "not_a_socket";
+  WriteFile(path, "precious");
+  auto r = Flurry({"run", "--api", path.string(), Guest("hello")});
+  ExpectInputError(r);
+  EXPECT_NE(r.err.find("not a socket"), std::string::npos) << r.Describe();
+  EXPECT_EQ(ReadFile(path), "precious");
+  auto restore = Flurry({"restore", "--api", path.string(), (dir.path() / "missing").string()});
+  EXPECT_EQ(restore.exit_code, 1) << restore.Describe();
+  EXPECT_EQ(ReadFile(path), "precious");
+}
+
+TEST(ApiSocket, StaleSocketIsReplacedAndRemovedAtExit) {
+  TempDir dir;
+  const std::string path = (dir.path() / "api.sock").string();
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  close(fd);
+  auto r = Flurry({"run", "--api", path, Guest("hello")});
+  ExpectCleanExit(r, 0);
+  EXPECT_FALSE(Exists(path));
+}
+
+TEST(ApiSocket, SocketInUseIsRefused) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_ticker"), "30", "50"});
+  ASSERT_TRUE(vm.WaitForLine("tick 1")) << vm.out() << vm.err();
+  auto second = Flurry({"run", "--api", socket, Guest("hello")});
+  ExpectInputError(second);
+  ExpectCtlOk(Ctl(socket, {"status"}));  // the first VM's socket still works
+  ExpectCleanExit(vm.Wait(), 0);
+}
+
+}  // namespace
