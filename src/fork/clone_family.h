@@ -5,6 +5,8 @@
 // Thread/process safety: the counters are atomics in MAP_SHARED memory.
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 
@@ -19,12 +21,16 @@ class CloneFamily {
 
   uint64_t family_id() const { return shared()->family_id; }
   // Reserves `count` consecutive clone IDs; returns the first.
-  int32_t ReserveIds(int32_t count) { return shared()->next_id.fetch_add(count) ; }
+  int32_t ReserveIds(int32_t count) { return shared()->next_id.fetch_add(count); }
+  // Held around every write to the family's shared stdout/stderr (robust: a VM killed while
+  // holding it does not block the others).
+  pthread_mutex_t* output_lock() const { return &shared()->output_lock; }
 
  private:
   struct Shared {
     uint64_t family_id;
     std::atomic<int32_t> next_id;
+    pthread_mutex_t output_lock;
   };
   static_assert(std::atomic<int32_t>::is_always_lock_free);
   explicit CloneFamily(Mapping page) : page_(std::move(page)) {}

@@ -92,7 +92,7 @@ SyscallResult ForkController::TicketInfo(const SyscallArgs& args) {
 }
 
 Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(int32_t first_id, int32_t count,
-                                                                int32_t* clone_id) {
+                                                                bool detached, int32_t* clone_id) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return FailErrno("creating the snapshot control socket");
@@ -106,8 +106,12 @@ Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(int32_t first_id
   }
   if (pid == 0) {
     close(sv[0]);
+    // The snapshot process must not hold the owner's handles to other snapshot processes and
+    // clones (they would never see their owner let go of them).
+    tickets_.clear();
+    checkpoints_.clear();
     // Only returns in a clone.
-    CloneStart start = RunSnapshotServer(UniqueFd(sv[1]), first_id, count);
+    CloneStart start = RunSnapshotServer(UniqueFd(sv[1]), first_id, count, detached);
     ResetForClone(start.id, std::move(start.channel));
     *clone_id = start.id;
     return std::pair{UniqueFd(), pid_t{0}};
@@ -127,7 +131,7 @@ void ForkController::ResetForClone(int32_t id, UniqueFd channel) {
   exit_result_.clear();
 }
 
-void ForkController::BecomeCloneOrDie(ForkHost& host, const VcpuState& state, int32_t id) {
+void ForkController::BecomeCloneOrDie(ForkHost& host, const CloneState& state, int32_t id) {
   if (auto r = host.BecomeClone(id, state); !r) {
     std::fprintf(stderr, "flurry: clone %d: %s\n", id, r.error().message().c_str());
     ReportOutcome(CloneOutcome{SF_OUTCOME_LOST, 0, 0, {}});
@@ -135,8 +139,8 @@ void ForkController::BecomeCloneOrDie(ForkHost& host, const VcpuState& state, in
   }
 }
 
-SyscallResult ForkController::StartClone(ForkHost& host, VcpuState state, int32_t id) {
-  state.regs.rax = static_cast<uint64_t>(id);
+SyscallResult ForkController::StartClone(ForkHost& host, CloneState state, int32_t id) {
+  state.vcpu.regs.rax = static_cast<uint64_t>(id);
   BecomeCloneOrDie(host, state, id);
   return SyscallResult::Return(id);
 }
@@ -147,9 +151,9 @@ Result<ForkController::DetachedClones> ForkController::CloneFromOutside(ForkHost
   if (count < 1 || count > kMaxSpawnCount) return Fail("clone count must be 1..{}", kMaxSpawnCount);
   const int32_t granted = GrantFor(count);
   if (granted < count) return Fail("only {} clones can be granted now", granted);
-  VcpuState state = FLURRY_TRY(host.CaptureCurrentState());
+  CloneState state = FLURRY_TRY(host.CaptureCurrentState());
   const int32_t first_id = family_.ReserveIds(count);
-  auto snapshot = FLURRY_TRY(ForkSnapshot(first_id, count, clone_id));
+  auto snapshot = FLURRY_TRY(ForkSnapshot(first_id, count, /*detached=*/true, clone_id));
   if (*clone_id != 0) {
     BecomeCloneOrDie(host, state, *clone_id);
     return DetachedClones{};
@@ -175,7 +179,7 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
   }
   const int32_t first_id = family_.ReserveIds(ticket.granted);
   int32_t clone_id = 0;
-  auto snapshot = ForkSnapshot(first_id, ticket.granted, &clone_id);
+  auto snapshot = ForkSnapshot(first_id, ticket.granted, /*detached=*/false, &clone_id);
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
   ticket.cloned = true;
@@ -197,9 +201,9 @@ SyscallResult ForkController::Exit(SyscallContext& context, const SyscallArgs& a
 }
 
 Result<void> ForkController::CollectChildren(Ticket& ticket) {
-  if (!ticket.snapshot.valid()) return {};
+  if (!ticket.snapshot.valid() || ticket.collected) return {};
+  ticket.collected = true;
   auto spawned = ReceiveSpawnReplies(ticket.snapshot.get(), ticket.granted);
-  ticket.snapshot.Reset();
   if (!spawned) return std::unexpected(spawned.error());
   for (SpawnedClone& c : *spawned) {
     ticket.children.push_back(Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
@@ -288,7 +292,7 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
     return SyscallResult::Errno(EIO);
   }
   int32_t clone_id = 0;
-  auto snapshot = ForkSnapshot(0, 0, &clone_id);
+  auto snapshot = ForkSnapshot(0, 0, /*detached=*/false, &clone_id);
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
   checkpoints_[id] = CheckpointRecord{std::move(snapshot->first), snapshot->second};

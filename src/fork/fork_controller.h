@@ -27,17 +27,24 @@
 
 namespace flurry {
 
+// What a clone resumes with, captured in the parent at the moment of cloning: the vCPU and
+// the guest's open files (their offsets must be the ones at sf_clone, not at clone start).
+struct CloneState {
+  VcpuState vcpu;
+  FilesRecord files;
+};
+
 // What the controller needs from the VM it serves.
 class ForkHost {
  public:
   virtual ~ForkHost() = default;
   // The vCPU state that resumes the guest right after the current syscall (RAX = 0).
-  virtual Result<VcpuState> CaptureResumeState() = 0;
+  virtual Result<CloneState> CaptureResumeState() = 0;
   // The vCPU state as it stands (the guest stopped between instructions, not in a syscall).
-  virtual Result<VcpuState> CaptureCurrentState() = 0;
+  virtual Result<CloneState> CaptureCurrentState() = 0;
   // In a process just forked from a snapshot: rebuild the VM as clone `id`, resuming with
   // `state` (whose RAX the caller has set).
-  virtual Result<void> BecomeClone(int32_t id, const VcpuState& state) = 0;
+  virtual Result<void> BecomeClone(int32_t id, const CloneState& state) = 0;
 };
 
 struct ForkPolicy {
@@ -72,6 +79,7 @@ class ForkController {
   };
   Result<DetachedClones> CloneFromOutside(ForkHost& host, int32_t count, int32_t* clone_id);
   uint64_t family_id() const { return family_.family_id(); }
+  pthread_mutex_t* output_lock() const { return family_.output_lock(); }
 
   // In a clone: the result blob sf_exit_with handed over (empty otherwise).
   const std::vector<uint8_t>& exit_result() const { return exit_result_; }
@@ -88,7 +96,10 @@ class ForkController {
     int32_t granted = 0;
     bool cloned = false;
     int32_t first_id = 0;
-    UniqueFd snapshot;         // sf_clone: the snapshot process's control socket (until read)
+    UniqueFd snapshot;         // sf_clone: the snapshot process's control socket; closing it
+                               // (releasing the ticket) ends the snapshot process and any
+                               // clone still alive
+    bool collected = false;    // the snapshot's spawn replies have been read
     std::vector<Child> children;
   };
   struct CheckpointRecord {
@@ -110,12 +121,12 @@ class ForkController {
 
   // Forks a snapshot process. Returns the owner's control socket in the parent; in a clone
   // (which returns through here) fills *clone_id.
-  Result<std::pair<UniqueFd, pid_t>> ForkSnapshot(int32_t first_id, int32_t count,
+  Result<std::pair<UniqueFd, pid_t>> ForkSnapshot(int32_t first_id, int32_t count, bool detached,
                                                   int32_t* clone_id);
   // In a clone just returned from ForkSnapshot: rebuild the VM, resume with RAX = id.
-  SyscallResult StartClone(ForkHost& host, VcpuState state, int32_t id);
+  SyscallResult StartClone(ForkHost& host, CloneState state, int32_t id);
   // Rebuilds the VM in a new clone; ends the process if that fails.
-  void BecomeCloneOrDie(ForkHost& host, const VcpuState& state, int32_t id);
+  void BecomeCloneOrDie(ForkHost& host, const CloneState& state, int32_t id);
   // In a new clone: forget the parent's tickets and checkpoints (closing inherited handles),
   // become `id`.
   void ResetForClone(int32_t id, UniqueFd channel);

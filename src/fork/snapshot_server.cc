@@ -39,7 +39,8 @@ SpawnReply Reply(SpawnReply::Type type, int32_t id, int32_t pid, int32_t error) 
 }
 
 // Forks `count` clones. Returns true (with *start filled) in a clone.
-bool SpawnBatch(int control, int32_t first_id, int32_t count, CloneStart* start) {
+bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, CloneStart* start) {
+  const pid_t server = getpid();
   for (int32_t i = 0; i < count; ++i) {
     int channel[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
@@ -55,6 +56,11 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, CloneStart* start)
       return false;
     }
     if (pid == 0) {
+      if (!detached) {
+        // Die with the snapshot process (and so with the VMM that owns it).
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != server) _exit(1);  // it died before we asked
+      }
       close(channel[0]);
       close(control);
       start->id = first_id + i;
@@ -74,7 +80,7 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, CloneStart* start)
 }  // namespace
 
 CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id,
-                             int32_t initial_count) {
+                             int32_t initial_count, bool detached) {
   const int control = control_fd.get();
   // Clones are auto-reaped; the snapshot dies with its owner.
   signal(SIGCHLD, SIG_IGN);
@@ -82,11 +88,11 @@ CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id,
   prctl(PR_SET_NAME, "flurry-snapshot");
   CloneStart start;
   if (initial_count > 0) {
-    if (SpawnBatch(control, initial_first_id, initial_count, &start)) {
+    if (SpawnBatch(control, initial_first_id, initial_count, detached, &start)) {
       control_fd.Release();  // closed in SpawnBatch
       return start;
     }
-    _exit(0);
+    if (detached) _exit(0);
   }
   for (;;) {
     SpawnRequest request{};
@@ -99,7 +105,7 @@ CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id,
       SendReply(control, Reply(SpawnReply::kError, 0, 0, EINVAL), -1, -1);
       continue;
     }
-    if (SpawnBatch(control, request.first_id, request.count, &start)) {
+    if (SpawnBatch(control, request.first_id, request.count, detached, &start)) {
       control_fd.Release();
       return start;
     }

@@ -53,9 +53,15 @@ struct CloneStart {
 };
 
 // Runs in the snapshot process and never returns there: it _exit()s when done. It returns only
-// in a clone it forked. With initial_count > 0 it first spawns [initial_first_id, +count) and
-// exits afterwards (sf_clone); with 0 it serves SpawnRequests until `control` reaches EOF.
-CloneStart RunSnapshotServer(UniqueFd control, int32_t initial_first_id, int32_t initial_count);
+// in a clone it forked. With initial_count > 0 it first spawns [initial_first_id, +count)
+// (sf_clone); then it serves SpawnRequests until `control` reaches EOF, i.e. until its owner
+// releases it or dies.
+//
+// Lifetimes: the snapshot process dies with its owner (PR_SET_PDEATHSIG), and its clones die
+// with it, so killing a clone VMM ends that clone's own clones too, all the way down. With
+// `detached` (host-initiated clones) the clones outlive it and it exits once they are spawned.
+CloneStart RunSnapshotServer(UniqueFd control, int32_t initial_first_id, int32_t initial_count,
+                             bool detached);
 
 // Owner side: the clones one spawn produced.
 struct SpawnedClone {

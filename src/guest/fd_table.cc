@@ -76,12 +76,12 @@ Result<void> FdTable::InstallAt(int fd, std::shared_ptr<OpenFile> file, bool clo
   return {};
 }
 
-void FdTable::EnableLineOutput(const std::string& prefix) {
+void FdTable::ShareOutput(pthread_mutex_t* lock, bool line_buffered, const std::string& prefix) {
   for (auto& entry : entries_) {
     OpenFile* file = entry.file.get();
-    if (file != nullptr && file->kind == FileKind::kStdio && file->stdio_fd != 0 &&
-        file->line_writer == nullptr) {
-      file->line_writer = std::make_shared<LineWriter>(file->stdio_fd, prefix);
+    if (file != nullptr && file->kind == FileKind::kStdio && file->stdio_fd != 0) {
+      file->line_writer =
+          std::make_shared<LineWriter>(file->stdio_fd, prefix, lock, line_buffered);
     }
   }
 }

@@ -95,8 +95,9 @@ class FdTable {
   // Closes every fd (stdio included) — the start of a restore.
   void Clear() { entries_.clear(); }
 
-  // In a clone: stdout/stderr go out whole lines at a time with `prefix` in front.
-  void EnableLineOutput(const std::string& prefix);
+  // Routes stdout/stderr through LineWriters holding `lock` (the clone family's output lock):
+  // in a clone (`line_buffered`) whole lines with `prefix` in front, else unchanged writes.
+  void ShareOutput(pthread_mutex_t* lock, bool line_buffered, const std::string& prefix);
   // Writes out partial lines (at exit).
   void FlushLineOutput();
 

@@ -1,5 +1,6 @@
 #include "guest/line_writer.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,7 +9,59 @@
 
 namespace flurry {
 
+namespace {
+
+// Holds a robust process-shared mutex; a holder that died leaves it consistent-able.
+class OutputLockGuard {
+ public:
+  explicit OutputLockGuard(pthread_mutex_t* lock) : lock_(lock) {
+    if (lock_ != nullptr && pthread_mutex_lock(lock_) == EOWNERDEAD) {
+      pthread_mutex_consistent(lock_);
+    }
+  }
+  ~OutputLockGuard() {
+    if (lock_ != nullptr) pthread_mutex_unlock(lock_);
+  }
+  OutputLockGuard(const OutputLockGuard&) = delete;
+  OutputLockGuard& operator=(const OutputLockGuard&) = delete;
+
+ private:
+  pthread_mutex_t* lock_;
+};
+
+// Writes all of data (looping on partial writes). False when the reader is gone.
+bool WriteFully(int fd, const char* data, size_t length) {
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = ::write(fd, data + done, length - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {  // a non-blocking host stdout: wait until it drains
+      pollfd p{fd, POLLOUT, 0};
+      poll(&p, 1, -1);
+      continue;
+    }
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+int64_t LineWriter::PassThrough(std::span<const iovec> iov) {
+  OutputLockGuard guard(lock_);
+  int64_t total = 0;
+  for (const iovec& part : iov) {
+    if (!WriteFully(host_fd_, static_cast<const char*>(part.iov_base), part.iov_len)) {
+      return total > 0 ? total : -errno;
+    }
+    total += static_cast<int64_t>(part.iov_len);
+  }
+  return total;
+}
+
 int64_t LineWriter::Write(std::span<const iovec> iov) {
+  if (!line_buffered_) return PassThrough(iov);
   int64_t total = 0;
   for (const iovec& part : iov) {
     const char* data = static_cast<const char*>(part.iov_base);
@@ -41,13 +94,9 @@ void LineWriter::Emit(const char* data, size_t length) {
   std::string line;
   line.reserve(prefix_.size() + length);
   line.append(prefix_).append(data, length);
-  size_t done = 0;
-  while (done < line.size()) {
-    ssize_t n = ::write(host_fd_, line.data() + done, line.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // the reader is gone: drop the line, as a closed pipe would
-    done += static_cast<size_t>(n);
-  }
+  OutputLockGuard guard(lock_);
+  // A reader that is gone drops the line, as a closed pipe would.
+  (void)WriteFully(host_fd_, line.data(), line.size());
 }
 
 }  // namespace flurry

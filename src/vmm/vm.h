@@ -51,9 +51,9 @@ class Vm : public ForkHost {
   GuestMemory& memory() { return memory_; }
 
   // ForkHost.
-  Result<VcpuState> CaptureResumeState() override;
-  Result<VcpuState> CaptureCurrentState() override;
-  Result<void> BecomeClone(int32_t id, const VcpuState& state) override;
+  Result<CloneState> CaptureResumeState() override;
+  Result<CloneState> CaptureCurrentState() override;
+  Result<void> BecomeClone(int32_t id, const CloneState& state) override;
 
  private:
   Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state,

@@ -12,25 +12,27 @@
 
 namespace flurry {
 
-Result<VcpuState> Vm::CaptureResumeState() {
+Result<CloneState> Vm::CaptureResumeState() {
   if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
-  return CaptureVcpu(vcpu_, ResumeRegs(0), x86::HostXcr0());
+  VcpuState vcpu = FLURRY_TRY(CaptureVcpu(vcpu_, ResumeRegs(0), x86::HostXcr0()));
+  return CloneState{std::move(vcpu), CaptureFiles(state_.fds)};
 }
 
-Result<void> Vm::BecomeClone(int32_t id, const VcpuState& state) {
+Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   // The KVM objects inherited through fork() belong to the parent's address space (KVM refuses
   // them here); replace them with a new VM around this process's copy of guest memory.
   system_ = FLURRY_TRY(KvmSystem::Open());
   kvm_vm_ = FLURRY_TRY(KvmVm::Create(system_));
   FLURRY_TRY(kvm_vm_.SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
   vcpu_ = FLURRY_TRY(KvmVcpu::Create(system_, kvm_vm_, 0));
-  FLURRY_TRY_CTX(RestoreVcpu(system_, vcpu_, state), "restoring the vCPU");
+  FLURRY_TRY_CTX(RestoreVcpu(system_, vcpu_, state.vcpu), "restoring the vCPU");
   vcpu_replaced_ = true;
 
   state_.identity.ppid = state_.identity.pid;
   state_.identity.pid = getpid();
   state_.identity.tid = state_.identity.pid;
-  // Reopen the guest's files: inherited host fds would share offsets with the parent.
+  // Reopen the guest's files as they were at the clone instant: inherited host fds would share
+  // offsets with the parent.
   const HostDir* root = state_.fds.root();
   std::optional<std::string> root_path;
   if (root != nullptr) root_path = root->host_path();
@@ -41,10 +43,10 @@ Result<void> Vm::BecomeClone(int32_t id, const VcpuState& state) {
         "giving the clone its own view of --dir");
     root_path = clone_directory_->merged();
   }
-  FLURRY_TRY_CTX(RestoreFiles(CaptureFiles(state_.fds), root_path, state_.fds),
+  FLURRY_TRY_CTX(RestoreFiles(state.files, root_path, state_.fds),
                  "reopening the guest's files");
-  if (clone_output_prefix_) state_.fds.EnableLineOutput(fmt::format("[clone {}] ", id));
-  else state_.fds.EnableLineOutput("");
+  state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
+                         clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");
   clock_ = GuestClock();
   FLURRY_TRY_CTX(clock_.Start(vcpu_, memory_), "starting the clone's clock");
   vcpu_thread_.store(pthread_self());

@@ -38,11 +38,12 @@ Result<void> Vm::SettleRegisters() {
   return {};
 }
 
-Result<VcpuState> Vm::CaptureCurrentState() {
+Result<CloneState> Vm::CaptureCurrentState() {
   FLURRY_TRY(SettleRegisters());
   if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
   kvm_regs regs = FLURRY_TRY(vcpu_.GetRegs());
-  return CaptureVcpu(vcpu_, regs, x86::HostXcr0());
+  VcpuState vcpu = FLURRY_TRY(CaptureVcpu(vcpu_, regs, x86::HostXcr0()));
+  return CloneState{std::move(vcpu), CaptureFiles(state_.fds)};
 }
 
 Result<void> Vm::ServeControl() {

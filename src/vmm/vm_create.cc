@@ -150,6 +150,9 @@ Vm::Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState 
       state_(std::move(state)),
       syscalls_(SyscallTable::Default()),
       fork_(std::move(fork)),
-      clone_output_prefix_(clone_output_prefix) {}
+      clone_output_prefix_(clone_output_prefix) {
+  // Clones will share this VM's stdout/stderr: its writes take the family's output lock too.
+  state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/false, "");
+}
 
 }  // namespace flurry

@@ -41,9 +41,9 @@ Result<ControlReply> Vm::WriteSnapshot(const std::string& directory) {
   if (mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
     return FailErrno(fmt::format("creating snapshot directory {}", directory));
   }
-  VcpuState vcpu = FLURRY_TRY_CTX(CaptureCurrentState(), "capturing the vCPU");
+  CloneState current = FLURRY_TRY_CTX(CaptureCurrentState(), "capturing the vCPU");
   VmDescriptor descriptor = FLURRY_TRY_CTX(CaptureGuest(state_, memory_), "capturing the guest");
-  descriptor.vcpu = vcpu;
+  descriptor.vcpu = current.vcpu;
   descriptor.clone = CloneIdentityRecord{fork_.family_id(), fork_.clone_id()};
   const std::string descriptor_path = directory + "/" + kDescriptorFile;
   FLURRY_TRY(WriteDescriptorFile(descriptor_path, descriptor));
