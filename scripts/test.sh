@@ -63,7 +63,8 @@ else
 fi
 
 echo "=== test.sh: sanitizer build (build-asan/)"
-if scripts/build.sh "$ROOT/build-asan" -DFLURRY_SANITIZE=ON -DFLURRY_BENCHMARKS=OFF; then
+if scripts/build.sh "$ROOT/build-asan" -DFLURRY_SANITIZE=ON -DFLURRY_BENCHMARKS=OFF \
+    -DFLURRY_INTEGRATION_TESTS=OFF; then
   run_ctest asan --test-dir build-asan --output-on-failure --no-tests=error -j2 -L unit
 else
   problems+=("build of build-asan/ failed")

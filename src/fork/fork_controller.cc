@@ -200,14 +200,18 @@ SyscallResult ForkController::Exit(SyscallContext& context, const SyscallArgs& a
   return SyscallResult::Exit(static_cast<int>(args.arg[0] & 0xff));
 }
 
+void ForkController::AdoptSpawned(Ticket& ticket, std::vector<SpawnedClone> spawned) {
+  for (SpawnedClone& c : spawned) {
+    ticket.children.push_back(Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
+  }
+}
+
 Result<void> ForkController::CollectChildren(Ticket& ticket) {
   if (!ticket.snapshot.valid() || ticket.collected) return {};
   ticket.collected = true;
   auto spawned = ReceiveSpawnReplies(ticket.snapshot.get(), ticket.granted);
   if (!spawned) return std::unexpected(spawned.error());
-  for (SpawnedClone& c : *spawned) {
-    ticket.children.push_back(Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
-  }
+  AdoptSpawned(ticket, std::move(*spawned));
   return {};
 }
 
@@ -313,9 +317,7 @@ SyscallResult ForkController::CreateClones(const SyscallArgs& args) {
   if (!spawned) return ErrnoFrom(spawned.error());
   ticket.cloned = true;
   ticket.first_id = first_id;
-  for (SpawnedClone& c : *spawned) {
-    ticket.children.push_back(Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
-  }
+  AdoptSpawned(ticket, std::move(*spawned));
   return SyscallResult::Return(0);
 }
 

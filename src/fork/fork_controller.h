@@ -22,6 +22,7 @@
 #include "base/unique_fd.h"
 #include "fork/clone_family.h"
 #include "fork/outcome_channel.h"
+#include "fork/snapshot_server.h"
 #include "guest/syscall.h"
 #include "snapshot/vm_descriptor.h"
 
@@ -131,6 +132,7 @@ class ForkController {
   // become `id`.
   void ResetForClone(int32_t id, UniqueFd channel);
   Result<void> CollectChildren(Ticket& ticket);
+  void AdoptSpawned(Ticket& ticket, std::vector<SpawnedClone> spawned);
   int32_t GrantFor(int32_t requested) const;
 
   ForkPolicy policy_;
