@@ -212,6 +212,10 @@ Result<void> ForkController::CollectChildren(Ticket& ticket) {
   auto spawned = ReceiveSpawnReplies(ticket.snapshot.get(), ticket.granted);
   if (!spawned) return std::unexpected(spawned.error());
   AdoptSpawned(ticket, std::move(*spawned));
+  if (static_cast<int32_t>(ticket.children.size()) < ticket.granted) {
+    std::fprintf(stderr, "flurry: only %zu of %d clones could be started\n",
+                 ticket.children.size(), ticket.granted);
+  }
   return {};
 }
 

@@ -1,6 +1,7 @@
 #include "fork/snapshot_server.h"
 
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -17,7 +18,7 @@ bool SendReply(int control, const SpawnReply& reply, int channel_fd, int pidfd) 
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   alignas(cmsghdr) char control_buffer[CMSG_SPACE(2 * sizeof(int))] = {};
-  if (channel_fd >= 0) {
+  if (channel_fd >= 0 && pidfd >= 0) {
     msg.msg_control = control_buffer;
     msg.msg_controllen = sizeof control_buffer;
     cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
@@ -26,6 +27,15 @@ bool SendReply(int control, const SpawnReply& reply, int channel_fd, int pidfd) 
     cmsg->cmsg_len = CMSG_LEN(2 * sizeof(int));
     int fds[2] = {channel_fd, pidfd};
     std::memcpy(CMSG_DATA(cmsg), fds, sizeof fds);
+  } else if (channel_fd >= 0) {
+    // Never lose a clone's outcome channel, even without a pidfd.
+    msg.msg_control = control_buffer;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int));
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &channel_fd, sizeof channel_fd);
   }
   ssize_t n;
   do {
@@ -47,11 +57,20 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, Clo
       SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, errno), -1, -1);
       return false;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
+    // The clone waits at `gate` until its pidfd exists: a clone that ended at once would
+    // otherwise be reaped (SIGCHLD is ignored here) before pidfd_open could name it.
+    int gate[2];
+    if (pipe2(gate, O_CLOEXEC) != 0) {
       int err = errno;
       close(channel[0]);
       close(channel[1]);
+      SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
+      return false;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+      int err = errno;
+      for (int fd : {channel[0], channel[1], gate[0], gate[1]}) close(fd);
       SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
       return false;
     }
@@ -61,6 +80,11 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, Clo
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != server) _exit(1);  // it died before we asked
       }
+      close(gate[1]);
+      char go;
+      while (read(gate[0], &go, 1) < 0 && errno == EINTR) {
+      }
+      close(gate[0]);
       close(channel[0]);
       close(control);
       start->id = first_id + i;
@@ -68,7 +92,10 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, Clo
       return true;
     }
     close(channel[1]);
+    close(gate[0]);
     int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    (void)!write(gate[1], "g", 1);
+    close(gate[1]);
     SendReply(control, Reply(SpawnReply::kClone, first_id + i, pid, 0), channel[0], pidfd);
     close(channel[0]);
     if (pidfd >= 0) close(pidfd);
@@ -143,10 +170,9 @@ Result<std::vector<SpawnedClone>> ReceiveSpawnReplies(int control, int32_t expec
     }
     int fds[2] = {-1, -1};
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-          c->cmsg_len == CMSG_LEN(2 * sizeof(int))) {
-        std::memcpy(fds, CMSG_DATA(c), sizeof fds);
-      }
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      if (c->cmsg_len == CMSG_LEN(2 * sizeof(int))) std::memcpy(fds, CMSG_DATA(c), sizeof fds);
+      if (c->cmsg_len == CMSG_LEN(sizeof(int))) std::memcpy(fds, CMSG_DATA(c), sizeof(int));
     }
     UniqueFd channel(fds[0]), pidfd(fds[1]);
     if (n != sizeof reply || reply.magic != kSnapshotMagic || reply.version != kSnapshotVersion) {
