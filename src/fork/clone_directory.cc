@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 namespace flurry {
@@ -10,7 +11,9 @@ namespace flurry {
 namespace fs = std::filesystem;
 
 std::string CloneDirectory::LayersPath(uint64_t family_id, int32_t clone_id) {
-  return fmt::format("/tmp/flurry-{:016x}-{}", family_id, clone_id);
+  const char* tmp = std::getenv("TMPDIR");
+  return fmt::format("{}/flurry-{:016x}-{}", tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp",
+                     family_id, clone_id);
 }
 
 void CloneDirectory::RemoveLayers(uint64_t family_id, int32_t clone_id) {

@@ -599,21 +599,14 @@ TEST(ForkExit, ExitAndReturnFromMainAreExitedOutcomes) {
 // Files: each clone has its own copy of the file offsets and a private copy-on-write view of a
 // writable --dir (its writes reach neither the host directory nor its siblings).
 
-std::set<std::string> FlurryTmpEntries() {
-  std::set<std::string> names;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/tmp", ec)) {
-    std::string name = e.path().filename().string();
-    if (StartsWith(name, "flurry-")) names.insert(name);
-  }
-  return names;
-}
-
 TEST(ForkFiles, OwnOffsetsAndPrivateWritableDir) {
   TempDir t;
   WriteFile(t.path() / "data.txt", "0123456789ABCDEFGHIJ");
-  const auto tmp_before = FlurryTmpEntries();
-  auto r = FlurryRun({"--dir", t.path().string() + ":rw", Guest("fork_files")});
+  // The clones' copy-on-write layers go to $TMPDIR: a private one, to see them removed.
+  TempDir layers;
+  RunOptions options = WithDeadline(kDeadline);
+  options.env = {{"TMPDIR", layers.path().string()}};
+  auto r = Flurry({"run", "--dir", t.path().string() + ":rw", Guest("fork_files")}, options);
   ExpectFinished(r, 0);
   EXPECT_EQ(r.err, "") << r.Describe();
   EXPECT_EQ(r.out,
@@ -628,8 +621,8 @@ TEST(ForkFiles, OwnOffsetsAndPrivateWritableDir) {
   for (const auto& e : fs::directory_iterator(t.path())) names.insert(e.path().filename());
   EXPECT_EQ(names, std::set<std::string>{"data.txt"}) << "a clone's write reached --dir";
   EXPECT_EQ(ReadFile(t.path() / "data.txt"), "0123456789ABCDEFGHIJ");
-  // The clones' copy-on-write layers (/tmp/flurry-<family>-<id>) are gone.
-  EXPECT_EQ(FlurryTmpEntries(), tmp_before);
+  // The clones' copy-on-write layers ($TMPDIR/flurry-<family>-<id>) are gone.
+  EXPECT_TRUE(fs::is_empty(layers.path())) << "clone layers were left in $TMPDIR";
 }
 
 // A clone's file offsets are the ones at the instant of sf_clone, even if the parent reads on

@@ -121,6 +121,7 @@ RunResult Run(const std::vector<std::string>& argv, const RunOptions& options) {
       if (mount("tmpfs", "/dev", "tmpfs", 0, nullptr) != 0)
         ChildFail(kCannotHideKvm, "mount tmpfs /dev");
     }
+    for (const auto& [key, value] : options.env) setenv(key.c_str(), value.c_str(), 1);
     execv(cargv[0], cargv.data());
     ChildFail(kExecFailed, "execv");
   }

@@ -29,6 +29,7 @@ struct RunOptions {
   std::string stdin_data;
   int timeout_seconds = 60;
   bool hide_kvm = false;  // run with an empty /dev (private mount namespace)
+  std::vector<std::pair<std::string, std::string>> env;  // set in the child before exec
 };
 
 RunOptions WithStdin(std::string data);
