@@ -10,9 +10,13 @@ namespace flurry {
 Result<GuestMemory> GuestMemory::Create(uint64_t size) {
   if (size % x86::kHugePageSize != 0) return Fail("guest memory size {} is not a multiple of 2 MiB", size);
   Mapping mapping = FLURRY_TRY_CTX(Mapping::Anonymous(size), "allocating guest memory");
-  // Huge pages make first touch of guest memory as fast as native; failure only costs speed.
-  (void)madvise(mapping.data(), size, MADV_HUGEPAGE);
   return GuestMemory(std::move(mapping));
+}
+
+void GuestMemory::AdviseHugePages(uint64_t start, uint64_t length) const {
+  if (start >= size() || length == 0) return;
+  if (length > size() - start) length = size() - start;
+  (void)madvise(host_base() + start, length, MADV_HUGEPAGE);
 }
 
 uint8_t* GuestMemory::HostPointer(uint64_t gpa, uint64_t len) const {

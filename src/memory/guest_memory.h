@@ -19,8 +19,14 @@ namespace flurry {
 
 class GuestMemory {
  public:
-  // Maps `size` bytes (a multiple of 2 MiB) of RAM, backed by transparent huge pages.
+  // Maps `size` bytes (a multiple of 2 MiB) of RAM (4 KiB host pages until advised).
   static Result<GuestMemory> Create(uint64_t size);
+
+  // Backs [start, start+length) (2 MiB aligned) with transparent huge pages: first touch of
+  // big allocations then costs what it does natively. The VMM leaves the small, always
+  // touched regions (system area, program image, stack) on 4 KiB pages, so starting a VM
+  // does not zero whole 2 MiB pages for a few KiB of data. Failure only costs speed.
+  void AdviseHugePages(uint64_t start, uint64_t length) const;
 
   uint64_t size() const { return mapping_.size(); }
   uint8_t* host_base() const { return mapping_.data(); }

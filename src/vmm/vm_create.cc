@@ -85,6 +85,8 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   const uint64_t mmap_top = guard;
   GuestMemory memory = FLURRY_TRY(GuestMemory::Create(ram));
   LoadedImage image = FLURRY_TRY_CTX(LoadElf(elf, file, memory, mmap_top), config.program);
+  const uint64_t huge_start = x86::AlignUp(image.image_end, kHugePageSize);
+  if (huge_start < mmap_top) memory.AdviseHugePages(huge_start, mmap_top - huge_start);
 
   x86::AddressRange hole{guard, kHugePageSize};
   FLURRY_TRY(x86::BuildPageTables(memory, {&hole, 1}));

@@ -77,6 +77,10 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
   FLURRY_TRY_CTX(CheckCompatibleWithHost(d, x86::CpuSignature::OfHost()), descriptor_path);
   KvmSystem system = FLURRY_TRY(KvmSystem::Open());
   GuestMemory memory = FLURRY_TRY(GuestMemory::Create(d.memory.ram_size));
+  const uint64_t huge_start = x86::AlignUp(d.memory.image_end, x86::kHugePageSize);
+  if (huge_start < d.memory.mmap_top) {
+    memory.AdviseHugePages(huge_start, d.memory.mmap_top - huge_start);
+  }
 
   const std::string memory_path = directory + "/" + kMemoryFile;
   UniqueFd image(open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
