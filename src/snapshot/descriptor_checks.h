@@ -1,0 +1,44 @@
+// Internal to the descriptor codec: the error helpers and constants its translation units share.
+#pragma once
+
+#include <bit>
+#include <csignal>
+#include <cstddef>
+#include <string_view>
+
+#include "arch/x86_64/layout.h"
+#include "base/error.h"
+#include "snapshot/descriptor_codec.h"
+
+namespace flurry::descriptor_internal {
+
+static_assert(std::endian::native == std::endian::little,
+              "the descriptor header is little-endian and copied as-is");
+
+using x86::kPageSize;
+
+inline constexpr size_t kInterruptBitmapWords = std::size(kvm_sregs{}.interrupt_bitmap);
+static_assert(kInterruptBitmapWords == 4);
+inline constexpr int kMaxSignal = SignalState::kSignals;
+inline constexpr uint64_t kUnblockableSignals = (1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1));
+
+inline std::unexpected<Error> Invalid(std::string_view message) {
+  return std::unexpected(Error(0, fmt::format("invalid descriptor: {}", message)));
+}
+template <typename... Args>
+std::unexpected<Error> Invalid(fmt::format_string<Args...> format, Args&&... args) {
+  return Invalid(std::string_view(fmt::format(format, std::forward<Args>(args)...)));
+}
+
+inline std::unexpected<Error> Missing(std::string_view what) { return Invalid("missing {}", what); }
+
+inline Result<void> CheckRamSize(uint64_t ram_size) {
+  if (ram_size % x86::kHugePageSize != 0 || ram_size < x86::kMinRamSize ||
+      ram_size > x86::kMaxRamSize) {
+    return Invalid("ram size {:#x} is not a multiple of 2 MiB in [{} MiB, {} GiB]", ram_size,
+                   x86::kMinRamSize >> 20, x86::kMaxRamSize >> 30);
+  }
+  return {};
+}
+
+}  // namespace flurry::descriptor_internal

@@ -1,0 +1,462 @@
+#include "snapshot/descriptor_proto.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <set>
+
+#include "snapshot/descriptor_checks.h"
+
+namespace flurry::descriptor_internal {
+
+namespace pb = ::flurry::descriptor::v1;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// VmDescriptor -> proto
+
+void SegmentToProto(const kvm_segment& s, pb::Segment* out) {
+  out->set_base(s.base);
+  out->set_limit(s.limit);
+  out->set_selector(s.selector);
+  out->set_type(s.type);
+  out->set_present(s.present != 0);
+  out->set_dpl(s.dpl);
+  out->set_db(s.db != 0);
+  out->set_s(s.s != 0);
+  out->set_l(s.l != 0);
+  out->set_g(s.g != 0);
+  out->set_avl(s.avl != 0);
+  out->set_unusable(s.unusable != 0);
+}
+
+void DtableToProto(const kvm_dtable& t, pb::DescriptorTable* out) {
+  out->set_base(t.base);
+  out->set_limit(t.limit);
+}
+
+void VcpuToProto(const VcpuState& v, pb::Vcpu* out) {
+  pb::Regs* r = out->mutable_regs();
+  r->set_rax(v.regs.rax);
+  r->set_rbx(v.regs.rbx);
+  r->set_rcx(v.regs.rcx);
+  r->set_rdx(v.regs.rdx);
+  r->set_rsi(v.regs.rsi);
+  r->set_rdi(v.regs.rdi);
+  r->set_rsp(v.regs.rsp);
+  r->set_rbp(v.regs.rbp);
+  r->set_r8(v.regs.r8);
+  r->set_r9(v.regs.r9);
+  r->set_r10(v.regs.r10);
+  r->set_r11(v.regs.r11);
+  r->set_r12(v.regs.r12);
+  r->set_r13(v.regs.r13);
+  r->set_r14(v.regs.r14);
+  r->set_r15(v.regs.r15);
+  r->set_rip(v.regs.rip);
+  r->set_rflags(v.regs.rflags);
+
+  pb::Sregs* s = out->mutable_sregs();
+  SegmentToProto(v.sregs.cs, s->mutable_cs());
+  SegmentToProto(v.sregs.ds, s->mutable_ds());
+  SegmentToProto(v.sregs.es, s->mutable_es());
+  SegmentToProto(v.sregs.fs, s->mutable_fs());
+  SegmentToProto(v.sregs.gs, s->mutable_gs());
+  SegmentToProto(v.sregs.ss, s->mutable_ss());
+  SegmentToProto(v.sregs.tr, s->mutable_tr());
+  SegmentToProto(v.sregs.ldt, s->mutable_ldt());
+  DtableToProto(v.sregs.gdt, s->mutable_gdt());
+  DtableToProto(v.sregs.idt, s->mutable_idt());
+  s->set_cr0(v.sregs.cr0);
+  s->set_cr2(v.sregs.cr2);
+  s->set_cr3(v.sregs.cr3);
+  s->set_cr4(v.sregs.cr4);
+  s->set_cr8(v.sregs.cr8);
+  s->set_efer(v.sregs.efer);
+  s->set_apic_base(v.sregs.apic_base);
+  for (uint64_t word : v.sregs.interrupt_bitmap) s->add_interrupt_bitmap(word);
+
+  out->set_xsave(reinterpret_cast<const char*>(&v.xsave), sizeof(v.xsave));
+  out->set_xcr0(v.xcr0);
+  for (const kvm_msr_entry& msr : v.msrs) {
+    pb::Msr* m = out->add_msrs();
+    m->set_index(msr.index);
+    m->set_data(msr.data);
+  }
+}
+
+pb::FileKind KindToProto(FileKind kind) {
+  switch (kind) {
+    case FileKind::kStdio:
+      return pb::FILE_KIND_STDIO;
+    case FileKind::kRegular:
+      return pb::FILE_KIND_REGULAR;
+    case FileKind::kDirectory:
+      return pb::FILE_KIND_DIRECTORY;
+    case FileKind::kOther:
+      return pb::FILE_KIND_OTHER;
+  }
+  return pb::FILE_KIND_UNSPECIFIED;  // an out-of-range enum value; the decoder refuses it
+}
+
+}  // namespace
+
+void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
+  pb::CpuSignature* cpu = out->mutable_cpu();
+  cpu->set_vendor(d.cpu.vendor);
+  cpu->set_family(d.cpu.family);
+  cpu->set_model(d.cpu.model);
+  cpu->set_stepping(d.cpu.stepping);
+  cpu->set_features_hash(d.cpu.features_hash);
+  cpu->set_xcr0(d.cpu.xcr0);
+
+  VcpuToProto(d.vcpu, out->mutable_vcpu());
+
+  pb::ProcessIdentity* id = out->mutable_identity();
+  id->set_pid(d.identity.pid);
+  id->set_ppid(d.identity.ppid);
+  id->set_tid(d.identity.tid);
+  id->set_clear_child_tid(d.identity.clear_child_tid);
+  id->set_robust_list(d.identity.robust_list);
+  id->set_robust_list_len(d.identity.robust_list_len);
+  id->set_exe_path(d.identity.exe_path);
+  id->set_hostname(d.identity.hostname);
+
+  pb::SegmentBases* bases = out->mutable_segment_bases();
+  bases->set_fs_base(d.segment_bases.fs_base);
+  bases->set_gs_base(d.segment_bases.gs_base);
+  bases->set_dirty(d.segment_bases.dirty);
+
+  pb::MemoryLayout* mem = out->mutable_memory();
+  mem->set_ram_size(d.memory.ram_size);
+  mem->set_image_start(d.memory.image_start);
+  mem->set_image_end(d.memory.image_end);
+  mem->set_brk_start(d.memory.brk_start);
+  mem->set_brk(d.memory.brk);
+  mem->set_mmap_top(d.memory.mmap_top);
+  mem->set_stack_bottom(d.memory.stack_bottom);
+  mem->mutable_regions()->Reserve(static_cast<int>(d.memory.regions.size()));
+  for (const auto& [start, length] : d.memory.regions) {
+    pb::MemoryRegion* region = mem->add_regions();
+    region->set_start(start);
+    region->set_length(length);
+  }
+
+  pb::Files* files = out->mutable_files();
+  if (d.files.root_host_path) files->set_root_host_path(*d.files.root_host_path);
+  files->set_root_writable(d.files.root_writable);
+  files->set_cwd(d.files.cwd);
+  for (const FdRecord& fd : d.files.fds) {
+    pb::FileDescriptor* f = files->add_fds();
+    f->set_fd(fd.fd);
+    f->set_kind(KindToProto(fd.kind));
+    f->set_stdio_fd(fd.stdio_fd);
+    f->set_path(fd.path);
+    f->set_flags(fd.flags);
+    f->set_cloexec(fd.cloexec);
+    f->set_offset(fd.offset);
+  }
+
+  pb::Signals* sig = out->mutable_signals();
+  for (size_t signal = 0; signal < d.signals.actions.size(); ++signal) {
+    const GuestSigaction& a = d.signals.actions[signal];
+    if (a.handler == 0 && a.flags == 0 && a.restorer == 0 && a.mask == 0) continue;
+    pb::SignalAction* action = sig->add_actions();
+    action->set_signal(static_cast<uint32_t>(signal));
+    action->set_handler(a.handler);
+    action->set_flags(a.flags);
+    action->set_restorer(a.restorer);
+    action->set_mask(a.mask);
+  }
+  sig->set_blocked(d.signals.blocked);
+  pb::SignalStack* altstack = sig->mutable_altstack();
+  altstack->set_sp(d.signals.altstack.sp);
+  altstack->set_flags(d.signals.altstack.flags);
+  altstack->set_size(d.signals.altstack.size);
+
+  out->set_start_time_ns(d.start_time_ns);
+
+  // Gaps are computed modulo 2^64, so even unsorted runs round-trip exactly (and are then
+  // refused by validation).
+  pb::PageMap* pages = out->mutable_pages();
+  pages->mutable_run_gaps()->Reserve(static_cast<int>(d.pages.present.size()));
+  pages->mutable_run_lengths()->Reserve(static_cast<int>(d.pages.present.size()));
+  uint64_t previous_end = 0;
+  for (const PageMapRecord::Run& run : d.pages.present) {
+    pages->add_run_gaps(run.first_page - previous_end);
+    pages->add_run_lengths(run.page_count);
+    previous_end = run.first_page + run.page_count;
+  }
+
+  pb::CloneIdentity* clone = out->mutable_clone();
+  clone->set_family_id(d.clone.family_id);
+  clone->set_clone_id(d.clone.clone_id);
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// proto -> VmDescriptor: representation checks (values the C++ types cannot hold, missing
+// messages, malformed arrays). Semantic checks are ValidateDescriptor's.
+
+Result<void> SegmentFromProto(std::string_view name, const pb::Segment& s, kvm_segment* out) {
+  if (s.selector() > 0xffff)
+    return Invalid("{} selector {:#x} exceeds 16 bits", name, s.selector());
+  if (s.type() > 15) return Invalid("{} type {} exceeds 4 bits", name, s.type());
+  if (s.dpl() > 3) return Invalid("{} dpl {} exceeds 3", name, s.dpl());
+  *out = kvm_segment{};
+  out->base = s.base();
+  out->limit = s.limit();
+  out->selector = static_cast<uint16_t>(s.selector());
+  out->type = static_cast<uint8_t>(s.type());
+  out->present = s.present();
+  out->dpl = static_cast<uint8_t>(s.dpl());
+  out->db = s.db();
+  out->s = s.s();
+  out->l = s.l();
+  out->g = s.g();
+  out->avl = s.avl();
+  out->unusable = s.unusable();
+  return {};
+}
+
+Result<void> DtableFromProto(std::string_view name, const pb::DescriptorTable& t, kvm_dtable* out) {
+  if (t.limit() > 0xffff) return Invalid("{} limit {:#x} exceeds 16 bits", name, t.limit());
+  *out = kvm_dtable{};
+  out->base = t.base();
+  out->limit = static_cast<uint16_t>(t.limit());
+  return {};
+}
+
+Result<void> VcpuFromProto(const pb::Vcpu& v, VcpuState* out) {
+  if (!v.has_regs()) return Missing("vcpu.regs");
+  if (!v.has_sregs()) return Missing("vcpu.sregs");
+  const pb::Regs& r = v.regs();
+  out->regs = kvm_regs{};
+  out->regs.rax = r.rax();
+  out->regs.rbx = r.rbx();
+  out->regs.rcx = r.rcx();
+  out->regs.rdx = r.rdx();
+  out->regs.rsi = r.rsi();
+  out->regs.rdi = r.rdi();
+  out->regs.rsp = r.rsp();
+  out->regs.rbp = r.rbp();
+  out->regs.r8 = r.r8();
+  out->regs.r9 = r.r9();
+  out->regs.r10 = r.r10();
+  out->regs.r11 = r.r11();
+  out->regs.r12 = r.r12();
+  out->regs.r13 = r.r13();
+  out->regs.r14 = r.r14();
+  out->regs.r15 = r.r15();
+  out->regs.rip = r.rip();
+  out->regs.rflags = r.rflags();
+
+  const pb::Sregs& s = v.sregs();
+  kvm_sregs& o = out->sregs;
+  o = kvm_sregs{};
+  struct NamedSegment {
+    const char* name;
+    bool present;
+    const pb::Segment& in;
+    kvm_segment* out;
+  };
+  const NamedSegment segments[] = {
+      {"sregs.cs", s.has_cs(), s.cs(), &o.cs}, {"sregs.ds", s.has_ds(), s.ds(), &o.ds},
+      {"sregs.es", s.has_es(), s.es(), &o.es}, {"sregs.fs", s.has_fs(), s.fs(), &o.fs},
+      {"sregs.gs", s.has_gs(), s.gs(), &o.gs}, {"sregs.ss", s.has_ss(), s.ss(), &o.ss},
+      {"sregs.tr", s.has_tr(), s.tr(), &o.tr}, {"sregs.ldt", s.has_ldt(), s.ldt(), &o.ldt},
+  };
+  for (const NamedSegment& seg : segments) {
+    if (!seg.present) return Missing(seg.name);
+    FLURRY_TRY(SegmentFromProto(seg.name, seg.in, seg.out));
+  }
+  if (!s.has_gdt()) return Missing("sregs.gdt");
+  if (!s.has_idt()) return Missing("sregs.idt");
+  FLURRY_TRY(DtableFromProto("sregs.gdt", s.gdt(), &o.gdt));
+  FLURRY_TRY(DtableFromProto("sregs.idt", s.idt(), &o.idt));
+  o.cr0 = s.cr0();
+  o.cr2 = s.cr2();
+  o.cr3 = s.cr3();
+  o.cr4 = s.cr4();
+  o.cr8 = s.cr8();
+  o.efer = s.efer();
+  o.apic_base = s.apic_base();
+  if (static_cast<size_t>(s.interrupt_bitmap_size()) != kInterruptBitmapWords) {
+    return Invalid("sregs.interrupt_bitmap has {} words, expected {}", s.interrupt_bitmap_size(),
+                   kInterruptBitmapWords);
+  }
+  for (size_t i = 0; i < kInterruptBitmapWords; ++i) {
+    o.interrupt_bitmap[i] = s.interrupt_bitmap(static_cast<int>(i));
+  }
+
+  if (v.xsave().size() != sizeof(out->xsave)) {
+    return Invalid("xsave area is {} bytes, expected {}", v.xsave().size(), sizeof(out->xsave));
+  }
+  std::memcpy(&out->xsave, v.xsave().data(), sizeof(out->xsave));
+  out->xcr0 = v.xcr0();
+  if (static_cast<size_t>(v.msrs_size()) > kMaxDescriptorMsrs) {
+    return Invalid("{} MSRs, at most {} allowed", v.msrs_size(), kMaxDescriptorMsrs);
+  }
+  out->msrs.clear();
+  out->msrs.reserve(v.msrs_size());
+  for (const pb::Msr& m : v.msrs()) {
+    kvm_msr_entry entry{};
+    entry.index = m.index();
+    entry.data = m.data();
+    out->msrs.push_back(entry);
+  }
+  return {};
+}
+
+Result<FileKind> KindFromProto(int kind, int32_t fd) {
+  switch (kind) {
+    case pb::FILE_KIND_STDIO:
+      return FileKind::kStdio;
+    case pb::FILE_KIND_REGULAR:
+      return FileKind::kRegular;
+    case pb::FILE_KIND_DIRECTORY:
+      return FileKind::kDirectory;
+    case pb::FILE_KIND_OTHER:
+      return FileKind::kOther;
+    default:
+      return Invalid("fd {} has unknown kind {}", fd, kind);
+  }
+}
+
+}  // namespace
+
+Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
+  if (!in.has_cpu()) return Missing("cpu");
+  if (!in.has_vcpu()) return Missing("vcpu");
+  if (!in.has_identity()) return Missing("identity");
+  if (!in.has_segment_bases()) return Missing("segment_bases");
+  if (!in.has_memory()) return Missing("memory");
+  if (!in.has_files()) return Missing("files");
+  if (!in.has_signals()) return Missing("signals");
+  if (!in.signals().has_altstack()) return Missing("signals.altstack");
+  if (!in.has_pages()) return Missing("pages");
+  if (!in.has_clone()) return Missing("clone");
+
+  VmDescriptor d;
+  const pb::CpuSignature& cpu = in.cpu();
+  d.cpu.vendor = cpu.vendor();
+  d.cpu.family = cpu.family();
+  d.cpu.model = cpu.model();
+  d.cpu.stepping = cpu.stepping();
+  d.cpu.features_hash = cpu.features_hash();
+  d.cpu.xcr0 = cpu.xcr0();
+
+  FLURRY_TRY(VcpuFromProto(in.vcpu(), &d.vcpu));
+
+  const pb::ProcessIdentity& id = in.identity();
+  d.identity.pid = id.pid();
+  d.identity.ppid = id.ppid();
+  d.identity.tid = id.tid();
+  d.identity.clear_child_tid = id.clear_child_tid();
+  d.identity.robust_list = id.robust_list();
+  d.identity.robust_list_len = id.robust_list_len();
+  d.identity.exe_path = id.exe_path();
+  d.identity.hostname = id.hostname();
+
+  d.segment_bases.fs_base = in.segment_bases().fs_base();
+  d.segment_bases.gs_base = in.segment_bases().gs_base();
+  d.segment_bases.dirty = in.segment_bases().dirty();
+
+  const pb::MemoryLayout& mem = in.memory();
+  d.memory.ram_size = mem.ram_size();
+  d.memory.image_start = mem.image_start();
+  d.memory.image_end = mem.image_end();
+  d.memory.brk_start = mem.brk_start();
+  d.memory.brk = mem.brk();
+  d.memory.mmap_top = mem.mmap_top();
+  d.memory.stack_bottom = mem.stack_bottom();
+  // Bound what the containers below may allocate by what the declared RAM can hold (a valid
+  // descriptor never has more regions or page runs than RAM has pages).
+  FLURRY_TRY(CheckRamSize(d.memory.ram_size));
+  const uint64_t ram_pages = d.memory.ram_size / kPageSize;
+  if (static_cast<uint64_t>(mem.regions_size()) > ram_pages) {
+    return Invalid("{} memory regions in {} pages of RAM", mem.regions_size(), ram_pages);
+  }
+  uint64_t previous_start = 0;
+  for (int i = 0; i < mem.regions_size(); ++i) {
+    const pb::MemoryRegion& region = mem.regions(i);
+    if (i > 0 && region.start() <= previous_start) {
+      return Invalid("memory regions not in ascending order at {:#x}", region.start());
+    }
+    previous_start = region.start();
+    d.memory.regions.emplace_hint(d.memory.regions.end(), region.start(), region.length());
+  }
+
+  const pb::Files& files = in.files();
+  if (files.has_root_host_path()) d.files.root_host_path = files.root_host_path();
+  d.files.root_writable = files.root_writable();
+  d.files.cwd = files.cwd();
+  if (files.fds_size() > FdTable::kMaxFds) {
+    return Invalid("{} fds, at most {} allowed", files.fds_size(), FdTable::kMaxFds);
+  }
+  d.files.fds.reserve(files.fds_size());
+  for (const pb::FileDescriptor& f : files.fds()) {
+    FdRecord fd;
+    fd.fd = f.fd();
+    fd.kind = FLURRY_TRY(KindFromProto(f.kind(), f.fd()));
+    fd.stdio_fd = f.stdio_fd();
+    fd.path = f.path();
+    fd.flags = f.flags();
+    fd.cloexec = f.cloexec();
+    fd.offset = f.offset();
+    d.files.fds.push_back(std::move(fd));
+  }
+
+  const pb::Signals& sig = in.signals();
+  if (sig.actions_size() > kMaxSignal) {
+    return Invalid("{} signal actions, at most {} allowed", sig.actions_size(), kMaxSignal);
+  }
+  std::array<bool, kMaxSignal + 1> seen{};
+  for (const pb::SignalAction& a : sig.actions()) {
+    if (a.signal() < 1 || a.signal() > static_cast<uint32_t>(kMaxSignal)) {
+      return Invalid("signal action for signal {} (valid: 1..{})", a.signal(), kMaxSignal);
+    }
+    if (seen[a.signal()]) {
+      return Invalid("two actions for signal {}", a.signal());
+    }
+    seen[a.signal()] = true;
+    GuestSigaction& out = d.signals.actions[a.signal()];
+    out.handler = a.handler();
+    out.flags = a.flags();
+    out.restorer = a.restorer();
+    out.mask = a.mask();
+  }
+  d.signals.blocked = sig.blocked();
+  d.signals.altstack.sp = sig.altstack().sp();
+  d.signals.altstack.flags = sig.altstack().flags();
+  d.signals.altstack.pad = 0;
+  d.signals.altstack.size = sig.altstack().size();
+
+  d.start_time_ns = in.start_time_ns();
+
+  const pb::PageMap& pages = in.pages();
+  if (pages.run_gaps_size() != pages.run_lengths_size()) {
+    return Invalid("page map has {} run gaps but {} run lengths", pages.run_gaps_size(),
+                   pages.run_lengths_size());
+  }
+  if (static_cast<uint64_t>(pages.run_gaps_size()) > ram_pages) {
+    return Invalid("{} page runs in {} pages of RAM", pages.run_gaps_size(), ram_pages);
+  }
+  d.pages.present.reserve(pages.run_gaps_size());
+  uint64_t previous_end = 0;
+  for (int i = 0; i < pages.run_gaps_size(); ++i) {
+    PageMapRecord::Run run;
+    run.first_page = previous_end + pages.run_gaps(i);  // modulo 2^64, as encoded
+    run.page_count = pages.run_lengths(i);
+    previous_end = run.first_page + run.page_count;
+    d.pages.present.push_back(run);
+  }
+
+  d.clone.family_id = in.clone().family_id();
+  d.clone.clone_id = in.clone().clone_id();
+  return d;
+}
+
+}  // namespace flurry::descriptor_internal

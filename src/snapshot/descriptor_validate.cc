@@ -1,0 +1,218 @@
+// Semantic validation of a decoded (or about to be written) VmDescriptor.
+#include <set>
+
+#include "snapshot/descriptor_checks.h"
+#include "snapshot/descriptor_codec.h"
+
+namespace flurry {
+
+using namespace descriptor_internal;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Semantic validation
+
+// A bounded string without NUL bytes; `absolute` additionally requires a leading '/'.
+Result<void> CheckString(std::string_view what, const std::string& value, size_t max_bytes,
+                         bool absolute) {
+  if (value.size() > max_bytes) {
+    return Invalid("{} is {} bytes, at most {} allowed", what, value.size(), max_bytes);
+  }
+  if (value.find('\0') != std::string::npos) return Invalid("{} contains a NUL byte", what);
+  if (absolute && (value.empty() || value[0] != '/')) {
+    return Invalid("{} \"{}\" is not an absolute path", what, value);
+  }
+  return {};
+}
+
+Result<void> CheckSegment(std::string_view name, const kvm_segment& s) {
+  if (s.type > 15) return Invalid("{} type {} exceeds 4 bits", name, s.type);
+  if (s.dpl > 3) return Invalid("{} dpl {} exceeds 3", name, s.dpl);
+  const std::pair<const char*, uint8_t> flags[] = {
+      {"present", s.present},  {"db", s.db}, {"s", s.s}, {"l", s.l}, {"g", s.g}, {"avl", s.avl},
+      {"unusable", s.unusable}};
+  for (const auto& [flag, value] : flags) {
+    if (value > 1) return Invalid("{} {} flag is {}, not 0 or 1", name, flag, value);
+  }
+  return {};
+}
+
+Result<void> ValidateVcpu(const VcpuState& v) {
+  const std::pair<const char*, const kvm_segment&> segments[] = {
+      {"sregs.cs", v.sregs.cs}, {"sregs.ds", v.sregs.ds},  {"sregs.es", v.sregs.es},
+      {"sregs.fs", v.sregs.fs}, {"sregs.gs", v.sregs.gs},  {"sregs.ss", v.sregs.ss},
+      {"sregs.tr", v.sregs.tr}, {"sregs.ldt", v.sregs.ldt}};
+  for (const auto& [name, segment] : segments) FLURRY_TRY(CheckSegment(name, segment));
+  if (v.msrs.size() > kMaxDescriptorMsrs) {
+    return Invalid("{} MSRs, at most {} allowed", v.msrs.size(), kMaxDescriptorMsrs);
+  }
+  std::set<uint32_t> indices;
+  for (const kvm_msr_entry& msr : v.msrs) {
+    if (msr.reserved != 0) return Invalid("MSR {:#x} has a non-zero reserved word", msr.index);
+    if (!indices.insert(msr.index).second) return Invalid("MSR {:#x} appears twice", msr.index);
+  }
+  return {};
+}
+
+Result<void> ValidateIdentity(const ProcessIdentity& id) {
+  if (id.pid < 1) return Invalid("pid {} is not positive", id.pid);
+  if (id.tid < 1) return Invalid("tid {} is not positive", id.tid);
+  if (id.ppid < 0) return Invalid("ppid {} is negative", id.ppid);
+  FLURRY_TRY(CheckString("exe path", id.exe_path, kMaxDescriptorPathBytes, true));
+  FLURRY_TRY(CheckString("hostname", id.hostname, kMaxHostnameBytes, false));
+  return {};
+}
+
+Result<void> ValidateMemory(const MemoryLayoutRecord& m) {
+  FLURRY_TRY(CheckRamSize(m.ram_size));
+  const std::pair<const char*, uint64_t> aligned[] = {{"image end", m.image_end},
+                                                      {"brk start", m.brk_start},
+                                                      {"mmap top", m.mmap_top},
+                                                      {"stack bottom", m.stack_bottom}};
+  for (const auto& [name, value] : aligned) {
+    if (value % kPageSize != 0) return Invalid("{} {:#x} is not page-aligned", name, value);
+  }
+  // kUserBase <= image_start <= image_end <= brk_start <= brk <= mmap_top <= stack_bottom <
+  // ram_size
+  const std::pair<const char*, uint64_t> order[] = {{"user base", x86::kUserBase},
+                                                    {"image start", m.image_start},
+                                                    {"image end", m.image_end},
+                                                    {"brk start", m.brk_start},
+                                                    {"brk", m.brk},
+                                                    {"mmap top", m.mmap_top},
+                                                    {"stack bottom", m.stack_bottom}};
+  for (size_t i = 1; i < std::size(order); ++i) {
+    if (order[i].second < order[i - 1].second) {
+      return Invalid("memory layout out of order: {} {:#x} is below {} {:#x}", order[i].first,
+                     order[i].second, order[i - 1].first, order[i - 1].second);
+    }
+  }
+  if (m.stack_bottom >= m.ram_size) {
+    return Invalid("stack bottom {:#x} is not below the end of RAM {:#x}", m.stack_bottom,
+                   m.ram_size);
+  }
+  // mmap regions: page-aligned, inside [AlignUp(brk), mmap_top), non-overlapping.
+  const uint64_t floor = x86::AlignUp(m.brk, kPageSize);  // brk <= mmap_top: no overflow
+  uint64_t previous_end = floor;
+  for (const auto& [start, length] : m.regions) {
+    if (start % kPageSize != 0 || length == 0 || length % kPageSize != 0) {
+      return Invalid("memory region [{:#x}, +{:#x}) is not a non-empty page-aligned range", start,
+                     length);
+    }
+    if (start < floor || start > m.mmap_top || length > m.mmap_top - start) {
+      return Invalid("memory region [{:#x}, {:#x}) is outside the mmap area [{:#x}, {:#x})", start,
+                     start + length, floor, m.mmap_top);
+    }
+    if (start < previous_end) {
+      return Invalid("memory region at {:#x} overlaps the region ending at {:#x}", start,
+                     previous_end);
+    }
+    previous_end = start + length;
+  }
+  return {};
+}
+
+Result<void> ValidateFiles(const FilesRecord& f) {
+  if (f.root_host_path) {
+    FLURRY_TRY(CheckString("root directory", *f.root_host_path, kMaxDescriptorPathBytes, true));
+  } else if (f.root_writable) {
+    return Invalid("root is writable but there is no root directory");
+  }
+  FLURRY_TRY(CheckString("working directory", f.cwd, kMaxDescriptorPathBytes, true));
+  if (!f.root_host_path && f.cwd != "/") {
+    return Invalid("working directory \"{}\" without a root directory", f.cwd);
+  }
+  std::vector<bool> used(FdTable::kMaxFds, false);
+  for (const FdRecord& fd : f.fds) {
+    if (fd.fd < 0 || fd.fd >= FdTable::kMaxFds) {
+      return Invalid("fd {} is outside 0..{}", fd.fd, FdTable::kMaxFds - 1);
+    }
+    if (used[fd.fd]) return Invalid("fd {} appears twice", fd.fd);
+    used[fd.fd] = true;
+    if (fd.flags < 0) return Invalid("fd {} has invalid open flags {:#x}", fd.fd, fd.flags);
+    if (fd.offset < 0) return Invalid("fd {} has negative offset {}", fd.fd, fd.offset);
+    switch (fd.kind) {
+      case FileKind::kStdio:
+        if (fd.stdio_fd < 0 || fd.stdio_fd > 2) {
+          return Invalid("fd {} is host stdio fd {}, not 0, 1 or 2", fd.fd, fd.stdio_fd);
+        }
+        if (!fd.path.empty()) return Invalid("fd {} is host stdio but has a path", fd.fd);
+        break;
+      case FileKind::kRegular:
+      case FileKind::kDirectory:
+      case FileKind::kOther:
+        if (fd.stdio_fd != -1) {
+          return Invalid("fd {} is not host stdio but has stdio fd {}", fd.fd, fd.stdio_fd);
+        }
+        if (!f.root_host_path) {
+          return Invalid("fd {} is a file but there is no root directory", fd.fd);
+        }
+        FLURRY_TRY(
+            CheckString(fmt::format("fd {} path", fd.fd), fd.path, kMaxDescriptorPathBytes, true));
+        break;
+      default:
+        return Invalid("fd {} has unknown kind {}", fd.fd, static_cast<int>(fd.kind));
+    }
+  }
+  return {};
+}
+
+Result<void> ValidateSignals(const SignalState& s) {
+  const GuestSigaction& zero = s.actions[0];
+  if (zero.handler != 0 || zero.flags != 0 || zero.restorer != 0 || zero.mask != 0) {
+    return Invalid("action for signal 0");
+  }
+  for (int signal = 1; signal <= kMaxSignal; ++signal) {
+    const GuestSigaction& a = s.actions[signal];
+    if ((signal == SIGKILL || signal == SIGSTOP) && a.handler != 0) {
+      return Invalid("signal {} cannot have a handler", signal);
+    }
+    if (a.mask & kUnblockableSignals) {
+      return Invalid("signal {} action mask {:#x} blocks SIGKILL or SIGSTOP", signal, a.mask);
+    }
+  }
+  if (s.blocked & kUnblockableSignals) {
+    return Invalid("blocked mask {:#x} blocks SIGKILL or SIGSTOP", s.blocked);
+  }
+  if (s.altstack.flags != 0 && s.altstack.flags != SS_DISABLE) {
+    return Invalid("alternate signal stack flags {:#x} (valid: 0, SS_DISABLE)", s.altstack.flags);
+  }
+  return {};
+}
+
+Result<void> ValidatePages(const PageMapRecord& p, uint64_t ram_size) {
+  const uint64_t ram_pages = ram_size / kPageSize;
+  uint64_t previous_end = 0;
+  for (size_t i = 0; i < p.present.size(); ++i) {
+    const PageMapRecord::Run& run = p.present[i];
+    if (run.page_count == 0)
+      return Invalid("page run {} at page {:#x} is empty", i, run.first_page);
+    if (run.first_page > ram_pages || run.page_count > ram_pages - run.first_page) {
+      return Invalid("page run {} [{:#x}, +{:#x}) is outside RAM ({:#x} pages)", i, run.first_page,
+                     run.page_count, ram_pages);
+    }
+    if (i > 0 && run.first_page < previous_end) {
+      return Invalid("page run {} at page {:#x} overlaps or precedes the run ending at {:#x}", i,
+                     run.first_page, previous_end);
+    }
+    previous_end = run.first_page + run.page_count;
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> ValidateDescriptor(const VmDescriptor& d) {
+  FLURRY_TRY(CheckString("cpu vendor", d.cpu.vendor, kMaxVendorBytes, false));
+  FLURRY_TRY(ValidateVcpu(d.vcpu));
+  FLURRY_TRY(ValidateIdentity(d.identity));
+  FLURRY_TRY(ValidateMemory(d.memory));
+  FLURRY_TRY(ValidateFiles(d.files));
+  FLURRY_TRY(ValidateSignals(d.signals));
+  FLURRY_TRY(ValidatePages(d.pages, d.memory.ram_size));
+  if (d.clone.clone_id < 0) return Invalid("clone id {} is negative", d.clone.clone_id);
+  return {};
+}
+
+}  // namespace flurry
