@@ -1,20 +1,19 @@
 // flurry's benchmarks: launch latency, syscall and clock costs, compute and first-touch speed
 // against native, and VMM memory overhead. Each benchmark runs real `flurry run` processes on
 // the guest programs in bench/guest; results and the command line are in docs/perf.md.
+#include <benchmark/benchmark.h>
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <benchmark/benchmark.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
@@ -74,7 +73,8 @@ RunResult Run(const std::vector<std::string>& args) {
   std::string line;
   while (std::getline(lines, line)) {
     auto eq = line.find('=');
-    if (eq != std::string::npos) result.values[line.substr(0, eq)] = std::atof(line.c_str() + eq + 1);
+    if (eq != std::string::npos)
+      result.values[line.substr(0, eq)] = std::atof(line.c_str() + eq + 1);
   }
   return result;
 }
@@ -107,7 +107,11 @@ void BM_LaunchToMain(benchmark::State& state) {
   }
   state.SetLabel(in_flurry ? "flurry" : "native");
 }
-BENCHMARK(BM_LaunchToMain)->Arg(1)->Arg(0)->UseManualTime()->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_LaunchToMain)
+    ->Arg(1)
+    ->Arg(0)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
     ->Iterations(30);
 
 // hello, whole process, flurry vs native.
@@ -121,7 +125,11 @@ void BM_HelloEndToEnd(benchmark::State& state) {
   }
   state.SetLabel(in_flurry ? "flurry" : "native");
 }
-BENCHMARK(BM_HelloEndToEnd)->Arg(1)->Arg(0)->UseManualTime()->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_HelloEndToEnd)
+    ->Arg(1)
+    ->Arg(0)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
     ->Iterations(30);
 
 // Syscall round trip (getppid) and clock_gettime, measured by the guest itself.
@@ -142,8 +150,8 @@ void BM_SyscallAndClock(benchmark::State& state) {
 BENCHMARK(BM_SyscallAndClock)->Iterations(5)->Unit(benchmark::kMillisecond);
 
 // The same workload natively and in flurry; ratio = native time / guest time (1.0 = native).
-void CompareWithNative(benchmark::State& state, std::vector<std::string> program,
-                       const char* key, const char* mem) {
+void CompareWithNative(benchmark::State& state, std::vector<std::string> program, const char* key,
+                       const char* mem) {
   double guest = 0, native = 0;
   for (auto _ : state) {
     RunResult n = Run(program);
@@ -196,8 +204,16 @@ void BM_CloneLatency(benchmark::State& state) {
   }
   state.counters["parent_pause_ms"] = pause_ns / state.iterations() / 1e6;
 }
-BENCHMARK(BM_CloneLatency)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Arg(32)->UseManualTime()
-    ->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_CloneLatency)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->Arg(8)
+    ->Arg(16)
+    ->Arg(32)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
 // How long a host process with `bytes` of touched memory pauses in fork() (the reference for
 // the parent's pause in sf_clone). Huge pages or not.

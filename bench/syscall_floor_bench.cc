@@ -3,7 +3,6 @@
 // `syscall` in a loop, served by the smallest possible exit handler (RAX = 0, return to RCX).
 // flurry_bench's BM_SyscallAndClock measures the same round trip through the full VMM.
 #include <benchmark/benchmark.h>
-
 #include <linux/kvm.h>
 
 #include <chrono>

@@ -5,13 +5,13 @@
 //   "restoring clone 3: fetching page 0x7f000: connection refused".
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <expected>
 #include <string>
 #include <string_view>
 #include <utility>
-
-#include <fmt/format.h>
 
 namespace flurry {
 
@@ -74,18 +74,18 @@ inline void TakeValue(std::expected<void, Error>&&) {}
 
 // FLURRY_TRY(expr): evaluates a Result; returns its error (as std::unexpected) from the enclosing
 // function, or yields its value. FLURRY_TRY_CTX adds a context string to a returned error.
-#define FLURRY_TRY(expr)                                           \
-  ({                                                               \
-    auto&& flurry_try_result_ = (expr);                            \
-    if (!flurry_try_result_) [[unlikely]]                          \
+#define FLURRY_TRY(expr)                                             \
+  ({                                                                 \
+    auto&& flurry_try_result_ = (expr);                              \
+    if (!flurry_try_result_) [[unlikely]]                            \
       return std::unexpected(std::move(flurry_try_result_.error())); \
-    ::flurry::internal::TakeValue(std::move(flurry_try_result_));  \
+    ::flurry::internal::TakeValue(std::move(flurry_try_result_));    \
   })
 
-#define FLURRY_TRY_CTX(expr, context)                                                 \
-  ({                                                                                  \
-    auto&& flurry_try_result_ = (expr);                                               \
-    if (!flurry_try_result_) [[unlikely]]                                             \
+#define FLURRY_TRY_CTX(expr, context)                                                     \
+  ({                                                                                      \
+    auto&& flurry_try_result_ = (expr);                                                   \
+    if (!flurry_try_result_) [[unlikely]]                                                 \
       return std::unexpected(std::move(flurry_try_result_.error()).WithContext(context)); \
-    ::flurry::internal::TakeValue(std::move(flurry_try_result_));                     \
+    ::flurry::internal::TakeValue(std::move(flurry_try_result_));                         \
   })

@@ -3,9 +3,9 @@
 // The clone's VMM enters a private mount namespace and mounts an overlay whose lower layer is
 // the parent's directory and whose upper layer is an empty directory of its own, so the clone's
 // writes never reach the parent's directory or another clone's view. The layers live in
-// $TMPDIR/flurry-<family>-<clone> (TMPDIR: an absolute path, else /tmp); the clone removes them when it ends, and the parent removes
-// what a killed clone left behind when it joins. Caveat (overlayfs): files the clone has not
-// written still show the parent's later changes to them.
+// $TMPDIR/flurry-<family>-<clone> (TMPDIR: an absolute path, else /tmp); the clone removes them
+// when it ends, and the parent removes what a killed clone left behind when it joins. Caveat
+// (overlayfs): files the clone has not written still show the parent's later changes to them.
 #pragma once
 
 #include <cstdint>

@@ -53,16 +53,26 @@ bool ForkController::IsHypercall(uint64_t nr) {
 SyscallResult ForkController::Handle(SyscallContext& context, const SyscallArgs& args,
                                      ForkHost& host) {
   switch (static_cast<long>(args.nr)) {
-    case SF_HC_REQUEST_TICKET: return RequestTicket(args);
-    case SF_HC_TICKET_INFO: return TicketInfo(args);
-    case SF_HC_CLONE: return Clone(context, args, host);
-    case SF_HC_EXIT: return Exit(context, args);
-    case SF_HC_JOIN: return Join(context, args);
-    case SF_HC_KILL: return Kill(args);
-    case SF_HC_CHECKPOINT: return Checkpoint(context, args, host);
-    case SF_HC_CREATE_CLONES: return CreateClones(args);
-    case SF_HC_ID: return SyscallResult::Return(clone_id_);
-    default: return SyscallResult::Errno(ENOSYS);
+    case SF_HC_REQUEST_TICKET:
+      return RequestTicket(args);
+    case SF_HC_TICKET_INFO:
+      return TicketInfo(args);
+    case SF_HC_CLONE:
+      return Clone(context, args, host);
+    case SF_HC_EXIT:
+      return Exit(context, args);
+    case SF_HC_JOIN:
+      return Join(context, args);
+    case SF_HC_KILL:
+      return Kill(args);
+    case SF_HC_CHECKPOINT:
+      return Checkpoint(context, args, host);
+    case SF_HC_CREATE_CLONES:
+      return CreateClones(args);
+    case SF_HC_ID:
+      return SyscallResult::Return(clone_id_);
+    default:
+      return SyscallResult::Errno(ENOSYS);
   }
 }
 
@@ -194,7 +204,8 @@ SyscallResult ForkController::Exit(SyscallContext& context, const SyscallArgs& a
   if (length > SF_MAX_RESULT) return SyscallResult::Errno(E2BIG);
   std::vector<uint8_t> result(length);
   if (length > 0) {
-    if (auto r = context.memory.Read(address, result.data(), length); !r) return ErrnoFrom(r.error());
+    if (auto r = context.memory.Read(address, result.data(), length); !r)
+      return ErrnoFrom(r.error());
   }
   exit_result_ = std::move(result);
   return SyscallResult::Exit(static_cast<int>(args.arg[0] & 0xff));
@@ -213,8 +224,8 @@ Result<void> ForkController::CollectChildren(Ticket& ticket) {
   if (!spawned) return std::unexpected(spawned.error());
   AdoptSpawned(ticket, std::move(*spawned));
   if (static_cast<int32_t>(ticket.children.size()) < ticket.granted) {
-    std::fprintf(stderr, "flurry: only %zu of %d clones could be started\n",
-                 ticket.children.size(), ticket.granted);
+    std::fprintf(stderr, "flurry: only %zu of %d clones could be started\n", ticket.children.size(),
+                 ticket.granted);
   }
   return {};
 }

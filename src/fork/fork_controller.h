@@ -49,7 +49,7 @@ class ForkHost {
 };
 
 struct ForkPolicy {
-  int32_t max_clones_per_ticket = 64;  // per-VM cap
+  int32_t max_clones_per_ticket = 64;            // per-VM cap
   uint64_t clone_memory_estimate = 16ULL << 20;  // for the free-memory cap
 };
 
@@ -97,10 +97,10 @@ class ForkController {
     int32_t granted = 0;
     bool cloned = false;
     int32_t first_id = 0;
-    UniqueFd snapshot;         // sf_clone: the snapshot process's control socket; closing it
-                               // (releasing the ticket) ends the snapshot process and any
-                               // clone still alive
-    bool collected = false;    // the snapshot's spawn replies have been read
+    UniqueFd snapshot;       // sf_clone: the snapshot process's control socket; closing it
+                             // (releasing the ticket) ends the snapshot process and any
+                             // clone still alive
+    bool collected = false;  // the snapshot's spawn replies have been read
     std::vector<Child> children;
   };
   struct CheckpointRecord {

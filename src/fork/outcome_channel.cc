@@ -64,9 +64,13 @@ uint64_t Fnv1a64(const uint8_t* data, size_t length) {
 
 Result<void> SendOutcome(int fd, const CloneOutcome& outcome) {
   if (outcome.result.size() > SF_MAX_RESULT) return Fail("clone result too large");
-  Header header{kMagic,         kVersion,
-                static_cast<uint16_t>(outcome.kind), outcome.status, outcome.signal,
-                outcome.result.size(), Fnv1a64(outcome.result.data(), outcome.result.size())};
+  Header header{kMagic,
+                kVersion,
+                static_cast<uint16_t>(outcome.kind),
+                outcome.status,
+                outcome.signal,
+                outcome.result.size(),
+                Fnv1a64(outcome.result.data(), outcome.result.size())};
   FLURRY_TRY(WriteAll(fd, &header, sizeof header));
   return WriteAll(fd, outcome.result.data(), outcome.result.size());
 }

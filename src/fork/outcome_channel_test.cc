@@ -1,9 +1,8 @@
 #include "fork/outcome_channel.h"
 
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstring>
 #include <thread>

@@ -1,7 +1,7 @@
 #include "fork/snapshot_server.h"
 
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -106,8 +106,8 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, Clo
 
 }  // namespace
 
-CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id,
-                             int32_t initial_count, bool detached) {
+CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id, int32_t initial_count,
+                             bool detached) {
   const int control = control_fd.get();
   // Clones are auto-reaped; the snapshot dies with its owner.
   signal(SIGCHLD, SIG_IGN);

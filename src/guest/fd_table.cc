@@ -80,8 +80,7 @@ void FdTable::ShareOutput(pthread_mutex_t* lock, bool line_buffered, const std::
   for (auto& entry : entries_) {
     OpenFile* file = entry.file.get();
     if (file != nullptr && file->kind == FileKind::kStdio && file->stdio_fd != 0) {
-      file->line_writer =
-          std::make_shared<LineWriter>(file->stdio_fd, prefix, lock, line_buffered);
+      file->line_writer = std::make_shared<LineWriter>(file->stdio_fd, prefix, lock, line_buffered);
     }
   }
 }

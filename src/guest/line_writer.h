@@ -10,10 +10,10 @@
 #pragma once
 
 #include <pthread.h>
+#include <sys/uio.h>
 
 #include <span>
 #include <string>
-#include <sys/uio.h>
 
 namespace flurry {
 

@@ -179,7 +179,8 @@ Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int
     std::span<uint8_t> span = FLURRY_TRY(context.memory.UserSpan(args.arg[1], count));
     iov = {span.data(), count};
   }
-  return write ? WriteFrom(context, *file, {&iov, 1}, offset) : ReadInto(context, *file, {&iov, 1}, offset);
+  return write ? WriteFrom(context, *file, {&iov, 1}, offset)
+               : ReadInto(context, *file, {&iov, 1}, offset);
 }
 
 Value Read(SyscallContext& context, const SyscallArgs& args) {

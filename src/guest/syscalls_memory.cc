@@ -7,7 +7,6 @@
 // pages carry one protection); see docs/design.md.
 #include <sys/mman.h>
 #include <sys/syscall.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -106,8 +105,8 @@ SyscallResult SysMremap(SyscallContext& c, const SyscallArgs& a) {
   const uint64_t flags = a.arg[3];
   if (flags & ~static_cast<uint64_t>(MREMAP_MAYMOVE)) return SyscallResult::Errno(EINVAL);
   if (AlignUp(new_length, kPageSize) < new_length) return SyscallResult::Errno(ENOMEM);
-  auto result = c.state.memory_map.Remap(old_address, old_length, new_length,
-                                         (flags & MREMAP_MAYMOVE) != 0);
+  auto result =
+      c.state.memory_map.Remap(old_address, old_length, new_length, (flags & MREMAP_MAYMOVE) != 0);
   if (!result) return ErrnoFrom(result.error());
   const uint64_t old_aligned = AlignUp(old_length, kPageSize);
   if (*result != old_address) {

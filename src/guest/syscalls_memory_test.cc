@@ -1,6 +1,5 @@
-#include <sys/mman.h>
-
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include "guest/syscalls_test_support.h"
 
@@ -28,7 +27,8 @@ TEST(SysBrk, ShrinkZeroesReleasedMemory) {
 
 TEST(SysMmap, AnonymousMappingsAreZeroedAndDistinct) {
   SyscallHarness h;
-  int64_t a = h.Call(SYS_mmap, 0, 10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  int64_t a =
+      h.Call(SYS_mmap, 0, 10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   int64_t b = h.Call(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_GT(a, 0);
   ASSERT_GT(b, 0);
@@ -37,7 +37,7 @@ TEST(SysMmap, AnonymousMappingsAreZeroedAndDistinct) {
   ASSERT_TRUE(h.memory.WriteObject<uint64_t>(a, 7).has_value());
   EXPECT_EQ(h.Call(SYS_munmap, a, 10000), 0);
   int64_t c = h.Call(SYS_mmap, 0, 12288, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  EXPECT_EQ(c, a);  // the hole is reused ...
+  EXPECT_EQ(c, a);                                          // the hole is reused ...
   EXPECT_EQ(h.memory.ReadObject<uint64_t>(c).value(), 0u);  // ... and reads as zero
 }
 
@@ -59,9 +59,9 @@ TEST(SysMmap, FixedNoReplaceRefusesOverlap) {
   EXPECT_EQ(h.Call(SYS_mmap, a, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                    -1, 0),
             -EEXIST);
-  EXPECT_EQ(h.Call(SYS_mmap, a + 4096, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-                   -1, 0),
-            a + 4096);
+  EXPECT_EQ(
+      h.Call(SYS_mmap, a + 4096, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
+      a + 4096);
 }
 
 TEST(SysMremap, MovesDataWhenItCannotGrow) {

@@ -1,5 +1,6 @@
 // Tests for the time, process and signal syscalls and the dispatcher.
 #include <asm/prctl.h>
+#include <gtest/gtest.h>
 #include <linux/futex.h>
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
@@ -7,8 +8,6 @@
 
 #include <csignal>
 #include <ctime>
-
-#include <gtest/gtest.h>
 
 #include "guest/syscalls_test_support.h"
 

@@ -1,8 +1,8 @@
 // Process syscalls: exit, identity (pids, uids, uname), resources (sysinfo, rlimits, affinity),
 // thread-library setup (arch_prctl, set_tid_address, set_robust_list, rseq, futex), getrandom,
 // and the refusal of new threads and processes.
-#include <linux/futex.h>
 #include <asm/prctl.h>
+#include <linux/futex.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -47,7 +47,7 @@ SyscallResult SysUname(SyscallContext& c, const SyscallArgs& a) {
 }
 
 SyscallResult SysSysinfo(SyscallContext& c, const SyscallArgs& a) {
-  struct sysinfo info{};
+  struct sysinfo info {};
   timespec now{};
   clock_gettime(CLOCK_MONOTONIC, &now);
   uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
@@ -124,12 +124,17 @@ GuestRlimit LimitFor(const GuestState& state, int resource) {
       uint64_t stack = state.memory_map.ram_size() - state.memory_map.stack_bottom();
       return {stack, stack};
     }
-    case RLIMIT_NOFILE: return {FdTable::kMaxFds, FdTable::kMaxFds};
-    case RLIMIT_NPROC: return {1, 1};
+    case RLIMIT_NOFILE:
+      return {FdTable::kMaxFds, FdTable::kMaxFds};
+    case RLIMIT_NPROC:
+      return {1, 1};
     case RLIMIT_AS:
-    case RLIMIT_DATA: return {state.memory_map.ram_size(), state.memory_map.ram_size()};
-    case RLIMIT_CORE: return {0, 0};
-    default: return {kInfinity, kInfinity};
+    case RLIMIT_DATA:
+      return {state.memory_map.ram_size(), state.memory_map.ram_size()};
+    case RLIMIT_CORE:
+      return {0, 0};
+    default:
+      return {kInfinity, kInfinity};
   }
 }
 
@@ -164,7 +169,7 @@ SyscallResult SysGetrusage(SyscallContext& c, const SyscallArgs& a) {
   if (who != RUSAGE_SELF && who != RUSAGE_CHILDREN && who != RUSAGE_THREAD) {
     return SyscallResult::Errno(EINVAL);
   }
-  struct rusage usage{};
+  struct rusage usage {};
   if (who != RUSAGE_CHILDREN) getrusage(RUSAGE_THREAD, &usage);
   if (auto r = c.memory.WriteObject(a.arg[1], usage); !r) return ErrnoFrom(r.error());
   return SyscallResult::Return(0);
@@ -240,9 +245,7 @@ SyscallResult SysNoNewTasks(SyscallContext&, const SyscallArgs& a) {
   return SyscallResult::Errno(ENOSYS);
 }
 
-SyscallResult SysUmask(SyscallContext&, const SyscallArgs&) {
-  return SyscallResult::Return(022);
-}
+SyscallResult SysUmask(SyscallContext&, const SyscallArgs&) { return SyscallResult::Return(022); }
 
 }  // namespace
 

@@ -44,10 +44,17 @@ SyscallResult SysRtSigprocmask(SyscallContext& c, const SyscallArgs& a) {
     if (!set) return ErrnoFrom(set.error());
     uint64_t value = *set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
     switch (how) {
-      case SIG_BLOCK: blocked |= value; break;
-      case SIG_UNBLOCK: blocked &= ~value; break;
-      case SIG_SETMASK: blocked = value; break;
-      default: return SyscallResult::Errno(EINVAL);
+      case SIG_BLOCK:
+        blocked |= value;
+        break;
+      case SIG_UNBLOCK:
+        blocked &= ~value;
+        break;
+      case SIG_SETMASK:
+        blocked = value;
+        break;
+      default:
+        return SyscallResult::Errno(EINVAL);
     }
   }
   if (a.arg[2] != 0) {
@@ -86,8 +93,8 @@ SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal) {
   if (signal == 0) return SyscallResult::Return(0);
   const uint64_t handler = c.state.signals.actions[signal].handler;
   const bool default_action = handler == reinterpret_cast<uint64_t>(SIG_DFL);
-  const bool ignored_by_default = signal == SIGCHLD || signal == SIGURG || signal == SIGWINCH ||
-                                  signal == SIGCONT;
+  const bool ignored_by_default =
+      signal == SIGCHLD || signal == SIGURG || signal == SIGWINCH || signal == SIGCONT;
   if (signal == SIGKILL || (default_action && !ignored_by_default)) {
     return SyscallResult::Kill(signal);
   }

@@ -12,9 +12,15 @@ namespace {
 
 bool ValidClock(uint64_t id) {
   switch (id) {
-    case CLOCK_REALTIME: case CLOCK_MONOTONIC: case CLOCK_PROCESS_CPUTIME_ID:
-    case CLOCK_THREAD_CPUTIME_ID: case CLOCK_MONOTONIC_RAW: case CLOCK_REALTIME_COARSE:
-    case CLOCK_MONOTONIC_COARSE: case CLOCK_BOOTTIME: case CLOCK_TAI:
+    case CLOCK_REALTIME:
+    case CLOCK_MONOTONIC:
+    case CLOCK_PROCESS_CPUTIME_ID:
+    case CLOCK_THREAD_CPUTIME_ID:
+    case CLOCK_MONOTONIC_RAW:
+    case CLOCK_REALTIME_COARSE:
+    case CLOCK_MONOTONIC_COARSE:
+    case CLOCK_BOOTTIME:
+    case CLOCK_TAI:
       return true;
     default:
       return false;
@@ -45,7 +51,9 @@ SyscallResult SysGettimeofday(SyscallContext& c, const SyscallArgs& a) {
     if (auto r = c.memory.WriteObject(a.arg[0], tv); !r) return ErrnoFrom(r.error());
   }
   if (a.arg[1] != 0) {
-    struct { int32_t minuteswest = 0, dsttime = 0; } tz;
+    struct {
+      int32_t minuteswest = 0, dsttime = 0;
+    } tz;
     if (auto r = c.memory.WriteObject(a.arg[1], tz); !r) return ErrnoFrom(r.error());
   }
   return SyscallResult::Return(0);

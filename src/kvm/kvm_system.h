@@ -17,7 +17,8 @@ class KvmSystem {
   int CheckExtension(long capability) const;
 
  private:
-  KvmSystem(UniqueFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+  KvmSystem(UniqueFd fd, int vcpu_mmap_size)
+      : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
   UniqueFd fd_;
   int vcpu_mmap_size_ = 0;
 };

@@ -13,8 +13,9 @@ namespace flurry {
 Result<KvmVcpu> KvmVcpu::Create(const KvmSystem& system, const KvmVm& vm, int index) {
   UniqueFd fd(ioctl(vm.fd(), KVM_CREATE_VCPU, index));
   if (!fd.valid()) return FailErrno(fmt::format("KVM_CREATE_VCPU {}", index));
-  Mapping run = FLURRY_TRY_CTX(
-      Mapping::Shared(fd.get(), system.vcpu_mmap_size(), PROT_READ | PROT_WRITE), "mapping kvm_run");
+  Mapping run =
+      FLURRY_TRY_CTX(Mapping::Shared(fd.get(), system.vcpu_mmap_size(), PROT_READ | PROT_WRITE),
+                     "mapping kvm_run");
   KvmVcpu vcpu(std::move(fd), std::move(run));
   vcpu.run().kvm_valid_regs = KVM_SYNC_X86_REGS;
   return vcpu;

@@ -21,8 +21,8 @@ Result<void> KvmVm::SetMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t size, 
   region.memory_size = size;
   region.userspace_addr = reinterpret_cast<uint64_t>(host);
   if (ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0) {
-    return FailErrno(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} ({:#x} bytes at {:#x})", slot,
-                                 size, gpa));
+    return FailErrno(
+        fmt::format("KVM_SET_USER_MEMORY_REGION slot {} ({:#x} bytes at {:#x})", slot, size, gpa));
   }
   return {};
 }

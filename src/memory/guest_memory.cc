@@ -8,7 +8,8 @@
 namespace flurry {
 
 Result<GuestMemory> GuestMemory::Create(uint64_t size) {
-  if (size % x86::kHugePageSize != 0) return Fail("guest memory size {} is not a multiple of 2 MiB", size);
+  if (size % x86::kHugePageSize != 0)
+    return Fail("guest memory size {} is not a multiple of 2 MiB", size);
   Mapping mapping = FLURRY_TRY_CTX(Mapping::Anonymous(size), "allocating guest memory");
   return GuestMemory(std::move(mapping));
 }

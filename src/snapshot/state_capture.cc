@@ -82,8 +82,8 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
       HostDir* root = restored.root();
       if (root == nullptr) return Fail("fd {} ({}) needs a --dir root", r.fd, r.path);
       // Reopen without the flags that would change the file again.
-      const int flags = (r.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) |
-                        (r.kind == FileKind::kOther ? O_PATH : 0);
+      const int flags =
+          (r.flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | (r.kind == FileKind::kOther ? O_PATH : 0);
       file->host = FLURRY_TRY_CTX(root->OpenAt(r.path, flags, 0),
                                   fmt::format("reopening guest fd {} ({})", r.fd, r.path));
       if (r.offset != 0 && lseek(file->host.get(), r.offset, SEEK_SET) < 0) {
@@ -133,9 +133,9 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d,
   state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions);
   state.signals = d.signals;
   state.start_time_ns = d.start_time_ns;
-  FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,
-                              state.fds),
-                 "restoring the guest's files");
+  FLURRY_TRY_CTX(
+      RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path, state.fds),
+      "restoring the guest's files");
   return state;
 }
 

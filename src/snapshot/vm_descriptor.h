@@ -36,7 +36,7 @@ struct FdRecord {
   std::string path;       // guest path (absolute) for files and directories
   int32_t flags = 0;      // guest open flags
   bool cloexec = false;
-  int64_t offset = 0;     // file position at capture time
+  int64_t offset = 0;  // file position at capture time
 };
 
 // Where the guest's files live (restoring reopens paths under the same host directory).

@@ -15,9 +15,12 @@ struct GuestExit {
   // The status `flurry run` exits with: the guest's own, 128+signal, or 124 on timeout.
   int ExitCode() const {
     switch (kind) {
-      case Kind::kExited: return status;
-      case Kind::kSignaled: return 128 + signal;
-      case Kind::kTimedOut: return 124;
+      case Kind::kExited:
+        return status;
+      case Kind::kSignaled:
+        return 128 + signal;
+      case Kind::kTimedOut:
+        return 124;
     }
     return 1;
   }

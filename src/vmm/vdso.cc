@@ -82,9 +82,9 @@ void GuestClock::Refresh(GuestMemory& memory) {
   const flurry_vvar* vvar = Vvar(memory);
   const uint64_t guest_tsc = host_tsc + guest_tsc_minus_host_;
   const uint64_t delta = guest_tsc > vvar->tsc_base ? guest_tsc - vvar->tsc_base : 0;
-  const uint64_t extrapolated = vvar->monotonic_base_ns +
-                                static_cast<uint64_t>((static_cast<unsigned __int128>(delta) *
-                                                       ns_per_tsc_q32_) >> 32);
+  const uint64_t extrapolated =
+      vvar->monotonic_base_ns +
+      static_cast<uint64_t>((static_cast<unsigned __int128>(delta) * ns_per_tsc_q32_) >> 32);
   const uint64_t host_now = ClockNs(CLOCK_MONOTONIC);
   Publish(memory, host_tsc, host_now > extrapolated ? host_now : extrapolated);
 }

@@ -5,13 +5,13 @@
 // thread, which becomes the vCPU thread; RequestStop() from any thread (the watchdog).
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
-
-#include <pthread.h>
 
 #include "base/error.h"
 #include "fork/clone_directory.h"
@@ -24,8 +24,8 @@
 #include "memory/guest_memory.h"
 #include "vmm/guest_exit.h"
 #include "vmm/vdso.h"
-#include "vmm/vm_control.h"
 #include "vmm/vm_config.h"
+#include "vmm/vm_control.h"
 
 namespace flurry {
 
@@ -105,8 +105,8 @@ class Vm : public ForkHost {
   std::mutex control_mutex_;
   std::condition_variable control_cv_;
   std::deque<PendingControl*> control_queue_;
-  bool paused_ = false;       // vCPU thread only
-  bool exited_ = false;       // guarded by control_mutex_
+  bool paused_ = false;  // vCPU thread only
+  bool exited_ = false;  // guarded by control_mutex_
   std::atomic<pthread_t> vcpu_thread_{};
   std::atomic<bool> vcpu_thread_known_{false};
 };

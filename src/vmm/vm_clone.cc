@@ -38,13 +38,12 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   if (root != nullptr) root_path = root->host_path();
   if (root != nullptr && root->writable()) {
     // Writes go to a copy-on-write view private to this clone.
-    clone_directory_ = FLURRY_TRY_CTX(
-        CloneDirectory::Create(root->host_path(), fork_.family_id(), id),
-        "giving the clone its own view of --dir");
+    clone_directory_ =
+        FLURRY_TRY_CTX(CloneDirectory::Create(root->host_path(), fork_.family_id(), id),
+                       "giving the clone its own view of --dir");
     root_path = clone_directory_->merged();
   }
-  FLURRY_TRY_CTX(RestoreFiles(state.files, root_path, state_.fds),
-                 "reopening the guest's files");
+  FLURRY_TRY_CTX(RestoreFiles(state.files, root_path, state_.fds), "reopening the guest's files");
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
                          clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");
   clock_ = GuestClock();

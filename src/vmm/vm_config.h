@@ -13,8 +13,8 @@ struct VmConfig {
   static constexpr uint64_t kDefaultMemory = 512ULL << 20;
   static constexpr uint64_t kStackSize = 8ULL << 20;
 
-  std::string program;             // host path of the static ELF
-  std::vector<std::string> argv;   // argv[0] included
+  std::string program;            // host path of the static ELF
+  std::vector<std::string> argv;  // argv[0] included
   std::vector<std::string> envp;
   uint64_t memory_size = kDefaultMemory;
   std::optional<std::string> dir;  // host directory the guest sees as "/"

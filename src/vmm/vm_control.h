@@ -17,16 +17,16 @@ struct ControlRequest {
 
 struct ControlReply {
   bool ok = true;
-  std::string error;             // when !ok
-  std::string state;             // "running", "paused" or "exited"
-  int32_t clone_id = 0;          // this VM's clone ID
+  std::string error;     // when !ok
+  std::string state;     // "running", "paused" or "exited"
+  int32_t clone_id = 0;  // this VM's clone ID
   uint64_t family_id = 0;
   uint64_t ram_size = 0;
-  uint64_t syscalls = 0;         // syscalls served so far
+  uint64_t syscalls = 0;           // syscalls served so far
   std::vector<int32_t> clone_ids;  // kClone: the new clones' IDs
   std::vector<int32_t> clone_pids;
-  uint64_t descriptor_bytes = 0;   // kSnapshot
-  uint64_t memory_bytes = 0;       // kSnapshot: bytes of guest memory written
+  uint64_t descriptor_bytes = 0;  // kSnapshot
+  uint64_t memory_bytes = 0;      // kSnapshot: bytes of guest memory written
 
   static ControlReply Failure(std::string message, std::string state = "") {
     ControlReply reply;

@@ -29,7 +29,7 @@ using x86::kHugePageSize;
 Result<std::vector<uint8_t>> ReadProgram(const std::string& path, uint64_t limit) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return FailErrno(path);
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd.get(), &st) != 0) return FailErrno(path);
   if (!S_ISREG(st.st_mode)) return Fail("{}: not a regular file", path);
   if (static_cast<uint64_t>(st.st_size) > limit) {

@@ -12,7 +12,10 @@ namespace flurry {
 namespace {
 
 std::string PageFaultCause(uint64_t error) {
-  return fmt::format("{} {}{}", (error & 0x10) ? "instruction fetch" : (error & 2) ? "write" : "read",
+  return fmt::format("{} {}{}",
+                     (error & 0x10) ? "instruction fetch"
+                     : (error & 2)  ? "write"
+                                    : "read",
                      (error & 1) ? "protection violation" : "not present",
                      (error & 4) ? "" : " (in supervisor mode)");
 }
@@ -30,9 +33,9 @@ Result<GuestExit> Vm::HandleException(int vector) {
                      DescribeFailure("exception with a corrupt kernel stack")};
   }
   const uint8_t* top = memory_.HostPointer(regs.rsp, frame_size);
-  std::memcpy(has_error ? reinterpret_cast<uint8_t*>(&frame)
-                        : reinterpret_cast<uint8_t*>(&frame) + 8,
-              top, frame_size);
+  std::memcpy(
+      has_error ? reinterpret_cast<uint8_t*>(&frame) : reinterpret_cast<uint8_t*>(&frame) + 8, top,
+      frame_size);
   std::string detail = fmt::format("{} at rip {:#x}", x86::VectorName(vector), frame.rip);
   if (vector == 14) {
     kvm_sregs sregs = FLURRY_TRY(vcpu_.GetSregs());
@@ -43,10 +46,10 @@ Result<GuestExit> Vm::HandleException(int vector) {
   }
   detail += fmt::format(", rsp {:#x}", frame.rsp);
   const int signal = x86::VectorSignal(vector);
-  return GuestExit{GuestExit::Kind::kSignaled, 0, signal,
-                   fmt::format("guest fault: vector {} {} -> {}", vector, detail,
-                               sigabbrev_np(signal) ? fmt::format("SIG{}", sigabbrev_np(signal))
-                                                    : "signal")};
+  return GuestExit{
+      GuestExit::Kind::kSignaled, 0, signal,
+      fmt::format("guest fault: vector {} {} -> {}", vector, detail,
+                  sigabbrev_np(signal) ? fmt::format("SIG{}", sigabbrev_np(signal)) : "signal")};
 }
 
 std::string Vm::DescribeFailure(const char* what) {

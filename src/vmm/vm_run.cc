@@ -72,10 +72,9 @@ Result<GuestExit> Vm::RunLoop() {
       case KVM_EXIT_INTR:
         continue;
       case KVM_EXIT_INTERNAL_ERROR:
-        return GuestExit{GuestExit::Kind::kSignaled, 0, SIGILL,
-                         DescribeFailure(fmt::format("KVM internal error {}",
-                                                     run.internal.suberror)
-                                             .c_str())};
+        return GuestExit{
+            GuestExit::Kind::kSignaled, 0, SIGILL,
+            DescribeFailure(fmt::format("KVM internal error {}", run.internal.suberror).c_str())};
       default:
         return GuestExit{GuestExit::Kind::kSignaled, 0, SIGSEGV,
                          DescribeFailure(fmt::format("KVM exit {}", *reason).c_str())};
@@ -92,9 +91,8 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   ++syscall_count_;
   SyscallArgs args{regs.rax, {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9}};
   SyscallContext context{memory_, state_, &stop_requested_};
-  SyscallResult result = ForkController::IsHypercall(args.nr)
-                             ? fork_.Handle(context, args, *this)
-                             : syscalls_.Dispatch(context, args);
+  SyscallResult result = ForkController::IsHypercall(args.nr) ? fork_.Handle(context, args, *this)
+                                                              : syscalls_.Dispatch(context, args);
   if (vcpu_replaced_) {  // this process just became a clone; its vCPU is fully set up
     vcpu_replaced_ = false;
     return std::nullopt;

@@ -63,7 +63,7 @@ Result<ControlReply> Vm::WriteSnapshot(const std::string& directory) {
     written += length;
   }
   if (fsync(image.get()) != 0) return FailErrno(memory_path);
-  struct stat st{};
+  struct stat st {};
   stat(descriptor_path.c_str(), &st);
   ControlReply reply;
   reply.descriptor_bytes = static_cast<uint64_t>(st.st_size);
@@ -85,7 +85,7 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
   const std::string memory_path = directory + "/" + kMemoryFile;
   UniqueFd image(open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!image.valid()) return FailErrno(memory_path);
-  struct stat st{};
+  struct stat st {};
   if (fstat(image.get(), &st) != 0) return FailErrno(memory_path);
   if (static_cast<uint64_t>(st.st_size) != d.memory.ram_size) {
     return Fail("{}: {} bytes, but the descriptor says guest memory is {} bytes", memory_path,
@@ -97,7 +97,8 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
     uint8_t* target = memory.HostPointer(offset, length);  // runs were validated in decoding
     uint64_t done = 0;
     while (done < length) {
-      ssize_t n = pread(image.get(), target + done, length - done, static_cast<off_t>(offset + done));
+      ssize_t n =
+          pread(image.get(), target + done, length - done, static_cast<off_t>(offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return FailErrno(fmt::format("{}: reading pages at {:#x}", memory_path, offset));
       done += static_cast<uint64_t>(n);

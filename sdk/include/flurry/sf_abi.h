@@ -12,12 +12,12 @@
 #define SF_HC_REQUEST_TICKET (SF_HC_BASE + 0) /* (n) -> ticket > 0 */
 #define SF_HC_TICKET_INFO (SF_HC_BASE + 1)    /* (ticket) -> granted m */
 #define SF_HC_CLONE (SF_HC_BASE + 2)          /* (ticket) -> 0 parent, 1..m clone id */
-#define SF_HC_EXIT (SF_HC_BASE + 3)           /* (status, result, len) -> never returns in a clone */
-#define SF_HC_JOIN (SF_HC_BASE + 4)           /* (ticket, outcomes, max) -> m */
-#define SF_HC_KILL (SF_HC_BASE + 5)           /* (ticket) -> 0 */
-#define SF_HC_CHECKPOINT (SF_HC_BASE + 6)     /* (checkpoint_out) -> 0 caller, id in clones */
-#define SF_HC_CREATE_CLONES (SF_HC_BASE + 7)  /* (checkpoint, ticket) -> 0 */
-#define SF_HC_ID (SF_HC_BASE + 8)             /* () -> clone id (0: not a clone) */
+#define SF_HC_EXIT (SF_HC_BASE + 3)          /* (status, result, len) -> never returns in a clone */
+#define SF_HC_JOIN (SF_HC_BASE + 4)          /* (ticket, outcomes, max) -> m */
+#define SF_HC_KILL (SF_HC_BASE + 5)          /* (ticket) -> 0 */
+#define SF_HC_CHECKPOINT (SF_HC_BASE + 6)    /* (checkpoint_out) -> 0 caller, id in clones */
+#define SF_HC_CREATE_CLONES (SF_HC_BASE + 7) /* (checkpoint, ticket) -> 0 */
+#define SF_HC_ID (SF_HC_BASE + 8)            /* () -> clone id (0: not a clone) */
 #define SF_HC_COUNT 9
 
 #define SF_MAX_RESULT (1u << 20) /* largest result blob sf_exit may carry */

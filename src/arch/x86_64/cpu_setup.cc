@@ -12,7 +12,8 @@ namespace flurry::x86 {
 namespace {
 
 constexpr uint64_t kCr0 = 0x80050033;  // PG | AM | WP | NE | ET | MP | PE
-constexpr uint64_t kCr4 = (1 << 5) | (1 << 9) | (1 << 10) | (1 << 18);  // PAE OSFXSR OSXMMEXCPT OSXSAVE
+constexpr uint64_t kCr4 =
+    (1 << 5) | (1 << 9) | (1 << 10) | (1 << 18);  // PAE OSFXSR OSXMMEXCPT OSXSAVE
 constexpr uint64_t kEfer = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);  // SCE LME LMA NXE
 // RFLAGS bits cleared on syscall entry (as Linux does): TF DF IF AC NT.
 constexpr uint64_t kSfmask = 0x47700;
@@ -80,9 +81,11 @@ std::vector<kvm_msr_entry> ProcessModeMsrs() {
     e.data = value;
     return e;
   };
-  const uint64_t star = (uint64_t{kKernelDataSelector} << 48) | (uint64_t{kKernelCodeSelector} << 32);
-  return {msr(kMsrStar, star),       msr(kMsrLstar, kSyscallGateAddr), msr(kMsrCstar, 0),
-          msr(kMsrSfmask, kSfmask), msr(kMsrFsBase, 0),               msr(kMsrGsBase, 0),
+  const uint64_t star =
+      (uint64_t{kKernelDataSelector} << 48) | (uint64_t{kKernelCodeSelector} << 32);
+  return {msr(kMsrStar, star),     msr(kMsrLstar, kSyscallGateAddr),
+          msr(kMsrCstar, 0),       msr(kMsrSfmask, kSfmask),
+          msr(kMsrFsBase, 0),      msr(kMsrGsBase, 0),
           msr(kMsrKernelGsBase, 0)};
 }
 

@@ -1,10 +1,9 @@
 #include "arch/x86_64/cpu_signature.h"
 
 #include <cpuid.h>
+#include <fmt/format.h>
 
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "arch/x86_64/cpu_setup.h"
 

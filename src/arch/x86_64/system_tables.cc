@@ -33,8 +33,8 @@ void WriteGdt(GuestMemory& memory) {
 void WriteTss(GuestMemory& memory) {
   uint8_t tss[kTssLimit + 1] = {};
   auto put64 = [&](size_t offset, uint64_t value) { std::memcpy(tss + offset, &value, 8); };
-  put64(4, kKernelStackTop);   // RSP0
-  put64(36, kFaultStackTop);   // IST1
+  put64(4, kKernelStackTop);         // RSP0
+  put64(36, kFaultStackTop);         // IST1
   uint16_t iomap_base = sizeof tss;  // no I/O permission bitmap
   std::memcpy(tss + 102, &iomap_base, 2);
   std::memcpy(memory.HostPointer(kTssAddr, sizeof tss), tss, sizeof tss);
@@ -60,8 +60,9 @@ void WriteIdtAndStubs(GuestMemory& memory) {
 }
 
 // mov [kDoorbellAddr], eax ; sysretq
-constexpr uint8_t kGateCode[] = {0x89, 0x04, 0x25, kDoorbellAddr & 0xff, (kDoorbellAddr >> 8) & 0xff,
-                                 0x00, 0x00, 0x48, 0x0f, 0x07};
+constexpr uint8_t kGateCode[] = {
+    0x89, 0x04, 0x25, kDoorbellAddr & 0xff, (kDoorbellAddr >> 8) & 0xff, 0x00, 0x00,
+    0x48, 0x0f, 0x07};
 constexpr uint64_t kGateDoorbellInsnLength = 7;
 
 }  // namespace
@@ -77,7 +78,16 @@ uint64_t SyscallGateExitRip() { return kSyscallGateAddr + kGateDoorbellInsnLengt
 
 bool VectorHasErrorCode(int vector) {
   switch (vector) {
-    case 8: case 10: case 11: case 12: case 13: case 14: case 17: case 21: case 29: case 30:
+    case 8:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 14:
+    case 17:
+    case 21:
+    case 29:
+    case 30:
       return true;
     default:
       return false;
@@ -85,28 +95,62 @@ bool VectorHasErrorCode(int vector) {
 }
 
 const char* VectorName(int vector) {
-  static const char* const kNames[kExceptionVectors] = {
-      "divide error (#DE)", "debug (#DB)", "NMI", "breakpoint (#BP)", "overflow (#OF)",
-      "bound range (#BR)", "invalid opcode (#UD)", "device not available (#NM)",
-      "double fault (#DF)", "coprocessor segment overrun", "invalid TSS (#TS)",
-      "segment not present (#NP)", "stack fault (#SS)", "general protection (#GP)",
-      "page fault (#PF)", "reserved 15", "x87 floating point (#MF)", "alignment check (#AC)",
-      "machine check (#MC)", "SIMD floating point (#XM)", "virtualization (#VE)",
-      "control protection (#CP)", "reserved 22", "reserved 23", "reserved 24", "reserved 25",
-      "reserved 26", "reserved 27", "hypervisor injection (#HV)", "VMM communication (#VC)",
-      "security (#SX)", "reserved 31"};
+  static const char* const kNames[kExceptionVectors] = {"divide error (#DE)",
+                                                        "debug (#DB)",
+                                                        "NMI",
+                                                        "breakpoint (#BP)",
+                                                        "overflow (#OF)",
+                                                        "bound range (#BR)",
+                                                        "invalid opcode (#UD)",
+                                                        "device not available (#NM)",
+                                                        "double fault (#DF)",
+                                                        "coprocessor segment overrun",
+                                                        "invalid TSS (#TS)",
+                                                        "segment not present (#NP)",
+                                                        "stack fault (#SS)",
+                                                        "general protection (#GP)",
+                                                        "page fault (#PF)",
+                                                        "reserved 15",
+                                                        "x87 floating point (#MF)",
+                                                        "alignment check (#AC)",
+                                                        "machine check (#MC)",
+                                                        "SIMD floating point (#XM)",
+                                                        "virtualization (#VE)",
+                                                        "control protection (#CP)",
+                                                        "reserved 22",
+                                                        "reserved 23",
+                                                        "reserved 24",
+                                                        "reserved 25",
+                                                        "reserved 26",
+                                                        "reserved 27",
+                                                        "hypervisor injection (#HV)",
+                                                        "VMM communication (#VC)",
+                                                        "security (#SX)",
+                                                        "reserved 31"};
   if (vector < 0 || vector >= kExceptionVectors) return "unknown vector";
   return kNames[vector];
 }
 
 int VectorSignal(int vector) {
   switch (vector) {
-    case 0: case 16: case 19: return SIGFPE;
-    case 1: case 3: return SIGTRAP;
-    case 6: return SIGILL;
-    case 7: case 17: return SIGBUS;
-    case 12: case 13: case 14: return SIGSEGV;
-    default: return SIGSEGV;
+    case 0:
+    case 16:
+    case 19:
+      return SIGFPE;
+    case 1:
+    case 3:
+      return SIGTRAP;
+    case 6:
+      return SIGILL;
+    case 7:
+    case 17:
+      return SIGBUS;
+    case 12:
+    case 13:
+    case 14:
+      return SIGSEGV;
+    default:
+      return SIGSEGV;
   }
 }
 

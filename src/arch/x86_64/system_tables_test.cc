@@ -48,10 +48,10 @@ TEST(SystemTables, GdtHasUserSegmentsWhereSysretExpectsThem) {
   // SYSRET loads CS from STAR[63:48]+16 and SS from STAR[63:48]+8.
   uint64_t user_cs = Read64(mem, kGdtAddr + (kKernelDataSelector + 16));
   uint64_t user_ss = Read64(mem, kGdtAddr + (kKernelDataSelector + 8));
-  EXPECT_EQ((user_cs >> 45) & 3, 3u);   // DPL3
-  EXPECT_EQ((user_cs >> 53) & 1, 1u);   // long mode
+  EXPECT_EQ((user_cs >> 45) & 3, 3u);  // DPL3
+  EXPECT_EQ((user_cs >> 53) & 1, 1u);  // long mode
   EXPECT_EQ((user_ss >> 45) & 3, 3u);
-  EXPECT_EQ((user_ss >> 43) & 1, 0u);   // data
+  EXPECT_EQ((user_ss >> 43) & 1, 0u);  // data
 }
 
 TEST(SystemTables, GateWritesTheDoorbell) {

@@ -42,13 +42,24 @@ static inline int clock_ns(long clock, uint64_t* ns) {
   uint64_t mono = monotonic_ns(v);
   switch (clock) {
     case CLOCK_MONOTONIC:
-    case CLOCK_MONOTONIC_COARSE: *ns = mono; return 1;
+    case CLOCK_MONOTONIC_COARSE:
+      *ns = mono;
+      return 1;
     case CLOCK_REALTIME:
-    case CLOCK_REALTIME_COARSE: *ns = mono + v->realtime_offset_ns; return 1;
-    case CLOCK_BOOTTIME: *ns = mono + v->boottime_offset_ns; return 1;
-    case CLOCK_TAI: *ns = mono + v->tai_offset_ns; return 1;
-    case CLOCK_MONOTONIC_RAW: *ns = mono + v->raw_offset_ns; return 1;
-    default: return 0;
+    case CLOCK_REALTIME_COARSE:
+      *ns = mono + v->realtime_offset_ns;
+      return 1;
+    case CLOCK_BOOTTIME:
+      *ns = mono + v->boottime_offset_ns;
+      return 1;
+    case CLOCK_TAI:
+      *ns = mono + v->tai_offset_ns;
+      return 1;
+    case CLOCK_MONOTONIC_RAW:
+      *ns = mono + v->raw_offset_ns;
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -62,7 +73,8 @@ int __vdso_clock_gettime(long clock, struct vdso_timespec* ts) {
 
 int __vdso_gettimeofday(struct vdso_timeval* tv, void* tz) {
   uint64_t ns;
-  if (!clock_ns(CLOCK_REALTIME, &ns)) return (int)raw_syscall2(96 /* gettimeofday */, (long)tv, (long)tz);
+  if (!clock_ns(CLOCK_REALTIME, &ns))
+    return (int)raw_syscall2(96 /* gettimeofday */, (long)tv, (long)tz);
   if (tv) {
     tv->tv_sec = (int64_t)(ns / 1000000000ULL);
     tv->tv_usec = (int64_t)(ns % 1000000000ULL / 1000);
