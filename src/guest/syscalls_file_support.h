@@ -1,0 +1,132 @@
+// Shared by the file syscall translation units (syscalls_file.cc: file descriptors and I/O;
+// syscalls_path.cc: operations on paths): argument helpers and the handler adapter. Internal.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <span>
+#include <vector>
+
+#include "guest/syscall.h"
+
+namespace flurry::file_syscalls {
+
+static_assert(sizeof(struct stat) == 144, "guest and host struct stat differ");
+static_assert(sizeof(struct statx) == 256, "guest and host struct statx differ");
+
+inline constexpr uint64_t kPathMax = 4096;
+inline constexpr uint64_t kMaxRw = 0x7ffff000;     // Linux MAX_RW_COUNT: the most one call moves
+inline constexpr uint64_t kMaxIov = 1024;          // UIO_MAXIOV
+inline constexpr uint64_t kMaxDirents = 64 << 10;  // bytes of directory entries per getdents64
+inline constexpr size_t kKernelTermiosSize = 36;   // struct termios as TCGETS fills it (NCCS 19)
+inline constexpr int kSetflFlags =
+    O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME;  // what F_SETFL sets
+inline constexpr int kStatxSyncType = 0x6000;      // AT_STATX_SYNC_TYPE
+
+// A handler body: the value for RAX, or an error whose code is the errno.
+using Value = Result<int64_t>;
+using Body = Value (*)(SyscallContext&, const SyscallArgs&);
+
+template <Body body>
+SyscallResult Handle(SyscallContext& context, const SyscallArgs& args) {
+  Value value = body(context, args);
+  return value ? SyscallResult::Return(*value) : ErrnoFrom(value.error());
+}
+
+// Linux takes fds (and dirfds, flags, modes) as 32-bit ints.
+inline int IntArg(uint64_t arg) { return static_cast<int>(static_cast<uint32_t>(arg)); }
+
+inline std::unexpected<Error> HostError(std::string_view what) { return FailErrno(errno, what); }
+
+// Blocking semantics for the borrowed host stdio: if the host fd is non-blocking (set by
+// whoever shares the terminal) but the guest did not ask for O_NONBLOCK, wait until ready.
+inline bool WaitIfStdio(const OpenFile& file, short events) {
+  if (errno != EAGAIN || file.kind != FileKind::kStdio || (file.flags & O_NONBLOCK) != 0) {
+    return false;
+  }
+  pollfd pfd{file.host_fd(), events, 0};
+  while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+  }
+  return true;
+}
+
+// ---- Guest argument helpers --------------------------------------------------------------
+
+inline Result<std::string> PathArg(const GuestMemory& memory, uint64_t addr) {
+  return memory.ReadCString(addr, kPathMax);
+}
+
+// The starting directory of a path in a *at syscall: the root for absolute paths, the cwd for
+// AT_FDCWD, else the guest's directory fd (EBADF, ENOTDIR).
+inline Result<HostDir::Base> BaseOf(const FdTable& fds, int dirfd, std::string_view path) {
+  if (!path.empty() && path[0] == '/') return HostDir::Base{};
+  if (dirfd == AT_FDCWD) return fds.cwd();
+  OpenFile* file = FLURRY_TRY(fds.Get(dirfd));
+  if (file->kind != FileKind::kDirectory) return FailErrno(ENOTDIR, "dirfd");
+  return HostDir::Base{file->host_fd(), file->path};
+}
+
+// A guest path argument ready for HostDir: ENOENT without a root or for "".
+struct PathRef {
+  const HostDir* dir;
+  HostDir::Base base;
+  std::string path;
+};
+
+inline Result<PathRef> PathRefOf(SyscallContext& context, int dirfd, std::string path) {
+  const HostDir* dir = context.state.fds.root();
+  if (dir == nullptr) return FailErrno(ENOENT, path);
+  if (path.empty()) return FailErrno(ENOENT, "empty path");
+  HostDir::Base base = FLURRY_TRY(BaseOf(context.state.fds, dirfd, path));
+  return PathRef{dir, base, std::move(path)};
+}
+
+inline Result<PathRef> PathAt(SyscallContext& context, int dirfd, uint64_t path_addr) {
+  std::string path = FLURRY_TRY(PathArg(context.memory, path_addr));
+  return PathRefOf(context, dirfd, std::move(path));
+}
+
+// The host fd an AT_EMPTY_PATH operation on dirfd applies to.
+inline Result<int> EmptyPathFd(const FdTable& fds, int dirfd) {
+  if (dirfd != AT_FDCWD) return FLURRY_TRY(fds.Get(dirfd))->host_fd();
+  if (fds.root() == nullptr) return FailErrno(ENOENT, "no root directory");
+  HostDir::Base cwd = fds.cwd();
+  return cwd.fd >= 0 ? cwd.fd : fds.root()->root_fd();
+}
+
+// A guest iovec array as host iovecs into guest memory (EINVAL, EFAULT); lengths past
+// MAX_RW_COUNT in total are cut, as Linux does.
+inline Result<std::vector<iovec>> IovecsArg(const GuestMemory& memory, uint64_t addr,
+                                            uint64_t count) {
+  struct GuestIovec {
+    uint64_t base;
+    uint64_t len;
+  };
+  if (count > kMaxIov) return FailErrno(EINVAL, "iovec count");
+  std::vector<GuestIovec> guest(count);
+  FLURRY_TRY(memory.Read(addr, guest.data(), count * sizeof(GuestIovec)));
+  std::vector<iovec> host;
+  host.reserve(count);
+  uint64_t total = 0;
+  for (const GuestIovec& v : guest) {
+    if (static_cast<int64_t>(v.len) < 0) return FailErrno(EINVAL, "iovec length");
+    uint64_t len = std::min(v.len, kMaxRw - total);
+    if (len == 0) continue;
+    std::span<uint8_t> span = FLURRY_TRY(memory.UserSpan(v.base, len));
+    host.push_back({span.data(), len});
+    total += len;
+  }
+  return host;
+}
+
+// Registers the path syscalls (syscalls_path.cc); RegisterFileSyscalls calls it.
+void RegisterPathSyscalls(SyscallTable& table);
+
+}  // namespace flurry::file_syscalls
