@@ -10,6 +10,8 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev nlohmann-json3-dev
   libxxhash-dev libzstd-dev
   clang-format git ca-certificates hyperfine
+  # scripts/kvm_in_qemu.sh: the KVM backend tests in a QEMU TCG guest where /dev/kvm is missing
+  qemu-system-x86 busybox-static cpio
 )
 
 missing=()

@@ -156,6 +156,7 @@ void PrintReply(const ControlRequest& request, const ControlReply& reply) {
       out += fmt::format("family id: {:016x}\n", reply.family_id);
       out += fmt::format("ram: {} ({} bytes)\n", HumanSize(reply.ram_size), reply.ram_size);
       out += fmt::format("syscalls: {}\n", reply.syscalls);
+      if (!reply.backend.empty()) out += fmt::format("backend: {}\n", reply.backend);
       break;
   }
   std::fwrite(out.data(), 1, out.size(), stdout);

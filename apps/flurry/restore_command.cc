@@ -20,6 +20,7 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
       ->check(CLI::Range(1, 4096));
   restore->add_flag("--no-clone-prefix", options.no_clone_prefix,
                     "Do not prefix clone output lines with [clone N]");
+  AddBackendOption(restore, options.backend);
   restore->add_option("dir", options.directory, "Snapshot directory (descriptor.fvd, memory.img)")
       ->required();
   restore->footer(
@@ -31,6 +32,9 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
 
 int RestoreCommand(const RestoreOptions& options) {
   VmConfig config;
+  auto backend = BackendOption(options.backend);
+  if (!backend) return 2;
+  config.backend = *backend;
   config.max_clones_per_ticket = options.max_clones;
   config.clone_output_prefix = !options.no_clone_prefix;
   auto timeout = ParseTimeoutOption(options.timeout);

@@ -12,6 +12,7 @@ struct RestoreOptions {
   std::string api;
   int max_clones = 64;
   bool no_clone_prefix = false;
+  std::string backend;
   std::string directory;
 };
 

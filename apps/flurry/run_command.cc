@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -74,6 +75,8 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
       ->check(CLI::Range(1, 4096));
   run->add_flag("--no-clone-prefix", options.no_clone_prefix,
                 "Do not prefix clone output lines with [clone N]");
+  AddBackendOption(run, options.backend);
+  run->add_flag("-v,--verbose", options.verbose, "Say on stderr which backend runs the guest");
   run->add_option("program", options.program, "Static ELF executable to run")->required();
   run->prefix_command();  // everything after PROGRAM goes to the guest
   run->footer(
@@ -82,8 +85,31 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
   return run;
 }
 
+void AddBackendOption(CLI::App* command, std::string& backend) {
+  command->add_option("--backend", backend,
+                      "Execution backend: kvm, seccomp or auto (default: $FLURRY_BACKEND, else "
+                      "auto = kvm where /dev/kvm is usable, else seccomp)");
+}
+
+std::optional<BackendKind> BackendOption(const std::string& flag) {
+  std::string name = flag;
+  if (name.empty()) {
+    const char* env = std::getenv("FLURRY_BACKEND");
+    if (env != nullptr) name = env;
+  }
+  auto kind = ParseBackendKind(name);
+  if (!kind) {
+    Complain(fmt::format("--backend: {}", kind.error().message()));
+    return std::nullopt;
+  }
+  return *kind;
+}
+
 int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_args) {
   VmConfig config;
+  auto backend = BackendOption(options.backend);
+  if (!backend) return 2;
+  config.backend = *backend;
   config.program = options.program;
   config.argv.push_back(options.program);
   config.argv.insert(config.argv.end(), guest_args.begin(), guest_args.end());
@@ -123,6 +149,7 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
     Complain(vm.error().message());
     return 1;
   }
+  if (options.verbose) Complain(fmt::format("backend: {}", (*vm)->backend_name()));
   return RunVm(**vm, RunVmOptions{config.timeout, options.timeout, options.api});
 }
 

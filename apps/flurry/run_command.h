@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
+
 namespace flurry {
 
 class Vm;
@@ -20,8 +22,16 @@ struct RunOptions {
   std::vector<std::string> env;
   int max_clones = 64;
   bool no_clone_prefix = false;
+  std::string backend;  // --backend; empty: $FLURRY_BACKEND, else auto
+  bool verbose = false;
   std::string program;
 };
+
+// Adds --backend to a subcommand.
+void AddBackendOption(CLI::App* command, std::string& backend);
+// The backend --backend (or $FLURRY_BACKEND) asks for; prints the error and returns nullopt
+// when the name is unknown.
+std::optional<BackendKind> BackendOption(const std::string& flag);
 
 // Declares the `run` subcommand's options on `app`.
 CLI::App* AddRunCommand(CLI::App& app, RunOptions& options);

@@ -101,19 +101,22 @@ SyscallResult ForkController::TicketInfo(const SyscallArgs& args) {
   return SyscallResult::Return(it->second.granted);
 }
 
-Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(int32_t first_id, int32_t count,
-                                                                bool detached, int32_t* clone_id) {
+Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(ForkHost& host, int32_t first_id,
+                                                                int32_t count, bool detached,
+                                                                int32_t* clone_id) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return FailErrno("creating the snapshot control socket");
   }
-  const pid_t pid = fork();
-  if (pid < 0) {
-    int err = errno;
+  // The snapshot process holds the frozen guest image and dies with this VMM.
+  auto forked = ForkWithHooks(host, /*tied_to_parent=*/true);
+  if (!forked) {
     close(sv[0]);
     close(sv[1]);
-    return FailErrno(err, "forking the snapshot process");
+    return FailErrno(forked.error().code(),
+                     "forking the snapshot process: " + forked.error().message());
   }
+  const pid_t pid = *forked;
   if (pid == 0) {
     close(sv[0]);
     // The snapshot process must not hold the owner's handles to other snapshot processes and
@@ -121,7 +124,7 @@ Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(int32_t first_id
     tickets_.clear();
     checkpoints_.clear();
     // Only returns in a clone.
-    CloneStart start = RunSnapshotServer(UniqueFd(sv[1]), first_id, count, detached);
+    CloneStart start = RunSnapshotServer(UniqueFd(sv[1]), first_id, count, detached, host);
     ResetForClone(start.id, std::move(start.channel));
     *clone_id = start.id;
     return std::pair{UniqueFd(), pid_t{0}};
@@ -150,7 +153,7 @@ void ForkController::BecomeCloneOrDie(ForkHost& host, const CloneState& state, i
 }
 
 SyscallResult ForkController::StartClone(ForkHost& host, CloneState state, int32_t id) {
-  state.vcpu.regs.rax = static_cast<uint64_t>(id);
+  state.cpu.regs.rax = static_cast<uint64_t>(id);
   BecomeCloneOrDie(host, state, id);
   return SyscallResult::Return(id);
 }
@@ -163,7 +166,7 @@ Result<ForkController::DetachedClones> ForkController::CloneFromOutside(ForkHost
   if (granted < count) return Fail("only {} clones can be granted now", granted);
   CloneState state = FLURRY_TRY(host.CaptureCurrentState());
   const int32_t first_id = family_.ReserveIds(count);
-  auto snapshot = FLURRY_TRY(ForkSnapshot(first_id, count, /*detached=*/true, clone_id));
+  auto snapshot = FLURRY_TRY(ForkSnapshot(host, first_id, count, /*detached=*/true, clone_id));
   if (*clone_id != 0) {
     BecomeCloneOrDie(host, state, *clone_id);
     return DetachedClones{};
@@ -189,7 +192,7 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
   }
   const int32_t first_id = family_.ReserveIds(ticket.granted);
   int32_t clone_id = 0;
-  auto snapshot = ForkSnapshot(first_id, ticket.granted, /*detached=*/false, &clone_id);
+  auto snapshot = ForkSnapshot(host, first_id, ticket.granted, /*detached=*/false, &clone_id);
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
   ticket.cloned = true;
@@ -237,7 +240,7 @@ SyscallResult ForkController::Join(SyscallContext& context, const SyscallArgs& a
   const uint64_t outcomes_address = args.arg[1];
   const int64_t max = static_cast<int32_t>(args.arg[2]);
   if (max < 0) return SyscallResult::Errno(EINVAL);
-  if (max > 0 && !context.memory.UserSpan(outcomes_address, max * sizeof(sf_outcome))) {
+  if (max > 0 && !context.memory.CheckUser(outcomes_address, max * sizeof(sf_outcome))) {
     return SyscallResult::Errno(EFAULT);
   }
   if (auto r = CollectChildren(ticket); !r) {
@@ -311,7 +314,7 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
     return SyscallResult::Errno(EIO);
   }
   int32_t clone_id = 0;
-  auto snapshot = ForkSnapshot(0, 0, /*detached=*/false, &clone_id);
+  auto snapshot = ForkSnapshot(host, 0, 0, /*detached=*/false, &clone_id);
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
   checkpoints_[id] = CheckpointRecord{std::move(snapshot->first), snapshot->second};

@@ -24,6 +24,7 @@
 #include "fork/outcome_channel.h"
 #include "fork/snapshot_server.h"
 #include "guest/syscall.h"
+#include "arch/x86_64/user_cpu_state.h"
 #include "snapshot/vm_descriptor.h"
 
 namespace flurry {
@@ -31,17 +32,17 @@ namespace flurry {
 // What a clone resumes with, captured in the parent at the moment of cloning: the vCPU and
 // the guest's open files (their offsets must be the ones at sf_clone, not at clone start).
 struct CloneState {
-  VcpuState vcpu;
+  x86::UserCpuState cpu;
   FilesRecord files;
 };
 
 // What the controller needs from the VM it serves.
-class ForkHost {
+class ForkHost : public ForkHooks {
  public:
   virtual ~ForkHost() = default;
-  // The vCPU state that resumes the guest right after the current syscall (RAX = 0).
+  // The CPU state that resumes the guest right after the current syscall (RAX = 0).
   virtual Result<CloneState> CaptureResumeState() = 0;
-  // The vCPU state as it stands (the guest stopped between instructions, not in a syscall).
+  // The CPU state as it stands (the guest stopped between instructions, not in a syscall).
   virtual Result<CloneState> CaptureCurrentState() = 0;
   // In a process just forked from a snapshot: rebuild the VM as clone `id`, resuming with
   // `state` (whose RAX the caller has set).
@@ -122,7 +123,8 @@ class ForkController {
 
   // Forks a snapshot process. Returns the owner's control socket in the parent; in a clone
   // (which returns through here) fills *clone_id.
-  Result<std::pair<UniqueFd, pid_t>> ForkSnapshot(int32_t first_id, int32_t count, bool detached,
+  Result<std::pair<UniqueFd, pid_t>> ForkSnapshot(ForkHost& host, int32_t first_id,
+                                                  int32_t count, bool detached,
                                                   int32_t* clone_id);
   // In a clone just returned from ForkSnapshot: rebuild the VM, resume with RAX = id.
   SyscallResult StartClone(ForkHost& host, CloneState state, int32_t id);

@@ -49,7 +49,8 @@ SpawnReply Reply(SpawnReply::Type type, int32_t id, int32_t pid, int32_t error) 
 }
 
 // Forks `count` clones. Returns true (with *start filled) in a clone.
-bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, CloneStart* start) {
+bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, ForkHooks& hooks,
+                CloneStart* start) {
   const pid_t server = getpid();
   for (int32_t i = 0; i < count; ++i) {
     int channel[2];
@@ -67,13 +68,14 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, Clo
       SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
       return false;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
-      int err = errno;
+    auto forked = ForkWithHooks(hooks, /*tied_to_parent=*/!detached);
+    if (!forked) {
+      const int err = forked.error().code() != 0 ? forked.error().code() : EIO;
       for (int fd : {channel[0], channel[1], gate[0], gate[1]}) close(fd);
       SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
       return false;
     }
+    const pid_t pid = *forked;
     if (pid == 0) {
       if (!detached) {
         // Die with the snapshot process (and so with the VMM that owns it).
@@ -106,8 +108,28 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, Clo
 
 }  // namespace
 
+Result<pid_t> ForkWithHooks(ForkHooks& hooks, bool tied_to_parent) {
+  FLURRY_TRY(hooks.PrepareFork(tied_to_parent));
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const int err = errno;
+    hooks.AfterForkInParent(/*child_exists=*/false);
+    return FailErrno(err, "fork");
+  }
+  if (pid > 0) {
+    hooks.AfterForkInParent(/*child_exists=*/true);
+    return pid;
+  }
+  if (auto r = hooks.AfterForkInChild(); !r) {
+    std::string line = "flurry: " + r.error().message() + "\n";
+    (void)!::write(2, line.data(), line.size());
+    _exit(1);
+  }
+  return pid_t{0};
+}
+
 CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id, int32_t initial_count,
-                             bool detached) {
+                             bool detached, ForkHooks& hooks) {
   const int control = control_fd.get();
   // Clones are auto-reaped; the snapshot dies with its owner.
   signal(SIGCHLD, SIG_IGN);
@@ -115,24 +137,30 @@ CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id, int3
   prctl(PR_SET_NAME, "flurry-snapshot");
   CloneStart start;
   if (initial_count > 0) {
-    if (SpawnBatch(control, initial_first_id, initial_count, detached, &start)) {
+    if (SpawnBatch(control, initial_first_id, initial_count, detached, hooks, &start)) {
       control_fd.Release();  // closed in SpawnBatch
       return start;
     }
-    if (detached) _exit(0);
+    if (detached) {
+      hooks.ReleaseGuest();
+      _exit(0);
+    }
   }
   for (;;) {
     SpawnRequest request{};
     ssize_t n = recv(control, &request, sizeof request, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) _exit(0);  // the owner is gone
+    if (n <= 0) {  // the owner is gone
+      hooks.ReleaseGuest();
+      _exit(0);
+    }
     if (n != sizeof request || request.magic != kSnapshotMagic ||
         request.version != kSnapshotVersion || request.op != 1 || request.count < 1 ||
         request.count > kMaxSpawnCount) {
       SendReply(control, Reply(SpawnReply::kError, 0, 0, EINVAL), -1, -1);
       continue;
     }
-    if (SpawnBatch(control, request.first_id, request.count, detached, &start)) {
+    if (SpawnBatch(control, request.first_id, request.count, detached, hooks, &start)) {
       control_fd.Release();
       return start;
     }

@@ -46,6 +46,23 @@ inline constexpr uint32_t kSnapshotMagic = 0x53594c46;  // "FLYS"
 inline constexpr uint16_t kSnapshotVersion = 1;
 inline constexpr int32_t kMaxSpawnCount = 4096;
 
+// What the processes that fork() a VMM do around it, so that the backend can give the new
+// process a copy-on-write copy of the guest (backend.h: PrepareFork/AfterFork*). The Vm
+// implements it (through ForkHost).
+class ForkHooks {
+ public:
+  virtual ~ForkHooks() = default;
+  virtual Result<void> PrepareFork(bool tied_to_parent) = 0;
+  virtual void AfterForkInParent(bool child_exists) = 0;
+  virtual Result<void> AfterForkInChild() = 0;
+  // Before a process that holds a guest image ends with _exit().
+  virtual void ReleaseGuest() = 0;
+};
+
+// fork() with the hooks around it: returns the pid (0 in the child) or an error; an error in
+// the child's hook ends the child (it never returns there).
+Result<pid_t> ForkWithHooks(ForkHooks& hooks, bool tied_to_parent);
+
 // What a freshly forked clone starts with.
 struct CloneStart {
   int32_t id = 0;
@@ -61,7 +78,7 @@ struct CloneStart {
 // with it, so killing a clone VMM ends that clone's own clones too, all the way down. With
 // `detached` (host-initiated clones) the clones outlive it and it exits once they are spawned.
 CloneStart RunSnapshotServer(UniqueFd control, int32_t initial_first_id, int32_t initial_count,
-                             bool detached);
+                             bool detached, ForkHooks& hooks);
 
 // Owner side: the clones one spawn produced.
 struct SpawnedClone {

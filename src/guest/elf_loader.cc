@@ -1,6 +1,8 @@
 #include "guest/elf_loader.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "arch/x86_64/layout.h"
 #include "base/check.h"
@@ -36,9 +38,7 @@ Result<void> CheckFits(const ElfSegment& seg, uint64_t start, uint64_t image_sta
 
 }  // namespace
 
-Result<LoadedImage> LoadElf(const ElfImage& image, std::span<const uint8_t> file,
-                            GuestMemory& memory, uint64_t load_limit) {
-  FLURRY_CHECK(load_limit <= memory.size());
+Result<LoadedImage> PlaceElf(const ElfImage& image, uint64_t file_size, uint64_t load_limit) {
   uint64_t bias = LoadBias(image);
   LoadedImage loaded{.base = bias,
                      .entry = image.entry + bias,
@@ -53,11 +53,11 @@ Result<LoadedImage> LoadElf(const ElfImage& image, std::span<const uint8_t> file
   // Check every segment before copying any, so a failed load leaves memory untouched.
   for (const ElfSegment& seg : image.segments) {
     FLURRY_TRY(CheckFits(seg, seg.vaddr + bias, loaded.image_start, loaded.image_end, load_limit));
-    if (seg.offset > file.size() || seg.filesz > file.size() - seg.offset) {
+    if (seg.offset > file_size || seg.filesz > file_size - seg.offset) {
       return Fail(
           "truncated ELF file: segment data at offset {:#x} (size {:#x}) runs past the "
           "end of the file ({:#x} bytes)",
-          seg.offset, seg.filesz, file.size());
+          seg.offset, seg.filesz, file_size);
     }
   }
   // The segments fit, so their page-aligned hull does too, unless load_limit is not page
@@ -66,12 +66,32 @@ Result<LoadedImage> LoadElf(const ElfImage& image, std::span<const uint8_t> file
     return Fail("program image ends at {:#x}, past the end of its memory ({:#x})", loaded.image_end,
                 load_limit);
   }
+  return loaded;
+}
+
+Result<LoadedImage> LoadElf(const ElfImage& image, std::span<const uint8_t> file,
+                            GuestMemory& memory, uint64_t load_limit) {
+  FLURRY_CHECK(load_limit <= memory.size());
+  LoadedImage loaded = FLURRY_TRY(PlaceElf(image, file.size(), load_limit));
+  const uint64_t bias = loaded.base;
 
   for (const ElfSegment& seg : image.segments) {
-    uint8_t* dst = memory.HostPointer(seg.vaddr + bias, seg.memsz);
-    if (seg.filesz != 0) std::memcpy(dst, file.data() + seg.offset, seg.filesz);
-    // Fresh memory is zero already, but the tail (.bss) may share a page with other data.
-    std::memset(dst + seg.filesz, 0, seg.memsz - seg.filesz);
+    const uint64_t dst = seg.vaddr + bias;
+    FLURRY_TRY(memory.WritePhysical(dst, file.data() + seg.offset, seg.filesz));
+    // The tail (.bss) must read as zero: the bytes up to its first page boundary are written,
+    // whole pages after it are discarded (zero without being touched).
+    const uint64_t bss = dst + seg.filesz, bss_end = dst + seg.memsz;
+    const uint64_t first_page_end = std::min<uint64_t>(x86::AlignUp(bss, x86::kPageSize), bss_end);
+    const std::vector<uint8_t> zeros(first_page_end - bss, 0);
+    FLURRY_TRY(memory.WritePhysical(bss, zeros.data(), zeros.size()));
+    const uint64_t whole_end = x86::AlignDown(bss_end, x86::kPageSize);
+    if (whole_end > first_page_end) {
+      FLURRY_TRY(memory.Discard(first_page_end, whole_end - first_page_end));
+    }
+    if (bss_end > whole_end && whole_end >= first_page_end) {
+      const std::vector<uint8_t> last(bss_end - whole_end, 0);
+      FLURRY_TRY(memory.WritePhysical(whole_end, last.data(), last.size()));
+    }
   }
   return loaded;
 }

@@ -30,8 +30,11 @@ struct LoadedImage {
   std::optional<ElfTls> tls;  // PT_TLS with vaddr biased
 };
 
-// Copies `image` (parsed from `file`) into `memory`. Every segment must lie inside
-// [kUserBase, load_limit); load_limit must not exceed memory.size().
+// Where `image` goes and whether it fits: every segment must lie inside [kUserBase,
+// load_limit). Nothing is copied.
+Result<LoadedImage> PlaceElf(const ElfImage& image, uint64_t file_size, uint64_t load_limit);
+// Copies `image` (parsed from `file`) into `memory` where PlaceElf puts it; load_limit must not
+// exceed memory.size().
 Result<LoadedImage> LoadElf(const ElfImage& image, std::span<const uint8_t> file,
                             GuestMemory& memory, uint64_t load_limit);
 

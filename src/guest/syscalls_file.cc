@@ -58,12 +58,18 @@ Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int
   uint64_t count = std::min(args.arg[2], kMaxRw);
   char empty = 0;
   iovec iov{&empty, 0};
+  std::optional<GuestWindow> window;
   if (count != 0) {
-    std::span<uint8_t> span = FLURRY_TRY(context.memory.UserSpan(args.arg[1], count));
-    iov = {span.data(), count};
+    window = FLURRY_TRY(context.memory.Window(args.arg[1], count));
+    iov = {window->bytes().data(), count};
   }
-  return write ? WriteFrom(context, *file, {&iov, 1}, offset)
-               : ReadInto(context, *file, {&iov, 1}, offset);
+  if (write) {
+    if (window) FLURRY_TRY(window->Load());
+    return WriteFrom(context, *file, {&iov, 1}, offset);
+  }
+  const int64_t n = FLURRY_TRY(ReadInto(context, *file, {&iov, 1}, offset));
+  if (window && n > 0) FLURRY_TRY(window->Store(static_cast<uint64_t>(n)));
+  return n;
 }
 
 Value Read(SyscallContext& context, const SyscallArgs& args) {
@@ -88,14 +94,17 @@ Value Pwrite64(SyscallContext& context, const SyscallArgs& args) {
 
 Value Readv(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
-  std::vector<iovec> iov = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
-  return ReadInto(context, *file, iov, -1);
+  GuestIovecs io = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
+  const int64_t n = FLURRY_TRY(ReadInto(context, *file, io.iov, -1));
+  if (n > 0) FLURRY_TRY(io.Store(static_cast<uint64_t>(n)));
+  return n;
 }
 
 Value Writev(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
-  std::vector<iovec> iov = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
-  return WriteFrom(context, *file, iov, -1);
+  GuestIovecs io = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
+  FLURRY_TRY(io.Load());
+  return WriteFrom(context, *file, io.iov, -1);
 }
 
 Value Lseek(SyscallContext& context, const SyscallArgs& args) {
@@ -110,9 +119,11 @@ Value Getdents64(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
   if (file->kind != FileKind::kDirectory) return FailErrno(ENOTDIR, "getdents64");
   uint64_t count = static_cast<uint32_t>(args.arg[2]);
-  std::span<uint8_t> span = FLURRY_TRY(context.memory.UserSpan(args.arg[1], count));
-  long n = syscall(SYS_getdents64, file->host_fd(), span.data(), std::min(count, kMaxDirents));
+  count = std::min(count, kMaxDirents);
+  GuestWindow window = FLURRY_TRY(context.memory.Window(args.arg[1], count));
+  long n = syscall(SYS_getdents64, file->host_fd(), window.bytes().data(), count);
   if (n < 0) return HostError("getdents64");
+  FLURRY_TRY(window.Store(static_cast<uint64_t>(n)));
   return n;
 }
 

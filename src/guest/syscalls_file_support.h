@@ -101,10 +101,30 @@ inline Result<int> EmptyPathFd(const FdTable& fds, int dirfd) {
   return cwd.fd >= 0 ? cwd.fd : fds.root()->root_fd();
 }
 
-// A guest iovec array as host iovecs into guest memory (EINVAL, EFAULT); lengths past
-// MAX_RW_COUNT in total are cut, as Linux does.
-inline Result<std::vector<iovec>> IovecsArg(const GuestMemory& memory, uint64_t addr,
-                                            uint64_t count) {
+// A guest iovec array as host iovecs: windows onto guest memory (GuestWindow). Load() before a
+// host write of the guest's bytes, Store(n) after a host read of n bytes into them.
+struct GuestIovecs {
+  std::vector<iovec> iov;
+  std::vector<GuestWindow> windows;
+
+  Result<void> Load() const {
+    for (const GuestWindow& w : windows) FLURRY_TRY(w.Load());
+    return {};
+  }
+  Result<void> Store(uint64_t n) const {
+    for (const GuestWindow& w : windows) {
+      if (n == 0) break;
+      const uint64_t part = std::min<uint64_t>(n, w.bytes().size());
+      FLURRY_TRY(w.Store(part));
+      n -= part;
+    }
+    return {};
+  }
+};
+
+// A guest iovec array (EINVAL, EFAULT); lengths past MAX_RW_COUNT in total are cut, as Linux
+// does.
+inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, uint64_t count) {
   struct GuestIovec {
     uint64_t base;
     uint64_t len;
@@ -112,15 +132,15 @@ inline Result<std::vector<iovec>> IovecsArg(const GuestMemory& memory, uint64_t 
   if (count > kMaxIov) return FailErrno(EINVAL, "iovec count");
   std::vector<GuestIovec> guest(count);
   FLURRY_TRY(memory.Read(addr, guest.data(), count * sizeof(GuestIovec)));
-  std::vector<iovec> host;
-  host.reserve(count);
+  GuestIovecs host;
+  host.windows.reserve(count);
   uint64_t total = 0;
   for (const GuestIovec& v : guest) {
     if (static_cast<int64_t>(v.len) < 0) return FailErrno(EINVAL, "iovec length");
     uint64_t len = std::min(v.len, kMaxRw - total);
     if (len == 0) continue;
-    std::span<uint8_t> span = FLURRY_TRY(memory.UserSpan(v.base, len));
-    host.push_back({span.data(), len});
+    host.windows.push_back(FLURRY_TRY(memory.Window(v.base, len)));
+    host.iov.push_back({host.windows.back().bytes().data(), len});
     total += len;
   }
   return host;

@@ -27,18 +27,29 @@ void DiscardRanges(GuestMemory& memory, const std::vector<std::pair<uint64_t, ui
 
 // Copies a file's bytes from `offset` into `target` (a private file mapping); bytes past the end
 // of the file stay zero. Returns 0 or an errno.
-int ReadFileInto(const FdTable& fds, int fd, std::span<uint8_t> target, uint64_t offset) {
+int ReadFileInto(const FdTable& fds, int fd, const GuestMemory& memory, uint64_t address,
+                 uint64_t length, uint64_t offset) {
   auto file = fds.Get(fd);
   if (!file) return EBADF;
   if ((*file)->kind != FileKind::kRegular) return EACCES;
-  uint64_t done = 0;
-  while (done < target.size()) {
-    ssize_t n = pread((*file)->host_fd(), target.data() + done, target.size() - done,
-                      static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    if (n == 0) break;
-    done += static_cast<uint64_t>(n);
+  // In bounded pieces: remote memory goes through a bounce buffer.
+  constexpr uint64_t kPiece = 8 << 20;
+  for (uint64_t base = 0; base < length; base += kPiece) {
+    const uint64_t piece = std::min(kPiece, length - base);
+    auto window = memory.Window(address + base, piece);
+    if (!window) return EFAULT;
+    std::span<uint8_t> target = window->bytes();
+    uint64_t done = 0;
+    while (done < piece) {
+      ssize_t n = pread((*file)->host_fd(), target.data() + done, piece - done,
+                        static_cast<off_t>(offset + base + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno;
+      if (n == 0) break;
+      done += static_cast<uint64_t>(n);
+    }
+    if (!window->Store(done)) return EFAULT;
+    if (done < piece) break;  // the rest of the mapping, past the end of the file, stays zero
   }
   return 0;
 }
@@ -81,8 +92,7 @@ SyscallResult SysMmap(SyscallContext& c, const SyscallArgs& a) {
   auto address = c.state.memory_map.Map(hint, aligned, fixed);
   if (!address) return ErrnoFrom(address.error());
   if (!(flags & MAP_ANONYMOUS)) {
-    auto span = c.memory.UserSpan(*address, length);
-    int err = span ? ReadFileInto(c.state.fds, fd, *span, offset) : EFAULT;
+    int err = ReadFileInto(c.state.fds, fd, c.memory, *address, length, offset);
     if (err != 0) {
       DiscardRanges(c.memory, c.state.memory_map.Unmap(*address, aligned));
       return SyscallResult::Errno(err);
@@ -110,10 +120,7 @@ SyscallResult SysMremap(SyscallContext& c, const SyscallArgs& a) {
   if (!result) return ErrnoFrom(result.error());
   const uint64_t old_aligned = AlignUp(old_length, kPageSize);
   if (*result != old_address) {
-    auto from = c.memory.UserSpan(old_address, old_aligned);
-    auto to = c.memory.UserSpan(*result, old_aligned);
-    if (!from || !to) return SyscallResult::Errno(EFAULT);
-    std::memcpy(to->data(), from->data(), old_aligned);
+    if (!c.memory.Copy(*result, old_address, old_aligned)) return SyscallResult::Errno(EFAULT);
     DiscardRanges(c.memory, c.state.memory_map.Unmap(old_address, old_aligned));
   } else if (AlignUp(new_length, kPageSize) < old_aligned) {
     const uint64_t kept = AlignUp(new_length, kPageSize);

@@ -183,17 +183,19 @@ SyscallResult SysGetrandom(SyscallContext& c, const SyscallArgs& a) {
   }
   constexpr uint64_t kMaxChunk = 32 << 20;
   const uint64_t length = a.arg[1] < kMaxChunk ? a.arg[1] : kMaxChunk;
-  auto span = c.memory.UserSpan(a.arg[0], length);
-  if (!span) return ErrnoFrom(span.error());
+  auto window = c.memory.Window(a.arg[0], length);
+  if (!window) return ErrnoFrom(window.error());
+  std::span<uint8_t> bytes = window->bytes();
   uint64_t done = 0;
   while (done < length) {
-    ssize_t n = getrandom(span->data() + done, length - done, 0);
+    ssize_t n = getrandom(bytes.data() + done, length - done, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       return SyscallResult::Errno(errno);
     }
     done += static_cast<uint64_t>(n);
   }
+  if (auto stored = window->Store(done); !stored) return ErrnoFrom(stored.error());
   return SyscallResult::Return(static_cast<int64_t>(done));
 }
 
@@ -208,7 +210,7 @@ SyscallResult SysFutex(SyscallContext& c, const SyscallArgs& a) {
     case FUTEX_REQUEUE:
     case FUTEX_CMP_REQUEUE:
       if (a.arg[0] % 4 != 0) return SyscallResult::Errno(EINVAL);
-      if (!c.memory.UserSpan(a.arg[0], 4)) return SyscallResult::Errno(EFAULT);
+      if (!c.memory.CheckUser(a.arg[0], 4)) return SyscallResult::Errno(EFAULT);
       return SyscallResult::Return(0);
     case FUTEX_WAIT:
     case FUTEX_WAIT_BITSET: {

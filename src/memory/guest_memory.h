@@ -1,46 +1,102 @@
-// GuestMemory: the guest's RAM, one anonymous host mapping, and bounds-checked access to it.
+// GuestMemory: the guest's RAM and bounds-checked access to it.
 //
-// Owner: the Vm. Thread: the vCPU thread reads and writes guest memory while handling exits;
-// KVM maps the same pages into the guest. Guest virtual == guest physical (see
-// arch/x86_64/layout.h), so every guest pointer is checked against the user range
-// [kUserBase, size) before use; a bad pointer yields an error with code EFAULT, never a crash.
+// Two kinds, one interface:
+//  * local: one anonymous mapping in the VMM's own address space (the KVM backend maps the same
+//    pages into the guest). Guest address A is host_base() + A.
+//  * remote: the RAM lives in another process at the guest's own addresses (the seccomp
+//    backend's stub); the VMM reaches it through that process's /proc/PID/mem. Copy-on-write
+//    across fork() then comes from the stub's fork, not the VMM's.
+//
+// Guest virtual == guest physical (see arch/x86_64/layout.h), so every guest pointer is checked
+// against the user range [kUserBase, size) before use; a bad pointer yields an error with code
+// EFAULT, never a crash.
+//
+// Owner: the Vm. Thread: the vCPU thread while handling exits.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "base/error.h"
 #include "base/mapping.h"
+#include "base/unique_fd.h"
 
 namespace flurry {
 
+class GuestMemory;
+
+// A host buffer standing for a guest range during one host I/O call: the guest's own bytes
+// when the memory is local, a bounce buffer when it is remote. Load() before the host reads
+// the buffer (write(2) of guest data); Store(n) after the host filled its first n bytes
+// (read(2) into guest memory). Both are no-ops for local memory.
+class GuestWindow {
+ public:
+  std::span<uint8_t> bytes() const { return bytes_; }
+  Result<void> Load() const;
+  Result<void> Store(uint64_t n) const;
+
+ private:
+  friend class GuestMemory;
+  const GuestMemory* memory_ = nullptr;
+  uint64_t address_ = 0;
+  std::span<uint8_t> bytes_;
+  std::vector<uint8_t> bounce_;
+};
+
 class GuestMemory {
  public:
-  // Maps `size` bytes (a multiple of 2 MiB) of RAM (4 KiB host pages until advised).
+  // Discards [addr, addr+len) of remote memory (the owning backend asks its process).
+  using RemoteDiscard = std::function<Result<void>(uint64_t addr, uint64_t len)>;
+
+  // Maps `size` bytes (a multiple of 2 MiB) of local RAM (4 KiB host pages until advised).
   static Result<GuestMemory> Create(uint64_t size);
+  // RAM of `size` bytes at guest addresses in another process; `mem` and `pagemap` are its
+  // /proc/PID/mem and /proc/PID/pagemap.
+  static GuestMemory Remote(uint64_t size, UniqueFd mem, UniqueFd pagemap, RemoteDiscard discard);
+
+  GuestMemory(GuestMemory&&) = default;
+  GuestMemory& operator=(GuestMemory&&) = default;
+
+  bool is_local() const { return !mem_.valid(); }
 
   // Backs [start, start+length) (2 MiB aligned) with transparent huge pages: first touch of
   // big allocations then costs what it does natively. The VMM leaves the small, always
   // touched regions (system area, program image, stack) on 4 KiB pages, so starting a VM
-  // does not zero whole 2 MiB pages for a few KiB of data. Failure only costs speed.
+  // does not zero whole 2 MiB pages for a few KiB of data. Failure only costs speed. Local
+  // memory only (a stub advises its own).
   void AdviseHugePages(uint64_t start, uint64_t length) const;
 
-  uint64_t size() const { return mapping_.size(); }
-  uint8_t* host_base() const { return mapping_.data(); }
-
-  // Unchecked access for the VMM's own structures (system area, loader). CHECKs the range.
+  uint64_t size() const { return size_; }
+  // Local memory only (CHECKed): where guest address 0 is in the VMM.
+  uint8_t* host_base() const;
+  // Local memory only (CHECKed): unchecked access for the VMM's own structures (system area,
+  // page tables). CHECKs the range.
   uint8_t* HostPointer(uint64_t gpa, uint64_t len) const;
 
-  // Checked access to guest-supplied user ranges: EFAULT unless [addr, addr+len) lies within
-  // user memory. A zero-length range at any user address (or at `size`) is valid.
-  Result<std::span<uint8_t>> UserSpan(uint64_t addr, uint64_t len) const;
+  // Whether [addr, addr+len) lies within user memory (EFAULT otherwise). A zero-length range at
+  // any user address (or at `size`) is valid.
+  Result<void> CheckUser(uint64_t addr, uint64_t len) const;
+  // A host buffer for guest user range [addr, addr+len) (see GuestWindow).
+  Result<GuestWindow> Window(uint64_t addr, uint64_t len) const;
+
+  // Checked access to guest-supplied user ranges.
   Result<void> Read(uint64_t addr, void* dst, uint64_t len) const;
   Result<void> Write(uint64_t addr, const void* src, uint64_t len) const;
+  Result<void> Fill(uint64_t addr, uint8_t byte, uint64_t len) const;
+  // memmove within user memory.
+  Result<void> Copy(uint64_t dst, uint64_t src, uint64_t len) const;
   // A NUL-terminated string of at most max_len bytes (ENAMETOOLONG when longer).
   Result<std::string> ReadCString(uint64_t addr, uint64_t max_len) const;
+
+  // The VMM's own accesses anywhere in [0, size) (system area included): the loader, the vDSO,
+  // snapshots. Bounds-checked against size only.
+  Result<void> ReadPhysical(uint64_t gpa, void* dst, uint64_t len) const;
+  Result<void> WritePhysical(uint64_t gpa, const void* src, uint64_t len) const;
 
   template <typename T>
   Result<T> ReadObject(uint64_t addr) const {
@@ -59,9 +115,19 @@ class GuestMemory {
   // and inside user memory.
   Result<void> Discard(uint64_t addr, uint64_t len) const;
 
+  // Which 4 KiB pages hold data: present in RAM or swapped out (/proc/.../pagemap). Pages the
+  // host never populated read as zero. One entry per page of [0, size).
+  Result<std::vector<bool>> PopulatedPages() const;
+
  private:
-  explicit GuestMemory(Mapping mapping) : mapping_(std::move(mapping)) {}
-  Mapping mapping_;
+  GuestMemory(Mapping mapping, uint64_t size) : mapping_(std::move(mapping)), size_(size) {}
+  Result<void> RemoteTransfer(uint64_t gpa, void* buffer, uint64_t len, bool write) const;
+
+  Mapping mapping_;  // local memory
+  UniqueFd mem_;     // remote memory: /proc/PID/mem
+  UniqueFd pagemap_;  // remote memory: /proc/PID/pagemap
+  RemoteDiscard discard_;
+  uint64_t size_ = 0;
 };
 
 }  // namespace flurry

@@ -11,13 +11,13 @@ TEST(GuestMemory, RejectsUnalignedSize) { EXPECT_FALSE(GuestMemory::Create(3 << 
 
 TEST(GuestMemory, ChecksUserRanges) {
   auto mem = GuestMemory::Create(16 << 20).value();
-  EXPECT_TRUE(mem.UserSpan(x86::kUserBase, 4096).has_value());
-  EXPECT_TRUE(mem.UserSpan(mem.size(), 0).has_value());
-  EXPECT_EQ(mem.UserSpan(0, 1).error().code(), EFAULT);                    // NULL page
-  EXPECT_EQ(mem.UserSpan(x86::kGdtAddr, 8).error().code(), EFAULT);        // system area
-  EXPECT_EQ(mem.UserSpan(mem.size() - 4, 8).error().code(), EFAULT);       // runs off the end
-  EXPECT_EQ(mem.UserSpan(x86::kUserBase, ~0ULL).error().code(), EFAULT);   // overflow
-  EXPECT_EQ(mem.UserSpan(~0ULL - 2, 4).error().code(), EFAULT);
+  EXPECT_TRUE(mem.CheckUser(x86::kUserBase, 4096).has_value());
+  EXPECT_TRUE(mem.CheckUser(mem.size(), 0).has_value());
+  EXPECT_EQ(mem.CheckUser(0, 1).error().code(), EFAULT);                    // NULL page
+  EXPECT_EQ(mem.CheckUser(x86::kGdtAddr, 8).error().code(), EFAULT);        // system area
+  EXPECT_EQ(mem.CheckUser(mem.size() - 4, 8).error().code(), EFAULT);       // runs off the end
+  EXPECT_EQ(mem.CheckUser(x86::kUserBase, ~0ULL).error().code(), EFAULT);   // overflow
+  EXPECT_EQ(mem.CheckUser(~0ULL - 2, 4).error().code(), EFAULT);
 }
 
 TEST(GuestMemory, ReadsAndWrites) {

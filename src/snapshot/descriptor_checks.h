@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "arch/x86_64/layout.h"
+#include "arch/x86_64/user_cpu_state.h"
 #include "base/error.h"
 #include "snapshot/descriptor_codec.h"
 
@@ -17,8 +18,6 @@ static_assert(std::endian::native == std::endian::little,
 
 using x86::kPageSize;
 
-inline constexpr size_t kInterruptBitmapWords = std::size(kvm_sregs{}.interrupt_bitmap);
-static_assert(kInterruptBitmapWords == 4);
 inline constexpr int kMaxSignal = SignalState::kSignals;
 inline constexpr uint64_t kUnblockableSignals = (1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1));
 
@@ -31,6 +30,20 @@ std::unexpected<Error> Invalid(fmt::format_string<Args...> format, Args&&... arg
 }
 
 inline std::unexpected<Error> Missing(std::string_view what) { return Invalid("missing {}", what); }
+
+// The XSAVE image size rule (x86::UserCpuState): empty, or kMinXsaveBytes..kMaxXsaveBytes in
+// multiples of 64. Checked before the image is copied out of a protobuf message, and again by
+// ValidateDescriptor.
+inline Result<void> CheckXsaveSize(uint64_t size) {
+  using x86::UserCpuState;
+  if (size == 0) return {};
+  if (size < UserCpuState::kMinXsaveBytes || size > UserCpuState::kMaxXsaveBytes ||
+      size % 64 != 0) {
+    return Invalid("xsave area is {} bytes (valid: 0, or {}..{} in multiples of 64)", size,
+                   UserCpuState::kMinXsaveBytes, UserCpuState::kMaxXsaveBytes);
+  }
+  return {};
+}
 
 inline Result<void> CheckRamSize(uint64_t ram_size) {
   if (ram_size % x86::kHugePageSize != 0 || ram_size < x86::kMinRamSize ||

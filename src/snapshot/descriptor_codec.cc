@@ -18,13 +18,16 @@
 #include "base/check.h"
 #include "base/unique_fd.h"
 #include "descriptor.pb.h"
+#include "descriptor_v1.pb.h"
 #include "snapshot/descriptor_checks.h"
 #include "snapshot/descriptor_proto.h"
+#include "snapshot/descriptor_v1.h"
 
 namespace flurry {
 
 using namespace descriptor_internal;
-namespace pb = ::flurry::descriptor::v1;
+namespace pb = ::flurry::descriptor::v2;
+namespace pb1 = ::flurry::descriptor::v1;
 
 static_assert(offsetof(DescriptorHeader, format_version) == 8);
 static_assert(offsetof(DescriptorHeader, flags) == 12);
@@ -62,9 +65,11 @@ Result<VmDescriptor> DecodeDescriptor(std::span<const uint8_t> bytes) {
   }
   DescriptorHeader header;
   std::memcpy(&header, bytes.data(), sizeof(header));
-  if (header.format_version != VmDescriptor::kFormatVersion) {
-    return Fail("descriptor format version {} is not supported (this flurry reads version {})",
-                header.format_version, VmDescriptor::kFormatVersion);
+  const bool version1 = header.format_version == kFormatVersion1;
+  if (header.format_version != VmDescriptor::kFormatVersion && !version1) {
+    return Fail(
+        "descriptor format version {} is not supported (this flurry reads versions {} and {})",
+        header.format_version, kFormatVersion1, VmDescriptor::kFormatVersion);
   }
   if (header.flags != 0) return Fail("descriptor flags {:#x} are not supported", header.flags);
   if (header.payload_size > kMaxDescriptorPayloadSize) {
@@ -83,13 +88,35 @@ Result<VmDescriptor> DecodeDescriptor(std::span<const uint8_t> bytes) {
   if (XXH64(payload.data(), payload.size(), 0) != header.payload_xxh64) {
     return Fail("descriptor checksum mismatch (corrupted?)");
   }
+  const int payload_bytes = static_cast<int>(payload.size());
+  // Fields 1 and 3..10 are the same in both versions (descriptor_v1.proto).
   pb::VmDescriptor message;
-  if (!message.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    return Fail("descriptor payload is not a valid flurry.descriptor.v1.VmDescriptor message");
+  if (!message.ParseFromArray(payload.data(), payload_bytes)) {
+    return Fail("descriptor payload is not a valid flurry.descriptor.v{}.VmDescriptor message",
+                header.format_version);
   }
-  VmDescriptor descriptor = FLURRY_TRY(FromProto(message));
+  VmDescriptor descriptor;
+  if (version1) {
+    pb1::VmDescriptor v1;
+    if (!v1.ParseFromArray(payload.data(), payload_bytes)) {
+      return Fail("descriptor payload is not a valid flurry.descriptor.v1.VmDescriptor message");
+    }
+    descriptor = FLURRY_TRY(FromProtoV1(message, v1));
+  } else {
+    descriptor = FLURRY_TRY(FromProto(message));
+  }
   FLURRY_TRY(ValidateDescriptor(descriptor));
   return descriptor;
+}
+
+uint32_t DescriptorFormatVersion(std::span<const uint8_t> bytes) {
+  if (bytes.size() < kDescriptorHeaderSize ||
+      std::memcmp(bytes.data(), kDescriptorMagic, sizeof(kDescriptorMagic)) != 0) {
+    return 0;
+  }
+  DescriptorHeader header;
+  std::memcpy(&header, bytes.data(), sizeof(header));
+  return header.format_version;
 }
 
 Result<void> WriteDescriptorFile(const std::string& path, const VmDescriptor& descriptor) {

@@ -2,7 +2,9 @@
 // file and on the wire. Format: docs/formats/descriptor.md.
 //
 //   magic "FLYVMDSC" | u32 format_version | u32 flags | u64 payload_size | u64 xxh64(payload)
-//   | payload (protobuf flurry.descriptor.v1.VmDescriptor, src/snapshot/descriptor.proto)
+//   | payload (protobuf flurry.descriptor.v2.VmDescriptor, src/snapshot/descriptor.proto)
+//
+// Format version 2 is written; version 1 (flurry before version 2) is also read, converted.
 //
 // Decoding trusts nothing: sizes are capped before anything is allocated or parsed, and a
 // parsed descriptor is validated field by field (ValidateDescriptor) before it is returned.
@@ -39,21 +41,27 @@ inline constexpr uint64_t kMaxDescriptorPayloadSize = 64ULL << 20;  // 64 MiB
 inline constexpr size_t kMaxDescriptorPathBytes = 4096;  // PATH_MAX
 inline constexpr size_t kMaxHostnameBytes = 64;          // HOST_NAME_MAX
 inline constexpr size_t kMaxVendorBytes = 12;            // CPUID vendor string
-inline constexpr size_t kMaxDescriptorMsrs = 64;
+inline constexpr size_t kMaxBackendBytes = 32;           // VmDescriptor::backend
 
 // Serialises `descriptor` (header + payload). Never fails and never validates: a descriptor
 // that breaks ValidateDescriptor's rules encodes, and DecodeDescriptor then refuses it.
 std::vector<uint8_t> EncodeDescriptor(const VmDescriptor& descriptor);
 
-// Parses and validates a blob. Checks, in order: header present, magic, format version,
-// flags, payload size cap, payload size == remaining bytes, checksum, protobuf parse, then
-// every field (ValidateDescriptor). Errors name the first problem found.
+// Parses and validates a blob. Checks, in order: header present, magic, format version (2, or
+// 1: converted, see docs/formats/descriptor.md), flags, payload size cap, payload size ==
+// remaining bytes, checksum, protobuf parse, then every field (ValidateDescriptor). Errors name
+// the first problem found.
 Result<VmDescriptor> DecodeDescriptor(std::span<const uint8_t> bytes);
 
-// The semantic checks DecodeDescriptor applies after parsing: every field in range, memory
-// layout ordered and inside RAM, regions and page runs sorted, non-overlapping and inside
-// their areas, fds unique and well-formed, strings bounded. Capture code may call it before
-// writing a descriptor. Error messages start with "invalid descriptor: ".
+// The format version in a blob's header (what DescribeDescriptor reports), without checking
+// anything else; 0 if `bytes` does not start with a descriptor header.
+uint32_t DescriptorFormatVersion(std::span<const uint8_t> bytes);
+
+// The semantic checks DecodeDescriptor applies after parsing: every field in range, rip and
+// rsp inside user memory, FS/GS bases canonical, the XSAVE image well-formed (standard format,
+// components within xcr0), memory layout ordered and inside RAM, regions and page runs sorted,
+// non-overlapping and inside their areas, fds unique and well-formed, strings bounded. Capture code
+// may call it before writing a descriptor. Error messages start with "invalid descriptor: ".
 Result<void> ValidateDescriptor(const VmDescriptor& descriptor);
 
 // Writes EncodeDescriptor(descriptor) to `path` atomically: a temporary file in the same

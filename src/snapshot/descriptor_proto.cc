@@ -1,89 +1,41 @@
 #include "snapshot/descriptor_proto.h"
 
-#include <algorithm>
 #include <array>
-#include <cstring>
-#include <set>
 
 #include "snapshot/descriptor_checks.h"
 
 namespace flurry::descriptor_internal {
 
-namespace pb = ::flurry::descriptor::v1;
+namespace pb = ::flurry::descriptor::v2;
 
 namespace {
 
 // ---------------------------------------------------------------------------------------------
 // VmDescriptor -> proto
 
-void SegmentToProto(const kvm_segment& s, pb::Segment* out) {
-  out->set_base(s.base);
-  out->set_limit(s.limit);
-  out->set_selector(s.selector);
-  out->set_type(s.type);
-  out->set_present(s.present != 0);
-  out->set_dpl(s.dpl);
-  out->set_db(s.db != 0);
-  out->set_s(s.s != 0);
-  out->set_l(s.l != 0);
-  out->set_g(s.g != 0);
-  out->set_avl(s.avl != 0);
-  out->set_unusable(s.unusable != 0);
-}
-
-void DtableToProto(const kvm_dtable& t, pb::DescriptorTable* out) {
-  out->set_base(t.base);
-  out->set_limit(t.limit);
-}
-
-void VcpuToProto(const VcpuState& v, pb::Vcpu* out) {
-  pb::Regs* r = out->mutable_regs();
-  r->set_rax(v.regs.rax);
-  r->set_rbx(v.regs.rbx);
-  r->set_rcx(v.regs.rcx);
-  r->set_rdx(v.regs.rdx);
-  r->set_rsi(v.regs.rsi);
-  r->set_rdi(v.regs.rdi);
-  r->set_rsp(v.regs.rsp);
-  r->set_rbp(v.regs.rbp);
-  r->set_r8(v.regs.r8);
-  r->set_r9(v.regs.r9);
-  r->set_r10(v.regs.r10);
-  r->set_r11(v.regs.r11);
-  r->set_r12(v.regs.r12);
-  r->set_r13(v.regs.r13);
-  r->set_r14(v.regs.r14);
-  r->set_r15(v.regs.r15);
-  r->set_rip(v.regs.rip);
-  r->set_rflags(v.regs.rflags);
-
-  pb::Sregs* s = out->mutable_sregs();
-  SegmentToProto(v.sregs.cs, s->mutable_cs());
-  SegmentToProto(v.sregs.ds, s->mutable_ds());
-  SegmentToProto(v.sregs.es, s->mutable_es());
-  SegmentToProto(v.sregs.fs, s->mutable_fs());
-  SegmentToProto(v.sregs.gs, s->mutable_gs());
-  SegmentToProto(v.sregs.ss, s->mutable_ss());
-  SegmentToProto(v.sregs.tr, s->mutable_tr());
-  SegmentToProto(v.sregs.ldt, s->mutable_ldt());
-  DtableToProto(v.sregs.gdt, s->mutable_gdt());
-  DtableToProto(v.sregs.idt, s->mutable_idt());
-  s->set_cr0(v.sregs.cr0);
-  s->set_cr2(v.sregs.cr2);
-  s->set_cr3(v.sregs.cr3);
-  s->set_cr4(v.sregs.cr4);
-  s->set_cr8(v.sregs.cr8);
-  s->set_efer(v.sregs.efer);
-  s->set_apic_base(v.sregs.apic_base);
-  for (uint64_t word : v.sregs.interrupt_bitmap) s->add_interrupt_bitmap(word);
-
-  out->set_xsave(reinterpret_cast<const char*>(&v.xsave), sizeof(v.xsave));
+void UserCpuToProto(const x86::UserCpuState& v, pb::UserCpu* out) {
+  out->set_rax(v.regs.rax);
+  out->set_rbx(v.regs.rbx);
+  out->set_rcx(v.regs.rcx);
+  out->set_rdx(v.regs.rdx);
+  out->set_rsi(v.regs.rsi);
+  out->set_rdi(v.regs.rdi);
+  out->set_rsp(v.regs.rsp);
+  out->set_rbp(v.regs.rbp);
+  out->set_r8(v.regs.r8);
+  out->set_r9(v.regs.r9);
+  out->set_r10(v.regs.r10);
+  out->set_r11(v.regs.r11);
+  out->set_r12(v.regs.r12);
+  out->set_r13(v.regs.r13);
+  out->set_r14(v.regs.r14);
+  out->set_r15(v.regs.r15);
+  out->set_rip(v.regs.rip);
+  out->set_rflags(v.regs.rflags);
+  out->set_fs_base(v.regs.fs_base);
+  out->set_gs_base(v.regs.gs_base);
   out->set_xcr0(v.xcr0);
-  for (const kvm_msr_entry& msr : v.msrs) {
-    pb::Msr* m = out->add_msrs();
-    m->set_index(msr.index);
-    m->set_data(msr.data);
-  }
+  out->set_xsave(reinterpret_cast<const char*>(v.xsave.data()), v.xsave.size());
 }
 
 pb::FileKind KindToProto(FileKind kind) {
@@ -111,7 +63,8 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
   cpu->set_features_hash(d.cpu.features_hash);
   cpu->set_xcr0(d.cpu.xcr0);
 
-  VcpuToProto(d.vcpu, out->mutable_vcpu());
+  UserCpuToProto(d.vcpu, out->mutable_vcpu());
+  out->set_backend(d.backend);
 
   pb::ProcessIdentity* id = out->mutable_identity();
   id->set_pid(d.identity.pid);
@@ -122,11 +75,6 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
   id->set_robust_list_len(d.identity.robust_list_len);
   id->set_exe_path(d.identity.exe_path);
   id->set_hostname(d.identity.hostname);
-
-  pb::SegmentBases* bases = out->mutable_segment_bases();
-  bases->set_fs_base(d.segment_bases.fs_base);
-  bases->set_gs_base(d.segment_bases.gs_base);
-  bases->set_dirty(d.segment_bases.dirty);
 
   pb::MemoryLayout* mem = out->mutable_memory();
   mem->set_ram_size(d.memory.ram_size);
@@ -200,114 +148,33 @@ namespace {
 // proto -> VmDescriptor: representation checks (values the C++ types cannot hold, missing
 // messages, malformed arrays). Semantic checks are ValidateDescriptor's.
 
-Result<void> SegmentFromProto(std::string_view name, const pb::Segment& s, kvm_segment* out) {
-  if (s.selector() > 0xffff)
-    return Invalid("{} selector {:#x} exceeds 16 bits", name, s.selector());
-  if (s.type() > 15) return Invalid("{} type {} exceeds 4 bits", name, s.type());
-  if (s.dpl() > 3) return Invalid("{} dpl {} exceeds 3", name, s.dpl());
-  *out = kvm_segment{};
-  out->base = s.base();
-  out->limit = s.limit();
-  out->selector = static_cast<uint16_t>(s.selector());
-  out->type = static_cast<uint8_t>(s.type());
-  out->present = s.present();
-  out->dpl = static_cast<uint8_t>(s.dpl());
-  out->db = s.db();
-  out->s = s.s();
-  out->l = s.l();
-  out->g = s.g();
-  out->avl = s.avl();
-  out->unusable = s.unusable();
-  return {};
-}
-
-Result<void> DtableFromProto(std::string_view name, const pb::DescriptorTable& t, kvm_dtable* out) {
-  if (t.limit() > 0xffff) return Invalid("{} limit {:#x} exceeds 16 bits", name, t.limit());
-  *out = kvm_dtable{};
-  out->base = t.base();
-  out->limit = static_cast<uint16_t>(t.limit());
-  return {};
-}
-
-Result<void> VcpuFromProto(const pb::Vcpu& v, VcpuState* out) {
-  if (!v.has_regs()) return Missing("vcpu.regs");
-  if (!v.has_sregs()) return Missing("vcpu.sregs");
-  const pb::Regs& r = v.regs();
-  out->regs = kvm_regs{};
-  out->regs.rax = r.rax();
-  out->regs.rbx = r.rbx();
-  out->regs.rcx = r.rcx();
-  out->regs.rdx = r.rdx();
-  out->regs.rsi = r.rsi();
-  out->regs.rdi = r.rdi();
-  out->regs.rsp = r.rsp();
-  out->regs.rbp = r.rbp();
-  out->regs.r8 = r.r8();
-  out->regs.r9 = r.r9();
-  out->regs.r10 = r.r10();
-  out->regs.r11 = r.r11();
-  out->regs.r12 = r.r12();
-  out->regs.r13 = r.r13();
-  out->regs.r14 = r.r14();
-  out->regs.r15 = r.r15();
-  out->regs.rip = r.rip();
-  out->regs.rflags = r.rflags();
-
-  const pb::Sregs& s = v.sregs();
-  kvm_sregs& o = out->sregs;
-  o = kvm_sregs{};
-  struct NamedSegment {
-    const char* name;
-    bool present;
-    const pb::Segment& in;
-    kvm_segment* out;
-  };
-  const NamedSegment segments[] = {
-      {"sregs.cs", s.has_cs(), s.cs(), &o.cs}, {"sregs.ds", s.has_ds(), s.ds(), &o.ds},
-      {"sregs.es", s.has_es(), s.es(), &o.es}, {"sregs.fs", s.has_fs(), s.fs(), &o.fs},
-      {"sregs.gs", s.has_gs(), s.gs(), &o.gs}, {"sregs.ss", s.has_ss(), s.ss(), &o.ss},
-      {"sregs.tr", s.has_tr(), s.tr(), &o.tr}, {"sregs.ldt", s.has_ldt(), s.ldt(), &o.ldt},
-  };
-  for (const NamedSegment& seg : segments) {
-    if (!seg.present) return Missing(seg.name);
-    FLURRY_TRY(SegmentFromProto(seg.name, seg.in, seg.out));
-  }
-  if (!s.has_gdt()) return Missing("sregs.gdt");
-  if (!s.has_idt()) return Missing("sregs.idt");
-  FLURRY_TRY(DtableFromProto("sregs.gdt", s.gdt(), &o.gdt));
-  FLURRY_TRY(DtableFromProto("sregs.idt", s.idt(), &o.idt));
-  o.cr0 = s.cr0();
-  o.cr2 = s.cr2();
-  o.cr3 = s.cr3();
-  o.cr4 = s.cr4();
-  o.cr8 = s.cr8();
-  o.efer = s.efer();
-  o.apic_base = s.apic_base();
-  if (static_cast<size_t>(s.interrupt_bitmap_size()) != kInterruptBitmapWords) {
-    return Invalid("sregs.interrupt_bitmap has {} words, expected {}", s.interrupt_bitmap_size(),
-                   kInterruptBitmapWords);
-  }
-  for (size_t i = 0; i < kInterruptBitmapWords; ++i) {
-    o.interrupt_bitmap[i] = s.interrupt_bitmap(static_cast<int>(i));
-  }
-
-  if (v.xsave().size() != sizeof(out->xsave)) {
-    return Invalid("xsave area is {} bytes, expected {}", v.xsave().size(), sizeof(out->xsave));
-  }
-  std::memcpy(&out->xsave, v.xsave().data(), sizeof(out->xsave));
-  out->xcr0 = v.xcr0();
-  if (static_cast<size_t>(v.msrs_size()) > kMaxDescriptorMsrs) {
-    return Invalid("{} MSRs, at most {} allowed", v.msrs_size(), kMaxDescriptorMsrs);
-  }
-  out->msrs.clear();
-  out->msrs.reserve(v.msrs_size());
-  for (const pb::Msr& m : v.msrs()) {
-    kvm_msr_entry entry{};
-    entry.index = m.index();
-    entry.data = m.data();
-    out->msrs.push_back(entry);
-  }
-  return {};
+Result<x86::UserCpuState> UserCpuFromProto(const pb::UserCpu& v) {
+  // Bound the copy below; ValidateDescriptor checks the image itself.
+  FLURRY_TRY(CheckXsaveSize(v.xsave().size()));
+  x86::UserCpuState out;
+  out.regs.rax = v.rax();
+  out.regs.rbx = v.rbx();
+  out.regs.rcx = v.rcx();
+  out.regs.rdx = v.rdx();
+  out.regs.rsi = v.rsi();
+  out.regs.rdi = v.rdi();
+  out.regs.rsp = v.rsp();
+  out.regs.rbp = v.rbp();
+  out.regs.r8 = v.r8();
+  out.regs.r9 = v.r9();
+  out.regs.r10 = v.r10();
+  out.regs.r11 = v.r11();
+  out.regs.r12 = v.r12();
+  out.regs.r13 = v.r13();
+  out.regs.r14 = v.r14();
+  out.regs.r15 = v.r15();
+  out.regs.rip = v.rip();
+  out.regs.rflags = v.rflags();
+  out.regs.fs_base = v.fs_base();
+  out.regs.gs_base = v.gs_base();
+  out.xcr0 = v.xcr0();
+  out.xsave.assign(v.xsave().begin(), v.xsave().end());
+  return out;
 }
 
 Result<FileKind> KindFromProto(int kind, int32_t fd) {
@@ -328,10 +195,16 @@ Result<FileKind> KindFromProto(int kind, int32_t fd) {
 }  // namespace
 
 Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
-  if (!in.has_cpu()) return Missing("cpu");
   if (!in.has_vcpu()) return Missing("vcpu");
+  VmDescriptor d = FLURRY_TRY(SharedFieldsFromProto(in));
+  d.vcpu = FLURRY_TRY(UserCpuFromProto(in.vcpu()));
+  d.backend = in.backend();
+  return d;
+}
+
+Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
+  if (!in.has_cpu()) return Missing("cpu");
   if (!in.has_identity()) return Missing("identity");
-  if (!in.has_segment_bases()) return Missing("segment_bases");
   if (!in.has_memory()) return Missing("memory");
   if (!in.has_files()) return Missing("files");
   if (!in.has_signals()) return Missing("signals");
@@ -348,8 +221,6 @@ Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
   d.cpu.features_hash = cpu.features_hash();
   d.cpu.xcr0 = cpu.xcr0();
 
-  FLURRY_TRY(VcpuFromProto(in.vcpu(), &d.vcpu));
-
   const pb::ProcessIdentity& id = in.identity();
   d.identity.pid = id.pid();
   d.identity.ppid = id.ppid();
@@ -359,10 +230,6 @@ Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
   d.identity.robust_list_len = id.robust_list_len();
   d.identity.exe_path = id.exe_path();
   d.identity.hostname = id.hostname();
-
-  d.segment_bases.fs_base = in.segment_bases().fs_base();
-  d.segment_bases.gs_base = in.segment_bases().gs_base();
-  d.segment_bases.dirty = in.segment_bases().dirty();
 
   const pb::MemoryLayout& mem = in.memory();
   d.memory.ram_size = mem.ram_size();

@@ -1,4 +1,4 @@
-// Internal to the descriptor codec: VmDescriptor <-> the flurry.descriptor.v1 protobuf message.
+// Internal to the descriptor codec: VmDescriptor <-> the flurry.descriptor.v2 protobuf message.
 #pragma once
 
 #include "base/error.h"
@@ -7,9 +7,13 @@
 
 namespace flurry::descriptor_internal {
 
-void ToProto(const VmDescriptor& descriptor, ::flurry::descriptor::v1::VmDescriptor* out);
+void ToProto(const VmDescriptor& descriptor, ::flurry::descriptor::v2::VmDescriptor* out);
 // Representation checks only (values the C++ types cannot hold, missing messages, malformed
-// arrays); semantic checks are ValidateDescriptor's.
-Result<VmDescriptor> FromProto(const ::flurry::descriptor::v1::VmDescriptor& in);
+// arrays, sizes bounded before containers are filled); semantic checks are ValidateDescriptor's.
+Result<VmDescriptor> FromProto(const ::flurry::descriptor::v2::VmDescriptor& in);
+
+// FromProto without the fields format version 2 added (vcpu, backend): the part of the message
+// format versions 1 and 2 share (fields 1, 3..10). The result's vcpu and backend are defaults.
+Result<VmDescriptor> SharedFieldsFromProto(const ::flurry::descriptor::v2::VmDescriptor& in);
 
 }  // namespace flurry::descriptor_internal

@@ -116,21 +116,27 @@ std::string Handler(uint64_t handler) {
 
 }  // namespace
 
-std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size) {
+std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
+                               uint32_t format_version) {
   std::string out;
   auto line = [&out](std::string_view label, const std::string& value) {
     out += fmt::format("{:<12}{}\n", label, value);
   };
 
-  out += fmt::format("flurry VM descriptor, format version {}, {} bytes encoded\n",
-                     VmDescriptor::kFormatVersion, encoded_size);
+  out += fmt::format(
+      "flurry VM descriptor, format version {}{}, {} bytes encoded\n", format_version,
+      format_version == VmDescriptor::kFormatVersion
+          ? ""
+          : fmt::format(" (shown converted to version {})", VmDescriptor::kFormatVersion),
+      encoded_size);
   line("cpu", d.cpu.ToString());
   line("clone", fmt::format("family {:016x}, clone {}{}", d.clone.family_id, d.clone.clone_id,
                             d.clone.clone_id == 0 ? " (original)" : ""));
   line("started", fmt::format("CLOCK_MONOTONIC {}.{:09} s", d.start_time_ns / 1000000000,
                               d.start_time_ns % 1000000000));
 
-  const kvm_regs& r = d.vcpu.regs;
+  line("backend", d.backend.empty() ? std::string("unknown") : Printable(d.backend));
+  const x86::UserRegs& r = d.vcpu.regs;
   line("registers",
        fmt::format("rip {:#018x}  rsp {:#018x}  rflags {:#x}", r.rip, r.rsp, r.rflags));
   out += fmt::format("{}rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}\n", kIndent, r.rax,
@@ -140,18 +146,16 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size) {
   out += fmt::format("{}r9  {:#018x}  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}\n", kIndent, r.r9,
                      r.r10, r.r11, r.r12);
   out += fmt::format("{}r13 {:#018x}  r14 {:#018x}  r15 {:#018x}\n", kIndent, r.r13, r.r14, r.r15);
-  const kvm_sregs& s = d.vcpu.sregs;
-  line("control", fmt::format("cr0 {:#x}  cr2 {:#x}  cr3 {:#x}  cr4 {:#x}  efer {:#x}", s.cr0,
-                              s.cr2, s.cr3, s.cr4, s.efer));
-  std::string bases = fmt::format("cs {:#x}  ss {:#x}  fs base {:#x}  gs base {:#x}", s.cs.selector,
-                                  s.ss.selector, s.fs.base, s.gs.base);
-  if (d.segment_bases.dirty) {
-    bases += fmt::format("  (pending: fs base {:#x}, gs base {:#x})", d.segment_bases.fs_base,
-                         d.segment_bases.gs_base);
+  out += fmt::format("{}fs base {:#x}  gs base {:#x}\n", kIndent, r.fs_base, r.gs_base);
+  std::string xsave = "empty (initial FPU state)";
+  if (d.vcpu.xsave.size() >= x86::UserCpuState::kMinXsaveBytes) {  // validated: has a header
+    uint64_t xstate_bv;
+    std::memcpy(&xstate_bv, d.vcpu.xsave.data() + 512, sizeof(xstate_bv));
+    xsave = fmt::format("{} bytes, XSTATE_BV {:#x}", d.vcpu.xsave.size(), xstate_bv);
+  } else if (!d.vcpu.xsave.empty()) {
+    xsave = fmt::format("{} bytes", d.vcpu.xsave.size());
   }
-  line("segments", bases);
-  line("extended", fmt::format("xcr0 {:#x}, {} MSR{}", d.vcpu.xcr0, d.vcpu.msrs.size(),
-                               d.vcpu.msrs.size() == 1 ? "" : "s"));
+  line("extended", fmt::format("xcr0 {:#x}, xsave {}", d.vcpu.xcr0, xsave));
 
   const MemoryLayoutRecord& m = d.memory;
   line("memory", fmt::format("ram {}", HumanBytes(m.ram_size)));

@@ -1,5 +1,7 @@
 // Semantic validation of a decoded (or about to be written) VmDescriptor.
-#include <set>
+#include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "snapshot/descriptor_checks.h"
 #include "snapshot/descriptor_codec.h"
@@ -9,6 +11,14 @@ namespace flurry {
 using namespace descriptor_internal;
 
 namespace {
+
+// XSAVE image layout (standard format).
+constexpr size_t kXsaveMxcsrOffset = 24;
+constexpr size_t kXsaveSwReservedOffset = 464;  // ..511: software-reserved
+constexpr size_t kXsaveHeaderOffset = 512;      // XSTATE_BV, XCOMP_BV, 48 reserved bytes
+constexpr size_t kXsaveHeaderEnd = 576;
+static_assert(kXsaveHeaderEnd == x86::UserCpuState::kMinXsaveBytes);
+constexpr uint64_t kXcr0X87Sse = 0x3;
 
 // ---------------------------------------------------------------------------------------------
 // Semantic validation
@@ -26,33 +36,74 @@ Result<void> CheckString(std::string_view what, const std::string& value, size_t
   return {};
 }
 
-Result<void> CheckSegment(std::string_view name, const kvm_segment& s) {
-  if (s.type > 15) return Invalid("{} type {} exceeds 4 bits", name, s.type);
-  if (s.dpl > 3) return Invalid("{} dpl {} exceeds 3", name, s.dpl);
-  const std::pair<const char*, uint8_t> flags[] = {
-      {"present", s.present},  {"db", s.db}, {"s", s.s}, {"l", s.l}, {"g", s.g}, {"avl", s.avl},
-      {"unusable", s.unusable}};
-  for (const auto& [flag, value] : flags) {
-    if (value > 1) return Invalid("{} {} flag is {}, not 0 or 1", name, flag, value);
+// Bits 63..47 all equal: an address the CPU accepts as a segment base (4-level paging).
+bool IsCanonical(uint64_t address) {
+  return static_cast<uint64_t>(static_cast<int64_t>(address << 16) >> 16) == address;
+}
+
+uint64_t LoadXsave64(const std::vector<uint8_t>& xsave, size_t offset) {
+  uint64_t value;
+  std::memcpy(&value, xsave.data() + offset, sizeof(value));
+  return value;
+}
+
+bool AllZero(const std::vector<uint8_t>& bytes, size_t begin, size_t end) {
+  return std::all_of(bytes.begin() + begin, bytes.begin() + end, [](uint8_t b) { return b == 0; });
+}
+
+// The standard-format XSAVE image of x86::UserCpuState (Intel SDM vol. 1, 13.4): what XRSTOR
+// and the kernel (KVM_SET_XSAVE, sigreturn) would refuse is refused here, independently of the
+// host CPU. Which components exist at which offsets is the CPU's business: the CPU signature
+// check (CheckCompatibleWithHost) pins the model and XCR0.
+Result<void> ValidateXsave(const x86::UserCpuState& v) {
+  FLURRY_TRY(CheckXsaveSize(v.xsave.size()));
+  if (v.xsave.empty()) return {};
+  const std::vector<uint8_t>& x = v.xsave;
+  uint32_t mxcsr;
+  std::memcpy(&mxcsr, x.data() + kXsaveMxcsrOffset, sizeof(mxcsr));
+  if (mxcsr >> 16 != 0) return Invalid("xsave MXCSR {:#x} sets reserved bits 31..16", mxcsr);
+  if (!AllZero(x, kXsaveSwReservedOffset, kXsaveHeaderOffset)) {
+    return Invalid("xsave bytes {}..{} (software-reserved) are not zero", kXsaveSwReservedOffset,
+                   kXsaveHeaderOffset - 1);
+  }
+  const uint64_t xstate_bv = LoadXsave64(x, kXsaveHeaderOffset);
+  if ((xstate_bv & ~v.xcr0) != 0) {
+    return Invalid("xsave XSTATE_BV {:#x} has components outside xcr0 {:#x}", xstate_bv, v.xcr0);
+  }
+  const uint64_t xcomp_bv = LoadXsave64(x, kXsaveHeaderOffset + 8);
+  if (xcomp_bv != 0) {
+    return Invalid("xsave XCOMP_BV is {:#x}, not 0: only the standard format is accepted",
+                   xcomp_bv);
+  }
+  if (!AllZero(x, kXsaveHeaderOffset + 16, kXsaveHeaderEnd)) {
+    return Invalid("xsave header bytes {}..{} (reserved) are not zero", kXsaveHeaderOffset + 16,
+                   kXsaveHeaderEnd - 1);
   }
   return {};
 }
 
-Result<void> ValidateVcpu(const VcpuState& v) {
-  const std::pair<const char*, const kvm_segment&> segments[] = {
-      {"sregs.cs", v.sregs.cs}, {"sregs.ds", v.sregs.ds},  {"sregs.es", v.sregs.es},
-      {"sregs.fs", v.sregs.fs}, {"sregs.gs", v.sregs.gs},  {"sregs.ss", v.sregs.ss},
-      {"sregs.tr", v.sregs.tr}, {"sregs.ldt", v.sregs.ldt}};
-  for (const auto& [name, segment] : segments) FLURRY_TRY(CheckSegment(name, segment));
-  if (v.msrs.size() > kMaxDescriptorMsrs) {
-    return Invalid("{} MSRs, at most {} allowed", v.msrs.size(), kMaxDescriptorMsrs);
+Result<void> ValidateUserCpu(const x86::UserCpuState& v, uint64_t ram_size) {
+  const x86::UserRegs& r = v.regs;
+  // Where user code can stand: user memory, or flurry's vDSO (a guest stopped from outside may
+  // be inside clock_gettime).
+  const bool in_user_memory = r.rip >= x86::kUserBase && r.rip < ram_size;
+  const bool in_vdso = r.rip >= x86::kVdsoAddr && r.rip < x86::kVdsoAddr + x86::kVdsoMaxSize;
+  if (!in_user_memory && !in_vdso) {
+    return Invalid(
+        "rip {:#x} is neither in user memory [{:#x}, {:#x}) nor in the vDSO [{:#x}, {:#x})", r.rip,
+        x86::kUserBase, ram_size, x86::kVdsoAddr, x86::kVdsoAddr + x86::kVdsoMaxSize);
   }
-  std::set<uint32_t> indices;
-  for (const kvm_msr_entry& msr : v.msrs) {
-    if (msr.reserved != 0) return Invalid("MSR {:#x} has a non-zero reserved word", msr.index);
-    if (!indices.insert(msr.index).second) return Invalid("MSR {:#x} appears twice", msr.index);
+  // rsp == ram_size: an empty stack at the top of RAM.
+  if (r.rsp < x86::kUserBase || r.rsp > ram_size) {
+    return Invalid("rsp {:#x} is outside user memory [{:#x}, {:#x}]", r.rsp, x86::kUserBase,
+                   ram_size);
   }
-  return {};
+  if (!IsCanonical(r.fs_base)) return Invalid("fs base {:#x} is not canonical", r.fs_base);
+  if (!IsCanonical(r.gs_base)) return Invalid("gs base {:#x} is not canonical", r.gs_base);
+  if (v.xcr0 != 0 && (v.xcr0 & kXcr0X87Sse) != kXcr0X87Sse) {
+    return Invalid("xcr0 {:#x} lacks x87 or SSE (bits 0 and 1)", v.xcr0);
+  }
+  return ValidateXsave(v);
 }
 
 Result<void> ValidateIdentity(const ProcessIdentity& id) {
@@ -205,9 +256,10 @@ Result<void> ValidatePages(const PageMapRecord& p, uint64_t ram_size) {
 
 Result<void> ValidateDescriptor(const VmDescriptor& d) {
   FLURRY_TRY(CheckString("cpu vendor", d.cpu.vendor, kMaxVendorBytes, false));
-  FLURRY_TRY(ValidateVcpu(d.vcpu));
+  FLURRY_TRY(CheckString("backend", d.backend, kMaxBackendBytes, false));
   FLURRY_TRY(ValidateIdentity(d.identity));
   FLURRY_TRY(ValidateMemory(d.memory));
+  FLURRY_TRY(ValidateUserCpu(d.vcpu, d.memory.ram_size));  // after the memory: uses ram_size
   FLURRY_TRY(ValidateFiles(d.files));
   FLURRY_TRY(ValidateSignals(d.signals));
   FLURRY_TRY(ValidatePages(d.pages, d.memory.ram_size));

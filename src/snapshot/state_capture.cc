@@ -17,19 +17,18 @@ uint64_t PageMapRecord::PresentPages() const {
 }
 
 Result<PageMapRecord> CapturePageMap(const GuestMemory& memory) {
-  const uint64_t pages = memory.size() / x86::kPageSize;
-  std::vector<unsigned char> resident(pages);
-  if (mincore(memory.host_base(), memory.size(), resident.data()) != 0) {
-    return FailErrno("mincore over guest memory");
-  }
+  // Only user memory: the system area below kUserBase belongs to the backend, which rebuilds
+  // it (and the vDSO) in every VM.
+  const std::vector<bool> populated = FLURRY_TRY(memory.PopulatedPages());
+  const uint64_t pages = populated.size();
   PageMapRecord map;
-  for (uint64_t page = 0; page < pages;) {
-    if (!(resident[page] & 1)) {
+  for (uint64_t page = x86::kUserBase / x86::kPageSize; page < pages;) {
+    if (!populated[page]) {
       ++page;
       continue;
     }
     uint64_t first = page;
-    while (page < pages && (resident[page] & 1)) ++page;
+    while (page < pages && populated[page]) ++page;
     map.present.push_back({first, page - first});
   }
   return map;
@@ -104,7 +103,6 @@ Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& me
   VmDescriptor d;
   d.cpu = state.cpu;
   d.identity = state.identity;
-  d.segment_bases = state.segment_bases;
   const MemoryMap& map = state.memory_map;
   d.memory.ram_size = map.ram_size();
   d.memory.image_start = map.image_start();
@@ -126,8 +124,9 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d,
   GuestState state;
   state.cpu = d.cpu;
   state.identity = d.identity;
-  state.segment_bases = d.segment_bases;
-  state.segment_bases.dirty = false;
+  // The bases are part of the vCPU state the backend restores: nothing left to apply.
+  state.segment_bases =
+      SegmentBases{.fs_base = d.vcpu.regs.fs_base, .gs_base = d.vcpu.regs.gs_base, .dirty = false};
   state.memory_map = MemoryMap(d.memory.image_start, d.memory.image_end, d.memory.mmap_top,
                                d.memory.stack_bottom, d.memory.ram_size);
   state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions);

@@ -9,8 +9,11 @@
 
 namespace flurry {
 
-// Captures everything but the vCPU (the caller fills descriptor.vcpu) and the clone identity.
-// The page map comes from mincore(2): pages the host never populated read as zero.
+// Captures everything but the CPU state (the caller fills descriptor.vcpu — FS/GS bases
+// included: GuestState::segment_bases is not copied, so a pending (dirty) arch_prctl must be
+// applied to the vCPU, or folded into vcpu.regs, before capturing), the backend name and the
+// clone identity. The page map comes from mincore(2): pages the host never populated read as
+// zero.
 Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory);
 
 // The page map alone (also used by benchmarks).
@@ -18,7 +21,8 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);
 
 // Rebuilds a GuestState from a descriptor: reopens the --dir root (optionally at another host
 // path, e.g. a clone's private copy-on-write view) and every file at its recorded offset.
-// stdio fds map to the host's stdio.
+// stdio fds map to the host's stdio. segment_bases mirrors descriptor.vcpu.regs.fs_base/gs_base,
+// not dirty (restoring the CPU state sets them).
 Result<GuestState> RestoreGuest(const VmDescriptor& descriptor,
                                 const std::optional<std::string>& root_override = std::nullopt);
 

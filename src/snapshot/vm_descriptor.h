@@ -1,10 +1,10 @@
-// VmDescriptor: the condensed state a clone (or a restored snapshot) starts from — vCPU state,
-// the VMM-side guest state, the memory layout and a map of which guest pages hold data — but
-// not the memory itself. Kilobytes, not the memory image. Plain data; encoded as described in
-// docs/formats/descriptor.md (descriptor_codec.h).
+// VmDescriptor: the condensed state a clone (or a restored snapshot) starts from — the guest's
+// user-visible CPU state, the VMM-side guest state, the memory layout and a map of which guest
+// pages hold data — but not the memory itself. Kilobytes, not the memory image. Plain data;
+// encoded as described in docs/formats/descriptor.md (descriptor_codec.h). Backend-neutral: no
+// KVM (or other backend) state, so a descriptor captured by one execution backend restores on
+// another.
 #pragma once
-
-#include <linux/kvm.h>
 
 #include <array>
 #include <cstdint>
@@ -14,19 +14,10 @@
 #include <vector>
 
 #include "arch/x86_64/cpu_signature.h"
+#include "arch/x86_64/user_cpu_state.h"
 #include "guest/guest_state.h"
-#include "kvm/kvm_abi.h"
 
 namespace flurry {
-
-// Everything KVM holds for the one vCPU.
-struct VcpuState {
-  kvm_regs regs{};
-  kvm_sregs sregs{};
-  kvm_abi::Xsave xsave{};
-  uint64_t xcr0 = 0;
-  std::vector<kvm_msr_entry> msrs;  // index/data pairs (reserved field zero)
-};
 
 // One guest fd as it can be reopened in a new VMM.
 struct FdRecord {
@@ -77,12 +68,17 @@ struct CloneIdentityRecord {
 };
 
 struct VmDescriptor {
-  static constexpr uint32_t kFormatVersion = 1;
+  // The format EncodeDescriptor writes. DecodeDescriptor also reads version 1 (flurry before
+  // format version 2), converting it (docs/formats/descriptor.md, "Format version 1").
+  static constexpr uint32_t kFormatVersion = 2;
 
   x86::CpuSignature cpu;
-  VcpuState vcpu;
+  // The execution backend that captured the state ("kvm", "seccomp"); empty if unknown.
+  // Informational only (shown by `flurry descriptor show`): never a reason to refuse a restore.
+  std::string backend;
+  // The guest's user-visible CPU state, FS/GS bases included (vcpu.regs.fs_base/gs_base).
+  x86::UserCpuState vcpu;
   ProcessIdentity identity;
-  SegmentBases segment_bases;
   MemoryLayoutRecord memory;
   FilesRecord files;
   SignalState signals;

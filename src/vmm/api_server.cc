@@ -173,6 +173,7 @@ Result<ControlReply> ParseReplyJson(const Json& j) {
   }
   reply.ram_size = FLURRY_TRY(Field<uint64_t>(j, "ram_size", 0));
   reply.syscalls = FLURRY_TRY(Field<uint64_t>(j, "syscalls", 0));
+  reply.backend = FLURRY_TRY(Field<std::string>(j, "backend", ""));
   reply.clone_ids = FLURRY_TRY(IntArray(j, "clone_ids"));
   reply.clone_pids = FLURRY_TRY(IntArray(j, "clone_pids"));
   reply.descriptor_bytes = FLURRY_TRY(Field<uint64_t>(j, "descriptor_bytes", 0));
@@ -236,6 +237,7 @@ std::string FormatApiReply(ControlRequest::Kind kind, const ControlReply& reply)
     j["family_id"] = fmt::format("{:016x}", reply.family_id);
     j["ram_size"] = reply.ram_size;
     j["syscalls"] = reply.syscalls;
+    if (!reply.backend.empty()) j["backend"] = reply.backend;
     if (kind == ControlRequest::Kind::kClone) {
       j["clone_ids"] = reply.clone_ids;
       j["clone_pids"] = reply.clone_pids;

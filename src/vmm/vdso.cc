@@ -1,11 +1,11 @@
 #include "vmm/vdso.h"
 
 #include <elf.h>
-#include <linux/kvm.h>
-#include <sys/ioctl.h>
 #include <x86intrin.h>
 
+#include <atomic>
 #include <cstring>
+#include <vector>
 #include <ctime>
 
 #include "arch/x86_64/layout.h"
@@ -28,8 +28,7 @@ Result<uint64_t> InstallVdso(GuestMemory& memory) {
       ehdr.e_phoff > size || ehdr.e_phnum > (size - ehdr.e_phoff) / sizeof(Elf64_Phdr)) {
     return Fail("vDSO image is not a valid ELF");
   }
-  uint8_t* base = memory.HostPointer(x86::kVdsoAddr, x86::kVdsoMaxSize);
-  std::memset(base, 0, x86::kVdsoMaxSize);
+  std::vector<uint8_t> base(x86::kVdsoMaxSize, 0);
   for (int i = 0; i < ehdr.e_phnum; ++i) {
     Elf64_Phdr ph;
     std::memcpy(&ph, image + ehdr.e_phoff + i * sizeof ph, sizeof ph);
@@ -38,9 +37,13 @@ Result<uint64_t> InstallVdso(GuestMemory& memory) {
         ph.p_vaddr > x86::kVdsoMaxSize || ph.p_memsz > x86::kVdsoMaxSize - ph.p_vaddr) {
       return Fail("vDSO segment {} does not fit in {} bytes", i, x86::kVdsoMaxSize);
     }
-    std::memcpy(base + ph.p_vaddr, image + ph.p_offset, ph.p_filesz);
+    std::memcpy(base.data() + ph.p_vaddr, image + ph.p_offset, ph.p_filesz);
   }
-  std::memset(memory.HostPointer(x86::kVvarAddr, x86::kPageSize), 0, x86::kPageSize);
+  FLURRY_TRY_CTX(memory.WritePhysical(x86::kVdsoAddr, base.data(), base.size()),
+                 "installing the vDSO");
+  const std::vector<uint8_t> zero_page(x86::kPageSize, 0);
+  FLURRY_TRY_CTX(memory.WritePhysical(x86::kVvarAddr, zero_page.data(), zero_page.size()),
+                 "clearing the vDSO's clock page");
   return x86::kVdsoAddr;
 }
 
@@ -52,55 +55,77 @@ uint64_t ClockNs(clockid_t clock) {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-flurry_vvar* Vvar(GuestMemory& memory) {
-  return reinterpret_cast<flurry_vvar*>(memory.HostPointer(x86::kVvarAddr, sizeof(flurry_vvar)));
-}
+// The host TSC's frequency as this process measured it (0: not yet). Clones inherit it.
+std::atomic<uint64_t> g_calibrated_tsc_khz{0};
+// How long the first calibration takes at least (the vDSO falls back to syscalls until then).
+constexpr uint64_t kCalibrationNs = 20'000'000;
 
 }  // namespace
 
-Result<void> GuestClock::Start(const KvmVcpu& vcpu, GuestMemory& memory) {
-  int khz = ioctl(vcpu.fd(), KVM_GET_TSC_KHZ, 0);
-  if (khz <= 0) return {};  // no usable TSC frequency: the vDSO falls back to syscalls
-  kvm_msr_entry tsc{};
-  tsc.index = 0x10;  // IA32_TIME_STAMP_COUNTER
-  const uint64_t before = __rdtsc();
-  FLURRY_TRY_CTX(vcpu.GetMsrs({&tsc, 1}), "reading the guest TSC");
-  const uint64_t after = __rdtsc();
-  guest_tsc_minus_host_ = static_cast<int64_t>(tsc.data - (before + (after - before) / 2));
-  ns_per_tsc_q32_ = (1'000'000ULL << 32) / static_cast<uint64_t>(khz);
-  tsc_per_second_ = static_cast<uint64_t>(khz) * 1000;
-  valid_ = true;
-  const uint64_t host_tsc = __rdtsc();
-  Publish(memory, host_tsc, ClockNs(CLOCK_MONOTONIC));
-  return {};
+Result<void> GuestClock::Start(GuestMemory& memory, int64_t guest_tsc_minus_host,
+                               uint64_t tsc_khz) {
+  memory_ = &memory;
+  guest_tsc_minus_host_ = guest_tsc_minus_host;
+  if (tsc_khz == 0) tsc_khz = g_calibrated_tsc_khz.load();
+  if (tsc_khz == 0) {
+    // Learn the frequency from the host's clocks over the guest's first milliseconds.
+    calibration_tsc_ = __rdtsc();
+    calibration_ns_ = ClockNs(CLOCK_MONOTONIC_RAW);
+    return {};
+  }
+  SetFrequency(tsc_khz);
+  return Publish(__rdtsc(), ClockNs(CLOCK_MONOTONIC));
 }
 
-void GuestClock::Refresh(GuestMemory& memory) {
-  if (!valid_) return;
+void GuestClock::SetFrequency(uint64_t tsc_khz) {
+  ns_per_tsc_q32_ = (1'000'000ULL << 32) / tsc_khz;
+  tsc_per_second_ = tsc_khz * 1000;
+  valid_ = true;
+}
+
+void GuestClock::Refresh() {
+  if (memory_ == nullptr) return;
   const uint64_t host_tsc = __rdtsc();
+  if (!valid_) {
+    if (calibration_tsc_ == 0) return;
+    const uint64_t elapsed_ns = ClockNs(CLOCK_MONOTONIC_RAW) - calibration_ns_;
+    if (elapsed_ns < kCalibrationNs || host_tsc <= calibration_tsc_) return;
+    const uint64_t khz = static_cast<uint64_t>(
+        (static_cast<unsigned __int128>(host_tsc - calibration_tsc_) * 1'000'000) / elapsed_ns);
+    if (khz < 100'000 || khz > 20'000'000) {  // not a plausible constant TSC: never publish
+      calibration_tsc_ = 0;
+      return;
+    }
+    g_calibrated_tsc_khz.store(khz);
+    SetFrequency(khz);
+    (void)Publish(host_tsc, ClockNs(CLOCK_MONOTONIC));
+    return;
+  }
   if (host_tsc < next_refresh_tsc_) return;
-  const flurry_vvar* vvar = Vvar(memory);
+  flurry_vvar vvar{};
+  if (!memory_->ReadPhysical(x86::kVvarAddr, &vvar, sizeof vvar)) return;
   const uint64_t guest_tsc = host_tsc + guest_tsc_minus_host_;
-  const uint64_t delta = guest_tsc > vvar->tsc_base ? guest_tsc - vvar->tsc_base : 0;
+  const uint64_t delta = guest_tsc > vvar.tsc_base ? guest_tsc - vvar.tsc_base : 0;
   const uint64_t extrapolated =
-      vvar->monotonic_base_ns +
+      vvar.monotonic_base_ns +
       static_cast<uint64_t>((static_cast<unsigned __int128>(delta) * ns_per_tsc_q32_) >> 32);
   const uint64_t host_now = ClockNs(CLOCK_MONOTONIC);
-  Publish(memory, host_tsc, host_now > extrapolated ? host_now : extrapolated);
+  (void)Publish(host_tsc, host_now > extrapolated ? host_now : extrapolated);
 }
 
-void GuestClock::Publish(GuestMemory& memory, uint64_t host_tsc, uint64_t monotonic_ns) {
-  flurry_vvar* vvar = Vvar(memory);
+Result<void> GuestClock::Publish(uint64_t host_tsc, uint64_t monotonic_ns) {
+  flurry_vvar vvar{};
   const int64_t mono = static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC));
-  vvar->tsc_base = host_tsc + guest_tsc_minus_host_;
-  vvar->monotonic_base_ns = monotonic_ns;
-  vvar->ns_per_tsc_q32 = ns_per_tsc_q32_;
-  vvar->realtime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_REALTIME)) - mono;
-  vvar->boottime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_BOOTTIME)) - mono;
-  vvar->tai_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_TAI)) - mono;
-  vvar->raw_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC_RAW)) - mono;
-  vvar->magic = FLURRY_VVAR_MAGIC;
+  vvar.tsc_base = host_tsc + guest_tsc_minus_host_;
+  vvar.monotonic_base_ns = monotonic_ns;
+  vvar.ns_per_tsc_q32 = ns_per_tsc_q32_;
+  vvar.realtime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_REALTIME)) - mono;
+  vvar.boottime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_BOOTTIME)) - mono;
+  vvar.tai_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_TAI)) - mono;
+  vvar.raw_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC_RAW)) - mono;
+  vvar.magic = FLURRY_VVAR_MAGIC;
   next_refresh_tsc_ = host_tsc + tsc_per_second_;
+  return memory_->WritePhysical(x86::kVvarAddr, &vvar, sizeof vvar);
 }
 
 }  // namespace flurry

@@ -6,7 +6,6 @@
 #include <cstdint>
 
 #include "base/error.h"
-#include "kvm/kvm_vcpu.h"
 #include "memory/guest_memory.h"
 
 namespace flurry {
@@ -15,20 +14,24 @@ namespace flurry {
 Result<uint64_t> InstallVdso(GuestMemory& memory);
 
 // Keeps the vvar page's clock parameters in step with the host's clocks.
-// Owner: the Vm; used on the vCPU thread while the vCPU is stopped.
+// Owner: the Vm; used on the vCPU thread while the guest is stopped.
 class GuestClock {
  public:
-  // Learns the guest TSC's offset from the host TSC and its frequency, then publishes the
-  // first clock base. Without a usable TSC the vvar page stays invalid and the vDSO falls
-  // back to syscalls.
-  Result<void> Start(const KvmVcpu& vcpu, GuestMemory& memory);
+  // The guest's TSC reads `guest_tsc_minus_host` ahead of the host's and ticks at `tsc_khz`
+  // (0: unknown — then it is measured against the host's clocks during the guest's first
+  // ~20 ms, during which the vDSO falls back to syscalls). Publishes the first clock base.
+  Result<void> Start(GuestMemory& memory, int64_t guest_tsc_minus_host, uint64_t tsc_khz);
   // Re-bases the clock on the host's clocks when the last base is older than a second, never
   // letting guest CLOCK_MONOTONIC go backwards. Cheap when nothing is due.
-  void Refresh(GuestMemory& memory);
+  void Refresh();
 
  private:
-  void Publish(GuestMemory& memory, uint64_t host_tsc, uint64_t monotonic_ns);
+  void SetFrequency(uint64_t tsc_khz);
+  Result<void> Publish(uint64_t host_tsc, uint64_t monotonic_ns);
+  GuestMemory* memory_ = nullptr;
   bool valid_ = false;
+  uint64_t calibration_tsc_ = 0;
+  uint64_t calibration_ns_ = 0;
   int64_t guest_tsc_minus_host_ = 0;
   uint64_t ns_per_tsc_q32_ = 0;
   uint64_t next_refresh_tsc_ = 0;

@@ -1,8 +1,9 @@
-// Vm: one process-mode microVM — the KVM VM, its single vCPU, guest RAM, and the VMM-side
-// guest state — and the loop that runs it.
+// Vm: one process-mode microVM — its execution backend (KVM or seccomp: backend/backend.h),
+// the VMM-side guest state, the syscall layer, VM fork — and the loop that runs it.
 //
 // Ownership: a Vm owns everything it holds. Threads: Create() and Run() on the caller's
-// thread, which becomes the vCPU thread; RequestStop() from any thread (the watchdog).
+// thread, which becomes the run thread; Control() and RequestStop() from any other thread (the
+// API server, the watchdog).
 #pragma once
 
 #include <pthread.h>
@@ -13,15 +14,12 @@
 #include <memory>
 #include <mutex>
 
+#include "backend/backend.h"
 #include "base/error.h"
 #include "fork/clone_directory.h"
 #include "fork/fork_controller.h"
 #include "guest/guest_state.h"
 #include "guest/syscall.h"
-#include "kvm/kvm_system.h"
-#include "kvm/kvm_vcpu.h"
-#include "kvm/kvm_vm.h"
-#include "memory/guest_memory.h"
 #include "vmm/guest_exit.h"
 #include "vmm/vdso.h"
 #include "vmm/vm_config.h"
@@ -31,7 +29,7 @@ namespace flurry {
 
 class Vm : public ForkHost {
  public:
-  // Builds the VM: loads config.program, lays out memory, sets up the vCPU at the entry point.
+  // Builds the VM: loads config.program, lays out memory, sets the CPU at the entry point.
   static Result<std::unique_ptr<Vm>> Create(const VmConfig& config);
 
   // Restores a snapshot written by ControlRequest::kSnapshot (flurry restore DIR).
@@ -40,63 +38,64 @@ class Vm : public ForkHost {
   // Runs the guest until it exits, faults or is stopped. Call on one thread only.
   Result<GuestExit> Run();
 
-  // Any thread but the vCPU thread: carries out `request` on the vCPU thread at the next point
-  // where the guest is stopped between instructions, and returns the reply.
+  // Any thread but the run thread: carries out `request` on the run thread at the next point
+  // where the guest is stopped, and returns the reply.
   ControlReply Control(const ControlRequest& request);
 
-  // Makes Run() return kTimedOut soon (any thread; async-signal-unsafe parts excluded).
+  // Makes Run() return kTimedOut soon (any thread).
   void RequestStop();
 
   GuestState& state() { return state_; }
-  GuestMemory& memory() { return memory_; }
+  GuestMemory& memory() { return backend_->memory(); }
+  const char* backend_name() const { return backend_->name(); }
 
   // ForkHost.
   Result<CloneState> CaptureResumeState() override;
   Result<CloneState> CaptureCurrentState() override;
   Result<void> BecomeClone(int32_t id, const CloneState& state) override;
+  Result<void> PrepareFork(bool tied_to_parent) override {
+    return backend_->PrepareFork(tied_to_parent);
+  }
+  void AfterForkInParent(bool child_exists) override { backend_->AfterForkInParent(child_exists); }
+  Result<void> AfterForkInChild() override { return backend_->AfterForkInChild(); }
+  void ReleaseGuest() override { backend_.reset(); }
 
  private:
-  Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state,
-     ForkController fork, bool clone_output_prefix);
+  Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,
+     bool clone_output_prefix);
+  // Starts the vDSO clock from the backend's TSC.
+  Result<void> StartClock();
 
-  // The guest's registers as they should be when the current syscall returns `rax`.
-  kvm_regs ResumeRegs(uint64_t rax) const;
   // In a clone: report how the guest ended to the parent's VMM and exit the process.
   [[noreturn]] void EndClone(const GuestExit& exit);
 
   Result<GuestExit> RunLoop();
-  // On the vCPU thread: serves queued control requests; blocks while paused. Returns true if
-  // this process just became a clone (host-initiated clone).
+  // On the run thread: serves queued control requests; blocks while paused.
   Result<void> ServeControl();
   ControlReply Execute(const ControlRequest& request);
   Result<ControlReply> WriteSnapshot(const std::string& directory);
-  // Makes KVM apply registers written through sync regs, so the vCPU's state can be read.
-  Result<void> SettleRegisters();
-  // Exit handlers. Each returns a GuestExit when the guest is done, nullopt to keep running.
+  // Captures the CPU with the FS/GS bases the syscall layer last set.
+  Result<x86::UserCpuState> CaptureCpu();
+  // A syscall stop. Returns a GuestExit when the guest is done, nullopt to keep running.
   Result<std::optional<GuestExit>> HandleSyscall();
-  Result<GuestExit> HandleException(int vector);
-  Result<void> ApplySegmentBases();
-  std::string DescribeFailure(const char* what);
+  // Applies FS/GS bases a syscall set (arch_prctl) to the backend.
+  void ApplySegmentBases();
+  // Wakes the run thread out of a blocking host call or a wait for the guest (any thread).
+  void Kick();
 
-  KvmSystem system_;
-  KvmVm kvm_vm_;
-  KvmVcpu vcpu_;
-  GuestMemory memory_;
+  std::unique_ptr<Backend> backend_;
   GuestState state_;
   SyscallTable syscalls_;
   GuestClock clock_;
   ForkController fork_;
   bool clone_output_prefix_ = true;
   std::optional<CloneDirectory> clone_directory_;  // a clone's private view of a writable --dir
-  // Set when BecomeClone replaced the vCPU during a syscall: its registers are already final.
-  bool vcpu_replaced_ = false;
-  // Whether `syscall` enters the gate at CPL0 (hardware KVM) or stays at CPL3 (PVM); learned
-  // at the first syscall exit.
-  enum class GateMode { kUnknown, kRaisesCpl, kStaysAtCpl3 } gate_mode_ = GateMode::kUnknown;
+  // Set when BecomeClone loaded the CPU during a syscall: its registers are already final.
+  bool cpu_replaced_ = false;
   std::atomic<bool> stop_requested_{false};
   uint64_t syscall_count_ = 0;
 
-  // Control requests (Control() -> vCPU thread). Guarded by control_mutex_.
+  // Control requests (Control() -> run thread). Guarded by control_mutex_.
   struct PendingControl {
     ControlRequest request;
     ControlReply reply;
@@ -105,10 +104,10 @@ class Vm : public ForkHost {
   std::mutex control_mutex_;
   std::condition_variable control_cv_;
   std::deque<PendingControl*> control_queue_;
-  bool paused_ = false;  // vCPU thread only
+  bool paused_ = false;  // run thread only
   bool exited_ = false;  // guarded by control_mutex_
-  std::atomic<pthread_t> vcpu_thread_{};
-  std::atomic<bool> vcpu_thread_known_{false};
+  std::atomic<pthread_t> run_thread_{};
+  std::atomic<bool> run_thread_known_{false};
 };
 
 }  // namespace flurry

@@ -4,29 +4,32 @@
 
 #include <csignal>
 
-#include "arch/x86_64/cpu_setup.h"
 #include "flurry/sf_abi.h"
 #include "snapshot/state_capture.h"
-#include "vmm/vcpu_state.h"
 #include "vmm/vm.h"
 
 namespace flurry {
 
+Result<x86::UserCpuState> Vm::CaptureCpu() {
+  ApplySegmentBases();
+  return backend_->CaptureCpu();
+}
+
 Result<CloneState> Vm::CaptureResumeState() {
-  if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
-  VcpuState vcpu = FLURRY_TRY(CaptureVcpu(vcpu_, ResumeRegs(0), x86::HostXcr0()));
-  return CloneState{std::move(vcpu), CaptureFiles(state_.fds)};
+  // At a syscall stop the registers already stand past the syscall; it returns 0 there.
+  x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
+  cpu.regs.rax = 0;
+  return CloneState{std::move(cpu), CaptureFiles(state_.fds)};
+}
+
+Result<CloneState> Vm::CaptureCurrentState() {
+  x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
+  return CloneState{std::move(cpu), CaptureFiles(state_.fds)};
 }
 
 Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
-  // The KVM objects inherited through fork() belong to the parent's address space (KVM refuses
-  // them here); replace them with a new VM around this process's copy of guest memory.
-  system_ = FLURRY_TRY(KvmSystem::Open());
-  kvm_vm_ = FLURRY_TRY(KvmVm::Create(system_));
-  FLURRY_TRY(kvm_vm_.SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
-  vcpu_ = FLURRY_TRY(KvmVcpu::Create(system_, kvm_vm_, 0));
-  FLURRY_TRY_CTX(RestoreVcpu(system_, vcpu_, state.vcpu), "restoring the vCPU");
-  vcpu_replaced_ = true;
+  FLURRY_TRY_CTX(backend_->BecomeClone(state.cpu), "loading the clone's CPU state");
+  cpu_replaced_ = true;
 
   state_.identity.ppid = state_.identity.pid;
   state_.identity.pid = getpid();
@@ -47,8 +50,8 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
                          clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");
   clock_ = GuestClock();
-  FLURRY_TRY_CTX(clock_.Start(vcpu_, memory_), "starting the clone's clock");
-  vcpu_thread_.store(pthread_self());
+  FLURRY_TRY_CTX(StartClock(), "starting the clone's clock");
+  run_thread_.store(pthread_self());
   stop_requested_.store(false);
   return {};
 }
@@ -74,6 +77,7 @@ void Vm::EndClone(const GuestExit& exit) {
   }
   fork_.KillOutstanding();
   if (clone_directory_) clone_directory_->Remove();
+  backend_.reset();  // the guest's stub, where there is one, goes now, not after _exit
   fork_.ReportOutcome(outcome);
   _exit(exit.ExitCode());
 }

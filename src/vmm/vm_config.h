@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
+
 namespace flurry {
 
 struct VmConfig {
@@ -22,6 +24,7 @@ struct VmConfig {
   std::chrono::milliseconds timeout{0};  // 0: none
   int max_clones_per_ticket = 64;        // sf_request_ticket's per-VM cap
   bool clone_output_prefix = true;       // clones' stdout/stderr lines start "[clone N] "
+  BackendKind backend = BackendKind::kAuto;
 };
 
 }  // namespace flurry

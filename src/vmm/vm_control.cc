@@ -6,11 +6,9 @@
 
 #include <csignal>
 
-#include "arch/x86_64/cpu_setup.h"
 #include "base/unique_fd.h"
 #include "snapshot/descriptor_codec.h"
 #include "snapshot/state_capture.h"
-#include "vmm/vcpu_state.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -21,29 +19,10 @@ ControlReply Vm::Control(const ControlRequest& request) {
   if (exited_) return ControlReply::Failure("the guest has exited", "exited");
   control_queue_.push_back(&pending);
   control_cv_.notify_all();
-  // Kick the vCPU out of KVM_RUN (or out of a blocking syscall) so it serves the queue.
-  vcpu_.RequestImmediateExit();
-  if (vcpu_thread_known_.load()) pthread_kill(vcpu_thread_.load(), SIGUSR1);
+  // Stop the guest (or interrupt a blocking syscall) so the run thread serves the queue.
+  Kick();
   control_cv_.wait(lock, [&] { return pending.done; });
   return pending.reply;
-}
-
-Result<void> Vm::SettleRegisters() {
-  if (vcpu_.run().kvm_dirty_regs == 0) return {};
-  vcpu_.RequestImmediateExit();
-  auto r = vcpu_.Run();  // applies the dirty registers and returns EINTR without running
-  vcpu_.run().immediate_exit = 0;
-  if (!r && r.error().code() != EINTR) return std::unexpected(r.error());
-  vcpu_.run().kvm_dirty_regs = 0;
-  return {};
-}
-
-Result<CloneState> Vm::CaptureCurrentState() {
-  FLURRY_TRY(SettleRegisters());
-  if (state_.segment_bases.dirty) FLURRY_TRY(ApplySegmentBases());
-  kvm_regs regs = FLURRY_TRY(vcpu_.GetRegs());
-  VcpuState vcpu = FLURRY_TRY(CaptureVcpu(vcpu_, regs, x86::HostXcr0()));
-  return CloneState{std::move(vcpu), CaptureFiles(state_.fds)};
 }
 
 Result<void> Vm::ServeControl() {
@@ -66,10 +45,10 @@ Result<void> Vm::ServeControl() {
       auto clones = fork_.CloneFromOutside(*this, pending->request.count, &clone_id);
       if (clone_id != 0) {
         // This process is a new clone: the requester lives in the parent. Run on.
-        // BecomeClone flags the vCPU as replaced *during a syscall* (the sf_clone case); here
+        // BecomeClone flags the CPU as replaced *during a syscall* (the sf_clone case); here
         // the guest was stopped between instructions, so the next syscall must complete
         // normally.
-        vcpu_replaced_ = false;
+        cpu_replaced_ = false;
         std::lock_guard lock(control_mutex_);
         control_queue_.clear();
         paused_ = false;
@@ -87,7 +66,8 @@ Result<void> Vm::ServeControl() {
     reply.state = paused_ ? "paused" : "running";
     reply.clone_id = fork_.clone_id();
     reply.family_id = fork_.family_id();
-    reply.ram_size = memory_.size();
+    reply.ram_size = backend_->memory().size();
+    reply.backend = backend_->name();
     reply.syscalls = syscall_count_;
     std::lock_guard lock(control_mutex_);
     pending->reply = std::move(reply);

@@ -23,6 +23,7 @@ struct ControlReply {
   uint64_t family_id = 0;
   uint64_t ram_size = 0;
   uint64_t syscalls = 0;           // syscalls served so far
+  std::string backend;             // "kvm" or "seccomp"
   std::vector<int32_t> clone_ids;  // kClone: the new clones' IDs
   std::vector<int32_t> clone_pids;
   uint64_t descriptor_bytes = 0;  // kSnapshot

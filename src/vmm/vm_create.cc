@@ -1,5 +1,4 @@
 // Vm::Create: from a VmConfig to a vCPU standing at the program's entry point.
-#include <cpuid.h>
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -8,10 +7,8 @@
 #include <ctime>
 #include <fstream>
 
-#include "arch/x86_64/cpu_setup.h"
+#include "arch/x86_64/cpu_features.h"
 #include "arch/x86_64/layout.h"
-#include "arch/x86_64/page_tables.h"
-#include "arch/x86_64/system_tables.h"
 #include "base/unique_fd.h"
 #include "guest/elf.h"
 #include "guest/elf_loader.h"
@@ -59,14 +56,6 @@ std::string GuestExePath(const std::string& program) {
   return "/" + (slash == std::string::npos ? program : program.substr(slash + 1));
 }
 
-// Signal frame space glibc should reserve (sysconf(_SC_MINSIGSTKSZ)): the XSAVE area plus
-// the rest of a Linux signal frame.
-uint64_t MinSigStackSize() {
-  uint32_t a, b, c, d;
-  __cpuid_count(0xd, 0, a, b, c, d);
-  return b + 1024;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
@@ -75,7 +64,6 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
     return Fail("--mem {}: must be a multiple of 2 MiB between {} MiB and {} GiB", ram,
                 x86::kMinRamSize >> 20, x86::kMaxRamSize >> 30);
   }
-  KvmSystem system = FLURRY_TRY(KvmSystem::Open());
   std::vector<uint8_t> file = FLURRY_TRY(ReadProgram(config.program, ram));
   ElfImage elf = FLURRY_TRY_CTX(ParseElf(file), config.program);
 
@@ -83,14 +71,17 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   const uint64_t stack_bottom = ram - VmConfig::kStackSize;
   const uint64_t guard = stack_bottom - kHugePageSize;
   const uint64_t mmap_top = guard;
-  GuestMemory memory = FLURRY_TRY(GuestMemory::Create(ram));
+  // Where the image ends is known only after loading, but the address space is made first:
+  // check the image against the layout, then advise huge pages above it.
+  GuestLayout layout;
+  layout.ram_size = ram;
+  layout.guard_start = guard;
+  const LoadedImage placed = FLURRY_TRY_CTX(PlaceElf(elf, file.size(), mmap_top), config.program);
+  layout.huge_start = x86::AlignUp(placed.image_end, kHugePageSize);
+  layout.huge_end = layout.huge_start < mmap_top ? mmap_top : layout.huge_start;
+  std::unique_ptr<Backend> backend = FLURRY_TRY(CreateBackend(config.backend, layout));
+  GuestMemory& memory = backend->memory();
   LoadedImage image = FLURRY_TRY_CTX(LoadElf(elf, file, memory, mmap_top), config.program);
-  const uint64_t huge_start = x86::AlignUp(image.image_end, kHugePageSize);
-  if (huge_start < mmap_top) memory.AdviseHugePages(huge_start, mmap_top - huge_start);
-
-  x86::AddressRange hole{guard, kHugePageSize};
-  FLURRY_TRY(x86::BuildPageTables(memory, {&hole, 1}));
-  x86::WriteSystemTables(memory);
   const uint64_t vdso = FLURRY_TRY(InstallVdso(memory));
 
   StackInputs stack{};
@@ -105,11 +96,9 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   stack.phent = image.phent;
   stack.phnum = image.phnum;
   stack.entry = image.entry;
-  uint32_t a, b, c, d;
-  __cpuid(1, a, b, c, d);
-  stack.hwcap = d;
+  stack.hwcap = x86::HostHwcap();
   stack.hwcap2 = 0;
-  stack.minsigstksz = MinSigStackSize();
+  stack.minsigstksz = x86::MinSigStackSize();
   stack.vdso_base = vdso;
   InitialStack initial = FLURRY_TRY(BuildInitialStack(stack, ram, VmConfig::kStackSize / 2));
   const uint64_t rsp = FLURRY_TRY(PlaceInitialStack(initial, memory));
@@ -131,24 +120,25 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   policy.max_clones_per_ticket = config.max_clones_per_ticket;
   ForkController fork = FLURRY_TRY(ForkController::Create(policy));
 
-  KvmVm kvm_vm = FLURRY_TRY(KvmVm::Create(system));
-  FLURRY_TRY(kvm_vm.SetMemoryRegion(0, 0, ram, memory.host_base()));
-  KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(system, kvm_vm, 0));
-  FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(system, vcpu, image.entry, rsp), "setting up the vCPU");
+  x86::UserCpuState cpu;
+  cpu.regs.rip = image.entry;
+  cpu.regs.rsp = rsp;
+  FLURRY_TRY_CTX(backend->LoadCpu(cpu), "setting the CPU at the entry point");
 
-  auto result = std::unique_ptr<Vm>(new Vm(std::move(system), std::move(kvm_vm), std::move(vcpu),
-                                           std::move(memory), std::move(state), std::move(fork),
-                                           config.clone_output_prefix));
-  FLURRY_TRY_CTX(result->clock_.Start(result->vcpu_, result->memory_), "starting the guest clock");
+  auto result = std::unique_ptr<Vm>(
+      new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
+  FLURRY_TRY_CTX(result->StartClock(), "starting the guest clock");
   return result;
 }
 
-Vm::Vm(KvmSystem system, KvmVm vm, KvmVcpu vcpu, GuestMemory memory, GuestState state,
-       ForkController fork, bool clone_output_prefix)
-    : system_(std::move(system)),
-      kvm_vm_(std::move(vm)),
-      vcpu_(std::move(vcpu)),
-      memory_(std::move(memory)),
+Result<void> Vm::StartClock() {
+  const Backend::TscInfo tsc = FLURRY_TRY(backend_->Tsc());
+  return clock_.Start(backend_->memory(), tsc.guest_minus_host, tsc.khz);
+}
+
+Vm::Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,
+       bool clone_output_prefix)
+    : backend_(std::move(backend)),
       state_(std::move(state)),
       syscalls_(SyscallTable::Default()),
       fork_(std::move(fork)),

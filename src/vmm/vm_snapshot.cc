@@ -9,12 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "arch/x86_64/cpu_setup.h"
+#include <algorithm>
+#include <vector>
+
 #include "arch/x86_64/layout.h"
 #include "base/unique_fd.h"
 #include "snapshot/descriptor_codec.h"
 #include "snapshot/state_capture.h"
-#include "vmm/vcpu_state.h"
+#include "vmm/vdso.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -35,15 +37,31 @@ Result<void> WriteAllAt(int fd, const uint8_t* data, uint64_t length, uint64_t o
   return {};
 }
 
+Result<void> ReadAllAt(int fd, uint8_t* data, uint64_t length, uint64_t offset,
+                       const std::string& path) {
+  uint64_t done = 0;
+  while (done < length) {
+    ssize_t n = pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return FailErrno(fmt::format("{}: reading pages at {:#x}", path, offset));
+    done += static_cast<uint64_t>(n);
+  }
+  return {};
+}
+
+constexpr uint64_t kCopyChunk = 1 << 20;
+
 }  // namespace
 
 Result<ControlReply> Vm::WriteSnapshot(const std::string& directory) {
   if (mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
     return FailErrno(fmt::format("creating snapshot directory {}", directory));
   }
-  CloneState current = FLURRY_TRY_CTX(CaptureCurrentState(), "capturing the vCPU");
-  VmDescriptor descriptor = FLURRY_TRY_CTX(CaptureGuest(state_, memory_), "capturing the guest");
-  descriptor.vcpu = current.vcpu;
+  CloneState current = FLURRY_TRY_CTX(CaptureCurrentState(), "capturing the CPU");
+  GuestMemory& memory = backend_->memory();
+  VmDescriptor descriptor = FLURRY_TRY_CTX(CaptureGuest(state_, memory), "capturing the guest");
+  descriptor.vcpu = current.cpu;
+  descriptor.backend = backend_->name();
   descriptor.clone = CloneIdentityRecord{fork_.family_id(), fork_.clone_id()};
   const std::string descriptor_path = directory + "/" + kDescriptorFile;
   FLURRY_TRY(WriteDescriptorFile(descriptor_path, descriptor));
@@ -51,15 +69,21 @@ Result<ControlReply> Vm::WriteSnapshot(const std::string& directory) {
   const std::string memory_path = directory + "/" + kMemoryFile;
   UniqueFd image(open(memory_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!image.valid()) return FailErrno(memory_path);
-  if (ftruncate(image.get(), static_cast<off_t>(memory_.size())) != 0) {
+  if (ftruncate(image.get(), static_cast<off_t>(memory.size())) != 0) {
     return FailErrno(memory_path);
   }
   uint64_t written = 0;
+  std::vector<uint8_t> buffer;
   for (const auto& run : descriptor.pages.present) {
     const uint64_t offset = run.first_page * x86::kPageSize;
     const uint64_t length = run.page_count * x86::kPageSize;
-    FLURRY_TRY_CTX(WriteAllAt(image.get(), memory_.HostPointer(offset, length), length, offset),
-                   memory_path);
+    for (uint64_t done = 0; done < length;) {
+      const uint64_t n = std::min(length - done, kCopyChunk);
+      buffer.resize(n);
+      FLURRY_TRY_CTX(memory.ReadPhysical(offset + done, buffer.data(), n), "reading guest memory");
+      FLURRY_TRY_CTX(WriteAllAt(image.get(), buffer.data(), n, offset + done), memory_path);
+      done += n;
+    }
     written += length;
   }
   if (fsync(image.get()) != 0) return FailErrno(memory_path);
@@ -75,13 +99,6 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
   const std::string descriptor_path = directory + "/" + kDescriptorFile;
   VmDescriptor d = FLURRY_TRY(ReadDescriptorFile(descriptor_path));
   FLURRY_TRY_CTX(CheckCompatibleWithHost(d, x86::CpuSignature::OfHost()), descriptor_path);
-  KvmSystem system = FLURRY_TRY(KvmSystem::Open());
-  GuestMemory memory = FLURRY_TRY(GuestMemory::Create(d.memory.ram_size));
-  const uint64_t huge_start = x86::AlignUp(d.memory.image_end, x86::kHugePageSize);
-  if (huge_start < d.memory.mmap_top) {
-    memory.AdviseHugePages(huge_start, d.memory.mmap_top - huge_start);
-  }
-
   const std::string memory_path = directory + "/" + kMemoryFile;
   UniqueFd image(open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!image.valid()) return FailErrno(memory_path);
@@ -91,17 +108,27 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
     return Fail("{}: {} bytes, but the descriptor says guest memory is {} bytes", memory_path,
                 st.st_size, d.memory.ram_size);
   }
+
+  GuestLayout layout;
+  layout.ram_size = d.memory.ram_size;
+  layout.huge_start = x86::AlignUp(d.memory.image_end, x86::kHugePageSize);
+  layout.huge_end = std::max(layout.huge_start, d.memory.mmap_top);
+  layout.guard_start = d.memory.stack_bottom - x86::kHugePageSize;
+  std::unique_ptr<Backend> backend = FLURRY_TRY(CreateBackend(config.backend, layout));
+  GuestMemory& memory = backend->memory();
+  FLURRY_TRY(InstallVdso(memory));
+  std::vector<uint8_t> buffer;
   for (const auto& run : d.pages.present) {
-    const uint64_t offset = run.first_page * x86::kPageSize;
-    const uint64_t length = run.page_count * x86::kPageSize;
-    uint8_t* target = memory.HostPointer(offset, length);  // runs were validated in decoding
-    uint64_t done = 0;
-    while (done < length) {
-      ssize_t n =
-          pread(image.get(), target + done, length - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return FailErrno(fmt::format("{}: reading pages at {:#x}", memory_path, offset));
-      done += static_cast<uint64_t>(n);
+    // Runs were validated in decoding; the system area below kUserBase is the backend's own.
+    uint64_t offset = run.first_page * x86::kPageSize;
+    const uint64_t end = offset + run.page_count * x86::kPageSize;
+    offset = std::max(offset, x86::kUserBase);
+    while (offset < end) {
+      const uint64_t n = std::min(end - offset, kCopyChunk);
+      buffer.resize(n);
+      FLURRY_TRY(ReadAllAt(image.get(), buffer.data(), n, offset, memory_path));
+      FLURRY_TRY_CTX(memory.WritePhysical(offset, buffer.data(), n), "restoring guest memory");
+      offset += n;
     }
   }
 
@@ -109,14 +136,10 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
   ForkPolicy policy;
   policy.max_clones_per_ticket = config.max_clones_per_ticket;
   ForkController fork = FLURRY_TRY(ForkController::Create(policy));
-  KvmVm kvm_vm = FLURRY_TRY(KvmVm::Create(system));
-  FLURRY_TRY(kvm_vm.SetMemoryRegion(0, 0, memory.size(), memory.host_base()));
-  KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(system, kvm_vm, 0));
-  FLURRY_TRY_CTX(RestoreVcpu(system, vcpu, d.vcpu), "restoring the vCPU");
-  auto vm = std::unique_ptr<Vm>(new Vm(std::move(system), std::move(kvm_vm), std::move(vcpu),
-                                       std::move(memory), std::move(state), std::move(fork),
-                                       config.clone_output_prefix));
-  FLURRY_TRY_CTX(vm->clock_.Start(vm->vcpu_, vm->memory_), "starting the guest clock");
+  FLURRY_TRY_CTX(backend->LoadCpu(d.vcpu), "restoring the CPU");
+  auto vm = std::unique_ptr<Vm>(
+      new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
+  FLURRY_TRY_CTX(vm->StartClock(), "starting the guest clock");
   return vm;
 }
 

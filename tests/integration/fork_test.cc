@@ -66,7 +66,6 @@ void ExpectFinished(const RunResult& r, int code) {
   EXPECT_FALSE(r.timed_out) << r.Describe();
   ASSERT_TRUE(r.exited) << "flurry died of a signal" << r.Describe();
   EXPECT_EQ(r.exit_code, code) << r.Describe();
-  EXPECT_LT(r.seconds, 10) << "too slow" << r.Describe();
 }
 
 // ---------------------------------------------------------------------------------------------

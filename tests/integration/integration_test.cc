@@ -39,7 +39,16 @@ using namespace flurry_test;
 // ---------------------------------------------------------------------------------------------
 // Environment
 
-TEST(Environment, KvmAvailable) {
+// The backend these tests run flurry on ($FLURRY_BACKEND, as tests/integration/CMakeLists.txt
+// sets it): "kvm", "seccomp", or "" (auto).
+std::string BackendUnderTest() {
+  const char* backend = std::getenv("FLURRY_BACKEND");
+  return backend != nullptr ? backend : "";
+}
+
+// A KVM-backend run must never pass by quietly running on another backend.
+TEST(Environment, KvmAvailableWhereTheKvmBackendIsTested) {
+  if (BackendUnderTest() != "kvm") GTEST_SKIP() << "not testing the kvm backend";
   int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0) << "/dev/kvm cannot be opened read/write (" << strerror(errno)
                    << "): flurry needs KVM. Run the tests on a Linux host with KVM enabled "
@@ -540,12 +549,36 @@ TEST(BadInput, MissingProgram) { ExpectInputError(Flurry({"run", Fixture("no_suc
 
 TEST(BadInput, DirectoryAsProgram) { ExpectInputError(Flurry({"run", GuestDir()})); }
 
+TEST(Environment, VerboseSaysWhichBackendRuns) {
+  auto r = Flurry({"run", "-v", Guest("hello")});
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << r.Describe();
+  const std::string expected = BackendUnderTest().empty() || BackendUnderTest() == "auto"
+                                   ? "flurry: backend: "
+                                   : "flurry: backend: " + BackendUnderTest() + "\n";
+  EXPECT_NE(r.err.find(expected), std::string::npos) << r.Describe();
+}
+
+// Without /dev/kvm, --backend kvm is a clear error; auto runs the guest on seccomp.
 TEST(BadInput, NoKvm) {
-  auto r = Flurry({"run", Guest("hello")}, WithoutKvm());
+  auto r = Flurry({"run", "--backend", "kvm", Guest("hello")}, WithoutKvm());
   if (r.exited && r.exit_code == kCannotHideKvm)
     GTEST_SKIP() << "cannot hide /dev/kvm here: " << r.err;
   ExpectInputError(r);
+  EXPECT_NE(r.err.find("kvm backend is not available"), std::string::npos) << r.Describe();
   EXPECT_NE(r.err.find("/dev/kvm"), std::string::npos) << r.Describe();
+
+  RunOptions options = WithoutKvm();
+  options.env.push_back({"FLURRY_BACKEND", "auto"});
+  auto fallback = Flurry({"run", "-v", Guest("hello")}, options);
+  EXPECT_TRUE(fallback.exited && fallback.exit_code == 0) << fallback.Describe();
+  EXPECT_NE(fallback.err.find("flurry: backend: seccomp"), std::string::npos)
+      << fallback.Describe();
+}
+
+TEST(BadInput, UnknownBackendIsAUsageError) {
+  auto r = Flurry({"run", "--backend", "xen", Guest("hello")});
+  ExpectUsageError(r);
+  EXPECT_NE(r.err.find("unknown backend 'xen'"), std::string::npos) << r.Describe();
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 
 #include <cstring>
 #include <memory>
+#include <span>
 
+#include "arch/x86_64/cpu_features.h"
 #include "arch/x86_64/layout.h"
 #include "kvm/kvm_abi.h"
 
@@ -45,12 +47,6 @@ Result<std::vector<kvm_cpuid_entry2>> SupportedCpuid(const KvmSystem& system) {
 
 }  // namespace
 
-uint64_t HostXcr0() {
-  uint32_t eax, edx;
-  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
-  return (uint64_t{edx} << 32) | eax;
-}
-
 kvm_sregs ProcessModeSregs(kvm_sregs s) {
   s.cs = Segment(kUserCodeSelector, 0xb, 3, true);
   kvm_segment data = Segment(kUserDataSelector, 0x3, 3, false);
@@ -89,11 +85,23 @@ std::vector<kvm_msr_entry> ProcessModeMsrs() {
           msr(kMsrKernelGsBase, 0)};
 }
 
-Result<void> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, uint64_t entry,
-                                  uint64_t stack_pointer) {
+uint64_t GuestXcr0(std::span<const kvm_cpuid_entry2> supported) {
+  uint64_t kvm_mask = 0;
+  for (const kvm_cpuid_entry2& e : supported) {
+    if (e.function == 0xd && e.index == 0) kvm_mask = (uint64_t{e.edx} << 32) | e.eax;
+  }
+  // x87 and SSE state always exist; the rest only where both the host OS and KVM support it.
+  return (HostXcr0() & kvm_mask) | 0x3;
+}
+
+Result<uint64_t> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, uint64_t entry,
+                                      uint64_t stack_pointer) {
   auto cpuid = FLURRY_TRY_CTX(SupportedCpuid(system), "reading the host CPUID");
   FLURRY_TRY_CTX(vcpu.SetCpuid(cpuid), "setting the guest CPUID");
-  FLURRY_TRY_CTX(vcpu.SetXcr0(HostXcr0()), "setting XCR0");
+  const uint64_t xcr0 = GuestXcr0(cpuid);
+  if (HostXcr0() != 0) {
+    FLURRY_TRY_CTX(vcpu.SetXcr0(xcr0), fmt::format("setting XCR0 to {:#x}", xcr0));
+  }
   kvm_sregs sregs = FLURRY_TRY(vcpu.GetSregs());
   FLURRY_TRY_CTX(vcpu.SetSregs(ProcessModeSregs(sregs)), "entering 64-bit user mode");
   FLURRY_TRY_CTX(vcpu.SetMsrs(ProcessModeMsrs()), "setting the SYSCALL MSRs");
@@ -102,7 +110,7 @@ Result<void> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, uint64
   regs.rsp = stack_pointer;
   regs.rflags = 0x202;  // IF and the always-one bit
   FLURRY_TRY(vcpu.SetRegs(regs));
-  return {};
+  return HostXcr0() != 0 ? xcr0 : 0;
 }
 
 }  // namespace flurry::x86

@@ -28,10 +28,9 @@ kvm_sregs ProcessModeSregs(kvm_sregs base);
 std::vector<kvm_msr_entry> ProcessModeMsrs();
 
 // Configures CPUID (the host's, as KVM supports it), XCR0, sregs, MSRs and the entry registers.
-Result<void> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, uint64_t entry,
-                                  uint64_t stack_pointer);
-
-// The host's XCR0 (xgetbv 0).
-uint64_t HostXcr0();
+// Returns the guest's XCR0: the host's, less what KVM does not support (e.g. MPX under an
+// emulated CPU); 0 on a CPU without XSAVE (XCR0 is then left alone).
+Result<uint64_t> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, uint64_t entry,
+                                      uint64_t stack_pointer);
 
 }  // namespace flurry::x86

@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "arch/x86_64/cpu_setup.h"
+#include "arch/x86_64/cpu_features.h"
 
 namespace flurry::x86 {
 namespace {

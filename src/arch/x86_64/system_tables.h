@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "base/error.h"
+#include "arch/x86_64/exceptions.h"
 #include "memory/guest_memory.h"
 
 namespace flurry::x86 {
@@ -32,10 +33,5 @@ struct ExceptionFrame {
   uint64_t rsp;
   uint64_t ss;
 };
-
-bool VectorHasErrorCode(int vector);
-const char* VectorName(int vector);
-// The Linux signal a process gets for this exception (SIGSEGV, SIGILL, SIGFPE, ...).
-int VectorSignal(int vector);
 
 }  // namespace flurry::x86

@@ -1,0 +1,114 @@
+// Backend: the seam between flurry's VMM (syscall layer, guest state, fork, snapshots, the API)
+// and the one thing that differs between execution backends — running the guest's code until
+// it needs the VMM. See docs/design.md ("Execution backends").
+//
+// A backend owns the guest's address space (GuestMemory), loads and reports the guest's user
+// CPU state (x86::UserCpuState), runs the guest until a syscall, a fault or an interruption,
+// and makes the copy-on-write copies of itself that VM fork needs. Everything above it is
+// shared: a new backend is one folder under src/backend/ plus a line in backend_select.cc.
+//
+// Threads: everything on the VM's run thread, except Interrupt() (any thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "arch/x86_64/user_cpu_state.h"
+#include "base/error.h"
+#include "memory/guest_memory.h"
+
+namespace flurry {
+
+// Why Backend::Run returned.
+struct GuestStop {
+  enum class Kind {
+    kSyscall,      // regs(): RAX = syscall number, RIP past the syscall instruction
+    kFault,        // the guest faulted; the fields below say how
+    kInterrupted,  // Interrupt() was called (or a host signal interrupted the wait)
+  };
+  explicit GuestStop(Kind k) : kind(k) {}
+
+  Kind kind;
+  int vector = -1;             // kFault: x86 exception vector (-1: none applies)
+  int signal = 0;              // kFault: the signal a native process would get
+  std::string description;     // kFault: one line, e.g. "page fault at rip 0x401000, ..."
+};
+
+// The memory layout a backend needs to create a guest address space.
+struct GuestLayout {
+  uint64_t ram_size = 0;
+  uint64_t huge_start = 0;  // [huge_start, huge_end): transparent huge pages (heap, mmap area)
+  uint64_t huge_end = 0;
+  uint64_t guard_start = 0;  // a 2 MiB hole below the stack: touching it faults
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const char* name() const = 0;  // "kvm", "seccomp"
+
+  // The guest's RAM (valid for the backend's lifetime; replaced by BecomeForkChild).
+  virtual GuestMemory& memory() = 0;
+
+  // Makes the guest start at `state` (after the loader filled memory): registers, FS/GS bases,
+  // FPU state (empty xsave: the initial state).
+  virtual Result<void> LoadCpu(const x86::UserCpuState& state) = 0;
+
+  // Runs the guest until it needs the VMM.
+  virtual Result<GuestStop> Run() = 0;
+
+  // The guest's registers at the last stop. At a kSyscall stop they read as Linux shows them
+  // at syscall entry: RIP past the `syscall` instruction, RCX = RIP, R11 = RFLAGS.
+  virtual x86::UserRegs& regs() = 0;
+  // Finishes the syscall of a kSyscall stop: the guest resumes past it with RAX = `rax` and
+  // whatever else the VMM changed in regs() (FS/GS bases included).
+  virtual void CompleteSyscall(uint64_t rax) = 0;
+  // The FS/GS bases changed (arch_prctl): apply regs().fs_base/gs_base before resuming.
+  virtual void MarkSegmentBasesDirty() = 0;
+
+  // The full user CPU state as it stands (registers, FS/GS bases, XCR0, XSAVE image).
+  virtual Result<x86::UserCpuState> CaptureCpu() = 0;
+
+  // Any thread: makes the current or next Run() return kInterrupted soon.
+  virtual void Interrupt() = 0;
+
+  // The guest TSC relative to the host's and its frequency in kHz (0: unknown), for the
+  // vDSO's clock page.
+  struct TscInfo {
+    int64_t guest_minus_host = 0;
+    uint64_t khz = 0;
+  };
+  virtual Result<TscInfo> Tsc() = 0;
+
+  // ---- VM fork ----------------------------------------------------------------------------
+  // Around every fork() of the VMM process that makes a snapshot process or a clone:
+  // PrepareFork() readies a copy-on-write copy of the guest's address space for the new
+  // process (a no-op where fork() of the VMM copies guest memory itself), then exactly one of
+  // the others runs on each side: the parent keeps what it had, the child switches to the copy.
+  // Failure of PrepareFork leaves the backend as it was. With `tied_to_parent` the copy ends
+  // when this process's guest does (as the forked VMM dies with this one); detached clones
+  // outlive it.
+  virtual Result<void> PrepareFork(bool tied_to_parent) = 0;
+  // `child_exists`: false when fork() itself failed (the copy is thrown away).
+  virtual void AfterForkInParent(bool child_exists) = 0;
+  virtual Result<void> AfterForkInChild() = 0;
+  // In a process that will run a clone: rebuild whatever cannot cross fork() (KVM: the VM and
+  // vCPU) and load `state`.
+  virtual Result<void> BecomeClone(const x86::UserCpuState& state) = 0;
+};
+
+enum class BackendKind { kAuto, kKvm, kSeccomp };
+
+// "auto", "kvm", "seccomp" (EINVAL otherwise).
+Result<BackendKind> ParseBackendKind(const std::string& text);
+// kAuto: KVM when /dev/kvm can be opened read/write, else seccomp.
+BackendKind ResolveBackendKind(BackendKind kind);
+// Why KVM can't be used here ("" when it can).
+std::string KvmUnavailableReason();
+
+// Creates a backend with an empty guest address space of layout.ram_size bytes.
+Result<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, const GuestLayout& layout);
+
+}  // namespace flurry

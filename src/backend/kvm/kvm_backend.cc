@@ -1,0 +1,268 @@
+#include "backend/kvm/kvm_backend.h"
+
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <x86intrin.h>
+
+#include <csignal>
+#include <cstring>
+
+#include "arch/x86_64/cpu_setup.h"
+#include "arch/x86_64/exceptions.h"
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/page_tables.h"
+#include "arch/x86_64/system_tables.h"
+
+namespace flurry {
+namespace {
+
+// Bytes 464..511 of an FXSAVE/XSAVE image are software-reserved: not part of the state.
+void ClearSoftwareBytes(std::vector<uint8_t>& xsave) {
+  if (xsave.size() >= 512) std::memset(xsave.data() + 464, 0, 48);
+}
+
+kvm_regs FromUser(const x86::UserRegs& u) {
+  kvm_regs k{};
+  k.rax = u.rax;
+  k.rbx = u.rbx;
+  k.rcx = u.rcx;
+  k.rdx = u.rdx;
+  k.rsi = u.rsi;
+  k.rdi = u.rdi;
+  k.rsp = u.rsp;
+  k.rbp = u.rbp;
+  k.r8 = u.r8;
+  k.r9 = u.r9;
+  k.r10 = u.r10;
+  k.r11 = u.r11;
+  k.r12 = u.r12;
+  k.r13 = u.r13;
+  k.r14 = u.r14;
+  k.r15 = u.r15;
+  k.rip = u.rip;
+  k.rflags = (u.rflags & 0x3c7fd7) | 0x2;  // only the bits user code may hold
+  return k;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KvmBackend>> KvmBackend::Create(const GuestLayout& layout) {
+  GuestMemory memory = FLURRY_TRY(GuestMemory::Create(layout.ram_size));
+  if (layout.huge_end > layout.huge_start) {
+    memory.AdviseHugePages(layout.huge_start, layout.huge_end - layout.huge_start);
+  }
+  auto backend = std::unique_ptr<KvmBackend>(new KvmBackend(std::move(memory), layout));
+  // The guard below the stack is left out of the page tables: touching it faults.
+  x86::AddressRange hole{layout.guard_start, x86::kHugePageSize};
+  FLURRY_TRY(x86::BuildPageTables(backend->memory_, {&hole, 1}));
+  x86::WriteSystemTables(backend->memory_);
+  FLURRY_TRY(backend->BuildVm());
+  return backend;
+}
+
+Result<void> KvmBackend::BuildVm() {
+  kick_target_.store(nullptr);
+  vcpu_.reset();
+  vm_.reset();
+  system_.reset();
+  system_.emplace(FLURRY_TRY(KvmSystem::Open()));
+  vm_.emplace(FLURRY_TRY(KvmVm::Create(*system_)));
+  FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
+  vcpu_.emplace(FLURRY_TRY(KvmVcpu::Create(*system_, *vm_, 0)));
+  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, *vcpu_, 0, 0),
+                         "setting up the vCPU");
+  kick_target_.store(&*vcpu_);
+  return {};
+}
+
+Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
+  if (!state.xsave.empty()) {
+    if (state.xsave.size() > sizeof(kvm_abi::Xsave)) {
+      return Fail("the XSAVE image is {} bytes; KVM takes at most {}", state.xsave.size(),
+                  sizeof(kvm_abi::Xsave));
+    }
+    kvm_abi::Xsave xsave{};
+    std::memcpy(&xsave, state.xsave.data(), state.xsave.size());
+    FLURRY_TRY_CTX(vcpu_->SetXsave(xsave), "loading the FPU state");
+  }
+  regs_ = state.regs;
+  FLURRY_TRY_CTX(vcpu_->SetRegs(FromUser(regs_)), "loading the registers");
+  vcpu_->run().kvm_dirty_regs = 0;
+  segment_bases_dirty_ = true;
+  return ApplySegmentBases();
+}
+
+Result<void> KvmBackend::BecomeClone(const x86::UserCpuState& state) {
+  // The KVM objects inherited through fork() belong to the parent's address space (KVM refuses
+  // them here); build new ones around this process's copy of guest memory.
+  FLURRY_TRY(BuildVm());
+  return LoadCpu(state);
+}
+
+Result<void> KvmBackend::ApplySegmentBases() {
+  if (!segment_bases_dirty_) return {};
+  kvm_msr_entry msrs[2] = {};
+  msrs[0].index = x86::kMsrFsBase;
+  msrs[0].data = regs_.fs_base;
+  msrs[1].index = x86::kMsrGsBase;
+  msrs[1].data = regs_.gs_base;
+  FLURRY_TRY_CTX(vcpu_->SetMsrs(msrs), "setting the guest's FS/GS base");
+  segment_bases_dirty_ = false;
+  return {};
+}
+
+x86::UserRegs KvmBackend::ToUser(const kvm_regs& k) const {
+  x86::UserRegs u = regs_;  // keeps the FS/GS bases
+  u.rax = k.rax;
+  u.rbx = k.rbx;
+  u.rcx = k.rcx;
+  u.rdx = k.rdx;
+  u.rsi = k.rsi;
+  u.rdi = k.rdi;
+  u.rsp = k.rsp;
+  u.rbp = k.rbp;
+  u.r8 = k.r8;
+  u.r9 = k.r9;
+  u.r10 = k.r10;
+  u.r11 = k.r11;
+  u.r12 = k.r12;
+  u.r13 = k.r13;
+  u.r14 = k.r14;
+  u.r15 = k.r15;
+  u.rip = k.rip;
+  u.rflags = k.rflags;
+  if (k.rip == x86::SyscallGateExitRip()) {
+    // Inside the gate (a syscall exit, or a syscall completed but its sysretq not yet run):
+    // the user's view is the one after the return.
+    u.rip = k.rcx;
+    u.rflags = k.r11;
+  }
+  return u;
+}
+
+void KvmBackend::CompleteSyscall(uint64_t rax) {
+  regs_.rax = rax;
+  kvm_regs k = FromUser(regs_);
+  if (gate_mode_ == GateMode::kRaisesCpl) {
+    // The gate's sysretq returns to RCX with RFLAGS = R11.
+    k.rip = x86::SyscallGateExitRip();
+    k.rcx = regs_.rip;
+    k.r11 = regs_.rflags;
+  }
+  vcpu_->regs() = k;
+  vcpu_->MarkRegsDirty();
+}
+
+Result<GuestStop> KvmBackend::Run() {
+  FLURRY_TRY(ApplySegmentBases());
+  for (;;) {
+    auto reason = vcpu_->Run();
+    if (!reason) {
+      if (reason.error().code() != EINTR) return std::unexpected(reason.error());
+      vcpu_->run().immediate_exit = 0;
+      regs_ = ToUser(vcpu_->regs());
+      return GuestStop{GuestStop::Kind::kInterrupted};
+    }
+    kvm_run& run = vcpu_->run();
+    regs_ = ToUser(vcpu_->regs());
+    switch (*reason) {
+      case KVM_EXIT_MMIO:
+        if (run.mmio.phys_addr == x86::kDoorbellGpa && run.mmio.is_write) {
+          if (gate_mode_ == GateMode::kUnknown) {
+            kvm_sregs sregs = FLURRY_TRY_CTX(vcpu_->GetSregs(), "probing the syscall gate");
+            gate_mode_ =
+                (sregs.cs.selector & 3) == 0 ? GateMode::kRaisesCpl : GateMode::kStaysAtCpl3;
+          }
+          return GuestStop{GuestStop::Kind::kSyscall};
+        }
+        return Fault(SIGSEGV, "access to unbacked memory");
+      case KVM_EXIT_IO:
+        if (run.io.port >= x86::kExceptionPortBase &&
+            run.io.port < x86::kExceptionPortBase + x86::kExceptionVectors) {
+          return Exception(run.io.port - x86::kExceptionPortBase);
+        }
+        return Fault(SIGSEGV, "unexpected port I/O");
+      case KVM_EXIT_SHUTDOWN:
+        return Fault(SIGSEGV, "triple fault (vCPU shut down)");
+      case KVM_EXIT_HLT:
+        return Fault(SIGSEGV, "hlt");
+      case KVM_EXIT_INTR:
+        continue;
+      case KVM_EXIT_INTERNAL_ERROR:
+        return Fault(SIGILL,
+                     fmt::format("KVM internal error {}", run.internal.suberror).c_str());
+      default:
+        return Fault(SIGSEGV, fmt::format("KVM exit {}", *reason).c_str());
+    }
+  }
+}
+
+Result<GuestStop> KvmBackend::Fault(int signal, const char* what) {
+  GuestStop stop{GuestStop::Kind::kFault};
+  stop.signal = signal;
+  stop.description =
+      fmt::format("guest stopped: {} at rip {:#x}, rsp {:#x}", what, regs_.rip, regs_.rsp);
+  return stop;
+}
+
+Result<GuestStop> KvmBackend::Exception(int vector) {
+  // The stub runs on the kernel stack with the CPU-pushed frame at RSP.
+  const uint64_t rsp = vcpu_->regs().rsp;
+  x86::ExceptionFrame frame{};
+  const bool has_error = x86::VectorHasErrorCode(vector);
+  const uint64_t frame_size = has_error ? sizeof frame : sizeof frame - 8;
+  if (rsp < x86::kKernelStackBottom || rsp + frame_size > x86::kFaultStackTop) {
+    return Fault(x86::VectorSignal(vector), "exception with a corrupt kernel stack");
+  }
+  std::memcpy(
+      has_error ? reinterpret_cast<uint8_t*>(&frame) : reinterpret_cast<uint8_t*>(&frame) + 8,
+      memory_.HostPointer(rsp, frame_size), frame_size);
+  x86::FaultReport report;
+  report.vector = vector;
+  report.rip = frame.rip;
+  report.rsp = frame.rsp;
+  report.error_code = frame.error_code;
+  report.has_error_code = has_error;
+  if (vector == 14) {
+    kvm_sregs sregs = FLURRY_TRY(vcpu_->GetSregs());
+    report.address = sregs.cr2;
+  }
+  regs_.rip = frame.rip;
+  regs_.rsp = frame.rsp;
+  GuestStop stop{GuestStop::Kind::kFault};
+  stop.vector = vector;
+  stop.signal = x86::VectorSignal(vector);
+  stop.description = x86::DescribeFault(report);
+  return stop;
+}
+
+Result<x86::UserCpuState> KvmBackend::CaptureCpu() {
+  x86::UserCpuState state;
+  state.regs = regs_;
+  state.xcr0 = xcr0_;
+  kvm_abi::Xsave xsave = FLURRY_TRY_CTX(vcpu_->GetXsave(), "capturing the FPU state");
+  state.xsave.resize(sizeof xsave);
+  std::memcpy(state.xsave.data(), &xsave, sizeof xsave);
+  ClearSoftwareBytes(state.xsave);
+  return state;
+}
+
+void KvmBackend::Interrupt() {
+  if (KvmVcpu* vcpu = kick_target_.load()) vcpu->RequestImmediateExit();
+}
+
+Result<Backend::TscInfo> KvmBackend::Tsc() {
+  TscInfo info;
+  int khz = ioctl(vcpu_->fd(), KVM_GET_TSC_KHZ, 0);
+  if (khz <= 0) return info;  // unknown: the clock measures it
+  kvm_msr_entry tsc{};
+  tsc.index = 0x10;  // IA32_TIME_STAMP_COUNTER
+  const uint64_t before = __rdtsc();
+  FLURRY_TRY_CTX(vcpu_->GetMsrs({&tsc, 1}), "reading the guest TSC");
+  const uint64_t after = __rdtsc();
+  info.guest_minus_host = static_cast<int64_t>(tsc.data - (before + (after - before) / 2));
+  info.khz = static_cast<uint64_t>(khz);
+  return info;
+}
+
+}  // namespace flurry

@@ -1,0 +1,54 @@
+// SeccompBackend: the guest runs in a stub process of its own (StubProcess), at the same guest
+// addresses as under KVM; seccomp traps its every syscall to the VMM; its RAM is the stub's
+// private memory, reached through /proc/PID/mem; VM fork forks the stub, so clones share the
+// guest's pages copy-on-write as they do under KVM. See docs/design.md ("The seccomp backend").
+//
+// Owner: the Vm. Thread: the run thread; Interrupt() from any thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+
+#include "backend/backend.h"
+#include "backend/seccomp/stub_process.h"
+
+namespace flurry {
+
+class SeccompBackend final : public Backend {
+ public:
+  static Result<std::unique_ptr<SeccompBackend>> Create(const GuestLayout& layout);
+  ~SeccompBackend() override;
+
+  const char* name() const override { return "seccomp"; }
+  GuestMemory& memory() override { return *memory_; }
+  Result<void> LoadCpu(const x86::UserCpuState& state) override;
+  Result<GuestStop> Run() override;
+  x86::UserRegs& regs() override { return regs_; }
+  void CompleteSyscall(uint64_t rax) override;
+  void MarkSegmentBasesDirty() override { pending_ |= FLURRY_STUB_LOAD_FS | FLURRY_STUB_LOAD_GS; }
+  Result<x86::UserCpuState> CaptureCpu() override;
+  void Interrupt() override;
+  Result<TscInfo> Tsc() override { return TscInfo{}; }
+  Result<void> PrepareFork(bool tied_to_parent) override;
+  void AfterForkInParent(bool child_exists) override;
+  Result<void> AfterForkInChild() override;
+  Result<void> BecomeClone(const x86::UserCpuState& state) override { return LoadCpu(state); }
+
+  const StubProcess& stub() const { return stub_; }
+
+ private:
+  SeccompBackend() = default;
+  // Takes over `stub`: its VMM-alive lock, its memory.
+  Result<void> Drive(StubProcess stub);
+  Result<GuestStop> StopFromEvent(uint32_t event);
+
+  StubProcess stub_;
+  std::optional<StubProcess> pending_child_;  // between PrepareFork and AfterFork*
+  std::optional<GuestMemory> memory_;
+  x86::UserRegs regs_;
+  uint32_t pending_ = 0;  // FLURRY_STUB_LOAD_* for the next RESUME
+  bool stopped_ = true;   // the stub waits for a command
+};
+
+}  // namespace flurry

@@ -1,0 +1,524 @@
+/* The seccomp backend's stub: the host process a guest runs in when flurry has no KVM.
+ *
+ * Freestanding (no libc), linked at FLURRY_STUB_TEXT_ADDR, embedded in the flurry binary and
+ * exec'd from a memfd by the VMM (src/backend/seccomp/stub_process.cc). At start it:
+ *   1. maps the page shared with the VMM (fd FLURRY_STUB_SHARED_FD) at FLURRY_STUB_SHARED_ADDR,
+ *   2. maps guest RAM (private, read/write/execute) at the guest's own addresses, and the
+ *      guest vDSO's pages,
+ *   3. installs its signal handlers on an alternate stack (never the guest's stack),
+ *   4. installs a seccomp filter: a syscall from any address but the stub's one syscall
+ *      instruction traps (SIGSYS); from there only the stub's own few calls are allowed, with
+ *      their arguments pinned where it matters; anything else kills the process,
+ *   5. makes one trapped syscall of its own, so that from then on it lives in a signal handler
+ *      whose frame holds the guest's registers: the first RESUME jumps to the guest's entry.
+ *
+ * Every stop (syscall, fault, kick) copies the guest's registers to the shared page, hands the
+ * page to the VMM (futex) and carries out the VMM's commands until one says RESUME.
+ *
+ * The guest shares this address space: it can read and write everything here, and jump
+ * anywhere. What keeps it in: the filter (all its syscalls trap to the VMM; the stub's site
+ * allows only harmless calls), no file descriptors but the shared page's, empty namespaces,
+ * no_new_privs. The VMM treats the shared page as untrusted input. */
+#include <asm/sigcontext.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/futex.h>
+#include <linux/mman.h>
+#include <linux/prctl.h>
+#include <linux/seccomp.h>
+#include <linux/time.h>
+#include <linux/unistd.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stub_abi.h"
+
+#define SIGILL 4
+#define SIGTRAP 5
+#define SIGBUS 7
+#define SIGFPE 8
+#define SIGSEGV 11
+#define SIGALRM 14
+#define SIGCHLD 17
+#define SIGSYS 31
+#define SA_SIGINFO 0x4
+#define SA_ONSTACK 0x08000000
+#define SA_RESTORER 0x04000000
+#define SIG_IGN_HANDLER ((void *)1)
+#define ARCH_SET_GS 0x1001
+#define ARCH_SET_FS 0x1002
+#define ITIMER_REAL 0
+#define FUTEX_OWNER_DIED_BIT 0x40000000u
+#define FP_XSTATE_MAGIC1_VALUE 0x46505853u
+#define WATCHDOG_MS 200
+
+typedef uint64_t u64;
+
+/* ---- the one syscall site ----------------------------------------------------------------
+ * Every syscall the stub makes goes through the `syscall` at flurry_stub_syscall_insn; the
+ * filter allows only calls whose return address is flurry_stub_syscall_ret. */
+long flurry_stub_syscall6(long nr, long a, long b, long c, long d, long e, long f);
+extern char flurry_stub_syscall_insn[];
+extern char flurry_stub_syscall_ret[];
+extern char flurry_stub_restorer[];
+__asm__(
+    ".text\n"
+    ".globl flurry_stub_syscall6\n"
+    "flurry_stub_syscall6:\n"
+    "  mov %rdi, %rax\n"
+    "  mov %rsi, %rdi\n"
+    "  mov %rdx, %rsi\n"
+    "  mov %rcx, %rdx\n"
+    "  mov %r8, %r10\n"
+    "  mov %r9, %r8\n"
+    "  mov 8(%rsp), %r9\n"
+    ".globl flurry_stub_syscall_insn\n"
+    "flurry_stub_syscall_insn:\n"
+    "  syscall\n"
+    ".globl flurry_stub_syscall_ret\n"
+    "flurry_stub_syscall_ret:\n"
+    "  ret\n"
+    /* Signal return: rsp points just past the frame's return address, as rt_sigreturn wants. */
+    ".globl flurry_stub_restorer\n"
+    "flurry_stub_restorer:\n"
+    "  mov $15, %eax\n"
+    "  jmp flurry_stub_syscall_insn\n");
+
+#define SYS0(n) flurry_stub_syscall6((n), 0, 0, 0, 0, 0, 0)
+#define SYS1(n, a) flurry_stub_syscall6((n), (long)(a), 0, 0, 0, 0, 0)
+#define SYS2(n, a, b) flurry_stub_syscall6((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define SYS3(n, a, b, c) flurry_stub_syscall6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define SYS4(n, a, b, c, d) \
+  flurry_stub_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define SYS6(n, a, b, c, d, e, f) \
+  flurry_stub_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
+static __attribute__((noreturn)) void die(int code) {
+  for (;;) SYS1(__NR_exit_group, code);
+}
+
+/* The compiler may call these for struct copies. */
+void *memcpy(void *dst, const void *src, size_t n) {
+  unsigned char *d = dst;
+  const unsigned char *s = src;
+  while (n--) *d++ = *s++;
+  return dst;
+}
+void *memset(void *dst, int c, size_t n) {
+  unsigned char *d = dst;
+  while (n--) *d++ = (unsigned char)c;
+  return dst;
+}
+
+/* ---- kernel structures (x86-64) ------------------------------------------------------------ */
+struct stub_sigaction {
+  void *handler;
+  unsigned long flags;
+  void *restorer;
+  u64 mask;
+};
+struct stub_stack {
+  void *sp;
+  int flags;
+  int pad;
+  u64 size;
+};
+struct stub_ucontext {
+  u64 flags;
+  void *link;
+  struct stub_stack stack;
+  struct sigcontext mc;
+  u64 sigmask;
+};
+struct stub_siginfo {
+  int signo;
+  int err;
+  int code;
+  int pad;
+  union {
+    void *addr; /* SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP */
+    struct {
+      void *call_addr;
+      int syscall;
+      unsigned int arch;
+    } sys; /* SIGSYS */
+  } u;
+};
+struct stub_itimerval {
+  struct {
+    long sec, usec;
+  } interval, value;
+};
+
+#define SHARED ((volatile struct flurry_stub_shared *)FLURRY_STUB_SHARED_ADDR)
+
+static unsigned char g_altstack[64 * 1024] __attribute__((aligned(64)));
+static int g_started; /* set at the stub's own first trap (before any guest code runs) */
+
+/* ---- liveness of the VMM --------------------------------------------------------------------- */
+static void check_vmm_alive(void) {
+  uint32_t word = *(volatile uint32_t *)&SHARED->vmm_alive_mutex[0];
+  if (word & FUTEX_OWNER_DIED_BIT) die(1);
+}
+
+static void start_watchdog(void) {
+  struct stub_itimerval t = {{0, WATCHDOG_MS * 1000}, {0, WATCHDOG_MS * 1000}};
+  SYS3(__NR_setitimer, ITIMER_REAL, &t, 0);
+}
+
+/* ---- the hand-off -------------------------------------------------------------------------- */
+/* How long to spin for the VMM's answer before sleeping (TSC ticks; ~20-50 us). */
+#define SPIN_TICKS 60000ULL
+
+static void hand_off(uint32_t event) {
+  volatile struct flurry_stub_shared *s = SHARED;
+  s->event = event;
+  __atomic_store_n(&s->turn, FLURRY_STUB_TURN_VMM, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&s->vmm_waiting, __ATOMIC_SEQ_CST)) {
+    SYS3(__NR_futex, &s->turn, FUTEX_WAKE, 1);
+  }
+  /* Spin briefly (the VMM usually answers within microseconds), then sleep. */
+  const u64 start = __builtin_ia32_rdtsc();
+  while (__builtin_ia32_rdtsc() - start < SPIN_TICKS) {
+    if (__atomic_load_n(&s->turn, __ATOMIC_ACQUIRE) == FLURRY_STUB_TURN_STUB) return;
+    __builtin_ia32_pause();
+  }
+  struct timespec timeout = {0, 100 * 1000 * 1000};
+  for (;;) {
+    __atomic_store_n(&s->stub_waiting, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->turn, __ATOMIC_SEQ_CST) == FLURRY_STUB_TURN_STUB) break;
+    SYS4(__NR_futex, &s->turn, FUTEX_WAIT, FLURRY_STUB_TURN_VMM, &timeout);
+    if (__atomic_load_n(&s->turn, __ATOMIC_SEQ_CST) == FLURRY_STUB_TURN_STUB) break;
+    check_vmm_alive();
+  }
+  __atomic_store_n(&s->stub_waiting, 0, __ATOMIC_SEQ_CST);
+}
+
+static void save_regs(const struct sigcontext *mc, volatile struct flurry_stub_regs *r) {
+  r->rax = mc->rax;
+  r->rbx = mc->rbx;
+  r->rcx = mc->rcx;
+  r->rdx = mc->rdx;
+  r->rsi = mc->rsi;
+  r->rdi = mc->rdi;
+  r->rsp = mc->rsp;
+  r->rbp = mc->rbp;
+  r->r8 = mc->r8;
+  r->r9 = mc->r9;
+  r->r10 = mc->r10;
+  r->r11 = mc->r11;
+  r->r12 = mc->r12;
+  r->r13 = mc->r13;
+  r->r14 = mc->r14;
+  r->r15 = mc->r15;
+  r->rip = mc->rip;
+  r->rflags = mc->eflags;
+}
+
+static void load_regs(struct sigcontext *mc, const volatile struct flurry_stub_regs *r) {
+  mc->rax = r->rax;
+  mc->rbx = r->rbx;
+  mc->rcx = r->rcx;
+  mc->rdx = r->rdx;
+  mc->rsi = r->rsi;
+  mc->rdi = r->rdi;
+  mc->rsp = r->rsp;
+  mc->rbp = r->rbp;
+  mc->r8 = r->r8;
+  mc->r9 = r->r9;
+  mc->r10 = r->r10;
+  mc->r11 = r->r11;
+  mc->r12 = r->r12;
+  mc->r13 = r->r13;
+  mc->r14 = r->r14;
+  mc->r15 = r->r15;
+  mc->rip = r->rip;
+  mc->eflags = r->rflags;
+}
+
+/* The XSAVE image in the signal frame: its size, or 512 (FXSAVE only). */
+static uint32_t frame_xsave_size(const unsigned char *fp) {
+  const struct _fpx_sw_bytes *sw = (const struct _fpx_sw_bytes *)(fp + 464);
+  if (sw->magic1 != FP_XSTATE_MAGIC1_VALUE) return 512;
+  return sw->xstate_size;
+}
+
+static void save_fpu(const struct sigcontext *mc) {
+  volatile struct flurry_stub_shared *s = SHARED;
+  const unsigned char *fp = (const unsigned char *)mc->fpstate;
+  if (fp == 0) {
+    s->xsave_size = 0;
+    return;
+  }
+  uint32_t size = frame_xsave_size(fp);
+  if (size > FLURRY_STUB_XSAVE_MAX) size = FLURRY_STUB_XSAVE_MAX;
+  for (uint32_t i = 0; i < size; ++i) s->xsave[i] = (i >= 464 && i < 512) ? 0 : fp[i];
+  s->xsave_size = size;
+}
+
+static void load_fpu(struct sigcontext *mc) {
+  volatile struct flurry_stub_shared *s = SHARED;
+  unsigned char *fp = (unsigned char *)mc->fpstate;
+  if (fp == 0) return;
+  const uint32_t frame = frame_xsave_size(fp);
+  uint32_t size = s->xsave_size;
+  if (size > FLURRY_STUB_XSAVE_MAX) size = FLURRY_STUB_XSAVE_MAX;
+  /* Bytes 464..511 are the kernel's (the xstate description it checks at sigreturn). */
+  for (uint32_t i = 0; i < frame; ++i) {
+    if (i >= 464 && i < 512) continue;
+    fp[i] = i < size ? s->xsave[i] : 0;
+  }
+}
+
+/* ---- fork ------------------------------------------------------------------------------------ */
+/* In a new child: replace the inherited shared page (still the parent's) with a fresh one of
+ * its own and announce itself there. The VMM takes the memfd (fd 0) with pidfd_getfd. */
+static void become_forked_child(int die_with_parent) {
+  volatile struct flurry_stub_shared *s = SHARED;
+  /* Only the setup block is carried over. */
+  const u64 magic = s->magic, ram_size = s->ram_size, user_base = s->user_base;
+  const u64 huge_start = s->huge_start, huge_end = s->huge_end;
+  const u64 vvar = s->vvar_addr, vdso = s->vdso_addr, vdso_size = s->vdso_size;
+  const u64 guard_start = s->guard_start, guard_end = s->guard_end;
+  const uint32_t version = s->version;
+  SYS3(__NR_close_range, 0, ~0u, 0);
+  long fd = SYS2(__NR_memfd_create, "flurry-stub", 0);
+  if (fd != 0) die(2);
+  if (SYS2(__NR_ftruncate, 0, FLURRY_STUB_SHARED_SIZE) != 0) die(2);
+  long addr = SYS6(__NR_mmap, FLURRY_STUB_SHARED_ADDR, FLURRY_STUB_SHARED_SIZE,
+                   PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, 0, 0);
+  if (addr != (long)FLURRY_STUB_SHARED_ADDR) die(2);
+  s->magic = magic;
+  s->version = version;
+  s->ram_size = ram_size;
+  s->user_base = user_base;
+  s->huge_start = huge_start;
+  s->huge_end = huge_end;
+  s->vvar_addr = vvar;
+  s->vdso_addr = vdso;
+  s->vdso_size = vdso_size;
+  s->guard_start = guard_start;
+  s->guard_end = guard_end;
+  /* Die with the stub that forked us, as the VMM that will drive us dies with the VMM that
+   * forked it (a detached clone outlives its snapshot). */
+  if (die_with_parent) SYS2(__NR_prctl, PR_SET_PDEATHSIG, 9);
+  start_watchdog();
+}
+
+/* ---- the signal handler ------------------------------------------------------------------- */
+static void on_signal(int sig, struct stub_siginfo *si, void *ucv) {
+  struct stub_ucontext *uc = ucv;
+  volatile struct flurry_stub_shared *s = SHARED;
+  uint32_t event;
+  if (sig == SIGALRM) {
+    check_vmm_alive();
+    return;
+  }
+  if (sig == SIGSYS) {
+    s->syscall_nr = (u64)(unsigned int)si->u.sys.syscall;
+    if (!g_started) {
+      g_started = 1;
+      event = FLURRY_STUB_EVENT_READY; /* the stub's own first trap */
+    } else if (si->u.sys.arch != AUDIT_ARCH_X86_64) {
+      event = FLURRY_STUB_EVENT_BAD_ARCH;
+    } else {
+      event = FLURRY_STUB_EVENT_SYSCALL;
+    }
+  } else if (sig == FLURRY_STUB_KICK_SIGNAL) {
+    event = FLURRY_STUB_EVENT_KICKED;
+  } else {
+    event = FLURRY_STUB_EVENT_FAULT;
+    s->signo = sig;
+    s->si_code = si->code;
+    s->fault_addr = (u64)si->u.addr;
+    s->trapno = uc->mc.trapno;
+    s->error_code = uc->mc.err;
+  }
+  save_regs(&uc->mc, &s->regs);
+  for (;;) {
+    hand_off(event);
+    event = FLURRY_STUB_EVENT_DONE;
+    switch (s->command) {
+      case FLURRY_STUB_CMD_RESUME: {
+        const uint32_t flags = s->resume_flags;
+        if (flags & FLURRY_STUB_LOAD_REGS) load_regs(&uc->mc, &s->regs);
+        if (flags & FLURRY_STUB_LOAD_FPU) load_fpu(&uc->mc);
+        if (flags & FLURRY_STUB_LOAD_FS) SYS2(__NR_arch_prctl, ARCH_SET_FS, s->regs.fs_base);
+        if (flags & FLURRY_STUB_LOAD_GS) SYS2(__NR_arch_prctl, ARCH_SET_GS, s->regs.gs_base);
+        __atomic_store_n(&s->turn, FLURRY_STUB_TURN_GUEST, __ATOMIC_RELEASE);
+        return;
+      }
+      case FLURRY_STUB_CMD_FORK: {
+        const u64 token = s->args[0];
+        const int die_with_parent = s->args[1] != 0;
+        long pid = SYS6(__NR_clone, SIGCHLD, 0, 0, 0, token, 0);
+        if (pid == 0) {
+          become_forked_child(die_with_parent);
+          event = FLURRY_STUB_EVENT_FORKED;
+          continue;
+        }
+        s->args[0] = 0;
+        s->result = pid;
+        continue;
+      }
+      case FLURRY_STUB_CMD_MADVISE:
+        s->result = SYS3(__NR_madvise, s->args[0], s->args[1], s->args[2]);
+        continue;
+      case FLURRY_STUB_CMD_SAVE_FPU:
+        save_fpu(&uc->mc);
+        s->result = 0;
+        continue;
+      case FLURRY_STUB_CMD_EXIT:
+        die(0);
+      default:
+        s->result = -22; /* EINVAL */
+        continue;
+    }
+  }
+}
+
+/* ---- setup ---------------------------------------------------------------------------------- */
+static void install_handler(int sig) {
+  struct stub_sigaction action;
+  action.handler = (void *)on_signal;
+  action.flags = SA_SIGINFO | SA_ONSTACK | SA_RESTORER;
+  action.restorer = flurry_stub_restorer;
+  action.mask = ~0ULL; /* nothing interrupts a stop */
+  if (SYS4(__NR_rt_sigaction, sig, &action, 0, 8) != 0) die(3);
+}
+
+/* The filter, built at run time (jump offsets are counted from the next instruction). The IP
+ * seccomp reports is the address after `syscall`. */
+static struct sock_filter g_filter[96];
+static unsigned g_filter_len;
+
+static void emit(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
+  if (g_filter_len >= sizeof g_filter / sizeof g_filter[0]) die(4);
+  struct sock_filter insn = {code, jt, jf, k};
+  g_filter[g_filter_len++] = insn;
+}
+#define LD(off) emit(BPF_LD | BPF_W | BPF_ABS, (off), 0, 0)
+#define JEQ(v, t, f) emit(BPF_JMP | BPF_JEQ | BPF_K, (v), (t), (f))
+#define RET(v) emit(BPF_RET | BPF_K, (v), 0, 0)
+#define ARG_LO(n) (16 + 8 * (n))
+#define ARG_HI(n) (20 + 8 * (n))
+
+static void install_filter(u64 fork_token) {
+  const u64 site = (u64)flurry_stub_syscall_ret;
+  /* Not x86-64 (int 0x80 and friends): trap, the VMM reports it. */
+  LD(4);
+  JEQ(AUDIT_ARCH_X86_64, 1, 0);
+  RET(SECCOMP_RET_TRAP);
+  /* Not from the stub's site: the guest's syscall, served by the VMM. */
+  LD(12);
+  JEQ((uint32_t)(site >> 32), 1, 0);
+  RET(SECCOMP_RET_TRAP);
+  LD(8);
+  JEQ((uint32_t)site, 1, 0);
+  RET(SECCOMP_RET_TRAP);
+  /* The stub's own calls. */
+  LD(0);
+  const uint32_t plain[] = {__NR_futex,     __NR_rt_sigreturn, __NR_exit_group,
+                            __NR_arch_prctl, __NR_madvise,      __NR_setitimer,
+                            __NR_close_range, __NR_memfd_create, __NR_ftruncate};
+  for (unsigned i = 0; i < sizeof plain / sizeof plain[0]; ++i) {
+    JEQ(plain[i], 0, 1);
+    RET(SECCOMP_RET_ALLOW);
+  }
+  /* prctl: only PR_SET_PDEATHSIG. */
+  JEQ(__NR_prctl, 0, 4);
+  LD(ARG_LO(0));
+  JEQ(PR_SET_PDEATHSIG, 0, 1);
+  RET(SECCOMP_RET_ALLOW);
+  RET(SECCOMP_RET_KILL_PROCESS);
+  /* mmap: only a shared mapping over the shared page. */
+  JEQ(__NR_mmap, 0, 8);
+  LD(ARG_HI(0));
+  JEQ((uint32_t)(FLURRY_STUB_SHARED_ADDR >> 32), 0, 5);
+  LD(ARG_LO(3));
+  JEQ(MAP_SHARED | MAP_FIXED, 0, 3);
+  LD(ARG_LO(0));
+  JEQ((uint32_t)FLURRY_STUB_SHARED_ADDR, 0, 1);
+  RET(SECCOMP_RET_ALLOW);
+  RET(SECCOMP_RET_KILL_PROCESS);
+  /* clone: only a plain fork (flags == SIGCHLD) carrying the fork token as its tls argument. */
+  JEQ(__NR_clone, 0, 10);
+  LD(ARG_LO(0));
+  JEQ(SIGCHLD, 0, 7);
+  LD(ARG_HI(0));
+  JEQ(0, 0, 5);
+  LD(ARG_LO(4));
+  JEQ((uint32_t)fork_token, 0, 3);
+  LD(ARG_HI(4));
+  JEQ((uint32_t)(fork_token >> 32), 0, 1);
+  RET(SECCOMP_RET_ALLOW);
+  RET(SECCOMP_RET_KILL_PROCESS);
+  RET(SECCOMP_RET_KILL_PROCESS);
+  struct sock_fprog prog = {(unsigned short)g_filter_len, g_filter};
+  if (SYS3(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) die(4);
+}
+#undef LD
+#undef JEQ
+#undef RET
+
+static void map_or_die(u64 addr, u64 len, long prot, long flags) {
+  if (len == 0) return;
+  long got = SYS6(__NR_mmap, addr, len, prot, flags, -1, 0);
+  if (got != (long)addr) die(5);
+}
+
+void flurry_stub_main(void) {
+  /* The shared page. */
+  long got = SYS6(__NR_mmap, FLURRY_STUB_SHARED_ADDR, FLURRY_STUB_SHARED_SIZE,
+                  PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, FLURRY_STUB_SHARED_FD, 0);
+  if (got != (long)FLURRY_STUB_SHARED_ADDR) die(6);
+  SYS3(__NR_close_range, 0, ~0u, 0);
+  volatile struct flurry_stub_shared *s = SHARED;
+  if (s->magic != FLURRY_STUB_MAGIC || s->version != FLURRY_STUB_VERSION) die(7);
+  const u64 token = s->fork_token;
+  s->fork_token = 0;
+
+  /* Guest memory and the guest vDSO's pages. */
+  const long anon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_NORESERVE;
+  if (s->ram_size <= s->user_base) die(8);
+  const long rwx = PROT_READ | PROT_WRITE | PROT_EXEC;
+  if (s->guard_start >= s->user_base && s->guard_end <= s->ram_size &&
+      s->guard_start < s->guard_end) {
+    map_or_die(s->user_base, s->guard_start - s->user_base, rwx, anon);
+    map_or_die(s->guard_end, s->ram_size - s->guard_end, rwx, anon);
+  } else {
+    map_or_die(s->user_base, s->ram_size - s->user_base, rwx, anon);
+  }
+  if (s->huge_end > s->huge_start) {
+    SYS3(__NR_madvise, s->huge_start, s->huge_end - s->huge_start, 14 /* MADV_HUGEPAGE */);
+  }
+  map_or_die(s->vvar_addr, 4096, PROT_READ, anon);
+  map_or_die(s->vdso_addr, s->vdso_size, PROT_READ | PROT_EXEC, anon);
+
+  struct stub_stack alt = {g_altstack, 0, 0, sizeof g_altstack};
+  if (SYS2(__NR_sigaltstack, &alt, 0) != 0) die(9);
+  const int handled[] = {SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGALRM,
+                         FLURRY_STUB_KICK_SIGNAL};
+  for (unsigned i = 0; i < sizeof handled / sizeof handled[0]; ++i) install_handler(handled[i]);
+  /* Forked stubs are reaped by the kernel. */
+  struct stub_sigaction ignore = {SIG_IGN_HANDLER, SA_RESTORER, flurry_stub_restorer, 0};
+  SYS4(__NR_rt_sigaction, SIGCHLD, &ignore, 0, 8);
+  u64 unblock = 0;
+  SYS4(__NR_rt_sigprocmask, 2 /* SIG_SETMASK */, &unblock, 0, 8);
+  if (SYS2(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1) != 0) die(10);
+  install_filter(token);
+  start_watchdog();
+
+  /* A syscall from here traps like the guest's: the handler reports READY and, at the first
+   * RESUME, loads the guest's entry registers into the frame. */
+  __asm__ volatile("mov $39, %%eax\n syscall" ::: "rax", "rcx", "r11", "memory");
+  die(11); /* never reached: RESUME sets RIP to the guest's entry */
+}
+
+__asm__(
+    ".text\n"
+    ".globl _start\n"
+    "_start:\n"
+    "  and $-16, %rsp\n"
+    "  call flurry_stub_main\n"
+    "  ud2\n");

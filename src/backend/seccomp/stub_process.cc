@@ -1,0 +1,364 @@
+#include "backend/seccomp/stub_process.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+
+#include "arch/x86_64/layout.h"
+
+namespace flurry {
+
+extern const uint8_t kStubImage[];
+extern const size_t kStubImage_size;
+
+namespace {
+
+static_assert(sizeof(pthread_mutex_t) <= sizeof(flurry_stub_shared::vmm_alive_mutex));
+static_assert(FLURRY_STUB_SHARED_ADDR > x86::kMaxRamSize);
+
+// How long the VMM spins for the stub before sleeping (TSC ticks; ~10-30 us).
+constexpr uint64_t kSpinTicks = 40000;
+// How long a stub may take to start or to announce itself after a fork.
+constexpr int kStartTimeoutMs = 10000;
+
+// The stub's executable, in a sealed memfd made once per process.
+Result<int> StubImageFd() {
+  static std::once_flag once;
+  static int fd = -1;
+  static int error = 0;
+  std::call_once(once, [] {
+    int memfd = memfd_create("flurry-stub", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memfd < 0) {
+      error = errno;
+      return;
+    }
+    size_t done = 0;
+    while (done < kStubImage_size) {
+      ssize_t n = write(memfd, kStubImage + done, kStubImage_size - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error = n < 0 ? errno : EIO;
+        close(memfd);
+        return;
+      }
+      done += static_cast<size_t>(n);
+    }
+    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    fd = memfd;
+  });
+  if (fd < 0) return FailErrno(error, "creating the stub's executable");
+  return fd;
+}
+
+// Why a stub that ended during start-up did (its exit codes: stub.c's die() calls).
+std::string StartFailure(int code) {
+  switch (code) {
+    case 5:
+      return "it could not map guest memory at the guest's addresses (vm.mmap_min_addr must "
+             "allow 0xa000, or run as root)";
+    case 4:
+      return "it could not install its seccomp filter";
+    case 6:
+    case 7:
+      return "it could not map the page shared with the VMM";
+    default:
+      return fmt::format("it exited with status {}", code);
+  }
+}
+
+bool ProcessAlive(int pidfd) {
+  pollfd p{pidfd, POLLIN, 0};
+  return poll(&p, 1, 0) == 0;
+}
+
+long Futex(volatile uint32_t* word, int op, uint32_t value, const timespec* timeout) {
+  return syscall(SYS_futex, const_cast<uint32_t*>(word), op, value, timeout, nullptr, 0);
+}
+
+}  // namespace
+
+StubProcess::StubProcess(StubProcess&& other) noexcept { *this = std::move(other); }
+
+StubProcess& StubProcess::operator=(StubProcess&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    pid_ = std::exchange(other.pid_, -1);
+    pidfd_ = std::move(other.pidfd_);
+    page_fd_ = std::move(other.page_fd_);
+    page_ = std::move(other.page_);
+    fork_token_ = other.fork_token_;
+    adopted_ = std::exchange(other.adopted_, false);
+    namespaces_ = other.namespaces_;
+  }
+  return *this;
+}
+
+StubProcess::~StubProcess() { Reset(); }
+
+void StubProcess::Reset() {
+  if (pidfd_.valid()) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  Release();
+}
+
+void StubProcess::Release() {
+  if (adopted_ && page_.data() != nullptr) {
+    pthread_mutex_unlock(
+        reinterpret_cast<pthread_mutex_t*>(const_cast<uint64_t*>(shared().vmm_alive_mutex)));
+  }
+  adopted_ = false;
+  page_.Reset();
+  page_fd_.Reset();
+  pidfd_.Reset();
+  pid_ = -1;
+}
+
+Result<StubProcess> StubProcess::Launch(const GuestLayout& layout) {
+  const int image = FLURRY_TRY(StubImageFd());
+  StubProcess stub;
+  stub.page_fd_.Reset(memfd_create("flurry-stub-shared", MFD_CLOEXEC));
+  if (!stub.page_fd_.valid()) return FailErrno("creating the stub's shared page");
+  if (ftruncate(stub.page_fd_.get(), FLURRY_STUB_SHARED_SIZE) != 0) {
+    return FailErrno("sizing the stub's shared page");
+  }
+  stub.page_ = FLURRY_TRY(
+      Mapping::Shared(stub.page_fd_.get(), FLURRY_STUB_SHARED_SIZE, PROT_READ | PROT_WRITE));
+  if (getrandom(&stub.fork_token_, sizeof stub.fork_token_, 0) != sizeof stub.fork_token_) {
+    return FailErrno("getrandom for the stub's fork token");
+  }
+  volatile flurry_stub_shared& s = stub.shared();
+  s.magic = FLURRY_STUB_MAGIC;
+  s.version = FLURRY_STUB_VERSION;
+  s.ram_size = layout.ram_size;
+  s.user_base = x86::kUserBase;
+  s.huge_start = layout.huge_start;
+  s.huge_end = layout.huge_end;
+  s.vvar_addr = x86::kVvarAddr;
+  s.vdso_addr = x86::kVdsoAddr;
+  s.vdso_size = x86::kVdsoMaxSize;
+  s.guard_start = layout.guard_start;
+  s.guard_end = layout.guard_start != 0 ? layout.guard_start + x86::kHugePageSize : 0;
+  s.fork_token = stub.fork_token_;
+
+  // The stub gets empty network, IPC, UTS and mount namespaces where the host allows them
+  // (root, or unprivileged user namespaces); its filter confines it either way.
+  const pid_t parent = getpid();
+  const unsigned long kNamespaces = CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS;
+  struct Attempt {
+    unsigned long flags;
+    const char* names;
+  };
+  const Attempt attempts[] = {{kNamespaces, "net,ipc,uts,mount"},
+                              {kNamespaces | CLONE_NEWUSER, "user,net,ipc,uts,mount"},
+                              {0, "none"}};
+  pid_t pid = -1;
+  for (const Attempt& attempt : attempts) {
+    pid = static_cast<pid_t>(syscall(SYS_clone, attempt.flags | SIGCHLD, nullptr, nullptr,
+                                     nullptr, nullptr));
+    if (pid >= 0) {
+      stub.namespaces_ = attempt.names;
+      break;
+    }
+    if (errno != EPERM && errno != EINVAL && errno != ENOSPC && errno != EUSERS) break;
+  }
+  if (pid < 0) return FailErrno("starting the stub process");
+  if (pid == 0) {
+    // The child: only raw system calls from here to execveat.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);
+    setsid();
+    const int page = fcntl(stub.page_fd_.get(), F_DUPFD, 16);
+    const int exe = fcntl(image, F_DUPFD, 16);
+    if (page < 0 || exe < 0 || dup2(page, FLURRY_STUB_SHARED_FD) < 0 || dup2(exe, 4) < 0) {
+      _exit(125);
+    }
+    syscall(SYS_close_range, 5, ~0U, 0);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    char name[] = "flurry-stub";
+    char* const argv[] = {name, nullptr};
+    char* const envp[] = {nullptr};
+    syscall(SYS_execveat, 4, "", argv, envp, AT_EMPTY_PATH);
+    _exit(127);
+  }
+  stub.pid_ = pid;
+  stub.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (!stub.pidfd_.valid()) {
+    kill(pid, SIGKILL);
+    return FailErrno("pidfd_open for the stub");
+  }
+  FLURRY_TRY_CTX(stub.WaitForAnnouncement(FLURRY_STUB_EVENT_READY), "starting the stub process");
+  return stub;
+}
+
+Result<void> StubProcess::WaitForAnnouncement(uint32_t event) {
+  volatile flurry_stub_shared& s = shared();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
+  while (__atomic_load_n(&s.turn, __ATOMIC_ACQUIRE) != FLURRY_STUB_TURN_VMM) {
+    if (!ProcessAlive(pidfd_.get())) {
+      siginfo_t info{};
+      if (waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG) == 0 &&
+          info.si_code == CLD_EXITED) {
+        return Fail("the stub ended: {}", StartFailure(info.si_status));
+      }
+      return Fail("the stub ended: {}", DescribeDeath());
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Fail("the stub did not start within {} ms", kStartTimeoutMs);
+    }
+    timespec pause{0, 50'000};
+    Futex(&s.turn, FUTEX_WAIT, FLURRY_STUB_TURN_GUEST, &pause);
+  }
+  if (s.event != event || s.magic != FLURRY_STUB_MAGIC) {
+    return Fail("the stub announced event {} instead of {}", s.event, event);
+  }
+  return {};
+}
+
+std::string StubProcess::DescribeDeath() const {
+  siginfo_t info{};
+  if (pidfd_.valid() &&
+      waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT) ==
+          0 &&
+      info.si_pid != 0) {
+    if (info.si_code == CLD_EXITED) return fmt::format("it exited with status {}", info.si_status);
+    const char* name = sigabbrev_np(info.si_status);
+    return fmt::format("it was killed by SIG{}", name != nullptr ? name : "?");
+  }
+  return "it is gone";
+}
+
+void StubProcess::Post(uint32_t command) {
+  volatile flurry_stub_shared& s = shared();
+  s.command = command;
+  __atomic_store_n(&s.turn, FLURRY_STUB_TURN_STUB, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&s.stub_waiting, __ATOMIC_SEQ_CST)) Futex(&s.turn, FUTEX_WAKE, 1, nullptr);
+}
+
+Result<uint32_t> StubProcess::Wait() {
+  volatile flurry_stub_shared& s = shared();
+  const uint64_t start = __rdtsc();
+  while (__rdtsc() - start < kSpinTicks) {
+    if (__atomic_load_n(&s.turn, __ATOMIC_ACQUIRE) == FLURRY_STUB_TURN_VMM) return s.event;
+    _mm_pause();
+  }
+  for (;;) {
+    __atomic_store_n(&s.vmm_waiting, 1, __ATOMIC_SEQ_CST);
+    const uint32_t turn = __atomic_load_n(&s.turn, __ATOMIC_SEQ_CST);
+    if (turn == FLURRY_STUB_TURN_VMM) break;
+    timespec timeout{0, 50'000'000};
+    Futex(&s.turn, FUTEX_WAIT, turn, &timeout);
+    if (__atomic_load_n(&s.turn, __ATOMIC_SEQ_CST) == FLURRY_STUB_TURN_VMM) break;
+    if (!ProcessAlive(pidfd_.get())) {
+      __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
+      return Fail("the guest's stub process died: {}", DescribeDeath());
+    }
+  }
+  __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
+  return s.event;
+}
+
+Result<int64_t> StubProcess::Command(uint32_t command) {
+  Post(command);
+  const uint32_t event = FLURRY_TRY(Wait());
+  if (event != FLURRY_STUB_EVENT_DONE) {
+    return Fail("the stub answered command {} with event {}", command, event);
+  }
+  return static_cast<int64_t>(shared().result);
+}
+
+Result<StubProcess> StubProcess::Fork(bool die_with_parent) {
+  volatile flurry_stub_shared& s = shared();
+  s.args[0] = fork_token_;
+  s.args[1] = die_with_parent ? 1 : 0;
+  const int64_t pid = FLURRY_TRY_CTX(Command(FLURRY_STUB_CMD_FORK), "forking the stub");
+  s.args[0] = 0;
+  if (pid <= 0) return FailErrno(static_cast<int>(-pid), "forking the stub");
+
+  StubProcess child;
+  child.pid_ = static_cast<pid_t>(pid);
+  child.fork_token_ = fork_token_;
+  child.namespaces_ = namespaces_;
+  child.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, child.pid_, 0)));
+  if (!child.pidfd_.valid()) return FailErrno("pidfd_open for a forked stub");
+  // The child makes its own page (memfd at its fd 0); until then its fd 0 may still be the
+  // page it inherited from us.
+  struct stat own {};
+  fstat(page_fd_.get(), &own);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
+  for (;;) {
+    int fd = static_cast<int>(syscall(SYS_pidfd_getfd, child.pidfd_.get(), 0, 0));
+    if (fd >= 0) {
+      struct stat st {};
+      if (fstat(fd, &st) == 0 && st.st_ino != own.st_ino &&
+          st.st_size == static_cast<off_t>(FLURRY_STUB_SHARED_SIZE)) {
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        child.page_fd_.Reset(fd);
+        break;
+      }
+      close(fd);
+    } else if (errno != EBADF) {
+      return FailErrno("taking a forked stub's shared page");
+    }
+    if (!ProcessAlive(child.pidfd_.get())) {
+      return Fail("a forked stub ended at once: {}", child.DescribeDeath());
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Fail("a forked stub did not announce itself within {} ms", kStartTimeoutMs);
+    }
+    sched_yield();
+  }
+  child.page_ = FLURRY_TRY(
+      Mapping::Shared(child.page_fd_.get(), FLURRY_STUB_SHARED_SIZE, PROT_READ | PROT_WRITE));
+  FLURRY_TRY_CTX(child.WaitForAnnouncement(FLURRY_STUB_EVENT_FORKED), "forking the stub");
+  return child;
+}
+
+Result<void> StubProcess::Adopt() {
+  auto* mutex =
+      reinterpret_cast<pthread_mutex_t*>(const_cast<uint64_t*>(shared().vmm_alive_mutex));
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(mutex, &attr);
+  pthread_mutexattr_destroy(&attr);
+  if (int err = pthread_mutex_lock(mutex); err != 0 && err != EOWNERDEAD) {
+    return FailErrno(err, "taking the stub's VMM-alive lock");
+  }
+  adopted_ = true;
+  return {};
+}
+
+Result<UniqueFd> StubProcess::OpenProc(const char* what) const {
+  const std::string path = fmt::format("/proc/{}/{}", pid_, what);
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd.valid() && errno == EACCES) fd.Reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(path);
+  // The pid could have been reused if the stub died: make sure it is still ours.
+  if (!ProcessAlive(pidfd_.get())) return Fail("the stub died: {}", DescribeDeath());
+  return fd;
+}
+
+void StubProcess::Kick() const {
+  if (pidfd_.valid()) {
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), FLURRY_STUB_KICK_SIGNAL, nullptr, 0);
+  }
+}
+
+}  // namespace flurry
