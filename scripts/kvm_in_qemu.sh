@@ -6,7 +6,7 @@
 # Usage: scripts/kvm_in_qemu.sh [--build DIR] [BINARY...]
 #   --build DIR  the build directory (default: <repo>/build)
 #   BINARY       a gtest binary: a path, or a name under DIR/tests/integration/
-#                (default: integration_test vm_fork_test ctl_test)
+#                (default: every DIR/tests/integration/*_test)
 #
 # The checkout (and the build directory, when it lies outside the checkout) is shared into the
 # guest read-only over 9p at the same path as on the host, so the absolute paths compiled into
@@ -87,7 +87,12 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -d "$BUILD" ]] || die "no build directory $BUILD (scripts/build.sh DIR)"
 BUILD="$(cd "$BUILD" && pwd)"
-[[ ${#args[@]} -gt 0 ]] || args=(integration_test vm_fork_test ctl_test)
+if [[ ${#args[@]} -eq 0 ]]; then  # every integration test binary the build has
+  for f in "$BUILD"/tests/integration/*_test; do
+    [[ -x "$f" && -f "$f" ]] && args+=("$(basename "$f")")
+  done
+  [[ ${#args[@]} -gt 0 ]] || die "no integration test binaries in $BUILD/tests/integration"
+fi
 
 names=()                # basename of each binary: the key for everything below
 declare -A bin=()       # name -> absolute path

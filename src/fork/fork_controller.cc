@@ -251,11 +251,10 @@ SyscallResult ForkController::Join(SyscallContext& context, const SyscallArgs& a
   std::vector<CloneOutcome> outcomes;
   for (Child& child : ticket.children) {
     auto outcome = ReceiveOutcome(child.channel.get());
-    if (!outcome && outcome.error().code() == EINTR) {
-      if (context.stop_requested != nullptr && context.stop_requested->load()) {
-        return SyscallResult::Errno(EINTR);
-      }
-      outcome = ReceiveOutcome(child.channel.get());  // a control request kicked us: go on
+    // A control request kicks the run thread as often as it likes: serve it and wait on.
+    while (!outcome && outcome.error().code() == EINTR) {
+      if (!context.KeepWaiting()) return SyscallResult::Errno(EINTR);
+      outcome = ReceiveOutcome(child.channel.get());
     }
     CloneOutcome o = outcome ? std::move(*outcome) : CloneOutcome{SF_OUTCOME_LOST, 0, 0, {}};
     if (child.killed && o.kind == SF_OUTCOME_LOST) o.kind = SF_OUTCOME_KILLED;

@@ -1,8 +1,10 @@
 // The snapshot process: a fork() of a VMM at the instant of sf_clone or sf_checkpoint_parent.
 // Its memory is the frozen, copy-on-write image of the VM at that instant (the parent VMM goes
 // on at once); it forks the clones, each of which resumes from that image. For sf_clone it
-// spawns the ticket's clones and exits; for a checkpoint it waits for spawn requests until its
-// owner goes away. Later issues make it the memory server for clones on other hosts.
+// spawns the ticket's clones, then serves spawn requests until the ticket is released (its
+// clones die with it); for a checkpoint it waits for spawn requests until its owner goes away;
+// for host-initiated (detached) clones it exits once they are spawned. Later issues make it the
+// memory server for clones on other hosts.
 //
 // Control protocol (SOCK_SEQPACKET socketpair between the owner VMM and the snapshot process),
 // documented in docs/protocols/snapshot_server.md:

@@ -42,8 +42,21 @@ struct SyscallContext {
   // Set when the VM is being stopped (--timeout): a blocking handler interrupted by a signal
   // returns EINTR then, and otherwise resumes waiting.
   const std::atomic<bool>* stop_requested = nullptr;
+  // The VMM's service for blocking handlers (see KeepWaiting); may be null.
+  bool (*serve_interrupt)(void* arg) = nullptr;
+  void* serve_interrupt_arg = nullptr;
 
   bool Stopping() const { return stop_requested != nullptr && stop_requested->load(); }
+
+  // For a handler whose blocking host call was interrupted (EINTR): serves what interrupted
+  // it (control requests: status, pause, snapshot, clone, ...), then says whether to go on
+  // waiting. False: give up now — the VM is stopping (return EINTR), or this process has just
+  // become a clone of the VM, whose CPU state is already loaded (the result is discarded).
+  bool KeepWaiting() const {
+    if (Stopping()) return false;
+    if (serve_interrupt != nullptr && !serve_interrupt(serve_interrupt_arg)) return false;
+    return !Stopping();
+  }
 };
 
 using SyscallHandler = SyscallResult (*)(SyscallContext&, const SyscallArgs&);

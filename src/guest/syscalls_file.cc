@@ -21,7 +21,12 @@ Value ReadInto(const SyscallContext& context, const OpenFile& file, std::span<io
                     ? readv(file.host_fd(), iov.data(), static_cast<int>(iov.size()))
                     : preadv(file.host_fd(), iov.data(), static_cast<int>(iov.size()), offset);
     if (n >= 0) return n;
-    if ((errno == EINTR && !context.Stopping()) || WaitIfStdio(file, POLLIN)) continue;
+    if (errno == EINTR) {
+      if (context.KeepWaiting()) continue;
+      errno = EINTR;
+    } else if (WaitIfStdio(context, file, POLLIN)) {
+      continue;
+    }
     return HostError("read");
   }
 }
@@ -39,7 +44,12 @@ Value WriteFrom(const SyscallContext& context, const OpenFile& file, std::span<i
                            : pwritev(file.host_fd(), rest.data(), static_cast<int>(rest.size()),
                                      offset + total);
     if (n < 0) {
-      if ((errno == EINTR && !context.Stopping()) || WaitIfStdio(file, POLLOUT)) continue;
+      if (errno == EINTR) {
+        if (context.KeepWaiting()) continue;
+        errno = EINTR;
+      } else if (WaitIfStdio(context, file, POLLOUT)) {
+        continue;
+      }
       if (total > 0) return total;
       return HostError("write");
     }

@@ -47,12 +47,16 @@ inline std::unexpected<Error> HostError(std::string_view what) { return FailErrn
 
 // Blocking semantics for the borrowed host stdio: if the host fd is non-blocking (set by
 // whoever shares the terminal) but the guest did not ask for O_NONBLOCK, wait until ready.
-inline bool WaitIfStdio(const OpenFile& file, short events) {
+inline bool WaitIfStdio(const SyscallContext& context, const OpenFile& file, short events) {
   if (errno != EAGAIN || file.kind != FileKind::kStdio || (file.flags & O_NONBLOCK) != 0) {
     return false;
   }
   pollfd pfd{file.host_fd(), events, 0};
   while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+    if (!context.KeepWaiting()) {
+      errno = EINTR;
+      return false;
+    }
   }
   return true;
 }

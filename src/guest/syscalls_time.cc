@@ -80,7 +80,7 @@ SyscallResult Sleep(SyscallContext& c, clockid_t clock, int flags, uint64_t requ
   timespec next = *request;
   int err;
   // A control request (not a stop) interrupting the sleep must not cut it short.
-  while ((err = clock_nanosleep(clock, flags, &next, &remain)) == EINTR && !c.Stopping()) {
+  while ((err = clock_nanosleep(clock, flags, &next, &remain)) == EINTR && c.KeepWaiting()) {
     if (!(flags & TIMER_ABSTIME)) next = remain;
   }
   if (err == EINTR && remain_addr != 0 && !(flags & TIMER_ABSTIME)) {

@@ -92,6 +92,12 @@ class Vm : public ForkHost {
   std::optional<CloneDirectory> clone_directory_;  // a clone's private view of a writable --dir
   // Set when BecomeClone loaded the CPU during a syscall: its registers are already final.
   bool cpu_replaced_ = false;
+  // A syscall handler is running (and may block): control requests served now see the guest
+  // as about to make that syscall again (a snapshot or clone restarts it).
+  bool in_syscall_ = false;
+  uint64_t syscall_nr_ = 0;
+  // SyscallContext::serve_interrupt: serves control requests from inside a blocking handler.
+  static bool ServeDuringSyscall(void* vm);
   std::atomic<bool> stop_requested_{false};
   uint64_t syscall_count_ = 0;
 

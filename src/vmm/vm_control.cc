@@ -45,10 +45,10 @@ Result<void> Vm::ServeControl() {
       auto clones = fork_.CloneFromOutside(*this, pending->request.count, &clone_id);
       if (clone_id != 0) {
         // This process is a new clone: the requester lives in the parent. Run on.
-        // BecomeClone flags the CPU as replaced *during a syscall* (the sf_clone case); here
-        // the guest was stopped between instructions, so the next syscall must complete
-        // normally.
-        cpu_replaced_ = false;
+        // BecomeClone flags the CPU as replaced *during a syscall* (the sf_clone case). Stopped
+        // between instructions, the guest's next syscall must complete normally; stopped in a
+        // blocking syscall, the handler gives up and the clone makes the syscall again.
+        cpu_replaced_ = in_syscall_;
         std::lock_guard lock(control_mutex_);
         control_queue_.clear();
         paused_ = false;

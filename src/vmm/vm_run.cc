@@ -1,6 +1,7 @@
 // Vm::Run: the run loop — the backend runs the guest until it needs the VMM; the VMM serves
 // syscalls and control requests.
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 
 #include "vmm/vm.h"
@@ -54,9 +55,13 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   ++syscall_count_;
   const x86::UserRegs& regs = backend_->regs();
   SyscallArgs args{regs.rax, {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9}};
-  SyscallContext context{backend_->memory(), state_, &stop_requested_};
+  SyscallContext context{backend_->memory(), state_, &stop_requested_, &Vm::ServeDuringSyscall,
+                         this};
+  in_syscall_ = true;
+  syscall_nr_ = args.nr;
   SyscallResult result = ForkController::IsHypercall(args.nr) ? fork_.Handle(context, args, *this)
                                                               : syscalls_.Dispatch(context, args);
+  in_syscall_ = false;
   if (cpu_replaced_) {  // this process just became a clone; its CPU is fully set up
     cpu_replaced_ = false;
     return std::nullopt;
@@ -78,6 +83,16 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   backend_->CompleteSyscall(static_cast<uint64_t>(result.value));
   clock_.Refresh();
   return std::nullopt;
+}
+
+bool Vm::ServeDuringSyscall(void* arg) {
+  Vm& vm = *static_cast<Vm*>(arg);
+  if (auto served = vm.ServeControl(); !served) {
+    std::fprintf(stderr, "flurry: serving a control request: %s\n",
+                 served.error().message().c_str());
+  }
+  // A host-initiated clone made in a blocking syscall resumes, in the clone, at the syscall.
+  return !vm.cpu_replaced_ && !vm.stop_requested_.load();
 }
 
 void Vm::ApplySegmentBases() {

@@ -82,6 +82,12 @@ std::string StartFailure(int code) {
   }
 }
 
+int64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 bool ProcessAlive(int pidfd) {
   pollfd p{pidfd, POLLIN, 0};
   return poll(&p, 1, 0) == 0;
@@ -104,6 +110,7 @@ StubProcess& StubProcess::operator=(StubProcess&& other) noexcept {
     page_ = std::move(other.page_);
     fork_token_ = other.fork_token_;
     adopted_ = std::exchange(other.adopted_, false);
+    kicked_at_ns_.store(other.kicked_at_ns_.exchange(0));
     namespaces_ = other.namespaces_;
   }
   return *this;
@@ -244,6 +251,8 @@ std::string StubProcess::DescribeDeath() const {
 
 void StubProcess::Post(uint32_t command) {
   volatile flurry_stub_shared& s = shared();
+  // A kick that arrived while the stub was stopped is answered once it runs: time it from now.
+  if (kicked_at_ns_.load() != 0) kicked_at_ns_.store(MonotonicNs());
   s.command = command;
   __atomic_store_n(&s.turn, FLURRY_STUB_TURN_STUB, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&s.stub_waiting, __ATOMIC_SEQ_CST)) Futex(&s.turn, FUTEX_WAKE, 1, nullptr);
@@ -253,7 +262,10 @@ Result<uint32_t> StubProcess::Wait() {
   volatile flurry_stub_shared& s = shared();
   const uint64_t start = __rdtsc();
   while (__rdtsc() - start < kSpinTicks) {
-    if (__atomic_load_n(&s.turn, __ATOMIC_ACQUIRE) == FLURRY_STUB_TURN_VMM) return s.event;
+    if (__atomic_load_n(&s.turn, __ATOMIC_ACQUIRE) == FLURRY_STUB_TURN_VMM) {
+      kicked_at_ns_.store(0);
+      return s.event;
+    }
     _mm_pause();
   }
   for (;;) {
@@ -267,8 +279,18 @@ Result<uint32_t> StubProcess::Wait() {
       __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
       return Fail("the guest's stub process died: {}", DescribeDeath());
     }
+    const int64_t kicked = kicked_at_ns_.load();
+    if (kicked != 0 && MonotonicNs() - kicked >
+                           std::chrono::nanoseconds(kKickAnswerLimit).count()) {
+      __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
+      syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+      return Fail("the guest's stub did not answer for {} s (the guest tampered with the page "
+                  "it shares with the VMM); stopped it",
+                  kKickAnswerLimit.count());
+    }
   }
   __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
+  kicked_at_ns_.store(0);
   return s.event;
 }
 
@@ -355,7 +377,9 @@ Result<UniqueFd> StubProcess::OpenProc(const char* what) const {
   return fd;
 }
 
-void StubProcess::Kick() const {
+void StubProcess::Kick() {
+  int64_t expected = 0;
+  kicked_at_ns_.compare_exchange_strong(expected, MonotonicNs());
   if (pidfd_.valid()) {
     syscall(SYS_pidfd_send_signal, pidfd_.get(), FLURRY_STUB_KICK_SIGNAL, nullptr, 0);
   }

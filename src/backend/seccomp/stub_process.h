@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "backend/backend.h"
@@ -41,8 +42,10 @@ class StubProcess {
   // Hands the page to the stub with `command` (the stub must be stopped).
   void Post(uint32_t command);
   // Waits until the stub hands the page back; returns the event it reports. Fails if the stub
-  // dies. Host signals do not end the wait (Kick the stub to stop the guest).
+  // dies, or if it does not answer a Kick() within kKickAnswerLimit (a guest that replaced the
+  // stub's shared page; the stub is killed then). Host signals do not end the wait.
   Result<uint32_t> Wait();
+  static constexpr std::chrono::seconds kKickAnswerLimit{10};
   // Post + Wait for a command that answers EVENT_DONE; returns `result`.
   Result<int64_t> Command(uint32_t command);
 
@@ -56,7 +59,7 @@ class StubProcess {
   Result<UniqueFd> OpenProc(const char* what) const;
 
   // Any thread: interrupts the guest (the stub stops with EVENT_KICKED).
-  void Kick() const;
+  void Kick();
   // Forgets the stub without killing it.
   void Release();
 
@@ -71,6 +74,8 @@ class StubProcess {
   Mapping page_;
   uint64_t fork_token_ = 0;
   bool adopted_ = false;
+  // CLOCK_MONOTONIC ns of the oldest Kick() not yet answered by a stop (0: none).
+  std::atomic<int64_t> kicked_at_ns_{0};
   const char* namespaces_ = "none";
 };
 

@@ -431,14 +431,23 @@ static void install_filter(u64 fork_token) {
   JEQ(PR_SET_PDEATHSIG, 0, 1);
   RET(SECCOMP_RET_ALLOW);
   RET(SECCOMP_RET_KILL_PROCESS);
-  /* mmap: only a shared mapping over the shared page. */
-  JEQ(__NR_mmap, 0, 8);
+  /* mmap: only a shared read/write mapping of the shared page's size over the shared page
+   * (addr, length, prot and flags pinned; the high halves of length/prot/flags must be 0). */
+  JEQ(__NR_mmap, 0, 16);
   LD(ARG_HI(0));
-  JEQ((uint32_t)(FLURRY_STUB_SHARED_ADDR >> 32), 0, 5);
-  LD(ARG_LO(3));
-  JEQ(MAP_SHARED | MAP_FIXED, 0, 3);
+  JEQ((uint32_t)(FLURRY_STUB_SHARED_ADDR >> 32), 0, 13);
   LD(ARG_LO(0));
-  JEQ((uint32_t)FLURRY_STUB_SHARED_ADDR, 0, 1);
+  JEQ((uint32_t)FLURRY_STUB_SHARED_ADDR, 0, 11);
+  LD(ARG_HI(1));
+  JEQ(0, 0, 9);
+  LD(ARG_LO(1));
+  JEQ((uint32_t)FLURRY_STUB_SHARED_SIZE, 0, 7);
+  LD(ARG_LO(2));
+  JEQ(PROT_READ | PROT_WRITE, 0, 5);
+  LD(ARG_HI(2));
+  JEQ(0, 0, 3);
+  LD(ARG_LO(3));
+  JEQ(MAP_SHARED | MAP_FIXED, 0, 1);
   RET(SECCOMP_RET_ALLOW);
   RET(SECCOMP_RET_KILL_PROCESS);
   /* clone: only a plain fork (flags == SIGCHLD) carrying the fork token as its tls argument. */
