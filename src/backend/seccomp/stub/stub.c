@@ -418,13 +418,29 @@ static void install_filter(u64 fork_token) {
   RET(SECCOMP_RET_TRAP);
   /* The stub's own calls. */
   LD(0);
-  const uint32_t plain[] = {__NR_futex,     __NR_rt_sigreturn, __NR_exit_group,
-                            __NR_arch_prctl, __NR_madvise,      __NR_setitimer,
+  const uint32_t plain[] = {__NR_futex,       __NR_rt_sigreturn,  __NR_exit_group, __NR_setitimer,
                             __NR_close_range, __NR_memfd_create, __NR_ftruncate};
   for (unsigned i = 0; i < sizeof plain / sizeof plain[0]; ++i) {
     JEQ(plain[i], 0, 1);
     RET(SECCOMP_RET_ALLOW);
   }
+  /* arch_prctl: only ARCH_SET_FS / ARCH_SET_GS (no ARCH_MAP_VDSO_*, no CPUID faulting). */
+  JEQ(__NR_arch_prctl, 0, 7);
+  LD(ARG_HI(0));
+  JEQ(0, 0, 4);
+  LD(ARG_LO(0));
+  JEQ(ARCH_SET_FS, 1, 0);
+  JEQ(ARCH_SET_GS, 0, 1);
+  RET(SECCOMP_RET_ALLOW);
+  RET(SECCOMP_RET_KILL_PROCESS);
+  /* madvise: only MADV_DONTNEED (the VMM's discard) — never HWPOISON and friends. */
+  JEQ(__NR_madvise, 0, 6);
+  LD(ARG_HI(2));
+  JEQ(0, 0, 3);
+  LD(ARG_LO(2));
+  JEQ(4 /* MADV_DONTNEED */, 0, 1);
+  RET(SECCOMP_RET_ALLOW);
+  RET(SECCOMP_RET_KILL_PROCESS);
   /* prctl: only PR_SET_PDEATHSIG. */
   JEQ(__NR_prctl, 0, 4);
   LD(ARG_LO(0));
@@ -469,6 +485,20 @@ static void install_filter(u64 fork_token) {
 #undef LD
 #undef JEQ
 #undef RET
+
+/* No capabilities left (a root VMM's stub would otherwise keep root's): what the filter lets
+ * through can then do nothing privileged either. */
+static void drop_capabilities(void) {
+  struct {
+    uint32_t version;
+    int pid;
+  } header = {0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+  struct {
+    uint32_t effective, permitted, inheritable;
+  } data[2] = {{0, 0, 0}, {0, 0, 0}};
+  for (int cap = 0; cap < 64; ++cap) SYS2(__NR_prctl, PR_CAPBSET_DROP, cap);
+  if (SYS2(__NR_capset, &header, data) != 0) die(12);
+}
 
 static void map_or_die(u64 addr, u64 len, long prot, long flags) {
   if (len == 0) return;
@@ -515,6 +545,7 @@ void flurry_stub_main(void) {
   u64 unblock = 0;
   SYS4(__NR_rt_sigprocmask, 2 /* SIG_SETMASK */, &unblock, 0, 8);
   if (SYS2(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1) != 0) die(10);
+  drop_capabilities();
   install_filter(token);
   start_watchdog();
 
