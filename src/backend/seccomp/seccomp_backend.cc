@@ -220,7 +220,7 @@ Result<void> SeccompBackend::AfterForkInChild() {
   if (!pending_child_) return Fail("no forked stub to take over");
   StubProcess child = std::move(*pending_child_);
   pending_child_.reset();
-  stub_.Release();  // the parent VMM drives it
+  stub_.ForgetInherited();  // the parent VMM drives it
   const uint32_t keep = pending_;
   FLURRY_TRY_CTX(Drive(std::move(child)), "taking over the forked stub");
   // The child's frame holds the guest as it was at the fork; the VMM's view may be newer.

@@ -14,10 +14,12 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <iterator>
 #include <mutex>
 
 #include "arch/x86_64/layout.h"
@@ -110,6 +112,7 @@ StubProcess& StubProcess::operator=(StubProcess&& other) noexcept {
     page_ = std::move(other.page_);
     fork_token_ = other.fork_token_;
     adopted_ = std::exchange(other.adopted_, false);
+    std::copy(std::begin(other.alive_mutex_), std::end(other.alive_mutex_), alive_mutex_);
     kicked_at_ns_.store(other.kicked_at_ns_.exchange(0));
     namespaces_ = other.namespaces_;
   }
@@ -119,14 +122,22 @@ StubProcess& StubProcess::operator=(StubProcess&& other) noexcept {
 StubProcess::~StubProcess() { Reset(); }
 
 void StubProcess::Reset() {
-  if (pidfd_.valid()) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  if (pidfd_.valid()) {
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    // Dead before Release() touches the page: the guest must not race its repair.
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    poll(&p, 1, 1000);
+  }
   Release();
 }
 
 void StubProcess::Release() {
   if (adopted_ && page_.data() != nullptr) {
-    pthread_mutex_unlock(
-        reinterpret_cast<pthread_mutex_t*>(const_cast<uint64_t*>(shared().vmm_alive_mutex)));
+    // The guest can write the page: put back the mutex as pthread_mutex_lock left it, or
+    // glibc's robust-list unlink would write through pointers the guest chose.
+    volatile uint64_t* words = shared().vmm_alive_mutex;
+    for (size_t i = 0; i < std::size(alive_mutex_); ++i) words[i] = alive_mutex_[i];
+    pthread_mutex_unlock(reinterpret_cast<pthread_mutex_t*>(const_cast<uint64_t*>(words)));
   }
   adopted_ = false;
   page_.Reset();
@@ -362,6 +373,9 @@ Result<void> StubProcess::Adopt() {
   pthread_mutexattr_destroy(&attr);
   if (int err = pthread_mutex_lock(mutex); err != 0 && err != EOWNERDEAD) {
     return FailErrno(err, "taking the stub's VMM-alive lock");
+  }
+  for (size_t i = 0; i < std::size(alive_mutex_); ++i) {
+    alive_mutex_[i] = shared().vmm_alive_mutex[i];
   }
   adopted_ = true;
   return {};

@@ -62,6 +62,12 @@ class StubProcess {
   void Kick();
   // Forgets the stub without killing it.
   void Release();
+  // In a process forked from the one that adopted this stub: forgets it without touching its
+  // VMM-alive lock (that lock is the other process's).
+  void ForgetInherited() {
+    adopted_ = false;
+    Release();
+  }
 
  private:
   void Reset();
@@ -74,6 +80,9 @@ class StubProcess {
   Mapping page_;
   uint64_t fork_token_ = 0;
   bool adopted_ = false;
+  // The VMM-alive mutex as Adopt() locked it (restored before the unlock: the page is the
+  // guest's to scribble on).
+  uint64_t alive_mutex_[5] = {};
   // CLOCK_MONOTONIC ns of the oldest Kick() not yet answered by a stop (0: none).
   std::atomic<int64_t> kicked_at_ns_{0};
   const char* namespaces_ = "none";

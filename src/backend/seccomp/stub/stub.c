@@ -305,6 +305,27 @@ static void become_forked_child(int die_with_parent) {
   start_watchdog();
 }
 
+/* clone(SIGCHLD, 0, 0, 0, tls = the token in args[0], 0) through the stub's site. The token
+ * stays out of the stub's memory (which the guest can read): it goes from the shared page
+ * straight into r8, which is cleared right after, in parent and child alike. */
+static long fork_with_token(void) {
+  long ret = __NR_clone;
+  __asm__ volatile(
+      "sub $128, %%rsp\n"
+      "xor %%esi, %%esi\n"
+      "xor %%edx, %%edx\n"
+      "xor %%r10d, %%r10d\n"
+      "xor %%r9d, %%r9d\n"
+      "mov (%[token]), %%r8\n"
+      "call flurry_stub_syscall_insn\n"
+      "xor %%r8d, %%r8d\n"
+      "add $128, %%rsp\n"
+      : "+a"(ret)
+      : "D"((long)SIGCHLD), [token] "r"(&SHARED->args[0])
+      : "rsi", "rdx", "rcx", "r8", "r9", "r10", "r11", "memory");
+  return ret;
+}
+
 /* ---- the signal handler ------------------------------------------------------------------- */
 static void on_signal(int sig, struct stub_siginfo *si, void *ucv) {
   struct stub_ucontext *uc = ucv;
@@ -349,9 +370,8 @@ static void on_signal(int sig, struct stub_siginfo *si, void *ucv) {
         return;
       }
       case FLURRY_STUB_CMD_FORK: {
-        const u64 token = s->args[0];
         const int die_with_parent = s->args[1] != 0;
-        long pid = SYS6(__NR_clone, SIGCHLD, 0, 0, 0, token, 0);
+        long pid = fork_with_token();
         if (pid == 0) {
           become_forked_child(die_with_parent);
           event = FLURRY_STUB_EVENT_FORKED;
@@ -514,7 +534,7 @@ void flurry_stub_main(void) {
   SYS3(__NR_close_range, 0, ~0u, 0);
   volatile struct flurry_stub_shared *s = SHARED;
   if (s->magic != FLURRY_STUB_MAGIC || s->version != FLURRY_STUB_VERSION) die(7);
-  const u64 token = s->fork_token;
+  volatile u64 token = s->fork_token; /* volatile: wiped below, in its one stack slot */
   s->fork_token = 0;
 
   /* Guest memory and the guest vDSO's pages. */
@@ -547,11 +567,21 @@ void flurry_stub_main(void) {
   if (SYS2(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1) != 0) die(10);
   drop_capabilities();
   install_filter(token);
+  /* The filter (and so the fork token) is in the kernel now: none of it stays where the guest
+   * can read it. */
+  token = 0;
+  for (unsigned i = 0; i < sizeof g_filter / sizeof g_filter[0]; ++i) {
+    ((volatile struct sock_filter *)g_filter)[i].k = 0;
+  }
   start_watchdog();
 
   /* A syscall from here traps like the guest's: the handler reports READY and, at the first
-   * RESUME, loads the guest's entry registers into the frame. */
-  __asm__ volatile("mov $39, %%eax\n syscall" ::: "rax", "rcx", "r11", "memory");
+   * RESUME, loads the guest's entry registers into the frame. Callee-saved registers are
+   * cleared first (the token may be in one; the handler's prologue saves them on its stack). */
+  __asm__ volatile(
+      "xor %%ebx, %%ebx\n xor %%ebp, %%ebp\n xor %%r12d, %%r12d\n xor %%r13d, %%r13d\n"
+      "xor %%r14d, %%r14d\n xor %%r15d, %%r15d\n mov $39, %%eax\n syscall" ::
+          : "rax", "rbx", "rbp", "r12", "r13", "r14", "r15", "rcx", "r11", "memory");
   die(11); /* never reached: RESUME sets RIP to the guest's entry */
 }
 
