@@ -23,6 +23,12 @@ Result<Mapping> Mapping::Shared(int fd, size_t size, int prot) {
   return Mapping(p, size);
 }
 
+Result<Mapping> Mapping::ReadOnlyFile(int fd, size_t size) {
+  void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED) return FailErrno(fmt::format("mapping {} bytes of fd {}", size, fd));
+  return Mapping(p, size);
+}
+
 void Mapping::Reset() {
   if (data_ != nullptr) munmap(data_, size_);
   data_ = nullptr;

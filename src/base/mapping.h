@@ -32,6 +32,9 @@ class Mapping {
   static Result<Mapping> SharedAnonymous(size_t size);
   // A mapping of `fd` (e.g. a vCPU's kvm_run area).
   static Result<Mapping> Shared(int fd, size_t size, int prot);
+  // The first `size` bytes of file `fd`, read-only and private, populated at once. Reading past
+  // the end of a file that shrank afterwards raises SIGBUS: for files nobody else writes.
+  static Result<Mapping> ReadOnlyFile(int fd, size_t size);
 
   uint8_t* data() const { return static_cast<uint8_t*>(data_); }
   size_t size() const { return size_; }

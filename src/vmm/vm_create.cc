@@ -22,8 +22,15 @@ namespace {
 
 using x86::kHugePageSize;
 
-// Reads the whole program file, refusing files larger than the guest could hold.
-Result<std::vector<uint8_t>> ReadProgram(const std::string& path, uint64_t limit) {
+// The program file's bytes: mapped read-only (a private snapshot of the page cache; reading
+// it into fresh memory cost ~3 ms of page faults for a 750 KiB program on a nested host).
+struct ProgramFile {
+  Mapping mapping;
+  std::span<const uint8_t> bytes;
+};
+
+// Maps the whole program file, refusing files larger than the guest could hold.
+Result<ProgramFile> ReadProgram(const std::string& path, uint64_t limit) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return FailErrno(path);
   struct stat st {};
@@ -33,16 +40,12 @@ Result<std::vector<uint8_t>> ReadProgram(const std::string& path, uint64_t limit
     return Fail("{}: program is {} MiB, larger than guest memory ({} MiB; raise --mem)", path,
                 st.st_size >> 20, limit >> 20);
   }
-  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = read(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return FailErrno(path);
-    if (n == 0) return Fail("{}: file shrank while reading", path);
-    done += static_cast<size_t>(n);
-  }
-  return bytes;
+  ProgramFile program;
+  if (st.st_size == 0) return program;  // ParseElf says what is wrong with it
+  program.mapping =
+      FLURRY_TRY_CTX(Mapping::ReadOnlyFile(fd.get(), static_cast<size_t>(st.st_size)), path);
+  program.bytes = std::span<const uint8_t>(program.mapping.data(), program.mapping.size());
+  return program;
 }
 
 uint64_t MonotonicNs() {
@@ -64,7 +67,8 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
     return Fail("--mem {}: must be a multiple of 2 MiB between {} MiB and {} GiB", ram,
                 x86::kMinRamSize >> 20, x86::kMaxRamSize >> 30);
   }
-  std::vector<uint8_t> file = FLURRY_TRY(ReadProgram(config.program, ram));
+  const ProgramFile program = FLURRY_TRY(ReadProgram(config.program, ram));
+  const std::span<const uint8_t> file = program.bytes;
   ElfImage elf = FLURRY_TRY_CTX(ParseElf(file), config.program);
 
   // Memory layout (see guest/memory_map.h): stack at the top, a guard below it.
