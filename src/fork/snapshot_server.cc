@@ -148,7 +148,8 @@ CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id, int3
   }
   for (;;) {
     SpawnRequest request{};
-    ssize_t n = recv(control, &request, sizeof request, 0);
+    // MSG_TRUNC: the whole message's length, so that an over-long request is rejected too.
+    ssize_t n = recv(control, &request, sizeof request, MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {  // the owner is gone
       hooks.ReleaseGuest();

@@ -225,8 +225,8 @@ static int do_garbage(const char* kind) {
   volatile uint32_t* page32 = (volatile uint32_t*)STUB_SHARED;
   volatile uint64_t* page64 = (volatile uint64_t*)STUB_SHARED;
   // Offsets in struct flurry_stub_shared (stub_abi.h): turn at 96, event 100, command 104,
-  // vmm_alive_mutex at 120 (a glibc pthread_mutex_t: lock, count, owner, nusers, kind,
-  // spins/elision, list.prev at +24, list.next at +32).
+  // vmm_alive at 120 (the robust futex word the kernel marks when the VMM dies), syscall_nr
+  // at 128, the registers from 168.
   if (strcmp(kind, "event") == 0) {  // "the stub stopped", with an event that does not exist
     page32[100 / 4] = 77;
     __atomic_store_n(&page32[96 / 4], 1, __ATOMIC_SEQ_CST);
@@ -235,7 +235,7 @@ static int do_garbage(const char* kind) {
   }
   if (strcmp(kind, "fault") == 0) {  // a fault event with out-of-range fields
     page32[100 / 4] = 3;
-    for (int i = 160 / 8; i < 480 / 8; ++i) page64[i] = ~0ULL;  // syscall_nr .. regs
+    for (int i = 128 / 8; i < 448 / 8; ++i) page64[i] = ~0ULL;  // syscall_nr .. regs
     __atomic_store_n(&page32[96 / 4], 1, __ATOMIC_SEQ_CST);
     spin(20ULL << 30);
     return 5;
@@ -249,12 +249,12 @@ static int do_garbage(const char* kind) {
     printf("still running\n");
     return 0;
   }
-  if (strcmp(kind, "mutex") == 0) {        // the VMM's liveness mutex, owned by "the VMM's thread"
-    long pid = RAW3(SYS_getpid, 0, 0, 0);  // the VMM's pid: its run thread's tid
+  if (strcmp(kind, "mutex") == 0) {        // the VMM's liveness word, and what follows it
+    long pid = RAW3(SYS_getpid, 0, 0, 0);  // the VMM's pid: its main thread's tid
     volatile uint64_t* mutex = (volatile uint64_t*)(STUB_SHARED + 120);
     page32[120 / 4] = (uint32_t)pid;
-    mutex[3] = 0x4141414141414140ULL;  // list.prev
-    mutex[4] = 0x4242424242424240ULL;  // list.next
+    mutex[3] = 0x4141414141414140ULL;  // where a glibc robust mutex kept its list links
+    mutex[4] = 0x4242424242424240ULL;
     printf("mutex scribbled\n");
     return 3;
   }

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -23,6 +22,7 @@
 #include <mutex>
 
 #include "arch/x86_64/layout.h"
+#include "backend/seccomp/vmm_alive.h"
 
 namespace flurry {
 
@@ -31,7 +31,6 @@ extern const size_t kStubImage_size;
 
 namespace {
 
-static_assert(sizeof(pthread_mutex_t) <= sizeof(flurry_stub_shared::vmm_alive_mutex));
 static_assert(FLURRY_STUB_SHARED_ADDR > x86::kMaxRamSize);
 
 // How long the VMM spins for the stub before sleeping (TSC ticks; ~10-30 us).
@@ -112,7 +111,6 @@ StubProcess& StubProcess::operator=(StubProcess&& other) noexcept {
     page_ = std::move(other.page_);
     fork_token_ = other.fork_token_;
     adopted_ = std::exchange(other.adopted_, false);
-    std::copy(std::begin(other.alive_mutex_), std::end(other.alive_mutex_), alive_mutex_);
     kicked_at_ns_.store(other.kicked_at_ns_.exchange(0));
     namespaces_ = other.namespaces_;
   }
@@ -132,13 +130,7 @@ void StubProcess::Reset() {
 }
 
 void StubProcess::Release() {
-  if (adopted_ && page_.data() != nullptr) {
-    // The guest can write the page: put back the mutex as pthread_mutex_lock left it, or
-    // glibc's robust-list unlink would write through pointers the guest chose.
-    volatile uint64_t* words = shared().vmm_alive_mutex;
-    for (size_t i = 0; i < std::size(alive_mutex_); ++i) words[i] = alive_mutex_[i];
-    pthread_mutex_unlock(reinterpret_cast<pthread_mutex_t*>(const_cast<uint64_t*>(words)));
-  }
+  if (adopted_ && page_.data() != nullptr) ForgetVmmAliveWord(&shared().vmm_alive);
   adopted_ = false;
   page_.Reset();
   page_fd_.Reset();
@@ -363,20 +355,7 @@ Result<StubProcess> StubProcess::Fork(bool die_with_parent) {
 }
 
 Result<void> StubProcess::Adopt() {
-  auto* mutex =
-      reinterpret_cast<pthread_mutex_t*>(const_cast<uint64_t*>(shared().vmm_alive_mutex));
-  pthread_mutexattr_t attr;
-  pthread_mutexattr_init(&attr);
-  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-  pthread_mutex_init(mutex, &attr);
-  pthread_mutexattr_destroy(&attr);
-  if (int err = pthread_mutex_lock(mutex); err != 0 && err != EOWNERDEAD) {
-    return FailErrno(err, "taking the stub's VMM-alive lock");
-  }
-  for (size_t i = 0; i < std::size(alive_mutex_); ++i) {
-    alive_mutex_[i] = shared().vmm_alive_mutex[i];
-  }
+  FLURRY_TRY(PointVmmAliveWord(&shared().vmm_alive));
   adopted_ = true;
   return {};
 }

@@ -52,8 +52,8 @@ class StubProcess {
   // The stub forks (it must be stopped); returns the child, stopped and announced on a page of
   // its own, not yet Adopt()ed. With `die_with_parent` the child dies when this stub does.
   Result<StubProcess> Fork(bool die_with_parent);
-  // In the process that will drive this stub: holds its VMM-alive lock (the stub ends itself
-  // when this thread dies) and opens its memory.
+  // In the process that will drive this stub: points the process's VMM-alive word at this
+  // stub's page (the stub ends itself when this process dies; vmm_alive.h).
   Result<void> Adopt();
   // /proc/PID/mem and /proc/PID/pagemap of the stub.
   Result<UniqueFd> OpenProc(const char* what) const;
@@ -63,7 +63,7 @@ class StubProcess {
   // Forgets the stub without killing it.
   void Release();
   // In a process forked from the one that adopted this stub: forgets it without touching its
-  // VMM-alive lock (that lock is the other process's).
+  // VMM-alive word (that word is the other process's).
   void ForgetInherited() {
     adopted_ = false;
     Release();
@@ -80,9 +80,6 @@ class StubProcess {
   Mapping page_;
   uint64_t fork_token_ = 0;
   bool adopted_ = false;
-  // The VMM-alive mutex as Adopt() locked it (restored before the unlock: the page is the
-  // guest's to scribble on).
-  uint64_t alive_mutex_[5] = {};
   // CLOCK_MONOTONIC ns of the oldest Kick() not yet answered by a stop (0: none).
   std::atomic<int64_t> kicked_at_ns_{0};
   const char* namespaces_ = "none";

@@ -157,7 +157,7 @@ static int g_started; /* set at the stub's own first trap (before any guest code
 
 /* ---- liveness of the VMM --------------------------------------------------------------------- */
 static void check_vmm_alive(void) {
-  uint32_t word = *(volatile uint32_t *)&SHARED->vmm_alive_mutex[0];
+  uint32_t word = SHARED->vmm_alive;
   if (word & FUTEX_OWNER_DIED_BIT) die(1);
 }
 

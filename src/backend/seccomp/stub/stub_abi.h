@@ -90,10 +90,12 @@ struct flurry_stub_shared {
   uint32_t resume_flags;
   uint32_t vmm_waiting;  /* the VMM sleeps on `turn` (the stub must FUTEX_WAKE it) */
   uint32_t stub_waiting; /* the stub sleeps on `turn` (the VMM must FUTEX_WAKE it) */
-  /* A process-shared robust pthread mutex the VMM's run thread holds. The first 32-bit word is
-   * the futex word: the kernel sets FUTEX_OWNER_DIED there when that thread dies, however it
-   * dies, and the stub then ends itself (a stub never outlives its VMM). */
-  uint64_t vmm_alive_mutex[5];
+  /* A robust futex word of the VMM process: it holds the TID of the VMM's sentinel thread,
+   * whose robust list (in the VMM's private memory) points here. The kernel sets
+   * FUTEX_OWNER_DIED in it when the VMM process dies, however it dies, and the stub then ends
+   * itself (src/backend/seccomp/vmm_alive.h). */
+  uint32_t vmm_alive;
+  uint32_t vmm_alive_pad;
   uint64_t syscall_nr;
   int32_t signo;     /* EVENT_FAULT: the host signal */
   int32_t si_code;
@@ -112,7 +114,11 @@ struct flurry_stub_shared {
 #ifdef __cplusplus
 static_assert(sizeof(flurry_stub_regs) == 20 * 8, "stub regs layout");
 static_assert(sizeof(flurry_stub_shared) <= FLURRY_STUB_SHARED_SIZE, "stub page size");
-static_assert(__builtin_offsetof(flurry_stub_shared, turn) % 4 == 0, "futex alignment");
+static_assert(__builtin_offsetof(flurry_stub_shared, turn) == 96, "layout (docs/protocols/stub.md)");
+static_assert(__builtin_offsetof(flurry_stub_shared, event) == 100, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, vmm_alive) == 120, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, syscall_nr) == 128, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, regs) == 168, "layout");
 #else
 _Static_assert(sizeof(struct flurry_stub_shared) <= FLURRY_STUB_SHARED_SIZE, "stub page size");
 #endif

@@ -1,0 +1,66 @@
+# flurry_forbid_links(TARGETS ... FORBIDDEN ...): fails the configure step if any of TARGETS
+# links, directly or through any chain of LINK_LIBRARIES / INTERFACE_LINK_LIBRARIES, one of
+# FORBIDDEN. Keeps the backend-neutral layers (syscalls, snapshots, VM fork) free of KVM: they
+# must build and run on hosts that only have the seccomp backend.
+#
+# Call it at the end of the top-level CMakeLists.txt, once every target exists.
+
+# Appends to ${out} the targets `target` links, directly, as written in its properties
+# ($<LINK_ONLY:x> unwrapped; other generator expressions and non-targets are skipped).
+function(_flurry_direct_links target out)
+  set(result)
+  get_target_property(type ${target} TYPE)
+  set(properties INTERFACE_LINK_LIBRARIES)
+  if(NOT type STREQUAL "INTERFACE_LIBRARY")
+    list(APPEND properties LINK_LIBRARIES)
+  endif()
+  foreach(property ${properties})
+    get_target_property(libs ${target} ${property})
+    if(NOT libs)
+      continue()
+    endif()
+    foreach(lib ${libs})
+      if(lib MATCHES "^\\$<LINK_ONLY:([^>]+)>$")
+        set(lib ${CMAKE_MATCH_1})
+      endif()
+      if(lib MATCHES "^\\$<" OR NOT TARGET ${lib})
+        continue()
+      endif()
+      # Imported targets and ALIASes resolve to their real names.
+      get_target_property(aliased ${lib} ALIASED_TARGET)
+      if(aliased)
+        set(lib ${aliased})
+      endif()
+      list(APPEND result ${lib})
+    endforeach()
+  endforeach()
+  set(${out} ${result} PARENT_SCOPE)
+endfunction()
+
+function(flurry_forbid_links)
+  cmake_parse_arguments(L "" "" "TARGETS;FORBIDDEN" ${ARGN})
+  foreach(root ${L_TARGETS})
+    if(NOT TARGET ${root})
+      message(FATAL_ERROR "flurry_forbid_links: no target ${root}")
+    endif()
+    # Breadth-first walk; `via_<target>` remembers how we got there, for the message.
+    set(queue ${root})
+    set(seen ${root})
+    set(via_${root} ${root})
+    while(queue)
+      list(POP_FRONT queue current)
+      _flurry_direct_links(${current} links)
+      foreach(lib ${links})
+        if(lib IN_LIST seen)
+          continue()
+        endif()
+        list(APPEND seen ${lib})
+        set(via_${lib} "${via_${current}} -> ${lib}")
+        if(lib IN_LIST L_FORBIDDEN)
+          message(FATAL_ERROR "${root} must not link ${lib}, but it does: ${via_${lib}}")
+        endif()
+        list(APPEND queue ${lib})
+      endforeach()
+    endwhile()
+  endforeach()
+endfunction()

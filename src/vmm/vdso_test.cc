@@ -1,0 +1,125 @@
+#include "vmm/vdso.h"
+
+#include <gtest/gtest.h>
+#include <x86intrin.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <string>
+#include <thread>
+
+#include "arch/x86_64/layout.h"
+#include "vmm/vdso/vvar.h"
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kRam = 16 << 20;
+
+uint64_t Now(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+flurry_vvar ReadVvar(const GuestMemory& memory) {
+  flurry_vvar vvar{};
+  EXPECT_TRUE(memory.ReadPhysical(x86::kVvarAddr, &vvar, sizeof vvar).has_value());
+  return vvar;
+}
+
+// Guest CLOCK_MONOTONIC as the vDSO computes it from `vvar` at guest TSC `tsc`.
+uint64_t GuestMonotonic(const flurry_vvar& vvar, uint64_t tsc) {
+  const uint64_t delta = tsc > vvar.tsc_base ? tsc - vvar.tsc_base : 0;
+  return vvar.monotonic_base_ns +
+         static_cast<uint64_t>((static_cast<unsigned __int128>(delta) * vvar.ns_per_tsc_q32) >> 32);
+}
+
+TEST(Vdso, InstallsTheImageAndClearsTheClockPage) {
+  auto memory = GuestMemory::Create(kRam).value();
+  const uint64_t junk = ~0ULL;
+  ASSERT_TRUE(memory.WritePhysical(x86::kVvarAddr, &junk, sizeof junk).has_value());
+  EXPECT_EQ(InstallVdso(memory).value(), x86::kVdsoAddr);
+  char magic[4];
+  ASSERT_TRUE(memory.ReadPhysical(x86::kVdsoAddr, magic, 4).has_value());
+  EXPECT_EQ(std::string(magic, 4),
+            "\x7f"
+            "ELF");
+  EXPECT_EQ(ReadVvar(memory).magic, 0u);
+}
+
+TEST(GuestClock, StartWithAKnownFrequencyPublishes) {
+  auto memory = GuestMemory::Create(kRam).value();
+  GuestClock clock;
+  const int64_t offset = 1'000'000;
+  const uint64_t mono_before = Now(CLOCK_MONOTONIC);
+  const uint64_t tsc_before = __rdtsc();
+  ASSERT_TRUE(clock.Start(memory, offset, 2'500'000).has_value());
+  const uint64_t tsc_after = __rdtsc();
+  const uint64_t mono_after = Now(CLOCK_MONOTONIC);
+  const flurry_vvar vvar = ReadVvar(memory);
+  EXPECT_EQ(vvar.magic, FLURRY_VVAR_MAGIC);
+  EXPECT_EQ(vvar.ns_per_tsc_q32, (1'000'000ULL << 32) / 2'500'000);  // 0.4 ns per tick
+  EXPECT_GE(vvar.tsc_base, tsc_before + offset);
+  EXPECT_LE(vvar.tsc_base, tsc_after + offset);
+  EXPECT_GE(vvar.monotonic_base_ns, mono_before);
+  EXPECT_LE(vvar.monotonic_base_ns, mono_after);
+  // The offsets relate the other clocks to CLOCK_MONOTONIC (loosely: the clocks move on).
+  const int64_t realtime = static_cast<int64_t>(Now(CLOCK_REALTIME));
+  EXPECT_LT(
+      std::llabs(static_cast<int64_t>(vvar.monotonic_base_ns) + vvar.realtime_offset_ns - realtime),
+      60'000'000'000LL);
+  EXPECT_GE(vvar.boottime_offset_ns, 0);
+}
+
+// One test: the calibration is process-wide state.
+TEST(GuestClock, UnknownFrequencyIsCalibratedBeforePublishing) {
+  auto memory = GuestMemory::Create(kRam).value();
+  GuestClock clock;
+  ASSERT_TRUE(clock.Start(memory, 0, 0).has_value());
+  EXPECT_EQ(ReadVvar(memory).magic, 0u) << "published before the TSC frequency was known";
+  // Calibration needs the host's clocks to move on by 20 ms.
+  std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  clock.Refresh();
+  const flurry_vvar vvar = ReadVvar(memory);
+  ASSERT_EQ(vvar.magic, FLURRY_VVAR_MAGIC);
+  // 100 MHz .. 20 GHz, the range the calibration accepts.
+  EXPECT_LE(vvar.ns_per_tsc_q32, 10ULL << 32);
+  EXPECT_GE(vvar.ns_per_tsc_q32, (1ULL << 32) / 20);
+  // A second clock in this process starts with the measured frequency.
+  auto other = GuestMemory::Create(kRam).value();
+  GuestClock second;
+  ASSERT_TRUE(second.Start(other, 0, 0).has_value());
+  EXPECT_EQ(ReadVvar(other).magic, FLURRY_VVAR_MAGIC);
+  EXPECT_EQ(ReadVvar(other).ns_per_tsc_q32, vvar.ns_per_tsc_q32);
+}
+
+TEST(GuestClock, RefreshNeverMovesMonotonicBackwards) {
+  auto memory = GuestMemory::Create(kRam).value();
+  GuestClock clock;
+  // A guest clock that runs far too fast (100 MHz claimed, the TSC ticks faster): extrapolating
+  // the old base gives a later time than the host's, and the new base must not go back.
+  ASSERT_TRUE(clock.Start(memory, 0, 100'000).has_value());
+  const flurry_vvar first = ReadVvar(memory);
+  ASSERT_EQ(first.magic, FLURRY_VVAR_MAGIC);
+  flurry_vvar next = first;
+  // A re-base is due after 1e8 TSC ticks; wait for it (up to 20 s).
+  for (int i = 0; i < 2000 && next.tsc_base == first.tsc_base; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    clock.Refresh();
+    next = ReadVvar(memory);
+  }
+  ASSERT_NE(next.tsc_base, first.tsc_base) << "Refresh never re-based the clock";
+  EXPECT_GE(next.monotonic_base_ns, GuestMonotonic(first, next.tsc_base));
+  EXPECT_EQ(next.ns_per_tsc_q32, first.ns_per_tsc_q32);
+  EXPECT_EQ(next.magic, FLURRY_VVAR_MAGIC);
+}
+
+TEST(GuestClock, RefreshWithoutStartDoesNothing) {
+  GuestClock clock;
+  clock.Refresh();  // no memory: must not crash
+}
+
+}  // namespace
+}  // namespace flurry
