@@ -30,9 +30,9 @@ struct GuestStop {
   explicit GuestStop(Kind k) : kind(k) {}
 
   Kind kind;
-  int vector = -1;             // kFault: x86 exception vector (-1: none applies)
-  int signal = 0;              // kFault: the signal a native process would get
-  std::string description;     // kFault: one line, e.g. "page fault at rip 0x401000, ..."
+  int vector = -1;          // kFault: x86 exception vector (-1: none applies)
+  int signal = 0;           // kFault: the signal a native process would get
+  std::string description;  // kFault: one line, e.g. "page fault at rip 0x401000, ..."
 };
 
 // The memory layout a backend needs to create a guest address space.

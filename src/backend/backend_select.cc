@@ -14,8 +14,8 @@ Result<BackendKind> ParseBackendKind(const std::string& text) {
   if (text == "auto" || text.empty()) return BackendKind::kAuto;
   if (text == "kvm") return BackendKind::kKvm;
   if (text == "seccomp") return BackendKind::kSeccomp;
-  return FailErrno(EINVAL, fmt::format("unknown backend '{}' (expected kvm, seccomp or auto)",
-                                       text));
+  return FailErrno(EINVAL,
+                   fmt::format("unknown backend '{}' (expected kvm, seccomp or auto)", text));
 }
 
 std::string KvmUnavailableReason() {
@@ -42,8 +42,7 @@ Result<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, const GuestLayo
     }
     case BackendKind::kSeccomp:
     case BackendKind::kAuto: {
-      auto backend =
-          FLURRY_TRY_CTX(SeccompBackend::Create(layout), "starting the seccomp backend");
+      auto backend = FLURRY_TRY_CTX(SeccompBackend::Create(layout), "starting the seccomp backend");
       return std::unique_ptr<Backend>(std::move(backend));
     }
   }

@@ -18,13 +18,13 @@
 #include <optional>
 #include <vector>
 
+#include "arch/x86_64/user_cpu_state.h"
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "fork/clone_family.h"
 #include "fork/outcome_channel.h"
 #include "fork/snapshot_server.h"
 #include "guest/syscall.h"
-#include "arch/x86_64/user_cpu_state.h"
 #include "snapshot/vm_descriptor.h"
 
 namespace flurry {
@@ -123,9 +123,8 @@ class ForkController {
 
   // Forks a snapshot process. Returns the owner's control socket in the parent; in a clone
   // (which returns through here) fills *clone_id.
-  Result<std::pair<UniqueFd, pid_t>> ForkSnapshot(ForkHost& host, int32_t first_id,
-                                                  int32_t count, bool detached,
-                                                  int32_t* clone_id);
+  Result<std::pair<UniqueFd, pid_t>> ForkSnapshot(ForkHost& host, int32_t first_id, int32_t count,
+                                                  bool detached, int32_t* clone_id);
   // In a clone just returned from ForkSnapshot: rebuild the VM, resume with RAX = id.
   SyscallResult StartClone(ForkHost& host, CloneState state, int32_t id);
   // Rebuilds the VM in a new clone; ends the process if that fails.

@@ -101,9 +101,9 @@ Result<void> GuestMemory::RemoteTransfer(uint64_t gpa, void* buffer, uint64_t le
       // An unmapped page in the guest process (never in a range we checked) or the process is
       // gone: the guest's access fails as a bad pointer would.
       const int err = n < 0 ? errno : EIO;
-      return FailErrno(err == EIO ? EFAULT : err,
-                       fmt::format("{} guest memory at {:#x}", write ? "writing" : "reading",
-                                   gpa + done));
+      return FailErrno(
+          err == EIO ? EFAULT : err,
+          fmt::format("{} guest memory at {:#x}", write ? "writing" : "reading", gpa + done));
     }
     done += static_cast<uint64_t>(n);
   }

@@ -123,8 +123,8 @@ class GuestMemory {
   GuestMemory(Mapping mapping, uint64_t size) : mapping_(std::move(mapping)), size_(size) {}
   Result<void> RemoteTransfer(uint64_t gpa, void* buffer, uint64_t len, bool write) const;
 
-  Mapping mapping_;  // local memory
-  UniqueFd mem_;     // remote memory: /proc/PID/mem
+  Mapping mapping_;   // local memory
+  UniqueFd mem_;      // remote memory: /proc/PID/mem
   UniqueFd pagemap_;  // remote memory: /proc/PID/pagemap
   RemoteDiscard discard_;
   uint64_t size_ = 0;

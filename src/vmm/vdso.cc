@@ -5,8 +5,8 @@
 
 #include <atomic>
 #include <cstring>
-#include <vector>
 #include <ctime>
+#include <vector>
 
 #include "arch/x86_64/layout.h"
 #include "vmm/vdso/vvar.h"

@@ -106,8 +106,8 @@ TEST(CrossBackend, SnapshotRestoresOnTheOtherBackend) {
   ExpectCleanExit(vm.Wait(), 0);
 
   auto show = Flurry({"descriptor", "show", (snapshot / "descriptor.fvd").string()});
-  EXPECT_NE(show.out.find(here), std::string::npos) << "the descriptor names its backend"
-                                                    << show.Describe();
+  EXPECT_NE(show.out.find(here), std::string::npos)
+      << "the descriptor names its backend" << show.Describe();
   for (const std::string& backend : {other, here}) {
     auto r = Flurry({"restore", "--backend", backend, snapshot.string()}, WithDeadline(60));
     ExpectCleanExit(r, 0);

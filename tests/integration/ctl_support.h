@@ -269,7 +269,9 @@ class RawClient {
 };
 
 inline bool IsOkReply(const std::string& line) { return StartsWith(line, "{\"ok\":true"); }
-inline bool IsErrorReply(const std::string& line) { return StartsWith(line, "{\"ok\":false,\"error\":"); }
+inline bool IsErrorReply(const std::string& line) {
+  return StartsWith(line, "{\"ok\":false,\"error\":");
+}
 
 inline bool Exists(const fs::path& path) {
   struct stat st {};

@@ -12,8 +12,8 @@
 
 #include <cstdint>
 
-#include "base/error.h"
 #include "arch/x86_64/exceptions.h"
+#include "base/error.h"
 #include "memory/guest_memory.h"
 
 namespace flurry::x86 {

@@ -69,8 +69,7 @@ Result<void> KvmBackend::BuildVm() {
   vm_.emplace(FLURRY_TRY(KvmVm::Create(*system_)));
   FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
   vcpu_.emplace(FLURRY_TRY(KvmVcpu::Create(*system_, *vm_, 0)));
-  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, *vcpu_, 0, 0),
-                         "setting up the vCPU");
+  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, *vcpu_, 0, 0), "setting up the vCPU");
   kick_target_.store(&*vcpu_);
   return {};
 }
@@ -189,8 +188,7 @@ Result<GuestStop> KvmBackend::Run() {
       case KVM_EXIT_INTR:
         continue;
       case KVM_EXIT_INTERNAL_ERROR:
-        return Fault(SIGILL,
-                     fmt::format("KVM internal error {}", run.internal.suberror).c_str());
+        return Fault(SIGILL, fmt::format("KVM internal error {}", run.internal.suberror).c_str());
       default:
         return Fault(SIGSEGV, fmt::format("KVM exit {}", *reason).c_str());
     }

@@ -73,20 +73,18 @@ Result<void> SeccompBackend::Drive(StubProcess stub) {
   const uint64_t ram = stub.shared().ram_size;
   stub_ = std::move(stub);
   memory_.reset();
-  memory_.emplace(GuestMemory::Remote(ram, std::move(mem), std::move(pagemap),
-                                      [this](uint64_t addr, uint64_t len) -> Result<void> {
-                                        volatile flurry_stub_shared& s = stub_.shared();
-                                        s.args[0] = addr;
-                                        s.args[1] = len;
-                                        s.args[2] = 4;  // MADV_DONTNEED
-                                        int64_t r = FLURRY_TRY(
-                                            stub_.Command(FLURRY_STUB_CMD_MADVISE));
-                                        if (r != 0) {
-                                          return FailErrno(static_cast<int>(-r),
-                                                           "discarding guest memory");
-                                        }
-                                        return {};
-                                      }));
+  memory_.emplace(GuestMemory::Remote(
+      ram, std::move(mem), std::move(pagemap), [this](uint64_t addr, uint64_t len) -> Result<void> {
+        volatile flurry_stub_shared& s = stub_.shared();
+        s.args[0] = addr;
+        s.args[1] = len;
+        s.args[2] = 4;  // MADV_DONTNEED
+        int64_t r = FLURRY_TRY(stub_.Command(FLURRY_STUB_CMD_MADVISE));
+        if (r != 0) {
+          return FailErrno(static_cast<int>(-r), "discarding guest memory");
+        }
+        return {};
+      }));
   stopped_ = true;
   return {};
 }
@@ -148,9 +146,8 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
       const int signo = s.signo;
       const uint64_t trapno = s.trapno;
       x86::FaultReport report;
-      report.vector = trapno < static_cast<uint64_t>(x86::kExceptionCount)
-                          ? static_cast<int>(trapno)
-                          : 13;
+      report.vector =
+          trapno < static_cast<uint64_t>(x86::kExceptionCount) ? static_cast<int>(trapno) : 13;
       report.rip = regs_.rip;
       report.rsp = regs_.rsp;
       report.address = s.fault_addr;
@@ -178,10 +175,10 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
       // Only a guest that scribbled over the stub's page gets here.
       GuestStop stop{GuestStop::Kind::kFault};
       stop.signal = SIGSYS;
-      stop.description =
-          fmt::format("guest stopped: its stub reported event {} (the guest corrupted the "
-                      "stub's shared page) at rip {:#x}",
-                      event, regs_.rip);
+      stop.description = fmt::format(
+          "guest stopped: its stub reported event {} (the guest corrupted the "
+          "stub's shared page) at rip {:#x}",
+          event, regs_.rip);
       return stop;
     }
   }
@@ -194,8 +191,8 @@ Result<x86::UserCpuState> SeccompBackend::CaptureCpu() {
   FLURRY_TRY_CTX(stub_.Command(FLURRY_STUB_CMD_SAVE_FPU), "capturing the FPU state");
   volatile flurry_stub_shared& s = stub_.shared();
   const uint32_t size = s.xsave_size;
-  if (size > FLURRY_STUB_XSAVE_MAX || (size != 0 && size < x86::UserCpuState::kMinXsaveBytes &&
-                                       size != 512)) {
+  if (size > FLURRY_STUB_XSAVE_MAX ||
+      (size != 0 && size < x86::UserCpuState::kMinXsaveBytes && size != 512)) {
     return Fail("the stub reported an XSAVE image of {} bytes", size);
   }
   state.xsave.resize(size);

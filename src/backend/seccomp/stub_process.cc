@@ -178,8 +178,8 @@ Result<StubProcess> StubProcess::Launch(const GuestLayout& layout) {
                               {0, "none"}};
   pid_t pid = -1;
   for (const Attempt& attempt : attempts) {
-    pid = static_cast<pid_t>(syscall(SYS_clone, attempt.flags | SIGCHLD, nullptr, nullptr,
-                                     nullptr, nullptr));
+    pid = static_cast<pid_t>(
+        syscall(SYS_clone, attempt.flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
     if (pid >= 0) {
       stub.namespaces_ = attempt.names;
       break;
@@ -217,7 +217,8 @@ Result<StubProcess> StubProcess::Launch(const GuestLayout& layout) {
 
 Result<void> StubProcess::WaitForAnnouncement(uint32_t event) {
   volatile flurry_stub_shared& s = shared();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
   while (__atomic_load_n(&s.turn, __ATOMIC_ACQUIRE) != FLURRY_STUB_TURN_VMM) {
     if (!ProcessAlive(pidfd_.get())) {
       siginfo_t info{};
@@ -242,8 +243,7 @@ Result<void> StubProcess::WaitForAnnouncement(uint32_t event) {
 std::string StubProcess::DescribeDeath() const {
   siginfo_t info{};
   if (pidfd_.valid() &&
-      waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT) ==
-          0 &&
+      waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
       info.si_pid != 0) {
     if (info.si_code == CLD_EXITED) return fmt::format("it exited with status {}", info.si_status);
     const char* name = sigabbrev_np(info.si_status);
@@ -283,13 +283,14 @@ Result<uint32_t> StubProcess::Wait() {
       return Fail("the guest's stub process died: {}", DescribeDeath());
     }
     const int64_t kicked = kicked_at_ns_.load();
-    if (kicked != 0 && MonotonicNs() - kicked >
-                           std::chrono::nanoseconds(kKickAnswerLimit).count()) {
+    if (kicked != 0 &&
+        MonotonicNs() - kicked > std::chrono::nanoseconds(kKickAnswerLimit).count()) {
       __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
       syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
-      return Fail("the guest's stub did not answer for {} s (the guest tampered with the page "
-                  "it shares with the VMM); stopped it",
-                  kKickAnswerLimit.count());
+      return Fail(
+          "the guest's stub did not answer for {} s (the guest tampered with the page "
+          "it shares with the VMM); stopped it",
+          kKickAnswerLimit.count());
     }
   }
   __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);

@@ -44,7 +44,7 @@
 #define SA_SIGINFO 0x4
 #define SA_ONSTACK 0x08000000
 #define SA_RESTORER 0x04000000
-#define SIG_IGN_HANDLER ((void *)1)
+#define SIG_IGN_HANDLER ((void*)1)
 #define ARCH_SET_GS 0x1001
 #define ARCH_SET_FS 0x1002
 #define ITIMER_REAL 0
@@ -98,34 +98,34 @@ static __attribute__((noreturn)) void die(int code) {
 }
 
 /* The compiler may call these for struct copies. */
-void *memcpy(void *dst, const void *src, size_t n) {
-  unsigned char *d = dst;
-  const unsigned char *s = src;
+void* memcpy(void* dst, const void* src, size_t n) {
+  unsigned char* d = dst;
+  const unsigned char* s = src;
   while (n--) *d++ = *s++;
   return dst;
 }
-void *memset(void *dst, int c, size_t n) {
-  unsigned char *d = dst;
+void* memset(void* dst, int c, size_t n) {
+  unsigned char* d = dst;
   while (n--) *d++ = (unsigned char)c;
   return dst;
 }
 
 /* ---- kernel structures (x86-64) ------------------------------------------------------------ */
 struct stub_sigaction {
-  void *handler;
+  void* handler;
   unsigned long flags;
-  void *restorer;
+  void* restorer;
   u64 mask;
 };
 struct stub_stack {
-  void *sp;
+  void* sp;
   int flags;
   int pad;
   u64 size;
 };
 struct stub_ucontext {
   u64 flags;
-  void *link;
+  void* link;
   struct stub_stack stack;
   struct sigcontext mc;
   u64 sigmask;
@@ -136,9 +136,9 @@ struct stub_siginfo {
   int code;
   int pad;
   union {
-    void *addr; /* SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP */
+    void* addr; /* SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP */
     struct {
-      void *call_addr;
+      void* call_addr;
       int syscall;
       unsigned int arch;
     } sys; /* SIGSYS */
@@ -150,7 +150,7 @@ struct stub_itimerval {
   } interval, value;
 };
 
-#define SHARED ((volatile struct flurry_stub_shared *)FLURRY_STUB_SHARED_ADDR)
+#define SHARED ((volatile struct flurry_stub_shared*)FLURRY_STUB_SHARED_ADDR)
 
 static unsigned char g_altstack[64 * 1024] __attribute__((aligned(64)));
 static int g_started; /* set at the stub's own first trap (before any guest code runs) */
@@ -171,7 +171,7 @@ static void start_watchdog(void) {
 #define SPIN_TICKS 60000ULL
 
 static void hand_off(uint32_t event) {
-  volatile struct flurry_stub_shared *s = SHARED;
+  volatile struct flurry_stub_shared* s = SHARED;
   s->event = event;
   __atomic_store_n(&s->turn, FLURRY_STUB_TURN_VMM, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&s->vmm_waiting, __ATOMIC_SEQ_CST)) {
@@ -194,7 +194,7 @@ static void hand_off(uint32_t event) {
   __atomic_store_n(&s->stub_waiting, 0, __ATOMIC_SEQ_CST);
 }
 
-static void save_regs(const struct sigcontext *mc, volatile struct flurry_stub_regs *r) {
+static void save_regs(const struct sigcontext* mc, volatile struct flurry_stub_regs* r) {
   r->rax = mc->rax;
   r->rbx = mc->rbx;
   r->rcx = mc->rcx;
@@ -215,7 +215,7 @@ static void save_regs(const struct sigcontext *mc, volatile struct flurry_stub_r
   r->rflags = mc->eflags;
 }
 
-static void load_regs(struct sigcontext *mc, const volatile struct flurry_stub_regs *r) {
+static void load_regs(struct sigcontext* mc, const volatile struct flurry_stub_regs* r) {
   mc->rax = r->rax;
   mc->rbx = r->rbx;
   mc->rcx = r->rcx;
@@ -237,15 +237,15 @@ static void load_regs(struct sigcontext *mc, const volatile struct flurry_stub_r
 }
 
 /* The XSAVE image in the signal frame: its size, or 512 (FXSAVE only). */
-static uint32_t frame_xsave_size(const unsigned char *fp) {
-  const struct _fpx_sw_bytes *sw = (const struct _fpx_sw_bytes *)(fp + 464);
+static uint32_t frame_xsave_size(const unsigned char* fp) {
+  const struct _fpx_sw_bytes* sw = (const struct _fpx_sw_bytes*)(fp + 464);
   if (sw->magic1 != FP_XSTATE_MAGIC1_VALUE) return 512;
   return sw->xstate_size;
 }
 
-static void save_fpu(const struct sigcontext *mc) {
-  volatile struct flurry_stub_shared *s = SHARED;
-  const unsigned char *fp = (const unsigned char *)mc->fpstate;
+static void save_fpu(const struct sigcontext* mc) {
+  volatile struct flurry_stub_shared* s = SHARED;
+  const unsigned char* fp = (const unsigned char*)mc->fpstate;
   if (fp == 0) {
     s->xsave_size = 0;
     return;
@@ -256,9 +256,9 @@ static void save_fpu(const struct sigcontext *mc) {
   s->xsave_size = size;
 }
 
-static void load_fpu(struct sigcontext *mc) {
-  volatile struct flurry_stub_shared *s = SHARED;
-  unsigned char *fp = (unsigned char *)mc->fpstate;
+static void load_fpu(struct sigcontext* mc) {
+  volatile struct flurry_stub_shared* s = SHARED;
+  unsigned char* fp = (unsigned char*)mc->fpstate;
   if (fp == 0) return;
   const uint32_t frame = frame_xsave_size(fp);
   uint32_t size = s->xsave_size;
@@ -274,7 +274,7 @@ static void load_fpu(struct sigcontext *mc) {
 /* In a new child: replace the inherited shared page (still the parent's) with a fresh one of
  * its own and announce itself there. The VMM takes the memfd (fd 0) with pidfd_getfd. */
 static void become_forked_child(int die_with_parent) {
-  volatile struct flurry_stub_shared *s = SHARED;
+  volatile struct flurry_stub_shared* s = SHARED;
   /* Only the setup block is carried over. */
   const u64 magic = s->magic, ram_size = s->ram_size, user_base = s->user_base;
   const u64 huge_start = s->huge_start, huge_end = s->huge_end;
@@ -327,9 +327,9 @@ static long fork_with_token(void) {
 }
 
 /* ---- the signal handler ------------------------------------------------------------------- */
-static void on_signal(int sig, struct stub_siginfo *si, void *ucv) {
-  struct stub_ucontext *uc = ucv;
-  volatile struct flurry_stub_shared *s = SHARED;
+static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
+  struct stub_ucontext* uc = ucv;
+  volatile struct flurry_stub_shared* s = SHARED;
   uint32_t event;
   if (sig == SIGALRM) {
     check_vmm_alive();
@@ -400,7 +400,7 @@ static void on_signal(int sig, struct stub_siginfo *si, void *ucv) {
 /* ---- setup ---------------------------------------------------------------------------------- */
 static void install_handler(int sig) {
   struct stub_sigaction action;
-  action.handler = (void *)on_signal;
+  action.handler = (void*)on_signal;
   action.flags = SA_SIGINFO | SA_ONSTACK | SA_RESTORER;
   action.restorer = flurry_stub_restorer;
   action.mask = ~0ULL; /* nothing interrupts a stop */
@@ -438,7 +438,7 @@ static void install_filter(u64 fork_token) {
   RET(SECCOMP_RET_TRAP);
   /* The stub's own calls. */
   LD(0);
-  const uint32_t plain[] = {__NR_futex,       __NR_rt_sigreturn,  __NR_exit_group, __NR_setitimer,
+  const uint32_t plain[] = {__NR_futex,       __NR_rt_sigreturn, __NR_exit_group, __NR_setitimer,
                             __NR_close_range, __NR_memfd_create, __NR_ftruncate};
   for (unsigned i = 0; i < sizeof plain / sizeof plain[0]; ++i) {
     JEQ(plain[i], 0, 1);
@@ -532,7 +532,7 @@ void flurry_stub_main(void) {
                   PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, FLURRY_STUB_SHARED_FD, 0);
   if (got != (long)FLURRY_STUB_SHARED_ADDR) die(6);
   SYS3(__NR_close_range, 0, ~0u, 0);
-  volatile struct flurry_stub_shared *s = SHARED;
+  volatile struct flurry_stub_shared* s = SHARED;
   if (s->magic != FLURRY_STUB_MAGIC || s->version != FLURRY_STUB_VERSION) die(7);
   volatile u64 token = s->fork_token; /* volatile: wiped below, in its one stack slot */
   s->fork_token = 0;
@@ -556,8 +556,8 @@ void flurry_stub_main(void) {
 
   struct stub_stack alt = {g_altstack, 0, 0, sizeof g_altstack};
   if (SYS2(__NR_sigaltstack, &alt, 0) != 0) die(9);
-  const int handled[] = {SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGALRM,
-                         FLURRY_STUB_KICK_SIGNAL};
+  const int handled[] = {SIGSYS, SIGSEGV, SIGBUS,  SIGFPE,
+                         SIGILL, SIGTRAP, SIGALRM, FLURRY_STUB_KICK_SIGNAL};
   for (unsigned i = 0; i < sizeof handled / sizeof handled[0]; ++i) install_handler(handled[i]);
   /* Forked stubs are reaped by the kernel. */
   struct stub_sigaction ignore = {SIG_IGN_HANDLER, SA_RESTORER, flurry_stub_restorer, 0};
@@ -571,7 +571,7 @@ void flurry_stub_main(void) {
    * can read it. */
   token = 0;
   for (unsigned i = 0; i < sizeof g_filter / sizeof g_filter[0]; ++i) {
-    ((volatile struct sock_filter *)g_filter)[i].k = 0;
+    ((volatile struct sock_filter*)g_filter)[i].k = 0;
   }
   start_watchdog();
 

@@ -33,13 +33,13 @@
 #define FLURRY_STUB_TURN_STUB 2  /* the VMM posted `command`; the stub carries it out */
 
 /* event (stub -> VMM) */
-#define FLURRY_STUB_EVENT_READY 1     /* set up; waiting for the first kFlurryStubResume */
-#define FLURRY_STUB_EVENT_SYSCALL 2   /* the guest made syscall `syscall_nr` */
-#define FLURRY_STUB_EVENT_FAULT 3     /* the guest faulted: signo, si_code, fault_addr, ... */
-#define FLURRY_STUB_EVENT_KICKED 4    /* the VMM interrupted the guest */
-#define FLURRY_STUB_EVENT_DONE 5      /* the last command finished; `result` holds its result */
-#define FLURRY_STUB_EVENT_FORKED 6    /* (in a new stub) forked, now served through this page */
-#define FLURRY_STUB_EVENT_BAD_ARCH 7  /* a syscall through a non-x86-64 entry (int 0x80) */
+#define FLURRY_STUB_EVENT_READY 1    /* set up; waiting for the first kFlurryStubResume */
+#define FLURRY_STUB_EVENT_SYSCALL 2  /* the guest made syscall `syscall_nr` */
+#define FLURRY_STUB_EVENT_FAULT 3    /* the guest faulted: signo, si_code, fault_addr, ... */
+#define FLURRY_STUB_EVENT_KICKED 4   /* the VMM interrupted the guest */
+#define FLURRY_STUB_EVENT_DONE 5     /* the last command finished; `result` holds its result */
+#define FLURRY_STUB_EVENT_FORKED 6   /* (in a new stub) forked, now served through this page */
+#define FLURRY_STUB_EVENT_BAD_ARCH 7 /* a syscall through a non-x86-64 entry (int 0x80) */
 
 /* command (VMM -> stub) */
 #define FLURRY_STUB_CMD_RESUME 1   /* load `regs` (flags below) and return to the guest */
@@ -72,16 +72,16 @@ struct flurry_stub_shared {
   uint64_t magic;
   uint32_t version;
   uint32_t setup_pad;
-  uint64_t ram_size;     /* guest RAM: [user_base, ram_size) is mapped read/write/execute */
-  uint64_t user_base;    /* first guest user address (2 MiB) */
-  uint64_t huge_start;   /* [huge_start, huge_end): advised for transparent huge pages */
+  uint64_t ram_size;   /* guest RAM: [user_base, ram_size) is mapped read/write/execute */
+  uint64_t user_base;  /* first guest user address (2 MiB) */
+  uint64_t huge_start; /* [huge_start, huge_end): advised for transparent huge pages */
   uint64_t huge_end;
-  uint64_t vvar_addr;    /* the guest vDSO's clock page, read-only */
-  uint64_t vdso_addr;    /* the guest vDSO, read + execute */
+  uint64_t vvar_addr; /* the guest vDSO's clock page, read-only */
+  uint64_t vdso_addr; /* the guest vDSO, read + execute */
   uint64_t vdso_size;
-  uint64_t guard_start;  /* [guard_start, guard_end): left unmapped (below the guest stack) */
+  uint64_t guard_start; /* [guard_start, guard_end): left unmapped (below the guest stack) */
   uint64_t guard_end;
-  uint64_t fork_token;   /* the stub's fork site refuses (kills) a fork without this value */
+  uint64_t fork_token; /* the stub's fork site refuses (kills) a fork without this value */
 
   /* The hand-off. */
   uint32_t turn; /* futex word: FLURRY_STUB_TURN_* */
@@ -97,10 +97,10 @@ struct flurry_stub_shared {
   uint32_t vmm_alive;
   uint32_t vmm_alive_pad;
   uint64_t syscall_nr;
-  int32_t signo;     /* EVENT_FAULT: the host signal */
+  int32_t signo; /* EVENT_FAULT: the host signal */
   int32_t si_code;
   uint64_t fault_addr;
-  uint64_t trapno;   /* x86 exception vector */
+  uint64_t trapno; /* x86 exception vector */
   uint64_t error_code;
   struct flurry_stub_regs regs;
   int64_t result;
@@ -114,7 +114,8 @@ struct flurry_stub_shared {
 #ifdef __cplusplus
 static_assert(sizeof(flurry_stub_regs) == 20 * 8, "stub regs layout");
 static_assert(sizeof(flurry_stub_shared) <= FLURRY_STUB_SHARED_SIZE, "stub page size");
-static_assert(__builtin_offsetof(flurry_stub_shared, turn) == 96, "layout (docs/protocols/stub.md)");
+static_assert(__builtin_offsetof(flurry_stub_shared, turn) == 96,
+              "layout (docs/protocols/stub.md)");
 static_assert(__builtin_offsetof(flurry_stub_shared, event) == 100, "layout");
 static_assert(__builtin_offsetof(flurry_stub_shared, vmm_alive) == 120, "layout");
 static_assert(__builtin_offsetof(flurry_stub_shared, syscall_nr) == 128, "layout");
