@@ -110,14 +110,21 @@ class Victim {
 
 // ---- host files -------------------------------------------------------------------------------
 
-// The first line of the host's /etc/passwd: must never show up in the guest's output.
+// The first line of the host's /etc/passwd: must never show up in the guest's output. Empty
+// where the host has none (the minimal system kvm_in_qemu.sh boots): the exact outputs below
+// still prove the guest got ENOENT from its own confined file system.
 std::string HostPasswdLine() {
   std::string text = ReadFile("/etc/passwd");
   return text.substr(0, text.find('\n'));
 }
 
+// Whether `out` leaks the host's /etc/passwd.
+bool LeaksHostPasswd(const std::string& out) {
+  const std::string line = HostPasswdLine();
+  return !line.empty() && Contains(out, line);
+}
+
 TEST(Escape, OpenHostFileWithoutDir) {
-  ASSERT_FALSE(HostPasswdLine().empty());
   Watched w = RunEscape({"open", "/etc/passwd", "/proc/self/root/etc/passwd", "../etc/passwd"});
   ExpectEndedCleanly(w);
   EXPECT_EQ(w.run.exit_code, 0) << w.run.Describe();
@@ -126,7 +133,7 @@ TEST(Escape, OpenHostFileWithoutDir) {
             "path=/proc/self/root/etc/passwd\nopen=-2\n"
             "path=../etc/passwd\nopen=-2\n")
       << w.run.Describe();
-  EXPECT_FALSE(Contains(w.run.out, HostPasswdLine()));
+  EXPECT_FALSE(LeaksHostPasswd(w.run.out));
 }
 
 TEST(Escape, OpenHostFileThroughDirEscapes) {
@@ -160,7 +167,7 @@ TEST(Escape, OpenHostFileThroughDirEscapes) {
     }
   }
   EXPECT_EQ(w.run.out, expected) << w.run.Describe();
-  EXPECT_FALSE(Contains(w.run.out, HostPasswdLine()));
+  EXPECT_FALSE(LeaksHostPasswd(w.run.out));
 }
 
 // ---- exec, network, ptrace, signals ---------------------------------------------------------
