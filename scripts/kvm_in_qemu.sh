@@ -282,9 +282,9 @@ rm -rf "$IRD"
 # --- Boots --------------------------------------------------------------------------------------
 # Per binary, across attempts: test names that finished (passed/failed), the number of tests
 # the first attempt announced, attempts made, and the final state.
-declare -A passed=() failed=() total=() attempts=() state=() rc=() wall=() hung_in=()
+declare -A passed=() failed=() skipped=() total=() attempts=() state=() rc=() wall=() hung_in=()
 for n in "${names[@]}"; do
-  passed[$n]=""; failed[$n]=""; total[$n]=""; attempts[$n]=0; state[$n]=pending; wall[$n]=0
+  passed[$n]=""; failed[$n]=""; skipped[$n]=""; total[$n]=""; attempts[$n]=0; state[$n]=pending; wall[$n]=0
 done
 
 # filter_for NAME: the user's filter minus the tests of NAME that already finished.
@@ -365,6 +365,7 @@ collect() {
       || total[$n]="$(sed -nE 's/^\[==========\] Running ([0-9]+) tests?.*/\1/p' "$out" | head -n 1)"
     passed[$n]+=" $(sed -nE 's/^\[       OK \] ([^ ,]+).* \([0-9]+ ms\)$/\1/p' "$out" | tr '\n' ' ')"
     failed[$n]+=" $(sed -nE 's/^\[  FAILED  \] ([^ ,]+).* \([0-9]+ ms\)$/\1/p' "$out" | tr '\n' ' ')"
+    skipped[$n]+=" $(sed -nE 's/^\[  SKIPPED \] ([^ ,]+).* \([0-9]+ ms\)$/\1/p' "$out" | tr '\n' ' ')"
     if [[ -f "$dir/$n.rc" ]]; then
       read -r r w <"$dir/$n.rc"
       wall[$n]=$((wall[$n] + w))
@@ -415,16 +416,18 @@ done
 count() { local -a w; read -ra w <<<"$1"; echo "${#w[@]}"; }  # count "WORDS"
 sum_passed=0
 sum_failed=0
+sum_skipped=0
 status=0
 echo
 for n in "${names[@]}"; do
   p=$(count "${passed[$n]}")
   f=$(count "${failed[$n]}")
+  s=$(count "${skipped[$n]}")
   # Tests that never finished (the binary hung twice, crashed, or was killed) did not pass.
   unfinished=0
   if [[ "${state[$n]}" != finished || "${rc[$n]:-0}" -ne 0 ]]; then
     t="${total[$n]:-0}"
-    unfinished=$(( t - p - f ))
+    unfinished=$(( t - p - f - s ))
     (( unfinished > 0 )) || unfinished=0
     if [[ "${state[$n]}" != finished ]] && (( unfinished == 0 )); then unfinished=1; fi
   fi
@@ -437,14 +440,16 @@ for n in "${names[@]}"; do
   fi
   if [[ "$r" -ne 0 && $f -eq 0 ]]; then f=1; fi  # a non-zero exit is never a silent pass
   for t in ${failed[$n]}; do log "$n: FAILED $t"; done
+  for t in ${skipped[$n]}; do log "$n: skipped $t (see its output above for why)"; done
   if (( unfinished > 0 )); then
     log "$n: $unfinished test(s) did not finish${hung_in[$n]:+ (hung in ${hung_in[$n]})}"
   fi
-  log "$n passed=$p failed=$f rc=$r attempts=${attempts[$n]} wall=${wall[$n]}s"
+  log "$n passed=$p failed=$f skipped=$s rc=$r attempts=${attempts[$n]} wall=${wall[$n]}s"
   sum_passed=$((sum_passed + p))
+  sum_skipped=$((sum_skipped + s))
   sum_failed=$((sum_failed + f))
   [[ "$r" -eq 0 ]] || status=1
 done
 [[ $sum_failed -eq 0 ]] || status=1
-log "total passed=$sum_passed failed=$sum_failed rc=$status"
+log "total passed=$sum_passed failed=$sum_failed rc=$status skipped=$sum_skipped"
 exit "$status"

@@ -60,9 +60,11 @@ run_kvm_in_qemu() {
   if [[ -n "$line" ]]; then
     passed="$(sed -E 's/.* passed=([0-9]+).*/\1/' <<<"$line")"
     failed="$(sed -E 's/.* failed=([0-9]+).*/\1/' <<<"$line")"
+    local skipped=0
+    if [[ "$line" =~ skipped=([0-9]+) ]]; then skipped="${BASH_REMATCH[1]}"; fi
     total_passed=$((total_passed + passed))
     total_failed=$((total_failed + failed))
-    kvm_where="ran under QEMU TCG (nested SVM), $passed passed, $failed failed"
+    kvm_where="ran under QEMU TCG (nested SVM), $passed passed, $failed failed, $skipped skipped (reasons in the log above)"
     if [[ $rc -ne 0 ]]; then
       problems+=("scripts/kvm_in_qemu.sh exited $rc")
     fi
