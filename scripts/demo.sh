@@ -31,7 +31,7 @@ demo() {
 }
 
 echo
-echo "=== flurry demo: static Linux executables, each run in a fresh KVM VM"
+echo "=== flurry demo: static Linux executables, each run in a fresh microVM (KVM where /dev/kvm works, else the seccomp backend)"
 echo
 echo "--- 1. VM fork: montecarlo_pi generates 4M seeds, asks for 4 clones of its VM (sf_clone);"
 echo "       each clone counts the darts of a quarter of the trials and returns its count"
