@@ -14,6 +14,7 @@
 #include "base/parse.h"
 #include "base/unique_fd.h"
 #include "run_command.h"
+#include "net/page_protocol.h"
 #include "vmm/api_server.h"
 
 namespace flurry {
@@ -70,7 +71,17 @@ Result<ControlRequest> RequestFromCommand(const std::vector<std::string>& comman
     request.count = count;
     return request;
   }
-  return Fail("unknown command '{}' (expected status, pause, resume, snapshot DIR, clone N)", op);
+  if (op == "serve") {
+    FLURRY_TRY(expect_args(1));
+    FLURRY_TRY_CTX(ParseHostPort(command[1]), "serve");
+    request.kind = ControlRequest::Kind::kServe;
+    request.address = command[1];
+    return request;
+  }
+  return Fail(
+      "unknown command '{}' (expected status, pause, resume, snapshot DIR, clone N, serve "
+      "HOST:PORT)",
+      op);
 }
 
 Result<UniqueFd> Connect(const std::string& path) {
@@ -148,6 +159,13 @@ void PrintReply(const ControlRequest& request, const ControlReply& reply) {
       }
       out += fmt::format("state: {}\n", reply.state);
       break;
+    case ControlRequest::Kind::kServe:
+      out += fmt::format("serving: {}\n", reply.address);
+      out += fmt::format("server pid: {}\n", reply.server_pid);
+      out += fmt::format("descriptor: {} bytes\n", reply.descriptor_bytes);
+      out += fmt::format("restore with: flurry restore tcp://{}\n", reply.address);
+      out += fmt::format("state: {}\n", reply.state);
+      break;
     case ControlRequest::Kind::kStatus:
     case ControlRequest::Kind::kPause:
     case ControlRequest::Kind::kResume:
@@ -157,6 +175,16 @@ void PrintReply(const ControlRequest& request, const ControlReply& reply) {
       out += fmt::format("ram: {} ({} bytes)\n", HumanSize(reply.ram_size), reply.ram_size);
       out += fmt::format("syscalls: {}\n", reply.syscalls);
       if (!reply.backend.empty()) out += fmt::format("backend: {}\n", reply.backend);
+      if (reply.on_demand) {
+        const LazyStats& m = *reply.on_demand;
+        out += fmt::format(
+            "memory on demand: {} faults; fetched {} pages ({} prefetched) in {} requests, "
+            "{:.1f} us each; not fetched: {} zero, {} fresh, {} overwritten; {} bytes "
+            "received; {} pages still to fetch\n",
+            m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests,
+            m.fetch_requests ? static_cast<double>(m.fetch_ns) / 1000.0 / m.fetch_requests : 0.0,
+            m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.pending_pages);
+      }
       break;
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
@@ -169,17 +197,21 @@ CLI::App* AddCtlCommand(CLI::App& app, CtlOptions& options) {
   CLI::App* ctl = app.add_subcommand(
       "ctl",
       "Control a running VM through its --api socket: status, pause, resume, snapshot "
-      "DIR, clone N");
+      "DIR, clone N, serve HOST:PORT");
   ctl->add_option("--timeout", options.timeout, "How long to wait for the reply")
       ->capture_default_str();
   ctl->add_option("socket", options.socket, "The socket given to flurry run --api")->required();
-  ctl->add_option("command", options.command, "status | pause | resume | snapshot DIR | clone N")
+  ctl->add_option("command", options.command,
+                  "status | pause | resume | snapshot DIR | clone N | serve HOST:PORT")
       ->required();
   ctl->footer(
       "status: the VM's state, clone ID, memory size and syscall count. pause/resume: stop or\n"
       "continue the guest. snapshot DIR: write descriptor.fvd and memory.img into DIR (run it\n"
       "later with flurry restore DIR). clone N: start N clones of the VM as it stands; they run\n"
-      "detached, their output lines prefixed [clone ID].\n"
+      "detached, their output lines prefixed [clone ID]. serve HOST:PORT: freeze the VM as it\n"
+      "stands in a page server process (the VM runs on) that serves its descriptor and memory\n"
+      "over TCP until the VM has ended and no restored VM is connected; restore it anywhere\n"
+      "with flurry restore tcp://HOST:PORT (memory fetched on demand).\n"
       "Exit status: 0 when the VM did it; 1 on an error reply or when the socket cannot be\n"
       "reached; 2 on a usage error.");
   return ctl;

@@ -1,9 +1,23 @@
 #include "restore_command.h"
 
 #include "run_command.h"
+#include "net/page_client.h"
+#include "snapshot/descriptor_codec.h"
 #include "vmm/vm.h"
 
 namespace flurry {
+namespace {
+
+Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const VmConfig& config) {
+  const HostPort server = FLURRY_TRY(ParseHostPort(address));
+  std::unique_ptr<PageClient> client = FLURRY_TRY(PageClient::Connect(server));
+  const std::vector<uint8_t> bytes = FLURRY_TRY(client->FetchDescriptor());
+  VmDescriptor descriptor = FLURRY_TRY_CTX(DecodeDescriptor(bytes), "the served descriptor");
+  FLURRY_TRY(CheckCompatibleWithHost(descriptor, x86::CpuSignature::OfHost()));
+  return Vm::RestoreFrom(descriptor, std::move(client), config);
+}
+
+}  // namespace
 
 CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
   CLI::App* restore =
@@ -21,12 +35,30 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
   restore->add_flag("--no-clone-prefix", options.no_clone_prefix,
                     "Do not prefix clone output lines with [clone N]");
   AddBackendOption(restore, options.backend);
-  restore->add_option("dir", options.directory, "Snapshot directory (descriptor.fvd, memory.img)")
+  restore
+      ->add_option("--memory", options.memory,
+                   "eager: copy guest memory in before the guest starts (default for a "
+                   "directory); on-demand: install each page when it is first touched (default "
+                   "for tcp://)")
+      ->check(CLI::IsMember({"eager", "on-demand"}));
+  restore
+      ->add_option("--prefetch", options.prefetch,
+                   "On demand: pages fetched per fault at most (the faulting one and the "
+                   "neighbours after it)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  restore->add_option("--dir", options.dir,
+                      "The guest's root directory on this host (default: the recorded --dir)");
+  restore
+      ->add_option("source", options.directory,
+                   "Snapshot directory (descriptor.fvd, memory.img), or tcp://HOST:PORT of a "
+                   "page server (flurry ctl SOCK serve)")
       ->required();
   restore->footer(
       "The guest resumes where the snapshot was taken, with the snapshot's memory size and\n"
       "--dir. Exit status: as `flurry run` (the program's own; 128+N for signal N; 124 on\n"
-      "--timeout); 1 when the snapshot cannot be restored.");
+      "--timeout); 1 when the snapshot cannot be restored, or when its memory stops being\n"
+      "available (a page server that went away).");
   return restore;
 }
 
@@ -41,8 +73,14 @@ int RestoreCommand(const RestoreOptions& options) {
   if (!timeout) return 2;
   config.timeout = *timeout;
 
+  const bool remote = options.directory.starts_with("tcp://");
+  config.memory_on_demand = options.memory.empty() ? remote : options.memory == "on-demand";
+  config.prefetch_pages = options.prefetch;
+  if (!options.dir.empty()) config.dir = options.dir;
+
   PrepareVmmProcess();
-  auto vm = Vm::Restore(options.directory, config);
+  auto vm = remote ? RestoreFromServer(options.directory.substr(6), config)
+                   : Vm::Restore(options.directory, config);
   if (!vm) {
     Complain(fmt::format("restoring {}: {}", options.directory, vm.error().message()));
     return 1;

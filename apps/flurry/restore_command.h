@@ -1,5 +1,6 @@
-// `flurry restore DIR`: runs a VM from a snapshot directory written by the API's "snapshot"
-// request (docs/formats/snapshot.md), exactly as `flurry run` runs a new one.
+// `flurry restore DIR | tcp://HOST:PORT`: runs a VM from a snapshot directory written by the
+// API's "snapshot" request (docs/formats/snapshot.md), or from a page server started with the
+// API's "serve" request (docs/protocols/page_server.md), exactly as `flurry run` runs a new one.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,7 +14,10 @@ struct RestoreOptions {
   int max_clones = 64;
   bool no_clone_prefix = false;
   std::string backend;
-  std::string directory;
+  std::string memory;  // "eager" or "on-demand" ("": the source's default)
+  uint32_t prefetch = 8;
+  std::string dir;     // --dir: the guest's root on this host, instead of the recorded one
+  std::string directory;  // snapshot directory or tcp://HOST:PORT
 };
 
 // Declares the `restore` subcommand's options on `app`.

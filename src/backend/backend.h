@@ -41,6 +41,9 @@ struct GuestLayout {
   uint64_t huge_start = 0;  // [huge_start, huge_end): transparent huge pages (heap, mmap area)
   uint64_t huge_end = 0;
   uint64_t guard_start = 0;  // a 2 MiB hole below the stack: touching it faults
+  // Guest RAM will be filled on demand (memory/lazy_pages.h): the backend must be able to hand
+  // out a userfaultfd of the address space that holds it (Backend::TakeUserfault).
+  bool on_demand = false;
 };
 
 class Backend {
@@ -81,6 +84,14 @@ class Backend {
     uint64_t khz = 0;
   };
   virtual Result<TscInfo> Tsc() = 0;
+
+  // ---- Memory on demand ---------------------------------------------------------------------
+  // Created with GuestLayout::on_demand: a userfaultfd (UFFDIO_API not done yet) of the address
+  // space that holds guest RAM — the VMM's own (KVM) or the stub's (seccomp) — once. Faults in
+  // it are user-mode faults of the guest and, with KVM, the vCPU's accesses.
+  virtual Result<UniqueFd> TakeUserfault() = 0;
+  // Where guest address 0 is in that address space.
+  virtual uint64_t ram_host_base() = 0;
 
   // ---- VM fork ----------------------------------------------------------------------------
   // Around every fork() of the VMM process that makes a snapshot process or a clone:

@@ -56,8 +56,14 @@ int ReadFileInto(const FdTable& fds, int fd, const GuestMemory& memory, uint64_t
 
 SyscallResult SysBrk(SyscallContext& c, const SyscallArgs& a) {
   uint64_t released_start, released_len;
+  const uint64_t old_brk = c.state.memory_map.brk();
   uint64_t brk = c.state.memory_map.SetBrk(a.arg[0], &released_start, &released_len);
   if (released_len != 0) (void)c.memory.Discard(released_start, released_len);
+  if (brk > old_brk) {
+    // Fresh heap: zero, never fetched when memory comes on demand.
+    const uint64_t from = AlignUp(old_brk, kPageSize);
+    if (AlignUp(brk, kPageSize) > from) c.memory.MarkFresh(from, AlignUp(brk, kPageSize) - from);
+  }
   return SyscallResult::Return(static_cast<int64_t>(brk));
 }
 
@@ -91,6 +97,7 @@ SyscallResult SysMmap(SyscallContext& c, const SyscallArgs& a) {
   }
   auto address = c.state.memory_map.Map(hint, aligned, fixed);
   if (!address) return ErrnoFrom(address.error());
+  if (flags & MAP_ANONYMOUS) c.memory.MarkFresh(*address, aligned);
   if (!(flags & MAP_ANONYMOUS)) {
     int err = ReadFileInto(c.state.fds, fd, c.memory, *address, length, offset);
     if (err != 0) {

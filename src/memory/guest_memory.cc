@@ -79,7 +79,7 @@ Result<GuestWindow> GuestMemory::Window(uint64_t addr, uint64_t len) const {
   GuestWindow window;
   window.memory_ = this;
   window.address_ = addr;
-  if (is_local()) {
+  if (is_local() && (lazy_ == nullptr || lazy_->Resident(addr, len))) {
     window.bytes_ = std::span<uint8_t>(host_base() + addr, len);
   } else {
     window.bounce_.resize(len);
@@ -110,9 +110,7 @@ Result<void> GuestMemory::RemoteTransfer(uint64_t gpa, void* buffer, uint64_t le
   return {};
 }
 
-Result<void> GuestMemory::ReadPhysical(uint64_t gpa, void* dst, uint64_t len) const {
-  FLURRY_TRY(CheckRange(size(), gpa, len, 0));
-  if (len == 0) return {};
+Result<void> GuestMemory::RawRead(uint64_t gpa, void* dst, uint64_t len) const {
   if (is_local()) {
     std::memcpy(dst, host_base() + gpa, len);
     return {};
@@ -120,14 +118,56 @@ Result<void> GuestMemory::ReadPhysical(uint64_t gpa, void* dst, uint64_t len) co
   return RemoteTransfer(gpa, dst, len, /*write=*/false);
 }
 
-Result<void> GuestMemory::WritePhysical(uint64_t gpa, const void* src, uint64_t len) const {
-  FLURRY_TRY(CheckRange(size(), gpa, len, 0));
-  if (len == 0) return {};
+Result<void> GuestMemory::RawWrite(uint64_t gpa, const void* src, uint64_t len) const {
   if (is_local()) {
     std::memcpy(host_base() + gpa, src, len);
     return {};
   }
   return RemoteTransfer(gpa, const_cast<void*>(src), len, /*write=*/true);
+}
+
+Result<void> GuestMemory::WriteOnDemand(uint64_t gpa, const uint8_t* src, uint8_t fill,
+                                        uint64_t len) const {
+  std::vector<uint8_t> filled;
+  if (src == nullptr && fill != 0) filled.assign(kPageSize, fill);
+  uint64_t done = 0;
+  while (done < len) {
+    const uint64_t at = gpa + done;
+    const uint64_t n = std::min(len - done, kPageSize - at % kPageSize);
+    const uint8_t* from = src != nullptr ? src + done : nullptr;
+    if (n == kPageSize) {
+      // The whole page is overwritten: install it as written, never fetch what it held.
+      const uint8_t* page = from != nullptr ? from : (fill != 0 ? filled.data() : nullptr);
+      if (FLURRY_TRY(lazy_->InstallPage(at / kPageSize, page))) {
+        done += n;
+        continue;
+      }
+    } else {
+      FLURRY_TRY(lazy_->EnsureResident(at, n));
+    }
+    if (from != nullptr) {
+      FLURRY_TRY(RawWrite(at, from, n));
+    } else {
+      const std::vector<uint8_t> bytes(n, fill);
+      FLURRY_TRY(RawWrite(at, bytes.data(), n));
+    }
+    done += n;
+  }
+  return {};
+}
+
+Result<void> GuestMemory::ReadPhysical(uint64_t gpa, void* dst, uint64_t len) const {
+  FLURRY_TRY(CheckRange(size(), gpa, len, 0));
+  if (len == 0) return {};
+  if (lazy_ != nullptr) FLURRY_TRY(lazy_->EnsureResident(gpa, len));
+  return RawRead(gpa, dst, len);
+}
+
+Result<void> GuestMemory::WritePhysical(uint64_t gpa, const void* src, uint64_t len) const {
+  FLURRY_TRY(CheckRange(size(), gpa, len, 0));
+  if (len == 0) return {};
+  if (lazy_ != nullptr) return WriteOnDemand(gpa, static_cast<const uint8_t*>(src), 0, len);
+  return RawWrite(gpa, src, len);
 }
 
 Result<void> GuestMemory::Read(uint64_t addr, void* dst, uint64_t len) const {
@@ -142,6 +182,7 @@ Result<void> GuestMemory::Write(uint64_t addr, const void* src, uint64_t len) co
 
 Result<void> GuestMemory::Fill(uint64_t addr, uint8_t byte, uint64_t len) const {
   FLURRY_TRY(CheckUser(addr, len));
+  if (lazy_ != nullptr) return WriteOnDemand(addr, nullptr, byte, len);
   if (is_local()) {
     if (len != 0) std::memset(host_base() + addr, byte, len);
     return {};
@@ -159,6 +200,10 @@ Result<void> GuestMemory::Copy(uint64_t dst, uint64_t src, uint64_t len) const {
   FLURRY_TRY(CheckUser(dst, len));
   FLURRY_TRY(CheckUser(src, len));
   if (len == 0 || dst == src) return {};
+  if (lazy_ != nullptr) {
+    FLURRY_TRY(lazy_->EnsureResident(src, len));
+    FLURRY_TRY(lazy_->EnsureResident(dst, len));
+  }
   if (is_local()) {
     std::memmove(host_base() + dst, host_base() + src, len);
     return {};
@@ -211,16 +256,42 @@ Result<void> GuestMemory::Discard(uint64_t addr, uint64_t len) const {
   }
   if (len == 0) return {};
   if (!is_local()) {
-    if (!discard_) return Fill(addr, 0, len);
-    return discard_(addr, len);
-  }
-  if (madvise(host_base() + addr, len, MADV_DONTNEED) != 0) {
+    if (!discard_) {
+      std::vector<uint8_t> zeros(std::min(len, kBounceChunk), 0);
+      for (uint64_t done = 0; done < len; done += zeros.size()) {
+        FLURRY_TRY(RemoteTransfer(addr + done, zeros.data(), std::min<uint64_t>(len - done, zeros.size()),
+                                  /*write=*/true));
+      }
+    } else {
+      FLURRY_TRY(discard_(addr, len));
+    }
+  } else if (madvise(host_base() + addr, len, MADV_DONTNEED) != 0) {
     return FailErrno(fmt::format("discarding guest range {:#x}+{:#x}", addr, len));
   }
+  if (lazy_ != nullptr) lazy_->MarkFresh(addr, len, /*discarded=*/true);
   return {};
 }
 
+Result<void> GuestMemory::Materialize() {
+  if (lazy_ == nullptr) return {};
+  FLURRY_TRY_CTX(lazy_->ResolveAll(),
+                 fmt::format("fetching the rest of guest memory from {}", lazy_->source_description()));
+  final_lazy_stats_ = lazy_->stats();
+  lazy_.reset();
+  return {};
+}
+
+std::optional<LazyStats> GuestMemory::lazy_stats() const {
+  if (lazy_ != nullptr) return lazy_->stats();
+  return final_lazy_stats_;
+}
+
+void GuestMemory::MarkFresh(uint64_t addr, uint64_t len) const {
+  if (lazy_ != nullptr) lazy_->MarkFresh(addr, len, /*discarded=*/false);
+}
+
 Result<std::vector<bool>> GuestMemory::PopulatedPages() const {
+  if (lazy_ != nullptr) return Fail("guest memory is still being fetched on demand");
   const uint64_t pages = size() / kPageSize;
   UniqueFd self;
   int fd = pagemap_.get();

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -25,6 +27,7 @@
 #include "base/error.h"
 #include "base/mapping.h"
 #include "base/unique_fd.h"
+#include "memory/lazy_pages.h"
 
 namespace flurry {
 
@@ -61,6 +64,20 @@ class GuestMemory {
 
   GuestMemory(GuestMemory&&) = default;
   GuestMemory& operator=(GuestMemory&&) = default;
+
+  // ---- Memory on demand (lazy_pages.h) --------------------------------------------------------
+  // From now on pages are installed on first touch; every access below installs the pages it
+  // reads first, and a write that covers whole pages installs them from the written bytes.
+  void AttachLazy(std::unique_ptr<LazyPages> lazy) { lazy_ = std::move(lazy); }
+  bool on_demand() const { return lazy_ != nullptr; }
+  // Fetches every page still to fetch, then stops serving faults: the memory is then plain
+  // memory (before a fork of the VM or a snapshot). A no-op when not on demand.
+  Result<void> Materialize();
+  // The on-demand counters (the last ones after Materialize); nullopt if never on demand.
+  std::optional<LazyStats> lazy_stats() const;
+  // [addr, addr+len) was just allocated to the guest as fresh memory (brk, anonymous mmap): it
+  // is zero, and never fetched. A no-op when not on demand.
+  void MarkFresh(uint64_t addr, uint64_t len) const;
 
   bool is_local() const { return !mem_.valid(); }
 
@@ -116,18 +133,27 @@ class GuestMemory {
   Result<void> Discard(uint64_t addr, uint64_t len) const;
 
   // Which 4 KiB pages hold data: present in RAM or swapped out (/proc/.../pagemap). Pages the
-  // host never populated read as zero. One entry per page of [0, size).
+  // host never populated read as zero. One entry per page of [0, size). Fails on demand (call
+  // Materialize first).
   Result<std::vector<bool>> PopulatedPages() const;
 
  private:
   GuestMemory(Mapping mapping, uint64_t size) : mapping_(std::move(mapping)), size_(size) {}
   Result<void> RemoteTransfer(uint64_t gpa, void* buffer, uint64_t len, bool write) const;
+  // The plain copies, without on-demand handling.
+  Result<void> RawRead(uint64_t gpa, void* dst, uint64_t len) const;
+  Result<void> RawWrite(uint64_t gpa, const void* src, uint64_t len) const;
+  // On demand: installs whole pages of the range from `src` (zeros when null), the rest after
+  // installing what it does not overwrite.
+  Result<void> WriteOnDemand(uint64_t gpa, const uint8_t* src, uint8_t fill, uint64_t len) const;
 
   Mapping mapping_;   // local memory
   UniqueFd mem_;      // remote memory: /proc/PID/mem
   UniqueFd pagemap_;  // remote memory: /proc/PID/pagemap
   RemoteDiscard discard_;
   uint64_t size_ = 0;
+  std::unique_ptr<LazyPages> lazy_;
+  std::optional<LazyStats> final_lazy_stats_;
 };
 
 }  // namespace flurry

@@ -17,6 +17,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "net/page_protocol.h"
+
 namespace flurry {
 namespace {
 
@@ -85,7 +87,9 @@ Result<ControlRequest::Kind> OpKind(std::string_view op) {
   if (op == "resume") return ControlRequest::Kind::kResume;
   if (op == "snapshot") return ControlRequest::Kind::kSnapshot;
   if (op == "clone") return ControlRequest::Kind::kClone;
-  return Fail("unknown op {} (expected status, pause, resume, snapshot or clone)", Quote(op));
+  if (op == "serve") return ControlRequest::Kind::kServe;
+  return Fail("unknown op {} (expected status, pause, resume, snapshot, clone or serve)",
+              Quote(op));
 }
 
 Result<ControlRequest> ParseRequestJson(const Json& j) {
@@ -100,7 +104,8 @@ Result<ControlRequest> ParseRequestJson(const Json& j) {
     const std::string& key = it.key();
     const bool allowed = key == "op" ||
                          (key == "dir" && request.kind == ControlRequest::Kind::kSnapshot) ||
-                         (key == "count" && request.kind == ControlRequest::Kind::kClone);
+                         (key == "count" && request.kind == ControlRequest::Kind::kClone) ||
+                         (key == "address" && request.kind == ControlRequest::Kind::kServe);
     if (!allowed) return Fail("unknown field {} for op \"{}\"", Quote(key), op);
   }
   if (request.kind == ControlRequest::Kind::kSnapshot) {
@@ -112,6 +117,15 @@ Result<ControlRequest> ParseRequestJson(const Json& j) {
     if (path.size() >= PATH_MAX) return Fail("\"dir\" is longer than {} bytes", PATH_MAX - 1);
     if (path.find('\0') != std::string::npos) return Fail("\"dir\" contains a NUL byte");
     request.directory = path;
+  }
+  if (request.kind == ControlRequest::Kind::kServe) {
+    auto address = j.find("address");
+    if (address == j.end()) return Fail("serve needs \"address\"");
+    if (!address->is_string()) return Fail("\"address\" must be a string");
+    const std::string& text = address->get_ref<const std::string&>();
+    if (text.size() > 255) return Fail("\"address\" is longer than 255 bytes");
+    FLURRY_TRY_CTX(ParseHostPort(text), "\"address\"");
+    request.address = text;
   }
   if (request.kind == ControlRequest::Kind::kClone) {
     auto count = j.find("count");
@@ -174,10 +188,27 @@ Result<ControlReply> ParseReplyJson(const Json& j) {
   reply.ram_size = FLURRY_TRY(Field<uint64_t>(j, "ram_size", 0));
   reply.syscalls = FLURRY_TRY(Field<uint64_t>(j, "syscalls", 0));
   reply.backend = FLURRY_TRY(Field<std::string>(j, "backend", ""));
+  if (auto m = j.find("on_demand"); m != j.end()) {
+    if (!m->is_object()) return Fail("\"on_demand\" must be an object");
+    LazyStats stats;
+    stats.faults = FLURRY_TRY(Field<uint64_t>(*m, "faults", 0));
+    stats.fetched_pages = FLURRY_TRY(Field<uint64_t>(*m, "fetched_pages", 0));
+    stats.prefetched_pages = FLURRY_TRY(Field<uint64_t>(*m, "prefetched_pages", 0));
+    stats.fetch_requests = FLURRY_TRY(Field<uint64_t>(*m, "fetch_requests", 0));
+    stats.fetch_ns = FLURRY_TRY(Field<uint64_t>(*m, "fetch_ns", 0));
+    stats.zero_pages = FLURRY_TRY(Field<uint64_t>(*m, "zero_pages", 0));
+    stats.fresh_pages = FLURRY_TRY(Field<uint64_t>(*m, "fresh_pages", 0));
+    stats.overwritten_pages = FLURRY_TRY(Field<uint64_t>(*m, "overwritten_pages", 0));
+    stats.bytes_received = FLURRY_TRY(Field<uint64_t>(*m, "bytes_received", 0));
+    stats.pending_pages = FLURRY_TRY(Field<uint64_t>(*m, "pending_pages", 0));
+    reply.on_demand = stats;
+  }
   reply.clone_ids = FLURRY_TRY(IntArray(j, "clone_ids"));
   reply.clone_pids = FLURRY_TRY(IntArray(j, "clone_pids"));
   reply.descriptor_bytes = FLURRY_TRY(Field<uint64_t>(j, "descriptor_bytes", 0));
   reply.memory_bytes = FLURRY_TRY(Field<uint64_t>(j, "memory_bytes", 0));
+  reply.address = FLURRY_TRY(Field<std::string>(j, "address", ""));
+  reply.server_pid = FLURRY_TRY(Field<int32_t>(j, "server_pid", 0));
   return reply;
 }
 
@@ -195,6 +226,8 @@ const char* ApiOpName(ControlRequest::Kind kind) {
       return "snapshot";
     case ControlRequest::Kind::kClone:
       return "clone";
+    case ControlRequest::Kind::kServe:
+      return "serve";
   }
   return "?";
 }
@@ -238,6 +271,19 @@ std::string FormatApiReply(ControlRequest::Kind kind, const ControlReply& reply)
     j["ram_size"] = reply.ram_size;
     j["syscalls"] = reply.syscalls;
     if (!reply.backend.empty()) j["backend"] = reply.backend;
+    if (reply.on_demand) {
+      const LazyStats& m = *reply.on_demand;
+      j["on_demand"] = {{"faults", m.faults},
+                        {"fetched_pages", m.fetched_pages},
+                        {"prefetched_pages", m.prefetched_pages},
+                        {"fetch_requests", m.fetch_requests},
+                        {"fetch_ns", m.fetch_ns},
+                        {"zero_pages", m.zero_pages},
+                        {"fresh_pages", m.fresh_pages},
+                        {"overwritten_pages", m.overwritten_pages},
+                        {"bytes_received", m.bytes_received},
+                        {"pending_pages", m.pending_pages}};
+    }
     if (kind == ControlRequest::Kind::kClone) {
       j["clone_ids"] = reply.clone_ids;
       j["clone_pids"] = reply.clone_pids;
@@ -245,6 +291,11 @@ std::string FormatApiReply(ControlRequest::Kind kind, const ControlReply& reply)
     if (kind == ControlRequest::Kind::kSnapshot) {
       j["descriptor_bytes"] = reply.descriptor_bytes;
       j["memory_bytes"] = reply.memory_bytes;
+    }
+    if (kind == ControlRequest::Kind::kServe) {
+      j["address"] = reply.address;
+      j["server_pid"] = reply.server_pid;
+      j["descriptor_bytes"] = reply.descriptor_bytes;
     }
     return Dump(j);
   } catch (const std::exception&) {
@@ -268,6 +319,7 @@ std::string FormatApiRequest(const ControlRequest& request) {
   j["op"] = ApiOpName(request.kind);
   if (request.kind == ControlRequest::Kind::kSnapshot) j["dir"] = request.directory;
   if (request.kind == ControlRequest::Kind::kClone) j["count"] = request.count;
+  if (request.kind == ControlRequest::Kind::kServe) j["address"] = request.address;
   return Dump(j);
 }
 

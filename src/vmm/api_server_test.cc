@@ -107,15 +107,49 @@ TEST(ApiProtocol, LongUnknownOpIsQuotedShortly) {
 }
 
 TEST(ApiProtocol, RequestsRoundTrip) {
-  ControlRequest snapshot{Kind::kSnapshot, "/tmp/snap \"quoted\"", 0};
+  ControlRequest snapshot{Kind::kSnapshot, "/tmp/snap \"quoted\"", 0, ""};
   std::string line = FormatApiRequest(snapshot);
   ASSERT_EQ(line.back(), '\n');
   line.pop_back();
   auto parsed = ParseApiRequest(line);
   ASSERT_TRUE(parsed) << parsed.error().message();
   EXPECT_EQ(parsed->directory, snapshot.directory);
-  EXPECT_EQ(FormatApiRequest({Kind::kClone, "", 3}), "{\"op\":\"clone\",\"count\":3}\n");
-  EXPECT_EQ(FormatApiRequest({Kind::kStatus, "", 0}), "{\"op\":\"status\"}\n");
+  EXPECT_EQ(FormatApiRequest({Kind::kClone, "", 3, ""}), "{\"op\":\"clone\",\"count\":3}\n");
+  EXPECT_EQ(FormatApiRequest({Kind::kStatus, "", 0, ""}), "{\"op\":\"status\"}\n");
+  line = FormatApiRequest({Kind::kServe, "", 0, "10.0.0.1:7000"});
+  EXPECT_EQ(line, "{\"op\":\"serve\",\"address\":\"10.0.0.1:7000\"}\n");
+  line.pop_back();
+  parsed = ParseApiRequest(line);
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_EQ(parsed->kind, Kind::kServe);
+  EXPECT_EQ(parsed->address, "10.0.0.1:7000");
+  EXPECT_FALSE(ParseApiRequest(R"({"op":"serve","address":"nowhere"})"));
+  EXPECT_FALSE(ParseApiRequest(R"({"op":"serve"})"));
+  EXPECT_FALSE(ParseApiRequest(R"({"op":"status","address":"10.0.0.1:1"})"));
+}
+
+TEST(ApiProtocol, OnDemandCountersRoundTrip) {
+  ControlReply reply;
+  reply.state = "running";
+  LazyStats stats;
+  stats.faults = 5;
+  stats.fetched_pages = 40;
+  stats.zero_pages = 7;
+  stats.fresh_pages = 8;
+  stats.overwritten_pages = 9;
+  stats.pending_pages = 11;
+  reply.on_demand = stats;
+  std::string line = FormatApiReply(Kind::kStatus, reply);
+  line.pop_back();
+  auto parsed = ParseApiReply(line);
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  ASSERT_TRUE(parsed->on_demand.has_value());
+  EXPECT_EQ(parsed->on_demand->faults, 5u);
+  EXPECT_EQ(parsed->on_demand->fetched_pages, 40u);
+  EXPECT_EQ(parsed->on_demand->zero_pages, 7u);
+  EXPECT_EQ(parsed->on_demand->fresh_pages, 8u);
+  EXPECT_EQ(parsed->on_demand->overwritten_pages, 9u);
+  EXPECT_EQ(parsed->on_demand->pending_pages, 11u);
 }
 
 ControlReply SampleReply() {

@@ -20,6 +20,8 @@
 #include "fork/fork_controller.h"
 #include "guest/guest_state.h"
 #include "guest/syscall.h"
+#include "memory/page_source.h"
+#include "snapshot/vm_descriptor.h"
 #include "vmm/guest_exit.h"
 #include "vmm/vdso.h"
 #include "vmm/vm_config.h"
@@ -34,6 +36,12 @@ class Vm : public ForkHost {
 
   // Restores a snapshot written by ControlRequest::kSnapshot (flurry restore DIR).
   static Result<std::unique_ptr<Vm>> Restore(const std::string& directory, const VmConfig& config);
+  // Becomes the VM `descriptor` describes, its memory from `source`: copied before the guest
+  // starts, or installed as it is touched with config.memory_on_demand (vm_restore.cc).
+  static Result<std::unique_ptr<Vm>> RestoreFrom(const VmDescriptor& descriptor,
+                                                 std::unique_ptr<PageSource> source,
+                                                 const VmConfig& config);
+  ~Vm() override;
 
   // Runs the guest until it exits, faults or is stopped. Call on one thread only.
   Result<GuestExit> Run();
@@ -54,6 +62,8 @@ class Vm : public ForkHost {
   Result<CloneState> CaptureCurrentState() override;
   Result<void> BecomeClone(int32_t id, const CloneState& state) override;
   Result<void> PrepareFork(bool tied_to_parent) override {
+    // A copy of the VM must not depend on this process serving its memory's faults.
+    FLURRY_TRY_CTX(backend_->memory().Materialize(), "before forking the VM");
     return backend_->PrepareFork(tied_to_parent);
   }
   void AfterForkInParent(bool child_exists) override { backend_->AfterForkInParent(child_exists); }
@@ -65,6 +75,12 @@ class Vm : public ForkHost {
      bool clone_output_prefix);
   // Starts the vDSO clock from the backend's TSC.
   Result<void> StartClock();
+  // Memory on demand from `source` for a VM restored from `descriptor`.
+  Result<void> AttachOnDemandMemory(const VmDescriptor& descriptor,
+                                    std::unique_ptr<PageSource> source, uint32_t prefetch_pages);
+  // Any thread: guest memory cannot be supplied (a page could not be fetched): the VM ends
+  // with this error.
+  void FailMemory(const Error& error);
 
   // In a clone: report how the guest ended to the parent's VMM and exit the process.
   [[noreturn]] void EndClone(const GuestExit& exit);
@@ -74,6 +90,10 @@ class Vm : public ForkHost {
   Result<void> ServeControl();
   ControlReply Execute(const ControlRequest& request);
   Result<ControlReply> WriteSnapshot(const std::string& directory);
+  // The descriptor of the VM as it stands (stopped at a control request).
+  Result<VmDescriptor> CaptureDescriptor();
+  // Forks a page server process holding the VM as it stands (vm_serve.cc).
+  Result<ControlReply> ServeSnapshot(const std::string& address);
   // Captures the CPU with the FS/GS bases the syscall layer last set.
   Result<x86::UserCpuState> CaptureCpu();
   // A syscall stop. Returns a GuestExit when the guest is done, nullopt to keep running.
@@ -112,6 +132,8 @@ class Vm : public ForkHost {
   std::deque<PendingControl*> control_queue_;
   bool paused_ = false;  // run thread only
   bool exited_ = false;  // guarded by control_mutex_
+  std::optional<Error> memory_failure_;  // guarded by control_mutex_
+  std::vector<pid_t> page_servers_;  // run thread only: reaped when they end
   std::atomic<pthread_t> run_thread_{};
   std::atomic<bool> run_thread_known_{false};
 };

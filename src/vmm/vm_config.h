@@ -25,6 +25,10 @@ struct VmConfig {
   int max_clones_per_ticket = 64;        // sf_request_ticket's per-VM cap
   bool clone_output_prefix = true;       // clones' stdout/stderr lines start "[clone N] "
   BackendKind backend = BackendKind::kAuto;
+  // Restoring: guest memory is installed page by page as it is touched (memory/lazy_pages.h)
+  // instead of copied in before the guest starts; a fault fetches up to prefetch_pages pages.
+  bool memory_on_demand = false;
+  uint32_t prefetch_pages = 8;
 };
 
 }  // namespace flurry

@@ -69,6 +69,7 @@ Result<void> Vm::ServeControl() {
     reply.ram_size = backend_->memory().size();
     reply.backend = backend_->name();
     reply.syscalls = syscall_count_;
+    reply.on_demand = backend_->memory().lazy_stats();
     std::lock_guard lock(control_mutex_);
     pending->reply = std::move(reply);
     pending->done = true;
@@ -88,6 +89,11 @@ ControlReply Vm::Execute(const ControlRequest& request) {
       return {};
     case ControlRequest::Kind::kSnapshot: {
       auto reply = WriteSnapshot(request.directory);
+      if (!reply) return ControlReply::Failure(reply.error().message());
+      return *reply;
+    }
+    case ControlRequest::Kind::kServe: {
+      auto reply = ServeSnapshot(request.address);
       if (!reply) return ControlReply::Failure(reply.error().message());
       return *reply;
     }

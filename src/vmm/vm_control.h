@@ -3,16 +3,20 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "memory/lazy_pages.h"
 
 namespace flurry {
 
 struct ControlRequest {
-  enum class Kind { kStatus, kPause, kResume, kSnapshot, kClone };
+  enum class Kind { kStatus, kPause, kResume, kSnapshot, kClone, kServe };
   Kind kind = Kind::kStatus;
   std::string directory;  // kSnapshot: where to write descriptor + memory image
   int32_t count = 0;      // kClone: how many clones
+  std::string address;    // kServe: HOST:PORT the page server listens on (port 0: any)
 };
 
 struct ControlReply {
@@ -28,6 +32,10 @@ struct ControlReply {
   std::vector<int32_t> clone_pids;
   uint64_t descriptor_bytes = 0;  // kSnapshot
   uint64_t memory_bytes = 0;      // kSnapshot: bytes of guest memory written
+  std::string address;            // kServe: where the page server listens (HOST:PORT)
+  int32_t server_pid = 0;         // kServe: the page server's process
+  // Memory on demand (a VM restored with it): its counters.
+  std::optional<LazyStats> on_demand;
 
   static ControlReply Failure(std::string message, std::string state = "") {
     ControlReply reply;

@@ -151,4 +151,9 @@ Vm::Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/false, "");
 }
 
+Vm::~Vm() {
+  // The on-demand handler thread reports failures into this Vm: it ends first.
+  if (backend_) backend_->memory().AttachLazy(nullptr);
+}
+
 }  // namespace flurry

@@ -34,7 +34,11 @@ Result<GuestExit> Vm::Run() {
 
 Result<GuestExit> Vm::RunLoop() {
   for (;;) {
-    if (stop_requested_.load()) return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
+    if (stop_requested_.load()) {
+      std::lock_guard lock(control_mutex_);
+      if (memory_failure_) return std::unexpected(*memory_failure_);
+      return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
+    }
     const GuestStop stop = FLURRY_TRY(backend_->Run());
     switch (stop.kind) {
       case GuestStop::Kind::kSyscall: {

@@ -1,4 +1,4 @@
-// Snapshots (descriptor + sparse memory image in a directory) and restoring them.
+// Snapshots: descriptor + sparse memory image in a directory (restoring: vm_restore.cc).
 //
 // Directory layout (docs/formats/snapshot.md):
 //   descriptor.fvd  the VM descriptor (docs/formats/descriptor.md)
@@ -15,6 +15,7 @@
 #include "arch/x86_64/layout.h"
 #include "base/unique_fd.h"
 #include "snapshot/descriptor_codec.h"
+#include "snapshot/memory_image.h"
 #include "snapshot/state_capture.h"
 #include "vmm/vdso.h"
 #include "vmm/vm.h"
@@ -22,8 +23,6 @@
 namespace flurry {
 namespace {
 
-constexpr const char* kDescriptorFile = "descriptor.fvd";
-constexpr const char* kMemoryFile = "memory.img";
 
 Result<void> WriteAllAt(int fd, const uint8_t* data, uint64_t length, uint64_t offset) {
   while (length > 0) {
@@ -37,36 +36,31 @@ Result<void> WriteAllAt(int fd, const uint8_t* data, uint64_t length, uint64_t o
   return {};
 }
 
-Result<void> ReadAllAt(int fd, uint8_t* data, uint64_t length, uint64_t offset,
-                       const std::string& path) {
-  uint64_t done = 0;
-  while (done < length) {
-    ssize_t n = pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return FailErrno(fmt::format("{}: reading pages at {:#x}", path, offset));
-    done += static_cast<uint64_t>(n);
-  }
-  return {};
-}
-
 constexpr uint64_t kCopyChunk = 1 << 20;
 
 }  // namespace
+
+Result<VmDescriptor> Vm::CaptureDescriptor() {
+  CloneState current = FLURRY_TRY_CTX(CaptureCurrentState(), "capturing the CPU");
+  GuestMemory& memory = backend_->memory();
+  FLURRY_TRY(memory.Materialize());  // the page map must see every page
+  VmDescriptor descriptor = FLURRY_TRY_CTX(CaptureGuest(state_, memory), "capturing the guest");
+  descriptor.vcpu = current.cpu;
+  descriptor.backend = backend_->name();
+  descriptor.clone = CloneIdentityRecord{fork_.family_id(), fork_.clone_id()};
+  return descriptor;
+}
 
 Result<ControlReply> Vm::WriteSnapshot(const std::string& directory) {
   if (mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
     return FailErrno(fmt::format("creating snapshot directory {}", directory));
   }
-  CloneState current = FLURRY_TRY_CTX(CaptureCurrentState(), "capturing the CPU");
   GuestMemory& memory = backend_->memory();
-  VmDescriptor descriptor = FLURRY_TRY_CTX(CaptureGuest(state_, memory), "capturing the guest");
-  descriptor.vcpu = current.cpu;
-  descriptor.backend = backend_->name();
-  descriptor.clone = CloneIdentityRecord{fork_.family_id(), fork_.clone_id()};
-  const std::string descriptor_path = directory + "/" + kDescriptorFile;
+  VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());
+  const std::string descriptor_path = directory + "/" + kSnapshotDescriptorFile;
   FLURRY_TRY(WriteDescriptorFile(descriptor_path, descriptor));
 
-  const std::string memory_path = directory + "/" + kMemoryFile;
+  const std::string memory_path = directory + "/" + kSnapshotMemoryFile;
   UniqueFd image(open(memory_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!image.valid()) return FailErrno(memory_path);
   if (ftruncate(image.get(), static_cast<off_t>(memory.size())) != 0) {
@@ -93,54 +87,6 @@ Result<ControlReply> Vm::WriteSnapshot(const std::string& directory) {
   reply.descriptor_bytes = static_cast<uint64_t>(st.st_size);
   reply.memory_bytes = written;
   return reply;
-}
-
-Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmConfig& config) {
-  const std::string descriptor_path = directory + "/" + kDescriptorFile;
-  VmDescriptor d = FLURRY_TRY(ReadDescriptorFile(descriptor_path));
-  FLURRY_TRY_CTX(CheckCompatibleWithHost(d, x86::CpuSignature::OfHost()), descriptor_path);
-  const std::string memory_path = directory + "/" + kMemoryFile;
-  UniqueFd image(open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!image.valid()) return FailErrno(memory_path);
-  struct stat st {};
-  if (fstat(image.get(), &st) != 0) return FailErrno(memory_path);
-  if (static_cast<uint64_t>(st.st_size) != d.memory.ram_size) {
-    return Fail("{}: {} bytes, but the descriptor says guest memory is {} bytes", memory_path,
-                st.st_size, d.memory.ram_size);
-  }
-
-  GuestLayout layout;
-  layout.ram_size = d.memory.ram_size;
-  layout.huge_start = x86::AlignUp(d.memory.image_end, x86::kHugePageSize);
-  layout.huge_end = std::max(layout.huge_start, d.memory.mmap_top);
-  layout.guard_start = d.memory.stack_bottom - x86::kHugePageSize;
-  std::unique_ptr<Backend> backend = FLURRY_TRY(CreateBackend(config.backend, layout));
-  GuestMemory& memory = backend->memory();
-  FLURRY_TRY(InstallVdso(memory));
-  std::vector<uint8_t> buffer;
-  for (const auto& run : d.pages.present) {
-    // Runs were validated in decoding; the system area below kUserBase is the backend's own.
-    uint64_t offset = run.first_page * x86::kPageSize;
-    const uint64_t end = offset + run.page_count * x86::kPageSize;
-    offset = std::max(offset, x86::kUserBase);
-    while (offset < end) {
-      const uint64_t n = std::min(end - offset, kCopyChunk);
-      buffer.resize(n);
-      FLURRY_TRY(ReadAllAt(image.get(), buffer.data(), n, offset, memory_path));
-      FLURRY_TRY_CTX(memory.WritePhysical(offset, buffer.data(), n), "restoring guest memory");
-      offset += n;
-    }
-  }
-
-  GuestState state = FLURRY_TRY(RestoreGuest(d));
-  ForkPolicy policy;
-  policy.max_clones_per_ticket = config.max_clones_per_ticket;
-  ForkController fork = FLURRY_TRY(ForkController::Create(policy));
-  FLURRY_TRY_CTX(backend->LoadCpu(d.vcpu), "restoring the CPU");
-  auto vm = std::unique_ptr<Vm>(
-      new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
-  FLURRY_TRY_CTX(vm->StartClock(), "starting the guest clock");
-  return vm;
 }
 
 }  // namespace flurry

@@ -29,6 +29,8 @@ class KvmBackend final : public Backend {
   Result<x86::UserCpuState> CaptureCpu() override;
   void Interrupt() override;
   Result<TscInfo> Tsc() override;
+  Result<UniqueFd> TakeUserfault() override { return OpenUserfault(); }
+  uint64_t ram_host_base() override { return reinterpret_cast<uint64_t>(memory_.host_base()); }
   Result<void> PrepareFork(bool) override { return {}; }
   void AfterForkInParent(bool) override {}
   Result<void> AfterForkInChild() override { return {}; }

@@ -78,6 +78,8 @@ std::string StartFailure(int code) {
     case 6:
     case 7:
       return "it could not map the page shared with the VMM";
+    case 13:
+      return "it could not create a userfaultfd for memory on demand";
     default:
       return fmt::format("it exited with status {}", code);
   }
@@ -163,6 +165,7 @@ Result<StubProcess> StubProcess::Launch(const GuestLayout& layout) {
   s.vdso_size = x86::kVdsoMaxSize;
   s.guard_start = layout.guard_start;
   s.guard_end = layout.guard_start != 0 ? layout.guard_start + x86::kHugePageSize : 0;
+  s.setup_flags = layout.on_demand ? FLURRY_STUB_SETUP_USERFAULTFD : 0;
   s.fork_token = stub.fork_token_;
 
   // The stub gets empty network, IPC, UTS and mount namespaces where the host allows them
@@ -377,6 +380,21 @@ void StubProcess::Kick() {
   if (pidfd_.valid()) {
     syscall(SYS_pidfd_send_signal, pidfd_.get(), FLURRY_STUB_KICK_SIGNAL, nullptr, 0);
   }
+}
+
+Result<UniqueFd> StubProcess::TakeUserfault() {
+  const int64_t number = shared().uffd_fd;
+  if (number < 0 || number > INT32_MAX) {
+    return Fail("the stub was started without a userfaultfd (memory on demand)");
+  }
+  shared().uffd_fd = -1;
+  UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), static_cast<int>(number), 0)));
+  if (!fd.valid()) return FailErrno("taking the stub's userfaultfd");
+  fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  // The stub's own copy goes: a guest must not hold the fd that serves its memory.
+  const int64_t closed = FLURRY_TRY(Command(FLURRY_STUB_CMD_CLOSE_FDS));
+  if (closed != 0) return FailErrno(static_cast<int>(-closed), "closing the stub's userfaultfd");
+  return fd;
 }
 
 }  // namespace flurry

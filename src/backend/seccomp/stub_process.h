@@ -58,6 +58,10 @@ class StubProcess {
   // /proc/PID/mem and /proc/PID/pagemap of the stub.
   Result<UniqueFd> OpenProc(const char* what) const;
 
+  // A stub launched with GuestLayout::on_demand: takes its userfaultfd (once; the stub's own
+  // copy is closed). The stub must be stopped.
+  Result<UniqueFd> TakeUserfault();
+
   // Any thread: interrupts the guest (the stub stops with EVENT_KICKED).
   void Kick();
   // Forgets the stub without killing it.

@@ -390,6 +390,9 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
         continue;
       case FLURRY_STUB_CMD_EXIT:
         die(0);
+      case FLURRY_STUB_CMD_CLOSE_FDS:
+        s->result = SYS3(__NR_close_range, 0, ~0u, 0);
+        continue;
       default:
         s->result = -22; /* EINVAL */
         continue;
@@ -550,6 +553,16 @@ void flurry_stub_main(void) {
   }
   if (s->huge_end > s->huge_start) {
     SYS3(__NR_madvise, s->huge_start, s->huge_end - s->huge_start, 14 /* MADV_HUGEPAGE */);
+  }
+  s->uffd_fd = -1;
+  if (s->setup_flags & FLURRY_STUB_SETUP_USERFAULTFD) {
+    /* RAM filled on demand by the VMM (src/memory/lazy_pages.h), which takes this fd with
+     * pidfd_getfd and asks the stub to close its own copy (CMD_CLOSE_FDS). User-mode faults
+     * only: no privilege needed, and the guest's syscalls never touch memory in the kernel. */
+    long fd = SYS1(__NR_userfaultfd, 02000000 /* O_CLOEXEC */ | 04000 /* O_NONBLOCK */ |
+                                         1 /* UFFD_USER_MODE_ONLY */);
+    if (fd < 0) die(13);
+    s->uffd_fd = fd;
   }
   map_or_die(s->vvar_addr, 4096, PROT_READ, anon);
   map_or_die(s->vdso_addr, s->vdso_size, PROT_READ | PROT_EXEC, anon);

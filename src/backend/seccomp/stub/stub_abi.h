@@ -25,7 +25,7 @@
 #define FLURRY_STUB_SHARED_FD 3
 
 #define FLURRY_STUB_MAGIC 0x4255545359524c46ULL /* "FLRYSTUB" */
-#define FLURRY_STUB_VERSION 1
+#define FLURRY_STUB_VERSION 2
 
 /* turn */
 #define FLURRY_STUB_TURN_GUEST 0 /* the guest is running (or the stub is starting) */
@@ -47,6 +47,12 @@
 #define FLURRY_STUB_CMD_MADVISE 3  /* madvise(args[0], args[1], args[2]); result = -errno or 0 */
 #define FLURRY_STUB_CMD_SAVE_FPU 4 /* copy the guest's XSAVE image to `xsave` */
 #define FLURRY_STUB_CMD_EXIT 5     /* exit_group(0) */
+#define FLURRY_STUB_CMD_CLOSE_FDS 6 /* close_range(0, ~0, 0): the stub keeps no fd (after the VMM
+                                     * took the userfaultfd) */
+
+/* setup_flags */
+#define FLURRY_STUB_SETUP_USERFAULTFD 1u /* create a userfaultfd (user-mode faults only) of the
+                                          * stub's memory before the filter; its fd -> uffd_fd */
 /* CMD_FORK: args[0] = the fork token, args[1] = 1 if the child dies with this stub */
 
 /* resume_flags */
@@ -71,7 +77,7 @@ struct flurry_stub_shared {
   /* Written by the VMM before the stub starts; read-only afterwards. */
   uint64_t magic;
   uint32_t version;
-  uint32_t setup_pad;
+  uint32_t setup_flags; /* FLURRY_STUB_SETUP_* */
   uint64_t ram_size;   /* guest RAM: [user_base, ram_size) is mapped read/write/execute */
   uint64_t user_base;  /* first guest user address (2 MiB) */
   uint64_t huge_start; /* [huge_start, huge_end): advised for transparent huge pages */
@@ -107,7 +113,8 @@ struct flurry_stub_shared {
   uint64_t args[4];
   uint32_t xsave_size; /* bytes valid in `xsave` */
   uint32_t xsave_pad;
-  uint64_t reserved[8];
+  int64_t uffd_fd; /* SETUP_USERFAULTFD: the stub's fd number of it (-1: none) */
+  uint64_t reserved[7];
   uint8_t xsave[FLURRY_STUB_XSAVE_MAX] __attribute__((aligned(64)));
 };
 

@@ -1,0 +1,340 @@
+#include "memory/lazy_pages.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint32_t kMaxPrefetch = 64;
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace
+
+Result<UniqueFd> OpenUserfault() {
+  const int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (fd >= 0) return UniqueFd(fd);
+  const int first_error = errno;
+  UniqueFd device(open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+  if (device.valid()) {
+    const int made = ioctl(device.get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+    if (made >= 0) return UniqueFd(made);
+  }
+  return FailErrno(first_error, "creating a userfaultfd");
+}
+
+Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host_base,
+                                                    uint64_t ram_size, std::vector<Range> ranges,
+                                                    const std::vector<Run>& populated,
+                                                    std::unique_ptr<PageSource> source,
+                                                    Options options) {
+  auto lazy = std::unique_ptr<LazyPages>(new LazyPages());
+  lazy->host_base_ = host_base;
+  lazy->pages_ = ram_size / kPage;
+  lazy->source_ = std::move(source);
+  lazy->options_ = std::move(options);
+  lazy->options_.prefetch_pages = std::clamp<uint32_t>(lazy->options_.prefetch_pages, 1, kMaxPrefetch);
+  lazy->buffer_.resize(kMaxPrefetch * kPage);
+  lazy->state_.reset(new std::atomic<uint8_t>[lazy->pages_]);
+  for (uint64_t p = 0; p < lazy->pages_; ++p) lazy->state_[p].store(kUnmanaged);
+  for (const Range& r : ranges) {
+    if (r.start % kPage != 0 || r.end % kPage != 0 || r.start >= r.end || r.end > ram_size) {
+      return Fail("bad on-demand range {:#x}..{:#x}", r.start, r.end);
+    }
+    for (uint64_t p = r.start / kPage; p < r.end / kPage; ++p) lazy->state_[p].store(kUntouched);
+  }
+  uint64_t pending = 0;
+  for (const Run& run : populated) {
+    if (run.first_page > lazy->pages_ || run.page_count > lazy->pages_ - run.first_page) {
+      return Fail("page map run {}+{} lies outside guest memory", run.first_page, run.page_count);
+    }
+    for (uint64_t p = run.first_page; p < run.first_page + run.page_count; ++p) {
+      if (lazy->state_[p].load() == kUntouched) {
+        lazy->state_[p].store(kFetch);
+        ++pending;
+      }
+    }
+  }
+  lazy->pending_.store(pending);
+  lazy->ranges_ = std::move(ranges);
+
+  uffdio_api api{};
+  api.api = UFFD_API;
+  if (ioctl(uffd.get(), UFFDIO_API, &api) != 0) return FailErrno("UFFDIO_API");
+  lazy->uffd_ = std::move(uffd);
+  for (const Range& r : lazy->ranges_) {
+    uffdio_register reg{};
+    reg.range.start = host_base + r.start;
+    reg.range.len = r.end - r.start;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    if (ioctl(lazy->uffd_.get(), UFFDIO_REGISTER, &reg) != 0) {
+      return FailErrno(fmt::format("registering guest memory {:#x}..{:#x} with userfaultfd",
+                                   r.start, r.end));
+    }
+  }
+  lazy->stop_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!lazy->stop_.valid()) return FailErrno("eventfd");
+  LazyPages* self = lazy.get();
+  lazy->handler_ = std::thread([self] {
+    pthread_setname_np(pthread_self(), "flurry-uffd");
+    self->HandlerLoop();
+  });
+  return lazy;
+}
+
+LazyPages::~LazyPages() {
+  if (handler_.joinable()) {
+    uint64_t one = 1;
+    (void)!write(stop_.get(), &one, sizeof one);
+    handler_.join();
+  }
+  if (uffd_.valid()) {
+    for (const Range& r : ranges_) {
+      uffdio_range range{host_base_ + r.start, r.end - r.start};
+      (void)ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range);
+    }
+  }
+}
+
+void LazyPages::HandlerLoop() {
+  uffd_msg messages[16];
+  while (true) {
+    pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    // Once failed, only the stop request is waited for.
+    const nfds_t count = failed_.load() ? 1 : 2;
+    pollfd* first = failed_.load() ? &fds[1] : &fds[0];
+    if (poll(first, count, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    if (failed_.load() || fds[0].revents == 0) continue;
+    ssize_t n = read(uffd_.get(), messages, sizeof messages);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      ReportFailure(Error(errno, fmt::format("reading userfaultfd events: {}", strerror(errno))));
+      continue;
+    }
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) {
+      if (messages[i].event != UFFD_EVENT_PAGEFAULT) continue;
+      const uint64_t address = messages[i].arg.pagefault.address;
+      const uint64_t gpa = address - host_base_;
+      Result<void> done;
+      if (address < host_base_ || gpa / kPage >= pages_) {
+        done = Fail("a fault at {:#x} outside guest memory", address);
+      } else {
+        faults_.fetch_add(1, std::memory_order_relaxed);
+        std::lock_guard lock(resolve_mutex_);
+        done = ResolveLocked(gpa / kPage, Cause::kFault);
+      }
+      if (!done) {
+        ReportFailure(done.error().WithContext(fmt::format("serving a guest page fault at {:#x}", gpa)));
+        break;
+      }
+    }
+  }
+}
+
+void LazyPages::ReportFailure(const Error& error) {
+  if (failed_.exchange(true)) return;
+  if (options_.on_failure) options_.on_failure(error);
+}
+
+uint64_t LazyPages::RangeEnd(uint64_t page) const {
+  for (const Range& r : ranges_) {
+    if (page >= r.start / kPage && page < r.end / kPage) return r.end / kPage;
+  }
+  return page + 1;
+}
+
+void LazyPages::Wake(uint64_t page) {
+  uffdio_range range{host_base_ + page * kPage, kPage};
+  (void)ioctl(uffd_.get(), UFFDIO_WAKE, &range);
+}
+
+Result<bool> LazyPages::CopyLocked(uint64_t first, uint64_t count, const uint8_t* data) {
+  uint64_t done = 0;
+  while (done < count * kPage) {
+    uffdio_copy copy{};
+    copy.dst = host_base_ + first * kPage + done;
+    copy.src = reinterpret_cast<uint64_t>(data + done);
+    copy.len = count * kPage - done;
+    if (ioctl(uffd_.get(), UFFDIO_COPY, &copy) == 0) return true;
+    if (copy.copy > 0) done += static_cast<uint64_t>(copy.copy);
+    if (errno == EAGAIN) continue;
+    if (errno == EEXIST) {
+      // Some page of the run is there already (installed by the kernel on a path that does not
+      // fault, e.g. a discarded page refaulted by a racing access): go page by page.
+      for (uint64_t off = done; off < count * kPage; off += kPage) {
+        uffdio_copy one{};
+        one.dst = host_base_ + first * kPage + off;
+        one.src = reinterpret_cast<uint64_t>(data + off);
+        one.len = kPage;
+        while (ioctl(uffd_.get(), UFFDIO_COPY, &one) != 0 && errno == EAGAIN) {
+        }
+        if (one.copy < 0 && errno != EEXIST) {
+          return FailErrno(fmt::format("installing guest page {:#x}", one.dst - host_base_));
+        }
+      }
+      return true;
+    }
+    return FailErrno(fmt::format("installing guest pages {:#x}+{:#x}", first * kPage,
+                                 count * kPage));
+  }
+  return true;
+}
+
+Result<bool> LazyPages::ZeroLocked(uint64_t page) {
+  while (true) {
+    uffdio_zeropage zero{};
+    zero.range.start = host_base_ + page * kPage;
+    zero.range.len = kPage;
+    if (ioctl(uffd_.get(), UFFDIO_ZEROPAGE, &zero) == 0) return true;
+    if (errno == EAGAIN) continue;
+    if (errno == EEXIST) return false;
+    return FailErrno(fmt::format("zero-filling guest page {:#x}", page * kPage));
+  }
+}
+
+Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cause) {
+  const uint64_t start = NowNs();
+  FLURRY_TRY_CTX(source_->Fetch(first, static_cast<uint32_t>(count), buffer_.data()),
+                 fmt::format("fetching page {:#x} from {}", first * kPage, source_->Describe()));
+  fetch_ns_.fetch_add(NowNs() - start, std::memory_order_relaxed);
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  FLURRY_TRY(CopyLocked(first, count, buffer_.data()));
+  for (uint64_t p = first; p < first + count; ++p) state_[p].store(kResident);
+  fetched_.fetch_add(count, std::memory_order_relaxed);
+  if (cause == Cause::kFault && count > 1) {
+    prefetched_.fetch_add(count - 1, std::memory_order_relaxed);
+  }
+  pending_.fetch_sub(count, std::memory_order_relaxed);
+  return {};
+}
+
+Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
+  switch (state_[page].load()) {
+    case kResident:
+    case kUnmanaged:
+      if (cause == Cause::kFault) Wake(page);
+      return {};
+    case kFresh:
+    case kUntouched: {
+      const bool fresh = state_[page].load() == kFresh;
+      const bool installed = FLURRY_TRY(ZeroLocked(page));
+      state_[page].store(kResident);
+      if (installed) (fresh ? fresh_ : zero_).fetch_add(1, std::memory_order_relaxed);
+      if (!installed && cause == Cause::kFault) Wake(page);
+      return {};
+    }
+    case kFetch: {
+      // The faulting page and the neighbours after it that are still wanted, in one request.
+      const uint64_t limit =
+          std::min<uint64_t>(RangeEnd(page), page + (cause == Cause::kAll ? kMaxPrefetch
+                                                                          : options_.prefetch_pages));
+      uint64_t end = page + 1;
+      while (end < limit && state_[end].load() == kFetch) ++end;
+      return FetchRunLocked(page, end - page, cause);
+    }
+  }
+  return {};
+}
+
+Result<void> LazyPages::EnsureResident(uint64_t gpa, uint64_t len) {
+  if (len == 0) return {};
+  const uint64_t first = gpa / kPage;
+  const uint64_t last = std::min(pages_, (gpa + len + kPage - 1) / kPage);
+  std::lock_guard lock(resolve_mutex_);
+  for (uint64_t p = first; p < last; ++p) {
+    const uint8_t s = state_[p].load();
+    if (s == kResident || s == kUnmanaged) continue;
+    if (failed_.load()) return Fail("guest memory at {:#x} is not available", p * kPage);
+    auto done = ResolveLocked(p, Cause::kVmm);
+    if (!done) {
+      Error error = done.error().WithContext(fmt::format("reading guest memory at {:#x}", p * kPage));
+      ReportFailure(error);
+      return std::unexpected(std::move(error));
+    }
+  }
+  return {};
+}
+
+bool LazyPages::Resident(uint64_t gpa, uint64_t len) const {
+  const uint64_t first = gpa / kPage;
+  const uint64_t last = std::min(pages_, (gpa + len + kPage - 1) / kPage);
+  for (uint64_t p = first; p < last; ++p) {
+    const uint8_t s = state_[p].load();
+    if (s != kResident && s != kUnmanaged) return false;
+  }
+  return true;
+}
+
+Result<bool> LazyPages::InstallPage(uint64_t page, const uint8_t* data) {
+  if (page >= pages_) return false;
+  std::lock_guard lock(resolve_mutex_);
+  const uint8_t s = state_[page].load();
+  if (s == kResident || s == kUnmanaged) return false;
+  const bool installed = data != nullptr ? FLURRY_TRY(CopyLocked(page, 1, data))
+                                         : FLURRY_TRY(ZeroLocked(page));
+  state_[page].store(kResident);
+  if (s == kFetch) pending_.fetch_sub(1, std::memory_order_relaxed);
+  if (installed) overwritten_.fetch_add(1, std::memory_order_relaxed);
+  return installed;
+}
+
+void LazyPages::MarkFresh(uint64_t gpa, uint64_t len, bool discarded) {
+  const uint64_t first = (gpa + kPage - 1) / kPage;
+  const uint64_t last = std::min(pages_, (gpa + len) / kPage);
+  std::lock_guard lock(resolve_mutex_);
+  for (uint64_t p = first; p < last; ++p) {
+    const uint8_t s = state_[p].load();
+    if (s == kUnmanaged || s == kFresh) continue;
+    // A resident page holds the guest's data unless the caller has just discarded it.
+    if (s == kResident && !discarded) continue;
+    if (s == kFetch) pending_.fetch_sub(1, std::memory_order_relaxed);
+    state_[p].store(kFresh);
+  }
+}
+
+Result<void> LazyPages::ResolveAll() {
+  std::lock_guard lock(resolve_mutex_);
+  for (uint64_t p = 0; p < pages_; ++p) {
+    if (state_[p].load() != kFetch) continue;
+    if (failed_.load()) return Fail("guest memory at {:#x} is not available", p * kPage);
+    FLURRY_TRY(ResolveLocked(p, Cause::kAll));
+  }
+  return {};
+}
+
+LazyStats LazyPages::stats() const {
+  LazyStats s;
+  s.faults = faults_.load(std::memory_order_relaxed);
+  s.fetched_pages = fetched_.load(std::memory_order_relaxed);
+  s.prefetched_pages = prefetched_.load(std::memory_order_relaxed);
+  s.fetch_requests = requests_.load(std::memory_order_relaxed);
+  s.fetch_ns = fetch_ns_.load(std::memory_order_relaxed);
+  s.zero_pages = zero_.load(std::memory_order_relaxed);
+  s.fresh_pages = fresh_.load(std::memory_order_relaxed);
+  s.overwritten_pages = overwritten_.load(std::memory_order_relaxed);
+  s.bytes_received = source_->bytes_received();
+  s.pending_pages = pending_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace flurry

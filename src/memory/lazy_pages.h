@@ -1,0 +1,141 @@
+// LazyPages: guest RAM filled on demand. The RAM starts empty and is registered with
+// userfaultfd; the first touch of a page — by the guest, or by the VMM through GuestMemory —
+// installs it: fetched from a PageSource (the parent's memory image, local or across the
+// network), or zero-filled without a fetch where nothing is to be fetched. The avoidance
+// heuristics (docs/design.md, "Memory on demand"):
+//   * pages the image's page map says were never populated are zero-filled locally (`zero`);
+//   * memory the guest allocates after the image was taken (fresh brk/mmap) is never fetched
+//     (`fresh`: the syscall layer calls MarkFresh);
+//   * a page the VMM overwrites whole (read(2) into a page-aligned buffer) is installed from
+//     the written bytes (`overwritten`: GuestMemory calls InstallPage).
+// A fault that fetches also fetches up to Options::prefetch_pages neighbours still wanted.
+//
+// The uffd may belong to another process (the seccomp backend's stub): every ioctl addresses
+// the mm that created it, at `host_base` + guest address.
+//
+// Threads: a handler thread ("flurry-uffd") serves faults; EnsureResident/InstallPage/
+// MarkFresh/ResolveAll on the VM's run thread. Resolving is serialized by resolve_mutex_; the
+// page states are atomics. If a page cannot be fetched (source unreachable), the handler stops
+// serving and calls Options::on_failure once (also when a VMM access failed to fetch): the
+// faulting guest cannot go on, and the VM must end (it never waits forever: sources time out).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "memory/page_source.h"
+
+namespace flurry {
+
+struct LazyStats {
+  uint64_t faults = 0;             // page faults the handler thread served
+  uint64_t fetched_pages = 0;      // pages fetched from the source (prefetched included)
+  uint64_t prefetched_pages = 0;   // of those, fetched as a fault's neighbours
+  uint64_t fetch_requests = 0;     // calls to the source
+  uint64_t fetch_ns = 0;           // time spent in the source
+  uint64_t zero_pages = 0;         // not populated in the image: zero-filled, not fetched
+  uint64_t fresh_pages = 0;        // allocated after the image: zero-filled, not fetched
+  uint64_t overwritten_pages = 0;  // written whole by the VMM: installed, not fetched
+  uint64_t bytes_received = 0;     // from the source (PageSource::bytes_received)
+  uint64_t pending_pages = 0;      // still to fetch if touched
+};
+
+// A new userfaultfd of this process (close-on-exec, non-blocking): the userfaultfd syscall, or
+// /dev/userfaultfd where the syscall is refused to this process.
+Result<UniqueFd> OpenUserfault();
+
+class LazyPages {
+ public:
+  struct Options {
+    uint32_t prefetch_pages = 8;  // pages per fetch at most (the faulting one included)
+    std::function<void(const Error&)> on_failure;
+  };
+  // A registered guest range [start, end), page aligned (RAM minus holes).
+  struct Range {
+    uint64_t start = 0;
+    uint64_t end = 0;
+  };
+  // A run of pages the image holds data for.
+  struct Run {
+    uint64_t first_page = 0;
+    uint64_t page_count = 0;
+  };
+
+  // Takes a fresh userfaultfd (UFFDIO_API not yet done) of the mm holding the RAM, registers
+  // `ranges` for missing-page faults and starts the handler thread.
+  static Result<std::unique_ptr<LazyPages>> Start(UniqueFd uffd, uint64_t host_base,
+                                                  uint64_t ram_size, std::vector<Range> ranges,
+                                                  const std::vector<Run>& populated,
+                                                  std::unique_ptr<PageSource> source,
+                                                  Options options);
+  // Stops the handler, unregisters the ranges (later faults are plain anonymous memory).
+  ~LazyPages();
+  LazyPages(const LazyPages&) = delete;
+  LazyPages& operator=(const LazyPages&) = delete;
+
+  // Installs every page of [gpa, gpa+len) not yet installed (before the VMM reads it).
+  Result<void> EnsureResident(uint64_t gpa, uint64_t len);
+  // The VMM is about to write all of page `page`: install `data` (or zeros when data is null)
+  // as its content without a fetch. Returns false if the page was already installed (or is not
+  // managed): the caller then writes it as usual.
+  Result<bool> InstallPage(uint64_t page, const uint8_t* data);
+  // Whether every page of [gpa, gpa+len) is installed (or not managed).
+  bool Resident(uint64_t gpa, uint64_t len) const;
+  // [gpa, gpa+len) is fresh memory: it reads as zero from now on, never fetched. `discarded`:
+  // the caller has just dropped the range's pages (resident ones too); otherwise the range was
+  // just allocated and pages already installed keep their content.
+  void MarkFresh(uint64_t gpa, uint64_t len, bool discarded);
+  // Fetches every page still to fetch (before a fork or snapshot of the VM).
+  Result<void> ResolveAll();
+
+  LazyStats stats() const;
+  std::string source_description() const { return source_->Describe(); }
+
+ private:
+  enum State : uint8_t {
+    kFetch = 0,       // populated in the image, not installed
+    kResident = 1,    // installed
+    kFresh = 2,       // allocated after the image: zero when touched
+    kUntouched = 3,   // not populated in the image: zero when touched
+    kUnmanaged = 4,   // not in a registered range
+  };
+  enum class Cause { kFault, kVmm, kAll };
+
+  LazyPages() = default;
+  void HandlerLoop();
+  // Marks the memory failed and calls Options::on_failure (once).
+  void ReportFailure(const Error& error);
+  // Installs page `page` (and prefetched neighbours). Call with resolve_mutex_ held.
+  Result<void> ResolveLocked(uint64_t page, Cause cause);
+  Result<void> FetchRunLocked(uint64_t first, uint64_t count, Cause cause);
+  Result<bool> CopyLocked(uint64_t first, uint64_t count, const uint8_t* data);
+  Result<bool> ZeroLocked(uint64_t page);
+  void Wake(uint64_t page);
+  uint64_t RangeEnd(uint64_t page) const;  // first page past the registered range of `page`
+
+  UniqueFd uffd_;
+  UniqueFd stop_;  // eventfd: ends the handler thread
+  uint64_t host_base_ = 0;
+  uint64_t pages_ = 0;
+  std::vector<Range> ranges_;
+  std::unique_ptr<std::atomic<uint8_t>[]> state_;
+  std::unique_ptr<PageSource> source_;
+  Options options_;
+  std::mutex resolve_mutex_;
+  std::vector<uint8_t> buffer_;  // guarded by resolve_mutex_
+  std::atomic<bool> failed_{false};
+  std::thread handler_;
+
+  // Counters (relaxed atomics: read by stats() from any thread).
+  std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
+      zero_{0}, fresh_{0}, overwritten_{0}, pending_{0};
+};
+
+}  // namespace flurry

@@ -1,0 +1,26 @@
+// PageSource: where the pages of a guest's memory image come from when they are fetched on
+// demand (lazy_pages.h): a snapshot's memory file, or a page server across the network.
+//
+// Thread: Fetch is called by one thread at a time (LazyPages serializes its calls).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/error.h"
+
+namespace flurry {
+
+class PageSource {
+ public:
+  virtual ~PageSource() = default;
+  // Fills `out` with `count` 4 KiB pages of the image starting at guest page `first_page`, as
+  // they were when the image was taken.
+  virtual Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) = 0;
+  // For messages: "page server 10.0.0.1:7000", "snapshot file DIR/memory.img".
+  virtual std::string Describe() const = 0;
+  // Bytes received from wherever the pages come from (payload and protocol; 0 for files).
+  virtual uint64_t bytes_received() const { return 0; }
+};
+
+}  // namespace flurry

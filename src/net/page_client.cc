@@ -1,0 +1,73 @@
+#include "net/page_client.h"
+
+#include "net/tcp.h"
+
+namespace flurry {
+
+Result<std::unique_ptr<PageClient>> PageClient::Connect(const HostPort& server,
+                                                        std::chrono::milliseconds timeout) {
+  UniqueFd fd = FLURRY_TRY(ConnectTcp(server, timeout));
+  return std::unique_ptr<PageClient>(new PageClient(std::move(fd), server, timeout));
+}
+
+Result<uint32_t> PageClient::ExchangeOnce(const PageRequest& request, uint8_t* out,
+                                          uint32_t max_payload) {
+  FLURRY_TRY(WriteFull(fd_.get(), &request, sizeof request));
+  PageReplyHeader header{};
+  FLURRY_TRY(ReadFull(fd_.get(), &header, sizeof header));
+  bytes_received_ += sizeof header;
+  if (header.magic != kPageProtocolMagic || header.version != kPageProtocolVersion) {
+    return FailErrno(EPROTO, "a reply that is not the page protocol's (version 1)");
+  }
+  if (header.status != 0) return FailErrno(header.status, "the page server refused");
+  if (header.payload_bytes > max_payload) {
+    return FailErrno(EPROTO, fmt::format("a {}-byte reply where at most {} fit",
+                                         header.payload_bytes, max_payload));
+  }
+  if (request.op == static_cast<uint16_t>(PageOp::kPages) &&
+      (header.first_page != request.first_page || header.count != request.count ||
+       header.payload_bytes != request.count * 4096)) {
+    return FailErrno(EPROTO, "a reply for other pages than asked for");
+  }
+  FLURRY_TRY(ReadFull(fd_.get(), out, header.payload_bytes));
+  bytes_received_ += header.payload_bytes;
+  if (PayloadChecksum(out, header.payload_bytes) != header.checksum) {
+    return FailErrno(EBADMSG, "a reply whose checksum does not match");
+  }
+  return header.payload_bytes;
+}
+
+Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t count,
+                                      uint8_t* out, uint32_t max_payload) {
+  PageRequest request{kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(op),
+                      first_page, count, 0};
+  auto got = ExchangeOnce(request, out, max_payload);
+  if (got || got.error().code() == EPROTO || got.error().code() == EBADMSG) return got;
+  // The connection broke (or timed out): one new connection, one more try.
+  auto fd = ConnectTcp(server_, timeout_);
+  if (!fd) return std::unexpected(got.error());
+  fd_ = std::move(*fd);
+  return ExchangeOnce(request, out, max_payload);
+}
+
+Result<std::vector<uint8_t>> PageClient::FetchDescriptor() {
+  std::vector<uint8_t> bytes(kMaxDescriptorReplyBytes);
+  const uint32_t n = FLURRY_TRY_CTX(Exchange(PageOp::kDescriptor, 0, 0, bytes.data(),
+                                             kMaxDescriptorReplyBytes),
+                                    fmt::format("fetching the descriptor from {}", Describe()));
+  bytes.resize(n);
+  return bytes;
+}
+
+Result<void> PageClient::Fetch(uint64_t first_page, uint32_t count, uint8_t* out) {
+  while (count > 0) {
+    const uint32_t n = std::min(count, kMaxPagesPerRequest);
+    FLURRY_TRY(Exchange(PageOp::kPages, first_page, n, out, n * 4096));
+    first_page += n;
+    count -= n;
+    out += uint64_t{n} * 4096;
+  }
+  return {};
+}
+
+}  // namespace flurry

@@ -1,0 +1,45 @@
+// PageClient: the restoring side of the page protocol (docs/protocols/page_server.md) — one
+// TCP connection to a page server, used as the PageSource of memory on demand.
+//
+// Thread: one caller at a time (LazyPages serializes fetches). Every call ends within the
+// connection timeout: a server that stops answering is an error (ETIMEDOUT), never a hang.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "memory/page_source.h"
+#include "net/page_protocol.h"
+
+namespace flurry {
+
+class PageClient : public PageSource {
+ public:
+  static constexpr std::chrono::milliseconds kDefaultTimeout{3000};
+  static Result<std::unique_ptr<PageClient>> Connect(
+      const HostPort& server, std::chrono::milliseconds timeout = kDefaultTimeout);
+
+  // The encoded descriptor of the served VM (decode with DecodeDescriptor).
+  Result<std::vector<uint8_t>> FetchDescriptor();
+  Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) override;
+  std::string Describe() const override { return "page server " + server_.ToString(); }
+  uint64_t bytes_received() const override { return bytes_received_; }
+
+ private:
+  PageClient(UniqueFd fd, HostPort server, std::chrono::milliseconds timeout)
+      : fd_(std::move(fd)), server_(std::move(server)), timeout_(timeout) {}
+  // One request and its reply; the payload (at most `max_payload` bytes) goes to `out`.
+  Result<uint32_t> Exchange(PageOp op, uint64_t first_page, uint32_t count, uint8_t* out,
+                            uint32_t max_payload);
+  Result<uint32_t> ExchangeOnce(const PageRequest& request, uint8_t* out, uint32_t max_payload);
+
+  UniqueFd fd_;
+  HostPort server_;
+  std::chrono::milliseconds timeout_;
+  uint64_t bytes_received_ = 0;
+};
+
+}  // namespace flurry

@@ -1,0 +1,114 @@
+#include "net/page_server.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "net/tcp.h"
+
+namespace flurry {
+namespace {
+
+constexpr std::chrono::milliseconds kPeerTimeout{5000};
+constexpr size_t kMaxPeers = 1024;
+
+PageReplyHeader ReplyTo(const PageRequest& request, uint16_t status) {
+  PageReplyHeader h{};
+  h.magic = kPageProtocolMagic;
+  h.version = kPageProtocolVersion;
+  h.status = status;
+  h.first_page = request.first_page;
+  h.count = status == 0 ? request.count : 0;
+  return h;
+}
+
+}  // namespace
+
+Result<PageServer> PageServer::Listen(const HostPort& address) {
+  HostPort bound;
+  UniqueFd fd = FLURRY_TRY_CTX(ListenTcp(address, &bound), "starting the page server");
+  return PageServer(std::move(fd), std::move(bound));
+}
+
+Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descriptor,
+                                            uint64_t page_count, const PageReader& read_pages,
+                                            int owner_fd) {
+  Stats stats;
+  std::vector<UniqueFd> peers;
+  bool owner_gone = owner_fd < 0;
+  std::vector<uint8_t> payload(kMaxPagesPerRequest * 4096);
+  while (!(owner_gone && peers.empty() && (owner_fd >= 0 || stats.connections > 0))) {
+    std::vector<pollfd> fds;
+    fds.push_back({listener_.get(), POLLIN, 0});
+    fds.push_back({owner_gone ? -1 : owner_fd, POLLIN, 0});
+    for (const UniqueFd& p : peers) fds.push_back({p.get(), POLLIN, 0});
+    if (poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno("page server: poll");
+    }
+    if (fds[1].revents != 0) {
+      char byte;
+      if (read(owner_fd, &byte, 1) <= 0) owner_gone = true;
+    }
+    // Peers first (indexes shift when one is dropped: walk backwards).
+    for (size_t i = fds.size(); i-- > 2;) {
+      if (fds[i].revents == 0) continue;
+      const int fd = fds[i].fd;
+      PageRequest request{};
+      bool keep = true;
+      if (!ReadFull(fd, &request, sizeof request)) {
+        keep = false;
+      } else {
+        ++stats.requests;
+        PageReplyHeader header{};
+        const uint8_t* body = nullptr;
+        if (request.magic != kPageProtocolMagic || request.version != kPageProtocolVersion) {
+          header = ReplyTo(request, EPROTO);
+          keep = false;
+        } else if (request.reserved != 0) {
+          header = ReplyTo(request, EINVAL);
+        } else if (request.op == static_cast<uint16_t>(PageOp::kDescriptor)) {
+          header = ReplyTo(request, 0);
+          header.count = 0;
+          header.payload_bytes = static_cast<uint32_t>(descriptor.size());
+          body = descriptor.data();
+        } else if (request.op == static_cast<uint16_t>(PageOp::kPages)) {
+          if (request.count == 0 || request.count > kMaxPagesPerRequest ||
+              request.first_page >= page_count || request.count > page_count - request.first_page) {
+            header = ReplyTo(request, ERANGE);
+          } else if (auto got = read_pages(request.first_page * 4096, payload.data(),
+                                     uint64_t{request.count} * 4096);
+                     !got) {
+            header = ReplyTo(request, static_cast<uint16_t>(got.error().code() ? got.error().code() : EIO));
+          } else {
+            header = ReplyTo(request, 0);
+            header.payload_bytes = request.count * 4096;
+            body = payload.data();
+            stats.pages_sent += request.count;
+          }
+        } else {
+          header = ReplyTo(request, EOPNOTSUPP);
+        }
+        header.checksum = PayloadChecksum(body, body ? header.payload_bytes : 0);
+        if (!WriteFull(fd, &header, sizeof header) ||
+            (body != nullptr && !WriteFull(fd, body, header.payload_bytes))) {
+          keep = false;
+        }
+        stats.bytes_sent += sizeof header + (body ? header.payload_bytes : 0);
+      }
+      if (!keep) peers.erase(peers.begin() + static_cast<std::ptrdiff_t>(i - 2));
+    }
+    if (fds[0].revents & POLLIN) {
+      UniqueFd peer(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (peer.valid() && peers.size() < kMaxPeers && ConfigureTcp(peer.get(), kPeerTimeout)) {
+        ++stats.connections;
+        peers.push_back(std::move(peer));
+      }
+    }
+  }
+  return stats;
+}
+
+}  // namespace flurry

@@ -1,0 +1,48 @@
+// PageServer: serves one frozen VM — its encoded descriptor and its memory pages — to the VMs
+// that restore from it over TCP (docs/protocols/page_server.md). It runs in a process of its
+// own that holds the copy-on-write image (a fork of the VMM: `flurry ctl SOCK serve ADDR`).
+//
+// Threads: one; Serve() polls the listening socket, the owner link and every peer. A peer
+// that breaks the protocol gets an error reply and is dropped; nothing a peer sends ends the
+// server.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "net/page_protocol.h"
+
+namespace flurry {
+
+class PageServer {
+ public:
+  // Reads guest pages [gpa, gpa+len) of the image.
+  using PageReader = std::function<Result<void>(uint64_t gpa, void* dst, uint64_t len)>;
+
+  struct Stats {
+    uint64_t connections = 0;
+    uint64_t requests = 0;
+    uint64_t pages_sent = 0;
+    uint64_t bytes_sent = 0;
+  };
+
+  static Result<PageServer> Listen(const HostPort& address);
+  const HostPort& address() const { return address_; }
+
+  // Serves until `owner_fd` reports hang-up (its other end closed: the VM that made this
+  // snapshot is gone) and no peer is connected any more: the image lives as long as anyone
+  // can still fault on it. owner_fd < 0: until no peer is connected after the first one left.
+  Result<Stats> Serve(const std::vector<uint8_t>& descriptor, uint64_t page_count,
+                      const PageReader& read_pages, int owner_fd);
+
+ private:
+  explicit PageServer(UniqueFd listener, HostPort address)
+      : listener_(std::move(listener)), address_(std::move(address)) {}
+  UniqueFd listener_;
+  HostPort address_;
+};
+
+}  // namespace flurry

@@ -1,0 +1,146 @@
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "net/page_client.h"
+#include "net/page_server.h"
+#include "net/tcp.h"
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kPages = 256;
+
+class PageServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    image_.resize(kPages * 4096);
+    for (uint64_t i = 0; i < image_.size(); ++i) image_[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+    auto server = PageServer::Listen({"127.0.0.1", 0});
+    ASSERT_TRUE(server.has_value()) << server.error().message();
+    address_ = server->address();
+    int pipe_fds[2];
+    ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+    owner_read_.Reset(pipe_fds[0]);
+    owner_write_.Reset(pipe_fds[1]);
+    thread_ = std::thread([this, s = std::move(*server)]() mutable {
+      auto stats = s.Serve(descriptor_, kPages,
+                           [this](uint64_t gpa, void* dst, uint64_t len) -> Result<void> {
+                             std::memcpy(dst, image_.data() + gpa, len);
+                             return {};
+                           },
+                           owner_read_.get());
+      if (stats) stats_ = *stats;
+      done_ = true;
+    });
+  }
+  void TearDown() override {
+    owner_write_.Reset();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  std::vector<uint8_t> image_;
+  std::vector<uint8_t> descriptor_ = {'F', 'L', 'V', 'D', 1, 2, 3};
+  HostPort address_;
+  UniqueFd owner_read_, owner_write_;
+  std::thread thread_;
+  PageServer::Stats stats_;
+  std::atomic<bool> done_{false};
+};
+
+TEST_F(PageServerTest, ServesTheDescriptorAndPages) {
+  auto client = PageClient::Connect(address_);
+  ASSERT_TRUE(client.has_value()) << client.error().message();
+  auto descriptor = (*client)->FetchDescriptor();
+  ASSERT_TRUE(descriptor.has_value()) << descriptor.error().message();
+  EXPECT_EQ(*descriptor, descriptor_);
+  std::vector<uint8_t> pages(100 * 4096);  // more than one request's worth
+  ASSERT_TRUE((*client)->Fetch(100, 100, pages.data()).has_value());
+  EXPECT_EQ(0, std::memcmp(pages.data(), image_.data() + 100 * 4096, pages.size()));
+  EXPECT_GT((*client)->bytes_received(), pages.size());
+}
+
+TEST_F(PageServerTest, RefusesRequestsOutsideTheImage) {
+  auto client = PageClient::Connect(address_);
+  ASSERT_TRUE(client.has_value());
+  std::vector<uint8_t> page(4096);
+  auto past = (*client)->Fetch(kPages, 1, page.data());
+  ASSERT_FALSE(past.has_value());
+  EXPECT_EQ(past.error().code(), ERANGE);
+  // The connection is still good.
+  EXPECT_TRUE((*client)->Fetch(kPages - 1, 1, page.data()).has_value());
+}
+
+TEST_F(PageServerTest, GarbageFromAPeerDropsOnlyThatPeer) {
+  auto raw = ConnectTcp(address_, std::chrono::milliseconds(2000));
+  ASSERT_TRUE(raw.has_value());
+  PageRequest bad{0xdeadbeef, 9, 2, 0, 1, 0};
+  ASSERT_TRUE(WriteFull(raw->get(), &bad, sizeof bad).has_value());
+  PageReplyHeader header{};
+  ASSERT_TRUE(ReadFull(raw->get(), &header, sizeof header).has_value());
+  EXPECT_EQ(header.status, EPROTO);
+  char byte;
+  EXPECT_FALSE(ReadFull(raw->get(), &byte, 1).has_value());  // dropped
+  // Others are served.
+  auto client = PageClient::Connect(address_);
+  ASSERT_TRUE(client.has_value());
+  std::vector<uint8_t> page(4096);
+  EXPECT_TRUE((*client)->Fetch(3, 1, page.data()).has_value());
+}
+
+TEST_F(PageServerTest, EndsWhenTheOwnerIsGoneAndTheLastPeerLeaves) {
+  auto client = PageClient::Connect(address_);
+  ASSERT_TRUE(client.has_value());
+  std::vector<uint8_t> page(4096);
+  ASSERT_TRUE((*client)->Fetch(0, 1, page.data()).has_value());
+  owner_write_.Reset();  // the VM that made the image is gone ...
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(done_.load());  // ... but a peer may still fault on it
+  ASSERT_TRUE((*client)->Fetch(1, 1, page.data()).has_value());
+  client->reset();
+  thread_.join();
+  EXPECT_TRUE(done_.load());
+  EXPECT_EQ(stats_.pages_sent, 2u);
+  EXPECT_EQ(stats_.connections, 1u);
+}
+
+TEST(PageClient, AServerThatNeverAnswersIsATimeoutNotAHang) {
+  HostPort bound;
+  auto listener = ListenTcp({"127.0.0.1", 0}, &bound);  // accepts (backlog), never answers
+  ASSERT_TRUE(listener.has_value());
+  auto client = PageClient::Connect(bound, std::chrono::milliseconds(200));
+  ASSERT_TRUE(client.has_value());
+  std::vector<uint8_t> page(4096);
+  const auto start = std::chrono::steady_clock::now();
+  auto got = (*client)->Fetch(0, 1, page.data());
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code(), ETIMEDOUT) << got.error().message();
+  // Two tries of 200 ms each; a generous bound for a slow host.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+}
+
+TEST(PageClient, NobodyListeningIsRefused) {
+  HostPort bound;
+  { auto listener = ListenTcp({"127.0.0.1", 0}, &bound); }
+  auto client = PageClient::Connect(bound, std::chrono::milliseconds(500));
+  ASSERT_FALSE(client.has_value());
+  EXPECT_EQ(client.error().code(), ECONNREFUSED);
+}
+
+TEST(HostPort, Parses) {
+  auto hp = ParseHostPort("10.0.0.1:7000");
+  ASSERT_TRUE(hp.has_value());
+  EXPECT_EQ(hp->host, "10.0.0.1");
+  EXPECT_EQ(hp->port, 7000);
+  EXPECT_FALSE(ParseHostPort("10.0.0.1").has_value());
+  EXPECT_FALSE(ParseHostPort("10.0.0.1:70000").has_value());
+  EXPECT_FALSE(ParseHostPort(":1").has_value());
+}
+
+}  // namespace
+}  // namespace flurry

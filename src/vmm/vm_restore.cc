@@ -1,0 +1,121 @@
+// Becoming a VM from a descriptor and a memory source: `flurry restore` of a snapshot
+// directory or of a page server's snapshot (docs/design.md, "Memory on demand"). The memory is
+// copied in before the guest starts, or — on demand — installed page by page as it is touched.
+#include <algorithm>
+#include <vector>
+
+#include "arch/x86_64/layout.h"
+#include "snapshot/descriptor_codec.h"
+#include "snapshot/memory_image.h"
+#include "snapshot/state_capture.h"
+#include "vmm/vdso.h"
+#include "vmm/vm.h"
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kPage = x86::kPageSize;
+constexpr uint32_t kEagerChunkPages = 256;
+
+GuestLayout LayoutFor(const MemoryLayoutRecord& m, bool on_demand) {
+  GuestLayout layout;
+  layout.ram_size = m.ram_size;
+  layout.huge_start = x86::AlignUp(m.image_end, x86::kHugePageSize);
+  layout.huge_end = std::max(layout.huge_start, m.mmap_top);
+  layout.guard_start = m.stack_bottom - x86::kHugePageSize;
+  layout.on_demand = on_demand;
+  return layout;
+}
+
+// Copies every populated user page from `source` before the guest runs.
+Result<void> CopyAll(const PageMapRecord& pages, PageSource& source, GuestMemory& memory) {
+  std::vector<uint8_t> buffer(kEagerChunkPages * kPage);
+  for (const auto& run : pages.present) {
+    // Runs were validated in decoding; the system area below kUserBase is the backend's own.
+    uint64_t page = std::max(run.first_page, x86::kUserBase / kPage);
+    const uint64_t end = run.first_page + run.page_count;
+    while (page < end) {
+      const auto n = static_cast<uint32_t>(std::min<uint64_t>(end - page, kEagerChunkPages));
+      FLURRY_TRY_CTX(source.Fetch(page, n, buffer.data()),
+                     fmt::format("reading page {:#x} from {}", page * kPage, source.Describe()));
+      FLURRY_TRY_CTX(memory.WritePhysical(page * kPage, buffer.data(), n * kPage),
+                     "restoring guest memory");
+      page += n;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmConfig& config) {
+  const std::string descriptor_path = directory + "/" + kSnapshotDescriptorFile;
+  VmDescriptor d = FLURRY_TRY(ReadDescriptorFile(descriptor_path));
+  FLURRY_TRY_CTX(CheckCompatibleWithHost(d, x86::CpuSignature::OfHost()), descriptor_path);
+  std::unique_ptr<PageSource> source =
+      FLURRY_TRY(MemoryImageSource::Open(directory, d.memory.ram_size));
+  return RestoreFrom(d, std::move(source), config);
+}
+
+Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
+                                            std::unique_ptr<PageSource> source,
+                                            const VmConfig& config) {
+  const bool on_demand = config.memory_on_demand;
+  std::unique_ptr<Backend> backend =
+      FLURRY_TRY(CreateBackend(config.backend, LayoutFor(d.memory, on_demand)));
+  GuestMemory& memory = backend->memory();
+  FLURRY_TRY(InstallVdso(memory));
+  if (!on_demand) FLURRY_TRY(CopyAll(d.pages, *source, memory));
+
+  // --dir on the restoring host replaces the recorded one (another host's path).
+  std::optional<std::string> root = d.files.root_host_path;
+  if (config.dir) root = *config.dir;
+  GuestState state = FLURRY_TRY(RestoreGuest(d, root));
+  ForkPolicy policy;
+  policy.max_clones_per_ticket = config.max_clones_per_ticket;
+  ForkController fork = FLURRY_TRY(ForkController::Create(policy));
+  FLURRY_TRY_CTX(backend->LoadCpu(d.vcpu), "restoring the CPU");
+  auto vm = std::unique_ptr<Vm>(
+      new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
+  if (on_demand) {
+    FLURRY_TRY_CTX(vm->AttachOnDemandMemory(d, std::move(source), config.prefetch_pages),
+                   "setting up memory on demand");
+  }
+  FLURRY_TRY_CTX(vm->StartClock(), "starting the guest clock");
+  return vm;
+}
+
+Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<PageSource> source,
+                                      uint32_t prefetch_pages) {
+  UniqueFd uffd = FLURRY_TRY(backend_->TakeUserfault());
+  // User memory, without the guard hole below the stack (no mapping there in a stub).
+  const uint64_t ram = d.memory.ram_size;
+  const uint64_t guard_start = d.memory.stack_bottom - x86::kHugePageSize;
+  std::vector<LazyPages::Range> ranges;
+  if (guard_start > x86::kUserBase && d.memory.stack_bottom <= ram) {
+    ranges.push_back({x86::kUserBase, guard_start});
+    if (d.memory.stack_bottom < ram) ranges.push_back({d.memory.stack_bottom, ram});
+  } else {
+    ranges.push_back({x86::kUserBase, ram});
+  }
+  std::vector<LazyPages::Run> populated;
+  for (const auto& run : d.pages.present) populated.push_back({run.first_page, run.page_count});
+  LazyPages::Options options;
+  options.prefetch_pages = prefetch_pages;
+  options.on_failure = [this](const Error& error) { FailMemory(error); };
+  std::unique_ptr<LazyPages> lazy =
+      FLURRY_TRY(LazyPages::Start(std::move(uffd), backend_->ram_host_base(), ram,
+                                  std::move(ranges), populated, std::move(source), options));
+  backend_->memory().AttachLazy(std::move(lazy));
+  return {};
+}
+
+void Vm::FailMemory(const Error& error) {
+  {
+    std::lock_guard lock(control_mutex_);
+    if (!memory_failure_) memory_failure_ = error;
+  }
+  RequestStop();
+}
+
+}  // namespace flurry

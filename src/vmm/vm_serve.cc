@@ -1,0 +1,59 @@
+// `flurry ctl SOCK serve HOST:PORT`: the VM as it stands, frozen in a page server process (a
+// copy-on-write fork of this VMM) that serves its descriptor and memory to VMs restoring from
+// it on any host (docs/protocols/page_server.md). The VM runs on at once.
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+
+#include "arch/x86_64/layout.h"
+#include "net/page_server.h"
+#include "snapshot/descriptor_codec.h"
+#include "vmm/vm.h"
+
+namespace flurry {
+
+Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
+  // Page servers that have ended are reaped here (they outlive this VM otherwise).
+  std::erase_if(page_servers_, [](pid_t pid) { return waitpid(pid, nullptr, WNOHANG) != 0; });
+
+  const HostPort where = FLURRY_TRY(ParseHostPort(address));
+  const VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());
+  const std::vector<uint8_t> encoded = EncodeDescriptor(descriptor);
+  PageServer server = FLURRY_TRY(PageServer::Listen(where));
+  const pid_t owner = getpid();
+  const pid_t pid = FLURRY_TRY_CTX(ForkWithHooks(*this, /*tied_to_parent=*/false),
+                                   "starting the page server");
+  if (pid == 0) {
+    // The page server: serves until this VM is gone and no restored VM is connected.
+    prctl(PR_SET_NAME, "flurry-pages");
+    signal(SIGINT, SIG_IGN);  // a ^C meant for the VM's terminal is not for the server
+    const int owner_fd = static_cast<int>(syscall(SYS_pidfd_open, owner, 0));
+    if (owner_fd < 0 || getppid() != owner) {
+      ReleaseGuest();
+      _exit(0);  // the VM is gone already and nobody can have connected
+    }
+    GuestMemory& memory = backend_->memory();
+    auto served = server.Serve(
+        encoded, memory.size() / x86::kPageSize,
+        [&memory](uint64_t gpa, void* dst, uint64_t len) { return memory.ReadPhysical(gpa, dst, len); },
+        owner_fd);
+    if (!served) {
+      std::string line = "flurry: page server: " + served.error().message() + "\n";
+      (void)!::write(2, line.data(), line.size());
+    }
+    ReleaseGuest();
+    _exit(served ? 0 : 1);
+  }
+  page_servers_.push_back(pid);
+  ControlReply reply;
+  reply.address = server.address().ToString();
+  reply.server_pid = pid;
+  reply.descriptor_bytes = encoded.size();
+  return reply;
+}
+
+}  // namespace flurry
