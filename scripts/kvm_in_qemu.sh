@@ -230,6 +230,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
+# Loopback: tests talk TCP to 127.0.0.1 (the page server).
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up 2>/dev/null || true
 up() { cut -d' ' -f1 /proc/uptime; }
 finish() { sync; umount /kiq 2>/dev/null; poweroff -f; }
 echo "kvm-in-qemu-guest: up at $(up)s, kernel $(uname -r)"

@@ -47,6 +47,8 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
                    "neighbours after it)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  restore->add_flag("--stats", options.stats,
+                    "At the end, print the memory-on-demand counters to stderr (one line)");
   restore->add_option("--dir", options.dir,
                       "The guest's root directory on this host (default: the recorded --dir)");
   restore
@@ -85,7 +87,20 @@ int RestoreCommand(const RestoreOptions& options) {
     Complain(fmt::format("restoring {}: {}", options.directory, vm.error().message()));
     return 1;
   }
-  return RunVm(**vm, RunVmOptions{config.timeout, options.timeout, options.api});
+  const int status = RunVm(**vm, RunVmOptions{config.timeout, options.timeout, options.api});
+  if (options.stats) {
+    if (auto m = (*vm)->memory().lazy_stats()) {
+      std::string line = fmt::format(
+          "flurry: memory on demand: faults={} fetched={} prefetched={} requests={} "
+          "fetch_us={:.1f} zero={} fresh={} overwritten={} bytes_received={} pending={}\n",
+          m->faults, m->fetched_pages, m->prefetched_pages, m->fetch_requests,
+          m->fetch_requests ? static_cast<double>(m->fetch_ns) / 1000.0 / m->fetch_requests : 0.0,
+          m->zero_pages, m->fresh_pages, m->overwritten_pages, m->bytes_received,
+          m->pending_pages);
+      (void)!write(2, line.data(), line.size());
+    }
+  }
+  return status;
 }
 
 }  // namespace flurry

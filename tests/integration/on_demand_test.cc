@@ -1,0 +1,186 @@
+// Memory on demand (src/memory/lazy_pages.h): a VM restored from a snapshot directory or from
+// a page server (flurry ctl SOCK serve, docs/protocols/page_server.md) with its memory
+// installed page by page as it is touched. Guest: tests/guest/on_demand.c. Runs once per
+// backend ($FLURRY_BACKEND, tests/integration/CMakeLists.txt).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ctl_support.h"
+#include "harness.h"
+
+namespace {
+
+using namespace flurry_test;
+
+constexpr const char* kMiB = "24";
+
+// "flurry: memory on demand: faults=1 fetched=2 ..." -> {faults: 1, fetched: 2, ...}
+std::map<std::string, double> OnDemandCounters(const std::string& err) {
+  std::map<std::string, double> counters;
+  const std::string prefix = "flurry: memory on demand: ";
+  for (const std::string& line : Lines(err)) {
+    if (!StartsWith(line, prefix)) continue;
+    std::istringstream words(line.substr(prefix.size()));
+    std::string word;
+    while (words >> word) {
+      const size_t eq = word.find('=');
+      if (eq != std::string::npos) counters[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
+    }
+  }
+  return counters;
+}
+
+// Exit status 0, the result on stdout, and only the counters line on stderr.
+void ExpectExitWithStats(const RunResult& r) {
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  auto lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << r.Describe();
+  EXPECT_TRUE(StartsWith(lines[0], "flurry: memory on demand: ")) << r.Describe();
+}
+
+// A parent VM of tests/guest/on_demand.c, paused in its sleep after "ready".
+class OnDemandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.path() / "root";
+    fs::create_directories(root_);
+    std::string data(64 << 10, '\0');
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13 + 7);
+    WriteFile(root_ / "input", data);
+    socket_ = (dir_.path() / "api.sock").string();
+    parent_.emplace(std::vector<std::string>{"run", "--dir", root_.string(), "--api", socket_,
+                                             Guest("on_demand"), kMiB, "/input", "2"});
+    ASSERT_TRUE(parent_->WaitForLine("ready", 120s)) << parent_->out() << parent_->err();
+    ExpectCtlOk(Ctl(socket_, {"pause"}));
+  }
+
+  // The parent's own result line, after it resumes and ends.
+  std::string FinishParent() {
+    ExpectCtlOk(Ctl(socket_, {"resume"}));
+    auto r = parent_->Wait(180s);
+    ExpectCleanExit(r, 0);
+    return r.out;
+  }
+
+  static std::string ResultLine(const std::string& out) {
+    for (const std::string& line : Lines(out)) {
+      if (StartsWith(line, "sum=")) return line;
+    }
+    return "";
+  }
+
+  TempDir dir_;
+  fs::path root_;
+  std::string socket_;
+  std::optional<Background> parent_;
+};
+
+TEST_F(OnDemandTest, SnapshotDirectoryRestoresOnDemandWithTheSameResult) {
+  const fs::path snapshot = dir_.path() / "snap";
+  ExpectCtlOk(Ctl(socket_, {"snapshot", snapshot.string()}));
+  const std::string expected = ResultLine(FinishParent());
+  ASSERT_FALSE(expected.empty());
+
+  auto r = Flurry({"restore", "--memory", "on-demand", "--stats", snapshot.string()},
+                  WithDeadline(180));
+  ExpectExitWithStats(r);
+  EXPECT_EQ(ResultLine(r.out), expected) << r.Describe();
+  auto c = OnDemandCounters(r.err);
+  ASSERT_FALSE(c.empty()) << r.Describe();
+  // The array is fetched; nothing else is.
+  EXPECT_GE(c["fetched"], 24.0 * 256) << r.Describe();
+  EXPECT_GT(c["fresh"], 0) << "fresh malloc'd memory is never fetched" << r.Describe();
+  EXPECT_GT(c["overwritten"], 0) << "read(2) into whole pages is never fetched" << r.Describe();
+  EXPECT_GT(c["zero"], 0) << "pages the parent never wrote are never fetched" << r.Describe();
+}
+
+TEST_F(OnDemandTest, EagerAndOnDemandRestoresAgree) {
+  const fs::path snapshot = dir_.path() / "snap";
+  ExpectCtlOk(Ctl(socket_, {"snapshot", snapshot.string()}));
+  const std::string expected = ResultLine(FinishParent());
+  auto eager = Flurry({"restore", "--memory", "eager", "--stats", snapshot.string()},
+                      WithDeadline(180));
+  ExpectCleanExit(eager, 0);  // and no counters on stderr: eager memory has none
+  EXPECT_EQ(ResultLine(eager.out), expected) << eager.Describe();
+  auto lazy = Flurry({"restore", "--memory", "on-demand", "--prefetch", "1", snapshot.string()},
+                     WithDeadline(180));
+  ExpectCleanExit(lazy, 0);
+  EXPECT_EQ(ResultLine(lazy.out), expected) << lazy.Describe();
+}
+
+// The page server lives while its VM runs and, after that, while a restored VM is connected
+// (it may still fault on the image).
+TEST_F(OnDemandTest, ServedVmRestoresOverTcpAndTheServerEndsWithItsLastPeer) {
+  auto serve = Ctl(socket_, {"serve", "127.0.0.1:0"});
+  ExpectCtlOk(serve);
+  const auto address = Field(serve.out, "serving");
+  const auto server_pid = Field(serve.out, "server pid");
+  ASSERT_TRUE(address && server_pid) << serve.Describe();
+
+  // No --dir: the recorded path is valid on this host.
+  const std::string restored_socket = (dir_.path() / "restored.sock").string();
+  Background restored({"restore", "--stats", "--api", restored_socket, "tcp://" + *address});
+  const auto connected = Clock::now() + 60s;
+  while (!Exists(restored_socket) && Clock::now() < connected) usleep(10000);
+  ASSERT_TRUE(Exists(restored_socket)) << restored.err();
+  auto status = Ctl(restored_socket, {"status"});
+  ExpectCtlOk(status);
+  EXPECT_TRUE(Field(status.out, "memory on demand").has_value()) << status.Describe();
+
+  const std::string expected = ResultLine(FinishParent());  // the VM ends; its copy serves on
+  auto r = restored.Wait(180s);
+  ExpectExitWithStats(r);
+  EXPECT_EQ(ResultLine(r.out), expected) << r.Describe();
+  auto c = OnDemandCounters(r.err);
+  EXPECT_GE(c["fetched"], 24.0 * 256) << r.Describe();
+  EXPECT_GT(c["bytes_received"], c["fetched"] * 4096) << r.Describe();
+
+  // Nobody can fault on the image any more: the server is gone.
+  const pid_t pid = std::stoi(*server_pid);
+  const auto deadline = Clock::now() + 20s;
+  while (kill(pid, 0) == 0 && Clock::now() < deadline) usleep(20000);
+  EXPECT_NE(kill(pid, 0), 0) << "page server " << pid << " still runs";
+}
+
+TEST_F(OnDemandTest, ALostPageServerEndsTheRestoredVmWithAClearError) {
+  auto serve = Ctl(socket_, {"serve", "127.0.0.1:0"});
+  ExpectCtlOk(serve);
+  const auto address = Field(serve.out, "serving");
+  const auto server_pid = Field(serve.out, "server pid");
+  ASSERT_TRUE(address && server_pid) << serve.Describe();
+  const std::string restored_socket = (dir_.path() / "restored.sock").string();
+  Background restored({"restore", "--api", restored_socket, "tcp://" + *address});
+  const auto deadline = Clock::now() + 60s;
+  while (!Exists(restored_socket) && Clock::now() < deadline) usleep(10000);
+  ASSERT_TRUE(Exists(restored_socket)) << restored.err();
+  // The restored guest sleeps 2 s before it touches its array: the server dies first.
+  ASSERT_EQ(kill(std::stoi(*server_pid), SIGKILL), 0);
+  auto r = restored.Wait(120s);
+  EXPECT_FALSE(r.timed_out) << "a restored VM must never hang on a lost server" << r.Describe();
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("page server"), std::string::npos) << r.Describe();
+  EXPECT_EQ(ResultLine(r.out), "") << "no result from missing memory" << r.Describe();
+  FinishParent();
+}
+
+TEST(OnDemandCli, BadSourcesAreOneLineErrors) {
+  auto no_server = Flurry({"restore", "tcp://127.0.0.1:1"}, WithDeadline(60));
+  ExpectInputError(no_server);
+  EXPECT_NE(no_server.err.find("127.0.0.1:1"), std::string::npos) << no_server.Describe();
+  auto bad_address = Flurry({"restore", "tcp://nowhere"}, WithDeadline(60));
+  ExpectInputError(bad_address);
+  auto bad_mode = Flurry({"restore", "--memory", "sometimes", "/nonexistent"}, WithDeadline(60));
+  ExpectUsageError(bad_mode);
+}
+
+}  // namespace
