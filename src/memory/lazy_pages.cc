@@ -116,15 +116,12 @@ void LazyPages::HandlerLoop() {
   uffd_msg messages[16];
   while (true) {
     pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-    // Once failed, only the stop request is waited for.
-    const nfds_t count = failed_.load() ? 1 : 2;
-    pollfd* first = failed_.load() ? &fds[1] : &fds[0];
-    if (poll(first, count, -1) < 0) {
+    if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (fds[1].revents != 0) return;
-    if (failed_.load() || fds[0].revents == 0) continue;
+    if (fds[0].revents == 0) continue;
     ssize_t n = read(uffd_.get(), messages, sizeof messages);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
@@ -135,18 +132,23 @@ void LazyPages::HandlerLoop() {
       if (messages[i].event != UFFD_EVENT_PAGEFAULT) continue;
       const uint64_t address = messages[i].arg.pagefault.address;
       const uint64_t gpa = address - host_base_;
-      Result<void> done;
       if (address < host_base_ || gpa / kPage >= pages_) {
-        done = Fail("a fault at {:#x} outside guest memory", address);
-      } else {
-        faults_.fetch_add(1, std::memory_order_relaxed);
-        std::lock_guard lock(resolve_mutex_);
-        done = ResolveLocked(gpa / kPage, Cause::kFault);
+        ReportFailure(Error(0, fmt::format("a fault at {:#x} outside guest memory", address)));
+        continue;
       }
-      if (!done) {
-        ReportFailure(done.error().WithContext(fmt::format("serving a guest page fault at {:#x}", gpa)));
-        break;
+      faults_.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard lock(resolve_mutex_);
+      if (!failed_.load()) {
+        auto done = ResolveLocked(gpa / kPage, Cause::kFault);
+        if (done) continue;
+        ReportFailure(
+            done.error().WithContext(fmt::format("serving a guest page fault at {:#x}", gpa)));
       }
+      // Failed: the VM is being stopped (on_failure asked for it and interrupted the guest,
+      // which a pending signal now stops before it runs on). Release the faulting access with
+      // a zero page rather than leave it blocked: a vCPU thread in KVM may not be interruptible
+      // while it waits here.
+      if (!ZeroLocked(gpa / kPage)) Wake(gpa / kPage);
     }
   }
 }

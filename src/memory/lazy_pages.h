@@ -17,7 +17,9 @@
 // MarkFresh/ResolveAll on the VM's run thread. Resolving is serialized by resolve_mutex_; the
 // page states are atomics. If a page cannot be fetched (source unreachable), the handler stops
 // serving and calls Options::on_failure once (also when a VMM access failed to fetch): the
-// faulting guest cannot go on, and the VM must end (it never waits forever: sources time out).
+// guest cannot go on, and the VM must end (it never waits forever: sources time out).
+// on_failure must interrupt the guest; afterwards faulting accesses are released with zero
+// pages (so that no thread stays blocked in a fault), which the stopped guest never uses.
 #pragma once
 
 #include <atomic>

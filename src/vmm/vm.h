@@ -133,6 +133,7 @@ class Vm : public ForkHost {
   bool paused_ = false;  // run thread only
   bool exited_ = false;  // guarded by control_mutex_
   std::optional<Error> memory_failure_;  // guarded by control_mutex_
+  std::atomic<bool> memory_failed_{false};  // memory_failure_ is set
   std::vector<pid_t> page_servers_;  // run thread only: reaped when they end
   std::atomic<pthread_t> run_thread_{};
   std::atomic<bool> run_thread_known_{false};

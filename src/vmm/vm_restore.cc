@@ -115,6 +115,7 @@ void Vm::FailMemory(const Error& error) {
     std::lock_guard lock(control_mutex_);
     if (!memory_failure_) memory_failure_ = error;
   }
+  memory_failed_.store(true);
   RequestStop();
 }
 

@@ -40,6 +40,7 @@ Result<GuestExit> Vm::RunLoop() {
       return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
     }
     const GuestStop stop = FLURRY_TRY(backend_->Run());
+    if (memory_failed_.load()) continue;  // serve nothing more: the top of the loop ends it
     switch (stop.kind) {
       case GuestStop::Kind::kSyscall: {
         auto done = FLURRY_TRY(HandleSyscall());
