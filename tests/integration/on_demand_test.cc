@@ -71,6 +71,25 @@ class OnDemandTest : public ::testing::Test {
     return r.out;
   }
 
+  // `ctl serve` on the parent, then `flurry restore [extra] --api S tcp://ADDR` (no --dir: the
+  // recorded path is valid on this host), running once its API socket exists.
+  void ServeAndRestore(std::vector<std::string> extra) {
+    auto serve = Ctl(socket_, {"serve", "127.0.0.1:0"});
+    ExpectCtlOk(serve);
+    const auto address = Field(serve.out, "serving");
+    const auto server_pid = Field(serve.out, "server pid");
+    ASSERT_TRUE(address && server_pid) << serve.Describe();
+    server_pid_ = std::stoi(*server_pid);
+    restored_socket_ = (dir_.path() / "restored.sock").string();
+    std::vector<std::string> args = {"restore", "--api", restored_socket_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("tcp://" + *address);
+    restored_.emplace(args);
+    const auto deadline = Clock::now() + 60s;
+    while (!Exists(restored_socket_) && Clock::now() < deadline) usleep(10000);
+    ASSERT_TRUE(Exists(restored_socket_)) << restored_->err();
+  }
+
   static std::string ResultLine(const std::string& out) {
     for (const std::string& line : Lines(out)) {
       if (StartsWith(line, "sum=")) return line;
@@ -82,6 +101,9 @@ class OnDemandTest : public ::testing::Test {
   fs::path root_;
   std::string socket_;
   std::optional<Background> parent_;
+  std::optional<Background> restored_;
+  std::string restored_socket_;
+  pid_t server_pid_ = 0;
 };
 
 TEST_F(OnDemandTest, SnapshotDirectoryRestoresOnDemandWithTheSameResult) {
@@ -120,19 +142,9 @@ TEST_F(OnDemandTest, EagerAndOnDemandRestoresAgree) {
 // The page server lives while its VM runs and, after that, while a restored VM is connected
 // (it may still fault on the image).
 TEST_F(OnDemandTest, ServedVmRestoresOverTcpAndTheServerEndsWithItsLastPeer) {
-  auto serve = Ctl(socket_, {"serve", "127.0.0.1:0"});
-  ExpectCtlOk(serve);
-  const auto address = Field(serve.out, "serving");
-  const auto server_pid = Field(serve.out, "server pid");
-  ASSERT_TRUE(address && server_pid) << serve.Describe();
-
-  // No --dir: the recorded path is valid on this host.
-  const std::string restored_socket = (dir_.path() / "restored.sock").string();
-  Background restored({"restore", "--stats", "--api", restored_socket, "tcp://" + *address});
-  const auto connected = Clock::now() + 60s;
-  while (!Exists(restored_socket) && Clock::now() < connected) usleep(10000);
-  ASSERT_TRUE(Exists(restored_socket)) << restored.err();
-  auto status = Ctl(restored_socket, {"status"});
+  ASSERT_NO_FATAL_FAILURE(ServeAndRestore({"--stats"}));
+  Background& restored = *restored_;
+  auto status = Ctl(restored_socket_, {"status"});
   ExpectCtlOk(status);
   EXPECT_TRUE(Field(status.out, "memory on demand").has_value()) << status.Describe();
 
@@ -145,25 +157,17 @@ TEST_F(OnDemandTest, ServedVmRestoresOverTcpAndTheServerEndsWithItsLastPeer) {
   EXPECT_GT(c["bytes_received"], c["fetched"] * 4096) << r.Describe();
 
   // Nobody can fault on the image any more: the server is gone.
-  const pid_t pid = std::stoi(*server_pid);
+  const pid_t pid = server_pid_;
   const auto deadline = Clock::now() + 20s;
   while (kill(pid, 0) == 0 && Clock::now() < deadline) usleep(20000);
   EXPECT_NE(kill(pid, 0), 0) << "page server " << pid << " still runs";
 }
 
 TEST_F(OnDemandTest, ALostPageServerEndsTheRestoredVmWithAClearError) {
-  auto serve = Ctl(socket_, {"serve", "127.0.0.1:0"});
-  ExpectCtlOk(serve);
-  const auto address = Field(serve.out, "serving");
-  const auto server_pid = Field(serve.out, "server pid");
-  ASSERT_TRUE(address && server_pid) << serve.Describe();
-  const std::string restored_socket = (dir_.path() / "restored.sock").string();
-  Background restored({"restore", "--api", restored_socket, "tcp://" + *address});
-  const auto deadline = Clock::now() + 60s;
-  while (!Exists(restored_socket) && Clock::now() < deadline) usleep(10000);
-  ASSERT_TRUE(Exists(restored_socket)) << restored.err();
+  ASSERT_NO_FATAL_FAILURE(ServeAndRestore({}));
+  Background& restored = *restored_;
   // The restored guest sleeps 2 s before it touches its array: the server dies first.
-  ASSERT_EQ(kill(std::stoi(*server_pid), SIGKILL), 0);
+  ASSERT_EQ(kill(server_pid_, SIGKILL), 0);
   auto r = restored.Wait(120s);
   EXPECT_FALSE(r.timed_out) << "a restored VM must never hang on a lost server" << r.Describe();
   EXPECT_TRUE(r.exited) << r.Describe();
