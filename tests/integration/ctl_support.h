@@ -31,11 +31,13 @@ namespace flurry_test {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-// `flurry ARGS...` running in the background (own process group), stdout and stderr collected.
+// `flurry ARGS...` (or, with RawCommand, any ARGV) running in the background (own process
+// group), stdout and stderr collected.
+struct RawCommand {};
 class Background {
  public:
-  explicit Background(std::vector<std::string> args) {
-    args.insert(args.begin(), FlurryBinary());
+  explicit Background(std::vector<std::string> args) : Background(RawCommand{}, WithFlurry(args)) {}
+  Background(RawCommand, std::vector<std::string> args) {
     result_.argv = args;
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
@@ -73,6 +75,11 @@ class Background {
   }
 
   pid_t pid() const { return pid_; }
+
+  static std::vector<std::string> WithFlurry(std::vector<std::string> args) {
+    args.insert(args.begin(), FlurryBinary());
+    return args;
+  }
 
   std::string out() {
     std::lock_guard lock(mutex_);

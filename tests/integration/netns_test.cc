@@ -1,0 +1,146 @@
+// A VM restored on another (test) host: two network namespaces joined by a veth pair stand for
+// two hosts. The parent VM runs in one and serves itself (flurry ctl serve); a VM in the other
+// restores from it over TCP with its memory on demand. The bytes that crossed the restoring
+// host's interface are checked against what the restore says it fetched. Root only (network
+// namespaces); skipped, with the reason, elsewhere. Runs once per backend.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ctl_support.h"
+#include "harness.h"
+
+namespace {
+
+using namespace flurry_test;
+
+// iproute2's `ip` (the harness execs by path).
+std::string IpBinary() {
+  for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (access(path, X_OK) == 0) return path;
+  }
+  return "ip";
+}
+
+// Two namespaces "hosts" A (10.253.N.1) and B (10.253.N.2) on a veth pair; removed on
+// destruction.
+class TwoHosts {
+ public:
+  TwoHosts() {
+    const std::string id = std::to_string(getpid() % 100000);
+    a_ = "flurry-t-a-" + id;
+    b_ = "flurry-t-b-" + id;
+    link_a_ = "ft-a-" + id;
+    link_b_ = "ft-b-" + id;
+    subnet_ = "10.253." + std::to_string(getpid() % 250) + ".";
+    ok_ = Ip({"netns", "add", a_}) && Ip({"netns", "add", b_}) &&
+          Ip({"link", "add", link_a_, "netns", a_, "type", "veth", "peer", "name", link_b_,
+              "netns", b_}) &&
+          Ip({"-n", a_, "addr", "add", subnet_ + "1/24", "dev", link_a_}) &&
+          Ip({"-n", b_, "addr", "add", subnet_ + "2/24", "dev", link_b_}) &&
+          Ip({"-n", a_, "link", "set", link_a_, "up"}) &&
+          Ip({"-n", b_, "link", "set", link_b_, "up"}) &&
+          Ip({"-n", a_, "link", "set", "lo", "up"}) && Ip({"-n", b_, "link", "set", "lo", "up"});
+  }
+  ~TwoHosts() {
+    Ip({"netns", "del", a_});
+    Ip({"netns", "del", b_});
+  }
+  bool ok() const { return ok_; }
+  std::string address_a() const { return subnet_ + "1"; }
+  // argv run inside host A or B.
+  std::vector<std::string> InA(std::vector<std::string> argv) const { return In(a_, argv); }
+  std::vector<std::string> InB(std::vector<std::string> argv) const { return In(b_, argv); }
+  // Bytes host B's interface has received.
+  uint64_t ReceivedByB() const {
+    auto r = Run(InB({"/bin/cat", "/sys/class/net/" + link_b_ + "/statistics/rx_bytes"}));
+    return r.exit_code == 0 ? std::stoull(r.out) : 0;
+  }
+
+ private:
+  static bool Ip(std::vector<std::string> args) {
+    args.insert(args.begin(), IpBinary());
+    auto r = Run(args, WithDeadline(30));
+    return r.exited && r.exit_code == 0;
+  }
+  static std::vector<std::string> In(const std::string& ns, std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {IpBinary(), "netns", "exec", ns});
+    return argv;
+  }
+  std::string a_, b_, link_a_, link_b_, subnet_;
+  bool ok_ = false;
+};
+
+std::string WhyNoNetns() {
+  if (geteuid() != 0) return "needs root (network namespaces)";
+  auto r = Run({IpBinary(), "netns", "list"}, WithDeadline(10));
+  if (!r.exited || r.exit_code != 0) return "no `ip netns` here: " + r.err;
+  return "";
+}
+
+std::map<std::string, double> Counters(const std::string& err) {
+  std::map<std::string, double> counters;
+  const std::string prefix = "flurry: memory on demand: ";
+  for (const std::string& line : Lines(err)) {
+    if (!StartsWith(line, prefix)) continue;
+    std::istringstream words(line.substr(prefix.size()));
+    std::string word;
+    while (words >> word) {
+      const size_t eq = word.find('=');
+      if (eq != std::string::npos) counters[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
+    }
+  }
+  return counters;
+}
+
+TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
+  if (const std::string why = WhyNoNetns(); !why.empty()) GTEST_SKIP() << why;
+  TwoHosts hosts;
+  ASSERT_TRUE(hosts.ok()) << "could not set up the two namespaces";
+  TempDir dir;
+  const fs::path root = dir.path() / "root";
+  fs::create_directories(root);
+  WriteFile(root / "input", std::string(64 << 10, 'x'));
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background parent(RawCommand{},
+                    hosts.InA(Background::WithFlurry({"run", "--dir", root.string(), "--api",
+                                                      socket, Guest("on_demand"), "32", "/input",
+                                                      "2"})));
+  ASSERT_TRUE(parent.WaitForLine("ready", 120s)) << parent.out() << parent.err();
+  ExpectCtlOk(Ctl(socket, {"pause"}));
+  auto serve = Ctl(socket, {"serve", hosts.address_a() + ":0"});
+  ExpectCtlOk(serve);
+  const auto address = Field(serve.out, "serving");
+  ASSERT_TRUE(address.has_value()) << serve.Describe();
+
+  const uint64_t before = hosts.ReceivedByB();
+  auto restored = flurry_test::Run(hosts.InB(Background::WithFlurry(
+                          {"restore", "--stats", "--dir", root.string(), "tcp://" + *address})),
+                      WithDeadline(240));
+  const uint64_t received = hosts.ReceivedByB() - before;
+  ExpectCtlOk(Ctl(socket, {"resume"}));
+  auto original = parent.Wait(240s);
+  ExpectCleanExit(original, 0);
+
+  EXPECT_TRUE(restored.exited && restored.exit_code == 0) << restored.Describe();
+  std::string expected, got;
+  for (const auto& line : Lines(original.out)) if (StartsWith(line, "sum=")) expected = line;
+  for (const auto& line : Lines(restored.out)) if (StartsWith(line, "sum=")) got = line;
+  ASSERT_FALSE(expected.empty()) << original.Describe();
+  EXPECT_EQ(got, expected) << restored.Describe();
+  auto c = Counters(restored.err);
+  ASSERT_FALSE(c.empty()) << restored.Describe();
+  // The 32 MiB array crossed B's interface, and no more than the protocol says it fetched
+  // plus framing (TCP/IP headers, the descriptor, ACK traffic in the other direction excluded).
+  EXPECT_GE(c["fetched"], 32.0 * 256) << restored.Describe();
+  EXPECT_GE(static_cast<double>(received), c["fetched"] * 4096)
+      << "B's interface saw " << received << " bytes" << restored.Describe();
+  EXPECT_LT(static_cast<double>(received), c["bytes_received"] * 1.2 + (1 << 20))
+      << "B's interface saw " << received << " bytes" << restored.Describe();
+}
+
+}  // namespace
