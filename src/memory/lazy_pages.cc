@@ -148,7 +148,8 @@ void LazyPages::HandlerLoop() {
       // which a pending signal now stops before it runs on). Release the faulting access with
       // a zero page rather than leave it blocked: a vCPU thread in KVM may not be interruptible
       // while it waits here.
-      if (!ZeroLocked(gpa / kPage)) Wake(gpa / kPage);
+      (void)ZeroLocked(gpa / kPage);
+      Wake(gpa / kPage, 1);
     }
   }
 }
@@ -165,8 +166,8 @@ uint64_t LazyPages::RangeEnd(uint64_t page) const {
   return page + 1;
 }
 
-void LazyPages::Wake(uint64_t page) {
-  uffdio_range range{host_base_ + page * kPage, kPage};
+void LazyPages::Wake(uint64_t page, uint64_t count) {
+  uffdio_range range{host_base_ + page * kPage, count * kPage};
   (void)ioctl(uffd_.get(), UFFDIO_WAKE, &range);
 }
 
@@ -177,6 +178,7 @@ Result<bool> LazyPages::CopyLocked(uint64_t first, uint64_t count, const uint8_t
     copy.dst = host_base_ + first * kPage + done;
     copy.src = reinterpret_cast<uint64_t>(data + done);
     copy.len = count * kPage - done;
+    copy.mode = UFFDIO_COPY_MODE_DONTWAKE;  // the caller wakes after its bookkeeping
     if (ioctl(uffd_.get(), UFFDIO_COPY, &copy) == 0) return true;
     if (copy.copy > 0) done += static_cast<uint64_t>(copy.copy);
     if (errno == EAGAIN) continue;
@@ -188,6 +190,7 @@ Result<bool> LazyPages::CopyLocked(uint64_t first, uint64_t count, const uint8_t
         one.dst = host_base_ + first * kPage + off;
         one.src = reinterpret_cast<uint64_t>(data + off);
         one.len = kPage;
+        one.mode = UFFDIO_COPY_MODE_DONTWAKE;
         while (ioctl(uffd_.get(), UFFDIO_COPY, &one) != 0 && errno == EAGAIN) {
         }
         if (one.copy < 0 && errno != EEXIST) {
@@ -207,6 +210,7 @@ Result<bool> LazyPages::ZeroLocked(uint64_t page) {
     uffdio_zeropage zero{};
     zero.range.start = host_base_ + page * kPage;
     zero.range.len = kPage;
+    zero.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE;  // the caller wakes after its bookkeeping
     if (ioctl(uffd_.get(), UFFDIO_ZEROPAGE, &zero) == 0) return true;
     if (errno == EAGAIN) continue;
     if (errno == EEXIST) return false;
@@ -227,6 +231,7 @@ Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cau
     prefetched_.fetch_add(count - 1, std::memory_order_relaxed);
   }
   pending_.fetch_sub(count, std::memory_order_relaxed);
+  Wake(first, count);  // whoever faulted on these pages goes on, seeing them resident
   return {};
 }
 
@@ -234,7 +239,7 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
   switch (state_[page].load()) {
     case kResident:
     case kUnmanaged:
-      if (cause == Cause::kFault) Wake(page);
+      if (cause == Cause::kFault) Wake(page, 1);
       return {};
     case kFresh:
     case kUntouched: {
@@ -242,17 +247,28 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
       const bool installed = FLURRY_TRY(ZeroLocked(page));
       state_[page].store(kResident);
       if (installed) (fresh ? fresh_ : zero_).fetch_add(1, std::memory_order_relaxed);
-      if (!installed && cause == Cause::kFault) Wake(page);
+      Wake(page, 1);
       return {};
     }
     case kFetch: {
       // The faulting page and the neighbours after it that are still wanted, in one request.
-      const uint64_t limit =
-          std::min<uint64_t>(RangeEnd(page), page + (cause == Cause::kAll ? kMaxPrefetch
-                                                                          : options_.prefetch_pages));
+      // A fault right where the previous fetch ended is a sequential scan: the window doubles
+      // (up to 64 pages) while the scan goes on, and falls back to prefetch_pages otherwise.
+      uint64_t window = options_.prefetch_pages;
+      if (cause == Cause::kAll) {
+        window = kMaxPrefetch;
+      } else if (cause == Cause::kFault && window > 1 && page == sequential_next_) {
+        window = std::min<uint64_t>(kMaxPrefetch, sequential_window_ * 2);
+      }
+      const uint64_t limit = std::min<uint64_t>(RangeEnd(page), page + window);
       uint64_t end = page + 1;
       while (end < limit && state_[end].load() == kFetch) ++end;
-      return FetchRunLocked(page, end - page, cause);
+      FLURRY_TRY(FetchRunLocked(page, end - page, cause));
+      if (cause == Cause::kFault) {
+        sequential_next_ = end;
+        sequential_window_ = window;
+      }
+      return {};
     }
   }
   return {};
@@ -297,6 +313,7 @@ Result<bool> LazyPages::InstallPage(uint64_t page, const uint8_t* data) {
   state_[page].store(kResident);
   if (s == kFetch) pending_.fetch_sub(1, std::memory_order_relaxed);
   if (installed) overwritten_.fetch_add(1, std::memory_order_relaxed);
+  Wake(page, 1);
   return installed;
 }
 

@@ -105,6 +105,18 @@ TEST_F(LazyPagesTest, PrefetchFetchesNeighboursStillWanted) {
   EXPECT_EQ(s.faults, 1u);
 }
 
+TEST_F(LazyPagesTest, ASequentialScanDoublesThePrefetchWindow) {
+  Start({{kFirst, 256}}, /*prefetch=*/4);
+  // Faults at the first page past each fetched run: 4, 8, 16, 32, 64, 64 pages.
+  for (uint64_t p = kFirst; p < kFirst + 188; ++p) EXPECT_EQ(Touch(p), Expected(p));
+  LazyStats s = Stats();
+  EXPECT_EQ(s.fetch_requests, 6u);
+  EXPECT_EQ(s.fetched_pages, 188u);
+  // A jump elsewhere starts over with the base window.
+  EXPECT_EQ(Touch(kFirst + 250), Expected(kFirst + 250));
+  EXPECT_EQ(Stats().fetched_pages, 188u + 4u);
+}
+
 TEST_F(LazyPagesTest, VmmReadsInstallPagesFirst) {
   Start({{kFirst, 4}});
   uint8_t byte = 0;

@@ -100,6 +100,12 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
 }
 
 Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory) {
+  VmDescriptor d = CaptureGuestState(state);
+  d.pages = FLURRY_TRY(CapturePageMap(memory));
+  return d;
+}
+
+VmDescriptor CaptureGuestState(const GuestState& state) {
   VmDescriptor d;
   d.cpu = state.cpu;
   d.identity = state.identity;
@@ -115,7 +121,6 @@ Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& me
   d.files = CaptureFiles(state.fds);
   d.signals = state.signals;
   d.start_time_ns = state.start_time_ns;
-  d.pages = FLURRY_TRY(CapturePageMap(memory));
   return d;
 }
 

@@ -12,9 +12,12 @@ namespace flurry {
 // Captures everything but the CPU state (the caller fills descriptor.vcpu — FS/GS bases
 // included: GuestState::segment_bases is not copied, so a pending (dirty) arch_prctl must be
 // applied to the vCPU, or folded into vcpu.regs, before capturing), the backend name and the
-// clone identity. The page map comes from mincore(2): pages the host never populated read as
-// zero.
+// clone identity. The page map comes from GuestMemory::PopulatedPages (pagemap: present or
+// swapped out); pages the host never populated read as zero.
 Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory);
+
+// CaptureGuest without the page map (for a clone whose memory is this process's copy).
+VmDescriptor CaptureGuestState(const GuestState& state);
 
 // The page map alone (also used by benchmarks).
 Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);

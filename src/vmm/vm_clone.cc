@@ -5,6 +5,7 @@
 #include <csignal>
 
 #include "flurry/sf_abi.h"
+#include "snapshot/descriptor_codec.h"
 #include "snapshot/state_capture.h"
 #include "vmm/vm.h"
 
@@ -34,12 +35,22 @@ Result<CloneState> Vm::CaptureCurrentState() {
 }
 
 Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
-  FLURRY_TRY_CTX(backend_->BecomeClone(state.cpu), "loading the clone's CPU state");
+  // A clone becomes the VM its descriptor describes, as a VM restored on another host does
+  // (vm_restore.cc): the descriptor is encoded and decoded here, so every local clone goes
+  // through the codec and RestoreGuest. Its memory source is this process's copy-on-write
+  // image (inherited through fork()), so the descriptor carries no page map.
+  VmDescriptor described = CaptureGuestState(state_);
+  described.vcpu = state.cpu;
+  described.files = state.files;  // offsets as at the clone instant, not as now
+  described.backend = backend_->name();
+  described.clone = CloneIdentityRecord{fork_.family_id(), id};
+  const std::vector<uint8_t> encoded = EncodeDescriptor(described);
+  const VmDescriptor d =
+      FLURRY_TRY_CTX(DecodeDescriptor(encoded), "decoding the clone's own descriptor");
+
+  FLURRY_TRY_CTX(backend_->BecomeClone(d.vcpu), "loading the clone's CPU state");
   cpu_replaced_ = true;
 
-  state_.identity.ppid = state_.identity.pid;
-  state_.identity.pid = getpid();
-  state_.identity.tid = state_.identity.pid;
   // Reopen the guest's files as they were at the clone instant: inherited host fds would share
   // offsets with the parent.
   const HostDir* root = state_.fds.root();
@@ -52,7 +63,12 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
                        "giving the clone its own view of --dir");
     root_path = clone_directory_->merged();
   }
-  FLURRY_TRY_CTX(RestoreFiles(state.files, root_path, state_.fds), "reopening the guest's files");
+  GuestState restored =
+      FLURRY_TRY_CTX(RestoreGuest(d, root_path), "becoming the VM of the clone's descriptor");
+  restored.identity.ppid = restored.identity.pid;
+  restored.identity.pid = getpid();
+  restored.identity.tid = restored.identity.pid;
+  state_ = std::move(restored);
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
                          clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");
   clock_ = GuestClock();
