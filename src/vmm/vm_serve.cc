@@ -1,6 +1,7 @@
 // `flurry ctl SOCK serve HOST:PORT`: the VM as it stands, frozen in a page server process (a
 // copy-on-write fork of this VMM) that serves its descriptor and memory to VMs restoring from
 // it on any host (docs/protocols/page_server.md). The VM runs on at once.
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -31,6 +32,11 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
     // The page server: serves until this VM is gone and no restored VM is connected.
     prctl(PR_SET_NAME, "flurry-pages");
     signal(SIGINT, SIG_IGN);  // a ^C meant for the VM's terminal is not for the server
+    // It may outlive the VM: it must not hold the VM's stdio (a pipe reader would wait for it).
+    if (int null = open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {
+      for (int fd = 0; fd <= 2; ++fd) dup2(null, fd);
+      close(null);
+    }
     const int owner_fd = static_cast<int>(syscall(SYS_pidfd_open, owner, 0));
     if (owner_fd < 0 || getppid() != owner) {
       ReleaseGuest();
@@ -41,10 +47,6 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
         encoded, memory.size() / x86::kPageSize,
         [&memory](uint64_t gpa, void* dst, uint64_t len) { return memory.ReadPhysical(gpa, dst, len); },
         owner_fd);
-    if (!served) {
-      std::string line = "flurry: page server: " + served.error().message() + "\n";
-      (void)!::write(2, line.data(), line.size());
-    }
     ReleaseGuest();
     _exit(served ? 0 : 1);
   }

@@ -177,6 +177,30 @@ TEST_F(OnDemandTest, ALostPageServerEndsTheRestoredVmWithAClearError) {
   FinishParent();
 }
 
+// A clone of a VM whose memory is on demand gets all of it: the VM fetches the rest before it
+// forks (a forked process would not inherit the userfaultfd registration).
+TEST_F(OnDemandTest, AVmRestoredOnDemandCanBeCloned) {
+  ASSERT_NO_FATAL_FAILURE(ServeAndRestore({"--stats"}));
+  ExpectCtlOk(Ctl(restored_socket_, {"pause"}));
+  auto clone = Ctl(restored_socket_, {"clone", "1"});
+  ExpectCtlOk(clone);
+  auto status = Ctl(restored_socket_, {"status"});
+  ExpectCtlOk(status);
+  EXPECT_NE(status.out.find("0 pages still to fetch"), std::string::npos) << status.Describe();
+  ExpectCtlOk(Ctl(restored_socket_, {"resume"}));
+  const std::string expected = ResultLine(FinishParent());
+  auto r = restored_->Wait(180s);
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << r.Describe();
+  EXPECT_EQ(ResultLine(r.out), expected) << r.Describe();
+  // The clone's line, "[clone N] sum=...", carries the same result.
+  std::string cloned;
+  for (const std::string& line : Lines(r.out)) {
+    const size_t at = line.find("] sum=");
+    if (StartsWith(line, "[clone ") && at != std::string::npos) cloned = line.substr(at + 2);
+  }
+  EXPECT_EQ(cloned, expected) << r.Describe();
+}
+
 TEST(OnDemandCli, BadSourcesAreOneLineErrors) {
   auto no_server = Flurry({"restore", "tcp://127.0.0.1:1"}, WithDeadline(60));
   ExpectInputError(no_server);
