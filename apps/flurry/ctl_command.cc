@@ -180,10 +180,11 @@ void PrintReply(const ControlRequest& request, const ControlReply& reply) {
         out += fmt::format(
             "memory on demand: {} faults; fetched {} pages ({} prefetched) in {} requests, "
             "{:.1f} us each; not fetched: {} zero, {} fresh, {} overwritten; {} bytes "
-            "received; {} pages still to fetch\n",
+            "received ({} fetched pages came as all-zero); {} pages still to fetch\n",
             m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests,
             m.fetch_requests ? static_cast<double>(m.fetch_ns) / 1000.0 / m.fetch_requests : 0.0,
-            m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.pending_pages);
+            m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
+            m.pending_pages);
       }
       break;
   }

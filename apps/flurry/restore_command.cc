@@ -92,10 +92,11 @@ int RestoreCommand(const RestoreOptions& options) {
     if (auto m = (*vm)->memory().lazy_stats()) {
       std::string line = fmt::format(
           "flurry: memory on demand: faults={} fetched={} prefetched={} requests={} "
-          "fetch_us={:.1f} zero={} fresh={} overwritten={} bytes_received={} pending={}\n",
+          "fetch_us={:.1f} zero={} fresh={} overwritten={} bytes_received={} zero_elided={} "
+          "pending={}\n",
           m->faults, m->fetched_pages, m->prefetched_pages, m->fetch_requests,
           m->fetch_requests ? static_cast<double>(m->fetch_ns) / 1000.0 / m->fetch_requests : 0.0,
-          m->zero_pages, m->fresh_pages, m->overwritten_pages, m->bytes_received,
+          m->zero_pages, m->fresh_pages, m->overwritten_pages, m->bytes_received, m->zero_elided,
           m->pending_pages);
       (void)!write(2, line.data(), line.size());
     }

@@ -352,6 +352,7 @@ LazyStats LazyPages::stats() const {
   s.fresh_pages = fresh_.load(std::memory_order_relaxed);
   s.overwritten_pages = overwritten_.load(std::memory_order_relaxed);
   s.bytes_received = source_->bytes_received();
+  s.zero_elided = source_->zero_pages_elided();
   s.pending_pages = pending_.load(std::memory_order_relaxed);
   return s;
 }

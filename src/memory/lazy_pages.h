@@ -49,6 +49,7 @@ struct LazyStats {
   uint64_t fresh_pages = 0;        // allocated after the image: zero-filled, not fetched
   uint64_t overwritten_pages = 0;  // written whole by the VMM: installed, not fetched
   uint64_t bytes_received = 0;     // from the source (PageSource::bytes_received)
+  uint64_t zero_elided = 0;        // fetched pages the source sent as "all zero" (no data)
   uint64_t pending_pages = 0;      // still to fetch if touched
 };
 

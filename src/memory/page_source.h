@@ -21,6 +21,8 @@ class PageSource {
   virtual std::string Describe() const = 0;
   // Bytes received from wherever the pages come from (payload and protocol; 0 for files).
   virtual uint64_t bytes_received() const { return 0; }
+  // Pages the source said were all zero instead of sending them (network sources).
+  virtual uint64_t zero_pages_elided() const { return 0; }
 };
 
 }  // namespace flurry

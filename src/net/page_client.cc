@@ -1,5 +1,8 @@
 #include "net/page_client.h"
 
+#include <bit>
+#include <cstring>
+
 #include "net/tcp.h"
 
 namespace flurry {
@@ -24,17 +27,34 @@ Result<uint32_t> PageClient::ExchangeOnce(const PageRequest& request, uint8_t* o
     return FailErrno(EPROTO, fmt::format("a {}-byte reply where at most {} fit",
                                          header.payload_bytes, max_payload));
   }
-  if (request.op == static_cast<uint16_t>(PageOp::kPages) &&
-      (header.first_page != request.first_page || header.count != request.count ||
-       header.payload_bytes != request.count * 4096)) {
+  const bool pages = request.op == static_cast<uint16_t>(PageOp::kPages);
+  const uint64_t all = request.count >= 64 ? ~0ULL : (1ULL << request.count) - 1;
+  if (pages && (header.first_page != request.first_page || header.count != request.count ||
+                (header.zero_mask & ~all) != 0 ||
+                header.payload_bytes !=
+                    (request.count - std::popcount(header.zero_mask)) * 4096u)) {
     return FailErrno(EPROTO, "a reply for other pages than asked for");
   }
+  if (!pages && header.zero_mask != 0) return FailErrno(EPROTO, "a zero mask on a descriptor");
   FLURRY_TRY(ReadFull(fd_.get(), out, header.payload_bytes));
   bytes_received_ += header.payload_bytes;
   if (PayloadChecksum(out, header.payload_bytes) != header.checksum) {
     return FailErrno(EBADMSG, "a reply whose checksum does not match");
   }
-  return header.payload_bytes;
+  if (pages && header.zero_mask != 0) {
+    // Spread the pages sent to their places, from the last one down, zeroing the others.
+    uint64_t sent = header.payload_bytes / 4096;
+    for (uint32_t i = request.count; i-- > 0;) {
+      uint8_t* page = out + uint64_t{i} * 4096;
+      if (header.zero_mask & (1ULL << i)) {
+        std::memset(page, 0, 4096);
+        ++zero_pages_elided_;
+      } else if (--sent != i) {
+        std::memmove(page, out + sent * 4096, 4096);
+      }
+    }
+  }
+  return pages ? request.count * 4096u : header.payload_bytes;
 }
 
 Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t count,

@@ -27,6 +27,8 @@ class PageClient : public PageSource {
   Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) override;
   std::string Describe() const override { return "page server " + server_.ToString(); }
   uint64_t bytes_received() const override { return bytes_received_; }
+  // Pages the server answered as all zero instead of sending them.
+  uint64_t zero_pages_elided() const override { return zero_pages_elided_; }
 
  private:
   PageClient(UniqueFd fd, HostPort server, std::chrono::milliseconds timeout)
@@ -40,6 +42,7 @@ class PageClient : public PageSource {
   HostPort server_;
   std::chrono::milliseconds timeout_;
   uint64_t bytes_received_ = 0;
+  uint64_t zero_pages_elided_ = 0;
 };
 
 }  // namespace flurry

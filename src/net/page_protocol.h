@@ -38,8 +38,11 @@ struct PageReplyHeader {
   uint32_t count;
   uint32_t payload_bytes;
   uint64_t checksum;  // XXH64 (seed 0) of the payload
+  // pages: bit i set = page first_page+i is all zero and left out of the payload (the payload
+  // holds the other pages in order).
+  uint64_t zero_mask;
 };
-static_assert(sizeof(PageReplyHeader) == 32);
+static_assert(sizeof(PageReplyHeader) == 40);
 
 uint64_t PayloadChecksum(const void* data, size_t size);
 

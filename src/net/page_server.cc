@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "net/tcp.h"
 
@@ -22,6 +23,13 @@ PageReplyHeader ReplyTo(const PageRequest& request, uint16_t status) {
   h.first_page = request.first_page;
   h.count = status == 0 ? request.count : 0;
   return h;
+}
+
+bool IsZeroPage(const uint8_t* page) {
+  const auto* words = reinterpret_cast<const uint64_t*>(page);
+  uint64_t any = 0;
+  for (size_t i = 0; i < 4096 / sizeof(uint64_t); ++i) any |= words[i];
+  return any == 0;
 }
 
 }  // namespace
@@ -83,10 +91,23 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
                      !got) {
             header = ReplyTo(request, static_cast<uint16_t>(got.error().code() ? got.error().code() : EIO));
           } else {
+            // All-zero pages (populated but never written to non-zero, e.g. the rest of a
+            // transparent huge page) are not sent: the payload is compacted around them.
             header = ReplyTo(request, 0);
-            header.payload_bytes = request.count * 4096;
+            uint32_t kept = 0;
+            for (uint32_t i = 0; i < request.count; ++i) {
+              const uint8_t* page = payload.data() + uint64_t{i} * 4096;
+              if (IsZeroPage(page)) {
+                header.zero_mask |= 1ULL << i;
+                continue;
+              }
+              if (kept != i) std::memmove(payload.data() + uint64_t{kept} * 4096, page, 4096);
+              ++kept;
+            }
+            header.payload_bytes = kept * 4096;
             body = payload.data();
             stats.pages_sent += request.count;
+            stats.zero_pages_elided += request.count - kept;
           }
         } else {
           header = ReplyTo(request, EOPNOTSUPP);

@@ -25,7 +25,8 @@ class PageServer {
   struct Stats {
     uint64_t connections = 0;
     uint64_t requests = 0;
-    uint64_t pages_sent = 0;
+    uint64_t pages_sent = 0;         // zero pages included
+    uint64_t zero_pages_elided = 0;  // all-zero pages answered by zero_mask, not sent
     uint64_t bytes_sent = 0;
   };
 

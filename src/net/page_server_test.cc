@@ -65,6 +65,18 @@ TEST_F(PageServerTest, ServesTheDescriptorAndPages) {
   EXPECT_GT((*client)->bytes_received(), pages.size());
 }
 
+TEST_F(PageServerTest, AllZeroPagesAreNotSent) {
+  for (uint64_t page : {10, 12, 13}) std::memset(image_.data() + page * 4096, 0, 4096);
+  auto client = PageClient::Connect(address_);
+  ASSERT_TRUE(client.has_value());
+  std::vector<uint8_t> pages(8 * 4096, 0xee);
+  const uint64_t before = (*client)->bytes_received();
+  ASSERT_TRUE((*client)->Fetch(8, 8, pages.data()).has_value());
+  EXPECT_EQ(0, std::memcmp(pages.data(), image_.data() + 8 * 4096, pages.size()));
+  EXPECT_EQ((*client)->zero_pages_elided(), 3u);
+  EXPECT_EQ((*client)->bytes_received() - before, sizeof(PageReplyHeader) + 5 * 4096);
+}
+
 TEST_F(PageServerTest, RefusesRequestsOutsideTheImage) {
   auto client = PageClient::Connect(address_);
   ASSERT_TRUE(client.has_value());

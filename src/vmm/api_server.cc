@@ -200,6 +200,7 @@ Result<ControlReply> ParseReplyJson(const Json& j) {
     stats.fresh_pages = FLURRY_TRY(Field<uint64_t>(*m, "fresh_pages", 0));
     stats.overwritten_pages = FLURRY_TRY(Field<uint64_t>(*m, "overwritten_pages", 0));
     stats.bytes_received = FLURRY_TRY(Field<uint64_t>(*m, "bytes_received", 0));
+    stats.zero_elided = FLURRY_TRY(Field<uint64_t>(*m, "zero_elided", 0));
     stats.pending_pages = FLURRY_TRY(Field<uint64_t>(*m, "pending_pages", 0));
     reply.on_demand = stats;
   }
@@ -282,6 +283,7 @@ std::string FormatApiReply(ControlRequest::Kind kind, const ControlReply& reply)
                         {"fresh_pages", m.fresh_pages},
                         {"overwritten_pages", m.overwritten_pages},
                         {"bytes_received", m.bytes_received},
+                        {"zero_elided", m.zero_elided},
                         {"pending_pages", m.pending_pages}};
     }
     if (kind == ControlRequest::Kind::kClone) {
