@@ -6,21 +6,8 @@
 set -euo pipefail
 BUILD="${1:-$(cd "$(dirname "$0")/.." && pwd)/build}"
 BENCH="$BUILD/bench/page_fetch_bench"
-A=flurry-bench-a-$$ B=flurry-bench-b-$$
-cleanup() {
-  [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null || true
-  ip netns del "$A" 2>/dev/null || true
-  ip netns del "$B" 2>/dev/null || true
-}
-trap cleanup EXIT
-ip netns add "$A"
-ip netns add "$B"
-ip link add fb-a-$$ netns "$A" type veth peer name fb-b-$$ netns "$B"
-ip -n "$A" addr add 10.251.0.1/24 dev fb-a-$$
-ip -n "$B" addr add 10.251.0.2/24 dev fb-b-$$
-ip -n "$A" link set fb-a-$$ up
-ip -n "$B" link set fb-b-$$ up
-ip -n "$A" link set lo up
+cleanup_extra() { [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null || true; }
+source "$(dirname "$0")/netns_hosts.sh" flurry-bench 10.251.0
 READY=$(mktemp)
 ip netns exec "$A" "$BENCH" serve 10.251.0.1:7400 256 > "$READY" &
 SERVER=$!

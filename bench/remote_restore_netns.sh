@@ -10,23 +10,12 @@ BUILD="${1:-$(cd "$(dirname "$0")/.." && pwd)/build}"
 MIB="${2:-256}"
 FLURRY="$BUILD/apps/flurry/flurry"
 GUEST="$BUILD/tests/guest/on_demand"
-A=flurry-rr-a-$$ B=flurry-rr-b-$$
 WORK=$(mktemp -d)
-cleanup() {
+cleanup_extra() {
   [[ -n "${PARENT:-}" ]] && kill "$PARENT" 2>/dev/null || true
-  ip netns del "$A" 2>/dev/null || true
-  ip netns del "$B" 2>/dev/null || true
   rm -rf "$WORK"
 }
-trap cleanup EXIT
-ip netns add "$A"
-ip netns add "$B"
-ip link add rr-a-$$ netns "$A" type veth peer name rr-b-$$ netns "$B"
-ip -n "$A" addr add 10.252.0.1/24 dev rr-a-$$
-ip -n "$B" addr add 10.252.0.2/24 dev rr-b-$$
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set rr-a-$$ up
-ip -n "$B" link set rr-b-$$ up
+source "$(dirname "$0")/netns_hosts.sh" flurry-rr 10.252.0
 mkdir "$WORK/root"
 head -c 65536 /dev/urandom > "$WORK/root/input"
 

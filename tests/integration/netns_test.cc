@@ -13,6 +13,7 @@
 
 #include "ctl_support.h"
 #include "harness.h"
+#include "on_demand_support.h"
 
 namespace {
 
@@ -82,21 +83,6 @@ std::string WhyNoNetns() {
   return "";
 }
 
-std::map<std::string, double> Counters(const std::string& err) {
-  std::map<std::string, double> counters;
-  const std::string prefix = "flurry: memory on demand: ";
-  for (const std::string& line : Lines(err)) {
-    if (!StartsWith(line, prefix)) continue;
-    std::istringstream words(line.substr(prefix.size()));
-    std::string word;
-    while (words >> word) {
-      const size_t eq = word.find('=');
-      if (eq != std::string::npos) counters[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
-    }
-  }
-  return counters;
-}
-
 TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
   if (const std::string why = WhyNoNetns(); !why.empty()) GTEST_SKIP() << why;
   TwoHosts hosts;
@@ -132,7 +118,7 @@ TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
   for (const auto& line : Lines(restored.out)) if (StartsWith(line, "sum=")) got = line;
   ASSERT_FALSE(expected.empty()) << original.Describe();
   EXPECT_EQ(got, expected) << restored.Describe();
-  auto c = Counters(restored.err);
+  auto c = OnDemandCounters(restored.err);
   ASSERT_FALSE(c.empty()) << restored.Describe();
   // The 32 MiB array crossed B's interface (all-zero pages travel as mask bits), and not much
   // more than what the protocol received (TCP/IP headers, the descriptor).

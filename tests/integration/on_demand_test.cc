@@ -14,28 +14,13 @@
 
 #include "ctl_support.h"
 #include "harness.h"
+#include "on_demand_support.h"
 
 namespace {
 
 using namespace flurry_test;
 
 constexpr const char* kMiB = "24";
-
-// "flurry: memory on demand: faults=1 fetched=2 ..." -> {faults: 1, fetched: 2, ...}
-std::map<std::string, double> OnDemandCounters(const std::string& err) {
-  std::map<std::string, double> counters;
-  const std::string prefix = "flurry: memory on demand: ";
-  for (const std::string& line : Lines(err)) {
-    if (!StartsWith(line, prefix)) continue;
-    std::istringstream words(line.substr(prefix.size()));
-    std::string word;
-    while (words >> word) {
-      const size_t eq = word.find('=');
-      if (eq != std::string::npos) counters[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
-    }
-  }
-  return counters;
-}
 
 // Exit status 0, the result on stdout, and only the counters line on stderr.
 void ExpectExitWithStats(const RunResult& r) {
