@@ -218,6 +218,21 @@ Result<bool> LazyPages::ZeroLocked(uint64_t page) {
   }
 }
 
+Result<uint64_t> LazyPages::ZeroRunLocked(uint64_t first, uint64_t count) {
+  uffdio_zeropage zero{};
+  zero.range.start = host_base_ + first * kPage;
+  zero.range.len = count * kPage;
+  zero.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE;
+  if (ioctl(uffd_.get(), UFFDIO_ZEROPAGE, &zero) == 0) return count;
+  if (errno != EEXIST && errno != EAGAIN) {
+    return FailErrno(fmt::format("zero-filling guest pages {:#x}+{}", first * kPage, count));
+  }
+  // Part of the run is there already: page by page.
+  uint64_t installed = 0;
+  for (uint64_t p = first; p < first + count; ++p) installed += FLURRY_TRY(ZeroLocked(p));
+  return installed;
+}
+
 Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cause) {
   const uint64_t start = NowNs();
   FLURRY_TRY_CTX(source_->Fetch(first, static_cast<uint32_t>(count), buffer_.data()),
@@ -243,11 +258,23 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
       return {};
     case kFresh:
     case kUntouched: {
-      const bool fresh = state_[page].load() == kFresh;
-      const bool installed = FLURRY_TRY(ZeroLocked(page));
-      state_[page].store(kResident);
-      if (installed) (fresh ? fresh_ : zero_).fetch_add(1, std::memory_order_relaxed);
-      Wake(page, 1);
+      // A fault in zero memory maps the shared zero page for it and for the zero pages after
+      // it (up to 64): a guest writing a fresh buffer then takes ordinary copy-on-write faults
+      // there, not one round trip through this thread per page. Zero pages cost no memory.
+      const uint64_t limit = std::min<uint64_t>(
+          RangeEnd(page), page + (cause == Cause::kFault ? kMaxPrefetch : uint64_t{1}));
+      uint64_t end = page + 1;
+      while (end < limit && (state_[end].load() == kFresh || state_[end].load() == kUntouched)) {
+        ++end;
+      }
+      uint64_t fresh = 0;
+      for (uint64_t p = page; p < end; ++p) fresh += state_[p].load() == kFresh;
+      const uint64_t installed = FLURRY_TRY(ZeroRunLocked(page, end - page));
+      for (uint64_t p = page; p < end; ++p) state_[p].store(kResident);
+      // (Pages that were somehow present already are few: count the run by its kinds.)
+      fresh_.fetch_add(std::min(fresh, installed), std::memory_order_relaxed);
+      zero_.fetch_add(installed - std::min(fresh, installed), std::memory_order_relaxed);
+      Wake(page, end - page);
       return {};
     }
     case kFetch: {
