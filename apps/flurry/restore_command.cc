@@ -21,7 +21,9 @@ Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const 
 
 CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
   CLI::App* restore =
-      app.add_subcommand("restore", "Run a VM from a snapshot directory (flurry ctl ... snapshot)");
+      app.add_subcommand("restore",
+                         "Run a VM from a snapshot directory (flurry ctl ... snapshot) or from a "
+                         "page server (flurry ctl ... serve)");
   restore->add_option("--timeout", options.timeout,
                       "Stop the guest after this long (e.g. 10s, 500ms); exit status 124");
   restore->add_option("--api", options.api,
@@ -43,8 +45,8 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
       ->check(CLI::IsMember({"eager", "on-demand"}));
   restore
       ->add_option("--prefetch", options.prefetch,
-                   "On demand: pages fetched per fault at most (the faulting one and the "
-                   "neighbours after it)")
+                   "On demand: pages a fault fetches (the faulting one and those after it); "
+                   "while faults follow each other sequentially the window doubles, up to 64")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   restore->add_flag("--stats", options.stats,
