@@ -92,9 +92,6 @@ class Backend {
   virtual Result<UniqueFd> TakeUserfault() = 0;
   // Where guest address 0 is in that address space.
   virtual uint64_t ram_host_base() = 0;
-  // Any thread: asks the kernel to back the 2 MiB of guest RAM at `gpa` (aligned, every page
-  // present) with one huge page (MADV_COLLAPSE). Best effort: failure only costs speed.
-  virtual void CollapseHugePage(uint64_t gpa) = 0;
 
   // ---- VM fork ----------------------------------------------------------------------------
   // Around every fork() of the VMM process that makes a snapshot process or a clone:

@@ -18,7 +18,6 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint32_t kMaxPrefetch = 64;
-constexpr uint64_t kPagesPerRegion = 512;  // 2 MiB
 
 uint64_t NowNs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -53,7 +52,6 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
   lazy->options_.prefetch_pages = std::clamp<uint32_t>(lazy->options_.prefetch_pages, 1, kMaxPrefetch);
   lazy->buffer_.resize(kMaxPrefetch * kPage);
   lazy->state_.reset(new std::atomic<uint8_t>[lazy->pages_]);
-  lazy->filled_in_region_.assign((lazy->pages_ + kPagesPerRegion - 1) / kPagesPerRegion, 0);
   for (uint64_t p = 0; p < lazy->pages_; ++p) lazy->state_[p].store(kUnmanaged);
   for (const Range& r : ranges) {
     if (r.start % kPage != 0 || r.end % kPage != 0 || r.start >= r.end || r.end > ram_size) {
@@ -156,18 +154,6 @@ void LazyPages::HandlerLoop() {
   }
 }
 
-void LazyPages::CountFilledLocked(uint64_t first, uint64_t count) {
-  for (uint64_t p = first; p < first + count;) {
-    const uint64_t region = p / kPagesPerRegion;
-    const uint64_t n = std::min(first + count, (region + 1) * kPagesPerRegion) - p;
-    filled_in_region_[region] = static_cast<uint16_t>(filled_in_region_[region] + n);
-    if (filled_in_region_[region] == kPagesPerRegion && options_.region_filled) {
-      options_.region_filled(region * kPagesPerRegion * kPage);
-    }
-    p += n;
-  }
-}
-
 void LazyPages::ReportFailure(const Error& error) {
   if (failed_.exchange(true)) return;
   if (options_.on_failure) options_.on_failure(error);
@@ -261,7 +247,6 @@ Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cau
   }
   pending_.fetch_sub(count, std::memory_order_relaxed);
   Wake(first, count);  // whoever faulted on these pages goes on, seeing them resident
-  CountFilledLocked(first, count);
   return {};
 }
 
@@ -356,7 +341,6 @@ Result<bool> LazyPages::InstallPage(uint64_t page, const uint8_t* data) {
   if (s == kFetch) pending_.fetch_sub(1, std::memory_order_relaxed);
   if (installed) overwritten_.fetch_add(1, std::memory_order_relaxed);
   Wake(page, 1);
-  if (installed && data != nullptr) CountFilledLocked(page, 1);
   return installed;
 }
 

@@ -63,10 +63,6 @@ class LazyPages {
   struct Options {
     uint32_t prefetch_pages = 8;  // pages per fetch at most (the faulting one included)
     std::function<void(const Error&)> on_failure;
-    // Called (under the resolve lock) when all 512 pages of the 2 MiB-aligned region at `gpa`
-    // have been installed with data: the owner may collapse it into a huge page (installs are
-    // 4 KiB pages, which cost a scan over fetched memory dearly in TLB misses).
-    std::function<void(uint64_t gpa)> region_filled;
   };
   // A registered guest range [start, end), page aligned (RAM minus holes).
   struct Range {
@@ -141,9 +137,6 @@ class LazyPages {
   uint64_t pages_ = 0;
   std::vector<Range> ranges_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
-  // Per 2 MiB region: pages installed with data (guarded by resolve_mutex_).
-  std::vector<uint16_t> filled_in_region_;
-  void CountFilledLocked(uint64_t first, uint64_t count);
   std::unique_ptr<PageSource> source_;
   Options options_;
   std::mutex resolve_mutex_;

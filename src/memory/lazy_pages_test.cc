@@ -55,7 +55,6 @@ class LazyPagesTest : public ::testing::Test {
     source_ = source.get();
     LazyPages::Options options;
     options.prefetch_pages = prefetch;
-    options.region_filled = region_filled_;
     options.on_failure = [this](const Error& e) {
       std::lock_guard lock(mutex_);
       failure_ = e.message();
@@ -71,7 +70,6 @@ class LazyPagesTest : public ::testing::Test {
   uint8_t Touch(uint64_t page) { return *reinterpret_cast<volatile uint8_t*>(base() + page * kPage); }
   LazyStats Stats() { return *memory_->lazy_stats(); }
 
-  std::function<void(uint64_t)> region_filled_;
   std::optional<GuestMemory> memory_;
   LazyPages* lazy_ = nullptr;
   FakeSource* source_ = nullptr;
@@ -118,18 +116,6 @@ TEST_F(LazyPagesTest, ASequentialScanDoublesThePrefetchWindow) {
   // A jump elsewhere starts over with the base window.
   EXPECT_EQ(Touch(kFirst + 250), Expected(kFirst + 250));
   EXPECT_EQ(Stats().fetched_pages, 188u + 4u);
-}
-
-TEST_F(LazyPagesTest, AFullyFetchedRegionIsReportedOnce) {
-  std::vector<uint64_t> filled;
-  region_filled_ = [&](uint64_t gpa) { filled.push_back(gpa); };
-  Start({{kFirst, 1024}}, /*prefetch=*/64);
-  for (uint64_t p = kFirst; p < kFirst + 700; ++p) EXPECT_EQ(Touch(p), Expected(p));
-  ASSERT_EQ(filled.size(), 1u);
-  EXPECT_EQ(filled[0], x86::kUserBase);
-  ASSERT_TRUE(memory_->Materialize().has_value());
-  ASSERT_EQ(filled.size(), 2u);
-  EXPECT_EQ(filled[1], x86::kUserBase + (2 << 20));
 }
 
 TEST_F(LazyPagesTest, VmmReadsInstallPagesFirst) {

@@ -103,15 +103,6 @@ Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<Pag
   LazyPages::Options options;
   options.prefetch_pages = prefetch_pages;
   options.on_failure = [this](const Error& error) { FailMemory(error); };
-  // Fetched memory comes in 4 KiB pages; where the VM's memory has huge pages (heap and mmap
-  // area, as GuestLayout::huge_start..huge_end), a region filled with fetched data becomes one.
-  const GuestLayout layout = LayoutFor(d.memory, true);
-  Backend* backend = backend_.get();
-  options.region_filled = [backend, layout](uint64_t gpa) {
-    if (gpa >= layout.huge_start && gpa + x86::kHugePageSize <= layout.huge_end) {
-      backend->CollapseHugePage(gpa);
-    }
-  };
   std::unique_ptr<LazyPages> lazy =
       FLURRY_TRY(LazyPages::Start(std::move(uffd), backend_->ram_host_base(), ram,
                                   std::move(ranges), populated, std::move(source), options));

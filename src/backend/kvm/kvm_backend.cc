@@ -2,7 +2,6 @@
 
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <x86intrin.h>
 
 #include <csignal>
@@ -90,11 +89,6 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
   vcpu_->run().kvm_dirty_regs = 0;
   segment_bases_dirty_ = true;
   return ApplySegmentBases();
-}
-
-void KvmBackend::CollapseHugePage(uint64_t gpa) {
-  if (gpa % x86::kHugePageSize != 0 || gpa + x86::kHugePageSize > memory_.size()) return;
-  (void)madvise(memory_.host_base() + gpa, x86::kHugePageSize, 25 /* MADV_COLLAPSE */);
 }
 
 Result<void> KvmBackend::BecomeClone(const x86::UserCpuState& state) {

@@ -31,7 +31,6 @@ class KvmBackend final : public Backend {
   Result<TscInfo> Tsc() override;
   Result<UniqueFd> TakeUserfault() override { return OpenUserfault(); }
   uint64_t ram_host_base() override { return reinterpret_cast<uint64_t>(memory_.host_base()); }
-  void CollapseHugePage(uint64_t gpa) override;
   Result<void> PrepareFork(bool) override { return {}; }
   void AfterForkInParent(bool) override {}
   Result<void> AfterForkInChild() override { return {}; }

@@ -32,7 +32,6 @@ class SeccompBackend final : public Backend {
   Result<TscInfo> Tsc() override { return TscInfo{}; }
   Result<UniqueFd> TakeUserfault() override { return stub_.TakeUserfault(); }
   uint64_t ram_host_base() override { return 0; }  // the stub holds RAM at the guest's addresses
-  void CollapseHugePage(uint64_t gpa) override { stub_.CollapseHugePage(gpa); }
   Result<void> PrepareFork(bool tied_to_parent) override;
   void AfterForkInParent(bool child_exists) override;
   Result<void> AfterForkInChild() override;

@@ -1,6 +1,5 @@
 #include "backend/seccomp/stub_process.h"
 
-
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -10,7 +9,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <x86intrin.h>
@@ -397,11 +395,6 @@ Result<UniqueFd> StubProcess::TakeUserfault() {
   const int64_t closed = FLURRY_TRY(Command(FLURRY_STUB_CMD_CLOSE_FDS));
   if (closed != 0) return FailErrno(static_cast<int>(-closed), "closing the stub's userfaultfd");
   return fd;
-}
-
-void StubProcess::CollapseHugePage(uint64_t gpa) const {
-  iovec range{reinterpret_cast<void*>(gpa), 2ULL << 20};
-  (void)syscall(SYS_process_madvise, pidfd_.get(), &range, 1, 25 /* MADV_COLLAPSE */, 0);
 }
 
 }  // namespace flurry

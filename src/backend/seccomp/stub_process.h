@@ -61,9 +61,6 @@ class StubProcess {
   // A stub launched with GuestLayout::on_demand: takes its userfaultfd (once; the stub's own
   // copy is closed). The stub must be stopped.
   Result<UniqueFd> TakeUserfault();
-  // Any thread: process_madvise(MADV_COLLAPSE) of the stub's 2 MiB at `gpa` (best effort; needs
-  // CAP_SYS_NICE).
-  void CollapseHugePage(uint64_t gpa) const;
 
   // Any thread: interrupts the guest (the stub stops with EVENT_KICKED).
   void Kick();
