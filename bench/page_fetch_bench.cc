@@ -7,6 +7,8 @@
 //   page_fetch_bench fetch HOST:PORT MIB N [PAGES]
 //                                            N requests of PAGES (default 1) pages at random
 //                                            places; prints mean, p50, p99 in microseconds
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,8 +17,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "net/page_client.h"
 #include "net/page_server.h"

@@ -13,8 +13,8 @@
 
 #include "base/parse.h"
 #include "base/unique_fd.h"
-#include "run_command.h"
 #include "net/page_protocol.h"
+#include "run_command.h"
 #include "vmm/api_server.h"
 
 namespace flurry {

@@ -1,7 +1,7 @@
 #include "restore_command.h"
 
-#include "run_command.h"
 #include "net/page_client.h"
+#include "run_command.h"
 #include "snapshot/descriptor_codec.h"
 #include "vmm/vm.h"
 

@@ -16,8 +16,8 @@ struct RestoreOptions {
   std::string backend;
   std::string memory;  // "eager" or "on-demand" ("": the source's default)
   uint32_t prefetch = 8;
-  bool stats = false;  // --stats: the on-demand counters on stderr at the end
-  std::string dir;     // --dir: the guest's root on this host, instead of the recorded one
+  bool stats = false;     // --stats: the on-demand counters on stderr at the end
+  std::string dir;        // --dir: the guest's root on this host, instead of the recorded one
   std::string directory;  // snapshot directory or tcp://HOST:PORT
 };
 

@@ -259,7 +259,8 @@ Result<void> GuestMemory::Discard(uint64_t addr, uint64_t len) const {
     if (!discard_) {
       std::vector<uint8_t> zeros(std::min(len, kBounceChunk), 0);
       for (uint64_t done = 0; done < len; done += zeros.size()) {
-        FLURRY_TRY(RemoteTransfer(addr + done, zeros.data(), std::min<uint64_t>(len - done, zeros.size()),
+        FLURRY_TRY(RemoteTransfer(addr + done, zeros.data(),
+                                  std::min<uint64_t>(len - done, zeros.size()),
                                   /*write=*/true));
       }
     } else {
@@ -274,8 +275,8 @@ Result<void> GuestMemory::Discard(uint64_t addr, uint64_t len) const {
 
 Result<void> GuestMemory::Materialize() {
   if (lazy_ == nullptr) return {};
-  FLURRY_TRY_CTX(lazy_->ResolveAll(),
-                 fmt::format("fetching the rest of guest memory from {}", lazy_->source_description()));
+  FLURRY_TRY_CTX(lazy_->ResolveAll(), fmt::format("fetching the rest of guest memory from {}",
+                                                  lazy_->source_description()));
   final_lazy_stats_ = lazy_->stats();
   lazy_.reset();
   return {};

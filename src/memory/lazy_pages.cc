@@ -49,7 +49,8 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
   lazy->pages_ = ram_size / kPage;
   lazy->source_ = std::move(source);
   lazy->options_ = std::move(options);
-  lazy->options_.prefetch_pages = std::clamp<uint32_t>(lazy->options_.prefetch_pages, 1, kMaxPrefetch);
+  lazy->options_.prefetch_pages =
+      std::clamp<uint32_t>(lazy->options_.prefetch_pages, 1, kMaxPrefetch);
   lazy->buffer_.resize(kMaxPrefetch * kPage);
   lazy->state_.reset(new std::atomic<uint8_t>[lazy->pages_]);
   for (uint64_t p = 0; p < lazy->pages_; ++p) lazy->state_[p].store(kUnmanaged);
@@ -84,8 +85,8 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
     reg.range.len = r.end - r.start;
     reg.mode = UFFDIO_REGISTER_MODE_MISSING;
     if (ioctl(lazy->uffd_.get(), UFFDIO_REGISTER, &reg) != 0) {
-      return FailErrno(fmt::format("registering guest memory {:#x}..{:#x} with userfaultfd",
-                                   r.start, r.end));
+      return FailErrno(
+          fmt::format("registering guest memory {:#x}..{:#x} with userfaultfd", r.start, r.end));
     }
   }
   lazy->stop_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -199,8 +200,8 @@ Result<bool> LazyPages::CopyLocked(uint64_t first, uint64_t count, const uint8_t
       }
       return true;
     }
-    return FailErrno(fmt::format("installing guest pages {:#x}+{:#x}", first * kPage,
-                                 count * kPage));
+    return FailErrno(
+        fmt::format("installing guest pages {:#x}+{:#x}", first * kPage, count * kPage));
   }
   return true;
 }
@@ -312,7 +313,8 @@ Result<void> LazyPages::EnsureResident(uint64_t gpa, uint64_t len) {
     if (failed_.load()) return Fail("guest memory at {:#x} is not available", p * kPage);
     auto done = ResolveLocked(p, Cause::kVmm);
     if (!done) {
-      Error error = done.error().WithContext(fmt::format("reading guest memory at {:#x}", p * kPage));
+      Error error =
+          done.error().WithContext(fmt::format("reading guest memory at {:#x}", p * kPage));
       ReportFailure(error);
       return std::unexpected(std::move(error));
     }
@@ -335,8 +337,8 @@ Result<bool> LazyPages::InstallPage(uint64_t page, const uint8_t* data) {
   std::lock_guard lock(resolve_mutex_);
   const uint8_t s = state_[page].load();
   if (s == kResident || s == kUnmanaged) return false;
-  const bool installed = data != nullptr ? FLURRY_TRY(CopyLocked(page, 1, data))
-                                         : FLURRY_TRY(ZeroLocked(page));
+  const bool installed =
+      data != nullptr ? FLURRY_TRY(CopyLocked(page, 1, data)) : FLURRY_TRY(ZeroLocked(page));
   state_[page].store(kResident);
   if (s == kFetch) pending_.fetch_sub(1, std::memory_order_relaxed);
   if (installed) overwritten_.fetch_add(1, std::memory_order_relaxed);

@@ -107,11 +107,11 @@ class LazyPages {
 
  private:
   enum State : uint8_t {
-    kFetch = 0,       // populated in the image, not installed
-    kResident = 1,    // installed
-    kFresh = 2,       // allocated after the image: zero when touched
-    kUntouched = 3,   // not populated in the image: zero when touched
-    kUnmanaged = 4,   // not in a registered range
+    kFetch = 0,      // populated in the image, not installed
+    kResident = 1,   // installed
+    kFresh = 2,      // allocated after the image: zero when touched
+    kUntouched = 3,  // not populated in the image: zero when touched
+    kUnmanaged = 4,  // not in a registered range
   };
   enum class Cause { kFault, kVmm, kAll };
 

@@ -67,7 +67,9 @@ class LazyPagesTest : public ::testing::Test {
     memory_->AttachLazy(std::move(*lazy));
   }
   uint8_t* base() { return memory_->host_base(); }
-  uint8_t Touch(uint64_t page) { return *reinterpret_cast<volatile uint8_t*>(base() + page * kPage); }
+  uint8_t Touch(uint64_t page) {
+    return *reinterpret_cast<volatile uint8_t*>(base() + page * kPage);
+  }
   LazyStats Stats() { return *memory_->lazy_stats(); }
 
   std::optional<GuestMemory> memory_;

@@ -29,10 +29,10 @@ Result<uint32_t> PageClient::ExchangeOnce(const PageRequest& request, uint8_t* o
   }
   const bool pages = request.op == static_cast<uint16_t>(PageOp::kPages);
   const uint64_t all = request.count >= 64 ? ~0ULL : (1ULL << request.count) - 1;
-  if (pages && (header.first_page != request.first_page || header.count != request.count ||
-                (header.zero_mask & ~all) != 0 ||
-                header.payload_bytes !=
-                    (request.count - std::popcount(header.zero_mask)) * 4096u)) {
+  if (pages &&
+      (header.first_page != request.first_page || header.count != request.count ||
+       (header.zero_mask & ~all) != 0 ||
+       header.payload_bytes != (request.count - std::popcount(header.zero_mask)) * 4096u)) {
     return FailErrno(EPROTO, "a reply for other pages than asked for");
   }
   if (!pages && header.zero_mask != 0) return FailErrno(EPROTO, "a zero mask on a descriptor");
@@ -57,10 +57,10 @@ Result<uint32_t> PageClient::ExchangeOnce(const PageRequest& request, uint8_t* o
   return pages ? request.count * 4096u : header.payload_bytes;
 }
 
-Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t count,
-                                      uint8_t* out, uint32_t max_payload) {
-  PageRequest request{kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(op),
-                      first_page, count, 0};
+Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t count, uint8_t* out,
+                                      uint32_t max_payload) {
+  PageRequest request{
+      kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(op), first_page, count, 0};
   auto got = ExchangeOnce(request, out, max_payload);
   if (got || got.error().code() == EPROTO || got.error().code() == EBADMSG) return got;
   // The connection broke (or timed out): one new connection, one more try.
@@ -72,9 +72,9 @@ Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t c
 
 Result<std::vector<uint8_t>> PageClient::FetchDescriptor() {
   std::vector<uint8_t> bytes(kMaxDescriptorReplyBytes);
-  const uint32_t n = FLURRY_TRY_CTX(Exchange(PageOp::kDescriptor, 0, 0, bytes.data(),
-                                             kMaxDescriptorReplyBytes),
-                                    fmt::format("fetching the descriptor from {}", Describe()));
+  const uint32_t n =
+      FLURRY_TRY_CTX(Exchange(PageOp::kDescriptor, 0, 0, bytes.data(), kMaxDescriptorReplyBytes),
+                     fmt::format("fetching the descriptor from {}", Describe()));
   bytes.resize(n);
   return bytes;
 }

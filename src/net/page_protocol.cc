@@ -2,7 +2,6 @@
 
 #include <xxhash.h>
 
-
 namespace flurry {
 
 uint64_t PayloadChecksum(const void* data, size_t size) { return XXH64(data, size, 0); }

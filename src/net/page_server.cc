@@ -87,9 +87,10 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
               request.first_page >= page_count || request.count > page_count - request.first_page) {
             header = ReplyTo(request, ERANGE);
           } else if (auto got = read_pages(request.first_page * 4096, payload.data(),
-                                     uint64_t{request.count} * 4096);
+                                           uint64_t{request.count} * 4096);
                      !got) {
-            header = ReplyTo(request, static_cast<uint16_t>(got.error().code() ? got.error().code() : EIO));
+            header = ReplyTo(request,
+                             static_cast<uint16_t>(got.error().code() ? got.error().code() : EIO));
           } else {
             // All-zero pages (populated but never written to non-zero, e.g. the rest of a
             // transparent huge page) are not sent: the payload is compacted around them.

@@ -1,5 +1,7 @@
-#include <gtest/gtest.h>
+#include "net/page_server.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -8,7 +10,6 @@
 #include <thread>
 
 #include "net/page_client.h"
-#include "net/page_server.h"
 #include "net/tcp.h"
 
 namespace flurry {
@@ -29,12 +30,13 @@ class PageServerTest : public ::testing::Test {
     owner_read_.Reset(pipe_fds[0]);
     owner_write_.Reset(pipe_fds[1]);
     thread_ = std::thread([this, s = std::move(*server)]() mutable {
-      auto stats = s.Serve(descriptor_, kPages,
-                           [this](uint64_t gpa, void* dst, uint64_t len) -> Result<void> {
-                             std::memcpy(dst, image_.data() + gpa, len);
-                             return {};
-                           },
-                           owner_read_.get());
+      auto stats = s.Serve(
+          descriptor_, kPages,
+          [this](uint64_t gpa, void* dst, uint64_t len) -> Result<void> {
+            std::memcpy(dst, image_.data() + gpa, len);
+            return {};
+          },
+          owner_read_.get());
       if (stats) stats_ = *stats;
       done_ = true;
     });

@@ -14,11 +14,10 @@ Result<std::unique_ptr<MemoryImageSource>> MemoryImageSource::Open(const std::st
   struct stat st {};
   if (fstat(fd.get(), &st) != 0) return FailErrno(path);
   if (static_cast<uint64_t>(st.st_size) != ram_size) {
-    return Fail("{}: {} bytes, but the descriptor says guest memory is {} bytes", path,
-                st.st_size, ram_size);
+    return Fail("{}: {} bytes, but the descriptor says guest memory is {} bytes", path, st.st_size,
+                ram_size);
   }
-  return std::unique_ptr<MemoryImageSource>(
-      new MemoryImageSource(std::move(fd), path, ram_size));
+  return std::unique_ptr<MemoryImageSource>(new MemoryImageSource(std::move(fd), path, ram_size));
 }
 
 Result<void> MemoryImageSource::Fetch(uint64_t first_page, uint32_t count, uint8_t* out) {
@@ -30,7 +29,9 @@ Result<void> MemoryImageSource::Fetch(uint64_t first_page, uint32_t count, uint8
   while (done < length) {
     ssize_t n = pread(fd_.get(), out + done, length - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return FailErrno(n == 0 ? EIO : errno, fmt::format("{}: reading pages at {:#x}", path_, offset));
+    if (n <= 0)
+      return FailErrno(n == 0 ? EIO : errno,
+                       fmt::format("{}: reading pages at {:#x}", path_, offset));
     done += static_cast<uint64_t>(n);
   }
   return {};

@@ -130,11 +130,11 @@ class Vm : public ForkHost {
   std::mutex control_mutex_;
   std::condition_variable control_cv_;
   std::deque<PendingControl*> control_queue_;
-  bool paused_ = false;  // run thread only
-  bool exited_ = false;  // guarded by control_mutex_
-  std::optional<Error> memory_failure_;  // guarded by control_mutex_
+  bool paused_ = false;                     // run thread only
+  bool exited_ = false;                     // guarded by control_mutex_
+  std::optional<Error> memory_failure_;     // guarded by control_mutex_
   std::atomic<bool> memory_failed_{false};  // memory_failure_ is set
-  std::vector<pid_t> page_servers_;  // run thread only: reaped when they end
+  std::vector<pid_t> page_servers_;         // run thread only: reaped when they end
   std::atomic<pthread_t> run_thread_{};
   std::atomic<bool> run_thread_known_{false};
 };

@@ -26,8 +26,8 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
   const std::vector<uint8_t> encoded = EncodeDescriptor(descriptor);
   PageServer server = FLURRY_TRY(PageServer::Listen(where));
   const pid_t owner = getpid();
-  const pid_t pid = FLURRY_TRY_CTX(ForkWithHooks(*this, /*tied_to_parent=*/false),
-                                   "starting the page server");
+  const pid_t pid =
+      FLURRY_TRY_CTX(ForkWithHooks(*this, /*tied_to_parent=*/false), "starting the page server");
   if (pid == 0) {
     // The page server: serves until this VM is gone and no restored VM is connected.
     prctl(PR_SET_NAME, "flurry-pages");
@@ -45,7 +45,9 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
     GuestMemory& memory = backend_->memory();
     auto served = server.Serve(
         encoded, memory.size() / x86::kPageSize,
-        [&memory](uint64_t gpa, void* dst, uint64_t len) { return memory.ReadPhysical(gpa, dst, len); },
+        [&memory](uint64_t gpa, void* dst, uint64_t len) {
+          return memory.ReadPhysical(gpa, dst, len);
+        },
         owner_fd);
     ReleaseGuest();
     _exit(served ? 0 : 1);

@@ -23,7 +23,6 @@
 namespace flurry {
 namespace {
 
-
 Result<void> WriteAllAt(int fd, const uint8_t* data, uint64_t length, uint64_t offset) {
   while (length > 0) {
     ssize_t n = pwrite(fd, data, length, static_cast<off_t>(offset));

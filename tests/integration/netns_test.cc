@@ -39,8 +39,8 @@ class TwoHosts {
     link_b_ = "ft-b-" + id;
     subnet_ = "10.253." + std::to_string(getpid() % 250) + ".";
     ok_ = Ip({"netns", "add", a_}) && Ip({"netns", "add", b_}) &&
-          Ip({"link", "add", link_a_, "netns", a_, "type", "veth", "peer", "name", link_b_,
-              "netns", b_}) &&
+          Ip({"link", "add", link_a_, "netns", a_, "type", "veth", "peer", "name", link_b_, "netns",
+              b_}) &&
           Ip({"-n", a_, "addr", "add", subnet_ + "1/24", "dev", link_a_}) &&
           Ip({"-n", b_, "addr", "add", subnet_ + "2/24", "dev", link_b_}) &&
           Ip({"-n", a_, "link", "set", link_a_, "up"}) &&
@@ -92,10 +92,10 @@ TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
   fs::create_directories(root);
   WriteFile(root / "input", std::string(64 << 10, 'x'));
   const std::string socket = (dir.path() / "api.sock").string();
-  Background parent(RawCommand{},
-                    hosts.InA(Background::WithFlurry({"run", "--dir", root.string(), "--api",
-                                                      socket, Guest("on_demand"), "32", "/input",
-                                                      "2"})));
+  Background parent(
+      RawCommand{},
+      hosts.InA(Background::WithFlurry({"run", "--dir", root.string(), "--api", socket,
+                                        Guest("on_demand"), "32", "/input", "2"})));
   ASSERT_TRUE(parent.WaitForLine("ready", 120s)) << parent.out() << parent.err();
   ExpectCtlOk(Ctl(socket, {"pause"}));
   auto serve = Ctl(socket, {"serve", hosts.address_a() + ":0"});
@@ -104,9 +104,10 @@ TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
   ASSERT_TRUE(address.has_value()) << serve.Describe();
 
   const uint64_t before = hosts.ReceivedByB();
-  auto restored = flurry_test::Run(hosts.InB(Background::WithFlurry(
-                          {"restore", "--stats", "--dir", root.string(), "tcp://" + *address})),
-                      WithDeadline(240));
+  auto restored =
+      flurry_test::Run(hosts.InB(Background::WithFlurry(
+                           {"restore", "--stats", "--dir", root.string(), "tcp://" + *address})),
+                       WithDeadline(240));
   const uint64_t received = hosts.ReceivedByB() - before;
   ExpectCtlOk(Ctl(socket, {"resume"}));
   auto original = parent.Wait(240s);
@@ -114,8 +115,10 @@ TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
 
   EXPECT_TRUE(restored.exited && restored.exit_code == 0) << restored.Describe();
   std::string expected, got;
-  for (const auto& line : Lines(original.out)) if (StartsWith(line, "sum=")) expected = line;
-  for (const auto& line : Lines(restored.out)) if (StartsWith(line, "sum=")) got = line;
+  for (const auto& line : Lines(original.out))
+    if (StartsWith(line, "sum=")) expected = line;
+  for (const auto& line : Lines(restored.out))
+    if (StartsWith(line, "sum=")) got = line;
   ASSERT_FALSE(expected.empty()) << original.Describe();
   EXPECT_EQ(got, expected) << restored.Describe();
   auto c = OnDemandCounters(restored.err);

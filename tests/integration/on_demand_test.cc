@@ -97,8 +97,8 @@ TEST_F(OnDemandTest, SnapshotDirectoryRestoresOnDemandWithTheSameResult) {
   const std::string expected = ResultLine(FinishParent());
   ASSERT_FALSE(expected.empty());
 
-  auto r = Flurry({"restore", "--memory", "on-demand", "--stats", snapshot.string()},
-                  WithDeadline(180));
+  auto r =
+      Flurry({"restore", "--memory", "on-demand", "--stats", snapshot.string()}, WithDeadline(180));
   ExpectExitWithStats(r);
   EXPECT_EQ(ResultLine(r.out), expected) << r.Describe();
   auto c = OnDemandCounters(r.err);
@@ -114,8 +114,8 @@ TEST_F(OnDemandTest, EagerAndOnDemandRestoresAgree) {
   const fs::path snapshot = dir_.path() / "snap";
   ExpectCtlOk(Ctl(socket_, {"snapshot", snapshot.string()}));
   const std::string expected = ResultLine(FinishParent());
-  auto eager = Flurry({"restore", "--memory", "eager", "--stats", snapshot.string()},
-                      WithDeadline(180));
+  auto eager =
+      Flurry({"restore", "--memory", "eager", "--stats", snapshot.string()}, WithDeadline(180));
   ExpectCleanExit(eager, 0);  // and no counters on stderr: eager memory has none
   EXPECT_EQ(ResultLine(eager.out), expected) << eager.Describe();
   auto lazy = Flurry({"restore", "--memory", "on-demand", "--prefetch", "1", snapshot.string()},

@@ -388,7 +388,8 @@ Result<UniqueFd> StubProcess::TakeUserfault() {
     return Fail("the stub was started without a userfaultfd (memory on demand)");
   }
   shared().uffd_fd = -1;
-  UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), static_cast<int>(number), 0)));
+  UniqueFd fd(
+      static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_.get(), static_cast<int>(number), 0)));
   if (!fd.valid()) return FailErrno("taking the stub's userfaultfd");
   fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
   // The stub's own copy goes: a guest must not hold the fd that serves its memory.

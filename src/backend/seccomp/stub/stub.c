@@ -559,8 +559,8 @@ void flurry_stub_main(void) {
     /* RAM filled on demand by the VMM (src/memory/lazy_pages.h), which takes this fd with
      * pidfd_getfd and asks the stub to close its own copy (CMD_CLOSE_FDS). User-mode faults
      * only: no privilege needed, and the guest's syscalls never touch memory in the kernel. */
-    long fd = SYS1(__NR_userfaultfd, 02000000 /* O_CLOEXEC */ | 04000 /* O_NONBLOCK */ |
-                                         1 /* UFFD_USER_MODE_ONLY */);
+    long fd = SYS1(__NR_userfaultfd,
+                   02000000 /* O_CLOEXEC */ | 04000 /* O_NONBLOCK */ | 1 /* UFFD_USER_MODE_ONLY */);
     if (fd < 0) die(13);
     s->uffd_fd = fd;
   }

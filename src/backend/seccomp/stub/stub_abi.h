@@ -47,12 +47,14 @@
 #define FLURRY_STUB_CMD_MADVISE 3  /* madvise(args[0], args[1], args[2]); result = -errno or 0 */
 #define FLURRY_STUB_CMD_SAVE_FPU 4 /* copy the guest's XSAVE image to `xsave` */
 #define FLURRY_STUB_CMD_EXIT 5     /* exit_group(0) */
-#define FLURRY_STUB_CMD_CLOSE_FDS 6 /* close_range(0, ~0, 0): the stub keeps no fd (after the VMM
-                                     * took the userfaultfd) */
+#define FLURRY_STUB_CMD_CLOSE_FDS                                 \
+  6 /* close_range(0, ~0, 0): the stub keeps no fd (after the VMM \
+     * took the userfaultfd) */
 
 /* setup_flags */
-#define FLURRY_STUB_SETUP_USERFAULTFD 1u /* create a userfaultfd (user-mode faults only) of the
-                                          * stub's memory before the filter; its fd -> uffd_fd */
+#define FLURRY_STUB_SETUP_USERFAULTFD                       \
+  1u /* create a userfaultfd (user-mode faults only) of the \
+      * stub's memory before the filter; its fd -> uffd_fd */
 /* CMD_FORK: args[0] = the fork token, args[1] = 1 if the child dies with this stub */
 
 /* resume_flags */
@@ -78,9 +80,9 @@ struct flurry_stub_shared {
   uint64_t magic;
   uint32_t version;
   uint32_t setup_flags; /* FLURRY_STUB_SETUP_* */
-  uint64_t ram_size;   /* guest RAM: [user_base, ram_size) is mapped read/write/execute */
-  uint64_t user_base;  /* first guest user address (2 MiB) */
-  uint64_t huge_start; /* [huge_start, huge_end): advised for transparent huge pages */
+  uint64_t ram_size;    /* guest RAM: [user_base, ram_size) is mapped read/write/execute */
+  uint64_t user_base;   /* first guest user address (2 MiB) */
+  uint64_t huge_start;  /* [huge_start, huge_end): advised for transparent huge pages */
   uint64_t huge_end;
   uint64_t vvar_addr; /* the guest vDSO's clock page, read-only */
   uint64_t vdso_addr; /* the guest vDSO, read + execute */
