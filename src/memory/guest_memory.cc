@@ -256,16 +256,7 @@ Result<void> GuestMemory::Discard(uint64_t addr, uint64_t len) const {
   }
   if (len == 0) return {};
   if (!is_local()) {
-    if (!discard_) {
-      std::vector<uint8_t> zeros(std::min(len, kBounceChunk), 0);
-      for (uint64_t done = 0; done < len; done += zeros.size()) {
-        FLURRY_TRY(RemoteTransfer(addr + done, zeros.data(),
-                                  std::min<uint64_t>(len - done, zeros.size()),
-                                  /*write=*/true));
-      }
-    } else {
-      FLURRY_TRY(discard_(addr, len));
-    }
+    FLURRY_TRY(discard_ ? discard_(addr, len) : Fill(addr, 0, len));
   } else if (madvise(host_base() + addr, len, MADV_DONTNEED) != 0) {
     return FailErrno(fmt::format("discarding guest range {:#x}+{:#x}", addr, len));
   }

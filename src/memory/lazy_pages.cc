@@ -306,6 +306,7 @@ Result<void> LazyPages::EnsureResident(uint64_t gpa, uint64_t len) {
   if (len == 0) return {};
   const uint64_t first = gpa / kPage;
   const uint64_t last = std::min(pages_, (gpa + len + kPage - 1) / kPage);
+  if (Resident(gpa, len)) return {};  // the common case: no lock
   std::lock_guard lock(resolve_mutex_);
   for (uint64_t p = first; p < last; ++p) {
     const uint8_t s = state_[p].load();

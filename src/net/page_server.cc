@@ -45,9 +45,9 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
                                             int owner_fd) {
   Stats stats;
   std::vector<UniqueFd> peers;
-  bool owner_gone = owner_fd < 0;
+  bool owner_gone = false;
   std::vector<uint8_t> payload(kMaxPagesPerRequest * 4096);
-  while (!(owner_gone && peers.empty() && (owner_fd >= 0 || stats.connections > 0))) {
+  while (!(owner_gone && peers.empty())) {
     std::vector<pollfd> fds;
     fds.push_back({listener_.get(), POLLIN, 0});
     fds.push_back({owner_gone ? -1 : owner_fd, POLLIN, 0});

@@ -35,7 +35,7 @@ class PageServer {
 
   // Serves until `owner_fd` reports hang-up (its other end closed: the VM that made this
   // snapshot is gone) and no peer is connected any more: the image lives as long as anyone
-  // can still fault on it. owner_fd < 0: until no peer is connected after the first one left.
+  // can still fault on it.
   Result<Stats> Serve(const std::vector<uint8_t>& descriptor, uint64_t page_count,
                       const PageReader& read_pages, int owner_fd);
 

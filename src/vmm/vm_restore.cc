@@ -90,11 +90,12 @@ Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<Pag
   UniqueFd uffd = FLURRY_TRY(backend_->TakeUserfault());
   // User memory, without the guard hole below the stack (no mapping there in a stub).
   const uint64_t ram = d.memory.ram_size;
-  const uint64_t guard_start = d.memory.stack_bottom - x86::kHugePageSize;
+  const uint64_t guard_start = LayoutFor(d.memory, true).guard_start;
+  const uint64_t guard_end = guard_start + x86::kHugePageSize;
   std::vector<LazyPages::Range> ranges;
-  if (guard_start > x86::kUserBase && d.memory.stack_bottom <= ram) {
+  if (guard_start > x86::kUserBase && guard_end <= ram) {
     ranges.push_back({x86::kUserBase, guard_start});
-    if (d.memory.stack_bottom < ram) ranges.push_back({d.memory.stack_bottom, ram});
+    if (guard_end < ram) ranges.push_back({guard_end, ram});
   } else {
     ranges.push_back({x86::kUserBase, ram});
   }

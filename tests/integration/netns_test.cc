@@ -113,14 +113,10 @@ TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
   auto original = parent.Wait(240s);
   ExpectCleanExit(original, 0);
 
-  EXPECT_TRUE(restored.exited && restored.exit_code == 0) << restored.Describe();
-  std::string expected, got;
-  for (const auto& line : Lines(original.out))
-    if (StartsWith(line, "sum=")) expected = line;
-  for (const auto& line : Lines(restored.out))
-    if (StartsWith(line, "sum=")) got = line;
+  ExpectExitWithStats(restored);
+  const std::string expected = ResultLine(original.out);
   ASSERT_FALSE(expected.empty()) << original.Describe();
-  EXPECT_EQ(got, expected) << restored.Describe();
+  EXPECT_EQ(ResultLine(restored.out), expected) << restored.Describe();
   auto c = OnDemandCounters(restored.err);
   ASSERT_FALSE(c.empty()) << restored.Describe();
   // The 32 MiB array crossed B's interface (all-zero pages travel as mask bits), and not much

@@ -22,16 +22,6 @@ using namespace flurry_test;
 
 constexpr const char* kMiB = "24";
 
-// Exit status 0, the result on stdout, and only the counters line on stderr.
-void ExpectExitWithStats(const RunResult& r) {
-  EXPECT_FALSE(r.timed_out) << r.Describe();
-  EXPECT_TRUE(r.exited) << r.Describe();
-  EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  auto lines = Lines(r.err);
-  ASSERT_EQ(lines.size(), 1u) << r.Describe();
-  EXPECT_TRUE(StartsWith(lines[0], "flurry: memory on demand: ")) << r.Describe();
-}
-
 // A parent VM of tests/guest/on_demand.c, paused in its sleep after "ready".
 class OnDemandTest : public ::testing::Test {
  protected:
@@ -73,13 +63,6 @@ class OnDemandTest : public ::testing::Test {
     const auto deadline = Clock::now() + 60s;
     while (!Exists(restored_socket_) && Clock::now() < deadline) usleep(10000);
     ASSERT_TRUE(Exists(restored_socket_)) << restored_->err();
-  }
-
-  static std::string ResultLine(const std::string& out) {
-    for (const std::string& line : Lines(out)) {
-      if (StartsWith(line, "sum=")) return line;
-    }
-    return "";
   }
 
   TempDir dir_;
