@@ -1,5 +1,8 @@
 #include "restore_command.h"
 
+#include <cerrno>
+#include <cstdlib>
+
 #include "net/page_client.h"
 #include "run_command.h"
 #include "snapshot/descriptor_codec.h"
@@ -15,6 +18,14 @@ Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const 
   VmDescriptor descriptor = FLURRY_TRY_CTX(DecodeDescriptor(bytes), "the served descriptor");
   FLURRY_TRY(CheckCompatibleWithHost(descriptor, x86::CpuSignature::OfHost()));
   return Vm::RestoreFrom(descriptor, std::move(client), config);
+}
+
+bool ParseHexFamily(const std::string& text, uint64_t* family) {
+  if (text.empty() || text.size() > 16) return false;
+  char* end = nullptr;
+  errno = 0;
+  *family = std::strtoull(text.c_str(), &end, 16);
+  return errno == 0 && end != nullptr && *end == '\0';
 }
 
 }  // namespace
@@ -53,6 +64,17 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
                     "At the end, print the memory-on-demand counters to stderr (one line)");
   restore->add_option("--dir", options.dir,
                       "The guest's root directory on this host (default: the recorded --dir)");
+  restore->add_option("--hostname", options.hostname, "The guest's uname() nodename");
+  // Set by flurryd, which runs a clone of a VM on another host this way.
+  restore
+      ->add_option("--as-clone", options.as_clone,
+                   "Run as clone ID of the served VM (flurryd): sf_clone returns ID")
+      ->check(CLI::Range(1, INT32_MAX));
+  restore->add_option("--family", options.family, "With --as-clone: the clone family (hex)");
+  restore
+      ->add_option("--outcome-fd", options.outcome_fd,
+                   "With --as-clone: the inherited fd the clone's outcome is sent on")
+      ->check(CLI::Range(3, 1 << 20));
   restore
       ->add_option("source", options.directory,
                    "Snapshot directory (descriptor.fvd, memory.img), or tcp://HOST:PORT of a "
@@ -81,6 +103,15 @@ int RestoreCommand(const RestoreOptions& options) {
   config.memory_on_demand = options.memory.empty() ? remote : options.memory == "on-demand";
   config.prefetch_pages = options.prefetch;
   if (!options.dir.empty()) config.dir = options.dir;
+  if (!options.hostname.empty()) config.hostname = options.hostname;
+  if (options.as_clone != 0 || !options.family.empty() || options.outcome_fd >= 0) {
+    uint64_t family = 0;
+    if (options.as_clone == 0 || options.outcome_fd < 0 || !ParseHexFamily(options.family, &family)) {
+      Complain("--as-clone ID, --family HEX and --outcome-fd N go together");
+      return 2;
+    }
+    config.clone_of = VmConfig::CloneOf{family, options.as_clone, options.outcome_fd};
+  }
 
   PrepareVmmProcess();
   auto vm = remote ? RestoreFromServer(options.directory.substr(6), config)

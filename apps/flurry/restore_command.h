@@ -19,6 +19,11 @@ struct RestoreOptions {
   bool stats = false;     // --stats: the on-demand counters on stderr at the end
   std::string dir;        // --dir: the guest's root on this host, instead of the recorded one
   std::string directory;  // snapshot directory or tcp://HOST:PORT
+  // As a clone of a VM on another host (flurryd): --as-clone ID --family HEX --outcome-fd N.
+  int32_t as_clone = 0;
+  std::string family;
+  int outcome_fd = -1;
+  std::string hostname;  // --hostname: the guest's uname nodename
 };
 
 // Declares the `restore` subcommand's options on `app`.

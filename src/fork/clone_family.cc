@@ -7,11 +7,15 @@
 namespace flurry {
 
 Result<CloneFamily> CloneFamily::Create() {
-  Mapping page = FLURRY_TRY_CTX(Mapping::SharedAnonymous(4096), "creating the clone family page");
   uint64_t id = 0;
   if (getrandom(&id, sizeof id, 0) != sizeof id) return FailErrno("getrandom for the family id");
-  auto* shared = new (page.data()) Shared{id, {}, {}};
-  shared->next_id.store(1);
+  return Continue(id, 1);
+}
+
+Result<CloneFamily> CloneFamily::Continue(uint64_t family_id, int32_t first_id) {
+  Mapping page = FLURRY_TRY_CTX(Mapping::SharedAnonymous(4096), "creating the clone family page");
+  auto* shared = new (page.data()) Shared{family_id, {}, {}};
+  shared->next_id.store(first_id);
   pthread_mutexattr_t attributes;
   pthread_mutexattr_init(&attributes);
   pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);

@@ -17,7 +17,11 @@ namespace flurry {
 
 class CloneFamily {
  public:
+  // A new family with a random ID; clone IDs start at 1.
   static Result<CloneFamily> Create();
+  // The family `family_id` continued in another process tree (a clone restored on another
+  // host): its own clones take IDs from `first_id` on.
+  static Result<CloneFamily> Continue(uint64_t family_id, int32_t first_id);
 
   uint64_t family_id() const { return shared()->family_id; }
   // Reserves `count` consecutive clone IDs; returns the first.

@@ -87,11 +87,22 @@ int32_t ForkController::GrantFor(int32_t requested) const {
 SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
   const int64_t n = static_cast<int32_t>(args.arg[0]);
   if (n <= 0) return SyscallResult::Errno(EINVAL);
-  const int32_t granted = GrantFor(static_cast<int32_t>(n));
+  RemoteReservation remote;
+  int32_t granted = 0;
+  if (policy_.remote) {
+    // The allocator grants m <= n slots across the cluster's hosts.
+    const int32_t asked = std::min<int32_t>(static_cast<int32_t>(n),
+                                            std::min(policy_.max_clones_per_ticket, kMaxSpawnCount));
+    remote = RemoteReservation(policy_.remote->allocator, policy_.remote->allocator->Allocate(asked));
+    granted = static_cast<int32_t>(remote.hosts().size());
+  } else {
+    granted = GrantFor(static_cast<int32_t>(n));
+  }
   if (granted == 0) return SyscallResult::Errno(EAGAIN);
   // Ticket numbers carry the issuing clone's ID, so a ticket is never valid in another VM.
   const int64_t id = (static_cast<int64_t>(clone_id_) << 32) | next_ticket_++;
   tickets_[id].granted = granted;
+  tickets_[id].remote = std::move(remote);
   return SyscallResult::Return(id);
 }
 
@@ -121,8 +132,7 @@ Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(ForkHost& host, 
     close(sv[0]);
     // The snapshot process must not hold the owner's handles to other snapshot processes and
     // clones (they would never see their owner let go of them).
-    tickets_.clear();
-    checkpoints_.clear();
+    ForgetInherited();
     // Only returns in a clone.
     CloneStart start = RunSnapshotServer(UniqueFd(sv[1]), first_id, count, detached, host);
     ResetForClone(start.id, std::move(start.channel));
@@ -134,14 +144,38 @@ Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(ForkHost& host, 
   return std::pair{UniqueFd(sv[0]), pid};
 }
 
-void ForkController::ResetForClone(int32_t id, UniqueFd channel) {
+void ForkController::ForgetInherited() {
+  for (auto& [number, ticket] : tickets_) {
+    ticket.remote.Forget();
+    ticket.page_server.Forget();
+  }
   tickets_.clear();  // closes the parent's handles without touching its clones
   checkpoints_.clear();
+}
+
+void ForkController::ResetForClone(int32_t id, UniqueFd channel) {
+  ForgetInherited();
   clone_id_ = id;
   channel_ = std::move(channel);
   next_ticket_ = 1;
   next_checkpoint_ = 1;
   exit_result_.clear();
+}
+
+Result<int32_t> ForkController::NestedIdBase(int32_t id) {
+  // Clone k of remote clone `id` is id * 2^16 + k: two levels deep below the original VM.
+  if (id <= 0 || id >= (1 << 15)) {
+    return Fail("clone {} cannot have clones of its own on another host (IDs 1..32767 can)", id);
+  }
+  return (id << 16) + 1;
+}
+
+Result<void> ForkController::BecomeRemoteClone(uint64_t family_id, int32_t id, UniqueFd channel) {
+  if (!channel.valid()) return Fail("a remote clone needs its outcome channel");
+  const int32_t first_nested = FLURRY_TRY(NestedIdBase(id));
+  family_ = FLURRY_TRY(CloneFamily::Continue(family_id, first_nested));
+  ResetForClone(id, std::move(channel));
+  return {};
 }
 
 void ForkController::BecomeCloneOrDie(ForkHost& host, const CloneState& state, int32_t id) {
@@ -190,6 +224,7 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
     std::fprintf(stderr, "flurry: sf_clone: %s\n", state.error().message().c_str());
     return SyscallResult::Errno(EIO);
   }
+  if (!ticket.remote.empty()) return CloneRemote(ticket, *state, host);
   const int32_t first_id = family_.ReserveIds(ticket.granted);
   int32_t clone_id = 0;
   auto snapshot = ForkSnapshot(host, first_id, ticket.granted, /*detached=*/false, &clone_id);
@@ -198,6 +233,36 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
   ticket.cloned = true;
   ticket.first_id = first_id;
   ticket.snapshot = std::move(snapshot->first);
+  return SyscallResult::Return(0);
+}
+
+SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& state,
+                                          ForkHost& host) {
+  const RemoteCloneConfig& config = *policy_.remote;
+  auto served = host.ServeForRemoteClones(state, config.serve_bind);
+  if (!served) {
+    std::fprintf(stderr, "flurry: sf_clone: serving the clones' memory: %s\n",
+                 served.error().message().c_str());
+    return ErrnoFrom(served.error());
+  }
+  ticket.page_server = OwnedProcess(std::move(served->pidfd));
+  const int32_t first_id = family_.ReserveIds(ticket.granted);
+  ticket.cloned = true;
+  ticket.collected = true;  // no snapshot process to hear from
+  ticket.first_id = first_id;
+  const std::vector<std::string>& hosts = ticket.remote.hosts();
+  for (int32_t i = 0; i < ticket.granted; ++i) {
+    auto clone = StartRemoteClone(config, hosts[i], served->address, family_.family_id(),
+                                  first_id + i);
+    if (!clone) {
+      // Its sf_join outcome is LOST: the ticket keeps its number of clones.
+      std::fprintf(stderr, "flurry: clone %d on %s: %s\n", first_id + i, hosts[i].c_str(),
+                   clone.error().message().c_str());
+      continue;
+    }
+    ticket.children.push_back(
+        Child{clone->id, clone->pid, std::move(clone->channel), std::move(clone->pidfd), false});
+  }
   return SyscallResult::Return(0);
 }
 

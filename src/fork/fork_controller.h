@@ -15,7 +15,9 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "arch/x86_64/user_cpu_state.h"
@@ -23,6 +25,7 @@
 #include "base/unique_fd.h"
 #include "fork/clone_family.h"
 #include "fork/outcome_channel.h"
+#include "fork/remote_clones.h"
 #include "fork/snapshot_server.h"
 #include "guest/syscall.h"
 #include "snapshot/vm_descriptor.h"
@@ -47,11 +50,27 @@ class ForkHost : public ForkHooks {
   // In a process just forked from a snapshot: rebuild the VM as clone `id`, resuming with
   // `state` (whose RAX the caller has set).
   virtual Result<void> BecomeClone(int32_t id, const CloneState& state) = 0;
+  // Clones on other hosts: forks a page server holding the VM as it stands, resuming with
+  // `state`, listening on `bind` ("IP:PORT", port 0 for any). It serves until this process
+  // and every peer are gone, or until it is killed.
+  struct ServedMemory {
+    std::string address;  // where it listens
+    pid_t pid = 0;
+    UniqueFd pidfd;
+  };
+  virtual Result<ServedMemory> ServeForRemoteClones(const CloneState& state,
+                                                    const std::string& bind) {
+    (void)state;
+    return Fail("cannot serve {} for clones on other hosts", bind);
+  }
 };
 
 struct ForkPolicy {
   int32_t max_clones_per_ticket = 64;            // per-VM cap
   uint64_t clone_memory_estimate = 16ULL << 20;  // for the free-memory cap
+  // With a cluster (flurry run --cluster): sf_clone's clones run on the cluster's hosts
+  // (fork/remote_clones.h). Null: every clone on this host.
+  std::shared_ptr<const RemoteCloneConfig> remote;
 };
 
 class ForkController {
@@ -66,6 +85,12 @@ class ForkController {
 
   int32_t clone_id() const { return clone_id_; }
   bool is_clone() const { return channel_.valid(); }
+
+  // A VM restored on another host as clone `id` of family `family_id` (flurryd runs it): its
+  // outcome goes to `channel`; its own clones take IDs from NestedIdBase(id) on, so that they
+  // stay unique in the family without a family-wide counter.
+  Result<void> BecomeRemoteClone(uint64_t family_id, int32_t id, UniqueFd channel);
+  static Result<int32_t> NestedIdBase(int32_t id);
 
   // In a clone: sends the outcome to the parent's VMM. Best effort (the parent may be gone).
   void ReportOutcome(const CloneOutcome& outcome);
@@ -103,6 +128,10 @@ class ForkController {
                              // clone still alive
     bool collected = false;  // the snapshot's spawn replies have been read
     std::vector<Child> children;
+    // Clones on other hosts: the slots they hold and the page server of their memory (killed
+    // when the ticket goes).
+    RemoteReservation remote;
+    OwnedProcess page_server;
   };
   struct CheckpointRecord {
     UniqueFd control;  // the snapshot process's control socket
@@ -132,6 +161,11 @@ class ForkController {
   // In a new clone: forget the parent's tickets and checkpoints (closing inherited handles),
   // become `id`.
   void ResetForClone(int32_t id, UniqueFd channel);
+  // In a process forked from this VMM: drop the parent's tickets and checkpoints without
+  // touching what they hold (clones, slots, page servers are the parent's).
+  void ForgetInherited();
+  // sf_clone of a ticket whose clones go to other hosts.
+  SyscallResult CloneRemote(Ticket& ticket, const CloneState& state, ForkHost& host);
   Result<void> CollectChildren(Ticket& ticket);
   void AdoptSpawned(Ticket& ticket, std::vector<SpawnedClone> spawned);
   int32_t GrantFor(int32_t requested) const;

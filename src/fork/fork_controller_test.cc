@@ -120,12 +120,31 @@ TEST_F(ForkControllerTest, GrantsTickets) {
 }
 
 TEST_F(ForkControllerTest, CapsGrants) {
-  Make(ForkPolicy{.max_clones_per_ticket = 3});
+  Make(ForkPolicy{.max_clones_per_ticket = 3, .remote = nullptr});
   EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 10)), 3);
   EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 2)), 2);
   // No memory for even one clone.
-  Make(ForkPolicy{.max_clones_per_ticket = 64, .clone_memory_estimate = 1ULL << 62});
+  Make(ForkPolicy{
+      .max_clones_per_ticket = 64, .clone_memory_estimate = 1ULL << 62, .remote = nullptr});
   EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 1), -EAGAIN);
+}
+
+// With a cluster, the allocator grants m <= n slots across its hosts.
+TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
+  auto config = std::make_shared<RemoteCloneConfig>();
+  auto allocator = std::make_shared<ClusterFileAllocator>(
+      std::vector<ClusterFileAllocator::Host>{{"host1", 2}, {"host2", 1}});
+  config->allocator = allocator;
+  Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
+  EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 10)), 3);
+  EXPECT_EQ(allocator->free_slots("host1"), 0);
+  EXPECT_EQ(allocator->free_slots("host2"), 0);
+  // The cluster is full; the local host's memory does not count.
+  EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 1), -EAGAIN);
+  // A VM that goes gives its slots back.
+  controller_.reset();
+  EXPECT_EQ(allocator->free_slots("host1"), 2);
+  EXPECT_EQ(allocator->free_slots("host2"), 1);
 }
 
 TEST_F(ForkControllerTest, RejectsMisuse) {

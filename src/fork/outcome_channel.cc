@@ -56,6 +56,8 @@ Result<bool> ReadAll(int fd, void* data, size_t length) {
 
 }  // namespace
 
+size_t MaxOutcomeBytes() { return sizeof(Header) + SF_MAX_RESULT; }
+
 uint64_t Fnv1a64(const uint8_t* data, size_t length) {
   uint64_t hash = 0xcbf29ce484222325ULL;
   for (size_t i = 0; i < length; ++i) hash = (hash ^ data[i]) * 0x100000001b3ULL;
@@ -75,14 +77,10 @@ Result<void> SendOutcome(int fd, const CloneOutcome& outcome) {
   return WriteAll(fd, outcome.result.data(), outcome.result.size());
 }
 
-Result<CloneOutcome> ReceiveOutcome(int fd) {
-  Header header{};
-  CloneOutcome outcome;
-  bool got = FLURRY_TRY(ReadAll(fd, &header, sizeof header));
-  if (!got) {
-    outcome.kind = SF_OUTCOME_LOST;
-    return outcome;
-  }
+namespace {
+
+// Checks a header and fills `outcome` from it (the result is sized, not yet read).
+Result<void> CheckHeader(const Header& header, CloneOutcome& outcome) {
   if (header.magic != kMagic) return Fail("clone outcome: bad magic {:#x}", header.magic);
   if (header.version != kVersion) return Fail("clone outcome: version {}", header.version);
   if (header.kind < SF_OUTCOME_EXITED || header.kind > SF_OUTCOME_LOST) {
@@ -95,13 +93,51 @@ Result<CloneOutcome> ReceiveOutcome(int fd) {
   outcome.status = header.status;
   outcome.signal = header.signal;
   outcome.result.resize(header.result_length);
+  return {};
+}
+
+Result<void> CheckResult(const Header& header, const CloneOutcome& outcome) {
+  if (Fnv1a64(outcome.result.data(), outcome.result.size()) != header.checksum) {
+    return Fail("clone outcome: result checksum mismatch");
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<CloneOutcome> ReceiveOutcome(int fd) {
+  Header header{};
+  CloneOutcome outcome;
+  bool got = FLURRY_TRY(ReadAll(fd, &header, sizeof header));
+  if (!got) {
+    outcome.kind = SF_OUTCOME_LOST;
+    return outcome;
+  }
+  FLURRY_TRY(CheckHeader(header, outcome));
   if (header.result_length > 0) {
     bool complete = FLURRY_TRY(ReadAll(fd, outcome.result.data(), outcome.result.size()));
     if (!complete) return Fail("clone outcome truncated before its result");
   }
-  if (Fnv1a64(outcome.result.data(), outcome.result.size()) != header.checksum) {
-    return Fail("clone outcome: result checksum mismatch");
+  FLURRY_TRY(CheckResult(header, outcome));
+  return outcome;
+}
+
+Result<CloneOutcome> DecodeOutcome(std::span<const uint8_t> bytes) {
+  CloneOutcome outcome;
+  if (bytes.empty()) {
+    outcome.kind = SF_OUTCOME_LOST;
+    return outcome;
   }
+  Header header{};
+  if (bytes.size() < sizeof header) return Fail("clone outcome truncated in its header");
+  std::memcpy(&header, bytes.data(), sizeof header);
+  FLURRY_TRY(CheckHeader(header, outcome));
+  if (bytes.size() != sizeof header + header.result_length) {
+    return Fail("clone outcome of {} bytes, its header says {}", bytes.size(),
+                sizeof header + header.result_length);
+  }
+  std::memcpy(outcome.result.data(), bytes.data() + sizeof header, header.result_length);
+  FLURRY_TRY(CheckResult(header, outcome));
   return outcome;
 }
 

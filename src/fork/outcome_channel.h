@@ -5,7 +5,9 @@
 // See docs/protocols/clone_channel.md.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "base/error.h"
@@ -23,6 +25,10 @@ Result<void> SendOutcome(int fd, const CloneOutcome& outcome);
 // Blocks until the outcome (or EOF: then kind is SF_OUTCOME_LOST, or KILLED if `killed`).
 // A malformed message is an error. EINTR is returned as an error with code EINTR.
 Result<CloneOutcome> ReceiveOutcome(int fd);
+// The same from the bytes of a whole channel (read to EOF): no bytes is SF_OUTCOME_LOST.
+Result<CloneOutcome> DecodeOutcome(std::span<const uint8_t> bytes);
+// The largest message a channel can carry.
+size_t MaxOutcomeBytes();
 
 uint64_t Fnv1a64(const uint8_t* data, size_t length);
 

@@ -38,6 +38,48 @@ TEST(OutcomeChannel, RoundTripsAResultBlob) {
   EXPECT_EQ(got->result, sent.result);
 }
 
+// What a channel carried, read to its end (as flurryd buffers a remote clone's channel).
+std::vector<uint8_t> Drain(const CloneOutcome& outcome) {
+  Pair p;
+  std::thread writer([&] { ASSERT_TRUE(SendOutcome(p.fd[1], outcome).has_value()); });
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[65536];
+  size_t expected = 32 + outcome.result.size();
+  while (bytes.size() < expected) {
+    ssize_t n = read(p.fd[0], chunk, sizeof chunk);
+    if (n <= 0) break;
+    bytes.insert(bytes.end(), chunk, chunk + n);
+  }
+  writer.join();
+  return bytes;
+}
+
+TEST(OutcomeChannel, DecodesAWholeChannel) {
+  CloneOutcome sent{SF_OUTCOME_SIGNALED, 0, 11, {1, 2, 3, 4, 5}};
+  std::vector<uint8_t> bytes = Drain(sent);
+  auto got = DecodeOutcome(bytes);
+  ASSERT_TRUE(got.has_value()) << got.error().message();
+  EXPECT_EQ(got->kind, SF_OUTCOME_SIGNALED);
+  EXPECT_EQ(got->signal, 11);
+  EXPECT_EQ(got->result, sent.result);
+  EXPECT_LE(bytes.size(), MaxOutcomeBytes());
+
+  auto lost = DecodeOutcome({});
+  ASSERT_TRUE(lost.has_value());
+  EXPECT_EQ(lost->kind, SF_OUTCOME_LOST);
+  // Cut short, with bytes added, or with a flipped result byte: an error, never an outcome.
+  std::vector<uint8_t> cut(bytes.begin(), bytes.end() - 1);
+  EXPECT_FALSE(DecodeOutcome(cut).has_value());
+  std::vector<uint8_t> longer = bytes;
+  longer.push_back(0);
+  EXPECT_FALSE(DecodeOutcome(longer).has_value());
+  std::vector<uint8_t> flipped = bytes;
+  flipped.back() ^= 1;
+  EXPECT_FALSE(DecodeOutcome(flipped).has_value());
+  std::vector<uint8_t> header_only(bytes.begin(), bytes.begin() + 10);
+  EXPECT_FALSE(DecodeOutcome(header_only).has_value());
+}
+
 TEST(OutcomeChannel, EofIsLost) {
   Pair p;
   p.CloseWriter();

@@ -61,6 +61,8 @@ class Vm : public ForkHost {
   Result<CloneState> CaptureResumeState() override;
   Result<CloneState> CaptureCurrentState() override;
   Result<void> BecomeClone(int32_t id, const CloneState& state) override;
+  Result<ServedMemory> ServeForRemoteClones(const CloneState& state,
+                                            const std::string& bind) override;
   Result<void> PrepareFork(bool tied_to_parent) override {
     // A copy of the VM must not depend on this process serving its memory's faults.
     FLURRY_TRY_CTX(backend_->memory().Materialize(), "before forking the VM");
@@ -94,6 +96,8 @@ class Vm : public ForkHost {
   Result<VmDescriptor> CaptureDescriptor();
   // Forks a page server process holding the VM as it stands (vm_serve.cc).
   Result<ControlReply> ServeSnapshot(const std::string& address);
+  // Forks a page server process serving `descriptor` and the guest memory as it stands.
+  Result<ServedMemory> ServeDescriptor(const VmDescriptor& descriptor, const std::string& address);
   // Captures the CPU with the FS/GS bases the syscall layer last set.
   Result<x86::UserCpuState> CaptureCpu();
   // A syscall stop. Returns a GuestExit when the guest is done, nullopt to keep running.

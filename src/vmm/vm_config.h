@@ -29,6 +29,16 @@ struct VmConfig {
   // instead of copied in before the guest starts; a fault fetches up to prefetch_pages pages.
   bool memory_on_demand = false;
   uint32_t prefetch_pages = 8;
+  // Restoring as a clone of a VM on another host (flurryd starts it so): the descriptor's
+  // resume state is the parent's at sf_clone; the clone returns `id` from sf_clone and sends
+  // its outcome on `outcome_fd` (docs/protocols/clone_channel.md).
+  struct CloneOf {
+    uint64_t family_id = 0;
+    int32_t id = 0;
+    int outcome_fd = -1;
+  };
+  std::optional<CloneOf> clone_of;
+  std::optional<std::string> hostname;  // the guest's uname nodename (default "flurry")
 };
 
 }  // namespace flurry

@@ -1,6 +1,8 @@
 // Becoming a VM from a descriptor and a memory source: `flurry restore` of a snapshot
 // directory or of a page server's snapshot (docs/design.md, "Memory on demand"). The memory is
 // copied in before the guest starts, or — on demand — installed page by page as it is touched.
+#include <unistd.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -71,10 +73,24 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
   std::optional<std::string> root = d.files.root_host_path;
   if (config.dir) root = *config.dir;
   GuestState state = FLURRY_TRY(RestoreGuest(d, root));
+  if (config.hostname) state.identity.hostname = *config.hostname;
   ForkPolicy policy;
   policy.max_clones_per_ticket = config.max_clones_per_ticket;
   ForkController fork = FLURRY_TRY(ForkController::Create(policy));
-  FLURRY_TRY_CTX(backend->LoadCpu(d.vcpu), "restoring the CPU");
+  x86::UserCpuState cpu = d.vcpu;
+  if (config.clone_of) {
+    // A clone made on another host: sf_clone returns its ID, as in a local clone (BecomeClone).
+    const VmConfig::CloneOf& c = *config.clone_of;
+    FLURRY_TRY_CTX(fork.BecomeRemoteClone(c.family_id, c.id, UniqueFd(c.outcome_fd)),
+                   fmt::format("becoming clone {}", c.id));
+    cpu.regs.rax = static_cast<uint64_t>(c.id);
+    state.identity.ppid = state.identity.pid;
+    state.identity.pid = getpid();
+    state.identity.tid = state.identity.pid;
+    state.fds.ShareOutput(fork.output_lock(), /*line_buffered=*/true,
+                          config.clone_output_prefix ? fmt::format("[clone {}] ", c.id) : "");
+  }
+  FLURRY_TRY_CTX(backend->LoadCpu(cpu), "restoring the CPU");
   auto vm = std::unique_ptr<Vm>(
       new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
   if (on_demand) {

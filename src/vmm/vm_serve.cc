@@ -18,11 +18,33 @@
 namespace flurry {
 
 Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
+  const VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());
+  ServedMemory served = FLURRY_TRY(ServeDescriptor(descriptor, address));
+  page_servers_.push_back(served.pid);
+  ControlReply reply;
+  reply.address = served.address;
+  reply.server_pid = served.pid;
+  reply.descriptor_bytes = EncodeDescriptor(descriptor).size();
+  return reply;
+}
+
+Result<ForkHost::ServedMemory> Vm::ServeForRemoteClones(const CloneState& state,
+                                                        const std::string& bind) {
+  // The descriptor a local clone would become (BecomeClone), with the page map: the clone's
+  // host zero-fills what the parent never touched instead of fetching it.
+  VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());
+  descriptor.vcpu = state.cpu;
+  descriptor.files = state.files;  // offsets as at the clone instant
+  ServedMemory served = FLURRY_TRY(ServeDescriptor(descriptor, bind));
+  return served;
+}
+
+Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descriptor,
+                                                   const std::string& address) {
   // Page servers that have ended are reaped here (they outlive this VM otherwise).
   std::erase_if(page_servers_, [](pid_t pid) { return waitpid(pid, nullptr, WNOHANG) != 0; });
 
   const HostPort where = FLURRY_TRY(ParseHostPort(address));
-  const VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());
   const std::vector<uint8_t> encoded = EncodeDescriptor(descriptor);
   PageServer server = FLURRY_TRY(PageServer::Listen(where));
   const pid_t owner = getpid();
@@ -52,12 +74,11 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
     ReleaseGuest();
     _exit(served ? 0 : 1);
   }
-  page_servers_.push_back(pid);
-  ControlReply reply;
-  reply.address = server.address().ToString();
-  reply.server_pid = pid;
-  reply.descriptor_bytes = encoded.size();
-  return reply;
+  ServedMemory served;
+  served.address = server.address().ToString();
+  served.pid = pid;
+  served.pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  return served;
 }
 
 }  // namespace flurry

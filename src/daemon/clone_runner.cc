@@ -1,0 +1,206 @@
+#include "daemon/clone_runner.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "flurry/sf_abi.h"
+
+namespace flurry {
+
+std::vector<std::string> CloneCommandLine(const CloneRunSpec& spec) {
+  std::vector<std::string> argv = {spec.flurry_binary,
+                                   "restore",
+                                   "--as-clone",
+                                   std::to_string(spec.clone_id),
+                                   "--family",
+                                   fmt::format("{:x}", spec.family_id),
+                                   "--outcome-fd",
+                                   "3",
+                                   "--memory",
+                                   "on-demand"};
+  if (!spec.hostname.empty()) {
+    argv.push_back("--hostname");
+    argv.push_back(spec.hostname);
+  }
+  if (spec.prefetch_pages != 0) {
+    argv.push_back("--prefetch");
+    argv.push_back(std::to_string(spec.prefetch_pages));
+  }
+  if (!spec.prefix_output) argv.push_back("--no-clone-prefix");
+  if (!spec.backend.empty()) {
+    argv.push_back("--backend");
+    argv.push_back(spec.backend);
+  }
+  argv.push_back("tcp://" + spec.page_server);
+  return argv;
+}
+
+CloneRunner::CloneRunner(CloneRunner&& other) noexcept
+    : pid_(std::exchange(other.pid_, 0)),
+      pidfd_(std::move(other.pidfd_)),
+      stdout_(std::move(other.stdout_)),
+      stderr_(std::move(other.stderr_)),
+      outcome_(std::move(other.outcome_)),
+      reaped_(std::exchange(other.reaped_, true)) {}
+
+Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
+  const std::vector<std::string> args = CloneCommandLine(spec);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  int out[2], err[2], channel[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return FailErrno("a pipe for the clone's stdout");
+  UniqueFd out_read(out[0]), out_write(out[1]);
+  if (pipe2(err, O_CLOEXEC) != 0) return FailErrno("a pipe for the clone's stderr");
+  UniqueFd err_read(err[0]), err_write(err[1]);
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+    return FailErrno("the clone's outcome channel");
+  }
+  UniqueFd channel_read(channel[0]), channel_write(channel[1]);
+  UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  const pid_t parent = getpid();
+
+  const pid_t pid = fork();
+  if (pid < 0) return FailErrno("forking the clone VMM");
+  if (pid == 0) {
+    // Only async-signal-safe calls from here to exec: the daemon has threads.
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    if (dup2(null.get(), 0) < 0 || dup2(out_write.get(), 1) < 0 || dup2(err_write.get(), 2) < 0 ||
+        dup2(channel_write.get(), 3) < 0) {
+      _exit(127);
+    }
+    if (!spec.work_dir.empty() && chdir(spec.work_dir.c_str()) != 0) _exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  setpgid(pid, pid);  // as the child does: whichever runs first
+  CloneRunner runner;
+  runner.pid_ = pid;
+  runner.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (!runner.pidfd_.valid()) return FailErrno("pidfd_open for the clone VMM");
+  runner.stdout_ = std::move(out_read);
+  runner.stderr_ = std::move(err_read);
+  runner.outcome_ = std::move(channel_read);
+  return runner;
+}
+
+CloneRunner::~CloneRunner() {
+  if (pid_ > 0 && !reaped_) {
+    Kill();
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void CloneRunner::Kill() {
+  if (pid_ <= 0 || reaped_) return;
+  kill(-pid_, SIGKILL);
+  if (pidfd_.valid()) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+}
+
+CloneRunResult CloneRunner::Wait(
+    const std::function<bool(int stream, std::string_view data)>& on_output,
+    const std::function<bool()>& keep_going) {
+  CloneRunResult result;
+  std::vector<uint8_t> channel;
+  bool killed = false, channel_overflow = false;
+  int exit_status = 0;
+  char buffer[65536];
+  // Until the VMM has exited and every pipe is at EOF (its children may hold them: they die
+  // with it, being in its process group or tied to it).
+  while (!reaped_ || stdout_.valid() || stderr_.valid() || outcome_.valid()) {
+    if (!killed && !keep_going()) {
+      Kill();
+      killed = true;
+    }
+    pollfd fds[4] = {{stdout_.get(), POLLIN, 0},
+                     {stderr_.get(), POLLIN, 0},
+                     {outcome_.get(), POLLIN, 0},
+                     {reaped_ ? -1 : pidfd_.get(), POLLIN, 0}};
+    if (poll(fds, 4, 100) < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].revents == 0) continue;
+      UniqueFd& fd = i == 0 ? stdout_ : stderr_;
+      const ssize_t n = read(fd.get(), buffer, sizeof buffer);
+      if (n > 0) {
+        if (!killed && !on_output(i + 1, std::string_view(buffer, static_cast<size_t>(n)))) {
+          Kill();
+          killed = true;
+        }
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        fd.Reset();
+      }
+    }
+    if (fds[2].revents != 0) {
+      const ssize_t n = read(outcome_.get(), buffer, sizeof buffer);
+      if (n > 0) {
+        if (channel.size() + static_cast<size_t>(n) > MaxOutcomeBytes()) {
+          channel_overflow = true;
+        } else {
+          channel.insert(channel.end(), buffer, buffer + n);
+        }
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        outcome_.Reset();
+      }
+    }
+    if (!reaped_ && fds[3].revents != 0) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        reaped_ = true;
+        exit_status = status;
+        // Whatever of its group is left (a snapshot process, its own clones) goes with it.
+        kill(-pid_, SIGKILL);
+      }
+    }
+  }
+  if (!reaped_) {  // poll failed: end it
+    Kill();
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    exit_status = status;
+  }
+
+  if (killed) {
+    result.outcome.kind = SF_OUTCOME_LOST;
+    result.diagnostic = "the clone was stopped";
+    return result;
+  }
+  if (channel_overflow) {
+    result.outcome.kind = SF_OUTCOME_LOST;
+    result.diagnostic = "the clone sent an outcome larger than the protocol allows";
+    return result;
+  }
+  auto outcome = DecodeOutcome(channel);
+  if (!outcome) {
+    result.outcome.kind = SF_OUTCOME_LOST;
+    result.diagnostic = "the clone's outcome: " + outcome.error().message();
+    return result;
+  }
+  result.outcome = std::move(*outcome);
+  if (result.outcome.kind == SF_OUTCOME_LOST) {
+    if (WIFEXITED(exit_status)) {
+      result.diagnostic = fmt::format("the clone VMM exited with status {} before its outcome",
+                                      WEXITSTATUS(exit_status));
+    } else if (WIFSIGNALED(exit_status)) {
+      result.diagnostic = fmt::format("the clone VMM was killed by signal {} before its outcome",
+                                      WTERMSIG(exit_status));
+    }
+  }
+  return result;
+}
+
+}  // namespace flurry

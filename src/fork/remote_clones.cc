@@ -1,0 +1,118 @@
+#include "fork/remote_clones.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+extern char** environ;
+
+namespace flurry {
+
+void OwnedProcess::Kill() {
+  if (pidfd_.valid()) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  pidfd_.Reset();
+}
+
+std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
+                                                const std::string& host,
+                                                const std::string& page_server,
+                                                uint64_t family_id, int32_t id) {
+  std::vector<std::string> argv = {config.remote_binary,
+                                   "--cluster",
+                                   config.cluster_file,
+                                   "--member",
+                                   config.member,
+                                   "--host",
+                                   host,
+                                   "--page-server",
+                                   page_server,
+                                   "--family",
+                                   fmt::format("{:x}", family_id),
+                                   "--clone-id",
+                                   std::to_string(id),
+                                   "--outcome-fd",
+                                   "3",
+                                   "--parent-pid",
+                                   std::to_string(getpid())};
+  if (!config.prefix_output) argv.push_back("--no-clone-prefix");
+  if (config.prefetch_pages != 0) {
+    argv.push_back("--prefetch");
+    argv.push_back(std::to_string(config.prefetch_pages));
+  }
+  return argv;
+}
+
+Result<SpawnedClone> StartRemoteClone(const RemoteCloneConfig& config, const std::string& host,
+                                      const std::string& page_server, uint64_t family_id,
+                                      int32_t id) {
+  const std::vector<std::string> args =
+      RemoteCloneCommandLine(config, host, page_server, family_id, id);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  int channel[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+    return FailErrno("the outcome channel of a remote clone");
+  }
+  UniqueFd read_end(channel[0]), write_end(channel[1]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 3);  // dup2 clears CLOEXEC
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  sigset_t defaults;
+  sigfillset(&defaults);
+  posix_spawnattr_setsigdefault(&attributes, &defaults);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  const int err =
+      posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attributes);
+  if (err != 0) return FailErrno(err, fmt::format("starting {}", config.remote_binary));
+
+  SpawnedClone clone;
+  clone.id = id;
+  clone.pid = pid;
+  clone.channel = std::move(read_end);
+  clone.pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (!clone.pidfd.valid()) return FailErrno("pidfd_open for a remote clone's stand-in");
+  return clone;
+}
+
+Result<std::string> LocalAddressToward(const std::string& peer) {
+  const size_t colon = peer.rfind(':');
+  const std::string ip = colon == std::string::npos ? peer : peer.substr(0, colon);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(9);
+  if (inet_pton(AF_INET, ip.c_str(), &to.sin_addr) != 1) {
+    return Fail("{}: not an IPv4 address", peer);
+  }
+  UniqueFd probe(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!probe.valid()) return FailErrno("socket");
+  // A UDP connect sends nothing; it only picks the route and the source address.
+  if (connect(probe.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    return FailErrno(fmt::format("finding the route to {}", peer));
+  }
+  sockaddr_in local{};
+  socklen_t length = sizeof local;
+  if (getsockname(probe.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+    return FailErrno("getsockname");
+  }
+  char text[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &local.sin_addr, text, sizeof text);
+  return fmt::format("{}:0", text);
+}
+
+}  // namespace flurry

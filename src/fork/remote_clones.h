@@ -1,0 +1,107 @@
+// Clones on other hosts, as the parent VMM sees them (flurry run --cluster). At sf_clone the
+// VMM forks a page server holding the VM at that instant (ForkHost::ServeForRemoteClones); for
+// each clone it starts a local stand-in, `flurry-remote`, which asks the clone's host's flurryd
+// to run it (docs/protocols/flurryd.md), writes the clone's output to the VM's stdout/stderr and
+// its outcome to an outcome channel, and ends with it. To the ForkController a stand-in is a
+// local clone: a pid, a pidfd and an outcome channel; sf_join, sf_kill and the end of the VM
+// need nothing else. Killing the stand-in cancels its call, and the daemon kills the clone.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "fork/clone_allocator.h"
+#include "fork/snapshot_server.h"
+
+namespace flurry {
+
+struct RemoteCloneConfig {
+  std::shared_ptr<CloneAllocator> allocator;
+  std::string remote_binary;  // flurry-remote
+  std::string cluster_file;   // passed to flurry-remote (hosts, addresses, credentials)
+  std::string member = "client";  // the credentials flurry-remote presents
+  std::string serve_bind;     // "IP:0": where the page server listens (reachable by the hosts)
+  bool prefix_output = true;
+  uint32_t prefetch_pages = 0;  // 0: flurry restore's default
+};
+
+// The slots a ticket holds; given back to the allocator when it goes.
+class RemoteReservation {
+ public:
+  RemoteReservation() = default;
+  RemoteReservation(std::shared_ptr<CloneAllocator> allocator, std::vector<std::string> hosts)
+      : allocator_(std::move(allocator)), hosts_(std::move(hosts)) {}
+  RemoteReservation(RemoteReservation&& other) noexcept
+      : allocator_(std::move(other.allocator_)), hosts_(std::move(other.hosts_)) {
+    other.hosts_.clear();
+  }
+  RemoteReservation& operator=(RemoteReservation&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      allocator_ = std::move(other.allocator_);
+      hosts_ = std::move(other.hosts_);
+      other.hosts_.clear();
+    }
+    return *this;
+  }
+  ~RemoteReservation() { Reset(); }
+
+  const std::vector<std::string>& hosts() const { return hosts_; }
+  bool empty() const { return hosts_.empty(); }
+  // In a clone: forget the parent's reservation without giving it back.
+  void Forget() { hosts_.clear(); }
+
+ private:
+  void Reset() {
+    if (allocator_ && !hosts_.empty()) allocator_->Release(hosts_);
+    hosts_.clear();
+  }
+  std::shared_ptr<CloneAllocator> allocator_;
+  std::vector<std::string> hosts_;
+};
+
+// A process this VMM started and ends when it lets go of it (a ticket's page server): holds
+// its pidfd and SIGKILLs it on destruction.
+class OwnedProcess {
+ public:
+  OwnedProcess() = default;
+  explicit OwnedProcess(UniqueFd pidfd) : pidfd_(std::move(pidfd)) {}
+  OwnedProcess(OwnedProcess&&) noexcept = default;
+  OwnedProcess& operator=(OwnedProcess&& other) noexcept {
+    if (this != &other) {
+      Kill();
+      pidfd_ = std::move(other.pidfd_);
+    }
+    return *this;
+  }
+  ~OwnedProcess() { Kill(); }
+  // In a forked process: the parent owns it; close the handle, leave the process.
+  void Forget() { pidfd_.Reset(); }
+
+ private:
+  void Kill();
+  UniqueFd pidfd_;
+};
+
+// The command line of one stand-in (argv[0] included); its outcome channel is its fd 3.
+std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
+                                                const std::string& host,
+                                                const std::string& page_server,
+                                                uint64_t family_id, int32_t id);
+
+// Starts the stand-in of clone `id` on `host` (posix_spawn: no copy of the VMM's page tables).
+Result<SpawnedClone> StartRemoteClone(const RemoteCloneConfig& config, const std::string& host,
+                                      const std::string& page_server, uint64_t family_id,
+                                      int32_t id);
+
+// The local address the hosts reach this machine at: the source address of a route to `peer`
+// ("IP:PORT"), with port 0.
+Result<std::string> LocalAddressToward(const std::string& peer);
+
+}  // namespace flurry
