@@ -1,0 +1,125 @@
+// flurry-remote: the local stand-in of one clone that runs on another host (fork/remote_clones.h).
+// The parent VMM starts one per remote clone. It asks the host's flurryd to run the clone
+// (RunClone), writes the clone's output to its own stdout/stderr (the VM's) and, at the end, the
+// clone's outcome to the outcome channel (--outcome-fd, docs/protocols/clone_channel.md). It
+// ends with the clone; killing it cancels the call, and flurryd kills the clone. When the clone
+// is lost (its host died, the daemon refused it) it writes no outcome: the parent sees LOST.
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+#include "cluster/cluster_file.h"
+#include "cluster/credentials.h"
+#include "daemon/tls.h"
+#include "flurryd.grpc.pb.h"
+#include "fork/outcome_channel.h"
+
+namespace v1 = flurry::daemon::v1;
+
+namespace {
+
+void WriteAll(int fd, const std::string& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // the VM's output is gone: nothing else to do with it
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"flurry-remote: the local end of a clone on another host (started by flurry)"};
+  std::string cluster_path, member = "client", host_name, page_server, family_text;
+  int32_t clone_id = 0;
+  int outcome_fd = -1;
+  pid_t parent_pid = 0;
+  bool no_prefix = false;
+  uint32_t prefetch = 0;
+  app.add_option("--cluster", cluster_path)->required();
+  app.add_option("--member", member);
+  app.add_option("--host", host_name)->required();
+  app.add_option("--page-server", page_server)->required();
+  app.add_option("--family", family_text)->required();
+  app.add_option("--clone-id", clone_id)->required()->check(CLI::Range(1, INT32_MAX));
+  app.add_option("--outcome-fd", outcome_fd)->required()->check(CLI::Range(3, 1 << 20));
+  app.add_option("--parent-pid", parent_pid)->required();
+  app.add_flag("--no-clone-prefix", no_prefix);
+  app.add_option("--prefetch", prefetch)->check(CLI::Range(0, 64));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  // It lives as long as the VM that started it.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent_pid) return 1;
+  signal(SIGPIPE, SIG_IGN);
+  auto lost = [&](const std::string& why) {
+    std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", clone_id, host_name.c_str(),
+                 why.c_str());
+    return 1;
+  };
+
+  char* end = nullptr;
+  const uint64_t family = std::strtoull(family_text.c_str(), &end, 16);
+  if (end == nullptr || *end != '\0') return lost("--family is not hex");
+  auto cluster = flurry::LoadClusterFile(cluster_path);
+  if (!cluster) return lost(cluster.error().message());
+  const flurry::ClusterHost* host = cluster->Find(host_name);
+  if (host == nullptr) return lost("no such host in " + cluster_path);
+  auto credentials = flurry::LoadMemberCredentials(cluster->credentials_dir, member);
+  if (!credentials) return lost(credentials.error().message());
+
+  auto channel = flurry::DaemonChannel(
+      {credentials->ca_pem, credentials->cert_pem, credentials->key_pem}, host->address,
+      host->name);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(4))) {
+    return lost(fmt::format("its flurryd at {} cannot be reached", host->address));
+  }
+  auto stub = v1::Flurryd::NewStub(channel);
+  v1::RunCloneRequest request;
+  request.set_page_server(page_server);
+  request.set_family_id(family);
+  request.set_clone_id(clone_id);
+  request.set_prefetch_pages(prefetch);
+  request.set_prefix_output(!no_prefix);
+  grpc::ClientContext context;
+  auto reader = stub->RunClone(&context, request);
+  v1::CloneEvent event;
+  bool got_outcome = false;
+  std::string diagnostic;
+  while (reader->Read(&event)) {
+    if (event.has_output()) {
+      WriteAll(event.output().stream() == 2 ? 2 : 1, event.output().data());
+    } else if (event.has_outcome()) {
+      const v1::Outcome& o = event.outcome();
+      flurry::CloneOutcome outcome;
+      outcome.kind = o.kind();
+      outcome.status = o.status();
+      outcome.signal = o.signal();
+      outcome.result.assign(o.result().begin(), o.result().end());
+      diagnostic = o.diagnostic();
+      if (auto sent = flurry::SendOutcome(outcome_fd, outcome); !sent) {
+        return lost("passing its outcome on: " + sent.error().message());
+      }
+      got_outcome = true;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (!got_outcome) {
+    return lost(status.ok() ? std::string("its flurryd sent no outcome")
+                            : fmt::format("{} ({})", status.error_message(),
+                                          static_cast<int>(status.error_code())));
+  }
+  if (!diagnostic.empty()) lost(diagnostic);  // a LOST outcome: say why
+  return 0;
+}
