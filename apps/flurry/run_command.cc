@@ -1,5 +1,7 @@
 #include "run_command.h"
 
+#include "cluster_run.h"
+
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -77,6 +79,12 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
                 "Do not prefix clone output lines with [clone N]");
   AddBackendOption(run, options.backend);
   run->add_flag("-v,--verbose", options.verbose, "Say on stderr which backend runs the guest");
+  run->add_option("--cluster", options.cluster,
+                  "Cluster file (flurry cluster init): sf_clone's clones run on its hosts, "
+                  "placed by free slots; the VM itself runs here");
+  run->add_option("--cluster-member", options.cluster_member,
+                  "With --cluster: whose credentials to present to the hosts' flurryd")
+      ->capture_default_str();
   run->add_option("program", options.program, "Static ELF executable to run")->required();
   run->prefix_command();  // everything after PROGRAM goes to the guest
   run->footer(
@@ -141,6 +149,16 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
       dir.resize(dir.size() - 3);
     }
     config.dir = dir;
+  }
+
+  if (!options.cluster.empty()) {
+    auto remote =
+        LoadRemoteCloneConfig(options.cluster, options.cluster_member, config.clone_output_prefix);
+    if (!remote) {
+      Complain(fmt::format("--cluster: {}", remote.error().message()));
+      return 1;
+    }
+    config.remote_clones = std::move(*remote);
   }
 
   PrepareVmmProcess();

@@ -3,11 +3,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "fork/remote_clones.h"
 
 namespace flurry {
 
@@ -39,6 +41,8 @@ struct VmConfig {
   };
   std::optional<CloneOf> clone_of;
   std::optional<std::string> hostname;  // the guest's uname nodename (default "flurry")
+  // flurry run --cluster: sf_clone's clones run on the cluster's hosts (null: on this one).
+  std::shared_ptr<const RemoteCloneConfig> remote_clones;
 };
 
 }  // namespace flurry

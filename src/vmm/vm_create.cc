@@ -122,6 +122,7 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
 
   ForkPolicy policy;
   policy.max_clones_per_ticket = config.max_clones_per_ticket;
+  policy.remote = config.remote_clones;
   ForkController fork = FLURRY_TRY(ForkController::Create(policy));
 
   x86::UserCpuState cpu;

@@ -1,0 +1,41 @@
+#include "cluster_run.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "cluster/cluster_file.h"
+
+namespace flurry {
+
+Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
+    const std::string& cluster_file, const std::string& member, bool prefix_output) {
+  const ClusterFile cluster = FLURRY_TRY(LoadClusterFile(cluster_file));
+  if (cluster.hosts.empty()) return Fail("{}: the cluster has no hosts", cluster_file);
+  FLURRY_TRY(ValidateMemberName(member));
+  auto config = std::make_shared<RemoteCloneConfig>();
+  std::vector<ClusterFileAllocator::Host> hosts;
+  for (const ClusterHost& host : cluster.hosts) hosts.push_back({host.name, host.slots});
+  config->allocator = std::make_shared<ClusterFileAllocator>(std::move(hosts));
+  std::error_code error;
+  config->cluster_file = std::filesystem::absolute(cluster_file, error).string();
+  config->member = member;
+  config->prefix_output = prefix_output;
+  // flurry-remote: $FLURRY_REMOTE, else beside this executable.
+  if (const char* env = std::getenv("FLURRY_REMOTE"); env != nullptr && *env != '\0') {
+    config->remote_binary = env;
+  } else {
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+    if (error) return Fail("finding this executable: {}", error.message());
+    config->remote_binary = (self.parent_path() / "flurry-remote").string();
+  }
+  if (access(config->remote_binary.c_str(), X_OK) != 0) {
+    return FailErrno(fmt::format("{} (the stand-in for remote clones)", config->remote_binary));
+  }
+  config->serve_bind = FLURRY_TRY_CTX(LocalAddressToward(cluster.hosts.front().address),
+                                      "the address the cluster reaches this machine at");
+  return std::shared_ptr<const RemoteCloneConfig>(std::move(config));
+}
+
+}  // namespace flurry

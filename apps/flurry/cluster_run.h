@@ -1,0 +1,17 @@
+// `flurry run --cluster FILE`: what a VM needs to put its clones on the cluster's hosts — the
+// cluster-file allocator, the flurry-remote stand-in beside this executable, the credentials
+// member, and the local address the hosts reach this machine at.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/error.h"
+#include "fork/remote_clones.h"
+
+namespace flurry {
+
+Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
+    const std::string& cluster_file, const std::string& member, bool prefix_output);
+
+}  // namespace flurry
