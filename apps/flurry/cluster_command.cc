@@ -117,7 +117,9 @@ int RunClusterInit(const ClusterOptions& options) {
   auto& [file, members] = *plan;
 
   const fs::path cluster_file = dir / "cluster.json";
-  if (fs::exists(cluster_file, ec) || ec) {
+  const bool exists = fs::exists(cluster_file, ec);
+  if (ec) return Complain("init", kFailure, fmt::format("{}: {}", dir.string(), ec.message()));
+  if (exists) {
     return Complain(
         "init", kFailure,
         fmt::format("{} exists already: refusing to replace it", cluster_file.string()));
