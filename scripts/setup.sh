@@ -9,6 +9,9 @@ PACKAGES=(
   libfmt-dev libcli11-dev libspdlog-dev
   protobuf-compiler libprotobuf-dev nlohmann-json3-dev
   libxxhash-dev libzstd-dev
+  # src/cluster: the cluster's mutual-TLS CA and member certificates (OpenSSL's libcrypto, the
+  # static libcrypto.a for the -static flurry binary; libssl for flurryd's TLS)
+  libssl-dev
   clang-format git ca-certificates hyperfine
   # scripts/kvm_in_qemu.sh: the KVM backend tests in a QEMU TCG guest where /dev/kvm is missing
   qemu-system-x86 busybox-static cpio

@@ -1,6 +1,7 @@
 // flurry: a microVM monitor whose guests are single static Linux programs.
 #include <CLI/CLI.hpp>
 
+#include "cluster_command.h"
 #include "ctl_command.h"
 #include "descriptor_command.h"
 #include "restore_command.h"
@@ -17,6 +18,8 @@ int main(int argc, char** argv) {
   CLI::App* ctl = flurry::AddCtlCommand(app, ctl_options);
   std::string descriptor_file;
   CLI::App* descriptor_show = flurry::AddDescriptorCommand(app, descriptor_file);
+  flurry::ClusterOptions cluster_options;
+  flurry::ClusterCommands cluster = flurry::AddClusterCommand(app, cluster_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -31,5 +34,7 @@ int main(int argc, char** argv) {
   if (restore->parsed()) return flurry::RestoreCommand(restore_options);
   if (ctl->parsed()) return flurry::CtlCommand(ctl_options);
   if (descriptor_show->parsed()) return flurry::RunDescriptorShow(descriptor_file);
+  if (cluster.init->parsed()) return flurry::RunClusterInit(cluster_options);
+  if (cluster.show->parsed()) return flurry::RunClusterShow(cluster_options);
   return 2;
 }

@@ -3,6 +3,7 @@
 // docs/formats/cluster.md.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
