@@ -87,12 +87,16 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
     state.identity.ppid = state.identity.pid;
     state.identity.pid = getpid();
     state.identity.tid = state.identity.pid;
-    state.fds.ShareOutput(fork.output_lock(), /*line_buffered=*/true,
-                          config.clone_output_prefix ? fmt::format("[clone {}] ", c.id) : "");
   }
   FLURRY_TRY_CTX(backend->LoadCpu(cpu), "restoring the CPU");
   auto vm = std::unique_ptr<Vm>(
       new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
+  if (config.clone_of) {
+    // Output as a local clone's: whole lines, each with its clone's prefix.
+    vm->state_.fds.ShareOutput(
+        vm->fork_.output_lock(), /*line_buffered=*/true,
+        config.clone_output_prefix ? fmt::format("[clone {}] ", config.clone_of->id) : "");
+  }
   if (on_demand) {
     FLURRY_TRY_CTX(vm->AttachOnDemandMemory(d, std::move(source), config.prefetch_pages),
                    "setting up memory on demand");

@@ -1,0 +1,106 @@
+// cluster_where: where clones run, what they read, how they end — for clones on other hosts.
+//
+// usage: cluster_where CLONES [SLEEP_MS [MIB [NESTED]]]
+//   The parent fills MIB MiB (default 4) with a pattern and sums it, asks for CLONES clones and
+//   prints "granted M". Each clone sums the same memory (fetching it from the parent's host),
+//   prints "on NODENAME sum=S", sleeps SLEEP_MS (default 0), optionally (NESTED = 1) clones one
+//   clone of its own and joins it, and ends with sf_exit_with(id, "NODENAME S"). The parent
+//   joins and prints one line per outcome:
+//     "outcome id=I kind=K status=S signal=G result=R"
+//   then "parent on NODENAME sum=S join_ms=T" and exits 0.
+#include <flurry/sf.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+
+static double NowMs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static uint64_t Sum(const uint64_t* data, size_t words) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < words; ++i) sum = sum * 31 + data[i];
+  return sum;
+}
+
+int main(int argc, char** argv) {
+  const int clones = argc > 1 ? atoi(argv[1]) : 2;
+  const int sleep_ms = argc > 2 ? atoi(argv[2]) : 0;
+  const size_t mib = argc > 3 ? (size_t)atoi(argv[3]) : 4;
+  const int nested = argc > 4 ? atoi(argv[4]) : 0;
+  const size_t words = mib * (1 << 20) / sizeof(uint64_t);
+  uint64_t* data = malloc(words * sizeof(uint64_t) + 8);
+  if (data == NULL) return 2;
+  for (size_t i = 0; i < words; ++i) data[i] = i * 0x9e3779b97f4a7c15ULL;
+  const uint64_t expected = Sum(data, words);
+  struct utsname where;
+  uname(&where);
+
+  sf_ticket_t ticket = sf_request_ticket(clones);
+  if (ticket < 0) {
+    printf("sf_request_ticket failed\n");
+    return 3;
+  }
+  printf("granted %d\n", sf_ticket_granted(ticket));
+  fflush(stdout);
+  const int id = sf_clone(ticket);
+  if (id < 0) {
+    printf("sf_clone failed\n");
+    return 4;
+  }
+  if (id > 0) {
+    uname(&where);
+    const uint64_t sum = Sum(data, words);
+    printf("on %s sum=%llu\n", where.nodename, (unsigned long long)sum);
+    fflush(stdout);
+    if (sleep_ms > 0) {
+      struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+    if (nested) {
+      sf_ticket_t mine = sf_request_ticket(1);
+      if (mine >= 0) {
+        const int child = sf_clone(mine);
+        if (child > 0) {
+          printf("nested clone %d of %d on %s\n", child, id, where.nodename);
+          sf_exit_with(0, where.nodename, strlen(where.nodename));
+        }
+        static char nested_result[128];
+        struct sf_outcome out[1];
+        memset(out, 0, sizeof out);
+        out[0].result = (uint64_t)(uintptr_t)nested_result;
+        out[0].result_capacity = sizeof nested_result;
+        if (sf_join(mine, out, 1) == 1) {
+          printf("nested outcome id=%d kind=%d result=%.*s\n", out[0].id, out[0].kind,
+                 (int)out[0].result_length, nested_result);
+        }
+      }
+    }
+    char result[128];
+    snprintf(result, sizeof result, "%s %llu", where.nodename, (unsigned long long)sum);
+    sf_exit_with(sum == expected ? 0 : 1, result, strlen(result));
+  }
+  const double start = NowMs();
+  static char results[64][128];
+  struct sf_outcome outcomes[64];
+  memset(outcomes, 0, sizeof outcomes);
+  for (int i = 0; i < 64; ++i) {
+    outcomes[i].result = (uint64_t)(uintptr_t)results[i];
+    outcomes[i].result_capacity = sizeof results[i];
+  }
+  const int n = sf_join(ticket, outcomes, 64);
+  const double join_ms = NowMs() - start;
+  for (int i = 0; i < n; ++i) {
+    printf("outcome id=%d kind=%d status=%d signal=%d result=%.*s\n", outcomes[i].id,
+           outcomes[i].kind, outcomes[i].status, outcomes[i].signal,
+           (int)outcomes[i].result_length, results[i]);
+  }
+  printf("parent on %s sum=%llu join_ms=%.0f\n", where.nodename, (unsigned long long)expected,
+         join_ms);
+  return 0;
+}
