@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   }
+  // gRPC's own log lines would land on the VM's stderr; this program says what went wrong.
+  setenv("GRPC_VERBOSITY", "NONE", 1);
   // It lives as long as the VM that started it.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent_pid) return 1;
@@ -83,7 +85,9 @@ int main(int argc, char** argv) {
       {credentials->ca_pem, credentials->cert_pem, credentials->key_pem}, host->address,
       host->name);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(4))) {
-    return lost(fmt::format("its flurryd at {} cannot be reached", host->address));
+    return lost(fmt::format(
+        "its flurryd at {} cannot be reached, or refused this member's credentials",
+        host->address));
   }
   auto stub = v1::Flurryd::NewStub(channel);
   v1::RunCloneRequest request;

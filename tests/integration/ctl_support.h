@@ -81,6 +81,9 @@ class Background {
     return args;
   }
 
+  // SIGKILL to the process itself (not its group): what it started must notice on its own.
+  void KillProcess() { kill(pid_, SIGKILL); }
+
   std::string out() {
     std::lock_guard lock(mutex_);
     return result_.out;

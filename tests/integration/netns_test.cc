@@ -13,19 +13,12 @@
 
 #include "ctl_support.h"
 #include "harness.h"
+#include "netns_support.h"
 #include "on_demand_support.h"
 
 namespace {
 
 using namespace flurry_test;
-
-// iproute2's `ip` (the harness execs by path).
-std::string IpBinary() {
-  for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (access(path, X_OK) == 0) return path;
-  }
-  return "ip";
-}
 
 // Two namespaces "hosts" A (10.253.N.1) and B (10.253.N.2) on a veth pair; removed on
 // destruction.
@@ -75,13 +68,6 @@ class TwoHosts {
   std::string a_, b_, link_a_, link_b_, subnet_;
   bool ok_ = false;
 };
-
-std::string WhyNoNetns() {
-  if (geteuid() != 0) return "needs root (network namespaces)";
-  auto r = Run({IpBinary(), "netns", "list"}, WithDeadline(10));
-  if (!r.exited || r.exit_code != 0) return "no `ip netns` here: " + r.err;
-  return "";
-}
 
 TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
   if (const std::string why = WhyNoNetns(); !why.empty()) GTEST_SKIP() << why;

@@ -1,0 +1,329 @@
+// Clones on other hosts: a test cluster (scripts/cluster.sh up: network namespaces on a bridge,
+// each with its own flurryd and state dir) and a parent VM in this machine's own namespace run
+// with --cluster. What crosses to the hosts crosses their network interfaces only: the tests
+// check those bytes. Each test makes its own cluster (named by the test process, so the kvm and
+// seccomp copies can run at once) and removes it. Root only; skipped with the reason elsewhere.
+// Runs once per backend: flurryd passes $FLURRY_BACKEND on to the clones it runs.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ctl_support.h"
+#include "harness.h"
+#include "netns_support.h"
+
+namespace {
+
+using namespace flurry_test;
+using namespace std::chrono_literals;
+
+// A cluster of `hosts` test hosts, up for the life of the object.
+class TestCluster {
+ public:
+  explicit TestCluster(int hosts) : hosts_(hosts) {
+    name_ = "t" + std::to_string(getpid() % 100000);
+    subnet_ = "10.89." + std::to_string(getpid() % 250);
+    auto r = Script({"up", std::to_string(hosts)});
+    up_ = r.exited && r.exit_code == 0;
+    if (!up_) {
+      error_ = r.Describe();
+      return;
+    }
+    auto lines = Lines(r.out);
+    file_ = lines.empty() ? "" : lines.back();
+  }
+  ~TestCluster() { Script({"down"}); }
+
+  bool up() const { return up_; }
+  const std::string& error() const { return error_; }
+  const std::string& file() const { return file_; }
+  std::string dir() const { return "/run/flurry-cluster-" + name_; }
+  std::string netns(int k) const { return name_ + "-host" + std::to_string(k); }
+
+  RunResult Stop(int k) { return Script({"stop", "host" + std::to_string(k)}); }
+
+  // Bytes host k's interface has received so far.
+  uint64_t Received(int k) const {
+    auto r = Run({IpBinary(), "netns", "exec", netns(k), "/bin/cat",
+                  "/sys/class/net/eth0/statistics/rx_bytes"},
+                 WithDeadline(30));
+    return r.exit_code == 0 ? std::stoull(r.out) : 0;
+  }
+  // The processes running in host k's namespace (its flurryd and what it started).
+  std::vector<pid_t> Pids(int k) const {
+    auto r = Run({IpBinary(), "netns", "pids", netns(k)}, WithDeadline(30));
+    std::vector<pid_t> pids;
+    for (const auto& line : Lines(r.out)) {
+      if (!line.empty()) pids.push_back(std::stoi(line));
+    }
+    return pids;
+  }
+  // Commands of host k's processes, for failure messages and checks.
+  std::vector<std::string> Commands(int k) const {
+    std::vector<std::string> commands;
+    for (pid_t pid : Pids(k)) {
+      commands.push_back(ReadFile("/proc/" + std::to_string(pid) + "/comm"));
+    }
+    return commands;
+  }
+  pid_t DaemonPid(int k) const {
+    for (pid_t pid : Pids(k)) {
+      if (ReadFile("/proc/" + std::to_string(pid) + "/comm").starts_with("flurryd")) return pid;
+    }
+    return 0;
+  }
+
+ private:
+  RunResult Script(std::vector<std::string> args) const {
+    args.insert(args.begin(), {"/usr/bin/env", "FLURRY_CLUSTER_NAME=" + name_,
+                               "FLURRY_CLUSTER_SUBNET=" + subnet_,
+                               std::string("FLURRY_BUILD=") + FLURRY_BUILD_DIR,
+                               FLURRY_CLUSTER_SCRIPT});
+    return Run(args, WithDeadline(120));
+  }
+  int hosts_;
+  std::string name_, subnet_, file_, error_;
+  bool up_ = false;
+};
+
+#define REQUIRE_CLUSTER(cluster)                                        \
+  if (const std::string why = WhyNoNetns(); !why.empty()) {             \
+    GTEST_SKIP() << why;                                                \
+  }                                                                     \
+  ASSERT_TRUE((cluster).up()) << "scripts/cluster.sh up: " << (cluster).error()
+
+struct Outcome {
+  int kind = 0, status = 0, signal = 0;
+  std::string result;
+};
+
+// cluster_where's "outcome id=I kind=K status=S signal=G result=R" lines, by ID.
+std::map<int, Outcome> Outcomes(const std::string& out) {
+  std::map<int, Outcome> outcomes;
+  static const std::regex line(
+      R"(^outcome id=(\d+) kind=(\d+) status=(-?\d+) signal=(\d+) result=(.*)$)");
+  for (const auto& text : Lines(out)) {
+    std::smatch m;
+    if (!std::regex_match(text, m, line)) continue;
+    outcomes[std::stoi(m[1])] = {std::stoi(m[2]), std::stoi(m[3]), std::stoi(m[4]), m[5]};
+  }
+  return outcomes;
+}
+
+std::string ParentSum(const std::string& out) {
+  static const std::regex line(R"(^parent on \S+ sum=(\d+) join_ms=\d+$)");
+  for (const auto& text : Lines(out)) {
+    std::smatch m;
+    if (std::regex_match(text, m, line)) return m[1];
+  }
+  return "";
+}
+
+constexpr int kExited = 1, kKilled = 3, kLost = 4;  // SF_OUTCOME_*
+
+std::vector<std::string> RunArgs(const TestCluster& cluster, std::vector<std::string> guest) {
+  std::vector<std::string> args = {"run", "--cluster", cluster.file()};
+  args.insert(args.end(), guest.begin(), guest.end());
+  return args;
+}
+
+TEST(RemoteClones, RunOnTheClusterHostsWithTheParentsMemoryFetchedOverTheirNetwork) {
+  TestCluster cluster(3);
+  REQUIRE_CLUSTER(cluster);
+  std::vector<uint64_t> before;
+  for (int k = 1; k <= 3; ++k) before.push_back(cluster.Received(k));
+  // 6 clones, each reading the parent's 16 MiB.
+  auto r = Flurry(RunArgs(cluster, {Guest("cluster_where"), "6", "0", "16"}), WithDeadline(240));
+  ExpectCleanExit(r, 0);
+  EXPECT_NE(r.out.find("granted 6\n"), std::string::npos) << r.Describe();
+  const std::string sum = ParentSum(r.out);
+  ASSERT_FALSE(sum.empty()) << r.Describe();
+  EXPECT_NE(r.out.find("parent on flurry "), std::string::npos) << "the parent runs here";
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 6u) << r.Describe();
+  std::map<std::string, int> per_host;
+  for (const auto& [id, o] : outcomes) {
+    EXPECT_EQ(o.kind, kExited) << id << "\n" << r.Describe();
+    EXPECT_EQ(o.status, 0) << "clone " << id << " read other memory than the parent's";
+    // The result names the host the clone ran on (its uname nodename) and what it read.
+    const size_t space = o.result.find(' ');
+    ASSERT_NE(space, std::string::npos) << o.result;
+    EXPECT_EQ(o.result.substr(space + 1), sum) << id;
+    ++per_host[o.result.substr(0, space)];
+    // Its output reached the parent's stdout, prefixed, whole.
+    EXPECT_NE(r.out.find("[clone " + std::to_string(id) + "] on " + o.result.substr(0, space) +
+                         " sum=" + sum + "\n"),
+              std::string::npos)
+        << r.Describe();
+  }
+  // Spread by free slots: two clones on each of the three hosts.
+  EXPECT_EQ(per_host, (std::map<std::string, int>{{"host1", 2}, {"host2", 2}, {"host3", 2}}))
+      << r.Describe();
+  // Each host received its clones' memory over its interface: at least 2 x 16 MiB (the page
+  // map says which pages exist; none is shared through the file system).
+  for (int k = 1; k <= 3; ++k) {
+    EXPECT_GE(cluster.Received(k) - before[k - 1], 32ull << 20) << "host" << k;
+  }
+  // Nothing left running on the hosts but their daemons.
+  for (int k = 1; k <= 3; ++k) {
+    EXPECT_EQ(cluster.Commands(k), std::vector<std::string>{"flurryd\n"}) << "host" << k;
+  }
+}
+
+TEST(RemoteClones, NestedClonesOnARemoteHostHaveUniqueIds) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  auto r = Flurry(RunArgs(cluster, {Guest("cluster_where"), "2", "0", "1", "1"}),
+                  WithDeadline(240));
+  ExpectCleanExit(r, 0);
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 2u) << r.Describe();
+  for (const auto& [id, o] : outcomes) {
+    EXPECT_EQ(o.kind, kExited) << r.Describe();
+    // Clone id's own clone is id * 65536 + 1 and runs on the same host.
+    const std::string host = o.result.substr(0, o.result.find(' '));
+    EXPECT_NE(r.out.find("[clone " + std::to_string(id) + "] nested outcome id=" +
+                         std::to_string(id * 65536 + 1) + " kind=1 result=" + host + "\n"),
+              std::string::npos)
+        << r.Describe();
+  }
+}
+
+TEST(RemoteClones, AKilledHostsClonesAreLostAndTheOthersFinish) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  // Two clones per host, each sleeping 4 s after it has read its memory.
+  Background parent(RunArgs(cluster, {Guest("cluster_where"), "4", "4000", "1"}));
+  ASSERT_TRUE(parent.WaitForOut(
+      [](const std::string& out) {
+        return std::regex_search(out, std::regex("on host2 sum=[^]*on host2 sum="));
+      },
+      120s))
+      << parent.out() << parent.err();
+  auto stop = cluster.Stop(2);
+  ASSERT_EQ(stop.exit_code, 0) << stop.Describe();
+  auto r = parent.Wait(120s);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();  // stderr says which clones were lost
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 4u) << r.Describe();
+  int lost = 0, exited = 0;
+  for (const auto& [id, o] : outcomes) {
+    if (o.kind == kLost) ++lost;
+    if (o.kind == kExited && o.result.starts_with("host1 ")) ++exited;
+  }
+  EXPECT_EQ(lost, 2) << r.Describe();
+  EXPECT_EQ(exited, 2) << r.Describe();
+  EXPECT_NE(r.err.find("on host2 lost"), std::string::npos) << r.Describe();
+  EXPECT_TRUE(cluster.Pids(2).empty()) << "host2 was stopped";
+}
+
+TEST(RemoteClones, SfKillEndsRemoteClones) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  // fork_kill join: 4 clones that never end by themselves; the parent kills and joins them.
+  auto r = Flurry(RunArgs(cluster, {Guest("fork_kill"), "join"}), WithDeadline(240));
+  ExpectCleanExit(r, 0);
+  for (int id = 1; id <= 4; ++id) {
+    EXPECT_NE(r.out.find("clone " + std::to_string(id) + ": killed\n"), std::string::npos)
+        << r.Describe();
+  }
+  // Their VMMs on the hosts are gone (flurryd saw the stand-ins go and killed them).
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         (cluster.Pids(1).size() > 1 || cluster.Pids(2).size() > 1)) {
+    usleep(100000);
+  }
+  for (int k = 1; k <= 2; ++k) {
+    EXPECT_EQ(cluster.Commands(k), std::vector<std::string>{"flurryd\n"}) << "host" << k;
+  }
+}
+
+TEST(RemoteClones, TheParentDyingEndsItsRemoteClones) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  Background parent(RunArgs(cluster, {Guest("cluster_where"), "2", "600000", "1"}));
+  ASSERT_TRUE(parent.WaitForOut(
+      [](const std::string& out) {
+        return out.find("on host1 sum=") != std::string::npos &&
+               out.find("on host2 sum=") != std::string::npos;
+      },
+      120s))
+      << parent.out() << parent.err();
+  ASSERT_GT(cluster.Pids(1).size(), 1u);
+  parent.KillProcess();  // the VMM dies at once; its stand-ins and page server must follow
+  parent.Wait(30s);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         (cluster.Pids(1).size() > 1 || cluster.Pids(2).size() > 1)) {
+    usleep(100000);
+  }
+  for (int k = 1; k <= 2; ++k) {
+    EXPECT_EQ(cluster.Commands(k), std::vector<std::string>{"flurryd\n"}) << "host" << k;
+  }
+}
+
+TEST(RemoteClones, SigtermEndsADaemonsClonesAsLostAndLeavesNothingBehind) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  Background parent(RunArgs(cluster, {Guest("cluster_where"), "2", "600000", "1"}));
+  ASSERT_TRUE(parent.WaitForOut(
+      [](const std::string& out) {
+        return out.find("on host1 sum=") != std::string::npos &&
+               out.find("on host2 sum=") != std::string::npos;
+      },
+      120s))
+      << parent.out() << parent.err();
+  for (int k = 1; k <= 2; ++k) {
+    const pid_t daemon = cluster.DaemonPid(k);
+    ASSERT_GT(daemon, 0);
+    ASSERT_EQ(kill(daemon, SIGTERM), 0);
+  }
+  auto r = parent.Wait(60s);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 2u) << r.Describe();
+  for (const auto& [id, o] : outcomes) EXPECT_EQ(o.kind, kLost) << r.Describe();
+  EXPECT_NE(r.err.find("flurryd was stopped"), std::string::npos) << r.Describe();
+  for (int k = 1; k <= 2; ++k) {
+    EXPECT_TRUE(cluster.Pids(k).empty()) << "host" << k;
+    const fs::path state = fs::path(cluster.dir()) / "state" / ("host" + std::to_string(k));
+    EXPECT_TRUE(fs::is_empty(state)) << state << " keeps something";
+  }
+}
+
+TEST(RemoteClones, AMemberOfAnotherClusterIsRefused) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  // The same host name and address, credentials from another CA.
+  TempDir other;
+  const std::string address = cluster.dir().empty() ? "" : [&] {
+    auto show = Flurry({"cluster", "show", cluster.file()});
+    std::smatch m;
+    std::regex_search(show.out, m, std::regex(R"((\d+\.\d+\.\d+\.\d+:\d+))"));
+    return std::string(m[1]);
+  }();
+  ASSERT_FALSE(address.empty());
+  auto init = Flurry({"cluster", "init", other.path().string(), "--name", "impostor", "--host",
+                      "host1=" + address});
+  ASSERT_EQ(init.exit_code, 0) << init.Describe();
+  const std::string impostor = Lines(init.out).back();
+  auto r = Flurry({"run", "--cluster", impostor, Guest("cluster_where"), "1", "0", "1"},
+                  WithDeadline(120));
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 1u) << r.Describe();
+  EXPECT_EQ(outcomes.begin()->second.kind, kLost) << r.Describe();
+  EXPECT_NE(r.err.find("clone 1 on host1 lost"), std::string::npos) << r.Describe();
+  // The daemon ran nothing for it.
+  EXPECT_EQ(cluster.Commands(1), std::vector<std::string>{"flurryd\n"});
+}
+
+}  // namespace
