@@ -6,13 +6,14 @@
 namespace flurry {
 
 struct GuestExit {
-  enum class Kind { kExited, kSignaled, kTimedOut };
+  // kLost: the VMM could not go on (a clone whose memory server went away): not the guest's doing.
+  enum class Kind { kExited, kSignaled, kTimedOut, kLost };
   Kind kind = Kind::kExited;
   int status = 0;          // kExited: the guest's exit status
   int signal = 0;          // kSignaled: the signal a native process would have died of
   std::string diagnostic;  // one line for stderr ("" for a normal exit)
 
-  // The status `flurry run` exits with: the guest's own, 128+signal, or 124 on timeout.
+  // The status `flurry run` exits with: the guest's own, 128+signal, 124 on timeout, 1 when lost.
   int ExitCode() const {
     switch (kind) {
       case Kind::kExited:
@@ -21,6 +22,8 @@ struct GuestExit {
         return 128 + signal;
       case Kind::kTimedOut:
         return 124;
+      case Kind::kLost:
+        return 1;
     }
     return 1;
   }

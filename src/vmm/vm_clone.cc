@@ -92,6 +92,9 @@ void Vm::EndClone(const GuestExit& exit) {
       outcome.kind = SF_OUTCOME_SIGNALED;
       outcome.signal = exit.kind == GuestExit::Kind::kTimedOut ? SIGKILL : exit.signal;
       break;
+    case GuestExit::Kind::kLost:
+      outcome.kind = SF_OUTCOME_LOST;
+      break;
   }
   if (!exit.diagnostic.empty()) {
     std::string line = fmt::format("flurry: clone {}: {}\n", fork_.clone_id(), exit.diagnostic);

@@ -24,8 +24,9 @@ Result<GuestExit> Vm::Run() {
     control_cv_.notify_all();
   }
   if (fork_.is_clone()) {
+    // The VMM failing (its memory server gone, ...) loses the clone; the guest did nothing.
     EndClone(exit ? *exit
-                  : GuestExit{GuestExit::Kind::kSignaled, 0, SIGKILL,
+                  : GuestExit{GuestExit::Kind::kLost, 0, 0,
                               "running the clone: " + exit.error().message()});
   }
   fork_.KillOutstanding();

@@ -1,6 +1,6 @@
 // cluster_where: where clones run, what they read, how they end — for clones on other hosts.
 //
-// usage: cluster_where CLONES [SLEEP_MS [MIB [NESTED]]]
+// usage: cluster_where CLONES [SLEEP_MS [MIB [NESTED [LATE]]]]
 //   The parent fills MIB MiB (default 4) with a pattern and sums it, asks for CLONES clones and
 //   prints "granted M". Each clone sums the same memory (fetching it from the parent's host),
 //   prints "on NODENAME sum=S", sleeps SLEEP_MS (default 0), optionally (NESTED = 1) clones one
@@ -8,6 +8,7 @@
 //   joins and prints one line per outcome:
 //     "outcome id=I kind=K status=S signal=G result=R"
 //   then "parent on NODENAME sum=S join_ms=T" and exits 0.
+//   LATE = 1: each clone prints "waiting on NODENAME" and sleeps before it reads the memory.
 #include <flurry/sf.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   const int sleep_ms = argc > 2 ? atoi(argv[2]) : 0;
   const size_t mib = argc > 3 ? (size_t)atoi(argv[3]) : 4;
   const int nested = argc > 4 ? atoi(argv[4]) : 0;
+  const int late = argc > 5 ? atoi(argv[5]) : 0;
   const size_t words = mib * (1 << 20) / sizeof(uint64_t);
   uint64_t* data = malloc(words * sizeof(uint64_t) + 8);
   if (data == NULL) return 2;
@@ -55,13 +57,16 @@ int main(int argc, char** argv) {
   }
   if (id > 0) {
     uname(&where);
+    struct timespec pause = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
+    if (late) {
+      printf("waiting on %s\n", where.nodename);
+      fflush(stdout);
+      nanosleep(&pause, NULL);
+    }
     const uint64_t sum = Sum(data, words);
     printf("on %s sum=%llu\n", where.nodename, (unsigned long long)sum);
     fflush(stdout);
-    if (sleep_ms > 0) {
-      struct timespec ts = {sleep_ms / 1000, (long)(sleep_ms % 1000) * 1000000L};
-      nanosleep(&ts, NULL);
-    }
+    if (!late && sleep_ms > 0) nanosleep(&pause, NULL);
     if (nested) {
       sf_ticket_t mine = sf_request_ticket(1);
       if (mine >= 0) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -296,6 +297,50 @@ TEST(RemoteClones, SigtermEndsADaemonsClonesAsLostAndLeavesNothingBehind) {
     EXPECT_TRUE(cluster.Pids(k).empty()) << "host" << k;
     const fs::path state = fs::path(cluster.dir()) / "state" / ("host" + std::to_string(k));
     EXPECT_TRUE(fs::is_empty(state)) << state << " keeps something";
+  }
+}
+
+// The page servers a VMM process started (its children named flurry-pages).
+std::vector<pid_t> PageServersOf(pid_t parent) {
+  std::vector<pid_t> servers;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = ReadFile(entry.path() / "stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos || stat.find("(flurry-pages)") == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent) servers.push_back(std::stoi(name));
+  }
+  return servers;
+}
+
+TEST(RemoteClones, ACloneWhoseMemoryServerIsGoneEndsLostNotHung) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  // The clones wait 1.5 s before they read the parent's 8 MiB; the page server dies first.
+  Background parent(RunArgs(cluster, {Guest("cluster_where"), "2", "1500", "8", "0", "1"}));
+  ASSERT_TRUE(parent.WaitForOut(
+      [](const std::string& out) {
+        return out.find("waiting on host1") != std::string::npos &&
+               out.find("waiting on host2") != std::string::npos;
+      },
+      120s))
+      << parent.out() << parent.err();
+  const auto servers = PageServersOf(parent.pid());
+  ASSERT_EQ(servers.size(), 1u) << "one page server for the sf_clone";
+  ASSERT_EQ(kill(servers[0], SIGKILL), 0);
+  auto r = parent.Wait(120s);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 2u) << r.Describe();
+  for (const auto& [id, o] : outcomes) EXPECT_EQ(o.kind, kLost) << r.Describe();
+  EXPECT_NE(r.err.find("running the clone"), std::string::npos) << r.Describe();
+  for (int k = 1; k <= 2; ++k) {
+    EXPECT_EQ(cluster.Commands(k), std::vector<std::string>{"flurryd\n"}) << "host" << k;
   }
 }
 
