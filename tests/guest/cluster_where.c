@@ -3,7 +3,7 @@
 // usage: cluster_where CLONES [SLEEP_MS [MIB [NESTED [LATE]]]]
 //   The parent fills MIB MiB (default 4) with a pattern and sums it, asks for CLONES clones and
 //   prints "granted M". Each clone sums the same memory (fetching it from the parent's host),
-//   prints "on NODENAME sum=S", sleeps SLEEP_MS (default 0), optionally (NESTED = 1) clones one
+//   prints "on NODENAME sum=S" and "work_ms=T" (the time the sum took), sleeps SLEEP_MS (default 0), optionally (NESTED = 1) clones one
 //   clone of its own and joins it, and ends with sf_exit_with(id, "NODENAME S"). The parent
 //   joins and prints one line per outcome:
 //     "outcome id=I kind=K status=S signal=G result=R"
@@ -63,8 +63,11 @@ int main(int argc, char** argv) {
       fflush(stdout);
       nanosleep(&pause, NULL);
     }
+    const double work_start = NowMs();
     const uint64_t sum = Sum(data, words);
+    const double work_ms = NowMs() - work_start;
     printf("on %s sum=%llu\n", where.nodename, (unsigned long long)sum);
+    printf("work_ms=%.1f\n", work_ms);
     fflush(stdout);
     if (!late && sleep_ms > 0) nanosleep(&pause, NULL);
     if (nested) {

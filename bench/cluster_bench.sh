@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Clones across hosts, measured on a test cluster of 4 hosts (scripts/cluster.sh: network
+# namespaces on a bridge, one flurryd each) with the local-host numbers beside them. Root only.
+#   bench/cluster_bench.sh [BUILD_DIR]   (default build)
+# Prints, per measurement, the raw values of each run:
+#   1. clone latency (sf_clone -> all N clones executing), 256 MiB touched by the parent,
+#      N = 1, 8, 32: bench_clone, 5 runs each, local and --cluster;
+#   2. a compute job on a 256 MiB working set (cluster_where 4 0 256: each clone sums the
+#      parent's 256 MiB once, work_ms = that sum's time), local and --cluster, 3 runs each;
+#   3. bytes each host's interface received for that job vs the 256 MiB each clone read.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-$here/build}"
+flurry="$build/apps/flurry/flurry"
+export FLURRY_BUILD="$build" FLURRY_CLUSTER_NAME=bench FLURRY_CLUSTER_SUBNET=10.87.0
+cleanup() { "$here/scripts/cluster.sh" down || true; }
+trap cleanup EXIT
+cluster="$("$here/scripts/cluster.sh" up 4 | tail -n 1)"
+echo "cluster: $cluster (4 hosts x 8 slots)"
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+for n in 1 8 32; do
+  for where in local cluster; do
+    args=(run --mem 1G)
+    [[ $where == cluster ]] && args+=(--cluster "$cluster")
+    values=()
+    for _ in 1 2 3 4 5; do
+      ns="$("$flurry" "${args[@]}" "$build/bench/guest/bench_clone" 256 "$n" |
+        sed -n 's/^clone_latency_ns=//p')"
+      values+=("$(awk -v ns="$ns" 'BEGIN {printf "%.1f", ns / 1e6}')")
+    done
+    echo "clone latency N=$n $where: ${values[*]} ms (median $(printf '%s\n' "${values[@]}" | median))"
+  done
+done
+
+rx() { ip netns exec "bench-host$1" cat /sys/class/net/eth0/statistics/rx_bytes; }
+for where in local cluster; do
+  args=(run --mem 1G)
+  [[ $where == cluster ]] && args+=(--cluster "$cluster")
+  for run in 1 2 3; do
+    before=()
+    for k in 1 2 3 4; do before+=("$(rx "$k")"); done
+    out="$("$flurry" "${args[@]}" "$build/tests/guest/cluster_where" 4 0 256)"
+    work="$(sed -n 's/.*work_ms=//p' <<<"$out" | tr '\n' ' ')"
+    moved=""
+    if [[ $where == cluster ]]; then
+      for k in 1 2 3 4; do moved+="host$k=$(( ($(rx "$k") - ${before[$((k - 1))]}) >> 20 ))MiB "; done
+    fi
+    echo "256 MiB job, 4 clones, $where, run $run: work_ms per clone: $work ${moved:+received: $moved}"
+  done
+done
