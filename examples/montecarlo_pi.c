@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <time.h>
 
 // One clone's answer.
@@ -112,8 +113,11 @@ int main(int argc, char** argv) {
       struct Partial p;
       p.first_trial = (uint64_t)(id - 1) * per;
       p.trials = id == granted ? g_trials - p.first_trial : per;
-      printf("counting trials [%llu, %llu)\n", (unsigned long long)p.first_trial,
-             (unsigned long long)(p.first_trial + p.trials));  // flurry prefixes "[clone N] "
+      struct utsname host;  // where this clone runs: a cluster host's name, or "flurry"
+      uname(&host);
+      printf("counting trials [%llu, %llu) on %s\n", (unsigned long long)p.first_trial,
+             (unsigned long long)(p.first_trial + p.trials),
+             host.nodename);  // flurry prefixes "[clone N] "
       double t0 = NowMs();
       p.inside = CountInside(p.first_trial, p.trials);
       p.milliseconds = NowMs() - t0;

@@ -106,7 +106,8 @@ int RestoreCommand(const RestoreOptions& options) {
   if (!options.hostname.empty()) config.hostname = options.hostname;
   if (options.as_clone != 0 || !options.family.empty() || options.outcome_fd >= 0) {
     uint64_t family = 0;
-    if (options.as_clone == 0 || options.outcome_fd < 0 || !ParseHexFamily(options.family, &family)) {
+    if (options.as_clone == 0 || options.outcome_fd < 0 ||
+        !ParseHexFamily(options.family, &family)) {
       Complain("--as-clone ID, --family HEX and --outcome-fd N go together");
       return 2;
     }

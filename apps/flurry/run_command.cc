@@ -1,7 +1,5 @@
 #include "run_command.h"
 
-#include "cluster_run.h"
-
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <thread>
 
 #include "base/parse.h"
+#include "cluster_run.h"
 #include "vmm/api_server.h"
 #include "vmm/vm.h"
 

@@ -24,7 +24,7 @@ struct RunOptions {
   bool no_clone_prefix = false;
   std::string backend;  // --backend; empty: $FLURRY_BACKEND, else auto
   bool verbose = false;
-  std::string cluster;                   // --cluster FILE: clones go to the cluster's hosts
+  std::string cluster;                    // --cluster FILE: clones go to the cluster's hosts
   std::string cluster_member = "client";  // --cluster-member: the credentials presented
   std::string program;
 };

@@ -81,13 +81,13 @@ int main(int argc, char** argv) {
   auto credentials = flurry::LoadMemberCredentials(cluster->credentials_dir, member);
   if (!credentials) return lost(credentials.error().message());
 
-  auto channel = flurry::DaemonChannel(
-      {credentials->ca_pem, credentials->cert_pem, credentials->key_pem}, host->address,
-      host->name);
+  auto channel =
+      flurry::DaemonChannel({credentials->ca_pem, credentials->cert_pem, credentials->key_pem},
+                            host->address, host->name);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(4))) {
-    return lost(fmt::format(
-        "its flurryd at {} cannot be reached, or refused this member's credentials",
-        host->address));
+    return lost(
+        fmt::format("its flurryd at {} cannot be reached, or refused this member's credentials",
+                    host->address));
   }
   auto stub = v1::Flurryd::NewStub(channel);
   v1::RunCloneRequest request;

@@ -109,8 +109,8 @@ int main(int argc, char** argv) {
   flurry::DaemonService service(config);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address,
-                           flurry::DaemonCredentials({credentials->ca_pem, credentials->cert_pem,
-                                                      credentials->key_pem}));
+                           flurry::DaemonCredentials(
+                               {credentials->ca_pem, credentials->cert_pem, credentials->key_pem}));
   builder.RegisterService(&service);
   // Notice a caller that vanished (its host died) within seconds: its clone then ends.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);

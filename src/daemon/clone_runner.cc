@@ -16,16 +16,11 @@
 namespace flurry {
 
 std::vector<std::string> CloneCommandLine(const CloneRunSpec& spec) {
-  std::vector<std::string> argv = {spec.flurry_binary,
-                                   "restore",
-                                   "--as-clone",
-                                   std::to_string(spec.clone_id),
-                                   "--family",
-                                   fmt::format("{:x}", spec.family_id),
-                                   "--outcome-fd",
-                                   "3",
-                                   "--memory",
-                                   "on-demand"};
+  std::vector<std::string> argv = {spec.flurry_binary, "restore",
+                                   "--as-clone",       std::to_string(spec.clone_id),
+                                   "--family",         fmt::format("{:x}", spec.family_id),
+                                   "--outcome-fd",     "3",
+                                   "--memory",         "on-demand"};
   if (!spec.hostname.empty()) {
     argv.push_back("--hostname");
     argv.push_back(spec.hostname);

@@ -32,9 +32,9 @@ class DaemonService final : public flurry::daemon::v1::Flurryd::Service {
   grpc::Status GetStatus(grpc::ServerContext* context,
                          const flurry::daemon::v1::StatusRequest* request,
                          flurry::daemon::v1::HostStatus* reply) override;
-  grpc::Status RunClone(
-      grpc::ServerContext* context, const flurry::daemon::v1::RunCloneRequest* request,
-      grpc::ServerWriter<flurry::daemon::v1::CloneEvent>* writer) override;
+  grpc::Status RunClone(grpc::ServerContext* context,
+                        const flurry::daemon::v1::RunCloneRequest* request,
+                        grpc::ServerWriter<flurry::daemon::v1::CloneEvent>* writer) override;
 
   // Ends every clone (their calls end with a LOST outcome) and refuses new ones.
   void Shutdown();

@@ -17,8 +17,8 @@ TEST(ClusterFileAllocator, SpreadsOverHostsBySlots) {
   ClusterFileAllocator allocator({{"host1", 8}, {"host2", 8}, {"host3", 8}, {"host4", 8}});
   auto hosts = allocator.Allocate(8);
   ASSERT_EQ(hosts.size(), 8u);
-  EXPECT_EQ(Count(hosts), (std::map<std::string, int>{{"host1", 2}, {"host2", 2}, {"host3", 2},
-                                                      {"host4", 2}}));
+  EXPECT_EQ(Count(hosts),
+            (std::map<std::string, int>{{"host1", 2}, {"host2", 2}, {"host3", 2}, {"host4", 2}}));
   EXPECT_EQ(allocator.free_slots("host1"), 6);
 }
 

@@ -91,9 +91,10 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
   int32_t granted = 0;
   if (policy_.remote) {
     // The allocator grants m <= n slots across the cluster's hosts.
-    const int32_t asked = std::min<int32_t>(static_cast<int32_t>(n),
-                                            std::min(policy_.max_clones_per_ticket, kMaxSpawnCount));
-    remote = RemoteReservation(policy_.remote->allocator, policy_.remote->allocator->Allocate(asked));
+    const int32_t asked = std::min<int32_t>(
+        static_cast<int32_t>(n), std::min(policy_.max_clones_per_ticket, kMaxSpawnCount));
+    remote =
+        RemoteReservation(policy_.remote->allocator, policy_.remote->allocator->Allocate(asked));
     granted = static_cast<int32_t>(remote.hosts().size());
   } else {
     granted = GrantFor(static_cast<int32_t>(n));
@@ -236,8 +237,7 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
   return SyscallResult::Return(0);
 }
 
-SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& state,
-                                          ForkHost& host) {
+SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& state, ForkHost& host) {
   const RemoteCloneConfig& config = *policy_.remote;
   auto served = host.ServeForRemoteClones(state, config.serve_bind);
   if (!served) {
@@ -252,8 +252,8 @@ SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& stat
   ticket.first_id = first_id;
   const std::vector<std::string>& hosts = ticket.remote.hosts();
   for (int32_t i = 0; i < ticket.granted; ++i) {
-    auto clone = StartRemoteClone(config, hosts[i], served->address, family_.family_id(),
-                                  first_id + i);
+    auto clone =
+        StartRemoteClone(config, hosts[i], served->address, family_.family_id(), first_id + i);
     if (!clone) {
       // Its sf_join outcome is LOST: the ticket keeps its number of clones.
       std::fprintf(stderr, "flurry: clone %d on %s: %s\n", first_id + i, hosts[i].c_str(),

@@ -21,8 +21,8 @@ void OwnedProcess::Kill() {
 
 std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
                                                 const std::string& host,
-                                                const std::string& page_server,
-                                                uint64_t family_id, int32_t id) {
+                                                const std::string& page_server, uint64_t family_id,
+                                                int32_t id) {
   std::vector<std::string> argv = {config.remote_binary,
                                    "--cluster",
                                    config.cluster_file,
@@ -75,8 +75,7 @@ Result<SpawnedClone> StartRemoteClone(const RemoteCloneConfig& config, const std
   posix_spawnattr_setsigdefault(&attributes, &defaults);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
-  const int err =
-      posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
+  const int err = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
   if (err != 0) return FailErrno(err, fmt::format("starting {}", config.remote_binary));

@@ -23,10 +23,10 @@ namespace flurry {
 
 struct RemoteCloneConfig {
   std::shared_ptr<CloneAllocator> allocator;
-  std::string remote_binary;  // flurry-remote
-  std::string cluster_file;   // passed to flurry-remote (hosts, addresses, credentials)
+  std::string remote_binary;      // flurry-remote
+  std::string cluster_file;       // passed to flurry-remote (hosts, addresses, credentials)
   std::string member = "client";  // the credentials flurry-remote presents
-  std::string serve_bind;     // "IP:0": where the page server listens (reachable by the hosts)
+  std::string serve_bind;         // "IP:0": where the page server listens (reachable by the hosts)
   bool prefix_output = true;
   uint32_t prefetch_pages = 0;  // 0: flurry restore's default
 };
@@ -92,8 +92,8 @@ class OwnedProcess {
 // The command line of one stand-in (argv[0] included); its outcome channel is its fd 3.
 std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
                                                 const std::string& host,
-                                                const std::string& page_server,
-                                                uint64_t family_id, int32_t id);
+                                                const std::string& page_server, uint64_t family_id,
+                                                int32_t id);
 
 // Starts the stand-in of clone `id` on `host` (posix_spawn: no copy of the VMM's page tables).
 Result<SpawnedClone> StartRemoteClone(const RemoteCloneConfig& config, const std::string& host,

@@ -3,9 +3,9 @@
 // usage: cluster_where CLONES [SLEEP_MS [MIB [NESTED [LATE]]]]
 //   The parent fills MIB MiB (default 4) with a pattern and sums it, asks for CLONES clones and
 //   prints "granted M". Each clone sums the same memory (fetching it from the parent's host),
-//   prints "on NODENAME sum=S" and "work_ms=T" (the time the sum took), sleeps SLEEP_MS (default 0), optionally (NESTED = 1) clones one
-//   clone of its own and joins it, and ends with sf_exit_with(id, "NODENAME S"). The parent
-//   joins and prints one line per outcome:
+//   prints "on NODENAME sum=S" and "work_ms=T" (the time the sum took), sleeps SLEEP_MS (default
+//   0), optionally (NESTED = 1) clones one clone of its own and joins it, and ends with
+//   sf_exit_with(id, "NODENAME S"). The parent joins and prints one line per outcome:
 //     "outcome id=I kind=K status=S signal=G result=R"
 //   then "parent on NODENAME sum=S join_ms=T" and exits 0.
 //   LATE = 1: each clone prints "waiting on NODENAME" and sleeps before it reads the memory.
@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
   const double join_ms = NowMs() - start;
   for (int i = 0; i < n; ++i) {
     printf("outcome id=%d kind=%d status=%d signal=%d result=%.*s\n", outcomes[i].id,
-           outcomes[i].kind, outcomes[i].status, outcomes[i].signal,
-           (int)outcomes[i].result_length, results[i]);
+           outcomes[i].kind, outcomes[i].status, outcomes[i].signal, (int)outcomes[i].result_length,
+           results[i]);
   }
   printf("parent on %s sum=%llu join_ms=%.0f\n", where.nodename, (unsigned long long)expected,
          join_ms);

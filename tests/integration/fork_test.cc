@@ -697,8 +697,8 @@ TEST(ForkExample, MonteCarloPiVerifiesAgainstSerial) {
   ASSERT_EQ(s.clones.size(), 3u) << r.Describe();
   for (int i = 0; i < 3; ++i) {
     const uint64_t per = trials / 3, first = i * per, last = i == 2 ? trials : first + per;
-    EXPECT_EQ(Join(s.clones[i + 1]),
-              "counting trials [" + std::to_string(first) + ", " + std::to_string(last) + ")\n")
+    EXPECT_EQ(Join(s.clones[i + 1]), "counting trials [" + std::to_string(first) + ", " +
+                                         std::to_string(last) + ") on flurry\n")
         << r.Describe();
   }
   const auto& lines = s.parent;

@@ -84,10 +84,9 @@ class TestCluster {
 
  private:
   RunResult Script(std::vector<std::string> args) const {
-    args.insert(args.begin(), {"/usr/bin/env", "FLURRY_CLUSTER_NAME=" + name_,
-                               "FLURRY_CLUSTER_SUBNET=" + subnet_,
-                               std::string("FLURRY_BUILD=") + FLURRY_BUILD_DIR,
-                               FLURRY_CLUSTER_SCRIPT});
+    args.insert(args.begin(),
+                {"/usr/bin/env", "FLURRY_CLUSTER_NAME=" + name_, "FLURRY_CLUSTER_SUBNET=" + subnet_,
+                 std::string("FLURRY_BUILD=") + FLURRY_BUILD_DIR, FLURRY_CLUSTER_SCRIPT});
     return Run(args, WithDeadline(120));
   }
   int hosts_;
@@ -95,10 +94,10 @@ class TestCluster {
   bool up_ = false;
 };
 
-#define REQUIRE_CLUSTER(cluster)                                        \
-  if (const std::string why = WhyNoNetns(); !why.empty()) {             \
-    GTEST_SKIP() << why;                                                \
-  }                                                                     \
+#define REQUIRE_CLUSTER(cluster)                            \
+  if (const std::string why = WhyNoNetns(); !why.empty()) { \
+    GTEST_SKIP() << why;                                    \
+  }                                                         \
   ASSERT_TRUE((cluster).up()) << "scripts/cluster.sh up: " << (cluster).error()
 
 struct Outcome {
@@ -182,8 +181,8 @@ TEST(RemoteClones, RunOnTheClusterHostsWithTheParentsMemoryFetchedOverTheirNetwo
 TEST(RemoteClones, NestedClonesOnARemoteHostHaveUniqueIds) {
   TestCluster cluster(2);
   REQUIRE_CLUSTER(cluster);
-  auto r = Flurry(RunArgs(cluster, {Guest("cluster_where"), "2", "0", "1", "1"}),
-                  WithDeadline(240));
+  auto r =
+      Flurry(RunArgs(cluster, {Guest("cluster_where"), "2", "0", "1", "1"}), WithDeadline(240));
   ExpectCleanExit(r, 0);
   auto outcomes = Outcomes(r.out);
   ASSERT_EQ(outcomes.size(), 2u) << r.Describe();
