@@ -12,6 +12,8 @@ PACKAGES=(
   # src/cluster: the cluster's mutual-TLS CA and member certificates (OpenSSL's libcrypto, the
   # static libcrypto.a for the -static flurry binary; libssl for flurryd's TLS)
   libssl-dev
+  # flurryd and flurry-remote: the cluster control plane (gRPC over mutual TLS)
+  libgrpc++-dev protobuf-compiler-grpc pkg-config
   clang-format git ca-certificates hyperfine
   # scripts/kvm_in_qemu.sh: the KVM backend tests in a QEMU TCG guest where /dev/kvm is missing
   qemu-system-x86 busybox-static cpio
