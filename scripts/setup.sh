@@ -17,8 +17,9 @@ PACKAGES=(
   clang-format git ca-certificates hyperfine
   # scripts/kvm_in_qemu.sh: the KVM backend tests in a QEMU TCG guest where /dev/kvm is missing
   qemu-system-x86 busybox-static cpio
-  # tests/integration/netns_test.cc, bench/*_netns.sh: test hosts as network namespaces
-  iproute2
+  # tests/integration/netns_test.cc, bench/*_netns.sh, scripts/cluster.sh: test hosts as
+  # network namespaces; nftables: packet loss between them (remote_clone_test)
+  iproute2 nftables
 )
 
 missing=()

@@ -75,6 +75,28 @@ class TestCluster {
     }
     return commands;
   }
+  // Drops `percent` % of the packets host k receives (nftables numgen), or says why it cannot.
+  std::string DropIncoming(int k, int percent) const {
+    const std::string nft = "/usr/sbin/nft";
+    if (access(nft.c_str(), X_OK) != 0) return "no " + nft;
+    const std::string script =
+        "add table inet flurry_loss\n"
+        "add chain inet flurry_loss input "
+        "{ type filter hook input priority 0; }\n"
+        "add rule inet flurry_loss input numgen random mod 100 < " +
+        std::to_string(percent) + " counter drop\n";
+    auto r = Run({IpBinary(), "netns", "exec", netns(k), nft, "-f", "-"}, WithStdin(script));
+    return r.exit_code == 0 ? "" : r.Describe();
+  }
+  // Packets the DropIncoming rule of host k has dropped.
+  uint64_t Dropped(int k) const {
+    auto r = Run({IpBinary(), "netns", "exec", netns(k), "/usr/sbin/nft", "list", "table", "inet",
+                  "flurry_loss"},
+                 WithDeadline(30));
+    std::smatch m;
+    if (!std::regex_search(r.out, m, std::regex(R"(counter packets (\d+))"))) return 0;
+    return std::stoull(m[1]);
+  }
   pid_t DaemonPid(int k) const {
     for (pid_t pid : Pids(k)) {
       if (ReadFile("/proc/" + std::to_string(pid) + "/comm").starts_with("flurryd")) return pid;
@@ -341,6 +363,48 @@ TEST(RemoteClones, ACloneWhoseMemoryServerIsGoneEndsLostNotHung) {
   for (int k = 1; k <= 2; ++k) {
     EXPECT_EQ(cluster.Commands(k), std::vector<std::string>{"flurryd\n"}) << "host" << k;
   }
+}
+
+TEST(RemoteClones, TheClonesMemoryServerEndsWithThem) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  Background parent(RunArgs(cluster, {Guest("cluster_where"), "2", "500", "2", "0", "1"}));
+  ASSERT_TRUE(parent.WaitForOut(
+      [](const std::string& out) {
+        return out.find("waiting on host1") != std::string::npos &&
+               out.find("waiting on host2") != std::string::npos;
+      },
+      120s))
+      << parent.out() << parent.err();
+  const auto servers = PageServersOf(parent.pid());
+  ASSERT_EQ(servers.size(), 1u);
+  auto r = parent.Wait(120s);
+  ExpectCleanExit(r, 0);
+  EXPECT_EQ(Outcomes(r.out).size(), 2u) << r.Describe();
+  // Released with the ticket: no frozen copy of the VM outlives its clones.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline && kill(servers[0], 0) == 0) usleep(50000);
+  EXPECT_NE(kill(servers[0], 0), 0) << "page server " << servers[0] << " still exists";
+}
+
+TEST(RemoteClones, PacketLossSlowsClonesButChangesNoResult) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  for (int k = 1; k <= 2; ++k) {
+    const std::string why = cluster.DropIncoming(k, 2);
+    ASSERT_EQ(why, "") << "nftables loss on host" << k;
+  }
+  auto r = Flurry(RunArgs(cluster, {Guest("cluster_where"), "4", "0", "4"}), WithDeadline(240));
+  ExpectCleanExit(r, 0);
+  const std::string sum = ParentSum(r.out);
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 4u) << r.Describe();
+  for (const auto& [id, o] : outcomes) {
+    EXPECT_EQ(o.kind, kExited) << r.Describe();
+    EXPECT_EQ(o.status, 0) << r.Describe();
+    EXPECT_EQ(o.result.substr(o.result.find(' ') + 1), sum) << r.Describe();
+  }
+  EXPECT_GT(cluster.Dropped(1) + cluster.Dropped(2), 0u) << "no packet was dropped: no test";
 }
 
 TEST(RemoteClones, AMemberOfAnotherClusterIsRefused) {
