@@ -1,9 +1,10 @@
-// flurry-remote: the local stand-in of one clone that runs on another host (fork/remote_clones.h).
-// The parent VMM starts one per remote clone. It asks the host's flurryd to run the clone
-// (RunClone), writes the clone's output to its own stdout/stderr (the VM's) and, at the end, the
-// clone's outcome to the outcome channel (--outcome-fd, docs/protocols/clone_channel.md). It
-// ends with the clone; killing it cancels the call, and flurryd kills the clone. When the clone
-// is lost (its host died, the daemon refused it) it writes no outcome: the parent sees LOST.
+// flurry-remote: the local stand-in of the clones one sf_clone puts on one other host
+// (fork/remote_clones.h). The parent VMM starts one per host and ticket. It asks the host's
+// flurryd to run the clones (RunClones), writes their output to its own stdout/stderr (the VM's)
+// and each clone's outcome to that clone's outcome channel (the i-th --clone-id's channel is fd
+// --first-outcome-fd + i; docs/protocols/clone_channel.md). It ends with its clones; killing it
+// cancels the call, and flurryd kills them. A clone that is lost (its host died, the daemon
+// refused it) gets no outcome: the parent sees LOST.
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <vector>
 
 #include "cluster/cluster_file.h"
 #include "cluster/credentials.h"
@@ -36,10 +39,10 @@ void WriteAll(int fd, const std::string& data) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"flurry-remote: the local end of a clone on another host (started by flurry)"};
+  CLI::App app{"flurry-remote: the local end of clones on another host (started by flurry)"};
   std::string cluster_path, member = "client", host_name, page_server, family_text;
-  int32_t clone_id = 0;
-  int outcome_fd = -1;
+  std::vector<int32_t> clone_ids;
+  int first_outcome_fd = 3;
   pid_t parent_pid = 0;
   bool no_prefix = false;
   uint32_t prefetch = 0;
@@ -48,8 +51,8 @@ int main(int argc, char** argv) {
   app.add_option("--host", host_name)->required();
   app.add_option("--page-server", page_server)->required();
   app.add_option("--family", family_text)->required();
-  app.add_option("--clone-id", clone_id)->required()->check(CLI::Range(1, INT32_MAX));
-  app.add_option("--outcome-fd", outcome_fd)->required()->check(CLI::Range(3, 1 << 20));
+  app.add_option("--clone-id", clone_ids)->required()->check(CLI::Range(1, INT32_MAX));
+  app.add_option("--first-outcome-fd", first_outcome_fd)->check(CLI::Range(3, 1 << 20));
   app.add_option("--parent-pid", parent_pid)->required();
   app.add_flag("--no-clone-prefix", no_prefix);
   app.add_option("--prefetch", prefetch)->check(CLI::Range(0, 64));
@@ -65,9 +68,15 @@ int main(int argc, char** argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent_pid) return 1;
   signal(SIGPIPE, SIG_IGN);
+  // Clone ID -> its outcome channel; a channel is closed once its outcome is written.
+  std::map<int32_t, int> channels;
+  for (size_t i = 0; i < clone_ids.size(); ++i) {
+    channels[clone_ids[i]] = first_outcome_fd + static_cast<int>(i);
+  }
   auto lost = [&](const std::string& why) {
-    std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", clone_id, host_name.c_str(),
-                 why.c_str());
+    for (const auto& [id, fd] : channels) {
+      std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", id, host_name.c_str(), why.c_str());
+    }
     return 1;
   };
 
@@ -90,40 +99,45 @@ int main(int argc, char** argv) {
                     host->address));
   }
   auto stub = v1::Flurryd::NewStub(channel);
-  v1::RunCloneRequest request;
+  v1::RunClonesRequest request;
   request.set_page_server(page_server);
   request.set_family_id(family);
-  request.set_clone_id(clone_id);
+  for (int32_t id : clone_ids) request.add_clone_ids(id);
   request.set_prefetch_pages(prefetch);
   request.set_prefix_output(!no_prefix);
   grpc::ClientContext context;
-  auto reader = stub->RunClone(&context, request);
+  auto reader = stub->RunClones(&context, request);
   v1::CloneEvent event;
-  bool got_outcome = false;
-  std::string diagnostic;
-  while (reader->Read(&event)) {
+  while (!channels.empty() && reader->Read(&event)) {
     if (event.has_output()) {
       WriteAll(event.output().stream() == 2 ? 2 : 1, event.output().data());
     } else if (event.has_outcome()) {
+      auto channel = channels.find(event.clone_id());
+      if (channel == channels.end()) continue;  // not ours, or told twice: ignored
       const v1::Outcome& o = event.outcome();
       flurry::CloneOutcome outcome;
       outcome.kind = o.kind();
       outcome.status = o.status();
       outcome.signal = o.signal();
       outcome.result.assign(o.result().begin(), o.result().end());
-      diagnostic = o.diagnostic();
-      if (auto sent = flurry::SendOutcome(outcome_fd, outcome); !sent) {
-        return lost("passing its outcome on: " + sent.error().message());
+      if (!o.diagnostic().empty()) {
+        std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", event.clone_id(),
+                     host_name.c_str(), o.diagnostic().c_str());
       }
-      got_outcome = true;
+      if (auto sent = flurry::SendOutcome(channel->second, outcome); !sent) {
+        std::fprintf(stderr, "flurry: clone %d: passing its outcome on: %s\n", event.clone_id(),
+                     sent.error().message().c_str());
+      }
+      close(channel->second);
+      channels.erase(channel);
     }
   }
-  const grpc::Status status = reader->Finish();
-  if (!got_outcome) {
-    return lost(status.ok() ? std::string("its flurryd sent no outcome")
-                            : fmt::format("{} ({})", status.error_message(),
-                                          static_cast<int>(status.error_code())));
+  if (channels.empty()) {
+    context.TryCancel();  // every outcome is in: nothing more to wait for
+    return 0;
   }
-  if (!diagnostic.empty()) lost(diagnostic);  // a LOST outcome: say why
-  return 0;
+  const grpc::Status status = reader->Finish();
+  return lost(status.ok() ? std::string("its flurryd sent no outcome")
+                          : fmt::format("{} ({})", status.error_message(),
+                                        static_cast<int>(status.error_code())));
 }

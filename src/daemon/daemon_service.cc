@@ -4,8 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #include "flurry/sf_abi.h"
 
@@ -57,12 +62,30 @@ grpc::Status DaemonService::GetStatus(grpc::ServerContext*, const v1::StatusRequ
   return grpc::Status::OK;
 }
 
-grpc::Status DaemonService::RunClone(grpc::ServerContext* context,
-                                     const v1::RunCloneRequest* request,
-                                     grpc::ServerWriter<v1::CloneEvent>* writer) {
+int32_t DaemonService::TakeSlots(int32_t wanted) {
+  int32_t running = running_.load();
+  int32_t take = 0;
+  do {
+    take = std::min(wanted, config_.slots - running);
+    if (take <= 0) return 0;
+  } while (!running_.compare_exchange_weak(running, running + take));
+  return take;
+}
+
+grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
+                                      const v1::RunClonesRequest* request,
+                                      grpc::ServerWriter<v1::CloneEvent>* writer) {
   // Everything in the request comes from a peer: check it before it reaches a command line.
-  if (request->clone_id() <= 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "clone_id must be positive");
+  const auto& ids = request->clone_ids();
+  if (ids.empty() || ids.size() > 4096) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "clone_ids must hold 1..4096 IDs");
+  }
+  std::set<int32_t> distinct;
+  for (int32_t id : ids) {
+    if (id <= 0 || !distinct.insert(id).second) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "clone IDs must be positive and distinct");
+    }
   }
   if (!IsIpv4Port(request->page_server())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "page_server must be IPv4:PORT");
@@ -73,28 +96,70 @@ grpc::Status DaemonService::RunClone(grpc::ServerContext* context,
   if (shutting_down_.load()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "flurryd is shutting down");
   }
-  // A slot, or a refusal (the parent reports the clone LOST).
-  int32_t running = running_.load();
-  do {
-    if (running >= config_.slots) {
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          fmt::format("{}: all {} slots are taken", config_.name, config_.slots));
-    }
-  } while (!running_.compare_exchange_weak(running, running + 1));
+  // As many clones as there are free slots; the rest are LOST at once (the parent's sf_join
+  // says so) rather than queued behind clones that may run for hours.
+  const int32_t taken = TakeSlots(ids.size());
+  if (taken == 0) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        fmt::format("{}: all {} slots are taken", config_.name, config_.slots));
+  }
   struct SlotRelease {
     std::atomic<int32_t>& running;
-    ~SlotRelease() { running.fetch_sub(1); }
-  } slot{running_};
+    int32_t count;
+    ~SlotRelease() { running.fetch_sub(count); }
+  } slots{running_, taken};
 
-  const std::string work_dir =
-      fmt::format("{}/clones/{:x}-{}-{}", config_.state_dir, request->family_id(),
-                  request->clone_id(), next_run_.fetch_add(1));
+  std::mutex write_mutex;
+  std::atomic<bool> call_gone{false};
+  auto send = [&](const v1::CloneEvent& event) {
+    std::lock_guard lock(write_mutex);
+    if (call_gone.load()) return false;
+    if (!writer->Write(event)) call_gone.store(true);
+    return !call_gone.load();
+  };
+  auto call_alive = [&] { return !call_gone.load() && !context->IsCancelled(); };
+  for (int i = taken; i < ids.size(); ++i) {
+    v1::CloneEvent lost;
+    lost.set_clone_id(ids[i]);
+    lost.mutable_outcome()->set_kind(SF_OUTCOME_LOST);
+    lost.mutable_outcome()->set_diagnostic(
+        fmt::format("{}: no free slot (all {} taken)", config_.name, config_.slots));
+    send(lost);
+  }
+  std::vector<std::thread> threads;
+  try {
+    for (int i = 0; i < taken; ++i) {
+      threads.emplace_back([this, request, id = ids[i], &send, &call_alive] {
+        pthread_setname_np(pthread_self(), "flurryd-clone");
+        RunOne(*request, id, send, call_alive);
+      });
+    }
+  } catch (const std::system_error&) {
+    call_gone.store(true);  // out of threads: end the ones started, the call fails
+  }
+  for (auto& thread : threads) thread.join();
+  if (static_cast<int32_t>(threads.size()) < taken) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "cannot start threads");
+  }
+  return grpc::Status::OK;
+}
+
+void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
+                           const std::function<bool(const v1::CloneEvent&)>& send,
+                           const std::function<bool()>& call_alive) {
+  auto lost = [&](const std::string& why) {
+    v1::CloneEvent event;
+    event.set_clone_id(id);
+    event.mutable_outcome()->set_kind(SF_OUTCOME_LOST);
+    event.mutable_outcome()->set_diagnostic(why);
+    send(event);
+  };
+  const std::string work_dir = fmt::format("{}/clones/{:x}-{}-{}", config_.state_dir,
+                                           request.family_id(), id, next_run_.fetch_add(1));
   std::error_code error;
   std::filesystem::create_directories(work_dir, error);
-  if (error) {
-    return grpc::Status(grpc::StatusCode::INTERNAL,
-                        fmt::format("creating {}: {}", work_dir, error.message()));
-  }
+  if (error)
+    return lost(fmt::format("{}: creating {}: {}", config_.name, work_dir, error.message()));
   struct WorkDirRemoval {
     std::string path;
     ~WorkDirRemoval() {
@@ -105,34 +170,36 @@ grpc::Status DaemonService::RunClone(grpc::ServerContext* context,
 
   CloneRunSpec spec;
   spec.flurry_binary = config_.flurry_binary;
-  spec.page_server = request->page_server();
-  spec.family_id = request->family_id();
-  spec.clone_id = request->clone_id();
+  spec.page_server = request.page_server();
+  spec.family_id = request.family_id();
+  spec.clone_id = id;
   spec.hostname = config_.name;
   spec.work_dir = work_dir;
-  spec.prefetch_pages = request->prefetch_pages();
-  spec.prefix_output = request->prefix_output();
+  spec.prefetch_pages = request.prefetch_pages();
+  spec.prefix_output = request.prefix_output();
   spec.backend = config_.backend;
   auto runner = CloneRunner::Start(spec);
   if (!runner) {
-    return grpc::Status(grpc::StatusCode::INTERNAL,
-                        fmt::format("{}: starting clone {}: {}", config_.name, spec.clone_id,
-                                    runner.error().message()));
+    return lost(
+        fmt::format("{}: starting clone {}: {}", config_.name, id, runner.error().message()));
   }
   v1::CloneEvent started;
+  started.set_clone_id(id);
   started.mutable_started()->set_host(config_.name);
   started.mutable_started()->set_pid(runner->pid());
-  if (!writer->Write(started)) return grpc::Status::CANCELLED;  // the runner kills the clone
+  if (!send(started)) return;  // the runner kills the clone
 
   CloneRunResult result = runner->Wait(
-      [writer](int stream, std::string_view data) {
+      [&](int stream, std::string_view data) {
         v1::CloneEvent event;
+        event.set_clone_id(id);
         event.mutable_output()->set_stream(stream);
         event.mutable_output()->set_data(data.data(), data.size());
-        return writer->Write(event);
+        return send(event);
       },
-      [this, context] { return !context->IsCancelled() && !shutting_down_.load(); });
+      [&] { return call_alive() && !shutting_down_.load(); });
   v1::CloneEvent last;
+  last.set_clone_id(id);
   v1::Outcome* outcome = last.mutable_outcome();
   outcome->set_kind(result.outcome.kind);
   outcome->set_status(result.outcome.status);
@@ -143,8 +210,7 @@ grpc::Status DaemonService::RunClone(grpc::ServerContext* context,
   } else {
     outcome->set_diagnostic(result.diagnostic);
   }
-  writer->Write(last);
-  return grpc::Status::OK;
+  send(last);
 }
 
 void DaemonService::Shutdown() { shutting_down_.store(true); }

@@ -1,12 +1,14 @@
 // The flurryd service (flurryd.proto, docs/protocols/flurryd.md): runs clones of VMs on other
 // hosts on this host, one CloneRunner each, and streams their output and outcomes back.
 //
-// Threads: gRPC's handler threads call GetStatus/RunClone concurrently; `Shutdown` comes from
-// flurryd's main thread. Shared state (the running clones) is guarded by mutex_.
+// Threads: gRPC's handler threads call GetStatus/RunClones concurrently, and each RunClones
+// runs a thread per clone; `Shutdown` comes from flurryd's main thread. Shared state is atomics
+// (slots in use, shutting down); a call's stream is written under that call's own lock.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -32,15 +34,23 @@ class DaemonService final : public flurry::daemon::v1::Flurryd::Service {
   grpc::Status GetStatus(grpc::ServerContext* context,
                          const flurry::daemon::v1::StatusRequest* request,
                          flurry::daemon::v1::HostStatus* reply) override;
-  grpc::Status RunClone(grpc::ServerContext* context,
-                        const flurry::daemon::v1::RunCloneRequest* request,
-                        grpc::ServerWriter<flurry::daemon::v1::CloneEvent>* writer) override;
+  // One thread per clone ("flurryd-clone") pumps it; events go out under one writer lock.
+  grpc::Status RunClones(grpc::ServerContext* context,
+                         const flurry::daemon::v1::RunClonesRequest* request,
+                         grpc::ServerWriter<flurry::daemon::v1::CloneEvent>* writer) override;
 
   // Ends every clone (their calls end with a LOST outcome) and refuses new ones.
   void Shutdown();
   int32_t running() const { return running_.load(); }
 
  private:
+  // Takes up to `wanted` free slots; returns how many.
+  int32_t TakeSlots(int32_t wanted);
+  // Runs clone `id` to its end, sending its events through `send` (false: the call is gone).
+  void RunOne(const flurry::daemon::v1::RunClonesRequest& request, int32_t id,
+              const std::function<bool(const flurry::daemon::v1::CloneEvent&)>& send,
+              const std::function<bool()>& call_alive);
+
   DaemonConfig config_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int32_t> running_{0};

@@ -250,19 +250,26 @@ SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& stat
   ticket.cloned = true;
   ticket.collected = true;  // no snapshot process to hear from
   ticket.first_id = first_id;
+  // One stand-in per host, for the clones placed there.
   const std::vector<std::string>& hosts = ticket.remote.hosts();
-  for (int32_t i = 0; i < ticket.granted; ++i) {
-    auto clone =
-        StartRemoteClone(config, hosts[i], served->address, family_.family_id(), first_id + i);
-    if (!clone) {
-      // Its sf_join outcome is LOST: the ticket keeps its number of clones.
-      std::fprintf(stderr, "flurry: clone %d on %s: %s\n", first_id + i, hosts[i].c_str(),
-                   clone.error().message().c_str());
+  std::map<std::string, std::vector<int32_t>> per_host;
+  for (int32_t i = 0; i < ticket.granted; ++i) per_host[hosts[i]].push_back(first_id + i);
+  for (const auto& [name, ids] : per_host) {
+    auto clones = StartRemoteClones(config, name, served->address, family_.family_id(), ids);
+    if (!clones) {
+      // Their sf_join outcomes are LOST: the ticket keeps its number of clones.
+      std::fprintf(stderr, "flurry: %zu clone(s) on %s: %s\n", ids.size(), name.c_str(),
+                   clones.error().message().c_str());
       continue;
     }
-    ticket.children.push_back(
-        Child{clone->id, clone->pid, std::move(clone->channel), std::move(clone->pidfd), false});
+    for (SpawnedClone& c : *clones) {
+      ticket.children.push_back(
+          Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
+    }
   }
+  // sf_join goes through the clones in ID order.
+  std::sort(ticket.children.begin(), ticket.children.end(),
+            [](const Child& a, const Child& b) { return a.id < b.id; });
   return SyscallResult::Return(0);
 }
 

@@ -1,6 +1,7 @@
 #include "fork/remote_clones.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -22,7 +23,7 @@ void OwnedProcess::Kill() {
 std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
                                                 const std::string& host,
                                                 const std::string& page_server, uint64_t family_id,
-                                                int32_t id) {
+                                                const std::vector<int32_t>& ids) {
   std::vector<std::string> argv = {config.remote_binary,
                                    "--cluster",
                                    config.cluster_file,
@@ -34,12 +35,14 @@ std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
                                    page_server,
                                    "--family",
                                    fmt::format("{:x}", family_id),
-                                   "--clone-id",
-                                   std::to_string(id),
-                                   "--outcome-fd",
+                                   "--first-outcome-fd",
                                    "3",
                                    "--parent-pid",
                                    std::to_string(getpid())};
+  for (int32_t id : ids) {
+    argv.push_back("--clone-id");
+    argv.push_back(std::to_string(id));
+  }
   if (!config.prefix_output) argv.push_back("--no-clone-prefix");
   if (config.prefetch_pages != 0) {
     argv.push_back("--prefetch");
@@ -48,23 +51,43 @@ std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
   return argv;
 }
 
-Result<SpawnedClone> StartRemoteClone(const RemoteCloneConfig& config, const std::string& host,
-                                      const std::string& page_server, uint64_t family_id,
-                                      int32_t id) {
+Result<std::vector<SpawnedClone>> StartRemoteClones(const RemoteCloneConfig& config,
+                                                    const std::string& host,
+                                                    const std::string& page_server,
+                                                    uint64_t family_id,
+                                                    const std::vector<int32_t>& ids) {
   const std::vector<std::string> args =
-      RemoteCloneCommandLine(config, host, page_server, family_id, id);
+      RemoteCloneCommandLine(config, host, page_server, family_id, ids);
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
 
-  int channel[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
-    return FailErrno("the outcome channel of a remote clone");
+  // One outcome channel per clone; the stand-in gets the write ends as fds 3, 4, ...
+  std::vector<UniqueFd> read_ends, write_ends;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    int channel[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+      return FailErrno("the outcome channel of a remote clone");
+    }
+    read_ends.emplace_back(channel[0]);
+    write_ends.emplace_back(channel[1]);
   }
-  UniqueFd read_end(channel[0]), write_end(channel[1]);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 3);  // dup2 clears CLOEXEC
+  // The write ends may sit on low numbers that a dup2 below overwrites: move them out first.
+  std::vector<int> high;
+  for (const UniqueFd& end : write_ends) {
+    const int moved = fcntl(end.get(), F_DUPFD_CLOEXEC, 3 + static_cast<int>(ids.size()));
+    if (moved < 0) {
+      for (int fd : high) close(fd);
+      posix_spawn_file_actions_destroy(&actions);
+      return FailErrno("moving an outcome channel");
+    }
+    high.push_back(moved);
+  }
+  for (size_t i = 0; i < high.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, high[i], 3 + static_cast<int>(i));  // clears CLOEXEC
+  }
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   sigset_t none;
@@ -78,15 +101,22 @@ Result<SpawnedClone> StartRemoteClone(const RemoteCloneConfig& config, const std
   const int err = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
+  for (int fd : high) close(fd);
   if (err != 0) return FailErrno(err, fmt::format("starting {}", config.remote_binary));
 
-  SpawnedClone clone;
-  clone.id = id;
-  clone.pid = pid;
-  clone.channel = std::move(read_end);
-  clone.pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  if (!clone.pidfd.valid()) return FailErrno("pidfd_open for a remote clone's stand-in");
-  return clone;
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd.valid()) return FailErrno("pidfd_open for a remote clones' stand-in");
+  std::vector<SpawnedClone> clones;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SpawnedClone clone;
+    clone.id = ids[i];
+    clone.pid = pid;
+    clone.channel = std::move(read_ends[i]);
+    clone.pidfd.Reset(fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!clone.pidfd.valid()) return FailErrno("duplicating a stand-in's pidfd");
+    clones.push_back(std::move(clone));
+  }
+  return clones;
 }
 
 Result<std::string> LocalAddressToward(const std::string& peer) {

@@ -1,10 +1,11 @@
 // Clones on other hosts, as the parent VMM sees them (flurry run --cluster). At sf_clone the
 // VMM forks a page server holding the VM at that instant (ForkHost::ServeForRemoteClones); for
-// each clone it starts a local stand-in, `flurry-remote`, which asks the clone's host's flurryd
-// to run it (docs/protocols/flurryd.md), writes the clone's output to the VM's stdout/stderr and
-// its outcome to an outcome channel, and ends with it. To the ForkController a stand-in is a
-// local clone: a pid, a pidfd and an outcome channel; sf_join, sf_kill and the end of the VM
-// need nothing else. Killing the stand-in cancels its call, and the daemon kills the clone.
+// each host that gets clones it starts a local stand-in, `flurry-remote`, which asks that
+// host's flurryd to run them (docs/protocols/flurryd.md), writes their output to the VM's
+// stdout/stderr and each outcome to that clone's outcome channel, and ends with them. To the
+// ForkController each clone is a local one: a pid (the stand-in's), a pidfd and an outcome
+// channel; sf_join, sf_kill and the end of the VM need nothing else. Killing the stand-in
+// cancels its call, and the daemon kills its clones.
 #pragma once
 
 #include <sys/types.h>
@@ -89,16 +90,21 @@ class OwnedProcess {
   UniqueFd pidfd_;
 };
 
-// The command line of one stand-in (argv[0] included); its outcome channel is its fd 3.
+// The command line of one stand-in (argv[0] included); clone ids[i]'s outcome channel is its
+// fd 3 + i.
 std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
                                                 const std::string& host,
                                                 const std::string& page_server, uint64_t family_id,
-                                                int32_t id);
+                                                const std::vector<int32_t>& ids);
 
-// Starts the stand-in of clone `id` on `host` (posix_spawn: no copy of the VMM's page tables).
-Result<SpawnedClone> StartRemoteClone(const RemoteCloneConfig& config, const std::string& host,
-                                      const std::string& page_server, uint64_t family_id,
-                                      int32_t id);
+// Starts the stand-in of clones `ids` on `host` (posix_spawn: no copy of the VMM's page
+// tables). One SpawnedClone per ID, in order, each with its own channel and pidfd (of the one
+// stand-in).
+Result<std::vector<SpawnedClone>> StartRemoteClones(const RemoteCloneConfig& config,
+                                                    const std::string& host,
+                                                    const std::string& page_server,
+                                                    uint64_t family_id,
+                                                    const std::vector<int32_t>& ids);
 
 // The local address the hosts reach this machine at: the source address of a route to `peer`
 // ("IP:PORT"), with port 0.
