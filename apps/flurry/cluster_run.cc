@@ -10,7 +10,8 @@
 namespace flurry {
 
 Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
-    const std::string& cluster_file, const std::string& member, bool prefix_output) {
+    const std::string& cluster_file, const std::string& member, bool prefix_output,
+    bool memory_stats, uint32_t prefetch_pages) {
   const ClusterFile cluster = FLURRY_TRY(LoadClusterFile(cluster_file));
   if (cluster.hosts.empty()) return Fail("{}: the cluster has no hosts", cluster_file);
   FLURRY_TRY(ValidateMemberName(member));
@@ -22,6 +23,8 @@ Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
   config->cluster_file = std::filesystem::absolute(cluster_file, error).string();
   config->member = member;
   config->prefix_output = prefix_output;
+  config->memory_stats = memory_stats;
+  config->prefetch_pages = prefetch_pages;
   // flurry-remote: $FLURRY_REMOTE, else beside this executable.
   if (const char* env = std::getenv("FLURRY_REMOTE"); env != nullptr && *env != '\0') {
     config->remote_binary = env;

@@ -12,6 +12,7 @@
 namespace flurry {
 
 Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
-    const std::string& cluster_file, const std::string& member, bool prefix_output);
+    const std::string& cluster_file, const std::string& member, bool prefix_output,
+    bool memory_stats, uint32_t prefetch_pages);
 
 }  // namespace flurry

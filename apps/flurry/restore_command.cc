@@ -102,6 +102,7 @@ int RestoreCommand(const RestoreOptions& options) {
   const bool remote = options.directory.starts_with("tcp://");
   config.memory_on_demand = options.memory.empty() ? remote : options.memory == "on-demand";
   config.prefetch_pages = options.prefetch;
+  config.report_memory_stats = options.stats;
   if (!options.dir.empty()) config.dir = options.dir;
   if (!options.hostname.empty()) config.hostname = options.hostname;
   if (options.as_clone != 0 || !options.family.empty() || options.outcome_fd >= 0) {
@@ -124,14 +125,7 @@ int RestoreCommand(const RestoreOptions& options) {
   const int status = RunVm(**vm, RunVmOptions{config.timeout, options.timeout, options.api});
   if (options.stats) {
     if (auto m = (*vm)->memory().lazy_stats()) {
-      std::string line = fmt::format(
-          "flurry: memory on demand: faults={} fetched={} prefetched={} requests={} "
-          "fetch_us={:.1f} zero={} fresh={} overwritten={} bytes_received={} zero_elided={} "
-          "pending={}\n",
-          m->faults, m->fetched_pages, m->prefetched_pages, m->fetch_requests,
-          m->fetch_requests ? static_cast<double>(m->fetch_ns) / 1000.0 / m->fetch_requests : 0.0,
-          m->zero_pages, m->fresh_pages, m->overwritten_pages, m->bytes_received, m->zero_elided,
-          m->pending_pages);
+      const std::string line = "flurry: memory on demand: " + FormatLazyStats(*m) + "\n";
       (void)!write(2, line.data(), line.size());
     }
   }

@@ -84,6 +84,13 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
   run->add_option("--cluster-member", options.cluster_member,
                   "With --cluster: whose credentials to present to the hosts' flurryd")
       ->capture_default_str();
+  run->add_flag("--clone-stats", options.clone_stats,
+                "With --cluster: each remote clone prints its memory-on-demand counters "
+                "(pages fetched, zero-filled, never fetched, bytes received) when it ends");
+  run->add_option("--clone-prefetch", options.clone_prefetch,
+                  "With --cluster: pages a remote clone's fault fetches (1..64; default: "
+                  "flurry restore's)")
+      ->check(CLI::Range(1, 64));
   run->add_option("program", options.program, "Static ELF executable to run")->required();
   run->prefix_command();  // everything after PROGRAM goes to the guest
   run->footer(
@@ -152,7 +159,8 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
 
   if (!options.cluster.empty()) {
     auto remote =
-        LoadRemoteCloneConfig(options.cluster, options.cluster_member, config.clone_output_prefix);
+        LoadRemoteCloneConfig(options.cluster, options.cluster_member, config.clone_output_prefix,
+                              options.clone_stats, options.clone_prefetch);
     if (!remote) {
       Complain(fmt::format("--cluster: {}", remote.error().message()));
       return 1;

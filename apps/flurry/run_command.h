@@ -26,6 +26,8 @@ struct RunOptions {
   bool verbose = false;
   std::string cluster;                    // --cluster FILE: clones go to the cluster's hosts
   std::string cluster_member = "client";  // --cluster-member: the credentials presented
+  bool clone_stats = false;               // --clone-stats: remote clones report their memory
+  uint32_t clone_prefetch = 0;            // --clone-prefetch: remote clones' fault window
   std::string program;
 };
 

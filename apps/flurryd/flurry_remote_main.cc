@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   std::vector<int32_t> clone_ids;
   int first_outcome_fd = 3;
   pid_t parent_pid = 0;
-  bool no_prefix = false;
+  bool no_prefix = false, memory_stats = false;
   uint32_t prefetch = 0;
   app.add_option("--cluster", cluster_path)->required();
   app.add_option("--member", member);
@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   app.add_option("--first-outcome-fd", first_outcome_fd)->check(CLI::Range(3, 1 << 20));
   app.add_option("--parent-pid", parent_pid)->required();
   app.add_flag("--no-clone-prefix", no_prefix);
+  app.add_flag("--memory-stats", memory_stats);
   app.add_option("--prefetch", prefetch)->check(CLI::Range(0, 64));
   try {
     app.parse(argc, argv);
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
   for (int32_t id : clone_ids) request.add_clone_ids(id);
   request.set_prefetch_pages(prefetch);
   request.set_prefix_output(!no_prefix);
+  request.set_memory_stats(memory_stats);
   grpc::ClientContext context;
   auto reader = stub->RunClones(&context, request);
   v1::CloneEvent event;

@@ -30,6 +30,7 @@ std::vector<std::string> CloneCommandLine(const CloneRunSpec& spec) {
     argv.push_back(std::to_string(spec.prefetch_pages));
   }
   if (!spec.prefix_output) argv.push_back("--no-clone-prefix");
+  if (spec.memory_stats) argv.push_back("--stats");
   if (!spec.backend.empty()) {
     argv.push_back("--backend");
     argv.push_back(spec.backend);

@@ -30,7 +30,8 @@ struct CloneRunSpec {
   std::string work_dir;  // the clone's own directory (its cwd; --dir when the parent had one)
   uint32_t prefetch_pages = 0;  // 0: flurry's default
   bool prefix_output = true;
-  std::string backend;  // --backend ("" = auto)
+  bool memory_stats = false;  // --stats: the clone's on-demand counters on stderr at its end
+  std::string backend;        // --backend ("" = auto)
 };
 
 // The command line a spec runs (argv[0] included).

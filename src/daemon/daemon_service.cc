@@ -177,6 +177,7 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
   spec.work_dir = work_dir;
   spec.prefetch_pages = request.prefetch_pages();
   spec.prefix_output = request.prefix_output();
+  spec.memory_stats = request.memory_stats();
   spec.backend = config_.backend;
   auto runner = CloneRunner::Start(spec);
   if (!runner) {

@@ -44,6 +44,7 @@ std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
     argv.push_back(std::to_string(id));
   }
   if (!config.prefix_output) argv.push_back("--no-clone-prefix");
+  if (config.memory_stats) argv.push_back("--memory-stats");
   if (config.prefetch_pages != 0) {
     argv.push_back("--prefetch");
     argv.push_back(std::to_string(config.prefetch_pages));

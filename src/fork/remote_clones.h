@@ -29,6 +29,7 @@ struct RemoteCloneConfig {
   std::string member = "client";  // the credentials flurry-remote presents
   std::string serve_bind;         // "IP:0": where the page server listens (reachable by the hosts)
   bool prefix_output = true;
+  bool memory_stats = false;    // clones print their memory-on-demand counters when they end
   uint32_t prefetch_pages = 0;  // 0: flurry restore's default
 };
 

@@ -54,6 +54,10 @@ struct LazyStats {
   uint64_t pending_pages = 0;      // still to fetch if touched
 };
 
+// The counters as one line: "faults=F fetched=N ... pending=P" (flurry restore --stats, a
+// remote clone's report).
+std::string FormatLazyStats(const LazyStats& stats);
+
 // A new userfaultfd of this process (close-on-exec, non-blocking): the userfaultfd syscall, or
 // /dev/userfaultfd where the syscall is refused to this process.
 Result<UniqueFd> OpenUserfault();

@@ -5,6 +5,7 @@
 #include <csignal>
 
 #include "flurry/sf_abi.h"
+#include "memory/lazy_pages.h"
 #include "snapshot/descriptor_codec.h"
 #include "snapshot/state_capture.h"
 #include "vmm/vm.h"
@@ -99,6 +100,13 @@ void Vm::EndClone(const GuestExit& exit) {
   if (!exit.diagnostic.empty()) {
     std::string line = fmt::format("flurry: clone {}: {}\n", fork_.clone_id(), exit.diagnostic);
     (void)!::write(2, line.data(), line.size());
+  }
+  if (report_memory_stats_) {
+    if (auto m = backend_->memory().lazy_stats()) {
+      const std::string line = fmt::format("flurry: clone {}: memory on demand: {}\n",
+                                           fork_.clone_id(), FormatLazyStats(*m));
+      (void)!::write(2, line.data(), line.size());
+    }
   }
   fork_.KillOutstanding();
   if (clone_directory_) clone_directory_->Remove();

@@ -31,6 +31,8 @@ struct VmConfig {
   // instead of copied in before the guest starts; a fault fetches up to prefetch_pages pages.
   bool memory_on_demand = false;
   uint32_t prefetch_pages = 8;
+  // A clone restored with memory on demand prints its counters to stderr when it ends.
+  bool report_memory_stats = false;
   // Restoring as a clone of a VM on another host (flurryd starts it so): the descriptor's
   // resume state is the parent's at sf_clone; the clone returns `id` from sf_clone and sends
   // its outcome on `outcome_fd` (docs/protocols/clone_channel.md).

@@ -91,6 +91,7 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
   FLURRY_TRY_CTX(backend->LoadCpu(cpu), "restoring the CPU");
   auto vm = std::unique_ptr<Vm>(
       new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
+  vm->report_memory_stats_ = config.report_memory_stats;
   if (config.clone_of) {
     // Output as a local clone's: whole lines, each with its clone's prefix.
     vm->state_.fds.ShareOutput(

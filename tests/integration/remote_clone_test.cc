@@ -163,8 +163,24 @@ TEST(RemoteClones, RunOnTheClusterHostsWithTheParentsMemoryFetchedOverTheirNetwo
   std::vector<uint64_t> before;
   for (int k = 1; k <= 3; ++k) before.push_back(cluster.Received(k));
   // 6 clones, each reading the parent's 16 MiB.
-  auto r = Flurry(RunArgs(cluster, {Guest("cluster_where"), "6", "0", "16"}), WithDeadline(240));
-  ExpectCleanExit(r, 0);
+  auto r = Flurry(RunArgs(cluster, {"--clone-stats", Guest("cluster_where"), "6", "0", "16"}),
+                  WithDeadline(240));
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  // --clone-stats: each clone reports what it fetched — at least the 16 MiB it read.
+  static const std::regex stats(
+      R"(flurry: clone (\d+): memory on demand: faults=\d+ fetched=(\d+) .* bytes_received=(\d+) )");
+  int reports = 0;
+  for (const auto& line : Lines(r.err)) {
+    std::smatch m;
+    if (!std::regex_search(line, m, stats)) {
+      ADD_FAILURE() << "unexpected stderr line: " << line;
+      continue;
+    }
+    ++reports;
+    EXPECT_GE(std::stoull(m[2]), 4096u) << line;
+    EXPECT_GE(std::stoull(m[3]), 16ull << 20) << line;
+  }
+  EXPECT_EQ(reports, 6) << r.Describe();
   EXPECT_NE(r.out.find("granted 6\n"), std::string::npos) << r.Describe();
   const std::string sum = ParentSum(r.out);
   ASSERT_FALSE(sum.empty()) << r.Describe();
