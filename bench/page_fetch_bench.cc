@@ -7,6 +7,7 @@
 //   page_fetch_bench fetch HOST:PORT MIB N [PAGES]
 //                                            N requests of PAGES (default 1) pages at random
 //                                            places; prints mean, p50, p99 in microseconds
+// Both halves use the all-zero key (docs/protocols/page_server.md: kHello).
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,12 +55,12 @@ int main(int argc, char** argv) {
           std::memcpy(dst, image.data() + gpa, len);
           return {};
         },
-        forever[0]);  // the write end stays open: serve until killed
+        forever[0], PageKey{});  // the write end stays open: serve until killed
     return served ? 0 : 1;
   }
   const int n = argc > 4 ? std::atoi(argv[4]) : 10000;
   const uint32_t run = argc > 5 ? static_cast<uint32_t>(std::atoi(argv[5])) : 1;
-  auto client = PageClient::Connect(*address);
+  auto client = PageClient::Connect(PageServerAddress{*address, PageKey{}});
   if (!client) {
     std::fprintf(stderr, "%s\n", client.error().message().c_str());
     return 1;

@@ -160,10 +160,10 @@ void PrintReply(const ControlRequest& request, const ControlReply& reply) {
       out += fmt::format("state: {}\n", reply.state);
       break;
     case ControlRequest::Kind::kServe:
-      out += fmt::format("serving: {}\n", reply.address);
+      out += fmt::format("serving: {}/{}\n", reply.address, reply.key);
       out += fmt::format("server pid: {}\n", reply.server_pid);
       out += fmt::format("descriptor: {} bytes\n", reply.descriptor_bytes);
-      out += fmt::format("restore with: flurry restore tcp://{}\n", reply.address);
+      out += fmt::format("restore with: flurry restore tcp://{}/{}\n", reply.address, reply.key);
       out += fmt::format("state: {}\n", reply.state);
       break;
     case ControlRequest::Kind::kStatus:

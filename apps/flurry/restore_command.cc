@@ -12,7 +12,13 @@ namespace flurry {
 namespace {
 
 Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const VmConfig& config) {
-  const HostPort server = FLURRY_TRY(ParseHostPort(address));
+  // The key comes with the address, or (for flurryd's clones: not on a command line anyone on
+  // the host can read) from $FLURRY_PAGE_KEY.
+  std::optional<PageKey> env_key;
+  if (const char* hex = std::getenv("FLURRY_PAGE_KEY"); hex != nullptr && *hex != '\0') {
+    env_key = FLURRY_TRY_CTX(PageKey::FromHex(hex), "$FLURRY_PAGE_KEY");
+  }
+  const PageServerAddress server = FLURRY_TRY(ParsePageServerAddress(address, env_key));
   std::unique_ptr<PageClient> client = FLURRY_TRY(PageClient::Connect(server));
   const std::vector<uint8_t> bytes = FLURRY_TRY(client->FetchDescriptor());
   VmDescriptor descriptor = FLURRY_TRY_CTX(DecodeDescriptor(bytes), "the served descriptor");
@@ -77,7 +83,7 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
       ->check(CLI::Range(3, 1 << 20));
   restore
       ->add_option("source", options.directory,
-                   "Snapshot directory (descriptor.fvd, memory.img), or tcp://HOST:PORT of a "
+                   "Snapshot directory (descriptor.fvd, memory.img), or tcp://HOST:PORT/KEY of a "
                    "page server (flurry ctl SOCK serve)")
       ->required();
   restore->footer(

@@ -107,6 +107,9 @@ int main(int argc, char** argv) {
   request.set_prefetch_pages(prefetch);
   request.set_prefix_output(!no_prefix);
   request.set_memory_stats(memory_stats);
+  if (const char* key = std::getenv("FLURRY_PAGE_KEY"); key != nullptr) {
+    request.set_page_server_key(key);
+  }
   grpc::ClientContext context;
   auto reader = stub->RunClones(&context, request);
   v1::CloneEvent event;

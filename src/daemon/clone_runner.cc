@@ -9,7 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <string_view>
 #include <utility>
+
+extern char** environ;
 
 #include "flurry/sf_abi.h"
 
@@ -52,6 +55,16 @@ Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  // The environment: the daemon's, and the key (not on the command line: /proc/PID/cmdline is
+  // readable by anyone on the host, /proc/PID/environ only by the clone's user).
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!std::string_view(*e).starts_with("FLURRY_PAGE_KEY=")) environment.emplace_back(*e);
+  }
+  environment.push_back("FLURRY_PAGE_KEY=" + spec.page_server_key);
+  std::vector<char*> envp;
+  for (std::string& e : environment) envp.push_back(e.data());
+  envp.push_back(nullptr);
 
   int out[2], err[2], channel[2];
   if (pipe2(out, O_CLOEXEC) != 0) return FailErrno("a pipe for the clone's stdout");
@@ -80,7 +93,7 @@ Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(argv[0], argv.data());
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   setpgid(pid, pid);  // as the child does: whichever runs first

@@ -22,8 +22,9 @@
 namespace flurry {
 
 struct CloneRunSpec {
-  std::string flurry_binary;  // the static `flurry` executable
-  std::string page_server;    // IP:PORT
+  std::string flurry_binary;    // the static `flurry` executable
+  std::string page_server;      // IP:PORT
+  std::string page_server_key;  // its key (32 hex digits): $FLURRY_PAGE_KEY of the clone
   uint64_t family_id = 0;
   int32_t clone_id = 0;
   std::string hostname;  // the guest's uname nodename

@@ -90,6 +90,11 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
   if (!IsIpv4Port(request->page_server())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "page_server must be IPv4:PORT");
   }
+  const std::string& key = request->page_server_key();
+  if (key.size() != 32 || key.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "page_server_key must be 32 hex digits");
+  }
   if (request->prefetch_pages() > 64) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "prefetch_pages must be 0..64");
   }
@@ -171,6 +176,7 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
   CloneRunSpec spec;
   spec.flurry_binary = config_.flurry_binary;
   spec.page_server = request.page_server();
+  spec.page_server_key = request.page_server_key();
   spec.family_id = request.family_id();
   spec.clone_id = id;
   spec.hostname = config_.name;

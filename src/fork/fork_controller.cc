@@ -255,7 +255,8 @@ SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& stat
   std::map<std::string, std::vector<int32_t>> per_host;
   for (int32_t i = 0; i < ticket.granted; ++i) per_host[hosts[i]].push_back(first_id + i);
   for (const auto& [name, ids] : per_host) {
-    auto clones = StartRemoteClones(config, name, served->address, family_.family_id(), ids);
+    auto clones =
+        StartRemoteClones(config, name, served->address, served->key, family_.family_id(), ids);
     if (!clones) {
       // Their sf_join outcomes are LOST: the ticket keeps its number of clones.
       std::fprintf(stderr, "flurry: %zu clone(s) on %s: %s\n", ids.size(), name.c_str(),

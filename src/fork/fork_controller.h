@@ -55,6 +55,7 @@ class ForkHost : public ForkHooks {
   // and every peer are gone, or until it is killed.
   struct ServedMemory {
     std::string address;  // where it listens
+    std::string key;      // its key (32 hex digits): peers must present it
     pid_t pid = 0;
     UniqueFd pidfd;
   };

@@ -52,11 +52,9 @@ std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
   return argv;
 }
 
-Result<std::vector<SpawnedClone>> StartRemoteClones(const RemoteCloneConfig& config,
-                                                    const std::string& host,
-                                                    const std::string& page_server,
-                                                    uint64_t family_id,
-                                                    const std::vector<int32_t>& ids) {
+Result<std::vector<SpawnedClone>> StartRemoteClones(
+    const RemoteCloneConfig& config, const std::string& host, const std::string& page_server,
+    const std::string& page_server_key, uint64_t family_id, const std::vector<int32_t>& ids) {
   const std::vector<std::string> args =
       RemoteCloneCommandLine(config, host, page_server, family_id, ids);
   std::vector<char*> argv;
@@ -98,8 +96,17 @@ Result<std::vector<SpawnedClone>> StartRemoteClones(const RemoteCloneConfig& con
   sigfillset(&defaults);
   posix_spawnattr_setsigdefault(&attributes, &defaults);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // This environment, with FLURRY_PAGE_KEY set to the key.
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!std::string_view(*e).starts_with("FLURRY_PAGE_KEY=")) environment.emplace_back(*e);
+  }
+  environment.push_back("FLURRY_PAGE_KEY=" + page_server_key);
+  std::vector<char*> envp;
+  for (std::string& e : environment) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = 0;
-  const int err = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
+  const int err = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
   for (int fd : high) close(fd);

@@ -101,11 +101,11 @@ std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
 // Starts the stand-in of clones `ids` on `host` (posix_spawn: no copy of the VMM's page
 // tables). One SpawnedClone per ID, in order, each with its own channel and pidfd (of the one
 // stand-in).
-Result<std::vector<SpawnedClone>> StartRemoteClones(const RemoteCloneConfig& config,
-                                                    const std::string& host,
-                                                    const std::string& page_server,
-                                                    uint64_t family_id,
-                                                    const std::vector<int32_t>& ids);
+// The page server's key goes to the stand-in in its environment ($FLURRY_PAGE_KEY), not on its
+// command line (which anyone on this host can read).
+Result<std::vector<SpawnedClone>> StartRemoteClones(
+    const RemoteCloneConfig& config, const std::string& host, const std::string& page_server,
+    const std::string& page_server_key, uint64_t family_id, const std::vector<int32_t>& ids);
 
 // The local address the hosts reach this machine at: the source address of a route to `peer`
 // ("IP:PORT"), with port 0.

@@ -7,9 +7,29 @@
 
 namespace flurry {
 
-Result<std::unique_ptr<PageClient>> PageClient::Connect(const HostPort& server,
+Result<UniqueFd> PageClient::Open(const PageServerAddress& server,
+                                  std::chrono::milliseconds timeout) {
+  UniqueFd fd = FLURRY_TRY(ConnectTcp(server.server, timeout));
+  PageRequest hello{
+      kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(PageOp::kHello), 0, 0, 0};
+  FLURRY_TRY(WriteFull(fd.get(), &hello, sizeof hello));
+  FLURRY_TRY(WriteFull(fd.get(), server.key.bytes.data(), server.key.bytes.size()));
+  PageReplyHeader header{};
+  FLURRY_TRY(ReadFull(fd.get(), &header, sizeof header));
+  if (header.magic != kPageProtocolMagic || header.version != kPageProtocolVersion) {
+    return FailErrno(EPROTO, fmt::format("{} does not speak the page protocol (version {})",
+                                         server.server.ToString(), kPageProtocolVersion));
+  }
+  if (header.status != 0) {
+    return FailErrno(header.status, fmt::format("{} refused the key", server.server.ToString()));
+  }
+  if (header.payload_bytes != 0) return FailErrno(EPROTO, "a hello reply with a payload");
+  return fd;
+}
+
+Result<std::unique_ptr<PageClient>> PageClient::Connect(const PageServerAddress& server,
                                                         std::chrono::milliseconds timeout) {
-  UniqueFd fd = FLURRY_TRY(ConnectTcp(server, timeout));
+  UniqueFd fd = FLURRY_TRY(Open(server, timeout));
   return std::unique_ptr<PageClient>(new PageClient(std::move(fd), server, timeout));
 }
 
@@ -20,7 +40,8 @@ Result<uint32_t> PageClient::ExchangeOnce(const PageRequest& request, uint8_t* o
   FLURRY_TRY(ReadFull(fd_.get(), &header, sizeof header));
   bytes_received_ += sizeof header;
   if (header.magic != kPageProtocolMagic || header.version != kPageProtocolVersion) {
-    return FailErrno(EPROTO, "a reply that is not the page protocol's (version 1)");
+    return FailErrno(EPROTO, fmt::format("a reply that is not the page protocol's (version {})",
+                                         kPageProtocolVersion));
   }
   if (header.status != 0) return FailErrno(header.status, "the page server refused");
   if (header.payload_bytes > max_payload) {
@@ -64,7 +85,7 @@ Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t c
   auto got = ExchangeOnce(request, out, max_payload);
   if (got || got.error().code() == EPROTO || got.error().code() == EBADMSG) return got;
   // The connection broke (or timed out): one new connection, one more try.
-  auto fd = ConnectTcp(server_, timeout_);
+  auto fd = Open(server_, timeout_);
   if (!fd) return std::unexpected(got.error());
   fd_ = std::move(*fd);
   return ExchangeOnce(request, out, max_payload);

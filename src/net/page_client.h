@@ -19,27 +19,30 @@ namespace flurry {
 class PageClient : public PageSource {
  public:
   static constexpr std::chrono::milliseconds kDefaultTimeout{3000};
+  // Connects and says hello with the server's key (a wrong key: EACCES).
   static Result<std::unique_ptr<PageClient>> Connect(
-      const HostPort& server, std::chrono::milliseconds timeout = kDefaultTimeout);
+      const PageServerAddress& server, std::chrono::milliseconds timeout = kDefaultTimeout);
 
   // The encoded descriptor of the served VM (decode with DecodeDescriptor).
   Result<std::vector<uint8_t>> FetchDescriptor();
   Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) override;
-  std::string Describe() const override { return "page server " + server_.ToString(); }
+  std::string Describe() const override { return "page server " + server_.server.ToString(); }
   uint64_t bytes_received() const override { return bytes_received_; }
   // Pages the server answered as all zero instead of sending them.
   uint64_t zero_pages_elided() const override { return zero_pages_elided_; }
 
  private:
-  PageClient(UniqueFd fd, HostPort server, std::chrono::milliseconds timeout)
+  PageClient(UniqueFd fd, PageServerAddress server, std::chrono::milliseconds timeout)
       : fd_(std::move(fd)), server_(std::move(server)), timeout_(timeout) {}
+  // A new connection to the server, past its hello.
+  static Result<UniqueFd> Open(const PageServerAddress& server, std::chrono::milliseconds timeout);
   // One request and its reply; the payload (at most `max_payload` bytes) goes to `out`.
   Result<uint32_t> Exchange(PageOp op, uint64_t first_page, uint32_t count, uint8_t* out,
                             uint32_t max_payload);
   Result<uint32_t> ExchangeOnce(const PageRequest& request, uint8_t* out, uint32_t max_payload);
 
   UniqueFd fd_;
-  HostPort server_;
+  PageServerAddress server_;
   std::chrono::milliseconds timeout_;
   uint64_t bytes_received_ = 0;
   uint64_t zero_pages_elided_ = 0;

@@ -1,5 +1,6 @@
 #include "net/page_protocol.h"
 
+#include <sys/random.h>
 #include <xxhash.h>
 
 namespace flurry {
@@ -24,6 +25,66 @@ Result<HostPort> ParseHostPort(const std::string& text) {
   if (value > 65535) return Fail("{:?}: bad port", text);
   hp.port = static_cast<uint16_t>(value);
   return hp;
+}
+
+Result<PageKey> PageKey::Random() {
+  PageKey key;
+  if (getrandom(key.bytes.data(), key.bytes.size(), 0) != static_cast<ssize_t>(key.bytes.size())) {
+    return FailErrno("getrandom for a page server key");
+  }
+  return key;
+}
+
+Result<PageKey> PageKey::FromHex(std::string_view hex) {
+  if (hex.size() != 2 * kPageKeyBytes) {
+    return Fail("a page server key is {} hex digits, not {}", 2 * kPageKeyBytes, hex.size());
+  }
+  PageKey key;
+  for (size_t i = 0; i < kPageKeyBytes; ++i) {
+    uint8_t byte = 0;
+    for (char c : hex.substr(2 * i, 2)) {
+      uint8_t nibble;
+      if (c >= '0' && c <= '9') {
+        nibble = static_cast<uint8_t>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        nibble = static_cast<uint8_t>(c - 'a' + 10);
+      } else {
+        return Fail("a page server key holds hex digits (0-9a-f) only");
+      }
+      byte = static_cast<uint8_t>(byte << 4 | nibble);
+    }
+    key.bytes[i] = byte;
+  }
+  return key;
+}
+
+std::string PageKey::Hex() const {
+  std::string hex;
+  for (uint8_t b : bytes) hex += fmt::format("{:02x}", b);
+  return hex;
+}
+
+bool PageKey::Matches(const uint8_t* other) const {
+  uint8_t difference = 0;
+  for (size_t i = 0; i < kPageKeyBytes; ++i) difference |= bytes[i] ^ other[i];
+  return difference == 0;
+}
+
+std::string PageServerAddress::ToString() const { return server.ToString() + "/" + key.Hex(); }
+
+Result<PageServerAddress> ParsePageServerAddress(const std::string& text,
+                                                 const std::optional<PageKey>& fallback_key) {
+  PageServerAddress address;
+  const size_t slash = text.find('/');
+  address.server = FLURRY_TRY(ParseHostPort(text.substr(0, slash)));
+  if (slash != std::string::npos) {
+    address.key = FLURRY_TRY_CTX(PageKey::FromHex(text.substr(slash + 1)), text);
+  } else if (fallback_key) {
+    address.key = *fallback_key;
+  } else {
+    return Fail("{:?}: no key (HOST:PORT/KEY, as `flurry ctl ... serve` prints it)", text);
+  }
+  return address;
 }
 
 }  // namespace flurry

@@ -3,22 +3,57 @@
 // (x86-64 only), fixed sizes; every field a peer sends is checked before use.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "base/error.h"
 
 namespace flurry {
 
 inline constexpr uint32_t kPageProtocolMagic = 0x47504c46;  // "FLPG"
-inline constexpr uint16_t kPageProtocolVersion = 1;
+inline constexpr uint16_t kPageProtocolVersion = 2;         // 2: a connection starts with kHello
 inline constexpr uint32_t kMaxPagesPerRequest = 64;
 inline constexpr uint32_t kMaxDescriptorReplyBytes = 16u << 20;
 
 enum class PageOp : uint16_t {
   kDescriptor = 1,  // reply payload: the encoded VM descriptor (docs/formats/descriptor.md)
   kPages = 2,       // reply payload: `count` 4 KiB pages from guest page `first_page`
+  kHello = 3,       // the request is followed by the server's key (kPageKeyBytes); empty reply
 };
+
+// A "host:port" (IPv4 address or name; port 0 = any when listening) split and checked.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+  std::string ToString() const;
+};
+Result<HostPort> ParseHostPort(const std::string& text);
+
+// The secret a page server hands out with its address (flurry ctl serve, a ticket's clones):
+// only peers that know it get anything. Random, 128 bits; written as 32 hex digits.
+inline constexpr size_t kPageKeyBytes = 16;
+struct PageKey {
+  std::array<uint8_t, kPageKeyBytes> bytes{};
+  static Result<PageKey> Random();
+  static Result<PageKey> FromHex(std::string_view hex);
+  std::string Hex() const;
+  // Constant time (a peer learns nothing from how long a wrong key takes).
+  bool Matches(const uint8_t* other) const;
+};
+
+// A page server's address with its key: "HOST:PORT/KEY" (what `flurry ctl serve` prints and
+// `flurry restore tcp://...` takes). `text` without "/KEY" gets `fallback_key` (from the
+// environment, FLURRY_PAGE_KEY) when one is given.
+struct PageServerAddress {
+  HostPort server;
+  PageKey key;
+  std::string ToString() const;  // "HOST:PORT/KEY"
+};
+Result<PageServerAddress> ParsePageServerAddress(const std::string& text,
+                                                 const std::optional<PageKey>& fallback_key);
 
 struct PageRequest {
   uint32_t magic;
@@ -45,13 +80,5 @@ struct PageReplyHeader {
 static_assert(sizeof(PageReplyHeader) == 40);
 
 uint64_t PayloadChecksum(const void* data, size_t size);
-
-// A "host:port" (IPv4 address or name; port 0 = any when listening) split and checked.
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-  std::string ToString() const;
-};
-Result<HostPort> ParseHostPort(const std::string& text);
 
 }  // namespace flurry

@@ -42,16 +42,20 @@ Result<PageServer> PageServer::Listen(const HostPort& address) {
 
 Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descriptor,
                                             uint64_t page_count, const PageReader& read_pages,
-                                            int owner_fd) {
+                                            int owner_fd, const PageKey& key) {
   Stats stats;
-  std::vector<UniqueFd> peers;
+  struct Peer {
+    UniqueFd fd;
+    bool authenticated = false;
+  };
+  std::vector<Peer> peers;
   bool owner_gone = false;
   std::vector<uint8_t> payload(kMaxPagesPerRequest * 4096);
   while (!(owner_gone && peers.empty())) {
     std::vector<pollfd> fds;
     fds.push_back({listener_.get(), POLLIN, 0});
     fds.push_back({owner_gone ? -1 : owner_fd, POLLIN, 0});
-    for (const UniqueFd& p : peers) fds.push_back({p.get(), POLLIN, 0});
+    for (const Peer& p : peers) fds.push_back({p.fd.get(), POLLIN, 0});
     if (poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       return FailErrno("page server: poll");
@@ -74,6 +78,20 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
         const uint8_t* body = nullptr;
         if (request.magic != kPageProtocolMagic || request.version != kPageProtocolVersion) {
           header = ReplyTo(request, EPROTO);
+          keep = false;
+        } else if (request.op == static_cast<uint16_t>(PageOp::kHello)) {
+          uint8_t offered[kPageKeyBytes];
+          const bool matches = ReadFull(fd, offered, sizeof offered) && key.Matches(offered);
+          header = ReplyTo(request, matches ? 0 : EACCES);
+          header.count = 0;
+          peers[i - 2].authenticated = matches;
+          if (!matches) {
+            ++stats.refused;
+            keep = false;
+          }
+        } else if (!peers[i - 2].authenticated) {
+          header = ReplyTo(request, EACCES);  // nothing before the key
+          ++stats.refused;
           keep = false;
         } else if (request.reserved != 0) {
           header = ReplyTo(request, EINVAL);
@@ -126,7 +144,7 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
       UniqueFd peer(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (peer.valid() && peers.size() < kMaxPeers && ConfigureTcp(peer.get(), kPeerTimeout)) {
         ++stats.connections;
-        peers.push_back(std::move(peer));
+        peers.push_back(Peer{std::move(peer), false});
       }
     }
   }

@@ -23,6 +23,7 @@ class PageServer {
   using PageReader = std::function<Result<void>(uint64_t gpa, void* dst, uint64_t len)>;
 
   struct Stats {
+    uint64_t refused = 0;  // peers dropped for a missing or wrong key
     uint64_t connections = 0;
     uint64_t requests = 0;
     uint64_t pages_sent = 0;         // zero pages included
@@ -36,8 +37,10 @@ class PageServer {
   // Serves until `owner_fd` reports hang-up (its other end closed: the VM that made this
   // snapshot is gone) and no peer is connected any more: the image lives as long as anyone
   // can still fault on it.
+  // A peer must first say hello with `key`; one that does not (or with another key) gets
+  // EACCES and is dropped.
   Result<Stats> Serve(const std::vector<uint8_t>& descriptor, uint64_t page_count,
-                      const PageReader& read_pages, int owner_fd);
+                      const PageReader& read_pages, int owner_fd, const PageKey& key);
 
  private:
   explicit PageServer(UniqueFd listener, HostPort address)

@@ -24,7 +24,7 @@ class PageServerTest : public ::testing::Test {
     for (uint64_t i = 0; i < image_.size(); ++i) image_[i] = static_cast<uint8_t>(i * 7 + i / 4096);
     auto server = PageServer::Listen({"127.0.0.1", 0});
     ASSERT_TRUE(server.has_value()) << server.error().message();
-    address_ = server->address();
+    address_ = PageServerAddress{server->address(), key_};
     int pipe_fds[2];
     ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
     owner_read_.Reset(pipe_fds[0]);
@@ -36,7 +36,7 @@ class PageServerTest : public ::testing::Test {
             std::memcpy(dst, image_.data() + gpa, len);
             return {};
           },
-          owner_read_.get());
+          owner_read_.get(), key_);
       if (stats) stats_ = *stats;
       done_ = true;
     });
@@ -48,7 +48,8 @@ class PageServerTest : public ::testing::Test {
 
   std::vector<uint8_t> image_;
   std::vector<uint8_t> descriptor_ = {'F', 'L', 'V', 'D', 1, 2, 3};
-  HostPort address_;
+  PageKey key_ = *PageKey::Random();
+  PageServerAddress address_;
   UniqueFd owner_read_, owner_write_;
   std::thread thread_;
   PageServer::Stats stats_;
@@ -91,7 +92,7 @@ TEST_F(PageServerTest, RefusesRequestsOutsideTheImage) {
 }
 
 TEST_F(PageServerTest, GarbageFromAPeerDropsOnlyThatPeer) {
-  auto raw = ConnectTcp(address_, std::chrono::milliseconds(2000));
+  auto raw = ConnectTcp(address_.server, std::chrono::milliseconds(2000));
   ASSERT_TRUE(raw.has_value());
   PageRequest bad{0xdeadbeef, 9, 2, 0, 1, 0};
   ASSERT_TRUE(WriteFull(raw->get(), &bad, sizeof bad).has_value());
@@ -127,23 +128,69 @@ TEST(PageClient, AServerThatNeverAnswersIsATimeoutNotAHang) {
   HostPort bound;
   auto listener = ListenTcp({"127.0.0.1", 0}, &bound);  // accepts (backlog), never answers
   ASSERT_TRUE(listener.has_value());
-  auto client = PageClient::Connect(bound, std::chrono::milliseconds(200));
-  ASSERT_TRUE(client.has_value());
-  std::vector<uint8_t> page(4096);
   const auto start = std::chrono::steady_clock::now();
-  auto got = (*client)->Fetch(0, 1, page.data());
-  ASSERT_FALSE(got.has_value());
-  EXPECT_EQ(got.error().code(), ETIMEDOUT) << got.error().message();
-  // Two tries of 200 ms each; a generous bound for a slow host.
+  auto client = PageClient::Connect({bound, PageKey{}}, std::chrono::milliseconds(200));
+  ASSERT_FALSE(client.has_value());  // the hello gets no answer
+  EXPECT_EQ(client.error().code(), ETIMEDOUT) << client.error().message();
+  // A generous bound for a slow host.
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
 }
 
 TEST(PageClient, NobodyListeningIsRefused) {
   HostPort bound;
   { auto listener = ListenTcp({"127.0.0.1", 0}, &bound); }
-  auto client = PageClient::Connect(bound, std::chrono::milliseconds(500));
+  auto client = PageClient::Connect({bound, PageKey{}}, std::chrono::milliseconds(500));
   ASSERT_FALSE(client.has_value());
   EXPECT_EQ(client.error().code(), ECONNREFUSED);
+}
+
+TEST_F(PageServerTest, APeerWithoutTheKeyGetsNothing) {
+  // A wrong key: refused at the hello.
+  PageKey wrong = key_;
+  wrong.bytes[5] ^= 1;
+  auto client = PageClient::Connect({address_.server, wrong});
+  ASSERT_FALSE(client.has_value());
+  EXPECT_EQ(client.error().code(), EACCES) << client.error().message();
+  // No hello at all: the first request is refused and the peer dropped.
+  auto raw = ConnectTcp(address_.server, std::chrono::milliseconds(3000));
+  ASSERT_TRUE(raw.has_value());
+  PageRequest ask{kPageProtocolMagic,
+                  kPageProtocolVersion,
+                  static_cast<uint16_t>(PageOp::kDescriptor),
+                  0,
+                  0,
+                  0};
+  ASSERT_TRUE(WriteFull(raw->get(), &ask, sizeof ask).has_value());
+  PageReplyHeader header{};
+  ASSERT_TRUE(ReadFull(raw->get(), &header, sizeof header).has_value());
+  EXPECT_EQ(header.status, EACCES);
+  EXPECT_EQ(header.payload_bytes, 0u);
+  char byte;
+  EXPECT_FALSE(ReadFull(raw->get(), &byte, 1).has_value());  // dropped
+  // The right key works.
+  auto good = PageClient::Connect(address_);
+  ASSERT_TRUE(good.has_value()) << good.error().message();
+  EXPECT_TRUE((*good)->FetchDescriptor().has_value());
+}
+
+TEST(PageKey, HexRoundTripsAndRefusesOtherText) {
+  auto key = PageKey::Random();
+  ASSERT_TRUE(key.has_value());
+  auto back = PageKey::FromHex(key->Hex());
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->bytes, key->bytes);
+  EXPECT_TRUE(key->Matches(back->bytes.data()));
+  EXPECT_FALSE(PageKey::FromHex("abc").has_value());
+  EXPECT_FALSE(PageKey::FromHex(std::string(32, 'g')).has_value());
+  EXPECT_FALSE(PageKey::FromHex(std::string(32, 'A')).has_value());  // lower case only
+  auto address = ParsePageServerAddress("10.0.0.1:7000/" + key->Hex(), std::nullopt);
+  ASSERT_TRUE(address.has_value());
+  EXPECT_EQ(address->server.port, 7000);
+  EXPECT_EQ(address->ToString(), "10.0.0.1:7000/" + key->Hex());
+  EXPECT_FALSE(ParsePageServerAddress("10.0.0.1:7000", std::nullopt).has_value());
+  auto fallback = ParsePageServerAddress("10.0.0.1:7000", *key);
+  ASSERT_TRUE(fallback.has_value());
+  EXPECT_EQ(fallback->key.bytes, key->bytes);
 }
 
 TEST(HostPort, Parses) {

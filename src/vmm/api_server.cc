@@ -209,6 +209,7 @@ Result<ControlReply> ParseReplyJson(const Json& j) {
   reply.descriptor_bytes = FLURRY_TRY(Field<uint64_t>(j, "descriptor_bytes", 0));
   reply.memory_bytes = FLURRY_TRY(Field<uint64_t>(j, "memory_bytes", 0));
   reply.address = FLURRY_TRY(Field<std::string>(j, "address", ""));
+  reply.key = FLURRY_TRY(Field<std::string>(j, "key", ""));
   reply.server_pid = FLURRY_TRY(Field<int32_t>(j, "server_pid", 0));
   return reply;
 }
@@ -296,6 +297,7 @@ std::string FormatApiReply(ControlRequest::Kind kind, const ControlReply& reply)
     }
     if (kind == ControlRequest::Kind::kServe) {
       j["address"] = reply.address;
+      j["key"] = reply.key;
       j["server_pid"] = reply.server_pid;
       j["descriptor_bytes"] = reply.descriptor_bytes;
     }

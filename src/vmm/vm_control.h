@@ -33,6 +33,7 @@ struct ControlReply {
   uint64_t descriptor_bytes = 0;  // kSnapshot
   uint64_t memory_bytes = 0;      // kSnapshot: bytes of guest memory written
   std::string address;            // kServe: where the page server listens (HOST:PORT)
+  std::string key;                // kServe: the page server's key (32 hex digits)
   int32_t server_pid = 0;         // kServe: the page server's process
   // Memory on demand (a VM restored with it): its counters.
   std::optional<LazyStats> on_demand;

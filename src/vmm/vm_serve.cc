@@ -23,6 +23,7 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
   page_servers_.push_back(served.pid);
   ControlReply reply;
   reply.address = served.address;
+  reply.key = served.key;
   reply.server_pid = served.pid;
   reply.descriptor_bytes = EncodeDescriptor(descriptor).size();
   return reply;
@@ -47,6 +48,7 @@ Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descripto
   const HostPort where = FLURRY_TRY(ParseHostPort(address));
   const std::vector<uint8_t> encoded = EncodeDescriptor(descriptor);
   PageServer server = FLURRY_TRY(PageServer::Listen(where));
+  const PageKey key = FLURRY_TRY(PageKey::Random());
   const pid_t owner = getpid();
   const pid_t pid =
       FLURRY_TRY_CTX(ForkWithHooks(*this, /*tied_to_parent=*/false), "starting the page server");
@@ -70,12 +72,13 @@ Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descripto
         [&memory](uint64_t gpa, void* dst, uint64_t len) {
           return memory.ReadPhysical(gpa, dst, len);
         },
-        owner_fd);
+        owner_fd, key);
     ReleaseGuest();
     _exit(served ? 0 : 1);
   }
   ServedMemory served;
   served.address = server.address().ToString();
+  served.key = key.Hex();
   served.pid = pid;
   served.pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   return served;
