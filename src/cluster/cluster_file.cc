@@ -10,8 +10,8 @@
 #include <set>
 #include <vector>
 
+#include "base/file_io.h"
 #include "base/parse.h"
-#include "cluster/file_io.h"
 #include "cluster/quote.h"
 
 namespace flurry {
@@ -249,9 +249,9 @@ std::string FormatClusterFile(const ClusterFile& file) {
 }
 
 Result<ClusterFile> LoadClusterFile(const std::string& path) {
-  auto text = cluster_internal::ReadSmallFile(path, {.max_bytes = kMaxClusterFileBytes});
+  auto text = ReadSmallFile(path, {.max_bytes = kMaxClusterFileBytes});
   if (!text) return WithFilePrefix(std::move(text.error()));  // "PATH: reason"
-  return WithContext(ParseClusterFile(*text, cluster_internal::DirectoryOf(path)),
+  return WithContext(ParseClusterFile(*text, DirectoryOf(path)),
                      fmt::format("cluster file {}", path));
 }
 
@@ -259,8 +259,8 @@ Result<void> WriteClusterFile(const std::string& path, const ClusterFile& file) 
   const std::string context = fmt::format("cluster file {}", path);
   const std::string text = FormatClusterFile(file);
   // Never write a file that would not load.
-  FLURRY_TRY_CTX(ParseClusterFile(text, cluster_internal::DirectoryOf(path)), context);
-  auto written = cluster_internal::WriteFileAtomic(path, text, 0644, /*exclusive=*/false);
+  FLURRY_TRY_CTX(ParseClusterFile(text, DirectoryOf(path)), context);
+  auto written = WriteFileAtomic(path, text, 0644, /*exclusive=*/false);
   if (!written) return WithFilePrefix(std::move(written.error()));
   return {};
 }

@@ -10,22 +10,17 @@
 #include <fstream>
 #include <string>
 
+#include "base/test_temp_dir.h"
+
 namespace flurry {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+// A temporary directory of this test's own.
+class TempDir : public TestTempDir {
  public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "cluster_file_test.XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : TestTempDir("cluster_file_test") {}
 };
 
 ClusterFile Sample() {

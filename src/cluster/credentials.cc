@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <set>
 
+#include "base/file_io.h"
 #include "cluster/cluster_file.h"
-#include "cluster/file_io.h"
 #include "cluster/openssl_util.h"
 #include "cluster/quote.h"
 

@@ -16,6 +16,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "base/check.h"
+#include "base/file_io.h"
 #include "base/unique_fd.h"
 #include "descriptor.pb.h"
 #include "descriptor_v1.pb.h"
@@ -121,32 +122,9 @@ uint32_t DescriptorFormatVersion(std::span<const uint8_t> bytes) {
 
 Result<void> WriteDescriptorFile(const std::string& path, const VmDescriptor& descriptor) {
   const std::vector<uint8_t> bytes = EncodeDescriptor(descriptor);
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  std::string tmp = path + ".XXXXXX";
-  UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd.valid()) return FailErrno("creating a temporary file next to it");
-  auto fail = [&](std::string_view what) {
-    auto error = FailErrno(what);
-    unlink(tmp.c_str());
-    return error;
-  };
-  for (size_t done = 0; done < bytes.size();) {
-    const ssize_t n = write(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("writing");
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (fsync(fd.get()) != 0) return fail("fsync");
-  if (close(fd.Release()) != 0) return fail("closing");
-  if (rename(tmp.c_str(), path.c_str()) != 0) return fail("renaming the temporary file");
-  UniqueFd dir_fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd.valid() || fsync(dir_fd.get()) != 0) return FailErrno("fsync of the directory");
-  return {};
+  return WriteFileAtomic(
+      path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), 0600,
+      /*exclusive=*/false);
 }
 
 Result<std::vector<uint8_t>> ReadDescriptorBytes(const std::string& path) {

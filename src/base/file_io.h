@@ -1,5 +1,6 @@
-// Small-file helpers for the cluster files: reading a file under a size cap (optionally refusing
-// one that group or others may access) and writing one atomically (temporary file + rename, or
+// Small-file helpers (cluster files, credentials, VM descriptors): reading a file under a size cap
+// (optionally refusing one that group or others may access) and writing one atomically (temporary
+// file + rename, or
 // + link when the name must not exist yet).
 #pragma once
 
@@ -11,7 +12,7 @@
 
 #include "base/error.h"
 
-namespace flurry::cluster_internal {
+namespace flurry {
 
 struct ReadLimits {
   size_t max_bytes = 0;
@@ -31,4 +32,4 @@ Result<void> WriteFileAtomic(const std::string& path, std::string_view content, 
 // The directory part of `path` ("." when it has none).
 std::string DirectoryOf(const std::string& path);
 
-}  // namespace flurry::cluster_internal
+}  // namespace flurry

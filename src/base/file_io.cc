@@ -1,4 +1,4 @@
-#include "cluster/file_io.h"
+#include "base/file_io.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,7 +8,7 @@
 
 #include "base/unique_fd.h"
 
-namespace flurry::cluster_internal {
+namespace flurry {
 
 Result<std::string> ReadSmallFile(const std::string& path, ReadLimits limits) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -87,4 +87,4 @@ Result<void> WriteFileAtomic(const std::string& path, std::string_view content, 
   return {};
 }
 
-}  // namespace flurry::cluster_internal
+}  // namespace flurry
