@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <sstream>
 #include <vector>
 
 #include "cluster/cluster_file.h"
@@ -25,6 +26,8 @@
 namespace v1 = flurry::daemon::v1;
 
 namespace {
+
+constexpr int kControlFd = 3;
 
 void WriteAll(int fd, const std::string& data) {
   size_t done = 0;
@@ -40,19 +43,16 @@ void WriteAll(int fd, const std::string& data) {
 
 int main(int argc, char** argv) {
   CLI::App app{"flurry-remote: the local end of clones on another host (started by flurry)"};
-  std::string cluster_path, member = "client", host_name, page_server, family_text;
-  std::vector<int32_t> clone_ids;
-  int first_outcome_fd = 3;
+  std::string cluster_path, member = "client", host_name, family_text;
+  int32_t count = 0;
   pid_t parent_pid = 0;
   bool no_prefix = false, memory_stats = false;
   uint32_t prefetch = 0;
   app.add_option("--cluster", cluster_path)->required();
   app.add_option("--member", member);
   app.add_option("--host", host_name)->required();
-  app.add_option("--page-server", page_server)->required();
   app.add_option("--family", family_text)->required();
-  app.add_option("--clone-id", clone_ids)->required()->check(CLI::Range(1, INT32_MAX));
-  app.add_option("--first-outcome-fd", first_outcome_fd)->check(CLI::Range(3, 1 << 20));
+  app.add_option("--count", count)->required()->check(CLI::Range(1, 4096));
   app.add_option("--parent-pid", parent_pid)->required();
   app.add_flag("--no-clone-prefix", no_prefix);
   app.add_flag("--memory-stats", memory_stats);
@@ -69,12 +69,36 @@ int main(int argc, char** argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent_pid) return 1;
   signal(SIGPIPE, SIG_IGN);
-  // Clone ID -> its outcome channel; a channel is closed once its outcome is written.
+  // Clone ID -> its outcome channel (fd 4 + i); closed once its outcome is written. Empty
+  // until sf_clone names the IDs.
   std::map<int32_t, int> channels;
-  for (size_t i = 0; i < clone_ids.size(); ++i) {
-    channels[clone_ids[i]] = first_outcome_fd + static_cast<int>(i);
-  }
+  // Waits for sf_clone's line on the control pipe: "PAGE_SERVER KEY ID1 ... IDN". False at EOF
+  // (the ticket released without sf_clone) or on a malformed line.
+  std::string page_server, key;
+  auto await_clone = [&]() -> bool {
+    std::string line;
+    char chunk[4096];
+    while (line.find('\n') == std::string::npos && line.size() < (1u << 20)) {
+      const ssize_t n = read(kControlFd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      line.append(chunk, static_cast<size_t>(n));
+    }
+    std::istringstream words(line);
+    words >> page_server >> key;
+    std::vector<int32_t> ids;
+    for (int32_t id; words >> id;) ids.push_back(id);
+    if (static_cast<int32_t>(ids.size()) != count) return false;
+    for (int32_t i = 0; i < count; ++i) channels[ids[i]] = kControlFd + 1 + i;
+    return true;
+  };
+  // Before sf_clone, a failure waits for it so that it can name the clones it loses.
   auto lost = [&](const std::string& why) {
+    if (channels.empty() && !await_clone()) return 1;
+    if (channels.empty()) {
+      std::fprintf(stderr, "flurry: %d clone(s) on %s lost: %s\n", count, host_name.c_str(),
+                   why.c_str());
+    }
     for (const auto& [id, fd] : channels) {
       std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", id, host_name.c_str(), why.c_str());
     }
@@ -100,16 +124,18 @@ int main(int argc, char** argv) {
                     host->address));
   }
   auto stub = v1::Flurryd::NewStub(channel);
+
+  // Connected: now wait for sf_clone, or for the ticket's end.
+  if (!await_clone()) return 0;
+
   v1::RunClonesRequest request;
   request.set_page_server(page_server);
+  request.set_page_server_key(key);
   request.set_family_id(family);
-  for (int32_t id : clone_ids) request.add_clone_ids(id);
+  for (const auto& [id, fd] : channels) request.add_clone_ids(id);
   request.set_prefetch_pages(prefetch);
   request.set_prefix_output(!no_prefix);
   request.set_memory_stats(memory_stats);
-  if (const char* key = std::getenv("FLURRY_PAGE_KEY"); key != nullptr) {
-    request.set_page_server_key(key);
-  }
   grpc::ClientContext context;
   auto reader = stub->RunClones(&context, request);
   v1::CloneEvent event;

@@ -88,14 +88,29 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
   const int64_t n = static_cast<int32_t>(args.arg[0]);
   if (n <= 0) return SyscallResult::Errno(EINVAL);
   RemoteReservation remote;
+  std::vector<RemoteStandIn> standins;
   int32_t granted = 0;
   if (policy_.remote) {
-    // The allocator grants m <= n slots across the cluster's hosts.
+    // The allocator grants m <= n slots across the cluster's hosts; each host's stand-in starts
+    // now, so that sf_clone does not wait for it.
     const int32_t asked = std::min<int32_t>(
         static_cast<int32_t>(n), std::min(policy_.max_clones_per_ticket, kMaxSpawnCount));
-    remote =
-        RemoteReservation(policy_.remote->allocator, policy_.remote->allocator->Allocate(asked));
-    granted = static_cast<int32_t>(remote.hosts().size());
+    std::map<std::string, int32_t> per_host;
+    for (const std::string& host : policy_.remote->allocator->Allocate(asked)) ++per_host[host];
+    std::vector<std::string> held;
+    for (const auto& [host, count] : per_host) {
+      auto standin = RemoteStandIn::Spawn(*policy_.remote, host, family_.family_id(), count);
+      if (!standin) {
+        std::fprintf(stderr, "flurry: sf_request_ticket: %s: %s\n", host.c_str(),
+                     standin.error().message().c_str());
+        policy_.remote->allocator->Release(std::vector<std::string>(count, host));
+        continue;
+      }
+      held.insert(held.end(), count, host);
+      standins.push_back(std::move(*standin));
+    }
+    granted = static_cast<int32_t>(held.size());
+    remote = RemoteReservation(policy_.remote->allocator, std::move(held));
   } else {
     granted = GrantFor(static_cast<int32_t>(n));
   }
@@ -104,6 +119,7 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
   const int64_t id = (static_cast<int64_t>(clone_id_) << 32) | next_ticket_++;
   tickets_[id].granted = granted;
   tickets_[id].remote = std::move(remote);
+  tickets_[id].standins = std::move(standins);
   return SyscallResult::Return(id);
 }
 
@@ -148,6 +164,7 @@ Result<std::pair<UniqueFd, pid_t>> ForkController::ForkSnapshot(ForkHost& host, 
 void ForkController::ForgetInherited() {
   for (auto& [number, ticket] : tickets_) {
     ticket.remote.Forget();
+    for (RemoteStandIn& standin : ticket.standins) standin.Forget();
     ticket.page_server.Forget();
   }
   tickets_.clear();  // closes the parent's handles without touching its clones
@@ -250,16 +267,15 @@ SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& stat
   ticket.cloned = true;
   ticket.collected = true;  // no snapshot process to hear from
   ticket.first_id = first_id;
-  // One stand-in per host, for the clones placed there.
-  const std::vector<std::string>& hosts = ticket.remote.hosts();
-  std::map<std::string, std::vector<int32_t>> per_host;
-  for (int32_t i = 0; i < ticket.granted; ++i) per_host[hosts[i]].push_back(first_id + i);
-  for (const auto& [name, ids] : per_host) {
-    auto clones =
-        StartRemoteClones(config, name, served->address, served->key, family_.family_id(), ids);
+  // Each host's stand-in learns where the memory is and its clones' IDs.
+  int32_t next_id = first_id;
+  for (RemoteStandIn& standin : ticket.standins) {
+    std::vector<int32_t> ids;
+    for (int32_t i = 0; i < standin.count(); ++i) ids.push_back(next_id++);
+    auto clones = standin.Start(served->address, served->key, ids);
     if (!clones) {
       // Their sf_join outcomes are LOST: the ticket keeps its number of clones.
-      std::fprintf(stderr, "flurry: %zu clone(s) on %s: %s\n", ids.size(), name.c_str(),
+      std::fprintf(stderr, "flurry: %zu clone(s) on %s: %s\n", ids.size(), standin.host().c_str(),
                    clones.error().message().c_str());
       continue;
     }

@@ -132,6 +132,7 @@ class ForkController {
     // Clones on other hosts: the slots they hold and the page server of their memory (killed
     // when the ticket goes).
     RemoteReservation remote;
+    std::vector<RemoteStandIn> standins;  // one per host, started with the ticket
     OwnedProcess page_server;
   };
   struct CheckpointRecord {

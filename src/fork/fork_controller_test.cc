@@ -135,6 +135,7 @@ TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
   auto allocator = std::make_shared<ClusterFileAllocator>(
       std::vector<ClusterFileAllocator::Host>{{"host1", 2}, {"host2", 1}});
   config->allocator = allocator;
+  config->remote_binary = "/bin/true";  // each host's stand-in starts with the ticket
   Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
   EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 10)), 3);
   EXPECT_EQ(allocator->free_slots("host1"), 0);
@@ -143,6 +144,12 @@ TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
   EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 1), -EAGAIN);
   // A VM that goes gives its slots back.
   controller_.reset();
+  EXPECT_EQ(allocator->free_slots("host1"), 2);
+  EXPECT_EQ(allocator->free_slots("host2"), 1);
+  // Stand-ins that cannot start: no grant, and the slots stay free.
+  config->remote_binary = "/nonexistent/flurry-remote";
+  Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
+  EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 2), -EAGAIN);
   EXPECT_EQ(allocator->free_slots("host1"), 2);
   EXPECT_EQ(allocator->free_slots("host2"), 1);
 }

@@ -20,10 +20,9 @@ void OwnedProcess::Kill() {
   pidfd_.Reset();
 }
 
-std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
-                                                const std::string& host,
-                                                const std::string& page_server, uint64_t family_id,
-                                                const std::vector<int32_t>& ids) {
+std::vector<std::string> RemoteStandInCommandLine(const RemoteCloneConfig& config,
+                                                  const std::string& host, uint64_t family_id,
+                                                  int32_t count) {
   std::vector<std::string> argv = {config.remote_binary,
                                    "--cluster",
                                    config.cluster_file,
@@ -31,18 +30,12 @@ std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
                                    config.member,
                                    "--host",
                                    host,
-                                   "--page-server",
-                                   page_server,
                                    "--family",
                                    fmt::format("{:x}", family_id),
-                                   "--first-outcome-fd",
-                                   "3",
+                                   "--count",
+                                   std::to_string(count),
                                    "--parent-pid",
                                    std::to_string(getpid())};
-  for (int32_t id : ids) {
-    argv.push_back("--clone-id");
-    argv.push_back(std::to_string(id));
-  }
   if (!config.prefix_output) argv.push_back("--no-clone-prefix");
   if (config.memory_stats) argv.push_back("--memory-stats");
   if (config.prefetch_pages != 0) {
@@ -52,40 +45,39 @@ std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
   return argv;
 }
 
-Result<std::vector<SpawnedClone>> StartRemoteClones(
-    const RemoteCloneConfig& config, const std::string& host, const std::string& page_server,
-    const std::string& page_server_key, uint64_t family_id, const std::vector<int32_t>& ids) {
-  const std::vector<std::string> args =
-      RemoteCloneCommandLine(config, host, page_server, family_id, ids);
+Result<RemoteStandIn> RemoteStandIn::Spawn(const RemoteCloneConfig& config, const std::string& host,
+                                           uint64_t family_id, int32_t count) {
+  const std::vector<std::string> args = RemoteStandInCommandLine(config, host, family_id, count);
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
 
-  // One outcome channel per clone; the stand-in gets the write ends as fds 3, 4, ...
-  std::vector<UniqueFd> read_ends, write_ends;
-  for (size_t i = 0; i < ids.size(); ++i) {
+  RemoteStandIn standin;
+  standin.host_ = host;
+  // The stand-in's ends: the control pipe's read end, then one outcome channel per clone.
+  std::vector<UniqueFd> theirs;
+  int control[2];
+  if (pipe2(control, O_CLOEXEC) != 0) return FailErrno("a stand-in's control pipe");
+  theirs.emplace_back(control[0]);
+  standin.control_.Reset(control[1]);
+  for (int32_t i = 0; i < count; ++i) {
     int channel[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
       return FailErrno("the outcome channel of a remote clone");
     }
-    read_ends.emplace_back(channel[0]);
-    write_ends.emplace_back(channel[1]);
+    standin.channels_.emplace_back(channel[0]);
+    theirs.emplace_back(channel[1]);
+  }
+  // They may sit on low numbers that a dup2 below overwrites: move them above first.
+  std::vector<UniqueFd> high;
+  for (const UniqueFd& fd : theirs) {
+    high.emplace_back(fcntl(fd.get(), F_DUPFD_CLOEXEC, 3 + static_cast<int>(theirs.size())));
+    if (!high.back().valid()) return FailErrno("moving a stand-in's descriptor");
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  // The write ends may sit on low numbers that a dup2 below overwrites: move them out first.
-  std::vector<int> high;
-  for (const UniqueFd& end : write_ends) {
-    const int moved = fcntl(end.get(), F_DUPFD_CLOEXEC, 3 + static_cast<int>(ids.size()));
-    if (moved < 0) {
-      for (int fd : high) close(fd);
-      posix_spawn_file_actions_destroy(&actions);
-      return FailErrno("moving an outcome channel");
-    }
-    high.push_back(moved);
-  }
   for (size_t i = 0; i < high.size(); ++i) {
-    posix_spawn_file_actions_adddup2(&actions, high[i], 3 + static_cast<int>(i));  // clears CLOEXEC
+    posix_spawn_file_actions_adddup2(&actions, high[i].get(), 3 + static_cast<int>(i));
   }
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
@@ -96,34 +88,57 @@ Result<std::vector<SpawnedClone>> StartRemoteClones(
   sigfillset(&defaults);
   posix_spawnattr_setsigdefault(&attributes, &defaults);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  // This environment, with FLURRY_PAGE_KEY set to the key.
-  std::vector<std::string> environment;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (!std::string_view(*e).starts_with("FLURRY_PAGE_KEY=")) environment.emplace_back(*e);
-  }
-  environment.push_back("FLURRY_PAGE_KEY=" + page_server_key);
-  std::vector<char*> envp;
-  for (std::string& e : environment) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid = 0;
-  const int err = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), envp.data());
+  const int err = posix_spawn(&standin.pid_, argv[0], &actions, &attributes, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
-  for (int fd : high) close(fd);
   if (err != 0) return FailErrno(err, fmt::format("starting {}", config.remote_binary));
+  standin.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, standin.pid_, 0)));
+  if (!standin.pidfd_.valid()) return FailErrno("pidfd_open for a remote clones' stand-in");
+  return standin;
+}
 
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd.valid()) return FailErrno("pidfd_open for a remote clones' stand-in");
+RemoteStandIn::~RemoteStandIn() {
+  if (control_.valid() && pidfd_.valid()) {
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  }
+}
+
+void RemoteStandIn::Forget() {
+  pidfd_.Reset();
+  control_.Reset();
+  channels_.clear();
+}
+
+Result<std::vector<SpawnedClone>> RemoteStandIn::Start(const std::string& page_server,
+                                                       const std::string& key,
+                                                       const std::vector<int32_t>& ids) {
+  if (ids.size() != channels_.size()) {
+    return Fail("{} clone IDs for a stand-in of {} clones", ids.size(), channels_.size());
+  }
+  std::string line = page_server + " " + key;
+  for (int32_t id : ids) line += " " + std::to_string(id);
+  line += "\n";
+  // One write, under PIPE_BUF for any ticket size we grant (4096 clones would not fit: those
+  // are written in pieces, which the stand-in reads to the newline). EPIPE: the stand-in is
+  // gone; its clones read EOF and are LOST.
+  for (size_t done = 0; done < line.size();) {
+    const ssize_t n = write(control_.get(), line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  control_.Reset();
   std::vector<SpawnedClone> clones;
   for (size_t i = 0; i < ids.size(); ++i) {
     SpawnedClone clone;
     clone.id = ids[i];
-    clone.pid = pid;
-    clone.channel = std::move(read_ends[i]);
-    clone.pidfd.Reset(fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 0));
+    clone.pid = pid_;
+    clone.channel = std::move(channels_[i]);
+    clone.pidfd.Reset(fcntl(pidfd_.get(), F_DUPFD_CLOEXEC, 0));
     if (!clone.pidfd.valid()) return FailErrno("duplicating a stand-in's pidfd");
     clones.push_back(std::move(clone));
   }
+  channels_.clear();
   return clones;
 }
 

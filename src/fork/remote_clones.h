@@ -91,21 +91,45 @@ class OwnedProcess {
   UniqueFd pidfd_;
 };
 
-// The command line of one stand-in (argv[0] included); clone ids[i]'s outcome channel is its
-// fd 3 + i.
-std::vector<std::string> RemoteCloneCommandLine(const RemoteCloneConfig& config,
-                                                const std::string& host,
-                                                const std::string& page_server, uint64_t family_id,
-                                                const std::vector<int32_t>& ids);
+// The local stand-in of the clones a ticket puts on one host, started at sf_request_ticket so
+// that its start (dynamic linking, connecting, the TLS handshake) is paid before sf_clone. It
+// waits on its control pipe for the clone instant's page server, key and clone IDs (Start),
+// then runs the clones; closing the pipe before that ends it.
+class RemoteStandIn {
+ public:
+  // Starts the stand-in for `count` clones on `host` (posix_spawn: no copy of the VMM's page
+  // tables). Its fd 3 is the control pipe; clone i's outcome channel is its fd 4 + i.
+  static Result<RemoteStandIn> Spawn(const RemoteCloneConfig& config, const std::string& host,
+                                     uint64_t family_id, int32_t count);
+  RemoteStandIn(RemoteStandIn&&) noexcept = default;
+  RemoteStandIn& operator=(RemoteStandIn&&) noexcept = default;
+  // One that was never started (its ticket released first) is killed.
+  ~RemoteStandIn();
+  // In a process forked from the VMM: close the handles, leave the stand-in to the parent.
+  void Forget();
 
-// Starts the stand-in of clones `ids` on `host` (posix_spawn: no copy of the VMM's page
-// tables). One SpawnedClone per ID, in order, each with its own channel and pidfd (of the one
-// stand-in).
-// The page server's key goes to the stand-in in its environment ($FLURRY_PAGE_KEY), not on its
-// command line (which anyone on this host can read).
-Result<std::vector<SpawnedClone>> StartRemoteClones(
-    const RemoteCloneConfig& config, const std::string& host, const std::string& page_server,
-    const std::string& page_server_key, uint64_t family_id, const std::vector<int32_t>& ids);
+  const std::string& host() const { return host_; }
+  int32_t count() const { return static_cast<int32_t>(channels_.size()); }
+  // At sf_clone: tells the stand-in where the memory is (the key travels in the pipe, never on a
+  // command line) and which IDs its clones have; returns one SpawnedClone per ID (its outcome
+  // channel, the stand-in's pid and a pidfd of it each). A stand-in that is gone already
+  // yields clones whose channels read EOF (LOST).
+  Result<std::vector<SpawnedClone>> Start(const std::string& page_server, const std::string& key,
+                                          const std::vector<int32_t>& ids);
+
+ private:
+  RemoteStandIn() = default;
+  std::string host_;
+  pid_t pid_ = 0;
+  UniqueFd pidfd_;
+  UniqueFd control_;
+  std::vector<UniqueFd> channels_;
+};
+
+// The command line of a stand-in (argv[0] included).
+std::vector<std::string> RemoteStandInCommandLine(const RemoteCloneConfig& config,
+                                                  const std::string& host, uint64_t family_id,
+                                                  int32_t count);
 
 // The local address the hosts reach this machine at: the source address of a route to `peer`
 // ("IP:PORT"), with port 0.
