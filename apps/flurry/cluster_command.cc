@@ -1,7 +1,12 @@
 #include "cluster_command.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -105,6 +110,12 @@ ClusterCommands AddClusterCommand(CLI::App& app, ClusterOptions& options) {
   commands.show = cluster->add_subcommand("show", "Validate a cluster file and print its hosts");
   commands.show->add_option("file", options.file, "Cluster file (cluster.json)")->required();
   commands.show->footer("Exit status: 0 when the file is valid; 1 when it is refused.");
+  commands.status = cluster->add_subcommand(
+      "status", "Ask every host's flurryd how it is: slots, running clones, memory");
+  commands.status->add_option("file", options.file, "Cluster file (cluster.json)")->required();
+  commands.status->add_option("--member", options.member, "Whose credentials to present")
+      ->capture_default_str();
+  commands.status->footer("Exit status: 0 when every host answered; 1 otherwise.");
   return commands;
 }
 
@@ -141,6 +152,25 @@ int RunClusterInit(const ClusterOptions& options) {
               file.hosts.size(), file.hosts.size() == 1 ? "" : "s", credentials.c_str(),
               member_list.c_str(), cluster_file.c_str());
   return 0;
+}
+
+int RunClusterStatus(const ClusterOptions& options) {
+  std::string remote;
+  if (const char* env = std::getenv("FLURRY_REMOTE"); env != nullptr && *env != '\0') {
+    remote = env;
+  } else {
+    std::error_code ec;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return Complain("status", kFailure, "finding this executable: " + ec.message());
+    remote = (self.parent_path() / "flurry-remote").string();
+  }
+  std::vector<std::string> args = {remote,       "status",   "--cluster",
+                                   options.file, "--member", options.member};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv(argv[0], argv.data());
+  return Complain("status", kFailure, fmt::format("{}: {}", remote, std::strerror(errno)));
 }
 
 int RunClusterShow(const ClusterOptions& options) {

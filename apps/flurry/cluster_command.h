@@ -15,13 +15,15 @@ struct ClusterOptions {
   std::string name;
   std::vector<std::string> hosts;    // NAME=IP:PORT[:SLOTS]
   std::vector<std::string> members;  // extra credentials; none given: "client"
-  // show
+  // show, status
   std::string file;
+  std::string member = "client";  // status: the credentials presented
 };
 
 struct ClusterCommands {
   CLI::App* init = nullptr;
   CLI::App* show = nullptr;
+  CLI::App* status = nullptr;
 };
 
 // Declares `cluster` with its sub-subcommands `init` and `show` on `app`.
@@ -37,5 +39,10 @@ int RunClusterInit(const ClusterOptions& options);
 // Prints the hosts of a cluster file as a table (name, address, slots, memory). Exit status 0;
 // 1 when the file cannot be read or is refused ("flurry: cluster show: ..." on stderr).
 int RunClusterShow(const ClusterOptions& options);
+
+// Asks every host's flurryd for its status (through flurry-remote, which speaks gRPC; this
+// static program does not) and prints a table: name, address, slots, running clones, memory,
+// or why a host did not answer. Exit status: 0 when every host answered; 1 otherwise.
+int RunClusterStatus(const ClusterOptions& options);
 
 }  // namespace flurry

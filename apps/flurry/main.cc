@@ -36,5 +36,6 @@ int main(int argc, char** argv) {
   if (descriptor_show->parsed()) return flurry::RunDescriptorShow(descriptor_file);
   if (cluster.init->parsed()) return flurry::RunClusterInit(cluster_options);
   if (cluster.show->parsed()) return flurry::RunClusterShow(cluster_options);
+  if (cluster.status->parsed()) return flurry::RunClusterStatus(cluster_options);
   return 2;
 }

@@ -39,9 +39,60 @@ void WriteAll(int fd, const std::string& data) {
   }
 }
 
+// `flurry-remote status --cluster FILE [--member M]` (what `flurry cluster status` runs): every
+// host's GetStatus, as a table.
+int Status(int argc, char** argv) {
+  CLI::App app{"flurry-remote status: ask every host's flurryd how it is"};
+  std::string cluster_path, member = "client";
+  app.add_option("--cluster", cluster_path)->required();
+  app.add_option("--member", member);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  setenv("GRPC_VERBOSITY", "NONE", 1);
+  auto cluster = flurry::LoadClusterFile(cluster_path);
+  if (!cluster) {
+    std::fprintf(stderr, "flurry: cluster status: %s\n", cluster.error().message().c_str());
+    return 1;
+  }
+  auto credentials = flurry::LoadMemberCredentials(cluster->credentials_dir, member);
+  if (!credentials) {
+    std::fprintf(stderr, "flurry: cluster status: %s\n", credentials.error().message().c_str());
+    return 1;
+  }
+  int failed = 0;
+  std::printf("%-12s %-22s %6s %8s %12s %12s  %s\n", "NAME", "ADDRESS", "SLOTS", "RUNNING",
+              "MEMORY_MIB", "FREE_MIB", "STATE");
+  for (const flurry::ClusterHost& host : cluster->hosts) {
+    auto channel =
+        flurry::DaemonChannel({credentials->ca_pem, credentials->cert_pem, credentials->key_pem},
+                              host.address, host.name);
+    auto stub = v1::Flurryd::NewStub(channel);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    v1::HostStatus reply;
+    const grpc::Status status = stub->GetStatus(&context, v1::StatusRequest{}, &reply);
+    if (!status.ok()) {
+      ++failed;
+      std::printf("%-12s %-22s %6s %8s %12s %12s  unreachable: %s\n", host.name.c_str(),
+                  host.address.c_str(), "-", "-", "-", "-", status.error_message().c_str());
+      continue;
+    }
+    std::printf("%-12s %-22s %6d %8d %12llu %12llu  %s\n", reply.name().c_str(),
+                host.address.c_str(), reply.slots(), reply.running_clones(),
+                static_cast<unsigned long long>(reply.memory_bytes() >> 20),
+                static_cast<unsigned long long>(reply.free_memory_bytes() >> 20),
+                reply.name() == host.name ? "up" : "up, but answers as another host");
+  }
+  return failed == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "status") return Status(argc - 1, argv + 1);
   CLI::App app{"flurry-remote: the local end of clones on another host (started by flurry)"};
   std::string cluster_path, member = "client", host_name, family_text;
   int32_t count = 0;

@@ -412,6 +412,31 @@ TEST(RemoteClones, PacketLossSlowsClonesButChangesNoResult) {
   EXPECT_GT(cluster.Dropped(1) + cluster.Dropped(2), 0u) << "no packet was dropped: no test";
 }
 
+TEST(RemoteClones, ClusterStatusShowsEachHostsRunningClones) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  Background parent(RunArgs(cluster, {Guest("cluster_where"), "2", "600000", "1"}));
+  ASSERT_TRUE(WaitForAll(parent, {"on host1 sum=", "on host2 sum="}))
+      << parent.out() << parent.err();
+  auto status = Flurry({"cluster", "status", cluster.file()}, WithDeadline(60));
+  ExpectCleanExit(status, 0);
+  // NAME ADDRESS SLOTS RUNNING MEMORY_MIB FREE_MIB STATE
+  static const std::regex row(R"(^(host\d)\s+\S+\s+8\s+(\d+)\s+\d+\s+\d+\s+up$)");
+  std::map<std::string, int> running;
+  for (const auto& line : Lines(status.out)) {
+    std::smatch m;
+    if (std::regex_match(line, m, row)) running[m[1]] = std::stoi(m[2]);
+  }
+  EXPECT_EQ(running, (std::map<std::string, int>{{"host1", 1}, {"host2", 1}})) << status.out;
+  // A host that is down is named, and the status fails.
+  ASSERT_EQ(cluster.Stop(2).exit_code, 0);
+  auto down = Flurry({"cluster", "status", cluster.file()}, WithDeadline(60));
+  EXPECT_EQ(down.exit_code, 1) << down.Describe();
+  EXPECT_TRUE(std::regex_search(down.out, std::regex("host2 .* unreachable"))) << down.out;
+  parent.KillProcess();
+  parent.Wait(30s);
+}
+
 TEST(RemoteClones, AMemberOfAnotherClusterIsRefused) {
   TestCluster cluster(1);
   REQUIRE_CLUSTER(cluster);
