@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <map>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "cluster/cluster_file.h"
@@ -190,6 +191,8 @@ int main(int argc, char** argv) {
   grpc::ClientContext context;
   auto reader = stub->RunClones(&context, request);
   v1::CloneEvent event;
+  std::vector<std::thread> writers;
+  writers.reserve(channels.size());  // no reallocation while threads start
   while (!channels.empty() && reader->Read(&event)) {
     if (event.has_output()) {
       WriteAll(event.output().stream() == 2 ? 2 : 1, event.output().data());
@@ -206,14 +209,22 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", event.clone_id(),
                      host_name.c_str(), o.diagnostic().c_str());
       }
-      if (auto sent = flurry::SendOutcome(channel->second, outcome); !sent) {
-        std::fprintf(stderr, "flurry: clone %d: passing its outcome on: %s\n", event.clone_id(),
-                     sent.error().message().c_str());
-      }
-      close(channel->second);
+      // Written by a thread of its own ("flurry-outcome"): the parent's sf_join reads the
+      // channels in ID order, so a large result for a later clone must not hold up the
+      // outcomes of earlier ones behind a full socket buffer.
+      writers.emplace_back(
+          [id = event.clone_id(), fd = channel->second, outcome = std::move(outcome)] {
+            pthread_setname_np(pthread_self(), "flurry-outcome");
+            if (auto sent = flurry::SendOutcome(fd, outcome); !sent) {
+              std::fprintf(stderr, "flurry: clone %d: passing its outcome on: %s\n", id,
+                           sent.error().message().c_str());
+            }
+            close(fd);
+          });
       channels.erase(channel);
     }
   }
+  for (std::thread& writer : writers) writer.join();
   if (channels.empty()) {
     context.TryCancel();  // every outcome is in: nothing more to wait for
     return 0;

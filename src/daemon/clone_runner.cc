@@ -24,6 +24,10 @@ std::vector<std::string> CloneCommandLine(const CloneRunSpec& spec) {
                                    "--family",         fmt::format("{:x}", spec.family_id),
                                    "--outcome-fd",     "3",
                                    "--memory",         "on-demand"};
+  if (!spec.root_dir.empty()) {
+    argv.push_back("--dir");
+    argv.push_back(spec.root_dir);
+  }
   if (!spec.hostname.empty()) {
     argv.push_back("--hostname");
     argv.push_back(spec.hostname);
@@ -76,6 +80,14 @@ Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
   }
   UniqueFd channel_read(channel[0]), channel_write(channel[1]);
   UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  // The child's fds 0..3 come from these; none may already sit on 0..3 (a dup2 onto itself
+  // would keep close-on-exec, and one dup2 could overwrite the next one's source).
+  UniqueFd sources[4];
+  const int originals[4] = {null.get(), out_write.get(), err_write.get(), channel_write.get()};
+  for (int i = 0; i < 4; ++i) {
+    sources[i].Reset(fcntl(originals[i], F_DUPFD_CLOEXEC, 10));
+    if (!sources[i].valid()) return FailErrno("preparing the clone's descriptors");
+  }
   const pid_t parent = getpid();
 
   const pid_t pid = fork();
@@ -85,9 +97,8 @@ Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
-    if (dup2(null.get(), 0) < 0 || dup2(out_write.get(), 1) < 0 || dup2(err_write.get(), 2) < 0 ||
-        dup2(channel_write.get(), 3) < 0) {
-      _exit(127);
+    for (int i = 0; i < 4; ++i) {
+      if (dup2(sources[i].get(), i) < 0) _exit(127);
     }
     if (!spec.work_dir.empty() && chdir(spec.work_dir.c_str()) != 0) _exit(127);
     sigset_t none;

@@ -28,7 +28,9 @@ struct CloneRunSpec {
   uint64_t family_id = 0;
   int32_t clone_id = 0;
   std::string hostname;  // the guest's uname nodename
-  std::string work_dir;  // the clone's own directory (its cwd; --dir when the parent had one)
+  std::string work_dir;  // the clone's own directory (its cwd)
+  std::string root_dir;  // --dir: the guest's root when the parent had one (an empty directory
+                         // of the clone's own; the parent's files are not served yet)
   uint32_t prefetch_pages = 0;  // 0: flurry's default
   bool prefix_output = true;
   bool memory_stats = false;  // --stats: the clone's on-demand counters on stderr at its end

@@ -108,11 +108,14 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         fmt::format("{}: all {} slots are taken", config_.name, config_.slots));
   }
+  // Each clone's thread gives its slot back when its clone has ended; slots of clones whose
+  // thread never started are given back here.
+  std::atomic<int32_t> unreleased{taken};
   struct SlotRelease {
     std::atomic<int32_t>& running;
-    int32_t count;
-    ~SlotRelease() { running.fetch_sub(count); }
-  } slots{running_, taken};
+    std::atomic<int32_t>& unreleased;
+    ~SlotRelease() { running.fetch_sub(unreleased.load()); }
+  } slots{running_, unreleased};
 
   std::mutex write_mutex;
   std::atomic<bool> call_gone{false};
@@ -133,13 +136,16 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
   }
   std::vector<std::thread> threads;
   try {
+    threads.reserve(static_cast<size_t>(taken));
     for (int i = 0; i < taken; ++i) {
-      threads.emplace_back([this, request, id = ids[i], &send, &call_alive] {
+      threads.emplace_back([this, request, id = ids[i], &send, &call_alive, &unreleased] {
         pthread_setname_np(pthread_self(), "flurryd-clone");
         RunOne(*request, id, send, call_alive);
+        unreleased.fetch_sub(1);
+        running_.fetch_sub(1);
       });
     }
-  } catch (const std::system_error&) {
+  } catch (const std::exception&) {
     call_gone.store(true);  // out of threads: end the ones started, the call fails
   }
   for (auto& thread : threads) thread.join();
@@ -181,6 +187,10 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
   spec.clone_id = id;
   spec.hostname = config_.name;
   spec.work_dir = work_dir;
+  spec.root_dir = work_dir + "/root";
+  std::filesystem::create_directories(spec.root_dir, error);
+  if (error)
+    return lost(fmt::format("{}: creating {}: {}", config_.name, spec.root_dir, error.message()));
   spec.prefetch_pages = request.prefetch_pages();
   spec.prefix_output = request.prefix_output();
   spec.memory_stats = request.memory_stats();

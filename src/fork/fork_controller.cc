@@ -190,8 +190,10 @@ Result<int32_t> ForkController::NestedIdBase(int32_t id) {
 
 Result<void> ForkController::BecomeRemoteClone(uint64_t family_id, int32_t id, UniqueFd channel) {
   if (!channel.valid()) return Fail("a remote clone needs its outcome channel");
-  const int32_t first_nested = FLURRY_TRY(NestedIdBase(id));
-  family_ = FLURRY_TRY(CloneFamily::Continue(family_id, first_nested));
+  auto first_nested = NestedIdBase(id);
+  // Without an ID range of its own the clone still runs; it only cannot clone (EAGAIN).
+  family_ = FLURRY_TRY(CloneFamily::Continue(family_id, first_nested ? *first_nested : 0));
+  if (!first_nested) policy_.max_clones_per_ticket = 0;
   ResetForClone(id, std::move(channel));
   return {};
 }
@@ -274,9 +276,15 @@ SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& stat
     for (int32_t i = 0; i < standin.count(); ++i) ids.push_back(next_id++);
     auto clones = standin.Start(served->address, served->key, ids);
     if (!clones) {
-      // Their sf_join outcomes are LOST: the ticket keeps its number of clones.
+      // They are LOST: each gets a channel that reads EOF, so sf_join still reports them.
       std::fprintf(stderr, "flurry: %zu clone(s) on %s: %s\n", ids.size(), standin.host().c_str(),
                    clones.error().message().c_str());
+      for (int32_t id : ids) {
+        int pair[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) continue;
+        close(pair[1]);
+        ticket.children.push_back(Child{id, 0, UniqueFd(pair[0]), UniqueFd(), false});
+      }
       continue;
     }
     for (SpawnedClone& c : *clones) {
@@ -416,6 +424,10 @@ SyscallResult ForkController::CreateClones(const SyscallArgs& args) {
   if (it == tickets_.end()) return SyscallResult::Errno(EINVAL);
   Ticket& ticket = it->second;
   if (ticket.cloned) return SyscallResult::Errno(EALREADY);
+  // Clones of a checkpoint run on this host (docs/protocols/flurryd.md): a cluster ticket's
+  // slots and stand-ins go back first.
+  ticket.standins.clear();
+  ticket.remote = RemoteReservation();
   const int32_t first_id = family_.ReserveIds(ticket.granted);
   const int control = checkpoint->second.control.get();
   if (auto r = SendSpawnRequest(control, first_id, ticket.granted); !r) return ErrnoFrom(r.error());

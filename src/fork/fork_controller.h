@@ -89,7 +89,8 @@ class ForkController {
 
   // A VM restored on another host as clone `id` of family `family_id` (flurryd runs it): its
   // outcome goes to `channel`; its own clones take IDs from NestedIdBase(id) on, so that they
-  // stay unique in the family without a family-wide counter.
+  // stay unique in the family without a family-wide counter. A clone whose ID has no such
+  // range (32768 and up) runs, but its sf_request_ticket fails with EAGAIN.
   Result<void> BecomeRemoteClone(uint64_t family_id, int32_t id, UniqueFd channel);
   static Result<int32_t> NestedIdBase(int32_t id);
 

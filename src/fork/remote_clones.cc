@@ -115,12 +115,20 @@ Result<std::vector<SpawnedClone>> RemoteStandIn::Start(const std::string& page_s
   if (ids.size() != channels_.size()) {
     return Fail("{} clone IDs for a stand-in of {} clones", ids.size(), channels_.size());
   }
+  // Everything that can fail comes before the stand-in is told to run the clones.
+  std::vector<SpawnedClone> clones;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SpawnedClone clone;
+    clone.id = ids[i];
+    clone.pid = pid_;
+    clone.pidfd.Reset(fcntl(pidfd_.get(), F_DUPFD_CLOEXEC, 0));
+    if (!clone.pidfd.valid()) return FailErrno("duplicating a stand-in's pidfd");
+    clones.push_back(std::move(clone));
+  }
   std::string line = page_server + " " + key;
   for (int32_t id : ids) line += " " + std::to_string(id);
   line += "\n";
-  // One write, under PIPE_BUF for any ticket size we grant (4096 clones would not fit: those
-  // are written in pieces, which the stand-in reads to the newline). EPIPE: the stand-in is
-  // gone; its clones read EOF and are LOST.
+  // EPIPE: the stand-in is gone; its clones' channels read EOF and they are LOST.
   for (size_t done = 0; done < line.size();) {
     const ssize_t n = write(control_.get(), line.data() + done, line.size() - done);
     if (n < 0 && errno == EINTR) continue;
@@ -128,16 +136,7 @@ Result<std::vector<SpawnedClone>> RemoteStandIn::Start(const std::string& page_s
     done += static_cast<size_t>(n);
   }
   control_.Reset();
-  std::vector<SpawnedClone> clones;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    SpawnedClone clone;
-    clone.id = ids[i];
-    clone.pid = pid_;
-    clone.channel = std::move(channels_[i]);
-    clone.pidfd.Reset(fcntl(pidfd_.get(), F_DUPFD_CLOEXEC, 0));
-    if (!clone.pidfd.valid()) return FailErrno("duplicating a stand-in's pidfd");
-    clones.push_back(std::move(clone));
-  }
+  for (size_t i = 0; i < ids.size(); ++i) clones[i].channel = std::move(channels_[i]);
   channels_.clear();
   return clones;
 }

@@ -12,8 +12,11 @@ Result<UniqueFd> PageClient::Open(const PageServerAddress& server,
   UniqueFd fd = FLURRY_TRY(ConnectTcp(server.server, timeout));
   PageRequest hello{
       kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(PageOp::kHello), 0, 0, 0};
-  FLURRY_TRY(WriteFull(fd.get(), &hello, sizeof hello));
-  FLURRY_TRY(WriteFull(fd.get(), server.key.bytes.data(), server.key.bytes.size()));
+  // One write: the server reads a hello only once all of it is there.
+  uint8_t message[sizeof hello + kPageKeyBytes];
+  std::memcpy(message, &hello, sizeof hello);
+  std::memcpy(message + sizeof hello, server.key.bytes.data(), kPageKeyBytes);
+  FLURRY_TRY(WriteFull(fd.get(), message, sizeof message));
   PageReplyHeader header{};
   FLURRY_TRY(ReadFull(fd.get(), &header, sizeof header));
   if (header.magic != kPageProtocolMagic || header.version != kPageProtocolVersion) {

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -14,6 +15,12 @@ namespace {
 
 constexpr std::chrono::milliseconds kPeerTimeout{5000};
 constexpr size_t kMaxPeers = 1024;
+// A peer must have said hello (all of it) within this long of connecting; at most this many may
+// be waiting to. Until then the socket is not readable (SO_RCVLOWAT) before the whole hello is
+// there, so a peer trickling bytes never holds the (single) serving thread.
+constexpr auto kHelloDeadline = std::chrono::seconds(2);
+constexpr size_t kMaxUnauthenticated = 64;
+constexpr int kHelloBytes = static_cast<int>(sizeof(PageRequest) + kPageKeyBytes);
 
 PageReplyHeader ReplyTo(const PageRequest& request, uint16_t status) {
   PageReplyHeader h{};
@@ -47,16 +54,29 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
   struct Peer {
     UniqueFd fd;
     bool authenticated = false;
+    std::chrono::steady_clock::time_point accepted;
   };
   std::vector<Peer> peers;
   bool owner_gone = false;
   std::vector<uint8_t> payload(kMaxPagesPerRequest * 4096);
   while (!(owner_gone && peers.empty())) {
+    // Peers that have not said hello in time go.
+    const auto now = std::chrono::steady_clock::now();
+    size_t waiting = 0;
+    std::erase_if(peers, [&](const Peer& p) {
+      if (p.authenticated) return false;
+      if (now - p.accepted > kHelloDeadline) {
+        ++stats.refused;
+        return true;
+      }
+      ++waiting;
+      return false;
+    });
     std::vector<pollfd> fds;
     fds.push_back({listener_.get(), POLLIN, 0});
     fds.push_back({owner_gone ? -1 : owner_fd, POLLIN, 0});
     for (const Peer& p : peers) fds.push_back({p.fd.get(), POLLIN, 0});
-    if (poll(fds.data(), fds.size(), -1) < 0) {
+    if (poll(fds.data(), fds.size(), waiting > 0 ? 250 : -1) < 0) {
       if (errno == EINTR) continue;
       return FailErrno("page server: poll");
     }
@@ -85,6 +105,8 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           header = ReplyTo(request, matches ? 0 : EACCES);
           header.count = 0;
           peers[i - 2].authenticated = matches;
+          const int one = 1;  // from now on a request is readable from its first byte
+          if (matches) setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
           if (!matches) {
             ++stats.refused;
             keep = false;
@@ -142,9 +164,13 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
     }
     if (fds[0].revents & POLLIN) {
       UniqueFd peer(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (peer.valid() && peers.size() < kMaxPeers && ConfigureTcp(peer.get(), kPeerTimeout)) {
+      const size_t unauthenticated = static_cast<size_t>(std::count_if(
+          peers.begin(), peers.end(), [](const Peer& p) { return !p.authenticated; }));
+      if (peer.valid() && peers.size() < kMaxPeers && unauthenticated < kMaxUnauthenticated &&
+          ConfigureTcp(peer.get(), kPeerTimeout) &&
+          setsockopt(peer.get(), SOL_SOCKET, SO_RCVLOWAT, &kHelloBytes, sizeof kHelloBytes) == 0) {
         ++stats.connections;
-        peers.push_back(Peer{std::move(peer), false});
+        peers.push_back(Peer{std::move(peer), false, std::chrono::steady_clock::now()});
       }
     }
   }

@@ -94,8 +94,11 @@ TEST_F(PageServerTest, RefusesRequestsOutsideTheImage) {
 TEST_F(PageServerTest, GarbageFromAPeerDropsOnlyThatPeer) {
   auto raw = ConnectTcp(address_.server, std::chrono::milliseconds(2000));
   ASSERT_TRUE(raw.has_value());
-  PageRequest bad{0xdeadbeef, 9, 2, 0, 1, 0};
-  ASSERT_TRUE(WriteFull(raw->get(), &bad, sizeof bad).has_value());
+  // A hello's worth of bytes (the server reads nothing before that much is there).
+  uint8_t bad[sizeof(PageRequest) + kPageKeyBytes] = {};
+  const PageRequest request{0xdeadbeef, 9, 2, 0, 1, 0};
+  std::memcpy(bad, &request, sizeof request);
+  ASSERT_TRUE(WriteFull(raw->get(), bad, sizeof bad).has_value());
   PageReplyHeader header{};
   ASSERT_TRUE(ReadFull(raw->get(), &header, sizeof header).has_value());
   EXPECT_EQ(header.status, EPROTO);
@@ -154,13 +157,15 @@ TEST_F(PageServerTest, APeerWithoutTheKeyGetsNothing) {
   // No hello at all: the first request is refused and the peer dropped.
   auto raw = ConnectTcp(address_.server, std::chrono::milliseconds(3000));
   ASSERT_TRUE(raw.has_value());
-  PageRequest ask{kPageProtocolMagic,
-                  kPageProtocolVersion,
-                  static_cast<uint16_t>(PageOp::kDescriptor),
-                  0,
-                  0,
-                  0};
-  ASSERT_TRUE(WriteFull(raw->get(), &ask, sizeof ask).has_value());
+  uint8_t ask[sizeof(PageRequest) + kPageKeyBytes] = {};
+  const PageRequest descriptor{kPageProtocolMagic,
+                               kPageProtocolVersion,
+                               static_cast<uint16_t>(PageOp::kDescriptor),
+                               0,
+                               0,
+                               0};
+  std::memcpy(ask, &descriptor, sizeof descriptor);
+  ASSERT_TRUE(WriteFull(raw->get(), ask, sizeof ask).has_value());
   PageReplyHeader header{};
   ASSERT_TRUE(ReadFull(raw->get(), &header, sizeof header).has_value());
   EXPECT_EQ(header.status, EACCES);
@@ -171,6 +176,28 @@ TEST_F(PageServerTest, APeerWithoutTheKeyGetsNothing) {
   auto good = PageClient::Connect(address_);
   ASSERT_TRUE(good.has_value()) << good.error().message();
   EXPECT_TRUE((*good)->FetchDescriptor().has_value());
+}
+
+TEST_F(PageServerTest, APeerTricklingItsHelloNeitherHoldsTheServerNorStays) {
+  auto slow = ConnectTcp(address_.server, std::chrono::milliseconds(8000));
+  ASSERT_TRUE(slow.has_value());
+  const char part[10] = {};
+  ASSERT_TRUE(WriteFull(slow->get(), part, sizeof part).has_value());
+  // Meanwhile another peer is served at once.
+  auto client = PageClient::Connect(address_, std::chrono::milliseconds(1000));
+  ASSERT_TRUE(client.has_value()) << client.error().message();
+  std::vector<uint8_t> page(4096);
+  EXPECT_TRUE((*client)->Fetch(7, 1, page.data()).has_value());
+  // The slow one is dropped after the hello deadline (2 s), without a reply.
+  char byte;
+  const auto start = std::chrono::steady_clock::now();
+  auto got = ReadFull(slow->get(), &byte, 1);
+  EXPECT_FALSE(got.has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  client->reset();
+  owner_write_.Reset();
+  thread_.join();
+  EXPECT_EQ(stats_.refused, 1u);
 }
 
 TEST(PageKey, HexRoundTripsAndRefusesOtherText) {

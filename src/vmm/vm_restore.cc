@@ -71,7 +71,14 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
 
   // --dir on the restoring host replaces the recorded one (another host's path).
   std::optional<std::string> root = d.files.root_host_path;
-  if (config.dir) root = *config.dir;
+  if (config.clone_of) {
+    // A clone of a VM on another host never opens the path its descriptor names (a path on the
+    // parent's host; a peer could name "/"): it gets the directory its daemon gave it, if the
+    // parent had one at all.
+    if (root) root = config.dir;
+  } else if (config.dir) {
+    root = *config.dir;
+  }
   GuestState state = FLURRY_TRY(RestoreGuest(d, root));
   if (config.hostname) state.identity.hostname = *config.hostname;
   ForkPolicy policy;

@@ -81,6 +81,11 @@ Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descripto
   served.key = key.Hex();
   served.pid = pid;
   served.pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (!served.pidfd.valid()) {
+    const auto error = FailErrno("pidfd_open for the page server");
+    kill(pid, SIGKILL);  // nobody could end it later
+    return error;
+  }
   return served;
 }
 

@@ -331,8 +331,15 @@ TEST(RemoteClones, SigtermEndsADaemonsClonesAsLostAndLeavesNothingBehind) {
   ASSERT_EQ(outcomes.size(), 2u) << r.Describe();
   for (const auto& [id, o] : outcomes) EXPECT_EQ(o.kind, kLost) << r.Describe();
   EXPECT_NE(r.err.find("flurryd was stopped"), std::string::npos) << r.Describe();
+  // The daemons finish their calls (the outcomes above) and exit; give them a moment.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         (!cluster.Pids(1).empty() || !cluster.Pids(2).empty())) {
+    usleep(50000);
+  }
   for (int k = 1; k <= 2; ++k) {
-    EXPECT_TRUE(cluster.Pids(k).empty()) << "host" << k;
+    EXPECT_TRUE(cluster.Pids(k).empty())
+        << "host" << k << ": " << ::testing::PrintToString(cluster.Commands(k));
     const fs::path state = fs::path(cluster.dir()) / "state" / ("host" + std::to_string(k));
     EXPECT_TRUE(fs::is_empty(state)) << state << " keeps something";
   }
@@ -435,6 +442,29 @@ TEST(RemoteClones, ClusterStatusShowsEachHostsRunningClones) {
   EXPECT_TRUE(std::regex_search(down.out, std::regex("host2 .* unreachable"))) << down.out;
   parent.KillProcess();
   parent.Wait(30s);
+}
+
+// A remote clone never opens the parent's --dir by its path (on a real cluster that path is on
+// another machine; here the hosts share one file system, so it would reach the parent's own
+// files): it gets an empty directory of its own, and the parent's directory stays as it was.
+TEST(RemoteClones, ARemoteCloneNeverTouchesTheParentsDirByItsPath) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  TempDir dir;
+  WriteFile(dir.path() / "data.txt", "0123456789ABCDEFGHIJ");
+  auto r = Flurry(RunArgs(cluster, {"--dir", dir.path().string() + ":rw", Guest("fork_files")}),
+                  WithDeadline(240));
+  EXPECT_NE(r.out.find("parent read: 01234\n"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("parent read after join: 56789\n"), std::string::npos) << r.Describe();
+  // The clones could not reopen /data.txt in their empty root: they are lost, not let loose.
+  EXPECT_EQ(r.out.find(": read 56789"), std::string::npos) << r.Describe();
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    entries.push_back(e.path().filename().string());
+  }
+  EXPECT_EQ(entries, std::vector<std::string>{"data.txt"}) << r.Describe();
+  EXPECT_EQ(ReadFile(dir.path() / "data.txt"), "0123456789ABCDEFGHIJ");
+  ExpectOnlyDaemonsLeft(cluster, 1, 20s);
 }
 
 TEST(RemoteClones, AMemberOfAnotherClusterIsRefused) {
