@@ -93,7 +93,11 @@ Result<RemoteStandIn> RemoteStandIn::Spawn(const RemoteCloneConfig& config, cons
   posix_spawnattr_destroy(&attributes);
   if (err != 0) return FailErrno(err, fmt::format("starting {}", config.remote_binary));
   standin.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, standin.pid_, 0)));
-  if (!standin.pidfd_.valid()) return FailErrno("pidfd_open for a remote clones' stand-in");
+  // ESRCH: it has ended already (and was reaped: SIGCHLD is ignored in a VMM). It keeps its
+  // slots; at sf_clone its clones read EOF on their channels and are LOST.
+  if (!standin.pidfd_.valid() && errno != ESRCH) {
+    return FailErrno("pidfd_open for a remote clones' stand-in");
+  }
   return standin;
 }
 
@@ -121,8 +125,10 @@ Result<std::vector<SpawnedClone>> RemoteStandIn::Start(const std::string& page_s
     SpawnedClone clone;
     clone.id = ids[i];
     clone.pid = pid_;
-    clone.pidfd.Reset(fcntl(pidfd_.get(), F_DUPFD_CLOEXEC, 0));
-    if (!clone.pidfd.valid()) return FailErrno("duplicating a stand-in's pidfd");
+    if (pidfd_.valid()) {  // else it is gone already (Spawn)
+      clone.pidfd.Reset(fcntl(pidfd_.get(), F_DUPFD_CLOEXEC, 0));
+      if (!clone.pidfd.valid()) return FailErrno("duplicating a stand-in's pidfd");
+    }
     clones.push_back(std::move(clone));
   }
   std::string line = page_server + " " + key;
