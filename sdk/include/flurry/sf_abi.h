@@ -26,7 +26,7 @@
 #define SF_OUTCOME_EXITED 1   /* sf_exit, exit() or return from main: status is valid */
 #define SF_OUTCOME_SIGNALED 2 /* the child crashed: signal is valid */
 #define SF_OUTCOME_KILLED 3   /* sf_kill ended it */
-#define SF_OUTCOME_LOST 4     /* its VMM vanished without reporting (should not happen) */
+#define SF_OUTCOME_LOST 4     /* its VMM vanished without reporting (e.g. its host died) */
 
 /* One child's outcome, filled by sf_join. The caller sets `result` and `result_capacity` (or
  * leaves them 0); the VMM copies up to that many bytes of the child's result blob and sets
