@@ -136,7 +136,9 @@ Result<CloneOutcome> DecodeOutcome(std::span<const uint8_t> bytes) {
     return Fail("clone outcome of {} bytes, its header says {}", bytes.size(),
                 sizeof header + header.result_length);
   }
-  std::memcpy(outcome.result.data(), bytes.data() + sizeof header, header.result_length);
+  if (header.result_length > 0) {  // an empty vector's data() may be null: no memcpy then
+    std::memcpy(outcome.result.data(), bytes.data() + sizeof header, header.result_length);
+  }
   FLURRY_TRY(CheckResult(header, outcome));
   return outcome;
 }
