@@ -181,8 +181,7 @@ void PrintReply(const ControlRequest& request, const ControlReply& reply) {
             "memory on demand: {} faults; fetched {} pages ({} prefetched) in {} requests, "
             "{:.1f} us each; not fetched: {} zero, {} fresh, {} overwritten; {} bytes "
             "received ({} fetched pages came as all-zero); {} pages still to fetch\n",
-            m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests,
-            m.fetch_requests ? static_cast<double>(m.fetch_ns) / 1000.0 / m.fetch_requests : 0.0,
+            m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests, m.mean_fetch_us(),
             m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
             m.pending_pages);
       }

@@ -31,8 +31,7 @@ std::string FormatLazyStats(const LazyStats& m) {
   return fmt::format(
       "faults={} fetched={} prefetched={} requests={} fetch_us={:.1f} zero={} fresh={} "
       "overwritten={} bytes_received={} zero_elided={} pending={}",
-      m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests,
-      m.fetch_requests ? static_cast<double>(m.fetch_ns) / 1000.0 / m.fetch_requests : 0.0,
+      m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests, m.mean_fetch_us(),
       m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
       m.pending_pages);
 }

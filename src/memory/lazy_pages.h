@@ -52,6 +52,10 @@ struct LazyStats {
   uint64_t bytes_received = 0;     // from the source (PageSource::bytes_received)
   uint64_t zero_elided = 0;        // fetched pages the source sent as "all zero" (no data)
   uint64_t pending_pages = 0;      // still to fetch if touched
+
+  double mean_fetch_us() const {
+    return fetch_requests ? static_cast<double>(fetch_ns) / 1000.0 / fetch_requests : 0.0;
+  }
 };
 
 // The counters as one line: "faults=F fetched=N ... pending=P" (flurry restore --stats, a

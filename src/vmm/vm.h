@@ -113,7 +113,7 @@ class Vm : public ForkHost {
   GuestClock clock_;
   ForkController fork_;
   bool clone_output_prefix_ = true;
-  bool report_memory_stats_ = false;  // VmConfig::report_memory_stats
+  bool report_memory_stats_ = false;               // VmConfig::report_memory_stats
   std::optional<CloneDirectory> clone_directory_;  // a clone's private view of a writable --dir
   // Set when BecomeClone loaded the CPU during a syscall: its registers are already final.
   bool cpu_replaced_ = false;
