@@ -6,6 +6,7 @@
 #include "net/page_client.h"
 #include "run_command.h"
 #include "snapshot/descriptor_codec.h"
+#include "vmm/served_files.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -23,7 +24,13 @@ Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const 
   const std::vector<uint8_t> bytes = FLURRY_TRY(client->FetchDescriptor());
   VmDescriptor descriptor = FLURRY_TRY_CTX(DecodeDescriptor(bytes), "the served descriptor");
   FLURRY_TRY(CheckCompatibleWithHost(descriptor, x86::CpuSignature::OfHost()));
-  return Vm::RestoreFrom(descriptor, std::move(client), config);
+  // A clone whose parent had a --dir reads its parent's files over a connection of its own.
+  std::unique_ptr<FileSource> files;
+  if (config.clone_of && config.dir && descriptor.files.root_host_path) {
+    files = std::make_unique<PageServerFiles>(FLURRY_TRY_CTX(
+        PageClient::Connect(server), "connecting to the page server for the parent's files"));
+  }
+  return Vm::RestoreFrom(descriptor, std::move(client), config, std::move(files));
 }
 
 bool ParseHexFamily(const std::string& text, uint64_t* family) {

@@ -7,6 +7,8 @@
 
 #include <cstdio>
 
+#include "guest/lazy_files.h"
+
 namespace flurry {
 namespace {
 
@@ -106,6 +108,26 @@ Result<UniqueFd> HostDir::OpenAt(std::string_view guest_path, int flags, mode_t 
 
 Result<UniqueFd> HostDir::OpenAt(const Base& base, std::string_view guest_path, int flags,
                                  mode_t mode) const {
+  UniqueFd fd = FLURRY_TRY(OpenUnfilled(base, guest_path, flags, mode));
+  if (lazy_ && (flags & O_PATH) == 0) {
+    if (auto filled = lazy_->Ensure(fd.get(), flags); !filled) {
+      // The guest sees an I/O error, as on a network file system; the reason goes to stderr.
+      const std::string line =
+          fmt::format("flurry: opening {}: {}\n", guest_path, filled.error().message());
+      (void)!write(2, line.data(), line.size());
+      return FailErrno(EIO, fmt::format("opening {}", guest_path));
+    }
+  }
+  return fd;
+}
+
+Result<void> HostDir::FetchPendingFiles() const {
+  if (!lazy_ || !lazy_->has_pending()) return {};
+  return lazy_->FetchAll(root_.get());
+}
+
+Result<UniqueFd> HostDir::OpenUnfilled(const Base& base, std::string_view guest_path, int flags,
+                                       mode_t mode) const {
   flags &= kGuestOpenFlags;
   if (flags & O_PATH) {
     return Resolve(base, guest_path, (flags & kPathFlags) | O_CLOEXEC, 0);
@@ -229,9 +251,13 @@ Result<void> HostDir::Unlink(const Base& base, std::string_view guest_path, bool
   if (name == ".") return FailErrno(remove_dir ? EINVAL : EISDIR, "removing .");
   if (name == "..") return FailErrno(remove_dir ? ENOTEMPTY : EISDIR, "removing ..");
   if (!writable_) return FailErrno(EROFS, "removing a file");
+  struct stat victim {};
+  const bool known =
+      lazy_ && fstatat(parent.fd, parent.name.c_str(), &victim, AT_SYMLINK_NOFOLLOW) == 0;
   if (unlinkat(parent.fd, parent.name.c_str(), remove_dir ? AT_REMOVEDIR : 0) != 0) {
     return FailErrno(fmt::format("removing {}", guest_path));
   }
+  if (known) lazy_->Forget(victim);
   return {};
 }
 
@@ -268,9 +294,13 @@ Result<void> HostDir::Rename(const Base& old_base, std::string_view old_path, co
     if (name == "." || name == "..") return FailErrno(EBUSY, "renaming . or ..");
   }
   if (!writable_) return FailErrno(EROFS, "renaming a file");
+  struct stat victim {};  // what the rename replaces (an exchange replaces nothing)
+  const bool known = lazy_ && (flags & RENAME_EXCHANGE) == 0 &&
+                     fstatat(to.fd, to.name.c_str(), &victim, AT_SYMLINK_NOFOLLOW) == 0;
   if (syscall(SYS_renameat2, from.fd, from.name.c_str(), to.fd, to.name.c_str(), flags) != 0) {
     return FailErrno(fmt::format("renaming {}", old_path));
   }
+  if (known) lazy_->Forget(victim);
   return {};
 }
 

@@ -17,6 +17,9 @@
 // resolve the parent directory that way and apply the *at syscall to the last component only.
 // stat/readlink/access open the path itself with O_PATH (plus O_NOFOLLOW when not following).
 //
+// A remote clone's root may hold placeholders of its parent's files (lazy_files.h): OpenAt fills
+// one before returning it; Unlink and Rename tell LazyFiles about the files they remove.
+//
 // Errors carry the errno the guest should see (ENOENT, EROFS, ENOTDIR, ...).
 #pragma once
 
@@ -24,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -31,6 +35,8 @@
 #include "base/unique_fd.h"
 
 namespace flurry {
+
+class LazyFiles;
 
 class HostDir {
  public:
@@ -56,6 +62,12 @@ class HostDir {
   bool writable() const { return writable_; }
   const std::string& host_path() const { return host_path_; }
   int root_fd() const { return root_.get(); }
+
+  // The root is a remote clone's copy of its parent's --dir whose files `lazy` fills on demand.
+  void AttachLazyFiles(std::shared_ptr<LazyFiles> lazy) { lazy_ = std::move(lazy); }
+  const LazyFiles* lazy_files() const { return lazy_.get(); }
+  // Fetches every file still to be fetched (before the VM is copied by fork()).
+  Result<void> FetchPendingFiles() const;
 
   // open(2) of a guest path with the guest's flags and mode (relative paths start at "/").
   // The host fd is always O_CLOEXEC (the guest's O_CLOEXEC belongs in the FdTable). Read-only
@@ -97,6 +109,9 @@ class HostDir {
         host_path_(std::move(host_path)),
         canonical_(std::move(canonical)) {}
 
+  // OpenAt without filling a placeholder.
+  Result<UniqueFd> OpenUnfilled(const Base& base, std::string_view guest_path, int flags,
+                                mode_t mode) const;
   // openat2 of `path` from `base` as described above; flags/mode are host openat2 values.
   Result<UniqueFd> Resolve(const Base& base, std::string_view path, uint64_t flags,
                            uint64_t mode) const;
@@ -112,10 +127,11 @@ class HostDir {
   Result<UniqueFd> OpenCreate(const Base& base, std::string_view path, int flags,
                               mode_t mode) const;
 
-  UniqueFd root_;          // O_PATH | O_DIRECTORY fd of the root
-  bool writable_ = false;  // ":rw"
-  std::string host_path_;  // as given on the command line
-  std::string canonical_;  // the root's absolute host path as /proc/self/fd reports it
+  UniqueFd root_;                    // O_PATH | O_DIRECTORY fd of the root
+  bool writable_ = false;            // ":rw"
+  std::string host_path_;            // as given on the command line
+  std::string canonical_;            // the root's absolute host path as /proc/self/fd reports it
+  std::shared_ptr<LazyFiles> lazy_;  // a remote clone's placeholders; null elsewhere
 };
 
 }  // namespace flurry

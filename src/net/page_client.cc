@@ -1,5 +1,6 @@
 #include "net/page_client.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -59,7 +60,7 @@ Result<uint32_t> PageClient::ExchangeOnce(const PageRequest& request, uint8_t* o
        header.payload_bytes != (request.count - std::popcount(header.zero_mask)) * 4096u)) {
     return FailErrno(EPROTO, "a reply for other pages than asked for");
   }
-  if (!pages && header.zero_mask != 0) return FailErrno(EPROTO, "a zero mask on a descriptor");
+  if (!pages && header.zero_mask != 0) return FailErrno(EPROTO, "a zero mask on a non-page reply");
   FLURRY_TRY(ReadFull(fd_.get(), out, header.payload_bytes));
   bytes_received_ += header.payload_bytes;
   if (PayloadChecksum(out, header.payload_bytes) != header.checksum) {
@@ -102,6 +103,25 @@ Result<std::vector<uint8_t>> PageClient::FetchDescriptor() {
       FLURRY_TRY_CTX(Exchange(PageOp::kDescriptor, 0, 0, buffer.get(), kMaxDescriptorReplyBytes),
                      fmt::format("fetching the descriptor from {}", Describe()));
   return std::vector<uint8_t>(buffer.get(), buffer.get() + n);
+}
+
+Result<std::vector<uint8_t>> PageClient::FetchFileTree() {
+  std::unique_ptr<uint8_t[]> buffer(new uint8_t[kMaxFileTreeReplyBytes]);
+  const uint32_t n =
+      FLURRY_TRY_CTX(Exchange(PageOp::kFileTree, 0, 0, buffer.get(), kMaxFileTreeReplyBytes),
+                     fmt::format("fetching the file tree from {}", Describe()));
+  return std::vector<uint8_t>(buffer.get(), buffer.get() + n);
+}
+
+Result<uint32_t> PageClient::ReadFile(uint32_t index, uint64_t offset, uint8_t* out, uint32_t max) {
+  if (max >= kMaxFileReadBytes) return Exchange(PageOp::kFileRead, offset, index, out, max);
+  // The server sends up to kMaxFileReadBytes: take them in a buffer of that size.
+  std::vector<uint8_t> chunk(kMaxFileReadBytes);
+  const uint32_t n =
+      FLURRY_TRY(Exchange(PageOp::kFileRead, offset, index, chunk.data(), kMaxFileReadBytes));
+  const uint32_t kept = std::min(n, max);
+  std::memcpy(out, chunk.data(), kept);
+  return kept;
 }
 
 Result<void> PageClient::Fetch(uint64_t first_page, uint32_t count, uint8_t* out) {

@@ -26,6 +26,12 @@ class PageClient : public PageSource {
   // The encoded descriptor of the served VM (decode with DecodeDescriptor).
   Result<std::vector<uint8_t>> FetchDescriptor();
   Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) override;
+  // The encoded file tree of the served VM's --dir (decode with DecodeFileTree); ENOENT when
+  // the VM has none.
+  Result<std::vector<uint8_t>> FetchFileTree();
+  // Up to `max` bytes (a reply holds at most kMaxFileReadBytes) of file tree entry `index` from
+  // `offset`; 0 at the end of the file.
+  Result<uint32_t> ReadFile(uint32_t index, uint64_t offset, uint8_t* out, uint32_t max);
   std::string Describe() const override { return "page server " + server_.server.ToString(); }
   uint64_t bytes_received() const override { return bytes_received_; }
   // Pages the server answered as all zero instead of sending them.

@@ -14,14 +14,22 @@
 namespace flurry {
 
 inline constexpr uint32_t kPageProtocolMagic = 0x47504c46;  // "FLPG"
-inline constexpr uint16_t kPageProtocolVersion = 2;         // 2: a connection starts with kHello
+// 2: a connection starts with kHello; 3: the files of the VM's --dir (kFileTree, kFileRead).
+inline constexpr uint16_t kPageProtocolVersion = 3;
 inline constexpr uint32_t kMaxPagesPerRequest = 64;
 inline constexpr uint32_t kMaxDescriptorReplyBytes = 16u << 20;
+inline constexpr uint32_t kMaxFileTreeReplyBytes = 16u << 20;
+inline constexpr uint32_t kMaxFileReadBytes = 1u << 20;
 
 enum class PageOp : uint16_t {
   kDescriptor = 1,  // reply payload: the encoded VM descriptor (docs/formats/descriptor.md)
   kPages = 2,       // reply payload: `count` 4 KiB pages from guest page `first_page`
   kHello = 3,       // the request is followed by the server's key (kPageKeyBytes); empty reply
+  // reply payload: the encoded file tree of the VM's --dir (docs/protocols/page_server.md)
+  kFileTree = 4,
+  // reply payload: up to kMaxFileReadBytes bytes of file tree entry `count` from byte offset
+  // `first_page` (empty at the end of the file)
+  kFileRead = 5,
 };
 
 // A "host:port" (IPv4 address or name; port 0 = any when listening) split and checked.

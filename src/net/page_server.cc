@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "net/tcp.h"
 
@@ -49,7 +50,8 @@ Result<PageServer> PageServer::Listen(const HostPort& address) {
 
 Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descriptor,
                                             uint64_t page_count, const PageReader& read_pages,
-                                            int owner_fd, const PageKey& key) {
+                                            int owner_fd, const PageKey& key,
+                                            const FileService* files) {
   Stats stats;
   struct Peer {
     UniqueFd fd;
@@ -59,6 +61,8 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
   std::vector<Peer> peers;
   bool owner_gone = false;
   std::vector<uint8_t> payload(kMaxPagesPerRequest * 4096);
+  std::optional<std::vector<uint8_t>> file_tree;  // made on the first request
+  std::vector<uint8_t> file_chunk;                // kMaxFileReadBytes, once files are read
   while (!(owner_gone && peers.empty())) {
     // Peers that have not said hello in time go.
     const auto now = std::chrono::steady_clock::now();
@@ -149,6 +153,41 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
             body = payload.data();
             stats.pages_sent += request.count;
             stats.zero_pages_elided += request.count - kept;
+          }
+        } else if (request.op == static_cast<uint16_t>(PageOp::kFileTree)) {
+          if (files == nullptr) {
+            header = ReplyTo(request, ENOENT);
+          } else if (!file_tree) {
+            if (auto tree = files->tree(); tree && tree->size() <= kMaxFileTreeReplyBytes) {
+              file_tree = std::move(*tree);
+            } else {
+              header = ReplyTo(
+                  request, static_cast<uint16_t>(
+                               !tree ? (tree.error().code() ? tree.error().code() : EIO) : E2BIG));
+            }
+          }
+          if (file_tree) {
+            header = ReplyTo(request, 0);
+            header.payload_bytes = static_cast<uint32_t>(file_tree->size());
+            body = file_tree->data();
+          }
+        } else if (request.op == static_cast<uint16_t>(PageOp::kFileRead)) {
+          if (files == nullptr) {
+            header = ReplyTo(request, ENOENT);
+          } else {
+            file_chunk.resize(kMaxFileReadBytes);
+            auto got = files->read(request.count, request.first_page, file_chunk.data(),
+                                   kMaxFileReadBytes);
+            if (!got || *got > kMaxFileReadBytes) {
+              header = ReplyTo(request,
+                               static_cast<uint16_t>(
+                                   got ? EIO : (got.error().code() ? got.error().code() : EIO)));
+            } else {
+              header = ReplyTo(request, 0);
+              header.payload_bytes = *got;
+              body = file_chunk.data();
+              stats.file_bytes_sent += *got;
+            }
           }
         } else {
           header = ReplyTo(request, EOPNOTSUPP);

@@ -29,6 +29,17 @@ class PageServer {
     uint64_t pages_sent = 0;         // zero pages included
     uint64_t zero_pages_elided = 0;  // all-zero pages answered by zero_mask, not sent
     uint64_t bytes_sent = 0;
+    uint64_t file_bytes_sent = 0;  // file contents (kFileRead payloads)
+  };
+
+  // The files of the served VM's --dir (page protocol 3, "Files"). Without one, file requests
+  // get ENOENT.
+  struct FileService {
+    // The encoded file tree (guest/file_tree.h); asked for on the first request and kept.
+    std::function<Result<std::vector<uint8_t>>()> tree;
+    // Up to `max` bytes of tree entry `index` from `offset` (0 at the end of the file).
+    std::function<Result<uint32_t>(uint32_t index, uint64_t offset, uint8_t* out, uint32_t max)>
+        read;
   };
 
   static Result<PageServer> Listen(const HostPort& address);
@@ -40,7 +51,8 @@ class PageServer {
   // A peer must first say hello with `key`; one that does not (or with another key) gets
   // EACCES and is dropped.
   Result<Stats> Serve(const std::vector<uint8_t>& descriptor, uint64_t page_count,
-                      const PageReader& read_pages, int owner_fd, const PageKey& key);
+                      const PageReader& read_pages, int owner_fd, const PageKey& key,
+                      const FileService* files = nullptr);
 
  private:
   explicit PageServer(UniqueFd listener, HostPort address)

@@ -36,7 +36,7 @@ class PageServerTest : public ::testing::Test {
             std::memcpy(dst, image_.data() + gpa, len);
             return {};
           },
-          owner_read_.get(), key_);
+          owner_read_.get(), key_, &files_);
       if (stats) stats_ = *stats;
       done_ = true;
     });
@@ -48,6 +48,21 @@ class PageServerTest : public ::testing::Test {
 
   std::vector<uint8_t> image_;
   std::vector<uint8_t> descriptor_ = {'F', 'L', 'V', 'D', 1, 2, 3};
+  // File tree entry 3 holds 2.5 MiB; every other index is unknown.
+  std::string file_ = std::string(5u << 19, 'f') + "end";
+  int tree_calls_ = 0;
+  PageServer::FileService files_{
+      [this]() -> Result<std::vector<uint8_t>> {
+        ++tree_calls_;
+        return std::vector<uint8_t>{'T', 'R', 'E', 'E'};
+      },
+      [this](uint32_t index, uint64_t offset, uint8_t* out, uint32_t max) -> Result<uint32_t> {
+        if (index != 3) return FailErrno(ENOENT, "no such entry");
+        if (offset >= file_.size()) return 0u;
+        const auto n = static_cast<uint32_t>(std::min<uint64_t>(max, file_.size() - offset));
+        std::memcpy(out, file_.data() + offset, n);
+        return n;
+      }};
   PageKey key_ = *PageKey::Random();
   PageServerAddress address_;
   UniqueFd owner_read_, owner_write_;
@@ -66,6 +81,41 @@ TEST_F(PageServerTest, ServesTheDescriptorAndPages) {
   ASSERT_TRUE((*client)->Fetch(100, 100, pages.data()).has_value());
   EXPECT_EQ(0, std::memcmp(pages.data(), image_.data() + 100 * 4096, pages.size()));
   EXPECT_GT((*client)->bytes_received(), pages.size());
+}
+
+TEST_F(PageServerTest, ServesTheFileTreeAndFiles) {
+  auto client = PageClient::Connect(address_);
+  ASSERT_TRUE(client.has_value()) << client.error().message();
+  for (int i = 0; i < 2; ++i) {
+    auto tree = (*client)->FetchFileTree();
+    ASSERT_TRUE(tree.has_value()) << tree.error().message();
+    EXPECT_EQ(*tree, (std::vector<uint8_t>{'T', 'R', 'E', 'E'}));
+  }
+  std::vector<uint8_t> chunk(kMaxFileReadBytes);
+  std::string got;
+  while (true) {
+    auto n = (*client)->ReadFile(3, got.size(), chunk.data(), kMaxFileReadBytes);
+    ASSERT_TRUE(n.has_value()) << n.error().message();
+    EXPECT_LE(*n, kMaxFileReadBytes);
+    if (*n == 0) break;
+    got.append(reinterpret_cast<const char*>(chunk.data()), *n);
+  }
+  EXPECT_EQ(got, file_);
+  // A smaller buffer gets what fits; the rest comes with the next read.
+  uint8_t small[5];
+  auto n = (*client)->ReadFile(3, file_.size() - 4, small, sizeof small);
+  ASSERT_TRUE(n.has_value()) << n.error().message();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(small), *n), "fend");
+  // An entry the service does not know: its errno, and the connection goes on.
+  auto unknown = (*client)->ReadFile(4, 0, chunk.data(), kMaxFileReadBytes);
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().code(), ENOENT);
+  EXPECT_TRUE((*client)->FetchDescriptor().has_value());
+  client->reset();
+  owner_write_.Reset();
+  thread_.join();
+  EXPECT_EQ(tree_calls_, 1);  // made once, then kept
+  EXPECT_EQ(stats_.file_bytes_sent, file_.size() + 4);
 }
 
 TEST_F(PageServerTest, AllZeroPagesAreNotSent) {

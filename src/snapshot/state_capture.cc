@@ -62,11 +62,12 @@ FilesRecord CaptureFiles(const FdTable& fds) {
 }
 
 Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
-                          FdTable& fds) {
+                          FdTable& fds, std::shared_ptr<LazyFiles> lazy_files) {
   FdTable restored;
   restored.Clear();
   if (root_path) {
     HostDir root = FLURRY_TRY(HostDir::Open(*root_path, record.root_writable));
+    if (lazy_files) root.AttachLazyFiles(std::move(lazy_files));
     restored.SetRoot(std::move(root));
   }
   for (const FdRecord& r : record.fds) {
@@ -125,7 +126,8 @@ VmDescriptor CaptureGuestState(const GuestState& state) {
 }
 
 Result<GuestState> RestoreGuest(const VmDescriptor& d,
-                                const std::optional<std::string>& root_override) {
+                                const std::optional<std::string>& root_override,
+                                std::shared_ptr<LazyFiles> lazy_files) {
   GuestState state;
   state.cpu = d.cpu;
   state.identity = d.identity;
@@ -137,9 +139,9 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d,
   state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions);
   state.signals = d.signals;
   state.start_time_ns = d.start_time_ns;
-  FLURRY_TRY_CTX(
-      RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path, state.fds),
-      "restoring the guest's files");
+  FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,
+                              state.fds, std::move(lazy_files)),
+                 "restoring the guest's files");
   return state;
 }
 

@@ -2,8 +2,13 @@
 // VmDescriptor records — the guest half of capturing and restoring a VM.
 #pragma once
 
+#include <memory>
+#include <optional>
+#include <string>
+
 #include "base/error.h"
 #include "guest/guest_state.h"
+#include "guest/lazy_files.h"
 #include "memory/guest_memory.h"
 #include "snapshot/vm_descriptor.h"
 
@@ -25,14 +30,16 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);
 // Rebuilds a GuestState from a descriptor: reopens the --dir root (optionally at another host
 // path, e.g. a clone's private copy-on-write view) and every file at its recorded offset.
 // stdio fds map to the host's stdio. segment_bases mirrors descriptor.vcpu.regs.fs_base/gs_base,
-// not dirty (restoring the CPU state sets them).
+// not dirty (restoring the CPU state sets them). `lazy_files`: the root holds placeholders that
+// it fills as they are opened (a remote clone's copy of its parent's --dir).
 Result<GuestState> RestoreGuest(const VmDescriptor& descriptor,
-                                const std::optional<std::string>& root_override = std::nullopt);
+                                const std::optional<std::string>& root_override = std::nullopt,
+                                std::shared_ptr<LazyFiles> lazy_files = nullptr);
 
 // Reopens the files of `record` into `fds` (used by RestoreGuest and by clones, whose inherited
 // host fds would otherwise share file offsets with the parent).
 Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
-                          FdTable& fds);
+                          FdTable& fds, std::shared_ptr<LazyFiles> lazy_files = nullptr);
 
 FilesRecord CaptureFiles(const FdTable& fds);
 

@@ -19,6 +19,7 @@
 #include "fork/clone_directory.h"
 #include "fork/fork_controller.h"
 #include "guest/guest_state.h"
+#include "guest/lazy_files.h"
 #include "guest/syscall.h"
 #include "memory/page_source.h"
 #include "snapshot/vm_descriptor.h"
@@ -38,9 +39,12 @@ class Vm : public ForkHost {
   static Result<std::unique_ptr<Vm>> Restore(const std::string& directory, const VmConfig& config);
   // Becomes the VM `descriptor` describes, its memory from `source`: copied before the guest
   // starts, or installed as it is touched with config.memory_on_demand (vm_restore.cc).
+  // A clone of a VM on another host (config.clone_of) whose parent had a --dir gets a copy of
+  // it in config.dir, its files fetched from `files` as they are opened (guest/lazy_files.h).
   static Result<std::unique_ptr<Vm>> RestoreFrom(const VmDescriptor& descriptor,
                                                  std::unique_ptr<PageSource> source,
-                                                 const VmConfig& config);
+                                                 const VmConfig& config,
+                                                 std::unique_ptr<FileSource> files = nullptr);
   ~Vm() override;
 
   // Runs the guest until it exits, faults or is stopped. Call on one thread only.
@@ -64,8 +68,12 @@ class Vm : public ForkHost {
   Result<ServedMemory> ServeForRemoteClones(const CloneState& state,
                                             const std::string& bind) override;
   Result<void> PrepareFork(bool tied_to_parent) override {
-    // A copy of the VM must not depend on this process serving its memory's faults.
+    // A copy of the VM must not depend on this process serving its memory's faults, nor on
+    // its connection for files still to be fetched.
     FLURRY_TRY_CTX(backend_->memory().Materialize(), "before forking the VM");
+    if (const HostDir* root = state_.fds.root()) {
+      FLURRY_TRY_CTX(root->FetchPendingFiles(), "before forking the VM");
+    }
     return backend_->PrepareFork(tied_to_parent);
   }
   void AfterForkInParent(bool child_exists) override { backend_->AfterForkInParent(child_exists); }

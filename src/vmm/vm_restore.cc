@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "arch/x86_64/layout.h"
+#include "guest/file_tree.h"
+#include "guest/lazy_files.h"
 #include "snapshot/descriptor_codec.h"
 #include "snapshot/memory_image.h"
 #include "snapshot/state_capture.h"
@@ -48,6 +50,18 @@ Result<void> CopyAll(const PageMapRecord& pages, PageSource& source, GuestMemory
   return {};
 }
 
+// A clone on another host: the parent's --dir laid out in `local_root`, filled from `files`.
+Result<std::shared_ptr<LazyFiles>> CopyParentFiles(std::unique_ptr<FileSource> files,
+                                                   const std::string& local_root) {
+  const std::vector<uint8_t> bytes = FLURRY_TRY(files->FetchFileTree());
+  const FileTree tree =
+      FLURRY_TRY_CTX(DecodeFileTree(bytes.data(), bytes.size()), "the parent's file tree");
+  std::unique_ptr<LazyFiles> lazy =
+      FLURRY_TRY_CTX(LazyFiles::Materialize(tree, local_root, std::move(files)),
+                     fmt::format("copying the parent's --dir to {}", local_root));
+  return std::shared_ptr<LazyFiles>(std::move(lazy));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmConfig& config) {
@@ -61,7 +75,8 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
 
 Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
                                             std::unique_ptr<PageSource> source,
-                                            const VmConfig& config) {
+                                            const VmConfig& config,
+                                            std::unique_ptr<FileSource> files) {
   const bool on_demand = config.memory_on_demand;
   std::unique_ptr<Backend> backend =
       FLURRY_TRY(CreateBackend(config.backend, LayoutFor(d.memory, on_demand)));
@@ -71,15 +86,21 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
 
   // --dir on the restoring host replaces the recorded one (another host's path).
   std::optional<std::string> root = d.files.root_host_path;
+  std::shared_ptr<LazyFiles> lazy_files;
   if (config.clone_of) {
     // A clone of a VM on another host never opens the path its descriptor names (a path on the
     // parent's host; a peer could name "/"): it gets the directory its daemon gave it, if the
-    // parent had one at all.
+    // parent had one at all, and there a copy of the parent's files, fetched as they are
+    // opened.
     if (root) root = config.dir;
+    if (root && files) {
+      lazy_files = FLURRY_TRY_CTX(CopyParentFiles(std::move(files), *root),
+                                  "giving the clone its parent's files");
+    }
   } else if (config.dir) {
     root = *config.dir;
   }
-  GuestState state = FLURRY_TRY(RestoreGuest(d, root));
+  GuestState state = FLURRY_TRY(RestoreGuest(d, root, std::move(lazy_files)));
   if (config.hostname) state.identity.hostname = *config.hostname;
   ForkPolicy policy;
   policy.max_clones_per_ticket = config.max_clones_per_ticket;

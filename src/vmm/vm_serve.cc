@@ -13,6 +13,7 @@
 #include "arch/x86_64/layout.h"
 #include "net/page_server.h"
 #include "snapshot/descriptor_codec.h"
+#include "vmm/served_files.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -67,12 +68,15 @@ Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descripto
       _exit(0);  // the VM is gone already and nobody can have connected
     }
     GuestMemory& memory = backend_->memory();
+    // The guest's --dir for remote clones (their copy of it is filled from here).
+    std::optional<PageServer::FileService> files;
+    if (const HostDir* root = state_.fds.root()) files = ServeFilesOf(*root);
     auto served = server.Serve(
         encoded, memory.size() / x86::kPageSize,
         [&memory](uint64_t gpa, void* dst, uint64_t len) {
           return memory.ReadPhysical(gpa, dst, len);
         },
-        owner_fd, key);
+        owner_fd, key, files ? &*files : nullptr);
     ReleaseGuest();
     _exit(served ? 0 : 1);
   }

@@ -444,26 +444,74 @@ TEST(RemoteClones, ClusterStatusShowsEachHostsRunningClones) {
   parent.Wait(30s);
 }
 
-// A remote clone never opens the parent's --dir by its path (on a real cluster that path is on
-// another machine; here the hosts share one file system, so it would reach the parent's own
-// files): it gets an empty directory of its own, and the parent's directory stays as it was.
-TEST(RemoteClones, ARemoteCloneNeverTouchesTheParentsDirByItsPath) {
+// cluster_files's "clone N: sum=S status=X kind=K" lines, by ID.
+std::map<int, std::string> FileClones(const std::string& out) {
+  std::map<int, std::string> clones;
+  static const std::regex line(R"(^clone (\d+): (sum=.*)$)");
+  for (const auto& text : Lines(out)) {
+    std::smatch m;
+    if (std::regex_match(text, m, line)) clones[std::stoi(m[1])] = m[2];
+  }
+  return clones;
+}
+
+// A --dir for cluster_files: input.bin (`size` bytes of a pattern) and sub/{note,later}.txt.
+void MakeClusterFilesDir(const fs::path& dir, size_t size) {
+  std::string input(size, '\0');
+  for (size_t i = 0; i < size; ++i) input[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
+  WriteFile(dir / "input.bin", input);
+  fs::create_directories(dir / "sub");
+  WriteFile(dir / "sub" / "note.txt", "note\n");
+  WriteFile(dir / "sub" / "later.txt", "later\n");
+}
+
+// Remote clones see the parent's --dir: the files open at sf_clone (at their offsets), other
+// files, stat() and listings; their bytes cross each clone host's network (the clones never
+// open the parent's directory by its path: on a real cluster that path is on another
+// machine). Their writes stay private, and the parent's directory stays as it was.
+TEST(RemoteClones, RemoteClonesReadTheParentsDirAndWriteTheirOwnCopy) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  TempDir dir;
+  constexpr size_t kInput = 8u << 20;
+  MakeClusterFilesDir(dir.path(), kInput);
+  const uint64_t before1 = cluster.Received(1), before2 = cluster.Received(2);
+  auto r =
+      Flurry(RunArgs(cluster, {"--dir", dir.path().string() + ":rw", Guest("cluster_files"), "2"}),
+             WithDeadline(240));
+  ExpectCleanExit(r, 0);
+  static const std::regex parent_line(R"(parent sum=([0-9a-f]+)\n)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, parent_line)) << r.Describe();
+  const std::string sum = m[1];
+  EXPECT_EQ(FileClones(r.out), (std::map<int, std::string>{{1, "sum=" + sum + " status=0 kind=1"},
+                                                           {2, "sum=" + sum + " status=0 kind=1"}}))
+      << r.Describe();
+  EXPECT_NE(r.out.find("parent sees /clone_1.txt: no\n"), std::string::npos) << r.Describe();
+  // One clone per host, each of which received the file's 8 MiB over its interface.
+  EXPECT_GE(cluster.Received(1) - before1, kInput) << "host1";
+  EXPECT_GE(cluster.Received(2) - before2, kInput) << "host2";
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir.path())) names.insert(e.path().filename());
+  EXPECT_EQ(names, (std::set<std::string>{"input.bin", "sub"})) << "a clone's write reached --dir";
+  EXPECT_EQ(ReadFile(dir.path() / "sub" / "note.txt"), "note\n");
+  ExpectOnlyDaemonsLeft(cluster, 2, 20s);
+}
+
+// A remote clone's own (nested) clones see the files too, also those it never opened itself:
+// it fetches what is left before it forks.
+TEST(RemoteClones, NestedClonesOfARemoteCloneSeeTheParentsFiles) {
   TestCluster cluster(1);
   REQUIRE_CLUSTER(cluster);
   TempDir dir;
-  WriteFile(dir.path() / "data.txt", "0123456789ABCDEFGHIJ");
-  auto r = Flurry(RunArgs(cluster, {"--dir", dir.path().string() + ":rw", Guest("fork_files")}),
+  MakeClusterFilesDir(dir.path(), 100000);
+  auto r = Flurry(RunArgs(cluster, {"--dir", dir.path().string() + ":rw", Guest("cluster_files"),
+                                    "1", "nested"}),
                   WithDeadline(240));
-  EXPECT_NE(r.out.find("parent read: 01234\n"), std::string::npos) << r.Describe();
-  EXPECT_NE(r.out.find("parent read after join: 56789\n"), std::string::npos) << r.Describe();
-  // The clones could not reopen /data.txt in their empty root: they are lost, not let loose.
-  EXPECT_EQ(r.out.find(": read 56789"), std::string::npos) << r.Describe();
-  std::vector<std::string> entries;
-  for (const auto& e : fs::directory_iterator(dir.path())) {
-    entries.push_back(e.path().filename().string());
-  }
-  EXPECT_EQ(entries, std::vector<std::string>{"data.txt"}) << r.Describe();
-  EXPECT_EQ(ReadFile(dir.path() / "data.txt"), "0123456789ABCDEFGHIJ");
+  ExpectCleanExit(r, 0);
+  auto clones = FileClones(r.out);
+  ASSERT_EQ(clones.size(), 1u) << r.Describe();
+  EXPECT_TRUE(clones[1].ends_with(" status=0 kind=1")) << r.Describe();
   ExpectOnlyDaemonsLeft(cluster, 1, 20s);
 }
 
