@@ -168,6 +168,7 @@ void ForkController::ForgetInherited() {
     ticket.page_server.Forget();
   }
   tickets_.clear();  // closes the parent's handles without touching its clones
+  for (auto& [number, checkpoint] : checkpoints_) checkpoint.page_server.Forget();
   checkpoints_.clear();
 }
 
@@ -265,6 +266,11 @@ SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& stat
     return ErrnoFrom(served.error());
   }
   ticket.page_server = OwnedProcess(std::move(served->pidfd));
+  return StartRemoteClones(ticket, served->address, served->key);
+}
+
+SyscallResult ForkController::StartRemoteClones(Ticket& ticket, const std::string& address,
+                                                const std::string& key) {
   const int32_t first_id = family_.ReserveIds(ticket.granted);
   ticket.cloned = true;
   ticket.collected = true;  // no snapshot process to hear from
@@ -274,7 +280,7 @@ SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& stat
   for (RemoteStandIn& standin : ticket.standins) {
     std::vector<int32_t> ids;
     for (int32_t i = 0; i < standin.count(); ++i) ids.push_back(next_id++);
-    auto clones = standin.Start(served->address, served->key, ids);
+    auto clones = standin.Start(address, key, ids);
     if (!clones) {
       // They are LOST: each gets a channel that reads EOF, so sf_join still reports them.
       std::fprintf(stderr, "flurry: %zu clone(s) on %s: %s\n", ids.size(), standin.host().c_str(),
@@ -409,11 +415,29 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
     std::fprintf(stderr, "flurry: sf_checkpoint_parent: %s\n", state.error().message().c_str());
     return SyscallResult::Errno(EIO);
   }
+  // A cluster VM's checkpoint is served to other hosts too (a page server holding the VM as it
+  // is now, as sf_clone's), so that its clones can go there. Without one they run here.
+  std::optional<ForkHost::ServedMemory> served;
+  if (policy_.remote) {
+    auto serving = host.ServeForRemoteClones(*state, policy_.remote->serve_bind);
+    if (serving) {
+      served = std::move(*serving);
+    } else {
+      std::fprintf(stderr, "flurry: sf_checkpoint_parent: its clones will run on this host: %s\n",
+                   serving.error().message().c_str());
+    }
+  }
   int32_t clone_id = 0;
   auto snapshot = ForkSnapshot(host, 0, 0, /*detached=*/false, &clone_id);
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
-  checkpoints_[id] = CheckpointRecord{std::move(snapshot->first), snapshot->second};
+  CheckpointRecord record{std::move(snapshot->first), snapshot->second, {}, {}, {}};
+  if (served) {
+    record.served_address = served->address;
+    record.served_key = served->key;
+    record.page_server = OwnedProcess(std::move(served->pidfd));
+  }
+  checkpoints_[id] = std::move(record);
   return SyscallResult::Return(0);
 }
 
@@ -424,8 +448,12 @@ SyscallResult ForkController::CreateClones(const SyscallArgs& args) {
   if (it == tickets_.end()) return SyscallResult::Errno(EINVAL);
   Ticket& ticket = it->second;
   if (ticket.cloned) return SyscallResult::Errno(EALREADY);
-  // Clones of a checkpoint run on this host (docs/protocols/flurryd.md): a cluster ticket's
-  // slots and stand-ins go back first.
+  // A cluster ticket's clones of a served checkpoint go to their hosts, as sf_clone's do.
+  if (!ticket.remote.empty() && checkpoint->second.page_server.valid()) {
+    return StartRemoteClones(ticket, checkpoint->second.served_address,
+                             checkpoint->second.served_key);
+  }
+  // Otherwise they run on this host: a cluster ticket's slots and stand-ins go back first.
   ticket.standins.clear();
   ticket.remote = RemoteReservation();
   const int32_t first_id = family_.ReserveIds(ticket.granted);

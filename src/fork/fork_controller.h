@@ -139,6 +139,9 @@ class ForkController {
   struct CheckpointRecord {
     UniqueFd control;  // the snapshot process's control socket
     pid_t pid = 0;
+    // A cluster VM's checkpoint is also served to other hosts: its clones go there.
+    std::string served_address, served_key;
+    OwnedProcess page_server;
   };
 
   explicit ForkController(ForkPolicy policy, CloneFamily family)
@@ -169,6 +172,9 @@ class ForkController {
   void ForgetInherited();
   // sf_clone of a ticket whose clones go to other hosts.
   SyscallResult CloneRemote(Ticket& ticket, const CloneState& state, ForkHost& host);
+  // Starts the ticket's clones on their hosts from the page server at `address` with `key`.
+  SyscallResult StartRemoteClones(Ticket& ticket, const std::string& address,
+                                  const std::string& key);
   Result<void> CollectChildren(Ticket& ticket);
   void AdoptSpawned(Ticket& ticket, std::vector<SpawnedClone> spawned);
   int32_t GrantFor(int32_t requested) const;

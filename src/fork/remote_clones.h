@@ -85,6 +85,7 @@ class OwnedProcess {
   ~OwnedProcess() { Kill(); }
   // In a forked process: the parent owns it; close the handle, leave the process.
   void Forget() { pidfd_.Reset(); }
+  bool valid() const { return pidfd_.valid(); }
 
  private:
   void Kill();

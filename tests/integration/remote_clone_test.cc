@@ -515,6 +515,36 @@ TEST(RemoteClones, NestedClonesOfARemoteCloneSeeTheParentsFiles) {
   ExpectOnlyDaemonsLeft(cluster, 1, 20s);
 }
 
+// sf_checkpoint_parent + sf_create_clones in a cluster VM: the clones run on the hosts, from
+// the checkpoint's memory and file offsets.
+TEST(RemoteClones, ClonesOfACheckpointRunOnTheHosts) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  TempDir dir;
+  WriteFile(dir.path() / "data.txt", "0123456789ABCDEFGHIJ");
+  const uint64_t before = cluster.Received(1);
+  auto r = Flurry(RunArgs(cluster, {"--clone-stats", "--dir", dir.path().string(),
+                                    Guest("fork_files"), "checkpoint"}),
+                  WithDeadline(240));
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out,
+            "parent read: 01234\n"
+            "parent read after checkpoint: 56789\n"
+            "clone 1: read 56789, status 0\n"
+            "clone 2: read 56789, status 0\n")
+      << r.Describe();
+  // Each clone restored from the checkpoint's page server on host1 (its memory counters).
+  static const std::regex stats(R"(flurry: clone (\d+): memory on demand: faults=\d+ )");
+  std::set<int> reported;
+  for (const auto& line : Lines(r.err)) {
+    std::smatch m;
+    if (std::regex_search(line, m, stats)) reported.insert(std::stoi(m[1]));
+  }
+  EXPECT_EQ(reported, (std::set<int>{1, 2})) << r.Describe();
+  EXPECT_GT(cluster.Received(1) - before, 100000u);
+  ExpectOnlyDaemonsLeft(cluster, 1, 20s);
+}
+
 TEST(RemoteClones, AMemberOfAnotherClusterIsRefused) {
   TestCluster cluster(1);
   REQUIRE_CLUSTER(cluster);
