@@ -97,6 +97,24 @@ class TestCluster {
     if (!std::regex_search(r.out, m, std::regex(R"(counter packets (\d+))"))) return 0;
     return std::stoull(m[1]);
   }
+  // Shapes what reaches host k (the bridge side of its veth) to `rate` with a token bucket
+  // (tc tbf: packets queue, up to `latency`), or says why it cannot. (This kernel has no netem,
+  // so no fixed added delay: a slow, queueing link stands in for a distant one.)
+  std::string ShapeToHost(int k, const std::string& rate, const std::string& latency) const {
+    const std::string tc = "/usr/sbin/tc";
+    if (access(tc.c_str(), X_OK) != 0) return "no " + tc;
+    auto r = Run({tc, "qdisc", "replace", "dev", HostVeth(k), "root", "tbf", "rate", rate, "burst",
+                  "32kbit", "latency", latency},
+                 WithDeadline(30));
+    return r.exit_code == 0 ? "" : r.Describe();
+  }
+  // Times the shaping of host k's link held a packet back (tbf "overlimits").
+  uint64_t ShapedPackets(int k) const {
+    auto r = Run({"/usr/sbin/tc", "-s", "qdisc", "show", "dev", HostVeth(k)}, WithDeadline(30));
+    std::smatch m;
+    if (!std::regex_search(r.out, m, std::regex(R"(overlimits (\d+))"))) return 0;
+    return std::stoull(m[1]);
+  }
   pid_t DaemonPid(int k) const {
     for (pid_t pid : Pids(k)) {
       if (ReadFile("/proc/" + std::to_string(pid) + "/comm").starts_with("flurryd")) return pid;
@@ -111,6 +129,8 @@ class TestCluster {
                  std::string("FLURRY_BUILD=") + FLURRY_BUILD_DIR, FLURRY_CLUSTER_SCRIPT});
     return Run(args, WithDeadline(120));
   }
+  // The root namespace's end of host k's veth (scripts/cluster.sh names it).
+  std::string HostVeth(int k) const { return "fv-" + name_.substr(0, 6) + "-" + std::to_string(k); }
   int hosts_;
   std::string name_, subnet_, file_, error_;
   bool up_ = false;
@@ -417,6 +437,24 @@ TEST(RemoteClones, PacketLossSlowsClonesButChangesNoResult) {
     EXPECT_EQ(o.result.substr(o.result.find(' ') + 1), sum) << r.Describe();
   }
   EXPECT_GT(cluster.Dropped(1) + cluster.Dropped(2), 0u) << "no packet was dropped: no test";
+}
+
+TEST(RemoteClones, ASlowQueueingLinkSlowsClonesButChangesNoResult) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  const std::string why = cluster.ShapeToHost(1, "40mbit", "200ms");
+  ASSERT_EQ(why, "") << "tc tbf on host1's link";
+  auto r = Flurry(RunArgs(cluster, {Guest("cluster_where"), "2", "0", "4"}), WithDeadline(240));
+  ExpectCleanExit(r, 0);
+  const std::string sum = ParentSum(r.out);
+  auto outcomes = Outcomes(r.out);
+  ASSERT_EQ(outcomes.size(), 2u) << r.Describe();
+  for (const auto& [id, o] : outcomes) {
+    EXPECT_EQ(o.kind, kExited) << r.Describe();
+    EXPECT_EQ(o.status, 0) << r.Describe();
+    EXPECT_EQ(o.result, "host1 " + sum) << r.Describe();
+  }
+  EXPECT_GT(cluster.ShapedPackets(1), 0u) << "the link never held a packet back: no test";
 }
 
 TEST(RemoteClones, ClusterStatusShowsEachHostsRunningClones) {
