@@ -78,6 +78,9 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
   restore->add_option("--dir", options.dir,
                       "The guest's root directory on this host (default: the recorded --dir)");
   restore->add_option("--hostname", options.hostname, "The guest's uname() nodename");
+  restore->add_option("--file-cache", options.file_cache,
+                      "With --as-clone: a directory shared by the clones of one sf_clone on this "
+                      "host, so that each of the parent's files is fetched once (flurryd)");
   // Set by flurryd, which runs a clone of a VM on another host this way.
   restore
       ->add_option("--as-clone", options.as_clone,
@@ -118,6 +121,7 @@ int RestoreCommand(const RestoreOptions& options) {
   config.report_memory_stats = options.stats;
   if (!options.dir.empty()) config.dir = options.dir;
   if (!options.hostname.empty()) config.hostname = options.hostname;
+  if (!options.file_cache.empty()) config.file_cache_dir = options.file_cache;
   if (options.as_clone != 0 || !options.family.empty() || options.outcome_fd >= 0) {
     uint64_t family = 0;
     if (options.as_clone == 0 || options.outcome_fd < 0 ||

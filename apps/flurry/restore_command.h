@@ -24,6 +24,7 @@ struct RestoreOptions {
   std::string family;
   int outcome_fd = -1;
   std::string hostname;  // --hostname: the guest's uname nodename
+  std::string file_cache;  // --file-cache: the host cache of a clone's parent's files
 };
 
 // Declares the `restore` subcommand's options on `app`.

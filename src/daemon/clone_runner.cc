@@ -28,6 +28,10 @@ std::vector<std::string> CloneCommandLine(const CloneRunSpec& spec) {
     argv.push_back("--dir");
     argv.push_back(spec.root_dir);
   }
+  if (!spec.file_cache_dir.empty()) {
+    argv.push_back("--file-cache");
+    argv.push_back(spec.file_cache_dir);
+  }
   if (!spec.hostname.empty()) {
     argv.push_back("--hostname");
     argv.push_back(spec.hostname);

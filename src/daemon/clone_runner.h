@@ -30,7 +30,8 @@ struct CloneRunSpec {
   std::string hostname;  // the guest's uname nodename
   std::string work_dir;  // the clone's own directory (its cwd)
   std::string root_dir;  // --dir: the guest's root when the parent had one (an empty directory
-                         // of the clone's own; the parent's files are not served yet)
+                         // of the clone's own, which it fills with the parent's files)
+  std::string file_cache_dir;  // --file-cache: shared by the clones of one RunClones call
   uint32_t prefetch_pages = 0;  // 0: flurry's default
   bool prefix_output = true;
   bool memory_stats = false;  // --stats: the clone's on-demand counters on stderr at its end

@@ -134,16 +134,31 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
         fmt::format("{}: no free slot (all {} taken)", config_.name, config_.slots));
     send(lost);
   }
+  // The call's clones share one cache of the parent's files (each crosses the network once),
+  // removed when they have all ended.
+  const std::string file_cache = fmt::format("{}/clones/files-{:x}-{}", config_.state_dir,
+                                             request->family_id(), next_run_.fetch_add(1));
+  std::error_code cache_error;
+  std::filesystem::create_directories(file_cache, cache_error);
+  struct CacheRemoval {
+    std::string path;
+    ~CacheRemoval() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  } cache_removal{file_cache};
+  const std::string shared_cache = cache_error ? "" : file_cache;  // none: each fetches its own
   std::vector<std::thread> threads;
   try {
     threads.reserve(static_cast<size_t>(taken));
     for (int i = 0; i < taken; ++i) {
-      threads.emplace_back([this, request, id = ids[i], &send, &call_alive, &unreleased] {
-        pthread_setname_np(pthread_self(), "flurryd-clone");
-        RunOne(*request, id, send, call_alive);
-        unreleased.fetch_sub(1);
-        running_.fetch_sub(1);
-      });
+      threads.emplace_back(
+          [this, request, id = ids[i], &send, &call_alive, &unreleased, &shared_cache] {
+            pthread_setname_np(pthread_self(), "flurryd-clone");
+            RunOne(*request, id, shared_cache, send, call_alive);
+            unreleased.fetch_sub(1);
+            running_.fetch_sub(1);
+          });
     }
   } catch (const std::exception&) {
     call_gone.store(true);  // out of threads: end the ones started, the call fails
@@ -156,6 +171,7 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
 }
 
 void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
+                           const std::string& file_cache,
                            const std::function<bool(const v1::CloneEvent&)>& send,
                            const std::function<bool()>& call_alive) {
   auto lost = [&](const std::string& why) {
@@ -191,6 +207,7 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
   std::filesystem::create_directories(spec.root_dir, error);
   if (error)
     return lost(fmt::format("{}: creating {}: {}", config_.name, spec.root_dir, error.message()));
+  spec.file_cache_dir = file_cache;
   spec.prefetch_pages = request.prefetch_pages();
   spec.prefix_output = request.prefix_output();
   spec.memory_stats = request.memory_stats();

@@ -48,6 +48,7 @@ class DaemonService final : public flurry::daemon::v1::Flurryd::Service {
   int32_t TakeSlots(int32_t wanted);
   // Runs clone `id` to its end, sending its events through `send` (false: the call is gone).
   void RunOne(const flurry::daemon::v1::RunClonesRequest& request, int32_t id,
+              const std::string& file_cache,
               const std::function<bool(const flurry::daemon::v1::CloneEvent&)>& send,
               const std::function<bool()>& call_alive);
 

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,6 +47,46 @@ Result<UniqueFd> ReopenForWriting(int fd, mode_t mode) {
   (void)fchmod(fd, mode & 07777);
   if (!writer.valid()) return FailErrno(err, "reopening it for writing");
   return writer;
+}
+
+Result<void> WriteAllAt(int fd, const uint8_t* data, size_t size, uint64_t offset) {
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t w = pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno("writing the file");
+    }
+    done += static_cast<size_t>(w);
+  }
+  return {};
+}
+
+// Copies all of `from` (from its start) to `to` (from its start); returns the bytes copied.
+Result<uint64_t> CopyWhole(int from, int to) {
+  loff_t in = 0, out = 0;
+  while (true) {
+    const ssize_t n = copy_file_range(from, &in, to, &out, 1u << 30, 0);
+    if (n == 0) return static_cast<uint64_t>(in);
+    if (n > 0) continue;
+    if (errno == EINTR) continue;
+    if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+      return FailErrno("copying from the host cache");
+    }
+    break;  // no copy_file_range between these files: read and write
+  }
+  std::vector<uint8_t> buffer(kChunkBytes);
+  while (true) {
+    const ssize_t n = pread(from, buffer.data(), buffer.size(), in);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno("reading the host cache");
+    }
+    if (n == 0) return static_cast<uint64_t>(in);
+    FLURRY_TRY(WriteAllAt(to, buffer.data(), static_cast<size_t>(n), static_cast<uint64_t>(out)));
+    in += n;
+    out += n;
+  }
 }
 
 }  // namespace
@@ -119,40 +160,64 @@ Result<void> LazyFiles::Ensure(int fd, int open_flags) {
   return {};
 }
 
+Result<uint64_t> LazyFiles::Download(const Pending& pending, int writer) {
+  std::vector<uint8_t> buffer(kChunkBytes);
+  uint64_t offset = 0;
+  while (true) {
+    const uint32_t n =
+        FLURRY_TRY(source_->ReadFile(pending.index, offset, buffer.data(), kChunkBytes));
+    if (n == 0) return offset;
+    if (offset + n > kMaxFileTreeFileSize) return FailErrno(EFBIG, "the file keeps growing");
+    FLURRY_TRY(WriteAllAt(writer, buffer.data(), n, offset));
+    offset += n;
+  }
+}
+
+Result<UniqueFd> LazyFiles::FromCache(const Pending& pending, bool* fetched_here) {
+  *fetched_here = false;
+  const std::string base = fmt::format("{}/{}", cache_dir_, pending.index);
+  UniqueFd lock(open((base + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock.valid()) return FailErrno("the host cache");
+  while (flock(lock.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) return FailErrno("locking the host cache");
+  }
+  // Under the lock: a whole copy is there, or this clone makes it.
+  UniqueFd whole(open(base.c_str(), O_RDONLY | O_CLOEXEC));
+  if (whole.valid()) return whole;
+  UniqueFd part(open((base + ".part").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!part.valid()) return FailErrno("the host cache");
+  FLURRY_TRY(Download(pending, part.get()));
+  if (rename((base + ".part").c_str(), base.c_str()) != 0) return FailErrno("the host cache");
+  *fetched_here = true;
+  return part;  // unlocked when `lock` closes
+}
+
 Result<void> LazyFiles::Fetch(int fd, const Pending& pending, const struct stat& st) {
   const auto context = [&] {
     return fmt::format("fetching /{} from {}", pending.path, source_->Describe());
   };
   UniqueFd writer = FLURRY_TRY_CTX(ReopenForWriting(fd, st.st_mode), context());
-  std::vector<uint8_t> buffer(kChunkBytes);
-  uint64_t offset = 0;
-  while (true) {
-    const uint32_t n = FLURRY_TRY_CTX(
-        source_->ReadFile(pending.index, offset, buffer.data(), kChunkBytes), context());
-    if (n == 0) break;
-    if (offset + n > kMaxFileTreeFileSize) return FailErrno(EFBIG, context());
-    size_t done = 0;
-    while (done < n) {
-      const ssize_t w =
-          pwrite(writer.get(), buffer.data() + done, n - done, static_cast<off_t>(offset + done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return FailErrno(context());
-      }
-      done += static_cast<size_t>(w);
-    }
-    offset += n;
+  uint64_t size = 0;
+  bool cached = false;
+  if (!cache_dir_.empty()) {
+    bool fetched_here = false;
+    UniqueFd copy = FLURRY_TRY_CTX(FromCache(pending, &fetched_here), context());
+    size = FLURRY_TRY_CTX(CopyWhole(copy.get(), writer.get()), context());
+    cached = !fetched_here;
+  } else {
+    size = FLURRY_TRY_CTX(Download(pending, writer.get()), context());
   }
   // The parent's file may have changed size since the tree was taken: the bytes decide.
-  if (offset != static_cast<uint64_t>(st.st_size) &&
-      ftruncate(writer.get(), static_cast<off_t>(offset)) != 0) {
+  if (size != static_cast<uint64_t>(st.st_size) &&
+      ftruncate(writer.get(), static_cast<off_t>(size)) != 0) {
     return FailErrno(context());
   }
   // Writing moved the mtime: the file keeps the parent's.
   const timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
   (void)futimens(writer.get(), times);
   ++stats_.fetched_files;
-  stats_.fetched_bytes += offset;
+  stats_.fetched_bytes += size;
+  if (cached) ++stats_.cached_files;
   return {};
 }
 

@@ -12,6 +12,13 @@
 // unlinks or renames over, so that a new file reusing the inode is never taken for one. An open
 // with O_TRUNC needs no bytes: the placeholder just stops being one.
 //
+// Clones of one sf_clone on one host can share what they fetch: with a host cache directory
+// (ShareFetchesThrough; flurryd gives its clones of one call the same one), a file's bytes
+// cross the network once per host. The first clone to want a file fetches it into the cache
+// (`INDEX.part`, renamed to `INDEX` when whole) under an flock(2) on `INDEX.lock`, so the
+// others wait for it, then copy it; a clone that dies mid-fetch releases the lock and leaves
+// only a `.part` the next one overwrites.
+//
 // Owner: the guest's root HostDir (shared with nobody else). Thread: the vCPU thread.
 #pragma once
 
@@ -25,6 +32,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 #include "guest/file_tree.h"
 
 namespace flurry {
@@ -46,8 +54,9 @@ class LazyFiles {
  public:
   struct Stats {
     uint64_t placeholders = 0;   // regular files laid out without their bytes
-    uint64_t fetched_files = 0;  // of those, fetched since
+    uint64_t fetched_files = 0;  // of those, fetched since (from the network or the cache)
     uint64_t fetched_bytes = 0;
+    uint64_t cached_files = 0;  // of the fetched, copied from the host cache another clone filled
   };
 
   // Lays `tree` out under `local_root` (an existing directory that must not hold any of the
@@ -66,6 +75,9 @@ class LazyFiles {
   // share this connection.
   Result<void> FetchAll(int root_fd);
 
+  // Fetches go through the host cache directory `dir` (see above).
+  void ShareFetchesThrough(std::string dir) { cache_dir_ = std::move(dir); }
+
   bool has_pending() const { return !pending_.empty(); }
   const Stats& stats() const { return stats_; }
 
@@ -78,9 +90,14 @@ class LazyFiles {
 
   explicit LazyFiles(std::unique_ptr<FileSource> source) : source_(std::move(source)) {}
   Result<void> Fetch(int fd, const Pending& pending, const struct stat& st);
+  // Writes the file's bytes from the network to `writer`; returns how many.
+  Result<uint64_t> Download(const Pending& pending, int writer);
+  // The cache's complete copy of the file (fetching it first if no clone has).
+  Result<UniqueFd> FromCache(const Pending& pending, bool* fetched_here);
   Result<void> FetchAllUnder(int dir_fd, uint32_t depth);
 
   std::unique_ptr<FileSource> source_;
+  std::string cache_dir_;  // empty: no host cache
   std::map<Key, Pending> pending_;
   Stats stats_;
 };

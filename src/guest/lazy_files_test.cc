@@ -43,6 +43,24 @@ class FakeSource : public FileSource {
   FakeFiles* files_;
 };
 
+void WriteFile(const fs::path& path, const std::string& data) {
+  FILE* f = fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fwrite(data.data(), 1, data.size(), f);
+  fclose(f);
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::string data;
+  FILE* f = fopen(path.c_str(), "r");
+  if (f == nullptr) return "(missing)";
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) data.append(buf, n);
+  fclose(f);
+  return data;
+}
+
 std::string ReadAll(int fd) {
   std::string data;
   char buf[65536];
@@ -191,6 +209,36 @@ TEST_F(LazyFilesTest, AFailedFetchIsAnIoErrorAndIsTriedAgain) {
   EXPECT_EQ(fd.error().code(), EIO);
   files_.fail = false;
   EXPECT_EQ(Open(dir, "/data/hello.txt"), "hello, clone\n");
+}
+
+// Two clones on one host sharing a cache: the bytes are fetched once.
+TEST_F(LazyFilesTest, ClonesSharingAHostCacheFetchAFileOnce) {
+  TestTempDir cache("flurry-lazy-cache");
+  TestTempDir other_root("flurry-lazy-files2");
+  ASSERT_FALSE(cache.path().empty());
+  ASSERT_FALSE(other_root.path().empty());
+  // A clone that died mid-fetch left a partial copy behind: it is not used.
+  WriteFile(fs::path(cache.path()) / "2.part", "garbage");
+  HostDir first = Root();
+  lazy_->ShareFetchesThrough(cache.path());
+  auto lazy2 =
+      LazyFiles::Materialize(tree_, other_root.path(), std::make_unique<FakeSource>(&files_));
+  ASSERT_TRUE(lazy2) << lazy2.error().message();
+  std::shared_ptr<LazyFiles> second_lazy(std::move(*lazy2));
+  second_lazy->ShareFetchesThrough(cache.path());
+  auto second = HostDir::Open(other_root.path(), false);
+  ASSERT_TRUE(second) << second.error().message();
+  second->AttachLazyFiles(second_lazy);
+
+  EXPECT_EQ(Open(first, "/data/big.bin"), big_);
+  const int reads = files_.reads;
+  EXPECT_GT(reads, 0);
+  EXPECT_EQ(Open(*second, "/data/big.bin"), big_);
+  EXPECT_EQ(files_.reads, reads);  // from the cache
+  EXPECT_EQ(lazy_->stats().cached_files, 0u);
+  EXPECT_EQ(second_lazy->stats().cached_files, 1u);
+  EXPECT_EQ(second_lazy->stats().fetched_bytes, big_.size());
+  EXPECT_EQ(ReadFile(fs::path(cache.path()) / "2"), big_);
 }
 
 TEST_F(LazyFilesTest, MaterializeRefusesAPathThatExists) {

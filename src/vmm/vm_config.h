@@ -43,6 +43,9 @@ struct VmConfig {
   };
   std::optional<CloneOf> clone_of;
   std::optional<std::string> hostname;  // the guest's uname nodename (default "flurry")
+  // With clone_of: a directory the clones of one sf_clone on this host share, so that each of
+  // the parent's files crosses the network once per host (guest/lazy_files.h).
+  std::optional<std::string> file_cache_dir;
   // flurry run --cluster: sf_clone's clones run on the cluster's hosts (null: on this one).
   std::shared_ptr<const RemoteCloneConfig> remote_clones;
 };

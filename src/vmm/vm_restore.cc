@@ -52,13 +52,15 @@ Result<void> CopyAll(const PageMapRecord& pages, PageSource& source, GuestMemory
 
 // A clone on another host: the parent's --dir laid out in `local_root`, filled from `files`.
 Result<std::shared_ptr<LazyFiles>> CopyParentFiles(std::unique_ptr<FileSource> files,
-                                                   const std::string& local_root) {
+                                                   const std::string& local_root,
+                                                   const std::optional<std::string>& cache_dir) {
   const std::vector<uint8_t> bytes = FLURRY_TRY(files->FetchFileTree());
   const FileTree tree =
       FLURRY_TRY_CTX(DecodeFileTree(bytes.data(), bytes.size()), "the parent's file tree");
   std::unique_ptr<LazyFiles> lazy =
       FLURRY_TRY_CTX(LazyFiles::Materialize(tree, local_root, std::move(files)),
                      fmt::format("copying the parent's --dir to {}", local_root));
+  if (cache_dir) lazy->ShareFetchesThrough(*cache_dir);
   return std::shared_ptr<LazyFiles>(std::move(lazy));
 }
 
@@ -94,7 +96,7 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
     // opened.
     if (root) root = config.dir;
     if (root && files) {
-      lazy_files = FLURRY_TRY_CTX(CopyParentFiles(std::move(files), *root),
+      lazy_files = FLURRY_TRY_CTX(CopyParentFiles(std::move(files), *root, config.file_cache_dir),
                                   "giving the clone its parent's files");
     }
   } else if (config.dir) {

@@ -536,6 +536,35 @@ TEST(RemoteClones, RemoteClonesReadTheParentsDirAndWriteTheirOwnCopy) {
   ExpectOnlyDaemonsLeft(cluster, 2, 20s);
 }
 
+// Clones of one sf_clone on one host share what they fetch: each file crosses the host's
+// network once, not once per clone.
+TEST(RemoteClones, ClonesOnOneHostFetchEachFileOnce) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  TempDir dir;
+  constexpr size_t kInput = 16u << 20;
+  MakeClusterFilesDir(dir.path(), kInput);
+  const uint64_t before = cluster.Received(1);
+  auto r =
+      Flurry(RunArgs(cluster, {"--dir", dir.path().string() + ":rw", Guest("cluster_files"), "4"}),
+             WithDeadline(240));
+  ExpectCleanExit(r, 0);
+  auto clones = FileClones(r.out);
+  ASSERT_EQ(clones.size(), 4u) << r.Describe();
+  for (const auto& [id, line] : clones) EXPECT_TRUE(line.ends_with(" status=0 kind=1")) << line;
+  // 4 clones read the 16 MiB file: once over the wire (plus their memory), not 4 times.
+  const uint64_t received = cluster.Received(1) - before;
+  EXPECT_GE(received, kInput);
+  EXPECT_LT(received, 2 * kInput) << "the file crossed the network more than once";
+  // The host's cache went with the clones.
+  ExpectOnlyDaemonsLeft(cluster, 1, 20s);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(cluster.dir() + "/state/host1/clones")) {
+    left.push_back(e.path().filename());
+  }
+  EXPECT_TRUE(left.empty()) << left.front();
+}
+
 // A remote clone's own (nested) clones see the files too, also those it never opened itself:
 // it fetches what is left before it forks.
 TEST(RemoteClones, NestedClonesOfARemoteCloneSeeTheParentsFiles) {
