@@ -79,7 +79,11 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
   } else if (config.dir) {
     root = *config.dir;
   }
-  GuestState state = FLURRY_TRY(RestoreGuest(d, root));
+  // A clone's clock goes on as its parent's does, across hosts (wall-clock time since the
+  // capture counted); a restored snapshot's continues from the captured value (docs/design.md,
+  // "The guest clock").
+  GuestState state = FLURRY_TRY(RestoreGuest(
+      d, config.clone_of ? ClockResume::kPlusWallClock : ClockResume::kFromCapture, root));
   if (config.hostname) state.identity.hostname = *config.hostname;
   ForkPolicy policy;
   policy.max_clones_per_ticket = config.max_clones_per_ticket;
