@@ -95,9 +95,7 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
     FLURRY_TRY_CTX(fork.BecomeRemoteClone(c.family_id, c.id, UniqueFd(c.outcome_fd)),
                    fmt::format("becoming clone {}", c.id));
     cpu.regs.rax = static_cast<uint64_t>(c.id);
-    state.identity.ppid = state.identity.pid;
-    state.identity.pid = getpid();
-    state.identity.tid = state.identity.pid;
+    // Its pid, ppid and tid stay the parent's, as in a local clone.
   }
   FLURRY_TRY_CTX(backend->LoadCpu(cpu), "restoring the CPU");
   auto vm = std::unique_ptr<Vm>(
