@@ -66,7 +66,11 @@ struct GuestState {
   FdTable fds;
   SignalState signals;
   x86::CpuSignature cpu;
-  uint64_t start_time_ns = 0;  // CLOCK_MONOTONIC when the VM started (for sysinfo uptime)
+  // The guest's CLOCK_MONOTONIC (and _COARSE, _RAW, BOOTTIME) minus the host's
+  // (guest/guest_time.h). 0 in a new VM; set when a VM is made from a descriptor.
+  int64_t monotonic_offset_ns = 0;
+  // The guest's CLOCK_MONOTONIC when the VM started (sysinfo uptime): guest time, not host time.
+  uint64_t start_time_ns = 0;
 };
 
 }  // namespace flurry

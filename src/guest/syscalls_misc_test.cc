@@ -55,6 +55,77 @@ TEST(SysNanosleep, SleepsAndValidates) {
   EXPECT_EQ(h.Call(SYS_nanosleep, 0x100, 0), -EFAULT);
 }
 
+int64_t Ns(const timespec& ts) { return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec; }
+int64_t HostNs(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return Ns(ts);
+}
+
+// The monotonic-domain clocks read the host's plus the guest's offset; the wall clocks do not.
+TEST(SysClockGettime, MonotonicClocksCarryTheGuestOffset) {
+  constexpr int64_t kOffset = 1'000'000 * 1'000'000'000LL;  // about 11.6 days ahead
+  constexpr int64_t kSlack = 2'000'000'000LL;               // generous: slow hosts
+  SyscallHarness h;
+  h.state.monotonic_offset_ns = kOffset;
+  for (clockid_t clock : {CLOCK_MONOTONIC, CLOCK_MONOTONIC_RAW, CLOCK_MONOTONIC_COARSE,
+                          CLOCK_BOOTTIME, CLOCK_REALTIME, CLOCK_TAI}) {
+    const bool offset = clock != CLOCK_REALTIME && clock != CLOCK_TAI;
+    const int64_t before = HostNs(clock);
+    ASSERT_EQ(h.Call(SYS_clock_gettime, clock, kBuf), 0);
+    const int64_t after = HostNs(clock);
+    const int64_t guest = Ns(h.memory.ReadObject<timespec>(kBuf).value());
+    const int64_t expected = offset ? kOffset : 0;
+    EXPECT_GE(guest - expected, before - kSlack) << "clock " << clock;
+    EXPECT_LE(guest - expected, after + kSlack) << "clock " << clock;
+  }
+}
+
+// An absolute deadline on CLOCK_MONOTONIC is guest time. With the guest's clock behind the
+// host's, a deadline 100 ms ahead in guest time is long past in host time: unconverted, the
+// sleep would return at once.
+TEST(SysClockNanosleep, AbsoluteDeadlinesAreGuestTime) {
+  SyscallHarness h;
+  h.state.monotonic_offset_ns = -HostNs(CLOCK_MONOTONIC) / 2;
+  ASSERT_EQ(h.Call(SYS_clock_gettime, CLOCK_MONOTONIC, kBuf), 0);
+  const int64_t guest_now = Ns(h.memory.ReadObject<timespec>(kBuf).value());
+  const timespec deadline{.tv_sec = (guest_now + 100'000'000) / 1'000'000'000,
+                          .tv_nsec = (guest_now + 100'000'000) % 1'000'000'000};
+  ASSERT_TRUE(h.memory.WriteObject(kBuf, deadline).has_value());
+  const int64_t start = HostNs(CLOCK_MONOTONIC);
+  EXPECT_EQ(h.Call(SYS_clock_nanosleep, CLOCK_MONOTONIC, TIMER_ABSTIME, kBuf, 0), 0);
+  EXPECT_GE(HostNs(CLOCK_MONOTONIC) - start, 90'000'000);
+  // The same deadline on a futex wait (FUTEX_WAIT_BITSET: absolute, CLOCK_MONOTONIC).
+  ASSERT_EQ(h.Call(SYS_clock_gettime, CLOCK_MONOTONIC, kBuf), 0);
+  const int64_t later = Ns(h.memory.ReadObject<timespec>(kBuf).value()) + 100'000'000;
+  const timespec futex_deadline{.tv_sec = later / 1'000'000'000, .tv_nsec = later % 1'000'000'000};
+  ASSERT_TRUE(h.memory.WriteObject(kBuf, futex_deadline).has_value());
+  ASSERT_TRUE(h.memory.WriteObject<uint32_t>(kBuf + 64, 5).has_value());
+  const int64_t futex_start = HostNs(CLOCK_MONOTONIC);
+  EXPECT_EQ(
+      h.Call(SYS_futex, kBuf + 64, FUTEX_WAIT_BITSET_PRIVATE, 5, kBuf, 0, FUTEX_BITSET_MATCH_ANY),
+      -ETIMEDOUT);
+  EXPECT_GE(HostNs(CLOCK_MONOTONIC) - futex_start, 90'000'000);
+}
+
+// Uptime is guest time since the guest's start time.
+TEST(SysResources, UptimeIsGuestTime) {
+  constexpr int64_t kOffset = 1'000'000 * 1'000'000'000LL;
+  SyscallHarness h;
+  h.state.monotonic_offset_ns = kOffset;
+  h.state.start_time_ns = static_cast<uint64_t>(HostNs(CLOCK_MONOTONIC) + kOffset) -
+                          100 * 1'000'000'000ULL;  // started 100 s ago
+  ASSERT_EQ(h.Call(SYS_sysinfo, kBuf), 0);
+  const long uptime = h.memory.ReadObject<struct sysinfo>(kBuf).value().uptime;
+  EXPECT_GE(uptime, 100);
+  EXPECT_LE(uptime, 110);
+  // A start time ahead of the guest's clock (an old descriptor from another host): 0, not a
+  // huge number.
+  h.state.start_time_ns = static_cast<uint64_t>(HostNs(CLOCK_MONOTONIC) + 2 * kOffset);
+  ASSERT_EQ(h.Call(SYS_sysinfo, kBuf), 0);
+  EXPECT_EQ(h.memory.ReadObject<struct sysinfo>(kBuf).value().uptime, 0);
+}
+
 TEST(SysArchPrctl, RecordsTheTlsBase) {
   SyscallHarness h;
   EXPECT_EQ(h.Call(SYS_arch_prctl, ARCH_SET_FS, 0x7000000), 0);

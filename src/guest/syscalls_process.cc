@@ -13,6 +13,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "guest/guest_time.h"
 #include "guest/syscall.h"
 
 namespace flurry {
@@ -48,10 +49,10 @@ SyscallResult SysUname(SyscallContext& c, const SyscallArgs& a) {
 
 SyscallResult SysSysinfo(SyscallContext& c, const SyscallArgs& a) {
   struct sysinfo info {};
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
-  info.uptime = static_cast<long>((now_ns - c.state.start_time_ns) / 1'000'000'000);
+  // Both in guest time; a start time ahead of now (an old descriptor from another host) is 0.
+  const int64_t now_ns = GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), c.state.monotonic_offset_ns);
+  const auto start_ns = static_cast<int64_t>(c.state.start_time_ns);
+  info.uptime = now_ns > start_ns ? static_cast<long>((now_ns - start_ns) / 1'000'000'000) : 0;
   const MemoryMap& map = c.state.memory_map;
   info.totalram = map.ram_size();
   uint64_t used = map.MappedBytes();
@@ -224,7 +225,10 @@ SyscallResult SysFutex(SyscallContext& c, const SyscallArgs& a) {
       const int flags = op == FUTEX_WAIT_BITSET ? TIMER_ABSTIME : 0;
       const clockid_t clock =
           (static_cast<int>(a.arg[1]) & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
-      if (clock_nanosleep(clock, flags, &*timeout, nullptr) == EINTR) {
+      // FUTEX_WAIT_BITSET's timeout is absolute, on the guest's clock.
+      const timespec host_timeout =
+          flags ? HostDeadline(clock, *timeout, c.state.monotonic_offset_ns) : *timeout;
+      if (clock_nanosleep(clock, flags, &host_timeout, nullptr) == EINTR) {
         return SyscallResult::Errno(EINTR);
       }
       return SyscallResult::Errno(ETIMEDOUT);

@@ -1,10 +1,12 @@
 // Time syscalls, answered from the host's clocks: clock_gettime, clock_getres, gettimeofday,
-// time, nanosleep, clock_nanosleep. (The vDSO answers the common ones without an exit.)
+// time, nanosleep, clock_nanosleep. (The vDSO answers the common ones without an exit.) The
+// monotonic-domain clocks are the host's plus GuestState::monotonic_offset_ns (guest_time.h).
 #include <sys/syscall.h>
 #include <sys/time.h>
 
 #include <ctime>
 
+#include "guest/guest_time.h"
 #include "guest/syscall.h"
 
 namespace flurry {
@@ -29,8 +31,12 @@ bool ValidClock(uint64_t id) {
 
 SyscallResult SysClockGettime(SyscallContext& c, const SyscallArgs& a) {
   if (!ValidClock(a.arg[0])) return SyscallResult::Errno(EINVAL);
+  const auto clock = static_cast<clockid_t>(a.arg[0]);
   timespec ts{};
-  clock_gettime(static_cast<clockid_t>(a.arg[0]), &ts);
+  clock_gettime(clock, &ts);
+  if (IsOffsetClock(clock)) {
+    ts = NsTimespec(GuestFromHostNs(TimespecNs(ts), c.state.monotonic_offset_ns));
+  }
   if (auto r = c.memory.WriteObject(a.arg[1], ts); !r) return ErrnoFrom(r.error());
   return SyscallResult::Return(0);
 }
@@ -77,7 +83,11 @@ SyscallResult Sleep(SyscallContext& c, clockid_t clock, int flags, uint64_t requ
     return SyscallResult::Errno(EINVAL);
   }
   timespec remain{};
-  timespec next = *request;
+  // An absolute deadline on a monotonic-domain clock is guest time: the host sleeps until the
+  // host time it corresponds to.
+  timespec next = (flags & TIMER_ABSTIME)
+                      ? HostDeadline(clock, *request, c.state.monotonic_offset_ns)
+                      : *request;
   int err;
   // A control request (not a stop) interrupting the sleep must not cut it short.
   while ((err = clock_nanosleep(clock, flags, &next, &remain)) == EINTR && c.KeepWaiting()) {

@@ -48,6 +48,7 @@ TEST(DescriptorCodecTest, FullDescriptorDiffersFromDefaultEverywhereItCan) {
   EXPECT_NE(full.files.root_writable, empty.files.root_writable);
   EXPECT_NE(full.files.cwd, empty.files.cwd);
   EXPECT_NE(full.signals.altstack.flags, empty.signals.altstack.flags);
+  EXPECT_NE(full.clock.has_value(), empty.clock.has_value());
   // Every register differs from its default and from every other register, so a register
   // written to or read from the wrong field shows up.
   std::set<uint64_t> values;

@@ -124,6 +124,12 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
   altstack->set_size(d.signals.altstack.size);
 
   out->set_start_time_ns(d.start_time_ns);
+  if (d.clock) {
+    pb::Clock* clock = out->mutable_clock();
+    // Validated descriptors have a non-negative guest time; others round-trip modulo 2^64.
+    clock->set_guest_monotonic_ns(static_cast<uint64_t>(d.clock->guest_monotonic_ns));
+    clock->set_host_realtime_ns(d.clock->host_realtime_ns);
+  }
 
   // Gaps are computed modulo 2^64, so even unsorted runs round-trip exactly (and are then
   // refused by validation).
@@ -302,6 +308,11 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
   d.signals.altstack.size = sig.altstack().size();
 
   d.start_time_ns = in.start_time_ns();
+  if (in.has_clock()) {  // optional: older writers did not record it
+    d.clock =
+        ClockCapture{.guest_monotonic_ns = static_cast<int64_t>(in.clock().guest_monotonic_ns()),
+                     .host_realtime_ns = in.clock().host_realtime_ns()};
+  }
 
   const pb::PageMap& pages = in.pages();
   if (pages.run_gaps_size() != pages.run_lengths_size()) {

@@ -52,7 +52,12 @@ TEST(DescriptorProtoTest, TopLevelFieldNumbersAreAsDocumented) {
   EXPECT_EQ(FieldNumber(m, "clone"), 10);
   EXPECT_EQ(FieldNumber(m, "vcpu"), 11);
   EXPECT_EQ(FieldNumber(m, "backend"), 12);
-  EXPECT_EQ(m->field_count(), 10);
+  EXPECT_EQ(FieldNumber(m, "clock"), 13);
+  EXPECT_EQ(m->field_count(), 11);
+  const google::protobuf::Descriptor* clock = pb::Clock::descriptor();
+  EXPECT_EQ(FieldNumber(clock, "guest_monotonic_ns"), 1);
+  EXPECT_EQ(FieldNumber(clock, "host_realtime_ns"), 2);
+  EXPECT_EQ(clock->field_count(), 2);
   // Format version 1's vcpu (2) and segment_bases (4) are reserved, never reused.
   EXPECT_TRUE(m->IsReservedNumber(2));
   EXPECT_TRUE(m->IsReservedNumber(4));
@@ -107,6 +112,35 @@ TEST(DescriptorProtoTest, AbsentBackendDecodesAsEmpty) {
       EncodeWithProtoEdit(FullDescriptor(), [](pb::VmDescriptor& m) { m.clear_backend(); }));
   ASSERT_TRUE(decoded) << decoded.error().message();
   EXPECT_EQ(decoded->backend, "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The capture instant's clock
+
+TEST(DescriptorProtoTest, ClockIsWrittenToItsFields) {
+  const VmDescriptor d = FullDescriptor();
+  const std::vector<uint8_t> blob = EncodeDescriptor(d);
+  pb::VmDescriptor m;
+  ASSERT_TRUE(m.ParseFromArray(blob.data() + 32, static_cast<int>(blob.size() - 32)));
+  ASSERT_TRUE(m.has_clock());
+  EXPECT_EQ(m.clock().guest_monotonic_ns(), 1987654321012345u);
+  EXPECT_EQ(m.clock().host_realtime_ns(), 1796428800123456789);
+}
+
+// Descriptors written before the clock was recorded decode, without one: a restore then reads
+// the host's monotonic clock, as flurry did when it wrote them.
+TEST(DescriptorProtoTest, AbsentClockDecodesAsNotRecorded) {
+  const std::vector<uint8_t> blob =
+      EncodeWithProtoEdit(FullDescriptor(), [](pb::VmDescriptor& m) { m.clear_clock(); });
+  Result<VmDescriptor> decoded = DecodeDescriptor(blob);
+  ASSERT_TRUE(decoded) << decoded.error().message();
+  EXPECT_FALSE(decoded->clock.has_value());
+  EXPECT_EQ(decoded->start_time_ns, 987654321012345u);
+  // And re-encodes without one.
+  pb::VmDescriptor m;
+  const std::vector<uint8_t> again = EncodeDescriptor(*decoded);
+  ASSERT_TRUE(m.ParseFromArray(again.data() + 32, static_cast<int>(again.size() - 32)));
+  EXPECT_FALSE(m.has_clock());
 }
 
 // ---------------------------------------------------------------------------------------------

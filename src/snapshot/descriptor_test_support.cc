@@ -181,6 +181,8 @@ VmDescriptor FullDescriptor() {
   d.signals.altstack = {.sp = 0x7000000, .flags = 0, .pad = 0, .size = 0x8000};
 
   d.start_time_ns = 987654321012345;
+  d.clock = ClockCapture{.guest_monotonic_ns = 1987654321012345,
+                         .host_realtime_ns = 1796428800123456789};  // 2026-12-05 00:00:00 UTC
   d.pages.present = {{0, 1}, {1, 0x1ff}, {0x200, 3}, {0x3f000, 0x800}, {0x3ffff, 1}};
   d.clone.family_id = 0xfeedfacecafebeefULL;
   d.clone.clone_id = 3;
@@ -247,6 +249,11 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
   EXPECT_EQ(a.signals.altstack.size, b.signals.altstack.size);
 
   EXPECT_EQ(a.start_time_ns, b.start_time_ns);
+  ASSERT_EQ(a.clock.has_value(), b.clock.has_value());
+  if (a.clock) {
+    EXPECT_EQ(a.clock->guest_monotonic_ns, b.clock->guest_monotonic_ns);
+    EXPECT_EQ(a.clock->host_realtime_ns, b.clock->host_realtime_ns);
+  }
   ASSERT_EQ(a.pages.present.size(), b.pages.present.size());
   for (size_t i = 0; i < a.pages.present.size(); ++i) {
     EXPECT_EQ(a.pages.present[i].first_page, b.pages.present[i].first_page) << "run " << i;

@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <iterator>
 #include <string_view>
 
@@ -114,6 +115,23 @@ std::string Handler(uint64_t handler) {
   return fmt::format("{:#x}", handler);
 }
 
+// Nanoseconds as "S.NNNNNNNNN s".
+std::string Seconds(uint64_t ns) {
+  return fmt::format("{}.{:09} s", ns / 1000000000, ns % 1000000000);
+}
+
+// The capture instant: the guest's monotonic time and the host's wall-clock time (UTC).
+std::string Clock(const std::optional<ClockCapture>& clock) {
+  if (!clock) return "not recorded (older writer): a restore reads the host's monotonic clock";
+  const time_t seconds = static_cast<time_t>(clock->host_realtime_ns / 1000000000);
+  std::tm utc{};
+  char date[32] = "?";
+  if (gmtime_r(&seconds, &utc) != nullptr) std::strftime(date, sizeof date, "%F %T", &utc);
+  return fmt::format("CLOCK_MONOTONIC {} at host CLOCK_REALTIME {}.{:09} UTC",
+                     Seconds(static_cast<uint64_t>(clock->guest_monotonic_ns)), date,
+                     clock->host_realtime_ns % 1000000000);
+}
+
 }  // namespace
 
 std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
@@ -132,8 +150,8 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
   line("cpu", d.cpu.ToString());
   line("clone", fmt::format("family {:016x}, clone {}{}", d.clone.family_id, d.clone.clone_id,
                             d.clone.clone_id == 0 ? " (original)" : ""));
-  line("started", fmt::format("CLOCK_MONOTONIC {}.{:09} s", d.start_time_ns / 1000000000,
-                              d.start_time_ns % 1000000000));
+  line("started", fmt::format("CLOCK_MONOTONIC {}", Seconds(d.start_time_ns)));
+  line("captured", Clock(d.clock));
 
   line("backend", d.backend.empty() ? std::string("unknown") : Printable(d.backend));
   const x86::UserRegs& r = d.vcpu.regs;

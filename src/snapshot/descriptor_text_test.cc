@@ -23,6 +23,9 @@ TEST(DescriptorTextTest, DescribesTheDescriptor) {
       "flurry VM descriptor, format version 2, 12345 bytes encoded\n",
       "cpu         GenuineIntel family 0x6 model 0x8f stepping 8",
       "clone       family feedfacecafebeef, clone 3\n",
+      "started     CLOCK_MONOTONIC 987654.321012345 s\n",
+      "captured    CLOCK_MONOTONIC 1987654.321012345 s at host CLOCK_REALTIME 2026-12-05 "
+      "00:00:00.123456789 UTC\n",
       "backend     seccomp\n",
       "registers   rip 0x0000000000401abc  rsp 0x000000003fffe8c0  rflags 0x246\n",
       fmt::format("rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}\n", d.vcpu.regs.rax,
@@ -65,6 +68,14 @@ TEST(DescriptorTextTest, DescribesAnEmptyXsaveAndAnUnknownBackend) {
   const std::string text = DescribeDescriptor(d, 1);
   ExpectContains(text, "backend     unknown\n");
   ExpectContains(text, "extended    xcr0 0x0, xsave empty (initial FPU state)\n");
+}
+
+TEST(DescriptorTextTest, SaysWhenTheClockWasNotRecorded) {
+  VmDescriptor d = FullDescriptor();
+  d.clock.reset();
+  ExpectContains(DescribeDescriptor(d, 1),
+                 "captured    not recorded (older writer): a restore reads the host's monotonic "
+                 "clock\n");
 }
 
 TEST(DescriptorTextTest, SaysWhenItShowsAConvertedVersion1Descriptor) {

@@ -149,6 +149,7 @@ TEST(DescriptorV1Test, DecodesAFileWrittenByTheVersion1Encoder) {
   EXPECT_EQ(d.signals.actions[SIGTERM].handler, 0x401500u);
   EXPECT_EQ(d.signals.actions[SIGPIPE].handler, 1u);
   EXPECT_EQ(d.start_time_ns, 123456789012u);
+  EXPECT_FALSE(d.clock.has_value()) << "version 1 never recorded the capture instant's clock";
   ASSERT_EQ(d.pages.present.size(), 4u);
   EXPECT_EQ(d.pages.present[2].first_page, 0x1f5dfu);
   EXPECT_EQ(d.pages.present[2].page_count, 0x21u);

@@ -252,6 +252,22 @@ Result<void> ValidatePages(const PageMapRecord& p, uint64_t ram_size) {
   return {};
 }
 
+// Bounded by 2^62 ns (146 years) so that offsets and deadlines computed from them cannot
+// overflow 64 bits. The start time is not compared: a VM restored from a descriptor without a
+// clock record (older writers) may have a start time from another host's clock, ahead of its
+// own (sysinfo then reports uptime 0).
+Result<void> ValidateClock(const ClockCapture& c) {
+  constexpr int64_t kLimit = int64_t{1} << 62;
+  if (c.guest_monotonic_ns < 0 || c.guest_monotonic_ns >= kLimit) {
+    return Invalid("guest monotonic time {} ns at capture is outside [0, 2^62)",
+                   static_cast<uint64_t>(c.guest_monotonic_ns));
+  }
+  if (c.host_realtime_ns < 0 || c.host_realtime_ns >= kLimit) {
+    return Invalid("host realtime {} ns at capture is outside [0, 2^62)", c.host_realtime_ns);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<void> ValidateDescriptor(const VmDescriptor& d) {
@@ -264,6 +280,7 @@ Result<void> ValidateDescriptor(const VmDescriptor& d) {
   FLURRY_TRY(ValidateSignals(d.signals));
   FLURRY_TRY(ValidatePages(d.pages, d.memory.ram_size));
   if (d.clone.clone_id < 0) return Invalid("clone id {} is negative", d.clone.clone_id);
+  if (d.clock) FLURRY_TRY(ValidateClock(*d.clock));
   return {};
 }
 

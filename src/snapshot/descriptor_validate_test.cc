@@ -165,6 +165,15 @@ const RefusalCase kGuestStateCases[] = {
      "invalid descriptor: alternate signal stack flags 0x4 (valid: 0, SS_DISABLE)"},
     {"negative clone id", [](VmDescriptor& d) { d.clone.clone_id = -1; },
      "invalid descriptor: clone id -1 is negative"},
+    {"captured guest time too large",
+     [](VmDescriptor& d) { d.clock->guest_monotonic_ns = int64_t{1} << 62; },
+     "invalid descriptor: guest monotonic time 4611686018427387904 ns at capture is outside [0, "
+     "2^62)"},
+    {"captured guest time negative", [](VmDescriptor& d) { d.clock->guest_monotonic_ns = -1; },
+     "invalid descriptor: guest monotonic time 18446744073709551615 ns at capture is outside [0, "
+     "2^62)"},
+    {"captured realtime negative", [](VmDescriptor& d) { d.clock->host_realtime_ns = -1; },
+     "invalid descriptor: host realtime -1 ns at capture is outside [0, 2^62)"},
 };
 INSTANTIATE_TEST_SUITE_P(GuestState, DescriptorRefusalTest, ::testing::ValuesIn(kGuestStateCases),
                          TestName);

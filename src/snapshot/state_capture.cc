@@ -122,10 +122,16 @@ VmDescriptor CaptureGuestState(const GuestState& state) {
   d.files = CaptureFiles(state.fds);
   d.signals = state.signals;
   d.start_time_ns = state.start_time_ns;
+  d.clock = CaptureClockNow(state.monotonic_offset_ns);
   return d;
 }
 
-Result<GuestState> RestoreGuest(const VmDescriptor& d,
+int64_t RestoredMonotonicOffset(const VmDescriptor& d, ClockResume how) {
+  if (!d.clock) return 0;
+  return RestoredOffsetNs(*d.clock, how, HostClockNs(CLOCK_MONOTONIC), HostClockNs(CLOCK_REALTIME));
+}
+
+Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
                                 const std::optional<std::string>& root_override,
                                 std::shared_ptr<LazyFiles> lazy_files) {
   GuestState state;
@@ -139,6 +145,7 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d,
   state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions);
   state.signals = d.signals;
   state.start_time_ns = d.start_time_ns;
+  state.monotonic_offset_ns = RestoredMonotonicOffset(d, clock);
   FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,
                               state.fds, std::move(lazy_files)),
                  "restoring the guest's files");

@@ -17,8 +17,9 @@ namespace flurry {
 // Captures everything but the CPU state (the caller fills descriptor.vcpu — FS/GS bases
 // included: GuestState::segment_bases is not copied, so a pending (dirty) arch_prctl must be
 // applied to the vCPU, or folded into vcpu.regs, before capturing), the backend name and the
-// clone identity. The page map comes from GuestMemory::PopulatedPages (pagemap: present or
-// swapped out); pages the host never populated read as zero.
+// clone identity. The clock record is read now: call at the capture instant. The page map comes
+// from GuestMemory::PopulatedPages (pagemap: present or swapped out); pages the host never
+// populated read as zero.
 Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory);
 
 // CaptureGuest without the page map (for a clone whose memory is this process's copy).
@@ -30,11 +31,17 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);
 // Rebuilds a GuestState from a descriptor: reopens the --dir root (optionally at another host
 // path, e.g. a clone's private copy-on-write view) and every file at its recorded offset.
 // stdio fds map to the host's stdio. segment_bases mirrors descriptor.vcpu.regs.fs_base/gs_base,
-// not dirty (restoring the CPU state sets them). `lazy_files`: the root holds placeholders that
-// it fills as they are opened (a remote clone's copy of its parent's --dir).
-Result<GuestState> RestoreGuest(const VmDescriptor& descriptor,
+// not dirty (restoring the CPU state sets them). The guest's monotonic clock continues from the
+// descriptor's capture instant as `clock` says (RestoredMonotonicOffset). `lazy_files`: the
+// root holds placeholders that it fills as they are opened (a remote clone's copy of its
+// parent's --dir).
+Result<GuestState> RestoreGuest(const VmDescriptor& descriptor, ClockResume clock,
                                 const std::optional<std::string>& root_override = std::nullopt,
                                 std::shared_ptr<LazyFiles> lazy_files = nullptr);
+
+// The GuestState::monotonic_offset_ns for a VM made from `descriptor` now: per `how` from its
+// clock record, or 0 (the host's clock) when the descriptor has none (older writers).
+int64_t RestoredMonotonicOffset(const VmDescriptor& descriptor, ClockResume how);
 
 // Reopens the files of `record` into `fds` (used by RestoreGuest and by clones, whose inherited
 // host fds would otherwise share file offsets with the parent).

@@ -16,6 +16,7 @@
 #include "arch/x86_64/cpu_signature.h"
 #include "arch/x86_64/user_cpu_state.h"
 #include "guest/guest_state.h"
+#include "guest/guest_time.h"
 
 namespace flurry {
 
@@ -82,7 +83,11 @@ struct VmDescriptor {
   MemoryLayoutRecord memory;
   FilesRecord files;
   SignalState signals;
-  uint64_t start_time_ns = 0;
+  uint64_t start_time_ns = 0;  // the guest's CLOCK_MONOTONIC when the VM started
+  // The guest's CLOCK_MONOTONIC and the host's CLOCK_REALTIME at the capture instant. Absent in
+  // descriptors written before flurry recorded it: a VM restored from one reads the host's
+  // monotonic clock (offset 0), as flurry did then.
+  std::optional<ClockCapture> clock;
   PageMapRecord pages;
   CloneIdentityRecord clone;
 };

@@ -62,9 +62,10 @@ constexpr uint64_t kCalibrationNs = 20'000'000;
 
 }  // namespace
 
-Result<void> GuestClock::Start(GuestMemory& memory, int64_t guest_tsc_minus_host,
-                               uint64_t tsc_khz) {
+Result<void> GuestClock::Start(GuestMemory& memory, int64_t guest_tsc_minus_host, uint64_t tsc_khz,
+                               int64_t monotonic_offset_ns) {
   memory_ = &memory;
+  monotonic_offset_ns_ = monotonic_offset_ns;
   guest_tsc_minus_host_ = guest_tsc_minus_host;
   if (tsc_khz == 0) tsc_khz = g_calibrated_tsc_khz.load();
   if (tsc_khz == 0) {
@@ -106,22 +107,29 @@ void GuestClock::Refresh() {
   if (!memory_->ReadPhysical(x86::kVvarAddr, &vvar, sizeof vvar)) return;
   const uint64_t guest_tsc = host_tsc + guest_tsc_minus_host_;
   const uint64_t delta = guest_tsc > vvar.tsc_base ? guest_tsc - vvar.tsc_base : 0;
-  const uint64_t extrapolated =
+  const uint64_t extrapolated_guest =
       vvar.monotonic_base_ns +
       static_cast<uint64_t>((static_cast<unsigned __int128>(delta) * ns_per_tsc_q32_) >> 32);
+  // In host time (modulo 2^64: the offset may be negative).
+  const uint64_t extrapolated = extrapolated_guest - static_cast<uint64_t>(monotonic_offset_ns_);
   const uint64_t host_now = ClockNs(CLOCK_MONOTONIC);
   (void)Publish(host_tsc, host_now > extrapolated ? host_now : extrapolated);
 }
 
-Result<void> GuestClock::Publish(uint64_t host_tsc, uint64_t monotonic_ns) {
+Result<void> GuestClock::Publish(uint64_t host_tsc, uint64_t host_monotonic_ns) {
   flurry_vvar vvar{};
+  // The vvar page holds guest time: monotonic = host + offset. The other clocks are given
+  // relative to the guest's monotonic clock: the wall clocks (REALTIME, TAI) are the host's, so
+  // their distance from it shrinks by the offset; RAW and BOOTTIME carry the offset too, so
+  // theirs is the host's.
   const int64_t mono = static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC));
+  const int64_t guest_mono = mono + monotonic_offset_ns_;
   vvar.tsc_base = host_tsc + guest_tsc_minus_host_;
-  vvar.monotonic_base_ns = monotonic_ns;
+  vvar.monotonic_base_ns = host_monotonic_ns + static_cast<uint64_t>(monotonic_offset_ns_);
   vvar.ns_per_tsc_q32 = ns_per_tsc_q32_;
-  vvar.realtime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_REALTIME)) - mono;
+  vvar.realtime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_REALTIME)) - guest_mono;
   vvar.boottime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_BOOTTIME)) - mono;
-  vvar.tai_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_TAI)) - mono;
+  vvar.tai_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_TAI)) - guest_mono;
   vvar.raw_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC_RAW)) - mono;
   vvar.magic = FLURRY_VVAR_MAGIC;
   next_refresh_tsc_ = host_tsc + tsc_per_second_;

@@ -19,16 +19,21 @@ class GuestClock {
  public:
   // The guest's TSC reads `guest_tsc_minus_host` ahead of the host's and ticks at `tsc_khz`
   // (0: unknown — then it is measured against the host's clocks during the guest's first
-  // ~20 ms, during which the vDSO falls back to syscalls). Publishes the first clock base.
-  Result<void> Start(GuestMemory& memory, int64_t guest_tsc_minus_host, uint64_t tsc_khz);
+  // ~20 ms, during which the vDSO falls back to syscalls). The guest's monotonic-domain clocks
+  // read `monotonic_offset_ns` ahead of the host's (GuestState::monotonic_offset_ns); its wall
+  // clocks are the host's. Publishes the first clock base.
+  Result<void> Start(GuestMemory& memory, int64_t guest_tsc_minus_host, uint64_t tsc_khz,
+                     int64_t monotonic_offset_ns);
   // Re-bases the clock on the host's clocks when the last base is older than a second, never
   // letting guest CLOCK_MONOTONIC go backwards. Cheap when nothing is due.
   void Refresh();
 
  private:
   void SetFrequency(uint64_t tsc_khz);
-  Result<void> Publish(uint64_t host_tsc, uint64_t monotonic_ns);
+  // Publishes a base: the host TSC and the host's CLOCK_MONOTONIC at one instant.
+  Result<void> Publish(uint64_t host_tsc, uint64_t host_monotonic_ns);
   GuestMemory* memory_ = nullptr;
+  int64_t monotonic_offset_ns_ = 0;
   bool valid_ = false;
   uint64_t calibration_tsc_ = 0;
   uint64_t calibration_ns_ = 0;

@@ -55,7 +55,7 @@ TEST(GuestClock, StartWithAKnownFrequencyPublishes) {
   const int64_t offset = 1'000'000;
   const uint64_t mono_before = Now(CLOCK_MONOTONIC);
   const uint64_t tsc_before = __rdtsc();
-  ASSERT_TRUE(clock.Start(memory, offset, 2'500'000).has_value());
+  ASSERT_TRUE(clock.Start(memory, offset, 2'500'000, 0).has_value());
   const uint64_t tsc_after = __rdtsc();
   const uint64_t mono_after = Now(CLOCK_MONOTONIC);
   const flurry_vvar vvar = ReadVvar(memory);
@@ -73,11 +73,39 @@ TEST(GuestClock, StartWithAKnownFrequencyPublishes) {
   EXPECT_GE(vvar.boottime_offset_ns, 0);
 }
 
+// The vvar page holds guest time: CLOCK_MONOTONIC, _RAW and BOOTTIME carry the guest's offset,
+// the wall clocks do not.
+TEST(GuestClock, PublishesGuestTimeWithTheMonotonicOffset) {
+  for (const int64_t offset :
+       {int64_t{1'000'000'000'000}, -static_cast<int64_t>(Now(CLOCK_MONOTONIC) / 2)}) {
+    auto memory = GuestMemory::Create(kRam).value();
+    GuestClock clock;
+    const uint64_t mono_before = Now(CLOCK_MONOTONIC);
+    const int64_t realtime_before = static_cast<int64_t>(Now(CLOCK_REALTIME));
+    ASSERT_TRUE(clock.Start(memory, 0, 2'500'000, offset).has_value());
+    const int64_t realtime_after = static_cast<int64_t>(Now(CLOCK_REALTIME));
+    const uint64_t mono_after = Now(CLOCK_MONOTONIC);
+    const flurry_vvar vvar = ReadVvar(memory);
+    ASSERT_EQ(vvar.magic, FLURRY_VVAR_MAGIC);
+    EXPECT_GE(vvar.monotonic_base_ns, mono_before + offset) << offset;
+    EXPECT_LE(vvar.monotonic_base_ns, mono_after + offset) << offset;
+    // CLOCK_REALTIME at the base instant is the host's (loosely: the clocks move on).
+    const int64_t realtime = static_cast<int64_t>(vvar.monotonic_base_ns) + vvar.realtime_offset_ns;
+    EXPECT_GE(realtime, realtime_before - 1'000'000'000LL) << offset;
+    EXPECT_LE(realtime, realtime_after + 1'000'000'000LL) << offset;
+    const int64_t tai = static_cast<int64_t>(vvar.monotonic_base_ns) + vvar.tai_offset_ns;
+    EXPECT_LT(std::llabs(tai - realtime), 100'000'000'000LL) << offset;  // TAI - UTC: seconds
+    // BOOTTIME and RAW are near the guest's monotonic clock, not the host's.
+    EXPECT_GE(vvar.boottime_offset_ns, 0);
+    EXPECT_LT(std::llabs(vvar.raw_offset_ns), 60'000'000'000LL);
+  }
+}
+
 // One test: the calibration is process-wide state.
 TEST(GuestClock, UnknownFrequencyIsCalibratedBeforePublishing) {
   auto memory = GuestMemory::Create(kRam).value();
   GuestClock clock;
-  ASSERT_TRUE(clock.Start(memory, 0, 0).has_value());
+  ASSERT_TRUE(clock.Start(memory, 0, 0, 0).has_value());
   EXPECT_EQ(ReadVvar(memory).magic, 0u) << "published before the TSC frequency was known";
   // Calibration needs the host's clocks to move on by 20 ms.
   std::this_thread::sleep_for(std::chrono::milliseconds(25));
@@ -90,7 +118,7 @@ TEST(GuestClock, UnknownFrequencyIsCalibratedBeforePublishing) {
   // A second clock in this process starts with the measured frequency.
   auto other = GuestMemory::Create(kRam).value();
   GuestClock second;
-  ASSERT_TRUE(second.Start(other, 0, 0).has_value());
+  ASSERT_TRUE(second.Start(other, 0, 0, 0).has_value());
   EXPECT_EQ(ReadVvar(other).magic, FLURRY_VVAR_MAGIC);
   EXPECT_EQ(ReadVvar(other).ns_per_tsc_q32, vvar.ns_per_tsc_q32);
 }
@@ -100,7 +128,7 @@ TEST(GuestClock, RefreshNeverMovesMonotonicBackwards) {
   GuestClock clock;
   // A guest clock that runs far too fast (100 MHz claimed, the TSC ticks faster): extrapolating
   // the old base gives a later time than the host's, and the new base must not go back.
-  ASSERT_TRUE(clock.Start(memory, 0, 100'000).has_value());
+  ASSERT_TRUE(clock.Start(memory, 0, 100'000, 0).has_value());
   const flurry_vvar first = ReadVvar(memory);
   ASSERT_EQ(first.magic, FLURRY_VVAR_MAGIC);
   flurry_vvar next = first;
@@ -114,6 +142,28 @@ TEST(GuestClock, RefreshNeverMovesMonotonicBackwards) {
   EXPECT_GE(next.monotonic_base_ns, GuestMonotonic(first, next.tsc_base));
   EXPECT_EQ(next.ns_per_tsc_q32, first.ns_per_tsc_q32);
   EXPECT_EQ(next.magic, FLURRY_VVAR_MAGIC);
+}
+
+// A re-base continues the guest's clock from its extrapolated guest time: the offset is
+// applied once, not again at every refresh.
+TEST(GuestClock, RefreshKeepsTheOffset) {
+  auto memory = GuestMemory::Create(kRam).value();
+  GuestClock clock;
+  const int64_t offset = 1'000'000'000'000;  // 1000 s
+  // As above, a fast guest clock: the re-base extrapolates the old base.
+  ASSERT_TRUE(clock.Start(memory, 0, 100'000, offset).has_value());
+  const flurry_vvar first = ReadVvar(memory);
+  ASSERT_EQ(first.magic, FLURRY_VVAR_MAGIC);
+  flurry_vvar next = first;
+  for (int i = 0; i < 2000 && next.tsc_base == first.tsc_base; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    clock.Refresh();
+    next = ReadVvar(memory);
+  }
+  ASSERT_NE(next.tsc_base, first.tsc_base) << "Refresh never re-based the clock";
+  const uint64_t extrapolated = GuestMonotonic(first, next.tsc_base);
+  EXPECT_GE(next.monotonic_base_ns, extrapolated);
+  EXPECT_LT(next.monotonic_base_ns, extrapolated + 1'000'000'000) << "the offset was added again";
 }
 
 TEST(GuestClock, RefreshWithoutStartDoesNothing) {

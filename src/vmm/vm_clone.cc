@@ -64,11 +64,14 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
                        "giving the clone its own view of --dir");
     root_path = clone_directory_->merged();
   }
-  GuestState restored =
-      FLURRY_TRY_CTX(RestoreGuest(d, root_path), "becoming the VM of the clone's descriptor");
-  restored.identity.ppid = restored.identity.pid;
-  restored.identity.pid = getpid();
-  restored.identity.tid = restored.identity.pid;
+  GuestState restored = FLURRY_TRY_CTX(RestoreGuest(d, ClockResume::kPlusWallClock, root_path),
+                                       "becoming the VM of the clone's descriptor");
+  // On the parent's host the clone keeps the parent's clock offset exactly (inherited through
+  // fork; the kernel clock is the same), so its CLOCK_MONOTONIC is the parent's. A clone on
+  // another host continues from the descriptor instead (vm_restore.cc).
+  restored.monotonic_offset_ns = state_.monotonic_offset_ns;
+  // The pid, ppid and tid are the descriptor's, i.e. the parent's: a clone is a copy of the
+  // whole machine, told apart from its parent by its clone ID.
   state_ = std::move(restored);
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
                          clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");

@@ -114,7 +114,7 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   state.identity.exe_path = GuestExePath(config.program);
   state.memory_map = MemoryMap(image.image_start, image.image_end, mmap_top, stack_bottom, ram);
   state.cpu = x86::CpuSignature::OfHost();
-  state.start_time_ns = MonotonicNs();
+  state.start_time_ns = MonotonicNs();  // guest time: a new VM's offset is 0
   if (config.dir) {
     HostDir dir = FLURRY_TRY(HostDir::Open(*config.dir, config.dir_writable));
     state.fds.SetRoot(std::move(dir));
@@ -138,7 +138,8 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
 
 Result<void> Vm::StartClock() {
   const Backend::TscInfo tsc = FLURRY_TRY(backend_->Tsc());
-  return clock_.Start(backend_->memory(), tsc.guest_minus_host, tsc.khz);
+  return clock_.Start(backend_->memory(), tsc.guest_minus_host, tsc.khz,
+                      state_.monotonic_offset_ns);
 }
 
 Vm::Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,

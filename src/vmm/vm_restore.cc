@@ -102,7 +102,12 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
   } else if (config.dir) {
     root = *config.dir;
   }
-  GuestState state = FLURRY_TRY(RestoreGuest(d, root, std::move(lazy_files)));
+  // A clone's clock goes on as its parent's does, across hosts (wall-clock time since the
+  // capture counted); a restored snapshot's continues from the captured value (docs/design.md,
+  // "The guest clock").
+  GuestState state = FLURRY_TRY(
+      RestoreGuest(d, config.clone_of ? ClockResume::kPlusWallClock : ClockResume::kFromCapture,
+                   root, std::move(lazy_files)));
   if (config.hostname) state.identity.hostname = *config.hostname;
   ForkPolicy policy;
   policy.max_clones_per_ticket = config.max_clones_per_ticket;
@@ -114,9 +119,7 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
     FLURRY_TRY_CTX(fork.BecomeRemoteClone(c.family_id, c.id, UniqueFd(c.outcome_fd)),
                    fmt::format("becoming clone {}", c.id));
     cpu.regs.rax = static_cast<uint64_t>(c.id);
-    state.identity.ppid = state.identity.pid;
-    state.identity.pid = getpid();
-    state.identity.tid = state.identity.pid;
+    // Its pid, ppid and tid stay the parent's, as in a local clone.
   }
   FLURRY_TRY_CTX(backend->LoadCpu(cpu), "restoring the CPU");
   auto vm = std::unique_ptr<Vm>(

@@ -5,9 +5,12 @@
 //   prints "granted M". Each clone sums the same memory (fetching it from the parent's host),
 //   prints "on NODENAME sum=S" and "work_ms=T" (the time the sum took), sleeps SLEEP_MS (default
 //   0), optionally (NESTED = 1) clones one clone of its own and joins it, and ends with
-//   sf_exit_with(id, "NODENAME S"). The parent joins and prints one line per outcome:
+//   sf_exit_with(id, "NODENAME S"). Each clone also prints "identity pid=P ppid=Q since_us=U":
+//   its getpid(), getppid() and how far its CLOCK_MONOTONIC is past the parent's reading just
+//   before sf_clone. The parent joins and prints one line per outcome:
 //     "outcome id=I kind=K status=S signal=G result=R"
-//   then "parent on NODENAME sum=S join_ms=T" and exits 0.
+//   then "parent identity pid=P ppid=Q since_us=U" (U: after the join) and
+//   "parent on NODENAME sum=S join_ms=T", and exits 0.
 //   LATE = 1: each clone prints "waiting on NODENAME" and sleeps before it reads the memory.
 #include <flurry/sf.h>
 #include <stdint.h>
@@ -16,11 +19,22 @@
 #include <string.h>
 #include <sys/utsname.h>
 #include <time.h>
+#include <unistd.h>
 
 static double NowMs(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static struct timespec g_before_clone;
+
+// Microseconds of CLOCK_MONOTONIC since the parent's reading just before sf_clone.
+static long long SinceCloneUs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (ts.tv_sec - g_before_clone.tv_sec) * 1000000LL +
+         (ts.tv_nsec - g_before_clone.tv_nsec) / 1000;
 }
 
 static uint64_t Sum(const uint64_t* data, size_t words) {
@@ -50,6 +64,7 @@ int main(int argc, char** argv) {
   }
   printf("granted %d\n", sf_ticket_granted(ticket));
   fflush(stdout);
+  clock_gettime(CLOCK_MONOTONIC, &g_before_clone);
   const int id = sf_clone(ticket);
   if (id < 0) {
     printf("sf_clone failed\n");
@@ -68,6 +83,8 @@ int main(int argc, char** argv) {
     const double work_ms = NowMs() - work_start;
     printf("on %s sum=%llu\n", where.nodename, (unsigned long long)sum);
     printf("work_ms=%.1f\n", work_ms);
+    printf("identity pid=%d ppid=%d since_us=%lld\n", (int)getpid(), (int)getppid(),
+           SinceCloneUs());
     fflush(stdout);
     if (!late && sleep_ms > 0) nanosleep(&pause, NULL);
     if (nested) {
@@ -108,6 +125,8 @@ int main(int argc, char** argv) {
            outcomes[i].kind, outcomes[i].status, outcomes[i].signal, (int)outcomes[i].result_length,
            results[i]);
   }
+  printf("parent identity pid=%d ppid=%d since_us=%lld\n", (int)getpid(), (int)getppid(),
+         SinceCloneUs());
   printf("parent on %s sum=%llu join_ms=%.0f\n", where.nodename, (unsigned long long)expected,
          join_ms);
   return 0;

@@ -249,6 +249,34 @@ TEST(RemoteClones, RunOnTheClusterHostsWithTheParentsMemoryFetchedOverTheirNetwo
               std::string::npos)
         << r.Describe();
   }
+  // Each clone is a copy of the parent's machine: the same pid and ppid, and a clock that went
+  // on from the parent's (never before its reading just before sf_clone, never past its reading
+  // after the join).
+  static const std::regex identity(R"(identity pid=(\d+) ppid=(\d+) since_us=(-?\d+)$)");
+  const std::string parent_line = "parent identity";
+  int parent_pid = -1, parent_ppid = -1;
+  long long parent_after_join_us = -1;
+  int clone_identities = 0;
+  for (const auto& line : Lines(r.out)) {
+    std::smatch m;
+    if (!std::regex_search(line, m, identity)) continue;
+    if (StartsWith(line, parent_line)) {
+      parent_pid = std::stoi(m[1]);
+      parent_ppid = std::stoi(m[2]);
+      parent_after_join_us = std::stoll(m[3]);
+    }
+  }
+  ASSERT_GT(parent_pid, 0) << r.Describe();
+  for (const auto& line : Lines(r.out)) {
+    std::smatch m;
+    if (StartsWith(line, parent_line) || !std::regex_search(line, m, identity)) continue;
+    ++clone_identities;
+    EXPECT_EQ(std::stoi(m[1]), parent_pid) << line;
+    EXPECT_EQ(std::stoi(m[2]), parent_ppid) << line;
+    EXPECT_GE(std::stoll(m[3]), 0) << line;
+    EXPECT_LE(std::stoll(m[3]), parent_after_join_us) << line;
+  }
+  EXPECT_EQ(clone_identities, 6) << r.Describe();
   // Spread by free slots: two clones on each of the three hosts.
   EXPECT_EQ(per_host, (std::map<std::string, int>{{"host1", 2}, {"host2", 2}, {"host3", 2}}))
       << r.Describe();

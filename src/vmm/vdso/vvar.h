@@ -12,8 +12,9 @@
 struct flurry_vvar {
   uint64_t magic;
   uint64_t tsc_base;          /* guest TSC at the base instant */
-  uint64_t monotonic_base_ns; /* CLOCK_MONOTONIC at the base instant */
+  uint64_t monotonic_base_ns; /* guest CLOCK_MONOTONIC at the base instant (host's + offset) */
   uint64_t ns_per_tsc_q32;    /* nanoseconds per TSC tick, 32.32 fixed point */
+  /* The other clocks relative to the guest's CLOCK_MONOTONIC. */
   int64_t realtime_offset_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC */
   int64_t boottime_offset_ns; /* CLOCK_BOOTTIME - CLOCK_MONOTONIC */
   int64_t tai_offset_ns;      /* CLOCK_TAI - CLOCK_MONOTONIC */
