@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "fork/outcome_channel.h"
+#include "memory/avoidance.h"
 
 namespace flurry {
 
@@ -32,6 +33,7 @@ struct CloneRunSpec {
   std::string root_dir;  // --dir: the guest's root when the parent had one (an empty directory
                          // of the clone's own; the parent's files are not served yet)
   uint32_t prefetch_pages = 0;  // 0: flurry's default
+  Avoidance avoid;              // --avoid: the avoidance heuristics (all: no option)
   bool prefix_output = true;
   bool memory_stats = false;  // --stats: the clone's on-demand counters on stderr at its end
   std::string backend;        // --backend ("" = auto)
