@@ -11,7 +11,7 @@ namespace flurry {
 
 Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
     const std::string& cluster_file, const std::string& member, bool prefix_output,
-    bool memory_stats, uint32_t prefetch_pages) {
+    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid) {
   const ClusterFile cluster = FLURRY_TRY(LoadClusterFile(cluster_file));
   if (cluster.hosts.empty()) return Fail("{}: the cluster has no hosts", cluster_file);
   FLURRY_TRY(ValidateMemberName(member));
@@ -25,6 +25,7 @@ Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
   config->prefix_output = prefix_output;
   config->memory_stats = memory_stats;
   config->prefetch_pages = prefetch_pages;
+  config->avoid = avoid;
   // flurry-remote: $FLURRY_REMOTE, else beside this executable.
   if (const char* env = std::getenv("FLURRY_REMOTE"); env != nullptr && *env != '\0') {
     config->remote_binary = env;

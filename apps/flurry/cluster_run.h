@@ -8,11 +8,12 @@
 
 #include "base/error.h"
 #include "fork/remote_clones.h"
+#include "memory/avoidance.h"
 
 namespace flurry {
 
 Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
     const std::string& cluster_file, const std::string& member, bool prefix_output,
-    bool memory_stats, uint32_t prefetch_pages);
+    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid);
 
 }  // namespace flurry

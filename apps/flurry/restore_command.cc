@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "memory/avoidance.h"
 #include "net/page_client.h"
 #include "run_command.h"
 #include "snapshot/descriptor_codec.h"
@@ -73,6 +74,14 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
                    "while faults follow each other sequentially the window doubles, up to 64")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  restore
+      ->add_option("--avoid", options.avoid,
+                   "On demand: the avoidance heuristics to use, to measure what each saves: all, "
+                   "none, or a comma list of zero (never-populated pages are zero-filled here), "
+                   "fresh (memory allocated after the image is never fetched), overwritten (a "
+                   "page read(2) overwrites whole is not fetched). Off, the page is fetched; "
+                   "the guest reads the same")
+      ->capture_default_str();
   restore->add_flag("--stats", options.stats,
                     "At the end, print the memory-on-demand counters to stderr (one line)");
   restore->add_option("--dir", options.dir,
@@ -118,6 +127,12 @@ int RestoreCommand(const RestoreOptions& options) {
   const bool remote = options.directory.starts_with("tcp://");
   config.memory_on_demand = options.memory.empty() ? remote : options.memory == "on-demand";
   config.prefetch_pages = options.prefetch;
+  auto avoid = ParseAvoidance(options.avoid);
+  if (!avoid) {
+    Complain("--avoid " + avoid.error().message());
+    return 2;
+  }
+  config.avoid = *avoid;
   config.report_memory_stats = options.stats;
   if (!options.dir.empty()) config.dir = options.dir;
   if (!options.hostname.empty()) config.hostname = options.hostname;

@@ -16,9 +16,10 @@ struct RestoreOptions {
   std::string backend;
   std::string memory;  // "eager" or "on-demand" ("": the source's default)
   uint32_t prefetch = 8;
-  bool stats = false;     // --stats: the on-demand counters on stderr at the end
-  std::string dir;        // --dir: the guest's root on this host, instead of the recorded one
-  std::string directory;  // snapshot directory or tcp://HOST:PORT
+  std::string avoid = "all";  // --avoid: the avoidance heuristics in use (memory/avoidance.h)
+  bool stats = false;         // --stats: the on-demand counters on stderr at the end
+  std::string dir;            // --dir: the guest's root on this host, instead of the recorded one
+  std::string directory;      // snapshot directory or tcp://HOST:PORT
   // As a clone of a VM on another host (flurryd): --as-clone ID --family HEX --outcome-fd N.
   int32_t as_clone = 0;
   std::string family;

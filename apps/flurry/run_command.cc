@@ -9,6 +9,7 @@
 
 #include "base/parse.h"
 #include "cluster_run.h"
+#include "memory/avoidance.h"
 #include "vmm/api_server.h"
 #include "vmm/vm.h"
 
@@ -91,6 +92,10 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
                   "With --cluster: pages a remote clone's fault fetches (1..64; default: "
                   "flurry restore's)")
       ->check(CLI::Range(1, 64));
+  run->add_option("--clone-avoid", options.clone_avoid,
+                  "With --cluster: the avoidance heuristics remote clones use (flurry restore "
+                  "--avoid): all, none, or a comma list of zero, fresh, overwritten")
+      ->capture_default_str();
   run->add_option("program", options.program, "Static ELF executable to run")->required();
   run->prefix_command();  // everything after PROGRAM goes to the guest
   run->footer(
@@ -157,10 +162,15 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
     config.dir = dir;
   }
 
+  auto clone_avoid = ParseAvoidance(options.clone_avoid);
+  if (!clone_avoid) {
+    Complain("--clone-avoid " + clone_avoid.error().message());
+    return 2;
+  }
   if (!options.cluster.empty()) {
     auto remote =
         LoadRemoteCloneConfig(options.cluster, options.cluster_member, config.clone_output_prefix,
-                              options.clone_stats, options.clone_prefetch);
+                              options.clone_stats, options.clone_prefetch, *clone_avoid);
     if (!remote) {
       Complain(fmt::format("--cluster: {}", remote.error().message()));
       return 1;

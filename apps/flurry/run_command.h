@@ -28,6 +28,7 @@ struct RunOptions {
   std::string cluster_member = "client";  // --cluster-member: the credentials presented
   bool clone_stats = false;               // --clone-stats: remote clones report their memory
   uint32_t clone_prefetch = 0;            // --clone-prefetch: remote clones' fault window
+  std::string clone_avoid = "all";        // --clone-avoid: remote clones' avoidance heuristics
   std::string program;
 };
 

@@ -23,6 +23,7 @@
 #include "daemon/tls.h"
 #include "flurryd.grpc.pb.h"
 #include "fork/outcome_channel.h"
+#include "memory/avoidance.h"
 
 namespace v1 = flurry::daemon::v1;
 
@@ -100,6 +101,7 @@ int main(int argc, char** argv) {
   pid_t parent_pid = 0;
   bool no_prefix = false, memory_stats = false;
   uint32_t prefetch = 0;
+  std::string avoid = "all";
   app.add_option("--cluster", cluster_path)->required();
   app.add_option("--member", member);
   app.add_option("--host", host_name)->required();
@@ -109,6 +111,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-clone-prefix", no_prefix);
   app.add_flag("--memory-stats", memory_stats);
   app.add_option("--prefetch", prefetch)->check(CLI::Range(0, 64));
+  app.add_option("--avoid", avoid)->check([](const std::string& text) {
+    auto parsed = flurry::ParseAvoidance(text);
+    return parsed ? std::string() : parsed.error().message();
+  });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -186,6 +192,7 @@ int main(int argc, char** argv) {
   request.set_family_id(family);
   for (const auto& [id, fd] : channels) request.add_clone_ids(id);
   request.set_prefetch_pages(prefetch);
+  request.set_avoid(avoid);
   request.set_prefix_output(!no_prefix);
   request.set_memory_stats(memory_stats);
   grpc::ClientContext context;

@@ -40,6 +40,10 @@ std::vector<std::string> CloneCommandLine(const CloneRunSpec& spec) {
     argv.push_back("--prefetch");
     argv.push_back(std::to_string(spec.prefetch_pages));
   }
+  if (!spec.avoid.all()) {
+    argv.push_back("--avoid");
+    argv.push_back(FormatAvoidance(spec.avoid));
+  }
   if (!spec.prefix_output) argv.push_back("--no-clone-prefix");
   if (spec.memory_stats) argv.push_back("--stats");
   if (!spec.backend.empty()) {

@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "fork/outcome_channel.h"
+#include "memory/avoidance.h"
 
 namespace flurry {
 
@@ -33,6 +34,7 @@ struct CloneRunSpec {
                          // of the clone's own, which it fills with the parent's files)
   std::string file_cache_dir;  // --file-cache: shared by the clones of one RunClones call
   uint32_t prefetch_pages = 0;  // 0: flurry's default
+  Avoidance avoid;              // --avoid: the avoidance heuristics (all: no option)
   bool prefix_output = true;
   bool memory_stats = false;  // --stats: the clone's on-demand counters on stderr at its end
   std::string backend;        // --backend ("" = auto)

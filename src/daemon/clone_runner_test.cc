@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -74,6 +75,14 @@ TEST(CloneCommandLine, RestoresAsTheCloneFromThePageServer) {
       (std::vector<std::string>{"/x/flurry", "restore", "--as-clone", "7", "--family", "abc",
                                 "--outcome-fd", "3", "--memory", "on-demand", "--hostname", "host3",
                                 "--prefetch", "16", "--no-clone-prefix", "tcp://10.0.0.1:4000"}));
+  // An avoidance setting other than all goes on as --avoid, in its canonical form.
+  spec.avoid = {true, false, true};
+  const std::vector<std::string> argv = CloneCommandLine(spec);
+  auto at = std::find(argv.begin(), argv.end(), "--avoid");
+  ASSERT_NE(at, argv.end());
+  ASSERT_NE(at + 1, argv.end());
+  EXPECT_EQ(*(at + 1), "zero,overwritten");
+  EXPECT_EQ(argv.back(), "tcp://10.0.0.1:4000");
 }
 
 TEST(CloneRunner, RelaysOutputAndTheOutcomeFromFd3) {

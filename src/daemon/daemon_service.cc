@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "flurry/sf_abi.h"
+#include "memory/avoidance.h"
 
 namespace flurry {
 namespace {
@@ -44,6 +45,12 @@ bool IsIpv4Port(const std::string& text) {
   if (port.find_first_not_of("0123456789") != std::string::npos) return false;
   const int value = std::stoi(port);
   return value > 0 && value < 65536;
+}
+
+// The request's avoidance heuristics: "" is all of them, else ParseAvoidance's syntax.
+Result<Avoidance> RequestAvoidance(const v1::RunClonesRequest& request) {
+  if (request.avoid().empty()) return Avoidance{};
+  return ParseAvoidance(request.avoid());
 }
 
 }  // namespace
@@ -97,6 +104,9 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
   }
   if (request->prefetch_pages() > 64) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "prefetch_pages must be 0..64");
+  }
+  if (auto avoid = RequestAvoidance(*request); !avoid) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "avoid " + avoid.error().message());
   }
   if (shutting_down_.load()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "flurryd is shutting down");
@@ -209,6 +219,7 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
     return lost(fmt::format("{}: creating {}: {}", config_.name, spec.root_dir, error.message()));
   spec.file_cache_dir = file_cache;
   spec.prefetch_pages = request.prefetch_pages();
+  spec.avoid = RequestAvoidance(request).value_or(Avoidance{});  // checked by RunClones
   spec.prefix_output = request.prefix_output();
   spec.memory_stats = request.memory_stats();
   spec.backend = config_.backend;

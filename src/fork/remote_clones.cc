@@ -42,6 +42,10 @@ std::vector<std::string> RemoteStandInCommandLine(const RemoteCloneConfig& confi
     argv.push_back("--prefetch");
     argv.push_back(std::to_string(config.prefetch_pages));
   }
+  if (!config.avoid.all()) {
+    argv.push_back("--avoid");
+    argv.push_back(FormatAvoidance(config.avoid));
+  }
   return argv;
 }
 

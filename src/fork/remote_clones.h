@@ -19,6 +19,7 @@
 #include "base/unique_fd.h"
 #include "fork/clone_allocator.h"
 #include "fork/snapshot_server.h"
+#include "memory/avoidance.h"
 
 namespace flurry {
 
@@ -31,6 +32,7 @@ struct RemoteCloneConfig {
   bool prefix_output = true;
   bool memory_stats = false;    // clones print their memory-on-demand counters when they end
   uint32_t prefetch_pages = 0;  // 0: flurry restore's default
+  Avoidance avoid;              // the clones' avoidance heuristics (flurry restore --avoid)
 };
 
 // The slots a ticket holds; given back to the allocator when it goes.

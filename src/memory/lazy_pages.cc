@@ -250,63 +250,60 @@ Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cau
   fetch_ns_.fetch_add(NowNs() - start, std::memory_order_relaxed);
   requests_.fetch_add(1, std::memory_order_relaxed);
   FLURRY_TRY(CopyLocked(first, count, buffer_.data()));
-  for (uint64_t p = first; p < first + count; ++p) state_[p].store(kResident);
+  uint64_t wanted = 0;  // pages of the image's page map (with `zero` off, the run holds others)
+  for (uint64_t p = first; p < first + count; ++p) {
+    wanted += state_[p].load() == kFetch;
+    state_[p].store(kResident);
+  }
   fetched_.fetch_add(count, std::memory_order_relaxed);
   if (cause == Cause::kFault && count > 1) {
     prefetched_.fetch_add(count - 1, std::memory_order_relaxed);
   }
-  pending_.fetch_sub(count, std::memory_order_relaxed);
+  pending_.fetch_sub(wanted, std::memory_order_relaxed);
   Wake(first, count);  // whoever faulted on these pages goes on, seeing them resident
   return {};
 }
 
 Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
-  switch (state_[page].load()) {
-    case kResident:
-    case kUnmanaged:
-      if (cause == Cause::kFault) Wake(page, 1);
-      return {};
-    case kFresh:
-    case kUntouched: {
-      // A fault in zero memory maps the shared zero page for it and for the zero pages after
-      // it (up to 64): a guest writing a fresh buffer then takes ordinary copy-on-write faults
-      // there, not one round trip through this thread per page. Zero pages cost no memory.
-      const uint64_t limit = std::min<uint64_t>(
-          RangeEnd(page), page + (cause == Cause::kFault ? kMaxPrefetch : uint64_t{1}));
-      uint64_t end = page + 1;
-      while (end < limit && (state_[end].load() == kFresh || state_[end].load() == kUntouched)) {
-        ++end;
-      }
-      uint64_t fresh = 0;
-      for (uint64_t p = page; p < end; ++p) fresh += state_[p].load() == kFresh;
-      const uint64_t installed = FLURRY_TRY(ZeroRunLocked(page, end - page));
-      for (uint64_t p = page; p < end; ++p) state_[p].store(kResident);
-      // (Pages that were somehow present already are few: count the run by its kinds.)
-      fresh_.fetch_add(std::min(fresh, installed), std::memory_order_relaxed);
-      zero_.fetch_add(installed - std::min(fresh, installed), std::memory_order_relaxed);
-      Wake(page, end - page);
-      return {};
-    }
-    case kFetch: {
-      // The faulting page and the neighbours after it that are still wanted, in one request.
-      // A fault right where the previous fetch ended is a sequential scan: the window doubles
-      // (up to 64 pages) while the scan goes on, and falls back to prefetch_pages otherwise.
-      uint64_t window = options_.prefetch_pages;
-      if (cause == Cause::kAll) {
-        window = kMaxPrefetch;
-      } else if (cause == Cause::kFault && window > 1 && page == sequential_next_) {
-        window = std::min<uint64_t>(kMaxPrefetch, sequential_window_ * 2);
-      }
-      const uint64_t limit = std::min<uint64_t>(RangeEnd(page), page + window);
-      uint64_t end = page + 1;
-      while (end < limit && state_[end].load() == kFetch) ++end;
-      FLURRY_TRY(FetchRunLocked(page, end - page, cause));
-      if (cause == Cause::kFault) {
-        sequential_next_ = end;
-        sequential_window_ = window;
-      }
-      return {};
-    }
+  const uint8_t state = state_[page].load();
+  if (state == kResident || state == kUnmanaged) {
+    if (cause == Cause::kFault) Wake(page, 1);
+    return {};
+  }
+  if (ZeroOnTouch(state)) {
+    // A fault in zero memory maps the shared zero page for it and for the zero pages after it
+    // (up to 64): a guest writing a fresh buffer then takes ordinary copy-on-write faults
+    // there, not one round trip through this thread per page. Zero pages cost no memory.
+    const uint64_t limit = std::min<uint64_t>(
+        RangeEnd(page), page + (cause == Cause::kFault ? kMaxPrefetch : uint64_t{1}));
+    uint64_t end = page + 1;
+    while (end < limit && ZeroOnTouch(state_[end].load())) ++end;
+    uint64_t fresh = 0;
+    for (uint64_t p = page; p < end; ++p) fresh += state_[p].load() == kFresh;
+    const uint64_t installed = FLURRY_TRY(ZeroRunLocked(page, end - page));
+    for (uint64_t p = page; p < end; ++p) state_[p].store(kResident);
+    // (Pages that were somehow present already are few: count the run by its kinds.)
+    fresh_.fetch_add(std::min(fresh, installed), std::memory_order_relaxed);
+    zero_.fetch_add(installed - std::min(fresh, installed), std::memory_order_relaxed);
+    Wake(page, end - page);
+    return {};
+  }
+  // To fetch: the faulting page and the neighbours after it that are still wanted, in one
+  // request. A fault right where the previous fetch ended is a sequential scan: the window
+  // doubles (up to 64 pages) while the scan goes on, and falls back to prefetch_pages otherwise.
+  uint64_t window = options_.prefetch_pages;
+  if (cause == Cause::kAll) {
+    window = kMaxPrefetch;
+  } else if (cause == Cause::kFault && window > 1 && page == sequential_next_) {
+    window = std::min<uint64_t>(kMaxPrefetch, sequential_window_ * 2);
+  }
+  const uint64_t limit = std::min<uint64_t>(RangeEnd(page), page + window);
+  uint64_t end = page + 1;
+  while (end < limit && FetchOnTouch(state_[end].load())) ++end;
+  FLURRY_TRY(FetchRunLocked(page, end - page, cause));
+  if (cause == Cause::kFault) {
+    sequential_next_ = end;
+    sequential_window_ = window;
   }
   return {};
 }
@@ -344,6 +341,11 @@ bool LazyPages::Resident(uint64_t gpa, uint64_t len) const {
 
 Result<bool> LazyPages::InstallPage(uint64_t page, const uint8_t* data) {
   if (page >= pages_) return false;
+  if (!options_.avoid.overwritten) {
+    // Switched off: the page comes from the source as for any access, then the caller writes.
+    FLURRY_TRY(EnsureResident(page * kPage, kPage));
+    return false;
+  }
   std::lock_guard lock(resolve_mutex_);
   const uint8_t s = state_[page].load();
   if (s == kResident || s == kUnmanaged) return false;
@@ -357,6 +359,7 @@ Result<bool> LazyPages::InstallPage(uint64_t page, const uint8_t* data) {
 }
 
 void LazyPages::MarkFresh(uint64_t gpa, uint64_t len, bool discarded) {
+  if (!discarded && !options_.avoid.fresh) return;  // switched off: the image says what it is
   const uint64_t first = (gpa + kPage - 1) / kPage;
   const uint64_t last = std::min(pages_, (gpa + len) / kPage);
   std::lock_guard lock(resolve_mutex_);

@@ -8,6 +8,12 @@
 //     (`fresh`: the syscall layer calls MarkFresh);
 //   * a page the VMM overwrites whole (read(2) into a page-aligned buffer) is installed from
 //     the written bytes (`overwritten`: GuestMemory calls InstallPage).
+// Each can be switched off (Options::avoid, memory/avoidance.h) to measure what it saves; the
+// page is then fetched from the source instead (`zero` off: fetched as if populated; `fresh`
+// off: MarkFresh of a new allocation does nothing; `overwritten` off: InstallPage fetches the
+// page and lets the caller write it as usual). What the guest reads is the same either way.
+// A discard (munmap, MADV_DONTNEED) always makes its range read as zero: that is what the guest
+// asked for, not an avoidance.
 // A fault in zero memory (untouched or fresh) maps the zero page over the zero pages after it
 // too (up to 64). A fault that fetches also fetches the pages after it that are still wanted: up to
 // Options::prefetch_pages in all, and, while faults follow each other sequentially, twice the
@@ -36,6 +42,7 @@
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "memory/avoidance.h"
 #include "memory/page_source.h"
 
 namespace flurry {
@@ -70,6 +77,7 @@ class LazyPages {
  public:
   struct Options {
     uint32_t prefetch_pages = 8;  // pages per fetch at most (the faulting one included)
+    Avoidance avoid;              // the avoidance heuristics in use (all by default)
     std::function<void(const Error&)> on_failure;
   };
   // A registered guest range [start, end), page aligned (RAM minus holes).
@@ -99,13 +107,15 @@ class LazyPages {
   Result<void> EnsureResident(uint64_t gpa, uint64_t len);
   // The VMM is about to write all of page `page`: install `data` (or zeros when data is null)
   // as its content without a fetch. Returns false if the page was already installed (or is not
-  // managed): the caller then writes it as usual.
+  // managed), or — with `overwritten` off — after installing it as a read would: the caller
+  // then writes it as usual.
   Result<bool> InstallPage(uint64_t page, const uint8_t* data);
   // Whether every page of [gpa, gpa+len) is installed (or not managed).
   bool Resident(uint64_t gpa, uint64_t len) const;
   // [gpa, gpa+len) is fresh memory: it reads as zero from now on, never fetched. `discarded`:
   // the caller has just dropped the range's pages (resident ones too); otherwise the range was
-  // just allocated and pages already installed keep their content.
+  // just allocated and pages already installed keep their content (and with `fresh` off,
+  // nothing changes).
   void MarkFresh(uint64_t gpa, uint64_t len, bool discarded);
   // Fetches every page still to fetch (before a fork or snapshot of the VM).
   Result<void> ResolveAll();
@@ -124,6 +134,14 @@ class LazyPages {
   enum class Cause { kFault, kVmm, kAll };
 
   LazyPages() = default;
+  // What touching a page in state `s` does: zero-fill it here, or fetch it (with the
+  // heuristics switched off, untouched pages are fetched too).
+  bool ZeroOnTouch(uint8_t s) const {
+    return s == kFresh || (s == kUntouched && options_.avoid.zero);
+  }
+  bool FetchOnTouch(uint8_t s) const {
+    return s == kFetch || (s == kUntouched && !options_.avoid.zero);
+  }
   void HandlerLoop();
   // Marks the memory failed and calls Options::on_failure (once).
   void ReportFailure(const Error& error);

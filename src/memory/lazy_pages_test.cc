@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -17,13 +18,20 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kRam = 8ULL << 20;
 
-// An image in memory; every page's first byte is (page number & 0xff) | 1.
+// An image in memory, as a parent's would be: every byte of a populated page is
+// (page number & 0xff) | 1, the rest of the image is zero.
 class FakeSource : public PageSource {
  public:
-  FakeSource() : image_(kRam, 0) {
-    for (uint64_t p = 0; p < kRam / kPage; ++p) {
-      std::memset(image_.data() + p * kPage, static_cast<int>((p & 0xff) | 1), kPage);
+  explicit FakeSource(const std::vector<LazyPages::Run>& populated) : image_(kRam, 0) {
+    for (const LazyPages::Run& run : populated) {
+      for (uint64_t p = run.first_page; p < run.first_page + run.page_count; ++p) {
+        std::memset(image_.data() + p * kPage, static_cast<int>((p & 0xff) | 1), kPage);
+      }
     }
+  }
+  // Populated pages that hold zeros (the untouched rest of a transparent huge page).
+  void ZeroPages(uint64_t first, uint64_t count) {
+    std::memset(image_.data() + first * kPage, 0, count * kPage);
   }
   Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) override {
     requests.fetch_add(1);
@@ -45,16 +53,17 @@ uint8_t Expected(uint64_t page) { return static_cast<uint8_t>((page & 0xff) | 1)
 
 class LazyPagesTest : public ::testing::Test {
  protected:
-  void Start(std::vector<LazyPages::Run> populated, uint32_t prefetch = 1) {
+  void Start(std::vector<LazyPages::Run> populated, uint32_t prefetch = 1, Avoidance avoid = {}) {
     auto uffd = OpenUserfault();
     ASSERT_TRUE(uffd.has_value()) << uffd.error().message();
     auto memory = GuestMemory::Create(kRam);
     ASSERT_TRUE(memory.has_value());
     memory_.emplace(std::move(*memory));
-    auto source = std::make_unique<FakeSource>();
+    auto source = std::make_unique<FakeSource>(populated);
     source_ = source.get();
     LazyPages::Options options;
     options.prefetch_pages = prefetch;
+    options.avoid = avoid;
     options.on_failure = [this](const Error& e) {
       std::lock_guard lock(mutex_);
       failure_ = e.message();
@@ -69,6 +78,11 @@ class LazyPagesTest : public ::testing::Test {
   uint8_t* base() { return memory_->host_base(); }
   uint8_t Touch(uint64_t page) {
     return *reinterpret_cast<volatile uint8_t*>(base() + page * kPage);
+  }
+  // Every byte of `page` (touched by the test thread, as the guest would).
+  std::vector<uint8_t> Page(uint64_t page) {
+    Touch(page);
+    return std::vector<uint8_t>(base() + page * kPage, base() + (page + 1) * kPage);
   }
   LazyStats Stats() { return *memory_->lazy_stats(); }
 
@@ -162,6 +176,104 @@ TEST_F(LazyPagesTest, FreshAndDiscardedMemoryReadsZeroWithoutAFetch) {
   ASSERT_TRUE(memory_->Discard(x86::kUserBase + 4 * kPage, kPage).has_value());
   EXPECT_EQ(Touch(kFirst + 4), 0);
   EXPECT_EQ(Stats().fetched_pages, 1u);
+}
+
+// Each avoidance heuristic switched off (Options::avoid): the pages it saved are fetched from
+// the source instead, and every byte the guest reads is the same.
+
+constexpr Avoidance kAll{};
+
+TEST_F(LazyPagesTest, ZeroSwitchedOffFetchesUnpopulatedPagesWhichReadTheSame) {
+  std::map<bool, std::vector<std::vector<uint8_t>>> seen;
+  for (bool zero : {true, false}) {
+    Start({{kFirst, 4}}, /*prefetch=*/1, Avoidance{zero, true, true});
+    for (uint64_t p : {kFirst + 1, kFirst + 10, kFirst + 11}) seen[zero].push_back(Page(p));
+    const LazyStats s = Stats();
+    if (zero) {
+      EXPECT_EQ(source_->pages.load(), 1u);
+      EXPECT_EQ(s.fetched_pages, 1u);
+      EXPECT_EQ(s.zero_pages, 64u) << "one fault zero-fills kFirst+10 and the 63 after it";
+    } else {
+      EXPECT_EQ(source_->pages.load(), 3u) << "the never-populated pages come from the source";
+      EXPECT_EQ(s.fetched_pages, 3u);
+      EXPECT_EQ(s.zero_pages, 0u);
+    }
+    EXPECT_EQ(s.pending_pages, 3u) << "only the page map's pages are pending";
+  }
+  EXPECT_EQ(seen[true], seen[false]);
+  EXPECT_EQ(seen[true][1], std::vector<uint8_t>(kPage, 0));
+}
+
+TEST_F(LazyPagesTest, FreshSwitchedOffFetchesNewMemoryWhichReadsTheSame) {
+  std::map<bool, std::vector<std::vector<uint8_t>>> seen;
+  for (bool fresh : {true, false}) {
+    // kFirst..+1 are populated but hold zeros (the rest of a huge page the parent touched);
+    // the guest now allocates them, and kFirst+20..+21 which the image never had.
+    Start({{kFirst, 8}}, /*prefetch=*/1, Avoidance{true, fresh, true});
+    source_->ZeroPages(kFirst, 2);
+    memory_->MarkFresh(x86::kUserBase, 2 * kPage);
+    memory_->MarkFresh(x86::kUserBase + 20 * kPage, 2 * kPage);
+    for (uint64_t p : {kFirst, kFirst + 1, kFirst + 20, kFirst + 21}) {
+      seen[fresh].push_back(Page(p));
+    }
+    // A discard reads zero with the switch off too (that is the guest's munmap, not a saving).
+    EXPECT_EQ(Touch(kFirst + 4), Expected(kFirst + 4));
+    ASSERT_TRUE(memory_->Discard(x86::kUserBase + 4 * kPage, kPage).has_value());
+    seen[fresh].push_back(Page(kFirst + 4));
+    const LazyStats s = Stats();
+    if (fresh) {
+      EXPECT_EQ(source_->pages.load(), 1u) << "kFirst+4 only";
+      EXPECT_EQ(s.fresh_pages, 2u + 2u + 1u) << "two runs and the discarded page";
+    } else {
+      EXPECT_EQ(source_->pages.load(), 3u) << "kFirst, kFirst+1 and kFirst+4";
+      EXPECT_EQ(s.fresh_pages, 1u) << "the discarded page";
+      EXPECT_GE(s.zero_pages, 2u) << "kFirst+20.. were never populated: `zero` still holds";
+    }
+  }
+  EXPECT_EQ(seen[true], seen[false]);
+  for (const auto& page : seen[true]) EXPECT_EQ(page, std::vector<uint8_t>(kPage, 0));
+}
+
+TEST_F(LazyPagesTest, OverwrittenSwitchedOffFetchesBeforeTheWriteWhichReadsTheSame) {
+  std::map<bool, std::vector<std::vector<uint8_t>>> seen;
+  for (bool overwritten : {true, false}) {
+    Start({{kFirst, 4}}, /*prefetch=*/1, Avoidance{true, true, overwritten});
+    std::vector<uint8_t> data(kPage, 0xee);
+    ASSERT_TRUE(memory_->Write(x86::kUserBase, data.data(), data.size()).has_value());
+    ASSERT_TRUE(memory_->Fill(x86::kUserBase + 2 * kPage, 0, kPage).has_value());
+    for (uint64_t p : {kFirst, kFirst + 1, kFirst + 2}) seen[overwritten].push_back(Page(p));
+    const LazyStats s = Stats();
+    if (overwritten) {
+      EXPECT_EQ(s.overwritten_pages, 2u);
+      EXPECT_EQ(source_->pages.load(), 1u) << "kFirst+1, read by the test";
+    } else {
+      EXPECT_EQ(s.overwritten_pages, 0u);
+      EXPECT_EQ(source_->pages.load(), 3u) << "both written pages were fetched first";
+    }
+  }
+  EXPECT_EQ(seen[true], seen[false]);
+  EXPECT_EQ(seen[true][0], std::vector<uint8_t>(kPage, 0xee));
+  EXPECT_EQ(seen[true][2], std::vector<uint8_t>(kPage, 0));
+}
+
+TEST_F(LazyPagesTest, NoHeuristicAtAllStillReadsTheSame) {
+  std::map<bool, std::vector<std::vector<uint8_t>>> seen;
+  for (bool all : {true, false}) {
+    Start({{kFirst, 8}}, /*prefetch=*/8, all ? kAll : Avoidance::None());
+    memory_->MarkFresh(x86::kUserBase + 16 * kPage, 4 * kPage);
+    std::vector<uint8_t> data(kPage, 0x5a);
+    ASSERT_TRUE(memory_->Write(x86::kUserBase + kPage, data.data(), data.size()).has_value());
+    for (uint64_t p = kFirst; p < kFirst + 24; ++p) seen[all].push_back(Page(p));
+    const LazyStats s = Stats();
+    if (all) {
+      EXPECT_GT(s.zero_pages + s.fresh_pages + s.overwritten_pages, 0u);
+    } else {
+      EXPECT_EQ(s.zero_pages + s.fresh_pages + s.overwritten_pages, 0u);
+      EXPECT_GE(s.fetched_pages, 24u) << "every page touched came from the source";
+      EXPECT_EQ(source_->pages.load(), s.fetched_pages);
+    }
+  }
+  EXPECT_EQ(seen[true], seen[false]);
 }
 
 TEST_F(LazyPagesTest, MaterializeFetchesEverythingAndStopsServing) {

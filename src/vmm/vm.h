@@ -87,7 +87,8 @@ class Vm : public ForkHost {
   Result<void> StartClock();
   // Memory on demand from `source` for a VM restored from `descriptor`.
   Result<void> AttachOnDemandMemory(const VmDescriptor& descriptor,
-                                    std::unique_ptr<PageSource> source, uint32_t prefetch_pages);
+                                    std::unique_ptr<PageSource> source, uint32_t prefetch_pages,
+                                    const Avoidance& avoid);
   // Any thread: guest memory cannot be supplied (a page could not be fetched): the VM ends
   // with this error.
   void FailMemory(const Error& error);

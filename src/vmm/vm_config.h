@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "fork/remote_clones.h"
+#include "memory/avoidance.h"
 
 namespace flurry {
 
@@ -28,9 +29,11 @@ struct VmConfig {
   bool clone_output_prefix = true;       // clones' stdout/stderr lines start "[clone N] "
   BackendKind backend = BackendKind::kAuto;
   // Restoring: guest memory is installed page by page as it is touched (memory/lazy_pages.h)
-  // instead of copied in before the guest starts; a fault fetches up to prefetch_pages pages.
+  // instead of copied in before the guest starts; a fault fetches up to prefetch_pages pages,
+  // and the avoidance heuristics in `avoid` keep pages off the source (memory/avoidance.h).
   bool memory_on_demand = false;
   uint32_t prefetch_pages = 8;
+  Avoidance avoid;
   // A clone restored with memory on demand prints its counters to stderr when it ends.
   bool report_memory_stats = false;
   // Restoring as a clone of a VM on another host (flurryd starts it so): the descriptor's

@@ -93,6 +93,39 @@ TEST_F(OnDemandTest, SnapshotDirectoryRestoresOnDemandWithTheSameResult) {
   EXPECT_GT(c["zero"], 0) << "pages the parent never wrote are never fetched" << r.Describe();
 }
 
+// --avoid switches avoidance heuristics off to measure what each saves: the pages are fetched
+// instead, and the guest computes the same result (on_demand.c exercises all three).
+TEST_F(OnDemandTest, EachAvoidanceHeuristicSwitchedOffGivesTheSameResult) {
+  const fs::path snapshot = dir_.path() / "snap";
+  ExpectCtlOk(Ctl(socket_, {"snapshot", snapshot.string()}));
+  const std::string expected = ResultLine(FinishParent());
+  ASSERT_FALSE(expected.empty());
+  auto restore = [&](const std::string& avoid) {
+    auto r =
+        Flurry({"restore", "--memory", "on-demand", "--stats", "--avoid", avoid, snapshot.string()},
+               WithDeadline(180));
+    ExpectExitWithStats(r);
+    EXPECT_EQ(ResultLine(r.out), expected) << "--avoid " << avoid << "\n" << r.Describe();
+    return OnDemandCounters(r.err);
+  };
+  auto all = restore("all");
+  auto none = restore("none");
+  EXPECT_EQ(none["zero"] + none["fresh"] + none["overwritten"], 0) << "nothing was avoided";
+  EXPECT_GT(none["fetched"], all["fetched"]) << "what was avoided is fetched";
+  // Each one off alone: its counter is 0, the others still count.
+  auto no_zero = restore("fresh,overwritten");
+  EXPECT_EQ(no_zero["zero"], 0);
+  EXPECT_GT(no_zero["fresh"], 0);
+  EXPECT_GT(no_zero["fetched"], all["fetched"]);
+  auto no_fresh = restore("zero,overwritten");
+  EXPECT_EQ(no_fresh["fresh"], 0);
+  EXPECT_GT(no_fresh["overwritten"], 0);
+  auto no_overwritten = restore("zero,fresh");
+  EXPECT_EQ(no_overwritten["overwritten"], 0);
+  EXPECT_GT(no_overwritten["zero"], 0);
+  EXPECT_GT(no_overwritten["fetched"], all["fetched"]);
+}
+
 TEST_F(OnDemandTest, EagerAndOnDemandRestoresAgree) {
   const fs::path snapshot = dir_.path() / "snap";
   ExpectCtlOk(Ctl(socket_, {"snapshot", snapshot.string()}));
@@ -178,6 +211,10 @@ TEST(OnDemandCli, BadSourcesAreOneLineErrors) {
   ExpectInputError(bad_address);
   auto bad_mode = Flurry({"restore", "--memory", "sometimes", "/nonexistent"}, WithDeadline(60));
   ExpectUsageError(bad_mode);
+  auto bad_avoid = Flurry({"restore", "--avoid", "zero,nothing", "/nonexistent"}, WithDeadline(60));
+  ExpectUsageError(bad_avoid);
+  EXPECT_NE(bad_avoid.err.find("--avoid 'zero,nothing'"), std::string::npos)
+      << bad_avoid.Describe();
 }
 
 }  // namespace

@@ -289,6 +289,63 @@ TEST(RemoteClones, RunOnTheClusterHostsWithTheParentsMemoryFetchedOverTheirNetwo
   ExpectOnlyDaemonsLeft(cluster, 3, 20s);
 }
 
+// "flurry: clone N: memory on demand: faults=1 fetched=2 ..." lines on stderr, one map each.
+std::vector<std::map<std::string, double>> CloneCounters(const std::string& err) {
+  std::vector<std::map<std::string, double>> all;
+  static const std::regex line(R"(^flurry: clone \d+: memory on demand: (.*)$)");
+  for (const auto& text : Lines(err)) {
+    std::smatch m;
+    if (!std::regex_match(text, m, line)) continue;
+    std::map<std::string, double> counters;
+    std::istringstream words(m[1].str());
+    for (std::string word; words >> word;) {
+      const size_t eq = word.find('=');
+      if (eq != std::string::npos) counters[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
+    }
+    all.push_back(counters);
+  }
+  return all;
+}
+
+// --clone-avoid none: what the avoidance heuristics saved is fetched from the parent's host
+// instead, and the clones compute the same (tests/guest/avoid_work.c gives each heuristic
+// something to save: never-written memory, a fresh malloc, getrandom into an old buffer).
+TEST(RemoteClones, CloneAvoidNoneFetchesWhatWasAvoidedAndChangesNoResult) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  std::map<std::string, std::set<std::string>> results;
+  std::map<std::string, std::vector<std::map<std::string, double>>> counters;
+  for (const std::string avoid : {"all", "none"}) {
+    auto r = Flurry(RunArgs(cluster, {"--clone-stats", "--clone-avoid", avoid, Guest("avoid_work"),
+                                      "clone", "2", "8"}),
+                    WithDeadline(240));
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    EXPECT_NE(r.out.find("joined 2 failed 0\n"), std::string::npos) << r.Describe();
+    for (const auto& line : Lines(r.out)) {
+      const size_t at = line.find("] sum=");
+      if (StartsWith(line, "[clone ") && at != std::string::npos) {
+        results[avoid].insert(line.substr(at + 2));
+      }
+    }
+    counters[avoid] = CloneCounters(r.err);
+    EXPECT_EQ(counters[avoid].size(), 2u) << r.Describe();
+  }
+  ASSERT_EQ(results["all"].size(), 1u) << "both clones compute the same";
+  EXPECT_NE(results["all"].begin()->find(" stale=0 "), std::string::npos)
+      << *results["all"].begin();
+  EXPECT_EQ(results["none"], results["all"]);
+  for (size_t i = 0; i < counters["all"].size() && i < counters["none"].size(); ++i) {
+    auto& all = counters["all"][i];
+    auto& none = counters["none"][i];
+    EXPECT_GT(all["zero"], 0);
+    EXPECT_GT(all["fresh"], 0);
+    EXPECT_GT(all["overwritten"], 0);
+    EXPECT_EQ(none["zero"] + none["fresh"] + none["overwritten"], 0);
+    // What was zero-filled as fresh or installed as overwritten came from the source too.
+    EXPECT_GE(none["fetched"], all["fetched"] + all["fresh"] + all["overwritten"]);
+  }
+}
+
 TEST(RemoteClones, NestedClonesOnARemoteHostHaveUniqueIds) {
   TestCluster cluster(2);
   REQUIRE_CLUSTER(cluster);
