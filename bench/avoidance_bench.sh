@@ -9,7 +9,7 @@
 #            flurry run --cluster C --clone-stats --clone-avoid SETTING avoid_work clone CLONES MIB
 #   restore  the same work in a VM restored on this host from a page server on this host
 #            (flurry ctl SOCK serve 127.0.0.1:0; flurry restore --stats --avoid SETTING), which
-#            also read(2)s a 1 MiB file from its --dir (remote clones get an empty --dir)
+#            also read(2)s a 1 MiB file from its --dir (remote clones get no --dir here)
 #   local    clones on this host (flurry run without --cluster): they inherit the parent's
 #            memory copy-on-write and fetch nothing; the script shows that --clone-stats has
 #            nothing to report for them
