@@ -57,6 +57,12 @@ up() {
     local ns; ns="$(netns_of "host$k")"
     local ip="$subnet.$((10 + k))"
     ip netns add "$ns"
+    # A veth of a cluster just taken down may still be going (a namespace is torn down
+    # asynchronously): wait for its name to be free.
+    for _ in $(seq 1 100); do
+      ip link show "fv-${name:0:6}-$k" > /dev/null 2>&1 || break
+      sleep 0.05
+    done
     ip link add "fv-${name:0:6}-$k" type veth peer name eth0 netns "$ns"
     ip link set "fv-${name:0:6}-$k" master "$bridge" up
     ip -n "$ns" link set lo up
@@ -98,6 +104,10 @@ down() {
     if [[ "$name" == flurry ]]; then host="$ns"; else host="${ns#"$name"-}"; fi
     [[ "$host" =~ ^host[0-9]+$ && "$(netns_of "$host")" == "$ns" ]] || continue
     kill_host "$host"
+    # Delete the veth pair now: `ip netns del` would leave it to the kernel's asynchronous
+    # namespace cleanup, and a cluster of the same name brought up at once would find its
+    # name taken ("RTNETLINK answers: File exists").
+    ip link del "fv-${name:0:6}-${host#host}" 2> /dev/null || true
     ip netns del "$ns"
   done
   ip link del "$bridge" 2>/dev/null || true
