@@ -44,6 +44,16 @@ Result<void> ConfigureTcp(int fd, std::chrono::milliseconds timeout) {
       setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
     return FailErrno("socket timeouts");
   }
+  // A peer whose host vanished (powered off, its network namespace deleted) never closes the
+  // connection: keepalive probes notice it after about 8 s of silence, and the connection then
+  // fails instead of being waited on forever (a page server would outlive its VM).
+  const int idle_s = 5, interval_s = 1, probes = 3;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof interval_s) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes) != 0) {
+    return FailErrno("TCP keepalive");
+  }
   return {};
 }
 

@@ -13,9 +13,10 @@ namespace flurry {
 
 // Listens on `address` (port 0: the kernel picks one); `bound` gets the actual address.
 Result<UniqueFd> ListenTcp(const HostPort& address, HostPort* bound);
-// Connects within `timeout`; the socket has TCP_NODELAY and send/receive timeouts of `timeout`.
+// Connects within `timeout`; the socket is configured as ConfigureTcp says.
 Result<UniqueFd> ConnectTcp(const HostPort& address, std::chrono::milliseconds timeout);
-// Sets TCP_NODELAY and SO_RCVTIMEO/SO_SNDTIMEO on an accepted socket.
+// Sets TCP_NODELAY, SO_RCVTIMEO/SO_SNDTIMEO and keepalive (a vanished peer fails the connection
+// after about 8 s of silence) on a socket.
 Result<void> ConfigureTcp(int fd, std::chrono::milliseconds timeout);
 
 // Reads exactly n bytes. EOF before any byte: error code 0 with message "closed"; a timeout:
