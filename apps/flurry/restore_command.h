@@ -24,7 +24,7 @@ struct RestoreOptions {
   int32_t as_clone = 0;
   std::string family;
   int outcome_fd = -1;
-  std::string hostname;  // --hostname: the guest's uname nodename
+  std::string hostname;    // --hostname: the guest's uname nodename
   std::string file_cache;  // --file-cache: the host cache of a clone's parent's files
 };
 

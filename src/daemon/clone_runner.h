@@ -32,7 +32,7 @@ struct CloneRunSpec {
   std::string work_dir;  // the clone's own directory (its cwd)
   std::string root_dir;  // --dir: the guest's root when the parent had one (an empty directory
                          // of the clone's own, which it fills with the parent's files)
-  std::string file_cache_dir;  // --file-cache: shared by the clones of one RunClones call
+  std::string file_cache_dir;   // --file-cache: shared by the clones of one RunClones call
   uint32_t prefetch_pages = 0;  // 0: flurry's default
   Avoidance avoid;              // --avoid: the avoidance heuristics (all: no option)
   bool prefix_output = true;
