@@ -1,0 +1,64 @@
+// Helpers of the VM fork integration tests (fork_test.cc, fork_output_test.cc): running
+// flurry with a deadline and splitting stdout into the parent's and each clone's lines.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace flurry_test {
+
+// Fork tests are quick; a run that takes longer than this is hung.
+constexpr int kDeadline = 30;
+// For runs whose failure mode is leftover clones holding stdout open (a hang).
+constexpr int kShortDeadline = 10;
+
+inline RunResult FlurryRun(std::vector<std::string> args, int deadline = kDeadline) {
+  args.insert(args.begin(), "run");
+  return Flurry(std::move(args), WithDeadline(deadline));
+}
+
+// stdout split into the parent's lines and each clone's lines (prefix removed).
+struct SplitOutput {
+  std::vector<std::string> parent;
+  std::map<int, std::vector<std::string>> clones;
+  std::vector<std::string> malformed;  // "[clone" lines that do not parse
+};
+
+inline SplitOutput Split(const std::string& text) {
+  SplitOutput s;
+  for (const auto& line : Lines(text)) {
+    if (!StartsWith(line, "[clone ")) {
+      s.parent.push_back(line);
+      continue;
+    }
+    size_t close = line.find("] ");
+    char* end = nullptr;
+    long id = std::strtol(line.c_str() + 7, &end, 10);
+    if (close == std::string::npos || end != line.c_str() + close || id < 1) {
+      s.malformed.push_back(line);
+      continue;
+    }
+    s.clones[static_cast<int>(id)].push_back(line.substr(close + 2));
+  }
+  return s;
+}
+
+inline std::string Join(const std::vector<std::string>& lines) {
+  std::string text;
+  for (const auto& line : lines) text += line + "\n";
+  return text;
+}
+
+inline void ExpectFinished(const RunResult& r, int code) {
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  ASSERT_TRUE(r.exited) << "flurry died of a signal" << r.Describe();
+  EXPECT_EQ(r.exit_code, code) << r.Describe();
+}
+
+}  // namespace flurry_test

@@ -1,0 +1,202 @@
+// The test cluster of the cross-host tests (remote_clone_test.cc, remote_files_test.cc):
+// scripts/cluster.sh up/down around a test, each host's received bytes, processes, packet loss
+// and link shaping, and the parsing of the guests' outcome lines.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "ctl_support.h"
+#include "harness.h"
+#include "netns_support.h"
+
+namespace flurry_test {
+
+using namespace std::chrono_literals;
+
+// A cluster of `hosts` test hosts, up for the life of the object.
+class TestCluster {
+ public:
+  explicit TestCluster(int hosts) : hosts_(hosts) {
+    name_ = "t" + std::to_string(getpid() % 100000);
+    subnet_ = "10.89." + std::to_string(getpid() % 250);
+    auto r = Script({"up", std::to_string(hosts)});
+    up_ = r.exited && r.exit_code == 0;
+    if (!up_) {
+      error_ = r.Describe();
+      return;
+    }
+    auto lines = Lines(r.out);
+    file_ = lines.empty() ? "" : lines.back();
+  }
+  ~TestCluster() { Script({"down"}); }
+
+  bool up() const { return up_; }
+  const std::string& error() const { return error_; }
+  const std::string& file() const { return file_; }
+  std::string dir() const { return "/run/flurry-cluster-" + name_; }
+  std::string netns(int k) const { return name_ + "-host" + std::to_string(k); }
+
+  RunResult Stop(int k) { return Script({"stop", "host" + std::to_string(k)}); }
+
+  // Bytes host k's interface has received so far.
+  uint64_t Received(int k) const {
+    auto r = Run({IpBinary(), "netns", "exec", netns(k), "/bin/cat",
+                  "/sys/class/net/eth0/statistics/rx_bytes"},
+                 WithDeadline(30));
+    return r.exit_code == 0 ? std::stoull(r.out) : 0;
+  }
+  // The processes running in host k's namespace (its flurryd and what it started).
+  std::vector<pid_t> Pids(int k) const {
+    auto r = Run({IpBinary(), "netns", "pids", netns(k)}, WithDeadline(30));
+    std::vector<pid_t> pids;
+    for (const auto& line : Lines(r.out)) {
+      if (!line.empty()) pids.push_back(std::stoi(line));
+    }
+    return pids;
+  }
+  // Commands of host k's processes, for failure messages and checks.
+  std::vector<std::string> Commands(int k) const {
+    std::vector<std::string> commands;
+    for (pid_t pid : Pids(k)) {
+      commands.push_back(ReadFile("/proc/" + std::to_string(pid) + "/comm"));
+    }
+    return commands;
+  }
+  // Drops `percent` % of the packets host k receives (nftables numgen), or says why it cannot.
+  std::string DropIncoming(int k, int percent) const {
+    const std::string nft = "/usr/sbin/nft";
+    if (access(nft.c_str(), X_OK) != 0) return "no " + nft;
+    const std::string script =
+        "add table inet flurry_loss\n"
+        "add chain inet flurry_loss input "
+        "{ type filter hook input priority 0; }\n"
+        "add rule inet flurry_loss input numgen random mod 100 < " +
+        std::to_string(percent) + " counter drop\n";
+    auto r = Run({IpBinary(), "netns", "exec", netns(k), nft, "-f", "-"}, WithStdin(script));
+    return r.exit_code == 0 ? "" : r.Describe();
+  }
+  // Packets the DropIncoming rule of host k has dropped.
+  uint64_t Dropped(int k) const {
+    auto r = Run({IpBinary(), "netns", "exec", netns(k), "/usr/sbin/nft", "list", "table", "inet",
+                  "flurry_loss"},
+                 WithDeadline(30));
+    std::smatch m;
+    if (!std::regex_search(r.out, m, std::regex(R"(counter packets (\d+))"))) return 0;
+    return std::stoull(m[1]);
+  }
+  // Shapes what reaches host k (the bridge side of its veth) to `rate` with a token bucket
+  // (tc tbf: packets queue, up to `latency`), or says why it cannot. (This kernel has no netem,
+  // so no fixed added delay: a slow, queueing link stands in for a distant one.)
+  std::string ShapeToHost(int k, const std::string& rate, const std::string& latency) const {
+    const std::string tc = "/usr/sbin/tc";
+    if (access(tc.c_str(), X_OK) != 0) return "no " + tc;
+    auto r = Run({tc, "qdisc", "replace", "dev", HostVeth(k), "root", "tbf", "rate", rate, "burst",
+                  "32kbit", "latency", latency},
+                 WithDeadline(30));
+    return r.exit_code == 0 ? "" : r.Describe();
+  }
+  // Times the shaping of host k's link held a packet back (tbf "overlimits").
+  uint64_t ShapedPackets(int k) const {
+    auto r = Run({"/usr/sbin/tc", "-s", "qdisc", "show", "dev", HostVeth(k)}, WithDeadline(30));
+    std::smatch m;
+    if (!std::regex_search(r.out, m, std::regex(R"(overlimits (\d+))"))) return 0;
+    return std::stoull(m[1]);
+  }
+  pid_t DaemonPid(int k) const {
+    for (pid_t pid : Pids(k)) {
+      if (ReadFile("/proc/" + std::to_string(pid) + "/comm").starts_with("flurryd")) return pid;
+    }
+    return 0;
+  }
+
+ private:
+  RunResult Script(std::vector<std::string> args) const {
+    args.insert(args.begin(),
+                {"/usr/bin/env", "FLURRY_CLUSTER_NAME=" + name_, "FLURRY_CLUSTER_SUBNET=" + subnet_,
+                 std::string("FLURRY_BUILD=") + FLURRY_BUILD_DIR, FLURRY_CLUSTER_SCRIPT});
+    return Run(args, WithDeadline(120));
+  }
+  // The root namespace's end of host k's veth (scripts/cluster.sh names it).
+  std::string HostVeth(int k) const { return "fv-" + name_.substr(0, 6) + "-" + std::to_string(k); }
+  int hosts_;
+  std::string name_, subnet_, file_, error_;
+  bool up_ = false;
+};
+
+#define REQUIRE_CLUSTER(cluster)                            \
+  if (const std::string why = WhyNoNetns(); !why.empty()) { \
+    GTEST_SKIP() << why;                                    \
+  }                                                         \
+  ASSERT_TRUE((cluster).up()) << "scripts/cluster.sh up: " << (cluster).error()
+
+struct Outcome {
+  int kind = 0, status = 0, signal = 0;
+  std::string result;
+};
+
+// cluster_where's "outcome id=I kind=K status=S signal=G result=R" lines, by ID.
+inline std::map<int, Outcome> Outcomes(const std::string& out) {
+  std::map<int, Outcome> outcomes;
+  static const std::regex line(
+      R"(^outcome id=(\d+) kind=(\d+) status=(-?\d+) signal=(\d+) result=(.*)$)");
+  for (const auto& text : Lines(out)) {
+    std::smatch m;
+    if (!std::regex_match(text, m, line)) continue;
+    outcomes[std::stoi(m[1])] = {std::stoi(m[2]), std::stoi(m[3]), std::stoi(m[4]), m[5]};
+  }
+  return outcomes;
+}
+
+inline std::string ParentSum(const std::string& out) {
+  static const std::regex line(R"(^parent on \S+ sum=(\d+) join_ms=\d+$)");
+  for (const auto& text : Lines(out)) {
+    std::smatch m;
+    if (std::regex_match(text, m, line)) return m[1];
+  }
+  return "";
+}
+
+inline constexpr int kExited = 1, kKilled = 3, kLost = 4;  // SF_OUTCOME_*
+
+inline std::vector<std::string> RunArgs(const TestCluster& cluster,
+                                        std::vector<std::string> guest) {
+  std::vector<std::string> args = {"run", "--cluster", cluster.file()};
+  args.insert(args.end(), guest.begin(), guest.end());
+  return args;
+}
+
+// Waits until the parent's stdout holds every one of `texts`.
+inline bool WaitForAll(Background& parent, std::vector<std::string> texts) {
+  return parent.WaitForOut(
+      [texts](const std::string& out) {
+        for (const auto& t : texts) {
+          if (out.find(t) == std::string::npos) return false;
+        }
+        return true;
+      },
+      120s);
+}
+
+// Waits (up to `limit`) until hosts 1..n run nothing but their daemons, then checks it.
+inline void ExpectOnlyDaemonsLeft(const TestCluster& cluster, int n, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  auto busy = [&] {
+    for (int k = 1; k <= n; ++k) {
+      if (cluster.Pids(k).size() > 1) return true;
+    }
+    return false;
+  };
+  while (std::chrono::steady_clock::now() < deadline && busy()) usleep(100000);
+  for (int k = 1; k <= n; ++k) {
+    EXPECT_EQ(cluster.Commands(k), std::vector<std::string>{"flurryd\n"}) << "host" << k;
+  }
+}
+
+}  // namespace flurry_test
