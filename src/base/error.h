@@ -21,6 +21,8 @@ class Error {
 
   // The errno value behind this error, or 0 when there is none.
   int code() const { return code_; }
+  // The errno value, or `fallback` when there is none (for replies that must carry one).
+  int code_or(int fallback) const { return code_ != 0 ? code_ : fallback; }
   const std::string& message() const { return message_; }
 
   // Returns this error with "context: " in front of its message.

@@ -70,7 +70,7 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, For
     }
     auto forked = ForkWithHooks(hooks, /*tied_to_parent=*/!detached);
     if (!forked) {
-      const int err = forked.error().code() != 0 ? forked.error().code() : EIO;
+      const int err = forked.error().code_or(EIO);
       for (int fd : {channel[0], channel[1], gate[0], gate[1]}) close(fd);
       SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
       return false;

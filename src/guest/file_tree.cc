@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cstring>
 #include <set>
-#include <unordered_map>
 
 #include "base/unique_fd.h"
 
@@ -52,24 +51,10 @@ class Scanner {
  public:
   Result<void> Walk(int dir_fd, const std::string& prefix, uint32_t depth) {
     if (depth > kMaxFileTreeDepth) return FailErrno(E2BIG, "--dir is nested too deeply");
-    // fdopendir takes its own fd: the walk may not read from `dir_fd` (an O_PATH fd).
-    int listing = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (listing < 0) return FailErrno(fmt::format("listing /{}", prefix));
-    DIR* dir = fdopendir(listing);
-    if (dir == nullptr) {
-      close(listing);
-      return FailErrno(fmt::format("listing /{}", prefix));
-    }
+    std::vector<DirectoryEntry> listed =
+        FLURRY_TRY_CTX(ListDirectory(dir_fd), fmt::format("/{}", prefix));
     std::vector<std::string> names;
-    errno = 0;
-    while (const dirent* e = readdir(dir)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
-        names.emplace_back(e->d_name);
-      }
-    }
-    const int read_error = errno;
-    closedir(dir);
-    if (read_error != 0) return FailErrno(read_error, fmt::format("listing /{}", prefix));
+    for (DirectoryEntry& e : listed) names.push_back(std::move(e.name));
     std::sort(names.begin(), names.end());
     for (const std::string& name : names) {
       const std::string path = prefix.empty() ? name : prefix + "/" + name;
@@ -133,6 +118,29 @@ class Scanner {
 };
 
 }  // namespace
+
+Result<std::vector<DirectoryEntry>> ListDirectory(int dir_fd) {
+  // fdopendir takes an fd of its own, open for reading (`dir_fd` may be an O_PATH fd).
+  const int listing = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (listing < 0) return FailErrno("listing a directory");
+  DIR* dir = fdopendir(listing);
+  if (dir == nullptr) {
+    const int err = errno;
+    close(listing);
+    return FailErrno(err, "listing a directory");
+  }
+  std::vector<DirectoryEntry> entries;
+  errno = 0;
+  while (const dirent* e = readdir(dir)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      entries.push_back({e->d_name, e->d_type});
+    }
+  }
+  const int read_error = errno;
+  closedir(dir);
+  if (read_error != 0) return FailErrno(read_error, "listing a directory");
+  return entries;
+}
 
 bool IsFileTreePath(std::string_view path) {
   if (path.empty() || path.size() > kMaxFileTreePath || path.front() == '/' || path.back() == '/') {

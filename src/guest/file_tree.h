@@ -56,6 +56,16 @@ Result<FileTree> DecodeFileTree(const uint8_t* data, size_t size);
 // Whether `path` is a well-formed relative tree path (see FileTreeEntry::path).
 bool IsFileTreePath(std::string_view path);
 
+// One entry of a directory listing: its name and readdir's d_type (DT_DIR, DT_REG, ...,
+// DT_UNKNOWN where the file system does not say).
+struct DirectoryEntry {
+  std::string name;
+  unsigned char type = 0;
+};
+// The entries of the directory `dir_fd` (an O_PATH fd will do) but "." and "..", in readdir
+// order.
+Result<std::vector<DirectoryEntry>> ListDirectory(int dir_fd);
+
 // Walks the directory `root` (never following a symlink; FIFOs, sockets and devices are left
 // out). Errors: E2BIG when the tree exceeds the caps above, or what the walk met.
 Result<FileTree> ScanFileTree(const HostDir& root);

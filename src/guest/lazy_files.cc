@@ -1,6 +1,6 @@
 #include "guest/lazy_files.h"
 
-#include <dirent.h>
+#include <dirent.h>  // DT_*
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -233,20 +233,7 @@ Result<void> LazyFiles::FetchAll(int root_fd) {
 
 Result<void> LazyFiles::FetchAllUnder(int dir_fd, uint32_t depth) {
   if (depth > kMaxFileTreeDepth) return {};
-  int listing = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (listing < 0) return FailErrno("listing a directory of --dir");
-  DIR* dir = fdopendir(listing);
-  if (dir == nullptr) {
-    close(listing);
-    return FailErrno("listing a directory of --dir");
-  }
-  std::vector<std::pair<std::string, unsigned char>> names;
-  while (const dirent* e = readdir(dir)) {
-    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
-      names.emplace_back(e->d_name, e->d_type);
-    }
-  }
-  closedir(dir);
+  const std::vector<DirectoryEntry> names = FLURRY_TRY(ListDirectory(dir_fd));
   for (const auto& [name, type] : names) {
     if (pending_.empty()) return {};
     if (type == DT_DIR) {

@@ -88,7 +88,7 @@ void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocm
 // Converts a memory access error into the -errno a guest sees (EFAULT unless the error says
 // otherwise).
 inline SyscallResult ErrnoFrom(const Error& error) {
-  return SyscallResult::Errno(error.code() != 0 ? error.code() : EFAULT);
+  return SyscallResult::Errno(error.code_or(EFAULT));
 }
 
 }  // namespace flurry

@@ -133,8 +133,7 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           } else if (auto got = read_pages(request.first_page * 4096, payload.data(),
                                            uint64_t{request.count} * 4096);
                      !got) {
-            header = ReplyTo(request,
-                             static_cast<uint16_t>(got.error().code() ? got.error().code() : EIO));
+            header = ReplyTo(request, static_cast<uint16_t>(got.error().code_or(EIO)));
           } else {
             // All-zero pages (populated but never written to non-zero, e.g. the rest of a
             // transparent huge page) are not sent: the payload is compacted around them.
@@ -158,12 +157,13 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           if (files == nullptr) {
             header = ReplyTo(request, ENOENT);
           } else if (!file_tree) {
-            if (auto tree = files->tree(); tree && tree->size() <= kMaxFileTreeReplyBytes) {
-              file_tree = std::move(*tree);
+            auto tree = files->tree();
+            if (!tree) {
+              header = ReplyTo(request, static_cast<uint16_t>(tree.error().code_or(EIO)));
+            } else if (tree->size() > kMaxFileTreeReplyBytes) {
+              header = ReplyTo(request, E2BIG);
             } else {
-              header = ReplyTo(
-                  request, static_cast<uint16_t>(
-                               !tree ? (tree.error().code() ? tree.error().code() : EIO) : E2BIG));
+              file_tree = std::move(*tree);
             }
           }
           if (file_tree) {
@@ -179,9 +179,8 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
             auto got = files->read(request.count, request.first_page, file_chunk.data(),
                                    kMaxFileReadBytes);
             if (!got || *got > kMaxFileReadBytes) {
-              header = ReplyTo(request,
-                               static_cast<uint16_t>(
-                                   got ? EIO : (got.error().code() ? got.error().code() : EIO)));
+              header =
+                  ReplyTo(request, static_cast<uint16_t>(got ? EIO : got.error().code_or(EIO)));
             } else {
               header = ReplyTo(request, 0);
               header.payload_bytes = *got;
