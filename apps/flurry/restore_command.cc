@@ -75,6 +75,12 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   restore
+      ->add_option("--readahead", options.readahead,
+                   "On demand: once faults scan memory in order, the pages ahead of the scan are "
+                   "streamed in (pipelined requests) up to this many pages ahead; 0: off")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
+  restore
       ->add_option("--avoid", options.avoid,
                    "On demand: the avoidance heuristics to use, to measure what each saves: all, "
                    "none, or a comma list of zero (never-populated pages are zero-filled here), "
@@ -127,6 +133,7 @@ int RestoreCommand(const RestoreOptions& options) {
   const bool remote = options.directory.starts_with("tcp://");
   config.memory_on_demand = options.memory.empty() ? remote : options.memory == "on-demand";
   config.prefetch_pages = options.prefetch;
+  config.readahead_pages = options.readahead;
   auto avoid = ParseAvoidance(options.avoid);
   if (!avoid) {
     Complain("--avoid " + avoid.error().message());

@@ -16,6 +16,7 @@ struct RestoreOptions {
   std::string backend;
   std::string memory;  // "eager" or "on-demand" ("": the source's default)
   uint32_t prefetch = 8;
+  uint32_t readahead = 1024;  // --readahead: pages a scan is read ahead (0: off)
   std::string avoid = "all";  // --avoid: the avoidance heuristics in use (memory/avoidance.h)
   bool stats = false;         // --stats: the on-demand counters on stderr at the end
   std::string dir;            // --dir: the guest's root on this host, instead of the recorded one

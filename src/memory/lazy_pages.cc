@@ -30,10 +30,10 @@ uint64_t NowNs() {
 std::string FormatLazyStats(const LazyStats& m) {
   return fmt::format(
       "faults={} fetched={} prefetched={} requests={} fetch_us={:.1f} zero={} fresh={} "
-      "overwritten={} bytes_received={} zero_elided={} pending={}",
+      "overwritten={} bytes_received={} zero_elided={} pending={} readahead={}",
       m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests, m.mean_fetch_us(),
       m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
-      m.pending_pages);
+      m.pending_pages, m.readahead_pages);
 }
 
 Result<UniqueFd> OpenUserfault() {
@@ -61,6 +61,10 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
   lazy->options_.prefetch_pages =
       std::clamp<uint32_t>(lazy->options_.prefetch_pages, 1, kMaxPrefetch);
   lazy->buffer_.resize(kMaxPrefetch * kPage);
+  if (lazy->options_.readahead_pages > 0) {
+    lazy->stream_buffer_.resize(kMaxPrefetch * kPage);
+    lazy->marker_data_.resize(kPage);
+  }
   lazy->state_.reset(new std::atomic<uint8_t>[lazy->pages_]);
   for (uint64_t p = 0; p < lazy->pages_; ++p) lazy->state_[p].store(kUnmanaged);
   for (const Range& r : ranges) {
@@ -126,11 +130,21 @@ void LazyPages::HandlerLoop() {
   uffd_msg messages[16];
   while (true) {
     pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) {
+    // With readahead requests in flight, take their replies whenever no fault is waiting.
+    const int ready = poll(fds, 2, stream_active() ? 0 : -1);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (fds[1].revents != 0) return;
+    if (ready == 0) {
+      std::lock_guard lock(resolve_mutex_);
+      if (failed_.load()) continue;
+      auto done = ReceiveOneLocked();
+      if (done) done = SendMoreLocked();
+      if (!done) ReportFailure(done.error().WithContext("reading ahead of a scan"));
+      continue;
+    }
     if (fds[0].revents == 0) continue;
     ssize_t n = read(uffd_.get(), messages, sizeof messages);
     if (n < 0) {
@@ -288,13 +302,22 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
     Wake(page, end - page);
     return {};
   }
+  // The readahead stream may hold the page already; otherwise nothing may be in flight when
+  // the source is asked (it answers in order).
+  if (FLURRY_TRY(ResolveFromStreamLocked(page))) {
+    if (cause == Cause::kFault) Wake(page, 1);
+    return {};
+  }
+  FLURRY_TRY(DrainLocked());
   // To fetch: the faulting page and the neighbours after it that are still wanted, in one
-  // request. A fault right where the previous fetch ended is a sequential scan: the window
-  // doubles (up to 64 pages) while the scan goes on, and falls back to prefetch_pages otherwise.
+  // request. A fault right where the previous fetch ended (or where the paused stream stands)
+  // is a sequential scan: the window doubles (up to 64 pages) while the scan goes on, and falls
+  // back to prefetch_pages otherwise.
   uint64_t window = options_.prefetch_pages;
+  const bool sequential = page == sequential_next_ || (stream_on_ && page == stream_next_);
   if (cause == Cause::kAll) {
     window = kMaxPrefetch;
-  } else if (cause == Cause::kFault && window > 1 && page == sequential_next_) {
+  } else if (cause == Cause::kFault && window > 1 && sequential) {
     window = std::min<uint64_t>(kMaxPrefetch, sequential_window_ * 2);
   }
   const uint64_t limit = std::min<uint64_t>(RangeEnd(page), page + window);
@@ -304,6 +327,9 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
   if (cause == Cause::kFault) {
     sequential_next_ = end;
     sequential_window_ = window;
+    if (window == kMaxPrefetch && options_.readahead_pages > 0) {
+      FLURRY_TRY(StartStreamLocked(page, end));
+    }
   }
   return {};
 }
@@ -396,6 +422,7 @@ LazyStats LazyPages::stats() const {
   s.bytes_received = source_->bytes_received();
   s.zero_elided = source_->zero_pages_elided();
   s.pending_pages = pending_.load(std::memory_order_relaxed);
+  s.readahead_pages = readahead_.load(std::memory_order_relaxed);
   return s;
 }
 

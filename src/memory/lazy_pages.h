@@ -19,13 +19,21 @@
 // Options::prefetch_pages in all, and, while faults follow each other sequentially, twice the
 // previous window each time (up to 64 pages; bench/remote_restore_netns.sh measured that it
 // pays for scans).
+// Readahead (lazy_pages_readahead.cc): once a scan has reached the 64-page window, the handler
+// streams the wanted pages ahead of it — up to 4 pipelined requests in flight, at most
+// Options::readahead_pages ahead of where the guest was last seen — while the guest works on
+// the pages already installed. The guest is seen where it faults: on a page still in flight,
+// at the stream's head, or on a marker, the first page of a window received well ahead of the
+// guest that is kept back (its data stashed) so that the guest's arrival there is a fault,
+// served from the stash, that moves the stream on (Linux's async readahead mark).
 //
 // The uffd may belong to another process (the seccomp backend's stub): every ioctl addresses
 // the mm that created it, at `host_base` + guest address.
 //
-// Threads: a handler thread ("flurry-uffd") serves faults; EnsureResident/InstallPage/
-// MarkFresh/ResolveAll on the VM's run thread. Resolving is serialized by resolve_mutex_; the
-// page states are atomics. If a page cannot be fetched (source unreachable), the handler stops
+// Threads: a handler thread ("flurry-uffd") serves faults and runs the readahead stream;
+// EnsureResident/InstallPage/MarkFresh/ResolveAll on the VM's run thread. Resolving is
+// serialized by resolve_mutex_, which guards the source and the stream; the page states are
+// atomics. If a page cannot be fetched (source unreachable), the handler stops
 // serving and calls Options::on_failure once (also when a VMM access failed to fetch): the
 // guest cannot go on, and the VM must end (it never waits forever: sources time out).
 // on_failure must interrupt the guest; afterwards faulting accesses are released with zero
@@ -34,6 +42,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -59,6 +68,7 @@ struct LazyStats {
   uint64_t bytes_received = 0;     // from the source (PageSource::bytes_received)
   uint64_t zero_elided = 0;        // fetched pages the source sent as "all zero" (no data)
   uint64_t pending_pages = 0;      // still to fetch if touched
+  uint64_t readahead_pages = 0;    // fetched pages the readahead stream installed
 
   double mean_fetch_us() const {
     return fetch_requests ? static_cast<double>(fetch_ns) / 1000.0 / fetch_requests : 0.0;
@@ -76,8 +86,9 @@ Result<UniqueFd> OpenUserfault();
 class LazyPages {
  public:
   struct Options {
-    uint32_t prefetch_pages = 8;  // pages per fetch at most (the faulting one included)
-    Avoidance avoid;              // the avoidance heuristics in use (all by default)
+    uint32_t prefetch_pages = 8;      // pages per fetch at most (the faulting one included)
+    uint32_t readahead_pages = 1024;  // how far the stream runs ahead of a scan (0: off)
+    Avoidance avoid;                  // the avoidance heuristics in use (all by default)
     std::function<void(const Error&)> on_failure;
   };
   // A registered guest range [start, end), page aligned (RAM minus holes).
@@ -156,6 +167,28 @@ class LazyPages {
   // states and counters are up to date when the faulting thread goes on.
   void Wake(uint64_t page, uint64_t count);
   uint64_t RangeEnd(uint64_t page) const;  // first page past the registered range of `page`
+  // Installs the pages of [first, first+count) still wanted from `data` (count <= 64), except
+  // `skip` (~0: none); returns how many of them were pages of the image.
+  Result<uint64_t> InstallWantedLocked(uint64_t first, uint64_t count, const uint8_t* data,
+                                       uint64_t skip);
+
+  // The readahead stream (lazy_pages_readahead.cc); all with resolve_mutex_ held.
+  struct StreamRequest {
+    uint64_t first = 0;
+    uint64_t count = 0;
+  };
+  // A scan fault at `page` whose fetch ended at `end`: the stream runs (on) from `end`.
+  Result<void> StartStreamLocked(uint64_t page, uint64_t end);
+  // Whether the stream held `page` (the marker, or a request in flight) and has installed it.
+  Result<bool> ResolveFromStreamLocked(uint64_t page);
+  // Asks for more windows while the stream may run further ahead.
+  Result<void> SendMoreLocked();
+  // Takes the reply to the oldest request in flight and installs it.
+  Result<void> ReceiveOneLocked();
+  // Takes every reply in flight (before a fetch: the source answers in order).
+  Result<void> DrainLocked();
+  bool MarkerSetLocked() const;
+  bool stream_active() const { return stream_busy_.load(std::memory_order_relaxed); }
 
   UniqueFd uffd_;
   UniqueFd stop_;  // eventfd: ends the handler thread
@@ -174,9 +207,22 @@ class LazyPages {
   std::atomic<bool> failed_{false};
   std::thread handler_;
 
+  // The readahead stream (guarded by resolve_mutex_; stream_busy_ mirrors "requests in flight"
+  // for the handler's poll).
+  static constexpr uint64_t kNoPage = ~0ULL;
+  bool stream_on_ = false;
+  uint64_t stream_next_ = 0;   // the next page the stream would ask for
+  uint64_t stream_guest_ = 0;  // where the guest was last seen in the stream
+  uint64_t stream_end_ = 0;    // the end of the registered range the stream runs in
+  std::deque<StreamRequest> in_flight_;
+  std::vector<uint8_t> stream_buffer_;
+  uint64_t marker_page_ = kNoPage;
+  std::vector<uint8_t> marker_data_;
+  std::atomic<bool> stream_busy_{false};
+
   // Counters (relaxed atomics: read by stats() from any thread).
   std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
-      zero_{0}, fresh_{0}, overwritten_{0}, pending_{0};
+      zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0};
 };
 
 }  // namespace flurry

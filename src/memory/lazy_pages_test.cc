@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -34,26 +35,47 @@ class FakeSource : public PageSource {
     std::memset(image_.data() + first * kPage, 0, count * kPage);
   }
   Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) override {
+    if (!outstanding_.empty()) return FailErrno(EBUSY, "fake source: a fetch while pipelined");
+    return Copy(first_page, count, out);
+  }
+  Result<void> Copy(uint64_t first_page, uint32_t count, uint8_t* out) {
     requests.fetch_add(1);
     pages.fetch_add(count);
     if (fail.load()) return FailErrno(ECONNREFUSED, "fake source");
     std::memcpy(out, image_.data() + first_page * kPage, count * kPage);
     return {};
   }
+  // Pipelined as a page server is: replies in the order asked.
+  Result<void> Send(uint64_t first_page, uint32_t count) override {
+    if (count == 0 || count > 64) return FailErrno(EINVAL, "fake source: bad request");
+    outstanding_.push_back({first_page, count});
+    most_outstanding = std::max<uint64_t>(most_outstanding, outstanding_.size());
+    return {};
+  }
+  Result<void> Receive(uint64_t first_page, uint32_t count, uint8_t* out) override {
+    if (outstanding_.empty() || outstanding_.front() != std::make_pair(first_page, count)) {
+      return FailErrno(EINVAL, "fake source: a reply out of order");
+    }
+    outstanding_.pop_front();
+    return Copy(first_page, count, out);
+  }
   std::string Describe() const override { return "fake source"; }
 
   std::atomic<uint64_t> requests{0}, pages{0};
   std::atomic<bool> fail{false};
+  std::atomic<uint64_t> most_outstanding{0};
 
  private:
   std::vector<uint8_t> image_;
+  std::deque<std::pair<uint64_t, uint32_t>> outstanding_;  // the handler's thread only
 };
 
 uint8_t Expected(uint64_t page) { return static_cast<uint8_t>((page & 0xff) | 1); }
 
 class LazyPagesTest : public ::testing::Test {
  protected:
-  void Start(std::vector<LazyPages::Run> populated, uint32_t prefetch = 1, Avoidance avoid = {}) {
+  void Start(std::vector<LazyPages::Run> populated, uint32_t prefetch = 1, Avoidance avoid = {},
+             uint32_t readahead = 0) {
     auto uffd = OpenUserfault();
     ASSERT_TRUE(uffd.has_value()) << uffd.error().message();
     auto memory = GuestMemory::Create(kRam);
@@ -63,6 +85,7 @@ class LazyPagesTest : public ::testing::Test {
     source_ = source.get();
     LazyPages::Options options;
     options.prefetch_pages = prefetch;
+    options.readahead_pages = readahead;
     options.avoid = avoid;
     options.on_failure = [this](const Error& e) {
       std::lock_guard lock(mutex_);
@@ -132,6 +155,43 @@ TEST_F(LazyPagesTest, ASequentialScanDoublesThePrefetchWindow) {
   // A jump elsewhere starts over with the base window.
   EXPECT_EQ(Touch(kFirst + 250), Expected(kFirst + 250));
   EXPECT_EQ(Stats().fetched_pages, 188u + 4u);
+}
+
+TEST_F(LazyPagesTest, ReadaheadStreamsAScanAheadOfItsFaults) {
+  constexpr uint64_t kScan = 1536;
+  Start({{kFirst, kScan}}, /*prefetch=*/8, {}, /*readahead=*/256);
+  for (uint64_t p = kFirst; p < kFirst + kScan; ++p) ASSERT_EQ(Touch(p), Expected(p)) << p;
+  LazyStats s = Stats();
+  EXPECT_TRUE(failure_.empty()) << failure_;
+  EXPECT_EQ(s.fetched_pages, kScan) << "no page fetched twice";
+  EXPECT_EQ(s.pending_pages, 0u);
+  // Windows of 8, 16, 32, 64 pages by faults; from there the stream brings the rest.
+  EXPECT_EQ(s.readahead_pages, kScan - 120);
+  EXPECT_LT(s.faults, kScan / 64) << "fewer faults than one per 64-page window";
+  EXPECT_GT(source_->most_outstanding.load(), 1u) << "requests were pipelined";
+}
+
+TEST_F(LazyPagesTest, ReadaheadRunsAtMostItsDistanceAheadOfTheGuest) {
+  Start({{kFirst, 1536}}, /*prefetch=*/8, {}, /*readahead=*/256);
+  for (uint64_t p = kFirst; p < kFirst + 300; ++p) ASSERT_EQ(Touch(p), Expected(p)) << p;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // what the stream would do
+  LazyStats s = Stats();
+  // The guest was last seen at most at page 300; the stream asks up to 256 pages past that,
+  // the last window rounded up to 64 pages.
+  EXPECT_GT(s.readahead_pages, 0u);
+  EXPECT_LE(s.fetched_pages, 300u + 256u + 64u);
+  EXPECT_TRUE(failure_.empty()) << failure_;
+}
+
+TEST_F(LazyPagesTest, MaterializeDuringReadaheadTakesTheStreamThenFetchesTheRest) {
+  Start({{kFirst, 1200}, {kFirst + 1400, 10}}, /*prefetch=*/8, {}, /*readahead=*/512);
+  for (uint64_t p = kFirst; p < kFirst + 200; ++p) ASSERT_EQ(Touch(p), Expected(p)) << p;
+  ASSERT_TRUE(memory_->Materialize().has_value());
+  LazyStats s = *memory_->lazy_stats();
+  EXPECT_EQ(s.fetched_pages, 1210u) << "every page once, none twice";
+  EXPECT_EQ(s.pending_pages, 0u);
+  for (uint64_t p : {kFirst + 201, kFirst + 1199, kFirst + 1409}) EXPECT_EQ(Touch(p), Expected(p));
+  EXPECT_TRUE(failure_.empty()) << failure_;
 }
 
 TEST_F(LazyPagesTest, VmmReadsInstallPagesFirst) {

@@ -40,6 +40,11 @@ Result<std::unique_ptr<PageClient>> PageClient::Connect(const PageServerAddress&
 Result<uint32_t> PageClient::ExchangeOnce(const PageRequest& request, uint8_t* out,
                                           uint32_t max_payload) {
   FLURRY_TRY(WriteFull(fd_.get(), &request, sizeof request));
+  return ReadReply(request, out, max_payload);
+}
+
+Result<uint32_t> PageClient::ReadReply(const PageRequest& request, uint8_t* out,
+                                       uint32_t max_payload) {
   PageReplyHeader header{};
   FLURRY_TRY(ReadFull(fd_.get(), &header, sizeof header));
   bytes_received_ += sizeof header;
@@ -125,6 +130,10 @@ Result<uint32_t> PageClient::ReadFile(uint32_t index, uint64_t offset, uint8_t* 
 }
 
 Result<void> PageClient::Fetch(uint64_t first_page, uint32_t count, uint8_t* out) {
+  if (!outstanding_.empty()) {
+    return FailErrno(EBUSY, fmt::format("a page fetch while {} pipelined requests are outstanding",
+                                        outstanding_.size()));
+  }
   while (count > 0) {
     const uint32_t n = std::min(count, kMaxPagesPerRequest);
     FLURRY_TRY(Exchange(PageOp::kPages, first_page, n, out, n * 4096));
@@ -132,6 +141,42 @@ Result<void> PageClient::Fetch(uint64_t first_page, uint32_t count, uint8_t* out
     count -= n;
     out += uint64_t{n} * 4096;
   }
+  return {};
+}
+
+Result<void> PageClient::Reconnect() {
+  fd_ = FLURRY_TRY(Open(server_, timeout_));
+  for (const PageRequest& request : outstanding_) {
+    FLURRY_TRY(WriteFull(fd_.get(), &request, sizeof request));
+  }
+  return {};
+}
+
+Result<void> PageClient::Send(uint64_t first_page, uint32_t count) {
+  if (count == 0 || count > kMaxPagesPerRequest) {
+    return FailErrno(EINVAL, fmt::format("a pipelined request for {} pages", count));
+  }
+  outstanding_.push_back(PageRequest{kPageProtocolMagic, kPageProtocolVersion,
+                                     static_cast<uint16_t>(PageOp::kPages), first_page, count, 0});
+  if (WriteFull(fd_.get(), &outstanding_.back(), sizeof(PageRequest))) return {};
+  return Reconnect();  // sends this request too
+}
+
+Result<void> PageClient::Receive(uint64_t first_page, uint32_t count, uint8_t* out) {
+  if (outstanding_.empty() || outstanding_.front().first_page != first_page ||
+      outstanding_.front().count != count) {
+    return FailErrno(
+        EINVAL, fmt::format("receiving pages {:#x}+{} that were not the next asked for", first_page,
+                            count));
+  }
+  const PageRequest request = outstanding_.front();
+  auto got = ReadReply(request, out, count * 4096);
+  if (!got && got.error().code() != EPROTO && got.error().code() != EBADMSG) {
+    // The connection broke (or timed out): one new connection, every request asked again.
+    if (Reconnect()) got = ReadReply(request, out, count * 4096);
+  }
+  outstanding_.pop_front();
+  if (!got) return std::unexpected(got.error());
   return {};
 }
 

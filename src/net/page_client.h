@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -26,6 +27,10 @@ class PageClient : public PageSource {
   // The encoded descriptor of the served VM (decode with DecodeDescriptor).
   Result<std::vector<uint8_t>> FetchDescriptor();
   Result<void> Fetch(uint64_t first_page, uint32_t count, uint8_t* out) override;
+  // Pipelined page requests on the same connection (the server answers in order); a broken
+  // connection is opened again once and the outstanding requests asked again.
+  Result<void> Send(uint64_t first_page, uint32_t count) override;
+  Result<void> Receive(uint64_t first_page, uint32_t count, uint8_t* out) override;
   // The encoded file tree of the served VM's --dir (decode with DecodeFileTree); ENOENT when
   // the VM has none.
   Result<std::vector<uint8_t>> FetchFileTree();
@@ -46,12 +51,17 @@ class PageClient : public PageSource {
   Result<uint32_t> Exchange(PageOp op, uint64_t first_page, uint32_t count, uint8_t* out,
                             uint32_t max_payload);
   Result<uint32_t> ExchangeOnce(const PageRequest& request, uint8_t* out, uint32_t max_payload);
+  // The reply to `request` (already sent), checked.
+  Result<uint32_t> ReadReply(const PageRequest& request, uint8_t* out, uint32_t max_payload);
+  // A new connection for a broken one; the outstanding requests are sent again on it.
+  Result<void> Reconnect();
 
   UniqueFd fd_;
   PageServerAddress server_;
   std::chrono::milliseconds timeout_;
   uint64_t bytes_received_ = 0;
   uint64_t zero_pages_elided_ = 0;
+  std::deque<PageRequest> outstanding_;  // sent, reply not yet read (Send/Receive)
 };
 
 }  // namespace flurry

@@ -83,6 +83,30 @@ TEST_F(PageServerTest, ServesTheDescriptorAndPages) {
   EXPECT_GT((*client)->bytes_received(), pages.size());
 }
 
+TEST_F(PageServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  auto client = PageClient::Connect(address_);
+  ASSERT_TRUE(client.has_value()) << client.error().message();
+  // Four windows asked for at once (a readahead stream), then taken one by one.
+  const uint64_t firsts[] = {0, 64, 128, 200};
+  for (uint64_t first : firsts) ASSERT_TRUE((*client)->Send(first, 50).has_value());
+  std::vector<uint8_t> pages(50 * 4096);
+  // A plain fetch must wait for the stream: refused while requests are outstanding.
+  auto busy = (*client)->Fetch(0, 1, pages.data());
+  ASSERT_FALSE(busy.has_value());
+  EXPECT_EQ(busy.error().code(), EBUSY);
+  // Only the oldest request's reply can be taken.
+  auto wrong = (*client)->Receive(64, 50, pages.data());
+  ASSERT_FALSE(wrong.has_value());
+  EXPECT_EQ(wrong.error().code(), EINVAL);
+  for (uint64_t first : firsts) {
+    auto got = (*client)->Receive(first, 50, pages.data());
+    ASSERT_TRUE(got.has_value()) << got.error().message();
+    EXPECT_EQ(0, std::memcmp(pages.data(), image_.data() + first * 4096, pages.size())) << first;
+  }
+  ASSERT_TRUE((*client)->Fetch(3, 2, pages.data()).has_value());
+  EXPECT_EQ(0, std::memcmp(pages.data(), image_.data() + 3 * 4096, 2 * 4096));
+}
+
 TEST_F(PageServerTest, ServesTheFileTreeAndFiles) {
   auto client = PageClient::Connect(address_);
   ASSERT_TRUE(client.has_value()) << client.error().message();

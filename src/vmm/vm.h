@@ -85,10 +85,10 @@ class Vm : public ForkHost {
      bool clone_output_prefix);
   // Starts the vDSO clock from the backend's TSC.
   Result<void> StartClock();
-  // Memory on demand from `source` for a VM restored from `descriptor`.
+  // Memory on demand from `source` for a VM restored from `descriptor`, as `config` says
+  // (prefetch, readahead, avoidance).
   Result<void> AttachOnDemandMemory(const VmDescriptor& descriptor,
-                                    std::unique_ptr<PageSource> source, uint32_t prefetch_pages,
-                                    const Avoidance& avoid);
+                                    std::unique_ptr<PageSource> source, const VmConfig& config);
   // Any thread: guest memory cannot be supplied (a page could not be fetched): the VM ends
   // with this error.
   void FailMemory(const Error& error);

@@ -30,9 +30,11 @@ struct VmConfig {
   BackendKind backend = BackendKind::kAuto;
   // Restoring: guest memory is installed page by page as it is touched (memory/lazy_pages.h)
   // instead of copied in before the guest starts; a fault fetches up to prefetch_pages pages,
-  // and the avoidance heuristics in `avoid` keep pages off the source (memory/avoidance.h).
+  // a sequential scan is read ahead up to readahead_pages (0: never), and the avoidance
+  // heuristics in `avoid` keep pages off the source (memory/avoidance.h).
   bool memory_on_demand = false;
   uint32_t prefetch_pages = 8;
+  uint32_t readahead_pages = 1024;
   Avoidance avoid;
   // A clone restored with memory on demand prints its counters to stderr when it ends.
   bool report_memory_stats = false;

@@ -132,16 +132,15 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
         config.clone_output_prefix ? fmt::format("[clone {}] ", config.clone_of->id) : "");
   }
   if (on_demand) {
-    FLURRY_TRY_CTX(
-        vm->AttachOnDemandMemory(d, std::move(source), config.prefetch_pages, config.avoid),
-        "setting up memory on demand");
+    FLURRY_TRY_CTX(vm->AttachOnDemandMemory(d, std::move(source), config),
+                   "setting up memory on demand");
   }
   FLURRY_TRY_CTX(vm->StartClock(), "starting the guest clock");
   return vm;
 }
 
 Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<PageSource> source,
-                                      uint32_t prefetch_pages, const Avoidance& avoid) {
+                                      const VmConfig& config) {
   UniqueFd uffd = FLURRY_TRY(backend_->TakeUserfault());
   // User memory, without the guard hole below the stack (no mapping there in a stub).
   const uint64_t ram = d.memory.ram_size;
@@ -157,8 +156,9 @@ Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<Pag
   std::vector<LazyPages::Run> populated;
   for (const auto& run : d.pages.present) populated.push_back({run.first_page, run.page_count});
   LazyPages::Options options;
-  options.prefetch_pages = prefetch_pages;
-  options.avoid = avoid;
+  options.prefetch_pages = config.prefetch_pages;
+  options.readahead_pages = config.readahead_pages;
+  options.avoid = config.avoid;
   options.on_failure = [this](const Error& error) { FailMemory(error); };
   std::unique_ptr<LazyPages> lazy =
       FLURRY_TRY(LazyPages::Start(std::move(uffd), backend_->ram_host_base(), ram,

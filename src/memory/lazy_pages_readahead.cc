@@ -1,0 +1,138 @@
+// LazyPages' readahead stream (lazy_pages.h): the wanted pages ahead of a sequential scan,
+// asked for in pipelined requests and installed while the guest works on the pages before them.
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "memory/lazy_pages.h"
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kWindowPages = 64;  // the most one request asks for
+constexpr size_t kStreamDepth = 4;     // requests in flight at most
+
+uint64_t ElapsedNs(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count());
+}
+
+}  // namespace
+
+bool LazyPages::MarkerSetLocked() const {
+  return marker_page_ != kNoPage && FetchOnTouch(state_[marker_page_].load());
+}
+
+Result<uint64_t> LazyPages::InstallWantedLocked(uint64_t first, uint64_t count, const uint8_t* data,
+                                                uint64_t skip) {
+  uint64_t installed = 0;
+  uint64_t wanted = 0;  // pages of the image's page map among them
+  for (uint64_t p = first; p < first + count;) {
+    if (p == skip || !FetchOnTouch(state_[p].load())) {
+      ++p;
+      continue;
+    }
+    uint64_t end = p + 1;
+    while (end < first + count && end != skip && FetchOnTouch(state_[end].load())) ++end;
+    FLURRY_TRY(CopyLocked(p, end - p, data + (p - first) * kPage));
+    for (uint64_t q = p; q < end; ++q) {
+      wanted += state_[q].load() == kFetch;
+      state_[q].store(kResident);
+    }
+    installed += end - p;
+    p = end;
+  }
+  fetched_.fetch_add(installed, std::memory_order_relaxed);
+  pending_.fetch_sub(wanted, std::memory_order_relaxed);
+  Wake(first, count);
+  return installed;
+}
+
+Result<void> LazyPages::StartStreamLocked(uint64_t page, uint64_t end) {
+  // Nothing is in flight here (the fetch that led here drained the stream): the stream runs
+  // from the end of that fetch, in the range of the scan.
+  stream_on_ = true;
+  stream_next_ = end;
+  stream_guest_ = page;
+  stream_end_ = RangeEnd(page);
+  return SendMoreLocked();
+}
+
+Result<void> LazyPages::SendMoreLocked() {
+  while (stream_on_ && in_flight_.size() < kStreamDepth) {
+    const uint64_t limit = std::min(stream_end_, stream_guest_ + options_.readahead_pages);
+    uint64_t first = stream_next_;
+    while (first < limit && !FetchOnTouch(state_[first].load())) ++first;
+    stream_next_ = first;
+    if (first >= limit) {
+      // Far enough ahead of the guest (the stream goes on when the guest comes closer), or at
+      // the end of the range (the stream ends).
+      if (first >= stream_end_) stream_on_ = false;
+      break;
+    }
+    const uint64_t end_limit = std::min(stream_end_, first + kWindowPages);
+    uint64_t end = first + 1;
+    while (end < end_limit && FetchOnTouch(state_[end].load())) ++end;
+    FLURRY_TRY_CTX(source_->Send(first, static_cast<uint32_t>(end - first)),
+                   fmt::format("asking {} for page {:#x}", source_->Describe(), first * kPage));
+    in_flight_.push_back({first, end - first});
+    stream_next_ = end;
+  }
+  stream_busy_.store(!in_flight_.empty(), std::memory_order_relaxed);
+  return {};
+}
+
+Result<void> LazyPages::ReceiveOneLocked() {
+  if (in_flight_.empty()) return {};
+  const StreamRequest request = in_flight_.front();
+  in_flight_.pop_front();
+  stream_busy_.store(!in_flight_.empty(), std::memory_order_relaxed);
+  const auto start = std::chrono::steady_clock::now();
+  FLURRY_TRY_CTX(
+      source_->Receive(request.first, static_cast<uint32_t>(request.count), stream_buffer_.data()),
+      fmt::format("fetching page {:#x} from {}", request.first * kPage, source_->Describe()));
+  fetch_ns_.fetch_add(ElapsedNs(start), std::memory_order_relaxed);
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  // A window received well ahead of the guest keeps its first page back as the marker.
+  uint64_t skip = kNoPage;
+  if (!MarkerSetLocked() && request.first >= stream_guest_ + options_.readahead_pages / 2 &&
+      FetchOnTouch(state_[request.first].load())) {
+    skip = marker_page_ = request.first;
+    std::memcpy(marker_data_.data(), stream_buffer_.data(), kPage);
+  }
+  const uint64_t installed =
+      FLURRY_TRY(InstallWantedLocked(request.first, request.count, stream_buffer_.data(), skip));
+  readahead_.fetch_add(installed, std::memory_order_relaxed);
+  return {};
+}
+
+Result<void> LazyPages::DrainLocked() {
+  while (!in_flight_.empty()) FLURRY_TRY(ReceiveOneLocked());
+  return {};
+}
+
+Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
+  if (page == marker_page_ && MarkerSetLocked()) {
+    // The guest reached the marker: install it from the stash, and run further ahead.
+    marker_page_ = kNoPage;
+    const uint64_t installed =
+        FLURRY_TRY(InstallWantedLocked(page, 1, marker_data_.data(), kNoPage));
+    readahead_.fetch_add(installed, std::memory_order_relaxed);
+    stream_guest_ = std::max(stream_guest_, page);
+    FLURRY_TRY(SendMoreLocked());
+    return true;
+  }
+  const auto hit = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const StreamRequest& r) {
+    return page >= r.first && page < r.first + r.count;
+  });
+  if (hit == in_flight_.end()) return false;
+  // The guest caught up with the stream: take the replies up to the page's, then ask for more.
+  stream_guest_ = std::max(stream_guest_, page);
+  for (auto n = hit - in_flight_.begin() + 1; n > 0; --n) FLURRY_TRY(ReceiveOneLocked());
+  FLURRY_TRY(SendMoreLocked());
+  return true;
+}
+
+}  // namespace flurry
