@@ -2,23 +2,22 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 
 #include "cluster/cluster_file.h"
+#include "fork/remote_status.h"
 
 namespace flurry {
 
 Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
     const std::string& cluster_file, const std::string& member, bool prefix_output,
-    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid) {
+    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid, uint64_t guest_memory) {
   const ClusterFile cluster = FLURRY_TRY(LoadClusterFile(cluster_file));
   if (cluster.hosts.empty()) return Fail("{}: the cluster has no hosts", cluster_file);
   FLURRY_TRY(ValidateMemberName(member));
   auto config = std::make_shared<RemoteCloneConfig>();
-  std::vector<ClusterFileAllocator::Host> hosts;
-  for (const ClusterHost& host : cluster.hosts) hosts.push_back({host.name, host.slots});
-  config->allocator = std::make_shared<ClusterFileAllocator>(std::move(hosts));
   std::error_code error;
   config->cluster_file = std::filesystem::absolute(cluster_file, error).string();
   config->member = member;
@@ -37,6 +36,18 @@ Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
   if (access(config->remote_binary.c_str(), X_OK) != 0) {
     return FailErrno(fmt::format("{} (the stand-in for remote clones)", config->remote_binary));
   }
+  // The allocator asks the daemons through flurry-remote: each GetStatus call has 2 s, the
+  // whole query (the program's start included) 5 s; a host that is down refuses at once, so
+  // only a host that vanished without a trace costs the deadline. Each clone is taken to need
+  // the guest's RAM on its host (docs/design.md, Placement).
+  std::vector<ClusterFileAllocator::Host> hosts;
+  for (const ClusterHost& host : cluster.hosts) hosts.push_back({host.name, host.slots});
+  config->allocator = std::make_shared<ClusterFileAllocator>(
+      std::move(hosts),
+      std::make_unique<RemoteStatusSource>(config->remote_binary, config->cluster_file, member,
+                                           std::chrono::milliseconds(2000),
+                                           std::chrono::milliseconds(5000)),
+      guest_memory);
   config->serve_bind = FLURRY_TRY_CTX(LocalAddressToward(cluster.hosts.front().address),
                                       "the address the cluster reaches this machine at");
   return std::shared_ptr<const RemoteCloneConfig>(std::move(config));

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <map>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -41,13 +42,52 @@ void WriteAll(int fd, const std::string& data) {
   }
 }
 
-// `flurry-remote status --cluster FILE [--member M]` (what `flurry cluster status` runs): every
-// host's GetStatus, as a table.
+// One host's GetStatus answer, or why there is none.
+struct HostAnswer {
+  grpc::Status status;
+  v1::HostStatus reply;
+};
+
+// GetStatus on every host at once (a thread each), each call ending by `deadline`.
+std::vector<HostAnswer> AskEveryHost(const flurry::ClusterFile& cluster,
+                                     const flurry::TlsIdentity& identity,
+                                     std::chrono::milliseconds deadline) {
+  std::vector<HostAnswer> answers(cluster.hosts.size());
+  const auto until = std::chrono::system_clock::now() + deadline;
+  std::vector<std::thread> threads;
+  threads.reserve(cluster.hosts.size());
+  for (size_t i = 0; i < cluster.hosts.size(); ++i) {
+    auto ask = [&, i] {
+      const flurry::ClusterHost& host = cluster.hosts[i];
+      auto stub = v1::Flurryd::NewStub(flurry::DaemonChannel(identity, host.address, host.name));
+      grpc::ClientContext context;
+      context.set_deadline(until);
+      answers[i].status = stub->GetStatus(&context, v1::StatusRequest{}, &answers[i].reply);
+    };
+    try {
+      threads.emplace_back(ask);
+    } catch (const std::system_error&) {
+      ask();  // out of threads: ask this one here
+    }
+  }
+  for (std::thread& thread : threads) thread.join();
+  return answers;
+}
+
+// `flurry-remote status --cluster FILE [--member M] [--machine] [--deadline-ms N]` (what
+// `flurry cluster status` runs, and the cluster allocator with --machine): every host's
+// GetStatus, as a table, or as lines for a program (fork/remote_status.h):
+//   host NAME up SLOTS RUNNING_CLONES MEMORY_BYTES FREE_MEMORY_BYTES
+//   host NAME down WHY...
 int Status(int argc, char** argv) {
   CLI::App app{"flurry-remote status: ask every host's flurryd how it is"};
   std::string cluster_path, member = "client";
+  bool machine = false;
+  int deadline_ms = 3000;
   app.add_option("--cluster", cluster_path)->required();
   app.add_option("--member", member);
+  app.add_flag("--machine", machine);
+  app.add_option("--deadline-ms", deadline_ms)->check(CLI::Range(1, 600000));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -64,22 +104,41 @@ int Status(int argc, char** argv) {
     std::fprintf(stderr, "flurry: cluster status: %s\n", credentials.error().message().c_str());
     return 1;
   }
+  const std::vector<HostAnswer> answers =
+      AskEveryHost(*cluster, {credentials->ca_pem, credentials->cert_pem, credentials->key_pem},
+                   std::chrono::milliseconds(deadline_ms));
   int failed = 0;
-  std::printf("%-12s %-22s %6s %8s %12s %12s  %s\n", "NAME", "ADDRESS", "SLOTS", "RUNNING",
-              "MEMORY_MIB", "FREE_MIB", "STATE");
-  for (const flurry::ClusterHost& host : cluster->hosts) {
-    auto channel =
-        flurry::DaemonChannel({credentials->ca_pem, credentials->cert_pem, credentials->key_pem},
-                              host.address, host.name);
-    auto stub = v1::Flurryd::NewStub(channel);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-    v1::HostStatus reply;
-    const grpc::Status status = stub->GetStatus(&context, v1::StatusRequest{}, &reply);
-    if (!status.ok()) {
-      ++failed;
+  if (!machine) {
+    std::printf("%-12s %-22s %6s %8s %12s %12s  %s\n", "NAME", "ADDRESS", "SLOTS", "RUNNING",
+                "MEMORY_MIB", "FREE_MIB", "STATE");
+  }
+  for (size_t i = 0; i < answers.size(); ++i) {
+    const flurry::ClusterHost& host = cluster->hosts[i];
+    const v1::HostStatus& reply = answers[i].reply;
+    std::string why;
+    if (!answers[i].status.ok()) {
+      why = answers[i].status.error_message();
+    } else if (reply.name() != host.name) {
+      why = "it answers as " + reply.name();
+    }
+    if (!answers[i].status.ok()) ++failed;
+    if (machine) {
+      // One line per host: nothing the daemon sent may break a line or a word.
+      for (char& c : why) {
+        if (c == '\n' || c == '\r') c = ' ';
+      }
+      if (why.empty()) {
+        std::printf("host %s up %d %d %llu %llu\n", host.name.c_str(), reply.slots(),
+                    reply.running_clones(), static_cast<unsigned long long>(reply.memory_bytes()),
+                    static_cast<unsigned long long>(reply.free_memory_bytes()));
+      } else {
+        std::printf("host %s down %s\n", host.name.c_str(), why.c_str());
+      }
+      continue;
+    }
+    if (!answers[i].status.ok()) {
       std::printf("%-12s %-22s %6s %8s %12s %12s  unreachable: %s\n", host.name.c_str(),
-                  host.address.c_str(), "-", "-", "-", "-", status.error_message().c_str());
+                  host.address.c_str(), "-", "-", "-", "-", why.c_str());
       continue;
     }
     std::printf("%-12s %-22s %6d %8d %12llu %12llu  %s\n", reply.name().c_str(),

@@ -298,6 +298,9 @@ SyscallResult ForkController::StartRemoteClones(Ticket& ticket, const std::strin
           Child{c.id, c.pid, std::move(c.channel), std::move(c.pidfd), false});
     }
   }
+  // The hosts count these clones as running from now on (flurryd's running_clones): the
+  // allocator stops counting them as this VM's reservations, so that no clone counts twice.
+  ticket.remote = RemoteReservation();
   // sf_join goes through the clones in ID order.
   std::sort(ticket.children.begin(), ticket.children.end(),
             [](const Child& a, const Child& b) { return a.id < b.id; });

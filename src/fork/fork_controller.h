@@ -130,8 +130,8 @@ class ForkController {
                              // clone still alive
     bool collected = false;  // the snapshot's spawn replies have been read
     std::vector<Child> children;
-    // Clones on other hosts: the slots they hold and the page server of their memory (killed
-    // when the ticket goes).
+    // Clones on other hosts: the slots they hold until they start (the hosts count them from
+    // then on) and the page server of their memory (killed when the ticket goes).
     RemoteReservation remote;
     std::vector<RemoteStandIn> standins;  // one per host, started with the ticket
     OwnedProcess page_server;

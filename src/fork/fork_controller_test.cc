@@ -129,29 +129,47 @@ TEST_F(ForkControllerTest, CapsGrants) {
   EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 1), -EAGAIN);
 }
 
+// Two idle hosts with 2 and 1 slots and memory to spare, as their daemons would say.
+class IdleHosts : public HostStatusSource {
+ public:
+  Result<std::vector<HostReport>> Query() override {
+    std::vector<HostReport> reports(2);
+    reports[0].name = "host1";
+    reports[0].slots = 2;
+    reports[1].name = "host2";
+    reports[1].slots = 1;
+    for (HostReport& report : reports) {
+      report.up = true;
+      report.free_memory_bytes = 1ULL << 40;
+    }
+    return reports;
+  }
+};
+
 // With a cluster, the allocator grants m <= n slots across its hosts.
 TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
   auto config = std::make_shared<RemoteCloneConfig>();
   auto allocator = std::make_shared<ClusterFileAllocator>(
-      std::vector<ClusterFileAllocator::Host>{{"host1", 2}, {"host2", 1}});
+      std::vector<ClusterFileAllocator::Host>{{"host1", 2}, {"host2", 1}},
+      std::make_unique<IdleHosts>(), 16ULL << 20);
   config->allocator = allocator;
   config->remote_binary = "/bin/true";  // each host's stand-in starts with the ticket
   Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
   EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 10)), 3);
-  EXPECT_EQ(allocator->free_slots("host1"), 0);
-  EXPECT_EQ(allocator->free_slots("host2"), 0);
+  EXPECT_EQ(allocator->reserved("host1"), 2);
+  EXPECT_EQ(allocator->reserved("host2"), 1);
   // The cluster is full; the local host's memory does not count.
   EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 1), -EAGAIN);
   // A VM that goes gives its slots back.
   controller_.reset();
-  EXPECT_EQ(allocator->free_slots("host1"), 2);
-  EXPECT_EQ(allocator->free_slots("host2"), 1);
+  EXPECT_EQ(allocator->reserved("host1"), 0);
+  EXPECT_EQ(allocator->reserved("host2"), 0);
   // Stand-ins that cannot start: no grant, and the slots stay free.
   config->remote_binary = "/nonexistent/flurry-remote";
   Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
   EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 2), -EAGAIN);
-  EXPECT_EQ(allocator->free_slots("host1"), 2);
-  EXPECT_EQ(allocator->free_slots("host2"), 1);
+  EXPECT_EQ(allocator->reserved("host1"), 0);
+  EXPECT_EQ(allocator->reserved("host2"), 0);
 }
 
 TEST_F(ForkControllerTest, RejectsMisuse) {

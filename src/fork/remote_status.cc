@@ -1,0 +1,137 @@
+#include "fork/remote_status.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <sstream>
+
+#include "base/unique_fd.h"
+
+extern char** environ;
+
+namespace flurry {
+namespace {
+
+constexpr size_t kMaxOutput = 1 << 20;  // far more than 4096 hosts' lines
+
+template <typename T>
+bool ParseNumber(const std::string& word, T* value) {
+  const auto [end, error] = std::from_chars(word.data(), word.data() + word.size(), *value);
+  return error == std::errc() && end == word.data() + word.size();
+}
+
+// Reaps `pid` unless SIGCHLD is ignored (a VMM ignores it: its children are reaped by the
+// kernel, and a waitpid would wait for every child there is).
+void Reap(pid_t pid) {
+  struct sigaction current {};
+  if (sigaction(SIGCHLD, nullptr, &current) != 0) return;
+  if (current.sa_handler == SIG_IGN || (current.sa_flags & SA_NOCLDWAIT) != 0) return;
+  while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+std::vector<HostReport> ParseStatusLines(std::string_view text) {
+  std::vector<HostReport> reports;
+  std::istringstream lines{std::string(text)};
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string tag, state;
+    HostReport report;
+    if (!(words >> tag >> report.name >> state) || tag != "host") continue;
+    if (state == "down") {
+      std::getline(words >> std::ws, report.why_down);
+      reports.push_back(std::move(report));
+      continue;
+    }
+    if (state != "up") continue;
+    std::string slots, running, memory, free, rest;
+    if (!(words >> slots >> running >> memory >> free) || (words >> rest)) continue;
+    if (!ParseNumber(slots, &report.slots) || !ParseNumber(running, &report.running_clones) ||
+        !ParseNumber(memory, &report.memory_bytes) ||
+        !ParseNumber(free, &report.free_memory_bytes)) {
+      continue;
+    }
+    report.up = true;
+    reports.push_back(std::move(report));
+  }
+  return reports;
+}
+
+RemoteStatusSource::RemoteStatusSource(std::string remote_binary, std::string cluster_file,
+                                       std::string member, std::chrono::milliseconds call_deadline,
+                                       std::chrono::milliseconds limit)
+    : remote_binary_(std::move(remote_binary)),
+      cluster_file_(std::move(cluster_file)),
+      member_(std::move(member)),
+      call_deadline_(call_deadline),
+      limit_(limit) {}
+
+std::vector<std::string> RemoteStatusSource::CommandLine() const {
+  return {remote_binary_, "status",        "--machine",
+          "--cluster",    cluster_file_,   "--member",
+          member_,        "--deadline-ms", std::to_string(call_deadline_.count())};
+}
+
+Result<std::vector<HostReport>> RemoteStatusSource::Query() {
+  const auto give_up = std::chrono::steady_clock::now() + limit_;
+  const std::vector<std::string> args = CommandLine();
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return FailErrno("a pipe for flurry-remote status");
+  UniqueFd ours(out[0]), theirs(out[1]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, theirs.get(), STDOUT_FILENO);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  sigset_t defaults;
+  sigfillset(&defaults);
+  posix_spawnattr_setsigdefault(&attributes, &defaults);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  const int err = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attributes);
+  if (err != 0) return FailErrno(err, fmt::format("starting {}", remote_binary_));
+  theirs.Reset();  // EOF once the program (and only it) is done
+  // A pidfd to kill it by: its pid may be reaped and reused meanwhile (SIGCHLD ignored).
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+
+  std::string output;
+  char chunk[4096];
+  while (output.size() < kMaxOutput) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        give_up - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{ours.get(), POLLIN, 0};
+    const int ready = poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) break;
+    const ssize_t n = read(ours.get(), chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    output.append(chunk, static_cast<size_t>(n));
+  }
+  if (pidfd.valid()) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+  Reap(pid);
+  // Only whole lines count: a line cut off by the limit is no answer.
+  output.resize(output.rfind('\n') == std::string::npos ? 0 : output.rfind('\n') + 1);
+  // What came before the limit stands; a host not reported by then did not answer.
+  return ParseStatusLines(output);
+}
+
+}  // namespace flurry

@@ -1,0 +1,83 @@
+// Placement of clones on other hosts: the cluster allocator asks each host's flurryd how it is
+// (GetStatus, through flurry-remote status) at sf_request_ticket and grants clones by the
+// hosts' live free slots and free memory; a host whose daemon does not answer gets none
+// (docs/design.md, "Clones on other hosts", Placement). Same test cluster and rules as
+// remote_clone_test.cc (root only, a cluster of its own per test, removed after it).
+#include <gtest/gtest.h>
+
+#include <map>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "ctl_support.h"
+#include "harness.h"
+#include "netns_support.h"
+#include "remote_cluster_support.h"
+
+namespace {
+
+using namespace flurry_test;
+using namespace std::chrono_literals;
+
+// How many outcomes exited on each host (cluster_where's result is "NODENAME SUM").
+std::map<std::string, int> ExitedPerHost(const std::map<int, Outcome>& outcomes) {
+  std::map<std::string, int> per_host;
+  for (const auto& [id, o] : outcomes) {
+    if (o.kind == kExited && o.status == 0) ++per_host[o.result.substr(0, o.result.find(' '))];
+  }
+  return per_host;
+}
+
+// How many times `text` occurs in `out`.
+int Occurrences(const std::string& out, const std::string& text) {
+  int n = 0;
+  for (size_t at = out.find(text); at != std::string::npos; at = out.find(text, at + 1)) ++n;
+  return n;
+}
+
+TEST(RemotePlacement, AHostWhoseDaemonIsDownGetsNoClonesAndEveryCloneFinishes) {
+  TestCluster cluster(2);
+  REQUIRE_CLUSTER(cluster);
+  ASSERT_EQ(cluster.Stop(2).exit_code, 0);
+  // 4 clones: from the cluster file alone, 2 would go to host2 and be LOST.
+  auto r = Flurry(RunArgs(cluster, {"--mem", "64M", Guest("cluster_where"), "4", "0", "1"}),
+                  WithDeadline(240));
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("granted 4\n"), std::string::npos) << r.Describe();
+  const auto outcomes = Outcomes(r.out);
+  EXPECT_EQ(outcomes.size(), 4u) << r.Describe();
+  EXPECT_EQ(ExitedPerHost(outcomes), (std::map<std::string, int>{{"host1", 4}})) << r.Describe();
+  EXPECT_NE(r.err.find("no clones on host2: its flurryd did not answer"), std::string::npos)
+      << r.Describe();
+  EXPECT_EQ(r.err.find("lost"), std::string::npos) << r.Describe();
+}
+
+TEST(RemotePlacement, ASecondVmGetsOnlyTheSlotsAnotherFamilyLeavesFree) {
+  TestCluster cluster(2);  // 8 slots each
+  REQUIRE_CLUSTER(cluster);
+  // The first VM's 12 clones (6 per host) run until killed, leaving 2 slots on each host.
+  Background first(RunArgs(cluster, {"--mem", "64M", Guest("cluster_where"), "12", "600000", "1"}));
+  ASSERT_TRUE(first.WaitForOut(
+      [](const std::string& out) {
+        return Occurrences(out, "on host1 sum=") == 6 && Occurrences(out, "on host2 sum=") == 6;
+      },
+      180s))
+      << first.out() << first.err();
+  // The second asks for 8: from the cluster file alone it would get 8 (4 per host) and the
+  // daemons would refuse 4 of them (LOST).
+  auto r = Flurry(RunArgs(cluster, {"--mem", "64M", Guest("cluster_where"), "8", "0", "1"}),
+                  WithDeadline(240));
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("granted 4\n"), std::string::npos) << r.Describe();
+  const auto outcomes = Outcomes(r.out);
+  EXPECT_EQ(outcomes.size(), 4u) << r.Describe();
+  EXPECT_EQ(ExitedPerHost(outcomes), (std::map<std::string, int>{{"host1", 2}, {"host2", 2}}))
+      << r.Describe();
+  EXPECT_EQ(r.err.find("lost"), std::string::npos) << r.Describe();
+  first.KillProcess();
+  first.Wait(30s);
+  ExpectOnlyDaemonsLeft(cluster, 2, 30s);
+}
+
+}  // namespace
