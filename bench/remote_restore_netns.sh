@@ -34,12 +34,14 @@ run() {  # label, then the restore command (in B or here)
   shift
   local out
   out=$("$@" 2>&1)
-  printf '%-34s %s %s\n' "$label" "$(grep -o 'work_ms=[0-9.]*' <<<"$out")" \
-    "$(grep -o 'faults=[0-9]* fetched=[0-9]* prefetched=[0-9]* requests=[0-9]* fetch_us=[0-9.]*' <<<"$out" || true)"
+  printf '%-40s %s %s\n' "$label" "$(grep -o 'work_ms=[0-9.]*' <<<"$out")" \
+    "$(grep -o 'faults=[0-9]* fetched=[0-9]* prefetched=[0-9]* requests=[0-9]* fetch_us=[0-9.]*' <<<"$out" || true) $(grep -o 'readahead=[0-9]*' <<<"$out" || true)"
 }
 echo "MiB=$MIB, $(nproc) cores"
 run "eager, from the snapshot dir" "$FLURRY" restore --memory eager --stats "$WORK/snap"
 run "on demand, snapshot dir" "$FLURRY" restore --memory on-demand --stats "$WORK/snap"
+run "other host, prefetch 8, no readahead" ip netns exec "$B" "$FLURRY" restore --prefetch 8 \
+  --readahead 0 --stats "tcp://$SERVE_A"
 for p in 1 8 32; do
   run "on demand, same host, prefetch $p" ip netns exec "$A" "$FLURRY" restore --prefetch "$p" \
     --stats "tcp://$SERVE_LOCAL"
@@ -50,4 +52,4 @@ done
 wait "$PARENT" || true
 PARENT=
 run_parent=$(grep -o 'work_ms=[0-9.]*' "$WORK/parent.out")
-printf '%-34s %s\n' "the parent itself (no restore)" "$run_parent"
+printf '%-40s %s\n' "the parent itself (no restore)" "$run_parent"

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "guest/lazy_files.h"
 
@@ -67,7 +68,13 @@ Result<HostDir> HostDir::Open(const std::string& path, bool writable) {
   }
   std::string canonical = ReadProcFdLink(root.get());
   if (canonical.empty() || canonical[0] != '/') canonical.clear();
-  return HostDir(std::move(root), writable, path, std::move(canonical));
+  // The path travels in descriptors (snapshots, clones), which hold absolute paths only: a
+  // relative one is taken from the current directory now.
+  std::error_code error;
+  std::string absolute = std::filesystem::absolute(path, error).lexically_normal().string();
+  if (error || absolute.empty()) absolute = canonical;
+  if (absolute.size() > 1 && absolute.ends_with('/')) absolute.pop_back();
+  return HostDir(std::move(root), writable, std::move(absolute), std::move(canonical));
 }
 
 std::string HostDir::JoinGuestPath(std::string_view dir, std::string_view relative) {

@@ -129,7 +129,7 @@ class HostDir {
 
   UniqueFd root_;                    // O_PATH | O_DIRECTORY fd of the root
   bool writable_ = false;            // ":rw"
-  std::string host_path_;            // as given on the command line
+  std::string host_path_;            // as given on the command line, made absolute
   std::string canonical_;            // the root's absolute host path as /proc/self/fd reports it
   std::shared_ptr<LazyFiles> lazy_;  // a remote clone's placeholders; null elsewhere
 };

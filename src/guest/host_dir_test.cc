@@ -108,6 +108,16 @@ TEST_F(HostDirTest, OpenReportsMissingOrNonDirectory) {
   EXPECT_EQ(ok->host_path(), root_.string());
 }
 
+TEST_F(HostDirTest, ARelativePathIsRecordedAbsolute) {
+  // Descriptors (snapshots, clones) hold absolute paths only: `flurry run --dir data` works.
+  const fs::path before = fs::current_path();
+  fs::current_path(top_);
+  Result<HostDir> dir = HostDir::Open(root_.filename().string() + "/", false);
+  fs::current_path(before);
+  ASSERT_TRUE(dir.has_value()) << dir.error().message();
+  EXPECT_EQ(dir->host_path(), root_.string());
+}
+
 TEST_F(HostDirTest, ReadsFilesByAbsoluteAndRelativePaths) {
   HostDir dir = OpenRoot(false);
   for (const char* path : {"file.txt", "/file.txt", "./sub/../file.txt", "//file.txt"}) {
