@@ -17,6 +17,7 @@
 #include "arch/x86_64/user_cpu_state.h"
 #include "base/error.h"
 #include "memory/guest_memory.h"
+#include "memory/huge_stage.h"
 
 namespace flurry {
 
@@ -92,6 +93,11 @@ class Backend {
   virtual Result<UniqueFd> TakeUserfault() = 0;
   // Where guest address 0 is in that address space.
   virtual uint64_t ram_host_base() = 0;
+  // A staging area for huge pages in that address space (memory/huge_stage.h); none (the
+  // default) makes every install of fetched memory one of 4 KiB pages. The seccomp backend has
+  // none: the kernel moves pages (UFFDIO_MOVE) only for a caller in the uffd's own address
+  // space, and the stub's is not the VMM's.
+  virtual Result<HugeStage> MakeHugeStage() { return HugeStage{}; }
 
   // ---- VM fork ----------------------------------------------------------------------------
   // Around every fork() of the VMM process that makes a snapshot process or a clone:

@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "memory/uffd_compat.h"
+
 namespace flurry {
 namespace {
 
@@ -30,10 +32,10 @@ uint64_t NowNs() {
 std::string FormatLazyStats(const LazyStats& m) {
   return fmt::format(
       "faults={} fetched={} prefetched={} requests={} fetch_us={:.1f} zero={} fresh={} "
-      "overwritten={} bytes_received={} zero_elided={} pending={} readahead={}",
+      "overwritten={} bytes_received={} zero_elided={} pending={} readahead={} huge={}",
       m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests, m.mean_fetch_us(),
       m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
-      m.pending_pages, m.readahead_pages);
+      m.pending_pages, m.readahead_pages, m.huge_regions);
 }
 
 Result<UniqueFd> OpenUserfault() {
@@ -88,9 +90,22 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
   lazy->pending_.store(pending);
   lazy->ranges_ = std::move(ranges);
 
+  // Moving huge pages in needs UFFD_FEATURE_MOVE (Linux 6.8); without it, 4 KiB installs.
+  const HugeStage& stage = lazy->options_.stage;
+  bool moves = stage.host_address != 0 && stage.host_address % (512 * kPage) == 0 && stage.fill &&
+               lazy->options_.readahead_pages > 0;
   uffdio_api api{};
   api.api = UFFD_API;
-  if (ioctl(uffd.get(), UFFDIO_API, &api) != 0) return FailErrno("UFFDIO_API");
+  api.features = moves ? kUffdFeatureMove : 0;
+  if (ioctl(uffd.get(), UFFDIO_API, &api) != 0) {
+    if (!moves) return FailErrno("UFFDIO_API");
+    moves = false;  // an older kernel (a refused UFFDIO_API can be asked again)
+    api = uffdio_api{};
+    api.api = UFFD_API;
+    if (ioctl(uffd.get(), UFFDIO_API, &api) != 0) return FailErrno("UFFDIO_API");
+  }
+  lazy->huge_ok_ = moves;
+  if (lazy->huge_ok_) lazy->region_buffer_.resize(512 * kPage);
   lazy->uffd_ = std::move(uffd);
   for (const Range& r : lazy->ranges_) {
     uffdio_register reg{};
@@ -423,6 +438,7 @@ LazyStats LazyPages::stats() const {
   s.zero_elided = source_->zero_pages_elided();
   s.pending_pages = pending_.load(std::memory_order_relaxed);
   s.readahead_pages = readahead_.load(std::memory_order_relaxed);
+  s.huge_regions = huge_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -26,6 +26,12 @@
 // at the stream's head, or on a marker, the first page of a window received well ahead of the
 // guest that is kept back (its data stashed) so that the guest's arrival there is a fault,
 // served from the stash, that moves the stream on (Linux's async readahead mark).
+// Huge regions: where the owner gives a staging area (Options::stage) and the kernel can move
+// pages (UFFDIO_MOVE), the stream takes a 2 MiB region whose pages are all wanted in one go (8
+// requests), writes it to the staging area — which the kernel backs with a transparent huge
+// page — and moves that huge page into guest RAM. Memory installed in 4 KiB pages costs the
+// guest a TLB fill per page on first touch, which dominates a scan (bench/uffd_install_bench.c);
+// a moved huge page costs one per 2 MiB.
 //
 // The uffd may belong to another process (the seccomp backend's stub): every ioctl addresses
 // the mm that created it, at `host_base` + guest address.
@@ -52,6 +58,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "memory/avoidance.h"
+#include "memory/huge_stage.h"
 #include "memory/page_source.h"
 
 namespace flurry {
@@ -69,6 +76,7 @@ struct LazyStats {
   uint64_t zero_elided = 0;        // fetched pages the source sent as "all zero" (no data)
   uint64_t pending_pages = 0;      // still to fetch if touched
   uint64_t readahead_pages = 0;    // fetched pages the readahead stream installed
+  uint64_t huge_regions = 0;       // of those, 2 MiB regions moved in as one huge page
 
   double mean_fetch_us() const {
     return fetch_requests ? static_cast<double>(fetch_ns) / 1000.0 / fetch_requests : 0.0;
@@ -88,6 +96,9 @@ class LazyPages {
   struct Options {
     uint32_t prefetch_pages = 8;      // pages per fetch at most (the faulting one included)
     uint32_t readahead_pages = 1024;  // how far the stream runs ahead of a scan (0: off)
+    HugeStage stage;                  // none: every install is of 4 KiB pages
+    uint64_t huge_start = 0;          // [huge_start, huge_end): guest addresses where 2 MiB
+    uint64_t huge_end = 0;            //   regions may be moved in as huge pages
     Avoidance avoid;                  // the avoidance heuristics in use (all by default)
     std::function<void(const Error&)> on_failure;
   };
@@ -176,7 +187,13 @@ class LazyPages {
   struct StreamRequest {
     uint64_t first = 0;
     uint64_t count = 0;
+    uint64_t region = ~0ULL;  // a part of this huge region (first page), or ~0
   };
+  // Whether the stream may take the 2 MiB region starting at `first` as one huge page.
+  bool HugeRegionAt(uint64_t first) const;
+  // All parts of `region` are in region_buffer_: move it in as a huge page (or, if that cannot
+  // be done, install its wanted pages as 4 KiB pages).
+  Result<void> InstallRegionLocked(uint64_t region);
   // A scan fault at `page` whose fetch ended at `end`: the stream runs (on) from `end`.
   Result<void> StartStreamLocked(uint64_t page, uint64_t end);
   // Whether the stream held `page` (the marker, or a request in flight) and has installed it.
@@ -218,11 +235,13 @@ class LazyPages {
   std::vector<uint8_t> stream_buffer_;
   uint64_t marker_page_ = kNoPage;
   std::vector<uint8_t> marker_data_;
+  bool huge_ok_ = false;                // a stage is there and the kernel moves pages
+  std::vector<uint8_t> region_buffer_;  // 2 MiB: a huge region's parts as they arrive
   std::atomic<bool> stream_busy_{false};
 
   // Counters (relaxed atomics: read by stats() from any thread).
   std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
-      zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0};
+      zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0}, huge_{0};
 };
 
 }  // namespace flurry

@@ -5,13 +5,15 @@
 #include <cstring>
 
 #include "memory/lazy_pages.h"
+#include "memory/uffd_compat.h"
 
 namespace flurry {
 namespace {
 
 constexpr uint64_t kPage = 4096;
-constexpr uint64_t kWindowPages = 64;  // the most one request asks for
-constexpr size_t kStreamDepth = 4;     // requests in flight at most
+constexpr uint64_t kWindowPages = 64;   // the most one request asks for
+constexpr size_t kStreamDepth = 4;      // requests in flight at most (a huge region: its 8)
+constexpr uint64_t kRegionPages = 512;  // 2 MiB
 
 uint64_t ElapsedNs(std::chrono::steady_clock::time_point start) {
   return static_cast<uint64_t>(
@@ -60,6 +62,18 @@ Result<void> LazyPages::StartStreamLocked(uint64_t page, uint64_t end) {
   return SendMoreLocked();
 }
 
+bool LazyPages::HugeRegionAt(uint64_t first) const {
+  if (!huge_ok_ || first % kRegionPages != 0 || first + kRegionPages > stream_end_ ||
+      (host_base_ + first * kPage) % (kRegionPages * kPage) != 0 ||
+      first * kPage < options_.huge_start || (first + kRegionPages) * kPage > options_.huge_end) {
+    return false;
+  }
+  for (uint64_t p = first; p < first + kRegionPages; ++p) {
+    if (!FetchOnTouch(state_[p].load())) return false;
+  }
+  return true;
+}
+
 Result<void> LazyPages::SendMoreLocked() {
   while (stream_on_ && in_flight_.size() < kStreamDepth) {
     const uint64_t limit = std::min(stream_end_, stream_guest_ + options_.readahead_pages);
@@ -72,7 +86,19 @@ Result<void> LazyPages::SendMoreLocked() {
       if (first >= stream_end_) stream_on_ = false;
       break;
     }
-    const uint64_t end_limit = std::min(stream_end_, first + kWindowPages);
+    if (HugeRegionAt(first)) {
+      // A whole region, wanted: its 8 windows, to be moved in as one huge page.
+      for (uint64_t part = first; part < first + kRegionPages; part += kWindowPages) {
+        FLURRY_TRY_CTX(source_->Send(part, static_cast<uint32_t>(kWindowPages)),
+                       fmt::format("asking {} for page {:#x}", source_->Describe(), part * kPage));
+        in_flight_.push_back({part, kWindowPages, first});
+      }
+      stream_next_ = first + kRegionPages;
+      continue;
+    }
+    // (Windows stop at a region's start, where huge regions can begin.)
+    uint64_t end_limit = std::min(stream_end_, first + kWindowPages);
+    if (huge_ok_) end_limit = std::min(end_limit, (first / kRegionPages + 1) * kRegionPages);
     uint64_t end = first + 1;
     while (end < end_limit && FetchOnTouch(state_[end].load())) ++end;
     FLURRY_TRY_CTX(source_->Send(first, static_cast<uint32_t>(end - first)),
@@ -90,11 +116,18 @@ Result<void> LazyPages::ReceiveOneLocked() {
   in_flight_.pop_front();
   stream_busy_.store(!in_flight_.empty(), std::memory_order_relaxed);
   const auto start = std::chrono::steady_clock::now();
+  const bool part = request.region != kNoPage;
+  uint8_t* out = part ? region_buffer_.data() + (request.first - request.region) * kPage
+                      : stream_buffer_.data();
   FLURRY_TRY_CTX(
-      source_->Receive(request.first, static_cast<uint32_t>(request.count), stream_buffer_.data()),
+      source_->Receive(request.first, static_cast<uint32_t>(request.count), out),
       fmt::format("fetching page {:#x} from {}", request.first * kPage, source_->Describe()));
   fetch_ns_.fetch_add(ElapsedNs(start), std::memory_order_relaxed);
   requests_.fetch_add(1, std::memory_order_relaxed);
+  if (part) {
+    if (request.first + request.count < request.region + kRegionPages) return {};
+    return InstallRegionLocked(request.region);
+  }
   // A window received well ahead of the guest keeps its first page back as the marker.
   uint64_t skip = kNoPage;
   if (!MarkerSetLocked() && request.first >= stream_guest_ + options_.readahead_pages / 2 &&
@@ -128,11 +161,60 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
     return page >= r.first && page < r.first + r.count;
   });
   if (hit == in_flight_.end()) return false;
-  // The guest caught up with the stream: take the replies up to the page's, then ask for more.
+  // The guest caught up with the stream: take the replies up to the page's (to the end of its
+  // region, for a huge region's part), then ask for more.
   stream_guest_ = std::max(stream_guest_, page);
-  for (auto n = hit - in_flight_.begin() + 1; n > 0; --n) FLURRY_TRY(ReceiveOneLocked());
+  auto last = hit;
+  while (hit->region != kNoPage && last + 1 != in_flight_.end() && last[1].region == hit->region) {
+    ++last;
+  }
+  for (auto n = last - in_flight_.begin() + 1; n > 0; --n) FLURRY_TRY(ReceiveOneLocked());
   FLURRY_TRY(SendMoreLocked());
   return true;
+}
+
+Result<void> LazyPages::InstallRegionLocked(uint64_t region) {
+  bool all_wanted = true;
+  for (uint64_t p = region; p < region + kRegionPages && all_wanted; ++p) {
+    all_wanted = FetchOnTouch(state_[p].load());
+  }
+  uint64_t moved = 0;  // bytes
+  if (all_wanted) {
+    // Written to the staging area (a fresh huge page there), then moved in whole.
+    auto filled = options_.stage.fill(region_buffer_.data());
+    if (filled) {
+      UffdioMove move{};
+      move.dst = host_base_ + region * kPage;
+      move.src = options_.stage.host_address;
+      move.len = kRegionPages * kPage;
+      move.mode = kUffdMoveModeDontWake;
+      if (ioctl(uffd_.get(), kUffdioMove, &move) == 0) {
+        moved = move.len;
+      } else {
+        moved = move.move > 0 ? static_cast<uint64_t>(move.move) : 0;
+      }
+    }
+    if (moved != kRegionPages * kPage) huge_ok_ = false;  // from now on, 4 KiB installs only
+  }
+  if (moved == kRegionPages * kPage) {
+    uint64_t wanted = 0;
+    for (uint64_t p = region; p < region + kRegionPages; ++p) {
+      wanted += state_[p].load() == kFetch;
+      state_[p].store(kResident);
+    }
+    fetched_.fetch_add(kRegionPages, std::memory_order_relaxed);
+    readahead_.fetch_add(kRegionPages, std::memory_order_relaxed);
+    pending_.fetch_sub(wanted, std::memory_order_relaxed);
+    huge_.fetch_add(1, std::memory_order_relaxed);
+    Wake(region, kRegionPages);
+    return {};
+  }
+  // Some pages changed meanwhile (freed, or written whole by the VMM), or the move failed
+  // (pages it moved are there already, with the same data: the copy skips them).
+  const uint64_t installed =
+      FLURRY_TRY(InstallWantedLocked(region, kRegionPages, region_buffer_.data(), kNoPage));
+  readahead_.fetch_add(installed, std::memory_order_relaxed);
+  return {};
 }
 
 }  // namespace flurry

@@ -1,6 +1,7 @@
 #include "memory/lazy_pages.h"
 
 #include <gtest/gtest.h>
+#include <sys/utsname.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -75,17 +76,23 @@ uint8_t Expected(uint64_t page) { return static_cast<uint8_t>((page & 0xff) | 1)
 class LazyPagesTest : public ::testing::Test {
  protected:
   void Start(std::vector<LazyPages::Run> populated, uint32_t prefetch = 1, Avoidance avoid = {},
-             uint32_t readahead = 0) {
+             uint32_t readahead = 0, HugeStage stage = {}) {
     auto uffd = OpenUserfault();
     ASSERT_TRUE(uffd.has_value()) << uffd.error().message();
     auto memory = GuestMemory::Create(kRam);
     ASSERT_TRUE(memory.has_value());
     memory_.emplace(std::move(*memory));
+    // As KVM guest RAM is: a fault there waits without making a page table, so that a huge
+    // page can be moved in.
+    memory_->AdviseHugePages(x86::kUserBase, kRam - x86::kUserBase);
     auto source = std::make_unique<FakeSource>(populated);
     source_ = source.get();
     LazyPages::Options options;
     options.prefetch_pages = prefetch;
     options.readahead_pages = readahead;
+    options.stage = std::move(stage);
+    options.huge_start = x86::kUserBase;
+    options.huge_end = kRam;
     options.avoid = avoid;
     options.on_failure = [this](const Error& e) {
       std::lock_guard lock(mutex_);
@@ -171,6 +178,42 @@ TEST_F(LazyPagesTest, ReadaheadStreamsAScanAheadOfItsFaults) {
   EXPECT_GE(s.readahead_pages, kScan / 2);
   EXPECT_LE(s.faults, kScan / 64 + 4) << "at most one fault per 64-page window";
   EXPECT_GT(source_->most_outstanding.load(), 1u) << "requests were pipelined";
+}
+
+// Anonymous memory of this process as transparent huge pages, in kB (/proc/self/smaps_rollup).
+uint64_t AnonHugeKb() {
+  FILE* f = fopen("/proc/self/smaps_rollup", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  uint64_t kb = 0;
+  while (fgets(line, sizeof line, f) != nullptr) {
+    if (sscanf(line, "AnonHugePages: %lu kB", &kb) == 1) break;
+  }
+  fclose(f);
+  return kb;
+}
+
+TEST_F(LazyPagesTest, ReadaheadMovesWholeRegionsInAsHugePages) {
+  auto stage = LocalHugeStage();
+  ASSERT_TRUE(stage.has_value()) << stage.error().message();
+  constexpr uint64_t kScan = 1536;  // RAM from 2 MiB to 8 MiB: regions 1, 2 and 3
+  Start({{kFirst, kScan}}, /*prefetch=*/8, {}, /*readahead=*/1536, std::move(*stage));
+  if (reinterpret_cast<uint64_t>(base()) % (2u << 20) != 0) GTEST_SKIP() << "RAM not 2 MiB aligned";
+  const uint64_t huge_before = AnonHugeKb();
+  for (uint64_t p = kFirst; p < kFirst + kScan; ++p) ASSERT_EQ(Touch(p), Expected(p)) << p;
+  LazyStats s = Stats();
+  EXPECT_TRUE(failure_.empty()) << failure_;
+  EXPECT_EQ(s.fetched_pages, kScan) << "no page fetched twice";
+  EXPECT_EQ(s.pending_pages, 0u);
+  if (s.huge_regions == 0) {
+    // Linux before 6.8 has no UFFDIO_MOVE: every install is of 4 KiB pages (tested above).
+    struct utsname u {};
+    uname(&u);
+    GTEST_SKIP() << "no region was moved in as a huge page on Linux " << u.release;
+  }
+  // The first region is begun by faults; the stream takes the last two whole.
+  EXPECT_EQ(s.huge_regions, 2u);
+  EXPECT_GE(AnonHugeKb(), huge_before + 2 * 2048) << "the moved regions are huge pages";
 }
 
 TEST_F(LazyPagesTest, ReadaheadRunsAtMostItsDistanceAheadOfTheGuest) {

@@ -158,6 +158,12 @@ Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<Pag
   LazyPages::Options options;
   options.prefetch_pages = config.prefetch_pages;
   options.readahead_pages = config.readahead_pages;
+  // Whole 2 MiB regions of the heap and mmap area (where the VM's memory has huge pages) come in
+  // as huge pages, where the backend and the kernel allow it.
+  options.stage = FLURRY_TRY(backend_->MakeHugeStage());
+  const GuestLayout layout = LayoutFor(d.memory, true);
+  options.huge_start = layout.huge_start;
+  options.huge_end = layout.huge_end;
   options.avoid = config.avoid;
   options.on_failure = [this](const Error& error) { FailMemory(error); };
   std::unique_ptr<LazyPages> lazy =

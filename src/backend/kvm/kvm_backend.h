@@ -31,6 +31,7 @@ class KvmBackend final : public Backend {
   Result<TscInfo> Tsc() override;
   Result<UniqueFd> TakeUserfault() override { return OpenUserfault(); }
   uint64_t ram_host_base() override { return reinterpret_cast<uint64_t>(memory_.host_base()); }
+  Result<HugeStage> MakeHugeStage() override { return LocalHugeStage(); }
   Result<void> PrepareFork(bool) override { return {}; }
   void AfterForkInParent(bool) override {}
   Result<void> AfterForkInChild() override { return {}; }
