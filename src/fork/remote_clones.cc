@@ -11,6 +11,8 @@
 #include <csignal>
 #include <cstring>
 
+#include "base/spawn.h"
+
 extern char** environ;
 
 namespace flurry {
@@ -52,9 +54,6 @@ std::vector<std::string> RemoteStandInCommandLine(const RemoteCloneConfig& confi
 Result<RemoteStandIn> RemoteStandIn::Spawn(const RemoteCloneConfig& config, const std::string& host,
                                            uint64_t family_id, int32_t count) {
   const std::vector<std::string> args = RemoteStandInCommandLine(config, host, family_id, count);
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
 
   RemoteStandIn standin;
   standin.host_ = host;
@@ -83,19 +82,9 @@ Result<RemoteStandIn> RemoteStandIn::Spawn(const RemoteCloneConfig& config, cons
   for (size_t i = 0; i < high.size(); ++i) {
     posix_spawn_file_actions_adddup2(&actions, high[i].get(), 3 + static_cast<int>(i));
   }
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  sigset_t defaults;
-  sigfillset(&defaults);
-  posix_spawnattr_setsigdefault(&attributes, &defaults);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  const int err = posix_spawn(&standin.pid_, argv[0], &actions, &attributes, argv.data(), environ);
+  auto spawned = SpawnWithDefaultSignals(args, &actions);
   posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attributes);
-  if (err != 0) return FailErrno(err, fmt::format("starting {}", config.remote_binary));
+  standin.pid_ = FLURRY_TRY(std::move(spawned));
   standin.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, standin.pid_, 0)));
   // ESRCH: it has ended already (and was reaped: SIGCHLD is ignored in a VMM). It keeps its
   // slots; at sf_clone its clones read EOF on their channels and are LOST.

@@ -11,6 +11,7 @@
 #include <charconv>
 #include <sstream>
 
+#include "base/spawn.h"
 #include "base/unique_fd.h"
 
 extern char** environ;
@@ -83,9 +84,6 @@ std::vector<std::string> RemoteStatusSource::CommandLine() const {
 Result<std::vector<HostReport>> RemoteStatusSource::Query() {
   const auto give_up = std::chrono::steady_clock::now() + limit_;
   const std::vector<std::string> args = CommandLine();
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
 
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return FailErrno("a pipe for flurry-remote status");
@@ -93,20 +91,9 @@ Result<std::vector<HostReport>> RemoteStatusSource::Query() {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, theirs.get(), STDOUT_FILENO);
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  sigset_t defaults;
-  sigfillset(&defaults);
-  posix_spawnattr_setsigdefault(&attributes, &defaults);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = 0;
-  const int err = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
+  auto spawned = SpawnWithDefaultSignals(args, &actions);
   posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attributes);
-  if (err != 0) return FailErrno(err, fmt::format("starting {}", remote_binary_));
+  const pid_t pid = FLURRY_TRY(std::move(spawned));
   theirs.Reset();  // EOF once the program (and only it) is done
   // A pidfd to kill it by: its pid may be reaped and reused meanwhile (SIGCHLD ignored).
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
