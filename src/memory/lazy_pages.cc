@@ -324,6 +324,11 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
     return {};
   }
   FLURRY_TRY(DrainLocked());
+  if (!FetchOnTouch(state_[page].load())) {
+    // Taking the replies installed it (a part of a huge region received before the fault).
+    if (cause == Cause::kFault) Wake(page, 1);
+    return {};
+  }
   // To fetch: the faulting page and the neighbours after it that are still wanted, in one
   // request. A fault right where the previous fetch ended (or where the paused stream stands)
   // is a sequential scan: the window doubles (up to 64 pages) while the scan goes on, and falls

@@ -157,8 +157,11 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
     FLURRY_TRY(SendMoreLocked());
     return true;
   }
+  // In flight: in a request, or in a huge region with parts in flight (its parts received so
+  // far wait in region_buffer_ until the last one comes).
   const auto hit = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const StreamRequest& r) {
-    return page >= r.first && page < r.first + r.count;
+    return (page >= r.first && page < r.first + r.count) ||
+           (r.region != kNoPage && page >= r.region && page < r.region + kRegionPages);
   });
   if (hit == in_flight_.end()) return false;
   // The guest caught up with the stream: take the replies up to the page's (to the end of its
