@@ -278,18 +278,12 @@ Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cau
                  fmt::format("fetching page {:#x} from {}", first * kPage, source_->Describe()));
   fetch_ns_.fetch_add(NowNs() - start, std::memory_order_relaxed);
   requests_.fetch_add(1, std::memory_order_relaxed);
-  FLURRY_TRY(CopyLocked(first, count, buffer_.data()));
-  uint64_t wanted = 0;  // pages of the image's page map (with `zero` off, the run holds others)
-  for (uint64_t p = first; p < first + count; ++p) {
-    wanted += state_[p].load() == kFetch;
-    state_[p].store(kResident);
+  // Every page of the run is still wanted (resolving is serialized and nothing is in flight):
+  // all are installed, and whoever faulted on them goes on, seeing them resident.
+  const uint64_t installed = FLURRY_TRY(InstallWantedLocked(first, count, buffer_.data(), kNoPage));
+  if (cause == Cause::kFault && installed > 1) {
+    prefetched_.fetch_add(installed - 1, std::memory_order_relaxed);
   }
-  fetched_.fetch_add(count, std::memory_order_relaxed);
-  if (cause == Cause::kFault && count > 1) {
-    prefetched_.fetch_add(count - 1, std::memory_order_relaxed);
-  }
-  pending_.fetch_sub(wanted, std::memory_order_relaxed);
-  Wake(first, count);  // whoever faulted on these pages goes on, seeing them resident
   return {};
 }
 

@@ -178,8 +178,9 @@ class LazyPages {
   // states and counters are up to date when the faulting thread goes on.
   void Wake(uint64_t page, uint64_t count);
   uint64_t RangeEnd(uint64_t page) const;  // first page past the registered range of `page`
-  // Installs the pages of [first, first+count) still wanted from `data` (count <= 64), except
-  // `skip` (~0: none); returns how many of them were pages of the image.
+  // Installs the pages of [first, first+count) still wanted from `data` (count <= 512), except
+  // `skip` (~0: none), counts them as fetched and wakes accesses waiting there; returns how many
+  // it installed.
   Result<uint64_t> InstallWantedLocked(uint64_t first, uint64_t count, const uint8_t* data,
                                        uint64_t skip);
 

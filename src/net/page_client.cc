@@ -7,6 +7,15 @@
 #include "net/tcp.h"
 
 namespace flurry {
+namespace {
+
+// A failed exchange worth one new connection: the connection broke or timed out (not a reply
+// that broke the protocol or its checksum: the server would send that again).
+bool ConnectionBroke(const Error& error) {
+  return error.code() != EPROTO && error.code() != EBADMSG;
+}
+
+}  // namespace
 
 Result<UniqueFd> PageClient::Open(const PageServerAddress& server,
                                   std::chrono::milliseconds timeout) {
@@ -92,7 +101,7 @@ Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t c
   PageRequest request{
       kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(op), first_page, count, 0};
   auto got = ExchangeOnce(request, out, max_payload);
-  if (got || got.error().code() == EPROTO || got.error().code() == EBADMSG) return got;
+  if (got || !ConnectionBroke(got.error())) return got;
   // The connection broke (or timed out): one new connection, one more try.
   auto fd = Open(server_, timeout_);
   if (!fd) return std::unexpected(got.error());
@@ -171,7 +180,7 @@ Result<void> PageClient::Receive(uint64_t first_page, uint32_t count, uint8_t* o
   }
   const PageRequest request = outstanding_.front();
   auto got = ReadReply(request, out, count * 4096);
-  if (!got && got.error().code() != EPROTO && got.error().code() != EBADMSG) {
+  if (!got && ConnectionBroke(got.error())) {
     // The connection broke (or timed out): one new connection, every request asked again.
     if (Reconnect()) got = ReadReply(request, out, count * 4096);
   }
