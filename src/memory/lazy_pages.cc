@@ -280,10 +280,8 @@ Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cau
   requests_.fetch_add(1, std::memory_order_relaxed);
   // Every page of the run is still wanted (resolving is serialized and nothing is in flight):
   // all are installed, and whoever faulted on them goes on, seeing them resident.
-  const uint64_t installed = FLURRY_TRY(InstallWantedLocked(first, count, buffer_.data(), kNoPage));
-  if (cause == Cause::kFault && installed > 1) {
-    prefetched_.fetch_add(installed - 1, std::memory_order_relaxed);
-  }
+  FLURRY_TRY(InstallWantedLocked(first, count, buffer_.data(), kNoPage,
+                                 cause == Cause::kFault ? Brought::kByFault : Brought::kOther));
   return {};
 }
 

@@ -178,11 +178,14 @@ class LazyPages {
   // states and counters are up to date when the faulting thread goes on.
   void Wake(uint64_t page, uint64_t count);
   uint64_t RangeEnd(uint64_t page) const;  // first page past the registered range of `page`
+  // What brought pages in, for the counters: a fault (pages past the faulting one count as
+  // prefetched), the readahead stream, or anything else (a VMM access, fetching all).
+  enum class Brought { kByFault, kByReadahead, kOther };
   // Installs the pages of [first, first+count) still wanted from `data` (count <= 512), except
-  // `skip` (~0: none), counts them as fetched and wakes accesses waiting there; returns how many
-  // it installed.
+  // `skip` (~0: none), counts them as fetched (and as `by` says), then wakes accesses waiting
+  // there, so a woken guest sees the counters up to date; returns how many it installed.
   Result<uint64_t> InstallWantedLocked(uint64_t first, uint64_t count, const uint8_t* data,
-                                       uint64_t skip);
+                                       uint64_t skip, Brought by);
 
   // The readahead stream (lazy_pages_readahead.cc); all with resolve_mutex_ held.
   struct StreamRequest {

@@ -28,7 +28,7 @@ bool LazyPages::MarkerSetLocked() const {
 }
 
 Result<uint64_t> LazyPages::InstallWantedLocked(uint64_t first, uint64_t count, const uint8_t* data,
-                                                uint64_t skip) {
+                                                uint64_t skip, Brought by) {
   uint64_t installed = 0;
   uint64_t wanted = 0;  // pages of the image's page map among them
   for (uint64_t p = first; p < first + count;) {
@@ -47,6 +47,10 @@ Result<uint64_t> LazyPages::InstallWantedLocked(uint64_t first, uint64_t count, 
     p = end;
   }
   fetched_.fetch_add(installed, std::memory_order_relaxed);
+  if (by == Brought::kByFault && installed > 1) {
+    prefetched_.fetch_add(installed - 1, std::memory_order_relaxed);
+  }
+  if (by == Brought::kByReadahead) readahead_.fetch_add(installed, std::memory_order_relaxed);
   pending_.fetch_sub(wanted, std::memory_order_relaxed);
   Wake(first, count);
   return installed;
@@ -135,9 +139,8 @@ Result<void> LazyPages::ReceiveOneLocked() {
     skip = marker_page_ = request.first;
     std::memcpy(marker_data_.data(), stream_buffer_.data(), kPage);
   }
-  const uint64_t installed =
-      FLURRY_TRY(InstallWantedLocked(request.first, request.count, stream_buffer_.data(), skip));
-  readahead_.fetch_add(installed, std::memory_order_relaxed);
+  FLURRY_TRY(InstallWantedLocked(request.first, request.count, stream_buffer_.data(), skip,
+                                 Brought::kByReadahead));
   return {};
 }
 
@@ -150,9 +153,7 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
   if (page == marker_page_ && MarkerSetLocked()) {
     // The guest reached the marker: install it from the stash, and run further ahead.
     marker_page_ = kNoPage;
-    const uint64_t installed =
-        FLURRY_TRY(InstallWantedLocked(page, 1, marker_data_.data(), kNoPage));
-    readahead_.fetch_add(installed, std::memory_order_relaxed);
+    FLURRY_TRY(InstallWantedLocked(page, 1, marker_data_.data(), kNoPage, Brought::kByReadahead));
     stream_guest_ = std::max(stream_guest_, page);
     FLURRY_TRY(SendMoreLocked());
     return true;
@@ -214,9 +215,8 @@ Result<void> LazyPages::InstallRegionLocked(uint64_t region) {
   }
   // Some pages changed meanwhile (freed, or written whole by the VMM), or the move failed
   // (pages it moved are there already, with the same data: the copy skips them).
-  const uint64_t installed =
-      FLURRY_TRY(InstallWantedLocked(region, kRegionPages, region_buffer_.data(), kNoPage));
-  readahead_.fetch_add(installed, std::memory_order_relaxed);
+  FLURRY_TRY(InstallWantedLocked(region, kRegionPages, region_buffer_.data(), kNoPage,
+                                 Brought::kByReadahead));
   return {};
 }
 
