@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "arch/x86_64/exceptions.h"
 #include "arch/x86_64/user_cpu_state.h"
 #include "base/error.h"
 #include "memory/guest_memory.h"
@@ -34,6 +35,9 @@ struct GuestStop {
   int vector = -1;          // kFault: x86 exception vector (-1: none applies)
   int signal = 0;           // kFault: the signal a native process would get
   std::string description;  // kFault: one line, e.g. "page fault at rip 0x401000, ..."
+  // kFault with vector >= 0: the exception as the guest met it (rip, rsp, CR2, error code):
+  // what a signal handler is told (si_code, si_addr, the sigcontext's trapno/err/cr2).
+  x86::FaultReport report;
 };
 
 // The memory layout a backend needs to create a guest address space.

@@ -44,12 +44,25 @@ struct GuestStack {  // stack_t
 };
 static_assert(sizeof(GuestStack) == 24);
 
-// Signal dispositions are recorded; delivery is not implemented yet.
+// Who sent a pending signal, or what fault raised it: the siginfo its handler is given.
+struct PendingSignalInfo {
+  int32_t code = 0;   // si_code: SI_USER (kill), SI_TKILL (tgkill/tkill), SEGV_MAPERR, ...
+  int32_t pid = 0;    // sender (kill/tgkill)
+  uint32_t uid = 0;   // sender
+  uint64_t addr = 0;  // faults: si_addr
+};
+
+// Dispositions, the blocked mask, the alternate stack and the signals pending delivery
+// (src/guest/signal_frame.h; the VMM delivers them: src/vmm/vm_signals.cc).
 struct SignalState {
   static constexpr int kSignals = 64;
   std::array<GuestSigaction, kSignals + 1> actions{};  // index = signal number
   uint64_t blocked = 0;
   GuestStack altstack{};
+  uint64_t pending = 0;                                        // bit (signal - 1)
+  std::array<PendingSignalInfo, kSignals + 1> pending_info{};  // index = signal number
+
+  static constexpr uint64_t Bit(int signal) { return 1ULL << (signal - 1); }
 };
 
 // Register changes a syscall asks for that the VMM applies to the vCPU before resuming.

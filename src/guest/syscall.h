@@ -45,6 +45,9 @@ struct SyscallContext {
   // The VMM's service for blocking handlers (see KeepWaiting); may be null.
   bool (*serve_interrupt)(void* arg) = nullptr;
   void* serve_interrupt_arg = nullptr;
+  // The guest's stack pointer at the syscall (sigaltstack tells whether it is on the
+  // alternate stack).
+  uint64_t rsp = 0;
 
   bool Stopping() const { return stop_requested != nullptr && stop_requested->load(); }
 

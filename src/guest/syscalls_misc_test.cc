@@ -202,14 +202,25 @@ TEST(SysSignals, DispositionsAreRecorded) {
   EXPECT_EQ(h.Call(SYS_rt_sigprocmask, 7, kBuf, 0, 8), -EINVAL);
 }
 
-TEST(SysSignals, RaisingADefaultFatalSignalKills) {
+TEST(SysSignals, SignalsToSelfBecomePendingUnlessIgnored) {
   SyscallHarness h;
-  h.Call(SYS_tgkill, 42, 42, SIGABRT);
-  EXPECT_EQ(h.last.action, SyscallResult::Action::kKill);
-  EXPECT_EQ(h.last.value, SIGABRT);
+  EXPECT_EQ(h.Call(SYS_tgkill, 42, 42, SIGABRT), 0);
+  EXPECT_EQ(h.state.signals.pending, SignalState::Bit(SIGABRT));
+  EXPECT_EQ(h.state.signals.pending_info[SIGABRT].code, -6);  // SI_TKILL
+  EXPECT_EQ(h.state.signals.pending_info[SIGABRT].pid, 42);
   EXPECT_EQ(h.Call(SYS_kill, 42, 0), 0);
   EXPECT_EQ(h.Call(SYS_kill, 43, SIGTERM), -ESRCH);
-  EXPECT_EQ(h.Call(SYS_kill, 42, SIGCHLD), 0);  // ignored by default
+  EXPECT_EQ(h.Call(SYS_kill, 42, SIGCHLD), 0);  // ignored by default: not pending
+  EXPECT_EQ(h.state.signals.pending, SignalState::Bit(SIGABRT));
+  // Blocked, it shows in rt_sigpending; set to SIG_IGN, it is dropped.
+  h.state.signals.blocked = SignalState::Bit(SIGABRT);
+  constexpr uint64_t kSet = SyscallHarness::kScratch;
+  EXPECT_EQ(h.Call(SYS_rt_sigpending, kSet, 8), 0);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(kSet).value(), SignalState::Bit(SIGABRT));
+  GuestSigaction ignore{.handler = reinterpret_cast<uint64_t>(SIG_IGN)};
+  ASSERT_TRUE(h.memory.WriteObject(kSet, ignore).has_value());
+  EXPECT_EQ(h.Call(SYS_rt_sigaction, SIGABRT, kSet, 0, 8), 0);
+  EXPECT_EQ(h.state.signals.pending, 0u);
 }
 
 TEST(SysThreads, CloneIsRefused) {

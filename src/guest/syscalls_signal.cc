@@ -1,10 +1,11 @@
 // Signal syscalls: dispositions, the blocked mask and the alternate stack are recorded in
-// GuestState.signals; nothing is delivered yet (flurry has no asynchronous signal sources
-// besides faults, which end the guest).
+// GuestState.signals; signals the guest sends itself become pending there, and the VMM
+// delivers them when the syscall returns (src/vmm/vm_signals.cc).
 #include <sys/syscall.h>
 
 #include <csignal>
 
+#include "guest/signal_frame.h"
 #include "guest/syscall.h"
 
 namespace flurry {
@@ -12,7 +13,9 @@ namespace {
 
 constexpr uint64_t kSigsetSize = 8;
 
-uint64_t Bit(int signal) { return 1ULL << (signal - 1); }
+constexpr uint64_t Bit(int signal) { return SignalState::Bit(signal); }
+constexpr int32_t kSiUser = 0;    // SI_USER: kill
+constexpr int32_t kSiTkill = -6;  // SI_TKILL: tgkill, tkill
 
 SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
   const int signal = static_cast<int>(a.arg[0]);
@@ -31,6 +34,12 @@ SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
     if (auto r = c.memory.WriteObject(a.arg[2], slot); !r) return ErrnoFrom(r.error());
   }
   slot = next;
+  // A signal set to be ignored is discarded if pending (as Linux does).
+  if (next.handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
+      (next.handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
+       DefaultActionOf(signal) == DefaultAction::kIgnore)) {
+    c.state.signals.pending &= ~Bit(signal);
+  }
   return SyscallResult::Return(0);
 }
 
@@ -68,7 +77,10 @@ SyscallResult SysRtSigprocmask(SyscallContext& c, const SyscallArgs& a) {
 
 SyscallResult SysSigaltstack(SyscallContext& c, const SyscallArgs& a) {
   GuestStack old = c.state.signals.altstack;
+  const bool on_it = OnAltstack(old, c.rsp);
+  if (on_it) old.flags = SS_ONSTACK;
   if (a.arg[0] != 0) {
+    if (on_it) return SyscallResult::Errno(EPERM);  // not while running on it
     auto stack = c.memory.ReadObject<GuestStack>(a.arg[0]);
     if (!stack) return ErrnoFrom(stack.error());
     if (stack->flags & ~SS_DISABLE) return SyscallResult::Errno(EINVAL);
@@ -83,34 +95,45 @@ SyscallResult SysSigaltstack(SyscallContext& c, const SyscallArgs& a) {
   return SyscallResult::Return(0);
 }
 
-// kill/tgkill/tkill aimed at the guest itself: a signal with the default action ends it
-// (abort() → SIGABRT → exit status 134); ignored or caught signals are dropped for now.
-SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal) {
+// kill/tgkill/tkill aimed at the guest itself: the signal becomes pending (unless it would be
+// ignored), to be delivered — handler, default action — when this syscall returns.
+SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal, int32_t code) {
   if (target != c.state.identity.pid && target != 0 && target != -1) {
     return SyscallResult::Errno(ESRCH);
   }
   if (signal < 0 || signal > SignalState::kSignals) return SyscallResult::Errno(EINVAL);
   if (signal == 0) return SyscallResult::Return(0);
-  const uint64_t handler = c.state.signals.actions[signal].handler;
-  const bool default_action = handler == reinterpret_cast<uint64_t>(SIG_DFL);
-  const bool ignored_by_default =
-      signal == SIGCHLD || signal == SIGURG || signal == SIGWINCH || signal == SIGCONT;
-  if (signal == SIGKILL || (default_action && !ignored_by_default)) {
-    return SyscallResult::Kill(signal);
+  SignalState& signals = c.state.signals;
+  const uint64_t handler = signals.actions[signal].handler;
+  const bool ignored = signal != SIGKILL && signal != SIGSTOP &&
+                       (handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
+                        (handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
+                         DefaultActionOf(signal) == DefaultAction::kIgnore));
+  if (ignored) return SyscallResult::Return(0);
+  if ((signals.pending & Bit(signal)) == 0) {  // a standard signal is pending at most once
+    signals.pending |= Bit(signal);
+    signals.pending_info[signal] = PendingSignalInfo{.code = code, .pid = c.state.identity.pid};
   }
   return SyscallResult::Return(0);
 }
 
 SyscallResult SysKill(SyscallContext& c, const SyscallArgs& a) {
-  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[1]));
+  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[1]), kSiUser);
 }
 SyscallResult SysTkill(SyscallContext& c, const SyscallArgs& a) {
   if (static_cast<int32_t>(a.arg[0]) != c.state.identity.tid) return SyscallResult::Errno(ESRCH);
-  return SignalSelf(c, c.state.identity.pid, static_cast<int>(a.arg[1]));
+  return SignalSelf(c, c.state.identity.pid, static_cast<int>(a.arg[1]), kSiTkill);
 }
 SyscallResult SysTgkill(SyscallContext& c, const SyscallArgs& a) {
   if (static_cast<int32_t>(a.arg[1]) != c.state.identity.tid) return SyscallResult::Errno(ESRCH);
-  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[2]));
+  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[2]), kSiTkill);
+}
+
+SyscallResult SysRtSigpending(SyscallContext& c, const SyscallArgs& a) {
+  if (a.arg[1] > kSigsetSize) return SyscallResult::Errno(EINVAL);
+  const uint64_t pending = c.state.signals.pending & c.state.signals.blocked;
+  if (auto r = c.memory.Write(a.arg[0], &pending, a.arg[1]); !r) return ErrnoFrom(r.error());
+  return SyscallResult::Return(0);
 }
 
 }  // namespace
@@ -122,6 +145,7 @@ void RegisterSignalSyscalls(SyscallTable& table) {
   table.Register(SYS_kill, SysKill);
   table.Register(SYS_tkill, SysTkill);
   table.Register(SYS_tgkill, SysTgkill);
+  table.Register(SYS_rt_sigpending, SysRtSigpending);
 }
 
 }  // namespace flurry

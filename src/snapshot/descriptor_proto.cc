@@ -122,6 +122,16 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
   altstack->set_sp(d.signals.altstack.sp);
   altstack->set_flags(d.signals.altstack.flags);
   altstack->set_size(d.signals.altstack.size);
+  for (int signal = 1; signal <= SignalState::kSignals; ++signal) {
+    if ((d.signals.pending & SignalState::Bit(signal)) == 0) continue;
+    const PendingSignalInfo& info = d.signals.pending_info[signal];
+    pb::PendingSignal* p = sig->add_pending();
+    p->set_signal(static_cast<uint32_t>(signal));
+    p->set_code(info.code);
+    p->set_pid(info.pid);
+    p->set_uid(info.uid);
+    p->set_addr(info.addr);
+  }
 
   out->set_start_time_ns(d.start_time_ns);
   if (d.clock) {
@@ -306,6 +316,16 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
   d.signals.altstack.flags = sig.altstack().flags();
   d.signals.altstack.pad = 0;
   d.signals.altstack.size = sig.altstack().size();
+  for (const pb::PendingSignal& p : sig.pending()) {
+    if (p.signal() < 1 || p.signal() > static_cast<uint32_t>(kMaxSignal)) {
+      return Invalid("pending signal {} (valid: 1..{})", p.signal(), kMaxSignal);
+    }
+    const uint64_t bit = SignalState::Bit(static_cast<int>(p.signal()));
+    if (d.signals.pending & bit) return Invalid("signal {} pending twice", p.signal());
+    d.signals.pending |= bit;
+    d.signals.pending_info[p.signal()] =
+        PendingSignalInfo{.code = p.code(), .pid = p.pid(), .uid = p.uid(), .addr = p.addr()};
+  }
 
   d.start_time_ns = in.start_time_ns();
   if (in.has_clock()) {  // optional: older writers did not record it

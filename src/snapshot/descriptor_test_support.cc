@@ -178,6 +178,9 @@ VmDescriptor FullDescriptor() {
   d.signals.actions[64] = {
       .handler = 0x404000, .flags = 0x10000000, .restorer = 0x402000, .mask = 1};
   d.signals.blocked = 0x8000000000000001ULL;
+  d.signals.pending = SignalState::Bit(1) | SignalState::Bit(11);
+  d.signals.pending_info[1] = {.code = -6, .pid = 42, .uid = 0, .addr = 0};
+  d.signals.pending_info[11] = {.code = 1, .pid = 0, .uid = 0, .addr = 0x10};
   d.signals.altstack = {.sp = 0x7000000, .flags = 0, .pad = 0, .size = 0x8000};
 
   d.start_time_ns = 987654321012345;
@@ -247,6 +250,15 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
   EXPECT_EQ(a.signals.altstack.sp, b.signals.altstack.sp);
   EXPECT_EQ(a.signals.altstack.flags, b.signals.altstack.flags);
   EXPECT_EQ(a.signals.altstack.size, b.signals.altstack.size);
+  EXPECT_EQ(a.signals.pending, b.signals.pending);
+  for (int i = 1; i <= SignalState::kSignals; ++i) {
+    if ((a.signals.pending & SignalState::Bit(i)) == 0) continue;
+    SCOPED_TRACE(::testing::Message() << "pending signal " << i);
+    EXPECT_EQ(a.signals.pending_info[i].code, b.signals.pending_info[i].code);
+    EXPECT_EQ(a.signals.pending_info[i].pid, b.signals.pending_info[i].pid);
+    EXPECT_EQ(a.signals.pending_info[i].uid, b.signals.pending_info[i].uid);
+    EXPECT_EQ(a.signals.pending_info[i].addr, b.signals.pending_info[i].addr);
+  }
 
   EXPECT_EQ(a.start_time_ns, b.start_time_ns);
   ASSERT_EQ(a.clock.has_value(), b.clock.has_value());

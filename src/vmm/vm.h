@@ -20,6 +20,7 @@
 #include "fork/fork_controller.h"
 #include "guest/guest_state.h"
 #include "guest/lazy_files.h"
+#include "guest/signal_frame.h"
 #include "guest/syscall.h"
 #include "memory/page_source.h"
 #include "snapshot/vm_descriptor.h"
@@ -111,6 +112,22 @@ class Vm : public ForkHost {
   Result<x86::UserCpuState> CaptureCpu();
   // A syscall stop. Returns a GuestExit when the guest is done, nullopt to keep running.
   Result<std::optional<GuestExit>> HandleSyscall();
+  // Signals (vm_signals.cc). After a syscall whose result stands in regs().rax: delivers
+  // what is pending and not blocked — a handler's frame (then the CPU is loaded and the
+  // syscall must not be completed), a default action, or nothing.
+  struct SignalDelivery {
+    std::optional<GuestExit> exit;  // the guest died of a signal
+    bool handler_entered = false;   // the CPU now stands at a handler
+  };
+  Result<SignalDelivery> DeliverSignals();
+  // A fault stop: runs the guest's handler for it, or ends the guest as Linux would.
+  Result<std::optional<GuestExit>> HandleFault(const GuestStop& stop);
+  // rt_sigreturn: the CPU and mask as the handler's frame holds them.
+  Result<std::optional<GuestExit>> SigReturn();
+  // Pushes the frame of `signal`'s handler and loads the CPU there; a frame that cannot be
+  // written ends the guest with SIGSEGV (the returned exit).
+  Result<std::optional<GuestExit>> EnterHandler(const GuestSiginfo& info,
+                                                const FaultContext& fault);
   // Applies FS/GS bases a syscall set (arch_prctl) to the backend.
   void ApplySegmentBases();
   // Wakes the run thread out of a blocking host call or a wait for the guest (any thread).

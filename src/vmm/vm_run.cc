@@ -1,5 +1,7 @@
 // Vm::Run: the run loop — the backend runs the guest until it needs the VMM; the VMM serves
 // syscalls and control requests.
+#include <sys/syscall.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -51,8 +53,11 @@ Result<GuestExit> Vm::RunLoop() {
       case GuestStop::Kind::kInterrupted:
         FLURRY_TRY(ServeControl());
         break;
-      case GuestStop::Kind::kFault:
-        return GuestExit{GuestExit::Kind::kSignaled, 0, stop.signal, stop.description};
+      case GuestStop::Kind::kFault: {
+        auto exit = FLURRY_TRY(HandleFault(stop));
+        if (exit) return *exit;
+        break;
+      }
     }
   }
 }
@@ -61,8 +66,9 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   ++syscall_count_;
   const x86::UserRegs& regs = backend_->regs();
   SyscallArgs args{regs.rax, {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9}};
-  SyscallContext context{backend_->memory(), state_, &stop_requested_, &Vm::ServeDuringSyscall,
-                         this};
+  SyscallContext context{backend_->memory(),      state_, &stop_requested_,
+                         &Vm::ServeDuringSyscall, this,   regs.rsp};
+  if (args.nr == SYS_rt_sigreturn) return SigReturn();
   in_syscall_ = true;
   syscall_nr_ = args.nr;
   SyscallResult result = ForkController::IsHypercall(args.nr) ? fork_.Handle(context, args, *this)
@@ -86,6 +92,16 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
       break;
   }
   ApplySegmentBases();
+  if (NextDeliverableSignal(state_.signals) != 0) {
+    // What the handler interrupts is this syscall's return.
+    backend_->regs().rax = static_cast<uint64_t>(result.value);
+    SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
+    if (delivery.exit) return delivery.exit;
+    if (delivery.handler_entered) {
+      clock_.Refresh();
+      return std::nullopt;
+    }
+  }
   backend_->CompleteSyscall(static_cast<uint64_t>(result.value));
   clock_.Refresh();
   return std::nullopt;

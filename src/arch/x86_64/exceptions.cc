@@ -85,6 +85,43 @@ int VectorSignal(int vector) {
   }
 }
 
+int FaultSignalCode(const FaultReport& fault) {
+  constexpr int kSiKernel = 0x80;
+  switch (fault.vector) {
+    case 0:
+      return FPE_INTDIV;
+    case 1:
+      return TRAP_TRACE;
+    case 3:
+      return SI_KERNEL;  // int3: Linux reports SI_KERNEL
+    case 6:
+      return ILL_ILLOPN;
+    case 14:
+      return (fault.error_code & 1) ? SEGV_ACCERR : SEGV_MAPERR;
+    case 16:
+    case 19:
+      return FPE_FLTINV;
+    case 17:
+      return BUS_ADRALN;
+    default:
+      return kSiKernel;  // #GP, #SS, #NP, ...
+  }
+}
+
+uint64_t FaultSignalAddress(const FaultReport& fault) {
+  switch (fault.vector) {
+    case 14:
+      return fault.address;
+    case 0:
+    case 6:
+    case 16:
+    case 19:
+      return fault.rip;
+    default:
+      return 0;
+  }
+}
+
 std::string PageFaultCause(uint64_t error) {
   return fmt::format("{} {}{}",
                      (error & 0x10) ? "instruction fetch"

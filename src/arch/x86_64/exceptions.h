@@ -24,6 +24,12 @@ struct FaultReport {
   bool has_error_code = false;
 };
 
+// The si_code Linux gives the signal of this fault (SEGV_MAPERR/SEGV_ACCERR for page faults,
+// FPE_INTDIV, ILL_ILLOPN, SI_KERNEL for general protection, ...), and the si_addr: the faulting
+// address for page faults, the instruction for the others (0 where Linux reports none).
+int FaultSignalCode(const FaultReport& fault);
+uint64_t FaultSignalAddress(const FaultReport& fault);
+
 // "read not present", "write protection violation (in supervisor mode)", ...
 std::string PageFaultCause(uint64_t error);
 // "guest fault: vector 14 page fault (#PF) at rip 0x401000, address 0x0 (read not present,

@@ -74,6 +74,11 @@ void WriteSystemTables(GuestMemory& memory) {
   std::memcpy(memory.HostPointer(kSyscallGateAddr, sizeof kGateCode), kGateCode, sizeof kGateCode);
 }
 
+uint64_t IretqRip() {
+  // Vector 0's stub is `out kExceptionPortBase, al` (2 bytes) then `iretq` (WriteIdtAndStubs).
+  return kExceptionStubsAddr + 2;
+}
+
 uint64_t SyscallGateExitRip() { return kSyscallGateAddr + kGateDoorbellInsnLength; }
 
 }  // namespace flurry::x86

@@ -23,6 +23,11 @@ void WriteSystemTables(GuestMemory& memory);
 // The address just after the gate's doorbell write: where RIP stands at a syscall exit.
 uint64_t SyscallGateExitRip();
 
+// The address of an `iretq` at CPL0 (in vector 0's stub, which has no error code to drop):
+// the VMM resumes a guest stopped at CPL0 with a whole new register set by pointing RSP at an
+// iret frame and RIP here.
+uint64_t IretqRip();
+
 // Frame the CPU pushes on the kernel stack when an exception is delivered (error code first;
 // vectors without one get no slot — the VMM knows which vectors have one).
 struct ExceptionFrame {

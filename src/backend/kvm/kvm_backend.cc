@@ -85,7 +85,20 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
     FLURRY_TRY_CTX(vcpu_->SetXsave(xsave), "loading the FPU state");
   }
   regs_ = state.regs;
-  FLURRY_TRY_CTX(vcpu_->SetRegs(FromUser(regs_)), "loading the registers");
+  kvm_regs k = FromUser(regs_);
+  // Stopped at CPL0 (in the syscall gate on hardware KVM, or in an exception stub): return to
+  // the program through an iretq, which restores every register (sysretq would clobber RCX and
+  // R11). A new vCPU, or one stopped in user code, takes the registers as they are.
+  const kvm_sregs sregs = FLURRY_TRY_CTX(vcpu_->GetSregs(), "reading the vCPU's privilege level");
+  if ((sregs.cs.selector & 3) == 0) {
+    const uint64_t frame[5] = {regs_.rip, x86::kUserCodeSelector, regs_.rflags, regs_.rsp,
+                               x86::kUserDataSelector};
+    const uint64_t frame_at = x86::kKernelStackTop - sizeof frame;
+    std::memcpy(memory_.HostPointer(frame_at, sizeof frame), frame, sizeof frame);
+    k.rip = x86::IretqRip();
+    k.rsp = frame_at;
+  }
+  FLURRY_TRY_CTX(vcpu_->SetRegs(k), "loading the registers");
   vcpu_->run().kvm_dirty_regs = 0;
   segment_bases_dirty_ = true;
   return ApplySegmentBases();
@@ -227,10 +240,12 @@ Result<GuestStop> KvmBackend::Exception(int vector) {
   }
   regs_.rip = frame.rip;
   regs_.rsp = frame.rsp;
+  regs_.rflags = frame.rflags;  // the vCPU's own are the stub's (interrupts off)
   GuestStop stop{GuestStop::Kind::kFault};
   stop.vector = vector;
   stop.signal = x86::VectorSignal(vector);
   stop.description = x86::DescribeFault(report);
+  stop.report = report;
   return stop;
 }
 

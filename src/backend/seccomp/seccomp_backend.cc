@@ -160,6 +160,7 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
                         ? x86::VectorSignal(report.vector)
                         : (signo > 0 && signo < 65 ? signo : SIGSEGV);
       stop.description = x86::DescribeFault(report);
+      stop.report = report;
       return stop;
     }
     case FLURRY_STUB_EVENT_BAD_ARCH: {
@@ -188,7 +189,10 @@ Result<x86::UserCpuState> SeccompBackend::CaptureCpu() {
   x86::UserCpuState state;
   state.regs = regs_;
   state.xcr0 = x86::HostXcr0();
-  FLURRY_TRY_CTX(stub_.Command(FLURRY_STUB_CMD_SAVE_FPU), "capturing the FPU state");
+  // An image LoadCpu gave is still waiting in the shared page: that is the guest's FPU state.
+  if ((pending_ & FLURRY_STUB_LOAD_FPU) == 0) {
+    FLURRY_TRY_CTX(stub_.Command(FLURRY_STUB_CMD_SAVE_FPU), "capturing the FPU state");
+  }
   volatile flurry_stub_shared& s = stub_.shared();
   const uint32_t size = s.xsave_size;
   if (size > FLURRY_STUB_XSAVE_MAX ||

@@ -1,0 +1,221 @@
+#include "guest/signal_frame.h"
+
+#include <fmt/format.h>
+
+#include <csignal>
+#include <cstring>
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kRedZone = 128;
+constexpr uint32_t kFpXstateMagic1 = 0x46505853;  // "FPXS", in the image's software bytes
+constexpr uint32_t kFpXstateMagic2 = 0x46505845;  // "FPXE", just past the image
+constexpr uint64_t kSwBytesOffset = 464;          // ..511: software-reserved (struct _fpx_sw_bytes)
+constexpr uint64_t kXsaveHeaderOffset = 512;      // XSTATE_BV, XCOMP_BV, reserved: ..575
+constexpr uint64_t kMxcsrOffset = 24;
+constexpr uint64_t kUcFpXstate = 0x1;
+constexpr uint64_t kUcSigcontextSs = 0x2;
+constexpr uint64_t kUcStrictRestoreSs = 0x4;
+// Linux's user code and stack selectors, as a native process sees them in its sigcontext.
+constexpr uint16_t kLinuxUserCs = 0x33;
+constexpr uint16_t kLinuxUserSs = 0x2b;
+// RFLAGS bits rt_sigreturn takes from the frame (Linux's FIX_EFLAGS): AC OF DF TF SF ZF AF PF
+// CF RF. The rest (IF, IOPL, ...) stays as it is.
+constexpr uint64_t kSigreturnFlags =
+    0x40000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x10000;
+// Cleared for the handler, as Linux does: TF, DF, RF.
+constexpr uint64_t kHandlerClearedFlags = 0x100 | 0x400 | 0x10000;
+constexpr uint64_t kNeverBlocked = SignalState::Bit(SIGKILL) | SignalState::Bit(SIGSTOP);
+// Delivered before the others when several are pending (Linux's SYNCHRONOUS_MASK).
+constexpr uint64_t kSynchronous = SignalState::Bit(SIGSEGV) | SignalState::Bit(SIGBUS) |
+                                  SignalState::Bit(SIGILL) | SignalState::Bit(SIGTRAP) |
+                                  SignalState::Bit(SIGFPE) | SignalState::Bit(SIGSYS);
+
+bool AltstackEnabled(const GuestStack& s) { return (s.flags & SS_DISABLE) == 0 && s.size != 0; }
+
+// The FPU's initial state (FNINIT + default MXCSR) in an XSAVE image of `size` bytes.
+std::vector<uint8_t> InitialXsave(size_t size) {
+  std::vector<uint8_t> image(size, 0);
+  if (size < 32) return image;
+  const uint16_t fcw = 0x37f;
+  const uint32_t mxcsr = 0x1f80;
+  std::memcpy(image.data(), &fcw, sizeof fcw);
+  std::memcpy(image.data() + kMxcsrOffset, &mxcsr, sizeof mxcsr);
+  return image;
+}
+
+void ToSigcontext(const x86::UserRegs& r, GuestSigcontext& c) {
+  c.r8 = r.r8, c.r9 = r.r9, c.r10 = r.r10, c.r11 = r.r11;
+  c.r12 = r.r12, c.r13 = r.r13, c.r14 = r.r14, c.r15 = r.r15;
+  c.rdi = r.rdi, c.rsi = r.rsi, c.rbp = r.rbp, c.rbx = r.rbx;
+  c.rdx = r.rdx, c.rax = r.rax, c.rcx = r.rcx, c.rsp = r.rsp;
+  c.rip = r.rip, c.eflags = r.rflags;
+  c.cs = kLinuxUserCs;
+  c.ss = kLinuxUserSs;
+}
+
+void FromSigcontext(const GuestSigcontext& c, x86::UserRegs& r) {
+  r.r8 = c.r8, r.r9 = c.r9, r.r10 = c.r10, r.r11 = c.r11;
+  r.r12 = c.r12, r.r13 = c.r13, r.r14 = c.r14, r.r15 = c.r15;
+  r.rdi = c.rdi, r.rsi = c.rsi, r.rbp = c.rbp, r.rbx = c.rbx;
+  r.rdx = c.rdx, r.rax = c.rax, r.rcx = c.rcx, r.rsp = c.rsp;
+  r.rip = c.rip;
+  r.rflags = (r.rflags & ~kSigreturnFlags) | (c.eflags & kSigreturnFlags);
+}
+
+// Reads back the XSAVE image a handler returns with, as one the CPU will accept: components
+// limited to XCR0, standard format, reserved header bytes and software bytes zero, MXCSR's
+// reserved bits clear (Linux also refuses or repairs such images rather than fault on them).
+Result<std::vector<uint8_t>> ReadXsave(GuestMemory& memory, uint64_t at, size_t size,
+                                       uint64_t xcr0) {
+  std::vector<uint8_t> image(size);
+  FLURRY_TRY(memory.Read(at, image.data(), size));
+  if (size >= kXsaveHeaderOffset + 64) {
+    uint64_t xstate_bv = 0;
+    std::memcpy(&xstate_bv, image.data() + kXsaveHeaderOffset, 8);
+    xstate_bv &= xcr0 != 0 ? xcr0 : 3;
+    std::memset(image.data() + kXsaveHeaderOffset, 0, 64);
+    std::memcpy(image.data() + kXsaveHeaderOffset, &xstate_bv, 8);
+  }
+  if (size >= 512) std::memset(image.data() + kSwBytesOffset, 0, 512 - kSwBytesOffset);
+  uint32_t mxcsr = 0;
+  std::memcpy(&mxcsr, image.data() + kMxcsrOffset, sizeof mxcsr);
+  mxcsr &= 0xffff;
+  std::memcpy(image.data() + kMxcsrOffset, &mxcsr, sizeof mxcsr);
+  return image;
+}
+
+}  // namespace
+
+Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const GuestSiginfo& info,
+                             const FaultContext& fault, x86::UserCpuState& cpu) {
+  const int signal = info.signo;
+  GuestSigaction& action = signals.actions[signal];
+  if ((action.flags & kSaRestorer) == 0 || action.restorer == 0) {
+    return std::unexpected(Error(
+        EFAULT, fmt::format("signal {}: the handler has no return address (kSaRestorer)", signal)));
+  }
+  x86::UserRegs& regs = cpu.regs;
+  uint64_t sp = regs.rsp - kRedZone;
+  if ((action.flags & SA_ONSTACK) && AltstackEnabled(signals.altstack) &&
+      !OnAltstack(signals.altstack, regs.rsp)) {
+    sp = signals.altstack.sp + signals.altstack.size;
+  }
+  // The XSAVE image, 64-byte aligned, with Linux's software bytes and end marker.
+  uint64_t fpstate = 0;
+  const bool xsave = cpu.xsave.size() >= x86::UserCpuState::kMinXsaveBytes;
+  if (!cpu.xsave.empty()) {
+    std::vector<uint8_t> image = cpu.xsave;
+    if (xsave) {
+      const uint32_t sw[4] = {kFpXstateMagic1, static_cast<uint32_t>(image.size() + 4), 0, 0};
+      std::memcpy(image.data() + kSwBytesOffset, sw, 8);
+      std::memcpy(image.data() + kSwBytesOffset + 8, &cpu.xcr0, 8);  // xfeatures
+      const uint32_t xstate_size = static_cast<uint32_t>(image.size());
+      std::memcpy(image.data() + kSwBytesOffset + 16, &xstate_size, 4);
+    }
+    sp = (sp - image.size() - 4) & ~uint64_t{63};
+    fpstate = sp;
+    FLURRY_TRY_CTX(memory.Write(fpstate, image.data(), image.size()),
+                   "writing the signal frame's FPU state");
+    FLURRY_TRY(memory.WriteObject(fpstate + image.size(), kFpXstateMagic2));
+  }
+  sp = ((sp - sizeof(GuestRtSigframe)) & ~uint64_t{15}) - 8;  // as after a call: (RSP+8) % 16 == 0
+
+  GuestRtSigframe frame{};
+  frame.pretcode = action.restorer;
+  frame.uc.flags = kUcSigcontextSs | kUcStrictRestoreSs | (xsave ? kUcFpXstate : 0);
+  frame.uc.stack = signals.altstack;
+  frame.uc.stack.flags = !AltstackEnabled(signals.altstack)       ? SS_DISABLE
+                         : OnAltstack(signals.altstack, regs.rsp) ? SS_ONSTACK
+                                                                  : 0;
+  ToSigcontext(regs, frame.uc.mcontext);
+  frame.uc.mcontext.err = fault.error_code;
+  frame.uc.mcontext.trapno = fault.trapno;
+  frame.uc.mcontext.cr2 = fault.cr2;
+  frame.uc.mcontext.oldmask = signals.blocked;
+  frame.uc.mcontext.fpstate = fpstate;
+  frame.uc.sigmask = signals.blocked;
+  frame.info = info;
+  FLURRY_TRY_CTX(memory.WriteObject(sp, frame), "writing the signal frame");
+
+  regs.rdi = static_cast<uint64_t>(signal);
+  regs.rsi = sp + offsetof(GuestRtSigframe, info);
+  regs.rdx = sp + offsetof(GuestRtSigframe, uc);
+  regs.rax = 0;
+  regs.rip = action.handler;
+  regs.rsp = sp;
+  regs.rflags &= ~kHandlerClearedFlags;
+  if (!cpu.xsave.empty()) cpu.xsave = InitialXsave(cpu.xsave.size());
+
+  signals.blocked |= action.mask;
+  if ((action.flags & SA_NODEFER) == 0) signals.blocked |= SignalState::Bit(signal);
+  signals.blocked &= ~kNeverBlocked;
+  if (action.flags & SA_RESETHAND) {
+    action.handler = reinterpret_cast<uint64_t>(SIG_DFL);
+    action.flags &= ~static_cast<uint64_t>(SA_SIGINFO);
+  }
+  return {};
+}
+
+Result<void> PopSignalFrame(GuestMemory& memory, SignalState& signals, x86::UserCpuState& cpu) {
+  const uint64_t at = cpu.regs.rsp - 8;
+  const GuestUcontext uc =
+      FLURRY_TRY_CTX(memory.ReadObject<GuestUcontext>(at + offsetof(GuestRtSigframe, uc)),
+                     fmt::format("reading the signal frame at {:#x}", at));
+  std::vector<uint8_t> xsave;
+  if (!cpu.xsave.empty()) {
+    if (uc.mcontext.fpstate == 0) {
+      xsave = InitialXsave(cpu.xsave.size());
+    } else {
+      xsave = FLURRY_TRY_CTX(ReadXsave(memory, uc.mcontext.fpstate, cpu.xsave.size(), cpu.xcr0),
+                             "reading the signal frame's FPU state");
+    }
+  }
+  FromSigcontext(uc.mcontext, cpu.regs);
+  cpu.xsave = std::move(xsave);
+  signals.blocked = uc.sigmask & ~kNeverBlocked;
+  // The alternate stack as the frame recorded it (sigaltstack's rules; a bad one is ignored,
+  // as Linux's restore_altstack does). Not while running on it.
+  const GuestStack& stack = uc.stack;
+  if (!OnAltstack(signals.altstack, cpu.regs.rsp) &&
+      (stack.flags & ~(SS_DISABLE | SS_ONSTACK)) == 0) {
+    if (stack.flags & SS_DISABLE) {
+      signals.altstack = GuestStack{};
+    } else if (stack.size >= static_cast<uint64_t>(MINSIGSTKSZ)) {
+      signals.altstack = GuestStack{.sp = stack.sp, .flags = 0, .pad = 0, .size = stack.size};
+    }
+  }
+  return {};
+}
+
+bool OnAltstack(const GuestStack& s, uint64_t sp) {
+  return AltstackEnabled(s) && sp > s.sp && sp - s.sp <= s.size;
+}
+
+int NextDeliverableSignal(const SignalState& signals) {
+  const uint64_t ready = signals.pending & ~signals.blocked;
+  if (ready == 0) return 0;
+  const uint64_t first = (ready & kSynchronous) != 0 ? ready & kSynchronous : ready;
+  return __builtin_ctzll(first) + 1;
+}
+
+DefaultAction DefaultActionOf(int signal) {
+  switch (signal) {
+    case SIGCHLD:
+    case SIGURG:
+    case SIGWINCH:
+      return DefaultAction::kIgnore;
+    case SIGCONT:
+      return DefaultAction::kContinue;
+    case SIGSTOP:
+    case SIGTSTP:
+    case SIGTTIN:
+    case SIGTTOU:
+      return DefaultAction::kStop;
+    default:
+      return DefaultAction::kTerminate;
+  }
+}
+
+}  // namespace flurry

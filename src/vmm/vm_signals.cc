@@ -1,0 +1,101 @@
+// Signal delivery: the guest's pending signals run their handlers (a frame on the guest's
+// stack, src/guest/signal_frame.h) or their default actions; faults go to the guest's handler
+// when it has one; rt_sigreturn resumes what a handler interrupted. All on the run thread,
+// at a stop of the backend. docs/design.md ("Signals").
+#include <sys/syscall.h>
+
+#include <csignal>
+#include <cstring>
+
+#include "vmm/vm.h"
+
+namespace flurry {
+namespace {
+
+std::string SignalName(int signal) {
+  const char* name = sigabbrev_np(signal);
+  return name != nullptr ? fmt::format("SIG{}", name) : fmt::format("signal {}", signal);
+}
+
+GuestExit KilledBy(int signal, std::string diagnostic) {
+  return GuestExit{GuestExit::Kind::kSignaled, 0, signal, std::move(diagnostic)};
+}
+
+bool IsHandler(uint64_t handler) {
+  return handler != reinterpret_cast<uint64_t>(SIG_DFL) &&
+         handler != reinterpret_cast<uint64_t>(SIG_IGN);
+}
+
+}  // namespace
+
+Result<std::optional<GuestExit>> Vm::EnterHandler(const GuestSiginfo& info,
+                                                  const FaultContext& fault) {
+  x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
+  if (auto pushed = PushSignalFrame(backend_->memory(), state_.signals, info, fault, cpu);
+      !pushed) {
+    // Linux forces SIGSEGV when it cannot set up a handler's frame (a stack overflow, say).
+    return KilledBy(SIGSEGV,
+                    fmt::format("guest killed by SIGSEGV: delivering {} at rip {:#x}: {}",
+                                SignalName(info.signo), cpu.regs.rip, pushed.error().message()));
+  }
+  FLURRY_TRY_CTX(backend_->LoadCpu(cpu), "entering a signal handler");
+  return std::nullopt;
+}
+
+Result<Vm::SignalDelivery> Vm::DeliverSignals() {
+  SignalState& signals = state_.signals;
+  for (;;) {
+    const int signal = NextDeliverableSignal(signals);
+    if (signal == 0) return SignalDelivery{};
+    signals.pending &= ~SignalState::Bit(signal);
+    const PendingSignalInfo sender = signals.pending_info[signal];
+    const uint64_t handler = signals.actions[signal].handler;
+    if (signal == SIGKILL || handler == reinterpret_cast<uint64_t>(SIG_DFL)) {
+      // Stop and continue have no effect: a guest has no job control (yet).
+      if (signal != SIGKILL && DefaultActionOf(signal) != DefaultAction::kTerminate) continue;
+      return SignalDelivery{
+          KilledBy(signal, fmt::format("guest killed by {} it raised itself", SignalName(signal))),
+          false};
+    }
+    if (!IsHandler(handler)) continue;  // ignored
+    GuestSiginfo info;
+    info.signo = signal;
+    info.code = sender.code;
+    info.word0 = static_cast<uint32_t>(sender.pid) | (uint64_t{sender.uid} << 32);
+    auto exit = FLURRY_TRY(EnterHandler(info, FaultContext{}));
+    return SignalDelivery{std::move(exit), !exit.has_value()};
+  }
+}
+
+Result<std::optional<GuestExit>> Vm::HandleFault(const GuestStop& stop) {
+  const int signal = stop.signal;
+  const bool exception = stop.vector >= 0 && signal > 0 && signal <= SignalState::kSignals;
+  // Linux forces a fault's signal: blocked or ignored, it kills; so does no handler.
+  if (!exception || !IsHandler(state_.signals.actions[signal].handler) ||
+      (state_.signals.blocked & SignalState::Bit(signal)) != 0) {
+    return KilledBy(signal, stop.description);
+  }
+  GuestSiginfo info;
+  info.signo = signal;
+  info.code = x86::FaultSignalCode(stop.report);
+  info.word0 = x86::FaultSignalAddress(stop.report);
+  FaultContext fault;
+  fault.trapno = static_cast<uint64_t>(stop.report.vector);
+  fault.error_code = stop.report.error_code;
+  fault.cr2 = stop.report.vector == 14 ? stop.report.address : 0;
+  return EnterHandler(info, fault);
+}
+
+Result<std::optional<GuestExit>> Vm::SigReturn() {
+  x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
+  if (auto popped = PopSignalFrame(backend_->memory(), state_.signals, cpu); !popped) {
+    return KilledBy(SIGSEGV, fmt::format("guest killed by SIGSEGV: rt_sigreturn at rip {:#x}: {}",
+                                         cpu.regs.rip, popped.error().message()));
+  }
+  FLURRY_TRY_CTX(backend_->LoadCpu(cpu), "returning from a signal handler");
+  // Signals the handler's mask held back run now.
+  SignalDelivery next = FLURRY_TRY(DeliverSignals());
+  return next.exit;
+}
+
+}  // namespace flurry

@@ -1,0 +1,171 @@
+// signals: argv[1] names a scenario of signal delivery; the output is the same natively and in
+// flurry (the integration test compares them). Scenarios:
+//   raise     SA_SIGINFO handler for raise(): signal, si_code, si_pid; FPU state survives
+//   mask      a blocked signal stays pending (sigpending) and runs when unblocked
+//   order     a handler raising a signal its mask blocks: that one runs after it returns
+//   ignore    SIG_IGN, and SIGCHLD's default: nothing happens
+//   segv      catching a null dereference (si_addr, si_code), leaving with siglongjmp
+//   ud2       SIGILL handler that steps over the instruction through its ucontext
+//   div0      SIGFPE (FPE_INTDIV) caught, siglongjmp
+//   overflow  stack overflow caught on the alternate stack
+//   resethand SA_RESETHAND: the second raise kills (SIGUSR1's default: exit status 138)
+//   term      raise(SIGTERM) with no handler: exit status 143
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ucontext.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_count;
+static sigjmp_buf g_jump;
+static char g_log[256];
+static volatile int g_log_len;
+static volatile int* volatile g_low = (volatile int*)16;  // in the unmapped first page
+
+static void Log(const char* s) {
+  size_t n = strlen(s);
+  if (g_log_len + n < sizeof g_log) {
+    memcpy(g_log + g_log_len, s, n);
+    g_log_len += n;
+  }
+}
+
+static void OnInfo(int sig, siginfo_t* info, void* uc) {
+  (void)uc;
+  volatile double x = 1.0;  // handler's own FPU use
+  for (int i = 0; i < 10; ++i) x = x * 3.0 + 0.5;
+  printf("handler: signal %d, code %d, from self %d, x %.1f\n", sig, info->si_code,
+         info->si_pid == getpid(), x);
+  ++g_count;
+}
+
+static void Install(int sig, void (*fn)(int, siginfo_t*, void*), int flags, int block) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = fn;
+  sa.sa_flags = SA_SIGINFO | flags;
+  sigemptyset(&sa.sa_mask);
+  if (block) sigaddset(&sa.sa_mask, block);
+  if (sigaction(sig, &sa, NULL) != 0) {
+    perror("sigaction");
+    exit(2);
+  }
+}
+
+static void OnOrder(int sig, siginfo_t* info, void* uc) {
+  (void)info, (void)uc;
+  if (sig == SIGUSR1) {
+    Log("usr1-start ");
+    raise(SIGUSR2);  // blocked by the mask: runs after this handler
+    Log("usr1-end ");
+  } else {
+    Log("usr2 ");
+  }
+}
+
+static void OnJump(int sig, siginfo_t* info, void* uc) {
+  (void)uc;
+  printf("caught signal %d, code %d, addr %p\n", sig, info->si_code, info->si_addr);
+  siglongjmp(g_jump, 1);
+}
+
+static void OnIll(int sig, siginfo_t* info, void* ucv) {
+  ucontext_t* uc = ucv;
+  printf("caught signal %d, code %d, at the fault %d\n", sig, info->si_code,
+         (uintptr_t)info->si_addr == (uintptr_t)uc->uc_mcontext.gregs[REG_RIP]);
+  uc->uc_mcontext.gregs[REG_RIP] += 2;  // ud2 is two bytes
+}
+
+static void OnOverflow(int sig, siginfo_t* info, void* uc) {
+  (void)info, (void)uc;
+  char here;
+  stack_t ss;
+  sigaltstack(NULL, &ss);
+  printf("caught signal %d on the alternate stack %d (flags %d)\n", sig,
+         &here > (char*)ss.ss_sp && &here < (char*)ss.ss_sp + ss.ss_size, ss.ss_flags);
+  siglongjmp(g_jump, 1);
+}
+
+#pragma GCC diagnostic ignored "-Winfinite-recursion"
+static int Recurse(int depth) {
+  volatile char pad[1024];
+  pad[0] = (char)depth;
+  return Recurse(depth + 1) + pad[0];
+}
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, NULL, _IONBF, 0);
+  const char* what = argc > 1 ? argv[1] : "";
+  if (strcmp(what, "raise") == 0) {
+    Install(SIGUSR1, OnInfo, 0, 0);
+    volatile double y = 2.5;
+    raise(SIGUSR1);
+    kill(getpid(), SIGUSR1);
+    printf("after: count %d, y %.2f\n", g_count, y * 2);
+  } else if (strcmp(what, "mask") == 0) {
+    Install(SIGUSR1, OnInfo, 0, 0);
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    raise(SIGUSR1);
+    sigpending(&pending);
+    printf("blocked: count %d, pending %d\n", g_count, sigismember(&pending, SIGUSR1));
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    printf("unblocked: count %d\n", g_count);
+  } else if (strcmp(what, "order") == 0) {
+    Install(SIGUSR1, OnOrder, 0, SIGUSR2);
+    Install(SIGUSR2, OnOrder, 0, 0);
+    raise(SIGUSR1);
+    printf("%s\n", g_log);
+  } else if (strcmp(what, "ignore") == 0) {
+    signal(SIGUSR1, SIG_IGN);
+    raise(SIGUSR1);
+    raise(SIGCHLD);
+    printf("still here\n");
+  } else if (strcmp(what, "segv") == 0) {
+    Install(SIGSEGV, OnJump, 0, 0);
+    if (sigsetjmp(g_jump, 1) == 0) {
+      g_low[0] = 1;
+      printf("not reached\n");
+    }
+    if (sigsetjmp(g_jump, 1) == 0) g_low[2] = 2;  // again: the mask was restored
+    printf("after segv\n");
+  } else if (strcmp(what, "ud2") == 0) {
+    Install(SIGILL, OnIll, 0, 0);
+    __asm__ volatile("ud2");
+    __asm__ volatile("ud2");
+    printf("after ud2\n");
+  } else if (strcmp(what, "div0") == 0) {
+    Install(SIGFPE, OnJump, 0, 0);
+    if (sigsetjmp(g_jump, 1) == 0) {
+      volatile int n = 7, zero = 0;
+      volatile int r = n / zero;
+      (void)r;
+    }
+    printf("after div0\n");
+  } else if (strcmp(what, "overflow") == 0) {
+    static char alt[64 * 1024];
+    stack_t ss = {.ss_sp = alt, .ss_flags = 0, .ss_size = sizeof alt};
+    sigaltstack(&ss, NULL);
+    Install(SIGSEGV, OnOverflow, SA_ONSTACK, 0);
+    if (sigsetjmp(g_jump, 1) == 0) Recurse(0);
+    printf("after overflow\n");
+  } else if (strcmp(what, "resethand") == 0) {
+    Install(SIGUSR1, OnInfo, SA_RESETHAND, 0);
+    raise(SIGUSR1);
+    raise(SIGUSR1);
+    printf("not reached\n");
+  } else if (strcmp(what, "term") == 0) {
+    raise(SIGTERM);
+    printf("not reached\n");
+  } else {
+    printf("usage: signals SCENARIO\n");
+    return 2;
+  }
+  return 0;
+}

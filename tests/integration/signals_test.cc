@@ -1,0 +1,48 @@
+// Signal delivery (tests/guest/signals.c): each scenario's output and exit status in flurry are
+// those of the same program run natively.
+#include <gtest/gtest.h>
+
+#include <csignal>
+
+#include "harness.h"
+
+namespace {
+using namespace flurry_test;
+
+class Signals : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Signals, MatchNativeRun) {
+  const std::string scenario = GetParam();
+  RunResult native = flurry_test::Run({Guest("signals"), scenario});
+  ASSERT_FALSE(native.timed_out) << native.Describe();
+  RunResult guest = Flurry({"run", Guest("signals"), scenario});
+  ASSERT_FALSE(guest.timed_out) << guest.Describe();
+  ASSERT_TRUE(guest.exited) << "flurry itself died" << guest.Describe();
+  EXPECT_EQ(guest.out, native.out) << guest.Describe();
+  if (native.exited) {
+    EXPECT_EQ(guest.exit_code, native.exit_code) << guest.Describe();
+    EXPECT_EQ(guest.err, "") << guest.Describe();
+  } else {
+    // Killed by a signal: flurry exits with 128 + signal and says so on one line.
+    EXPECT_EQ(guest.exit_code, 128 + native.term_signal) << guest.Describe();
+    EXPECT_EQ(Lines(guest.err).size(), 1u) << guest.Describe();
+    EXPECT_TRUE(StartsWith(guest.err, "flurry: guest killed by SIG")) << guest.Describe();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Scenarios, Signals,
+                         ::testing::Values("raise", "mask", "order", "ignore", "segv", "ud2",
+                                           "div0", "overflow", "resethand", "term"));
+
+TEST(SignalsNative, ScenariosAreWhatTheTestExpects) {
+  // The comparison above is only worth something if the scenarios do what they say natively.
+  RunResult term = flurry_test::Run({Guest("signals"), "term"});
+  EXPECT_FALSE(term.exited);
+  EXPECT_EQ(term.term_signal, SIGTERM);
+  RunResult segv = flurry_test::Run({Guest("signals"), "segv"});
+  EXPECT_EQ(segv.out,
+            "caught signal 11, code 1, addr 0x10\ncaught signal 11, code 1, addr 0x18\n"
+            "after segv\n");
+}
+
+}  // namespace
