@@ -52,8 +52,17 @@ struct PendingSignalInfo {
   uint64_t addr = 0;  // faults: si_addr
 };
 
-// Dispositions, the blocked mask, the alternate stack and the signals pending delivery
-// (src/guest/signal_frame.h; the VMM delivers them: src/vmm/vm_signals.cc).
+// ITIMER_REAL (alarm, setitimer): SIGALRM at `deadline_ns`, then every `interval_ns`.
+struct IntervalTimer {
+  int64_t deadline_ns = 0;  // the guest's CLOCK_MONOTONIC; 0: disarmed
+  int64_t interval_ns = 0;  // 0: one-shot
+
+  bool armed() const { return deadline_ns != 0; }
+};
+
+// Dispositions, the blocked mask, the alternate stack, the signals pending delivery and the
+// interval timer that raises SIGALRM (src/guest/signal_frame.h; the VMM delivers them:
+// src/vmm/vm_signals.cc).
 struct SignalState {
   static constexpr int kSignals = 64;
   std::array<GuestSigaction, kSignals + 1> actions{};  // index = signal number
@@ -61,6 +70,12 @@ struct SignalState {
   GuestStack altstack{};
   uint64_t pending = 0;                                        // bit (signal - 1)
   std::array<PendingSignalInfo, kSignals + 1> pending_info{};  // index = signal number
+  IntervalTimer real_timer;
+
+  // rt_sigsuspend's return: the mask to restore once the signal that ended it is delivered
+  // (the handler's frame records it). Set and used within one syscall stop: never captured.
+  bool mask_saved = false;
+  uint64_t saved_mask = 0;
 
   static constexpr uint64_t Bit(int signal) { return 1ULL << (signal - 1); }
 };

@@ -133,9 +133,11 @@ Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const Gu
   frame.uc.mcontext.err = fault.error_code;
   frame.uc.mcontext.trapno = fault.trapno;
   frame.uc.mcontext.cr2 = fault.cr2;
-  frame.uc.mcontext.oldmask = signals.blocked;
+  // The mask the handler's return restores: rt_sigsuspend's saved one, else the current one.
+  const uint64_t return_mask = signals.mask_saved ? signals.saved_mask : signals.blocked;
+  frame.uc.mcontext.oldmask = return_mask;
   frame.uc.mcontext.fpstate = fpstate;
-  frame.uc.sigmask = signals.blocked;
+  frame.uc.sigmask = return_mask;
   frame.info = info;
   FLURRY_TRY_CTX(memory.WriteObject(sp, frame), "writing the signal frame");
 
@@ -148,6 +150,7 @@ Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const Gu
   regs.rflags &= ~kHandlerClearedFlags;
   if (!cpu.xsave.empty()) cpu.xsave = InitialXsave(cpu.xsave.size());
 
+  signals.mask_saved = false;
   signals.blocked |= action.mask;
   if ((action.flags & SA_NODEFER) == 0) signals.blocked |= SignalState::Bit(signal);
   signals.blocked &= ~kNeverBlocked;
@@ -187,6 +190,17 @@ Result<void> PopSignalFrame(GuestMemory& memory, SignalState& signals, x86::User
     }
   }
   return {};
+}
+
+void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info) {
+  const uint64_t handler = signals.actions[signal].handler;
+  const bool ignored = signal != SIGKILL && signal != SIGSTOP &&
+                       (handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
+                        (handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
+                         DefaultActionOf(signal) == DefaultAction::kIgnore));
+  if (ignored || (signals.pending & SignalState::Bit(signal)) != 0) return;
+  signals.pending |= SignalState::Bit(signal);
+  signals.pending_info[signal] = info;
 }
 
 bool OnAltstack(const GuestStack& s, uint64_t sp) {

@@ -79,6 +79,10 @@ Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const Gu
 // set) and `signals` (mask, alternate stack). A damaged frame fails; `cpu` is then unchanged.
 Result<void> PopSignalFrame(GuestMemory& memory, SignalState& signals, x86::UserCpuState& cpu);
 
+// Makes `signal` pending with `info` unless its disposition ignores it (SIG_IGN, or SIG_DFL
+// whose default is to ignore); a standard signal already pending stays as it was.
+void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info);
+
 // Signals a syscall may set pending a handler for, first the synchronous ones (as Linux
 // dequeues them): the lowest-numbered pending signal not blocked, or 0.
 int NextDeliverableSignal(const SignalState& signals);

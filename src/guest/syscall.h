@@ -24,15 +24,13 @@ struct SyscallArgs {
 };
 
 struct SyscallResult {
-  enum class Action { kReturn, kExit, kKill };
-  int64_t value = 0;  // RAX for kReturn; exit status for kExit; signal number for kKill
+  enum class Action { kReturn, kExit };
+  int64_t value = 0;  // RAX for kReturn; exit status for kExit
   Action action = Action::kReturn;
 
   static SyscallResult Return(int64_t value) { return {value, Action::kReturn}; }
   static SyscallResult Errno(int err) { return {-static_cast<int64_t>(err), Action::kReturn}; }
   static SyscallResult Exit(int status) { return {status, Action::kExit}; }
-  // The guest dies of `signal` (e.g. abort() raising SIGABRT with the default disposition).
-  static SyscallResult Kill(int signal) { return {signal, Action::kKill}; }
 };
 
 // Everything a handler may touch. Owned by the Vm; used only on its vCPU thread.
@@ -86,7 +84,8 @@ void RegisterMemorySyscalls(SyscallTable& table);   // brk, mmap, munmap, mremap
 void RegisterFileSyscalls(SyscallTable& table);     // read/write/openat/... on the fd table
 void RegisterTimeSyscalls(SyscallTable& table);     // clock_gettime, nanosleep, ...
 void RegisterProcessSyscalls(SyscallTable& table);  // exit, getpid, uname, arch_prctl, ...
-void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocmask, sigaltstack
+void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocmask, kill, ...
+void RegisterTimerSyscalls(SyscallTable& table);    // alarm, setitimer, getitimer
 
 // Converts a memory access error into the -errno a guest sees (EFAULT unless the error says
 // otherwise).

@@ -14,6 +14,7 @@ SyscallTable SyscallTable::Default() {
   RegisterTimeSyscalls(table);
   RegisterProcessSyscalls(table);
   RegisterSignalSyscalls(table);
+  RegisterTimerSyscalls(table);
   return table;
 }
 

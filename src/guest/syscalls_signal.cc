@@ -3,8 +3,11 @@
 // delivers them when the syscall returns (src/vmm/vm_signals.cc).
 #include <sys/syscall.h>
 
+#include <algorithm>
 #include <csignal>
+#include <ctime>
 
+#include "guest/guest_time.h"
 #include "guest/signal_frame.h"
 #include "guest/syscall.h"
 
@@ -103,17 +106,8 @@ SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal, int32_t 
   }
   if (signal < 0 || signal > SignalState::kSignals) return SyscallResult::Errno(EINVAL);
   if (signal == 0) return SyscallResult::Return(0);
-  SignalState& signals = c.state.signals;
-  const uint64_t handler = signals.actions[signal].handler;
-  const bool ignored = signal != SIGKILL && signal != SIGSTOP &&
-                       (handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
-                        (handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
-                         DefaultActionOf(signal) == DefaultAction::kIgnore));
-  if (ignored) return SyscallResult::Return(0);
-  if ((signals.pending & Bit(signal)) == 0) {  // a standard signal is pending at most once
-    signals.pending |= Bit(signal);
-    signals.pending_info[signal] = PendingSignalInfo{.code = code, .pid = c.state.identity.pid};
-  }
+  RaiseSignal(c.state.signals, signal,
+              PendingSignalInfo{.code = code, .pid = c.state.identity.pid});
   return SyscallResult::Return(0);
 }
 
@@ -136,6 +130,48 @@ SyscallResult SysRtSigpending(SyscallContext& c, const SyscallArgs& a) {
   return SyscallResult::Return(0);
 }
 
+// Waits until a signal outside `mask` is pending. The host sleep ends at the interval timer's
+// deadline, on the VMM's kick (EINTR) or after 100 ms (so a kick just before it is not lost for
+// long); KeepWaiting then serves what woke it, which raises due timers. False: the VM is
+// stopping, or this process became a clone.
+bool WaitForSignal(SyscallContext& c, uint64_t mask) {
+  constexpr int64_t kSliceNs = 100'000'000;
+  for (;;) {
+    if ((c.state.signals.pending & ~mask) != 0) return true;
+    int64_t wait_ns = kSliceNs;
+    const IntervalTimer& timer = c.state.signals.real_timer;
+    if (timer.armed()) {
+      const int64_t now =
+          GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), c.state.monotonic_offset_ns);
+      wait_ns = std::clamp<int64_t>(timer.deadline_ns - now, 0, kSliceNs);
+    }
+    const timespec slice = NsTimespec(wait_ns);
+    nanosleep(&slice, nullptr);
+    if (!c.KeepWaiting()) return (c.state.signals.pending & ~mask) != 0;
+  }
+}
+
+SyscallResult SysPause(SyscallContext& c, const SyscallArgs&) {
+  WaitForSignal(c, c.state.signals.blocked);
+  return SyscallResult::Errno(EINTR);
+}
+
+// rt_sigsuspend: waits with `mask` as the blocked set; the signal that ends the wait is
+// delivered under it, and its handler's frame restores the mask of before.
+SyscallResult SysRtSigsuspend(SyscallContext& c, const SyscallArgs& a) {
+  if (a.arg[1] != kSigsetSize) return SyscallResult::Errno(EINVAL);
+  auto set = c.memory.ReadObject<uint64_t>(a.arg[0]);
+  if (!set) return ErrnoFrom(set.error());
+  const uint64_t mask = *set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
+  if (WaitForSignal(c, mask)) {
+    SignalState& signals = c.state.signals;
+    signals.saved_mask = signals.blocked;
+    signals.mask_saved = true;
+    signals.blocked = mask;
+  }
+  return SyscallResult::Errno(EINTR);
+}
+
 }  // namespace
 
 void RegisterSignalSyscalls(SyscallTable& table) {
@@ -146,6 +182,8 @@ void RegisterSignalSyscalls(SyscallTable& table) {
   table.Register(SYS_tkill, SysTkill);
   table.Register(SYS_tgkill, SysTgkill);
   table.Register(SYS_rt_sigpending, SysRtSigpending);
+  table.Register(SYS_pause, SysPause);
+  table.Register(SYS_rt_sigsuspend, SysRtSigsuspend);
 }
 
 }  // namespace flurry

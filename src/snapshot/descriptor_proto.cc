@@ -122,6 +122,10 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
   altstack->set_sp(d.signals.altstack.sp);
   altstack->set_flags(d.signals.altstack.flags);
   altstack->set_size(d.signals.altstack.size);
+  if (d.signals.real_timer.armed()) {
+    sig->mutable_real_timer()->set_deadline_ns(d.signals.real_timer.deadline_ns);
+    sig->mutable_real_timer()->set_interval_ns(d.signals.real_timer.interval_ns);
+  }
   for (int signal = 1; signal <= SignalState::kSignals; ++signal) {
     if ((d.signals.pending & SignalState::Bit(signal)) == 0) continue;
     const PendingSignalInfo& info = d.signals.pending_info[signal];
@@ -316,6 +320,14 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
   d.signals.altstack.flags = sig.altstack().flags();
   d.signals.altstack.pad = 0;
   d.signals.altstack.size = sig.altstack().size();
+  if (sig.has_real_timer()) {
+    const pb::IntervalTimer& t = sig.real_timer();
+    if (t.deadline_ns() <= 0 || t.interval_ns() < 0) {
+      return Invalid("interval timer deadline {} ns, interval {} ns", t.deadline_ns(),
+                     t.interval_ns());
+    }
+    d.signals.real_timer = IntervalTimer{.deadline_ns = t.deadline_ns(), .interval_ns = t.interval_ns()};
+  }
   for (const pb::PendingSignal& p : sig.pending()) {
     if (p.signal() < 1 || p.signal() > static_cast<uint32_t>(kMaxSignal)) {
       return Invalid("pending signal {} (valid: 1..{})", p.signal(), kMaxSignal);

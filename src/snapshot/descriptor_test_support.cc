@@ -181,6 +181,7 @@ VmDescriptor FullDescriptor() {
   d.signals.pending = SignalState::Bit(1) | SignalState::Bit(11);
   d.signals.pending_info[1] = {.code = -6, .pid = 42, .uid = 0, .addr = 0};
   d.signals.pending_info[11] = {.code = 1, .pid = 0, .uid = 0, .addr = 0x10};
+  d.signals.real_timer = {.deadline_ns = 5'000'000'000, .interval_ns = 250'000'000};
   d.signals.altstack = {.sp = 0x7000000, .flags = 0, .pad = 0, .size = 0x8000};
 
   d.start_time_ns = 987654321012345;
@@ -251,6 +252,8 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
   EXPECT_EQ(a.signals.altstack.flags, b.signals.altstack.flags);
   EXPECT_EQ(a.signals.altstack.size, b.signals.altstack.size);
   EXPECT_EQ(a.signals.pending, b.signals.pending);
+  EXPECT_EQ(a.signals.real_timer.deadline_ns, b.signals.real_timer.deadline_ns);
+  EXPECT_EQ(a.signals.real_timer.interval_ns, b.signals.real_timer.interval_ns);
   for (int i = 1; i <= SignalState::kSignals; ++i) {
     if ((a.signals.pending & SignalState::Bit(i)) == 0) continue;
     SCOPED_TRACE(::testing::Message() << "pending signal " << i);

@@ -24,6 +24,7 @@
 #include "guest/syscall.h"
 #include "memory/page_source.h"
 #include "snapshot/vm_descriptor.h"
+#include "vmm/alarm_thread.h"
 #include "vmm/guest_exit.h"
 #include "vmm/vdso.h"
 #include "vmm/vm_config.h"
@@ -69,6 +70,8 @@ class Vm : public ForkHost {
   Result<ServedMemory> ServeForRemoteClones(const CloneState& state,
                                             const std::string& bind) override;
   Result<void> PrepareFork(bool tied_to_parent) override {
+    alarm_.Stop();  // a thread does not cross fork(); the run loop starts it again
+    alarm_set_for_ = -1;
     // A copy of the VM must not depend on this process serving its memory's faults, nor on
     // its connection for files still to be fetched.
     FLURRY_TRY_CTX(backend_->memory().Materialize(), "before forking the VM");
@@ -79,7 +82,10 @@ class Vm : public ForkHost {
   }
   void AfterForkInParent(bool child_exists) override { backend_->AfterForkInParent(child_exists); }
   Result<void> AfterForkInChild() override { return backend_->AfterForkInChild(); }
-  void ReleaseGuest() override { backend_.reset(); }
+  void ReleaseGuest() override {
+    alarm_.Stop();  // it kicks the backend
+    backend_.reset();
+  }
 
  private:
   Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,
@@ -124,6 +130,13 @@ class Vm : public ForkHost {
   Result<std::optional<GuestExit>> HandleFault(const GuestStop& stop);
   // rt_sigreturn: the CPU and mask as the handler's frame holds them.
   Result<std::optional<GuestExit>> SigReturn();
+  // Raises SIGALRM if the guest's interval timer is due (and arms its next period).
+  void CheckTimers();
+  // Gives the alarm thread the interval timer's deadline if it changed.
+  void SyncAlarm();
+  // After a syscall interrupted by a signal (EINTR): whether it is made again after the
+  // handler (SA_RESTART, Linux's list of syscalls never restarted) or at once (no handler).
+  bool RestartsAfter(uint64_t nr, int signal) const;
   // Pushes the frame of `signal`'s handler and loads the CPU there; a frame that cannot be
   // written ends the guest with SIGSEGV (the returned exit).
   Result<std::optional<GuestExit>> EnterHandler(const GuestSiginfo& info,
@@ -168,6 +181,14 @@ class Vm : public ForkHost {
   std::vector<pid_t> page_servers_;         // run thread only: reaped when they end
   std::atomic<pthread_t> run_thread_{};
   std::atomic<bool> run_thread_known_{false};
+
+  // Signals (run thread only). A blocking syscall gave up because a signal became deliverable.
+  bool signal_interrupted_ = false;
+  // The guest deadline (SignalState::real_timer) alarm_ was last given; -1: give it again.
+  int64_t alarm_set_for_ = 0;
+  // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
+  // the backend it kicks.
+  AlarmThread alarm_{[this] { Kick(); }};
 };
 
 }  // namespace flurry

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "vmm/vm.h"
 
@@ -42,6 +43,7 @@ Result<GuestExit> Vm::RunLoop() {
       if (memory_failure_) return std::unexpected(*memory_failure_);
       return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
     }
+    SyncAlarm();
     const GuestStop stop = FLURRY_TRY(backend_->Run());
     if (memory_failed_.load()) continue;  // serve nothing more: the top of the loop ends it
     switch (stop.kind) {
@@ -50,9 +52,17 @@ Result<GuestExit> Vm::RunLoop() {
         if (done) return *done;
         break;
       }
-      case GuestStop::Kind::kInterrupted:
+      case GuestStop::Kind::kInterrupted: {
         FLURRY_TRY(ServeControl());
+        if (cpu_replaced_) {  // a host-initiated clone: this process just became it
+          cpu_replaced_ = false;
+          break;
+        }
+        CheckTimers();
+        SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
+        if (delivery.exit) return *delivery.exit;
         break;
+      }
       case GuestStop::Kind::kFault: {
         auto exit = FLURRY_TRY(HandleFault(stop));
         if (exit) return *exit;
@@ -66,14 +76,19 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   ++syscall_count_;
   const x86::UserRegs& regs = backend_->regs();
   SyscallArgs args{regs.rax, {regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9}};
-  SyscallContext context{backend_->memory(),      state_, &stop_requested_,
-                         &Vm::ServeDuringSyscall, this,   regs.rsp};
+  SyscallContext context{.memory = backend_->memory(),
+                         .state = state_,
+                         .stop_requested = &stop_requested_,
+                         .serve_interrupt = &Vm::ServeDuringSyscall,
+                         .serve_interrupt_arg = this,
+                         .rsp = regs.rsp};
   if (args.nr == SYS_rt_sigreturn) return SigReturn();
   in_syscall_ = true;
   syscall_nr_ = args.nr;
   SyscallResult result = ForkController::IsHypercall(args.nr) ? fork_.Handle(context, args, *this)
                                                               : syscalls_.Dispatch(context, args);
   in_syscall_ = false;
+  const bool interrupted = std::exchange(signal_interrupted_, false);
   if (cpu_replaced_) {  // this process just became a clone; its CPU is fully set up
     cpu_replaced_ = false;
     return std::nullopt;
@@ -81,20 +96,19 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   switch (result.action) {
     case SyscallResult::Action::kExit:
       return GuestExit{GuestExit::Kind::kExited, static_cast<int>(result.value), 0, ""};
-    case SyscallResult::Action::kKill: {
-      const int signal = static_cast<int>(result.value);
-      const char* name = sigabbrev_np(signal);
-      return GuestExit{GuestExit::Kind::kSignaled, 0, signal,
-                       fmt::format("guest killed by SIG{} it raised itself (syscall {})",
-                                   name ? name : "?", args.nr)};
-    }
     case SyscallResult::Action::kReturn:
       break;
   }
   ApplySegmentBases();
-  if (NextDeliverableSignal(state_.signals) != 0) {
-    // What the handler interrupts is this syscall's return.
-    backend_->regs().rax = static_cast<uint64_t>(result.value);
+  if (const int signal = NextDeliverableSignal(state_.signals); signal != 0) {
+    // What the handler interrupts is this syscall's return, or, for a syscall the signal
+    // interrupted that is restarted, the syscall about to be made again.
+    x86::UserRegs& now = backend_->regs();
+    if (interrupted && result.value == -EINTR && RestartsAfter(args.nr, signal)) {
+      now.rip -= 2;  // back on the `syscall` instruction
+      result.value = static_cast<int64_t>(args.nr);
+    }
+    now.rax = static_cast<uint64_t>(result.value);
     SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
     if (delivery.exit) return delivery.exit;
     if (delivery.handler_entered) {
@@ -114,7 +128,14 @@ bool Vm::ServeDuringSyscall(void* arg) {
                  served.error().message().c_str());
   }
   // A host-initiated clone made in a blocking syscall resumes, in the clone, at the syscall.
-  return !vm.cpu_replaced_ && !vm.stop_requested_.load();
+  if (vm.cpu_replaced_ || vm.stop_requested_.load()) return false;
+  // A signal to deliver ends the wait (the syscall returns EINTR, or is restarted).
+  vm.CheckTimers();
+  if (NextDeliverableSignal(vm.state_.signals) != 0) {
+    vm.signal_interrupted_ = true;
+    return false;
+  }
+  return true;
 }
 
 void Vm::ApplySegmentBases() {

@@ -7,10 +7,13 @@
 #include <csignal>
 #include <cstring>
 
+#include "guest/guest_time.h"
 #include "vmm/vm.h"
 
 namespace flurry {
 namespace {
+
+constexpr int32_t kSiKernel = 0x80;  // SI_KERNEL: what setitimer's SIGALRM carries
 
 std::string SignalName(int signal) {
   const char* name = sigabbrev_np(signal);
@@ -27,6 +30,53 @@ bool IsHandler(uint64_t handler) {
 }
 
 }  // namespace
+
+void Vm::CheckTimers() {
+  IntervalTimer& timer = state_.signals.real_timer;
+  if (!timer.armed()) return;
+  const int64_t now = GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), state_.monotonic_offset_ns);
+  if (now < timer.deadline_ns) return;
+  RaiseSignal(state_.signals, SIGALRM, PendingSignalInfo{.code = kSiKernel});
+  if (timer.interval_ns == 0) {
+    timer = IntervalTimer{};
+  } else {
+    // The next period after now (periods missed meanwhile raise one signal, as an overrun).
+    const int64_t periods = (now - timer.deadline_ns) / timer.interval_ns + 1;
+    timer.deadline_ns += periods * timer.interval_ns;
+  }
+}
+
+void Vm::SyncAlarm() {
+  const int64_t deadline = state_.signals.real_timer.deadline_ns;
+  if (deadline == alarm_set_for_) return;
+  alarm_set_for_ = deadline;
+  alarm_.Set(deadline == 0 ? 0 : HostFromGuestNs(deadline, state_.monotonic_offset_ns));
+}
+
+bool Vm::RestartsAfter(uint64_t nr, int signal) const {
+  // VM fork's hypercalls are made again whatever the handler says (sf_join reports EINTR only
+  // when the VM stops: docs/sdk.md).
+  if (ForkController::IsHypercall(nr)) return true;
+  const GuestSigaction& action = state_.signals.actions[signal];
+  if (!IsHandler(action.handler)) return true;  // no handler ran: the guest never sees EINTR
+  switch (nr) {
+    // Never restarted after a handler (Linux returns EINTR for them whatever SA_RESTART says).
+    case SYS_nanosleep:
+    case SYS_clock_nanosleep:
+    case SYS_pause:
+    case SYS_rt_sigsuspend:
+    case SYS_rt_sigtimedwait:
+    case SYS_poll:
+    case SYS_ppoll:
+    case SYS_select:
+    case SYS_pselect6:
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+      return false;
+    default:
+      return (action.flags & SA_RESTART) != 0;
+  }
+}
 
 Result<std::optional<GuestExit>> Vm::EnterHandler(const GuestSiginfo& info,
                                                   const FaultContext& fault) {
@@ -46,15 +96,23 @@ Result<Vm::SignalDelivery> Vm::DeliverSignals() {
   SignalState& signals = state_.signals;
   for (;;) {
     const int signal = NextDeliverableSignal(signals);
-    if (signal == 0) return SignalDelivery{};
+    if (signal == 0) {
+      if (signals.mask_saved) {  // rt_sigsuspend ended without a handler to restore its mask
+        signals.blocked = signals.saved_mask;
+        signals.mask_saved = false;
+      }
+      return SignalDelivery{};
+    }
     signals.pending &= ~SignalState::Bit(signal);
     const PendingSignalInfo sender = signals.pending_info[signal];
     const uint64_t handler = signals.actions[signal].handler;
     if (signal == SIGKILL || handler == reinterpret_cast<uint64_t>(SIG_DFL)) {
       // Stop and continue have no effect: a guest has no job control (yet).
       if (signal != SIGKILL && DefaultActionOf(signal) != DefaultAction::kTerminate) continue;
+      const char* source =
+          sender.code == kSiKernel ? "from its interval timer" : "it raised itself";
       return SignalDelivery{
-          KilledBy(signal, fmt::format("guest killed by {} it raised itself", SignalName(signal))),
+          KilledBy(signal, fmt::format("guest killed by {} {}", SignalName(signal), source)),
           false};
     }
     if (!IsHandler(handler)) continue;  // ignored

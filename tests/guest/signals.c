@@ -10,6 +10,11 @@
 //   overflow  stack overflow caught on the alternate stack
 //   resethand SA_RESETHAND: the second raise kills (SIGUSR1's default: exit status 138)
 //   term      raise(SIGTERM) with no handler: exit status 143
+//   alarm     alarm() while computing runs the handler; alarm's return values
+//   itimer    a periodic setitimer: five SIGALRMs while computing, then getitimer shows it off
+//   eintr     nanosleep and pause interrupted by SIGALRM return EINTR
+//   suspend   sigsuspend with SIGALRM blocked outside it: the handler runs inside, mask restored
+//   timeout   alarm() with no handler ends a busy loop: exit status 142
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -17,7 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/time.h>
 #include <sys/ucontext.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t g_count;
@@ -97,6 +105,26 @@ static int Recurse(int depth) {
   return Recurse(depth + 1) + pad[0];
 }
 
+static volatile sig_atomic_t g_alarms;
+static void OnAlarm(int sig) {
+  (void)sig;
+  ++g_alarms;
+}
+
+static void SetTimer(long first_ms, long every_ms) {
+  struct itimerval t = {{every_ms / 1000, every_ms % 1000 * 1000},
+                        {first_ms / 1000, first_ms % 1000 * 1000}};
+  if (setitimer(ITIMER_REAL, &t, NULL) != 0) {
+    perror("setitimer");
+    exit(2);
+  }
+}
+
+static void Compute(int alarms) {
+  volatile double x = 0;
+  while (g_alarms < alarms) x = x * 0.5 + 1.0;
+}
+
 int main(int argc, char** argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const char* what = argc > 1 ? argv[1] : "";
@@ -162,6 +190,51 @@ int main(int argc, char** argv) {
     printf("not reached\n");
   } else if (strcmp(what, "term") == 0) {
     raise(SIGTERM);
+    printf("not reached\n");
+  } else if (strcmp(what, "alarm") == 0) {
+    signal(SIGALRM, OnAlarm);
+    printf("alarm(5) = %u\n", alarm(5));
+    printf("alarm(0) = %u\n", alarm(0));  // 5 left (rounded)
+    alarm(1);
+    Compute(1);
+    printf("alarm while computing: %d\n", g_alarms);
+  } else if (strcmp(what, "itimer") == 0) {
+    signal(SIGALRM, OnAlarm);
+    SetTimer(20, 20);
+    Compute(5);
+    SetTimer(0, 0);
+    struct itimerval now;
+    getitimer(ITIMER_REAL, &now);
+    printf("ticks %d, timer now %ld.%06ld\n", g_alarms, (long)now.it_value.tv_sec,
+           (long)now.it_value.tv_usec);
+  } else if (strcmp(what, "eintr") == 0) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = OnAlarm;
+    sigaction(SIGALRM, &sa, NULL);  // no SA_RESTART
+    SetTimer(50, 0);
+    struct timespec ts = {5, 0};
+    int r = nanosleep(&ts, &ts);
+    printf("nanosleep = %d (%s), handler ran %d, time left %d\n", r, strerror(errno), g_alarms,
+           ts.tv_sec >= 4);
+    SetTimer(50, 0);
+    r = pause();
+    printf("pause = %d (%s), handler ran %d\n", r, strerror(errno), g_alarms);
+  } else if (strcmp(what, "suspend") == 0) {
+    signal(SIGALRM, OnAlarm);
+    sigset_t block, empty, now;
+    sigemptyset(&block);
+    sigaddset(&block, SIGALRM);
+    sigemptyset(&empty);
+    sigprocmask(SIG_BLOCK, &block, NULL);
+    SetTimer(50, 0);
+    int r = sigsuspend(&empty);
+    sigprocmask(SIG_BLOCK, NULL, &now);
+    printf("sigsuspend = %d (%s), handler ran %d, SIGALRM blocked again %d\n", r,
+           strerror(errno), g_alarms, sigismember(&now, SIGALRM));
+  } else if (strcmp(what, "timeout") == 0) {
+    alarm(1);
+    Compute(1);
     printf("not reached\n");
   } else {
     printf("usage: signals SCENARIO\n");

@@ -303,6 +303,24 @@ TEST(ForkCrash, CrashesAreSignaledOutcomesAndTheParentSurvives) {
   EXPECT_NE(lines[2].find("SIGABRT"), std::string::npos) << r.Describe();
 }
 
+// Signal state travels into clones: a signal pending (blocked) at sf_clone is delivered in each
+// clone when it unblocks it, and faults reach the clone's handler.
+TEST(ForkSignals, PendingSignalsAndHandlersAreCloned) {
+  auto r = FlurryRun({Guest("fork_signals")});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  EXPECT_EQ(Join(s.parent),
+            "clone 0: handler for signal 10\n"
+            "clone 1: kind 1 status 11\n"
+            "clone 2: kind 1 status 20\n")
+      << r.Describe();
+  EXPECT_EQ(Join(s.clones[1]), "clone 1: handler for signal 10\n") << r.Describe();
+  EXPECT_EQ(Join(s.clones[2]), "clone 2: handler for signal 10\nclone 2: caught SIGSEGV\n")
+      << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Misuse: every call returns the documented error, nothing hangs, the VM survives.
 

@@ -32,7 +32,8 @@ TEST_P(Signals, MatchNativeRun) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, Signals,
                          ::testing::Values("raise", "mask", "order", "ignore", "segv", "ud2",
-                                           "div0", "overflow", "resethand", "term"));
+                                           "div0", "overflow", "resethand", "term", "alarm",
+                                           "itimer", "eintr", "suspend", "timeout"));
 
 TEST(SignalsNative, ScenariosAreWhatTheTestExpects) {
   // The comparison above is only worth something if the scenarios do what they say natively.
