@@ -15,6 +15,8 @@
 //   eintr     nanosleep and pause interrupted by SIGALRM return EINTR
 //   suspend   sigsuspend with SIGALRM blocked outside it: the handler runs inside, mask restored
 //   timeout   alarm() with no handler ends a busy loop: exit status 142
+//   restart   read() of stdin (data comes after ~0.5 s) under a 50 ms timer: EINTR without
+//             SA_RESTART, the data with it
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -232,6 +234,21 @@ int main(int argc, char** argv) {
     sigprocmask(SIG_BLOCK, NULL, &now);
     printf("sigsuspend = %d (%s), handler ran %d, SIGALRM blocked again %d\n", r,
            strerror(errno), g_alarms, sigismember(&now, SIGALRM));
+  } else if (strcmp(what, "restart") == 0) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = OnAlarm;
+    sigaction(SIGALRM, &sa, NULL);
+    SetTimer(50, 50);
+    char buf[64];
+    ssize_t n = read(0, buf, sizeof buf);
+    printf("without SA_RESTART: read = %zd (%s), alarms %d\n", n, strerror(errno), g_alarms > 0);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+    g_alarms = 0;
+    n = read(0, buf, sizeof buf);
+    SetTimer(0, 0);
+    printf("with SA_RESTART: read = %zd, alarms %d\n", n, g_alarms > 1);
   } else if (strcmp(what, "timeout") == 0) {
     alarm(1);
     Compute(1);

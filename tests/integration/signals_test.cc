@@ -35,6 +35,23 @@ INSTANTIATE_TEST_SUITE_P(Scenarios, Signals,
                                            "div0", "overflow", "resethand", "term", "alarm",
                                            "itimer", "eintr", "suspend", "timeout"));
 
+// A read of stdin that a periodic SIGALRM interrupts: EINTR, or restarted under SA_RESTART.
+TEST(SignalsRestart, ReadIsInterruptedOrRestarted) {
+  const std::string feed = "sleep 0.6; echo data; sleep 0.6; echo more";
+  RunResult native = flurry_test::Run({"/bin/sh", "-c", "(" + feed + ") | \"$0\" restart",
+                                       Guest("signals")});
+  ASSERT_TRUE(native.exited) << native.Describe();
+  EXPECT_EQ(native.out,
+            "without SA_RESTART: read = -1 (Interrupted system call), alarms 1\n"
+            "with SA_RESTART: read = 5, alarms 1\n")
+      << native.Describe();
+  RunResult guest = flurry_test::Run({"/bin/sh", "-c", "(" + feed + ") | \"$0\" run \"$1\" restart",
+                                      FlurryBinary(), Guest("signals")});
+  ASSERT_TRUE(guest.exited) << guest.Describe();
+  EXPECT_EQ(guest.exit_code, 0) << guest.Describe();
+  EXPECT_EQ(guest.out, native.out) << guest.Describe();
+}
+
 TEST(SignalsNative, ScenariosAreWhatTheTestExpects) {
   // The comparison above is only worth something if the scenarios do what they say natively.
   RunResult term = flurry_test::Run({Guest("signals"), "term"});
