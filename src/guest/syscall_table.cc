@@ -1,8 +1,7 @@
-#include "guest/syscall.h"
-
 #include <cerrno>
 #include <cstdio>
 
+#include "guest/syscall.h"
 #include "guest/syscall_names.h"
 
 namespace flurry {

@@ -326,7 +326,8 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
       return Invalid("interval timer deadline {} ns, interval {} ns", t.deadline_ns(),
                      t.interval_ns());
     }
-    d.signals.real_timer = IntervalTimer{.deadline_ns = t.deadline_ns(), .interval_ns = t.interval_ns()};
+    d.signals.real_timer =
+        IntervalTimer{.deadline_ns = t.deadline_ns(), .interval_ns = t.interval_ns()};
   }
   for (const pb::PendingSignal& p : sig.pending()) {
     if (p.signal() < 1 || p.signal() > static_cast<uint32_t>(kMaxSignal)) {

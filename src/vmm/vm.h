@@ -132,7 +132,8 @@ class Vm : public ForkHost {
   Result<std::optional<GuestExit>> SigReturn();
   // Raises SIGALRM if the guest's interval timer is due (and arms its next period).
   void CheckTimers();
-  // Gives the alarm thread the interval timer's deadline if it changed.
+  // Gives the alarm thread the earlier of the interval timer's deadline and
+  // retry_signals_at_, if that changed.
   void SyncAlarm();
   // After a syscall interrupted by a signal (EINTR): whether it is made again after the
   // handler (SA_RESTART, Linux's list of syscalls never restarted) or at once (no handler).
@@ -184,8 +185,11 @@ class Vm : public ForkHost {
 
   // Signals (run thread only). A blocking syscall gave up because a signal became deliverable.
   bool signal_interrupted_ = false;
-  // The guest deadline (SignalState::real_timer) alarm_ was last given; -1: give it again.
+  // The host deadline alarm_ was last given; -1: give it again.
   int64_t alarm_set_for_ = 0;
+  // When to look again for a signal that could not be delivered at an interrupted stop (host
+  // CLOCK_MONOTONIC ns; 0: none).
+  int64_t retry_signals_at_ = 0;
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.
   AlarmThread alarm_{[this] { Kick(); }};

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <utility>
 
+#include "arch/x86_64/layout.h"
+#include "guest/guest_time.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -54,11 +56,15 @@ Result<GuestExit> Vm::RunLoop() {
       }
       case GuestStop::Kind::kInterrupted: {
         FLURRY_TRY(ServeControl());
-        if (cpu_replaced_) {  // a host-initiated clone: this process just became it
-          cpu_replaced_ = false;
+        CheckTimers();
+        retry_signals_at_ = 0;
+        if (NextDeliverableSignal(state_.signals) == 0) break;
+        if (x86::InSystemCode(backend_->regs().rip)) {
+          // Stopped in an exception stub or the syscall gate (KVM): no place for a handler's
+          // frame. The guest comes out of it by itself; look again in a millisecond.
+          retry_signals_at_ = HostClockNs(CLOCK_MONOTONIC) + 1'000'000;
           break;
         }
-        CheckTimers();
         SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
         if (delivery.exit) return *delivery.exit;
         break;

@@ -47,10 +47,15 @@ void Vm::CheckTimers() {
 }
 
 void Vm::SyncAlarm() {
-  const int64_t deadline = state_.signals.real_timer.deadline_ns;
+  const IntervalTimer& timer = state_.signals.real_timer;
+  int64_t deadline =
+      timer.armed() ? HostFromGuestNs(timer.deadline_ns, state_.monotonic_offset_ns) : 0;
+  if (retry_signals_at_ != 0 && (deadline == 0 || retry_signals_at_ < deadline)) {
+    deadline = retry_signals_at_;
+  }
   if (deadline == alarm_set_for_) return;
   alarm_set_for_ = deadline;
-  alarm_.Set(deadline == 0 ? 0 : HostFromGuestNs(deadline, state_.monotonic_offset_ns));
+  alarm_.Set(deadline);
 }
 
 bool Vm::RestartsAfter(uint64_t nr, int signal) const {

@@ -15,8 +15,8 @@
 //   eintr     nanosleep and pause interrupted by SIGALRM return EINTR
 //   suspend   sigsuspend with SIGALRM blocked outside it: the handler runs inside, mask restored
 //   timeout   alarm() with no handler ends a busy loop: exit status 142
-//   restart   read() of stdin (data comes after ~0.5 s) under a 50 ms timer: EINTR without
-//             SA_RESTART, the data with it
+//   restart   read() of stdin under a 50 ms timer: EINTR without SA_RESTART, the data with it.
+//             argv[2]: a file it creates when it starts reading (the feeder waits for it)
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/time.h>
 #include <sys/ucontext.h>
 #include <time.h>
@@ -240,6 +241,7 @@ int main(int argc, char** argv) {
     sa.sa_handler = OnAlarm;
     sigaction(SIGALRM, &sa, NULL);
     SetTimer(50, 50);
+    if (argc > 2) close(open(argv[2], O_WRONLY | O_CREAT, 0644));
     char buf[64];
     ssize_t n = read(0, buf, sizeof buf);
     printf("without SA_RESTART: read = %zd (%s), alarms %d\n", n, strerror(errno), g_alarms > 0);

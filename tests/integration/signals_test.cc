@@ -36,17 +36,29 @@ INSTANTIATE_TEST_SUITE_P(Scenarios, Signals,
                                            "itimer", "eintr", "suspend", "timeout"));
 
 // A read of stdin that a periodic SIGALRM interrupts: EINTR, or restarted under SA_RESTART.
+// The data is fed only once the guest has started reading (it creates the file "reading"),
+// however slow the host.
+RunResult RunRestart(const std::vector<std::string>& program, const fs::path& marker) {
+  const std::string feed =
+      "while [ ! -e \"$0\" ]; do sleep 0.05; done; sleep 0.5; echo data; "
+      "sleep 0.5; echo more";
+  std::vector<std::string> argv = {"/bin/sh", "-c", "(" + feed + ") | \"$@\"", marker.string()};
+  argv.insert(argv.end(), program.begin(), program.end());
+  return flurry_test::Run(argv);
+}
+
 TEST(SignalsRestart, ReadIsInterruptedOrRestarted) {
-  const std::string feed = "sleep 0.6; echo data; sleep 0.6; echo more";
-  RunResult native = flurry_test::Run({"/bin/sh", "-c", "(" + feed + ") | \"$0\" restart",
-                                       Guest("signals")});
+  TempDir native_dir, guest_dir;
+  RunResult native = RunRestart({Guest("signals"), "restart", (native_dir.path() / "reading")},
+                                native_dir.path() / "reading");
   ASSERT_TRUE(native.exited) << native.Describe();
   EXPECT_EQ(native.out,
             "without SA_RESTART: read = -1 (Interrupted system call), alarms 1\n"
             "with SA_RESTART: read = 5, alarms 1\n")
       << native.Describe();
-  RunResult guest = flurry_test::Run({"/bin/sh", "-c", "(" + feed + ") | \"$0\" run \"$1\" restart",
-                                      FlurryBinary(), Guest("signals")});
+  RunResult guest = RunRestart({FlurryBinary(), "run", "--dir", guest_dir.path().string() + ":rw",
+                                Guest("signals"), "restart", "/reading"},
+                               guest_dir.path() / "reading");
   ASSERT_TRUE(guest.exited) << guest.Describe();
   EXPECT_EQ(guest.exit_code, 0) << guest.Describe();
   EXPECT_EQ(guest.out, native.out) << guest.Describe();

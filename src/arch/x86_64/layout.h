@@ -19,20 +19,26 @@ inline constexpr uint64_t kIdtAddr = 0x2000;             // supervisor, IDT (256
 inline constexpr uint64_t kTssAddr = 0x3000;             // supervisor, 64-bit TSS
 inline constexpr uint64_t kExceptionStubsAddr = 0x4000;  // supervisor, one stub per vector
 inline constexpr uint64_t kExceptionStubSize = 16;
-inline constexpr uint64_t kSyscallGateAddr = 0x5000;     // user+exec: LSTAR target
-inline constexpr uint64_t kKernelStackBottom = 0x6000;   // supervisor, 2 pages
-inline constexpr uint64_t kKernelStackTop = 0x8000;      // TSS.RSP0
-inline constexpr uint64_t kFaultStackTop = 0x9000;       // TSS.IST1 (double fault), 1 page
-inline constexpr uint64_t kVvarAddr = 0xA000;            // user read-only: clock data page
-inline constexpr uint64_t kVdsoAddr = 0xB000;            // user+exec: vDSO image (up to 4 pages)
+inline constexpr uint64_t kSyscallGateAddr = 0x5000;    // user+exec: LSTAR target
+inline constexpr uint64_t kKernelStackBottom = 0x6000;  // supervisor, 2 pages
+inline constexpr uint64_t kKernelStackTop = 0x8000;     // TSS.RSP0
+inline constexpr uint64_t kFaultStackTop = 0x9000;      // TSS.IST1 (double fault), 1 page
+inline constexpr uint64_t kVvarAddr = 0xA000;           // user read-only: clock data page
+inline constexpr uint64_t kVdsoAddr = 0xB000;           // user+exec: vDSO image (up to 4 pages)
 inline constexpr uint64_t kVdsoMaxSize = 4 * kPageSize;
-inline constexpr uint64_t kDoorbellAddr = 0xF000;        // user: MMIO doorbell (no RAM behind)
-inline constexpr uint64_t kPageTablesAddr = 0x20000;     // page tables (not mapped)
+inline constexpr uint64_t kDoorbellAddr = 0xF000;     // user: MMIO doorbell (no RAM behind)
+inline constexpr uint64_t kPageTablesAddr = 0x20000;  // page tables (not mapped)
 inline constexpr uint64_t kPageTablesEnd = 0x200000;
 
 // Guest physical address the doorbell page points at: outside every memory slot, so a write
 // there is an MMIO exit. Chosen above the largest supported RAM size.
 inline constexpr uint64_t kDoorbellGpa = 1ULL << 38;  // 256 GiB
+
+// Whether `rip` is in the code flurry puts in the system area for KVM (exception stubs,
+// syscall gate): a vCPU stopped there is between the guest's instructions and the VMM.
+inline constexpr bool InSystemCode(uint64_t rip) {
+  return rip >= kExceptionStubsAddr && rip < kKernelStackBottom;
+}
 
 // User memory starts at 2 MiB.
 inline constexpr uint64_t kUserBase = 2ULL << 20;
