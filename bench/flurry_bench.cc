@@ -149,6 +149,24 @@ void BM_SyscallAndClock(benchmark::State& state) {
 }
 BENCHMARK(BM_SyscallAndClock)->Iterations(5)->Unit(benchmark::kMillisecond);
 
+// Signal delivery round trips (bench/guest/bench_signal.c): raise() to a handler and back, and
+// a fault (ud2) whose handler steps over it. Guest and native, in microseconds.
+void BM_SignalDelivery(benchmark::State& state) {
+  double raise_ns = 0, fault_ns = 0;
+  for (auto _ : state) {
+    RunResult r = Run(InFlurry({Guest("bench_signal"), "20000"}));
+    if (!Check(state, r)) return;
+    raise_ns += r.values["raise_ns"];
+    fault_ns += r.values["fault_ns"];
+  }
+  RunResult native = Run({Guest("bench_signal"), "20000"});
+  state.counters["raise_us"] = raise_ns / state.iterations() / 1000;
+  state.counters["fault_us"] = fault_ns / state.iterations() / 1000;
+  state.counters["native_raise_us"] = native.values["raise_ns"] / 1000;
+  state.counters["native_fault_us"] = native.values["fault_ns"] / 1000;
+}
+BENCHMARK(BM_SignalDelivery)->Iterations(5)->Unit(benchmark::kMillisecond);
+
 // The same workload natively and in flurry; ratio = native time / guest time (1.0 = native).
 void CompareWithNative(benchmark::State& state, std::vector<std::string> program, const char* key,
                        const char* mem) {

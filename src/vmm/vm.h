@@ -187,6 +187,13 @@ class Vm : public ForkHost {
   bool signal_interrupted_ = false;
   // The host deadline alarm_ was last given; -1: give it again.
   int64_t alarm_set_for_ = 0;
+  // The FPU image's size and XCR0 as the last handler's entry captured them (constant for a
+  // backend on a host): rt_sigreturn needs no capture of its own.
+  struct FpuShape {
+    size_t xsave_size = 0;
+    uint64_t xcr0 = 0;
+  };
+  std::optional<FpuShape> fpu_shape_;
   // When to look again for a signal that could not be delivered at an interrupted stop (host
   // CLOCK_MONOTONIC ns; 0: none).
   int64_t retry_signals_at_ = 0;

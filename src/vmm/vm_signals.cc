@@ -86,6 +86,7 @@ bool Vm::RestartsAfter(uint64_t nr, int signal) const {
 Result<std::optional<GuestExit>> Vm::EnterHandler(const GuestSiginfo& info,
                                                   const FaultContext& fault) {
   x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
+  fpu_shape_ = FpuShape{cpu.xsave.size(), cpu.xcr0};
   if (auto pushed = PushSignalFrame(backend_->memory(), state_.signals, info, fault, cpu);
       !pushed) {
     // Linux forces SIGSEGV when it cannot set up a handler's frame (a stack overflow, say).
@@ -150,7 +151,18 @@ Result<std::optional<GuestExit>> Vm::HandleFault(const GuestStop& stop) {
 }
 
 Result<std::optional<GuestExit>> Vm::SigReturn() {
-  x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
+  // The frame replaces the FPU state whole: what the backend holds now is not needed, only the
+  // image's size and XCR0, known from the handler's entry. (Under seccomp, capturing the FPU
+  // is a round trip to the stub.)
+  x86::UserCpuState cpu;
+  if (fpu_shape_) {
+    ApplySegmentBases();
+    cpu.regs = backend_->regs();
+    cpu.xcr0 = fpu_shape_->xcr0;
+    cpu.xsave.resize(fpu_shape_->xsave_size);
+  } else {
+    cpu = FLURRY_TRY(CaptureCpu());
+  }
   if (auto popped = PopSignalFrame(backend_->memory(), state_.signals, cpu); !popped) {
     return KilledBy(SIGSEGV, fmt::format("guest killed by SIGSEGV: rt_sigreturn at rip {:#x}: {}",
                                          cpu.regs.rip, popped.error().message()));
