@@ -192,6 +192,16 @@ Result<void> PopSignalFrame(GuestMemory& memory, SignalState& signals, x86::User
   return {};
 }
 
+GuestSiginfo SiginfoOf(int signal, const PendingSignalInfo& info) {
+  GuestSiginfo out;
+  out.signo = signal;
+  out.code = info.code;
+  // Faults (positive codes of the synchronous signals) carry an address; the others a sender.
+  const bool fault = info.code > 0 && (kSynchronous & SignalState::Bit(signal)) != 0;
+  out.word0 = fault ? info.addr : static_cast<uint32_t>(info.pid) | (uint64_t{info.uid} << 32);
+  return out;
+}
+
 void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info) {
   const uint64_t handler = signals.actions[signal].handler;
   const bool ignored = signal != SIGKILL && signal != SIGSTOP &&

@@ -79,6 +79,9 @@ Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const Gu
 // set) and `signals` (mask, alternate stack). A damaged frame fails; `cpu` is then unchanged.
 Result<void> PopSignalFrame(GuestMemory& memory, SignalState& signals, x86::UserCpuState& cpu);
 
+// The siginfo a handler (or rt_sigtimedwait) is given for `signal` raised as `info` says.
+GuestSiginfo SiginfoOf(int signal, const PendingSignalInfo& info);
+
 // Makes `signal` pending with `info` unless its disposition ignores it (SIG_IGN, or SIG_DFL
 // whose default is to ignore); a standard signal already pending stays as it was.
 void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info);

@@ -130,24 +130,30 @@ SyscallResult SysRtSigpending(SyscallContext& c, const SyscallArgs& a) {
   return SyscallResult::Return(0);
 }
 
-// Waits until a signal outside `mask` is pending. The host sleep ends at the interval timer's
-// deadline, on the VMM's kick (EINTR) or after 100 ms (so a kick just before it is not lost for
-// long); KeepWaiting then serves what woke it, which raises due timers. False: the VM is
-// stopping, or this process became a clone.
-bool WaitForSignal(SyscallContext& c, uint64_t mask) {
+int64_t GuestNowNs(const SyscallContext& c) {
+  return GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), c.state.monotonic_offset_ns);
+}
+
+// Waits until a signal outside `mask` is pending, or until `deadline_ns` (the guest's
+// CLOCK_MONOTONIC; 0: none). The host sleep ends at the nearest deadline (the interval
+// timer's included), on the VMM's kick (EINTR) or after 100 ms (so a kick just before it is
+// not lost for long); KeepWaiting then serves what woke it, which raises due timers.
+enum class WaitEnd { kSignal, kTimedOut, kGaveUp };  // kGaveUp: stopping, or now a clone
+WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0) {
   constexpr int64_t kSliceNs = 100'000'000;
   for (;;) {
-    if ((c.state.signals.pending & ~mask) != 0) return true;
+    if ((c.state.signals.pending & ~mask) != 0) return WaitEnd::kSignal;
+    const int64_t now = GuestNowNs(c);
+    if (deadline_ns != 0 && now >= deadline_ns) return WaitEnd::kTimedOut;
     int64_t wait_ns = kSliceNs;
-    const IntervalTimer& timer = c.state.signals.real_timer;
-    if (timer.armed()) {
-      const int64_t now =
-          GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), c.state.monotonic_offset_ns);
-      wait_ns = std::clamp<int64_t>(timer.deadline_ns - now, 0, kSliceNs);
+    for (int64_t until : {deadline_ns, c.state.signals.real_timer.deadline_ns}) {
+      if (until != 0) wait_ns = std::clamp<int64_t>(until - now, 0, wait_ns);
     }
     const timespec slice = NsTimespec(wait_ns);
     nanosleep(&slice, nullptr);
-    if (!c.KeepWaiting()) return (c.state.signals.pending & ~mask) != 0;
+    if (!c.KeepWaiting()) {
+      return (c.state.signals.pending & ~mask) != 0 ? WaitEnd::kSignal : WaitEnd::kGaveUp;
+    }
   }
 }
 
@@ -163,13 +169,45 @@ SyscallResult SysRtSigsuspend(SyscallContext& c, const SyscallArgs& a) {
   auto set = c.memory.ReadObject<uint64_t>(a.arg[0]);
   if (!set) return ErrnoFrom(set.error());
   const uint64_t mask = *set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
-  if (WaitForSignal(c, mask)) {
+  if (WaitForSignal(c, mask) == WaitEnd::kSignal) {
     SignalState& signals = c.state.signals;
     signals.saved_mask = signals.blocked;
     signals.mask_saved = true;
     signals.blocked = mask;
   }
   return SyscallResult::Errno(EINTR);
+}
+
+// rt_sigtimedwait: takes a pending signal of `set` (normally blocked) without running its
+// handler, waiting up to the timeout for one. A signal outside the set that is not blocked
+// ends the wait with EINTR (it is delivered).
+SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
+  if (a.arg[3] != kSigsetSize) return SyscallResult::Errno(EINVAL);
+  auto read_set = c.memory.ReadObject<uint64_t>(a.arg[0]);
+  if (!read_set) return ErrnoFrom(read_set.error());
+  const uint64_t set = *read_set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
+  int64_t deadline_ns = 0;
+  if (a.arg[2] != 0) {
+    auto timeout = c.memory.ReadObject<timespec>(a.arg[2]);
+    if (!timeout) return ErrnoFrom(timeout.error());
+    if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000) {
+      return SyscallResult::Errno(EINVAL);
+    }
+    deadline_ns = GuestNowNs(c) + std::max<int64_t>(TimespecNs(*timeout), 1);
+  }
+  SignalState& signals = c.state.signals;
+  const uint64_t mask = signals.blocked & ~set;  // what does not end the wait
+  const WaitEnd end = WaitForSignal(c, mask, deadline_ns);
+  const uint64_t taken = signals.pending & set;
+  if (end == WaitEnd::kTimedOut && taken == 0) return SyscallResult::Errno(EAGAIN);
+  if (taken == 0) return SyscallResult::Errno(EINTR);  // a handler runs, or the VM stops
+  const int signal = __builtin_ctzll(taken) + 1;
+  if (a.arg[1] != 0) {
+    const GuestSiginfo info = SiginfoOf(signal, signals.pending_info[signal]);
+    if (auto r = c.memory.WriteObject(a.arg[1], info); !r) return ErrnoFrom(r.error());
+  }
+  signals.pending &= ~Bit(signal);
+  return SyscallResult::Return(signal);
 }
 
 }  // namespace
@@ -184,6 +222,7 @@ void RegisterSignalSyscalls(SyscallTable& table) {
   table.Register(SYS_rt_sigpending, SysRtSigpending);
   table.Register(SYS_pause, SysPause);
   table.Register(SYS_rt_sigsuspend, SysRtSigsuspend);
+  table.Register(SYS_rt_sigtimedwait, SysRtSigtimedwait);
 }
 
 }  // namespace flurry

@@ -17,6 +17,7 @@ Result<GuestExit> Vm::Run() {
   run_thread_.store(pthread_self());
   run_thread_known_.store(true);
   Result<GuestExit> exit = RunLoop();
+  alarm_.Stop();  // nothing left to kick
   {
     // Anyone still waiting on a control request gets an answer.
     std::lock_guard lock(control_mutex_);

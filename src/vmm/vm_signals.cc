@@ -122,11 +122,7 @@ Result<Vm::SignalDelivery> Vm::DeliverSignals() {
           false};
     }
     if (!IsHandler(handler)) continue;  // ignored
-    GuestSiginfo info;
-    info.signo = signal;
-    info.code = sender.code;
-    info.word0 = static_cast<uint32_t>(sender.pid) | (uint64_t{sender.uid} << 32);
-    auto exit = FLURRY_TRY(EnterHandler(info, FaultContext{}));
+    auto exit = FLURRY_TRY(EnterHandler(SiginfoOf(signal, sender), FaultContext{}));
     return SignalDelivery{std::move(exit), !exit.has_value()};
   }
 }

@@ -15,6 +15,7 @@
 //   eintr     nanosleep and pause interrupted by SIGALRM return EINTR
 //   suspend   sigsuspend with SIGALRM blocked outside it: the handler runs inside, mask restored
 //   timeout   alarm() with no handler ends a busy loop: exit status 142
+//   sigwait   sigwaitinfo/sigtimedwait take blocked signals (raised, timer) and time out
 //   restart   read() of stdin under a 50 ms timer: EINTR without SA_RESTART, the data with it.
 //             argv[2]: a file it creates when it starts reading (the feeder waits for it)
 #define _GNU_SOURCE
@@ -235,6 +236,22 @@ int main(int argc, char** argv) {
     sigprocmask(SIG_BLOCK, NULL, &now);
     printf("sigsuspend = %d (%s), handler ran %d, SIGALRM blocked again %d\n", r,
            strerror(errno), g_alarms, sigismember(&now, SIGALRM));
+  } else if (strcmp(what, "sigwait") == 0) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGALRM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    raise(SIGUSR1);
+    siginfo_t info;
+    int sig = sigwaitinfo(&set, &info);
+    printf("sigwaitinfo = %d, code %d, from self %d\n", sig, info.si_code, info.si_pid == getpid());
+    SetTimer(50, 0);
+    struct timespec five = {5, 0}, short_wait = {0, 10000000};
+    sig = sigtimedwait(&set, &info, &five);
+    printf("sigtimedwait = %d, code %d\n", sig, info.si_code);
+    sig = sigtimedwait(&set, &info, &short_wait);
+    printf("sigtimedwait = %d (%s)\n", sig, strerror(errno));
   } else if (strcmp(what, "restart") == 0) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
