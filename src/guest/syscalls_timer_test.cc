@@ -4,6 +4,7 @@
 
 #include <csignal>
 
+#include "guest/signal_frame.h"
 #include "guest/syscalls_test_support.h"
 
 namespace flurry {
@@ -73,6 +74,29 @@ TEST(SysSignalWaits, PauseAndSigsuspendEndWithAPendingSignal) {
   EXPECT_TRUE(s.mask_saved);
   EXPECT_EQ(s.saved_mask, SignalState::Bit(SIGUSR1) | SignalState::Bit(SIGINT));
   EXPECT_EQ(h.Call(SYS_rt_sigsuspend, kNew, 4), -EINVAL);
+}
+
+TEST(SysSignalWaits, SigtimedwaitTakesAPendingSignalOfItsSet) {
+  SyscallHarness h;
+  SignalState& s = h.state.signals;
+  s.blocked = SignalState::Bit(SIGUSR1) | SignalState::Bit(SIGUSR2);
+  s.pending = SignalState::Bit(SIGUSR2);
+  s.pending_info[SIGUSR2] = PendingSignalInfo{.code = -6, .pid = 42};
+  constexpr uint64_t kInfo = SyscallHarness::kScratch + 128;
+  constexpr uint64_t kTimeout = SyscallHarness::kScratch + 512;
+  ASSERT_TRUE(h.memory.WriteObject(kNew, s.blocked).has_value());
+  ASSERT_TRUE(h.memory.WriteObject(kTimeout, timespec{0, 0}).has_value());
+  EXPECT_EQ(h.Call(SYS_rt_sigtimedwait, kNew, kInfo, kTimeout, 8), SIGUSR2);
+  EXPECT_EQ(s.pending, 0u);
+  const auto info = h.memory.ReadObject<GuestSiginfo>(kInfo).value();
+  EXPECT_EQ(info.signo, SIGUSR2);
+  EXPECT_EQ(info.code, -6);
+  EXPECT_EQ(info.word0, 42u);
+  // Nothing pending, a zero timeout: EAGAIN at once. A bad timeout: EINVAL.
+  EXPECT_EQ(h.Call(SYS_rt_sigtimedwait, kNew, kInfo, kTimeout, 8), -EAGAIN);
+  ASSERT_TRUE(h.memory.WriteObject(kTimeout, timespec{0, 1'000'000'000}).has_value());
+  EXPECT_EQ(h.Call(SYS_rt_sigtimedwait, kNew, kInfo, kTimeout, 8), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_rt_sigtimedwait, kNew, kInfo, 0, 4), -EINVAL);
 }
 
 }  // namespace
