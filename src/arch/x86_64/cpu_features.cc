@@ -5,11 +5,16 @@
 namespace flurry::x86 {
 
 uint64_t HostXcr0() {
-  uint32_t a, b, c, d;
-  if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_OSXSAVE) == 0) return 0;
-  uint32_t eax, edx;
-  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
-  return (uint64_t{edx} << 32) | eax;
+  // Read once: the kernel fixes XCR0 at boot, and CPUID is a VM exit when this host is itself a
+  // guest (tens of microseconds on PVM) — too slow for every signal delivery.
+  static const uint64_t xcr0 = [] {
+    uint32_t a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_OSXSAVE) == 0) return uint64_t{0};
+    uint32_t eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return (uint64_t{edx} << 32) | eax;
+  }();
+  return xcr0;
 }
 
 uint64_t HostXsaveSize() {

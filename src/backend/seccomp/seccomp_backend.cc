@@ -107,8 +107,11 @@ Result<void> SeccompBackend::LoadCpu(const x86::UserCpuState& state) {
     s.xsave_size = static_cast<uint32_t>(state.xsave.size());
     pending_ |= FLURRY_STUB_LOAD_FPU;
   }
+  const bool fs_changed = !bases_loaded_ || state.regs.fs_base != regs_.fs_base;
+  const bool gs_changed = !bases_loaded_ || state.regs.gs_base != regs_.gs_base;
   regs_ = state.regs;
-  pending_ |= FLURRY_STUB_LOAD_REGS | FLURRY_STUB_LOAD_FS | FLURRY_STUB_LOAD_GS;
+  pending_ |= FLURRY_STUB_LOAD_REGS | (fs_changed ? FLURRY_STUB_LOAD_FS : 0) |
+              (gs_changed ? FLURRY_STUB_LOAD_GS : 0);
   return {};
 }
 
@@ -124,6 +127,7 @@ Result<GuestStop> SeccompBackend::Run() {
       ToStub(regs_, s.regs);
     }
     s.resume_flags = pending_;
+    if ((pending_ & FLURRY_STUB_LOAD_FS) && (pending_ & FLURRY_STUB_LOAD_GS)) bases_loaded_ = true;
     pending_ = 0;
     stopped_ = false;
     stub_.Post(FLURRY_STUB_CMD_RESUME);

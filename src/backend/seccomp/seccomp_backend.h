@@ -51,6 +51,9 @@ class SeccompBackend final : public Backend {
   x86::UserRegs regs_;
   uint32_t pending_ = 0;  // FLURRY_STUB_LOAD_* for the next RESUME
   bool stopped_ = true;   // the stub waits for a command
+  // regs_.fs_base/gs_base are the stub's own (set by a RESUME that loaded them): LoadCpu then
+  // loads only bases that change (each is an MSR write, slow when the host is a guest).
+  bool bases_loaded_ = false;
 };
 
 }  // namespace flurry
