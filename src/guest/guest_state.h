@@ -76,6 +76,10 @@ struct SignalState {
   // (the handler's frame records it). Set and used within one syscall stop: never captured.
   bool mask_saved = false;
   uint64_t saved_mask = 0;
+  // rt_sigsuspend waiting: `suspend_mask` stands for `blocked` in what may interrupt it. Set
+  // only within that syscall (a clone made meanwhile makes the syscall again).
+  bool suspended = false;
+  uint64_t suspend_mask = 0;
 
   static constexpr uint64_t Bit(int signal) { return 1ULL << (signal - 1); }
 };

@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
+
+#include "arch/x86_64/cpu_features.h"
 
 namespace flurry {
 namespace {
@@ -14,6 +17,7 @@ constexpr uint32_t kFpXstateMagic2 = 0x46505845;  // "FPXE", just past the image
 constexpr uint64_t kSwBytesOffset = 464;          // ..511: software-reserved (struct _fpx_sw_bytes)
 constexpr uint64_t kXsaveHeaderOffset = 512;      // XSTATE_BV, XCOMP_BV, reserved: ..575
 constexpr uint64_t kMxcsrOffset = 24;
+constexpr uint8_t kXfeaturesFpSse = 0x3;
 constexpr uint64_t kUcFpXstate = 0x1;
 constexpr uint64_t kUcSigcontextSs = 0x2;
 constexpr uint64_t kUcStrictRestoreSs = 0x4;
@@ -42,7 +46,15 @@ std::vector<uint8_t> InitialXsave(size_t size) {
   const uint32_t mxcsr = 0x1f80;
   std::memcpy(image.data(), &fcw, sizeof fcw);
   std::memcpy(image.data() + kMxcsrOffset, &mxcsr, sizeof mxcsr);
+  // x87 and SSE marked present (with their initial values): every kernel then loads MXCSR.
+  if (size >= kXsaveHeaderOffset + 8) image[kXsaveHeaderOffset] = kXfeaturesFpSse;
   return image;
+}
+
+// How much of an image goes in a frame: the host's XSAVE size for its XCR0 (what Linux puts
+// there). The KVM backend's images are KVM's whole 4 KiB buffer, mostly unused.
+size_t FrameXsaveSize(const x86::UserCpuState& cpu) {
+  return std::min<size_t>(cpu.xsave.size(), std::max<uint64_t>(x86::HostXsaveSize(), 512));
 }
 
 void ToSigcontext(const x86::UserRegs& r, GuestSigcontext& c) {
@@ -86,6 +98,35 @@ Result<std::vector<uint8_t>> ReadXsave(GuestMemory& memory, uint64_t at, size_t 
   return image;
 }
 
+// The FPU state a handler returns with (rt_sigreturn), as an image of cpu.xsave's size. An
+// XSAVE frame (UC_FP_XSTATE, both magics) gives its components; otherwise only the legacy
+// FXSAVE area counts (as Linux's fallback), the rest in its initial state.
+Result<std::vector<uint8_t>> ReadFrameXsave(GuestMemory& memory, const GuestUcontext& uc,
+                                            const x86::UserCpuState& cpu) {
+  const size_t full = cpu.xsave.size();
+  const uint64_t at = uc.mcontext.fpstate;
+  if (at == 0) return InitialXsave(full);
+  const size_t frame_size = FrameXsaveSize(cpu);
+  bool whole = (uc.flags & kUcFpXstate) != 0 && frame_size >= x86::UserCpuState::kMinXsaveBytes;
+  if (whole) {
+    uint32_t sw[2] = {};
+    FLURRY_TRY(memory.Read(at + kSwBytesOffset, sw, sizeof sw));
+    uint32_t magic2 = 0;
+    FLURRY_TRY(memory.Read(at + frame_size, &magic2, sizeof magic2));
+    whole = sw[0] == kFpXstateMagic1 && sw[1] == frame_size + 4 && magic2 == kFpXstateMagic2;
+  }
+  std::vector<uint8_t> image =
+      FLURRY_TRY(ReadXsave(memory, at, whole ? frame_size : std::min<size_t>(512, full), cpu.xcr0));
+  if (!whole) {
+    std::vector<uint8_t> initial = InitialXsave(full);
+    std::copy(image.begin(), image.end(), initial.begin());
+    if (full >= kXsaveHeaderOffset + 8) initial[kXsaveHeaderOffset] = kXfeaturesFpSse;
+    return initial;
+  }
+  image.resize(full, 0);  // components past the host's size: none in use
+  return image;
+}
+
 }  // namespace
 
 Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const GuestSiginfo& info,
@@ -98,37 +139,45 @@ Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const Gu
   }
   x86::UserRegs& regs = cpu.regs;
   uint64_t sp = regs.rsp - kRedZone;
-  if ((action.flags & SA_ONSTACK) && AltstackEnabled(signals.altstack) &&
-      !OnAltstack(signals.altstack, regs.rsp)) {
+  const bool nested_altstack = OnAltstack(signals.altstack, regs.rsp);
+  bool entering_altstack = false;
+  if ((action.flags & SA_ONSTACK) && AltstackEnabled(signals.altstack) && !nested_altstack) {
     sp = signals.altstack.sp + signals.altstack.size;
+    entering_altstack = true;
   }
   // The XSAVE image, 64-byte aligned, with Linux's software bytes and end marker.
   uint64_t fpstate = 0;
-  const bool xsave = cpu.xsave.size() >= x86::UserCpuState::kMinXsaveBytes;
-  if (!cpu.xsave.empty()) {
-    std::vector<uint8_t> image = cpu.xsave;
-    if (xsave) {
-      const uint32_t sw[4] = {kFpXstateMagic1, static_cast<uint32_t>(image.size() + 4), 0, 0};
-      std::memcpy(image.data() + kSwBytesOffset, sw, 8);
-      std::memcpy(image.data() + kSwBytesOffset + 8, &cpu.xcr0, 8);  // xfeatures
-      const uint32_t xstate_size = static_cast<uint32_t>(image.size());
-      std::memcpy(image.data() + kSwBytesOffset + 16, &xstate_size, 4);
-    }
-    sp = (sp - image.size() - 4) & ~uint64_t{63};
+  const size_t image_size = FrameXsaveSize(cpu);
+  const bool xsave = image_size >= x86::UserCpuState::kMinXsaveBytes;
+  if (image_size != 0) {
+    sp = (sp - image_size - 4) & ~uint64_t{63};
     fpstate = sp;
+  }
+  sp = ((sp - sizeof(GuestRtSigframe)) & ~uint64_t{15}) - 8;  // as after a call: (RSP+8) % 16 == 0
+  // A frame that does not fit on the alternate stack is not written past it (Linux forces
+  // SIGSEGV then).
+  if ((nested_altstack || entering_altstack) && !OnAltstack(signals.altstack, sp)) {
+    return std::unexpected(Error(EFAULT, "the signal frame does not fit on the alternate stack"));
+  }
+  if (fpstate != 0) {
+    std::vector<uint8_t> image(cpu.xsave.begin(), cpu.xsave.begin() + image_size);
+    if (xsave) {
+      const uint32_t sw[2] = {kFpXstateMagic1, static_cast<uint32_t>(image_size + 4)};
+      std::memcpy(image.data() + kSwBytesOffset, sw, sizeof sw);
+      std::memcpy(image.data() + kSwBytesOffset + 8, &cpu.xcr0, 8);  // xfeatures
+      const uint32_t xstate_size = static_cast<uint32_t>(image_size);
+      std::memcpy(image.data() + kSwBytesOffset + 16, &xstate_size, 4);
+      image[kXsaveHeaderOffset] |= kXfeaturesFpSse;  // as Linux: the legacy area is always valid
+    }
     FLURRY_TRY_CTX(memory.Write(fpstate, image.data(), image.size()),
                    "writing the signal frame's FPU state");
     FLURRY_TRY(memory.WriteObject(fpstate + image.size(), kFpXstateMagic2));
   }
-  sp = ((sp - sizeof(GuestRtSigframe)) & ~uint64_t{15}) - 8;  // as after a call: (RSP+8) % 16 == 0
 
   GuestRtSigframe frame{};
   frame.pretcode = action.restorer;
   frame.uc.flags = kUcSigcontextSs | kUcStrictRestoreSs | (xsave ? kUcFpXstate : 0);
-  frame.uc.stack = signals.altstack;
-  frame.uc.stack.flags = !AltstackEnabled(signals.altstack)       ? SS_DISABLE
-                         : OnAltstack(signals.altstack, regs.rsp) ? SS_ONSTACK
-                                                                  : 0;
+  frame.uc.stack = signals.altstack;  // as stored: sp, size, 0 or SS_DISABLE, SS_AUTODISARM
   ToSigcontext(regs, frame.uc.mcontext);
   frame.uc.mcontext.err = fault.error_code;
   frame.uc.mcontext.trapno = fault.trapno;
@@ -150,6 +199,9 @@ Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const Gu
   regs.rflags &= ~kHandlerClearedFlags;
   if (!cpu.xsave.empty()) cpu.xsave = InitialXsave(cpu.xsave.size());
 
+  if (entering_altstack && (signals.altstack.flags & kSsAutodisarm)) {
+    signals.altstack = GuestStack{};  // until rt_sigreturn puts the saved one back
+  }
   signals.mask_saved = false;
   signals.blocked |= action.mask;
   if ((action.flags & SA_NODEFER) == 0) signals.blocked |= SignalState::Bit(signal);
@@ -168,28 +220,37 @@ Result<void> PopSignalFrame(GuestMemory& memory, SignalState& signals, x86::User
                      fmt::format("reading the signal frame at {:#x}", at));
   std::vector<uint8_t> xsave;
   if (!cpu.xsave.empty()) {
-    if (uc.mcontext.fpstate == 0) {
-      xsave = InitialXsave(cpu.xsave.size());
-    } else {
-      xsave = FLURRY_TRY_CTX(ReadXsave(memory, uc.mcontext.fpstate, cpu.xsave.size(), cpu.xcr0),
-                             "reading the signal frame's FPU state");
-    }
+    xsave = FLURRY_TRY_CTX(ReadFrameXsave(memory, uc, cpu), "reading the signal frame's FPU state");
   }
   FromSigcontext(uc.mcontext, cpu.regs);
   cpu.xsave = std::move(xsave);
   signals.blocked = uc.sigmask & ~kNeverBlocked;
-  // The alternate stack as the frame recorded it (sigaltstack's rules; a bad one is ignored,
-  // as Linux's restore_altstack does). Not while running on it.
-  const GuestStack& stack = uc.stack;
-  if (!OnAltstack(signals.altstack, cpu.regs.rsp) &&
-      (stack.flags & ~(SS_DISABLE | SS_ONSTACK)) == 0) {
-    if (stack.flags & SS_DISABLE) {
-      signals.altstack = GuestStack{};
-    } else if (stack.size >= static_cast<uint64_t>(MINSIGSTKSZ)) {
-      signals.altstack = GuestStack{.sp = stack.sp, .flags = 0, .pad = 0, .size = stack.size};
-    }
-  }
+  // The alternate stack as the frame recorded it, by sigaltstack's rules (an invalid one is
+  // ignored, as Linux's restore_altstack does).
+  (void)SetAltstack(signals, uc.stack, cpu.regs.rsp);
   return {};
+}
+
+GuestStack AltstackAsSeen(const SignalState& signals, uint64_t sp) {
+  const GuestStack& stack = signals.altstack;
+  if (!AltstackEnabled(stack)) return GuestStack{};  // {0, SS_DISABLE, 0}
+  GuestStack seen = stack;
+  seen.flags = (OnAltstack(stack, sp) ? SS_ONSTACK : 0) | (stack.flags & kSsAutodisarm);
+  return seen;
+}
+
+int SetAltstack(SignalState& signals, const GuestStack& stack, uint64_t sp) {
+  if (OnAltstack(signals.altstack, sp)) return EPERM;
+  const int32_t mode = stack.flags & ~kSsAutodisarm;
+  if (mode != 0 && mode != SS_ONSTACK && mode != SS_DISABLE) return EINVAL;
+  if (mode == SS_DISABLE) {
+    signals.altstack = GuestStack{};
+    return 0;
+  }
+  if (stack.size < kMinSigstksz) return ENOMEM;
+  signals.altstack = GuestStack{
+      .sp = stack.sp, .flags = stack.flags & kSsAutodisarm, .pad = 0, .size = stack.size};
+  return 0;
 }
 
 GuestSiginfo SiginfoOf(int signal, const PendingSignalInfo& info) {
@@ -203,11 +264,14 @@ GuestSiginfo SiginfoOf(int signal, const PendingSignalInfo& info) {
 }
 
 void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info) {
+  // Ignored signals are dropped at once, unless blocked: those pend (sigwait may take them).
   const uint64_t handler = signals.actions[signal].handler;
-  const bool ignored = signal != SIGKILL && signal != SIGSTOP &&
-                       (handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
-                        (handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
-                         DefaultActionOf(signal) == DefaultAction::kIgnore));
+  const DefaultAction fallback = DefaultActionOf(signal);
+  const bool ignored =
+      signal != SIGKILL && signal != SIGSTOP && (signals.blocked & SignalState::Bit(signal)) == 0 &&
+      (handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
+       (handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
+        (fallback == DefaultAction::kIgnore || fallback == DefaultAction::kContinue)));
   if (ignored || (signals.pending & SignalState::Bit(signal)) != 0) return;
   signals.pending |= SignalState::Bit(signal);
   signals.pending_info[signal] = info;
@@ -218,7 +282,8 @@ bool OnAltstack(const GuestStack& s, uint64_t sp) {
 }
 
 int NextDeliverableSignal(const SignalState& signals) {
-  const uint64_t ready = signals.pending & ~signals.blocked;
+  const uint64_t blocked = signals.suspended ? signals.suspend_mask : signals.blocked;
+  const uint64_t ready = signals.pending & ~blocked;
   if (ready == 0) return 0;
   const uint64_t first = (ready & kSynchronous) != 0 ? ready & kSynchronous : ready;
   return __builtin_ctzll(first) + 1;

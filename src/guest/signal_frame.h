@@ -93,6 +93,17 @@ int NextDeliverableSignal(const SignalState& signals);
 // Whether `sp` is on the alternate stack `stack` (an enabled one).
 bool OnAltstack(const GuestStack& stack, uint64_t sp);
 
+// sigaltstack's flag bits beside the mode (SS_AUTODISARM), and the smallest stack it takes
+// (the kernel's MINSIGSTKSZ; glibc's macro is a sysconf under _GNU_SOURCE).
+inline constexpr int32_t kSsAutodisarm = 1 << 31;
+inline constexpr uint64_t kMinSigstksz = 2048;
+
+// The alternate stack as sigaltstack(2) reports it with the guest at `sp`.
+GuestStack AltstackAsSeen(const SignalState& signals, uint64_t sp);
+// Sets the alternate stack as sigaltstack(2) does (also rt_sigreturn's restore): 0, or the
+// errno (EPERM while running on it, EINVAL, ENOMEM).
+int SetAltstack(SignalState& signals, const GuestStack& stack, uint64_t sp);
+
 // What SIG_DFL does with `signal`.
 enum class DefaultAction { kTerminate, kIgnore, kStop, kContinue };
 DefaultAction DefaultActionOf(int signal);

@@ -30,7 +30,7 @@ struct SignalFrameTest : ::testing::Test {
     cpu.xcr0 = 3;
     cpu.xsave.assign(576, 0);
     for (int i = 160; i < 288; ++i) cpu.xsave[i] = static_cast<uint8_t>(i);  // XMM registers
-    const uint64_t xstate_bv = 2;
+    const uint64_t xstate_bv = 3;  // x87 and SSE: what Linux's frames always mark
     std::memcpy(cpu.xsave.data() + 512, &xstate_bv, 8);
     signals.actions[SIGUSR1] = {.handler = kHandler,
                                 .flags = SA_SIGINFO | kSaRestorer,
@@ -147,7 +147,61 @@ TEST_F(SignalFrameTest, OnstackHandlersRunOnTheAlternateStack) {
   ASSERT_TRUE(PushSignalFrame(h.memory, signals, Info(SIGUSR2), {}, cpu).has_value());
   EXPECT_LT(cpu.regs.rsp, first);
   const auto uc = h.memory.ReadObject<GuestUcontext>(cpu.regs.rdx).value();
-  EXPECT_EQ(uc.stack.flags, SS_ONSTACK);
+  EXPECT_EQ(uc.stack.sp, alt) << "the stack as stored (Linux's __save_altstack)";
+  EXPECT_EQ(uc.stack.flags, 0);
+}
+
+TEST_F(SignalFrameTest, AFrameThatOverflowsTheAlternateStackFails) {
+  const uint64_t alt = 20ULL << 20;
+  signals.altstack = GuestStack{.sp = alt, .flags = 0, .pad = 0, .size = 1024};  // < one frame
+  signals.actions[SIGUSR1].flags |= SA_ONSTACK;
+  const x86::UserCpuState before = cpu;
+  EXPECT_FALSE(PushSignalFrame(h.memory, signals, Info(SIGUSR1), {}, cpu).has_value());
+  EXPECT_EQ(cpu.regs, before.regs);
+}
+
+TEST_F(SignalFrameTest, AutodisarmFreesTheStackForTheHandlerAndSigreturnRestoresIt) {
+  const uint64_t alt = 20ULL << 20;
+  const GuestStack stack{.sp = alt, .flags = kSsAutodisarm, .pad = 0, .size = 64 * 1024};
+  signals.altstack = stack;
+  signals.actions[SIGUSR1].flags |= SA_ONSTACK;
+  ASSERT_TRUE(PushSignalFrame(h.memory, signals, Info(SIGUSR1), {}, cpu).has_value());
+  EXPECT_EQ(signals.altstack.flags, SS_DISABLE);
+  cpu.regs.rsp += 8;
+  ASSERT_TRUE(PopSignalFrame(h.memory, signals, cpu).has_value());
+  EXPECT_EQ(signals.altstack.sp, stack.sp);
+  EXPECT_EQ(signals.altstack.size, stack.size);
+  EXPECT_EQ(signals.altstack.flags, kSsAutodisarm);
+}
+
+TEST_F(SignalFrameTest, SigaltstackReportsAndRefusesAsLinux) {
+  GuestStack seen = AltstackAsSeen(signals, kStackTop);
+  EXPECT_EQ(seen.flags, SS_DISABLE);
+  EXPECT_EQ(seen.size, 0u);
+  EXPECT_EQ(SetAltstack(signals, {.sp = 0x1000, .flags = 0, .pad = 0, .size = 2047}, kStackTop),
+            ENOMEM);
+  EXPECT_EQ(SetAltstack(signals, {.sp = 0x1000, .flags = 4, .pad = 0, .size = 4096}, kStackTop),
+            EINVAL);
+  EXPECT_EQ(
+      SetAltstack(signals, {.sp = 0x1000, .flags = SS_ONSTACK, .pad = 0, .size = 2048}, kStackTop),
+      0);
+  EXPECT_EQ(AltstackAsSeen(signals, 0x1400).flags, SS_ONSTACK);
+  EXPECT_EQ(SetAltstack(signals, {.sp = 0, .flags = SS_DISABLE, .pad = 0, .size = 0}, 0x1400),
+            EPERM)
+      << "not while running on it";
+}
+
+TEST_F(SignalFrameTest, AnFxsaveOnlyContextRestoresTheLegacyAreaOnly) {
+  ASSERT_TRUE(PushSignalFrame(h.memory, signals, Info(SIGUSR1), {}, cpu).has_value());
+  GuestUcontext uc = h.memory.ReadObject<GuestUcontext>(cpu.regs.rdx).value();
+  uc.flags &= ~uint64_t{1};  // no UC_FP_XSTATE: only the 512-byte FXSAVE area is valid
+  ASSERT_TRUE(h.memory.WriteObject(cpu.regs.rdx, uc).has_value());
+  const uint8_t junk[64] = {0xff, 0xff, 0xff, 0xff};
+  ASSERT_TRUE(h.memory.Write(uc.mcontext.fpstate + 512, junk, sizeof junk).has_value());
+  cpu.regs.rsp += 8;
+  ASSERT_TRUE(PopSignalFrame(h.memory, signals, cpu).has_value());
+  EXPECT_EQ(cpu.xsave[160], 160) << "XMM registers from the legacy area";
+  EXPECT_EQ(cpu.xsave[512], 3) << "XSTATE_BV: x87 and SSE, nothing from past the legacy area";
 }
 
 TEST_F(SignalFrameTest, SynchronousSignalsComeFirst) {
@@ -157,6 +211,10 @@ TEST_F(SignalFrameTest, SynchronousSignalsComeFirst) {
   EXPECT_EQ(NextDeliverableSignal(signals), SIGHUP);
   signals.blocked = ~0ULL;
   EXPECT_EQ(NextDeliverableSignal(signals), 0);
+  // Inside rt_sigsuspend its mask is the one that counts.
+  signals.suspended = true;
+  signals.suspend_mask = ~SignalState::Bit(SIGINT);
+  EXPECT_EQ(NextDeliverableSignal(signals), SIGINT);
 }
 
 }  // namespace

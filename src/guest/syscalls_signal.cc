@@ -40,7 +40,8 @@ SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
   // A signal set to be ignored is discarded if pending (as Linux does).
   if (next.handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
       (next.handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
-       DefaultActionOf(signal) == DefaultAction::kIgnore)) {
+       (DefaultActionOf(signal) == DefaultAction::kIgnore ||
+        DefaultActionOf(signal) == DefaultAction::kContinue))) {
     c.state.signals.pending &= ~Bit(signal);
   }
   return SyscallResult::Return(0);
@@ -79,18 +80,13 @@ SyscallResult SysRtSigprocmask(SyscallContext& c, const SyscallArgs& a) {
 }
 
 SyscallResult SysSigaltstack(SyscallContext& c, const SyscallArgs& a) {
-  GuestStack old = c.state.signals.altstack;
-  const bool on_it = OnAltstack(old, c.rsp);
-  if (on_it) old.flags = SS_ONSTACK;
+  const GuestStack old = AltstackAsSeen(c.state.signals, c.rsp);
   if (a.arg[0] != 0) {
-    if (on_it) return SyscallResult::Errno(EPERM);  // not while running on it
     auto stack = c.memory.ReadObject<GuestStack>(a.arg[0]);
     if (!stack) return ErrnoFrom(stack.error());
-    if (stack->flags & ~SS_DISABLE) return SyscallResult::Errno(EINVAL);
-    if (!(stack->flags & SS_DISABLE) && stack->size < static_cast<uint64_t>(MINSIGSTKSZ)) {
-      return SyscallResult::Errno(ENOMEM);
+    if (const int err = SetAltstack(c.state.signals, *stack, c.rsp); err != 0) {
+      return SyscallResult::Errno(err);
     }
-    c.state.signals.altstack = *stack;
   }
   if (a.arg[1] != 0) {
     if (auto r = c.memory.WriteObject(a.arg[1], old); !r) return ErrnoFrom(r.error());
@@ -101,9 +97,8 @@ SyscallResult SysSigaltstack(SyscallContext& c, const SyscallArgs& a) {
 // kill/tgkill/tkill aimed at the guest itself: the signal becomes pending (unless it would be
 // ignored), to be delivered — handler, default action — when this syscall returns.
 SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal, int32_t code) {
-  if (target != c.state.identity.pid && target != 0 && target != -1) {
-    return SyscallResult::Errno(ESRCH);
-  }
+  // -1 means every process but the caller: in a VM of one process, none.
+  if (target != c.state.identity.pid && target != 0) return SyscallResult::Errno(ESRCH);
   if (signal < 0 || signal > SignalState::kSignals) return SyscallResult::Errno(EINVAL);
   if (signal == 0) return SyscallResult::Return(0);
   RaiseSignal(c.state.signals, signal,
@@ -169,8 +164,13 @@ SyscallResult SysRtSigsuspend(SyscallContext& c, const SyscallArgs& a) {
   auto set = c.memory.ReadObject<uint64_t>(a.arg[0]);
   if (!set) return ErrnoFrom(set.error());
   const uint64_t mask = *set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
-  if (WaitForSignal(c, mask) == WaitEnd::kSignal) {
-    SignalState& signals = c.state.signals;
+  // While waiting, `mask` decides what interrupts the wait (the VMM asks NextDeliverableSignal).
+  SignalState& signals = c.state.signals;
+  signals.suspended = true;
+  signals.suspend_mask = mask;
+  const WaitEnd end = WaitForSignal(c, mask);
+  signals.suspended = false;
+  if (end == WaitEnd::kSignal) {
     signals.saved_mask = signals.blocked;
     signals.mask_saved = true;
     signals.blocked = mask;
@@ -193,7 +193,10 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
     if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000) {
       return SyscallResult::Errno(EINVAL);
     }
-    deadline_ns = GuestNowNs(c) + std::max<int64_t>(TimespecNs(*timeout), 1);
+    // Saturated: a timeout of centuries waits "forever" rather than overflowing.
+    constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 2;
+    const timespec bounded{std::min<int64_t>(timeout->tv_sec, kMaxSeconds), timeout->tv_nsec};
+    deadline_ns = GuestNowNs(c) + std::max<int64_t>(TimespecNs(bounded), 1);
   }
   SignalState& signals = c.state.signals;
   const uint64_t mask = signals.blocked & ~set;  // what does not end the wait

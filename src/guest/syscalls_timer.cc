@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "guest/guest_time.h"
@@ -34,8 +35,9 @@ int64_t RemainingNs(const GuestState& state) {
 GuestItimerval Current(const GuestState& state) {
   const int64_t left = RemainingNs(state);
   const int64_t every = state.signals.real_timer.interval_ns;
+  // Truncated to microseconds, as Linux (RemainingNs keeps a pending one at 1 µs at least).
   return {every / kNsPerSecond, every % kNsPerSecond / kNsPerUs, left / kNsPerSecond,
-          (left % kNsPerSecond + kNsPerUs - 1) / kNsPerUs};
+          left % kNsPerSecond / kNsPerUs};
 }
 
 void Arm(GuestState& state, int64_t value_ns, int64_t interval_ns) {
@@ -59,10 +61,11 @@ SyscallResult SysSetitimer(SyscallContext& c, const SyscallArgs& a) {
     for (int64_t usec : {next.interval_usec, next.value_usec}) {
       if (usec < 0 || usec >= 1000000) return SyscallResult::Errno(EINVAL);
     }
-    if (next.interval_sec < 0 || next.value_sec < 0 || next.value_sec > INT32_MAX ||
-        next.interval_sec > INT32_MAX) {
-      return SyscallResult::Errno(EINVAL);
-    }
+    if (next.interval_sec < 0 || next.value_sec < 0) return SyscallResult::Errno(EINVAL);
+    // Linux takes any size and saturates: so does flurry, at ~292 years.
+    constexpr int64_t kMaxSeconds = INT64_MAX / kNsPerSecond / 2;
+    next.value_sec = std::min(next.value_sec, kMaxSeconds);
+    next.interval_sec = std::min(next.interval_sec, kMaxSeconds);
   }
   if (a.arg[2] != 0) {
     if (auto r = c.memory.WriteObject(a.arg[2], Current(c.state)); !r) return ErrnoFrom(r.error());

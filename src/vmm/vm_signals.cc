@@ -99,7 +99,10 @@ Result<std::optional<GuestExit>> Vm::EnterHandler(const GuestSiginfo& info,
 }
 
 Result<Vm::SignalDelivery> Vm::DeliverSignals() {
+  // Every deliverable signal, as Linux before it returns to user mode: each handler's frame
+  // goes on top of the previous one (whose handler runs last), under the mask it set.
   SignalState& signals = state_.signals;
+  bool entered = false;
   for (;;) {
     const int signal = NextDeliverableSignal(signals);
     if (signal == 0) {
@@ -107,7 +110,7 @@ Result<Vm::SignalDelivery> Vm::DeliverSignals() {
         signals.blocked = signals.saved_mask;
         signals.mask_saved = false;
       }
-      return SignalDelivery{};
+      return SignalDelivery{std::nullopt, entered};
     }
     signals.pending &= ~SignalState::Bit(signal);
     const PendingSignalInfo sender = signals.pending_info[signal];
@@ -119,11 +122,12 @@ Result<Vm::SignalDelivery> Vm::DeliverSignals() {
           sender.code == kSiKernel ? "from its interval timer" : "it raised itself";
       return SignalDelivery{
           KilledBy(signal, fmt::format("guest killed by {} {}", SignalName(signal), source)),
-          false};
+          entered};
     }
     if (!IsHandler(handler)) continue;  // ignored
     auto exit = FLURRY_TRY(EnterHandler(SiginfoOf(signal, sender), FaultContext{}));
-    return SignalDelivery{std::move(exit), !exit.has_value()};
+    if (exit) return SignalDelivery{std::move(exit), entered};
+    entered = true;
   }
 }
 

@@ -15,7 +15,10 @@
 //   eintr     nanosleep and pause interrupted by SIGALRM return EINTR
 //   suspend   sigsuspend with SIGALRM blocked outside it: the handler runs inside, mask restored
 //   timeout   alarm() with no handler ends a busy loop: exit status 142
-//   sigwait   sigwaitinfo/sigtimedwait take blocked signals (raised, timer) and time out
+//   sigwait   sigwaitinfo/sigtimedwait take blocked signals (raised, timer, an ignored one
+//             while blocked) and time out
+//   suspend2  two signals pending when sigsuspend unblocks both: both handlers run
+//   int3      SIGTRAP handler for int3; the program goes on after it
 //   restart   read() of stdin under a 50 ms timer: EINTR without SA_RESTART, the data with it.
 //             argv[2]: a file it creates when it starts reading (the feeder waits for it)
 #define _GNU_SOURCE
@@ -90,6 +93,11 @@ static void OnIll(int sig, siginfo_t* info, void* ucv) {
   printf("caught signal %d, code %d, at the fault %d\n", sig, info->si_code,
          (uintptr_t)info->si_addr == (uintptr_t)uc->uc_mcontext.gregs[REG_RIP]);
   uc->uc_mcontext.gregs[REG_RIP] += 2;  // ud2 is two bytes
+}
+
+static void OnTrap(int sig, siginfo_t* info, void* uc) {
+  (void)uc;
+  printf("caught signal %d, code %d\n", sig, info->si_code);
 }
 
 static void OnOverflow(int sig, siginfo_t* info, void* uc) {
@@ -252,6 +260,31 @@ int main(int argc, char** argv) {
     printf("sigtimedwait = %d, code %d\n", sig, info.si_code);
     sig = sigtimedwait(&set, &info, &short_wait);
     printf("sigtimedwait = %d (%s)\n", sig, strerror(errno));
+    sigset_t winch;
+    sigemptyset(&winch);
+    sigaddset(&winch, SIGWINCH);  // ignored by default, but blocked: it pends
+    sigprocmask(SIG_BLOCK, &winch, NULL);
+    raise(SIGWINCH);
+    printf("sigwaitinfo = %d\n", sigwaitinfo(&winch, &info));
+  } else if (strcmp(what, "suspend2") == 0) {
+    Install(SIGUSR1, OnInfo, 0, 0);
+    Install(SIGUSR2, OnInfo, 0, 0);
+    sigset_t both, empty, now;
+    sigemptyset(&both);
+    sigaddset(&both, SIGUSR1);
+    sigaddset(&both, SIGUSR2);
+    sigemptyset(&empty);
+    sigprocmask(SIG_BLOCK, &both, NULL);
+    raise(SIGUSR1);
+    raise(SIGUSR2);
+    int r = sigsuspend(&empty);
+    sigprocmask(SIG_BLOCK, NULL, &now);
+    printf("sigsuspend = %d, handlers ran %d, still blocked %d\n", r, g_count,
+           sigismember(&now, SIGUSR1) && sigismember(&now, SIGUSR2));
+  } else if (strcmp(what, "int3") == 0) {
+    Install(SIGTRAP, OnTrap, 0, 0);
+    __asm__ volatile("int3");
+    printf("after int3\n");
   } else if (strcmp(what, "restart") == 0) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -33,7 +33,8 @@ TEST_P(Signals, MatchNativeRun) {
 INSTANTIATE_TEST_SUITE_P(Scenarios, Signals,
                          ::testing::Values("raise", "mask", "order", "ignore", "segv", "ud2",
                                            "div0", "overflow", "resethand", "term", "alarm",
-                                           "itimer", "eintr", "suspend", "timeout", "sigwait"));
+                                           "itimer", "eintr", "suspend", "timeout", "sigwait",
+                                           "suspend2", "int3"));
 
 // A read of stdin that a periodic SIGALRM interrupts: EINTR, or restarted under SA_RESTART.
 // The data is fed only once the guest has started reading (it creates the file "reading"),

@@ -18,10 +18,13 @@ uint64_t HostXcr0() {
 }
 
 uint64_t HostXsaveSize() {
-  if (HostXcr0() == 0) return 512;
-  uint32_t a, b, c, d;
-  __cpuid_count(0xd, 0, a, b, c, d);
-  return b;
+  static const uint64_t size = [] {
+    if (HostXcr0() == 0) return uint64_t{512};
+    uint32_t a, b, c, d;
+    __cpuid_count(0xd, 0, a, b, c, d);
+    return uint64_t{b};
+  }();
+  return size;
 }
 
 uint64_t MinSigStackSize() { return HostXsaveSize() + 1024; }

@@ -50,9 +50,11 @@ void WriteIdtAndStubs(GuestMemory& memory) {
     std::memcpy(memory.HostPointer(stub, code.size()), code.data(), code.size());
 
     const uint64_t ist = vector == 8 ? 1 : 0;  // double fault on its own stack
+    // int3 and into may be executed at CPL3 (DPL3, as Linux): they raise #BP/#OF, not #GP.
+    const uint64_t type = (vector == 3 || vector == 4) ? 0xeeULL : 0x8eULL;
     uint64_t gate[2];
     gate[0] = (stub & 0xffff) | (uint64_t{kKernelCodeSelector} << 16) | (ist << 32) |
-              (0x8eULL << 40) |  // P, DPL0, 64-bit interrupt gate
+              (type << 40) |  // P, DPL0 (DPL3 for 3, 4), 64-bit interrupt gate
               (((stub >> 16) & 0xffff) << 48);
     gate[1] = stub >> 32;
     std::memcpy(memory.HostPointer(kIdtAddr + vector * 16, 16), gate, 16);

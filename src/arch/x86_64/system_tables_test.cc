@@ -24,12 +24,17 @@ TEST(SystemTables, IdtGatesPointAtStubsThatExitThroughTheirPort) {
     uint64_t handler = (lo & 0xffff) | (((lo >> 48) & 0xffff) << 16) | (hi << 32);
     EXPECT_EQ(handler, kExceptionStubsAddr + v * kExceptionStubSize);
     EXPECT_EQ((lo >> 16) & 0xffff, kKernelCodeSelector);
-    EXPECT_EQ((lo >> 40) & 0xff, 0x8eu);
+    // Present 64-bit interrupt gates, DPL0 but for int3 and into (DPL3: user code may raise them).
+    EXPECT_EQ((lo >> 40) & 0xff, v == 3 || v == 4 ? 0xeeu : 0x8eu) << v;
     EXPECT_EQ((lo >> 32) & 7, v == 8 ? 1u : 0u);
     const uint8_t* stub = mem.host_base() + handler;
     EXPECT_EQ(stub[0], 0xe6);  // out imm8, al
     EXPECT_EQ(stub[1], kExceptionPortBase + v);
   }
+  // The iretq the VMM resumes a guest through (vector 0's stub has no error code to drop).
+  const uint8_t* iretq = mem.host_base() + IretqRip();
+  EXPECT_EQ(iretq[0], 0x48);
+  EXPECT_EQ(iretq[1], 0xcf);
 }
 
 TEST(SystemTables, TssHasKernelStacks) {

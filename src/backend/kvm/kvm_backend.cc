@@ -91,7 +91,10 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
   // R11). A new vCPU, or one stopped in user code, takes the registers as they are.
   const kvm_sregs sregs = FLURRY_TRY_CTX(vcpu_->GetSregs(), "reading the vCPU's privilege level");
   if ((sregs.cs.selector & 3) == 0) {
-    const uint64_t frame[5] = {regs_.rip, x86::kUserCodeSelector, regs_.rflags, regs_.rsp,
+    // RFLAGS as a program may have them: IF on; no IOPL, NT or virtual-8086 bits.
+    constexpr uint64_t kNotUser = 0x3000 | 0x4000 | 0x20000 | 0x80000 | 0x100000;
+    const uint64_t rflags = (regs_.rflags & ~kNotUser) | 0x202;
+    const uint64_t frame[5] = {regs_.rip, x86::kUserCodeSelector, rflags, regs_.rsp,
                                x86::kUserDataSelector};
     const uint64_t frame_at = x86::kKernelStackTop - sizeof frame;
     std::memcpy(memory_.HostPointer(frame_at, sizeof frame), frame, sizeof frame);
@@ -148,6 +151,15 @@ x86::UserRegs KvmBackend::ToUser(const kvm_regs& k) const {
     // the user's view is the one after the return.
     u.rip = k.rcx;
     u.rflags = k.r11;
+  } else if (k.rip == x86::IretqRip() && k.rsp >= x86::kKernelStackBottom &&
+             k.rsp <= x86::kKernelStackTop - 5 * 8) {
+    // About to iretq into a register set LoadCpu gave (stopped before it ran): the user's view
+    // is the iret frame's.
+    uint64_t frame[5];
+    std::memcpy(frame, memory_.HostPointer(k.rsp, sizeof frame), sizeof frame);
+    u.rip = frame[0];
+    u.rflags = frame[2];
+    u.rsp = frame[3];
   }
   return u;
 }
