@@ -45,7 +45,7 @@ timespec HostDeadline(clockid_t clock, const timespec& guest_deadline, int64_t o
 
 ClockCapture CaptureClockNow(int64_t offset_ns) {
   ClockCapture c;
-  c.guest_monotonic_ns = GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), offset_ns);
+  c.guest_monotonic_ns = GuestMonotonicNs(offset_ns);
   c.host_realtime_ns = HostClockNs(CLOCK_REALTIME);
   return c;
 }

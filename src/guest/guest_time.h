@@ -22,6 +22,10 @@ int64_t HostClockNs(clockid_t clock);
 // Guest time (ns) for a host reading of an offset clock, and back.
 inline int64_t GuestFromHostNs(int64_t host_ns, int64_t offset_ns) { return host_ns + offset_ns; }
 inline int64_t HostFromGuestNs(int64_t guest_ns, int64_t offset_ns) { return guest_ns - offset_ns; }
+// The guest's CLOCK_MONOTONIC now.
+inline int64_t GuestMonotonicNs(int64_t offset_ns) {
+  return GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), offset_ns);
+}
 
 int64_t TimespecNs(const timespec& ts);
 // Negative times become 0 (a deadline already passed).

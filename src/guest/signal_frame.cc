@@ -31,10 +31,6 @@ constexpr uint64_t kSigreturnFlags =
 // Cleared for the handler, as Linux does: TF, DF, RF.
 constexpr uint64_t kHandlerClearedFlags = 0x100 | 0x400 | 0x10000;
 constexpr uint64_t kNeverBlocked = SignalState::Bit(SIGKILL) | SignalState::Bit(SIGSTOP);
-// Delivered before the others when several are pending (Linux's SYNCHRONOUS_MASK).
-constexpr uint64_t kSynchronous = SignalState::Bit(SIGSEGV) | SignalState::Bit(SIGBUS) |
-                                  SignalState::Bit(SIGILL) | SignalState::Bit(SIGTRAP) |
-                                  SignalState::Bit(SIGFPE) | SignalState::Bit(SIGSYS);
 
 bool AltstackEnabled(const GuestStack& s) { return (s.flags & SS_DISABLE) == 0 && s.size != 0; }
 
@@ -135,7 +131,7 @@ Result<void> PushSignalFrame(GuestMemory& memory, SignalState& signals, const Gu
   GuestSigaction& action = signals.actions[signal];
   if ((action.flags & kSaRestorer) == 0 || action.restorer == 0) {
     return std::unexpected(Error(
-        EFAULT, fmt::format("signal {}: the handler has no return address (kSaRestorer)", signal)));
+        EFAULT, fmt::format("signal {}: the handler has no return address (SA_RESTORER)", signal)));
   }
   x86::UserRegs& regs = cpu.regs;
   uint64_t sp = regs.rsp - kRedZone;
@@ -258,53 +254,13 @@ GuestSiginfo SiginfoOf(int signal, const PendingSignalInfo& info) {
   out.signo = signal;
   out.code = info.code;
   // Faults (positive codes of the synchronous signals) carry an address; the others a sender.
-  const bool fault = info.code > 0 && (kSynchronous & SignalState::Bit(signal)) != 0;
+  const bool fault = info.code > 0 && (kSynchronousSignals & SignalState::Bit(signal)) != 0;
   out.word0 = fault ? info.addr : static_cast<uint32_t>(info.pid) | (uint64_t{info.uid} << 32);
   return out;
 }
 
-void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info) {
-  // Ignored signals are dropped at once, unless blocked: those pend (sigwait may take them).
-  const uint64_t handler = signals.actions[signal].handler;
-  const DefaultAction fallback = DefaultActionOf(signal);
-  const bool ignored =
-      signal != SIGKILL && signal != SIGSTOP && (signals.blocked & SignalState::Bit(signal)) == 0 &&
-      (handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
-       (handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
-        (fallback == DefaultAction::kIgnore || fallback == DefaultAction::kContinue)));
-  if (ignored || (signals.pending & SignalState::Bit(signal)) != 0) return;
-  signals.pending |= SignalState::Bit(signal);
-  signals.pending_info[signal] = info;
-}
-
 bool OnAltstack(const GuestStack& s, uint64_t sp) {
   return AltstackEnabled(s) && sp > s.sp && sp - s.sp <= s.size;
-}
-
-int NextDeliverableSignal(const SignalState& signals) {
-  const uint64_t blocked = signals.suspended ? signals.suspend_mask : signals.blocked;
-  const uint64_t ready = signals.pending & ~blocked;
-  if (ready == 0) return 0;
-  const uint64_t first = (ready & kSynchronous) != 0 ? ready & kSynchronous : ready;
-  return __builtin_ctzll(first) + 1;
-}
-
-DefaultAction DefaultActionOf(int signal) {
-  switch (signal) {
-    case SIGCHLD:
-    case SIGURG:
-    case SIGWINCH:
-      return DefaultAction::kIgnore;
-    case SIGCONT:
-      return DefaultAction::kContinue;
-    case SIGSTOP:
-    case SIGTSTP:
-    case SIGTTIN:
-    case SIGTTOU:
-      return DefaultAction::kStop;
-    default:
-      return DefaultAction::kTerminate;
-  }
 }
 
 }  // namespace flurry

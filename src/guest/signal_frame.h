@@ -1,7 +1,7 @@
 // Signal frames: what Linux x86-64 pushes on a guest's stack to run a signal handler
 // (struct rt_sigframe: return address, ucontext with the interrupted registers and mask,
 // siginfo, then the XSAVE image), and what rt_sigreturn reads back. The layouts are the
-// kernel's ABI (arch/x86/include/uapi/asm/sigcontext.h, ucontext.h); docs/abi.md ("Signals").
+// kernel's ABI (arch/x86/include/uapi/asm/sigcontext.h, ucontext.h); docs/design.md ("Signals").
 //
 // Pure functions over guest memory and a CPU state: the VMM calls them on the vCPU thread.
 #pragma once
@@ -11,6 +11,7 @@
 #include "arch/x86_64/user_cpu_state.h"
 #include "base/error.h"
 #include "guest/guest_state.h"
+#include "guest/signal_state.h"
 #include "memory/guest_memory.h"
 
 namespace flurry {
@@ -82,14 +83,6 @@ Result<void> PopSignalFrame(GuestMemory& memory, SignalState& signals, x86::User
 // The siginfo a handler (or rt_sigtimedwait) is given for `signal` raised as `info` says.
 GuestSiginfo SiginfoOf(int signal, const PendingSignalInfo& info);
 
-// Makes `signal` pending with `info` unless its disposition ignores it (SIG_IGN, or SIG_DFL
-// whose default is to ignore); a standard signal already pending stays as it was.
-void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info);
-
-// Signals a syscall may set pending a handler for, first the synchronous ones (as Linux
-// dequeues them): the lowest-numbered pending signal not blocked, or 0.
-int NextDeliverableSignal(const SignalState& signals);
-
 // Whether `sp` is on the alternate stack `stack` (an enabled one).
 bool OnAltstack(const GuestStack& stack, uint64_t sp);
 
@@ -103,9 +96,5 @@ GuestStack AltstackAsSeen(const SignalState& signals, uint64_t sp);
 // Sets the alternate stack as sigaltstack(2) does (also rt_sigreturn's restore): 0, or the
 // errno (EPERM while running on it, EINVAL, ENOMEM).
 int SetAltstack(SignalState& signals, const GuestStack& stack, uint64_t sp);
-
-// What SIG_DFL does with `signal`.
-enum class DefaultAction { kTerminate, kIgnore, kStop, kContinue };
-DefaultAction DefaultActionOf(int signal);
 
 }  // namespace flurry

@@ -50,7 +50,7 @@ SyscallResult SysUname(SyscallContext& c, const SyscallArgs& a) {
 SyscallResult SysSysinfo(SyscallContext& c, const SyscallArgs& a) {
   struct sysinfo info {};
   // Both in guest time; a start time ahead of now (an old descriptor from another host) is 0.
-  const int64_t now_ns = GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), c.state.monotonic_offset_ns);
+  const int64_t now_ns = GuestMonotonicNs(c.state.monotonic_offset_ns);
   const auto start_ns = static_cast<int64_t>(c.state.start_time_ns);
   info.uptime = now_ns > start_ns ? static_cast<long>((now_ns - start_ns) / 1'000'000'000) : 0;
   const MemoryMap& map = c.state.memory_map;

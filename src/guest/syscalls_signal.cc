@@ -9,6 +9,7 @@
 
 #include "guest/guest_time.h"
 #include "guest/signal_frame.h"
+#include "guest/signal_state.h"
 #include "guest/syscall.h"
 
 namespace flurry {
@@ -17,6 +18,12 @@ namespace {
 constexpr uint64_t kSigsetSize = 8;
 
 constexpr uint64_t Bit(int signal) { return SignalState::Bit(signal); }
+
+// A sigset_t argument, without SIGKILL and SIGSTOP (which no mask holds).
+Result<uint64_t> ReadSignalSet(const GuestMemory& memory, uint64_t addr) {
+  const uint64_t set = FLURRY_TRY(memory.ReadObject<uint64_t>(addr));
+  return set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
+}
 constexpr int32_t kSiUser = 0;    // SI_USER: kill
 constexpr int32_t kSiTkill = -6;  // SI_TKILL: tgkill, tkill
 
@@ -37,13 +44,8 @@ SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
     if (auto r = c.memory.WriteObject(a.arg[2], slot); !r) return ErrnoFrom(r.error());
   }
   slot = next;
-  // A signal set to be ignored is discarded if pending (as Linux does).
-  if (next.handler == reinterpret_cast<uint64_t>(SIG_IGN) ||
-      (next.handler == reinterpret_cast<uint64_t>(SIG_DFL) &&
-       (DefaultActionOf(signal) == DefaultAction::kIgnore ||
-        DefaultActionOf(signal) == DefaultAction::kContinue))) {
-    c.state.signals.pending &= ~Bit(signal);
-  }
+  // A signal set to be ignored is discarded if pending, blocked or not (as Linux does).
+  if (DispositionIgnores(next, signal)) c.state.signals.pending &= ~Bit(signal);
   return SyscallResult::Return(0);
 }
 
@@ -53,9 +55,9 @@ SyscallResult SysRtSigprocmask(SyscallContext& c, const SyscallArgs& a) {
   uint64_t& blocked = c.state.signals.blocked;
   const uint64_t old = blocked;
   if (a.arg[1] != 0) {
-    auto set = c.memory.ReadObject<uint64_t>(a.arg[1]);
+    auto set = ReadSignalSet(c.memory, a.arg[1]);
     if (!set) return ErrnoFrom(set.error());
-    uint64_t value = *set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
+    const uint64_t value = *set;
     switch (how) {
       case SIG_BLOCK:
         blocked |= value;
@@ -125,10 +127,6 @@ SyscallResult SysRtSigpending(SyscallContext& c, const SyscallArgs& a) {
   return SyscallResult::Return(0);
 }
 
-int64_t GuestNowNs(const SyscallContext& c) {
-  return GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), c.state.monotonic_offset_ns);
-}
-
 // Waits until a signal outside `mask` is pending, or until `deadline_ns` (the guest's
 // CLOCK_MONOTONIC; 0: none). The host sleep ends at the nearest deadline (the interval
 // timer's included), on the VMM's kick (EINTR) or after 100 ms (so a kick just before it is
@@ -138,7 +136,7 @@ WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0)
   constexpr int64_t kSliceNs = 100'000'000;
   for (;;) {
     if ((c.state.signals.pending & ~mask) != 0) return WaitEnd::kSignal;
-    const int64_t now = GuestNowNs(c);
+    const int64_t now = GuestMonotonicNs(c.state.monotonic_offset_ns);
     if (deadline_ns != 0 && now >= deadline_ns) return WaitEnd::kTimedOut;
     int64_t wait_ns = kSliceNs;
     for (int64_t until : {deadline_ns, c.state.signals.real_timer.deadline_ns}) {
@@ -161,9 +159,9 @@ SyscallResult SysPause(SyscallContext& c, const SyscallArgs&) {
 // delivered under it, and its handler's frame restores the mask of before.
 SyscallResult SysRtSigsuspend(SyscallContext& c, const SyscallArgs& a) {
   if (a.arg[1] != kSigsetSize) return SyscallResult::Errno(EINVAL);
-  auto set = c.memory.ReadObject<uint64_t>(a.arg[0]);
+  auto set = ReadSignalSet(c.memory, a.arg[0]);
   if (!set) return ErrnoFrom(set.error());
-  const uint64_t mask = *set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
+  const uint64_t mask = *set;
   // While waiting, `mask` decides what interrupts the wait (the VMM asks NextDeliverableSignal).
   SignalState& signals = c.state.signals;
   signals.suspended = true;
@@ -183,9 +181,9 @@ SyscallResult SysRtSigsuspend(SyscallContext& c, const SyscallArgs& a) {
 // ends the wait with EINTR (it is delivered).
 SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
   if (a.arg[3] != kSigsetSize) return SyscallResult::Errno(EINVAL);
-  auto read_set = c.memory.ReadObject<uint64_t>(a.arg[0]);
+  auto read_set = ReadSignalSet(c.memory, a.arg[0]);
   if (!read_set) return ErrnoFrom(read_set.error());
-  const uint64_t set = *read_set & ~(Bit(SIGKILL) | Bit(SIGSTOP));
+  const uint64_t set = *read_set;
   int64_t deadline_ns = 0;
   if (a.arg[2] != 0) {
     auto timeout = c.memory.ReadObject<timespec>(a.arg[2]);
@@ -196,7 +194,8 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
     // Saturated: a timeout of centuries waits "forever" rather than overflowing.
     constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 2;
     const timespec bounded{std::min<int64_t>(timeout->tv_sec, kMaxSeconds), timeout->tv_nsec};
-    deadline_ns = GuestNowNs(c) + std::max<int64_t>(TimespecNs(bounded), 1);
+    deadline_ns =
+        GuestMonotonicNs(c.state.monotonic_offset_ns) + std::max<int64_t>(TimespecNs(bounded), 1);
   }
   SignalState& signals = c.state.signals;
   const uint64_t mask = signals.blocked & ~set;  // what does not end the wait

@@ -22,14 +22,11 @@ struct GuestItimerval {  // struct itimerval: interval, then value (timevals)
 };
 static_assert(sizeof(GuestItimerval) == 32);
 
-int64_t GuestNowNs(const GuestState& state) {
-  return GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), state.monotonic_offset_ns);
-}
-
 int64_t RemainingNs(const GuestState& state) {
   if (!state.signals.real_timer.armed()) return 0;
   // Expired but not yet raised: Linux reports the smallest nonzero time.
-  return std::max<int64_t>(state.signals.real_timer.deadline_ns - GuestNowNs(state), kNsPerUs);
+  return std::max<int64_t>(
+      state.signals.real_timer.deadline_ns - GuestMonotonicNs(state.monotonic_offset_ns), kNsPerUs);
 }
 
 GuestItimerval Current(const GuestState& state) {
@@ -41,7 +38,8 @@ GuestItimerval Current(const GuestState& state) {
 }
 
 void Arm(GuestState& state, int64_t value_ns, int64_t interval_ns) {
-  state.signals.real_timer.deadline_ns = value_ns == 0 ? 0 : GuestNowNs(state) + value_ns;
+  state.signals.real_timer.deadline_ns =
+      value_ns == 0 ? 0 : GuestMonotonicNs(state.monotonic_offset_ns) + value_ns;
   state.signals.real_timer.interval_ns = value_ns == 0 ? 0 : interval_ns;
 }
 

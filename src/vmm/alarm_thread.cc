@@ -10,17 +10,13 @@ void AlarmThread::Set(int64_t deadline_ns) {
   {
     std::lock_guard lock(mutex_);
     deadline_ns_ = deadline_ns;
+    quit_ = false;  // only Stop() sets it, and joins before it returns
   }
   if (deadline_ns != 0 && !thread_.joinable()) {
-    {
-      std::lock_guard lock(mutex_);
-      quit_ = false;
-    }
     thread_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "flurry-alarm");
       Loop();
     });
-    return;
   }
   cv_.notify_all();
 }

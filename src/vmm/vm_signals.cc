@@ -34,7 +34,7 @@ bool IsHandler(uint64_t handler) {
 void Vm::CheckTimers() {
   IntervalTimer& timer = state_.signals.real_timer;
   if (!timer.armed()) return;
-  const int64_t now = GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), state_.monotonic_offset_ns);
+  const int64_t now = GuestMonotonicNs(state_.monotonic_offset_ns);
   if (now < timer.deadline_ns) return;
   RaiseSignal(state_.signals, SIGALRM, PendingSignalInfo{.code = kSiKernel});
   if (timer.interval_ns == 0) {

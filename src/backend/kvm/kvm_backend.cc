@@ -16,6 +16,10 @@
 namespace flurry {
 namespace {
 
+// RFLAGS as a program may run with them, whatever the guest put in R11 or a signal frame:
+// sysretq's mask (0x3c7fd7) without IOPL, NT, VIF and VIP, with IF and the always-one bit.
+constexpr uint64_t UserRflags(uint64_t rflags) { return (rflags & 0x240fd7) | 0x202; }
+
 // Bytes 464..511 of an FXSAVE/XSAVE image are software-reserved: not part of the state.
 void ClearSoftwareBytes(std::vector<uint8_t>& xsave) {
   if (xsave.size() >= 512) std::memset(xsave.data() + 464, 0, 48);
@@ -40,7 +44,7 @@ kvm_regs FromUser(const x86::UserRegs& u) {
   k.r14 = u.r14;
   k.r15 = u.r15;
   k.rip = u.rip;
-  k.rflags = (u.rflags & 0x3c7fd7) | 0x2;  // only the bits user code may hold
+  k.rflags = UserRflags(u.rflags);
   return k;
 }
 
@@ -91,11 +95,8 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
   // R11). A new vCPU, or one stopped in user code, takes the registers as they are.
   const kvm_sregs sregs = FLURRY_TRY_CTX(vcpu_->GetSregs(), "reading the vCPU's privilege level");
   if ((sregs.cs.selector & 3) == 0) {
-    // RFLAGS as a program may have them: IF on; no IOPL, NT or virtual-8086 bits.
-    constexpr uint64_t kNotUser = 0x3000 | 0x4000 | 0x20000 | 0x80000 | 0x100000;
-    const uint64_t rflags = (regs_.rflags & ~kNotUser) | 0x202;
-    const uint64_t frame[5] = {regs_.rip, x86::kUserCodeSelector, rflags, regs_.rsp,
-                               x86::kUserDataSelector};
+    const uint64_t frame[5] = {regs_.rip, x86::kUserCodeSelector, UserRflags(regs_.rflags),
+                               regs_.rsp, x86::kUserDataSelector};
     const uint64_t frame_at = x86::kKernelStackTop - sizeof frame;
     std::memcpy(memory_.HostPointer(frame_at, sizeof frame), frame, sizeof frame);
     k.rip = x86::IretqRip();
@@ -171,7 +172,7 @@ void KvmBackend::CompleteSyscall(uint64_t rax) {
     // The gate's sysretq returns to RCX with RFLAGS = R11.
     k.rip = x86::SyscallGateExitRip();
     k.rcx = regs_.rip;
-    k.r11 = regs_.rflags;
+    k.r11 = UserRflags(regs_.rflags);
   }
   vcpu_->regs() = k;
   vcpu_->MarkRegsDirty();
