@@ -19,6 +19,7 @@
 #include "base/error.h"
 #include "memory/guest_memory.h"
 #include "memory/huge_stage.h"
+#include "memory/protection_map.h"
 
 namespace flurry {
 
@@ -75,6 +76,13 @@ class Backend {
   virtual void CompleteSyscall(uint64_t rax) = 0;
   // The FS/GS bases changed (arch_prctl): apply regs().fs_base/gs_base before resuming.
   virtual void MarkSegmentBasesDirty() = 0;
+
+  // Makes the guest's access to user pages [start, start+length) (page aligned) what
+  // `protections` says (PageAccess: none for unmapped and PROT_NONE pages), before the guest
+  // runs again. Called with every range the VMM changed, and with all of user memory when a
+  // VM is made or restored (a backend starts with every user page accessible).
+  virtual Result<void> Protect(const ProtectionMap& protections, uint64_t start,
+                               uint64_t length) = 0;
 
   // The full user CPU state as it stands (registers, FS/GS bases, XCR0, XSAVE image).
   virtual Result<x86::UserCpuState> CaptureCpu() = 0;

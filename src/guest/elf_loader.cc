@@ -1,5 +1,8 @@
 #include "guest/elf_loader.h"
 
+#include <elf.h>
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -47,7 +50,9 @@ Result<LoadedImage> PlaceElf(const ElfImage& image, uint64_t file_size, uint64_t
                      .phnum = image.phnum,
                      .image_start = image.min_vaddr + bias,
                      .image_end = image.max_vaddr + bias,
-                     .tls = image.tls};
+                     .tls = image.tls,
+                     .segment_pages = {},
+                     .executable_stack = false};
   if (loaded.tls) loaded.tls->vaddr += bias;
 
   // Check every segment before copying any, so a failed load leaves memory untouched.
@@ -65,6 +70,15 @@ Result<LoadedImage> PlaceElf(const ElfImage& image, uint64_t file_size, uint64_t
   if (loaded.image_end > load_limit) {
     return Fail("program image ends at {:#x}, past the end of its memory ({:#x})", loaded.image_end,
                 load_limit);
+  }
+  loaded.executable_stack = !image.stack_flags || (*image.stack_flags & PF_X) != 0;
+  for (const ElfSegment& seg : image.segments) {
+    const uint64_t start = x86::AlignDown(seg.vaddr + bias, x86::kPageSize);
+    const uint64_t end = x86::AlignUp(seg.vaddr + bias + seg.memsz, x86::kPageSize);
+    const uint8_t prot = ((seg.flags & PF_R) ? PROT_READ : 0) |
+                         ((seg.flags & PF_W) ? PROT_WRITE : 0) |
+                         ((seg.flags & PF_X) ? PROT_EXEC : 0);
+    if (end > start) loaded.segment_pages.push_back({start, end - start, prot});
   }
   return loaded;
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "base/error.h"
 #include "guest/elf.h"
@@ -28,6 +29,16 @@ struct LoadedImage {
   uint64_t image_start = 0;   // lowest page of the image (page aligned)
   uint64_t image_end = 0;     // end of the highest segment, page aligned up; the brk starts here
   std::optional<ElfTls> tls;  // PT_TLS with vaddr biased
+  // Each PT_LOAD segment's pages with the protection its p_flags give (PROT_*), in program
+  // header order: where two segments share a page, the later one's protection wins, as when
+  // Linux maps them one after the other.
+  struct Pages {
+    uint64_t start = 0;
+    uint64_t length = 0;
+    uint8_t prot = 0;
+  };
+  std::vector<Pages> segment_pages;
+  bool executable_stack = false;  // no PT_GNU_STACK, or one with PF_X
 };
 
 // Where `image` goes and whether it fits: every segment must lie inside [kUserBase,

@@ -17,7 +17,41 @@ MemoryMap::MemoryMap(uint64_t image_start, uint64_t image_end, uint64_t mmap_top
       brk_(AlignUp(image_end, kPageSize)),
       mmap_top_(mmap_top),
       stack_bottom_(stack_bottom),
-      ram_size_(ram_size) {}
+      ram_size_(ram_size) {
+  // The loader refines the image's protections segment by segment.
+  protections_.Set(image_start_, image_end_ - image_start_, kProtReadWrite);
+  protections_.Set(stack_bottom_, ram_size_ - stack_bottom_, kProtReadWrite);
+  (void)protections_.TakeChanges();
+}
+
+void MemoryMap::RestoreDynamicState(
+    uint64_t brk, std::map<uint64_t, uint64_t> regions,
+    std::optional<std::map<uint64_t, ProtectionMap::Span>> protections) {
+  brk_ = brk;
+  regions_ = std::move(regions);
+  if (protections) {
+    protections_.Restore(std::move(*protections));
+    return;
+  }
+  protections_.Restore({});
+  protections_.Set(image_start_, AlignUp(brk_, kPageSize) - image_start_, kProtAll);
+  for (const auto& [start, length] : regions_) protections_.Set(start, length, kProtAll);
+  protections_.Set(stack_bottom_, ram_size_ - stack_bottom_, kProtAll);
+  (void)protections_.TakeChanges();
+}
+
+Result<void> MemoryMap::Protect(uint64_t addr, uint64_t length, uint8_t prot) {
+  // As Linux: the mapped pages up to the first hole change, then the hole fails the call.
+  uint64_t mapped = 0;
+  bool hole = false;
+  protections_.ForEachRun(addr, length, [&](uint64_t, uint64_t len, std::optional<uint8_t> p) {
+    if (!p) hole = true;
+    if (!hole) mapped += len;
+  });
+  protections_.Set(addr, mapped, prot);
+  if (hole) return FailErrno(ENOMEM, "mprotect of unmapped memory");
+  return {};
+}
 
 uint64_t MemoryMap::LowestRegion() const {
   return regions_.empty() ? mmap_top_ : regions_.begin()->first;
@@ -43,12 +77,15 @@ uint64_t MemoryMap::SetBrk(uint64_t requested, uint64_t* released_start, uint64_
   if (new_end < old_end) {
     *released_start = new_end;
     *released_len = old_end - new_end;
+    protections_.Clear(new_end, old_end - new_end);
+  } else if (new_end > old_end) {
+    protections_.Set(old_end, new_end - old_end, kProtReadWrite);
   }
   brk_ = requested;
   return brk_;
 }
 
-Result<uint64_t> MemoryMap::Map(uint64_t hint, uint64_t length, bool fixed) {
+Result<uint64_t> MemoryMap::Map(uint64_t hint, uint64_t length, bool fixed, uint8_t prot) {
   if (length == 0 || length % kPageSize != 0) return FailErrno(EINVAL, "mmap length");
   const uint64_t floor = AlignUp(brk_, kPageSize);
   if (fixed) {
@@ -58,12 +95,14 @@ Result<uint64_t> MemoryMap::Map(uint64_t hint, uint64_t length, bool fixed) {
     }
     Unmap(hint, length);
     regions_[hint] = length;
+    protections_.Set(hint, length, prot);
     return hint;
   }
   // A hint that is free is honoured, as Linux does.
   if (hint != 0 && hint % kPageSize == 0 && hint >= floor && hint <= mmap_top_ &&
       length <= mmap_top_ - hint && RangeFree(hint, length)) {
     regions_[hint] = length;
+    protections_.Set(hint, length, prot);
     return hint;
   }
   // Top-down first fit below mmap_top.
@@ -78,6 +117,7 @@ Result<uint64_t> MemoryMap::Map(uint64_t hint, uint64_t length, bool fixed) {
   }
   uint64_t address = gap_end - length;
   regions_[address] = length;
+  protections_.Set(address, length, prot);
   return address;
 }
 
@@ -96,6 +136,7 @@ std::vector<std::pair<uint64_t, uint64_t>> MemoryMap::Unmap(uint64_t addr, uint6
     uint64_t cut_start = start < addr ? addr : start;
     uint64_t cut_end = stop > end ? end : stop;
     removed.emplace_back(cut_start, cut_end - cut_start);
+    protections_.Clear(cut_start, cut_end - cut_start);
     if (start < addr) regions_[start] = addr - start;
     if (stop > end) it = regions_.emplace(end, stop - end).first;
   }
@@ -104,7 +145,9 @@ std::vector<std::pair<uint64_t, uint64_t>> MemoryMap::Unmap(uint64_t addr, uint6
 
 Result<uint64_t> MemoryMap::Remap(uint64_t addr, uint64_t old_length, uint64_t new_length,
                                   bool may_move) {
-  if (addr % kPageSize != 0 || new_length == 0) return FailErrno(EINVAL, "mremap arguments");
+  if (addr % kPageSize != 0 || old_length == 0 || new_length == 0) {
+    return FailErrno(EINVAL, "mremap arguments");
+  }
   old_length = AlignUp(old_length, kPageSize);
   new_length = AlignUp(new_length, kPageSize);
   auto it = regions_.upper_bound(addr);
@@ -117,32 +160,15 @@ Result<uint64_t> MemoryMap::Remap(uint64_t addr, uint64_t old_length, uint64_t n
     return addr;
   }
   uint64_t grow = new_length - old_length;
+  const uint8_t prot = protections_.At(addr + old_length - kPageSize).value_or(0);
   if (addr + old_length == region_end && region_end + grow <= mmap_top_ &&
       RangeFree(region_end, grow)) {
     it->second += grow;
+    protections_.Set(region_end, grow, prot);
     return addr;
   }
   if (!may_move) return FailErrno(ENOMEM, "mremap cannot grow in place");
-  return Map(0, new_length, false);
-}
-
-bool MemoryMap::IsMapped(uint64_t addr, uint64_t length) const {
-  uint64_t end = addr + length;
-  if (end < addr) return false;
-  if (addr >= image_start_ && end <= AlignUp(brk_, kPageSize)) return true;
-  if (addr >= stack_bottom_ && end <= ram_size_) return true;
-  auto it = regions_.upper_bound(addr);
-  if (it == regions_.begin()) return false;
-  --it;
-  // Regions may be adjacent; walk them while they cover the range.
-  uint64_t covered = it->first + it->second;
-  if (covered <= addr) return false;
-  while (covered < end) {
-    ++it;
-    if (it == regions_.end() || it->first != covered) return false;
-    covered = it->first + it->second;
-  }
-  return true;
+  return Map(0, new_length, false, prot);
 }
 
 uint64_t MemoryMap::MappedBytes() const {

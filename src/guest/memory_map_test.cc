@@ -28,7 +28,7 @@ TEST(MemoryMap, BrkGrowsAndShrinks) {
 TEST(MemoryMap, BrkStopsAtMmapRegions) {
   MemoryMap map = MakeMap();
   uint64_t rs, rl;
-  auto a = map.Map(0, 4096, false).value();
+  auto a = map.Map(0, 4096, false, kProtReadWrite).value();
   EXPECT_EQ(a, 100 * kMiB - 4096);
   EXPECT_EQ(map.SetBrk(a + 1, &rs, &rl), 5 * kMiB);  // refused: old break
   EXPECT_EQ(map.SetBrk(a, &rs, &rl), a);
@@ -36,20 +36,20 @@ TEST(MemoryMap, BrkStopsAtMmapRegions) {
 
 TEST(MemoryMap, MapsTopDownAndReusesHoles) {
   MemoryMap map = MakeMap();
-  uint64_t a = map.Map(0, 8192, false).value();
-  uint64_t b = map.Map(0, 4096, false).value();
+  uint64_t a = map.Map(0, 8192, false, kProtReadWrite).value();
+  uint64_t b = map.Map(0, 4096, false, kProtReadWrite).value();
   EXPECT_EQ(a, 100 * kMiB - 8192);
   EXPECT_EQ(b, a - 4096);
   auto removed = map.Unmap(a, 8192);
   ASSERT_EQ(removed.size(), 1u);
-  EXPECT_EQ(map.Map(0, 4096, false).value(), 100 * kMiB - 4096);
+  EXPECT_EQ(map.Map(0, 4096, false, kProtReadWrite).value(), 100 * kMiB - 4096);
   EXPECT_TRUE(map.IsMapped(b, 4096));
   EXPECT_FALSE(map.IsMapped(a, 4096));
 }
 
 TEST(MemoryMap, PartialUnmapSplitsRegions) {
   MemoryMap map = MakeMap();
-  uint64_t a = map.Map(0, 4 * 4096, false).value();
+  uint64_t a = map.Map(0, 4 * 4096, false, kProtReadWrite).value();
   auto removed = map.Unmap(a + 4096, 4096);
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].first, a + 4096);
@@ -61,25 +61,25 @@ TEST(MemoryMap, PartialUnmapSplitsRegions) {
 
 TEST(MemoryMap, ExhaustionIsEnomem) {
   MemoryMap map = MakeMap();
-  auto r = map.Map(0, 200 * kMiB, false);
+  auto r = map.Map(0, 200 * kMiB, false, kProtReadWrite);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), ENOMEM);
-  EXPECT_EQ(map.Map(0, 0, false).error().code(), EINVAL);
+  EXPECT_EQ(map.Map(0, 0, false, kProtReadWrite).error().code(), EINVAL);
 }
 
 TEST(MemoryMap, FixedReplaces) {
   MemoryMap map = MakeMap();
-  uint64_t a = map.Map(0, 4 * 4096, false).value();
-  EXPECT_EQ(map.Map(a + 4096, 4096, true).value(), a + 4096);
+  uint64_t a = map.Map(0, 4 * 4096, false, kProtReadWrite).value();
+  EXPECT_EQ(map.Map(a + 4096, 4096, true, kProtReadWrite).value(), a + 4096);
   EXPECT_TRUE(map.IsMapped(a, 4 * 4096));
-  EXPECT_FALSE(map.Map(4096, 4096, true).has_value());           // system area
-  EXPECT_FALSE(map.Map(101 * kMiB, 4096, true).has_value());     // guard
-  EXPECT_EQ(map.Map(a + 1, 4096, true).error().code(), EINVAL);  // unaligned
+  EXPECT_FALSE(map.Map(4096, 4096, true, kProtReadWrite).has_value());           // system area
+  EXPECT_FALSE(map.Map(101 * kMiB, 4096, true, kProtReadWrite).has_value());     // guard
+  EXPECT_EQ(map.Map(a + 1, 4096, true, kProtReadWrite).error().code(), EINVAL);  // unaligned
 }
 
 TEST(MemoryMap, RemapGrowsInPlaceOrMoves) {
   MemoryMap map = MakeMap();
-  uint64_t a = map.Map(0, 4096, false).value();  // at the top: cannot grow up
+  uint64_t a = map.Map(0, 4096, false, kProtReadWrite).value();  // at the top: cannot grow up
   uint64_t moved = map.Remap(a, 4096, 8192, true).value();
   EXPECT_NE(moved, a);
   EXPECT_EQ(map.Remap(a, 4096, 8192, false).error().code(), ENOMEM);
@@ -89,6 +89,64 @@ TEST(MemoryMap, RemapGrowsInPlaceOrMoves) {
   EXPECT_FALSE(map.IsMapped(moved + 4096, 4096));
   EXPECT_EQ(map.Remap(moved, 4096, 8192, false).value(), moved);  // free above now: grows
   EXPECT_EQ(map.Remap(12345 * 4096, 4096, 8192, true).error().code(), EFAULT);
+}
+
+TEST(MemoryMap, ProtectionsFollowEveryChange) {
+  MemoryMap map = MakeMap();
+  const ProtectionMap& prot = map.protections();
+  EXPECT_EQ(prot.At(4 * kMiB), kProtReadWrite);    // image (until the loader refines it)
+  EXPECT_EQ(prot.At(127 * kMiB), kProtReadWrite);  // stack
+  EXPECT_FALSE(prot.At(5 * kMiB));                 // nothing above the break yet
+  EXPECT_FALSE(prot.At(101 * kMiB));               // guard
+  (void)map.TakeProtectionChanges();
+
+  uint64_t rs, rl;
+  map.SetBrk(5 * kMiB + 3 * 4096, &rs, &rl);
+  EXPECT_EQ(prot.At(5 * kMiB + 2 * 4096), kProtReadWrite);
+  EXPECT_FALSE(prot.At(5 * kMiB + 3 * 4096));
+  map.SetBrk(5 * kMiB + 4096, &rs, &rl);
+  EXPECT_FALSE(prot.At(5 * kMiB + 4096));
+  EXPECT_EQ(map.TakeProtectionChanges(), (std::vector<std::pair<uint64_t, uint64_t>>{
+                                             {5 * kMiB, 3 * 4096}, {5 * kMiB + 4096, 2 * 4096}}));
+
+  const uint64_t a = map.Map(0, 4 * 4096, false, kProtRead | kProtExec).value();
+  EXPECT_EQ(prot.At(a + 3 * 4096), kProtRead | kProtExec);
+  ASSERT_TRUE(map.Protect(a + 4096, 4096, 0).has_value());
+  EXPECT_EQ(prot.At(a + 4096), 0);
+  EXPECT_TRUE(map.IsMapped(a, 4 * 4096));  // PROT_NONE pages are mapped
+  // mprotect of a range with a hole fails, after changing what precedes the hole (Linux).
+  EXPECT_EQ(map.Protect(a, 5 * 4096, kProtRead).error().code(), ENOMEM);
+  EXPECT_EQ(prot.At(a + 3 * 4096), kProtRead);
+  EXPECT_EQ(map.Protect(a - 4096, 2 * 4096, kProtAll).error().code(), ENOMEM);
+  EXPECT_EQ(prot.At(a), kProtRead);
+  map.Unmap(a + 2 * 4096, 4096);
+  EXPECT_FALSE(prot.At(a + 2 * 4096));
+  EXPECT_TRUE(map.Overlaps(a + 2 * 4096, 2 * 4096));
+  EXPECT_FALSE(map.Overlaps(a + 2 * 4096, 4096));
+}
+
+TEST(MemoryMap, RemappedPagesKeepTheirProtection) {
+  MemoryMap map = MakeMap();
+  const uint64_t a = map.Map(0, 4096, false, kProtRead).value();
+  const uint64_t moved = map.Remap(a, 4096, 3 * 4096, true).value();
+  map.Unmap(a, 4096);
+  EXPECT_FALSE(map.protections().At(a));
+  EXPECT_EQ(map.protections().At(moved + 2 * 4096), kProtRead);
+  EXPECT_EQ(map.Remap(moved, 0, 4096, true).error().code(), EINVAL);
+}
+
+TEST(MemoryMap, RestoredWithoutProtectionsEverythingMappedIsAccessible) {
+  MemoryMap map = MakeMap();
+  map.RestoreDynamicState(6 * kMiB, {{50 * kMiB, 4096}}, std::nullopt);
+  EXPECT_EQ(map.protections().At(6 * kMiB - 1), kProtAll);
+  EXPECT_FALSE(map.protections().At(6 * kMiB));
+  EXPECT_EQ(map.protections().At(50 * kMiB), kProtAll);
+  EXPECT_EQ(map.protections().At(102 * kMiB), kProtAll);
+  EXPECT_FALSE(map.protections().has_changes());
+
+  MemoryMap copy = MakeMap();
+  copy.RestoreDynamicState(6 * kMiB, {{50 * kMiB, 4096}}, map.protections().spans());
+  EXPECT_EQ(copy.protections(), map.protections());
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
 // Memory syscalls: brk, mmap, munmap, mremap, madvise, mprotect.
 //
-// Guest memory is identity mapped and always present in the page tables (built once), so these
-// calls only maintain the MemoryMap and give memory back to the host: every range that leaves
-// the map is discarded (MADV_DONTNEED), which keeps the invariant "memory outside any mapping
-// reads as zero" that fresh mmap and brk rely on. mprotect is accepted but not enforced (2 MiB
-// pages carry one protection); see docs/design.md.
+// Guest memory is identity mapped, so these calls maintain the MemoryMap — what is mapped, with
+// which protection — and give memory back to the host: every range that leaves the map is
+// discarded (MADV_DONTNEED), which keeps the invariant "memory outside any mapping reads as
+// zero" that fresh mmap and brk rely on. The protections they change reach the backend (page
+// tables, or the stub's own mprotect) before the guest runs again; see docs/design.md
+// ("Memory protection").
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -69,6 +70,7 @@ SyscallResult SysBrk(SyscallContext& c, const SyscallArgs& a) {
 
 SyscallResult SysMmap(SyscallContext& c, const SyscallArgs& a) {
   const uint64_t hint = a.arg[0], length = a.arg[1];
+  const auto prot = static_cast<uint8_t>(a.arg[2] & kProtAll);
   const int flags = static_cast<int>(a.arg[3]);
   const int fd = static_cast<int>(a.arg[4]);
   const uint64_t offset = a.arg[5];
@@ -85,17 +87,16 @@ SyscallResult SysMmap(SyscallContext& c, const SyscallArgs& a) {
     if (fd < 0) return SyscallResult::Errno(EBADF);
   }
   const bool fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0;
-  if ((flags & MAP_FIXED_NOREPLACE) && !(flags & MAP_FIXED)) {
-    for (const auto& [start, len] : c.state.memory_map.regions()) {
-      if (start < hint + aligned && hint < start + len) return SyscallResult::Errno(EEXIST);
-    }
+  if ((flags & MAP_FIXED_NOREPLACE) && !(flags & MAP_FIXED) && hint % kPageSize == 0 &&
+      c.state.memory_map.Overlaps(hint, aligned)) {
+    return SyscallResult::Errno(EEXIST);
   }
   if (fixed) {
     // MAP_FIXED replaces what was there with fresh (zero) pages.
     auto removed = c.state.memory_map.Unmap(hint, aligned);
     DiscardRanges(c.memory, removed);
   }
-  auto address = c.state.memory_map.Map(hint, aligned, fixed);
+  auto address = c.state.memory_map.Map(hint, aligned, fixed, prot);
   if (!address) return ErrnoFrom(address.error());
   if (flags & MAP_ANONYMOUS) c.memory.MarkFresh(*address, aligned);
   if (!(flags & MAP_ANONYMOUS)) {
@@ -150,10 +151,18 @@ SyscallResult SysMadvise(SyscallContext& c, const SyscallArgs& a) {
 }
 
 SyscallResult SysMprotect(SyscallContext& c, const SyscallArgs& a) {
-  if (a.arg[0] % kPageSize != 0) return SyscallResult::Errno(EINVAL);
-  const uint64_t aligned = AlignUp(a.arg[1], kPageSize);
-  if (aligned < a.arg[1]) return SyscallResult::Errno(ENOMEM);
-  if (!c.state.memory_map.IsMapped(a.arg[0], aligned)) return SyscallResult::Errno(ENOMEM);
+  const uint64_t address = a.arg[0], length = a.arg[1], prot = a.arg[2];
+  constexpr uint64_t kProtSem = 0x8;  // PROT_SEM (accepted, no meaning on x86)
+  constexpr uint64_t kKnown = kProtAll | kProtSem | PROT_GROWSDOWN | PROT_GROWSUP;
+  if (address % kPageSize != 0 || (prot & ~kKnown) != 0 ||
+      (prot & (PROT_GROWSDOWN | PROT_GROWSUP)) == (PROT_GROWSDOWN | PROT_GROWSUP)) {
+    return SyscallResult::Errno(EINVAL);
+  }
+  const uint64_t aligned = AlignUp(length, kPageSize);
+  if (aligned < length || address + aligned < address) return SyscallResult::Errno(ENOMEM);
+  if (aligned == 0) return SyscallResult::Return(0);
+  auto done = c.state.memory_map.Protect(address, aligned, static_cast<uint8_t>(prot & kProtAll));
+  if (!done) return ErrnoFrom(done.error());
   return SyscallResult::Return(0);
 }
 

@@ -83,9 +83,36 @@ TEST(SysMprotectAndMadvise, CheckTheRange) {
   EXPECT_EQ(h.Call(SYS_mprotect, a, 8192, PROT_READ), 0);
   EXPECT_EQ(h.Call(SYS_mprotect, a + 1, 4096, PROT_READ), -EINVAL);
   EXPECT_EQ(h.Call(SYS_mprotect, 20ULL << 20, 4096, PROT_READ), -ENOMEM);
+  EXPECT_EQ(h.Call(SYS_mprotect, a, 4096, PROT_READ | PROT_GROWSDOWN | PROT_GROWSUP), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_mprotect, a, 4096, 0x100), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_mprotect, a, 0, PROT_READ), 0);
   ASSERT_TRUE(h.memory.WriteObject<uint64_t>(a, 9).has_value());
   EXPECT_EQ(h.Call(SYS_madvise, a, 8192, MADV_DONTNEED), 0);
   EXPECT_EQ(h.memory.ReadObject<uint64_t>(a).value(), 0u);
+}
+
+TEST(SysMprotect, RecordsProtectionsForTheBackend) {
+  SyscallHarness h;
+  (void)h.state.memory_map.TakeProtectionChanges();
+  int64_t a = h.Call(SYS_mmap, 0, 3 * 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_GT(a, 0);
+  EXPECT_EQ(h.Call(SYS_mprotect, a + 4096, 4096, PROT_NONE), 0);
+  const ProtectionMap& prot = h.state.memory_map.protections();
+  EXPECT_EQ(prot.At(a), PROT_READ | PROT_WRITE | PROT_EXEC);
+  EXPECT_EQ(prot.At(a + 4096), PROT_NONE);
+  EXPECT_EQ(h.state.memory_map.TakeProtectionChanges(),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{a, 3 * 4096}, {a + 4096, 4096}}));
+  EXPECT_EQ(h.Call(SYS_munmap, a, 3 * 4096), 0);
+  EXPECT_FALSE(prot.At(a + 4096));
+}
+
+TEST(SysMmap, FixedNoReplaceSeesTheHeapAndStackToo) {
+  SyscallHarness h;
+  const uint64_t brk = h.Call(SYS_brk, 0);
+  EXPECT_EQ(h.Call(SYS_mmap, brk - 4096, 4096, PROT_READ,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0),
+            -EEXIST);
 }
 
 }  // namespace

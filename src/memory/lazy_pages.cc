@@ -221,9 +221,11 @@ Result<bool> LazyPages::CopyLocked(uint64_t first, uint64_t count, const uint8_t
     if (ioctl(uffd_.get(), UFFDIO_COPY, &copy) == 0) return true;
     if (copy.copy > 0) done += static_cast<uint64_t>(copy.copy);
     if (errno == EAGAIN) continue;
-    if (errno == EEXIST) {
+    if (errno == EEXIST || errno == ENOENT) {
       // Some page of the run is there already (installed by the kernel on a path that does not
-      // fault, e.g. a discarded page refaulted by a racing access): go page by page.
+      // fault, e.g. a discarded page refaulted by a racing access), or the run crosses from one
+      // host mapping into the next (ENOENT: a copy stays inside one VMA, and the seccomp
+      // backend's mprotect splits guest RAM into several): go page by page.
       for (uint64_t off = done; off < count * kPage; off += kPage) {
         uffdio_copy one{};
         one.dst = host_base_ + first * kPage + off;
@@ -263,10 +265,11 @@ Result<uint64_t> LazyPages::ZeroRunLocked(uint64_t first, uint64_t count) {
   zero.range.len = count * kPage;
   zero.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE;
   if (ioctl(uffd_.get(), UFFDIO_ZEROPAGE, &zero) == 0) return count;
-  if (errno != EEXIST && errno != EAGAIN) {
+  if (errno != EEXIST && errno != EAGAIN && errno != ENOENT) {
     return FailErrno(fmt::format("zero-filling guest pages {:#x}+{}", first * kPage, count));
   }
-  // Part of the run is there already: page by page.
+  // Part of the run is there already, or it crosses host mappings (see CopyLocked): page by
+  // page.
   uint64_t installed = 0;
   for (uint64_t p = first; p < first + count; ++p) installed += FLURRY_TRY(ZeroLocked(p));
   return installed;

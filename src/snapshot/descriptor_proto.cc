@@ -90,6 +90,15 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     region->set_start(start);
     region->set_length(length);
   }
+  if (d.memory.protections) {
+    mem->mutable_protections()->Reserve(static_cast<int>(d.memory.protections->size()));
+    for (const auto& [start, span] : *d.memory.protections) {
+      pb::PageProtection* p = mem->add_protections();
+      p->set_start(start);
+      p->set_length(span.end - start);
+      p->set_prot(span.prot);
+    }
+  }
 
   pb::Files* files = out->mutable_files();
   if (d.files.root_host_path) files->set_root_host_path(*d.files.root_host_path);
@@ -274,6 +283,25 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
     }
     previous_start = region.start();
     d.memory.regions.emplace_hint(d.memory.regions.end(), region.start(), region.length());
+  }
+  if (static_cast<uint64_t>(mem.protections_size()) > ram_pages) {
+    return Invalid("{} protection spans in {} pages of RAM", mem.protections_size(), ram_pages);
+  }
+  if (mem.protections_size() > 0) {
+    auto& spans = d.memory.protections.emplace();
+    for (int i = 0; i < mem.protections_size(); ++i) {
+      const pb::PageProtection& p = mem.protections(i);
+      if (p.length() == 0 || p.start() + p.length() < p.start() || p.prot() > kProtAll) {
+        return Invalid("protection span [{:#x}, +{:#x}) prot {:#x} is not valid", p.start(),
+                       p.length(), p.prot());
+      }
+      if (i > 0 && p.start() < std::prev(spans.end())->second.end) {
+        return Invalid("protection spans not ascending and apart at {:#x}", p.start());
+      }
+      spans.emplace_hint(
+          spans.end(), p.start(),
+          ProtectionMap::Span{p.start() + p.length(), static_cast<uint8_t>(p.prot())});
+    }
   }
 
   const pb::Files& files = in.files();

@@ -121,6 +121,14 @@ VmDescriptor FullDescriptor() {
                       {0x30010000, 0x4000},  // touching its neighbour is fine
                       {0x38000000, 0x200000},
                       {d.memory.mmap_top - 0x1000, 0x1000}};
+  d.memory.protections = std::map<uint64_t, ProtectionMap::Span>{
+      {0x401000, {0x4c0000, kProtRead | kProtExec}},
+      {0x4c0000, {0x613000, kProtReadWrite}},
+      {0x30000000, {0x30010000, kProtReadWrite}},
+      {0x30010000, {0x30014000, 0}},
+      {0x38000000, {0x38200000, kProtAll}},
+      {d.memory.mmap_top - 0x1000, {d.memory.mmap_top, kProtRead}},
+      {d.memory.stack_bottom, {1 * kGiB, kProtReadWrite}}};
 
   d.files.root_host_path = "/srv/guest root";
   d.files.root_writable = true;
@@ -222,6 +230,7 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
   EXPECT_EQ(a.memory.mmap_top, b.memory.mmap_top);
   EXPECT_EQ(a.memory.stack_bottom, b.memory.stack_bottom);
   EXPECT_EQ(a.memory.regions, b.memory.regions);
+  EXPECT_EQ(a.memory.protections, b.memory.protections);
 
   EXPECT_EQ(a.files.root_host_path, b.files.root_host_path);
   EXPECT_EQ(a.files.root_writable, b.files.root_writable);

@@ -161,6 +161,21 @@ Result<void> ValidateMemory(const MemoryLayoutRecord& m) {
     }
     previous_end = start + length;
   }
+  // Protections: page-aligned spans of user memory (decoding checked order and overlap).
+  if (m.protections) {
+    uint64_t previous = 0;
+    for (const auto& [start, span] : *m.protections) {
+      if (start % kPageSize != 0 || span.end % kPageSize != 0 || span.end <= start ||
+          start < x86::kUserBase || span.end > m.ram_size || start < previous ||
+          span.prot > kProtAll) {
+        return Invalid(
+            "protection span [{:#x}, {:#x}) prot {:#x} is not a page-aligned range of "
+            "user memory after the previous one",
+            start, span.end, span.prot);
+      }
+      previous = span.end;
+    }
+  }
   return {};
 }
 

@@ -119,6 +119,7 @@ VmDescriptor CaptureGuestState(const GuestState& state) {
   d.memory.mmap_top = map.mmap_top();
   d.memory.stack_bottom = map.stack_bottom();
   d.memory.regions = map.regions();
+  d.memory.protections = map.protections().spans();
   d.files = CaptureFiles(state.fds);
   d.signals = state.signals;
   d.start_time_ns = state.start_time_ns;
@@ -142,7 +143,7 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
       SegmentBases{.fs_base = d.vcpu.regs.fs_base, .gs_base = d.vcpu.regs.gs_base, .dirty = false};
   state.memory_map = MemoryMap(d.memory.image_start, d.memory.image_end, d.memory.mmap_top,
                                d.memory.stack_bottom, d.memory.ram_size);
-  state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions);
+  state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions, d.memory.protections);
   state.signals = d.signals;
   state.start_time_ns = d.start_time_ns;
   state.monotonic_offset_ns = RestoredMonotonicOffset(d, clock);

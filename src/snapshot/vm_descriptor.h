@@ -17,6 +17,7 @@
 #include "arch/x86_64/user_cpu_state.h"
 #include "guest/guest_state.h"
 #include "guest/guest_time.h"
+#include "memory/protection_map.h"
 
 namespace flurry {
 
@@ -49,6 +50,9 @@ struct MemoryLayoutRecord {
   uint64_t mmap_top = 0;
   uint64_t stack_bottom = 0;
   std::map<uint64_t, uint64_t> regions;  // start -> length
+  // Page protections (memory/protection_map.h): start -> span. nullopt in descriptors made
+  // before they were kept: every mapped page is then readable, writable and executable.
+  std::optional<std::map<uint64_t, ProtectionMap::Span>> protections;
 };
 
 // Which 4 KiB guest pages hold data (were ever written and not discarded). Pages outside

@@ -32,6 +32,10 @@
 
 namespace flurry {
 
+// Gives the backend every user page's protection from `map` (a VM made or restored: the
+// backend starts with all of user memory accessible).
+Result<void> ProtectUserMemory(Backend& backend, const MemoryMap& map);
+
 class Vm : public ForkHost {
  public:
   // Builds the VM: loads config.program, lays out memory, sets the CPU at the entry point.
@@ -118,6 +122,8 @@ class Vm : public ForkHost {
   Result<x86::UserCpuState> CaptureCpu();
   // A syscall stop. Returns a GuestExit when the guest is done, nullopt to keep running.
   Result<std::optional<GuestExit>> HandleSyscall();
+  // Hands the protections the last syscall changed to the backend.
+  Result<void> ApplyProtectionChanges();
   // Signals (vm_signals.cc). After a syscall whose result stands in regs().rax: delivers
   // what is pending and not blocked — a handler's frame (then the CPU is loaded and the
   // syscall must not be completed), a default action, or nothing.

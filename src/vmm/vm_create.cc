@@ -113,6 +113,15 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   state.identity.tid = state.identity.pid;
   state.identity.exe_path = GuestExePath(config.program);
   state.memory_map = MemoryMap(image.image_start, image.image_end, mmap_top, stack_bottom, ram);
+  for (const LoadedImage::Pages& pages : image.segment_pages) {
+    FLURRY_TRY_CTX(state.memory_map.Protect(pages.start, pages.length, pages.prot),
+                   "protecting the program's segments");
+  }
+  if (image.executable_stack) {
+    FLURRY_TRY(state.memory_map.Protect(stack_bottom, ram - stack_bottom, kProtAll));
+  }
+  (void)state.memory_map.TakeProtectionChanges();
+  FLURRY_TRY(ProtectUserMemory(*backend, state.memory_map));
   state.cpu = x86::CpuSignature::OfHost();
   state.start_time_ns = MonotonicNs();  // guest time: a new VM's offset is 0
   if (config.dir) {
@@ -134,6 +143,12 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
       new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
   FLURRY_TRY_CTX(result->StartClock(), "starting the guest clock");
   return result;
+}
+
+Result<void> ProtectUserMemory(Backend& backend, const MemoryMap& map) {
+  return WithContext(
+      backend.Protect(map.protections(), x86::kUserBase, map.ram_size() - x86::kUserBase),
+      "protecting guest memory");
 }
 
 Result<void> Vm::StartClock() {

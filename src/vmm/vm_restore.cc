@@ -121,6 +121,7 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
     cpu.regs.rax = static_cast<uint64_t>(c.id);
     // Its pid, ppid and tid stay the parent's, as in a local clone.
   }
+  FLURRY_TRY(ProtectUserMemory(*backend, state.memory_map));
   FLURRY_TRY_CTX(backend->LoadCpu(cpu), "restoring the CPU");
   auto vm = std::unique_ptr<Vm>(
       new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));

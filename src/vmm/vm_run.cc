@@ -106,6 +106,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     case SyscallResult::Action::kReturn:
       break;
   }
+  FLURRY_TRY(ApplyProtectionChanges());
   ApplySegmentBases();
   if (const int signal = NextDeliverableSignal(state_.signals); signal != 0) {
     // What the handler interrupts is this syscall's return, or, for a syscall the signal
@@ -126,6 +127,14 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   backend_->CompleteSyscall(static_cast<uint64_t>(result.value));
   clock_.Refresh();
   return std::nullopt;
+}
+
+Result<void> Vm::ApplyProtectionChanges() {
+  for (const auto& [start, length] : state_.memory_map.TakeProtectionChanges()) {
+    FLURRY_TRY_CTX(backend_->Protect(state_.memory_map.protections(), start, length),
+                   fmt::format("protecting guest memory [{:#x}, +{:#x})", start, length));
+  }
+  return {};
 }
 
 bool Vm::ServeDuringSyscall(void* arg) {

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstring>
 
+#include "arch/x86_64/layout.h"
 #include "guest/guest_time.h"
 #include "vmm/vm.h"
 
@@ -142,6 +143,14 @@ Result<std::optional<GuestExit>> Vm::HandleFault(const GuestStop& stop) {
   GuestSiginfo info;
   info.signo = signal;
   info.code = x86::FaultSignalCode(stop.report);
+  if (stop.report.vector == 14 && signal == SIGSEGV) {
+    // Linux's rule, the same on both backends: an address inside a mapping is an access error
+    // (PROT_NONE included), anything else a missing mapping.
+    info.code = state_.memory_map.IsMapped(x86::AlignDown(stop.report.address, x86::kPageSize),
+                                           x86::kPageSize)
+                    ? SEGV_ACCERR
+                    : SEGV_MAPERR;
+  }
   info.word0 = x86::FaultSignalAddress(stop.report);
   FaultContext fault;
   fault.trapno = static_cast<uint64_t>(stop.report.vector);

@@ -77,5 +77,66 @@ TEST(PageTables, RejectsBadSizes) {
   EXPECT_FALSE(BuildPageTables(small, {}).has_value());
 }
 
+TEST(UserPageTables, GiveEachPageItsAccess) {
+  auto mem = GuestMemory::Create(64 << 20).value();
+  ASSERT_TRUE(BuildPageTables(mem, {}).has_value());
+  UserPageTables tables(mem.size());
+  const size_t pool = tables.free_tables();
+  ASSERT_GT(pool, 100u);
+
+  ProtectionMap prot;
+  const uint64_t base = 8 << 20;  // a 2 MiB page of mixed protections
+  prot.Set(base, kPageSize, kProtRead | kProtExec);
+  prot.Set(base + kPageSize, kPageSize, 0);  // PROT_NONE
+  prot.Set(base + 3 * kPageSize, kHugePageSize - 3 * kPageSize, kProtReadWrite);
+  prot.Set(12 << 20, kHugePageSize, kProtRead);  // a whole 2 MiB page read-only
+  ASSERT_TRUE(tables.Apply(mem, prot, kUserBase, mem.size() - kUserBase).has_value());
+  EXPECT_EQ(tables.free_tables(), pool - 1);
+
+  auto code = Translate(mem, base + 5);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(code->physical, base + 5);
+  EXPECT_EQ(code->page_size, kPageSize);
+  EXPECT_TRUE(code->user);
+  EXPECT_FALSE(code->writable);
+  EXPECT_TRUE(code->executable);
+  EXPECT_FALSE(Translate(mem, base + kPageSize).has_value());      // PROT_NONE
+  EXPECT_FALSE(Translate(mem, base + 2 * kPageSize).has_value());  // not mapped
+  auto data = Translate(mem, base + 3 * kPageSize + 8);
+  ASSERT_TRUE(data.has_value());
+  EXPECT_TRUE(data->writable);
+  EXPECT_FALSE(data->executable);
+  auto ro = Translate(mem, (12 << 20) + 100);
+  ASSERT_TRUE(ro.has_value());
+  EXPECT_EQ(ro->page_size, kHugePageSize);
+  EXPECT_FALSE(ro->writable);
+  EXPECT_FALSE(ro->executable);
+  EXPECT_FALSE(Translate(mem, 20 << 20).has_value());  // unmapped 2 MiB pages have no entry
+
+  // The 2 MiB page agreeing again gets one large entry, and its table goes back to the pool.
+  prot.Set(base, kHugePageSize, kProtReadWrite);
+  ASSERT_TRUE(tables.Apply(mem, prot, base + kPageSize, kPageSize).has_value());
+  EXPECT_EQ(tables.free_tables(), pool);
+  auto joined = Translate(mem, base + kPageSize);
+  ASSERT_TRUE(joined.has_value());
+  EXPECT_EQ(joined->page_size, kHugePageSize);
+  EXPECT_TRUE(joined->writable);
+}
+
+TEST(UserPageTables, RunOutOfTablesWithENOMEM) {
+  auto mem = GuestMemory::Create(2ULL << 30).value();
+  ASSERT_TRUE(BuildPageTables(mem, {}).has_value());
+  UserPageTables tables(mem.size());
+  ProtectionMap prot;
+  // One mixed 2 MiB page more than the pool has tables.
+  for (uint64_t i = 0; i <= tables.free_tables(); ++i) {
+    prot.Set(kUserBase + i * kHugePageSize, kPageSize, kProtRead);
+  }
+  auto applied = tables.Apply(mem, prot, kUserBase, mem.size() - kUserBase);
+  ASSERT_FALSE(applied.has_value());
+  EXPECT_EQ(applied.error().code(), ENOMEM);
+  EXPECT_EQ(tables.free_tables(), 0u);
+}
+
 }  // namespace
 }  // namespace flurry::x86

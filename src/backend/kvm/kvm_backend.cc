@@ -178,8 +178,24 @@ void KvmBackend::CompleteSyscall(uint64_t rax) {
   vcpu_->MarkRegsDirty();
 }
 
+Result<void> KvmBackend::Protect(const ProtectionMap& protections, uint64_t start,
+                                 uint64_t length) {
+  tlb_stale_ = true;
+  return page_tables_.Apply(memory_, protections, start, length);
+}
+
+Result<void> KvmBackend::FlushTlb() {
+  // CR3 bit 3 (PWT) only sets the cache type of the PML4 walk; toggling it makes CR3 differ.
+  kvm_sregs sregs = FLURRY_TRY(vcpu_->GetSregs());
+  sregs.cr3 ^= 1ULL << 3;
+  FLURRY_TRY(vcpu_->SetSregs(sregs));
+  tlb_stale_ = false;
+  return {};
+}
+
 Result<GuestStop> KvmBackend::Run() {
   FLURRY_TRY(ApplySegmentBases());
+  if (tlb_stale_) FLURRY_TRY_CTX(FlushTlb(), "flushing the vCPU's TLB after page-table edits");
   for (;;) {
     auto reason = vcpu_->Run();
     if (!reason) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 
+#include "arch/x86_64/page_tables.h"
 #include "backend/backend.h"
 #include "kvm/kvm_system.h"
 #include "kvm/kvm_vcpu.h"
@@ -27,6 +28,7 @@ class KvmBackend final : public Backend {
   void CompleteSyscall(uint64_t rax) override;
   void MarkSegmentBasesDirty() override { segment_bases_dirty_ = true; }
   Result<x86::UserCpuState> CaptureCpu() override;
+  Result<void> Protect(const ProtectionMap& protections, uint64_t start, uint64_t length) override;
   void Interrupt() override;
   Result<TscInfo> Tsc() override;
   Result<UniqueFd> TakeUserfault() override { return OpenUserfault(); }
@@ -39,7 +41,7 @@ class KvmBackend final : public Backend {
 
  private:
   KvmBackend(GuestMemory memory, const GuestLayout& layout)
-      : memory_(std::move(memory)), layout_(layout) {}
+      : memory_(std::move(memory)), layout_(layout), page_tables_(layout.ram_size) {}
   // A fresh KVM VM and vCPU around memory_ (creation, and clones: KVM objects do not survive
   // fork()).
   Result<void> BuildVm();
@@ -48,9 +50,14 @@ class KvmBackend final : public Backend {
   x86::UserRegs ToUser(const kvm_regs& k) const;
   Result<GuestStop> Fault(int signal, const char* what);
   Result<GuestStop> Exception(int vector);
+  // Drops the vCPU's cached translations after page-table edits: a changed CR3 makes KVM
+  // reload its MMU root and flush the guest's TLB (on shadow and nested paging alike).
+  Result<void> FlushTlb();
 
   GuestMemory memory_;
   GuestLayout layout_;
+  x86::UserPageTables page_tables_;
+  bool tlb_stale_ = false;  // page tables edited since the guest last ran
   std::optional<KvmSystem> system_;
   std::optional<KvmVm> vm_;
   std::optional<KvmVcpu> vcpu_;

@@ -1,10 +1,12 @@
 #include "backend/seccomp/seccomp_backend.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 
 #include "arch/x86_64/cpu_features.h"
 #include "arch/x86_64/exceptions.h"
+#include "arch/x86_64/layout.h"
 
 namespace flurry {
 namespace {
@@ -59,12 +61,46 @@ void ToStub(const x86::UserRegs& u, volatile flurry_stub_regs& r) {
 
 Result<std::unique_ptr<SeccompBackend>> SeccompBackend::Create(const GuestLayout& layout) {
   auto backend = std::unique_ptr<SeccompBackend>(new SeccompBackend());
+  backend->guard_start_ = layout.guard_start;
+  backend->guard_end_ = layout.guard_start + x86::kHugePageSize;
   StubProcess stub = FLURRY_TRY(StubProcess::Launch(layout));
   FLURRY_TRY(backend->Drive(std::move(stub)));
   return backend;
 }
 
 SeccompBackend::~SeccompBackend() = default;
+
+Result<void> SeccompBackend::Protect(const ProtectionMap& protections, uint64_t start,
+                                     uint64_t length) {
+  const uint64_t ram = memory_->size();
+  if (start >= ram) return {};
+  length = std::min(length, ram - start);
+  Result<void> result;
+  protections.ForEachAccessRun(start, length, [&](uint64_t at, uint64_t len, uint8_t access) {
+    if (!result) return;
+    // Each piece around the guard (which has no mapping for mprotect to change).
+    const std::pair<uint64_t, uint64_t> pieces[] = {{at, std::min(at + len, guard_start_)},
+                                                    {std::max(at, guard_end_), at + len}};
+    for (const auto& [from, to] : pieces) {
+      if (from >= to) continue;
+      volatile flurry_stub_shared& s = stub_.shared();
+      s.args[0] = from;
+      s.args[1] = to - from;
+      s.args[2] = access;
+      auto r = stub_.Command(FLURRY_STUB_CMD_MPROTECT);
+      if (!r) {
+        result = std::unexpected(r.error());
+        return;
+      }
+      if (*r != 0) {
+        result = FailErrno(static_cast<int>(-*r),
+                           fmt::format("protecting guest memory [{:#x}, {:#x})", from, to));
+        return;
+      }
+    }
+  });
+  return result;
+}
 
 Result<void> SeccompBackend::Drive(StubProcess stub) {
   FLURRY_TRY(stub.Adopt());

@@ -28,6 +28,7 @@ class SeccompBackend final : public Backend {
   void CompleteSyscall(uint64_t rax) override;
   void MarkSegmentBasesDirty() override { pending_ |= FLURRY_STUB_LOAD_FS | FLURRY_STUB_LOAD_GS; }
   Result<x86::UserCpuState> CaptureCpu() override;
+  Result<void> Protect(const ProtectionMap& protections, uint64_t start, uint64_t length) override;
   void Interrupt() override;
   Result<TscInfo> Tsc() override { return TscInfo{}; }
   Result<UniqueFd> TakeUserfault() override { return stub_.TakeUserfault(); }
@@ -49,6 +50,10 @@ class SeccompBackend final : public Backend {
   std::optional<StubProcess> pending_child_;  // between PrepareFork and AfterFork*
   std::optional<GuestMemory> memory_;
   x86::UserRegs regs_;
+  // The hole below the guest's stack: never mapped in the stub (not from the shared page,
+  // which the guest can write).
+  uint64_t guard_start_ = 0;
+  uint64_t guard_end_ = 0;
   uint32_t pending_ = 0;  // FLURRY_STUB_LOAD_* for the next RESUME
   bool stopped_ = true;   // the stub waits for a command
   // regs_.fs_base/gs_base are the stub's own (set by a RESUME that loaded them): LoadCpu then

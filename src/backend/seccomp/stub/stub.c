@@ -384,6 +384,9 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
       case FLURRY_STUB_CMD_MADVISE:
         s->result = SYS3(__NR_madvise, s->args[0], s->args[1], s->args[2]);
         continue;
+      case FLURRY_STUB_CMD_MPROTECT:
+        s->result = SYS3(__NR_mprotect, s->args[0], s->args[1], s->args[2]);
+        continue;
       case FLURRY_STUB_CMD_SAVE_FPU:
         save_fpu(&uc->mc);
         s->result = 0;
@@ -422,6 +425,8 @@ static void emit(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
 }
 #define LD(off) emit(BPF_LD | BPF_W | BPF_ABS, (off), 0, 0)
 #define JEQ(v, t, f) emit(BPF_JMP | BPF_JEQ | BPF_K, (v), (t), (f))
+#define JGE(v, t, f) emit(BPF_JMP | BPF_JGE | BPF_K, (v), (t), (f))
+#define JSET(v, t, f) emit(BPF_JMP | BPF_JSET | BPF_K, (v), (t), (f))
 #define RET(v) emit(BPF_RET | BPF_K, (v), 0, 0)
 #define ARG_LO(n) (16 + 8 * (n))
 #define ARG_HI(n) (20 + 8 * (n))
@@ -462,6 +467,19 @@ static void install_filter(u64 fork_token) {
   JEQ(0, 0, 3);
   LD(ARG_LO(2));
   JEQ(4 /* MADV_DONTNEED */, 0, 1);
+  RET(SECCOMP_RET_ALLOW);
+  RET(SECCOMP_RET_KILL_PROCESS);
+  /* mprotect: only below 64 GiB (guest RAM; the stub's own code, data and shared page lie far
+   * above), with a length below 64 GiB (no reaching up there either) and plain PROT_* bits. */
+  JEQ(__NR_mprotect, 0, 10);
+  LD(ARG_HI(0));
+  JGE(FLURRY_STUB_MPROTECT_LIMIT_HI, 7, 0);
+  LD(ARG_HI(1));
+  JGE(FLURRY_STUB_MPROTECT_LIMIT_HI, 5, 0);
+  LD(ARG_HI(2));
+  JEQ(0, 0, 3);
+  LD(ARG_LO(2));
+  JSET(~(uint32_t)(PROT_READ | PROT_WRITE | PROT_EXEC), 1, 0);
   RET(SECCOMP_RET_ALLOW);
   RET(SECCOMP_RET_KILL_PROCESS);
   /* prctl: only PR_SET_PDEATHSIG. */
@@ -507,6 +525,8 @@ static void install_filter(u64 fork_token) {
 }
 #undef LD
 #undef JEQ
+#undef JGE
+#undef JSET
 #undef RET
 
 /* No capabilities left (a root VMM's stub would otherwise keep root's): what the filter lets

@@ -25,7 +25,7 @@
 #define FLURRY_STUB_SHARED_FD 3
 
 #define FLURRY_STUB_MAGIC 0x4255545359524c46ULL /* "FLRYSTUB" */
-#define FLURRY_STUB_VERSION 2
+#define FLURRY_STUB_VERSION 3
 
 /* turn */
 #define FLURRY_STUB_TURN_GUEST 0 /* the guest is running (or the stub is starting) */
@@ -47,6 +47,10 @@
 #define FLURRY_STUB_CMD_MADVISE 3  /* madvise(args[0], args[1], args[2]); result = -errno or 0 */
 #define FLURRY_STUB_CMD_SAVE_FPU 4 /* copy the guest's XSAVE image to `xsave` */
 #define FLURRY_STUB_CMD_EXIT 5     /* exit_group(0) */
+#define FLURRY_STUB_CMD_MPROTECT                                              \
+  7 /* mprotect(args[0], args[1], args[2]) of guest RAM; result = -errno or 0 \
+     * (the filter lets only ranges below 64 GiB and PROT_READ/WRITE/EXEC through) */
+#define FLURRY_STUB_MPROTECT_LIMIT_HI 16u /* 64 GiB >> 32 */
 #define FLURRY_STUB_CMD_CLOSE_FDS                                 \
   6 /* close_range(0, ~0, 0): the stub keeps no fd (after the VMM \
      * took the userfaultfd) */
