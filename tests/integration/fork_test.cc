@@ -321,6 +321,35 @@ TEST(ForkSignals, PendingSignalsAndHandlersAreCloned) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+TEST(ForkMemProtect, ProtectionsAreClonedAndEachVmChangesItsOwn) {
+  auto r = FlurryRun({Guest("fork_memprotect")});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  EXPECT_EQ(Join(s.parent),
+            "clone 1: kind 1 status 11\n"
+            "clone 2: kind 1 status 12\n"
+            "clone 0: read page 0: 1\n"
+            "clone 0: read page 2: 3\n"
+            "clone 0: SIGSEGV SEGV_ACCERR at page 2\n")
+      << r.Describe();
+  const std::string common =
+      "read page 2: 3\n"
+      "wrote page 0\n"
+      "SIGSEGV SEGV_ACCERR at page 1\n"
+      "SIGSEGV SEGV_ACCERR at page 2\n";
+  auto prefixed = [](int id, const std::string& lines) {
+    std::string out;
+    for (const std::string& line : Lines(lines))
+      out += "clone " + std::to_string(id) + ": " + line + "\n";
+    return out;
+  };
+  EXPECT_EQ(Join(s.clones[1]), prefixed(1, common + "wrote page 2\nread page 2: 7\n"))
+      << r.Describe();
+  EXPECT_EQ(Join(s.clones[2]), prefixed(2, common)) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Misuse: every call returns the documented error, nothing hangs, the VM survives.
 
