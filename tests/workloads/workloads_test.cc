@@ -1,0 +1,81 @@
+// The workload suite (README.md): each program's output, exit status and the files it writes
+// are the same in flurry as natively; and run under sf_clone, its clones' results are right.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+#include "harness.h"
+
+namespace {
+using namespace flurry_test;
+
+std::string Workload(const std::string& name) { return std::string(WORKLOAD_DIR) + "/" + name; }
+
+// The input data: a few MiB of word salad (compressible, as text is) and of binary records.
+void WriteInputs(const fs::path& dir) {
+  static const char* const kWords[] = {"flurry", "clone",  "page", "memory", "fork",   "the",
+                                       "of",     "vm",     "and",  "host",   "signal", "a",
+                                       "zstd",   "buffer", "to",   "guest",  "kvm",    "stub"};
+  uint64_t state = 42;
+  auto next = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 33;
+  };
+  std::string text;
+  while (text.size() < (3u << 20)) {
+    text += kWords[next() % std::size(kWords)];
+    text += next() % 11 == 0 ? "\n" : " ";
+  }
+  WriteFile(dir / "corpus.txt", text);
+  std::string records;
+  for (uint32_t i = 0; records.size() < (1u << 20); ++i) {
+    const uint32_t record[4] = {i, i * 7, static_cast<uint32_t>(next() % 1000), 0xfeedu};
+    records.append(reinterpret_cast<const char*>(record), sizeof record);
+  }
+  WriteFile(dir / "records.bin", records);
+}
+
+TEST(ZstdWorkload, CompressesTheDirectoryAsNatively) {
+  TempDir native_dir, guest_dir;
+  WriteInputs(native_dir.path());
+  WriteInputs(guest_dir.path());
+  RunResult native = flurry_test::Run({Workload("zstd_dir"), native_dir.path().string()});
+  ASSERT_TRUE(native.exited && native.exit_code == 0) << native.Describe();
+  RunResult guest =
+      Flurry({"run", "--dir", guest_dir.path().string() + ":rw", Workload("zstd_dir"), "/"});
+  ASSERT_TRUE(guest.exited) << guest.Describe();
+  EXPECT_EQ(guest.exit_code, 0) << guest.Describe();
+  EXPECT_EQ(guest.out, native.out) << guest.Describe();
+  EXPECT_EQ(guest.err, "") << guest.Describe();
+  EXPECT_EQ(Lines(native.out).size(), 2u) << native.Describe();
+  for (const char* name : {"corpus.txt.zst", "records.bin.zst"}) {
+    const std::string expected = ReadFile(native_dir.path() / name);
+    EXPECT_FALSE(expected.empty()) << name;
+    EXPECT_TRUE(ReadFile(guest_dir.path() / name) == expected) << name << " differs";
+  }
+}
+
+TEST(ZstdWorkload, ClonesCompressAtTheirOwnLevels) {
+  TempDir native_dir, guest_dir;
+  WriteInputs(native_dir.path());
+  WriteInputs(guest_dir.path());
+  RunResult native = flurry_test::Run({Workload("zstd_dir"), native_dir.path().string()});
+  ASSERT_TRUE(native.exited && native.exit_code == 0) << native.Describe();
+  RunResult guest =
+      Flurry({"run", "--dir", guest_dir.path().string() + ":rw", Workload("zstd_dir"), "/", "3"});
+  ASSERT_TRUE(guest.exited) << guest.Describe();
+  EXPECT_EQ(guest.exit_code, 0) << guest.Describe();
+  EXPECT_EQ(guest.err, "") << guest.Describe();
+  const std::vector<std::string> lines = Lines(guest.out);
+  ASSERT_EQ(lines.size(), 5u) << guest.Describe();
+  EXPECT_EQ(lines[0] + "\n" + lines[1] + "\n", native.out) << guest.Describe();
+  for (int id = 1; id <= 3; ++id) {
+    const std::string& line = lines[static_cast<size_t>(1 + id)];
+    EXPECT_TRUE(
+        StartsWith(line, "clone " + std::to_string(id) + " (level " + std::to_string(id) + "): "))
+        << line;
+    EXPECT_NE(line.find("matches the parent's own: yes"), std::string::npos) << line;
+  }
+}
+
+}  // namespace
