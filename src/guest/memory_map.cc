@@ -145,7 +145,8 @@ std::vector<std::pair<uint64_t, uint64_t>> MemoryMap::Unmap(uint64_t addr, uint6
 
 Result<uint64_t> MemoryMap::Remap(uint64_t addr, uint64_t old_length, uint64_t new_length,
                                   bool may_move) {
-  if (addr % kPageSize != 0 || old_length == 0 || new_length == 0) {
+  if (addr % kPageSize != 0 || old_length == 0 || new_length == 0 ||
+      AlignUp(old_length, kPageSize) < old_length) {
     return FailErrno(EINVAL, "mremap arguments");
   }
   old_length = AlignUp(old_length, kPageSize);

@@ -133,6 +133,7 @@ TEST(MemoryMap, RemappedPagesKeepTheirProtection) {
   EXPECT_FALSE(map.protections().At(a));
   EXPECT_EQ(map.protections().At(moved + 2 * 4096), kProtRead);
   EXPECT_EQ(map.Remap(moved, 0, 4096, true).error().code(), EINVAL);
+  EXPECT_EQ(map.Remap(moved, ~0ULL, 4096, true).error().code(), EINVAL);  // wraps when aligned
 }
 
 TEST(MemoryMap, RestoredWithoutProtectionsEverythingMappedIsAccessible) {

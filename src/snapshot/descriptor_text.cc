@@ -189,6 +189,22 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
                        m.regions.begin()->first, m.mmap_top);
   }
   out += fmt::format("{}stack  {}\n", kIndent, Range(m.stack_bottom, m.ram_size));
+  if (!m.protections) {
+    out += fmt::format("{}prot   not recorded (every mapped page read/write/execute)\n", kIndent);
+  } else {
+    // Bytes per protection, in the order r--, rw-, r-x, rwx, then the rest.
+    uint64_t by_prot[8] = {};
+    for (const auto& [start, span] : *m.protections) by_prot[span.prot & 7] += span.end - start;
+    std::string parts;
+    for (int prot : {1, 3, 5, 7, 0, 2, 4, 6}) {
+      if (by_prot[prot] == 0) continue;
+      const std::string name =
+          std::string(prot & 1 ? "r" : "-") + (prot & 2 ? "w" : "-") + (prot & 4 ? "x" : "-");
+      parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", name, HumanBytes(by_prot[prot]));
+    }
+    out += fmt::format("{}prot   {} span{}: {}\n", kIndent, m.protections->size(),
+                       m.protections->size() == 1 ? "" : "s", parts);
+  }
 
   uint64_t present = 0;
   for (const PageMapRecord::Run& run : d.pages.present) present += run.page_count;

@@ -78,6 +78,15 @@ TEST(DescriptorTextTest, SaysWhenTheClockWasNotRecorded) {
                  "clock\n");
 }
 
+TEST(DescriptorTextTest, SummarisesProtectionsOrSaysTheyWereNotRecorded) {
+  VmDescriptor d = FullDescriptor();
+  ExpectContains(DescribeDescriptor(d, 1),
+                 "prot   7 spans: r-- 4 KiB, rw- 9.4 MiB, r-x 764 KiB, rwx 2 MiB, --- 16 KiB\n");
+  d.memory.protections.reset();
+  ExpectContains(DescribeDescriptor(d, 1),
+                 "prot   not recorded (every mapped page read/write/execute)\n");
+}
+
 TEST(DescriptorTextTest, SaysWhenItShowsAConvertedVersion1Descriptor) {
   const std::string text = DescribeDescriptor(FullDescriptor(), 4621, 1);
   ExpectContains(text,

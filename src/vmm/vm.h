@@ -110,6 +110,8 @@ class Vm : public ForkHost {
   Result<GuestExit> RunLoop();
   // On the run thread: serves queued control requests; blocks while paused.
   Result<void> ServeControl();
+  // Whether a control request waits (any thread).
+  bool ControlPending();
   ControlReply Execute(const ControlRequest& request);
   Result<ControlReply> WriteSnapshot(const std::string& directory);
   // The descriptor of the VM as it stands (stopped at a control request).
@@ -139,7 +141,7 @@ class Vm : public ForkHost {
   // Raises SIGALRM if the guest's interval timer is due (and arms its next period).
   void CheckTimers();
   // Gives the alarm thread the earlier of the interval timer's deadline and
-  // retry_signals_at_, if that changed.
+  // retry_stop_at_, if that changed.
   void SyncAlarm();
   // After a syscall interrupted by a signal (EINTR): whether it is made again after the
   // handler (SA_RESTART, Linux's list of syscalls never restarted) or at once (no handler).
@@ -200,9 +202,9 @@ class Vm : public ForkHost {
     uint64_t xcr0 = 0;
   };
   std::optional<FpuShape> fpu_shape_;
-  // When to look again for a signal that could not be delivered at an interrupted stop (host
-  // CLOCK_MONOTONIC ns; 0: none).
-  int64_t retry_signals_at_ = 0;
+  // When to stop the guest again for a signal or a control request that could not be served
+  // at an interrupted stop (host CLOCK_MONOTONIC ns; 0: none).
+  int64_t retry_stop_at_ = 0;
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.
   AlarmThread alarm_{[this] { Kick(); }};

@@ -25,6 +25,11 @@ ControlReply Vm::Control(const ControlRequest& request) {
   return pending.reply;
 }
 
+bool Vm::ControlPending() {
+  std::lock_guard lock(control_mutex_);
+  return !control_queue_.empty();
+}
+
 Result<void> Vm::ServeControl() {
   for (;;) {
     PendingControl* pending = nullptr;

@@ -56,16 +56,21 @@ Result<GuestExit> Vm::RunLoop() {
         break;
       }
       case GuestStop::Kind::kInterrupted: {
-        FLURRY_TRY(ServeControl());
+        retry_stop_at_ = 0;
         CheckTimers();
-        retry_signals_at_ = 0;
-        if (NextDeliverableSignal(state_.signals) == 0) break;
         if (x86::InSystemCode(backend_->regs().rip)) {
-          // Stopped in an exception stub or the syscall gate (KVM): no place for a handler's
-          // frame. The guest comes out of it by itself; look again in a millisecond.
-          retry_signals_at_ = HostClockNs(CLOCK_MONOTONIC) + 1'000'000;
+          // Stopped in an exception stub or the syscall gate (KVM), between the program's
+          // instructions and the VMM: the registers are the stub's. Neither a control request
+          // (a clone or snapshot would capture them) nor a handler's frame fits here. The
+          // guest comes out by itself; look again in a millisecond.
+          if (ControlPending() || NextDeliverableSignal(state_.signals) != 0) {
+            retry_stop_at_ = HostClockNs(CLOCK_MONOTONIC) + 1'000'000;
+          }
           break;
         }
+        FLURRY_TRY(ServeControl());
+        CheckTimers();
+        if (NextDeliverableSignal(state_.signals) == 0) break;
         SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
         if (delivery.exit) return *delivery.exit;
         break;

@@ -51,8 +51,8 @@ void Vm::SyncAlarm() {
   const IntervalTimer& timer = state_.signals.real_timer;
   int64_t deadline =
       timer.armed() ? HostFromGuestNs(timer.deadline_ns, state_.monotonic_offset_ns) : 0;
-  if (retry_signals_at_ != 0 && (deadline == 0 || retry_signals_at_ < deadline)) {
-    deadline = retry_signals_at_;
+  if (retry_stop_at_ != 0 && (deadline == 0 || retry_stop_at_ < deadline)) {
+    deadline = retry_stop_at_;
   }
   if (deadline == alarm_set_for_) return;
   alarm_set_for_ = deadline;
@@ -143,9 +143,10 @@ Result<std::optional<GuestExit>> Vm::HandleFault(const GuestStop& stop) {
   GuestSiginfo info;
   info.signo = signal;
   info.code = x86::FaultSignalCode(stop.report);
-  if (stop.report.vector == 14 && signal == SIGSEGV) {
+  if (stop.report.vector == 14 && signal == SIGSEGV && stop.report.address >= x86::kUserBase) {
     // Linux's rule, the same on both backends: an address inside a mapping is an access error
-    // (PROT_NONE included), anything else a missing mapping.
+    // (PROT_NONE included), anything else a missing mapping. (Below user memory, the system
+    // pages keep the error code's answer: a write to the vDSO is an access error.)
     info.code = state_.memory_map.IsMapped(x86::AlignDown(stop.report.address, x86::kPageSize),
                                            x86::kPageSize)
                     ? SEGV_ACCERR

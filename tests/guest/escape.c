@@ -172,6 +172,14 @@ static int do_site(uint64_t insn, const char* what, long arg) {
     r = site6(insn, SYS_clone, SIGCHLD_, 0, 0, 0, 0x1234567890abcdefL, 0);
   } else if (strcmp(what, "clone_thread") == 0) {  // CLONE_VM|CLONE_THREAD|CLONE_SIGHAND
     r = site6(insn, SYS_clone, 0x10900, 0x20000000, 0, 0, 0, 0);
+  } else if (strcmp(what, "mprotect_stub") == 0) {  // the stub's own code made writable
+    r = site6(insn, SYS_mprotect, (long)STUB_TEXT, 0x1000, 7, 0, 0, 0);
+  } else if (strcmp(what, "mprotect_reach") == 0) {  // from guest RAM up to the stub's code
+    r = site6(insn, SYS_mprotect, 0x200000, (long)(STUB_TEXT - 0x200000 + 0x1000), 7, 0, 0, 0);
+  } else if (strcmp(what, "mprotect_vdso") == 0) {  // the guest's clock page below user RAM
+    r = site6(insn, SYS_mprotect, 0xa000, 0x1000, 7, 0, 0, 0);
+  } else if (strcmp(what, "mprotect_bits") == 0) {  // PROT_GROWSDOWN
+    r = site6(insn, SYS_mprotect, 0x200000, 0x1000, 0x01000001, 0, 0, 0);
   }
   printf("site_ret=%ld\n", r);
   return 0;

@@ -73,6 +73,11 @@ SeccompBackend::~SeccompBackend() = default;
 Result<void> SeccompBackend::Protect(const ProtectionMap& protections, uint64_t start,
                                      uint64_t length) {
   const uint64_t ram = memory_->size();
+  if (start < x86::kUserBase) {  // the system pages are the stub's own
+    if (length <= x86::kUserBase - start) return {};
+    length -= x86::kUserBase - start;
+    start = x86::kUserBase;
+  }
   if (start >= ram) return {};
   length = std::min(length, ram - start);
   Result<void> result;

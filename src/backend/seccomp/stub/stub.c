@@ -469,11 +469,15 @@ static void install_filter(u64 fork_token) {
   JEQ(4 /* MADV_DONTNEED */, 0, 1);
   RET(SECCOMP_RET_ALLOW);
   RET(SECCOMP_RET_KILL_PROCESS);
-  /* mprotect: only below 64 GiB (guest RAM; the stub's own code, data and shared page lie far
-   * above), with a length below 64 GiB (no reaching up there either) and plain PROT_* bits. */
-  JEQ(__NR_mprotect, 0, 10);
+  /* mprotect: only in [2 MiB, 64 GiB) (guest user RAM; the stub's own code, data and shared
+   * page lie far above, the guest's vDSO and clock page below), with a length below 64 GiB (no
+   * reaching up there either) and plain PROT_* bits. */
+  JEQ(__NR_mprotect, 0, 13);
   LD(ARG_HI(0));
-  JGE(FLURRY_STUB_MPROTECT_LIMIT_HI, 7, 0);
+  JGE(FLURRY_STUB_MPROTECT_LIMIT_HI, 10, 0);
+  JEQ(0, 0, 2);
+  LD(ARG_LO(0));
+  JGE(FLURRY_STUB_MPROTECT_FLOOR, 0, 7);
   LD(ARG_HI(1));
   JGE(FLURRY_STUB_MPROTECT_LIMIT_HI, 5, 0);
   LD(ARG_HI(2));
