@@ -59,7 +59,8 @@ struct ElfImage {
   uint64_t phdr_vaddr = 0;
   std::vector<ElfSegment> segments;  // PT_LOAD segments with memsz > 0, sorted by vaddr
   std::optional<ElfTls> tls;         // PT_TLS, if present
-  // p_flags of PT_GNU_STACK; nullopt when absent (Linux then gives an executable stack).
+  // p_flags of PT_GNU_STACK; nullopt when absent (x86-64 Linux since 5.8 then gives a
+  // non-executable stack, as with PT_GNU_STACK without PF_X).
   std::optional<uint32_t> stack_flags;
   // Page-aligned bounds of the loadable segments: [min_vaddr, max_vaddr).
   uint64_t min_vaddr = 0;

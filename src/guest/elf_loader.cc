@@ -71,7 +71,7 @@ Result<LoadedImage> PlaceElf(const ElfImage& image, uint64_t file_size, uint64_t
     return Fail("program image ends at {:#x}, past the end of its memory ({:#x})", loaded.image_end,
                 load_limit);
   }
-  loaded.executable_stack = !image.stack_flags || (*image.stack_flags & PF_X) != 0;
+  loaded.executable_stack = image.stack_flags && (*image.stack_flags & PF_X) != 0;
   for (const ElfSegment& seg : image.segments) {
     const uint64_t start = x86::AlignDown(seg.vaddr + bias, x86::kPageSize);
     const uint64_t end = x86::AlignUp(seg.vaddr + bias + seg.memsz, x86::kPageSize);

@@ -38,7 +38,7 @@ struct LoadedImage {
     uint8_t prot = 0;
   };
   std::vector<Pages> segment_pages;
-  bool executable_stack = false;  // no PT_GNU_STACK, or one with PF_X
+  bool executable_stack = false;  // PT_GNU_STACK with PF_X
 };
 
 // Where `image` goes and whether it fits: every segment must lie inside [kUserBase,

@@ -3,6 +3,7 @@
 #include <elf.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -94,6 +95,15 @@ TEST(ElfLoader, LoadsExecutableAtItsAddresses) {
   Elf64_Phdr ph;
   ASSERT_TRUE(memory.Read(loaded->phdr_addr + sizeof(Elf64_Phdr), &ph, sizeof ph).has_value());
   EXPECT_EQ(ph.p_vaddr, 0x401000u);
+  // Each segment's pages with its protection; no PT_GNU_STACK: a non-executable stack.
+  ASSERT_EQ(loaded->segment_pages.size(), 2u);
+  EXPECT_EQ(loaded->segment_pages[0].start, 0x400000u);
+  EXPECT_EQ(loaded->segment_pages[0].length, 0x1000u);
+  EXPECT_EQ(loaded->segment_pages[0].prot, PROT_READ | PROT_EXEC);
+  EXPECT_EQ(loaded->segment_pages[1].start, 0x401000u);
+  EXPECT_EQ(loaded->segment_pages[1].length, 0x2000u);
+  EXPECT_EQ(loaded->segment_pages[1].prot, PROT_READ | PROT_WRITE);
+  EXPECT_FALSE(loaded->executable_stack);
 }
 
 TEST(ElfLoader, PlacesStaticPieAtFourMiB) {

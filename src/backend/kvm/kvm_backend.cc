@@ -5,7 +5,12 @@
 #include <x86intrin.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
 
 #include "arch/x86_64/cpu_setup.h"
 #include "arch/x86_64/exceptions.h"
@@ -48,6 +53,32 @@ kvm_regs FromUser(const x86::UserRegs& u) {
   return k;
 }
 
+// Guest-physical address and slot of the scratch memory slot whose removal makes KVM drop every
+// shadow page: above RAM (at most 64 GiB) and below the doorbell.
+constexpr uint64_t kScratchSlotGpa = 1ULL << 37;
+constexpr uint32_t kScratchSlot = 1;
+
+// Whether this host's KVM builds shadow page tables from the guest's (instead of two-dimensional
+// paging): the PVM flavour, or EPT/NPT switched off. FLURRY_KVM_SHADOW_PAGING=1 or 0 overrides
+// what the module parameters say (tests run the shadow path on a host without it).
+bool ShadowPaging() {
+  if (const char* forced = std::getenv("FLURRY_KVM_SHADOW_PAGING")) {
+    return std::string_view(forced) == "1";
+  }
+  auto reads = [](const char* path, std::initializer_list<const char*> values) {
+    std::ifstream in(path);
+    std::string word;
+    if (!(in >> word)) return false;
+    for (const char* v : values) {
+      if (word == v) return true;
+    }
+    return false;
+  };
+  if (std::filesystem::exists("/sys/module/kvm_pvm")) return true;
+  return reads("/sys/module/kvm_intel/parameters/ept", {"N", "0"}) ||
+         reads("/sys/module/kvm_amd/parameters/npt", {"N", "0"});
+}
+
 }  // namespace
 
 Result<std::unique_ptr<KvmBackend>> KvmBackend::Create(const GuestLayout& layout) {
@@ -56,6 +87,7 @@ Result<std::unique_ptr<KvmBackend>> KvmBackend::Create(const GuestLayout& layout
     memory.AdviseHugePages(layout.huge_start, layout.huge_end - layout.huge_start);
   }
   auto backend = std::unique_ptr<KvmBackend>(new KvmBackend(std::move(memory), layout));
+  backend->shadow_paging_ = ShadowPaging();
   // The guard below the stack is left out of the page tables: touching it faults.
   x86::AddressRange hole{layout.guard_start, x86::kHugePageSize};
   FLURRY_TRY(x86::BuildPageTables(backend->memory_, {&hole, 1}));
@@ -189,6 +221,13 @@ Result<void> KvmBackend::FlushTlb() {
   kvm_sregs sregs = FLURRY_TRY(vcpu_->GetSregs());
   sregs.cr3 ^= 1ULL << 3;
   FLURRY_TRY(vcpu_->SetSregs(sregs));
+  if (shadow_paging_) {
+    // Removing a memory slot makes KVM zap all its shadow pages (kvm_mmu_zap_all_fast); they
+    // are rebuilt from the tables as they are now. Costly, but only on such hosts.
+    FLURRY_TRY(
+        vm_->SetMemoryRegion(kScratchSlot, kScratchSlotGpa, x86::kPageSize, memory_.host_base()));
+    FLURRY_TRY(vm_->SetMemoryRegion(kScratchSlot, kScratchSlotGpa, 0, memory_.host_base()));
+  }
   tlb_stale_ = false;
   return {};
 }

@@ -51,13 +51,17 @@ class KvmBackend final : public Backend {
   Result<GuestStop> Fault(int signal, const char* what);
   Result<GuestStop> Exception(int vector);
   // Drops the vCPU's cached translations after page-table edits: a changed CR3 makes KVM
-  // reload its MMU root and flush the guest's TLB (on shadow and nested paging alike).
+  // reload its MMU root and flush the guest's TLB. Where KVM shadows the guest's page tables
+  // (no EPT/NPT, or PVM), it also drops KVM's shadow pages, which the VMM's own writes to the
+  // tables do not invalidate.
   Result<void> FlushTlb();
 
   GuestMemory memory_;
   GuestLayout layout_;
   x86::UserPageTables page_tables_;
   bool tlb_stale_ = false;  // page tables edited since the guest last ran
+  // KVM shadows the guest's page tables here (ShadowPaging()): learned at creation.
+  bool shadow_paging_ = false;
   std::optional<KvmSystem> system_;
   std::optional<KvmVm> vm_;
   std::optional<KvmVcpu> vcpu_;
