@@ -219,6 +219,27 @@ RunResult Flurry(std::vector<std::string> args, const RunOptions& options) {
   return Run(args, options);
 }
 
+RunResult ExpectSameAsNative(const std::vector<std::string>& program,
+                             const std::string& killed_prefix, const RunOptions& options) {
+  RunResult native = Run(program, options);
+  std::vector<std::string> args = {"run"};
+  args.insert(args.end(), program.begin(), program.end());
+  RunResult guest = Flurry(args, options);
+  EXPECT_FALSE(native.timed_out) << native.Describe();
+  EXPECT_FALSE(guest.timed_out) << guest.Describe();
+  EXPECT_TRUE(guest.exited) << "flurry itself died" << guest.Describe();
+  EXPECT_EQ(guest.out, native.out) << guest.Describe();
+  if (native.exited) {
+    EXPECT_EQ(guest.exit_code, native.exit_code) << guest.Describe();
+    EXPECT_EQ(guest.err, "") << guest.Describe();
+  } else {
+    EXPECT_EQ(guest.exit_code, 128 + native.term_signal) << guest.Describe();
+    EXPECT_EQ(Lines(guest.err).size(), 1u) << guest.Describe();
+    EXPECT_TRUE(StartsWith(guest.err, killed_prefix)) << guest.Describe();
+  }
+  return guest;
+}
+
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream s(text);

@@ -55,6 +55,12 @@ struct RunResult {
 RunResult Run(const std::vector<std::string>& argv, const RunOptions& options = {});
 // `flurry ARGS...`
 RunResult Flurry(std::vector<std::string> args, const RunOptions& options = {});
+// Runs `program` (argv) natively and as `flurry run program...`, and expects the same: stdout,
+// and the exit status — exited, with the same code and nothing on stderr; or killed by signal
+// N natively, and flurry exiting with 128 + N after one line on stderr beginning with
+// `killed_prefix`. Returns the flurry run (for further checks).
+RunResult ExpectSameAsNative(const std::vector<std::string>& program,
+                             const std::string& killed_prefix, const RunOptions& options = {});
 
 std::vector<std::string> Lines(const std::string& text);
 bool StartsWith(const std::string& s, const std::string& prefix);

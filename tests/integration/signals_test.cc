@@ -12,22 +12,8 @@ using namespace flurry_test;
 class Signals : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Signals, MatchNativeRun) {
-  const std::string scenario = GetParam();
-  RunResult native = flurry_test::Run({Guest("signals"), scenario});
-  ASSERT_FALSE(native.timed_out) << native.Describe();
-  RunResult guest = Flurry({"run", Guest("signals"), scenario});
-  ASSERT_FALSE(guest.timed_out) << guest.Describe();
-  ASSERT_TRUE(guest.exited) << "flurry itself died" << guest.Describe();
-  EXPECT_EQ(guest.out, native.out) << guest.Describe();
-  if (native.exited) {
-    EXPECT_EQ(guest.exit_code, native.exit_code) << guest.Describe();
-    EXPECT_EQ(guest.err, "") << guest.Describe();
-  } else {
-    // Killed by a signal: flurry exits with 128 + signal and says so on one line.
-    EXPECT_EQ(guest.exit_code, 128 + native.term_signal) << guest.Describe();
-    EXPECT_EQ(Lines(guest.err).size(), 1u) << guest.Describe();
-    EXPECT_TRUE(StartsWith(guest.err, "flurry: guest killed by SIG")) << guest.Describe();
-  }
+  // Killed by a signal: flurry exits with 128 + signal and says so on one line.
+  ExpectSameAsNative({Guest("signals"), GetParam()}, "flurry: guest killed by SIG");
 }
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, Signals,

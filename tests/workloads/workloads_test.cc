@@ -35,40 +35,48 @@ void WriteInputs(const fs::path& dir) {
   WriteFile(dir / "records.bin", records);
 }
 
-TEST(ZstdWorkload, CompressesTheDirectoryAsNatively) {
-  TempDir native_dir, guest_dir;
-  WriteInputs(native_dir.path());
-  WriteInputs(guest_dir.path());
-  RunResult native = flurry_test::Run({Workload("zstd_dir"), native_dir.path().string()});
-  ASSERT_TRUE(native.exited && native.exit_code == 0) << native.Describe();
-  RunResult guest =
-      Flurry({"run", "--dir", guest_dir.path().string() + ":rw", Workload("zstd_dir"), "/"});
+// Both runs get the same inputs, each in its own directory; the native run happens first.
+class ZstdWorkload : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WriteInputs(native_dir_.path());
+    WriteInputs(guest_dir_.path());
+    native_ = flurry_test::Run({Workload("zstd_dir"), native_dir_.path().string()});
+    ASSERT_TRUE(native_.exited && native_.exit_code == 0) << native_.Describe();
+  }
+  RunResult RunInFlurry(std::vector<std::string> args) {
+    std::vector<std::string> all = {"run", "--dir", guest_dir_.path().string() + ":rw",
+                                    Workload("zstd_dir"), "/"};
+    all.insert(all.end(), args.begin(), args.end());
+    return Flurry(all);
+  }
+
+  TempDir native_dir_, guest_dir_;
+  RunResult native_;
+};
+
+TEST_F(ZstdWorkload, CompressesTheDirectoryAsNatively) {
+  RunResult guest = RunInFlurry({});
   ASSERT_TRUE(guest.exited) << guest.Describe();
   EXPECT_EQ(guest.exit_code, 0) << guest.Describe();
-  EXPECT_EQ(guest.out, native.out) << guest.Describe();
+  EXPECT_EQ(guest.out, native_.out) << guest.Describe();
   EXPECT_EQ(guest.err, "") << guest.Describe();
-  EXPECT_EQ(Lines(native.out).size(), 2u) << native.Describe();
+  EXPECT_EQ(Lines(native_.out).size(), 2u) << native_.Describe();
   for (const char* name : {"corpus.txt.zst", "records.bin.zst"}) {
-    const std::string expected = ReadFile(native_dir.path() / name);
+    const std::string expected = ReadFile(native_dir_.path() / name);
     EXPECT_FALSE(expected.empty()) << name;
-    EXPECT_TRUE(ReadFile(guest_dir.path() / name) == expected) << name << " differs";
+    EXPECT_TRUE(ReadFile(guest_dir_.path() / name) == expected) << name << " differs";
   }
 }
 
-TEST(ZstdWorkload, ClonesCompressAtTheirOwnLevels) {
-  TempDir native_dir, guest_dir;
-  WriteInputs(native_dir.path());
-  WriteInputs(guest_dir.path());
-  RunResult native = flurry_test::Run({Workload("zstd_dir"), native_dir.path().string()});
-  ASSERT_TRUE(native.exited && native.exit_code == 0) << native.Describe();
-  RunResult guest =
-      Flurry({"run", "--dir", guest_dir.path().string() + ":rw", Workload("zstd_dir"), "/", "3"});
+TEST_F(ZstdWorkload, ClonesCompressAtTheirOwnLevels) {
+  RunResult guest = RunInFlurry({"3"});
   ASSERT_TRUE(guest.exited) << guest.Describe();
   EXPECT_EQ(guest.exit_code, 0) << guest.Describe();
   EXPECT_EQ(guest.err, "") << guest.Describe();
   const std::vector<std::string> lines = Lines(guest.out);
   ASSERT_EQ(lines.size(), 5u) << guest.Describe();
-  EXPECT_EQ(lines[0] + "\n" + lines[1] + "\n", native.out) << guest.Describe();
+  EXPECT_EQ(lines[0] + "\n" + lines[1] + "\n", native_.out) << guest.Describe();
   for (int id = 1; id <= 3; ++id) {
     const std::string& line = lines[static_cast<size_t>(1 + id)];
     EXPECT_TRUE(
