@@ -69,8 +69,14 @@ Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int
   char empty = 0;
   iovec iov{&empty, 0};
   std::optional<GuestWindow> window;
+  const GuestAccess access = write ? GuestAccess::kRead : GuestAccess::kWrite;
   if (count != 0) {
-    window = FLURRY_TRY(context.memory.Window(args.arg[1], count));
+    // A buffer that becomes inaccessible part way makes a short read or write; none at all,
+    // EFAULT (from Window).
+    if (const uint64_t ok = context.memory.AccessibleBytes(args.arg[1], count, access); ok != 0) {
+      count = ok;
+    }
+    window = FLURRY_TRY(context.memory.Window(args.arg[1], count, access));
     iov = {window->bytes().data(), count};
   }
   if (write) {
@@ -104,7 +110,8 @@ Value Pwrite64(SyscallContext& context, const SyscallArgs& args) {
 
 Value Readv(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
-  GuestIovecs io = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
+  GuestIovecs io =
+      FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2], GuestAccess::kWrite));
   const int64_t n = FLURRY_TRY(ReadInto(context, *file, io.iov, -1));
   if (n > 0) FLURRY_TRY(io.Store(static_cast<uint64_t>(n)));
   return n;
@@ -112,7 +119,8 @@ Value Readv(SyscallContext& context, const SyscallArgs& args) {
 
 Value Writev(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
-  GuestIovecs io = FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2]));
+  GuestIovecs io =
+      FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2], GuestAccess::kRead));
   FLURRY_TRY(io.Load());
   return WriteFrom(context, *file, io.iov, -1);
 }
@@ -130,7 +138,7 @@ Value Getdents64(SyscallContext& context, const SyscallArgs& args) {
   if (file->kind != FileKind::kDirectory) return FailErrno(ENOTDIR, "getdents64");
   uint64_t count = static_cast<uint32_t>(args.arg[2]);
   count = std::min(count, kMaxDirents);
-  GuestWindow window = FLURRY_TRY(context.memory.Window(args.arg[1], count));
+  GuestWindow window = FLURRY_TRY(context.memory.Window(args.arg[1], count, GuestAccess::kWrite));
   long n = syscall(SYS_getdents64, file->host_fd(), window.bytes().data(), count);
   if (n < 0) return HostError("getdents64");
   FLURRY_TRY(window.Store(static_cast<uint64_t>(n)));

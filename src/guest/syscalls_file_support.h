@@ -126,9 +126,10 @@ struct GuestIovecs {
   }
 };
 
-// A guest iovec array (EINVAL, EFAULT); lengths past MAX_RW_COUNT in total are cut, as Linux
-// does.
-inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, uint64_t count) {
+// A guest iovec array (EINVAL, EFAULT) whose buffers the syscall will `access`; lengths past
+// MAX_RW_COUNT in total are cut, as Linux does.
+inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, uint64_t count,
+                                     GuestAccess access) {
   struct GuestIovec {
     uint64_t base;
     uint64_t len;
@@ -143,7 +144,7 @@ inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, u
     if (static_cast<int64_t>(v.len) < 0) return FailErrno(EINVAL, "iovec length");
     uint64_t len = std::min(v.len, kMaxRw - total);
     if (len == 0) continue;
-    host.windows.push_back(FLURRY_TRY(memory.Window(v.base, len)));
+    host.windows.push_back(FLURRY_TRY(memory.Window(v.base, len, access)));
     host.iov.push_back({host.windows.back().bytes().data(), len});
     total += len;
   }

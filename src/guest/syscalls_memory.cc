@@ -37,7 +37,8 @@ int ReadFileInto(const FdTable& fds, int fd, const GuestMemory& memory, uint64_t
   constexpr uint64_t kPiece = 8 << 20;
   for (uint64_t base = 0; base < length; base += kPiece) {
     const uint64_t piece = std::min(kPiece, length - base);
-    auto window = memory.Window(address + base, piece);
+    // The kernel's own filling of a new mapping: whatever its protection.
+    auto window = memory.Window(address + base, piece, GuestAccess::kAsKernel);
     if (!window) return EFAULT;
     std::span<uint8_t> target = window->bytes();
     uint64_t done = 0;

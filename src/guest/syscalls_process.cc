@@ -184,7 +184,7 @@ SyscallResult SysGetrandom(SyscallContext& c, const SyscallArgs& a) {
   }
   constexpr uint64_t kMaxChunk = 32 << 20;
   const uint64_t length = a.arg[1] < kMaxChunk ? a.arg[1] : kMaxChunk;
-  auto window = c.memory.Window(a.arg[0], length);
+  auto window = c.memory.Window(a.arg[0], length, GuestAccess::kWrite);
   if (!window) return ErrnoFrom(window.error());
   std::span<uint8_t> bytes = window->bytes();
   uint64_t done = 0;

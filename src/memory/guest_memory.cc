@@ -74,8 +74,29 @@ Result<void> GuestMemory::CheckUser(uint64_t addr, uint64_t len) const {
   return CheckRange(size(), addr, len, x86::kUserBase);
 }
 
-Result<GuestWindow> GuestMemory::Window(uint64_t addr, uint64_t len) const {
+uint64_t GuestMemory::AccessibleBytes(uint64_t addr, uint64_t len, GuestAccess access) const {
+  if (protections_ == nullptr || len == 0 || access == GuestAccess::kAsKernel) return len;
+  const uint8_t need = access == GuestAccess::kRead ? kProtRead : kProtWrite;
+  const uint64_t first = addr & ~(kPageSize - 1);
+  std::optional<uint64_t> refused;
+  protections_->ForEachAccessRun(first, addr + len - first,
+                                 [&](uint64_t start, uint64_t, uint8_t allowed) {
+                                   if (!refused && (allowed & need) == 0) refused = start;
+                                 });
+  return refused ? std::max(*refused, addr) - addr : len;
+}
+
+Result<void> GuestMemory::CheckAccess(uint64_t addr, uint64_t len, GuestAccess access) const {
   FLURRY_TRY(CheckUser(addr, len));
+  if (const uint64_t ok = AccessibleBytes(addr, len, access); ok < len) {
+    return FailErrno(EFAULT, fmt::format("guest page {:#x} is not {}", addr + ok,
+                                         access == GuestAccess::kRead ? "readable" : "writable"));
+  }
+  return {};
+}
+
+Result<GuestWindow> GuestMemory::Window(uint64_t addr, uint64_t len, GuestAccess access) const {
+  FLURRY_TRY(CheckAccess(addr, len, access));
   GuestWindow window;
   window.memory_ = this;
   window.address_ = addr;
@@ -171,17 +192,21 @@ Result<void> GuestMemory::WritePhysical(uint64_t gpa, const void* src, uint64_t 
 }
 
 Result<void> GuestMemory::Read(uint64_t addr, void* dst, uint64_t len) const {
-  FLURRY_TRY(CheckUser(addr, len));
+  FLURRY_TRY(CheckAccess(addr, len, GuestAccess::kRead));
   return ReadPhysical(addr, dst, len);
 }
 
 Result<void> GuestMemory::Write(uint64_t addr, const void* src, uint64_t len) const {
-  FLURRY_TRY(CheckUser(addr, len));
+  FLURRY_TRY(CheckAccess(addr, len, GuestAccess::kWrite));
   return WritePhysical(addr, src, len);
 }
 
 Result<void> GuestMemory::Fill(uint64_t addr, uint8_t byte, uint64_t len) const {
-  FLURRY_TRY(CheckUser(addr, len));
+  FLURRY_TRY(CheckAccess(addr, len, GuestAccess::kWrite));
+  return RawFill(addr, byte, len);
+}
+
+Result<void> GuestMemory::RawFill(uint64_t addr, uint8_t byte, uint64_t len) const {
   if (lazy_ != nullptr) return WriteOnDemand(addr, nullptr, byte, len);
   if (is_local()) {
     if (len != 0) std::memset(host_base() + addr, byte, len);
@@ -235,6 +260,7 @@ Result<std::string> GuestMemory::ReadCString(uint64_t addr, uint64_t max_len) co
     const uint64_t n = std::min<uint64_t>(page_left, limit - out.size());
     const size_t old = out.size();
     out.resize(old + n);
+    FLURRY_TRY(CheckAccess(at, n, GuestAccess::kRead));
     FLURRY_TRY(ReadPhysical(at, out.data() + old, n));
     const void* nul = std::memchr(out.data() + old, 0, n);
     if (nul != nullptr) {
@@ -256,7 +282,7 @@ Result<void> GuestMemory::Discard(uint64_t addr, uint64_t len) const {
   }
   if (len == 0) return {};
   if (!is_local()) {
-    FLURRY_TRY(discard_ ? discard_(addr, len) : Fill(addr, 0, len));
+    FLURRY_TRY(discard_ ? discard_(addr, len) : RawFill(addr, 0, len));
   } else if (madvise(host_base() + addr, len, MADV_DONTNEED) != 0) {
     return FailErrno(fmt::format("discarding guest range {:#x}+{:#x}", addr, len));
   }

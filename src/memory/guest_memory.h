@@ -28,10 +28,15 @@
 #include "base/mapping.h"
 #include "base/unique_fd.h"
 #include "memory/lazy_pages.h"
+#include "memory/protection_map.h"
 
 namespace flurry {
 
 class GuestMemory;
+
+// What a syscall does with a guest buffer: reads it (write(2)'s data) or writes it (read(2)'s
+// target); or the VMM fills it as the kernel does for a new mapping, whatever its protection.
+enum class GuestAccess { kRead, kWrite, kAsKernel };
 
 // A host buffer standing for a guest range during one host I/O call: the guest's own bytes
 // when the memory is local, a bounce buffer when it is remote. Load() before the host reads
@@ -81,6 +86,13 @@ class GuestMemory {
 
   bool is_local() const { return !mem_.valid(); }
 
+  // ---- The program's page protections ----------------------------------------------------
+  // With a map attached, the checked accesses below behave as Linux's copies to and from user
+  // memory: reading needs readable pages, writing writable ones (memory/protection_map.h's
+  // PageAccess), EFAULT otherwise. The *Physical calls and Copy ignore it (the VMM's own work
+  // and mremap's move). Not owned: the Vm attaches its MemoryMap's before serving each stop.
+  void AttachProtections(const ProtectionMap* protections) { protections_ = protections; }
+
   // Backs [start, start+length) (2 MiB aligned) with transparent huge pages: first touch of
   // big allocations then costs what it does natively. The VMM leaves the small, always
   // touched regions (system area, program image, stack) on 4 KiB pages, so starting a VM
@@ -98,14 +110,20 @@ class GuestMemory {
   // Whether [addr, addr+len) lies within user memory (EFAULT otherwise). A zero-length range at
   // any user address (or at `size`) is valid.
   Result<void> CheckUser(uint64_t addr, uint64_t len) const;
-  // A host buffer for guest user range [addr, addr+len) (see GuestWindow).
-  Result<GuestWindow> Window(uint64_t addr, uint64_t len) const;
+  // CheckUser, and whether the program's protections allow `access` to every page of the range.
+  Result<void> CheckAccess(uint64_t addr, uint64_t len, GuestAccess access) const;
+  // How many bytes from `addr` the protections allow `access` to, up to `len` (a short read or
+  // write ends where the program's access does, as on Linux).
+  uint64_t AccessibleBytes(uint64_t addr, uint64_t len, GuestAccess access) const;
+  // A host buffer for guest user range [addr, addr+len) that the syscall will `access` (see
+  // GuestWindow).
+  Result<GuestWindow> Window(uint64_t addr, uint64_t len, GuestAccess access) const;
 
   // Checked access to guest-supplied user ranges.
   Result<void> Read(uint64_t addr, void* dst, uint64_t len) const;
   Result<void> Write(uint64_t addr, const void* src, uint64_t len) const;
   Result<void> Fill(uint64_t addr, uint8_t byte, uint64_t len) const;
-  // memmove within user memory.
+  // memmove within user memory, whatever the protections (mremap moving pages).
   Result<void> Copy(uint64_t dst, uint64_t src, uint64_t len) const;
   // A NUL-terminated string of at most max_len bytes (ENAMETOOLONG when longer).
   Result<std::string> ReadCString(uint64_t addr, uint64_t max_len) const;
@@ -143,6 +161,7 @@ class GuestMemory {
   // The plain copies, without on-demand handling.
   Result<void> RawRead(uint64_t gpa, void* dst, uint64_t len) const;
   Result<void> RawWrite(uint64_t gpa, const void* src, uint64_t len) const;
+  Result<void> RawFill(uint64_t gpa, uint8_t byte, uint64_t len) const;
   // On demand: installs whole pages of the range from `src` (zeros when null), the rest after
   // installing what it does not overwrite.
   Result<void> WriteOnDemand(uint64_t gpa, const uint8_t* src, uint8_t fill, uint64_t len) const;
@@ -153,6 +172,7 @@ class GuestMemory {
   RemoteDiscard discard_;
   uint64_t size_ = 0;
   std::unique_ptr<LazyPages> lazy_;
+  const ProtectionMap* protections_ = nullptr;
   std::optional<LazyStats> final_lazy_stats_;
 };
 

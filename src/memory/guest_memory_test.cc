@@ -33,6 +33,38 @@ TEST(GuestMemory, ChecksUserRanges) {
   EXPECT_EQ(mem.CheckUser(~0ULL - 2, 4).error().code(), EFAULT);
 }
 
+TEST(GuestMemory, AttachedProtectionsRuleTheProgramsBuffers) {
+  auto mem = GuestMemory::Create(16 << 20).value();
+  const uint64_t base = 4 << 20;
+  ProtectionMap prot;
+  prot.Set(base, 4096, kProtReadWrite);
+  prot.Set(base + 4096, 4096, kProtRead);
+  prot.Set(base + 2 * 4096, 4096, 0);
+  mem.AttachProtections(&prot);
+  uint64_t value = 7;
+  EXPECT_TRUE(mem.Write(base + 8, &value, sizeof value).has_value());
+  // A write reaching into the read-only page, a read of the PROT_NONE one, of a hole.
+  EXPECT_EQ(mem.Write(base + 4092, &value, sizeof value).error().code(), EFAULT);
+  EXPECT_TRUE(mem.Read(base + 4092, &value, sizeof value).has_value());
+  EXPECT_EQ(mem.Read(base + 2 * 4096, &value, 1).error().code(), EFAULT);
+  EXPECT_EQ(mem.Read(base + 3 * 4096, &value, 1).error().code(), EFAULT);
+  EXPECT_EQ(mem.Fill(base + 4096, 0, 1).error().code(), EFAULT);
+  EXPECT_EQ(mem.Window(base + 4096, 16, GuestAccess::kWrite).error().code(), EFAULT);
+  EXPECT_TRUE(mem.Window(base + 4096, 16, GuestAccess::kRead).has_value());
+  EXPECT_TRUE(mem.Window(base + 2 * 4096, 16, GuestAccess::kAsKernel).has_value());
+  // A string may end right before a page it cannot read; one running into it faults.
+  const char text[] = "ok";
+  ASSERT_TRUE(mem.WritePhysical(base + 2 * 4096 - 3, text, 3).has_value());
+  EXPECT_EQ(mem.ReadCString(base + 2 * 4096 - 3, 100).value(), "ok");
+  ASSERT_TRUE(mem.WritePhysical(base + 2 * 4096 - 2, "xy", 2).has_value());
+  EXPECT_EQ(mem.ReadCString(base + 2 * 4096 - 2, 100).error().code(), EFAULT);
+  // The VMM's own copies and discards ignore them.
+  EXPECT_TRUE(mem.Copy(base + 2 * 4096, base, 64).has_value());
+  EXPECT_TRUE(mem.Discard(base + 2 * 4096, 4096).has_value());
+  mem.AttachProtections(nullptr);
+  EXPECT_TRUE(mem.Read(base + 3 * 4096, &value, 1).has_value());
+}
+
 TEST(GuestMemory, ReadsAndWrites) {
   auto mem = GuestMemory::Create(16 << 20).value();
   ASSERT_TRUE(mem.WriteObject<uint64_t>(x86::kUserBase + 8, 0x1122334455667788).has_value());
@@ -286,7 +318,7 @@ TEST_F(RemoteMemoryTest, WindowsBounceThroughTheProcess) {
   const uint64_t addr = (7 << 20) - 10;
   const auto data = Pattern(64, 9);
   ASSERT_TRUE(mem().Write(addr, data.data(), data.size()).has_value());
-  auto window = mem().Window(addr, 64).value();
+  auto window = mem().Window(addr, 64, GuestAccess::kWrite).value();
   ASSERT_EQ(window.bytes().size(), 64u);
   ASSERT_TRUE(window.Load().has_value());
   EXPECT_TRUE(std::equal(data.begin(), data.end(), window.bytes().begin()));
@@ -303,8 +335,8 @@ TEST_F(RemoteMemoryTest, WindowsBounceThroughTheProcess) {
   ASSERT_TRUE(window.Store(1000).has_value());
   EXPECT_EQ(ReadBack(addr, 64), std::vector<uint8_t>(64, 0xee));
   EXPECT_EQ(ReadBack(addr + 64, 1)[0], 0);
-  EXPECT_EQ(mem().Window(0x1000, 4).error().code(), EFAULT);
-  EXPECT_EQ(mem().Window(kRemoteSize - 1, 2).error().code(), EFAULT);
+  EXPECT_EQ(mem().Window(0x1000, 4, GuestAccess::kWrite).error().code(), EFAULT);
+  EXPECT_EQ(mem().Window(kRemoteSize - 1, 2, GuestAccess::kWrite).error().code(), EFAULT);
 }
 
 TEST_F(RemoteMemoryTest, DiscardGoesThroughTheOwner) {

@@ -49,6 +49,9 @@ Result<GuestExit> Vm::RunLoop() {
     SyncAlarm();
     const GuestStop stop = FLURRY_TRY(backend_->Run());
     if (memory_failed_.load()) continue;  // serve nothing more: the top of the loop ends it
+    // Syscalls read and write the program's buffers under its page protections. (Attached at
+    // every stop: a fork's child may have a new GuestMemory.)
+    backend_->memory().AttachProtections(&state_.memory_map.protections());
     switch (stop.kind) {
       case GuestStop::Kind::kSyscall: {
         auto done = FLURRY_TRY(HandleSyscall());

@@ -13,6 +13,10 @@
 //   fixed     MAP_FIXED_NOREPLACE refuses mapped memory (EEXIST), MAP_FIXED replaces it with
 //             zeroes; mremap moves a read-only mapping with its bytes and its protection
 //   errors    mprotect's argument checks: unaligned (EINVAL), unmapped (ENOMEM), bad bits
+//   efault    syscalls given buffers the program could not access itself fail with EFAULT:
+//             write(2) from PROT_NONE, getrandom and clock_gettime into read-only pages,
+//             uname into a hole. (Not a buffer that becomes inaccessible part way: Linux then
+//             writes the accessible part to a file but fails a write to a pipe.)
 //   unhandled a write to read-only memory with no handler: killed by SIGSEGV
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096
@@ -198,6 +204,26 @@ static int Errors(void) {
   return 0;
 }
 
+static void Result(const char* what, long r) {
+  printf("%s: %s\n", what, r >= 0 ? "ok" : strerror(errno));
+}
+
+static int Efault(void) {
+  char* p = Map(4, PROT_READ | PROT_WRITE);
+  strcpy(p, "data\n");
+  Check("mprotect read-only", mprotect(p + PAGE, PAGE, PROT_READ));
+  Check("mprotect none", mprotect(p + 2 * PAGE, PAGE, PROT_NONE));
+  Check("munmap", munmap(p + 3 * PAGE, PAGE));
+  Result("write from a read/write page",
+         syscall(SYS_write, -1, p, 5) == -1 && errno == EBADF ? 0 : -1);
+  Result("write from PROT_NONE", syscall(SYS_write, 1, p + 2 * PAGE, 5));
+  Result("getrandom into read/write", syscall(SYS_getrandom, p, 16, 0));
+  Result("getrandom into read-only", syscall(SYS_getrandom, p + PAGE, 16, 0));
+  Result("clock_gettime into read-only", syscall(SYS_clock_gettime, CLOCK_MONOTONIC, p + PAGE));
+  Result("uname into a hole", syscall(SYS_uname, p + 3 * PAGE));
+  return 0;
+}
+
 static int Unhandled(void) {
   char* p = Map(1, PROT_READ);
   printf("writing to read-only memory\n");
@@ -223,6 +249,7 @@ int main(int argc, char** argv) {
   if (strcmp(s, "grow") == 0) return Grow();
   if (strcmp(s, "fixed") == 0) return Fixed();
   if (strcmp(s, "errors") == 0) return Errors();
+  if (strcmp(s, "efault") == 0) return Efault();
   if (strcmp(s, "unhandled") == 0) return Unhandled();
   fprintf(stderr, "memprotect: unknown scenario %s\n", s);
   return 2;

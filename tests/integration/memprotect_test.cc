@@ -33,6 +33,6 @@ TEST_P(MemProtect, MatchesNativeRunWithShadowPagingFlushes) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, MemProtect,
                          ::testing::Values("readonly", "none", "hole", "image", "jit", "grow",
-                                           "fixed", "errors", "unhandled"));
+                                           "fixed", "errors", "efault", "unhandled"));
 
 }  // namespace
