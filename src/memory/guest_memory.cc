@@ -77,6 +77,11 @@ Result<void> GuestMemory::CheckUser(uint64_t addr, uint64_t len) const {
 uint64_t GuestMemory::AccessibleBytes(uint64_t addr, uint64_t len, GuestAccess access) const {
   if (protections_ == nullptr || len == 0 || access == GuestAccess::kAsKernel) return len;
   const uint8_t need = access == GuestAccess::kRead ? kProtRead : kProtWrite;
+  // Every syscall argument comes through here, and nearly all lie in one span: one lookup.
+  if (const ProtectionMap::Span* span = protections_->SpanAt(addr);
+      span != nullptr && (PageAccess(span->prot) & need) != 0 && len <= span->end - addr) {
+    return len;
+  }
   const uint64_t first = addr & ~(kPageSize - 1);
   std::optional<uint64_t> refused;
   protections_->ForEachAccessRun(first, addr + len - first,

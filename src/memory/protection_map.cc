@@ -67,12 +67,11 @@ void ProtectionMap::Set(uint64_t start, uint64_t length, uint8_t prot) {
   MergeAround(start);
 }
 
-std::optional<uint8_t> ProtectionMap::At(uint64_t address) const {
+const ProtectionMap::Span* ProtectionMap::SpanAt(uint64_t address) const {
   auto it = spans_.upper_bound(address);
-  if (it == spans_.begin()) return std::nullopt;
+  if (it == spans_.begin()) return nullptr;
   --it;
-  if (address >= it->second.end) return std::nullopt;
-  return it->second.prot;
+  return address < it->second.end ? &it->second : nullptr;
 }
 
 void ProtectionMap::ForEachRun(uint64_t start, uint64_t length, const RunVisitor& visit) const {

@@ -51,8 +51,13 @@ class ProtectionMap {
   // Unmaps [start, start+length); parts already unmapped are ignored.
   void Clear(uint64_t start, uint64_t length);
 
+  // The span holding `address` (nullptr: not mapped); valid until the next change.
+  const Span* SpanAt(uint64_t address) const;
   // The protection of the page holding `address` (nullopt: not mapped).
-  std::optional<uint8_t> At(uint64_t address) const;
+  std::optional<uint8_t> At(uint64_t address) const {
+    const Span* span = SpanAt(address);
+    return span != nullptr ? std::optional<uint8_t>(span->prot) : std::nullopt;
+  }
   // Whether every page of [start, start+length) is mapped.
   bool Covers(uint64_t start, uint64_t length) const;
   // Whether any page of [start, start+length) is mapped.

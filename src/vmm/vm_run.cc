@@ -60,19 +60,19 @@ Result<GuestExit> Vm::RunLoop() {
       }
       case GuestStop::Kind::kInterrupted: {
         retry_stop_at_ = 0;
+        // Stopped in an exception stub or the syscall gate (KVM), between the program's
+        // instructions and the VMM, the registers are the stub's: neither a control request (a
+        // clone or snapshot would capture them) nor a handler's frame fits. The guest comes
+        // out by itself; look again in a millisecond.
+        const bool in_system_code = x86::InSystemCode(backend_->regs().rip);
+        if (!in_system_code) FLURRY_TRY(ServeControl());
         CheckTimers();
-        if (x86::InSystemCode(backend_->regs().rip)) {
-          // Stopped in an exception stub or the syscall gate (KVM), between the program's
-          // instructions and the VMM: the registers are the stub's. Neither a control request
-          // (a clone or snapshot would capture them) nor a handler's frame fits here. The
-          // guest comes out by itself; look again in a millisecond.
+        if (in_system_code) {
           if (ControlPending() || NextDeliverableSignal(state_.signals) != 0) {
             retry_stop_at_ = HostClockNs(CLOCK_MONOTONIC) + 1'000'000;
           }
           break;
         }
-        FLURRY_TRY(ServeControl());
-        CheckTimers();
         if (NextDeliverableSignal(state_.signals) == 0) break;
         SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
         if (delivery.exit) return *delivery.exit;

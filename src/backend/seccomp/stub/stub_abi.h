@@ -47,14 +47,14 @@
 #define FLURRY_STUB_CMD_MADVISE 3  /* madvise(args[0], args[1], args[2]); result = -errno or 0 */
 #define FLURRY_STUB_CMD_SAVE_FPU 4 /* copy the guest's XSAVE image to `xsave` */
 #define FLURRY_STUB_CMD_EXIT 5     /* exit_group(0) */
-#define FLURRY_STUB_CMD_MPROTECT                                              \
-  7 /* mprotect(args[0], args[1], args[2]) of guest RAM; result = -errno or 0 \
-     * (the filter lets only ranges in [2 MiB, 64 GiB) and PROT_READ/WRITE/EXEC through) */
-#define FLURRY_STUB_MPROTECT_LIMIT_HI 16u       /* 64 GiB >> 32 */
-#define FLURRY_STUB_MPROTECT_FLOOR 0x200000u /* guest user memory starts at 2 MiB */
 #define FLURRY_STUB_CMD_CLOSE_FDS                                 \
   6 /* close_range(0, ~0, 0): the stub keeps no fd (after the VMM \
      * took the userfaultfd) */
+/* mprotect(args[0], args[1], args[2]) of guest RAM; result = -errno or 0. The filter lets only
+ * addresses in [FLOOR, 64 GiB), lengths below 64 GiB and PROT_READ/WRITE/EXEC through. */
+#define FLURRY_STUB_CMD_MPROTECT 7
+#define FLURRY_STUB_MPROTECT_LIMIT_HI 16u    /* 64 GiB >> 32 */
+#define FLURRY_STUB_MPROTECT_FLOOR 0x200000u /* guest user memory starts at 2 MiB */
 
 /* setup_flags */
 #define FLURRY_STUB_SETUP_USERFAULTFD                       \
