@@ -243,7 +243,8 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
   auto state = host.CaptureResumeState();
   if (!state) {
     std::fprintf(stderr, "flurry: sf_clone: %s\n", state.error().message().c_str());
-    return SyscallResult::Errno(EIO);
+    // What the VMM cannot clone (ENOTSUP) says so; its own failures are EIO.
+    return SyscallResult::Errno(state.error().code() == ENOTSUP ? ENOTSUP : EIO);
   }
   if (!ticket.remote.empty()) return CloneRemote(ticket, *state, host);
   const int32_t first_id = family_.ReserveIds(ticket.granted);
@@ -416,7 +417,8 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
   auto state = host.CaptureResumeState();
   if (!state) {
     std::fprintf(stderr, "flurry: sf_checkpoint_parent: %s\n", state.error().message().c_str());
-    return SyscallResult::Errno(EIO);
+    // What the VMM cannot clone (ENOTSUP) says so; its own failures are EIO.
+    return SyscallResult::Errno(state.error().code() == ENOTSUP ? ENOTSUP : EIO);
   }
   // A cluster VM's checkpoint is served to other hosts too (a page server holding the VM as it
   // is now, as sf_clone's), so that its clones can go there. Without one they run here.

@@ -13,6 +13,7 @@
 #include "arch/x86_64/cpu_signature.h"
 #include "guest/fd_table.h"
 #include "guest/memory_map.h"
+#include "guest/thread_table.h"
 
 namespace flurry {
 
@@ -41,6 +42,8 @@ struct GuestStack {  // stack_t
   int32_t flags = 2;  // SS_DISABLE
   int32_t pad = 0;
   uint64_t size = 0;
+
+  bool operator==(const GuestStack&) const = default;
 };
 static_assert(sizeof(GuestStack) == 24);
 
@@ -68,7 +71,10 @@ struct SignalState {
   std::array<GuestSigaction, kSignals + 1> actions{};  // index = signal number
   uint64_t blocked = 0;
   GuestStack altstack{};
-  uint64_t pending = 0;                                        // bit (signal - 1)
+  uint64_t pending = 0;  // bit (signal - 1): sent to the process
+  // Sent to the running thread alone (tgkill, tkill); the other threads' are in their
+  // GuestThread. Delivered as `pending` is.
+  uint64_t thread_pending = 0;
   std::array<PendingSignalInfo, kSignals + 1> pending_info{};  // index = signal number
   IntervalTimer real_timer;
 
@@ -97,6 +103,8 @@ struct GuestState {
   MemoryMap memory_map;
   FdTable fds;
   SignalState signals;
+  // The threads besides the running one (whose identity, mask and bases are above).
+  ThreadTable threads;
   x86::CpuSignature cpu;
   // The guest's CLOCK_MONOTONIC (and _COARSE, _RAW, BOOTTIME) minus the host's
   // (guest/guest_time.h). 0 in a new VM; set when a VM is made from a descriptor.

@@ -36,9 +36,18 @@ void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info
   signals.pending_info[signal] = info;
 }
 
+void RaiseThreadSignal(SignalState& signals, uint64_t& thread_pending, uint64_t blocked,
+                       int signal, const PendingSignalInfo& info) {
+  const uint64_t bit = SignalState::Bit(signal);
+  if ((blocked & bit) == 0 && DispositionIgnores(signals.actions[signal], signal)) return;
+  if ((thread_pending & bit) != 0) return;
+  thread_pending |= bit;
+  signals.pending_info[signal] = info;
+}
+
 int NextDeliverableSignal(const SignalState& signals) {
   const uint64_t blocked = signals.suspended ? signals.suspend_mask : signals.blocked;
-  const uint64_t ready = signals.pending & ~blocked;
+  const uint64_t ready = (signals.pending | signals.thread_pending) & ~blocked;
   if (ready == 0) return 0;
   const uint64_t synchronous = ready & kSynchronousSignals;
   return __builtin_ctzll(synchronous != 0 ? synchronous : ready) + 1;

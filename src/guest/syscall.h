@@ -24,13 +24,22 @@ struct SyscallArgs {
 };
 
 struct SyscallResult {
-  enum class Action { kReturn, kExit };
-  int64_t value = 0;  // RAX for kReturn; exit status for kExit
+  enum class Action {
+    kReturn,      // RAX = value
+    kExit,        // the process ends with status `value`
+    kBlock,       // park the thread as GuestState::threads.block says (a multi-threaded guest)
+    kExitThread,  // the calling thread ends; others remain
+    kYield,       // RAX = value, and let another runnable thread run first
+  };
+  int64_t value = 0;  // RAX for kReturn/kYield; exit status for kExit
   Action action = Action::kReturn;
 
   static SyscallResult Return(int64_t value) { return {value, Action::kReturn}; }
   static SyscallResult Errno(int err) { return {-static_cast<int64_t>(err), Action::kReturn}; }
   static SyscallResult Exit(int status) { return {status, Action::kExit}; }
+  static SyscallResult Block() { return {0, Action::kBlock}; }
+  static SyscallResult ExitThread() { return {0, Action::kExitThread}; }
+  static SyscallResult Yield() { return {0, Action::kYield}; }
 };
 
 // Everything a handler may touch. Owned by the Vm; used only on its vCPU thread.
@@ -86,6 +95,7 @@ void RegisterTimeSyscalls(SyscallTable& table);     // clock_gettime, nanosleep,
 void RegisterProcessSyscalls(SyscallTable& table);  // exit, getpid, uname, arch_prctl, ...
 void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocmask, kill, ...
 void RegisterTimerSyscalls(SyscallTable& table);    // alarm, setitimer, getitimer
+void RegisterThreadSyscalls(SyscallTable& table);   // clone, clone3, futex, exit, sched_yield
 
 // Converts a memory access error into the -errno a guest sees (EFAULT unless the error says
 // otherwise).

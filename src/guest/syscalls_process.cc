@@ -1,8 +1,7 @@
 // Process syscalls: exit, identity (pids, uids, uname), resources (sysinfo, rlimits, affinity),
-// thread-library setup (arch_prctl, set_tid_address, set_robust_list, rseq, futex), getrandom,
-// and the refusal of new threads and processes.
+// thread-library setup (arch_prctl, set_tid_address, set_robust_list, rseq), getrandom.
+// Threads: syscalls_thread.cc.
 #include <asm/prctl.h>
-#include <linux/futex.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -200,63 +199,11 @@ SyscallResult SysGetrandom(SyscallContext& c, const SyscallArgs& a) {
   return SyscallResult::Return(static_cast<int64_t>(done));
 }
 
-// One thread: nobody else can wake a waiter, so a wait that would block reports EDEADLK
-// (with a timeout, it sleeps and times out as Linux would).
-SyscallResult SysFutex(SyscallContext& c, const SyscallArgs& a) {
-  const int op = static_cast<int>(a.arg[1]) & FUTEX_CMD_MASK;
-  switch (op) {
-    case FUTEX_WAKE:
-    case FUTEX_WAKE_BITSET:
-    case FUTEX_WAKE_OP:
-    case FUTEX_REQUEUE:
-    case FUTEX_CMP_REQUEUE:
-      if (a.arg[0] % 4 != 0) return SyscallResult::Errno(EINVAL);
-      if (!c.memory.CheckUser(a.arg[0], 4)) return SyscallResult::Errno(EFAULT);
-      return SyscallResult::Return(0);
-    case FUTEX_WAIT:
-    case FUTEX_WAIT_BITSET: {
-      if (a.arg[0] % 4 != 0) return SyscallResult::Errno(EINVAL);
-      auto value = c.memory.ReadObject<uint32_t>(a.arg[0]);
-      if (!value) return ErrnoFrom(value.error());
-      if (*value != static_cast<uint32_t>(a.arg[2])) return SyscallResult::Errno(EAGAIN);
-      if (a.arg[3] == 0) return SyscallResult::Errno(EDEADLK);
-      auto timeout = c.memory.ReadObject<timespec>(a.arg[3]);
-      if (!timeout) return ErrnoFrom(timeout.error());
-      const int flags = op == FUTEX_WAIT_BITSET ? TIMER_ABSTIME : 0;
-      const clockid_t clock =
-          (static_cast<int>(a.arg[1]) & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
-      // FUTEX_WAIT_BITSET's timeout is absolute, on the guest's clock.
-      const timespec host_timeout =
-          flags ? HostDeadline(clock, *timeout, c.state.monotonic_offset_ns) : *timeout;
-      if (clock_nanosleep(clock, flags, &host_timeout, nullptr) == EINTR) {
-        return SyscallResult::Errno(EINTR);
-      }
-      return SyscallResult::Errno(ETIMEDOUT);
-    }
-    default:
-      return SyscallResult::Errno(ENOSYS);
-  }
-}
-
-// Threads and child processes are not supported yet (they come with VM fork): say so once.
-SyscallResult SysNoNewTasks(SyscallContext&, const SyscallArgs& a) {
-  static bool reported = false;
-  if (!reported) {
-    reported = true;
-    std::fprintf(stderr,
-                 "flurry: guest tried to create a thread or process (syscall %llu); flurry runs "
-                 "single-threaded programs; returning ENOSYS\n",
-                 static_cast<unsigned long long>(a.nr));
-  }
-  return SyscallResult::Errno(ENOSYS);
-}
-
 SyscallResult SysUmask(SyscallContext&, const SyscallArgs&) { return SyscallResult::Return(022); }
 
 }  // namespace
 
 void RegisterProcessSyscalls(SyscallTable& table) {
-  table.Register(SYS_exit, SysExit);
   table.Register(SYS_exit_group, SysExit);
   table.Register(SYS_getpid, SysGetpid);
   table.Register(SYS_gettid, SysGettid);
@@ -264,7 +211,7 @@ void RegisterProcessSyscalls(SyscallTable& table) {
   table.Register(SYS_getpgrp, SysGetpid);
   table.Register(SYS_getpgid, SysGetpid);
   table.Register(SYS_getsid, SysGetpid);
-  for (uint64_t nr : {SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid, SYS_sched_yield}) {
+  for (uint64_t nr : {SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid}) {
     table.Register(nr, SysZero);
   }
   table.Register(SYS_uname, SysUname);
@@ -279,11 +226,7 @@ void RegisterProcessSyscalls(SyscallTable& table) {
   table.Register(SYS_setrlimit, SysSetrlimit);
   table.Register(SYS_getrusage, SysGetrusage);
   table.Register(SYS_getrandom, SysGetrandom);
-  table.Register(SYS_futex, SysFutex);
   table.Register(SYS_umask, SysUmask);
-  for (uint64_t nr : {SYS_clone, SYS_clone3, SYS_fork, SYS_vfork, SYS_execve, SYS_execveat}) {
-    table.Register(nr, SysNoNewTasks);
-  }
 }
 
 }  // namespace flurry

@@ -45,7 +45,11 @@ SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
   }
   slot = next;
   // A signal set to be ignored is discarded if pending, blocked or not (as Linux does).
-  if (DispositionIgnores(next, signal)) c.state.signals.pending &= ~Bit(signal);
+  if (DispositionIgnores(next, signal)) {
+    c.state.signals.pending &= ~Bit(signal);
+    c.state.signals.thread_pending &= ~Bit(signal);
+    for (GuestThread& thread : c.state.threads.others) thread.thread_pending &= ~Bit(signal);
+  }
   return SyscallResult::Return(0);
 }
 
@@ -111,18 +115,36 @@ SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal, int32_t 
 SyscallResult SysKill(SyscallContext& c, const SyscallArgs& a) {
   return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[1]), kSiUser);
 }
+// tgkill/tkill: a signal for one thread of the guest (`tgid` -1: any process, tkill).
+SyscallResult SignalThread(SyscallContext& c, int32_t tgid, int32_t tid, int signal) {
+  if (signal < 0 || signal > SignalState::kSignals || tid <= 0) return SyscallResult::Errno(EINVAL);
+  if (tgid != -1 && tgid != c.state.identity.pid) return SyscallResult::Errno(ESRCH);
+  SignalState& signals = c.state.signals;
+  const PendingSignalInfo info{.code = kSiTkill, .pid = c.state.identity.pid};
+  if (tid == c.state.identity.tid) {
+    if (signal != 0) RaiseThreadSignal(signals, signals.thread_pending, signals.blocked, signal, info);
+    return SyscallResult::Return(0);
+  }
+  GuestThread* thread = c.state.threads.Find(tid);
+  if (thread == nullptr) return SyscallResult::Errno(ESRCH);
+  // The VMM ends a wait the signal interrupts (vm_threads.cc).
+  if (signal != 0) RaiseThreadSignal(signals, thread->thread_pending, thread->blocked, signal, info);
+  return SyscallResult::Return(0);
+}
+
 SyscallResult SysTkill(SyscallContext& c, const SyscallArgs& a) {
-  if (static_cast<int32_t>(a.arg[0]) != c.state.identity.tid) return SyscallResult::Errno(ESRCH);
-  return SignalSelf(c, c.state.identity.pid, static_cast<int>(a.arg[1]), kSiTkill);
+  return SignalThread(c, -1, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[1]));
 }
 SyscallResult SysTgkill(SyscallContext& c, const SyscallArgs& a) {
-  if (static_cast<int32_t>(a.arg[1]) != c.state.identity.tid) return SyscallResult::Errno(ESRCH);
-  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[2]), kSiTkill);
+  if (static_cast<int32_t>(a.arg[0]) <= 0) return SyscallResult::Errno(EINVAL);
+  return SignalThread(c, static_cast<int32_t>(a.arg[0]), static_cast<int32_t>(a.arg[1]),
+                      static_cast<int>(a.arg[2]));
 }
 
 SyscallResult SysRtSigpending(SyscallContext& c, const SyscallArgs& a) {
   if (a.arg[1] > kSigsetSize) return SyscallResult::Errno(EINVAL);
-  const uint64_t pending = c.state.signals.pending & c.state.signals.blocked;
+  const SignalState& signals = c.state.signals;
+  const uint64_t pending = (signals.pending | signals.thread_pending) & signals.blocked;
   if (auto r = c.memory.Write(a.arg[0], &pending, a.arg[1]); !r) return ErrnoFrom(r.error());
   return SyscallResult::Return(0);
 }
@@ -135,7 +157,9 @@ enum class WaitEnd { kSignal, kTimedOut, kGaveUp };  // kGaveUp: stopping, or no
 WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0) {
   constexpr int64_t kSliceNs = 100'000'000;
   for (;;) {
-    if ((c.state.signals.pending & ~mask) != 0) return WaitEnd::kSignal;
+    if (((c.state.signals.pending | c.state.signals.thread_pending) & ~mask) != 0) {
+      return WaitEnd::kSignal;
+    }
     const int64_t now = GuestMonotonicNs(c.state.monotonic_offset_ns);
     if (deadline_ns != 0 && now >= deadline_ns) return WaitEnd::kTimedOut;
     int64_t wait_ns = kSliceNs;
@@ -145,7 +169,9 @@ WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0)
     const timespec slice = NsTimespec(wait_ns);
     nanosleep(&slice, nullptr);
     if (!c.KeepWaiting()) {
-      return (c.state.signals.pending & ~mask) != 0 ? WaitEnd::kSignal : WaitEnd::kGaveUp;
+      return ((c.state.signals.pending | c.state.signals.thread_pending) & ~mask) != 0
+                 ? WaitEnd::kSignal
+                 : WaitEnd::kGaveUp;
     }
   }
 }
@@ -200,7 +226,7 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
   SignalState& signals = c.state.signals;
   const uint64_t mask = signals.blocked & ~set;  // what does not end the wait
   const WaitEnd end = WaitForSignal(c, mask, deadline_ns);
-  const uint64_t taken = signals.pending & set;
+  const uint64_t taken = (signals.pending | signals.thread_pending) & set;
   if (end == WaitEnd::kTimedOut && taken == 0) return SyscallResult::Errno(EAGAIN);
   if (taken == 0) return SyscallResult::Errno(EINTR);  // a handler runs, or the VM stops
   const int signal = __builtin_ctzll(taken) + 1;
@@ -208,7 +234,8 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
     const GuestSiginfo info = SiginfoOf(signal, signals.pending_info[signal]);
     if (auto r = c.memory.WriteObject(a.arg[1], info); !r) return ErrnoFrom(r.error());
   }
-  signals.pending &= ~Bit(signal);
+  ((signals.thread_pending & Bit(signal)) != 0 ? signals.thread_pending : signals.pending) &=
+      ~Bit(signal);
   return SyscallResult::Return(signal);
 }
 

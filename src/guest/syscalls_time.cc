@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "guest/guest_time.h"
@@ -73,6 +74,26 @@ SyscallResult SysTime(SyscallContext& c, const SyscallArgs& a) {
   return SyscallResult::Return(now);
 }
 
+// With other threads, a sleep parks the caller (the VMM runs the others) until a deadline on
+// the guest's CLOCK_MONOTONIC.
+SyscallResult SleepAmongThreads(SyscallContext& c, clockid_t clock, int flags,
+                                const timespec& request, uint64_t remain_addr) {
+  constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 4;
+  const int64_t ns =
+      TimespecNs(timespec{std::min<int64_t>(request.tv_sec, kMaxSeconds), request.tv_nsec});
+  const int64_t now = GuestMonotonicNs(c.state.monotonic_offset_ns);
+  int64_t deadline = now + ns;
+  if (flags & TIMER_ABSTIME) {
+    deadline = IsOffsetClock(clock) ? ns : now + (ns - HostClockNs(clock));
+  }
+  if (deadline <= now) return SyscallResult::Return(0);
+  c.state.threads.block = ThreadBlock{.wait = ThreadWait::kSleep,
+                                      .deadline_ns = deadline,
+                                      .expiry_result = 0,
+                                      .remain_addr = (flags & TIMER_ABSTIME) ? 0 : remain_addr};
+  return SyscallResult::Block();
+}
+
 // Sleeps on the host. A signal to the vCPU thread (--timeout, Ctrl-C) interrupts the sleep;
 // the guest then sees EINTR and the remaining time, as on Linux.
 SyscallResult Sleep(SyscallContext& c, clockid_t clock, int flags, uint64_t request_addr,
@@ -82,6 +103,7 @@ SyscallResult Sleep(SyscallContext& c, clockid_t clock, int flags, uint64_t requ
   if (request->tv_sec < 0 || request->tv_nsec < 0 || request->tv_nsec >= 1'000'000'000) {
     return SyscallResult::Errno(EINVAL);
   }
+  if (!c.state.threads.others.empty()) return SleepAmongThreads(c, clock, flags, *request, remain_addr);
   timespec remain{};
   // An absolute deadline on a monotonic-domain clock is guest time: the host sleeps until the
   // host time it corresponds to.

@@ -19,6 +19,7 @@ static_assert(std::endian::native == std::endian::little,
 using x86::kPageSize;
 
 inline constexpr int kMaxSignal = SignalState::kSignals;
+inline constexpr int kMaxThreads = 1024;  // threads besides the running one
 inline constexpr uint64_t kUnblockableSignals = (1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1));
 
 inline std::unexpected<Error> Invalid(std::string_view message) {

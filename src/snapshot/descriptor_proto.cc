@@ -169,6 +169,22 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
   pb::CloneIdentity* clone = out->mutable_clone();
   clone->set_family_id(d.clone.family_id);
   clone->set_clone_id(d.clone.clone_id);
+
+  sig->set_thread_pending(d.signals.thread_pending);
+  for (const ThreadRecord& t : d.threads) {
+    pb::GuestThread* thread = out->add_threads();
+    thread->set_tid(t.tid);
+    UserCpuToProto(t.cpu, thread->mutable_cpu());
+    thread->set_clear_child_tid(t.clear_child_tid);
+    thread->set_robust_list(t.robust_list);
+    thread->set_robust_list_len(t.robust_list_len);
+    thread->set_blocked(t.blocked);
+    thread->set_thread_pending(t.thread_pending);
+    thread->mutable_altstack()->set_sp(t.altstack.sp);
+    thread->mutable_altstack()->set_flags(t.altstack.flags);
+    thread->mutable_altstack()->set_size(t.altstack.size);
+  }
+  out->set_last_tid(d.last_tid);
 }
 
 namespace {
@@ -228,6 +244,24 @@ Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
   VmDescriptor d = FLURRY_TRY(SharedFieldsFromProto(in));
   d.vcpu = FLURRY_TRY(UserCpuFromProto(in.vcpu()));
   d.backend = in.backend();
+  if (in.threads_size() > kMaxThreads) {
+    return Invalid("{} threads, at most {} allowed", in.threads_size(), kMaxThreads);
+  }
+  for (const pb::GuestThread& t : in.threads()) {
+    if (!t.has_cpu()) return Missing(fmt::format("cpu of thread {}", t.tid()));
+    ThreadRecord thread;
+    thread.tid = t.tid();
+    thread.cpu = FLURRY_TRY_CTX(UserCpuFromProto(t.cpu()), fmt::format("thread {}", t.tid()));
+    thread.clear_child_tid = t.clear_child_tid();
+    thread.robust_list = t.robust_list();
+    thread.robust_list_len = t.robust_list_len();
+    thread.blocked = t.blocked();
+    thread.thread_pending = t.thread_pending();
+    thread.altstack = GuestStack{
+        .sp = t.altstack().sp(), .flags = t.altstack().flags(), .pad = 0, .size = t.altstack().size()};
+    d.threads.push_back(std::move(thread));
+  }
+  d.last_tid = in.last_tid();
   return d;
 }
 
@@ -344,6 +378,7 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
     out.mask = a.mask();
   }
   d.signals.blocked = sig.blocked();
+  d.signals.thread_pending = sig.thread_pending();
   d.signals.altstack.sp = sig.altstack().sp();
   d.signals.altstack.flags = sig.altstack().flags();
   d.signals.altstack.pad = 0;

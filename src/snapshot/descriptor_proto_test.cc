@@ -53,7 +53,10 @@ TEST(DescriptorProtoTest, TopLevelFieldNumbersAreAsDocumented) {
   EXPECT_EQ(FieldNumber(m, "vcpu"), 11);
   EXPECT_EQ(FieldNumber(m, "backend"), 12);
   EXPECT_EQ(FieldNumber(m, "clock"), 13);
-  EXPECT_EQ(m->field_count(), 11);
+  EXPECT_EQ(FieldNumber(m, "threads"), 14);
+  EXPECT_EQ(FieldNumber(m, "last_tid"), 15);
+  EXPECT_EQ(m->field_count(), 13);
+  EXPECT_EQ(FieldNumber(pb::Signals::descriptor(), "thread_pending"), 6);
   const google::protobuf::Descriptor* clock = pb::Clock::descriptor();
   EXPECT_EQ(FieldNumber(clock, "guest_monotonic_ns"), 1);
   EXPECT_EQ(FieldNumber(clock, "host_realtime_ns"), 2);

@@ -198,6 +198,24 @@ VmDescriptor FullDescriptor() {
   d.pages.present = {{0, 1}, {1, 0x1ff}, {0x200, 3}, {0x3f000, 0x800}, {0x3ffff, 1}};
   d.clone.family_id = 0xfeedfacecafebeefULL;
   d.clone.clone_id = 3;
+
+  d.signals.thread_pending = SignalState::Bit(SIGUSR2);
+  d.last_tid = 4250;
+  for (int32_t tid : {4244, 4250}) {
+    ThreadRecord t;
+    t.tid = tid;
+    t.cpu = d.vcpu;
+    t.cpu.regs.rip += static_cast<uint64_t>(tid);
+    t.cpu.regs.rsp -= 0x10000 * static_cast<uint64_t>(tid - 4243);
+    t.cpu.regs.fs_base = 0x7f0000000000ULL + static_cast<uint64_t>(tid) * 0x1000;
+    t.clear_child_tid = 0x7f00003000 + static_cast<uint64_t>(tid);
+    t.robust_list = 0x7f00004000;
+    t.robust_list_len = 24;
+    t.blocked = SignalState::Bit(SIGUSR1) << (tid - 4244);
+    t.thread_pending = SignalState::Bit(SIGTERM);
+    t.altstack = {.sp = 0x6000000, .flags = tid == 4244 ? 0 : SS_DISABLE, .pad = 0, .size = 0x4000};
+    d.threads.push_back(t);
+  }
   return d;
 }
 
@@ -257,6 +275,13 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
     EXPECT_EQ(a.signals.actions[i].mask, b.signals.actions[i].mask);
   }
   EXPECT_EQ(a.signals.blocked, b.signals.blocked);
+  EXPECT_EQ(a.signals.thread_pending, b.signals.thread_pending);
+  EXPECT_EQ(a.last_tid, b.last_tid);
+  ASSERT_EQ(a.threads.size(), b.threads.size());
+  for (size_t i = 0; i < a.threads.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "thread " << a.threads[i].tid);
+    EXPECT_TRUE(a.threads[i] == b.threads[i]);
+  }
   EXPECT_EQ(a.signals.altstack.sp, b.signals.altstack.sp);
   EXPECT_EQ(a.signals.altstack.flags, b.signals.altstack.flags);
   EXPECT_EQ(a.signals.altstack.size, b.signals.altstack.size);

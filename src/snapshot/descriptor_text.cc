@@ -247,6 +247,15 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
   const ProcessIdentity& id = d.identity;
   line("identity", fmt::format("pid {}, ppid {}, tid {}, exe {}, hostname {}", id.pid, id.ppid,
                                id.tid, Printable(id.exe_path), Printable(id.hostname)));
+  if (d.threads.empty()) {
+    line("threads", "1 (the one above)");
+  } else {
+    line("threads", fmt::format("{}: the one above and, runnable:", d.threads.size() + 1));
+    for (const ThreadRecord& t : d.threads) {
+      out += fmt::format("{}tid {:<8} rip {:#018x}  rsp {:#018x}  blocked {:#x}\n", kIndent, t.tid,
+                         t.cpu.regs.rip, t.cpu.regs.rsp, t.blocked);
+    }
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 // Semantic validation of a decoded (or about to be written) VmDescriptor.
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <vector>
 
 #include "snapshot/descriptor_checks.h"
@@ -283,6 +284,36 @@ Result<void> ValidateClock(const ClockCapture& c) {
   return {};
 }
 
+Result<void> ValidateThreads(const VmDescriptor& d) {
+  if (d.threads.size() > static_cast<size_t>(kMaxThreads)) {
+    return Invalid("{} threads, at most {} allowed", d.threads.size(), kMaxThreads);
+  }
+  if (d.signals.thread_pending & kUnblockableSignals) {
+    return Invalid("SIGKILL or SIGSTOP pending for one thread");
+  }
+  std::set<int32_t> tids{d.identity.tid};
+  for (const ThreadRecord& t : d.threads) {
+    if (t.tid < 1 || t.tid > d.last_tid) {
+      return Invalid("thread id {} is outside [1, last tid {}]", t.tid, d.last_tid);
+    }
+    if (!tids.insert(t.tid).second) return Invalid("thread id {} appears twice", t.tid);
+    if (auto cpu = ValidateUserCpu(t.cpu, d.memory.ram_size); !cpu) {
+      constexpr std::string_view kPrefix = "invalid descriptor: ";
+      std::string_view why = cpu.error().message();
+      if (why.starts_with(kPrefix)) why.remove_prefix(kPrefix.size());
+      return Invalid("thread {}: {}", t.tid, why);
+    }
+    if ((t.blocked | t.thread_pending) & kUnblockableSignals) {
+      return Invalid("thread {} blocks, or has pending, SIGKILL or SIGSTOP", t.tid);
+    }
+    if (t.altstack.flags != 0 && t.altstack.flags != SS_DISABLE) {
+      return Invalid("thread {}: alternate signal stack flags {:#x} (valid: 0, SS_DISABLE)", t.tid,
+                     t.altstack.flags);
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<void> ValidateDescriptor(const VmDescriptor& d) {
@@ -296,6 +327,7 @@ Result<void> ValidateDescriptor(const VmDescriptor& d) {
   FLURRY_TRY(ValidatePages(d.pages, d.memory.ram_size));
   if (d.clone.clone_id < 0) return Invalid("clone id {} is negative", d.clone.clone_id);
   if (d.clock) FLURRY_TRY(ValidateClock(*d.clock));
+  FLURRY_TRY(ValidateThreads(d));  // after the memory: uses ram_size
   return {};
 }
 

@@ -106,6 +106,40 @@ Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& me
   return d;
 }
 
+namespace {
+
+ThreadRecord RecordOf(const GuestThread& thread) {
+  return ThreadRecord{.tid = thread.tid,
+                      .cpu = ResumableCpu(thread),
+                      .clear_child_tid = thread.clear_child_tid,
+                      .robust_list = thread.robust_list,
+                      .robust_list_len = thread.robust_list_len,
+                      .blocked = thread.blocked,
+                      .thread_pending = thread.thread_pending,
+                      .altstack = GuestStack{.sp = thread.altstack_sp,
+                                             .flags = thread.altstack_flags,
+                                             .size = thread.altstack_size}};
+}
+
+GuestThread ThreadOf(const ThreadRecord& record) {
+  GuestThread thread;
+  thread.tid = record.tid;
+  thread.cpu = record.cpu;
+  thread.clear_child_tid = record.clear_child_tid;
+  thread.robust_list = record.robust_list;
+  thread.robust_list_len = record.robust_list_len;
+  thread.blocked = record.blocked;
+  thread.thread_pending = record.thread_pending;
+  thread.altstack_sp = record.altstack.sp;
+  thread.altstack_flags = record.altstack.flags;
+  thread.altstack_size = record.altstack.size;
+  thread.fs_base = record.cpu.regs.fs_base;
+  thread.gs_base = record.cpu.regs.gs_base;
+  return thread;
+}
+
+}  // namespace
+
 VmDescriptor CaptureGuestState(const GuestState& state) {
   VmDescriptor d;
   d.cpu = state.cpu;
@@ -124,6 +158,8 @@ VmDescriptor CaptureGuestState(const GuestState& state) {
   d.signals = state.signals;
   d.start_time_ns = state.start_time_ns;
   d.clock = CaptureClockNow(state.monotonic_offset_ns);
+  for (const GuestThread& thread : state.threads.others) d.threads.push_back(RecordOf(thread));
+  d.last_tid = state.threads.last_tid;
   return d;
 }
 
@@ -145,6 +181,8 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
                                d.memory.stack_bottom, d.memory.ram_size);
   state.memory_map.RestoreDynamicState(d.memory.brk, d.memory.regions, d.memory.protections);
   state.signals = d.signals;
+  for (const ThreadRecord& record : d.threads) state.threads.others.push_back(ThreadOf(record));
+  state.threads.last_tid = d.last_tid;
   state.start_time_ns = d.start_time_ns;
   state.monotonic_offset_ns = RestoredMonotonicOffset(d, clock);
   FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,

@@ -72,6 +72,21 @@ struct CloneIdentityRecord {
   int32_t clone_id = 0;    // 0 = the original VM; 1.. = clones (sf_clone's return value)
 };
 
+// A thread besides the running one (guest/thread_table.h), runnable: one that waited in a
+// syscall stands on its `syscall` instruction, to make it again.
+struct ThreadRecord {
+  int32_t tid = 0;
+  x86::UserCpuState cpu;
+  uint64_t clear_child_tid = 0;
+  uint64_t robust_list = 0;
+  uint64_t robust_list_len = 0;
+  uint64_t blocked = 0;
+  uint64_t thread_pending = 0;
+  GuestStack altstack{};
+
+  bool operator==(const ThreadRecord&) const = default;
+};
+
 struct VmDescriptor {
   // The format EncodeDescriptor writes. DecodeDescriptor also reads version 1 (flurry before
   // format version 2), converting it (docs/formats/descriptor.md, "Format version 1").
@@ -94,6 +109,9 @@ struct VmDescriptor {
   std::optional<ClockCapture> clock;
   PageMapRecord pages;
   CloneIdentityRecord clone;
+  // The other threads (the running one is vcpu/identity/signals), and the newest tid made.
+  std::vector<ThreadRecord> threads;
+  int32_t last_tid = 0;
 };
 
 }  // namespace flurry

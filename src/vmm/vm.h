@@ -155,6 +155,29 @@ class Vm : public ForkHost {
   // Wakes the run thread out of a blocking host call or a wait for the guest (any thread).
   void Kick();
 
+  // Threads (vm_threads.cc): the running one stands in the backend and state_; the others in
+  // state_.threads.
+  static constexpr int64_t kThreadSliceNs = 5'000'000;
+  // Whether a queued control request captures the VM (snapshot, clone, serve).
+  bool CapturePending();
+  // The running thread as a GuestThread (its CPU captured).
+  Result<GuestThread> SaveRunningThread();
+  // Makes `thread` the running one (its syscall's result in RAX) and delivers its signals.
+  Result<std::optional<GuestExit>> LoadThread(GuestThread thread);
+  // clone made `spawn`: a thread with the caller's CPU state `cpu`, runnable.
+  void SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu);
+  // Ends the waits of parked threads that a pending signal interrupts (EINTR); process signals
+  // in `taken_by_running` are the running thread's to take.
+  void WakeThreadsForSignals(uint64_t taken_by_running);
+  // The running thread is parked or gone: runs the next runnable thread, waiting (serving
+  // control requests and timers) until one is.
+  Result<std::optional<GuestExit>> RunAnotherThread();
+  // Parks the running thread in syscall `syscall_nr` as `block` says; runs another.
+  Result<std::optional<GuestExit>> ParkRunningThread(const ThreadBlock& block, uint64_t syscall_nr);
+  // At a stop where the running thread's registers are final: wakes threads whose wait ended
+  // and, when its slice is over (or it yields) and another can run, switches to that one.
+  Result<std::optional<GuestExit>> ScheduleThreads(bool yield);
+
   std::unique_ptr<Backend> backend_;
   GuestState state_;
   SyscallTable syscalls_;
@@ -205,6 +228,8 @@ class Vm : public ForkHost {
   // When to stop the guest again for a signal or a control request that could not be served
   // at an interrupted stop (host CLOCK_MONOTONIC ns; 0: none).
   int64_t retry_stop_at_ = 0;
+  // When the running thread's time slice ends (host CLOCK_MONOTONIC ns), if others can run.
+  int64_t slice_end_ns_ = 0;
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.
   AlarmThread alarm_{[this] { Kick(); }};

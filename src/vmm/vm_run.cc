@@ -68,14 +68,19 @@ Result<GuestExit> Vm::RunLoop() {
         if (!in_system_code) FLURRY_TRY(ServeControl());
         CheckTimers();
         if (in_system_code) {
-          if (ControlPending() || NextDeliverableSignal(state_.signals) != 0) {
+          if (ControlPending() || NextDeliverableSignal(state_.signals) != 0 ||
+              state_.threads.NextRunnable() >= 0) {
             retry_stop_at_ = HostClockNs(CLOCK_MONOTONIC) + 1'000'000;
           }
           break;
         }
-        if (NextDeliverableSignal(state_.signals) == 0) break;
-        SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
-        if (delivery.exit) return *delivery.exit;
+        if (NextDeliverableSignal(state_.signals) != 0) {
+          SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
+          if (delivery.exit) return *delivery.exit;
+        }
+        // The slice of the running thread may be over, or a parked one's wait.
+        auto exit = FLURRY_TRY(ScheduleThreads(false));
+        if (exit) return *exit;
         break;
       }
       case GuestStop::Kind::kFault: {
@@ -111,8 +116,22 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   switch (result.action) {
     case SyscallResult::Action::kExit:
       return GuestExit{GuestExit::Kind::kExited, static_cast<int>(result.value), 0, ""};
+    case SyscallResult::Action::kBlock: {  // a thread waits; another runs
+      FLURRY_TRY(ApplyProtectionChanges());
+      const std::optional<ThreadBlock> block = std::exchange(state_.threads.block, std::nullopt);
+      if (!block) return Fail("syscall {} blocked without saying on what", args.nr);
+      return ParkRunningThread(*block, args.nr);
+    }
+    case SyscallResult::Action::kExitThread:
+      FLURRY_TRY(ApplyProtectionChanges());
+      return RunAnotherThread();
     case SyscallResult::Action::kReturn:
+    case SyscallResult::Action::kYield:
       break;
+  }
+  if (const std::optional<ThreadSpawn> spawn = std::exchange(state_.threads.spawn, std::nullopt)) {
+    // The new thread starts from the caller's registers as they stand at the syscall.
+    SpawnThread(*spawn, FLURRY_TRY_CTX(CaptureCpu(), "starting a thread"));
   }
   FLURRY_TRY(ApplyProtectionChanges());
   ApplySegmentBases();
@@ -134,7 +153,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   }
   backend_->CompleteSyscall(static_cast<uint64_t>(result.value));
   clock_.Refresh();
-  return std::nullopt;
+  return ScheduleThreads(result.action == SyscallResult::Action::kYield);
 }
 
 Result<void> Vm::ApplyProtectionChanges() {

@@ -51,8 +51,19 @@ void Vm::SyncAlarm() {
   const IntervalTimer& timer = state_.signals.real_timer;
   int64_t deadline =
       timer.armed() ? HostFromGuestNs(timer.deadline_ns, state_.monotonic_offset_ns) : 0;
-  if (retry_stop_at_ != 0 && (deadline == 0 || retry_stop_at_ < deadline)) {
-    deadline = retry_stop_at_;
+  auto consider = [&deadline](int64_t at) {
+    if (at != 0 && (deadline == 0 || at < deadline)) deadline = at;
+  };
+  consider(retry_stop_at_);
+  if (!state_.threads.others.empty()) {
+    // The end of the running thread's slice while another could run (one already past is
+    // served at the next stop), and the first deadline of a parked thread.
+    if (state_.threads.NextRunnable() >= 0 && slice_end_ns_ > HostClockNs(CLOCK_MONOTONIC)) {
+      consider(slice_end_ns_);
+    }
+    if (const int64_t wake = state_.threads.EarliestDeadline(); wake != 0) {
+      consider(HostFromGuestNs(wake, state_.monotonic_offset_ns));
+    }
   }
   if (deadline == alarm_set_for_) return;
   alarm_set_for_ = deadline;
@@ -113,7 +124,11 @@ Result<Vm::SignalDelivery> Vm::DeliverSignals() {
       }
       return SignalDelivery{std::nullopt, entered};
     }
-    signals.pending &= ~SignalState::Bit(signal);
+    // A signal sent to this thread is taken before the process's.
+    uint64_t& from = (signals.thread_pending & SignalState::Bit(signal)) != 0
+                         ? signals.thread_pending
+                         : signals.pending;
+    from &= ~SignalState::Bit(signal);
     const PendingSignalInfo sender = signals.pending_info[signal];
     const uint64_t handler = signals.actions[signal].handler;
     if (signal == SIGKILL || handler == reinterpret_cast<uint64_t>(SIG_DFL)) {

@@ -1,12 +1,15 @@
 // ctl_clone_loop: a bounded loop printing its clone ID, for host-initiated clones
 // (flurry ctl SOCKET clone N).
 //
-// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS]]   (defaults 60, 50)
+// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS [threaded]]]   (defaults 60, 50)
 //
 // Prints "id=<sf_id()> iter=<i>" for i = 0..ITERATIONS-1 (one write(2) each), sleeping
 // INTERVAL_MS in between, then "id=<sf_id()> done" and exits 0. A clone made from outside
-// resumes mid-loop and finishes the remaining iterations under its own ID.
+// resumes mid-loop and finishes the remaining iterations under its own ID. "threaded": the loop
+// runs in a second thread while the first waits in pthread_join — between lines, every thread
+// of the VM waits in a syscall.
 #include <errno.h>
+#include <pthread.h>
 #include <flurry/sf.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +19,10 @@
 
 static void Say(const char* text) { (void)!write(1, text, strlen(text)); }
 
-int main(int argc, char** argv) {
-  const int iterations = argc > 1 ? atoi(argv[1]) : 60;
-  const int interval_ms = argc > 2 ? atoi(argv[2]) : 50;
+static int iterations = 60;
+static int interval_ms = 50;
+
+static void* Loop(void* arg) {
   char line[64];
   for (int i = 0; i < iterations; ++i) {
     snprintf(line, sizeof line, "id=%d iter=%d\n", sf_id(), i);
@@ -29,5 +33,17 @@ int main(int argc, char** argv) {
   }
   snprintf(line, sizeof line, "id=%d done\n", sf_id());
   Say(line);
+  return arg;
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1) iterations = atoi(argv[1]);
+  if (argc > 2) interval_ms = atoi(argv[2]);
+  if (argc > 3 && strcmp(argv[3], "threaded") == 0) {
+    pthread_t loop;
+    if (pthread_create(&loop, NULL, Loop, NULL) != 0) return 1;
+    return pthread_join(loop, NULL) == 0 ? 0 : 1;
+  }
+  Loop(NULL);
   return 0;
 }

@@ -258,6 +258,36 @@ TEST(CtlSnapshot, RestoreFinishesWithTheSameOutputAsAnUninterruptedRun) {
   }
 }
 
+// A snapshot of a VM whose two threads both wait (one in pthread_join, one in nanosleep)
+// carries both: restored, the loop thread finishes and the first thread's join returns.
+TEST(CtlSnapshot, ThreadsAreSnapshottedAndRestored) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  const fs::path snapshot = dir.path() / "snap";
+  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), "30", "50", "threaded"});
+  ASSERT_TRUE(vm.WaitForLine("id=0 iter=5")) << vm.out() << vm.err();
+  auto ctl = Ctl(socket, {"snapshot", snapshot.string()});
+  ExpectCtlOk(ctl);
+  ExpectCleanExit(vm.Wait(60s), 0);
+
+  auto show = Flurry({"descriptor", "show", (snapshot / "descriptor.fvd").string()});
+  EXPECT_EQ(show.exit_code, 0) << show.Describe();
+  EXPECT_NE(show.out.find("threads     2: the one above and, runnable:"), std::string::npos)
+      << show.Describe();
+
+  auto r = Flurry({"restore", snapshot.string()}, WithDeadline(120));
+  ExpectCleanExit(r, 0);
+  const auto lines = Lines(r.out);
+  ASSERT_GE(lines.size(), 2u) << r.Describe();
+  ASSERT_TRUE(StartsWith(lines[0], "id=0 iter=")) << r.Describe();
+  const int first = std::atoi(lines[0].c_str() + 10);
+  EXPECT_GE(first, 5) << r.Describe();
+  std::vector<std::string> want;
+  for (int i = first; i < 30; ++i) want.push_back("id=0 iter=" + std::to_string(i));
+  want.push_back("id=0 done");
+  EXPECT_EQ(lines, want) << r.Describe();
+}
+
 TEST(CtlSnapshot, RelativeDirectoryIsTheCallersAndExistingDirIsReused) {
   TempDir dir;
   const std::string socket = (dir.path() / "api.sock").string();
@@ -448,15 +478,19 @@ bool WaitGone(pid_t pid, std::chrono::seconds timeout) {
   return false;
 }
 
-TEST(CtlClone, ClonesOfARunningLoopReportTheirIdsAndEveryProcessEnds) {
+// The loop in the first thread ("single"), or in a second one while the first waits in
+// pthread_join ("threaded": the clone is made while every thread waits in a syscall).
+class CtlClone : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CtlClone, ClonesOfARunningLoopReportTheirIdsAndEveryProcessEnds) {
   // Orphaned VMM processes (the clones outlive the original) are reparented to this process,
   // so the test can see that none is left behind.
   ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   TempDir dir;
   const std::string socket = (dir.path() / "api.sock").string();
   constexpr int kIterations = 60;
-  Background vm(
-      {"run", "--api", socket, Guest("ctl_clone_loop"), std::to_string(kIterations), "50"});
+  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), std::to_string(kIterations),
+                 "50", GetParam()});
   ASSERT_TRUE(vm.WaitForLine("id=0 iter=10")) << vm.out() << vm.err();
 
   auto ctl = Ctl(socket, {"clone", "2"});
@@ -519,7 +553,9 @@ TEST(CtlClone, ClonesOfARunningLoopReportTheirIdsAndEveryProcessEnds) {
   for (pid_t pid : left) kill(pid, SIGKILL);
 }
 
-TEST(CtlClone, BadCountsAreRefusedAndTheVmRunsOn) {
+INSTANTIATE_TEST_SUITE_P(Loops, CtlClone, ::testing::Values("single", "threaded"));
+
+TEST(CtlCloneCounts, BadCountsAreRefusedAndTheVmRunsOn) {
   TempDir dir;
   const std::string socket = (dir.path() / "api.sock").string();
   Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), "30", "50"});

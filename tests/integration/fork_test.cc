@@ -321,6 +321,28 @@ TEST(ForkSignals, PendingSignalsAndHandlersAreCloned) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+// Every thread is cloned: a waiter parked on a condition variable, a sleeper and a spinner
+// each finish in their own VM, with that VM's clone ID.
+TEST(ForkThreads, EveryThreadIsCloned) {
+  auto r = FlurryRun({Guest("fork_threads")});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  auto workers = [](int id) {
+    const std::string vm = "clone " + std::to_string(id) + ": ";
+    return vm + "waiter returned " + std::to_string(100 + id) + "\n" + vm +
+           "sleeper returned " + std::to_string(200 + id) + "\n" + vm + "spinner returned " +
+           std::to_string(300 + id) + "\n";
+  };
+  EXPECT_EQ(Join(s.parent), workers(0) +
+                                "clone 1: kind 1 status 11\n"
+                                "clone 2: kind 1 status 12\n")
+      << r.Describe();
+  EXPECT_EQ(Join(s.clones[1]), workers(1)) << r.Describe();
+  EXPECT_EQ(Join(s.clones[2]), workers(2)) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 TEST(ForkMemProtect, ProtectionsAreClonedAndEachVmChangesItsOwn) {
   auto r = FlurryRun({Guest("fork_memprotect")});
   ExpectFinished(r, 0);

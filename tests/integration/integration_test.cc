@@ -440,20 +440,6 @@ TEST(EnvInfo, GetrandomDiffersBetweenRuns) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Threads are not supported: pthread_create fails, the program goes on.
-
-TEST(Clone, PthreadCreateFailsCleanly) {
-  auto r = Flurry({"run", Guest("clone_thread")});
-  EXPECT_FALSE(r.timed_out) << r.Describe();
-  ASSERT_TRUE(r.exited) << r.Describe();
-  EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  auto lines = Lines(r.out);
-  ASSERT_EQ(lines.size(), 2u) << r.Describe();
-  EXPECT_TRUE(StartsWith(lines[0], "pthread_create failed: E")) << r.Describe();
-  EXPECT_EQ(lines[1], "still running") << r.Describe();
-}
-
-// ---------------------------------------------------------------------------------------------
 // stdin
 
 TEST(Stdin, EchoesBinaryInput) {

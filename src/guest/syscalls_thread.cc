@@ -1,0 +1,291 @@
+// Thread syscalls: clone and clone3 with the flags of pthread_create, futex, the end of a
+// thread (exit) and sched_yield. The handlers decide; the VMM carries out what they ask
+// through GuestState::threads (a new thread's CPU state, parking the caller) and
+// SyscallResult's actions (vm_threads.cc). New processes (clone without CLONE_THREAD, fork,
+// vfork, execve) are not offered yet.
+#include <linux/futex.h>
+#include <linux/sched.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+
+#include "guest/guest_time.h"
+#include "guest/syscall.h"
+
+namespace flurry {
+namespace {
+
+// At most this many threads in one guest (Linux's threads-max is in the tens of thousands; a
+// VMM-multiplexed guest gains nothing from more).
+constexpr size_t kMaxThreads = 1024;
+
+// Processes are not offered yet: say so once.
+SyscallResult NoNewProcesses(const SyscallArgs& a) {
+  static bool reported = false;
+  if (!reported) {
+    reported = true;
+    std::fprintf(stderr,
+                 "flurry: guest tried to create a process (syscall %llu); flurry runs threads "
+                 "but not child processes yet; returning ENOSYS\n",
+                 static_cast<unsigned long long>(a.nr));
+  }
+  return SyscallResult::Errno(ENOSYS);
+}
+
+struct CloneRequest {
+  uint64_t flags = 0;
+  uint64_t stack = 0;  // the child's RSP (0: the caller's)
+  uint64_t parent_tid = 0;
+  uint64_t child_tid = 0;
+  uint64_t tls = 0;
+};
+
+// The flags pthread_create passes, and those a thread may add.
+constexpr uint64_t kThreadFlags = CLONE_VM | CLONE_THREAD | CLONE_SIGHAND;
+constexpr uint64_t kThreadExtras = CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SETTLS |
+                                   CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID |
+                                   CLONE_CHILD_SETTID | CLONE_DETACHED | CLONE_IO;
+
+SyscallResult CloneThread(SyscallContext& c, const SyscallArgs& a, const CloneRequest& r) {
+  // Linux's rules: a thread shares the signal handlers, which need the shared memory.
+  if ((r.flags & CLONE_THREAD) && !(r.flags & CLONE_SIGHAND)) return SyscallResult::Errno(EINVAL);
+  if ((r.flags & CLONE_SIGHAND) && !(r.flags & CLONE_VM)) return SyscallResult::Errno(EINVAL);
+  if ((r.flags & kThreadFlags) != kThreadFlags) return NoNewProcesses(a);
+  if (r.flags & ~(kThreadFlags | kThreadExtras)) return SyscallResult::Errno(EINVAL);
+  if ((r.flags & CLONE_SETTLS) && r.tls >= (1ULL << 47)) return SyscallResult::Errno(EPERM);
+  ThreadTable& threads = c.state.threads;
+  if (threads.count() >= kMaxThreads) return SyscallResult::Errno(EAGAIN);
+  const int32_t tid = std::max(threads.last_tid, c.state.identity.pid) + 1;
+  if (r.flags & CLONE_PARENT_SETTID) {
+    if (auto w = c.memory.WriteObject(r.parent_tid, tid); !w) return ErrnoFrom(w.error());
+  }
+  if (r.flags & CLONE_CHILD_SETTID) {
+    (void)c.memory.WriteObject(r.child_tid, tid);  // the child's own write: a fault is ignored
+  }
+  threads.last_tid = tid;
+  threads.spawn = ThreadSpawn{.tid = tid,
+                              .stack = r.stack,
+                              .tls = r.tls,
+                              .set_tls = (r.flags & CLONE_SETTLS) != 0,
+                              .clear_child_tid =
+                                  (r.flags & CLONE_CHILD_CLEARTID) ? r.child_tid : 0};
+  return SyscallResult::Return(tid);
+}
+
+// clone(flags, stack, parent_tid, child_tid, tls): x86-64's argument order.
+SyscallResult SysClone(SyscallContext& c, const SyscallArgs& a) {
+  return CloneThread(c, a, CloneRequest{a.arg[0] & ~uint64_t{CSIGNAL}, a.arg[1], a.arg[2],
+                                        a.arg[3], a.arg[4]});
+}
+
+// struct clone_args as of Linux 5.7 (CLONE_ARGS_SIZE_VER2).
+struct GuestCloneArgs {
+  uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+      set_tid_size, cgroup;
+};
+static_assert(sizeof(GuestCloneArgs) == 88);
+
+SyscallResult SysClone3(SyscallContext& c, const SyscallArgs& a) {
+  constexpr uint64_t kVer0Size = 64;
+  const uint64_t size = a.arg[1];
+  if (size < kVer0Size) return SyscallResult::Errno(EINVAL);
+  if (size > 4096) return SyscallResult::Errno(E2BIG);
+  GuestCloneArgs args{};
+  const uint64_t known = std::min<uint64_t>(size, sizeof args);
+  if (auto r = c.memory.Read(a.arg[0], &args, known); !r) return ErrnoFrom(r.error());
+  for (uint64_t at = sizeof args; at < size; at += 8) {  // newer fields must be unused
+    uint64_t word = 0;
+    if (auto r = c.memory.Read(a.arg[0] + at, &word, std::min<uint64_t>(8, size - at)); !r) {
+      return ErrnoFrom(r.error());
+    }
+    if (word != 0) return SyscallResult::Errno(E2BIG);
+  }
+  if (args.exit_signal > 64 || ((args.flags & CLONE_THREAD) && args.exit_signal != 0)) {
+    return SyscallResult::Errno(EINVAL);
+  }
+  if (args.set_tid != 0 || args.set_tid_size != 0 || args.cgroup != 0 ||
+      (args.flags & CLONE_PIDFD)) {
+    return SyscallResult::Errno(EINVAL);  // choosing tids, cgroups and pidfds: not offered
+  }
+  if ((args.stack == 0) != (args.stack_size == 0)) return SyscallResult::Errno(EINVAL);
+  return CloneThread(c, a,
+                     CloneRequest{args.flags, args.stack == 0 ? 0 : args.stack + args.stack_size,
+                                  args.parent_tid, args.child_tid, args.tls});
+}
+
+SyscallResult SysNoNewProcess(SyscallContext&, const SyscallArgs& a) { return NoNewProcesses(a); }
+
+// exit: the calling thread ends. Its clear_child_tid (CLONE_CHILD_CLEARTID, set_tid_address)
+// is zeroed and one waiter on it woken, which is how pthread_join learns of it. The last
+// thread's exit ends the process.
+SyscallResult SysExitThread(SyscallContext& c, const SyscallArgs& a) {
+  if (c.state.threads.others.empty()) return SyscallResult::Exit(static_cast<int>(a.arg[0] & 0xff));
+  if (const uint64_t address = c.state.identity.clear_child_tid; address != 0) {
+    if (c.memory.WriteObject(address, uint32_t{0})) {
+      c.state.threads.FutexWake(address, 1, FUTEX_BITSET_MATCH_ANY);
+    }
+  }
+  return SyscallResult::ExitThread();
+}
+
+SyscallResult SysSchedYield(SyscallContext& c, const SyscallArgs&) {
+  return c.state.threads.NextRunnable() >= 0 ? SyscallResult::Yield() : SyscallResult::Return(0);
+}
+
+// The deadline of a futex wait on the guest's CLOCK_MONOTONIC (0: none), or -errno.
+int64_t FutexDeadline(SyscallContext& c, uint64_t timeout_addr, bool absolute, bool realtime) {
+  if (timeout_addr == 0) return 0;
+  auto timeout = c.memory.ReadObject<timespec>(timeout_addr);
+  if (!timeout) return -static_cast<int64_t>(timeout.error().code_or(EFAULT));
+  if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000) {
+    return -EINVAL;
+  }
+  constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 4;
+  const int64_t ns = TimespecNs(timespec{std::min<int64_t>(timeout->tv_sec, kMaxSeconds),
+                                         timeout->tv_nsec});
+  const int64_t now = GuestMonotonicNs(c.state.monotonic_offset_ns);
+  if (!absolute) return now + std::max<int64_t>(ns, 1);
+  if (realtime) return now + std::max<int64_t>(ns - HostClockNs(CLOCK_REALTIME), 1);
+  return std::max<int64_t>(ns, 1);
+}
+
+// One thread: nobody else can wake a waiter, so a wait that would block reports EDEADLK
+// (with a timeout, it sleeps and times out as Linux would).
+SyscallResult LoneWait(SyscallContext& c, int64_t deadline) {
+  if (deadline == 0) return SyscallResult::Errno(EDEADLK);
+  const timespec host = NsTimespec(HostFromGuestNs(deadline, c.state.monotonic_offset_ns));
+  if (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &host, nullptr) == EINTR) {
+    return SyscallResult::Errno(EINTR);
+  }
+  return SyscallResult::Errno(ETIMEDOUT);
+}
+
+// FUTEX_WAKE_OP's operation on the word at uaddr2 and its comparison of the old value.
+bool WakeOp(uint32_t encoded, uint32_t old, uint32_t* updated) {
+  uint32_t op = (encoded >> 28) & 0xf;
+  const uint32_t cmp = (encoded >> 24) & 0xf;
+  auto sign_extend_12 = [](uint32_t v) { return static_cast<int32_t>(v << 20) >> 20; };
+  int32_t oparg = sign_extend_12((encoded >> 12) & 0xfff);
+  const int32_t cmparg = sign_extend_12(encoded & 0xfff);
+  if (op & FUTEX_OP_OPARG_SHIFT) {
+    oparg = (oparg < 0 || oparg > 31) ? 0 : static_cast<int32_t>(1u << oparg);
+    op &= ~static_cast<uint32_t>(FUTEX_OP_OPARG_SHIFT);
+  }
+  const auto arg = static_cast<uint32_t>(oparg);
+  switch (op) {
+    case FUTEX_OP_SET: *updated = arg; break;
+    case FUTEX_OP_ADD: *updated = old + arg; break;
+    case FUTEX_OP_OR: *updated = old | arg; break;
+    case FUTEX_OP_ANDN: *updated = old & ~arg; break;
+    case FUTEX_OP_XOR: *updated = old ^ arg; break;
+    default: *updated = old; break;
+  }
+  const auto value = static_cast<int32_t>(old);
+  switch (cmp) {
+    case FUTEX_OP_CMP_EQ: return value == cmparg;
+    case FUTEX_OP_CMP_NE: return value != cmparg;
+    case FUTEX_OP_CMP_LT: return value < cmparg;
+    case FUTEX_OP_CMP_LE: return value <= cmparg;
+    case FUTEX_OP_CMP_GT: return value > cmparg;
+    case FUTEX_OP_CMP_GE: return value >= cmparg;
+    default: return false;
+  }
+}
+
+bool KnownWakeOp(uint32_t encoded) {
+  return (((encoded >> 28) & 0x7) <= FUTEX_OP_XOR) && (((encoded >> 24) & 0xf) <= FUTEX_OP_CMP_GE);
+}
+
+// A wake count as Linux reads it: at least one thread is looked at.
+int WakeCount(uint64_t value) { return std::max(static_cast<int32_t>(value), 1); }
+
+SyscallResult SysFutex(SyscallContext& c, const SyscallArgs& a) {
+  const uint64_t uaddr = a.arg[0];
+  const int op = static_cast<int>(a.arg[1]) & FUTEX_CMD_MASK;
+  const bool realtime = (static_cast<int>(a.arg[1]) & FUTEX_CLOCK_REALTIME) != 0;
+  const auto val = static_cast<uint32_t>(a.arg[2]);
+  const uint64_t uaddr2 = a.arg[4];
+  const auto val3 = static_cast<uint32_t>(a.arg[5]);
+  ThreadTable& threads = c.state.threads;
+  if (uaddr % 4 != 0) return SyscallResult::Errno(EINVAL);
+  if (realtime && op != FUTEX_WAIT && op != FUTEX_WAIT_BITSET) return SyscallResult::Errno(ENOSYS);
+  switch (op) {
+    case FUTEX_WAIT:
+    case FUTEX_WAIT_BITSET: {
+      const uint32_t bitset = op == FUTEX_WAIT ? FUTEX_BITSET_MATCH_ANY : val3;
+      if (bitset == 0) return SyscallResult::Errno(EINVAL);
+      auto value = c.memory.ReadObject<uint32_t>(uaddr);
+      if (!value) return ErrnoFrom(value.error());
+      if (*value != val) return SyscallResult::Errno(EAGAIN);
+      const int64_t deadline = FutexDeadline(c, a.arg[3], op == FUTEX_WAIT_BITSET, realtime);
+      if (deadline < 0) return SyscallResult::Return(deadline);
+      if (threads.others.empty()) return LoneWait(c, deadline);
+      threads.block = ThreadBlock{.wait = ThreadWait::kFutex,
+                                  .futex_addr = uaddr,
+                                  .futex_bitset = bitset,
+                                  .deadline_ns = deadline,
+                                  .expiry_result = -ETIMEDOUT};
+      return SyscallResult::Block();
+    }
+    case FUTEX_WAKE:
+    case FUTEX_WAKE_BITSET: {
+      const uint32_t bitset = op == FUTEX_WAKE ? FUTEX_BITSET_MATCH_ANY : val3;
+      if (bitset == 0) return SyscallResult::Errno(EINVAL);
+      if (!c.memory.CheckUser(uaddr, 4)) return SyscallResult::Errno(EFAULT);
+      return SyscallResult::Return(threads.FutexWake(uaddr, WakeCount(val), bitset));
+    }
+    case FUTEX_REQUEUE:
+    case FUTEX_CMP_REQUEUE: {
+      if (uaddr2 % 4 != 0) return SyscallResult::Errno(EINVAL);
+      const auto requeue = static_cast<int32_t>(a.arg[3]);  // the timeout slot holds val2
+      if (static_cast<int32_t>(val) < 0 || requeue < 0) return SyscallResult::Errno(EINVAL);
+      if (!c.memory.CheckUser(uaddr2, 4)) return SyscallResult::Errno(EFAULT);
+      if (op == FUTEX_CMP_REQUEUE) {
+        auto value = c.memory.ReadObject<uint32_t>(uaddr);
+        if (!value) return ErrnoFrom(value.error());
+        if (*value != val3) return SyscallResult::Errno(EAGAIN);
+      } else if (!c.memory.CheckUser(uaddr, 4)) {
+        return SyscallResult::Errno(EFAULT);
+      }
+      const int woken = threads.FutexWake(uaddr, WakeCount(val), FUTEX_BITSET_MATCH_ANY);
+      const int moved = uaddr == uaddr2 ? 0 : threads.FutexRequeue(uaddr, uaddr2, requeue);
+      return SyscallResult::Return(woken + moved);
+    }
+    case FUTEX_WAKE_OP: {
+      if (uaddr2 % 4 != 0) return SyscallResult::Errno(EINVAL);
+      if (!KnownWakeOp(val3)) return SyscallResult::Errno(ENOSYS);
+      if (auto w = c.memory.CheckAccess(uaddr2, 4, GuestAccess::kWrite); !w) {
+        return ErrnoFrom(w.error());
+      }
+      auto old = c.memory.ReadObject<uint32_t>(uaddr2);
+      if (!old) return ErrnoFrom(old.error());
+      uint32_t updated = *old;
+      const bool also_second = WakeOp(val3, *old, &updated);
+      if (auto w = c.memory.WriteObject(uaddr2, updated); !w) return ErrnoFrom(w.error());
+      int woken = threads.FutexWake(uaddr, WakeCount(val), FUTEX_BITSET_MATCH_ANY);
+      if (also_second) {
+        woken += threads.FutexWake(uaddr2, WakeCount(a.arg[3]), FUTEX_BITSET_MATCH_ANY);
+      }
+      return SyscallResult::Return(woken);
+    }
+    default:  // priority inheritance (FUTEX_LOCK_PI, ...) and FUTEX_WAIT_REQUEUE_PI
+      return SyscallResult::Errno(ENOSYS);
+  }
+}
+
+}  // namespace
+
+void RegisterThreadSyscalls(SyscallTable& table) {
+  table.Register(SYS_clone, SysClone);
+  table.Register(SYS_clone3, SysClone3);
+  table.Register(SYS_exit, SysExitThread);
+  table.Register(SYS_futex, SysFutex);
+  table.Register(SYS_sched_yield, SysSchedYield);
+  for (uint64_t nr : {SYS_fork, SYS_vfork, SYS_execve, SYS_execveat}) {
+    table.Register(nr, SysNoNewProcess);
+  }
+}
+
+}  // namespace flurry

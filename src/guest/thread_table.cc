@@ -1,0 +1,97 @@
+#include "guest/thread_table.h"
+
+#include <algorithm>
+
+namespace flurry {
+
+GuestThread* ThreadTable::Find(int32_t tid) {
+  for (GuestThread& thread : others) {
+    if (thread.tid == tid) return &thread;
+  }
+  return nullptr;
+}
+
+void WakeThread(GuestThread& thread, int64_t result) {
+  thread.wait = ThreadWait::kRunnable;
+  thread.result = result;
+  thread.block = ThreadBlock{};
+}
+
+x86::UserCpuState ResumableCpu(const GuestThread& thread) {
+  x86::UserCpuState cpu = thread.cpu;
+  if (thread.parked()) {
+    cpu.regs.rip -= 2;  // the length of `syscall`
+    cpu.regs.rax = thread.syscall_nr;
+  } else if (thread.in_syscall) {
+    cpu.regs.rax = static_cast<uint64_t>(thread.result);
+  }
+  return cpu;
+}
+
+namespace {
+
+// The threads waiting on the futex at `addr` whose bitset meets `bitset`, oldest first.
+std::vector<GuestThread*> Waiters(std::vector<GuestThread>& threads, uint64_t addr,
+                                  uint32_t bitset) {
+  std::vector<GuestThread*> waiters;
+  for (GuestThread& thread : threads) {
+    if (thread.wait == ThreadWait::kFutex && thread.block.futex_addr == addr &&
+        (thread.block.futex_bitset & bitset) != 0) {
+      waiters.push_back(&thread);
+    }
+  }
+  std::sort(waiters.begin(), waiters.end(),
+            [](const GuestThread* a, const GuestThread* b) { return a->wait_seq < b->wait_seq; });
+  return waiters;
+}
+
+}  // namespace
+
+int ThreadTable::FutexWake(uint64_t addr, int count, uint32_t bitset) {
+  int woken = 0;
+  for (GuestThread* waiter : Waiters(others, addr, bitset)) {
+    if (woken >= count) break;
+    WakeThread(*waiter, 0);
+    ++woken;
+  }
+  return woken;
+}
+
+int ThreadTable::FutexRequeue(uint64_t from, uint64_t to, int count) {
+  int moved = 0;
+  for (GuestThread* waiter : Waiters(others, from, ~0u)) {
+    if (moved >= count) break;
+    waiter->block.futex_addr = to;
+    ++moved;
+  }
+  return moved;
+}
+
+int ThreadTable::WakeExpired(int64_t now_ns) {
+  int woken = 0;
+  for (GuestThread& thread : others) {
+    if (thread.parked() && thread.block.deadline_ns != 0 && thread.block.deadline_ns <= now_ns) {
+      WakeThread(thread, thread.block.expiry_result);
+      ++woken;
+    }
+  }
+  return woken;
+}
+
+int64_t ThreadTable::EarliestDeadline() const {
+  int64_t earliest = 0;
+  for (const GuestThread& thread : others) {
+    const int64_t deadline = thread.parked() ? thread.block.deadline_ns : 0;
+    if (deadline != 0 && (earliest == 0 || deadline < earliest)) earliest = deadline;
+  }
+  return earliest;
+}
+
+int ThreadTable::NextRunnable() const {
+  for (size_t i = 0; i < others.size(); ++i) {
+    if (!others[i].parked()) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+}  // namespace flurry

@@ -1,0 +1,107 @@
+// The guest's threads. The VMM multiplexes them onto the backend's one execution context (one
+// vCPU, one stub thread), as a kernel on one CPU does: the running thread's state stands where
+// single-threaded code keeps it (the backend's CPU; GuestState's identity, signal mask,
+// alternate stack and segment bases), and every other thread is a GuestThread here, with its
+// CPU state saved and, when it is parked in a syscall (futex wait, sleep), what it waits for.
+// See docs/design.md ("Threads").
+//
+// Plain data plus pure functions over it; touched only on the VM's run thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "arch/x86_64/user_cpu_state.h"
+
+namespace flurry {
+
+enum class ThreadWait : uint8_t {
+  kRunnable,  // ready to run
+  kFutex,     // FUTEX_WAIT on futex_addr
+  kSleep,     // nanosleep, clock_nanosleep
+};
+
+// What a syscall handler that cannot finish now asks for its thread: park it until woken, or
+// until deadline_ns.
+struct ThreadBlock {
+  ThreadWait wait = ThreadWait::kFutex;
+  uint64_t futex_addr = 0;
+  uint32_t futex_bitset = 0;
+  int64_t deadline_ns = 0;    // the guest's CLOCK_MONOTONIC; 0: none
+  int64_t expiry_result = 0;  // RAX when the deadline passes (-ETIMEDOUT, or 0 for a sleep)
+  uint64_t remain_addr = 0;   // kSleep, relative: where an interrupted sleep says what is left
+};
+
+// A thread that clone made in this syscall (the VMM gives it the caller's CPU state).
+struct ThreadSpawn {
+  int32_t tid = 0;
+  uint64_t stack = 0;    // the child's RSP (0: the parent's)
+  uint64_t tls = 0;      // the child's FS base, with set_tls
+  bool set_tls = false;
+  uint64_t clear_child_tid = 0;  // CLONE_CHILD_CLEARTID
+};
+
+struct GuestThread {
+  int32_t tid = 0;
+  x86::UserCpuState cpu;  // as it was switched out
+  uint64_t clear_child_tid = 0;
+  uint64_t robust_list = 0;
+  uint64_t robust_list_len = 0;
+  uint64_t blocked = 0;         // its signal mask
+  uint64_t thread_pending = 0;  // signals sent to it (tgkill)
+  uint64_t altstack_sp = 0;
+  int32_t altstack_flags = 2;  // SS_DISABLE
+  uint64_t altstack_size = 0;
+  uint64_t fs_base = 0;  // as arch_prctl last set them (also in cpu.regs)
+  uint64_t gs_base = 0;
+
+  // Switched out in a syscall: `cpu` stands past it, and `result` goes into RAX when it runs.
+  bool in_syscall = false;
+  uint64_t syscall_nr = 0;
+  int64_t result = 0;
+  ThreadWait wait = ThreadWait::kRunnable;
+  ThreadBlock block;      // what it waits for (wait != kRunnable)
+  uint64_t wait_seq = 0;  // futex waiters wake oldest first
+
+  bool parked() const { return wait != ThreadWait::kRunnable; }
+};
+
+struct ThreadTable {
+  // Every thread but the running one; the front runs next (round robin).
+  std::vector<GuestThread> others;
+  int32_t last_tid = 0;   // the newest thread's tid (0: none made yet)
+  uint64_t wait_seq = 0;  // counts parkings
+
+  // A handler's requests to the VMM for the calling thread (set and taken in one syscall
+  // stop; never captured).
+  std::optional<ThreadBlock> block;
+  std::optional<ThreadSpawn> spawn;
+
+  size_t count() const { return others.size() + 1; }
+  GuestThread* Find(int32_t tid);
+
+  // Wakes up to `count` threads waiting on the futex at `addr` whose bitset meets `bitset`,
+  // oldest first (they return 0). Returns how many woke.
+  int FutexWake(uint64_t addr, int count, uint32_t bitset);
+  // Moves up to `count` of the waiters left on `from` to wait on `to`. Returns how many moved.
+  int FutexRequeue(uint64_t from, uint64_t to, int count);
+  // Parked threads whose deadline is at or before `now_ns` wake with their expiry result.
+  // Returns how many woke.
+  int WakeExpired(int64_t now_ns);
+  // The earliest deadline of a parked thread (0: none).
+  int64_t EarliestDeadline() const;
+  // The index in `others` of the next thread to run (-1: none is runnable).
+  int NextRunnable() const;
+};
+
+// Wakes a parked thread: it runs again with RAX = `result`.
+void WakeThread(GuestThread& thread, int64_t result);
+
+// The CPU state `thread` resumes from when it runs with no wait pending: a parked thread
+// stands on its `syscall` instruction to make it again (a futex wait then sees the word as it
+// is; a relative timeout starts over); one woken but not yet run holds its result in RAX.
+// What snapshots and clones record.
+x86::UserCpuState ResumableCpu(const GuestThread& thread);
+
+}  // namespace flurry

@@ -1,0 +1,90 @@
+#include "guest/thread_table.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+namespace flurry {
+namespace {
+
+GuestThread Waiter(int32_t tid, uint64_t addr, uint32_t bitset, uint64_t seq,
+                   int64_t deadline = 0) {
+  GuestThread t;
+  t.tid = tid;
+  t.in_syscall = true;
+  t.syscall_nr = 202;
+  t.wait = ThreadWait::kFutex;
+  t.block = ThreadBlock{.wait = ThreadWait::kFutex,
+                        .futex_addr = addr,
+                        .futex_bitset = bitset,
+                        .deadline_ns = deadline,
+                        .expiry_result = -ETIMEDOUT};
+  t.wait_seq = seq;
+  return t;
+}
+
+TEST(ThreadTable, FutexWakeTakesTheOldestMatchingWaitersFirst) {
+  ThreadTable table;
+  table.others.push_back(Waiter(11, 0x1000, ~0u, 3));
+  table.others.push_back(Waiter(12, 0x1000, 0x1, 1));
+  table.others.push_back(Waiter(13, 0x2000, ~0u, 2));
+  table.others.push_back(Waiter(14, 0x1000, 0x2, 4));
+  EXPECT_EQ(table.NextRunnable(), -1);
+  // Bitset 0x1 matches 12 (oldest) and 11, not 14.
+  EXPECT_EQ(table.FutexWake(0x1000, 1, 0x1), 1);
+  EXPECT_FALSE(table.Find(12)->parked());
+  EXPECT_EQ(table.Find(12)->result, 0);
+  EXPECT_TRUE(table.Find(11)->parked());
+  EXPECT_EQ(table.NextRunnable(), 1);
+  EXPECT_EQ(table.FutexWake(0x1000, 10, 0x1), 1);  // 11 only
+  EXPECT_TRUE(table.Find(14)->parked());
+  EXPECT_TRUE(table.Find(13)->parked());
+  EXPECT_EQ(table.FutexWake(0x3000, 10, ~0u), 0);
+}
+
+TEST(ThreadTable, RequeueMovesWaitersWithoutWakingThem) {
+  ThreadTable table;
+  for (int i = 0; i < 4; ++i) table.others.push_back(Waiter(20 + i, 0x1000, ~0u, 10 + i));
+  EXPECT_EQ(table.FutexWake(0x1000, 1, ~0u), 1);       // 20
+  EXPECT_EQ(table.FutexRequeue(0x1000, 0x2000, 2), 2);  // 21, 22
+  EXPECT_EQ(table.Find(21)->block.futex_addr, 0x2000u);
+  EXPECT_EQ(table.Find(22)->block.futex_addr, 0x2000u);
+  EXPECT_EQ(table.Find(23)->block.futex_addr, 0x1000u);
+  EXPECT_TRUE(table.Find(21)->parked());
+  EXPECT_EQ(table.FutexWake(0x2000, 5, ~0u), 2);
+}
+
+TEST(ThreadTable, DeadlinesWakeWithTheExpiryResult) {
+  ThreadTable table;
+  table.others.push_back(Waiter(31, 0x1000, ~0u, 1, 500));
+  table.others.push_back(Waiter(32, 0x1000, ~0u, 2, 300));
+  table.others.push_back(Waiter(33, 0x1000, ~0u, 3));
+  EXPECT_EQ(table.EarliestDeadline(), 300);
+  EXPECT_EQ(table.WakeExpired(299), 0);
+  EXPECT_EQ(table.WakeExpired(300), 1);
+  EXPECT_EQ(table.Find(32)->result, -ETIMEDOUT);
+  EXPECT_EQ(table.EarliestDeadline(), 500);  // a woken thread's deadline no longer counts
+  EXPECT_EQ(table.WakeExpired(1000), 1);
+  EXPECT_EQ(table.EarliestDeadline(), 0);
+  EXPECT_TRUE(table.Find(33)->parked());
+}
+
+TEST(ThreadTable, ResumableCpuRestartsAWaitAndKeepsAWakersResult) {
+  GuestThread parked = Waiter(41, 0x1000, ~0u, 1);
+  parked.cpu.regs.rip = 0x401002;
+  parked.cpu.regs.rax = 202;
+  x86::UserCpuState cpu = ResumableCpu(parked);
+  EXPECT_EQ(cpu.regs.rip, 0x401000u);  // on the syscall instruction
+  EXPECT_EQ(cpu.regs.rax, 202u);
+  WakeThread(parked, -EINTR);
+  cpu = ResumableCpu(parked);
+  EXPECT_EQ(cpu.regs.rip, 0x401002u);
+  EXPECT_EQ(static_cast<int64_t>(cpu.regs.rax), -EINTR);
+  GuestThread running;  // switched out between instructions
+  running.cpu.regs.rip = 0x402000;
+  running.cpu.regs.rax = 7;
+  EXPECT_EQ(ResumableCpu(running), running.cpu);
+}
+
+}  // namespace
+}  // namespace flurry

@@ -1,0 +1,187 @@
+// The guest's threads on the backend's one execution context: the VMM switches between them
+// at syscalls that block (futex waits, sleeps), at a thread's exit, at sched_yield, and when
+// a thread's time slice ends (the alarm kicks the guest out). GuestState::threads holds every
+// thread but the running one. See docs/design.md ("Threads").
+#include <sys/syscall.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "guest/guest_time.h"
+#include "guest/signal_state.h"
+#include "vmm/vm.h"
+
+namespace flurry {
+
+Result<GuestThread> Vm::SaveRunningThread() {
+  GuestThread thread;
+  thread.cpu = FLURRY_TRY_CTX(CaptureCpu(), "switching threads: saving the running thread");
+  const ProcessIdentity& identity = state_.identity;
+  thread.tid = identity.tid;
+  thread.clear_child_tid = identity.clear_child_tid;
+  thread.robust_list = identity.robust_list;
+  thread.robust_list_len = identity.robust_list_len;
+  const SignalState& signals = state_.signals;
+  thread.blocked = signals.blocked;
+  thread.thread_pending = signals.thread_pending;
+  thread.altstack_sp = signals.altstack.sp;
+  thread.altstack_flags = signals.altstack.flags;
+  thread.altstack_size = signals.altstack.size;
+  thread.fs_base = state_.segment_bases.fs_base;
+  thread.gs_base = state_.segment_bases.gs_base;
+  return thread;
+}
+
+Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
+  ProcessIdentity& identity = state_.identity;
+  identity.tid = thread.tid;
+  identity.clear_child_tid = thread.clear_child_tid;
+  identity.robust_list = thread.robust_list;
+  identity.robust_list_len = thread.robust_list_len;
+  SignalState& signals = state_.signals;
+  signals.blocked = thread.blocked;
+  signals.thread_pending = thread.thread_pending;
+  signals.altstack = GuestStack{.sp = thread.altstack_sp,
+                                .flags = thread.altstack_flags,
+                                .size = thread.altstack_size};
+  state_.segment_bases = SegmentBases{thread.fs_base, thread.gs_base, false};
+  x86::UserRegs& regs = thread.cpu.regs;
+  const int signal = NextDeliverableSignal(signals);
+  if (thread.in_syscall) {
+    regs.rax = static_cast<uint64_t>(thread.result);
+    // A wait a signal ended is made again after the handler, as HandleSyscall does.
+    if (signal != 0 && thread.result == -EINTR && RestartsAfter(thread.syscall_nr, signal)) {
+      regs.rip -= 2;
+      regs.rax = thread.syscall_nr;
+    }
+  }
+  FLURRY_TRY_CTX(backend_->LoadCpu(thread.cpu),
+                 fmt::format("switching threads: loading thread {}", thread.tid));
+  slice_end_ns_ = HostClockNs(CLOCK_MONOTONIC) + kThreadSliceNs;
+  if (signal == 0) return std::nullopt;
+  SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
+  return delivery.exit;
+}
+
+void Vm::SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu) {
+  GuestThread child;
+  child.tid = spawn.tid;
+  child.cpu = std::move(cpu);
+  x86::UserRegs& regs = child.cpu.regs;
+  regs.rax = 0;  // clone returns 0 in the child, past the syscall as in the parent
+  if (spawn.stack != 0) regs.rsp = spawn.stack;
+  child.fs_base = spawn.set_tls ? spawn.tls : state_.segment_bases.fs_base;
+  child.gs_base = state_.segment_bases.gs_base;
+  regs.fs_base = child.fs_base;
+  regs.gs_base = child.gs_base;
+  child.clear_child_tid = spawn.clear_child_tid;
+  child.blocked = state_.signals.blocked;  // a new thread starts with its creator's mask
+  state_.threads.others.push_back(std::move(child));
+}
+
+void Vm::WakeThreadsForSignals(uint64_t taken_by_running) {
+  // A signal sent to the process goes to one thread that does not block it: the running one if
+  // it can take it, else a parked one, whose wait it ends.
+  uint64_t unclaimed = state_.signals.pending & ~taken_by_running;
+  for (GuestThread& thread : state_.threads.others) {
+    const uint64_t deliverable = (unclaimed | thread.thread_pending) & ~thread.blocked;
+    if (deliverable == 0) continue;
+    unclaimed &= ~deliverable;
+    if (!thread.parked()) continue;  // it takes them when it next runs
+    if (thread.wait == ThreadWait::kSleep && thread.block.remain_addr != 0) {
+      const int64_t left = thread.block.deadline_ns - GuestMonotonicNs(state_.monotonic_offset_ns);
+      (void)backend_->memory().WriteObject(thread.block.remain_addr,
+                                            NsTimespec(left > 0 ? left : 0));
+    }
+    WakeThread(thread, -EINTR);
+  }
+}
+
+Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
+  ThreadTable& threads = state_.threads;
+  for (;;) {
+    threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
+    WakeThreadsForSignals(0);
+    if (const int next = threads.NextRunnable(); next >= 0) {
+      GuestThread thread = std::move(threads.others[static_cast<size_t>(next)]);
+      threads.others.erase(threads.others.begin() + next);
+      return LoadThread(std::move(thread));
+    }
+    if (stop_requested_.load()) return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
+    // Every thread waits: sleep until the first deadline, a timer or a kick (EINTR), and at most
+    // 100 ms, so a kick that came just before the sleep is not lost for long.
+    const int64_t now = HostClockNs(CLOCK_MONOTONIC);
+    int64_t until = now + 100'000'000;
+    for (int64_t guest : {threads.EarliestDeadline(), state_.signals.real_timer.deadline_ns}) {
+      if (guest != 0) until = std::min(until, HostFromGuestNs(guest, state_.monotonic_offset_ns));
+    }
+    if (until > now) {
+      const timespec deadline = NsTimespec(until);
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr);
+    }
+    if (CapturePending()) {
+      // A snapshot or a clone captures the VM with a running thread: the longest-waiting one,
+      // standing on its syscall instruction (it makes the syscall again), as a clone records
+      // every waiting thread. The parent's thread then waits on as before.
+      size_t oldest = 0;
+      for (size_t i = 1; i < threads.others.size(); ++i) {
+        if (threads.others[i].wait_seq < threads.others[oldest].wait_seq) oldest = i;
+      }
+      GuestThread waiting = threads.others[oldest];
+      threads.others.erase(threads.others.begin() + static_cast<ptrdiff_t>(oldest));
+      GuestThread resumed = waiting;
+      resumed.cpu = ResumableCpu(waiting);
+      resumed.in_syscall = false;
+      resumed.wait = ThreadWait::kRunnable;
+      auto exit = FLURRY_TRY(LoadThread(std::move(resumed)));
+      if (exit) return exit;
+      const int32_t clone_id = fork_.clone_id();
+      FLURRY_TRY(ServeControl());
+      // A new clone runs from its descriptor, that thread first.
+      if (fork_.clone_id() != clone_id || stop_requested_.load()) return std::nullopt;
+      threads.others.insert(threads.others.begin() + static_cast<ptrdiff_t>(oldest),
+                            std::move(waiting));
+      continue;
+    }
+    FLURRY_TRY(ServeControl());
+    CheckTimers();
+  }
+}
+
+bool Vm::CapturePending() {
+  std::lock_guard lock(control_mutex_);
+  for (const PendingControl* pending : control_queue_) {
+    const ControlRequest::Kind kind = pending->request.kind;
+    if (kind == ControlRequest::Kind::kSnapshot || kind == ControlRequest::Kind::kClone ||
+        kind == ControlRequest::Kind::kServe) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Result<std::optional<GuestExit>> Vm::ParkRunningThread(const ThreadBlock& block,
+                                                       uint64_t syscall_nr) {
+  GuestThread thread = FLURRY_TRY(SaveRunningThread());
+  thread.in_syscall = true;
+  thread.syscall_nr = syscall_nr;
+  thread.wait = block.wait;
+  thread.block = block;
+  thread.wait_seq = ++state_.threads.wait_seq;
+  state_.threads.others.push_back(std::move(thread));
+  return RunAnotherThread();
+}
+
+Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
+  ThreadTable& threads = state_.threads;
+  if (threads.others.empty()) return std::nullopt;
+  threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
+  WakeThreadsForSignals(~state_.signals.blocked);
+  if (threads.NextRunnable() < 0) return std::nullopt;
+  if (!yield && HostClockNs(CLOCK_MONOTONIC) < slice_end_ns_) return std::nullopt;
+  GuestThread thread = FLURRY_TRY(SaveRunningThread());
+  threads.others.push_back(std::move(thread));
+  return RunAnotherThread();
+}
+
+}  // namespace flurry

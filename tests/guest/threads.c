@@ -1,0 +1,392 @@
+// threads: POSIX threads as programs use them, one scenario per run (argv[1]). The output is
+// deterministic (printed by one thread, after the others are joined or in a forced order),
+// so tests/integration/threads_test.cc compares it byte for byte with a native run.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHECK(x)                                                         \
+  do {                                                                   \
+    if (!(x)) {                                                          \
+      printf("check failed at line %d: %s\n", __LINE__, #x);             \
+      exit(99);                                                          \
+    }                                                                    \
+  } while (0)
+
+static void Start(pthread_t* t, void* (*fn)(void*), void* arg) {
+  int err = pthread_create(t, NULL, fn, arg);
+  if (err != 0) {
+    printf("pthread_create: %s\n", strerror(err));
+    exit(98);
+  }
+}
+
+// ---- reduce: a parallel sum over a shared array ----------------------------------------------
+enum { kValues = 1 << 20, kWorkers = 4 };
+static uint32_t values[kValues];
+struct Slice {
+  int index;
+  uint64_t sum;
+};
+static void* SumSlice(void* arg) {
+  struct Slice* slice = arg;
+  const int per = kValues / kWorkers;
+  for (int i = slice->index * per; i < (slice->index + 1) * per; ++i) slice->sum += values[i];
+  return (void*)(intptr_t)(slice->index + 100);
+}
+static int Reduce(void) {
+  for (int i = 0; i < kValues; ++i) values[i] = (uint32_t)(i * 2654435761u) >> 12;
+  pthread_t threads[kWorkers];
+  struct Slice slices[kWorkers];
+  for (int i = 0; i < kWorkers; ++i) {
+    slices[i] = (struct Slice){i, 0};
+    Start(&threads[i], SumSlice, &slices[i]);
+  }
+  uint64_t total = 0;
+  for (int i = 0; i < kWorkers; ++i) {
+    void* result;
+    CHECK(pthread_join(threads[i], &result) == 0);
+    printf("slice %d: sum %llu, returned %ld\n", i, (unsigned long long)slices[i].sum,
+           (long)(intptr_t)result);
+    total += slices[i].sum;
+  }
+  uint64_t serial = 0;
+  for (int i = 0; i < kValues; ++i) serial += values[i];
+  printf("total %llu, serial %llu\n", (unsigned long long)total, (unsigned long long)serial);
+  return 0;
+}
+
+// ---- queue: producers and consumers on a mutex and two condition variables -----------------
+enum { kItems = 2000, kCapacity = 8, kConsumers = 3 };
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t not_empty = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t not_full = PTHREAD_COND_INITIALIZER;
+static int queue[kCapacity], queue_head, queue_count, produced_all;
+static void* Consume(void* arg) {
+  uint64_t* sum = arg;
+  for (;;) {
+    pthread_mutex_lock(&queue_lock);
+    while (queue_count == 0 && !produced_all) pthread_cond_wait(&not_empty, &queue_lock);
+    if (queue_count == 0) {
+      pthread_mutex_unlock(&queue_lock);
+      return NULL;
+    }
+    int item = queue[queue_head];
+    queue_head = (queue_head + 1) % kCapacity;
+    --queue_count;
+    pthread_cond_signal(&not_full);
+    pthread_mutex_unlock(&queue_lock);
+    *sum += (uint64_t)item;
+  }
+}
+static int Queue(void) {
+  pthread_t consumers[kConsumers];
+  uint64_t sums[kConsumers] = {0};
+  for (int i = 0; i < kConsumers; ++i) Start(&consumers[i], Consume, &sums[i]);
+  for (int item = 1; item <= kItems; ++item) {
+    pthread_mutex_lock(&queue_lock);
+    while (queue_count == kCapacity) pthread_cond_wait(&not_full, &queue_lock);
+    queue[(queue_head + queue_count) % kCapacity] = item;
+    ++queue_count;
+    pthread_cond_signal(&not_empty);
+    pthread_mutex_unlock(&queue_lock);
+  }
+  pthread_mutex_lock(&queue_lock);
+  produced_all = 1;
+  pthread_cond_broadcast(&not_empty);
+  pthread_mutex_unlock(&queue_lock);
+  uint64_t total = 0;
+  for (int i = 0; i < kConsumers; ++i) {
+    CHECK(pthread_join(consumers[i], NULL) == 0);
+    total += sums[i];
+  }
+  printf("consumed %llu (expected %llu)\n", (unsigned long long)total,
+         (unsigned long long)kItems * (kItems + 1) / 2);
+  return 0;
+}
+
+// ---- tls: thread-local storage, initialised and zeroed per thread ----------------------------
+static __thread int tls_counter = 7;
+static __thread char tls_name[32];
+static void* TlsWorker(void* arg) {
+  int index = (int)(intptr_t)arg;
+  CHECK(tls_counter == 7 && tls_name[0] == 0);
+  snprintf(tls_name, sizeof tls_name, "worker-%d", index);
+  for (int i = 0; i < index; ++i) ++tls_counter;
+  char* copy = malloc(64);
+  snprintf(copy, 64, "%s counted %d", tls_name, tls_counter);
+  return copy;
+}
+static int Tls(void) {
+  pthread_t threads[5];
+  for (int i = 0; i < 5; ++i) Start(&threads[i], TlsWorker, (void*)(intptr_t)i);
+  for (int i = 0; i < 5; ++i) {
+    char* text;
+    CHECK(pthread_join(threads[i], (void**)&text) == 0);
+    printf("%s\n", text);
+    free(text);
+  }
+  printf("main: counter %d, name '%s'\n", tls_counter, tls_name);
+  return 0;
+}
+
+// ---- many: more threads than CPUs, created and joined in waves; an atomic counter ------------
+static atomic_int counter;
+static void* Increment(void* arg) {
+  for (int i = 0; i < 1000; ++i) atomic_fetch_add(&counter, 1);
+  return arg;
+}
+static int Many(void) {
+  for (int wave = 0; wave < 4; ++wave) {
+    pthread_t threads[32];
+    for (int i = 0; i < 32; ++i) Start(&threads[i], Increment, NULL);
+    for (int i = 0; i < 32; ++i) CHECK(pthread_join(threads[i], NULL) == 0);
+  }
+  printf("counter %d\n", atomic_load(&counter));
+  return 0;
+}
+
+// ---- spin: two threads hand a token back and forth by busy-waiting (needs preemption) --------
+static atomic_int token;
+static void* Spinner(void* arg) {
+  int me = (int)(intptr_t)arg;
+  for (int round = 0; round < 20; ++round) {
+    while (atomic_load(&token) % 2 != me) {
+    }
+    atomic_fetch_add(&token, 1);
+  }
+  return NULL;
+}
+static int Spin(void) {
+  pthread_t a, b;
+  Start(&a, Spinner, (void*)0);
+  Start(&b, Spinner, (void*)1);
+  CHECK(pthread_join(a, NULL) == 0 && pthread_join(b, NULL) == 0);
+  printf("token %d\n", atomic_load(&token));
+  return 0;
+}
+
+// ---- timed: timeouts of condition waits, sleeps among threads, semaphores --------------------
+static sem_t sem_ready;
+static void* Sleeper(void* arg) {
+  struct timespec ts = {0, 30 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  sem_post(&sem_ready);
+  return arg;
+}
+static int Timed(void) {
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+  struct timespec before, deadline, after;
+  clock_gettime(CLOCK_REALTIME, &before);
+  deadline = before;
+  deadline.tv_nsec += 50 * 1000 * 1000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  pthread_t sleeper;
+  CHECK(sem_init(&sem_ready, 0, 0) == 0);
+  Start(&sleeper, Sleeper, NULL);
+  pthread_mutex_lock(&m);
+  int err = pthread_cond_timedwait(&c, &m, &deadline);
+  pthread_mutex_unlock(&m);
+  clock_gettime(CLOCK_REALTIME, &after);
+  long waited_ms = (after.tv_sec - before.tv_sec) * 1000 + (after.tv_nsec - before.tv_nsec) / 1000000;
+  printf("timedwait: %s, waited at least 50 ms: %s\n", strerrorname_np(err),
+         waited_ms >= 49 ? "yes" : "no");
+  CHECK(sem_wait(&sem_ready) == 0);
+  CHECK(pthread_join(sleeper, NULL) == 0);
+  printf("sleeper posted\n");
+  struct timespec soon;
+  clock_gettime(CLOCK_REALTIME, &soon);
+  soon.tv_nsec += 10 * 1000 * 1000;
+  if (soon.tv_nsec >= 1000000000) {
+    soon.tv_sec++;
+    soon.tv_nsec -= 1000000000;
+  }
+  printf("sem_timedwait: %s\n", sem_timedwait(&sem_ready, &soon) == 0 ? "ok" : strerrorname_np(errno));
+  return 0;
+}
+
+// ---- cancel: pthread_cancel of a thread blocked in a condition wait, and of a sleeper --------
+static pthread_mutex_t cancel_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t never = PTHREAD_COND_INITIALIZER;
+static atomic_int cleanups;
+static void Cleanup(void* arg) {
+  (void)arg;
+  atomic_fetch_add(&cleanups, 1);
+  pthread_mutex_unlock(&cancel_lock);
+}
+static void* WaitForever(void* arg) {
+  pthread_mutex_lock(&cancel_lock);
+  pthread_cleanup_push(Cleanup, NULL);
+  for (;;) pthread_cond_wait(&never, &cancel_lock);
+  pthread_cleanup_pop(1);
+  return arg;
+}
+static void* SleepForever(void* arg) {
+  for (;;) sleep(100);
+  return arg;
+}
+static int Cancel(void) {
+  pthread_t waiter, sleeper;
+  Start(&waiter, WaitForever, NULL);
+  Start(&sleeper, SleepForever, NULL);
+  struct timespec ts = {0, 20 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  CHECK(pthread_cancel(waiter) == 0 && pthread_cancel(sleeper) == 0);
+  void* r1;
+  void* r2;
+  CHECK(pthread_join(waiter, &r1) == 0 && pthread_join(sleeper, &r2) == 0);
+  printf("waiter %s, sleeper %s, cleanups %d\n", r1 == PTHREAD_CANCELED ? "canceled" : "returned",
+         r2 == PTHREAD_CANCELED ? "canceled" : "returned", atomic_load(&cleanups));
+  CHECK(pthread_mutex_trylock(&cancel_lock) == 0);
+  printf("lock released by the cleanup handler\n");
+  return 0;
+}
+
+// ---- signals: pthread_kill reaches its thread; a process signal goes to a thread that does
+// not block it ---------------------------------------------------------------------------------
+static _Atomic pid_t handled_in;
+static void OnUsr(int sig) {
+  (void)sig;
+  atomic_store(&handled_in, (pid_t)syscall(SYS_gettid));
+}
+static atomic_int stop_worker;
+static _Atomic pid_t worker_tid;
+static void* SignalWorker(void* arg) {
+  atomic_store(&worker_tid, (pid_t)syscall(SYS_gettid));
+  while (!atomic_load(&stop_worker)) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return arg;
+}
+static int Signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = OnUsr;
+  sigaction(SIGUSR1, &sa, NULL);
+  sigaction(SIGUSR2, &sa, NULL);
+  pthread_t worker;
+  Start(&worker, SignalWorker, NULL);
+  while (atomic_load(&worker_tid) == 0) sched_yield();
+  CHECK(pthread_kill(worker, SIGUSR1) == 0);
+  while (atomic_load(&handled_in) == 0) sched_yield();
+  printf("pthread_kill: handled in the worker: %s\n",
+         atomic_load(&handled_in) == atomic_load(&worker_tid) ? "yes" : "no");
+  // Main blocks SIGUSR2: a SIGUSR2 for the process must be handled by the worker.
+  atomic_store(&handled_in, 0);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR2);
+  CHECK(pthread_sigmask(SIG_BLOCK, &set, NULL) == 0);
+  kill(getpid(), SIGUSR2);
+  while (atomic_load(&handled_in) == 0) sched_yield();
+  printf("kill: handled in the worker: %s\n",
+         atomic_load(&handled_in) == atomic_load(&worker_tid) ? "yes" : "no");
+  CHECK(pthread_kill(worker, 0) == 0);
+  atomic_store(&stop_worker, 1);
+  CHECK(pthread_join(worker, NULL) == 0);
+  printf("main's tid is the pid: %s\n", syscall(SYS_gettid) == getpid() ? "yes" : "no");
+  return 0;
+}
+
+// ---- barrier: rounds of a barrier among 4 threads, and a read-write lock --------------------
+static pthread_barrier_t barrier;
+static pthread_rwlock_t rwlock = PTHREAD_RWLOCK_INITIALIZER;
+static int shared_rounds[4];
+static void* BarrierWorker(void* arg) {
+  int me = (int)(intptr_t)arg;
+  for (int round = 0; round < 10; ++round) {
+    pthread_rwlock_wrlock(&rwlock);
+    shared_rounds[me]++;
+    pthread_rwlock_unlock(&rwlock);
+    pthread_barrier_wait(&barrier);
+    pthread_rwlock_rdlock(&rwlock);
+    for (int i = 0; i < 4; ++i) CHECK(shared_rounds[i] == round + 1);
+    pthread_rwlock_unlock(&rwlock);
+    pthread_barrier_wait(&barrier);
+  }
+  return NULL;
+}
+static int Barrier(void) {
+  CHECK(pthread_barrier_init(&barrier, NULL, 4) == 0);
+  pthread_t threads[3];
+  for (int i = 1; i < 4; ++i) Start(&threads[i - 1], BarrierWorker, (void*)(intptr_t)i);
+  BarrierWorker((void*)0);
+  for (int i = 0; i < 3; ++i) CHECK(pthread_join(threads[i], NULL) == 0);
+  printf("rounds %d %d %d %d\n", shared_rounds[0], shared_rounds[1], shared_rounds[2],
+         shared_rounds[3]);
+  return 0;
+}
+
+// ---- exit: main ends with pthread_exit; the last thread's exit() sets the status -------------
+static void* LastOne(void* arg) {
+  struct timespec ts = {0, 10 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  printf("last thread exits with 3\n");
+  fflush(stdout);
+  exit(3);
+  return arg;
+}
+static int Exit(void) {
+  pthread_t last;
+  Start(&last, LastOne, NULL);
+  printf("main calls pthread_exit\n");
+  fflush(stdout);
+  pthread_exit(NULL);
+}
+
+// ---- detached: a detached thread finishes on its own; its stack is reused -------------------
+static void* Detached(void* arg) {
+  sem_post(arg);
+  return NULL;
+}
+static int DetachedThreads(void) {
+  sem_t done;
+  CHECK(sem_init(&done, 0, 0) == 0);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (int i = 0; i < 50; ++i) {
+    pthread_t t;
+    CHECK(pthread_create(&t, &attr, Detached, &done) == 0);
+    CHECK(sem_wait(&done) == 0);
+  }
+  printf("50 detached threads ran\n");
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc < 2) {
+    fprintf(stderr, "usage: threads SCENARIO\n");
+    return 2;
+  }
+  const char* s = argv[1];
+  if (strcmp(s, "reduce") == 0) return Reduce();
+  if (strcmp(s, "queue") == 0) return Queue();
+  if (strcmp(s, "tls") == 0) return Tls();
+  if (strcmp(s, "many") == 0) return Many();
+  if (strcmp(s, "spin") == 0) return Spin();
+  if (strcmp(s, "timed") == 0) return Timed();
+  if (strcmp(s, "cancel") == 0) return Cancel();
+  if (strcmp(s, "signals") == 0) return Signals();
+  if (strcmp(s, "barrier") == 0) return Barrier();
+  if (strcmp(s, "exit") == 0) return Exit();
+  if (strcmp(s, "detached") == 0) return DetachedThreads();
+  fprintf(stderr, "unknown scenario %s\n", s);
+  return 2;
+}
