@@ -185,6 +185,30 @@ void BM_MemoryProtection(benchmark::State& state) {
 }
 BENCHMARK(BM_MemoryProtection)->Iterations(5)->Unit(benchmark::kMillisecond);
 
+// Threads (bench/guest/bench_threads.c): pthread_create + join, a futex ping-pong round between
+// two threads, and a 4-thread compute job's speed-up over one thread. Guest and native.
+void BM_Threads(benchmark::State& state) {
+  const std::vector<std::string> program = {Guest("bench_threads"), "2000", "20000", "400000000"};
+  double create_ns = 0, pingpong_ns = 0, ratio = 0;
+  for (auto _ : state) {
+    RunResult r = Run(InFlurry(program));
+    if (!Check(state, r)) return;
+    create_ns += r.values["create_join_ns"];
+    pingpong_ns += r.values["pingpong_round_ns"];
+    ratio += r.values["parallel_ratio"];
+  }
+  RunResult native = Run(program);
+  if (!Check(state, native)) return;
+  const double n = static_cast<double>(state.iterations());
+  state.counters["create_join_us"] = create_ns / n / 1000;
+  state.counters["pingpong_round_us"] = pingpong_ns / n / 1000;
+  state.counters["four_thread_speedup"] = ratio / n;
+  state.counters["native_create_join_us"] = native.values["create_join_ns"] / 1000;
+  state.counters["native_pingpong_round_us"] = native.values["pingpong_round_ns"] / 1000;
+  state.counters["native_four_thread_speedup"] = native.values["parallel_ratio"];
+}
+BENCHMARK(BM_Threads)->Iterations(3)->Unit(benchmark::kMillisecond);
+
 // The same workload natively and in flurry; ratio = native time / guest time (1.0 = native).
 void CompareWithNative(benchmark::State& state, std::vector<std::string> program, const char* key,
                        const char* mem) {

@@ -86,4 +86,27 @@ TEST_F(ZstdWorkload, ClonesCompressAtTheirOwnLevels) {
   }
 }
 
+// The C++ standard library's threads (cxx_threads.cc): the same output as natively.
+TEST(CxxThreadsWorkload, RunsAsNatively) {
+  ExpectSameAsNative({Workload("cxx_threads")}, "flurry: guest killed by SIG");
+}
+
+// Under sf_clone the worker pool's threads are cloned with the VM: each clone runs the job on
+// its own numbers, and the parent finds the same results computing them itself.
+TEST(CxxThreadsWorkload, ClonesRunTheJobWithTheirClonedPool) {
+  RunResult guest = Flurry({"run", Workload("cxx_threads"), "3"});
+  ASSERT_TRUE(guest.exited) << guest.Describe();
+  EXPECT_EQ(guest.exit_code, 0) << guest.Describe();
+  EXPECT_EQ(guest.err, "") << guest.Describe();
+  const std::vector<std::string> lines = Lines(guest.out);
+  ASSERT_EQ(lines.size(), 4u) << guest.Describe();
+  EXPECT_TRUE(StartsWith(lines[0], "parent base 0: primes ")) << guest.Describe();
+  for (int id = 1; id <= 3; ++id) {
+    EXPECT_EQ(lines[static_cast<size_t>(id)],
+              "clone " + std::to_string(id) + ": matches the parent's computation of base " +
+                  std::to_string(id * 100000) + ": yes")
+        << guest.Describe();
+  }
+}
+
 }  // namespace
