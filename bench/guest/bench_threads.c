@@ -81,12 +81,14 @@ int main(int argc, char** argv) {
   const double serial_ns = now_ns() - start;
   pthread_t workers[4];
   start = now_ns();
-  for (int i = 0; i < 4; ++i) pthread_create(&workers[i], NULL, Compute, (void*)(uintptr_t)(work / 4));
+  for (int i = 0; i < 4; ++i)
+    pthread_create(&workers[i], NULL, Compute, (void*)(uintptr_t)(work / 4));
   for (int i = 0; i < 4; ++i) pthread_join(workers[i], NULL);
   const double parallel_ns = now_ns() - start;
 
-  printf("create_join_ns=%.1f\npingpong_round_ns=%.1f\nserial_compute_ns=%.0f\n"
-         "four_thread_compute_ns=%.0f\nparallel_ratio=%.3f\n",
-         create_ns, pingpong_ns, serial_ns, parallel_ns, serial_ns / parallel_ns);
+  printf(
+      "create_join_ns=%.1f\npingpong_round_ns=%.1f\nserial_compute_ns=%.0f\n"
+      "four_thread_compute_ns=%.0f\nparallel_ratio=%.3f\n",
+      create_ns, pingpong_ns, serial_ns, parallel_ns, serial_ns / parallel_ns);
   return 0;
 }

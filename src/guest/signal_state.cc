@@ -36,8 +36,8 @@ void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info
   signals.pending_info[signal] = info;
 }
 
-void RaiseThreadSignal(SignalState& signals, uint64_t& thread_pending, uint64_t blocked,
-                       int signal, const PendingSignalInfo& info) {
+void RaiseThreadSignal(SignalState& signals, uint64_t& thread_pending, uint64_t blocked, int signal,
+                       const PendingSignalInfo& info) {
   const uint64_t bit = SignalState::Bit(signal);
   if ((blocked & bit) == 0 && DispositionIgnores(signals.actions[signal], signal)) return;
   if ((thread_pending & bit) != 0) return;

@@ -31,8 +31,8 @@ void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info
 
 // RaiseSignal for one thread (tgkill, tkill): pending in `thread_pending` (SignalState's for
 // the running thread, a GuestThread's otherwise), under that thread's `blocked` mask.
-void RaiseThreadSignal(SignalState& signals, uint64_t& thread_pending, uint64_t blocked,
-                       int signal, const PendingSignalInfo& info);
+void RaiseThreadSignal(SignalState& signals, uint64_t& thread_pending, uint64_t blocked, int signal,
+                       const PendingSignalInfo& info);
 
 // The signal to deliver next, first the synchronous ones (as Linux dequeues them): the
 // lowest-numbered pending signal not blocked (inside rt_sigsuspend: not in its mask), or 0.

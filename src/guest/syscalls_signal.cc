@@ -121,14 +121,21 @@ SyscallResult SignalThread(SyscallContext& c, int32_t tgid, int32_t tid, int sig
   if (tgid != -1 && tgid != c.state.identity.pid) return SyscallResult::Errno(ESRCH);
   SignalState& signals = c.state.signals;
   const PendingSignalInfo info{.code = kSiTkill, .pid = c.state.identity.pid};
+  const bool exists = tid == c.state.identity.tid || c.state.threads.Find(tid) != nullptr;
+  if ((signal == SIGKILL || signal == SIGSTOP) && exists) {
+    RaiseSignal(signals, signal, info);  // they act on the whole process at once
+    return SyscallResult::Return(0);
+  }
   if (tid == c.state.identity.tid) {
-    if (signal != 0) RaiseThreadSignal(signals, signals.thread_pending, signals.blocked, signal, info);
+    if (signal != 0)
+      RaiseThreadSignal(signals, signals.thread_pending, signals.blocked, signal, info);
     return SyscallResult::Return(0);
   }
   GuestThread* thread = c.state.threads.Find(tid);
   if (thread == nullptr) return SyscallResult::Errno(ESRCH);
   // The VMM ends a wait the signal interrupts (vm_threads.cc).
-  if (signal != 0) RaiseThreadSignal(signals, thread->thread_pending, thread->blocked, signal, info);
+  if (signal != 0)
+    RaiseThreadSignal(signals, thread->thread_pending, thread->blocked, signal, info);
   return SyscallResult::Return(0);
 }
 

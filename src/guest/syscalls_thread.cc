@@ -45,8 +45,22 @@ struct CloneRequest {
 // The flags pthread_create passes, and those a thread may add.
 constexpr uint64_t kThreadFlags = CLONE_VM | CLONE_THREAD | CLONE_SIGHAND;
 constexpr uint64_t kThreadExtras = CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SETTLS |
-                                   CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID |
-                                   CLONE_CHILD_SETTID | CLONE_DETACHED | CLONE_IO;
+                                   CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID |
+                                   CLONE_DETACHED | CLONE_IO;
+
+// Thread ids count up from the pid and wrap at Linux's largest pid, skipping ids in use (the
+// guest has at most 1024 threads, so the search ends).
+int32_t NextTid(const GuestState& state) {
+  constexpr int32_t kMaxTid = 4'194'303;  // PID_MAX_LIMIT - 1
+  int32_t tid = state.threads.last_tid != 0 ? state.threads.last_tid : state.identity.pid;
+  for (;;) {
+    tid = tid >= kMaxTid || tid < 1 ? 2 : tid + 1;
+    if (tid != state.identity.pid && tid != state.identity.tid &&
+        state.threads.Find(tid) == nullptr) {
+      return tid;
+    }
+  }
+}
 
 SyscallResult CloneThread(SyscallContext& c, const SyscallArgs& a, const CloneRequest& r) {
   // Linux's rules: a thread shares the signal handlers, which need the shared memory.
@@ -57,7 +71,7 @@ SyscallResult CloneThread(SyscallContext& c, const SyscallArgs& a, const CloneRe
   if ((r.flags & CLONE_SETTLS) && r.tls >= (1ULL << 47)) return SyscallResult::Errno(EPERM);
   ThreadTable& threads = c.state.threads;
   if (threads.count() >= kMaxThreads) return SyscallResult::Errno(EAGAIN);
-  const int32_t tid = std::max(threads.last_tid, c.state.identity.pid) + 1;
+  const int32_t tid = NextTid(c.state);
   if (r.flags & CLONE_PARENT_SETTID) {
     if (auto w = c.memory.WriteObject(r.parent_tid, tid); !w) return ErrnoFrom(w.error());
   }
@@ -65,19 +79,20 @@ SyscallResult CloneThread(SyscallContext& c, const SyscallArgs& a, const CloneRe
     (void)c.memory.WriteObject(r.child_tid, tid);  // the child's own write: a fault is ignored
   }
   threads.last_tid = tid;
-  threads.spawn = ThreadSpawn{.tid = tid,
-                              .stack = r.stack,
-                              .tls = r.tls,
-                              .set_tls = (r.flags & CLONE_SETTLS) != 0,
-                              .clear_child_tid =
-                                  (r.flags & CLONE_CHILD_CLEARTID) ? r.child_tid : 0};
+  threads.spawn =
+      ThreadSpawn{.tid = tid,
+                  .stack = r.stack,
+                  .tls = r.tls,
+                  .set_tls = (r.flags & CLONE_SETTLS) != 0,
+                  .clear_child_tid = (r.flags & CLONE_CHILD_CLEARTID) ? r.child_tid : 0};
   return SyscallResult::Return(tid);
 }
 
 // clone(flags, stack, parent_tid, child_tid, tls): x86-64's argument order.
 SyscallResult SysClone(SyscallContext& c, const SyscallArgs& a) {
-  return CloneThread(c, a, CloneRequest{a.arg[0] & ~uint64_t{CSIGNAL}, a.arg[1], a.arg[2],
-                                        a.arg[3], a.arg[4]});
+  // Linux reads the low 32 bits of the flags (an int sign-extended on the way is fine).
+  const uint64_t flags = (a.arg[0] & 0xffffffffULL) & ~uint64_t{CSIGNAL};
+  return CloneThread(c, a, CloneRequest{flags, a.arg[1], a.arg[2], a.arg[3], a.arg[4]});
 }
 
 // struct clone_args as of Linux 5.7 (CLONE_ARGS_SIZE_VER2).
@@ -143,23 +158,12 @@ int64_t FutexDeadline(SyscallContext& c, uint64_t timeout_addr, bool absolute, b
     return -EINVAL;
   }
   constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 4;
-  const int64_t ns = TimespecNs(timespec{std::min<int64_t>(timeout->tv_sec, kMaxSeconds),
-                                         timeout->tv_nsec});
+  const int64_t ns =
+      TimespecNs(timespec{std::min<int64_t>(timeout->tv_sec, kMaxSeconds), timeout->tv_nsec});
   const int64_t now = GuestMonotonicNs(c.state.monotonic_offset_ns);
   if (!absolute) return now + std::max<int64_t>(ns, 1);
   if (realtime) return now + std::max<int64_t>(ns - HostClockNs(CLOCK_REALTIME), 1);
   return std::max<int64_t>(ns, 1);
-}
-
-// One thread: nobody else can wake a waiter, so a wait that would block reports EDEADLK
-// (with a timeout, it sleeps and times out as Linux would).
-SyscallResult LoneWait(SyscallContext& c, int64_t deadline) {
-  if (deadline == 0) return SyscallResult::Errno(EDEADLK);
-  const timespec host = NsTimespec(HostFromGuestNs(deadline, c.state.monotonic_offset_ns));
-  if (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &host, nullptr) == EINTR) {
-    return SyscallResult::Errno(EINTR);
-  }
-  return SyscallResult::Errno(ETIMEDOUT);
 }
 
 // FUTEX_WAKE_OP's operation on the word at uaddr2 and its comparison of the old value.
@@ -170,27 +174,46 @@ bool WakeOp(uint32_t encoded, uint32_t old, uint32_t* updated) {
   int32_t oparg = sign_extend_12((encoded >> 12) & 0xfff);
   const int32_t cmparg = sign_extend_12(encoded & 0xfff);
   if (op & FUTEX_OP_OPARG_SHIFT) {
-    oparg = (oparg < 0 || oparg > 31) ? 0 : static_cast<int32_t>(1u << oparg);
+    oparg = static_cast<int32_t>(1u << (oparg & 31));  // Linux takes an out-of-range shift mod 32
     op &= ~static_cast<uint32_t>(FUTEX_OP_OPARG_SHIFT);
   }
   const auto arg = static_cast<uint32_t>(oparg);
   switch (op) {
-    case FUTEX_OP_SET: *updated = arg; break;
-    case FUTEX_OP_ADD: *updated = old + arg; break;
-    case FUTEX_OP_OR: *updated = old | arg; break;
-    case FUTEX_OP_ANDN: *updated = old & ~arg; break;
-    case FUTEX_OP_XOR: *updated = old ^ arg; break;
-    default: *updated = old; break;
+    case FUTEX_OP_SET:
+      *updated = arg;
+      break;
+    case FUTEX_OP_ADD:
+      *updated = old + arg;
+      break;
+    case FUTEX_OP_OR:
+      *updated = old | arg;
+      break;
+    case FUTEX_OP_ANDN:
+      *updated = old & ~arg;
+      break;
+    case FUTEX_OP_XOR:
+      *updated = old ^ arg;
+      break;
+    default:
+      *updated = old;
+      break;
   }
   const auto value = static_cast<int32_t>(old);
   switch (cmp) {
-    case FUTEX_OP_CMP_EQ: return value == cmparg;
-    case FUTEX_OP_CMP_NE: return value != cmparg;
-    case FUTEX_OP_CMP_LT: return value < cmparg;
-    case FUTEX_OP_CMP_LE: return value <= cmparg;
-    case FUTEX_OP_CMP_GT: return value > cmparg;
-    case FUTEX_OP_CMP_GE: return value >= cmparg;
-    default: return false;
+    case FUTEX_OP_CMP_EQ:
+      return value == cmparg;
+    case FUTEX_OP_CMP_NE:
+      return value != cmparg;
+    case FUTEX_OP_CMP_LT:
+      return value < cmparg;
+    case FUTEX_OP_CMP_LE:
+      return value <= cmparg;
+    case FUTEX_OP_CMP_GT:
+      return value > cmparg;
+    case FUTEX_OP_CMP_GE:
+      return value >= cmparg;
+    default:
+      return false;
   }
 }
 
@@ -219,9 +242,9 @@ SyscallResult SysFutex(SyscallContext& c, const SyscallArgs& a) {
       auto value = c.memory.ReadObject<uint32_t>(uaddr);
       if (!value) return ErrnoFrom(value.error());
       if (*value != val) return SyscallResult::Errno(EAGAIN);
+      // Parked even when it is the only thread: a signal handler may wake it, as on Linux.
       const int64_t deadline = FutexDeadline(c, a.arg[3], op == FUTEX_WAIT_BITSET, realtime);
       if (deadline < 0) return SyscallResult::Return(deadline);
-      if (threads.others.empty()) return LoneWait(c, deadline);
       threads.block = ThreadBlock{.wait = ThreadWait::kFutex,
                                   .futex_addr = uaddr,
                                   .futex_bitset = bitset,
@@ -249,8 +272,9 @@ SyscallResult SysFutex(SyscallContext& c, const SyscallArgs& a) {
       } else if (!c.memory.CheckUser(uaddr, 4)) {
         return SyscallResult::Errno(EFAULT);
       }
-      const int woken = threads.FutexWake(uaddr, WakeCount(val), FUTEX_BITSET_MATCH_ANY);
-      const int moved = uaddr == uaddr2 ? 0 : threads.FutexRequeue(uaddr, uaddr2, requeue);
+      // Unlike FUTEX_WAKE, a requeue wakes exactly `val` (0: none) before it moves the rest.
+      const int woken = threads.FutexWake(uaddr, static_cast<int>(val), FUTEX_BITSET_MATCH_ANY);
+      const int moved = threads.FutexRequeue(uaddr, uaddr2, requeue);
       return SyscallResult::Return(woken + moved);
     }
     case FUTEX_WAKE_OP: {

@@ -1,8 +1,8 @@
 // The thread syscalls' decisions (what the VMM then carries out is tested end to end in
 // tests/integration/threads_test.cc).
+#include <gtest/gtest.h>
 #include <linux/futex.h>
 #include <linux/sched.h>
-#include <gtest/gtest.h>
 
 #include "guest/syscalls_test_support.h"
 
@@ -38,7 +38,7 @@ TEST(SysClone, ProcessesAndBadFlagCombinationsAreRefused) {
   EXPECT_EQ(h.Call(SYS_clone, CLONE_SIGHAND | CLONE_THREAD), -EINVAL);
   EXPECT_EQ(h.Call(SYS_clone, kPthreadFlags | CLONE_NEWNS), -EINVAL);
   EXPECT_EQ(h.Call(SYS_clone, kPthreadFlags, 0, 0, 0, 1ULL << 47), -EPERM);  // TLS not canonical
-  EXPECT_EQ(h.Call(SYS_clone, kPthreadFlags, 0, 0x10, 0, 0), -EFAULT);      // parent_tid
+  EXPECT_EQ(h.Call(SYS_clone, kPthreadFlags, 0, 0x10, 0, 0), -EFAULT);       // parent_tid
   EXPECT_FALSE(h.state.threads.spawn.has_value());
   EXPECT_EQ(h.Call(SYS_fork), -ENOSYS);
 }
@@ -59,11 +59,11 @@ TEST(SysClone3, ReadsCloneArgsAndChecksThem) {
   EXPECT_EQ(h.state.threads.spawn->stack, 0x110000u);  // the stack's top
   EXPECT_EQ(h.state.threads.spawn->clear_child_tid, kTid);
   h.state.threads.spawn.reset();
-  EXPECT_EQ(h.Call(SYS_clone3, kArgs, 32), -EINVAL);    // smaller than version 0
+  EXPECT_EQ(h.Call(SYS_clone3, kArgs, 32), -EINVAL);  // smaller than version 0
   EXPECT_EQ(h.Call(SYS_clone3, kArgs, 8192), -E2BIG);
   ASSERT_TRUE(h.memory.WriteObject<uint64_t>(kArgs + 88, 1).has_value());
   EXPECT_EQ(h.Call(SYS_clone3, kArgs, 96), -E2BIG);  // an unknown field in use
-  args[4] = SIGCHLD;  // exit_signal with CLONE_THREAD
+  args[4] = SIGCHLD;                                 // exit_signal with CLONE_THREAD
   ASSERT_TRUE(h.memory.Write(kArgs, args, sizeof args).has_value());
   EXPECT_EQ(h.Call(SYS_clone3, kArgs, 88), -EINVAL);
   args[4] = 0;
@@ -139,6 +139,30 @@ TEST(SysFutex, WakeRequeueAndWakeOpCountThreads) {
   EXPECT_EQ(h.Call(SYS_futex, 0x10, FUTEX_WAKE_PRIVATE, 1), -EFAULT);
 }
 
+TEST(SysFutex, RequeueWakesExactlyValAndCountsAMoveInPlace) {
+  SyscallHarness h;
+  constexpr uint64_t kA = SyscallHarness::kScratch;
+  for (int32_t tid : {60, 61}) h.state.threads.others.push_back(ParkedOn(tid, kA));
+  EXPECT_EQ(h.Call(SYS_futex, kA, FUTEX_REQUEUE_PRIVATE, 0, 1, kA + 4), 1);  // none woken
+  EXPECT_TRUE(h.state.threads.Find(60)->parked());
+  EXPECT_EQ(h.state.threads.Find(60)->block.futex_addr, kA + 4);
+  EXPECT_EQ(h.Call(SYS_futex, kA, FUTEX_REQUEUE_PRIVATE, 0, 5, kA), 1);  // 61, onto itself
+  EXPECT_EQ(h.state.threads.Find(61)->block.futex_addr, kA);
+}
+
+TEST(SysClone, TidsWrapAtTheLargestPidAndSkipThoseInUse) {
+  SyscallHarness h;
+  h.state.threads.last_tid = 4'194'303;
+  h.state.threads.others.push_back(Running(2));
+  h.state.threads.others.push_back(Running(3));
+  EXPECT_EQ(h.Call(SYS_clone, kPthreadFlags & ~uint64_t{CLONE_PARENT_SETTID}), 4);
+  // The flags are the low 32 bits: an int with bit 31 (CLONE_IO) sign-extended still works.
+  h.state.threads.spawn.reset();
+  const uint64_t sign_extended =
+      0xffffffff00000000ULL | CLONE_IO | CLONE_VM | CLONE_THREAD | CLONE_SIGHAND;
+  EXPECT_EQ(h.Call(SYS_clone, sign_extended), 5);
+}
+
 TEST(SysExit, AThreadEndsClearingItsTidAndWakingItsJoiner) {
   SyscallHarness h;
   constexpr uint64_t kTid = SyscallHarness::kScratch;
@@ -167,6 +191,9 @@ TEST(SysTgkill, ASignalForAnotherThreadIsPendingForItAlone) {
   EXPECT_EQ(h.Call(SYS_tgkill, 42, 81, SIGUSR1), -ESRCH);
   EXPECT_EQ(h.Call(SYS_tgkill, 43, 80, SIGUSR1), -ESRCH);
   EXPECT_EQ(h.Call(SYS_tgkill, 42, 80, 0), 0);
+  EXPECT_EQ(h.Call(SYS_tgkill, 42, 80, SIGKILL), 0);  // acts on the whole process
+  EXPECT_EQ(h.state.signals.pending, SignalState::Bit(SIGKILL));
+  h.state.signals.pending = 0;
   EXPECT_EQ(h.Call(SYS_tkill, 80, SIGUSR2), 0);
   EXPECT_EQ(h.state.threads.Find(80)->thread_pending,
             SignalState::Bit(SIGUSR1) | SignalState::Bit(SIGUSR2));

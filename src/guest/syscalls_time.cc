@@ -103,7 +103,8 @@ SyscallResult Sleep(SyscallContext& c, clockid_t clock, int flags, uint64_t requ
   if (request->tv_sec < 0 || request->tv_nsec < 0 || request->tv_nsec >= 1'000'000'000) {
     return SyscallResult::Errno(EINVAL);
   }
-  if (!c.state.threads.others.empty()) return SleepAmongThreads(c, clock, flags, *request, remain_addr);
+  if (!c.state.threads.others.empty())
+    return SleepAmongThreads(c, clock, flags, *request, remain_addr);
   timespec remain{};
   // An absolute deadline on a monotonic-domain clock is guest time: the host sleeps until the
   // host time it corresponds to.

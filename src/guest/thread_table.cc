@@ -1,11 +1,16 @@
 #include "guest/thread_table.h"
 
 #include <algorithm>
+#include <cerrno>
 
 namespace flurry {
 
 GuestThread* ThreadTable::Find(int32_t tid) {
-  for (GuestThread& thread : others) {
+  return const_cast<GuestThread*>(static_cast<const ThreadTable*>(this)->Find(tid));
+}
+
+const GuestThread* ThreadTable::Find(int32_t tid) const {
+  for (const GuestThread& thread : others) {
     if (thread.tid == tid) return &thread;
   }
   return nullptr;
@@ -14,7 +19,17 @@ GuestThread* ThreadTable::Find(int32_t tid) {
 void WakeThread(GuestThread& thread, int64_t result) {
   thread.wait = ThreadWait::kRunnable;
   thread.result = result;
-  thread.block = ThreadBlock{};
+  thread.woken_by_signal = false;
+}
+
+void InterruptThread(GuestThread& thread) {
+  WakeThread(thread, -EINTR);
+  thread.woken_by_signal = true;
+}
+
+void Repark(GuestThread& thread) {
+  thread.wait = thread.block.wait;
+  thread.woken_by_signal = false;
 }
 
 x86::UserCpuState ResumableCpu(const GuestThread& thread) {
@@ -61,7 +76,7 @@ int ThreadTable::FutexRequeue(uint64_t from, uint64_t to, int count) {
   int moved = 0;
   for (GuestThread* waiter : Waiters(others, from, ~0u)) {
     if (moved >= count) break;
-    waiter->block.futex_addr = to;
+    waiter->block.futex_addr = to;  // from == to: counted, as Linux counts them
     ++moved;
   }
   return moved;

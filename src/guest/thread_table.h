@@ -36,8 +36,8 @@ struct ThreadBlock {
 // A thread that clone made in this syscall (the VMM gives it the caller's CPU state).
 struct ThreadSpawn {
   int32_t tid = 0;
-  uint64_t stack = 0;    // the child's RSP (0: the parent's)
-  uint64_t tls = 0;      // the child's FS base, with set_tls
+  uint64_t stack = 0;  // the child's RSP (0: the parent's)
+  uint64_t tls = 0;    // the child's FS base, with set_tls
   bool set_tls = false;
   uint64_t clear_child_tid = 0;  // CLONE_CHILD_CLEARTID
 };
@@ -61,8 +61,9 @@ struct GuestThread {
   uint64_t syscall_nr = 0;
   int64_t result = 0;
   ThreadWait wait = ThreadWait::kRunnable;
-  ThreadBlock block;      // what it waits for (wait != kRunnable)
-  uint64_t wait_seq = 0;  // futex waiters wake oldest first
+  ThreadBlock block;             // what it waits for (or waited for: kept after a wake)
+  bool woken_by_signal = false;  // its wait ended with EINTR for a signal not yet delivered
+  uint64_t wait_seq = 0;         // futex waiters wake oldest first
 
   bool parked() const { return wait != ThreadWait::kRunnable; }
 };
@@ -80,6 +81,7 @@ struct ThreadTable {
 
   size_t count() const { return others.size() + 1; }
   GuestThread* Find(int32_t tid);
+  const GuestThread* Find(int32_t tid) const;
 
   // Wakes up to `count` threads waiting on the futex at `addr` whose bitset meets `bitset`,
   // oldest first (they return 0). Returns how many woke.
@@ -97,6 +99,10 @@ struct ThreadTable {
 
 // Wakes a parked thread: it runs again with RAX = `result`.
 void WakeThread(GuestThread& thread, int64_t result);
+// Ends a parked thread's wait for a signal (EINTR). Should no signal be left for it when it is
+// about to run (another thread took it, it was ignored), Repark makes it wait on as before.
+void InterruptThread(GuestThread& thread);
+void Repark(GuestThread& thread);
 
 // The CPU state `thread` resumes from when it runs with no wait pending: a parked thread
 // stands on its `syscall` instruction to make it again (a futex wait then sees the word as it

@@ -45,7 +45,7 @@ TEST(ThreadTable, FutexWakeTakesTheOldestMatchingWaitersFirst) {
 TEST(ThreadTable, RequeueMovesWaitersWithoutWakingThem) {
   ThreadTable table;
   for (int i = 0; i < 4; ++i) table.others.push_back(Waiter(20 + i, 0x1000, ~0u, 10 + i));
-  EXPECT_EQ(table.FutexWake(0x1000, 1, ~0u), 1);       // 20
+  EXPECT_EQ(table.FutexWake(0x1000, 1, ~0u), 1);        // 20
   EXPECT_EQ(table.FutexRequeue(0x1000, 0x2000, 2), 2);  // 21, 22
   EXPECT_EQ(table.Find(21)->block.futex_addr, 0x2000u);
   EXPECT_EQ(table.Find(22)->block.futex_addr, 0x2000u);
@@ -67,6 +67,19 @@ TEST(ThreadTable, DeadlinesWakeWithTheExpiryResult) {
   EXPECT_EQ(table.WakeExpired(1000), 1);
   EXPECT_EQ(table.EarliestDeadline(), 0);
   EXPECT_TRUE(table.Find(33)->parked());
+}
+
+TEST(ThreadTable, AnInterruptedWaitCanBeResumed) {
+  GuestThread t = Waiter(51, 0x1000, ~0u, 1, 700);
+  InterruptThread(t);
+  EXPECT_FALSE(t.parked());
+  EXPECT_TRUE(t.woken_by_signal);
+  EXPECT_EQ(t.result, -EINTR);
+  Repark(t);  // its signal went elsewhere: it waits on, deadline and all
+  EXPECT_TRUE(t.parked());
+  EXPECT_EQ(t.block.futex_addr, 0x1000u);
+  EXPECT_EQ(t.block.deadline_ns, 700);
+  EXPECT_FALSE(t.woken_by_signal);
 }
 
 TEST(ThreadTable, ResumableCpuRestartsAWaitAndKeepsAWakersResult) {

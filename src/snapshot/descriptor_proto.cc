@@ -257,8 +257,10 @@ Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
     thread.robust_list_len = t.robust_list_len();
     thread.blocked = t.blocked();
     thread.thread_pending = t.thread_pending();
-    thread.altstack = GuestStack{
-        .sp = t.altstack().sp(), .flags = t.altstack().flags(), .pad = 0, .size = t.altstack().size()};
+    thread.altstack = GuestStack{.sp = t.altstack().sp(),
+                                 .flags = t.altstack().flags(),
+                                 .pad = 0,
+                                 .size = t.altstack().size()};
     d.threads.push_back(std::move(thread));
   }
   d.last_tid = in.last_tid();

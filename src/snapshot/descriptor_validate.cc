@@ -285,6 +285,7 @@ Result<void> ValidateClock(const ClockCapture& c) {
 }
 
 Result<void> ValidateThreads(const VmDescriptor& d) {
+  constexpr int32_t kMaxTid = 4'194'303;  // Linux's PID_MAX_LIMIT - 1
   if (d.threads.size() > static_cast<size_t>(kMaxThreads)) {
     return Invalid("{} threads, at most {} allowed", d.threads.size(), kMaxThreads);
   }
@@ -293,8 +294,8 @@ Result<void> ValidateThreads(const VmDescriptor& d) {
   }
   std::set<int32_t> tids{d.identity.tid};
   for (const ThreadRecord& t : d.threads) {
-    if (t.tid < 1 || t.tid > d.last_tid) {
-      return Invalid("thread id {} is outside [1, last tid {}]", t.tid, d.last_tid);
+    if (t.tid < 1 || t.tid > kMaxTid) {
+      return Invalid("thread id {} is outside [1, {}]", t.tid, kMaxTid);
     }
     if (!tids.insert(t.tid).second) return Invalid("thread id {} appears twice", t.tid);
     if (auto cpu = ValidateUserCpu(t.cpu, d.memory.ram_size); !cpu) {

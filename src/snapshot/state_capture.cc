@@ -109,16 +109,16 @@ Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& me
 namespace {
 
 ThreadRecord RecordOf(const GuestThread& thread) {
-  return ThreadRecord{.tid = thread.tid,
-                      .cpu = ResumableCpu(thread),
-                      .clear_child_tid = thread.clear_child_tid,
-                      .robust_list = thread.robust_list,
-                      .robust_list_len = thread.robust_list_len,
-                      .blocked = thread.blocked,
-                      .thread_pending = thread.thread_pending,
-                      .altstack = GuestStack{.sp = thread.altstack_sp,
-                                             .flags = thread.altstack_flags,
-                                             .size = thread.altstack_size}};
+  return ThreadRecord{
+      .tid = thread.tid,
+      .cpu = ResumableCpu(thread),
+      .clear_child_tid = thread.clear_child_tid,
+      .robust_list = thread.robust_list,
+      .robust_list_len = thread.robust_list_len,
+      .blocked = thread.blocked,
+      .thread_pending = thread.thread_pending,
+      .altstack = GuestStack{
+          .sp = thread.altstack_sp, .flags = thread.altstack_flags, .size = thread.altstack_size}};
 }
 
 GuestThread ThreadOf(const ThreadRecord& record) {

@@ -158,8 +158,6 @@ class Vm : public ForkHost {
   // Threads (vm_threads.cc): the running one stands in the backend and state_; the others in
   // state_.threads.
   static constexpr int64_t kThreadSliceNs = 5'000'000;
-  // Whether a queued control request captures the VM (snapshot, clone, serve).
-  bool CapturePending();
   // The running thread as a GuestThread (its CPU captured).
   Result<GuestThread> SaveRunningThread();
   // Makes `thread` the running one (its syscall's result in RAX) and delivers its signals.

@@ -68,6 +68,10 @@ Result<GuestExit> Vm::RunLoop() {
         if (!in_system_code) FLURRY_TRY(ServeControl());
         CheckTimers();
         if (in_system_code) {
+          if (!state_.threads.others.empty()) {  // waits that ended (data only)
+            state_.threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
+            WakeThreadsForSignals(~state_.signals.blocked);
+          }
           if (ControlPending() || NextDeliverableSignal(state_.signals) != 0 ||
               state_.threads.NextRunnable() >= 0) {
             retry_stop_at_ = HostClockNs(CLOCK_MONOTONIC) + 1'000'000;
@@ -86,6 +90,8 @@ Result<GuestExit> Vm::RunLoop() {
       case GuestStop::Kind::kFault: {
         auto exit = FLURRY_TRY(HandleFault(stop));
         if (exit) return *exit;
+        exit = FLURRY_TRY(ScheduleThreads(false));  // a handler's frame is final: may switch
+        if (exit) return *exit;
         break;
       }
     }
@@ -102,7 +108,11 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
                          .serve_interrupt = &Vm::ServeDuringSyscall,
                          .serve_interrupt_arg = this,
                          .rsp = regs.rsp};
-  if (args.nr == SYS_rt_sigreturn) return SigReturn();
+  if (args.nr == SYS_rt_sigreturn) {
+    auto exit = FLURRY_TRY(SigReturn());
+    if (exit) return exit;
+    return ScheduleThreads(false);
+  }
   in_syscall_ = true;
   syscall_nr_ = args.nr;
   SyscallResult result = ForkController::IsHypercall(args.nr) ? fork_.Handle(context, args, *this)
@@ -148,7 +158,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     if (delivery.exit) return delivery.exit;
     if (delivery.handler_entered) {
       clock_.Refresh();
-      return std::nullopt;
+      return ScheduleThreads(false);
     }
   }
   backend_->CompleteSyscall(static_cast<uint64_t>(result.value));

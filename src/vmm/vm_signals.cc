@@ -4,6 +4,7 @@
 // at a stop of the backend. docs/design.md ("Signals").
 #include <sys/syscall.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 
@@ -56,10 +57,12 @@ void Vm::SyncAlarm() {
   };
   consider(retry_stop_at_);
   if (!state_.threads.others.empty()) {
-    // The end of the running thread's slice while another could run (one already past is
-    // served at the next stop), and the first deadline of a parked thread.
-    if (state_.threads.NextRunnable() >= 0 && slice_end_ns_ > HostClockNs(CLOCK_MONOTONIC)) {
-      consider(slice_end_ns_);
+    // The end of the running thread's slice while another could run, and the first deadline
+    // of a parked thread.
+    // (A slice already over with nothing to retry: at once, so that no stop that did not
+    // switch leaves a runnable thread waiting.)
+    if (state_.threads.NextRunnable() >= 0 && retry_stop_at_ == 0) {
+      consider(std::max(slice_end_ns_, HostClockNs(CLOCK_MONOTONIC)));
     }
     if (const int64_t wake = state_.threads.EarliestDeadline(); wake != 0) {
       consider(HostFromGuestNs(wake, state_.monotonic_offset_ns));

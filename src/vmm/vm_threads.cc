@@ -41,9 +41,8 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
   SignalState& signals = state_.signals;
   signals.blocked = thread.blocked;
   signals.thread_pending = thread.thread_pending;
-  signals.altstack = GuestStack{.sp = thread.altstack_sp,
-                                .flags = thread.altstack_flags,
-                                .size = thread.altstack_size};
+  signals.altstack = GuestStack{
+      .sp = thread.altstack_sp, .flags = thread.altstack_flags, .size = thread.altstack_size};
   state_.segment_bases = SegmentBases{thread.fs_base, thread.gs_base, false};
   x86::UserRegs& regs = thread.cpu.regs;
   const int signal = NextDeliverableSignal(signals);
@@ -91,9 +90,9 @@ void Vm::WakeThreadsForSignals(uint64_t taken_by_running) {
     if (thread.wait == ThreadWait::kSleep && thread.block.remain_addr != 0) {
       const int64_t left = thread.block.deadline_ns - GuestMonotonicNs(state_.monotonic_offset_ns);
       (void)backend_->memory().WriteObject(thread.block.remain_addr,
-                                            NsTimespec(left > 0 ? left : 0));
+                                           NsTimespec(left > 0 ? left : 0));
     }
-    WakeThread(thread, -EINTR);
+    InterruptThread(thread);
   }
 }
 
@@ -102,12 +101,18 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
   for (;;) {
     threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
     WakeThreadsForSignals(0);
+    // A wait a signal ended, whose signal another thread has taken (or that was ignored since),
+    // goes on: Linux never returns EINTR without a handler having run.
+    for (GuestThread& thread : threads.others) {
+      const uint64_t mine = (state_.signals.pending | thread.thread_pending) & ~thread.blocked;
+      if (thread.woken_by_signal && mine == 0) Repark(thread);
+    }
     if (const int next = threads.NextRunnable(); next >= 0) {
       GuestThread thread = std::move(threads.others[static_cast<size_t>(next)]);
       threads.others.erase(threads.others.begin() + next);
       return LoadThread(std::move(thread));
     }
-    if (stop_requested_.load()) return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
+    if (stop_requested_.load()) return std::nullopt;  // the run loop ends the VM
     // Every thread waits: sleep until the first deadline, a timer or a kick (EINTR), and at most
     // 100 ms, so a kick that came just before the sleep is not lost for long.
     const int64_t now = HostClockNs(CLOCK_MONOTONIC);
@@ -119,10 +124,11 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
       const timespec deadline = NsTimespec(until);
       clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr);
     }
-    if (CapturePending()) {
-      // A snapshot or a clone captures the VM with a running thread: the longest-waiting one,
-      // standing on its syscall instruction (it makes the syscall again), as a clone records
-      // every waiting thread. The parent's thread then waits on as before.
+    if (paused_ || ControlPending()) {
+      // Control requests are served with a running thread (a snapshot or a clone captures
+      // one): the longest-waiting one, standing on its syscall instruction (it makes the
+      // syscall again), as a clone records every waiting thread. Here it then waits on as
+      // before.
       size_t oldest = 0;
       for (size_t i = 1; i < threads.others.size(); ++i) {
         if (threads.others[i].wait_seq < threads.others[oldest].wait_seq) oldest = i;
@@ -143,21 +149,8 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
                             std::move(waiting));
       continue;
     }
-    FLURRY_TRY(ServeControl());
     CheckTimers();
   }
-}
-
-bool Vm::CapturePending() {
-  std::lock_guard lock(control_mutex_);
-  for (const PendingControl* pending : control_queue_) {
-    const ControlRequest::Kind kind = pending->request.kind;
-    if (kind == ControlRequest::Kind::kSnapshot || kind == ControlRequest::Kind::kClone ||
-        kind == ControlRequest::Kind::kServe) {
-      return true;
-    }
-  }
-  return false;
 }
 
 Result<std::optional<GuestExit>> Vm::ParkRunningThread(const ThreadBlock& block,

@@ -9,8 +9,8 @@
 // runs in a second thread while the first waits in pthread_join — between lines, every thread
 // of the VM waits in a syscall.
 #include <errno.h>
-#include <pthread.h>
 #include <flurry/sf.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

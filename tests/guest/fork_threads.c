@@ -14,10 +14,10 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static int go;                 // guarded by lock
-static atomic_int stop;        // the sleeper and the spinner end when set
-static atomic_int started;     // workers that are running
-static atomic_int clone_id;    // this VM's clone ID, set after sf_clone
+static int go;               // guarded by lock
+static atomic_int stop;      // the sleeper and the spinner end when set
+static atomic_int started;   // workers that are running
+static atomic_int clone_id;  // this VM's clone ID, set after sf_clone
 
 static void* Waiter(void* arg) {
   (void)arg;

@@ -15,12 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(x)                                                         \
-  do {                                                                   \
-    if (!(x)) {                                                          \
-      printf("check failed at line %d: %s\n", __LINE__, #x);             \
-      exit(99);                                                          \
-    }                                                                    \
+#define CHECK(x)                                             \
+  do {                                                       \
+    if (!(x)) {                                              \
+      printf("check failed at line %d: %s\n", __LINE__, #x); \
+      exit(99);                                              \
+    }                                                        \
   } while (0)
 
 static void Start(pthread_t* t, void* (*fn)(void*), void* arg) {
@@ -202,7 +202,8 @@ static int Timed(void) {
   int err = pthread_cond_timedwait(&c, &m, &deadline);
   pthread_mutex_unlock(&m);
   clock_gettime(CLOCK_REALTIME, &after);
-  long waited_ms = (after.tv_sec - before.tv_sec) * 1000 + (after.tv_nsec - before.tv_nsec) / 1000000;
+  long waited_ms =
+      (after.tv_sec - before.tv_sec) * 1000 + (after.tv_nsec - before.tv_nsec) / 1000000;
   printf("timedwait: %s, waited at least 50 ms: %s\n", strerrorname_np(err),
          waited_ms >= 49 ? "yes" : "no");
   CHECK(sem_wait(&sem_ready) == 0);
@@ -215,7 +216,8 @@ static int Timed(void) {
     soon.tv_sec++;
     soon.tv_nsec -= 1000000000;
   }
-  printf("sem_timedwait: %s\n", sem_timedwait(&sem_ready, &soon) == 0 ? "ok" : strerrorname_np(errno));
+  printf("sem_timedwait: %s\n",
+         sem_timedwait(&sem_ready, &soon) == 0 ? "ok" : strerrorname_np(errno));
   return 0;
 }
 

@@ -258,16 +258,20 @@ TEST(CtlSnapshot, RestoreFinishesWithTheSameOutputAsAnUninterruptedRun) {
   }
 }
 
-// A snapshot of a VM whose two threads both wait (one in pthread_join, one in nanosleep)
-// carries both: restored, the loop thread finishes and the first thread's join returns.
+// A snapshot of a VM whose two threads both wait (one in pthread_join, one in nanosleep),
+// taken while it is paused, carries both: restored, the loop thread finishes and the first
+// thread's join returns.
 TEST(CtlSnapshot, ThreadsAreSnapshottedAndRestored) {
   TempDir dir;
   const std::string socket = (dir.path() / "api.sock").string();
   const fs::path snapshot = dir.path() / "snap";
   Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), "30", "50", "threaded"});
   ASSERT_TRUE(vm.WaitForLine("id=0 iter=5")) << vm.out() << vm.err();
+  // Paused first: the snapshot is served while paused, most likely with both threads waiting.
+  ExpectCtlOk(Ctl(socket, {"pause"}));
   auto ctl = Ctl(socket, {"snapshot", snapshot.string()});
   ExpectCtlOk(ctl);
+  ExpectCtlOk(Ctl(socket, {"resume"}));
   ExpectCleanExit(vm.Wait(60s), 0);
 
   auto show = Flurry({"descriptor", "show", (snapshot / "descriptor.fvd").string()});
@@ -489,8 +493,8 @@ TEST_P(CtlClone, ClonesOfARunningLoopReportTheirIdsAndEveryProcessEnds) {
   TempDir dir;
   const std::string socket = (dir.path() / "api.sock").string();
   constexpr int kIterations = 60;
-  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), std::to_string(kIterations),
-                 "50", GetParam()});
+  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), std::to_string(kIterations), "50",
+                 GetParam()});
   ASSERT_TRUE(vm.WaitForLine("id=0 iter=10")) << vm.out() << vm.err();
 
   auto ctl = Ctl(socket, {"clone", "2"});

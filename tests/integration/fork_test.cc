@@ -330,9 +330,9 @@ TEST(ForkThreads, EveryThreadIsCloned) {
   EXPECT_TRUE(s.malformed.empty()) << r.Describe();
   auto workers = [](int id) {
     const std::string vm = "clone " + std::to_string(id) + ": ";
-    return vm + "waiter returned " + std::to_string(100 + id) + "\n" + vm +
-           "sleeper returned " + std::to_string(200 + id) + "\n" + vm + "spinner returned " +
-           std::to_string(300 + id) + "\n";
+    return vm + "waiter returned " + std::to_string(100 + id) + "\n" + vm + "sleeper returned " +
+           std::to_string(200 + id) + "\n" + vm + "spinner returned " + std::to_string(300 + id) +
+           "\n";
   };
   EXPECT_EQ(Join(s.parent), workers(0) +
                                 "clone 1: kind 1 status 11\n"

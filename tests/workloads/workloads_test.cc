@@ -102,9 +102,9 @@ TEST(CxxThreadsWorkload, ClonesRunTheJobWithTheirClonedPool) {
   ASSERT_EQ(lines.size(), 4u) << guest.Describe();
   EXPECT_TRUE(StartsWith(lines[0], "parent base 0: primes ")) << guest.Describe();
   for (int id = 1; id <= 3; ++id) {
-    EXPECT_EQ(lines[static_cast<size_t>(id)],
-              "clone " + std::to_string(id) + ": matches the parent's computation of base " +
-                  std::to_string(id * 100000) + ": yes")
+    EXPECT_EQ(lines[static_cast<size_t>(id)], "clone " + std::to_string(id) +
+                                                  ": matches the parent's computation of base " +
+                                                  std::to_string(id * 100000) + ": yes")
         << guest.Describe();
   }
 }
