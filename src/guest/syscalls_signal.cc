@@ -184,6 +184,10 @@ WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0)
 }
 
 SyscallResult SysPause(SyscallContext& c, const SyscallArgs&) {
+  if (!c.state.threads.others.empty()) {  // the others run while this one waits
+    c.state.threads.block = ThreadBlock{.wait = ThreadWait::kSignal, .expiry_result = -EINTR};
+    return SyscallResult::Block();
+  }
   WaitForSignal(c, c.state.signals.blocked);
   return SyscallResult::Errno(EINTR);
 }
@@ -232,6 +236,15 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
   }
   SignalState& signals = c.state.signals;
   const uint64_t mask = signals.blocked & ~set;  // what does not end the wait
+  if (!c.state.threads.others.empty() &&
+      ((signals.pending | signals.thread_pending) & ~mask) == 0) {
+    // Among threads the caller parks (the others run); a signal of `set` makes it call again.
+    c.state.threads.block = ThreadBlock{.wait = ThreadWait::kSignal,
+                                        .deadline_ns = deadline_ns,
+                                        .expiry_result = -EAGAIN,
+                                        .signal_set = set};
+    return SyscallResult::Block();
+  }
   const WaitEnd end = WaitForSignal(c, mask, deadline_ns);
   const uint64_t taken = (signals.pending | signals.thread_pending) & set;
   if (end == WaitEnd::kTimedOut && taken == 0) return SyscallResult::Errno(EAGAIN);

@@ -20,6 +20,12 @@ void WakeThread(GuestThread& thread, int64_t result) {
   thread.wait = ThreadWait::kRunnable;
   thread.result = result;
   thread.woken_by_signal = false;
+  thread.restart = false;
+}
+
+void RestartThread(GuestThread& thread) {
+  WakeThread(thread, 0);
+  thread.restart = true;
 }
 
 void InterruptThread(GuestThread& thread) {
@@ -34,7 +40,7 @@ void Repark(GuestThread& thread) {
 
 x86::UserCpuState ResumableCpu(const GuestThread& thread) {
   x86::UserCpuState cpu = thread.cpu;
-  if (thread.parked()) {
+  if (thread.parked() || thread.restart) {
     cpu.regs.rip -= 2;  // the length of `syscall`
     cpu.regs.rax = thread.syscall_nr;
   } else if (thread.in_syscall) {

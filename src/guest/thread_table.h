@@ -20,6 +20,7 @@ enum class ThreadWait : uint8_t {
   kRunnable,  // ready to run
   kFutex,     // FUTEX_WAIT on futex_addr
   kSleep,     // nanosleep, clock_nanosleep
+  kSignal,    // pause, rt_sigtimedwait: a signal (signal_set: also blocked ones)
 };
 
 // What a syscall handler that cannot finish now asks for its thread: park it until woken, or
@@ -31,6 +32,7 @@ struct ThreadBlock {
   int64_t deadline_ns = 0;    // the guest's CLOCK_MONOTONIC; 0: none
   int64_t expiry_result = 0;  // RAX when the deadline passes (-ETIMEDOUT, or 0 for a sleep)
   uint64_t remain_addr = 0;   // kSleep, relative: where an interrupted sleep says what is left
+  uint64_t signal_set = 0;    // kSignal: blocked signals that end the wait (rt_sigtimedwait's)
 };
 
 // A thread that clone made in this syscall (the VMM gives it the caller's CPU state).
@@ -63,6 +65,7 @@ struct GuestThread {
   ThreadWait wait = ThreadWait::kRunnable;
   ThreadBlock block;             // what it waits for (or waited for: kept after a wake)
   bool woken_by_signal = false;  // its wait ended with EINTR for a signal not yet delivered
+  bool restart = false;          // woken to make its syscall again (a signal it waits for is there)
   uint64_t wait_seq = 0;         // futex waiters wake oldest first
 
   bool parked() const { return wait != ThreadWait::kRunnable; }
@@ -102,6 +105,9 @@ void WakeThread(GuestThread& thread, int64_t result);
 // Ends a parked thread's wait for a signal (EINTR). Should no signal be left for it when it is
 // about to run (another thread took it, it was ignored), Repark makes it wait on as before.
 void InterruptThread(GuestThread& thread);
+// Ends a kSignal wait for a signal of its set: the thread makes its syscall again, which then
+// takes the signal.
+void RestartThread(GuestThread& thread);
 void Repark(GuestThread& thread);
 
 // The CPU state `thread` resumes from when it runs with no wait pending: a parked thread

@@ -46,7 +46,9 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
   state_.segment_bases = SegmentBases{thread.fs_base, thread.gs_base, false};
   x86::UserRegs& regs = thread.cpu.regs;
   const int signal = NextDeliverableSignal(signals);
-  if (thread.in_syscall) {
+  if (thread.in_syscall && thread.restart) {
+    thread.cpu = ResumableCpu(thread);  // on its syscall instruction, to take its signal
+  } else if (thread.in_syscall) {
     regs.rax = static_cast<uint64_t>(thread.result);
     // A wait a signal ended is made again after the handler, as HandleSyscall does.
     if (signal != 0 && thread.result == -EINTR && RestartsAfter(thread.syscall_nr, signal)) {
@@ -83,10 +85,18 @@ void Vm::WakeThreadsForSignals(uint64_t taken_by_running) {
   // it can take it, else a parked one, whose wait it ends.
   uint64_t unclaimed = state_.signals.pending & ~taken_by_running;
   for (GuestThread& thread : state_.threads.others) {
-    const uint64_t deliverable = (unclaimed | thread.thread_pending) & ~thread.blocked;
-    if (deliverable == 0) continue;
-    unclaimed &= ~deliverable;
+    // A thread in rt_sigtimedwait also takes the blocked signals it waits for.
+    const uint64_t waited =
+        thread.wait == ThreadWait::kSignal ? thread.block.signal_set & thread.blocked : 0;
+    const uint64_t mine = unclaimed | thread.thread_pending;
+    const uint64_t deliverable = mine & ~thread.blocked;
+    if ((deliverable | (mine & waited)) == 0) continue;
+    unclaimed &= ~(deliverable | waited);
     if (!thread.parked()) continue;  // it takes them when it next runs
+    if (deliverable == 0) {          // only signals it waits for: it makes the syscall again
+      RestartThread(thread);
+      continue;
+    }
     if (thread.wait == ThreadWait::kSleep && thread.block.remain_addr != 0) {
       const int64_t left = thread.block.deadline_ns - GuestMonotonicNs(state_.monotonic_offset_ns);
       (void)backend_->memory().WriteObject(thread.block.remain_addr,

@@ -305,6 +305,68 @@ static int Signals(void) {
   return 0;
 }
 
+// ---- sigwait: a thread dedicated to signals (sigwait) while the others block them; a thread
+// in pause() woken by a handled signal ---------------------------------------------------------
+static atomic_int waited_count;
+static _Atomic int waited[3];
+static void* SigWaiter(void* arg) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGUSR2);
+  for (int i = 0; i < 2; ++i) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) return (void*)1;
+    atomic_store(&waited[i], sig);
+    atomic_fetch_add(&waited_count, 1);
+  }
+  return arg;
+}
+static atomic_int term_handled;
+static void OnTerm(int sig) {
+  (void)sig;
+  atomic_store(&term_handled, 1);
+}
+static void* Pauser(void* arg) {
+  int r = pause();
+  return (void*)(intptr_t)(r == -1 && errno == EINTR ? 1 : 2);
+  (void)arg;
+}
+static int SigWait(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGUSR2);
+  CHECK(pthread_sigmask(SIG_BLOCK, &set, NULL) == 0);  // every thread made from now blocks them
+  pthread_t waiter;
+  Start(&waiter, SigWaiter, NULL);
+  struct timespec settle = {0, 20 * 1000 * 1000};
+  nanosleep(&settle, NULL);  // the waiter is in sigwait
+  kill(getpid(), SIGUSR1);
+  while (atomic_load(&waited_count) < 1) sched_yield();
+  CHECK(pthread_kill(waiter, SIGUSR2) == 0);
+  CHECK(pthread_join(waiter, NULL) == 0);
+  printf("sigwait took %s then %s\n", sigabbrev_np(atomic_load(&waited[0])),
+         sigabbrev_np(atomic_load(&waited[1])));
+  // Nobody waits now: a timed wait of main's own times out.
+  struct timespec short_wait = {0, 10 * 1000 * 1000};
+  int got = sigtimedwait(&set, NULL, &short_wait);
+  printf("sigtimedwait: %s\n", got < 0 ? strerrorname_np(errno) : sigabbrev_np(got));
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = OnTerm;
+  sigaction(SIGTERM, &sa, NULL);
+  pthread_t pauser;
+  Start(&pauser, Pauser, NULL);
+  nanosleep(&settle, NULL);  // the pauser is in pause()
+  CHECK(pthread_kill(pauser, SIGTERM) == 0);
+  void* result;
+  CHECK(pthread_join(pauser, &result) == 0);
+  printf("pause returned EINTR after the handler: %s\n",
+         result == (void*)1 && atomic_load(&term_handled) ? "yes" : "no");
+  return 0;
+}
+
 // ---- barrier: rounds of a barrier among 4 threads, and a read-write lock --------------------
 static pthread_barrier_t barrier;
 static pthread_rwlock_t rwlock = PTHREAD_RWLOCK_INITIALIZER;
@@ -387,6 +449,7 @@ int main(int argc, char** argv) {
   if (strcmp(s, "cancel") == 0) return Cancel();
   if (strcmp(s, "signals") == 0) return Signals();
   if (strcmp(s, "barrier") == 0) return Barrier();
+  if (strcmp(s, "sigwait") == 0) return SigWait();
   if (strcmp(s, "exit") == 0) return Exit();
   if (strcmp(s, "detached") == 0) return DetachedThreads();
   fprintf(stderr, "unknown scenario %s\n", s);
