@@ -199,8 +199,18 @@ SyscallResult SysRtSigsuspend(SyscallContext& c, const SyscallArgs& a) {
   auto set = ReadSignalSet(c.memory, a.arg[0]);
   if (!set) return ErrnoFrom(set.error());
   const uint64_t mask = *set;
-  // While waiting, `mask` decides what interrupts the wait (the VMM asks NextDeliverableSignal).
   SignalState& signals = c.state.signals;
+  if (!c.state.threads.others.empty() &&
+      ((signals.pending | signals.thread_pending) & ~mask) == 0) {
+    // Among threads the caller parks with `mask` as its wait's mask; the VMM installs it (and
+    // keeps the mask of before for the handler's frame) when a signal ends the wait.
+    c.state.threads.block = ThreadBlock{.wait = ThreadWait::kSignal,
+                                        .expiry_result = -EINTR,
+                                        .suspend = true,
+                                        .suspend_mask = mask};
+    return SyscallResult::Block();
+  }
+  // While waiting, `mask` decides what interrupts the wait (the VMM asks NextDeliverableSignal).
   signals.suspended = true;
   signals.suspend_mask = mask;
   const WaitEnd end = WaitForSignal(c, mask);

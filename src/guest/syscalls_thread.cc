@@ -135,8 +135,43 @@ SyscallResult SysNoNewProcess(SyscallContext&, const SyscallArgs& a) { return No
 // exit: the calling thread ends. Its clear_child_tid (CLONE_CHILD_CLEARTID, set_tid_address)
 // is zeroed and one waiter on it woken, which is how pthread_join learns of it. The last
 // thread's exit ends the process.
+// Linux's robust-list walk at a thread's death: each robust mutex the thread still holds
+// (its futex word names the thread) is marked FUTEX_OWNER_DIED and one waiter woken, so the
+// next locker gets EOWNERDEAD instead of waiting forever. A list the guest corrupted ends the
+// walk; at most 2048 entries, as Linux.
+void ReleaseRobustMutexes(SyscallContext& c) {
+  struct RobustListHead {  // struct robust_list_head
+    uint64_t next;
+    int64_t futex_offset;
+    uint64_t list_op_pending;
+  };
+  const uint64_t head = c.state.identity.robust_list;
+  if (head == 0) return;
+  auto list = c.memory.ReadObject<RobustListHead>(head);
+  if (!list) return;
+  const auto tid = static_cast<uint32_t>(c.state.identity.tid);
+  auto release = [&](uint64_t entry) {
+    const uint64_t word_addr = entry + static_cast<uint64_t>(list->futex_offset);
+    auto word = c.memory.ReadObject<uint32_t>(word_addr);
+    if (!word || (*word & FUTEX_TID_MASK) != tid) return;
+    const uint32_t died = (*word & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+    if (!c.memory.WriteObject(word_addr, died)) return;
+    if (*word & FUTEX_WAITERS) c.state.threads.FutexWake(word_addr, 1, FUTEX_BITSET_MATCH_ANY);
+  };
+  const uint64_t pending = list->list_op_pending & ~uint64_t{1};
+  uint64_t entry = list->next;
+  for (int left = 2048; entry != head && entry != 0 && left > 0; --left) {
+    auto next = c.memory.ReadObject<uint64_t>(entry & ~uint64_t{1});
+    if (!next) break;
+    if ((entry & ~uint64_t{1}) != pending) release(entry & ~uint64_t{1});
+    entry = *next;
+  }
+  if (pending != 0) release(pending);
+}
+
 SyscallResult SysExitThread(SyscallContext& c, const SyscallArgs& a) {
   if (c.state.threads.others.empty()) return SyscallResult::Exit(static_cast<int>(a.arg[0] & 0xff));
+  ReleaseRobustMutexes(c);
   if (const uint64_t address = c.state.identity.clear_child_tid; address != 0) {
     if (c.memory.WriteObject(address, uint32_t{0})) {
       c.state.threads.FutexWake(address, 1, FUTEX_BITSET_MATCH_ANY);

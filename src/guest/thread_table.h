@@ -33,6 +33,11 @@ struct ThreadBlock {
   int64_t expiry_result = 0;  // RAX when the deadline passes (-ETIMEDOUT, or 0 for a sleep)
   uint64_t remain_addr = 0;   // kSleep, relative: where an interrupted sleep says what is left
   uint64_t signal_set = 0;    // kSignal: blocked signals that end the wait (rt_sigtimedwait's)
+  bool suspend = false;       // kSignal: rt_sigsuspend, waiting under `suspend_mask`
+  uint64_t suspend_mask = 0;
+
+  // The signal mask that decides what ends this wait for a thread whose own mask is `blocked`.
+  uint64_t WaitMask(uint64_t blocked) const { return suspend ? suspend_mask : blocked; }
 };
 
 // A thread that clone made in this syscall (the VMM gives it the caller's CPU state).

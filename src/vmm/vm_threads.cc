@@ -45,6 +45,13 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
       .sp = thread.altstack_sp, .flags = thread.altstack_flags, .size = thread.altstack_size};
   state_.segment_bases = SegmentBases{thread.fs_base, thread.gs_base, false};
   x86::UserRegs& regs = thread.cpu.regs;
+  if (thread.in_syscall && thread.woken_by_signal && thread.block.suspend) {
+    // rt_sigsuspend ends: its mask stands while the signal is delivered, and the handler's
+    // frame restores the thread's own (as SysRtSigsuspend does for a lone thread).
+    signals.saved_mask = signals.blocked;
+    signals.mask_saved = true;
+    signals.blocked = thread.block.suspend_mask;
+  }
   const int signal = NextDeliverableSignal(signals);
   if (thread.in_syscall && thread.restart) {
     thread.cpu = ResumableCpu(thread);  // on its syscall instruction, to take its signal
@@ -89,7 +96,8 @@ void Vm::WakeThreadsForSignals(uint64_t taken_by_running) {
     const uint64_t waited =
         thread.wait == ThreadWait::kSignal ? thread.block.signal_set & thread.blocked : 0;
     const uint64_t mine = unclaimed | thread.thread_pending;
-    const uint64_t deliverable = mine & ~thread.blocked;
+    const uint64_t deliverable =
+        mine & ~(thread.parked() ? thread.block.WaitMask(thread.blocked) : thread.blocked);
     if ((deliverable | (mine & waited)) == 0) continue;
     unclaimed &= ~(deliverable | waited);
     if (!thread.parked()) continue;  // it takes them when it next runs
@@ -114,7 +122,8 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
     // A wait a signal ended, whose signal another thread has taken (or that was ignored since),
     // goes on: Linux never returns EINTR without a handler having run.
     for (GuestThread& thread : threads.others) {
-      const uint64_t mine = (state_.signals.pending | thread.thread_pending) & ~thread.blocked;
+      const uint64_t mine =
+          (state_.signals.pending | thread.thread_pending) & ~thread.block.WaitMask(thread.blocked);
       if (thread.woken_by_signal && mine == 0) Repark(thread);
     }
     if (const int next = threads.NextRunnable(); next >= 0) {

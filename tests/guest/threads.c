@@ -332,6 +332,21 @@ static void* Pauser(void* arg) {
   return (void*)(intptr_t)(r == -1 && errno == EINTR ? 1 : 2);
   (void)arg;
 }
+static void* Suspender(void* arg) {
+  static char report[96];
+  sigset_t none;
+  sigemptyset(&none);
+  const pid_t me = (pid_t)syscall(SYS_gettid);
+  int r = sigsuspend(&none);
+  sigset_t now;
+  pthread_sigmask(SIG_BLOCK, NULL, &now);
+  snprintf(report, sizeof report, "%s, handler ran in it: %s, SIGUSR1 blocked again: %s",
+           r == -1 && errno == EINTR ? "EINTR" : "other",
+           atomic_load(&handled_in) == me ? "yes" : "no",
+           sigismember(&now, SIGUSR1) ? "yes" : "no");
+  return report;
+  (void)arg;
+}
 static int SigWait(void) {
   sigset_t set;
   sigemptyset(&set);
@@ -364,6 +379,74 @@ static int SigWait(void) {
   CHECK(pthread_join(pauser, &result) == 0);
   printf("pause returned EINTR after the handler: %s\n",
          result == (void*)1 && atomic_load(&term_handled) ? "yes" : "no");
+  // sigsuspend: SIGUSR1 is blocked in every thread; the suspender lets it in while it waits.
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = OnUsr;
+  sigaction(SIGUSR1, &sa, NULL);
+  atomic_store(&handled_in, 0);
+  pthread_t suspender;
+  Start(&suspender, Suspender, NULL);
+  nanosleep(&settle, NULL);  // the suspender is in sigsuspend
+  kill(getpid(), SIGUSR1);   // blocked in main: only the suspender can take it
+  CHECK(pthread_join(suspender, &result) == 0);
+  printf("sigsuspend: %s\n", (const char*)result);
+  return 0;
+}
+
+// ---- robust: a thread dies holding a robust mutex; the next locker gets EOWNERDEAD ---------
+static pthread_mutex_t robust;
+static void* DieHolding(void* arg) {
+  CHECK(pthread_mutex_lock(&robust) == 0);
+  return arg;  // ends without unlocking
+}
+static sem_t robust_release;
+static atomic_int robust_held;
+static void* DieHoldingLater(void* arg) {
+  CHECK(pthread_mutex_lock(&robust) == 0);
+  atomic_store(&robust_held, 1);
+  sem_wait(&robust_release);
+  return arg;  // ends without unlocking
+}
+static void* WaitForRobust(void* arg) {
+  int err = pthread_mutex_lock(&robust);
+  if (err == EOWNERDEAD) {
+    pthread_mutex_consistent(&robust);
+  }
+  pthread_mutex_unlock(&robust);
+  return (void*)(intptr_t)err;
+  (void)arg;
+}
+static int Robust(void) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  CHECK(pthread_mutex_init(&robust, &attr) == 0);
+  pthread_t holder;
+  Start(&holder, DieHolding, NULL);
+  CHECK(pthread_join(holder, NULL) == 0);
+  int err = pthread_mutex_lock(&robust);
+  printf("lock after the owner died: %s\n", strerrorname_np(err));
+  CHECK(pthread_mutex_consistent(&robust) == 0);
+  CHECK(pthread_mutex_unlock(&robust) == 0);
+  // A waiter blocked on the mutex when its owner dies is woken with EOWNERDEAD.
+  pthread_t second_holder, waiter;
+  CHECK(pthread_mutex_lock(&robust) == 0);
+  Start(&waiter, WaitForRobust, NULL);
+  struct timespec settle = {0, 20 * 1000 * 1000};
+  nanosleep(&settle, NULL);  // the waiter waits on the mutex main holds
+  CHECK(pthread_mutex_unlock(&robust) == 0);
+  void* result;
+  CHECK(pthread_join(waiter, &result) == 0);
+  printf("waiter after a plain unlock: %s\n", (int)(intptr_t)result == 0 ? "0" : "error");
+  CHECK(sem_init(&robust_release, 0, 0) == 0);
+  Start(&second_holder, DieHoldingLater, NULL);
+  while (!atomic_load(&robust_held)) sched_yield();
+  Start(&waiter, WaitForRobust, NULL);
+  nanosleep(&settle, NULL);   // the waiter waits on the mutex the holder holds
+  sem_post(&robust_release);  // the holder ends, the mutex still locked
+  CHECK(pthread_join(second_holder, NULL) == 0);
+  CHECK(pthread_join(waiter, &result) == 0);
+  printf("waiter when the owner died: %s\n", strerrorname_np((int)(intptr_t)result));
   return 0;
 }
 
@@ -450,6 +533,7 @@ int main(int argc, char** argv) {
   if (strcmp(s, "signals") == 0) return Signals();
   if (strcmp(s, "barrier") == 0) return Barrier();
   if (strcmp(s, "sigwait") == 0) return SigWait();
+  if (strcmp(s, "robust") == 0) return Robust();
   if (strcmp(s, "exit") == 0) return Exit();
   if (strcmp(s, "detached") == 0) return DetachedThreads();
   fprintf(stderr, "unknown scenario %s\n", s);
