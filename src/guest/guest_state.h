@@ -12,6 +12,7 @@
 
 #include "arch/x86_64/cpu_signature.h"
 #include "guest/fd_table.h"
+#include "guest/guest_stack.h"
 #include "guest/memory_map.h"
 #include "guest/thread_table.h"
 
@@ -36,16 +37,6 @@ struct GuestSigaction {
   uint64_t mask = 0;
 };
 static_assert(sizeof(GuestSigaction) == 32);
-
-struct GuestStack {  // stack_t
-  uint64_t sp = 0;
-  int32_t flags = 2;  // SS_DISABLE
-  int32_t pad = 0;
-  uint64_t size = 0;
-
-  bool operator==(const GuestStack&) const = default;
-};
-static_assert(sizeof(GuestStack) == 24);
 
 // Who sent a pending signal, or what fault raised it: the siginfo its handler is given.
 struct PendingSignalInfo {
@@ -88,6 +79,8 @@ struct SignalState {
   uint64_t suspend_mask = 0;
 
   static constexpr uint64_t Bit(int signal) { return 1ULL << (signal - 1); }
+  // What the running thread could take: the process's pending signals and its own.
+  uint64_t AllPending() const { return pending | thread_pending; }
 };
 
 // Register changes a syscall asks for that the VMM applies to the vCPU before resuming.

@@ -47,7 +47,7 @@ void RaiseThreadSignal(SignalState& signals, uint64_t& thread_pending, uint64_t 
 
 int NextDeliverableSignal(const SignalState& signals) {
   const uint64_t blocked = signals.suspended ? signals.suspend_mask : signals.blocked;
-  const uint64_t ready = (signals.pending | signals.thread_pending) & ~blocked;
+  const uint64_t ready = signals.AllPending() & ~blocked;
   if (ready == 0) return 0;
   const uint64_t synchronous = ready & kSynchronousSignals;
   return __builtin_ctzll(synchronous != 0 ? synchronous : ready) + 1;

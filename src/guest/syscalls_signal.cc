@@ -119,23 +119,19 @@ SyscallResult SysKill(SyscallContext& c, const SyscallArgs& a) {
 SyscallResult SignalThread(SyscallContext& c, int32_t tgid, int32_t tid, int signal) {
   if (signal < 0 || signal > SignalState::kSignals || tid <= 0) return SyscallResult::Errno(EINVAL);
   if (tgid != -1 && tgid != c.state.identity.pid) return SyscallResult::Errno(ESRCH);
+  const bool self = tid == c.state.identity.tid;
+  GuestThread* other = self ? nullptr : c.state.threads.Find(tid);
+  if (!self && other == nullptr) return SyscallResult::Errno(ESRCH);
+  if (signal == 0) return SyscallResult::Return(0);
   SignalState& signals = c.state.signals;
   const PendingSignalInfo info{.code = kSiTkill, .pid = c.state.identity.pid};
-  const bool exists = tid == c.state.identity.tid || c.state.threads.Find(tid) != nullptr;
-  if ((signal == SIGKILL || signal == SIGSTOP) && exists) {
+  if (signal == SIGKILL || signal == SIGSTOP) {
     RaiseSignal(signals, signal, info);  // they act on the whole process at once
-    return SyscallResult::Return(0);
+  } else if (self) {
+    RaiseThreadSignal(signals, signals.thread_pending, signals.blocked, signal, info);
+  } else {  // the VMM ends a wait the signal interrupts (vm_threads.cc)
+    RaiseThreadSignal(signals, other->thread_pending, other->blocked, signal, info);
   }
-  if (tid == c.state.identity.tid) {
-    if (signal != 0)
-      RaiseThreadSignal(signals, signals.thread_pending, signals.blocked, signal, info);
-    return SyscallResult::Return(0);
-  }
-  GuestThread* thread = c.state.threads.Find(tid);
-  if (thread == nullptr) return SyscallResult::Errno(ESRCH);
-  // The VMM ends a wait the signal interrupts (vm_threads.cc).
-  if (signal != 0)
-    RaiseThreadSignal(signals, thread->thread_pending, thread->blocked, signal, info);
   return SyscallResult::Return(0);
 }
 
@@ -151,7 +147,7 @@ SyscallResult SysTgkill(SyscallContext& c, const SyscallArgs& a) {
 SyscallResult SysRtSigpending(SyscallContext& c, const SyscallArgs& a) {
   if (a.arg[1] > kSigsetSize) return SyscallResult::Errno(EINVAL);
   const SignalState& signals = c.state.signals;
-  const uint64_t pending = (signals.pending | signals.thread_pending) & signals.blocked;
+  const uint64_t pending = signals.AllPending() & signals.blocked;
   if (auto r = c.memory.Write(a.arg[0], &pending, a.arg[1]); !r) return ErrnoFrom(r.error());
   return SyscallResult::Return(0);
 }
@@ -164,7 +160,7 @@ enum class WaitEnd { kSignal, kTimedOut, kGaveUp };  // kGaveUp: stopping, or no
 WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0) {
   constexpr int64_t kSliceNs = 100'000'000;
   for (;;) {
-    if (((c.state.signals.pending | c.state.signals.thread_pending) & ~mask) != 0) {
+    if ((c.state.signals.AllPending() & ~mask) != 0) {
       return WaitEnd::kSignal;
     }
     const int64_t now = GuestMonotonicNs(c.state.monotonic_offset_ns);
@@ -176,9 +172,7 @@ WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0)
     const timespec slice = NsTimespec(wait_ns);
     nanosleep(&slice, nullptr);
     if (!c.KeepWaiting()) {
-      return ((c.state.signals.pending | c.state.signals.thread_pending) & ~mask) != 0
-                 ? WaitEnd::kSignal
-                 : WaitEnd::kGaveUp;
+      return (c.state.signals.AllPending() & ~mask) != 0 ? WaitEnd::kSignal : WaitEnd::kGaveUp;
     }
   }
 }
@@ -200,8 +194,7 @@ SyscallResult SysRtSigsuspend(SyscallContext& c, const SyscallArgs& a) {
   if (!set) return ErrnoFrom(set.error());
   const uint64_t mask = *set;
   SignalState& signals = c.state.signals;
-  if (!c.state.threads.others.empty() &&
-      ((signals.pending | signals.thread_pending) & ~mask) == 0) {
+  if (!c.state.threads.others.empty() && (signals.AllPending() & ~mask) == 0) {
     // Among threads the caller parks with `mask` as its wait's mask; the VMM installs it (and
     // keeps the mask of before for the handler's frame) when a signal ends the wait.
     c.state.threads.block = ThreadBlock{.wait = ThreadWait::kSignal,
@@ -246,8 +239,7 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
   }
   SignalState& signals = c.state.signals;
   const uint64_t mask = signals.blocked & ~set;  // what does not end the wait
-  if (!c.state.threads.others.empty() &&
-      ((signals.pending | signals.thread_pending) & ~mask) == 0) {
+  if (!c.state.threads.others.empty() && (signals.AllPending() & ~mask) == 0) {
     // Among threads the caller parks (the others run); a signal of `set` makes it call again.
     c.state.threads.block = ThreadBlock{.wait = ThreadWait::kSignal,
                                         .deadline_ns = deadline_ns,
@@ -256,7 +248,7 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
     return SyscallResult::Block();
   }
   const WaitEnd end = WaitForSignal(c, mask, deadline_ns);
-  const uint64_t taken = (signals.pending | signals.thread_pending) & set;
+  const uint64_t taken = signals.AllPending() & set;
   if (end == WaitEnd::kTimedOut && taken == 0) return SyscallResult::Errno(EAGAIN);
   if (taken == 0) return SyscallResult::Errno(EINTR);  // a handler runs, or the VM stops
   const int signal = __builtin_ctzll(taken) + 1;

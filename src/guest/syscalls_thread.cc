@@ -132,9 +132,6 @@ SyscallResult SysClone3(SyscallContext& c, const SyscallArgs& a) {
 
 SyscallResult SysNoNewProcess(SyscallContext&, const SyscallArgs& a) { return NoNewProcesses(a); }
 
-// exit: the calling thread ends. Its clear_child_tid (CLONE_CHILD_CLEARTID, set_tid_address)
-// is zeroed and one waiter on it woken, which is how pthread_join learns of it. The last
-// thread's exit ends the process.
 // Linux's robust-list walk at a thread's death: each robust mutex the thread still holds
 // (its futex word names the thread) is marked FUTEX_OWNER_DIED and one waiter woken, so the
 // next locker gets EOWNERDEAD instead of waiting forever. A list the guest corrupted ends the
@@ -169,6 +166,9 @@ void ReleaseRobustMutexes(SyscallContext& c) {
   if (pending != 0) release(pending);
 }
 
+// exit: the calling thread ends. Its robust mutexes are released, then its clear_child_tid
+// (CLONE_CHILD_CLEARTID, set_tid_address) is zeroed and one waiter on it woken, which is how
+// pthread_join learns of it. The last thread's exit ends the process.
 SyscallResult SysExitThread(SyscallContext& c, const SyscallArgs& a) {
   if (c.state.threads.others.empty()) return SyscallResult::Exit(static_cast<int>(a.arg[0] & 0xff));
   ReleaseRobustMutexes(c);

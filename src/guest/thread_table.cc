@@ -41,8 +41,7 @@ void Repark(GuestThread& thread) {
 x86::UserCpuState ResumableCpu(const GuestThread& thread) {
   x86::UserCpuState cpu = thread.cpu;
   if (thread.parked() || thread.restart) {
-    cpu.regs.rip -= 2;  // the length of `syscall`
-    cpu.regs.rax = thread.syscall_nr;
+    cpu.regs.RewindSyscall(thread.syscall_nr);
   } else if (thread.in_syscall) {
     cpu.regs.rax = static_cast<uint64_t>(thread.result);
   }

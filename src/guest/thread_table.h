@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "arch/x86_64/user_cpu_state.h"
+#include "guest/guest_stack.h"
 
 namespace flurry {
 
@@ -51,17 +52,13 @@ struct ThreadSpawn {
 
 struct GuestThread {
   int32_t tid = 0;
-  x86::UserCpuState cpu;  // as it was switched out
+  x86::UserCpuState cpu;  // as it was switched out (FS/GS bases included)
   uint64_t clear_child_tid = 0;
   uint64_t robust_list = 0;
   uint64_t robust_list_len = 0;
   uint64_t blocked = 0;         // its signal mask
   uint64_t thread_pending = 0;  // signals sent to it (tgkill)
-  uint64_t altstack_sp = 0;
-  int32_t altstack_flags = 2;  // SS_DISABLE
-  uint64_t altstack_size = 0;
-  uint64_t fs_base = 0;  // as arch_prctl last set them (also in cpu.regs)
-  uint64_t gs_base = 0;
+  GuestStack altstack{};
 
   // Switched out in a syscall: `cpu` stands past it, and `result` goes into RAX when it runs.
   bool in_syscall = false;

@@ -109,16 +109,14 @@ Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& me
 namespace {
 
 ThreadRecord RecordOf(const GuestThread& thread) {
-  return ThreadRecord{
-      .tid = thread.tid,
-      .cpu = ResumableCpu(thread),
-      .clear_child_tid = thread.clear_child_tid,
-      .robust_list = thread.robust_list,
-      .robust_list_len = thread.robust_list_len,
-      .blocked = thread.blocked,
-      .thread_pending = thread.thread_pending,
-      .altstack = GuestStack{
-          .sp = thread.altstack_sp, .flags = thread.altstack_flags, .size = thread.altstack_size}};
+  return ThreadRecord{.tid = thread.tid,
+                      .cpu = ResumableCpu(thread),
+                      .clear_child_tid = thread.clear_child_tid,
+                      .robust_list = thread.robust_list,
+                      .robust_list_len = thread.robust_list_len,
+                      .blocked = thread.blocked,
+                      .thread_pending = thread.thread_pending,
+                      .altstack = thread.altstack};
 }
 
 GuestThread ThreadOf(const ThreadRecord& record) {
@@ -130,11 +128,7 @@ GuestThread ThreadOf(const ThreadRecord& record) {
   thread.robust_list_len = record.robust_list_len;
   thread.blocked = record.blocked;
   thread.thread_pending = record.thread_pending;
-  thread.altstack_sp = record.altstack.sp;
-  thread.altstack_flags = record.altstack.flags;
-  thread.altstack_size = record.altstack.size;
-  thread.fs_base = record.cpu.regs.fs_base;
-  thread.gs_base = record.cpu.regs.gs_base;
+  thread.altstack = record.altstack;
   return thread;
 }
 

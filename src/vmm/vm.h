@@ -164,9 +164,10 @@ class Vm : public ForkHost {
   Result<std::optional<GuestExit>> LoadThread(GuestThread thread);
   // clone made `spawn`: a thread with the caller's CPU state `cpu`, runnable.
   void SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu);
-  // Ends the waits of parked threads that a pending signal interrupts (EINTR); process signals
-  // in `taken_by_running` are the running thread's to take.
-  void WakeThreadsForSignals(uint64_t taken_by_running);
+  // Ends the waits that are over: deadlines passed, and pending signals that interrupt a
+  // parked thread (EINTR) or that it waits for; process signals in `taken_by_running` are the
+  // running thread's to take. Data only: safe at any stop.
+  void WakeWaitingThreads(uint64_t taken_by_running);
   // The running thread is parked or gone: runs the next runnable thread, waiting (serving
   // control requests and timers) until one is.
   Result<std::optional<GuestExit>> RunAnotherThread();

@@ -29,8 +29,7 @@ Result<CloneState> Vm::CaptureCurrentState() {
   if (in_syscall_) {
     // Stopped in a blocking syscall: the copy makes it again (as Linux restarts a syscall a
     // signal interrupted), from the `syscall` instruction.
-    cpu.regs.rip -= 2;
-    cpu.regs.rax = syscall_nr_;
+    cpu.regs.RewindSyscall(syscall_nr_);
   }
   return CloneState{std::move(cpu), CaptureFiles(state_.fds)};
 }

@@ -68,10 +68,7 @@ Result<GuestExit> Vm::RunLoop() {
         if (!in_system_code) FLURRY_TRY(ServeControl());
         CheckTimers();
         if (in_system_code) {
-          if (!state_.threads.others.empty()) {  // waits that ended (data only)
-            state_.threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
-            WakeThreadsForSignals(~state_.signals.blocked);
-          }
+          if (!state_.threads.others.empty()) WakeWaitingThreads(~state_.signals.blocked);
           if (ControlPending() || NextDeliverableSignal(state_.signals) != 0 ||
               state_.threads.NextRunnable() >= 0) {
             retry_stop_at_ = HostClockNs(CLOCK_MONOTONIC) + 1'000'000;
@@ -150,7 +147,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     // interrupted that is restarted, the syscall about to be made again.
     x86::UserRegs& now = backend_->regs();
     if (interrupted && result.value == -EINTR && RestartsAfter(args.nr, signal)) {
-      now.rip -= 2;  // back on the `syscall` instruction
+      now.RewindSyscall(args.nr);
       result.value = static_cast<int64_t>(args.nr);
     }
     now.rax = static_cast<uint64_t>(result.value);

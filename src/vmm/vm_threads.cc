@@ -24,11 +24,7 @@ Result<GuestThread> Vm::SaveRunningThread() {
   const SignalState& signals = state_.signals;
   thread.blocked = signals.blocked;
   thread.thread_pending = signals.thread_pending;
-  thread.altstack_sp = signals.altstack.sp;
-  thread.altstack_flags = signals.altstack.flags;
-  thread.altstack_size = signals.altstack.size;
-  thread.fs_base = state_.segment_bases.fs_base;
-  thread.gs_base = state_.segment_bases.gs_base;
+  thread.altstack = signals.altstack;
   return thread;
 }
 
@@ -41,10 +37,9 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
   SignalState& signals = state_.signals;
   signals.blocked = thread.blocked;
   signals.thread_pending = thread.thread_pending;
-  signals.altstack = GuestStack{
-      .sp = thread.altstack_sp, .flags = thread.altstack_flags, .size = thread.altstack_size};
-  state_.segment_bases = SegmentBases{thread.fs_base, thread.gs_base, false};
-  x86::UserRegs& regs = thread.cpu.regs;
+  signals.altstack = thread.altstack;
+  // The bases are the CPU state's (CaptureCpu applied what arch_prctl set before the switch).
+  state_.segment_bases = SegmentBases{thread.cpu.regs.fs_base, thread.cpu.regs.gs_base, false};
   if (thread.in_syscall && thread.woken_by_signal && thread.block.suspend) {
     // rt_sigsuspend ends: its mask stands while the signal is delivered, and the handler's
     // frame restores the thread's own (as SysRtSigsuspend does for a lone thread).
@@ -53,15 +48,12 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
     signals.blocked = thread.block.suspend_mask;
   }
   const int signal = NextDeliverableSignal(signals);
-  if (thread.in_syscall && thread.restart) {
-    thread.cpu = ResumableCpu(thread);  // on its syscall instruction, to take its signal
-  } else if (thread.in_syscall) {
-    regs.rax = static_cast<uint64_t>(thread.result);
-    // A wait a signal ended is made again after the handler, as HandleSyscall does.
-    if (signal != 0 && thread.result == -EINTR && RestartsAfter(thread.syscall_nr, signal)) {
-      regs.rip -= 2;
-      regs.rax = thread.syscall_nr;
-    }
+  // Its syscall's result in RAX, or (restarted) on its syscall instruction to take its signal.
+  thread.cpu = ResumableCpu(thread);
+  // A wait a signal ended is made again after the handler, as HandleSyscall does.
+  if (thread.in_syscall && !thread.restart && signal != 0 && thread.result == -EINTR &&
+      RestartsAfter(thread.syscall_nr, signal)) {
+    thread.cpu.regs.RewindSyscall(thread.syscall_nr);
   }
   FLURRY_TRY_CTX(backend_->LoadCpu(thread.cpu),
                  fmt::format("switching threads: loading thread {}", thread.tid));
@@ -78,27 +70,31 @@ void Vm::SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu) {
   x86::UserRegs& regs = child.cpu.regs;
   regs.rax = 0;  // clone returns 0 in the child, past the syscall as in the parent
   if (spawn.stack != 0) regs.rsp = spawn.stack;
-  child.fs_base = spawn.set_tls ? spawn.tls : state_.segment_bases.fs_base;
-  child.gs_base = state_.segment_bases.gs_base;
-  regs.fs_base = child.fs_base;
-  regs.gs_base = child.gs_base;
+  if (spawn.set_tls) regs.fs_base = spawn.tls;  // the caller's bases otherwise (CaptureCpu)
   child.clear_child_tid = spawn.clear_child_tid;
   child.blocked = state_.signals.blocked;  // a new thread starts with its creator's mask
   state_.threads.others.push_back(std::move(child));
 }
 
-void Vm::WakeThreadsForSignals(uint64_t taken_by_running) {
+void Vm::WakeWaitingThreads(uint64_t taken_by_running) {
+  ThreadTable& threads = state_.threads;
+  threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
   // A signal sent to the process goes to one thread that does not block it: the running one if
   // it can take it, else a parked one, whose wait it ends.
   uint64_t unclaimed = state_.signals.pending & ~taken_by_running;
-  for (GuestThread& thread : state_.threads.others) {
-    // A thread in rt_sigtimedwait also takes the blocked signals it waits for.
+  for (GuestThread& thread : threads.others) {
+    // A thread in rt_sigtimedwait also takes the blocked signals it waits for; one in
+    // rt_sigsuspend waits under its mask (kept after a wake, as the whole ThreadBlock is).
     const uint64_t waited =
         thread.wait == ThreadWait::kSignal ? thread.block.signal_set & thread.blocked : 0;
     const uint64_t mine = unclaimed | thread.thread_pending;
-    const uint64_t deliverable =
-        mine & ~(thread.parked() ? thread.block.WaitMask(thread.blocked) : thread.blocked);
-    if ((deliverable | (mine & waited)) == 0) continue;
+    const uint64_t deliverable = mine & ~thread.block.WaitMask(thread.blocked);
+    if ((deliverable | (mine & waited)) == 0) {
+      // A wait a signal ended, whose signal another thread has taken (or that was ignored
+      // since), goes on: Linux never returns EINTR without a handler having run.
+      if (thread.woken_by_signal) Repark(thread);
+      continue;
+    }
     unclaimed &= ~(deliverable | waited);
     if (!thread.parked()) continue;  // it takes them when it next runs
     if (deliverable == 0) {          // only signals it waits for: it makes the syscall again
@@ -117,15 +113,7 @@ void Vm::WakeThreadsForSignals(uint64_t taken_by_running) {
 Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
   ThreadTable& threads = state_.threads;
   for (;;) {
-    threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
-    WakeThreadsForSignals(0);
-    // A wait a signal ended, whose signal another thread has taken (or that was ignored since),
-    // goes on: Linux never returns EINTR without a handler having run.
-    for (GuestThread& thread : threads.others) {
-      const uint64_t mine =
-          (state_.signals.pending | thread.thread_pending) & ~thread.block.WaitMask(thread.blocked);
-      if (thread.woken_by_signal && mine == 0) Repark(thread);
-    }
+    WakeWaitingThreads(0);
     if (const int next = threads.NextRunnable(); next >= 0) {
       GuestThread thread = std::move(threads.others[static_cast<size_t>(next)]);
       threads.others.erase(threads.others.begin() + next);
@@ -187,8 +175,7 @@ Result<std::optional<GuestExit>> Vm::ParkRunningThread(const ThreadBlock& block,
 Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
   ThreadTable& threads = state_.threads;
   if (threads.others.empty()) return std::nullopt;
-  threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
-  WakeThreadsForSignals(~state_.signals.blocked);
+  WakeWaitingThreads(~state_.signals.blocked);
   if (threads.NextRunnable() < 0) return std::nullopt;
   if (!yield && HostClockNs(CLOCK_MONOTONIC) < slice_end_ns_) return std::nullopt;
   GuestThread thread = FLURRY_TRY(SaveRunningThread());

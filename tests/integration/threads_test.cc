@@ -15,7 +15,7 @@ TEST_P(Threads, MatchesNativeRun) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, Threads,
                          ::testing::Values("reduce", "queue", "tls", "many", "spin", "timed",
-                                           "cancel", "signals", "sigwait", "robust", "barrier", "exit",
-                                           "detached"));
+                                           "cancel", "signals", "sigwait", "robust", "barrier",
+                                           "exit", "detached"));
 
 }  // namespace

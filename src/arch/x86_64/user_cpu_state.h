@@ -21,6 +21,13 @@ struct UserRegs {
   uint64_t gs_base = 0;
 
   bool operator==(const UserRegs&) const = default;
+
+  // Stopped just past a `syscall` instruction: stand on it again, to make syscall `nr` again
+  // (how Linux restarts an interrupted syscall).
+  void RewindSyscall(uint64_t nr) {
+    rip -= 2;  // the length of `syscall`
+    rax = nr;
+  }
 };
 
 struct UserCpuState {
