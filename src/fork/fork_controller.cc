@@ -50,6 +50,18 @@ bool ForkController::IsHypercall(uint64_t nr) {
          nr < static_cast<uint64_t>(SF_HC_BASE + SF_HC_COUNT);
 }
 
+bool ForkController::MakesClones(uint64_t nr) {
+  switch (static_cast<long>(nr)) {
+    case SF_HC_REQUEST_TICKET:
+    case SF_HC_CLONE:
+    case SF_HC_CHECKPOINT:
+    case SF_HC_CREATE_CLONES:
+      return true;
+    default:
+      return false;
+  }
+}
+
 SyscallResult ForkController::Handle(SyscallContext& context, const SyscallArgs& args,
                                      ForkHost& host) {
   switch (static_cast<long>(args.nr)) {

@@ -110,6 +110,15 @@ class ForkController {
   uint64_t family_id() const { return family_.family_id(); }
   pthread_mutex_t* output_lock() const { return family_.output_lock(); }
 
+  // In a child process of the guest (a fork() of this VMM): the parent's tickets, checkpoints
+  // and outcome channel are the parent's. The clone ID stays (sf_id).
+  void BecomeGuestProcess() {
+    ForgetInherited();
+    channel_.Reset();
+  }
+  // Whether hypercall `nr` makes clones of the VM (which must then be one process).
+  static bool MakesClones(uint64_t nr);
+
   // In a clone: the result blob sf_exit_with handed over (empty otherwise).
   const std::vector<uint8_t>& exit_result() const { return exit_result_; }
 

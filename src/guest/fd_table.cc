@@ -118,6 +118,13 @@ void FdTable::CloseRange(unsigned first, unsigned last, bool cloexec_only) {
   while (!entries_.empty() && entries_.back().file == nullptr) entries_.pop_back();
 }
 
+void FdTable::CloseOnExec() {
+  for (Entry& entry : entries_) {
+    if (entry.cloexec) entry = Entry{};
+  }
+  while (!entries_.empty() && entries_.back().file == nullptr) entries_.pop_back();
+}
+
 int FdTable::OpenCount() const {
   int count = 0;
   for (const Entry& entry : entries_) count += entry.file != nullptr;

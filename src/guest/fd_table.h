@@ -51,7 +51,7 @@ class FdTable {
   // One slot per guest fd number; a free slot has no file.
   struct Entry {
     std::shared_ptr<OpenFile> file;
-    bool cloexec = false;  // FD_CLOEXEC (recorded; flurry runs no execve)
+    bool cloexec = false;  // FD_CLOEXEC: execve closes it
   };
 
   FdTable();  // fds 0, 1, 2 = host stdio; no root
@@ -106,6 +106,9 @@ class FdTable {
 
   // close_range(2) on [first, last]: closes, or with cloexec_only sets FD_CLOEXEC.
   void CloseRange(unsigned first, unsigned last, bool cloexec_only);
+
+  // execve: closes every fd marked close-on-exec.
+  void CloseOnExec();
 
   int OpenCount() const;
   // Index = guest fd (for serialisation).

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "guest/guest_state.h"
+#include "guest/process_table.h"
 #include "memory/guest_memory.h"
 
 namespace flurry {
@@ -30,6 +31,7 @@ struct SyscallResult {
     kBlock,       // park the thread as GuestState::threads.block says (a multi-threaded guest)
     kExitThread,  // the calling thread ends; others remain
     kYield,       // RAX = value, and let another runnable thread run first
+    kFork,        // a new process as GuestState::threads.fork says (RAX: its pid; 0 in it)
   };
   int64_t value = 0;  // RAX for kReturn/kYield; exit status for kExit
   Action action = Action::kReturn;
@@ -40,6 +42,7 @@ struct SyscallResult {
   static SyscallResult Block() { return {0, Action::kBlock}; }
   static SyscallResult ExitThread() { return {0, Action::kExitThread}; }
   static SyscallResult Yield() { return {0, Action::kYield}; }
+  static SyscallResult Fork() { return {0, Action::kFork}; }
 };
 
 // Everything a handler may touch. Owned by the Vm; used only on its vCPU thread.
@@ -55,7 +58,10 @@ struct SyscallContext {
   // The guest's stack pointer at the syscall (sigaltstack tells whether it is on the
   // alternate stack).
   uint64_t rsp = 0;
+  // The VM's other processes (wait4, kill, process groups); null or invalid: this one alone.
+  ProcessTable* processes = nullptr;
 
+  bool HasProcesses() const { return processes != nullptr && processes->valid(); }
   bool Stopping() const { return stop_requested != nullptr && stop_requested->load(); }
 
   // For a handler whose blocking host call was interrupted (EINTR): serves what interrupted
@@ -96,6 +102,7 @@ void RegisterProcessSyscalls(SyscallTable& table);  // exit, getpid, uname, arch
 void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocmask, kill, ...
 void RegisterTimerSyscalls(SyscallTable& table);    // alarm, setitimer, getitimer
 void RegisterThreadSyscalls(SyscallTable& table);   // clone, clone3, futex, exit, sched_yield
+void RegisterWaitSyscalls(SyscallTable& table);     // wait4, waitid, process groups, sessions
 
 // Converts a memory access error into the -errno a guest sees (EFAULT unless the error says
 // otherwise).

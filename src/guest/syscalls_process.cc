@@ -28,9 +28,6 @@ SyscallResult SysGetpid(SyscallContext& c, const SyscallArgs&) {
 SyscallResult SysGettid(SyscallContext& c, const SyscallArgs&) {
   return SyscallResult::Return(c.state.identity.tid);
 }
-SyscallResult SysGetppid(SyscallContext& c, const SyscallArgs&) {
-  return SyscallResult::Return(c.state.identity.ppid);
-}
 SyscallResult SysZero(SyscallContext&, const SyscallArgs&) { return SyscallResult::Return(0); }
 
 SyscallResult SysUname(SyscallContext& c, const SyscallArgs& a) {
@@ -207,10 +204,6 @@ void RegisterProcessSyscalls(SyscallTable& table) {
   table.Register(SYS_exit_group, SysExit);
   table.Register(SYS_getpid, SysGetpid);
   table.Register(SYS_gettid, SysGettid);
-  table.Register(SYS_getppid, SysGetppid);
-  table.Register(SYS_getpgrp, SysGetpid);
-  table.Register(SYS_getpgid, SysGetpid);
-  table.Register(SYS_getsid, SysGetpid);
   for (uint64_t nr : {SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid}) {
     table.Register(nr, SysZero);
   }

@@ -101,24 +101,41 @@ SyscallResult SysSigaltstack(SyscallContext& c, const SyscallArgs& a) {
 }
 
 // kill/tgkill/tkill aimed at the guest itself: the signal becomes pending (unless it would be
-// ignored), to be delivered — handler, default action — when this syscall returns.
-SyscallResult SignalSelf(SyscallContext& c, int64_t target, int signal, int32_t code) {
-  // -1 means every process but the caller: in a VM of one process, none.
-  if (target != c.state.identity.pid && target != 0) return SyscallResult::Errno(ESRCH);
+// ignored), to be delivered — handler, default action — when this syscall returns. Other
+// processes of the VM (kill with a pid, a group, or -1) get it through the process table.
+SyscallResult SignalProcesses(SyscallContext& c, int64_t target, int signal, int32_t code) {
   if (signal < 0 || signal > SignalState::kSignals) return SyscallResult::Errno(EINVAL);
-  if (signal == 0) return SyscallResult::Return(0);
-  RaiseSignal(c.state.signals, signal,
-              PendingSignalInfo{.code = code, .pid = c.state.identity.pid});
+  if (target == INT32_MIN) return SyscallResult::Errno(ESRCH);
+  const auto t = static_cast<int32_t>(target);
+  const int32_t own = c.state.identity.pid;
+  int found = 0;
+  if (c.HasProcesses() && t != own) found = c.processes->Send(t, signal);
+  // The caller itself: its pid, its group (0, or -its group), never -1 (all but the caller).
+  bool self = t == own;
+  if (t == 0) self = true;
+  if (t < -1) {
+    self = c.HasProcesses() ? c.processes->GroupOf(0).value_or(0) == -t : -t == own;
+  }
+  if (!self && found == 0) return SyscallResult::Errno(ESRCH);
+  if (self && signal != 0) {
+    RaiseSignal(c.state.signals, signal, PendingSignalInfo{.code = code, .pid = own});
+  }
   return SyscallResult::Return(0);
 }
 
 SyscallResult SysKill(SyscallContext& c, const SyscallArgs& a) {
-  return SignalSelf(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[1]), kSiUser);
+  return SignalProcesses(c, static_cast<int32_t>(a.arg[0]), static_cast<int>(a.arg[1]), kSiUser);
 }
 // tgkill/tkill: a signal for one thread of the guest (`tgid` -1: any process, tkill).
 SyscallResult SignalThread(SyscallContext& c, int32_t tgid, int32_t tid, int signal) {
   if (signal < 0 || signal > SignalState::kSignals || tid <= 0) return SyscallResult::Errno(EINVAL);
-  if (tgid != -1 && tgid != c.state.identity.pid) return SyscallResult::Errno(ESRCH);
+  if (tgid != -1 && tgid != c.state.identity.pid) {
+    // Another process's main thread (flurry's processes are single-threaded to the others'
+    // eyes: their other threads' tids are not in the table).
+    if (tgid != tid || !c.HasProcesses() || tid == INT32_MIN) return SyscallResult::Errno(ESRCH);
+    return c.processes->Send(tid, signal) > 0 ? SyscallResult::Return(0)
+                                              : SyscallResult::Errno(ESRCH);
+  }
   const bool self = tid == c.state.identity.tid;
   GuestThread* other = self ? nullptr : c.state.threads.Find(tid);
   if (!self && other == nullptr) return SyscallResult::Errno(ESRCH);

@@ -1,13 +1,14 @@
 // Thread syscalls: clone and clone3 with the flags of pthread_create, futex, the end of a
 // thread (exit) and sched_yield. The handlers decide; the VMM carries out what they ask
 // through GuestState::threads (a new thread's CPU state, parking the caller) and
-// SyscallResult's actions (vm_threads.cc). New processes (clone without CLONE_THREAD, fork,
-// vfork, execve) are not offered yet.
+// SyscallResult's actions (vm_threads.cc). A new process (fork, vfork, clone without
+// CLONE_THREAD) is a request the VMM carries out by forking itself (vm_process.cc).
 #include <linux/futex.h>
 #include <linux/sched.h>
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 
@@ -21,17 +22,18 @@ namespace {
 // VMM-multiplexed guest gains nothing from more).
 constexpr size_t kMaxThreads = 1024;
 
-// Processes are not offered yet: say so once.
-SyscallResult NoNewProcesses(const SyscallArgs& a) {
+// A combination of clone flags flurry does not offer (sharing an fd table or signal handlers
+// between processes, new namespaces, ...): say so once.
+SyscallResult UnsupportedClone(const SyscallArgs& a, uint64_t flags) {
   static bool reported = false;
   if (!reported) {
     reported = true;
     std::fprintf(stderr,
-                 "flurry: guest tried to create a process (syscall %llu); flurry runs threads "
-                 "but not child processes yet; returning ENOSYS\n",
-                 static_cast<unsigned long long>(a.nr));
+                 "flurry: guest called clone with flags %#llx (syscall %llu), which flurry does "
+                 "not offer (threads, fork, vfork and posix_spawn are); returning EINVAL\n",
+                 static_cast<unsigned long long>(flags), static_cast<unsigned long long>(a.nr));
   }
-  return SyscallResult::Errno(ENOSYS);
+  return SyscallResult::Errno(EINVAL);
 }
 
 struct CloneRequest {
@@ -40,6 +42,7 @@ struct CloneRequest {
   uint64_t parent_tid = 0;
   uint64_t child_tid = 0;
   uint64_t tls = 0;
+  int exit_signal = 0;  // a new process's (clone: the low byte of the flags)
 };
 
 // The flags pthread_create passes, and those a thread may add.
@@ -66,12 +69,13 @@ SyscallResult CloneThread(SyscallContext& c, const SyscallArgs& a, const CloneRe
   // Linux's rules: a thread shares the signal handlers, which need the shared memory.
   if ((r.flags & CLONE_THREAD) && !(r.flags & CLONE_SIGHAND)) return SyscallResult::Errno(EINVAL);
   if ((r.flags & CLONE_SIGHAND) && !(r.flags & CLONE_VM)) return SyscallResult::Errno(EINVAL);
-  if ((r.flags & kThreadFlags) != kThreadFlags) return NoNewProcesses(a);
+  if ((r.flags & kThreadFlags) != kThreadFlags) return UnsupportedClone(a, r.flags);
   if (r.flags & ~(kThreadFlags | kThreadExtras)) return SyscallResult::Errno(EINVAL);
   if ((r.flags & CLONE_SETTLS) && r.tls >= (1ULL << 47)) return SyscallResult::Errno(EPERM);
   ThreadTable& threads = c.state.threads;
   if (threads.count() >= kMaxThreads) return SyscallResult::Errno(EAGAIN);
-  const int32_t tid = NextTid(c.state);
+  // Thread ids and pids share one space: with other processes, the VM's table hands them out.
+  const int32_t tid = c.HasProcesses() ? c.processes->AllocateId() : NextTid(c.state);
   if (r.flags & CLONE_PARENT_SETTID) {
     if (auto w = c.memory.WriteObject(r.parent_tid, tid); !w) return ErrnoFrom(w.error());
   }
@@ -88,11 +92,46 @@ SyscallResult CloneThread(SyscallContext& c, const SyscallArgs& a, const CloneRe
   return SyscallResult::Return(tid);
 }
 
+// The flags of a new process flurry offers: fork's (glibc passes the tid ones), vfork's and
+// posix_spawn's (CLONE_VM | CLONE_VFORK: the child runs as after a fork, on its own copy of
+// memory, while the parent goes on; see docs/design.md "Processes").
+constexpr uint64_t kProcessFlags = CLONE_VM | CLONE_VFORK | CLONE_SETTLS | CLONE_PARENT_SETTID |
+                                   CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID;
+
+SyscallResult CloneProcess(SyscallContext& c, const SyscallArgs& a, const CloneRequest& r) {
+  if ((r.flags & ~kProcessFlags) != 0) return UnsupportedClone(a, r.flags);
+  if ((r.flags & CLONE_VM) && !(r.flags & CLONE_VFORK)) return UnsupportedClone(a, r.flags);
+  if ((r.flags & CLONE_SETTLS) && r.tls >= (1ULL << 47)) return SyscallResult::Errno(EPERM);
+  if (!c.HasProcesses()) return SyscallResult::Errno(ENOSYS);
+  c.state.threads.fork =
+      ProcessFork{.stack = r.stack,
+                  .tls = r.tls,
+                  .set_tls = (r.flags & CLONE_SETTLS) != 0,
+                  .child_tid = r.child_tid,
+                  .child_settid = (r.flags & CLONE_CHILD_SETTID) != 0,
+                  .child_cleartid = (r.flags & CLONE_CHILD_CLEARTID) != 0,
+                  .parent_tid = (r.flags & CLONE_PARENT_SETTID) ? r.parent_tid : 0,
+                  .exit_signal = r.exit_signal};
+  return SyscallResult::Fork();
+}
+
+// A thread (CLONE_THREAD, or CLONE_VM without CLONE_VFORK, which Linux refuses without
+// CLONE_SIGHAND... as CloneThread checks) or a process.
+SyscallResult CloneTask(SyscallContext& c, const SyscallArgs& a, const CloneRequest& r) {
+  if ((r.flags & CLONE_THREAD) || (r.flags & CLONE_SIGHAND) ||
+      ((r.flags & CLONE_VM) && !(r.flags & CLONE_VFORK))) {
+    return CloneThread(c, a, r);
+  }
+  return CloneProcess(c, a, r);
+}
+
 // clone(flags, stack, parent_tid, child_tid, tls): x86-64's argument order.
 SyscallResult SysClone(SyscallContext& c, const SyscallArgs& a) {
   // Linux reads the low 32 bits of the flags (an int sign-extended on the way is fine).
   const uint64_t flags = (a.arg[0] & 0xffffffffULL) & ~uint64_t{CSIGNAL};
-  return CloneThread(c, a, CloneRequest{flags, a.arg[1], a.arg[2], a.arg[3], a.arg[4]});
+  const auto exit_signal = static_cast<int>(a.arg[0] & CSIGNAL);
+  if (exit_signal > SignalState::kSignals) return SyscallResult::Errno(EINVAL);
+  return CloneTask(c, a, CloneRequest{flags, a.arg[1], a.arg[2], a.arg[3], a.arg[4], exit_signal});
 }
 
 // struct clone_args as of Linux 5.7 (CLONE_ARGS_SIZE_VER2).
@@ -125,12 +164,18 @@ SyscallResult SysClone3(SyscallContext& c, const SyscallArgs& a) {
     return SyscallResult::Errno(EINVAL);  // choosing tids, cgroups and pidfds: not offered
   }
   if ((args.stack == 0) != (args.stack_size == 0)) return SyscallResult::Errno(EINVAL);
-  return CloneThread(c, a,
-                     CloneRequest{args.flags, args.stack == 0 ? 0 : args.stack + args.stack_size,
-                                  args.parent_tid, args.child_tid, args.tls});
+  return CloneTask(
+      c, a,
+      CloneRequest{args.flags, args.stack == 0 ? 0 : args.stack + args.stack_size, args.parent_tid,
+                   args.child_tid, args.tls, static_cast<int>(args.exit_signal)});
 }
 
-SyscallResult SysNoNewProcess(SyscallContext&, const SyscallArgs& a) { return NoNewProcesses(a); }
+SyscallResult SysFork(SyscallContext& c, const SyscallArgs& a) {
+  return CloneProcess(c, a, CloneRequest{.exit_signal = SIGCHLD});
+}
+SyscallResult SysVfork(SyscallContext& c, const SyscallArgs& a) {
+  return CloneProcess(c, a, CloneRequest{.flags = CLONE_VM | CLONE_VFORK, .exit_signal = SIGCHLD});
+}
 
 // Linux's robust-list walk at a thread's death: each robust mutex the thread still holds
 // (its futex word names the thread) is marked FUTEX_OWNER_DIED and one waiter woken, so the
@@ -342,9 +387,8 @@ void RegisterThreadSyscalls(SyscallTable& table) {
   table.Register(SYS_exit, SysExitThread);
   table.Register(SYS_futex, SysFutex);
   table.Register(SYS_sched_yield, SysSchedYield);
-  for (uint64_t nr : {SYS_fork, SYS_vfork, SYS_execve, SYS_execveat}) {
-    table.Register(nr, SysNoNewProcess);
-  }
+  table.Register(SYS_fork, SysFork);
+  table.Register(SYS_vfork, SysVfork);
 }
 
 }  // namespace flurry

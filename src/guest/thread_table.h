@@ -8,6 +8,8 @@
 // Plain data plus pure functions over it; touched only on the VM's run thread.
 #pragma once
 
+#include <poll.h>
+
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -22,6 +24,7 @@ enum class ThreadWait : uint8_t {
   kFutex,     // FUTEX_WAIT on futex_addr
   kSleep,     // nanosleep, clock_nanosleep
   kSignal,    // pause, rt_sigtimedwait: a signal (signal_set: also blocked ones)
+  kFd,        // host fds (poll_fds) to become ready: the thread then makes its syscall again
 };
 
 // What a syscall handler that cannot finish now asks for its thread: park it until woken, or
@@ -36,6 +39,7 @@ struct ThreadBlock {
   uint64_t signal_set = 0;    // kSignal: blocked signals that end the wait (rt_sigtimedwait's)
   bool suspend = false;       // kSignal: rt_sigsuspend, waiting under `suspend_mask`
   uint64_t suspend_mask = 0;
+  std::vector<pollfd> poll_fds{};  // kFd: the VMM's host fds and the events waited for
 
   // The signal mask that decides what ends this wait for a thread whose own mask is `blocked`.
   uint64_t WaitMask(uint64_t blocked) const { return suspend ? suspend_mask : blocked; }
@@ -48,6 +52,19 @@ struct ThreadSpawn {
   uint64_t tls = 0;    // the child's FS base, with set_tls
   bool set_tls = false;
   uint64_t clear_child_tid = 0;  // CLONE_CHILD_CLEARTID
+};
+
+// A process that fork, vfork or clone (without CLONE_THREAD) made in this syscall: the VMM
+// forks itself (src/vmm/vm_process.cc) and the child resumes from the caller's registers.
+struct ProcessFork {
+  uint64_t stack = 0;  // the child's RSP (0: the caller's)
+  uint64_t tls = 0;    // the child's FS base, with set_tls
+  bool set_tls = false;
+  uint64_t child_tid = 0;  // CLONE_CHILD_SETTID/CLEARTID: the address in the child
+  bool child_settid = false;
+  bool child_cleartid = false;
+  uint64_t parent_tid = 0;  // CLONE_PARENT_SETTID: the address in the parent (0: none)
+  int exit_signal = 0;      // what the parent gets when the child ends (SIGCHLD for fork)
 };
 
 struct GuestThread {
@@ -83,6 +100,7 @@ struct ThreadTable {
   // stop; never captured).
   std::optional<ThreadBlock> block;
   std::optional<ThreadSpawn> spawn;
+  std::optional<ProcessFork> fork;
 
   size_t count() const { return others.size() + 1; }
   GuestThread* Find(int32_t tid);

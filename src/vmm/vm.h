@@ -26,6 +26,7 @@
 #include "snapshot/vm_descriptor.h"
 #include "vmm/alarm_thread.h"
 #include "vmm/guest_exit.h"
+#include "vmm/process_listener.h"
 #include "vmm/vdso.h"
 #include "vmm/vm_config.h"
 #include "vmm/vm_control.h"
@@ -75,6 +76,7 @@ class Vm : public ForkHost {
                                             const std::string& bind) override;
   Result<void> PrepareFork(bool tied_to_parent) override {
     alarm_.Stop();  // a thread does not cross fork(); the run loop starts it again
+    listener_.Stop();
     alarm_set_for_ = -1;
     // A copy of the VM must not depend on this process serving its memory's faults, nor on
     // its connection for files still to be fetched.
@@ -88,6 +90,7 @@ class Vm : public ForkHost {
   Result<void> AfterForkInChild() override { return backend_->AfterForkInChild(); }
   void ReleaseGuest() override {
     alarm_.Stop();  // it kicks the backend
+    listener_.Stop();
     backend_.reset();
   }
 
@@ -154,6 +157,23 @@ class Vm : public ForkHost {
   void ApplySegmentBases();
   // Wakes the run thread out of a blocking host call or a wait for the guest (any thread).
   void Kick();
+
+  // Processes (vm_process.cc): each guest process is a VMM process; processes_ is what they
+  // share. Makes the table of a VM (its first process) if there is none, and listens.
+  Result<void> StartProcesses();
+  // fork/vfork/clone of a process, as state_.threads.fork says: in the parent returns the
+  // child's pid; in the child (its CPU loaded, RAX 0) returns nullopt.
+  Result<std::optional<int32_t>> ForkGuestProcess(const ProcessFork& request);
+  // In a new child process: becomes process `pid` in slot `slot`, resuming with `cpu`.
+  Result<void> BecomeGuestChild(int slot, int32_t pid, const x86::UserCpuState& cpu,
+                                const ProcessFork& request);
+  // A child process ends: its parent learns how (wait4), and this VMM exits.
+  [[noreturn]] void EndGuestProcess(const GuestExit& exit);
+  // Signals other processes sent this one become pending.
+  void TakeProcessSignals();
+  // execve/execveat (vm_exec.cc): the new program stands loaded (cpu_replaced_), or the call
+  // failed (*failure holds the errno), or the process ended (past the point of no return).
+  Result<std::optional<GuestExit>> Exec(const SyscallArgs& args, SyscallResult* failure);
 
   // Threads (vm_threads.cc): the running one stands in the backend and state_; the others in
   // state_.threads.
@@ -232,6 +252,14 @@ class Vm : public ForkHost {
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.
   AlarmThread alarm_{[this] { Kick(); }};
+  // The VM's processes (run thread only); this VMM runs a child process of the guest.
+  ProcessTable processes_;
+  bool guest_child_ = false;
+  UniqueFd exe_fd_;  // the running program's file (execve of /proc/self/exe); may be invalid
+  bool exec_refusal_reported_ = false;
+  // Kicks the run thread at other processes' signals and children's ends. After processes_:
+  // it goes first.
+  ProcessListener listener_{[this] { Kick(); }};
 };
 
 }  // namespace flurry

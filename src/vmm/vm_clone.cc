@@ -72,6 +72,9 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   // The pid, ppid and tid are the descriptor's, i.e. the parent's: a clone is a copy of the
   // whole machine, told apart from its parent by its clone ID.
   state_ = std::move(restored);
+  // A clone is a VM of its own: its processes (only this one) get a table of their own, made
+  // when it runs (the parent's is shared memory and stays the parent's).
+  processes_ = ProcessTable();
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
                          clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");
   clock_ = GuestClock();

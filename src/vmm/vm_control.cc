@@ -13,6 +13,15 @@
 
 namespace flurry {
 
+namespace {
+// Snapshots and clones capture one VMM's guest: a VM of several processes cannot be captured
+// whole yet.
+ControlReply OneProcessOnly() {
+  return ControlReply::Failure(
+      "the guest has more than one process: flurry cannot snapshot or clone it yet", "busy");
+}
+}  // namespace
+
 ControlReply Vm::Control(const ControlRequest& request) {
   PendingControl pending{request, {}, false};
   std::unique_lock lock(control_mutex_);
@@ -45,7 +54,9 @@ Result<void> Vm::ServeControl() {
     }
     const bool cloning = pending->request.kind == ControlRequest::Kind::kClone;
     ControlReply reply;
-    if (cloning) {
+    if (cloning && processes_.Count() > 1) {
+      reply = OneProcessOnly();
+    } else if (cloning) {
       int32_t clone_id = 0;
       auto clones = fork_.CloneFromOutside(*this, pending->request.count, &clone_id);
       if (clone_id != 0) {
@@ -93,11 +104,13 @@ ControlReply Vm::Execute(const ControlRequest& request) {
       paused_ = false;
       return {};
     case ControlRequest::Kind::kSnapshot: {
+      if (processes_.Count() > 1) return OneProcessOnly();
       auto reply = WriteSnapshot(request.directory);
       if (!reply) return ControlReply::Failure(reply.error().message());
       return *reply;
     }
     case ControlRequest::Kind::kServe: {
+      if (processes_.Count() > 1) return OneProcessOnly();
       auto reply = ServeSnapshot(request.address);
       if (!reply) return ControlReply::Failure(reply.error().message());
       return *reply;

@@ -13,7 +13,7 @@
 #include "guest/elf.h"
 #include "guest/elf_loader.h"
 #include "guest/host_dir.h"
-#include "guest/initial_stack.h"
+#include "vmm/program_image.h"
 #include "vmm/vdso.h"
 #include "vmm/vm.h"
 
@@ -21,32 +21,6 @@ namespace flurry {
 namespace {
 
 using x86::kHugePageSize;
-
-// The program file's bytes: mapped read-only (a private snapshot of the page cache; reading
-// it into fresh memory cost ~3 ms of page faults for a 750 KiB program on a nested host).
-struct ProgramFile {
-  Mapping mapping;
-  std::span<const uint8_t> bytes;
-};
-
-// Maps the whole program file, refusing files larger than the guest could hold.
-Result<ProgramFile> ReadProgram(const std::string& path, uint64_t limit) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return FailErrno(path);
-  struct stat st {};
-  if (fstat(fd.get(), &st) != 0) return FailErrno(path);
-  if (!S_ISREG(st.st_mode)) return Fail("{}: not a regular file", path);
-  if (static_cast<uint64_t>(st.st_size) > limit) {
-    return Fail("{}: program is {} MiB, larger than guest memory ({} MiB; raise --mem)", path,
-                st.st_size >> 20, limit >> 20);
-  }
-  ProgramFile program;
-  if (st.st_size == 0) return program;  // ParseElf says what is wrong with it
-  program.mapping =
-      FLURRY_TRY_CTX(Mapping::ReadOnlyFile(fd.get(), static_cast<size_t>(st.st_size)), path);
-  program.bytes = std::span<const uint8_t>(program.mapping.data(), program.mapping.size());
-  return program;
-}
 
 uint64_t MonotonicNs() {
   timespec ts{};
@@ -67,60 +41,36 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
     return Fail("--mem {}: must be a multiple of 2 MiB between {} MiB and {} GiB", ram,
                 x86::kMinRamSize >> 20, x86::kMaxRamSize >> 30);
   }
-  const ProgramFile program = FLURRY_TRY(ReadProgram(config.program, ram));
+  UniqueFd program_fd(open(config.program.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!program_fd.valid()) return FailErrno(config.program);
+  const ProgramFile program = FLURRY_TRY(ReadProgram(program_fd.get(), config.program, ram));
   const std::span<const uint8_t> file = program.bytes;
   ElfImage elf = FLURRY_TRY_CTX(ParseElf(file), config.program);
 
-  // Memory layout (see guest/memory_map.h): stack at the top, a guard below it.
-  const uint64_t stack_bottom = ram - VmConfig::kStackSize;
-  const uint64_t guard = stack_bottom - kHugePageSize;
-  const uint64_t mmap_top = guard;
+  const ProgramLayout program_layout = ProgramLayout::For(ram);
   // Where the image ends is known only after loading, but the address space is made first:
   // check the image against the layout, then advise huge pages above it.
   GuestLayout layout;
   layout.ram_size = ram;
-  layout.guard_start = guard;
-  const LoadedImage placed = FLURRY_TRY_CTX(PlaceElf(elf, file.size(), mmap_top), config.program);
+  layout.guard_start = program_layout.mmap_top;
+  const LoadedImage placed =
+      FLURRY_TRY_CTX(PlaceElf(elf, file.size(), program_layout.mmap_top), config.program);
   layout.huge_start = x86::AlignUp(placed.image_end, kHugePageSize);
-  layout.huge_end = layout.huge_start < mmap_top ? mmap_top : layout.huge_start;
+  layout.huge_end =
+      layout.huge_start < program_layout.mmap_top ? program_layout.mmap_top : layout.huge_start;
   std::unique_ptr<Backend> backend = FLURRY_TRY(CreateBackend(config.backend, layout));
   GuestMemory& memory = backend->memory();
-  LoadedImage image = FLURRY_TRY_CTX(LoadElf(elf, file, memory, mmap_top), config.program);
   const uint64_t vdso = FLURRY_TRY(InstallVdso(memory));
-
-  StackInputs stack{};
-  stack.argv = config.argv;
-  stack.envp = config.envp;
-  stack.execfn = config.argv.empty() ? config.program : config.argv[0];
-  if (getrandom(stack.random.data(), stack.random.size(), 0) !=
-      static_cast<ssize_t>(stack.random.size())) {
-    return FailErrno("getrandom for AT_RANDOM");
-  }
-  stack.phdr = image.phdr_addr;
-  stack.phent = image.phent;
-  stack.phnum = image.phnum;
-  stack.entry = image.entry;
-  stack.hwcap = x86::HostHwcap();
-  stack.hwcap2 = 0;
-  stack.minsigstksz = x86::MinSigStackSize();
-  stack.vdso_base = vdso;
-  InitialStack initial = FLURRY_TRY(BuildInitialStack(stack, ram, VmConfig::kStackSize / 2));
-  const uint64_t rsp = FLURRY_TRY(PlaceInitialStack(initial, memory));
+  ProgramArgs args{config.argv, config.envp, config.argv.empty() ? config.program : config.argv[0]};
+  StartedProgram started =
+      FLURRY_TRY_CTX(StartProgram(elf, file, memory, program_layout, args, vdso), config.program);
 
   GuestState state;
   state.identity.pid = getpid();
   state.identity.ppid = getppid();
   state.identity.tid = state.identity.pid;
   state.identity.exe_path = GuestExePath(config.program);
-  state.memory_map = MemoryMap(image.image_start, image.image_end, mmap_top, stack_bottom, ram);
-  for (const LoadedImage::Pages& pages : image.segment_pages) {
-    FLURRY_TRY_CTX(state.memory_map.Protect(pages.start, pages.length, pages.prot),
-                   "protecting the program's segments");
-  }
-  if (image.executable_stack) {
-    FLURRY_TRY(state.memory_map.Protect(stack_bottom, ram - stack_bottom, kProtAll));
-  }
-  (void)state.memory_map.TakeProtectionChanges();
+  state.memory_map = std::move(started.memory_map);
   FLURRY_TRY(ProtectUserMemory(*backend, state.memory_map));
   state.cpu = x86::CpuSignature::OfHost();
   state.start_time_ns = MonotonicNs();  // guest time: a new VM's offset is 0
@@ -135,13 +85,14 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   ForkController fork = FLURRY_TRY(ForkController::Create(policy));
 
   x86::UserCpuState cpu;
-  cpu.regs.rip = image.entry;
-  cpu.regs.rsp = rsp;
+  cpu.regs.rip = started.image.entry;
+  cpu.regs.rsp = started.rsp;
   FLURRY_TRY_CTX(backend->LoadCpu(cpu), "setting the CPU at the entry point");
 
   auto result = std::unique_ptr<Vm>(
       new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
   FLURRY_TRY_CTX(result->StartClock(), "starting the guest clock");
+  result->exe_fd_ = std::move(program_fd);  // execve("/proc/self/exe") runs it again
   return result;
 }
 

@@ -18,6 +18,14 @@ Result<GuestExit> Vm::Run() {
   run_thread_known_.store(true);
   Result<GuestExit> exit = RunLoop();
   alarm_.Stop();  // nothing left to kick
+  if (guest_child_) {
+    EndGuestProcess(exit ? *exit
+                         : GuestExit{GuestExit::Kind::kLost, 0, 0,
+                                     "running the process: " + exit.error().message()});
+  }
+  // The VM's first process is its init: when it ends, the VM's other processes end too.
+  listener_.Stop();
+  processes_.Shutdown();
   {
     // Anyone still waiting on a control request gets an answer.
     std::lock_guard lock(control_mutex_);
@@ -47,8 +55,10 @@ Result<GuestExit> Vm::RunLoop() {
       return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
     }
     SyncAlarm();
+    FLURRY_TRY(StartProcesses());
     const GuestStop stop = FLURRY_TRY(backend_->Run());
     if (memory_failed_.load()) continue;  // serve nothing more: the top of the loop ends it
+    TakeProcessSignals();
     // Syscalls read and write the program's buffers under its page protections. (Attached at
     // every stop: a fork's child may have a new GuestMemory.)
     backend_->memory().AttachProtections(&state_.memory_map.protections());
@@ -104,7 +114,8 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
                          .stop_requested = &stop_requested_,
                          .serve_interrupt = &Vm::ServeDuringSyscall,
                          .serve_interrupt_arg = this,
-                         .rsp = regs.rsp};
+                         .rsp = regs.rsp,
+                         .processes = &processes_};
   if (args.nr == SYS_rt_sigreturn) {
     auto exit = FLURRY_TRY(SigReturn());
     if (exit) return exit;
@@ -112,8 +123,21 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
   }
   in_syscall_ = true;
   syscall_nr_ = args.nr;
-  SyscallResult result = ForkController::IsHypercall(args.nr) ? fork_.Handle(context, args, *this)
-                                                              : syscalls_.Dispatch(context, args);
+  SyscallResult result;
+  if (args.nr == SYS_execve || args.nr == SYS_execveat) {
+    auto exit = FLURRY_TRY(Exec(args, &result));
+    if (exit) {
+      in_syscall_ = false;
+      return exit;
+    }
+  } else if (!ForkController::IsHypercall(args.nr)) {
+    result = syscalls_.Dispatch(context, args);
+  } else if (ForkController::MakesClones(args.nr) && processes_.Count() > 1) {
+    // A clone copies one VMM's guest: a VM of several processes cannot be cloned whole yet.
+    result = SyscallResult::Errno(EBUSY);
+  } else {
+    result = fork_.Handle(context, args, *this);
+  }
   in_syscall_ = false;
   const bool interrupted = std::exchange(signal_interrupted_, false);
   if (cpu_replaced_) {  // this process just became a clone; its CPU is fully set up
@@ -132,6 +156,25 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     case SyscallResult::Action::kExitThread:
       FLURRY_TRY(ApplyProtectionChanges());
       return RunAnotherThread();
+    case SyscallResult::Action::kFork: {
+      FLURRY_TRY(ApplyProtectionChanges());
+      ApplySegmentBases();
+      const std::optional<ProcessFork> request = std::exchange(state_.threads.fork, std::nullopt);
+      if (!request) return Fail("syscall {} forked without saying how", args.nr);
+      auto child = ForkGuestProcess(*request);
+      if (!child) {
+        // Not a VMM failure: the guest's fork fails (EAGAIN, as Linux when out of resources).
+        std::fprintf(stderr, "flurry: fork: %s\n", child.error().message().c_str());
+        result = SyscallResult::Errno(child.error().code_or(EAGAIN));
+        break;
+      }
+      if (!*child) {  // this is the child: its CPU is loaded, past the syscall with RAX 0
+        cpu_replaced_ = false;
+        return std::nullopt;
+      }
+      result = SyscallResult::Return(**child);
+      break;
+    }
     case SyscallResult::Action::kReturn:
     case SyscallResult::Action::kYield:
       break;
@@ -181,6 +224,7 @@ bool Vm::ServeDuringSyscall(void* arg) {
   if (vm.cpu_replaced_ || vm.stop_requested_.load()) return false;
   // A signal to deliver ends the wait (the syscall returns EINTR, or is restarted).
   vm.CheckTimers();
+  vm.TakeProcessSignals();
   if (NextDeliverableSignal(vm.state_.signals) != 0) {
     vm.signal_interrupted_ = true;
     return false;

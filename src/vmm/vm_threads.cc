@@ -2,6 +2,7 @@
 // at syscalls that block (futex waits, sleeps), at a thread's exit, at sched_yield, and when
 // a thread's time slice ends (the alarm kicks the guest out). GuestState::threads holds every
 // thread but the running one. See docs/design.md ("Threads").
+#include <poll.h>
 #include <sys/syscall.h>
 
 #include <cerrno>
@@ -79,6 +80,12 @@ void Vm::SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu) {
 void Vm::WakeWaitingThreads(uint64_t taken_by_running) {
   ThreadTable& threads = state_.threads;
   threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
+  // Threads waiting for host fds whose fds are ready make their syscall again.
+  for (GuestThread& thread : threads.others) {
+    if (thread.wait != ThreadWait::kFd) continue;
+    std::vector<pollfd> fds = thread.block.poll_fds;
+    if (fds.empty() || poll(fds.data(), fds.size(), 0) != 0) RestartThread(thread);
+  }
   // A signal sent to the process goes to one thread that does not block it: the running one if
   // it can take it, else a parked one, whose wait it ends.
   uint64_t unclaimed = state_.signals.pending & ~taken_by_running;
@@ -113,6 +120,7 @@ void Vm::WakeWaitingThreads(uint64_t taken_by_running) {
 Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
   ThreadTable& threads = state_.threads;
   for (;;) {
+    TakeProcessSignals();
     WakeWaitingThreads(0);
     if (const int next = threads.NextRunnable(); next >= 0) {
       GuestThread thread = std::move(threads.others[static_cast<size_t>(next)]);
@@ -128,8 +136,13 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
       if (guest != 0) until = std::min(until, HostFromGuestNs(guest, state_.monotonic_offset_ns));
     }
     if (until > now) {
-      const timespec deadline = NsTimespec(until);
-      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr);
+      std::vector<pollfd> fds;
+      for (const GuestThread& thread : threads.others) {
+        if (thread.wait != ThreadWait::kFd) continue;
+        fds.insert(fds.end(), thread.block.poll_fds.begin(), thread.block.poll_fds.end());
+      }
+      const timespec timeout = NsTimespec(until - now);
+      ppoll(fds.data(), fds.size(), &timeout, nullptr);
     }
     if (paused_ || ControlPending()) {
       // Control requests are served with a running thread (a snapshot or a clone captures

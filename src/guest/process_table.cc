@@ -1,0 +1,320 @@
+#include "guest/process_table.h"
+
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+
+namespace flurry {
+
+struct ProcessTable::Header {
+  std::atomic<int32_t> last_id;    // the newest pid or tid handed out
+  std::atomic<uint32_t> shutdown;  // init has ended: every process ends
+  uint8_t reserved[56];
+};
+
+namespace {
+
+constexpr size_t kTableBytes =
+    64 + sizeof(SharedProcess) * static_cast<size_t>(ProcessTable::kMaxProcesses);
+
+bool Live(const SharedProcess& p) {
+  const uint32_t s = p.state.load();
+  return s == SharedProcess::kRunning || s == SharedProcess::kZombie;
+}
+
+// Whether the process `p` is one kill's or wait's `selector` picks (see Send, FindEnded).
+bool Selected(const SharedProcess& p, int32_t selector, int32_t own_group) {
+  if (selector > 0) return p.pid.load() == selector;
+  if (selector == 0) return p.pgid.load() == own_group;
+  if (selector == -1) return true;
+  return p.pgid.load() == -selector;
+}
+
+}  // namespace
+
+ProcessTable::Header* ProcessTable::header() const {
+  return reinterpret_cast<Header*>(mapping_.data());
+}
+SharedProcess* ProcessTable::slots() const {
+  return reinterpret_cast<SharedProcess*>(mapping_.data() + sizeof(Header));
+}
+
+Result<ProcessTable> ProcessTable::Create(int32_t init_pid) {
+  static_assert(sizeof(Header) == 64);
+  ProcessTable table;
+  table.mapping_ = FLURRY_TRY_CTX(Mapping::SharedAnonymous(kTableBytes), "the process table");
+  table.event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!table.event_fd_.valid()) return FailErrno(errno, "eventfd for process events");
+  // Every process inherits this: poll says when init's VMM is gone.
+  table.init_pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
+  if (!table.init_pidfd_.valid()) return FailErrno(errno, "pidfd_open of the VMM");
+  table.header()->last_id.store(init_pid);
+  SharedProcess& init = table.slots()[0];
+  init.pid.store(init_pid);
+  init.ppid.store(0);
+  init.pgid.store(init_pid);
+  init.sid.store(init_pid);
+  init.state.store(SharedProcess::kRunning);
+  table.self_ = 0;
+  table.self_pid_ = init_pid;
+  return table;
+}
+
+SharedProcess* ProcessTable::Find(int32_t pid) const {
+  if (!valid() || pid <= 0) return nullptr;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    SharedProcess& p = slots()[i];
+    if (Live(p) && p.pid.load() == pid) return &p;
+  }
+  return nullptr;
+}
+
+int32_t ProcessTable::AllocateId() {
+  for (;;) {
+    int32_t last = header()->last_id.load();
+    const int32_t next = last >= kMaxPid || last < 1 ? 2 : last + 1;
+    if (!header()->last_id.compare_exchange_weak(last, next)) continue;
+    if (Find(next) == nullptr) return next;
+  }
+}
+
+Result<int> ProcessTable::Reserve(int32_t pid, int exit_signal) {
+  const SharedProcess& self = slots()[self_];
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    SharedProcess& p = slots()[i];
+    uint32_t expected = SharedProcess::kFree;
+    if (!p.state.compare_exchange_strong(expected, SharedProcess::kReserved)) continue;
+    p.pid.store(pid);
+    p.ppid.store(self_pid_);
+    p.pgid.store(self.pgid.load());
+    p.sid.store(self.sid.load());
+    p.wait_status.store(0);
+    p.signals.store(0);
+    p.sender.store(0);
+    p.child_events.store(0);
+    p.exit_signal.store(static_cast<uint32_t>(exit_signal));
+    return i;
+  }
+  return FailErrno(EAGAIN, "the VM's process table is full");
+}
+
+void ProcessTable::Started(int slot, bool ok, UniqueFd pidfd) {
+  SharedProcess& p = slots()[slot];
+  if (!ok) {
+    p.state.store(SharedProcess::kFree);
+    return;
+  }
+  // The child may have ended already (it then made itself a zombie).
+  uint32_t expected = SharedProcess::kReserved;
+  p.state.compare_exchange_strong(expected, SharedProcess::kRunning);
+  children_.push_back(Child{p.pid.load(), std::move(pidfd)});
+}
+
+void ProcessTable::BecomeChild(int slot) {
+  children_.clear();
+  self_ = slot;
+  self_pid_ = slots()[slot].pid.load();
+  uint32_t expected = SharedProcess::kReserved;
+  slots()[slot].state.compare_exchange_strong(expected, SharedProcess::kRunning);
+  // The parent's eventfd is the parent's: this process gets its own.
+  event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+}
+
+void ProcessTable::Wake(SharedProcess& process) {
+  process.wake.fetch_add(1);
+  syscall(SYS_futex, &process.wake, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+void ProcessTable::Exit(int wait_status) {
+  if (!valid()) return;
+  SharedProcess& self = slots()[self_];
+  // Orphans go to init (slot 0), which learns of those already ended.
+  bool orphan_ended = false;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    SharedProcess& p = slots()[i];
+    if (i == self_ || !Live(p) || p.ppid.load() != self_pid_) continue;
+    p.ppid.store(slots()[0].pid.load());
+    if (p.state.load() == SharedProcess::kZombie) orphan_ended = true;
+  }
+  if (orphan_ended && self_ != 0) {
+    slots()[0].child_events.fetch_add(1);
+    Wake(slots()[0]);
+  }
+  self.wait_status.store(wait_status);
+  self.state.store(SharedProcess::kZombie);
+  if (SharedProcess* parent = Find(self.ppid.load()); parent != nullptr && self_ != 0) {
+    if (const uint32_t signal = self.exit_signal.load(); signal > 0 && signal <= 64) {
+      parent->sender.store(self_pid_);
+      parent->signals.fetch_or(uint64_t{1} << (signal - 1));
+    }
+    parent->child_events.fetch_add(1);
+    Wake(*parent);
+  }
+}
+
+void ProcessTable::Shutdown() {
+  if (!valid()) return;
+  header()->shutdown.store(1);
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    if (i != self_ && Live(slots()[i])) Wake(slots()[i]);
+  }
+}
+
+bool ProcessTable::ShuttingDown() const { return valid() && header()->shutdown.load() != 0; }
+
+bool ProcessTable::InitGone() const {
+  if (!init_pidfd_.valid() || is_init()) return false;
+  pollfd pfd{init_pidfd_.get(), POLLIN, 0};
+  return poll(&pfd, 1, 0) > 0;
+}
+
+uint64_t ProcessTable::TakeSignals(int32_t* sender) {
+  if (!valid()) return 0;
+  SharedProcess& self = slots()[self_];
+  if (self.signals.load() == 0) return 0;
+  if (sender != nullptr) *sender = self.sender.load();
+  return self.signals.exchange(0);
+}
+
+int ProcessTable::Send(int32_t target, int signal) {
+  if (!valid()) return 0;
+  const int32_t own_group = slots()[self_].pgid.load();
+  const int32_t init_pid = slots()[0].pid.load();
+  int found = 0;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    SharedProcess& p = slots()[i];
+    if (i == self_ || !Live(p) || !Selected(p, target, own_group)) continue;
+    if (target == -1 && p.pid.load() == init_pid) continue;
+    ++found;
+    if (signal == 0 || p.state.load() != SharedProcess::kRunning) continue;
+    p.sender.store(self_pid_);
+    p.signals.fetch_or(uint64_t{1} << (signal - 1));
+    Wake(p);
+  }
+  return found;
+}
+
+void ProcessTable::NoticeDeadChildren() {
+  for (Child& child : children_) {
+    if (!child.pidfd.valid()) continue;
+    pollfd pfd{child.pidfd.get(), POLLIN, 0};
+    if (poll(&pfd, 1, 0) <= 0) continue;
+    child.pidfd.Reset();  // its VMM is gone: whatever it reported stands
+    SharedProcess* p = Find(child.pid);
+    if (p == nullptr) continue;
+    // Only a child still running did not report; its status is written before it is a zombie
+    // (kReserved in between hides it from everyone).
+    uint32_t running = SharedProcess::kRunning;
+    if (!p->state.compare_exchange_strong(running, SharedProcess::kReserved)) continue;
+    p->wait_status.store(SIGKILL);
+    p->state.store(SharedProcess::kZombie);
+  }
+}
+
+ProcessTable::Waitable ProcessTable::FindEnded(int32_t selector, bool reap) {
+  Waitable result;
+  if (!valid()) return result;
+  NoticeDeadChildren();
+  const int32_t own_group = slots()[self_].pgid.load();
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    SharedProcess& p = slots()[i];
+    if (i == self_ || !Live(p) || p.ppid.load() != self_pid_) continue;
+    if (!Selected(p, selector, own_group)) continue;
+    result.any_child = true;
+    if (p.state.load() != SharedProcess::kZombie) continue;
+    result.pid = p.pid.load();
+    result.wait_status = p.wait_status.load();
+    if (reap) {
+      std::erase_if(children_, [&](const Child& c) { return c.pid == result.pid; });
+      p.state.store(SharedProcess::kFree);
+    }
+    return result;
+  }
+  return result;
+}
+
+std::vector<pollfd> ProcessTable::ChildEventFds() const {
+  std::vector<pollfd> fds;
+  if (!valid()) return fds;
+  fds.push_back(pollfd{event_fd_.get(), POLLIN, 0});
+  for (const Child& child : children_) {
+    if (child.pidfd.valid()) fds.push_back(pollfd{child.pidfd.get(), POLLIN, 0});
+  }
+  return fds;
+}
+
+int32_t ProcessTable::ParentPid() const { return valid() ? slots()[self_].ppid.load() : 0; }
+
+Result<int32_t> ProcessTable::GroupOf(int32_t pid) const {
+  const SharedProcess* p = pid == 0 ? &slots()[self_] : Find(pid);
+  if (p == nullptr) return FailErrno(ESRCH, "no such process");
+  return p->pgid.load();
+}
+
+Result<int32_t> ProcessTable::SessionOf(int32_t pid) const {
+  const SharedProcess* p = pid == 0 ? &slots()[self_] : Find(pid);
+  if (p == nullptr) return FailErrno(ESRCH, "no such process");
+  return p->sid.load();
+}
+
+Result<void> ProcessTable::SetGroup(int32_t pid, int32_t pgid) {
+  SharedProcess& self = slots()[self_];
+  SharedProcess* p = pid == 0 || pid == self_pid_ ? &self : Find(pid);
+  // Only this process or a child of it in the same session.
+  if (p == nullptr || (p != &self && p->ppid.load() != self_pid_)) {
+    return FailErrno(ESRCH, "setpgid: no such child");
+  }
+  if (p->sid.load() != self.sid.load()) return FailErrno(EPERM, "setpgid: other session");
+  const int32_t target = p->pid.load();
+  if (p->sid.load() == target) return FailErrno(EPERM, "setpgid: a session leader");
+  if (pgid == 0) pgid = target;
+  if (pgid != target) {
+    // The group must exist in the same session.
+    bool exists = false;
+    for (int i = 0; i < kMaxProcesses && !exists; ++i) {
+      const SharedProcess& q = slots()[i];
+      exists = Live(q) && q.pgid.load() == pgid && q.sid.load() == self.sid.load();
+    }
+    if (!exists) return FailErrno(EPERM, "setpgid: no such group in the session");
+  }
+  p->pgid.store(pgid);
+  return {};
+}
+
+Result<int32_t> ProcessTable::NewSession() {
+  SharedProcess& self = slots()[self_];
+  // A group leader cannot start a session (its group would span two).
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    const SharedProcess& q = slots()[i];
+    if (Live(q) && q.pgid.load() == self_pid_) return FailErrno(EPERM, "setsid: a group leader");
+  }
+  self.sid.store(self_pid_);
+  self.pgid.store(self_pid_);
+  return self_pid_;
+}
+
+int ProcessTable::Count() const {
+  if (!valid()) return 1;
+  int count = 0;
+  for (int i = 0; i < kMaxProcesses; ++i) count += Live(slots()[i]) ? 1 : 0;
+  return count;
+}
+
+std::atomic<uint32_t>* ProcessTable::WakeWord() { return valid() ? &slots()[self_].wake : nullptr; }
+
+void ProcessTable::DrainEvents() {
+  uint64_t value = 0;
+  if (event_fd_.valid()) (void)!read(event_fd_.get(), &value, sizeof value);
+}
+
+void ProcessTable::NotifyEvent() {
+  const uint64_t one = 1;
+  if (event_fd_.valid()) (void)!write(event_fd_.get(), &one, sizeof one);
+}
+
+}  // namespace flurry

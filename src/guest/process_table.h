@@ -1,0 +1,148 @@
+// ProcessTable: the guest's processes, as every VMM process of one VM sees them.
+//
+// Each guest process runs in a VMM process of its own: fork(2) in the guest is a fork() of the
+// VMM (copy-on-write guest memory, as for a VM clone; src/vmm/vm_process.cc). What the guest's
+// processes must know of each other — pids, parents, process groups and sessions, exit
+// statuses for wait4, signals sent with kill — lives in one MAP_SHARED anonymous mapping that
+// the VM's first process (its init) makes and that every VMM forked from it inherits. The
+// mapping holds nothing but integers: no pointers, no host resources, so nothing a guest
+// process can make another VMM do goes beyond setting those integers.
+//
+// Concurrency: several VMM processes use the mapping at once. Every shared field is a
+// lock-free std::atomic; a slot changes owner only by compare-and-swap of its state. The
+// slot's writers: its own process (its state at exit, its pgid/sid), its parent (reserving it
+// at fork, reaping it in wait4, setpgid), any process (signals, wake-ups), an exiting parent
+// (re-parenting it to init). Per VMM, a ProcessTable object (move-only) is the view of one
+// process: touched only by the VM's run thread, except WakeWord() (the listener thread).
+#pragma once
+
+#include <poll.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "base/error.h"
+#include "base/mapping.h"
+#include "base/unique_fd.h"
+
+namespace flurry {
+
+// One guest process in the shared mapping (64 bytes).
+struct SharedProcess {
+  enum State : uint32_t { kFree = 0, kReserved = 1, kRunning = 2, kZombie = 3 };
+  std::atomic<uint32_t> state;
+  std::atomic<int32_t> pid;
+  std::atomic<int32_t> ppid;
+  std::atomic<int32_t> pgid;
+  std::atomic<int32_t> sid;
+  std::atomic<int32_t> wait_status;    // kZombie: what wait4 reports
+  std::atomic<uint64_t> signals;       // bit (n - 1): signal n sent by another process
+  std::atomic<int32_t> sender;         // the pid that sent the last of them
+  std::atomic<uint32_t> wake;          // futex word: bumped for every event of this process
+  std::atomic<uint32_t> child_events;  // bumped when a child ends
+  std::atomic<uint32_t> exit_signal;   // what the parent gets when this process ends
+  uint8_t reserved[16];
+};
+static_assert(sizeof(SharedProcess) == 64);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+
+class ProcessTable {
+ public:
+  static constexpr int kMaxProcesses = 512;  // per VM
+  static constexpr int32_t kMaxPid = 4'194'303;
+
+  // The table of a new VM whose first process is `init_pid` (made by the VM's first VMM).
+  static Result<ProcessTable> Create(int32_t init_pid);
+  ProcessTable() = default;  // no table: a VM that has not made one (unit tests)
+  ProcessTable(ProcessTable&&) noexcept = default;
+  ProcessTable& operator=(ProcessTable&&) noexcept = default;
+
+  bool valid() const { return mapping_.data() != nullptr; }
+  int32_t pid() const { return self_pid_; }
+  bool is_init() const { return self_ == 0; }
+
+  // A new id for a process or a thread: unique among the VM's processes and threads handed
+  // out so far, wrapping at kMaxPid (skipping pids in use).
+  int32_t AllocateId();
+
+  // fork: a slot for a child of this process with pid `pid` (its group and session are this
+  // process's). EAGAIN when the table is full.
+  Result<int> Reserve(int32_t pid, int exit_signal);
+  // After the fork: in the parent, the child runs as host process `pidfd` (kept to notice a
+  // VMM that dies without reporting); `ok` false gives the slot back.
+  void Started(int slot, bool ok, UniqueFd pidfd);
+  // In the child: this view becomes the child's, slot `slot`; the parent's children are not
+  // its own.
+  void BecomeChild(int slot);
+
+  // This process has ended with wait(2) status `wait_status`: its children go to init, it
+  // becomes a zombie for its parent, which gets its exit signal and a wake-up.
+  void Exit(int wait_status);
+  // Init ends: every other process of the VM is told to end (their listeners exit them).
+  void Shutdown();
+  bool ShuttingDown() const;
+  // Whether init's VMM is gone (it exited, or was killed).
+  bool InitGone() const;
+
+  // Signals other processes sent this one since the last call; *sender: the last sender.
+  uint64_t TakeSignals(int32_t* sender);
+  // kill(2) to other processes: `target` as kill's pid argument (> 0: one process; 0: this
+  // process's group; -1: every process but init and this one; < -1: group -target). This
+  // process itself is excluded: the caller raises its own signals. Returns how many processes
+  // were found (0: ESRCH); `signal` 0 only checks.
+  int Send(int32_t target, int signal);
+
+  // wait4/waitid: a child that `selector` (wait4's pid argument: -1 any, > 0 that pid, 0 this
+  // group, < -1 group -selector) matches.
+  struct Waitable {
+    bool any_child = false;  // some child matches (else ECHILD)
+    int32_t pid = 0;         // a child that has ended (0: none yet)
+    int32_t wait_status = 0;
+  };
+  // With `reap` the ended child's slot is freed (its pid may then be reused).
+  Waitable FindEnded(int32_t selector, bool reap);
+  // The host fds whose readiness means a child may have ended (for a parked wait).
+  std::vector<pollfd> ChildEventFds() const;
+
+  // Process groups and sessions (pid 0: this process).
+  int32_t ParentPid() const;
+  Result<int32_t> GroupOf(int32_t pid) const;
+  Result<int32_t> SessionOf(int32_t pid) const;
+  Result<void> SetGroup(int32_t pid, int32_t pgid);
+  Result<int32_t> NewSession();
+  int Count() const;  // processes not reaped, this one included
+
+  // The word the listener thread waits on (FUTEX_WAIT), bumped at every event for this process.
+  std::atomic<uint32_t>* WakeWord();
+  // Host eventfd readable after an event for this process (the listener writes it; wait4
+  // parks on it).
+  int event_fd() const { return event_fd_.get(); }
+  void DrainEvents();
+  void NotifyEvent();
+
+ private:
+  struct Header;
+  Header* header() const;
+  SharedProcess* slots() const;
+  SharedProcess* Find(int32_t pid) const;  // a running or zombie process
+  void Wake(SharedProcess& process);
+  // Children that ended without reporting (their VMM was killed) become zombies killed by
+  // SIGKILL.
+  void NoticeDeadChildren();
+
+  Mapping mapping_;
+  int self_ = -1;  // this process's slot
+  int32_t self_pid_ = 0;
+  UniqueFd event_fd_;
+  UniqueFd init_pidfd_;  // init's VMM (inherited by every process)
+  struct Child {
+    int32_t pid = 0;
+    UniqueFd pidfd;
+  };
+  std::vector<Child> children_;  // this process's children not reaped, with their VMMs' pidfds
+};
+
+}  // namespace flurry

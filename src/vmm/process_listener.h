@@ -1,0 +1,38 @@
+// ProcessListener: wakes the VM's run thread when another guest process has sent this one a
+// signal or one of its children has ended (guest/process_table.h), and ends this VMM when the
+// VM's init has ended.
+//
+// Thread "flurry-procs", started by Start() and ended by Stop(), both called on the run
+// thread; `kick` runs on the listener thread. A thread does not cross fork(): Stop() before
+// it, Start() again after. The ProcessTable must outlive the listening (Stop() first).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <thread>
+
+#include "guest/process_table.h"
+
+namespace flurry {
+
+class ProcessListener {
+ public:
+  explicit ProcessListener(std::function<void()> kick) : kick_(std::move(kick)) {}
+  ~ProcessListener() { Stop(); }
+  ProcessListener(const ProcessListener&) = delete;
+  ProcessListener& operator=(const ProcessListener&) = delete;
+
+  // Listens for `table`'s process, unless already listening.
+  void Start(ProcessTable& table);
+  void Stop();
+
+ private:
+  void Loop(ProcessTable* table, std::atomic<uint32_t>* word);
+
+  const std::function<void()> kick_;
+  std::atomic<bool> quit_{false};
+  std::atomic<uint32_t>* word_ = nullptr;  // the run thread's
+  std::thread thread_;                     // the run thread's
+};
+
+}  // namespace flurry
