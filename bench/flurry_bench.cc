@@ -209,6 +209,29 @@ void BM_Threads(benchmark::State& state) {
 }
 BENCHMARK(BM_Threads)->Iterations(3)->Unit(benchmark::kMillisecond);
 
+// Processes (bench/guest/bench_processes.c): fork + exit + wait of a process holding 64 MiB of
+// touched memory, and fork + execve + wait. Guest and native; goal (issue 8): process creation
+// within 5x native on the seccomp backend.
+void BM_Processes(benchmark::State& state) {
+  const std::vector<std::string> program = {Guest("bench_processes"), "30"};
+  double fork_ns = 0, exec_ns = 0;
+  for (auto _ : state) {
+    RunResult r = Run(InFlurry(program, "256M"));
+    if (!Check(state, r)) return;
+    fork_ns += r.values["fork_exit_wait_ns"];
+    exec_ns += r.values["fork_exec_wait_ns"];
+  }
+  RunResult native = Run(program);
+  if (!Check(state, native)) return;
+  const double n = static_cast<double>(state.iterations());
+  state.counters["fork_exit_wait_us"] = fork_ns / n / 1000;
+  state.counters["fork_exec_wait_us"] = exec_ns / n / 1000;
+  state.counters["native_fork_exit_wait_us"] = native.values["fork_exit_wait_ns"] / 1000;
+  state.counters["native_fork_exec_wait_us"] = native.values["fork_exec_wait_ns"] / 1000;
+  state.counters["fork_guest_over_native"] = fork_ns / n / native.values["fork_exit_wait_ns"];
+}
+BENCHMARK(BM_Processes)->Iterations(3)->Unit(benchmark::kMillisecond);
+
 // The same workload natively and in flurry; ratio = native time / guest time (1.0 = native).
 void CompareWithNative(benchmark::State& state, std::vector<std::string> program, const char* key,
                        const char* mem) {

@@ -13,6 +13,7 @@ struct SyscallHarness {
   GuestMemory memory = GuestMemory::Create(kRam).value();
   GuestState state;
   SyscallTable table = SyscallTable::Default();
+  ProcessTable processes;  // none unless a test makes one
   // Scratch user memory for arguments, well away from the image and mmap area.
   static constexpr uint64_t kScratch = 3ULL << 20;
 
@@ -26,6 +27,7 @@ struct SyscallHarness {
   int64_t Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0,
                uint64_t a4 = 0, uint64_t a5 = 0) {
     SyscallContext context{memory, state};
+    context.processes = &processes;
     last = table.Dispatch(context, SyscallArgs{nr, {a0, a1, a2, a3, a4, a5}});
     return last.value;
   }

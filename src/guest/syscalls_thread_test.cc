@@ -33,7 +33,7 @@ TEST(SysClone, ThreadFlagsMakeAThreadAndWriteItsTid) {
 
 TEST(SysClone, ProcessesAndBadFlagCombinationsAreRefused) {
   SyscallHarness h;
-  EXPECT_EQ(h.Call(SYS_clone, SIGCHLD), -ENOSYS);  // fork: no processes yet
+  EXPECT_EQ(h.Call(SYS_clone, SIGCHLD), -ENOSYS);  // fork: no process table (a unit test)
   EXPECT_EQ(h.Call(SYS_clone, CLONE_THREAD | CLONE_VM), -EINVAL);
   EXPECT_EQ(h.Call(SYS_clone, CLONE_SIGHAND | CLONE_THREAD), -EINVAL);
   EXPECT_EQ(h.Call(SYS_clone, kPthreadFlags | CLONE_NEWNS), -EINVAL);

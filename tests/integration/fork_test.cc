@@ -343,6 +343,25 @@ TEST(ForkThreads, EveryThreadIsCloned) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+TEST(ForkProcesses, OneProcessVmsCloneAndEachCloneHasItsOwnProcesses) {
+  auto r = FlurryRun({Guest("fork_processes")});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  auto vm = [](int id) {
+    const std::string prefix = "clone " + std::to_string(id) + ": ";
+    return prefix + "child exited " + std::to_string(20 + id) + "\n" + prefix +
+           "no other children: yes\n";
+  };
+  EXPECT_EQ(Join(s.parent), "with a child process: EBUSY\nchild: killed\n" + vm(0) +
+                                "clone 1: kind 1 status 11\n"
+                                "clone 2: kind 1 status 12\n")
+      << r.Describe();
+  EXPECT_EQ(Join(s.clones[1]), vm(1)) << r.Describe();
+  EXPECT_EQ(Join(s.clones[2]), vm(2)) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 TEST(ForkMemProtect, ProtectionsAreClonedAndEachVmChangesItsOwn) {
   auto r = FlurryRun({Guest("fork_memprotect")});
   ExpectFinished(r, 0);

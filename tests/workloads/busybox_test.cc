@@ -51,8 +51,8 @@ TEST_P(Busybox, ScriptRunsAsNatively) {
   MakeFiles(native_dir.path());
   MakeFiles(guest_dir.path());
   fs::copy_file(kBusybox, guest_dir.path() / "busybox");
-  const RunResult native =
-      Run({kBusybox, "sh", "-c", "cd " + native_dir.path().string() + " && " + script.text});
+  const RunResult native = flurry_test::Run(
+      {kBusybox, "sh", "-c", "cd " + native_dir.path().string() + " && " + script.text});
   const RunResult guest = Flurry({"run", "--dir", guest_dir.path().string() + ":rw",
                                   (guest_dir.path() / "busybox").string(), "sh", "-c",
                                   std::string("cd / && ") + script.text});
