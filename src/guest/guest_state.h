@@ -26,6 +26,9 @@ struct ProcessIdentity {
   uint64_t robust_list = 0;      // set_robust_list head
   uint64_t robust_list_len = 0;
   std::string exe_path;  // what readlink("/proc/self/exe") returns (absolute)
+  // prctl(PR_SET_NAME)'s name (at most 15 bytes); empty: the program's file name. Not kept in
+  // descriptors: a clone or restored VM has its program's name.
+  std::string comm;
   std::string hostname = "flurry";
 };
 

@@ -2,6 +2,7 @@
 #include <asm/prctl.h>
 #include <gtest/gtest.h>
 #include <linux/futex.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
@@ -228,6 +229,25 @@ TEST(SysSignals, SignalsToSelfBecomePendingUnlessIgnored) {
   EXPECT_EQ(h.Call(SYS_rt_sigaction, SIGABRT, kSet, 0, 8), 0);
   EXPECT_EQ(h.state.signals.pending, 0u);
   EXPECT_EQ(h.state.signals.thread_pending, 0u);
+}
+
+TEST(SysPrctl, NameIsKeptAndOtherOptionsAreAnsweredOrRefused) {
+  SyscallHarness h;
+  h.state.identity.exe_path = "/bin/busybox";
+  constexpr uint64_t kBuf = SyscallHarness::kScratch;
+  EXPECT_EQ(h.Call(SYS_prctl, PR_GET_NAME, kBuf), 0);
+  char name[16] = {};
+  ASSERT_TRUE(h.memory.Read(kBuf, name, sizeof name).has_value());
+  EXPECT_STREQ(name, "busybox");
+  ASSERT_TRUE(h.memory.Write(kBuf + 64, "a-rather-long-thread-name", 26).has_value());
+  EXPECT_EQ(h.Call(SYS_prctl, PR_SET_NAME, kBuf + 64), 0);
+  EXPECT_EQ(h.Call(SYS_prctl, PR_GET_NAME, kBuf), 0);
+  ASSERT_TRUE(h.memory.Read(kBuf, name, sizeof name).has_value());
+  EXPECT_STREQ(name, "a-rather-long-t");  // 15 bytes and a NUL
+  EXPECT_EQ(h.Call(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL), 0);
+  EXPECT_EQ(h.Call(SYS_prctl, PR_GET_DUMPABLE), 1);
+  EXPECT_EQ(h.Call(SYS_prctl, PR_SET_DUMPABLE, 7), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_prctl, 0x7777), -EINVAL);
 }
 
 }  // namespace

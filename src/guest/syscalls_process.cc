@@ -2,12 +2,14 @@
 // thread-library setup (arch_prctl, set_tid_address, set_robust_list, rseq), getrandom.
 // Threads: syscalls_thread.cc.
 #include <asm/prctl.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -196,6 +198,47 @@ SyscallResult SysGetrandom(SyscallContext& c, const SyscallArgs& a) {
   return SyscallResult::Return(static_cast<int64_t>(done));
 }
 
+// prctl: the thread's name (PR_SET_NAME, PR_GET_NAME), and the settings programs query or set
+// for themselves with no effect a VM needs (the parent-death signal, dumpability, no_new_privs:
+// a guest cannot gain privileges anyway). Anything else is EINVAL, as Linux answers an option it
+// does not know.
+SyscallResult SysPrctl(SyscallContext& c, const SyscallArgs& a) {
+  constexpr size_t kNameMax = 15;  // TASK_COMM_LEN - 1
+  ProcessIdentity& identity = c.state.identity;
+  switch (static_cast<int>(a.arg[0])) {
+    case PR_SET_NAME: {
+      auto name = c.memory.ReadCString(a.arg[1], 4096);
+      if (!name) return ErrnoFrom(name.error());
+      identity.comm = name->substr(0, kNameMax);
+      return SyscallResult::Return(0);
+    }
+    case PR_GET_NAME: {
+      std::string name = identity.comm;
+      if (name.empty()) name = identity.exe_path.substr(identity.exe_path.find_last_of('/') + 1);
+      char buffer[kNameMax + 1] = {};
+      std::memcpy(buffer, name.data(), std::min(name.size(), kNameMax));
+      if (auto w = c.memory.Write(a.arg[1], buffer, sizeof buffer); !w) return ErrnoFrom(w.error());
+      return SyscallResult::Return(0);
+    }
+    case PR_SET_PDEATHSIG:
+      if (a.arg[1] > 64) return SyscallResult::Errno(EINVAL);
+      return SyscallResult::Return(0);
+    case PR_GET_PDEATHSIG:
+      if (auto w = c.memory.WriteObject(a.arg[1], int32_t{0}); !w) return ErrnoFrom(w.error());
+      return SyscallResult::Return(0);
+    case PR_GET_DUMPABLE:
+      return SyscallResult::Return(1);
+    case PR_SET_DUMPABLE:
+      return a.arg[1] <= 1 ? SyscallResult::Return(0) : SyscallResult::Errno(EINVAL);
+    case PR_SET_NO_NEW_PRIVS:
+      return a.arg[1] == 1 ? SyscallResult::Return(0) : SyscallResult::Errno(EINVAL);
+    case PR_GET_NO_NEW_PRIVS:
+      return SyscallResult::Return(1);
+    default:
+      return SyscallResult::Errno(EINVAL);
+  }
+}
+
 SyscallResult SysUmask(SyscallContext&, const SyscallArgs&) { return SyscallResult::Return(022); }
 
 }  // namespace
@@ -211,6 +254,7 @@ void RegisterProcessSyscalls(SyscallTable& table) {
   table.Register(SYS_sysinfo, SysSysinfo);
   table.Register(SYS_sched_getaffinity, SysSchedGetaffinity);
   table.Register(SYS_arch_prctl, SysArchPrctl);
+  table.Register(SYS_prctl, SysPrctl);
   table.Register(SYS_set_tid_address, SysSetTidAddress);
   table.Register(SYS_set_robust_list, SysSetRobustList);
   table.Register(SYS_rseq, SysNotOffered);

@@ -70,6 +70,8 @@ Result<std::optional<GuestExit>> Vm::Exec(const SyscallArgs& args, SyscallResult
   state_.memory_map = std::move(started->memory_map);
   if (auto p = ProtectUserMemory(*backend_, state_.memory_map); !p) return fatal(p.error());
   state_.identity.exe_path = request.exe_path;
+  // The new name is the file name execve was given ("exe" for /proc/self/exe), as Linux's.
+  state_.identity.comm = request.path.substr(request.path.find_last_of('/') + 1).substr(0, 15);
   // Handlers are the old program's: caught signals go back to SIG_DFL; ignored ones stay.
   SignalState& signals = state_.signals;
   for (GuestSigaction& action : signals.actions) {

@@ -176,7 +176,8 @@ TEST(Escape, ExecveOfAShellIsRefused) {
   Watched w = RunEscape({"execve"});
   ExpectEndedCleanly(w);
   EXPECT_EQ(w.run.exit_code, 0) << w.run.Describe();
-  EXPECT_EQ(w.run.out, "execve=-38\nexecveat=-38\n") << w.run.Describe();
+  // execve runs only programs inside --dir: without one, the host's /bin/sh is not there.
+  EXPECT_EQ(w.run.out, "execve=-2\nexecveat=-2\n") << w.run.Describe();
   EXPECT_FALSE(Contains(w.run.out + w.run.err, "PWNED"));
 }
 

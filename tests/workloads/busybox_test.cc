@@ -38,6 +38,8 @@ void MakeFiles(const fs::path& dir) {
   WriteFile(dir / "words.txt", "the fork and the clone and the page\nthe vm of the host\n");
 }
 
+void PrintTo(const Script& script, std::ostream* os) { *os << script.name; }
+
 class Busybox : public ::testing::TestWithParam<Script> {
  protected:
   void SetUp() override {
