@@ -5,6 +5,9 @@
 // through a span GuestMemory has checked (EFAULT when any byte of [buf, buf+count) lies outside
 // user memory). Guest paths are read with a 4096-byte limit (ENAMETOOLONG). x86-64 Linux guest
 // and host share every structure layout copied here (stat, statx, iovec, termios, winsize).
+#include <csignal>
+
+#include "guest/signal_state.h"
 #include "guest/syscalls_file_support.h"
 
 namespace flurry {
@@ -14,8 +17,19 @@ namespace {
 // ---- Reading and writing -----------------------------------------------------------------
 
 // One readv/preadv (offset < 0: at the file offset); a short read is the guest's to handle.
-Value ReadInto(const SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
+// A pipe or stdio the guest reads without O_NONBLOCK that has nothing to read parks the
+// thread (ParkOnFd) rather than the whole VMM.
+Value ReadInto(SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
                int64_t offset) {
+  const bool waits = GuestWaitsOn(file);
+  const bool wants_bytes =
+      std::any_of(iov.begin(), iov.end(), [](const iovec& v) { return v.iov_len != 0; });
+  if (waits && wants_bytes && file.kind == FileKind::kStdio && offset < 0) {
+    // The borrowed stdio may be a blocking host fd: read it only when something is there (or
+    // its end: POLLHUP, POLLERR count as ready).
+    pollfd ready{.fd = file.host_fd(), .events = POLLIN, .revents = 0};
+    if (poll(&ready, 1, 0) == 0) return ParkOnFd(context, file, POLLIN);
+  }
   for (;;) {
     ssize_t n = offset < 0
                     ? readv(file.host_fd(), iov.data(), static_cast<int>(iov.size()))
@@ -24,16 +38,27 @@ Value ReadInto(const SyscallContext& context, const OpenFile& file, std::span<io
     if (errno == EINTR) {
       if (context.KeepWaiting()) continue;
       errno = EINTR;
-    } else if (WaitIfStdio(context, file, POLLIN)) {
-      continue;
+    } else if (errno == EAGAIN && waits) {
+      return ParkOnFd(context, file, POLLIN);
     }
     return HostError("read");
   }
 }
 
+// Linux's pipe_write: a write to a pipe without readers raises SIGPIPE for the writing thread
+// (SI_USER, sent by the process itself), besides failing with EPIPE.
+void RaiseSigpipe(SyscallContext& context) {
+  constexpr int32_t kSiUser = 0;
+  SignalState& signals = context.state.signals;
+  RaiseThreadSignal(signals, signals.thread_pending, signals.blocked, SIGPIPE,
+                    PendingSignalInfo{.code = kSiUser, .pid = context.state.identity.pid});
+}
+
 // Writes all of iov, looping on partial writes (a terminal or pipe may take part of one).
-// Returns the bytes written; an error only when nothing was.
-Value WriteFrom(const SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
+// Returns the bytes written; an error only when nothing was. A pipe the guest writes without
+// O_NONBLOCK that is full parks the thread when nothing was written yet (ParkOnFd), and returns
+// what was written otherwise; EPIPE raises SIGPIPE.
+Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
                 int64_t offset) {
   if (file.line_writer != nullptr && offset < 0) return file.line_writer->Write(iov);
   int64_t total = 0;
@@ -47,8 +72,14 @@ Value WriteFrom(const SyscallContext& context, const OpenFile& file, std::span<i
       if (errno == EINTR) {
         if (context.KeepWaiting()) continue;
         errno = EINTR;
+      } else if (errno == EAGAIN && file.kind == FileKind::kPipe && GuestWaitsOn(file)) {
+        if (total > 0) return total;
+        return ParkOnFd(context, file, POLLOUT);
       } else if (WaitIfStdio(context, file, POLLOUT)) {
         continue;
+      } else if (errno == EPIPE) {
+        RaiseSigpipe(context);
+        errno = EPIPE;
       }
       if (total > 0) return total;
       return HostError("write");
@@ -235,8 +266,9 @@ Value Fcntl(SyscallContext& context, const SyscallArgs& args) {
       return flags;
     }
     case F_SETFL: {
-      // Borrowed stdio keeps its host flags (they are shared with the host's terminal).
-      if (file->kind != FileKind::kStdio) {
+      // Borrowed stdio keeps its host flags (they are shared with the host's terminal); a
+      // pipe's host fd stays non-blocking (the guest's O_NONBLOCK decides whether it waits).
+      if (file->kind != FileKind::kStdio && file->kind != FileKind::kPipe) {
         int host = fcntl(file->host_fd(), F_GETFL);
         if (host < 0) return HostError("F_GETFL");
         if (fcntl(file->host_fd(), F_SETFL, (host & ~kSetflFlags) | (arg & kSetflFlags)) != 0) {
@@ -260,6 +292,16 @@ Value Ioctl(SyscallContext& context, const SyscallArgs& args) {
     case FIONCLEX:
       FLURRY_TRY(context.state.fds.SetCloexec(fd, request == FIOCLEX));
       return 0;
+    case FIONREAD: {
+      // The bytes a pipe (or the borrowed stdio) holds, as the host counts them.
+      if (file->kind != FileKind::kPipe && file->kind != FileKind::kStdio) {
+        return FailErrno(ENOTTY, "ioctl");
+      }
+      int bytes = 0;
+      if (ioctl(file->host_fd(), FIONREAD, &bytes) != 0) return HostError("ioctl");
+      FLURRY_TRY(context.memory.WriteObject(args.arg[2], bytes));
+      return 0;
+    }
     case TCGETS:
     case TIOCGWINSZ: {
       // Only the borrowed host stdio can be a terminal.
@@ -328,6 +370,7 @@ void RegisterFileSyscalls(SyscallTable& table) {
   table.Register(SYS_fsync, Handle<Fsync>);
   table.Register(SYS_fdatasync, Handle<Fsync>);
   RegisterPathSyscalls(table);
+  RegisterPipeSyscalls(table);
 }
 
 }  // namespace flurry
