@@ -15,6 +15,7 @@ SyscallTable SyscallTable::Default() {
   RegisterSignalSyscalls(table);
   RegisterTimerSyscalls(table);
   RegisterThreadSyscalls(table);
+  RegisterPollSyscalls(table);
   return table;
 }
 

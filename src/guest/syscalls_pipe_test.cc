@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "guest/guest_time.h"
 #include "guest/syscalls_test_support.h"
 
 namespace flurry {
@@ -230,6 +231,75 @@ TEST_F(PipeSyscalls, ABlockingStdioReadWithNothingThereParks) {
   EXPECT_EQ(Read(0, 10), "");  // the host's end of file
   ASSERT_TRUE(h.state.fds.Close(0));
   close(ends[0]);
+}
+
+// poll and ppoll (syscalls_poll.cc) over pipe ends: an answer at once, or a kFd wait on
+// every host fd with the timeout as its deadline.
+TEST_F(PipeSyscalls, PollAnswersAtOnceWhenSomethingIsReady) {
+  MakePipe();
+  const pollfd asked[3] = {{.fd = reader, .events = POLLIN, .revents = 0x7f},
+                           {.fd = writer, .events = POLLOUT, .revents = 0},
+                           {.fd = -1, .events = POLLIN, .revents = 0x7f}};
+  ASSERT_TRUE(h.memory.Write(kSmall, asked, sizeof asked).has_value());
+  EXPECT_EQ(h.Call(SYS_poll, kSmall, 3, static_cast<uint64_t>(-1)), 1);  // the writable end
+  pollfd got[3];
+  ASSERT_TRUE(h.memory.Read(kSmall, got, sizeof got).has_value());
+  EXPECT_EQ(got[0].revents, 0);
+  EXPECT_EQ(got[1].revents, POLLOUT);
+  EXPECT_EQ(got[2].revents, 0);  // a negative fd is skipped
+  EXPECT_EQ(Write(writer, "x"), 1);
+  EXPECT_EQ(h.Call(SYS_poll, kSmall, 1, 0), 1);
+  ASSERT_TRUE(h.memory.Read(kSmall, got, sizeof got).has_value());
+  EXPECT_EQ(got[0].revents, POLLIN);
+  const pollfd closed{.fd = 99, .events = POLLIN, .revents = 0};
+  ASSERT_TRUE(h.memory.WriteObject(kSmall, closed).has_value());
+  EXPECT_EQ(h.Call(SYS_poll, kSmall, 1, 0), 1);
+  EXPECT_EQ(h.memory.ReadObject<pollfd>(kSmall).value().revents, POLLNVAL);
+  EXPECT_EQ(h.Call(SYS_poll, kSmall, FdTable::kMaxFds + 1, 0), -EINVAL);
+  EXPECT_EQ(h.Call(SYS_poll, 0x10, 1, 0), -EFAULT);
+}
+
+TEST_F(PipeSyscalls, PollWithNothingReadyWaitsOnEveryHostFdUntilItsTimeout) {
+  MakePipe();
+  const pollfd asked[2] = {{.fd = reader, .events = POLLIN, .revents = 0},
+                           {.fd = 0, .events = 0, .revents = 0}};
+  ASSERT_TRUE(h.memory.Write(kSmall, asked, sizeof asked).has_value());
+  EXPECT_EQ(h.Call(SYS_poll, kSmall, 1, 0), 0);  // no timeout: no wait
+  EXPECT_EQ(h.last.action, SyscallResult::Action::kReturn);
+  const int64_t before = GuestMonotonicNs(h.state.monotonic_offset_ns);
+  h.Call(SYS_poll, kSmall, 1, 100);
+  const ThreadBlock& block = Parked();
+  EXPECT_EQ(block.wait, ThreadWait::kFd);
+  EXPECT_GE(block.deadline_ns, before + 100'000'000);
+  EXPECT_LE(block.deadline_ns, GuestMonotonicNs(h.state.monotonic_offset_ns) + 100'000'000);
+  EXPECT_EQ(block.expiry_result, 0);  // the revents written are all zero
+  EXPECT_FALSE(block.suspend);
+  ASSERT_EQ(block.poll_fds.size(), 1u);
+  EXPECT_EQ(block.poll_fds[0].fd, HostFd(reader));
+  EXPECT_EQ(block.poll_fds[0].events, POLLIN);
+  h.Call(SYS_poll, kSmall, 1, static_cast<uint64_t>(-1));
+  EXPECT_EQ(Parked().deadline_ns, 0);  // forever
+}
+
+TEST_F(PipeSyscalls, PpollWaitsUnderItsSignalMask) {
+  MakePipe();
+  const pollfd asked{.fd = reader, .events = POLLIN, .revents = 0};
+  ASSERT_TRUE(h.memory.WriteObject(kSmall, asked).has_value());
+  const uint64_t mask = SignalState::Bit(SIGINT) | SignalState::Bit(SIGKILL);
+  ASSERT_TRUE(h.memory.WriteObject(kSmall + 64, mask).has_value());
+  h.Call(SYS_ppoll, kSmall, 1, 0, kSmall + 64, 8);
+  const ThreadBlock& block = Parked();
+  EXPECT_TRUE(block.suspend);
+  EXPECT_EQ(block.suspend_mask, SignalState::Bit(SIGINT));  // SIGKILL is never blocked
+  EXPECT_EQ(block.deadline_ns, 0);
+  EXPECT_EQ(h.Call(SYS_ppoll, kSmall, 1, 0, kSmall + 64, 4), -EINVAL);
+  const timespec zero{0, 0};
+  ASSERT_TRUE(h.memory.WriteObject(kSmall + 128, zero).has_value());
+  EXPECT_EQ(h.Call(SYS_ppoll, kSmall, 1, kSmall + 128, 0, 0), 0);
+  EXPECT_EQ(h.last.action, SyscallResult::Action::kReturn);
+  const timespec bad{0, 1'000'000'000};
+  ASSERT_TRUE(h.memory.WriteObject(kSmall + 128, bad).has_value());
+  EXPECT_EQ(h.Call(SYS_ppoll, kSmall, 1, kSmall + 128, 0, 0), -EINVAL);
 }
 
 }  // namespace

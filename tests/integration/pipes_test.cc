@@ -16,6 +16,6 @@ TEST_P(Pipes, MatchesNativeRun) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, Pipes,
                          ::testing::Values("basic", "threads", "nonblock", "eintr", "sigpipe",
-                                           "sigpipe-default", "dup"));
+                                           "sigpipe-default", "dup", "poll"));
 
 }  // namespace
