@@ -96,7 +96,7 @@ void RegisterProcessSyscalls(SyscallTable& table);  // exit, getpid, uname, arch
 void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocmask, kill, ...
 void RegisterTimerSyscalls(SyscallTable& table);    // alarm, setitimer, getitimer
 void RegisterThreadSyscalls(SyscallTable& table);   // clone, clone3, futex, exit, sched_yield
-void RegisterPollSyscalls(SyscallTable& table);     // poll, ppoll
+void RegisterPollSyscalls(SyscallTable& table);     // poll, ppoll, select, pselect6
 
 // Converts a memory access error into the -errno a guest sees (EFAULT unless the error says
 // otherwise).

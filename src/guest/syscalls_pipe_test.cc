@@ -302,5 +302,52 @@ TEST_F(PipeSyscalls, PpollWaitsUnderItsSignalMask) {
   EXPECT_EQ(h.Call(SYS_ppoll, kSmall, 1, kSmall + 128, 0, 0), -EINVAL);
 }
 
+// select: the fd sets are input and output both, so a finite timeout zeroes the guest's timeval
+// and ends in the call made again (restart_at_deadline), which answers with empty sets.
+TEST_F(PipeSyscalls, SelectAnswersOrWaitsToBeMadeAgain) {
+  MakePipe();
+  const uint64_t read_set = kSmall;
+  const uint64_t write_set = kSmall + 128;
+  const uint64_t tv_addr = kSmall + 256;
+  auto sets = [&](uint64_t reads, uint64_t writes) {
+    ASSERT_TRUE(h.memory.WriteObject(read_set, reads).has_value());
+    ASSERT_TRUE(h.memory.WriteObject(write_set, writes).has_value());
+  };
+  sets(uint64_t{1} << reader, uint64_t{1} << writer);
+  EXPECT_EQ(h.Call(SYS_select, 64, read_set, write_set, 0, 0), 1);  // writable
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(read_set).value(), 0u);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(write_set).value(), uint64_t{1} << writer);
+
+  sets(uint64_t{1} << reader, 0);
+  const timeval tv{2, 500};
+  ASSERT_TRUE(h.memory.WriteObject(tv_addr, tv).has_value());
+  const int64_t before = GuestMonotonicNs(h.state.monotonic_offset_ns);
+  h.Call(SYS_select, 64, read_set, write_set, 0, tv_addr);
+  const ThreadBlock& block = Parked();
+  EXPECT_TRUE(block.restart_at_deadline);
+  EXPECT_GE(block.deadline_ns, before + 2'000'500'000);
+  ASSERT_EQ(block.poll_fds.size(), 1u);
+  EXPECT_EQ(block.poll_fds[0].fd, HostFd(reader));
+  const timeval left = h.memory.ReadObject<timeval>(tv_addr).value();
+  EXPECT_EQ(left.tv_sec, 0);
+  EXPECT_EQ(left.tv_usec, 0);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(read_set).value(), uint64_t{1} << reader);  // kept
+  // Made again at the deadline: the timeout is zero now, the answer empty sets.
+  EXPECT_EQ(h.Call(SYS_select, 64, read_set, write_set, 0, tv_addr), 0);
+  EXPECT_EQ(h.last.action, SyscallResult::Action::kReturn);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(read_set).value(), 0u);
+  // Without a timeout it waits for ever, and is only made again when the fd is ready.
+  sets(uint64_t{1} << reader, 0);
+  h.Call(SYS_select, 64, read_set, 0, 0, 0);
+  EXPECT_FALSE(Parked().restart_at_deadline);
+  EXPECT_EQ(Parked().deadline_ns, 0);
+  EXPECT_EQ(Write(writer, "x"), 1);
+  EXPECT_EQ(h.Call(SYS_select, 64, read_set, 0, 0, 0), 1);
+  EXPECT_EQ(h.memory.ReadObject<uint64_t>(read_set).value(), uint64_t{1} << reader);
+  sets(uint64_t{1} << 40, 0);  // not open
+  EXPECT_EQ(h.Call(SYS_select, 64, read_set, 0, 0, 0), -EBADF);
+  EXPECT_EQ(h.Call(SYS_select, static_cast<uint64_t>(-1), read_set, 0, 0, 0), -EINVAL);
+}
+
 }  // namespace
 }  // namespace flurry

@@ -91,7 +91,11 @@ int ThreadTable::WakeExpired(int64_t now_ns) {
   int woken = 0;
   for (GuestThread& thread : others) {
     if (thread.parked() && thread.block.deadline_ns != 0 && thread.block.deadline_ns <= now_ns) {
-      WakeThread(thread, thread.block.expiry_result);
+      if (thread.block.restart_at_deadline) {
+        RestartThread(thread);
+      } else {
+        WakeThread(thread, thread.block.expiry_result);
+      }
       ++woken;
     }
   }

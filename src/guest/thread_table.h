@@ -45,6 +45,9 @@ struct ThreadBlock {
   // stdio, ...). Any revents (POLLHUP, POLLERR and POLLNVAL too) restarts the thread: its
   // syscall, made again, then succeeds or parks again.
   std::vector<pollfd> poll_fds{};
+  // The deadline restarts the thread (its syscall, made again, sees its timeout over: select
+  // zeroed it in guest memory) instead of returning expiry_result.
+  bool restart_at_deadline = false;
 
   // The signal mask that decides what ends this wait for a thread whose own mask is `blocked`.
   uint64_t WaitMask(uint64_t blocked) const { return suspend ? suspend_mask : blocked; }
@@ -102,8 +105,8 @@ struct ThreadTable {
   int FutexWake(uint64_t addr, int count, uint32_t bitset);
   // Moves up to `count` of the waiters left on `from` to wait on `to`. Returns how many moved.
   int FutexRequeue(uint64_t from, uint64_t to, int count);
-  // Parked threads whose deadline is at or before `now_ns` wake with their expiry result.
-  // Returns how many woke.
+  // Parked threads whose deadline is at or before `now_ns` wake with their expiry result (or
+  // are restarted: restart_at_deadline). Returns how many woke.
   int WakeExpired(int64_t now_ns);
   // The earliest deadline of a parked thread (0: none).
   int64_t EarliestDeadline() const;

@@ -160,6 +160,11 @@ TEST(ThreadTable, AnFdWaitEndsAtItsDeadlineOrForASignal) {
   EXPECT_EQ(table.EarliestDeadline(), 900);
   EXPECT_EQ(table.WakeExpired(900), 1);
   EXPECT_EQ(table.Find(81)->result, 0);
+  EXPECT_FALSE(table.Find(81)->restart);
+  table.others.push_back(FdWaiter(83, {}, 950));
+  table.others.back().block.restart_at_deadline = true;  // select: made again, timeout over
+  EXPECT_EQ(table.WakeExpired(1000), 1);
+  EXPECT_TRUE(table.Find(83)->restart);
   GuestThread t = FdWaiter(82, {{.fd = 5, .events = POLLIN, .revents = 0}});
   InterruptThread(t);
   EXPECT_EQ(t.result, -EINTR);

@@ -15,15 +15,14 @@
 //   sigpipe-default  the same under SIG_DFL: the program dies of SIGPIPE
 //   dup       dup, dup2, dup3 and F_DUPFD_CLOEXEC of pipe ends, close-on-exec flags, end of
 //             file only when every write end is closed
-//   poll      poll and ppoll over pipe ends: ready at once, a timeout, waiting for a writer
-//             thread, POLLNVAL/POLLHUP/POLLERR, ppoll's signal mask letting a signal in
+//
+// poll and select over pipe ends: tests/guest/poll.c.
 //
 // The harness that starts the native run ignores SIGPIPE (a disposition exec keeps), so every
 // scenario sets the one it needs.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -423,91 +422,6 @@ static int Dup(void) {
   return 0;
 }
 
-// ---- poll -----------------------------------------------------------------------------------
-struct Delayed {
-  int fd;
-  int delay_ms;
-  pthread_t target;  // sent SIGUSR1 instead of writing when set
-  int signal;
-};
-static void* WriteLater(void* arg) {
-  struct Delayed* d = arg;
-  SleepMs(d->delay_ms);
-  if (d->signal) {
-    CHECK(pthread_kill(d->target, SIGUSR1) == 0);
-  } else {
-    CHECK(write(d->fd, "!", 1) == 1);
-  }
-  return NULL;
-}
-
-static int Poll(void) {
-  int a[2], b[2];
-  CHECK(pipe(a) == 0 && pipe(b) == 0);
-  struct pollfd fds[3] = {{a[0], POLLIN, 0}, {b[0], POLLIN, 0}, {-1, POLLIN, 0}};
-  int n = poll(fds, 3, 0);
-  printf("empty, no timeout: %d, revents %#x %#x\n", n, fds[0].revents, fds[1].revents);
-  CHECK(write(b[1], "x", 1) == 1);
-  n = poll(fds, 3, 0);
-  printf("b has a byte: %d, revents %#x %#x %#x\n", n, fds[0].revents, fds[1].revents,
-         fds[2].revents);
-  char byte;
-  CHECK(read(b[0], &byte, 1) == 1);
-  struct timespec start, end;
-  clock_gettime(CLOCK_MONOTONIC, &start);
-  n = poll(fds, 2, 50);
-  clock_gettime(CLOCK_MONOTONIC, &end);
-  long ms = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_nsec - start.tv_nsec) / 1000000;
-  printf("50 ms timeout: %d, revents %#x, waited at least 45 ms %d\n", n, fds[0].revents, ms >= 45);
-
-  // Waiting without a timeout for a writer thread.
-  struct Delayed later = {a[1], 30, 0, 0};
-  pthread_t writer;
-  Start(&writer, WriteLater, &later);
-  n = poll(fds, 2, -1);
-  printf("writer thread: %d, revents %#x %#x\n", n, fds[0].revents, fds[1].revents);
-  CHECK(pthread_join(writer, NULL) == 0);
-  CHECK(read(a[0], &byte, 1) == 1);
-
-  // The ends' conditions.
-  struct pollfd ends[3] = {{a[0], POLLIN, 0}, {b[1], POLLOUT, 0}, {77, POLLIN, 0}};
-  n = poll(ends, 3, 0);
-  printf("writable, closed fd: %d, revents %#x %#x %#x\n", n, ends[0].revents, ends[1].revents,
-         ends[2].revents);
-  CHECK(close(a[1]) == 0);
-  CHECK(close(b[0]) == 0);
-  signal(SIGPIPE, SIG_IGN);
-  n = poll(ends, 3, 0);
-  printf("peers closed: %d, revents %#x %#x %#x\n", n, ends[0].revents, ends[1].revents,
-         ends[2].revents);
-  close(a[0]);
-  close(b[1]);
-
-  // ppoll: a signal blocked outside the call, let in by its mask, ends the wait.
-  CHECK(pipe(a) == 0);
-  SetAction(SIGUSR1, Caught, SA_RESTART);  // poll is never restarted, whatever SA_RESTART says
-  caught = 0;
-  sigset_t usr1, during, after;
-  sigemptyset(&usr1);
-  sigaddset(&usr1, SIGUSR1);
-  CHECK(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);
-  sigemptyset(&during);
-  struct Delayed signaller = {-1, 30, pthread_self(), 1};
-  pthread_t sender;
-  Start(&sender, WriteLater, &signaller);
-  struct pollfd one = {a[0], POLLIN, 0};
-  SHOW("ppoll with SIGUSR1 let in", ppoll(&one, 1, NULL, &during));
-  CHECK(pthread_join(sender, NULL) == 0);
-  CHECK(sigprocmask(SIG_SETMASK, NULL, &after) == 0);
-  printf("caught %d, SIGUSR1 blocked again %d\n", (int)caught, sigismember(&after, SIGUSR1));
-  struct timespec brief = {0, 20000000};
-  SHOW("ppoll timing out", ppoll(&one, 1, &brief, &during));
-  CHECK(write(a[1], "y", 1) == 1);
-  SHOW("ppoll with data", ppoll(&one, 1, NULL, NULL));
-  printf("revents %#x\n", one.revents);
-  return 0;
-}
-
 int main(int argc, char** argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc < 2) {
@@ -523,7 +437,6 @@ int main(int argc, char** argv) {
   if (strcmp(s, "sigpipe") == 0) return Sigpipe();
   if (strcmp(s, "sigpipe-default") == 0) return SigpipeDefault();
   if (strcmp(s, "dup") == 0) return Dup();
-  if (strcmp(s, "poll") == 0) return Poll();
   fprintf(stderr, "pipes: unknown scenario %s\n", s);
   return 2;
 }

@@ -16,6 +16,15 @@ TEST_P(Pipes, MatchesNativeRun) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, Pipes,
                          ::testing::Values("basic", "threads", "nonblock", "eintr", "sigpipe",
-                                           "sigpipe-default", "dup", "poll"));
+                                           "sigpipe-default", "dup"));
+
+// poll, ppoll, select and pselect over pipe ends (tests/guest/poll.c).
+class Poll : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Poll, MatchesNativeRun) {
+  ExpectSameAsNative({Guest("poll"), GetParam()}, "flurry: guest killed by SIG");
+}
+
+INSTANTIATE_TEST_SUITE_P(Scenarios, Poll, ::testing::Values("poll", "select"));
 
 }  // namespace
