@@ -28,15 +28,20 @@ enum class FileKind : uint8_t {
   kRegular,    // a regular file inside the root
   kDirectory,  // a directory inside the root (usable as a dirfd)
   kOther,      // anything else opened inside the root (symlink via O_PATH, fifo, device)
+  kPipe,       // one end of a pipe made by pipe/pipe2: no path (a VM descriptor records it
+               // as a pipe without a peer)
 };
 
 // One open file description.
 struct OpenFile {
   FileKind kind = FileKind::kOther;
   int stdio_fd = -1;  // kStdio: the host fd number (0, 1 or 2); not owned
-  UniqueFd host;      // other kinds: the host fd, owned (always O_CLOEXEC on the host)
+  UniqueFd host;      // other kinds: the host fd, owned (always O_CLOEXEC on the host; a
+                      // pipe's always O_NONBLOCK too, whatever the guest asked for)
   std::string path;   // absolute guest path it was opened as (canonical); empty for kStdio
-  int flags = 0;      // the guest's open(2) flags as F_GETFL reports them (no O_CLOEXEC)
+                      // and kPipe
+  int flags = 0;      // the guest's open(2) flags as F_GETFL reports them (no O_CLOEXEC);
+                      // O_NONBLOCK here decides whether the guest waits on a pipe or stdio
 
   // kStdio in a clone: writes go out whole lines at a time (see line_writer.h).
   std::shared_ptr<LineWriter> line_writer;

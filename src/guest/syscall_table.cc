@@ -16,6 +16,7 @@ SyscallTable SyscallTable::Default() {
   RegisterTimerSyscalls(table);
   RegisterThreadSyscalls(table);
   RegisterWaitSyscalls(table);
+  RegisterPollSyscalls(table);
   return table;
 }
 

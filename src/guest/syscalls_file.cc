@@ -5,6 +5,9 @@
 // through a span GuestMemory has checked (EFAULT when any byte of [buf, buf+count) lies outside
 // user memory). Guest paths are read with a 4096-byte limit (ENAMETOOLONG). x86-64 Linux guest
 // and host share every structure layout copied here (stat, statx, iovec, termios, winsize).
+#include <csignal>
+
+#include "guest/signal_state.h"
 #include "guest/syscalls_file_support.h"
 
 namespace flurry {
@@ -14,8 +17,19 @@ namespace {
 // ---- Reading and writing -----------------------------------------------------------------
 
 // One readv/preadv (offset < 0: at the file offset); a short read is the guest's to handle.
-Value ReadInto(const SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
+// A pipe or stdio the guest reads without O_NONBLOCK that has nothing to read parks the
+// thread (ParkOnFd) rather than the whole VMM.
+Value ReadInto(SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
                int64_t offset) {
+  const bool waits = GuestWaitsOn(file);
+  const bool wants_bytes =
+      std::any_of(iov.begin(), iov.end(), [](const iovec& v) { return v.iov_len != 0; });
+  if (waits && wants_bytes && file.kind == FileKind::kStdio && offset < 0) {
+    // The borrowed stdio may be a blocking host fd: read it only when something is there (or
+    // its end: POLLHUP, POLLERR count as ready).
+    pollfd ready{.fd = file.host_fd(), .events = POLLIN, .revents = 0};
+    if (poll(&ready, 1, 0) == 0) return ParkOnFd(context, file, POLLIN);
+  }
   for (;;) {
     ssize_t n = offset < 0
                     ? readv(file.host_fd(), iov.data(), static_cast<int>(iov.size()))
@@ -24,16 +38,27 @@ Value ReadInto(const SyscallContext& context, const OpenFile& file, std::span<io
     if (errno == EINTR) {
       if (context.KeepWaiting()) continue;
       errno = EINTR;
-    } else if (WaitIfStdio(context, file, POLLIN)) {
-      continue;
+    } else if (errno == EAGAIN && waits) {
+      return ParkOnFd(context, file, POLLIN);
     }
     return HostError("read");
   }
 }
 
+// Linux's pipe_write: a write to a pipe without readers raises SIGPIPE for the writing thread
+// (SI_USER, sent by the process itself), besides failing with EPIPE.
+void RaiseSigpipe(SyscallContext& context) {
+  constexpr int32_t kSiUser = 0;
+  SignalState& signals = context.state.signals;
+  RaiseThreadSignal(signals, signals.thread_pending, signals.blocked, SIGPIPE,
+                    PendingSignalInfo{.code = kSiUser, .pid = context.state.identity.pid});
+}
+
 // Writes all of iov, looping on partial writes (a terminal or pipe may take part of one).
-// Returns the bytes written; an error only when nothing was.
-Value WriteFrom(const SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
+// Returns the bytes written; an error only when nothing was. A pipe the guest writes without
+// O_NONBLOCK that is full parks the thread when nothing was written yet (ParkOnFd), and returns
+// what was written otherwise; EPIPE raises SIGPIPE.
+Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
                 int64_t offset) {
   if (file.line_writer != nullptr && offset < 0) return file.line_writer->Write(iov);
   int64_t total = 0;
@@ -47,8 +72,14 @@ Value WriteFrom(const SyscallContext& context, const OpenFile& file, std::span<i
       if (errno == EINTR) {
         if (context.KeepWaiting()) continue;
         errno = EINTR;
+      } else if (errno == EAGAIN && file.kind == FileKind::kPipe && GuestWaitsOn(file)) {
+        if (total > 0) return total;
+        return ParkOnFd(context, file, POLLOUT);
       } else if (WaitIfStdio(context, file, POLLOUT)) {
         continue;
+      } else if (errno == EPIPE) {
+        RaiseSigpipe(context);
+        errno = EPIPE;
       }
       if (total > 0) return total;
       return HostError("write");
@@ -106,6 +137,43 @@ Value Pwrite64(SyscallContext& context, const SyscallArgs& args) {
   auto offset = static_cast<int64_t>(args.arg[3]);
   if (offset < 0) return FailErrno(EINVAL, "pwrite offset");
   return BufferIo(context, args, /*write=*/true, offset);
+}
+
+// sendfile(out_fd, in_fd, offset, count): one read into a VMM buffer and one write, so every
+// kind of fd works as read and write do (pipes park, EPIPE raises SIGPIPE). A guest that waits
+// on a full output pipe parks before anything is read; bytes read but not written are given
+// back to a seekable input (its offset, or *offset), and at most a pipe's atomic size is read
+// from an input that cannot seek, which a writable output pipe always takes.
+Value Sendfile(SyscallContext& context, const SyscallArgs& args) {
+  constexpr uint64_t kChunk = 128 << 10;
+  constexpr uint64_t kUnseekableChunk = 4096;  // PIPE_BUF
+  OpenFile* out = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
+  OpenFile* in = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[1])));
+  const uint64_t offset_addr = args.arg[2];
+  int64_t offset = -1;
+  if (offset_addr != 0) {
+    offset = FLURRY_TRY(context.memory.ReadObject<int64_t>(offset_addr));
+    if (offset < 0) return FailErrno(EINVAL, "sendfile offset");
+  }
+  if (args.arg[3] == 0) return 0;
+  if (GuestWaitsOn(*out)) {
+    pollfd ready{out->host_fd(), POLLOUT, 0};
+    if (poll(&ready, 1, 0) == 0) return ParkOnFd(context, *out, POLLOUT);
+  }
+  const bool seekable = offset >= 0 || lseek(in->host_fd(), 0, SEEK_CUR) >= 0;
+  std::vector<uint8_t> buffer(std::min(args.arg[3], seekable ? kChunk : kUnseekableChunk));
+  iovec iov{buffer.data(), buffer.size()};
+  const int64_t got = FLURRY_TRY(ReadInto(context, *in, {&iov, 1}, offset));
+  if (context.state.threads.block || got == 0) return 0;  // parked on the input, or its end
+  iov.iov_len = static_cast<size_t>(got);
+  const Value put = WriteFrom(context, *out, {&iov, 1}, -1);
+  const int64_t written = put ? *put : 0;
+  if (offset >= 0) {
+    FLURRY_TRY(context.memory.WriteObject(offset_addr, offset + written));
+  } else if (written < got && seekable) {
+    lseek(in->host_fd(), written - got, SEEK_CUR);
+  }
+  return put;
 }
 
 Value Readv(SyscallContext& context, const SyscallArgs& args) {
@@ -235,8 +303,9 @@ Value Fcntl(SyscallContext& context, const SyscallArgs& args) {
       return flags;
     }
     case F_SETFL: {
-      // Borrowed stdio keeps its host flags (they are shared with the host's terminal).
-      if (file->kind != FileKind::kStdio) {
+      // Borrowed stdio keeps its host flags (they are shared with the host's terminal); a
+      // pipe's host fd stays non-blocking (the guest's O_NONBLOCK decides whether it waits).
+      if (file->kind != FileKind::kStdio && file->kind != FileKind::kPipe) {
         int host = fcntl(file->host_fd(), F_GETFL);
         if (host < 0) return HostError("F_GETFL");
         if (fcntl(file->host_fd(), F_SETFL, (host & ~kSetflFlags) | (arg & kSetflFlags)) != 0) {
@@ -260,6 +329,16 @@ Value Ioctl(SyscallContext& context, const SyscallArgs& args) {
     case FIONCLEX:
       FLURRY_TRY(context.state.fds.SetCloexec(fd, request == FIOCLEX));
       return 0;
+    case FIONREAD: {
+      // The bytes a pipe (or the borrowed stdio) holds, as the host counts them.
+      if (file->kind != FileKind::kPipe && file->kind != FileKind::kStdio) {
+        return FailErrno(ENOTTY, "ioctl");
+      }
+      int bytes = 0;
+      if (ioctl(file->host_fd(), FIONREAD, &bytes) != 0) return HostError("ioctl");
+      FLURRY_TRY(context.memory.WriteObject(args.arg[2], bytes));
+      return 0;
+    }
     case TCGETS:
     case TIOCGWINSZ: {
       // Only the borrowed host stdio can be a terminal.
@@ -310,6 +389,7 @@ void RegisterFileSyscalls(SyscallTable& table) {
   table.Register(SYS_write, Handle<Write>);
   table.Register(SYS_readv, Handle<Readv>);
   table.Register(SYS_writev, Handle<Writev>);
+  table.Register(SYS_sendfile, Handle<Sendfile>);
   table.Register(SYS_pread64, Handle<Pread64>);
   table.Register(SYS_pwrite64, Handle<Pwrite64>);
   table.Register(SYS_lseek, Handle<Lseek>);
@@ -328,6 +408,7 @@ void RegisterFileSyscalls(SyscallTable& table) {
   table.Register(SYS_fsync, Handle<Fsync>);
   table.Register(SYS_fdatasync, Handle<Fsync>);
   RegisterPathSyscalls(table);
+  RegisterPipeSyscalls(table);
 }
 
 }  // namespace flurry

@@ -37,6 +37,9 @@ using Body = Value (*)(SyscallContext&, const SyscallArgs&);
 template <Body body>
 SyscallResult Handle(SyscallContext& context, const SyscallArgs& args) {
   Value value = body(context, args);
+  // A body that parked its thread (ParkOnFd: the VMM takes threads.block at every syscall
+  // stop) has no value yet: it makes the syscall again when the wait ends.
+  if (context.state.threads.block) return SyscallResult::Block();
   return value ? SyscallResult::Return(*value) : ErrnoFrom(value.error());
 }
 
@@ -45,8 +48,26 @@ inline int IntArg(uint64_t arg) { return static_cast<int>(static_cast<uint32_t>(
 
 inline std::unexpected<Error> HostError(std::string_view what) { return FailErrno(errno, what); }
 
-// Blocking semantics for the borrowed host stdio: if the host fd is non-blocking (set by
-// whoever shares the terminal) but the guest did not ask for O_NONBLOCK, wait until ready.
+// Whether the guest waits on `file` when its host fd is not ready: a pipe (whose host fd is
+// always non-blocking) or the borrowed stdio, opened by the guest without O_NONBLOCK.
+inline bool GuestWaitsOn(const OpenFile& file) {
+  return (file.kind == FileKind::kPipe || file.kind == FileKind::kStdio) &&
+         (file.flags & O_NONBLOCK) == 0;
+}
+
+// Parks the calling thread until the host fd of `file` is ready for `events` (ThreadWait::kFd;
+// other threads run meanwhile, a signal interrupts it); the syscall is then made again. The
+// body returns this value and Handle turns it into SyscallResult::Block().
+inline Value ParkOnFd(SyscallContext& context, const OpenFile& file, short events) {
+  ThreadBlock block{.wait = ThreadWait::kFd};
+  block.poll_fds.push_back(pollfd{.fd = file.host_fd(), .events = events, .revents = 0});
+  context.state.threads.block = std::move(block);
+  return 0;
+}
+
+// Blocking semantics for writes to the borrowed host stdio: if the host fd is non-blocking
+// (set by whoever shares the terminal) but the guest did not ask for O_NONBLOCK, wait until
+// ready. (Reads park instead: ReadInto.)
 inline bool WaitIfStdio(const SyscallContext& context, const OpenFile& file, short events) {
   if (errno != EAGAIN || file.kind != FileKind::kStdio || (file.flags & O_NONBLOCK) != 0) {
     return false;
@@ -151,7 +172,9 @@ inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, u
   return host;
 }
 
-// Registers the path syscalls (syscalls_path.cc); RegisterFileSyscalls calls it.
+// Registers the path syscalls (syscalls_path.cc) and pipe, pipe2 (syscalls_pipe.cc);
+// RegisterFileSyscalls calls them.
 void RegisterPathSyscalls(SyscallTable& table);
+void RegisterPipeSyscalls(SyscallTable& table);
 
 }  // namespace flurry::file_syscalls

@@ -27,6 +27,7 @@ struct SyscallHarness {
   int64_t Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0,
                uint64_t a4 = 0, uint64_t a5 = 0) {
     SyscallContext context{memory, state};
+    state.threads.block.reset();  // as the VMM takes a parked thread's request at every stop
     context.processes = &processes;
     last = table.Dispatch(context, SyscallArgs{nr, {a0, a1, a2, a3, a4, a5}});
     return last.value;

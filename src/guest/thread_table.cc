@@ -91,7 +91,11 @@ int ThreadTable::WakeExpired(int64_t now_ns) {
   int woken = 0;
   for (GuestThread& thread : others) {
     if (thread.parked() && thread.block.deadline_ns != 0 && thread.block.deadline_ns <= now_ns) {
-      WakeThread(thread, thread.block.expiry_result);
+      if (thread.block.restart_at_deadline) {
+        RestartThread(thread);
+      } else {
+        WakeThread(thread, thread.block.expiry_result);
+      }
       ++woken;
     }
   }
@@ -112,6 +116,39 @@ int ThreadTable::NextRunnable() const {
     if (!others[i].parked()) return static_cast<int>(i);
   }
   return -1;
+}
+
+bool ThreadTable::WaitsForFds() const {
+  return std::any_of(others.begin(), others.end(),
+                     [](const GuestThread& t) { return t.wait == ThreadWait::kFd; });
+}
+
+std::vector<pollfd> ThreadTable::FdWaitSet() const {
+  std::vector<pollfd> set;
+  for (const GuestThread& thread : others) {
+    if (thread.wait != ThreadWait::kFd) continue;
+    for (const pollfd& wanted : thread.block.poll_fds) {
+      set.push_back(pollfd{.fd = wanted.fd, .events = wanted.events, .revents = 0});
+    }
+  }
+  return set;
+}
+
+int ThreadTable::WakeReadyFds(std::span<const pollfd> polled) {
+  int woken = 0;
+  size_t at = 0;
+  for (GuestThread& thread : others) {
+    if (thread.wait != ThreadWait::kFd) continue;
+    const size_t count = thread.block.poll_fds.size();
+    if (at + count > polled.size()) break;  // not the set FdWaitSet made: leave the rest
+    const std::span<const pollfd> mine = polled.subspan(at, count);
+    at += count;
+    if (std::any_of(mine.begin(), mine.end(), [](const pollfd& p) { return p.revents != 0; })) {
+      RestartThread(thread);
+      ++woken;
+    }
+  }
+  return woken;
 }
 
 }  // namespace flurry

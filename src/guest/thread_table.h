@@ -2,7 +2,8 @@
 // vCPU, one stub thread), as a kernel on one CPU does: the running thread's state stands where
 // single-threaded code keeps it (the backend's CPU; GuestState's identity, signal mask,
 // alternate stack and segment bases), and every other thread is a GuestThread here, with its
-// CPU state saved and, when it is parked in a syscall (futex wait, sleep), what it waits for.
+// CPU state saved and, when it is parked in a syscall (futex wait, sleep, host fds), what it
+// waits for.
 // See docs/design.md ("Threads").
 //
 // Plain data plus pure functions over it; touched only on the VM's run thread.
@@ -12,6 +13,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "arch/x86_64/user_cpu_state.h"
@@ -24,7 +26,7 @@ enum class ThreadWait : uint8_t {
   kFutex,     // FUTEX_WAIT on futex_addr
   kSleep,     // nanosleep, clock_nanosleep
   kSignal,    // pause, rt_sigtimedwait: a signal (signal_set: also blocked ones)
-  kFd,        // host fds (poll_fds) to become ready: the thread then makes its syscall again
+  kFd,        // host fds of the VMM (poll_fds) to become ready: then the syscall is made again
 };
 
 // What a syscall handler that cannot finish now asks for its thread: park it until woken, or
@@ -39,7 +41,13 @@ struct ThreadBlock {
   uint64_t signal_set = 0;    // kSignal: blocked signals that end the wait (rt_sigtimedwait's)
   bool suspend = false;       // kSignal: rt_sigsuspend, waiting under `suspend_mask`
   uint64_t suspend_mask = 0;
-  std::vector<pollfd> poll_fds{};  // kFd: the VMM's host fds and the events waited for
+  // kFd: the VMM's host fds and the events the syscall waits for (a pipe's end, borrowed
+  // stdio, ...). Any revents (POLLHUP, POLLERR and POLLNVAL too) restarts the thread: its
+  // syscall, made again, then succeeds or parks again.
+  std::vector<pollfd> poll_fds{};
+  // The deadline restarts the thread (its syscall, made again, sees its timeout over: select
+  // zeroed it in guest memory) instead of returning expiry_result.
+  bool restart_at_deadline = false;
 
   // The signal mask that decides what ends this wait for a thread whose own mask is `blocked`.
   uint64_t WaitMask(uint64_t blocked) const { return suspend ? suspend_mask : blocked; }
@@ -111,13 +119,22 @@ struct ThreadTable {
   int FutexWake(uint64_t addr, int count, uint32_t bitset);
   // Moves up to `count` of the waiters left on `from` to wait on `to`. Returns how many moved.
   int FutexRequeue(uint64_t from, uint64_t to, int count);
-  // Parked threads whose deadline is at or before `now_ns` wake with their expiry result.
-  // Returns how many woke.
+  // Parked threads whose deadline is at or before `now_ns` wake with their expiry result (or
+  // are restarted: restart_at_deadline). Returns how many woke.
   int WakeExpired(int64_t now_ns);
   // The earliest deadline of a parked thread (0: none).
   int64_t EarliestDeadline() const;
   // The index in `others` of the next thread to run (-1: none is runnable).
   int NextRunnable() const;
+
+  // Whether a thread is parked in a kFd wait.
+  bool WaitsForFds() const;
+  // The host fds the kFd waiters wait for, each waiter's poll_fds in turn, in `others` order:
+  // one poll() over them tells which waits are over (WakeReadyFds). Empty: no kFd waiter.
+  std::vector<pollfd> FdWaitSet() const;
+  // Restarts (RestartThread) each kFd waiter with any revents in `polled`, the FdWaitSet()
+  // taken before with no change to the table since, as poll() filled it. Returns how many.
+  int WakeReadyFds(std::span<const pollfd> polled);
 };
 
 // Wakes a parked thread: it runs again with RAX = `result`.
@@ -125,8 +142,8 @@ void WakeThread(GuestThread& thread, int64_t result);
 // Ends a parked thread's wait for a signal (EINTR). Should no signal be left for it when it is
 // about to run (another thread took it, it was ignored), Repark makes it wait on as before.
 void InterruptThread(GuestThread& thread);
-// Ends a kSignal wait for a signal of its set: the thread makes its syscall again, which then
-// takes the signal.
+// Ends a wait by making the thread's syscall again: a kSignal wait for a signal of its set
+// (which the syscall then takes), a kFd wait whose fd is ready.
 void RestartThread(GuestThread& thread);
 void Repark(GuestThread& thread);
 

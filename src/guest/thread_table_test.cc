@@ -1,6 +1,7 @@
 #include "guest/thread_table.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -97,6 +98,95 @@ TEST(ThreadTable, ResumableCpuRestartsAWaitAndKeepsAWakersResult) {
   running.cpu.regs.rip = 0x402000;
   running.cpu.regs.rax = 7;
   EXPECT_EQ(ResumableCpu(running), running.cpu);
+}
+
+GuestThread FdWaiter(int32_t tid, std::vector<pollfd> fds, int64_t deadline = 0) {
+  GuestThread t;
+  t.tid = tid;
+  t.in_syscall = true;
+  t.syscall_nr = 0;  // read
+  t.wait = ThreadWait::kFd;
+  t.block = ThreadBlock{.wait = ThreadWait::kFd, .deadline_ns = deadline, .expiry_result = 0};
+  t.block.poll_fds = std::move(fds);
+  return t;
+}
+
+TEST(ThreadTable, FdWaitSetListsEachWaitersFdsInTurn) {
+  ThreadTable table;
+  EXPECT_FALSE(table.WaitsForFds());
+  EXPECT_TRUE(table.FdWaitSet().empty());
+  table.others.push_back(FdWaiter(61, {{.fd = 5, .events = POLLIN, .revents = 0}}));
+  table.others.push_back(Waiter(62, 0x1000, ~0u, 1));
+  table.others.push_back(FdWaiter(63, {{.fd = 7, .events = POLLOUT, .revents = POLLOUT},
+                                       {.fd = 8, .events = POLLIN, .revents = 0}}));
+  GuestThread woken = FdWaiter(64, {{.fd = 9, .events = POLLIN, .revents = 0}});
+  WakeThread(woken, 0);  // no longer waiting: not polled
+  table.others.push_back(woken);
+  EXPECT_TRUE(table.WaitsForFds());
+  const std::vector<pollfd> set = table.FdWaitSet();
+  ASSERT_EQ(set.size(), 3u);
+  EXPECT_EQ(set[0].fd, 5);
+  EXPECT_EQ(set[0].events, POLLIN);
+  EXPECT_EQ(set[1].fd, 7);
+  EXPECT_EQ(set[1].events, POLLOUT);
+  EXPECT_EQ(set[1].revents, 0);  // cleared for poll() to fill
+  EXPECT_EQ(set[2].fd, 8);
+}
+
+TEST(ThreadTable, ReadyFdsRestartTheirWaiters) {
+  ThreadTable table;
+  table.others.push_back(FdWaiter(71, {{.fd = 5, .events = POLLIN, .revents = 0}}));
+  table.others.push_back(FdWaiter(
+      72, {{.fd = 6, .events = POLLIN, .revents = 0}, {.fd = 7, .events = POLLOUT, .revents = 0}}));
+  table.others.push_back(FdWaiter(73, {{.fd = 8, .events = POLLIN, .revents = 0}}));
+  std::vector<pollfd> polled = table.FdWaitSet();
+  EXPECT_EQ(table.WakeReadyFds(polled), 0);  // nothing ready
+  polled[2].revents = POLLOUT;               // 72's second fd
+  polled[3].revents = POLLHUP;               // 73's: hang-up counts too
+  EXPECT_EQ(table.WakeReadyFds(polled), 2);
+  EXPECT_TRUE(table.Find(71)->parked());
+  const GuestThread& restarted = *table.Find(72);
+  EXPECT_FALSE(restarted.parked());
+  EXPECT_TRUE(restarted.restart);  // it makes its syscall again
+  EXPECT_FALSE(table.Find(73)->parked());
+  // With 72 and 73 runnable, only 71 is polled; a shorter set than expected wakes nobody.
+  EXPECT_EQ(table.FdWaitSet().size(), 1u);
+  EXPECT_EQ(table.WakeReadyFds({}), 0);
+}
+
+TEST(ThreadTable, AnFdWaitEndsAtItsDeadlineOrForASignal) {
+  ThreadTable table;
+  table.others.push_back(FdWaiter(81, {{.fd = 5, .events = POLLIN, .revents = 0}}, 900));
+  EXPECT_EQ(table.EarliestDeadline(), 900);
+  EXPECT_EQ(table.WakeExpired(900), 1);
+  EXPECT_EQ(table.Find(81)->result, 0);
+  EXPECT_FALSE(table.Find(81)->restart);
+  table.others.push_back(FdWaiter(83, {}, 950));
+  table.others.back().block.restart_at_deadline = true;  // select: made again, timeout over
+  EXPECT_EQ(table.WakeExpired(1000), 1);
+  EXPECT_TRUE(table.Find(83)->restart);
+  GuestThread t = FdWaiter(82, {{.fd = 5, .events = POLLIN, .revents = 0}});
+  InterruptThread(t);
+  EXPECT_EQ(t.result, -EINTR);
+  Repark(t);  // the signal went elsewhere: it waits for its fd again
+  EXPECT_EQ(t.wait, ThreadWait::kFd);
+  ASSERT_EQ(t.block.poll_fds.size(), 1u);
+}
+
+TEST(ThreadTable, FdWaitSetPollsAsTheKernelSays) {
+  int ends[2];
+  ASSERT_EQ(pipe(ends), 0);
+  ThreadTable table;
+  table.others.push_back(FdWaiter(91, {{.fd = ends[0], .events = POLLIN, .revents = 0}}));
+  std::vector<pollfd> polled = table.FdWaitSet();
+  EXPECT_EQ(poll(polled.data(), polled.size(), 0), 0);
+  EXPECT_EQ(table.WakeReadyFds(polled), 0);
+  ASSERT_EQ(write(ends[1], "x", 1), 1);
+  polled = table.FdWaitSet();
+  EXPECT_EQ(poll(polled.data(), polled.size(), 0), 1);
+  EXPECT_EQ(table.WakeReadyFds(polled), 1);
+  close(ends[0]);
+  close(ends[1]);
 }
 
 }  // namespace

@@ -48,6 +48,8 @@ pb::FileKind KindToProto(FileKind kind) {
       return pb::FILE_KIND_DIRECTORY;
     case FileKind::kOther:
       return pb::FILE_KIND_OTHER;
+    case FileKind::kPipe:
+      return pb::FILE_KIND_PIPE;
   }
   return pb::FILE_KIND_UNSPECIFIED;  // an out-of-range enum value; the decoder refuses it
 }
@@ -232,6 +234,8 @@ Result<FileKind> KindFromProto(int kind, int32_t fd) {
       return FileKind::kDirectory;
     case pb::FILE_KIND_OTHER:
       return FileKind::kOther;
+    case pb::FILE_KIND_PIPE:
+      return FileKind::kPipe;
     default:
       return Invalid("fd {} has unknown kind {}", fd, kind);
   }

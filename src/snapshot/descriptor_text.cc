@@ -62,6 +62,8 @@ const char* KindName(FileKind kind) {
       return "directory";
     case FileKind::kOther:
       return "other";
+    case FileKind::kPipe:
+      return "pipe";
   }
   return "unknown";
 }
@@ -220,8 +222,9 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
                                     : std::string("none"),
                    Printable(f.cwd), f.fds.size(), f.fds.size() == 1 ? "" : "s"));
   for (const FdRecord& fd : f.fds) {
-    std::string where =
-        fd.kind == FileKind::kStdio ? fmt::format("host fd {}", fd.stdio_fd) : Printable(fd.path);
+    std::string where = fd.kind == FileKind::kStdio  ? fmt::format("host fd {}", fd.stdio_fd)
+                        : fd.kind == FileKind::kPipe ? std::string("(no peer when restored)")
+                                                     : Printable(fd.path);
     out += fmt::format("{}fd {:<4} {:<9} {}  {}  offset {}{}\n", kIndent, fd.fd, KindName(fd.kind),
                        where, OpenFlags(fd.flags), fd.offset, fd.cloexec ? "  cloexec" : "");
   }

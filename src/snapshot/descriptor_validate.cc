@@ -1,4 +1,6 @@
 // Semantic validation of a decoded (or about to be written) VmDescriptor.
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cstring>
 #include <set>
@@ -217,6 +219,16 @@ Result<void> ValidateFiles(const FilesRecord& f) {
         }
         FLURRY_TRY(
             CheckString(fmt::format("fd {} path", fd.fd), fd.path, kMaxDescriptorPathBytes, true));
+        break;
+      case FileKind::kPipe:
+        if (fd.stdio_fd != -1) {
+          return Invalid("fd {} is a pipe but has stdio fd {}", fd.fd, fd.stdio_fd);
+        }
+        if (!fd.path.empty()) return Invalid("fd {} is a pipe but has a path", fd.fd);
+        if ((fd.flags & O_ACCMODE) != O_RDONLY && (fd.flags & O_ACCMODE) != O_WRONLY) {
+          return Invalid("fd {} is a pipe end neither read-only nor write-only", fd.fd);
+        }
+        if (fd.offset != 0) return Invalid("fd {} is a pipe but has offset {}", fd.fd, fd.offset);
         break;
       default:
         return Invalid("fd {} has unknown kind {}", fd.fd, static_cast<int>(fd.kind));

@@ -5,6 +5,7 @@
 #error "snapshot/descriptor_codec.h includes <linux/kvm.h>"
 #endif
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -124,6 +125,14 @@ const RefusalCase kGuestStateCases[] = {
     {"unknown file kind", [](VmDescriptor& d) { d.files.fds[3].kind = static_cast<FileKind>(9); },
      "invalid descriptor: fd 3 has unknown kind 0",  // encoded as FILE_KIND_UNSPECIFIED
      "invalid descriptor: fd 3 has unknown kind 9"},
+    {"pipe with a path", [](VmDescriptor& d) { d.files.fds[3].kind = FileKind::kPipe; },
+     "invalid descriptor: fd 3 is a pipe but has a path"},
+    {"pipe with a stdio fd", [](VmDescriptor& d) { d.files.fds[1].kind = FileKind::kPipe; },
+     "invalid descriptor: fd 1 is a pipe but has stdio fd 1"},
+    {"pipe end read-write", [](VmDescriptor& d) { d.files.fds[5].flags = O_RDWR; },
+     "invalid descriptor: fd 9 is a pipe end neither read-only nor write-only"},
+    {"pipe with an offset", [](VmDescriptor& d) { d.files.fds[5].offset = 10; },
+     "invalid descriptor: fd 9 is a pipe but has offset 10"},
     {"writable without root",
      [](VmDescriptor& d) {
        d.files.root_host_path.reset();

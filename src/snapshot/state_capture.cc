@@ -61,6 +61,23 @@ FilesRecord CaptureFiles(const FdTable& fds) {
   return record;
 }
 
+namespace {
+
+// A pipe cannot be reopened: a restored pipe end is that end of a new host pipe whose other
+// end is closed at once, so reads see end of file and writes fail with EPIPE (and raise
+// SIGPIPE). Non-blocking on the host, as every pipe end (guest/syscalls_pipe.cc).
+Result<UniqueFd> PeerlessPipeEnd(int flags) {
+  int ends[2];
+  if (pipe2(ends, O_CLOEXEC | O_NONBLOCK | (flags & O_DIRECT)) != 0) {
+    return FailErrno("making a pipe");
+  }
+  UniqueFd read_end(ends[0]);
+  UniqueFd write_end(ends[1]);
+  return (flags & O_ACCMODE) == O_WRONLY ? std::move(write_end) : std::move(read_end);
+}
+
+}  // namespace
+
 Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
                           FdTable& fds, std::shared_ptr<LazyFiles> lazy_files) {
   FdTable restored;
@@ -78,6 +95,9 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
     if (r.kind == FileKind::kStdio) {
       if (r.stdio_fd < 0 || r.stdio_fd > 2) return Fail("fd {}: bad stdio fd {}", r.fd, r.stdio_fd);
       file->stdio_fd = r.stdio_fd;
+    } else if (r.kind == FileKind::kPipe) {
+      file->host = FLURRY_TRY_CTX(PeerlessPipeEnd(r.flags),
+                                  fmt::format("restoring guest fd {} (a pipe)", r.fd));
     } else {
       HostDir* root = restored.root();
       if (root == nullptr) return Fail("fd {} ({}) needs a --dir root", r.fd, r.path);

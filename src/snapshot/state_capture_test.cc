@@ -1,7 +1,10 @@
 #include "snapshot/state_capture.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <ctime>
 
 namespace flurry {
@@ -94,6 +97,52 @@ TEST(StateCaptureTest, RestoreWithoutAClockRecordReadsTheHostsClock) {
     ASSERT_TRUE(state) << state.error().message();
     EXPECT_EQ(state->monotonic_offset_ns, 0);
     EXPECT_EQ(state->start_time_ns, 123u);
+  }
+}
+
+// A pipe cannot be reopened: its ends are captured as pipe ends without a path, and restored
+// as ends of a new pipe whose other end is closed.
+TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
+  signal(SIGPIPE, SIG_IGN);  // as the VMM process does
+  FdTable fds;
+  int ends[2];
+  ASSERT_EQ(pipe2(ends, O_CLOEXEC | O_NONBLOCK), 0);
+  OpenFile reader;
+  reader.kind = FileKind::kPipe;
+  reader.host.Reset(ends[0]);
+  reader.flags = O_RDONLY;
+  OpenFile writer;
+  writer.kind = FileKind::kPipe;
+  writer.host.Reset(ends[1]);
+  writer.flags = O_WRONLY | O_NONBLOCK;
+  ASSERT_EQ(*fds.Install(std::move(reader), false), 3);
+  ASSERT_EQ(*fds.Install(std::move(writer), true), 4);
+  ASSERT_EQ(write(ends[1], "unread", 6), 6);  // not carried over
+
+  VmDescriptor d = SmallDescriptor();
+  d.files = CaptureFiles(fds);
+  ASSERT_EQ(d.files.fds.size(), 5u);
+  const FdRecord& captured = d.files.fds[4];
+  EXPECT_EQ(captured.kind, FileKind::kPipe);
+  EXPECT_EQ(captured.path, "");
+  EXPECT_EQ(captured.flags, O_WRONLY | O_NONBLOCK);
+  EXPECT_TRUE(captured.cloexec);
+  EXPECT_EQ(captured.offset, 0);
+
+  Result<GuestState> state = RestoreGuest(d, ClockResume::kFromCapture);  // no root needed
+  ASSERT_TRUE(state) << state.error().message();
+  const OpenFile* read_end = *state->fds.Get(3);
+  const OpenFile* write_end = *state->fds.Get(4);
+  EXPECT_EQ(read_end->kind, FileKind::kPipe);
+  EXPECT_EQ(read_end->flags, O_RDONLY);
+  EXPECT_EQ(*state->fds.GetCloexec(4), true);
+  char byte;
+  EXPECT_EQ(read(read_end->host_fd(), &byte, 1), 0);  // end of file, not the old bytes
+  EXPECT_EQ(write(write_end->host_fd(), "x", 1), -1);
+  EXPECT_EQ(errno, EPIPE);
+  for (const OpenFile* end : {read_end, write_end}) {
+    EXPECT_NE(fcntl(end->host_fd(), F_GETFL) & O_NONBLOCK, 0);
+    EXPECT_EQ(fcntl(end->host_fd(), F_GETFD), FD_CLOEXEC);
   }
 }
 

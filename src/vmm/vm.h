@@ -184,9 +184,10 @@ class Vm : public ForkHost {
   Result<std::optional<GuestExit>> LoadThread(GuestThread thread);
   // clone made `spawn`: a thread with the caller's CPU state `cpu`, runnable.
   void SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu);
-  // Ends the waits that are over: deadlines passed, and pending signals that interrupt a
-  // parked thread (EINTR) or that it waits for; process signals in `taken_by_running` are the
-  // running thread's to take. Data only: safe at any stop.
+  // Ends the waits that are over: deadlines passed, host fds ready (the thread makes its
+  // syscall again), and pending signals that interrupt a parked thread (EINTR) or that it
+  // waits for; process signals in `taken_by_running` are the running thread's to take. Data
+  // and a poll() that does not wait: safe at any stop.
   void WakeWaitingThreads(uint64_t taken_by_running);
   // The running thread is parked or gone: runs the next runnable thread, waiting (serving
   // control requests and timers) until one is.
@@ -249,6 +250,10 @@ class Vm : public ForkHost {
   int64_t retry_stop_at_ = 0;
   // When the running thread's time slice ends (host CLOCK_MONOTONIC ns), if others can run.
   int64_t slice_end_ns_ = 0;
+  // When WakeWaitingThreads last polled the host fds of threads waiting for them (host
+  // CLOCK_MONOTONIC ns): while some wait and the guest runs, the alarm stops it a slice later
+  // to poll them again.
+  int64_t fds_polled_ns_ = 0;
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.
   AlarmThread alarm_{[this] { Kick(); }};

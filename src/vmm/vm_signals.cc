@@ -67,6 +67,8 @@ void Vm::SyncAlarm() {
     if (const int64_t wake = state_.threads.EarliestDeadline(); wake != 0) {
       consider(HostFromGuestNs(wake, state_.monotonic_offset_ns));
     }
+    // Threads waiting for host fds: polled again a slice after the last poll.
+    if (state_.threads.WaitsForFds()) consider(fds_polled_ns_ + kThreadSliceNs);
   }
   if (deadline == alarm_set_for_) return;
   alarm_set_for_ = deadline;

@@ -1,7 +1,7 @@
 // The guest's threads on the backend's one execution context: the VMM switches between them
-// at syscalls that block (futex waits, sleeps), at a thread's exit, at sched_yield, and when
-// a thread's time slice ends (the alarm kicks the guest out). GuestState::threads holds every
-// thread but the running one. See docs/design.md ("Threads").
+// at syscalls that block (futex waits, sleeps, waits for host fds), at a thread's exit, at
+// sched_yield, and when a thread's time slice ends (the alarm kicks the guest out).
+// GuestState::threads holds every thread but the running one. See docs/design.md ("Threads").
 #include <poll.h>
 #include <sys/syscall.h>
 
@@ -80,11 +80,11 @@ void Vm::SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu) {
 void Vm::WakeWaitingThreads(uint64_t taken_by_running) {
   ThreadTable& threads = state_.threads;
   threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
-  // Threads waiting for host fds whose fds are ready make their syscall again.
-  for (GuestThread& thread : threads.others) {
-    if (thread.wait != ThreadWait::kFd) continue;
-    std::vector<pollfd> fds = thread.block.poll_fds;
-    if (fds.empty() || poll(fds.data(), fds.size(), 0) != 0) RestartThread(thread);
+  // Threads waiting for host fds (pipes, stdio): one poll over them all, without waiting. A
+  // ready one makes its syscall again.
+  if (std::vector<pollfd> fds = threads.FdWaitSet(); !fds.empty()) {
+    fds_polled_ns_ = HostClockNs(CLOCK_MONOTONIC);
+    if (poll(fds.data(), fds.size(), 0) > 0) threads.WakeReadyFds(fds);
   }
   // A signal sent to the process goes to one thread that does not block it: the running one if
   // it can take it, else a parked one, whose wait it ends.
@@ -128,19 +128,16 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
       return LoadThread(std::move(thread));
     }
     if (stop_requested_.load()) return std::nullopt;  // the run loop ends the VM
-    // Every thread waits: sleep until the first deadline, a timer or a kick (EINTR), and at most
-    // 100 ms, so a kick that came just before the sleep is not lost for long.
+    // Every thread waits: sleep until the first deadline, a timer, a host fd a thread waits for
+    // being ready, or a kick (EINTR), and at most 100 ms, so a kick that came just before the
+    // sleep is not lost for long.
     const int64_t now = HostClockNs(CLOCK_MONOTONIC);
     int64_t until = now + 100'000'000;
     for (int64_t guest : {threads.EarliestDeadline(), state_.signals.real_timer.deadline_ns}) {
       if (guest != 0) until = std::min(until, HostFromGuestNs(guest, state_.monotonic_offset_ns));
     }
     if (until > now) {
-      std::vector<pollfd> fds;
-      for (const GuestThread& thread : threads.others) {
-        if (thread.wait != ThreadWait::kFd) continue;
-        fds.insert(fds.end(), thread.block.poll_fds.begin(), thread.block.poll_fds.end());
-      }
+      std::vector<pollfd> fds = threads.FdWaitSet();
       const timespec timeout = NsTimespec(until - now);
       ppoll(fds.data(), fds.size(), &timeout, nullptr);
     }

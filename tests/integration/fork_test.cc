@@ -321,6 +321,22 @@ TEST(ForkSignals, PendingSignalsAndHandlersAreCloned) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+// Pipe ends travel into clones as ends without a peer (end of file, EPIPE and SIGPIPE); the
+// parent's pipe keeps its bytes.
+TEST(ForkPipes, ACloneSeesItsPipesWithoutAPeer) {
+  auto r = FlurryRun({Guest("fork_pipes")});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  EXPECT_EQ(Join(s.parent),
+            "clone 1: status 0\n"
+            "clone 2: status 0\n"
+            "parent read: before\n"
+            "parent read: after\n")
+      << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 // Every thread is cloned: a waiter parked on a condition variable, a sleeper and a spinner
 // each finish in their own VM, with that VM's clone ID.
 TEST(ForkThreads, EveryThreadIsCloned) {
