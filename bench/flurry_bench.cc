@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -231,6 +232,43 @@ void BM_Processes(benchmark::State& state) {
   state.counters["fork_guest_over_native"] = fork_ns / n / native.values["fork_exit_wait_ns"];
 }
 BENCHMARK(BM_Processes)->Iterations(3)->Unit(benchmark::kMillisecond);
+
+// Debian's busybox (busybox-static): `seq 100000 | sort -n | tail -1`, three processes and two
+// pipes, the whole run timed from outside (flurry's own start included), natively and in
+// flurry with busybox inside --dir.
+void BM_BusyboxPipeline(benchmark::State& state) {
+  const std::string busybox = "/bin/busybox";
+  if (access(busybox.c_str(), X_OK) != 0) {
+    state.SkipWithError("/bin/busybox missing (busybox-static)");
+    return;
+  }
+  char dir_template[] = "/tmp/flurry_bench_busybox_XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  const std::string copy = dir + "/busybox";
+  if (std::system(("cp " + busybox + " " + copy).c_str()) != 0) {
+    state.SkipWithError("copying busybox");
+    return;
+  }
+  const std::vector<std::string> script = {"sh", "-c", "seq 100000 | sort -n | tail -1"};
+  std::vector<std::string> native_args = {busybox};
+  native_args.insert(native_args.end(), script.begin(), script.end());
+  std::vector<std::string> guest_args = {"--dir", dir, copy};
+  guest_args.insert(guest_args.end(), script.begin(), script.end());
+  double guest_ns = 0, native_ns = 0;
+  for (auto _ : state) {
+    RunResult g = Run(InFlurry(guest_args, "256M"));
+    RunResult n = Run(native_args);
+    if (!Check(state, g) || !Check(state, n)) break;
+    guest_ns += g.wall_ns;
+    native_ns += n.wall_ns;
+  }
+  std::filesystem::remove_all(dir);
+  const double iterations = static_cast<double>(state.iterations());
+  state.counters["guest_ms"] = guest_ns / iterations / 1e6;
+  state.counters["native_ms"] = native_ns / iterations / 1e6;
+  state.counters["guest_over_native"] = guest_ns / native_ns;
+}
+BENCHMARK(BM_BusyboxPipeline)->Iterations(5)->Unit(benchmark::kMillisecond);
 
 // The same workload natively and in flurry; ratio = native time / guest time (1.0 = native).
 void CompareWithNative(benchmark::State& state, std::vector<std::string> program, const char* key,

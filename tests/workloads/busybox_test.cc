@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "harness.h"
 
 namespace {
@@ -74,5 +76,29 @@ INSTANTIATE_TEST_SUITE_P(Scripts, Busybox, ::testing::ValuesIn(kScripts),
                          [](const ::testing::TestParamInfo<Script>& info) {
                            return std::string(info.param.name);
                          });
+
+// Under sf_clone: three clones of a VM each execve busybox, whose script sees the clone's ID
+// and runs a pipeline of its own; each clone's output is its own (prefixed "[clone N] "), and
+// its exit status reaches the parent.
+TEST(BusyboxClones, EachCloneRunsItsOwnPipeline) {
+  if (access(kBusybox, X_OK) != 0) GTEST_SKIP() << kBusybox << " missing (busybox-static)";
+  TempDir dir;
+  MakeFiles(dir.path());
+  fs::copy_file(kBusybox, dir.path() / "busybox");
+  const RunResult r = Flurry(
+      {"run", "--dir", dir.path().string(), std::string(WORKLOAD_DIR) + "/clone_exec", "3",
+       "/busybox", "sh", "-c",
+       "echo \"$CLONE_ID: $(seq $((CLONE_ID * 10)) | sort -rn | head -1)\"; exit $CLONE_ID"});
+  ASSERT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+  std::vector<std::string> lines = Lines(r.out);
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines,
+            (std::vector<std::string>{"[clone 1] 1: 10", "[clone 2] 2: 20", "[clone 3] 3: 30",
+                                      "clone 1: kind 1 status 1", "clone 2: kind 1 status 2",
+                                      "clone 3: kind 1 status 3"}))
+      << r.Describe();
+}
 
 }  // namespace
