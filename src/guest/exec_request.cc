@@ -80,8 +80,9 @@ Result<ExecRequest> ReadExecRequest(SyscallContext& context, const SyscallArgs& 
       FLURRY_TRY(file_syscalls::PathRefOf(context, dirfd, request.path));
   // Execute permission as the guest's (root's) access(2) sees it: some x bit must be set.
   FLURRY_TRY(ref.dir->Access(ref.base, ref.path, X_OK, flags & AT_SYMLINK_NOFOLLOW));
-  request.file = FLURRY_TRY(ref.dir->OpenAt(
-      ref.base, ref.path, O_RDONLY | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0), 0));
+  request.file = FLURRY_TRY(
+      ref.dir->OpenAt(ref.base, ref.path,
+                      O_RDONLY | O_NONBLOCK | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0), 0));
   struct stat st {};
   if (fstat(request.file.get(), &st) != 0) return FailErrno(errno, "execve");
   if (!S_ISREG(st.st_mode)) return FailErrno(EACCES, "execve: not a regular file");

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 
@@ -44,7 +45,7 @@ SharedProcess* ProcessTable::slots() const {
   return reinterpret_cast<SharedProcess*>(mapping_.data() + sizeof(Header));
 }
 
-Result<ProcessTable> ProcessTable::Create(int32_t init_pid) {
+Result<ProcessTable> ProcessTable::Create(int32_t init_pid, int32_t last_id) {
   static_assert(sizeof(Header) == 64);
   ProcessTable table;
   table.mapping_ = FLURRY_TRY_CTX(Mapping::SharedAnonymous(kTableBytes), "the process table");
@@ -53,7 +54,7 @@ Result<ProcessTable> ProcessTable::Create(int32_t init_pid) {
   // Every process inherits this: poll says when init's VMM is gone.
   table.init_pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
   if (!table.init_pidfd_.valid()) return FailErrno(errno, "pidfd_open of the VMM");
-  table.header()->last_id.store(init_pid);
+  table.header()->last_id.store(std::max(init_pid, last_id));
   SharedProcess& init = table.slots()[0];
   init.pid.store(init_pid);
   init.ppid.store(0);

@@ -54,8 +54,9 @@ class ProcessTable {
   static constexpr int kMaxProcesses = 512;  // per VM
   static constexpr int32_t kMaxPid = 4'194'303;
 
-  // The table of a new VM whose first process is `init_pid` (made by the VM's first VMM).
-  static Result<ProcessTable> Create(int32_t init_pid);
+  // The table of a new VM whose first process is `init_pid` (made by the VM's first VMM); ids
+  // are handed out after `last_id` (the newest thread id the VM already has, or init_pid).
+  static Result<ProcessTable> Create(int32_t init_pid, int32_t last_id);
   ProcessTable() = default;  // no table: a VM that has not made one (unit tests)
   ProcessTable(ProcessTable&&) noexcept = default;
   ProcessTable& operator=(ProcessTable&&) noexcept = default;

@@ -10,7 +10,7 @@ namespace flurry {
 namespace {
 
 TEST(ProcessTable, InitIsProcessOneInItsOwnGroupAndSession) {
-  ProcessTable table = ProcessTable::Create(1).value();
+  ProcessTable table = ProcessTable::Create(1, 1).value();
   EXPECT_TRUE(table.is_init());
   EXPECT_EQ(table.pid(), 1);
   EXPECT_EQ(table.ParentPid(), 0);
@@ -21,7 +21,7 @@ TEST(ProcessTable, InitIsProcessOneInItsOwnGroupAndSession) {
 }
 
 TEST(ProcessTable, IdsAreFreshAndSkipLivePids) {
-  ProcessTable table = ProcessTable::Create(1).value();
+  ProcessTable table = ProcessTable::Create(1, 1).value();
   const int32_t a = table.AllocateId();
   const int32_t b = table.AllocateId();
   EXPECT_EQ(a, 2);
@@ -32,7 +32,7 @@ TEST(ProcessTable, IdsAreFreshAndSkipLivePids) {
 }
 
 TEST(ProcessTable, ChildEndsAsZombieUntilReaped) {
-  ProcessTable table = ProcessTable::Create(1).value();
+  ProcessTable table = ProcessTable::Create(1, 1).value();
   const int32_t pid = table.AllocateId();
   const int slot = table.Reserve(pid, SIGCHLD).value();
   const pid_t host = fork();
@@ -63,7 +63,7 @@ TEST(ProcessTable, ChildEndsAsZombieUntilReaped) {
 }
 
 TEST(ProcessTable, KillReachesProcessesAndGroupsButNeverTheCaller) {
-  ProcessTable table = ProcessTable::Create(1).value();
+  ProcessTable table = ProcessTable::Create(1, 1).value();
   const int slot = table.Reserve(2, SIGCHLD).value();
   table.Started(slot, true, UniqueFd());
   EXPECT_EQ(table.Send(2, SIGTERM), 1);
@@ -75,7 +75,7 @@ TEST(ProcessTable, KillReachesProcessesAndGroupsButNeverTheCaller) {
 }
 
 TEST(ProcessTable, ChildrenMoveToTheirOwnGroupAndSession) {
-  ProcessTable table = ProcessTable::Create(1).value();
+  ProcessTable table = ProcessTable::Create(1, 1).value();
   const int slot = table.Reserve(2, SIGCHLD).value();
   table.Started(slot, true, UniqueFd());
   EXPECT_TRUE(table.SetGroup(2, 0).has_value());
@@ -87,7 +87,7 @@ TEST(ProcessTable, ChildrenMoveToTheirOwnGroupAndSession) {
 }
 
 TEST(ProcessTable, FailedForkGivesTheSlotBack) {
-  ProcessTable table = ProcessTable::Create(1).value();
+  ProcessTable table = ProcessTable::Create(1, 1).value();
   const int slot = table.Reserve(2, SIGCHLD).value();
   table.Started(slot, false, UniqueFd());
   EXPECT_EQ(table.Count(), 1);

@@ -155,10 +155,20 @@ Value Sendfile(SyscallContext& context, const SyscallArgs& args) {
     offset = FLURRY_TRY(context.memory.ReadObject<int64_t>(offset_addr));
     if (offset < 0) return FailErrno(EINVAL, "sendfile offset");
   }
+  if ((out->flags & O_ACCMODE) == O_RDONLY || (in->flags & O_ACCMODE) == O_WRONLY) {
+    return FailErrno(EBADF, "sendfile");
+  }
   if (args.arg[3] == 0) return 0;
-  if (GuestWaitsOn(*out)) {
+  // Nothing is read before the output can take something: a full pipe parks a blocking
+  // writer and is EAGAIN for a non-blocking one. (Another process may still fill a shared
+  // pipe in between: at most PIPE_BUF bytes of an unseekable input are read, which a
+  // writable pipe takes unless that happens.)
+  if (out->kind == FileKind::kPipe || out->kind == FileKind::kStdio) {
     pollfd ready{out->host_fd(), POLLOUT, 0};
-    if (poll(&ready, 1, 0) == 0) return ParkOnFd(context, *out, POLLOUT);
+    if (poll(&ready, 1, 0) == 0) {
+      if (GuestWaitsOn(*out)) return ParkOnFd(context, *out, POLLOUT);
+      return FailErrno(EAGAIN, "sendfile");
+    }
   }
   const bool seekable = offset >= 0 || lseek(in->host_fd(), 0, SEEK_CUR) >= 0;
   std::vector<uint8_t> buffer(std::min(args.arg[3], seekable ? kChunk : kUnseekableChunk));

@@ -75,7 +75,13 @@ SyscallResult CloneThread(SyscallContext& c, const SyscallArgs& a, const CloneRe
   ThreadTable& threads = c.state.threads;
   if (threads.count() >= kMaxThreads) return SyscallResult::Errno(EAGAIN);
   // Thread ids and pids share one space: with other processes, the VM's table hands them out.
-  const int32_t tid = c.HasProcesses() ? c.processes->AllocateId() : NextTid(c.state);
+  int32_t tid = NextTid(c.state);
+  if (c.HasProcesses()) {  // never one of this process's own live ids either
+    do {
+      tid = c.processes->AllocateId();
+    } while (tid == c.state.identity.pid || tid == c.state.identity.tid ||
+             c.state.threads.Find(tid) != nullptr);
+  }
   if (r.flags & CLONE_PARENT_SETTID) {
     if (auto w = c.memory.WriteObject(r.parent_tid, tid); !w) return ErrnoFrom(w.error());
   }

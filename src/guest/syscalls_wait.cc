@@ -84,13 +84,13 @@ SyscallResult SysWaitid(SyscallContext& c, const SyscallArgs& a) {
       return SyscallResult::Errno(EINVAL);
   }
   if (!c.HasProcesses()) return SyscallResult::Errno(ECHILD);
+  c.processes->DrainEvents();
+  const ProcessTable::Waitable ended = c.processes->FindEnded(selector, /*reap=*/false);
+  if (!ended.any_child) return SyscallResult::Errno(ECHILD);
   if ((options & WEXITED) == 0) {  // only stops or continues: none ever comes
     if (options & WNOHANG) return SyscallResult::Return(0);
     return WaitForChild(c);
   }
-  c.processes->DrainEvents();
-  const ProcessTable::Waitable ended = c.processes->FindEnded(selector, /*reap=*/false);
-  if (!ended.any_child) return SyscallResult::Errno(ECHILD);
   WaitidInfo info{};
   if (ended.pid == 0 && !(options & WNOHANG)) return WaitForChild(c);
   if (ended.pid != 0) {

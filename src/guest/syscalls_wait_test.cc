@@ -36,7 +36,7 @@ int32_t EndedChild(SyscallHarness& h, int wait_status) {
 TEST(SysFork, AsksTheVmmForAProcessWithTheCloneFlags) {
   SyscallHarness h;
   EXPECT_EQ(h.Call(SYS_fork), -ENOSYS);  // no process table: the VM cannot fork
-  h.processes = ProcessTable::Create(42).value();
+  h.processes = ProcessTable::Create(42, 42).value();
   h.Call(SYS_clone, CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD, 0, 0, kBuf);
   EXPECT_EQ(h.last.action, SyscallResult::Action::kFork);
   ASSERT_TRUE(h.state.threads.fork.has_value());
@@ -53,10 +53,23 @@ TEST(SysFork, AsksTheVmmForAProcessWithTheCloneFlags) {
   EXPECT_EQ(h.Call(SYS_clone, 65), -EINVAL);  // no signal 65
 }
 
+// A VM made from a descriptor (a clone, a restored snapshot) already has threads: new ids come
+// after them, never one of them again.
+TEST(SysFork, ThreadIdsComeAfterTheVmsOwn) {
+  SyscallHarness h;
+  h.state.threads.last_tid = 50;
+  GuestThread other;
+  other.tid = 51;  // a thread restored with an id past last_tid must not be handed out either
+  h.state.threads.others.push_back(other);
+  h.processes = ProcessTable::Create(42, h.state.threads.last_tid).value();
+  constexpr uint64_t kThread = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
+  EXPECT_EQ(h.Call(SYS_clone, kThread, 0x2000000), 52);
+}
+
 TEST(SysWait4, EndedChildIsReapedWithItsStatus) {
   SyscallHarness h;
   EXPECT_EQ(h.Call(SYS_wait4, -1, 0, 0, 0), -ECHILD);
-  h.processes = ProcessTable::Create(42).value();
+  h.processes = ProcessTable::Create(42, 42).value();
   EXPECT_EQ(h.Call(SYS_wait4, -1, 0, 0, 0), -ECHILD);
   EXPECT_EQ(h.Call(SYS_wait4, -1, 0, WEXITED, 0), -EINVAL);  // waitid's, not wait4's
   const int32_t child = EndedChild(h, 9 << 8);
@@ -68,7 +81,7 @@ TEST(SysWait4, EndedChildIsReapedWithItsStatus) {
 
 TEST(SysWait4, RunningChildParksTheCallerUnlessWnohang) {
   SyscallHarness h;
-  h.processes = ProcessTable::Create(42).value();
+  h.processes = ProcessTable::Create(42, 42).value();
   const int slot = h.processes.Reserve(h.processes.AllocateId(), SIGCHLD).value();
   h.processes.Started(slot, true, UniqueFd());
   EXPECT_EQ(h.Call(SYS_wait4, -1, kBuf, WNOHANG, 0), 0);
@@ -82,7 +95,7 @@ TEST(SysWait4, RunningChildParksTheCallerUnlessWnohang) {
 
 TEST(SysWaitid, FillsSiginfoAndLeavesTheChildWithWnowait) {
   SyscallHarness h;
-  h.processes = ProcessTable::Create(42).value();
+  h.processes = ProcessTable::Create(42, 42).value();
   const int32_t child = EndedChild(h, SIGTERM);
   EXPECT_EQ(h.Call(SYS_waitid, P_ALL, 0, kBuf, 0, 0), -EINVAL);  // no WEXITED
   EXPECT_EQ(h.Call(SYS_waitid, P_PID, child, kBuf, WEXITED | WNOWAIT, 0), 0);
@@ -99,7 +112,7 @@ TEST(SysKill, OtherProcessesGetSignalsThroughTheTable) {
   SyscallHarness h;
   EXPECT_EQ(h.Call(SYS_kill, 7, SIGTERM), -ESRCH);  // alone in the VM
   EXPECT_EQ(h.Call(SYS_kill, -1, SIGTERM), -ESRCH);
-  h.processes = ProcessTable::Create(42).value();
+  h.processes = ProcessTable::Create(42, 42).value();
   const int32_t pid = h.processes.AllocateId();
   const int slot = h.processes.Reserve(pid, SIGCHLD).value();
   h.processes.Started(slot, true, UniqueFd());
@@ -116,7 +129,7 @@ TEST(SysKill, OtherProcessesGetSignalsThroughTheTable) {
 TEST(SysGetppid, InitKeepsItsVmsParent) {
   SyscallHarness h;
   h.state.identity.ppid = 7;
-  h.processes = ProcessTable::Create(42).value();
+  h.processes = ProcessTable::Create(42, 42).value();
   EXPECT_EQ(h.Call(SYS_getppid), 7);
   EXPECT_EQ(h.Call(SYS_getpgid, 0), 42);
   EXPECT_EQ(h.Call(SYS_setsid), -EPERM);  // a group leader

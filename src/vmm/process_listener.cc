@@ -32,7 +32,9 @@ void ProcessListener::Loop(ProcessTable* table, std::atomic<uint32_t>* word) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
-  uint32_t seen = word->load();
+  // Anything that happened while no listener ran (around a fork) is noticed at once: the
+  // first wait sees a changed word.
+  uint32_t seen = word->load() - 1;
   while (!quit_.load()) {
     // Wake at least every second to notice an init that was killed (it could not tell anyone).
     const timespec second{1, 0};

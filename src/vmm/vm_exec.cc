@@ -6,7 +6,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "arch/x86_64/layout.h"
 #include "guest/exec_request.h"
@@ -79,7 +81,20 @@ Result<std::optional<GuestExit>> Vm::Exec(const SyscallArgs& args, SyscallResult
   }
   signals.altstack = GuestStack{};
   state_.fds.CloseOnExec();
+  // The registers and the FPU/SSE/AVX state start as Linux's exec leaves them: zero, with the
+  // x87 control word and MXCSR at their defaults (an image of the captured size and XCR0).
+  Result<x86::UserCpuState> old_cpu = CaptureCpu();
+  if (!old_cpu) return fatal(old_cpu.error());
   x86::UserCpuState cpu;
+  cpu.xcr0 = old_cpu->xcr0;
+  cpu.xsave.assign(std::max<size_t>(old_cpu->xsave.size(), x86::UserCpuState::kMinXsaveBytes), 0);
+  const uint16_t fcw = 0x37f;
+  const uint32_t mxcsr = 0x1f80;
+  std::memcpy(cpu.xsave.data(), &fcw, sizeof fcw);
+  std::memcpy(cpu.xsave.data() + 24, &mxcsr, sizeof mxcsr);
+  if (old_cpu->xsave.size() >= 32) {  // MXCSR_MASK: the CPU's, as captured
+    std::memcpy(cpu.xsave.data() + 28, old_cpu->xsave.data() + 28, 4);
+  }
   cpu.regs.rip = started->image.entry;
   cpu.regs.rsp = started->rsp;
   state_.segment_bases = SegmentBases{};

@@ -16,8 +16,8 @@ namespace flurry {
 
 Result<void> Vm::StartProcesses() {
   if (!processes_.valid()) {
-    processes_ =
-        FLURRY_TRY_CTX(ProcessTable::Create(state_.identity.pid), "making the VM's process table");
+    processes_ = FLURRY_TRY_CTX(ProcessTable::Create(state_.identity.pid, state_.threads.last_tid),
+                                "making the VM's process table");
   }
   listener_.Start(processes_);
   return {};
@@ -27,12 +27,21 @@ Result<std::optional<int32_t>> Vm::ForkGuestProcess(const ProcessFork& request) 
   const int32_t pid = processes_.AllocateId();
   const int slot = FLURRY_TRY(processes_.Reserve(pid, request.exit_signal));
   // The child resumes past the syscall, as the parent does, with RAX 0.
-  x86::UserCpuState cpu = FLURRY_TRY_CTX(CaptureCpu(), "forking a process");
+  Result<x86::UserCpuState> captured = CaptureCpu();
+  if (!captured) {
+    processes_.Started(slot, false, UniqueFd());
+    return std::unexpected(captured.error().WithContext("forking a process"));
+  }
+  x86::UserCpuState cpu = std::move(*captured);
   cpu.regs.rax = 0;
   if (request.stack != 0) cpu.regs.rsp = request.stack;
   if (request.set_tls) cpu.regs.fs_base = request.tls;
   state_.fds.FlushLineOutput();  // a partial line is the parent's to write, not both's
+  // The control mutex is held across fork(), so the child never inherits it locked by the
+  // API thread or the watchdog (a thread that does not exist there to unlock it).
+  std::unique_lock control_lock(control_mutex_);
   Result<pid_t> host = ForkWithHooks(*this, /*tied_to_parent=*/false);
+  control_lock.unlock();
   if (!host) {
     processes_.Started(slot, false, UniqueFd());
     FLURRY_TRY(StartProcesses());
@@ -81,7 +90,7 @@ Result<void> Vm::BecomeGuestChild(int slot, int32_t pid, const x86::UserCpuState
   state_.segment_bases = SegmentBases{cpu.regs.fs_base, cpu.regs.gs_base, false};
   // Nothing of the parent's control requests, page servers or clock carries over.
   {
-    std::lock_guard lock(control_mutex_);
+    std::lock_guard lock(control_mutex_);  // unlocked: ForkGuestProcess held it over fork()
     control_queue_.clear();
   }
   paused_ = false;

@@ -131,6 +131,15 @@ static int signals(void) {
   int status = 0;
   waitpid(child, &status, 0);
   describe("child", status);
+  // A child that computes without making a syscall is reached too.
+  child = fork();
+  if (child == 0) {
+    for (volatile unsigned long spin = 0;; ++spin) {
+    }
+  }
+  kill(child, SIGTERM);
+  waitpid(child, &status, 0);
+  describe("spinning child", status);
   // A child that ends itself with a signal, and one that faults.
   child = fork();
   if (child == 0) {
