@@ -111,11 +111,8 @@ SyscallResult SignalProcesses(SyscallContext& c, int64_t target, int signal, int
   int found = 0;
   if (c.HasProcesses() && t != own) found = c.processes->Send(t, signal);
   // The caller itself: its pid, its group (0, or -its group), never -1 (all but the caller).
-  bool self = t == own;
-  if (t == 0) self = true;
-  if (t < -1) {
-    self = c.HasProcesses() ? c.processes->GroupOf(0).value_or(0) == -t : -t == own;
-  }
+  const int32_t own_group = c.HasProcesses() ? c.processes->GroupOf(0).value_or(own) : own;
+  const bool self = t == own || t == 0 || (t < -1 && -t == own_group);
   if (!self && found == 0) return SyscallResult::Errno(ESRCH);
   if (self && signal != 0) {
     RaiseSignal(c.state.signals, signal, PendingSignalInfo{.code = code, .pid = own});

@@ -156,9 +156,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     case SyscallResult::Action::kExitThread:
       FLURRY_TRY(ApplyProtectionChanges());
       return RunAnotherThread();
-    case SyscallResult::Action::kFork: {
-      FLURRY_TRY(ApplyProtectionChanges());
-      ApplySegmentBases();
+    case SyscallResult::Action::kFork: {  // (CaptureCpu applies what arch_prctl set)
       const std::optional<ProcessFork> request = std::exchange(state_.threads.fork, std::nullopt);
       if (!request) return Fail("syscall {} forked without saying how", args.nr);
       auto child = ForkGuestProcess(*request);

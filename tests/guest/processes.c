@@ -56,18 +56,24 @@ static int fork_basic(void) {
 
 static void on_usr1(int signal);
 
-static int wait_many(void) {
-  enum { kChildren = 12 };
-  pid_t pids[kChildren];
-  // Each child waits for the parent's SIGUSR1, so none can end before the WNOHANG check.
+// SIGUSR1 runs on_usr1 and is blocked (until a sigsuspend on *old, the mask before).
+static void catch_usr1_blocked(sigset_t* old) {
   struct sigaction action;
   memset(&action, 0, sizeof action);
   action.sa_handler = on_usr1;
   sigaction(SIGUSR1, &action, NULL);
-  sigset_t usr1, old;
+  sigset_t usr1;
   sigemptyset(&usr1);
   sigaddset(&usr1, SIGUSR1);
-  sigprocmask(SIG_BLOCK, &usr1, &old);
+  sigprocmask(SIG_BLOCK, &usr1, old);
+}
+
+static int wait_many(void) {
+  enum { kChildren = 12 };
+  pid_t pids[kChildren];
+  // Each child waits for the parent's SIGUSR1, so none can end before the WNOHANG check.
+  sigset_t old;
+  catch_usr1_blocked(&old);
   for (int i = 0; i < kChildren; ++i) {
     pids[i] = fork();
     if (pids[i] < 0) return 1;
@@ -111,14 +117,8 @@ static void on_usr1(int signal) {
 
 static int signals(void) {
   // A child killed by the parent's SIGTERM; the child tells the parent it is ready with SIGUSR1.
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = on_usr1;
-  sigaction(SIGUSR1, &action, NULL);
-  sigset_t usr1, old;
-  sigemptyset(&usr1);
-  sigaddset(&usr1, SIGUSR1);
-  sigprocmask(SIG_BLOCK, &usr1, &old);
+  sigset_t old;
+  catch_usr1_blocked(&old);
   const pid_t parent = getpid();
   pid_t child = fork();
   if (child == 0) {
