@@ -30,21 +30,59 @@ enum class FileKind : uint8_t {
   kOther,      // anything else opened inside the root (symlink via O_PATH, fifo, device)
   kPipe,       // one end of a pipe made by pipe/pipe2: no path (a VM descriptor records it
                // as a pipe without a peer)
+  kEventfd,    // eventfd/eventfd2: a host eventfd
+  kTimerfd,    // timerfd_create: a host timerfd
+  kEpoll,      // epoll_create/epoll_create1: a host epoll instance
+};
+
+// Kinds whose host fd is always O_NONBLOCK: the guest's O_NONBLOCK lives in OpenFile::flags
+// only and decides whether a thread that finds the host fd not ready parks or gets EAGAIN.
+inline bool HostFdNonblocking(FileKind kind) {
+  return kind == FileKind::kPipe || kind == FileKind::kEventfd || kind == FileKind::kTimerfd ||
+         kind == FileKind::kEpoll;
+}
+
+// The kinds made by eventfd, timerfd_create and epoll_create (OpenFile::event).
+inline bool IsEventObject(FileKind kind) {
+  return kind == FileKind::kEventfd || kind == FileKind::kTimerfd || kind == FileKind::kEpoll;
+}
+
+struct OpenFile;
+
+// One fd in an epoll instance's interest list, as the guest registered it.
+struct EpollInterest {
+  int32_t fd = -1;       // the guest fd it was added as
+  uint32_t events = 0;   // epoll_ctl's events
+  uint64_t data = 0;     // epoll_ctl's data, returned as is by epoll_wait
+  // The open file it was added as: a descriptor records the interest only while the guest
+  // fd still refers to it (the host drops it when the file closes).
+  std::weak_ptr<const OpenFile> file;
+};
+
+// What makes an eventfd, timerfd or epoll instance again elsewhere (a VM descriptor). The
+// rest of their state (an eventfd's count, a timerfd's setting) is read from the host fd when
+// a descriptor is captured.
+struct EventObject {
+  bool semaphore = false;  // eventfd: EFD_SEMAPHORE
+  int32_t clock = 0;       // timerfd: its clockid
+  std::vector<EpollInterest> interests;  // epoll: by guest fd, in the order added
 };
 
 // One open file description.
 struct OpenFile {
   FileKind kind = FileKind::kOther;
   int stdio_fd = -1;  // kStdio: the host fd number (0, 1 or 2); not owned
-  UniqueFd host;      // other kinds: the host fd, owned (always O_CLOEXEC on the host; a
-                      // pipe's always O_NONBLOCK too, whatever the guest asked for)
-  std::string path;   // absolute guest path it was opened as (canonical); empty for kStdio
-                      // and kPipe
+  UniqueFd host;      // other kinds: the host fd, owned (always O_CLOEXEC on the host;
+                      // O_NONBLOCK too where HostFdNonblocking, whatever the guest asked for)
+  std::string path;   // absolute guest path it was opened as (canonical); empty for kStdio,
+                      // kPipe and the event kinds
   int flags = 0;      // the guest's open(2) flags as F_GETFL reports them (no O_CLOEXEC);
-                      // O_NONBLOCK here decides whether the guest waits on a pipe or stdio
+                      // O_NONBLOCK here decides whether the guest waits on stdio or a kind
+                      // whose host fd is non-blocking (HostFdNonblocking)
 
   // kStdio in a clone: writes go out whole lines at a time (see line_writer.h).
   std::shared_ptr<LineWriter> line_writer;
+  EventObject event;  // kEventfd, kTimerfd, kEpoll
 
   int host_fd() const { return kind == FileKind::kStdio ? stdio_fd : host.get(); }
 };

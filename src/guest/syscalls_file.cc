@@ -72,7 +72,7 @@ Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> 
       if (errno == EINTR) {
         if (context.KeepWaiting()) continue;
         errno = EINTR;
-      } else if (errno == EAGAIN && file.kind == FileKind::kPipe && GuestWaitsOn(file)) {
+      } else if (errno == EAGAIN && HostFdNonblocking(file.kind) && GuestWaitsOn(file)) {
         if (total > 0) return total;
         return ParkOnFd(context, file, POLLOUT);
       } else if (WaitIfStdio(context, file, POLLOUT)) {
@@ -85,6 +85,8 @@ Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> 
       return HostError("write");
     }
     total += n;
+    // An eventfd takes one count per write (never part of one): its answer is the answer.
+    if (file.kind == FileKind::kEventfd) return total;
     auto done = static_cast<size_t>(n);
     while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
     if (first == iov.size() || n == 0) return total;
@@ -314,8 +316,9 @@ Value Fcntl(SyscallContext& context, const SyscallArgs& args) {
     }
     case F_SETFL: {
       // Borrowed stdio keeps its host flags (they are shared with the host's terminal); a
-      // pipe's host fd stays non-blocking (the guest's O_NONBLOCK decides whether it waits).
-      if (file->kind != FileKind::kStdio && file->kind != FileKind::kPipe) {
+      // pipe's (eventfd's, ...) host fd stays non-blocking (the guest's O_NONBLOCK decides
+      // whether it waits).
+      if (file->kind != FileKind::kStdio && !HostFdNonblocking(file->kind)) {
         int host = fcntl(file->host_fd(), F_GETFL);
         if (host < 0) return HostError("F_GETFL");
         if (fcntl(file->host_fd(), F_SETFL, (host & ~kSetflFlags) | (arg & kSetflFlags)) != 0) {
@@ -419,6 +422,8 @@ void RegisterFileSyscalls(SyscallTable& table) {
   table.Register(SYS_fdatasync, Handle<Fsync>);
   RegisterPathSyscalls(table);
   RegisterPipeSyscalls(table);
+  RegisterEventSyscalls(table);
+  RegisterEpollSyscalls(table);
 }
 
 }  // namespace flurry

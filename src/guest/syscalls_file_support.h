@@ -1,5 +1,7 @@
 // Shared by the file syscall translation units (syscalls_file.cc: file descriptors and I/O;
-// syscalls_path.cc: operations on paths): argument helpers and the handler adapter. Internal.
+// syscalls_path.cc: operations on paths; syscalls_pipe.cc, syscalls_event.cc,
+// syscalls_epoll.cc: the kinds without a path): argument helpers and the handler adapter.
+// Internal.
 #pragma once
 
 #include <fcntl.h>
@@ -48,11 +50,22 @@ inline int IntArg(uint64_t arg) { return static_cast<int>(static_cast<uint32_t>(
 
 inline std::unexpected<Error> HostError(std::string_view what) { return FailErrno(errno, what); }
 
-// Whether the guest waits on `file` when its host fd is not ready: a pipe (whose host fd is
-// always non-blocking) or the borrowed stdio, opened by the guest without O_NONBLOCK.
+// Whether the guest waits on `file` when its host fd is not ready: a pipe, eventfd, timerfd
+// or epoll instance (whose host fds are always non-blocking) or the borrowed stdio, opened by
+// the guest without O_NONBLOCK.
 inline bool GuestWaitsOn(const OpenFile& file) {
-  return (file.kind == FileKind::kPipe || file.kind == FileKind::kStdio) &&
+  return (HostFdNonblocking(file.kind) || file.kind == FileKind::kStdio) &&
          (file.flags & O_NONBLOCK) == 0;
+}
+
+// An eventfd's, timerfd's or epoll instance's OpenFile: read-write, the guest's O_NONBLOCK
+// kept in flags, its host fd non-blocking whatever the guest asked (HostFdNonblocking).
+inline OpenFile EventFile(FileKind kind, UniqueFd host, int guest_flags) {
+  OpenFile file;
+  file.kind = kind;
+  file.host = std::move(host);
+  file.flags = O_RDWR | (guest_flags & O_NONBLOCK);
+  return file;
 }
 
 // Parks the calling thread until the host fd of `file` is ready for `events` (ThreadWait::kFd;
@@ -176,5 +189,9 @@ inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, u
 // RegisterFileSyscalls calls them.
 void RegisterPathSyscalls(SyscallTable& table);
 void RegisterPipeSyscalls(SyscallTable& table);
+// eventfd, eventfd2 and the timerfd calls (syscalls_event.cc); the epoll calls
+// (syscalls_epoll.cc).
+void RegisterEventSyscalls(SyscallTable& table);
+void RegisterEpollSyscalls(SyscallTable& table);
 
 }  // namespace flurry::file_syscalls

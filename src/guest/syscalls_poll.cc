@@ -22,51 +22,15 @@
 #include <optional>
 #include <vector>
 
-#include "guest/guest_time.h"
+#include "guest/fd_wait.h"
 #include "guest/syscall.h"
 
 namespace flurry {
 namespace {
 
-constexpr uint64_t kSigsetSize = 8;
-constexpr int64_t kNsPerMs = 1'000'000;
-
-// When the wait ends: now (a zero timeout), never (kForever), or at a guest CLOCK_MONOTONIC
-// instant.
-constexpr int64_t kForever = -1;
-constexpr int64_t kNow = 0;
-
-// A relative timeout as a deadline on the guest's CLOCK_MONOTONIC (saturated: centuries wait
-// "forever" rather than overflow).
-int64_t DeadlineAfter(const SyscallContext& c, int64_t ns) {
-  if (ns <= 0) return kNow;
-  constexpr int64_t kMaxNs = INT64_MAX / 4;
-  return GuestMonotonicNs(c.state.monotonic_offset_ns) + std::min(ns, kMaxNs);
-}
-
-// A guest timespec timeout (0: none, wait forever), or -errno.
-int64_t TimespecDeadline(const SyscallContext& c, uint64_t addr) {
-  if (addr == 0) return kForever;
-  auto timeout = c.memory.ReadObject<timespec>(addr);
-  if (!timeout) return -static_cast<int64_t>(timeout.error().code_or(EFAULT));
-  if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000) {
-    return -EINVAL;
-  }
-  constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 4;
-  return DeadlineAfter(
-      c, TimespecNs({std::min<int64_t>(timeout->tv_sec, kMaxSeconds), timeout->tv_nsec}));
-}
-
-// ppoll's and pselect6's signal mask (nullopt: none given), or -errno.
-std::optional<int64_t> ReadWaitMask(const SyscallContext& c, uint64_t addr, uint64_t size,
-                                    uint64_t* mask) {
-  if (addr == 0) return std::nullopt;
-  if (size != kSigsetSize) return -EINVAL;
-  auto set = c.memory.ReadObject<uint64_t>(addr);
-  if (!set) return -static_cast<int64_t>(set.error().code_or(EFAULT));
-  *mask = *set & ~(SignalState::Bit(SIGKILL) | SignalState::Bit(SIGSTOP));
-  return 0;
-}
+using fd_wait::kForever;
+using fd_wait::kNow;
+using fd_wait::Park;
 
 // The guest's pollfds as host pollfds: `host` gets the open ones' host fds (their index in
 // `index`); a closed fd is POLLNVAL at once, a negative one is skipped. Then one host poll that
@@ -92,23 +56,6 @@ Result<int> LookOnce(const SyscallContext& c, std::vector<pollfd>& guest,
       std::count_if(guest.begin(), guest.end(), [](const pollfd& p) { return p.revents != 0; }));
 }
 
-// Parks the caller on `host` until `deadline` (expiring with 0, or made again), under `mask`
-// if given.
-SyscallResult Park(SyscallContext& c, std::vector<pollfd> host, int64_t deadline,
-                   std::optional<uint64_t> mask, bool restart_at_deadline = false) {
-  ThreadBlock block{.wait = ThreadWait::kFd,
-                    .deadline_ns = deadline == kForever ? 0 : deadline,
-                    .expiry_result = 0};
-  block.restart_at_deadline = restart_at_deadline;
-  if (mask) {
-    block.suspend = true;
-    block.suspend_mask = *mask;
-  }
-  block.poll_fds = std::move(host);
-  c.state.threads.block = std::move(block);
-  return SyscallResult::Block();
-}
-
 SyscallResult PollFds(SyscallContext& c, uint64_t addr, uint64_t nfds, int64_t deadline,
                       std::optional<uint64_t> mask) {
   if (nfds > static_cast<uint64_t>(FdTable::kMaxFds)) return SyscallResult::Errno(EINVAL);
@@ -127,19 +74,16 @@ SyscallResult PollFds(SyscallContext& c, uint64_t addr, uint64_t nfds, int64_t d
 }
 
 SyscallResult SysPoll(SyscallContext& c, const SyscallArgs& a) {
-  const auto timeout_ms = static_cast<int32_t>(a.arg[2]);
-  const int64_t deadline = timeout_ms < 0 ? kForever : DeadlineAfter(c, timeout_ms * kNsPerMs);
+  const int64_t deadline = fd_wait::MillisecondsDeadline(c, static_cast<int32_t>(a.arg[2]));
   return PollFds(c, a.arg[0], a.arg[1], deadline, std::nullopt);
 }
 
 SyscallResult SysPpoll(SyscallContext& c, const SyscallArgs& a) {
-  const int64_t deadline = TimespecDeadline(c, a.arg[2]);
-  if (deadline < kForever) return SyscallResult::Return(deadline);
-  uint64_t mask = 0;
-  const std::optional<int64_t> has_mask = ReadWaitMask(c, a.arg[3], a.arg[4], &mask);
-  if (has_mask && *has_mask < 0) return SyscallResult::Return(*has_mask);
-  return PollFds(c, a.arg[0], a.arg[1], deadline,
-                 has_mask ? std::optional<uint64_t>(mask) : std::nullopt);
+  const auto deadline = fd_wait::TimespecDeadline(c, a.arg[2]);
+  if (!deadline) return ErrnoFrom(deadline.error());
+  const auto mask = fd_wait::WaitMaskArg(c, a.arg[3], a.arg[4]);
+  if (!mask) return ErrnoFrom(mask.error());
+  return PollFds(c, a.arg[0], a.arg[1], *deadline, *mask);
 }
 
 // ---- select -----------------------------------------------------------------------------------
@@ -219,25 +163,24 @@ SyscallResult SysSelect(SyscallContext& c, const SyscallArgs& a) {
     if (tv->tv_sec < 0 || tv->tv_usec < 0) return SyscallResult::Errno(EINVAL);
     // Microseconds past a second count as they come (Linux normalises them).
     constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 4;
-    deadline = DeadlineAfter(c, std::min<int64_t>(tv->tv_sec, kMaxSeconds) * 1'000'000'000 +
+    deadline = fd_wait::DeadlineAfter(c, std::min<int64_t>(tv->tv_sec, kMaxSeconds) * 1'000'000'000 +
                                     std::min<int64_t>(tv->tv_usec, 1'000'000'000) * 1000);
   }
   return SelectFds(c, a, deadline, a.arg[4], std::nullopt);
 }
 
 SyscallResult SysPselect6(SyscallContext& c, const SyscallArgs& a) {
-  const int64_t deadline = TimespecDeadline(c, a.arg[4]);
-  if (deadline < kForever) return SyscallResult::Return(deadline);
-  uint64_t mask = 0;
-  std::optional<int64_t> has_mask;
+  const auto deadline = fd_wait::TimespecDeadline(c, a.arg[4]);
+  if (!deadline) return ErrnoFrom(deadline.error());
+  std::optional<uint64_t> mask;
   if (a.arg[5] != 0) {  // { const sigset_t* ss; size_t ss_len; }
     std::array<uint64_t, 2> arg{};
     if (auto r = c.memory.Read(a.arg[5], arg.data(), sizeof arg); !r) return ErrnoFrom(r.error());
-    has_mask = ReadWaitMask(c, arg[0], arg[1], &mask);
-    if (has_mask && *has_mask < 0) return SyscallResult::Return(*has_mask);
+    auto given = fd_wait::WaitMaskArg(c, arg[0], arg[1]);
+    if (!given) return ErrnoFrom(given.error());
+    mask = *given;
   }
-  return SelectFds(c, a, deadline, a.arg[4],
-                   has_mask ? std::optional<uint64_t>(mask) : std::nullopt);
+  return SelectFds(c, a, *deadline, a.arg[4], mask);
 }
 
 }  // namespace

@@ -50,8 +50,28 @@ pb::FileKind KindToProto(FileKind kind) {
       return pb::FILE_KIND_OTHER;
     case FileKind::kPipe:
       return pb::FILE_KIND_PIPE;
+    case FileKind::kEventfd:
+      return pb::FILE_KIND_EVENTFD;
+    case FileKind::kTimerfd:
+      return pb::FILE_KIND_TIMERFD;
+    case FileKind::kEpoll:
+      return pb::FILE_KIND_EPOLL;
   }
   return pb::FILE_KIND_UNSPECIFIED;  // an out-of-range enum value; the decoder refuses it
+}
+
+void EventToProto(const EventRecord& e, pb::EventObject* out) {
+  out->set_count(e.count);
+  out->set_semaphore(e.semaphore);
+  out->set_clock(e.clock);
+  out->set_value_ns(e.value_ns);
+  out->set_interval_ns(e.interval_ns);
+  for (const EpollInterestRecord& i : e.interests) {
+    pb::EpollInterest* p = out->add_interests();
+    p->set_fd(i.fd);
+    p->set_events(i.events);
+    p->set_data(i.data);
+  }
 }
 
 }  // namespace
@@ -115,6 +135,7 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     f->set_flags(fd.flags);
     f->set_cloexec(fd.cloexec);
     f->set_offset(fd.offset);
+    if (fd.event != EventRecord{}) EventToProto(fd.event, f->mutable_event());
   }
 
   pb::Signals* sig = out->mutable_signals();
@@ -236,9 +257,33 @@ Result<FileKind> KindFromProto(int kind, int32_t fd) {
       return FileKind::kOther;
     case pb::FILE_KIND_PIPE:
       return FileKind::kPipe;
+    case pb::FILE_KIND_EVENTFD:
+      return FileKind::kEventfd;
+    case pb::FILE_KIND_TIMERFD:
+      return FileKind::kTimerfd;
+    case pb::FILE_KIND_EPOLL:
+      return FileKind::kEpoll;
     default:
       return Invalid("fd {} has unknown kind {}", fd, kind);
   }
+}
+
+Result<EventRecord> EventFromProto(const pb::EventObject& in, int32_t fd) {
+  if (in.interests_size() > FdTable::kMaxFds) {
+    return Invalid("fd {}: {} epoll interests, at most {} allowed", fd, in.interests_size(),
+                   FdTable::kMaxFds);
+  }
+  EventRecord e;
+  e.count = in.count();
+  e.semaphore = in.semaphore();
+  e.clock = in.clock();
+  e.value_ns = in.value_ns();
+  e.interval_ns = in.interval_ns();
+  e.interests.reserve(static_cast<size_t>(in.interests_size()));
+  for (const pb::EpollInterest& i : in.interests()) {
+    e.interests.push_back({.fd = i.fd(), .events = i.events(), .data = i.data()});
+  }
+  return e;
 }
 
 }  // namespace
@@ -361,6 +406,7 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
     fd.flags = f.flags();
     fd.cloexec = f.cloexec();
     fd.offset = f.offset();
+    if (f.has_event()) fd.event = FLURRY_TRY(EventFromProto(f.event(), f.fd()));
     d.files.fds.push_back(std::move(fd));
   }
 

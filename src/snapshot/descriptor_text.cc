@@ -64,8 +64,33 @@ const char* KindName(FileKind kind) {
       return "other";
     case FileKind::kPipe:
       return "pipe";
+    case FileKind::kEventfd:
+      return "eventfd";
+    case FileKind::kTimerfd:
+      return "timerfd";
+    case FileKind::kEpoll:
+      return "epoll";
   }
   return "unknown";
+}
+
+// What an eventfd, timerfd or epoll instance holds, on one line.
+std::string EventText(const FdRecord& fd) {
+  const EventRecord& e = fd.event;
+  switch (fd.kind) {
+    case FileKind::kEventfd:
+      return fmt::format("count {}{}", e.count, e.semaphore ? " (semaphore)" : "");
+    case FileKind::kTimerfd:
+      return fmt::format("clock {}, next in {} ns, every {} ns, {} unread", e.clock, e.value_ns,
+                         e.interval_ns, e.count);
+    default: {
+      std::string text = fmt::format("{} watched:", e.interests.size());
+      for (const EpollInterestRecord& i : e.interests) {
+        text += fmt::format(" fd {} ({:#x}, data {:#x})", i.fd, i.events, i.data);
+      }
+      return text;
+    }
+  }
 }
 
 // The kernel's O_LARGEFILE (glibc's is 0 on x86-64, but F_GETFL reports the kernel's bit).
@@ -224,6 +249,7 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
   for (const FdRecord& fd : f.fds) {
     std::string where = fd.kind == FileKind::kStdio  ? fmt::format("host fd {}", fd.stdio_fd)
                         : fd.kind == FileKind::kPipe ? std::string("(no peer when restored)")
+                        : IsEventObject(fd.kind)     ? EventText(fd)
                                                      : Printable(fd.path);
     out += fmt::format("{}fd {:<4} {:<9} {}  {}  offset {}{}\n", kIndent, fd.fd, KindName(fd.kind),
                        where, OpenFlags(fd.flags), fd.offset, fd.cloexec ? "  cloexec" : "");

@@ -1,5 +1,6 @@
 // Semantic validation of a decoded (or about to be written) VmDescriptor.
 #include <fcntl.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstring>
@@ -182,6 +183,53 @@ Result<void> ValidateMemory(const MemoryLayoutRecord& m) {
   return {};
 }
 
+// An eventfd's, timerfd's or epoll instance's record (its interests' fds are checked against
+// the table by ValidateFiles).
+Result<void> ValidateEventObject(const FdRecord& fd) {
+  if (fd.stdio_fd != -1) return Invalid("fd {} has stdio fd {}", fd.fd, fd.stdio_fd);
+  if (!fd.path.empty()) return Invalid("fd {} has a path", fd.fd);
+  if (fd.offset != 0) return Invalid("fd {} has offset {}", fd.fd, fd.offset);
+  if ((fd.flags & ~O_NONBLOCK) != O_RDWR) {
+    return Invalid("fd {} has flags {:#x} (only O_RDWR and O_NONBLOCK)", fd.fd, fd.flags);
+  }
+  const EventRecord& e = fd.event;
+  const bool timer = fd.kind == FileKind::kTimerfd;
+  const bool epoll = fd.kind == FileKind::kEpoll;
+  if (!epoll && !e.interests.empty()) return Invalid("fd {} has epoll interests", fd.fd);
+  if (!timer && (e.clock != 0 || e.value_ns != 0 || e.interval_ns != 0)) {
+    return Invalid("fd {} is no timerfd but has a timer setting", fd.fd);
+  }
+  if (fd.kind != FileKind::kEventfd && e.semaphore) {
+    return Invalid("fd {} is no eventfd but has EFD_SEMAPHORE", fd.fd);
+  }
+  if (epoll && e.count != 0) return Invalid("fd {} is an epoll instance with a count", fd.fd);
+  if (fd.kind == FileKind::kEventfd && e.count == ~uint64_t{0}) {
+    return Invalid("fd {}: eventfd count {:#x} is past its maximum", fd.fd, e.count);
+  }
+  if (timer) {
+    if (e.clock != CLOCK_REALTIME && e.clock != CLOCK_MONOTONIC && e.clock != CLOCK_BOOTTIME) {
+      return Invalid("fd {}: timerfd clock {}", fd.fd, e.clock);
+    }
+    if (e.value_ns < 0 || e.interval_ns < 0) {
+      return Invalid("fd {}: negative timerfd time", fd.fd);
+    }
+  }
+  if (e.interests.size() > static_cast<size_t>(FdTable::kMaxFds)) {
+    return Invalid("fd {}: {} epoll interests", fd.fd, e.interests.size());
+  }
+  std::vector<bool> watched(FdTable::kMaxFds, false);
+  for (const EpollInterestRecord& i : e.interests) {
+    if (i.fd < 0 || i.fd >= FdTable::kMaxFds || i.fd == fd.fd) {
+      return Invalid("epoll fd {} watches fd {}", fd.fd, i.fd);
+    }
+    if (watched[static_cast<size_t>(i.fd)]) {
+      return Invalid("epoll fd {} watches fd {} twice", fd.fd, i.fd);
+    }
+    watched[static_cast<size_t>(i.fd)] = true;
+  }
+  return {};
+}
+
 Result<void> ValidateFiles(const FilesRecord& f) {
   if (f.root_host_path) {
     FLURRY_TRY(CheckString("root directory", *f.root_host_path, kMaxDescriptorPathBytes, true));
@@ -201,6 +249,9 @@ Result<void> ValidateFiles(const FilesRecord& f) {
     used[fd.fd] = true;
     if (fd.flags < 0) return Invalid("fd {} has invalid open flags {:#x}", fd.fd, fd.flags);
     if (fd.offset < 0) return Invalid("fd {} has negative offset {}", fd.fd, fd.offset);
+    if (!IsEventObject(fd.kind) && fd.event != EventRecord{}) {
+      return Invalid("fd {} is no eventfd, timerfd or epoll instance but has their state", fd.fd);
+    }
     switch (fd.kind) {
       case FileKind::kStdio:
         if (fd.stdio_fd < 0 || fd.stdio_fd > 2) {
@@ -230,8 +281,20 @@ Result<void> ValidateFiles(const FilesRecord& f) {
         }
         if (fd.offset != 0) return Invalid("fd {} is a pipe but has offset {}", fd.fd, fd.offset);
         break;
+      case FileKind::kEventfd:
+      case FileKind::kTimerfd:
+      case FileKind::kEpoll:
+        FLURRY_TRY(ValidateEventObject(fd));
+        break;
       default:
         return Invalid("fd {} has unknown kind {}", fd.fd, static_cast<int>(fd.kind));
+    }
+  }
+  for (const FdRecord& fd : f.fds) {
+    for (const EpollInterestRecord& i : fd.event.interests) {
+      if (!used[static_cast<size_t>(i.fd)]) {
+        return Invalid("epoll fd {} watches fd {}, which is not open", fd.fd, i.fd);
+      }
     }
   }
   return {};

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "arch/x86_64/layout.h"
+#include "snapshot/event_objects.h"
 
 namespace flurry {
 
@@ -56,6 +57,7 @@ FilesRecord CaptureFiles(const FdTable& fds) {
       off_t offset = lseek(entry.file->host_fd(), 0, SEEK_CUR);
       r.offset = offset < 0 ? 0 : offset;
     }
+    if (IsEventObject(r.kind)) r.event = CaptureEventObject(*entry.file, fds);
     record.fds.push_back(std::move(r));
   }
   return record;
@@ -98,6 +100,11 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
     } else if (r.kind == FileKind::kPipe) {
       file->host = FLURRY_TRY_CTX(PeerlessPipeEnd(r.flags),
                                   fmt::format("restoring guest fd {} (a pipe)", r.fd));
+    } else if (IsEventObject(r.kind)) {
+      file->host = FLURRY_TRY_CTX(MakeEventObject(r.kind, r.event),
+                                  fmt::format("restoring guest fd {}", r.fd));
+      file->event.semaphore = r.event.semaphore;
+      file->event.clock = r.event.clock;
     } else {
       HostDir* root = restored.root();
       if (root == nullptr) return Fail("fd {} ({}) needs a --dir root", r.fd, r.path);
@@ -111,6 +118,13 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
       }
     }
     FLURRY_TRY(restored.InstallAt(r.fd, std::move(file), r.cloexec));
+  }
+  // Epoll instances watch fds of the table: once every one is open.
+  for (const FdRecord& r : record.fds) {
+    if (r.kind != FileKind::kEpoll) continue;
+    OpenFile* epoll = FLURRY_TRY(restored.Get(r.fd));
+    FLURRY_TRY_CTX(RestoreEpollInterests(*epoll, r.event, restored),
+                   fmt::format("restoring guest fd {} (an epoll instance)", r.fd));
   }
   if (record.cwd != "/" && restored.root() != nullptr) {
     auto cwd = restored.root()->OpenAt(record.cwd, O_PATH | O_DIRECTORY, 0);

@@ -2,10 +2,16 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <ctime>
+
+#include "guest/syscalls_test_support.h"
 
 namespace flurry {
 namespace {
@@ -144,6 +150,96 @@ TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
     EXPECT_NE(fcntl(end->host_fd(), F_GETFL) & O_NONBLOCK, 0);
     EXPECT_EQ(fcntl(end->host_fd(), F_GETFD), FD_CLOEXEC);
   }
+}
+
+// eventfds, timerfds and epoll instances travel in descriptors: their host state is read at
+// capture and made again at restore.
+class EventObjectCapture : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kArgs = flurry::testing::SyscallHarness::kScratch;
+  int64_t Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0,
+               uint64_t a3 = 0) {
+    return h.Call(nr, a0, a1, a2, a3);
+  }
+  void Watch(int epfd, int fd, uint32_t events, uint64_t data) {
+    const epoll_event event{.events = events, .data = {.u64 = data}};
+    ASSERT_TRUE(h.memory.WriteObject(kArgs, event).has_value());
+    ASSERT_EQ(Call(SYS_epoll_ctl, static_cast<uint64_t>(epfd), EPOLL_CTL_ADD,
+                   static_cast<uint64_t>(fd), kArgs),
+              0);
+  }
+  static const FdRecord& RecordOf(const FilesRecord& files, int fd) {
+    for (const FdRecord& r : files.fds) {
+      if (r.fd == fd) return r;
+    }
+    ADD_FAILURE() << "no record of fd " << fd;
+    return files.fds.front();
+  }
+
+  flurry::testing::SyscallHarness h;
+};
+
+TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
+  const int efd = static_cast<int>(Call(SYS_eventfd2, 5, EFD_SEMAPHORE | EFD_NONBLOCK));
+  const int tfd = static_cast<int>(Call(SYS_timerfd_create, CLOCK_MONOTONIC, 0));
+  const itimerspec hour{.it_interval = {2, 0}, .it_value = {3600, 0}};
+  ASSERT_TRUE(h.memory.WriteObject(kArgs, hour).has_value());
+  ASSERT_EQ(Call(SYS_timerfd_settime, static_cast<uint64_t>(tfd), 0, kArgs, 0), 0);
+  const int due = static_cast<int>(Call(SYS_timerfd_create, CLOCK_BOOTTIME, 0));
+  const itimerspec now{.it_interval = {}, .it_value = {0, 1}};
+  ASSERT_TRUE(h.memory.WriteObject(kArgs, now).has_value());
+  ASSERT_EQ(Call(SYS_timerfd_settime, static_cast<uint64_t>(due), 0, kArgs, 0), 0);
+  const int epfd = static_cast<int>(Call(SYS_epoll_create1, EPOLL_CLOEXEC));
+  ASSERT_EQ(Call(SYS_pipe2, kArgs + 0x100, 0), 0);
+  const int pipe_reader = h.memory.ReadObject<int32_t>(kArgs + 0x100).value();
+  Watch(epfd, efd, EPOLLIN, 0xabc);
+  Watch(epfd, tfd, EPOLLIN | EPOLLET, 0xdef);
+  Watch(epfd, pipe_reader, EPOLLIN, 0x123);
+  // A closed fd is no interest any more (the host dropped it); a new file at its number is
+  // not watched.
+  ASSERT_EQ(Call(SYS_close, static_cast<uint64_t>(pipe_reader)), 0);
+  ASSERT_EQ(Call(SYS_dup, static_cast<uint64_t>(efd)), pipe_reader);
+  pollfd expired{(*h.state.fds.Get(due))->host_fd(), POLLIN, 0};
+  ASSERT_EQ(poll(&expired, 1, 5000), 1);
+
+  const FilesRecord files = CaptureFiles(h.state.fds);
+  const FdRecord& e = RecordOf(files, efd);
+  EXPECT_EQ(e.kind, FileKind::kEventfd);
+  EXPECT_EQ(e.event.count, 5u);
+  EXPECT_TRUE(e.event.semaphore);
+  EXPECT_EQ(e.flags, O_RDWR | O_NONBLOCK);
+  const FdRecord& t = RecordOf(files, tfd);
+  EXPECT_EQ(t.event.clock, CLOCK_MONOTONIC);
+  EXPECT_EQ(t.event.interval_ns, 2 * kSecond);
+  EXPECT_GT(t.event.value_ns, 3500 * kSecond);
+  EXPECT_EQ(t.event.count, 0u);
+  EXPECT_EQ(RecordOf(files, due).event.count, 1u);  // one expiration not yet read
+  EXPECT_EQ(RecordOf(files, due).event.value_ns, 0);
+  const FdRecord& ep = RecordOf(files, epfd);
+  ASSERT_EQ(ep.event.interests.size(), 2u);
+  EXPECT_EQ(ep.event.interests[0], (EpollInterestRecord{.fd = efd, .events = EPOLLIN, .data = 0xabc}));
+  EXPECT_EQ(ep.event.interests[1].fd, tfd);
+  EXPECT_EQ(ep.event.interests[1].events, static_cast<uint32_t>(EPOLLIN | EPOLLET));
+
+  FdTable restored;
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr));
+  uint64_t count = 0;
+  const int restored_efd = (*restored.Get(efd))->host_fd();
+  EXPECT_EQ(read(restored_efd, &count, 8), 8);  // a semaphore: one at a time
+  EXPECT_EQ(count, 1u);
+  itimerspec left{};
+  ASSERT_EQ(timerfd_gettime((*restored.Get(tfd))->host_fd(), &left), 0);
+  EXPECT_GT(left.it_value.tv_sec, 3500);
+  EXPECT_EQ(left.it_interval.tv_sec, 2);
+  EXPECT_EQ((*restored.Get(tfd))->event.clock, CLOCK_MONOTONIC);
+  EXPECT_EQ(read((*restored.Get(due))->host_fd(), &count, 8), 8);
+  EXPECT_EQ(count, 1u);
+  // The restored epoll instance watches the restored eventfd, with the guest's data.
+  epoll_event event{};
+  ASSERT_EQ(epoll_wait((*restored.Get(epfd))->host_fd(), &event, 1, 0), 1);
+  EXPECT_EQ(event.data.u64, 0xabcu);
+  EXPECT_EQ((*restored.Get(epfd))->event.interests.size(), 2u);
+  EXPECT_NE(fcntl((*restored.Get(efd))->host_fd(), F_GETFL) & O_NONBLOCK, 0);
 }
 
 }  // namespace

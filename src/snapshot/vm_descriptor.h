@@ -22,6 +22,27 @@
 namespace flurry {
 
 // One guest fd as it can be reopened in a new VMM.
+// One fd of an epoll instance's interest list (guest/fd_table.h EpollInterest).
+struct EpollInterestRecord {
+  int32_t fd = -1;  // a guest fd of the same table, not an epoll instance's own
+  uint32_t events = 0;
+  uint64_t data = 0;
+
+  bool operator==(const EpollInterestRecord&) const = default;
+};
+
+// kEventfd, kTimerfd, kEpoll: the object's state at capture time.
+struct EventRecord {
+  uint64_t count = 0;       // eventfd: its counter; timerfd: expirations not yet read
+  bool semaphore = false;   // eventfd: EFD_SEMAPHORE
+  int32_t clock = 0;        // timerfd: CLOCK_REALTIME, CLOCK_MONOTONIC or CLOCK_BOOTTIME
+  int64_t value_ns = 0;     // timerfd: time to its next expiration (0: disarmed)
+  int64_t interval_ns = 0;  // timerfd: its period (0: one-shot)
+  std::vector<EpollInterestRecord> interests;  // epoll
+
+  bool operator==(const EventRecord&) const = default;
+};
+
 struct FdRecord {
   int32_t fd = -1;
   FileKind kind = FileKind::kOther;
@@ -30,6 +51,7 @@ struct FdRecord {
   int32_t flags = 0;      // guest open flags
   bool cloexec = false;
   int64_t offset = 0;  // file position at capture time
+  EventRecord event;   // kEventfd, kTimerfd, kEpoll
 };
 
 // Where the guest's files live (restoring reopens paths under the same host directory).

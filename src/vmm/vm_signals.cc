@@ -94,6 +94,7 @@ bool Vm::RestartsAfter(uint64_t nr, int signal) const {
     case SYS_pselect6:
     case SYS_epoll_wait:
     case SYS_epoll_pwait:
+    case SYS_epoll_pwait2:
       return false;
     default:
       return (action.flags & SA_RESTART) != 0;

@@ -1,0 +1,28 @@
+// eventfds, timerfds and epoll instances in VM descriptors: what a capture reads from their
+// host fds (an eventfd's count and a timerfd's setting live in the host kernel, not in
+// OpenFile) and how a restore makes them again. Used by CaptureFiles and RestoreFiles
+// (state_capture.h) on the thread that captures or restores.
+#pragma once
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "guest/fd_table.h"
+#include "snapshot/vm_descriptor.h"
+
+namespace flurry {
+
+// The state of `file` (an eventfd, timerfd or epoll instance of `fds`) now. An epoll
+// instance's interests are those whose guest fd still holds the file it was added as.
+EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds);
+
+// A new host eventfd or timerfd with `record`'s state (count, setting, unread expirations),
+// or an empty epoll instance (RestoreEpollInterests fills it once every fd is open). Host fds
+// are O_CLOEXEC and O_NONBLOCK, as the syscalls make them.
+Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record);
+
+// Registers `record`'s interests in `epoll` (restored into `fds`), with the host fds `fds`
+// now holds, and records them in `epoll.event`.
+Result<void> RestoreEpollInterests(OpenFile& epoll, const EventRecord& record,
+                                   const FdTable& fds);
+
+}  // namespace flurry
