@@ -337,6 +337,22 @@ TEST(ForkPipes, ACloneSeesItsPipesWithoutAPeer) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+// eventfds, timerfds and epoll instances are the clone's own copies, as at the clone instant
+// (tests/guest/fork_events.c).
+TEST(ForkEvents, ACloneHasItsOwnEventObjects) {
+  auto r = FlurryRun({Guest("fork_events")});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  EXPECT_EQ(Join(s.parent),
+            "clone 1: status 0\n"
+            "clone 2: status 0\n"
+            "parent count: 5\n"
+            "parent timer fired: yes\n")
+      << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 // Every thread is cloned: a waiter parked on a condition variable, a sleeper and a spinner
 // each finish in their own VM, with that VM's clone ID.
 TEST(ForkThreads, EveryThreadIsCloned) {
