@@ -3,6 +3,7 @@
 #include <elf.h>
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <ctime>
@@ -59,6 +60,23 @@ uint64_t ClockNs(clockid_t clock) {
 std::atomic<uint64_t> g_calibrated_tsc_khz{0};
 // How long the first calibration takes at least (the vDSO falls back to syscalls until then).
 constexpr uint64_t kCalibrationNs = 20'000'000;
+// How often the clock is re-based (at a syscall stop), and the time a guest clock found ahead
+// of the host's is given to fall back in step.
+constexpr uint64_t kRefreshNs = 1'000'000'000;
+
+// A host TSC reading and the host's CLOCK_MONOTONIC at the same instant (the TSC read on both
+// sides of the clock, the midpoint taken).
+struct HostInstant {
+  uint64_t tsc = 0;
+  uint64_t monotonic_ns = 0;
+};
+
+HostInstant ReadHostInstant() {
+  const uint64_t before = __rdtsc();
+  const uint64_t ns = ClockNs(CLOCK_MONOTONIC);
+  const uint64_t after = __rdtsc();
+  return {before + (after - before) / 2, ns};
+}
 
 }  // namespace
 
@@ -67,53 +85,76 @@ Result<void> GuestClock::Start(GuestMemory& memory, int64_t guest_tsc_minus_host
   memory_ = &memory;
   monotonic_offset_ns_ = monotonic_offset_ns;
   guest_tsc_minus_host_ = guest_tsc_minus_host;
+  // Every re-base measures the frequency again over everything since now: the longer the
+  // guest runs, the more precise the clock.
+  const HostInstant now = ReadHostInstant();
+  baseline_tsc_ = now.tsc;
+  baseline_ns_ = now.monotonic_ns;
   if (tsc_khz == 0) tsc_khz = g_calibrated_tsc_khz.load();
-  if (tsc_khz == 0) {
-    // Learn the frequency from the host's clocks over the guest's first milliseconds.
-    calibration_tsc_ = __rdtsc();
-    calibration_ns_ = ClockNs(CLOCK_MONOTONIC_RAW);
-    return {};
-  }
-  SetFrequency(tsc_khz);
-  return Publish(__rdtsc(), ClockNs(CLOCK_MONOTONIC));
+  // Unknown: learnt from the host's clocks over the guest's first milliseconds.
+  if (tsc_khz == 0) return {};
+  SetRate((1'000'000ULL << 32) / tsc_khz);
+  return Publish(now.tsc, now.monotonic_ns);
 }
 
-void GuestClock::SetFrequency(uint64_t tsc_khz) {
-  ns_per_tsc_q32_ = (1'000'000ULL << 32) / tsc_khz;
-  tsc_per_second_ = tsc_khz * 1000;
+void GuestClock::SetRate(uint64_t ns_per_tsc_q32) {
+  ns_per_tsc_q32_ = ns_per_tsc_q32;
   valid_ = true;
+}
+
+std::optional<uint64_t> GuestClock::MeasuredRate(uint64_t host_tsc,
+                                                 uint64_t host_monotonic_ns) const {
+  if (host_tsc <= baseline_tsc_ || host_monotonic_ns < baseline_ns_ + kCalibrationNs) {
+    return std::nullopt;
+  }
+  const uint64_t rate = static_cast<uint64_t>(
+      (static_cast<unsigned __int128>(host_monotonic_ns - baseline_ns_) << 32) /
+      (host_tsc - baseline_tsc_));
+  // 100 MHz .. 20 GHz: otherwise not a constant TSC, never published.
+  if (rate > (10ULL << 32) || rate < (1ULL << 32) / 20) return std::nullopt;
+  return rate;
 }
 
 void GuestClock::Refresh() {
   if (memory_ == nullptr) return;
-  const uint64_t host_tsc = __rdtsc();
-  if (!valid_) {
-    if (calibration_tsc_ == 0) return;
-    const uint64_t elapsed_ns = ClockNs(CLOCK_MONOTONIC_RAW) - calibration_ns_;
-    if (elapsed_ns < kCalibrationNs || host_tsc <= calibration_tsc_) return;
-    const uint64_t khz = static_cast<uint64_t>(
-        (static_cast<unsigned __int128>(host_tsc - calibration_tsc_) * 1'000'000) / elapsed_ns);
-    if (khz < 100'000 || khz > 20'000'000) {  // not a plausible constant TSC: never publish
-      calibration_tsc_ = 0;
-      return;
-    }
-    g_calibrated_tsc_khz.store(khz);
-    SetFrequency(khz);
-    (void)Publish(host_tsc, ClockNs(CLOCK_MONOTONIC));
+  if (valid_ && __rdtsc() < next_refresh_tsc_) return;
+  const HostInstant now = ReadHostInstant();
+  const std::optional<uint64_t> rate = MeasuredRate(now.tsc, now.monotonic_ns);
+  if (!rate) {
+    if (!valid_) return;  // still calibrating
+    next_refresh_tsc_ = now.tsc + TscTicks(kRefreshNs);
     return;
   }
-  if (host_tsc < next_refresh_tsc_) return;
-  flurry_vvar vvar{};
-  if (!memory_->ReadPhysical(x86::kVvarAddr, &vvar, sizeof vvar)) return;
-  const uint64_t guest_tsc = host_tsc + guest_tsc_minus_host_;
-  const uint64_t delta = guest_tsc > vvar.tsc_base ? guest_tsc - vvar.tsc_base : 0;
-  const uint64_t extrapolated_guest =
-      vvar.monotonic_base_ns +
+  g_calibrated_tsc_khz.store((1'000'000ULL << 32) / *rate);
+  if (!valid_) {
+    SetRate(*rate);
+    (void)Publish(now.tsc, now.monotonic_ns);
+    return;
+  }
+  // Where the published base puts the guest's clock now, in host time (modulo 2^64: the
+  // offset may be negative).
+  const uint64_t guest_tsc = now.tsc + guest_tsc_minus_host_;
+  const uint64_t delta = guest_tsc > tsc_base_ ? guest_tsc - tsc_base_ : 0;
+  const uint64_t extrapolated =
+      monotonic_base_ns_ - static_cast<uint64_t>(monotonic_offset_ns_) +
       static_cast<uint64_t>((static_cast<unsigned __int128>(delta) * ns_per_tsc_q32_) >> 32);
-  // In host time (modulo 2^64: the offset may be negative).
-  const uint64_t extrapolated = extrapolated_guest - static_cast<uint64_t>(monotonic_offset_ns_);
-  const uint64_t host_now = ClockNs(CLOCK_MONOTONIC);
-  (void)Publish(host_tsc, host_now > extrapolated ? host_now : extrapolated);
+  if (static_cast<int64_t>(extrapolated - now.monotonic_ns) <= 0) {
+    // Behind (or on time): a step forward to the host's clock, at the measured rate.
+    SetRate(*rate);
+    (void)Publish(now.tsc, now.monotonic_ns);
+    return;
+  }
+  // Ahead: the guest's clock never goes back, so it goes on from where it is, slower, to be
+  // in step with the host's again by the next re-base.
+  const uint64_t ahead = std::min(extrapolated - now.monotonic_ns, kRefreshNs / 2);
+  SetRate(static_cast<uint64_t>(static_cast<unsigned __int128>(*rate) * (kRefreshNs - ahead) /
+                                kRefreshNs));
+  (void)Publish(now.tsc, extrapolated);
+}
+
+uint64_t GuestClock::TscTicks(uint64_t ns) const {
+  if (ns_per_tsc_q32_ == 0) return 0;
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(ns) << 32) / ns_per_tsc_q32_);
 }
 
 Result<void> GuestClock::Publish(uint64_t host_tsc, uint64_t host_monotonic_ns) {
@@ -127,12 +168,14 @@ Result<void> GuestClock::Publish(uint64_t host_tsc, uint64_t host_monotonic_ns) 
   vvar.tsc_base = host_tsc + guest_tsc_minus_host_;
   vvar.monotonic_base_ns = host_monotonic_ns + static_cast<uint64_t>(monotonic_offset_ns_);
   vvar.ns_per_tsc_q32 = ns_per_tsc_q32_;
+  tsc_base_ = vvar.tsc_base;
+  monotonic_base_ns_ = vvar.monotonic_base_ns;
   vvar.realtime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_REALTIME)) - guest_mono;
   vvar.boottime_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_BOOTTIME)) - mono;
   vvar.tai_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_TAI)) - guest_mono;
   vvar.raw_offset_ns = static_cast<int64_t>(ClockNs(CLOCK_MONOTONIC_RAW)) - mono;
   vvar.magic = FLURRY_VVAR_MAGIC;
-  next_refresh_tsc_ = host_tsc + tsc_per_second_;
+  next_refresh_tsc_ = host_tsc + TscTicks(kRefreshNs);
   return memory_->WritePhysical(x86::kVvarAddr, &vvar, sizeof vvar);
 }
 

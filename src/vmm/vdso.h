@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "base/error.h"
 #include "memory/guest_memory.h"
@@ -24,23 +25,31 @@ class GuestClock {
   // clocks are the host's. Publishes the first clock base.
   Result<void> Start(GuestMemory& memory, int64_t guest_tsc_minus_host, uint64_t tsc_khz,
                      int64_t monotonic_offset_ns);
-  // Re-bases the clock on the host's clocks when the last base is older than a second, never
-  // letting guest CLOCK_MONOTONIC go backwards. Cheap when nothing is due.
+  // Re-bases the clock on the host's clocks when the last base is older than a second, at the
+  // TSC frequency measured over everything since Start. The guest's CLOCK_MONOTONIC never goes
+  // backwards: found behind the host's, it steps forward to it; found ahead (a frequency that
+  // was a little off), it runs slower until the next re-base brings it back in step. Cheap
+  // when nothing is due.
   void Refresh();
 
  private:
-  void SetFrequency(uint64_t tsc_khz);
+  void SetRate(uint64_t ns_per_tsc_q32);
+  // The host's nanoseconds per TSC tick (32.32 fixed point) from Start to (host_tsc,
+  // host_monotonic_ns), when that is long enough to tell (20 ms) and plausible.
+  std::optional<uint64_t> MeasuredRate(uint64_t host_tsc, uint64_t host_monotonic_ns) const;
+  uint64_t TscTicks(uint64_t ns) const;
   // Publishes a base: the host TSC and the host's CLOCK_MONOTONIC at one instant.
   Result<void> Publish(uint64_t host_tsc, uint64_t host_monotonic_ns);
   GuestMemory* memory_ = nullptr;
   int64_t monotonic_offset_ns_ = 0;
   bool valid_ = false;
-  uint64_t calibration_tsc_ = 0;
-  uint64_t calibration_ns_ = 0;
+  uint64_t baseline_tsc_ = 0;  // the host TSC and CLOCK_MONOTONIC at Start
+  uint64_t baseline_ns_ = 0;
   int64_t guest_tsc_minus_host_ = 0;
-  uint64_t ns_per_tsc_q32_ = 0;
+  uint64_t ns_per_tsc_q32_ = 0;  // the published rate
+  uint64_t tsc_base_ = 0;        // the published base (guest TSC, guest monotonic ns)
+  uint64_t monotonic_base_ns_ = 0;
   uint64_t next_refresh_tsc_ = 0;
-  uint64_t tsc_per_second_ = 0;
 };
 
 }  // namespace flurry

@@ -199,7 +199,8 @@ static void Timerfd(void) {
   start = NowMs();
   SetTimer(fd, TFD_TIMER_ABSTIME, when, (struct timespec){0, 0});
   CHECK(timerfd_gettime(fd, &now) == 0);
-  // (Within 31 ms: flurry's vDSO clock may run some microseconds ahead of the host's.)
+  // (Within 31 ms: in a VM's first second its vDSO clock may run a little ahead of the
+  // host's, while the TSC frequency is known from 20 ms only.)
   printf("absolute: due within 30 ms: %s\n",
          now.it_value.tv_sec == 0 && now.it_value.tv_nsec <= 31000000 ? "yes" : "no");
   expirations = ReadCount(fd);
