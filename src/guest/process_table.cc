@@ -28,7 +28,7 @@ bool Live(const SharedProcess& p) {
   return s == SharedProcess::kRunning || s == SharedProcess::kZombie;
 }
 
-// Whether the process `p` is one kill's or wait's `selector` picks (see Send, FindEnded).
+// Whether the process `p` is one that kill's `selector` picks (see Send).
 bool Selected(const SharedProcess& p, int32_t selector, int32_t own_group) {
   if (selector > 0) return p.pid.load() == selector;
   if (selector == 0) return p.pgid.load() == own_group;
@@ -36,7 +36,28 @@ bool Selected(const SharedProcess& p, int32_t selector, int32_t own_group) {
   return p.pgid.load() == -selector;
 }
 
+bool Selected(const SharedProcess& p, ProcessTable::ChildSelector selector, int32_t own_group) {
+  switch (selector.kind) {
+    case ProcessTable::ChildSelector::kAny:
+      return true;
+    case ProcessTable::ChildSelector::kPid:
+      return p.pid.load() == selector.id;
+    case ProcessTable::ChildSelector::kGroup:
+      return p.pgid.load() == selector.id;
+    case ProcessTable::ChildSelector::kOwnGroup:
+      return p.pgid.load() == own_group;
+  }
+  return false;
+}
+
 }  // namespace
+
+ProcessTable::ChildSelector ProcessTable::ChildSelector::FromWait4(int32_t pid) {
+  if (pid == -1) return {kAny, 0};
+  if (pid > 0) return {kPid, pid};
+  if (pid == 0) return {kOwnGroup, 0};
+  return {kGroup, -pid};
+}
 
 ProcessTable::Header* ProcessTable::header() const {
   return reinterpret_cast<Header*>(mapping_.data());
@@ -60,6 +81,7 @@ Result<ProcessTable> ProcessTable::Create(int32_t init_pid, int32_t last_id) {
   init.ppid.store(0);
   init.pgid.store(init_pid);
   init.sid.store(init_pid);
+  init.host_pid.store(getpid());
   init.state.store(SharedProcess::kRunning);
   table.self_ = 0;
   table.self_pid_ = init_pid;
@@ -99,6 +121,8 @@ Result<int> ProcessTable::Reserve(int32_t pid, int exit_signal) {
     p.sender.store(0);
     p.child_events.store(0);
     p.exit_signal.store(static_cast<uint32_t>(exit_signal));
+    p.host_pid.store(0);
+    p.flags.store(self.flags.load());  // a fork keeps SIGCHLD's disposition
     return i;
   }
   return FailErrno(EAGAIN, "the VM's process table is full");
@@ -120,6 +144,7 @@ void ProcessTable::BecomeChild(int slot) {
   children_.clear();
   self_ = slot;
   self_pid_ = slots()[slot].pid.load();
+  slots()[slot].host_pid.store(getpid());
   uint32_t expected = SharedProcess::kReserved;
   slots()[slot].state.compare_exchange_strong(expected, SharedProcess::kRunning);
   // The parent's eventfd is the parent's: this process gets its own.
@@ -131,31 +156,71 @@ void ProcessTable::Wake(SharedProcess& process) {
   syscall(SYS_futex, &process.wake, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
-void ProcessTable::Exit(int wait_status) {
-  if (!valid()) return;
-  SharedProcess& self = slots()[self_];
-  // Orphans go to init (slot 0), which learns of those already ended.
-  bool orphan_ended = false;
+bool ProcessTable::ReparentChildrenOf(int32_t pid) {
+  SharedProcess& init = slots()[0];
+  const bool init_takes_zombies = (init.flags.load() & SharedProcess::kNoZombies) == 0;
+  bool ended = false;
   for (int i = 0; i < kMaxProcesses; ++i) {
     SharedProcess& p = slots()[i];
-    if (i == self_ || !Live(p) || p.ppid.load() != self_pid_) continue;
-    p.ppid.store(slots()[0].pid.load());
-    if (p.state.load() == SharedProcess::kZombie) orphan_ended = true;
+    if (!Live(p) || p.ppid.load() != pid || p.pid.load() == pid) continue;
+    p.ppid.store(init.pid.load());
+    p.exit_signal.store(SIGCHLD);  // as Linux: init hears SIGCHLD, whatever clone asked
+    if (p.state.load() != SharedProcess::kZombie) continue;
+    if (init_takes_zombies) {
+      ended = true;
+    } else {
+      uint32_t zombie = SharedProcess::kZombie;
+      p.state.compare_exchange_strong(zombie, SharedProcess::kFree);
+    }
   }
-  if (orphan_ended && self_ != 0) {
+  return ended;
+}
+
+void ProcessTable::EndProcess(SharedProcess& process, int wait_status) {
+  process.wait_status.store(wait_status);
+  SharedProcess* parent = Find(process.ppid.load());
+  const bool zombie =
+      parent == nullptr || (parent->flags.load() & SharedProcess::kNoZombies) == 0;
+  process.state.store(zombie ? SharedProcess::kZombie : SharedProcess::kFree);
+  if (parent == nullptr || &process == &slots()[0]) return;
+  if (const uint32_t signal = process.exit_signal.load(); signal > 0 && signal <= 64) {
+    parent->sender.store(process.pid.load());
+    parent->signals.fetch_or(uint64_t{1} << (signal - 1));
+  }
+  parent->child_events.fetch_add(1);
+  Wake(*parent);
+}
+
+void ProcessTable::Exit(int wait_status) {
+  if (!valid()) return;
+  // Orphans go to init (slot 0), which learns of those already ended.
+  if (ReparentChildrenOf(self_pid_) && self_ != 0) {
     slots()[0].child_events.fetch_add(1);
     Wake(slots()[0]);
   }
-  self.wait_status.store(wait_status);
-  self.state.store(SharedProcess::kZombie);
-  if (SharedProcess* parent = Find(self.ppid.load()); parent != nullptr && self_ != 0) {
-    if (const uint32_t signal = self.exit_signal.load(); signal > 0 && signal <= 64) {
-      parent->sender.store(self_pid_);
-      parent->signals.fetch_or(uint64_t{1} << (signal - 1));
-    }
-    parent->child_events.fetch_add(1);
-    Wake(*parent);
+  EndProcess(slots()[self_], wait_status);
+}
+
+void ProcessTable::SetNoZombies(bool no_zombies) {
+  if (!valid()) return;
+  std::atomic<uint32_t>& flags = slots()[self_].flags;
+  if (no_zombies) {
+    flags.fetch_or(SharedProcess::kNoZombies);
+  } else {
+    flags.fetch_and(~SharedProcess::kNoZombies);
   }
+}
+
+bool ProcessTable::HasRunningChildren() const {
+  if (!valid()) return false;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    const SharedProcess& p = slots()[i];
+    if (p.state.load() == SharedProcess::kRunning && p.ppid.load() == self_pid_ &&
+        i != self_) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void ProcessTable::Shutdown() {
@@ -201,23 +266,50 @@ int ProcessTable::Send(int32_t target, int signal) {
 }
 
 void ProcessTable::NoticeDeadChildren() {
+  if (!valid()) return;
+  // Orphans adopted since the last look (init only, in practice): watch their VMMs too. A VMM
+  // already gone (ESRCH) is a child that ended without reporting.
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    SharedProcess& p = slots()[i];
+    const int32_t pid = p.pid.load();
+    if (i == self_ || p.state.load() != SharedProcess::kRunning || p.ppid.load() != self_pid_ ||
+        std::any_of(children_.begin(), children_.end(),
+                    [pid](const Child& c) { return c.pid == pid; })) {
+      continue;
+    }
+    const int32_t host = p.host_pid.load();
+    if (host <= 0) continue;  // still starting: its parent watches it
+    UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, host, 0)));
+    if (!pidfd.valid() && errno != ESRCH) continue;
+    if (!pidfd.valid()) pidfd.Reset(eventfd(1, EFD_CLOEXEC));  // readable: already gone
+    children_.push_back(Child{pid, std::move(pidfd)});
+  }
   for (Child& child : children_) {
     if (!child.pidfd.valid()) continue;
     pollfd pfd{child.pidfd.get(), POLLIN, 0};
     if (poll(&pfd, 1, 0) <= 0) continue;
     child.pidfd.Reset();  // its VMM is gone: whatever it reported stands
     SharedProcess* p = Find(child.pid);
-    if (p == nullptr) continue;
+    if (p == nullptr || p->ppid.load() != self_pid_) continue;
     // Only a child still running did not report; its status is written before it is a zombie
     // (kReserved in between hides it from everyone).
     uint32_t running = SharedProcess::kRunning;
     if (!p->state.compare_exchange_strong(running, SharedProcess::kReserved)) continue;
-    p->wait_status.store(SIGKILL);
-    p->state.store(SharedProcess::kZombie);
+    // Its own children go to init, as its exit would have sent them.
+    if (ReparentChildrenOf(child.pid) && self_ != 0) {
+      slots()[0].child_events.fetch_add(1);
+      Wake(slots()[0]);
+    }
+    EndProcess(*p, SIGKILL);
   }
+  // Entries of children reaped or freed meanwhile (or no longer this process's) go.
+  std::erase_if(children_, [this](const Child& c) {
+    const SharedProcess* p = Find(c.pid);
+    return p == nullptr || p->ppid.load() != self_pid_;
+  });
 }
 
-ProcessTable::Waitable ProcessTable::FindEnded(int32_t selector, bool reap) {
+ProcessTable::Waitable ProcessTable::FindEnded(ChildSelector selector, bool reap) {
   Waitable result;
   if (!valid()) return result;
   NoticeDeadChildren();

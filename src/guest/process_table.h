@@ -44,7 +44,13 @@ struct SharedProcess {
   std::atomic<uint32_t> wake;          // futex word: bumped for every event of this process
   std::atomic<uint32_t> child_events;  // bumped when a child ends
   std::atomic<uint32_t> exit_signal;   // what the parent gets when this process ends
-  uint8_t reserved[16];
+  std::atomic<int32_t> host_pid;       // its VMM's host pid (for a pidfd of an adopted orphan)
+  std::atomic<uint32_t> flags;         // kNoZombies
+  uint8_t reserved[8];
+
+  // Its children do not become zombies: they are freed as they end (SIGCHLD ignored, or
+  // SA_NOCLDWAIT).
+  static constexpr uint32_t kNoZombies = 1;
 };
 static_assert(sizeof(SharedProcess) == 64);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
@@ -96,15 +102,31 @@ class ProcessTable {
   // were found (0: ESRCH); `signal` 0 only checks.
   int Send(int32_t target, int signal);
 
-  // wait4/waitid: a child that `selector` (wait4's pid argument: -1 any, > 0 that pid, 0 this
-  // group, < -1 group -selector) matches.
+  // Which children a wait4 or waitid waits for.
+  struct ChildSelector {
+    enum Kind { kAny, kPid, kGroup, kOwnGroup } kind = kAny;
+    int32_t id = 0;  // kPid: the pid; kGroup: the group
+    // wait4's pid argument: -1 any, > 0 that pid, 0 this process's group, < -1 group -pid.
+    static ChildSelector FromWait4(int32_t pid);
+  };
   struct Waitable {
     bool any_child = false;  // some child matches (else ECHILD)
     int32_t pid = 0;         // a child that has ended (0: none yet)
     int32_t wait_status = 0;
   };
   // With `reap` the ended child's slot is freed (its pid may then be reused).
-  Waitable FindEnded(int32_t selector, bool reap);
+  Waitable FindEnded(ChildSelector selector, bool reap);
+  Waitable FindEnded(int32_t wait4_pid, bool reap) {
+    return FindEnded(ChildSelector::FromWait4(wait4_pid), reap);
+  }
+  // Children whose VMM ended without reporting (killed from outside) become zombies killed by
+  // SIGKILL, and this process gets their exit signal; orphans adopted since the last call are
+  // watched from now on (pidfds of their VMMs). Run thread.
+  void NoticeDeadChildren();
+  // Whether some child of this process runs (any thread: reads only the shared slots).
+  bool HasRunningChildren() const;
+  // Whether this process's children end without becoming zombies (SIGCHLD's disposition).
+  void SetNoZombies(bool no_zombies);
   // The host fds whose readiness means a child may have ended (for a parked wait).
   std::vector<pollfd> ChildEventFds() const;
 
@@ -130,9 +152,12 @@ class ProcessTable {
   SharedProcess* slots() const;
   SharedProcess* Find(int32_t pid) const;  // a running or zombie process
   void Wake(SharedProcess& process);
-  // Children that ended without reporting (their VMM was killed) become zombies killed by
-  // SIGKILL.
-  void NoticeDeadChildren();
+  // The children of `pid` go to init; a child already ended is freed if init takes no
+  // zombies. Returns whether one had ended (init is to hear of it).
+  bool ReparentChildrenOf(int32_t pid);
+  // `process` has ended with `wait_status`: its parent gets its exit signal and a wake-up; it
+  // becomes a zombie, or is freed at once if its parent takes no zombies.
+  void EndProcess(SharedProcess& process, int wait_status);
 
   Mapping mapping_;
   int self_ = -1;  // this process's slot

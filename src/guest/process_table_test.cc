@@ -1,6 +1,7 @@
 #include "guest/process_table.h"
 
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,6 +93,122 @@ TEST(ProcessTable, FailedForkGivesTheSlotBack) {
   table.Started(slot, false, UniqueFd());
   EXPECT_EQ(table.Count(), 1);
   EXPECT_FALSE(table.FindEnded(-1, false).any_child);
+}
+
+// A child forked as a host process that takes `slot` in `table` and then runs `body` (whose
+// return value is its host exit status). The parent side gets its pidfd.
+template <typename Body>
+pid_t ForkChild(ProcessTable& table, int slot, Body body) {
+  const pid_t host = fork();
+  if (host == 0) {
+    table.BecomeChild(slot);
+    _exit(body());
+  }
+  table.Started(slot, host > 0, UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, host, 0))));
+  return host;
+}
+
+void ExpectHostExit(pid_t host) {
+  int status = 0;
+  ASSERT_EQ(waitpid(host, &status, 0), host);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// SIGCHLD ignored (or SA_NOCLDWAIT): a child that ends is freed at once, its parent still
+// gets the exit signal, and a wait then finds no child (ECHILD).
+TEST(ProcessTable, WithoutZombiesAnEndedChildIsGone) {
+  ProcessTable table = ProcessTable::Create(1, 1).value();
+  table.SetNoZombies(true);
+  const int slot = table.Reserve(2, SIGCHLD).value();
+  ExpectHostExit(ForkChild(table, slot, [&] {
+    table.Exit(3 << 8);
+    return 0;
+  }));
+  EXPECT_EQ(table.Count(), 1);
+  EXPECT_FALSE(table.FindEnded(-1, false).any_child);
+  EXPECT_EQ(table.TakeSignals(nullptr), uint64_t{1} << (SIGCHLD - 1));
+  // Taken back: zombies again.
+  table.SetNoZombies(false);
+  const int again = table.Reserve(3, SIGCHLD).value();
+  ExpectHostExit(ForkChild(table, again, [&] {
+    table.Exit(0);
+    return 0;
+  }));
+  EXPECT_EQ(table.FindEnded(-1, false).pid, 3);
+}
+
+// A child VMM that dies without reporting (killed from outside) is found through its pidfd:
+// a zombie killed by SIGKILL, and its parent gets SIGCHLD.
+TEST(ProcessTable, AChildKilledFromOutsideIsNoticed) {
+  ProcessTable table = ProcessTable::Create(1, 1).value();
+  const int slot = table.Reserve(2, SIGCHLD).value();
+  ExpectHostExit(ForkChild(table, slot, [] { return 0; }));  // never calls Exit
+  EXPECT_TRUE(table.HasRunningChildren());
+  EXPECT_EQ(table.TakeSignals(nullptr), 0u);
+  table.NoticeDeadChildren();
+  EXPECT_FALSE(table.HasRunningChildren());
+  int32_t sender = 0;
+  EXPECT_EQ(table.TakeSignals(&sender), uint64_t{1} << (SIGCHLD - 1));
+  EXPECT_EQ(sender, 2);
+  const ProcessTable::Waitable ended = table.FindEnded(-1, true);
+  EXPECT_EQ(ended.pid, 2);
+  EXPECT_EQ(ended.wait_status, SIGKILL);
+}
+
+// An orphan goes to init with SIGCHLD as its exit signal, and init watches its VMM: killed
+// from outside, it is noticed too.
+TEST(ProcessTable, AnAdoptedOrphanIsWatchedByInit) {
+  ProcessTable table = ProcessTable::Create(1, 1).value();
+  const int middle = table.Reserve(2, SIGCHLD).value();
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  ExpectHostExit(ForkChild(table, middle, [&] {
+    // Process 2 forks process 3 (exit signal SIGUSR2), which waits for a byte, then ends
+    // without reporting; process 2 exits first, leaving 3 to init.
+    const int slot = table.Reserve(3, SIGUSR2).value();
+    ForkChild(table, slot, [&] {
+      char byte;
+      close(pipefd[1]);
+      return read(pipefd[0], &byte, 1) == 1 ? 0 : 1;
+    });
+    table.Exit(0);
+    return 0;
+  }));
+  close(pipefd[0]);
+  EXPECT_EQ(table.FindEnded(2, true).pid, 2);
+  EXPECT_TRUE(table.HasRunningChildren());  // 3 is init's now
+  table.NoticeDeadChildren();               // watches it
+  EXPECT_EQ(table.FindEnded(3, false).pid, 0);
+  (void)table.TakeSignals(nullptr);
+  ASSERT_EQ(write(pipefd[1], "x", 1), 1);  // 3 ends without reporting
+  close(pipefd[1]);
+  for (int i = 0; i < 500 && table.HasRunningChildren(); ++i) {
+    usleep(10'000);
+    table.NoticeDeadChildren();
+  }
+  EXPECT_EQ(table.TakeSignals(nullptr), uint64_t{1} << (SIGCHLD - 1));  // not SIGUSR2
+  const ProcessTable::Waitable ended = table.FindEnded(3, true);
+  EXPECT_EQ(ended.pid, 3);
+  EXPECT_EQ(ended.wait_status, SIGKILL);
+}
+
+TEST(ProcessTable, ChildSelectors) {
+  using Selector = ProcessTable::ChildSelector;
+  ProcessTable table = ProcessTable::Create(1, 1).value();
+  const int slot = table.Reserve(2, SIGCHLD).value();
+  ExpectHostExit(ForkChild(table, slot, [&] {
+    table.Exit(0);
+    return 0;
+  }));
+  // The child is in init's group, 1.
+  EXPECT_EQ(table.FindEnded(Selector{Selector::kGroup, 1}, false).pid, 2);
+  EXPECT_EQ(table.FindEnded(Selector{Selector::kOwnGroup, 0}, false).pid, 2);
+  EXPECT_FALSE(table.FindEnded(Selector{Selector::kGroup, 5}, false).any_child);
+  EXPECT_FALSE(table.FindEnded(Selector{Selector::kPid, 3}, false).any_child);
+  EXPECT_EQ(table.FindEnded(Selector{}, false).pid, 2);  // any
+  EXPECT_EQ(Selector::FromWait4(-7).kind, Selector::kGroup);
+  EXPECT_EQ(Selector::FromWait4(-7).id, 7);
+  EXPECT_EQ(Selector::FromWait4(0).kind, Selector::kOwnGroup);
 }
 
 }  // namespace

@@ -53,4 +53,9 @@ int NextDeliverableSignal(const SignalState& signals) {
   return __builtin_ctzll(synchronous != 0 ? synchronous : ready) + 1;
 }
 
+bool ChildrenLeaveNoZombies(const SignalState& signals) {
+  const GuestSigaction& action = signals.actions[SIGCHLD];
+  return action.handler == reinterpret_cast<uint64_t>(SIG_IGN) || (action.flags & SA_NOCLDWAIT);
+}
+
 }  // namespace flurry

@@ -25,6 +25,11 @@ DefaultAction DefaultActionOf(int signal);
 // SIGSTOP.
 bool DispositionIgnores(const GuestSigaction& action, int signal);
 
+// Whether the process's children end without becoming zombies: SIGCHLD set to SIG_IGN, or
+// its action has SA_NOCLDWAIT (Linux's rule; wait4 then waits for all of them and fails with
+// ECHILD).
+bool ChildrenLeaveNoZombies(const SignalState& signals);
+
 // Makes `signal` pending with `info` unless its disposition ignores it and it is not blocked
 // (a blocked one pends, for sigwait); a standard signal already pending stays as it was.
 void RaiseSignal(SignalState& signals, int signal, const PendingSignalInfo& info);

@@ -50,6 +50,9 @@ SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
     c.state.signals.thread_pending &= ~Bit(signal);
     for (GuestThread& thread : c.state.threads.others) thread.thread_pending &= ~Bit(signal);
   }
+  if (signal == SIGCHLD && c.HasProcesses()) {
+    c.processes->SetNoZombies(ChildrenLeaveNoZombies(c.state.signals));
+  }
   return SyscallResult::Return(0);
 }
 

@@ -67,18 +67,18 @@ SyscallResult SysWaitid(SyscallContext& c, const SyscallArgs& a) {
       (options & (WEXITED | WSTOPPED | WCONTINUED)) == 0) {
     return SyscallResult::Errno(EINVAL);
   }
-  int32_t selector = -1;
+  using Selector = ProcessTable::ChildSelector;
+  Selector selector;
   switch (idtype) {
     case P_ALL:
       break;
     case P_PID:
       if (id <= 0) return SyscallResult::Errno(EINVAL);
-      selector = id;
+      selector = {Selector::kPid, id};
       break;
-    case P_PGID:
+    case P_PGID:  // 0: the caller's own group (Linux 5.4)
       if (id < 0) return SyscallResult::Errno(EINVAL);
-      selector = id == 0 ? 0 : -id;
-      if (id == 1) selector = -1;  // -1 would mean "any": group 1 is init's (all but orphans')
+      selector = id == 0 ? Selector{Selector::kOwnGroup, 0} : Selector{Selector::kGroup, id};
       break;
     default:
       return SyscallResult::Errno(EINVAL);

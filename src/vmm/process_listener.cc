@@ -48,6 +48,10 @@ void ProcessListener::Loop(ProcessTable* table, std::atomic<uint32_t>* word) {
       seen = now;
       table->NotifyEvent();
       kick_();
+    } else if (table->HasRunningChildren()) {
+      // A second without news: a child VMM may have been killed from outside.
+      children_check_.store(true);
+      kick_();
     }
   }
 }

@@ -1,6 +1,7 @@
 // ProcessListener: wakes the VM's run thread when another guest process has sent this one a
 // signal or one of its children has ended (guest/process_table.h), and ends this VMM when the
-// VM's init has ended.
+// VM's init has ended. While this process has children, it also wakes the run thread every
+// second to look for child VMMs killed from outside (which could not report).
 //
 // Thread "flurry-procs", started by Start() and ended by Stop(), both called on the run
 // thread; `kick` runs on the listener thread. A thread does not cross fork(): Stop() before
@@ -25,12 +26,15 @@ class ProcessListener {
   // Listens for `table`'s process, unless already listening.
   void Start(ProcessTable& table);
   void Stop();
+  // Whether a look at the children's VMMs is due (true once per kick that asked for one).
+  bool TakeChildrenCheck() { return children_check_.exchange(false); }
 
  private:
   void Loop(ProcessTable* table, std::atomic<uint32_t>* word);
 
   const std::function<void()> kick_;
   std::atomic<bool> quit_{false};
+  std::atomic<bool> children_check_{false};  // set by the listener, taken by the run thread
   std::atomic<uint32_t>* word_ = nullptr;  // the run thread's
   std::thread thread_;                     // the run thread's
 };

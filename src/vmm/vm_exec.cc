@@ -79,6 +79,7 @@ Result<std::optional<GuestExit>> Vm::Exec(const SyscallArgs& args, SyscallResult
   for (GuestSigaction& action : signals.actions) {
     if (action.handler != reinterpret_cast<uint64_t>(SIG_IGN)) action = GuestSigaction{};
   }
+  processes_.SetNoZombies(ChildrenLeaveNoZombies(signals));  // SA_NOCLDWAIT goes
   signals.altstack = GuestStack{};
   state_.fds.CloseOnExec();
   // The registers and the FPU/SSE/AVX state start as Linux's exec leaves them: zero, with the

@@ -18,6 +18,7 @@ Result<void> Vm::StartProcesses() {
   if (!processes_.valid()) {
     processes_ = FLURRY_TRY_CTX(ProcessTable::Create(state_.identity.pid, state_.threads.last_tid),
                                 "making the VM's process table");
+    processes_.SetNoZombies(ChildrenLeaveNoZombies(state_.signals));
   }
   listener_.Start(processes_);
   return {};
@@ -130,6 +131,9 @@ void Vm::EndGuestProcess(const GuestExit& exit) {
 }
 
 void Vm::TakeProcessSignals() {
+  // A child VMM killed from outside could not report: its end is noticed here (the listener
+  // asks every second while this process has children).
+  if (listener_.TakeChildrenCheck()) processes_.NoticeDeadChildren();
   int32_t sender = 0;
   const uint64_t signals = processes_.TakeSignals(&sender);
   for (int signal = 1; signal <= SignalState::kSignals; ++signal) {

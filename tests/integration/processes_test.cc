@@ -18,4 +18,15 @@ INSTANTIATE_TEST_SUITE_P(Scenarios, Processes,
                          ::testing::Values("fork", "wait", "signals", "sigchld", "groups", "memory",
                                            "vfork", "threads", "many", "exit", "exec"));
 
+// Children that leave no zombies (SIGCHLD ignored, SA_NOCLDWAIT) and waits by process group
+// (tests/guest/processes_reap.c).
+class ProcessesReap : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ProcessesReap, MatchesNativeRun) {
+  ExpectSameAsNative({Guest("processes_reap"), GetParam()}, "flurry: guest killed by SIG");
+}
+
+INSTANTIATE_TEST_SUITE_P(Scenarios, ProcessesReap,
+                         ::testing::Values("ignore", "nocldwait", "pgid"));
+
 }  // namespace
