@@ -33,6 +33,7 @@ enum class FileKind : uint8_t {
   kEventfd,    // eventfd/eventfd2: a host eventfd
   kTimerfd,    // timerfd_create: a host timerfd
   kEpoll,      // epoll_create/epoll_create1: a host epoll instance
+  kDevice,     // /dev/null, /dev/zero, ... (guest/dev_files.h): the host's device, by path
 };
 
 // Kinds whose host fd is always O_NONBLOCK: the guest's O_NONBLOCK lives in OpenFile::flags

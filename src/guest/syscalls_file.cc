@@ -228,7 +228,11 @@ Value Getdents64(SyscallContext& context, const SyscallArgs& args) {
 // ---- Opening and closing -----------------------------------------------------------------
 
 Value OpenAt(SyscallContext& context, int dirfd, uint64_t path_addr, int flags, mode_t mode) {
-  PathRef ref = FLURRY_TRY(PathAt(context, dirfd, path_addr));
+  std::string path = FLURRY_TRY(PathArg(context.memory, path_addr));
+  if (const std::optional<DevicePath> device = DeviceArg(context, dirfd, path)) {
+    return OpenDevice(context, *device, flags, mode);
+  }
+  PathRef ref = FLURRY_TRY(PathRefOf(context, dirfd, std::move(path)));
   FdTable& fds = context.state.fds;
   // Like Linux, take the fd slot before touching the file system (no file created on EMFILE).
   if (fds.OpenCount() >= FdTable::kMaxFds) return FailErrno(EMFILE, "guest fd table full");

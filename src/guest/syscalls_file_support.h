@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <span>
 #include <vector>
 
+#include "guest/dev_files.h"
 #include "guest/syscall.h"
 
 namespace flurry::file_syscalls {
@@ -184,6 +186,21 @@ inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, u
   }
   return host;
 }
+
+// ---- /dev (syscalls_dev.cc, guest/dev_files.h) -----------------------------------------
+
+// The /dev entry a path argument names (relative paths: from the cwd, with AT_FDCWD), if any.
+std::optional<DevicePath> DeviceArg(const SyscallContext& context, int dirfd,
+                                    std::string_view path);
+// open(2) of it: a host device, or a new fd sharing the guest fd it stands for.
+Value OpenDevice(SyscallContext& context, const DevicePath& device, int flags, mode_t mode);
+Result<struct stat> StatDevice(const SyscallContext& context, const DevicePath& device,
+                               bool follow);
+Result<struct statx> StatxDevice(const SyscallContext& context, const DevicePath& device,
+                                 bool follow, uint32_t mask);
+Result<void> AccessDevice(const SyscallContext& context, const DevicePath& device, int mode,
+                          int flags);
+Result<std::string> ReadlinkDevice(const DevicePath& device);
 
 // Registers the path syscalls (syscalls_path.cc) and pipe, pipe2 (syscalls_pipe.cc);
 // RegisterFileSyscalls calls them.

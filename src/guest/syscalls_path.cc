@@ -20,6 +20,8 @@ Value FstatAt(SyscallContext& context, int dirfd, uint64_t path_addr, uint64_t b
   if (path.empty() && (flags & AT_EMPTY_PATH) != 0) {
     int fd = FLURRY_TRY(EmptyPathFd(fds, dirfd));
     if (fstat(fd, &st) != 0) return HostError("fstat");
+  } else if (const std::optional<DevicePath> device = DeviceArg(context, dirfd, path)) {
+    st = FLURRY_TRY(StatDevice(context, *device, (flags & AT_SYMLINK_NOFOLLOW) == 0));
   } else {
     PathRef ref = FLURRY_TRY(PathRefOf(context, dirfd, std::move(path)));
     st = FLURRY_TRY(ref.dir->Stat(ref.base, ref.path, (flags & AT_SYMLINK_NOFOLLOW) == 0));
@@ -54,6 +56,11 @@ Value Statx(SyscallContext& context, const SyscallArgs& args) {
   int fd = -1;
   if (path.empty() && (flags & AT_EMPTY_PATH) != 0) {
     fd = FLURRY_TRY(EmptyPathFd(fds, dirfd));
+  } else if (const std::optional<DevicePath> device = DeviceArg(context, dirfd, path)) {
+    const struct statx stx =
+        FLURRY_TRY(StatxDevice(context, *device, (flags & AT_SYMLINK_NOFOLLOW) == 0, mask));
+    FLURRY_TRY(context.memory.WriteObject(args.arg[4], stx));
+    return 0;
   } else {
     PathRef ref = FLURRY_TRY(PathRefOf(context, dirfd, std::move(path)));
     lookup = FLURRY_TRY(ref.dir->Lookup(ref.base, ref.path, (flags & AT_SYMLINK_NOFOLLOW) == 0));
@@ -76,6 +83,8 @@ Value ReadlinkAt(SyscallContext& context, int dirfd, uint64_t path_addr, uint64_
   if (path == "/proc/self/exe") {
     target = context.state.identity.exe_path;
     if (target.empty()) return FailErrno(ENOENT, path);
+  } else if (const std::optional<DevicePath> device = DeviceArg(context, dirfd, path)) {
+    target = FLURRY_TRY(ReadlinkDevice(*device));
   } else {
     PathRef ref = FLURRY_TRY(PathRefOf(context, dirfd, std::move(path)));
     target = FLURRY_TRY(ref.dir->Readlink(ref.base, ref.path));
@@ -114,6 +123,10 @@ Value AccessAt(SyscallContext& context, int dirfd, uint64_t path_addr, int mode,
       return 0;
     }
     path.push_back('.');  // "" with AT_FDCWD: the cwd itself
+  }
+  if (const std::optional<DevicePath> device = DeviceArg(context, dirfd, path)) {
+    FLURRY_TRY(AccessDevice(context, *device, mode, flags));
+    return 0;
   }
   PathRef ref = FLURRY_TRY(PathRefOf(context, dirfd, std::move(path)));
   FLURRY_TRY(ref.dir->Access(ref.base, ref.path, mode, flags & ~AT_EMPTY_PATH));

@@ -56,6 +56,8 @@ pb::FileKind KindToProto(FileKind kind) {
       return pb::FILE_KIND_TIMERFD;
     case FileKind::kEpoll:
       return pb::FILE_KIND_EPOLL;
+    case FileKind::kDevice:
+      return pb::FILE_KIND_DEVICE;
   }
   return pb::FILE_KIND_UNSPECIFIED;  // an out-of-range enum value; the decoder refuses it
 }
@@ -263,6 +265,8 @@ Result<FileKind> KindFromProto(int kind, int32_t fd) {
       return FileKind::kTimerfd;
     case pb::FILE_KIND_EPOLL:
       return FileKind::kEpoll;
+    case pb::FILE_KIND_DEVICE:
+      return FileKind::kDevice;
     default:
       return Invalid("fd {} has unknown kind {}", fd, kind);
   }

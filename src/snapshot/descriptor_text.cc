@@ -70,6 +70,8 @@ const char* KindName(FileKind kind) {
       return "timerfd";
     case FileKind::kEpoll:
       return "epoll";
+    case FileKind::kDevice:
+      return "device";
   }
   return "unknown";
 }

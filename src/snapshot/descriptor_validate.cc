@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "guest/dev_files.h"
 #include "snapshot/descriptor_checks.h"
 #include "snapshot/descriptor_codec.h"
 
@@ -285,6 +286,13 @@ Result<void> ValidateFiles(const FilesRecord& f) {
       case FileKind::kTimerfd:
       case FileKind::kEpoll:
         FLURRY_TRY(ValidateEventObject(fd));
+        break;
+      case FileKind::kDevice:
+        if (fd.stdio_fd != -1) return Invalid("fd {} has stdio fd {}", fd.fd, fd.stdio_fd);
+        if (!IsHostDevicePath(fd.path)) {
+          return Invalid("fd {} is a device but its path is none of /dev/null, /dev/zero, "
+                         "/dev/full, /dev/random, /dev/urandom", fd.fd);
+        }
         break;
       default:
         return Invalid("fd {} has unknown kind {}", fd.fd, static_cast<int>(fd.kind));

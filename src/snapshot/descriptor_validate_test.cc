@@ -155,6 +155,13 @@ const RefusalCase kGuestStateCases[] = {
     {"a file with epoll interests",
      [](VmDescriptor& d) { d.files.fds[3].event.interests = {{.fd = 0, .events = 1, .data = 0}}; },
      "invalid descriptor: fd 3 is no eventfd, timerfd or epoll instance but has their state"},
+    {"device of another path",
+     [](VmDescriptor& d) {
+       d.files.fds[3].kind = FileKind::kDevice;
+       d.files.fds[3].path = "/dev/sda";
+     },
+     "invalid descriptor: fd 3 is a device but its path is none of /dev/null, /dev/zero, "
+     "/dev/full, /dev/random, /dev/urandom"},
     {"writable without root",
      [](VmDescriptor& d) {
        d.files.root_host_path.reset();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "arch/x86_64/layout.h"
+#include "guest/dev_files.h"
 #include "snapshot/event_objects.h"
 
 namespace flurry {
@@ -100,6 +101,13 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
     } else if (r.kind == FileKind::kPipe) {
       file->host = FLURRY_TRY_CTX(PeerlessPipeEnd(r.flags),
                                   fmt::format("restoring guest fd {} (a pipe)", r.fd));
+    } else if (r.kind == FileKind::kDevice) {
+      if (!IsHostDevicePath(r.path)) return Fail("fd {}: {} is no device", r.fd, r.path);
+      file->host.Reset(open(r.path.c_str(),
+                            (r.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW)) | O_CLOEXEC));
+      if (!file->host.valid()) {
+        return FailErrno(fmt::format("reopening guest fd {} ({})", r.fd, r.path));
+      }
     } else if (IsEventObject(r.kind)) {
       file->host = FLURRY_TRY_CTX(MakeEventObject(r.kind, r.event),
                                   fmt::format("restoring guest fd {}", r.fd));

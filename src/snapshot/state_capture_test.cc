@@ -242,5 +242,25 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   EXPECT_NE(fcntl((*restored.Get(efd))->host_fd(), F_GETFL) & O_NONBLOCK, 0);
 }
 
+TEST_F(EventObjectCapture, DevicesAreReopenedByPath) {
+  ASSERT_TRUE(h.memory.Write(kArgs, "/dev/zero", 10).has_value());
+  const int fd = static_cast<int>(
+      Call(SYS_openat, static_cast<uint64_t>(AT_FDCWD), kArgs, O_RDONLY | O_CLOEXEC, 0));
+  ASSERT_GE(fd, 0);
+  const FilesRecord files = CaptureFiles(h.state.fds);
+  EXPECT_EQ(RecordOf(files, fd).kind, FileKind::kDevice);
+  EXPECT_EQ(RecordOf(files, fd).path, "/dev/zero");
+  FdTable restored;
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr));  // no root needed
+  uint32_t word = 7;
+  EXPECT_EQ(read((*restored.Get(fd))->host_fd(), &word, sizeof word), 4);
+  EXPECT_EQ(word, 0u);
+  FilesRecord forged = files;
+  for (FdRecord& r : forged.fds) {
+    if (r.fd == fd) r.path = "/dev/mem";
+  }
+  EXPECT_FALSE(RestoreFiles(forged, std::nullopt, restored, nullptr));
+}
+
 }  // namespace
 }  // namespace flurry

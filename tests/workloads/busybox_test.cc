@@ -30,6 +30,10 @@ const Script kScripts[] = {
     {"words", "cat words.txt | tr ' ' '\\n' | sort | uniq -c | sort -rn | head -3"},
     {"files", "sort words.txt > sorted.txt && wc -l < sorted.txt && cat sorted.txt | head -2"},
     {"exit", "echo out; exit 7"},
+    {"devices",
+     "ls nothing 2>/dev/null || echo quiet; head -c 5 /dev/zero | wc -c; "
+     "head -c 16 /dev/urandom | wc -c; echo to-null > /dev/null; [ -c /dev/null ] && echo char; "
+     "echo via-fd > /dev/stdout; cat /dev/null | wc -c"},
 };
 
 // The same files for both runs.
