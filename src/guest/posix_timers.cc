@@ -43,12 +43,15 @@ struct Target {
 Target TargetOf(GuestState& state, const PosixTimer& timer) {
   SignalState& signals = state.signals;
   if (timer.notify != kSigevThreadId) return {&signals.pending, signals.blocked, false, 0};
+  // A parked thread first: while every thread is parked (the VMM idles), `identity` still
+  // names the last one that ran, but its state is its GuestThread's.
+  if (GuestThread* other = state.threads.Find(timer.tid); other != nullptr) {
+    return {&other->thread_pending, other->blocked, true, timer.tid};
+  }
   if (timer.tid == state.identity.tid) {
     return {&signals.thread_pending, signals.blocked, true, timer.tid};
   }
-  GuestThread* other = state.threads.Find(timer.tid);
-  if (other == nullptr) return {nullptr, 0, true, timer.tid};
-  return {&other->thread_pending, other->blocked, true, timer.tid};
+  return {nullptr, 0, true, timer.tid};
 }
 
 bool SameTarget(const PosixTimer& timer, bool thread, int32_t tid) {

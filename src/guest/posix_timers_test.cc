@@ -196,6 +196,20 @@ TEST(PosixTimers, AThreadTimerSignalsItsThread) {
   EXPECT_EQ(state.signals.thread_pending, 0u);
 }
 
+TEST(PosixTimers, AThreadTimerFindsItsThreadParkedWhileTheVmIdles) {
+  // Every thread parked: `identity` still names thread 8, the last that ran, but its pending
+  // signals are its GuestThread's (SignalState's are stale until a thread is loaded).
+  GuestState state = Guest();
+  state.identity.tid = 8;
+  state.threads.others.push_back(Thread(7));
+  state.threads.others.push_back(Thread(8));
+  PosixTimer& timer = AddTimer(state, 0, SIGRTMIN, kSigevThreadId, 8);
+  timer.deadline_ns = 1;
+  FireTimer(state, timer, 5);
+  EXPECT_EQ(state.threads.others[1].thread_pending, Bit(SIGRTMIN));
+  EXPECT_EQ(state.signals.thread_pending, 0u);
+}
+
 TEST(PosixTimers, ATimerOfAThreadThatEndedStops) {
   GuestState state = Guest();
   state.threads.others.push_back(Thread(8));
