@@ -13,6 +13,7 @@
 //             periods missed, timer_getoverrun agrees
 //   delete    timer_delete stops a periodic timer; the id is then EINVAL
 //   fork      a fork child has no timers; the parent's stays armed
+//   exec      execve deletes the timers (and their pending signals); alarm() survives it
 //   errors    bad clocks, sigevents, settings and ids
 #define _GNU_SOURCE
 #include <errno.h>
@@ -369,6 +370,44 @@ static int Fork(void) {
   return 0;
 }
 
+static int Exec(char** argv) {
+  Block(SIGUSR1, SIG_BLOCK);  // the mask survives execve, and so would a pending signal
+  struct sigevent ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_SIGNAL;
+  ev.sigev_signo = SIGUSR1;
+  int id = -1;
+  Check(syscall(SYS_timer_create, CLOCK_MONOTONIC, &ev, &id) == 0, "timer_create");
+  struct itimerspec s = Spec(1000000, 0);
+  Check(syscall(SYS_timer_settime, id, 0, &s, NULL) == 0, "timer_settime");
+  for (;;) {  // until its signal is pending
+    sigset_t pending;
+    sigpending(&pending);
+    if (sigismember(&pending, SIGUSR1)) break;
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
+  }
+  alarm(1000);
+  char idtext[16];
+  snprintf(idtext, sizeof idtext, "%d", id);
+  char* args[] = {argv[0], "after_exec", idtext, NULL};
+  execv("/proc/self/exe", args);
+  printf("FAILED: execv (errno %d)\n", errno);
+  return 1;
+}
+
+static int AfterExec(const char* idtext) {
+  const int id = atoi(idtext);
+  struct itimerspec left;
+  const long r = syscall(SYS_timer_gettime, id, &left);
+  printf("after execve: timer_gettime %ld, EINVAL %d\n", r, errno == EINVAL);
+  sigset_t pending;
+  sigpending(&pending);
+  printf("its signal is not pending: %d; alarm kept: %d\n", !sigismember(&pending, SIGUSR1),
+         alarm(0) > 0);
+  return 0;
+}
+
 static long RawCreate(long clock, struct sigevent* ev, int* id) {
   long r = syscall(SYS_timer_create, clock, ev, id);
   return r < 0 ? -errno : r;
@@ -428,6 +467,8 @@ int main(int argc, char** argv) {
   if (strcmp(s, "delete") == 0) return Delete();
   if (strcmp(s, "fork") == 0) return Fork();
   if (strcmp(s, "errors") == 0) return Errors();
+  if (strcmp(s, "exec") == 0) return Exec(argv);
+  if (strcmp(s, "after_exec") == 0 && argc > 2) return AfterExec(argv[2]);
   fprintf(stderr, "unknown scenario %s\n", s);
   return 2;
 }

@@ -63,7 +63,7 @@ TEST_P(PosixTimers, MatchNativeRun) {
 INSTANTIATE_TEST_SUITE_P(Scenarios, PosixTimers,
                          ::testing::Values("signal", "periodic", "abstime", "thread",
                                            "sigev_thread", "none", "overrun", "delete", "fork",
-                                           "errors"));
+                                           "exec", "errors"));
 
 TEST(PosixTimersNative, ScenariosAreWhatTheTestExpects) {
   // The comparison above is only worth something if every check holds natively.
@@ -102,6 +102,9 @@ TEST(PosixTimersNative, ScenariosAreWhatTheTestExpects) {
        "child: timer_gettime -1, EINVAL 1\n"
        "child: timer_getoverrun -1, EINVAL 1\n"
        "parent: child exited 1; timer armed 1, interval 1000000000 ns\n"},
+      {"exec",
+       "after execve: timer_gettime -1, EINVAL 1\n"
+       "its signal is not pending: 1; alarm kept: 1\n"},
   };
   for (const auto& [scenario, out] : expected) {
     RunResult native = flurry_test::Run({Guest("posix_timers"), scenario});
