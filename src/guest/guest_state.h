@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "arch/x86_64/cpu_signature.h"
 #include "guest/fd_table.h"
@@ -47,6 +48,11 @@ struct PendingSignalInfo {
   int32_t pid = 0;    // sender (kill/tgkill)
   uint32_t uid = 0;   // sender
   uint64_t addr = 0;  // faults: si_addr
+  // SI_TIMER (a POSIX timer's signal): si_timerid, si_overrun, si_value. Filled when the
+  // signal is taken; never stored in SignalState::pending_info (the timer holds them).
+  int32_t timer_id = 0;
+  int32_t overrun = 0;
+  uint64_t value = 0;
 };
 
 // ITIMER_REAL (alarm, setitimer): SIGALRM at `deadline_ns`, then every `interval_ns`.
@@ -57,6 +63,32 @@ struct IntervalTimer {
   bool armed() const { return deadline_ns != 0; }
 };
 
+// A POSIX per-process timer (timer_create; src/guest/posix_timers.h). Its deadline is on its
+// own clock as the guest reads it: CLOCK_MONOTONIC and CLOCK_BOOTTIME carry the guest's
+// offset, CLOCK_REALTIME and CLOCK_TAI are the host's.
+struct PosixTimer {
+  int32_t id = 0;           // timer_t: 0, 1, ... (the lowest free)
+  int32_t clock = 0;        // CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME or CLOCK_TAI
+  int32_t notify = 0;       // SIGEV_SIGNAL, SIGEV_NONE or SIGEV_THREAD_ID (4)
+  int32_t signal = 0;       // sigev_signo (1..64; 0 for SIGEV_NONE)
+  int32_t tid = 0;          // SIGEV_THREAD_ID: the thread its signal goes to
+  uint64_t value = 0;       // sigev_value: the siginfo's si_value
+  int64_t deadline_ns = 0;  // 0: disarmed
+  int64_t interval_ns = 0;  // 0: one-shot
+  // Its signal is pending (Linux queues one per timer): the timer is not fired again until
+  // that signal is taken, which re-arms a periodic timer past now and counts the periods
+  // missed meanwhile as the overrun.
+  bool queued = false;
+  // While queued: a signal of the same number sent otherwise (kill, tgkill) was pending for
+  // the same target before it, and is taken first.
+  bool behind_plain = false;
+  int32_t overrun = 0;         // timer_getoverrun: the overrun of the last signal taken
+  int32_t queued_overrun = 0;  // expirations counted while queued (a one-shot re-armed)
+
+  bool armed() const { return deadline_ns != 0; }
+  bool operator==(const PosixTimer&) const = default;
+};
+
 // Dispositions, the blocked mask, the alternate stack, the signals pending delivery and the
 // interval timer that raises SIGALRM (src/guest/signal_frame.h; the VMM delivers them:
 // src/vmm/vm_signals.cc).
@@ -65,12 +97,19 @@ struct SignalState {
   std::array<GuestSigaction, kSignals + 1> actions{};  // index = signal number
   uint64_t blocked = 0;
   GuestStack altstack{};
-  uint64_t pending = 0;  // bit (signal - 1): sent to the process
-  // Sent to the running thread alone (tgkill, tkill); the other threads' are in their
-  // GuestThread. Delivered as `pending` is.
+  // Bit (signal - 1): pending for the process, sent (kill) or a POSIX timer's (a timer whose
+  // signal is pending is `queued`; posix_timers.h takes both kinds apart).
+  uint64_t pending = 0;
+  // Sent to the running thread alone (tgkill, tkill, SIGEV_THREAD_ID timers); the other
+  // threads' are in their GuestThread. Delivered as `pending` is.
   uint64_t thread_pending = 0;
-  std::array<PendingSignalInfo, kSignals + 1> pending_info{};  // index = signal number
+  // Index = signal number: the sender of a signal sent otherwise than by a timer.
+  std::array<PendingSignalInfo, kSignals + 1> pending_info{};
   IntervalTimer real_timer;
+  // timer_create's timers, ascending ids; at most kMaxTimers (then EAGAIN, as Linux when
+  // RLIMIT_SIGPENDING is spent).
+  static constexpr int kMaxTimers = 256;
+  std::vector<PosixTimer> timers;
 
   // rt_sigsuspend's return: the mask to restore once the signal that ended it is delivered
   // (the handler's frame records it). Set and used within one syscall stop: never captured.

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "arch/x86_64/cpu_features.h"
+#include "guest/posix_timers.h"
 
 namespace flurry {
 namespace {
@@ -253,6 +254,12 @@ GuestSiginfo SiginfoOf(int signal, const PendingSignalInfo& info) {
   GuestSiginfo out;
   out.signo = signal;
   out.code = info.code;
+  if (info.code == kSiTimer) {  // the _timer member: si_tid, si_overrun, si_value
+    out.word0 = static_cast<uint32_t>(info.timer_id) | uint64_t{static_cast<uint32_t>(info.overrun)}
+                                                           << 32;
+    out.rest[0] = info.value;
+    return out;
+  }
   // Faults (positive codes of the synchronous signals) carry an address; the others a sender.
   const bool fault = info.code > 0 && (kSynchronousSignals & SignalState::Bit(signal)) != 0;
   out.word0 = fault ? info.addr : static_cast<uint32_t>(info.pid) | (uint64_t{info.uid} << 32);

@@ -26,7 +26,8 @@ struct GuestSiginfo {
   int32_t error = 0;
   int32_t code = 0;
   int32_t pad = 0;
-  // kill/tgkill: pid (low 32 bits) and uid (high 32 bits); faults: the address (si_addr).
+  // kill/tgkill: pid (low 32 bits) and uid (high 32 bits); faults: the address (si_addr);
+  // SI_TIMER: si_timerid (low) and si_overrun (high), si_value in rest[0].
   uint64_t word0 = 0;
   uint64_t rest[13] = {};
 };

@@ -14,6 +14,7 @@ SyscallTable SyscallTable::Default() {
   RegisterProcessSyscalls(table);
   RegisterSignalSyscalls(table);
   RegisterTimerSyscalls(table);
+  RegisterPosixTimerSyscalls(table);
   RegisterThreadSyscalls(table);
   RegisterWaitSyscalls(table);
   RegisterPollSyscalls(table);

@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "guest/guest_time.h"
+#include "guest/posix_timers.h"
 #include "guest/signal_frame.h"
 #include "guest/signal_state.h"
 #include "guest/syscall.h"
@@ -49,6 +50,7 @@ SyscallResult SysRtSigaction(SyscallContext& c, const SyscallArgs& a) {
     c.state.signals.pending &= ~Bit(signal);
     c.state.signals.thread_pending &= ~Bit(signal);
     for (GuestThread& thread : c.state.threads.others) thread.thread_pending &= ~Bit(signal);
+    DropTimerSignals(c.state, signal);
   }
   if (signal == SIGCHLD && c.HasProcesses()) {
     c.processes->SetNoZombies(ChildrenLeaveNoZombies(c.state.signals));
@@ -170,8 +172,8 @@ SyscallResult SysRtSigpending(SyscallContext& c, const SyscallArgs& a) {
 }
 
 // Waits until a signal outside `mask` is pending, or until `deadline_ns` (the guest's
-// CLOCK_MONOTONIC; 0: none). The host sleep ends at the nearest deadline (the interval
-// timer's included), on the VMM's kick (EINTR) or after 100 ms (so a kick just before it is
+// CLOCK_MONOTONIC; 0: none). The host sleep ends at the nearest deadline (the timers'
+// included), on the VMM's kick (EINTR) or after 100 ms (so a kick just before it is
 // not lost for long); KeepWaiting then serves what woke it, which raises due timers.
 enum class WaitEnd { kSignal, kTimedOut, kGaveUp };  // kGaveUp: stopping, or now a clone
 WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0) {
@@ -183,7 +185,7 @@ WaitEnd WaitForSignal(SyscallContext& c, uint64_t mask, int64_t deadline_ns = 0)
     const int64_t now = GuestMonotonicNs(c.state.monotonic_offset_ns);
     if (deadline_ns != 0 && now >= deadline_ns) return WaitEnd::kTimedOut;
     int64_t wait_ns = kSliceNs;
-    for (int64_t until : {deadline_ns, c.state.signals.real_timer.deadline_ns}) {
+    for (int64_t until : {deadline_ns, NextTimerExpiryNs(c.state)}) {
       if (until != 0) wait_ns = std::clamp<int64_t>(until - now, 0, wait_ns);
     }
     const timespec slice = NsTimespec(wait_ns);
@@ -269,12 +271,11 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
   if (end == WaitEnd::kTimedOut && taken == 0) return SyscallResult::Errno(EAGAIN);
   if (taken == 0) return SyscallResult::Errno(EINTR);  // a handler runs, or the VM stops
   const int signal = __builtin_ctzll(taken) + 1;
+  // Taken first, as Linux: a siginfo that cannot be written loses the signal (EFAULT).
+  const GuestSiginfo info = SiginfoOf(signal, TakeSignal(c.state, signal));
   if (a.arg[1] != 0) {
-    const GuestSiginfo info = SiginfoOf(signal, signals.pending_info[signal]);
     if (auto r = c.memory.WriteObject(a.arg[1], info); !r) return ErrnoFrom(r.error());
   }
-  ((signals.thread_pending & Bit(signal)) != 0 ? signals.thread_pending : signals.pending) &=
-      ~Bit(signal);
   return SyscallResult::Return(signal);
 }
 

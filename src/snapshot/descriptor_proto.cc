@@ -196,6 +196,21 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
   clone->set_clone_id(d.clone.clone_id);
 
   sig->set_thread_pending(d.signals.thread_pending);
+  for (const PosixTimer& t : d.signals.timers) {
+    pb::PosixTimer* timer = sig->add_timers();
+    timer->set_id(t.id);
+    timer->set_clock(t.clock);
+    timer->set_notify(t.notify);
+    timer->set_signal(t.signal);
+    timer->set_tid(t.tid);
+    timer->set_value(t.value);
+    timer->set_deadline_ns(t.deadline_ns);
+    timer->set_interval_ns(t.interval_ns);
+    timer->set_queued(t.queued);
+    timer->set_behind_plain(t.behind_plain);
+    timer->set_overrun(t.overrun);
+    timer->set_queued_overrun(t.queued_overrun);
+  }
   for (const ThreadRecord& t : d.threads) {
     pb::GuestThread* thread = out->add_threads();
     thread->set_tid(t.tid);
@@ -447,6 +462,25 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
     }
     d.signals.real_timer =
         IntervalTimer{.deadline_ns = t.deadline_ns(), .interval_ns = t.interval_ns()};
+  }
+  // Bounded here (the vector is built from it); the rest is ValidateDescriptor's.
+  if (sig.timers_size() > SignalState::kMaxTimers) {
+    return Invalid("{} POSIX timers, at most {} allowed", sig.timers_size(),
+                   SignalState::kMaxTimers);
+  }
+  for (const pb::PosixTimer& t : sig.timers()) {
+    d.signals.timers.push_back(PosixTimer{.id = t.id(),
+                                          .clock = t.clock(),
+                                          .notify = t.notify(),
+                                          .signal = t.signal(),
+                                          .tid = t.tid(),
+                                          .value = t.value(),
+                                          .deadline_ns = t.deadline_ns(),
+                                          .interval_ns = t.interval_ns(),
+                                          .queued = t.queued(),
+                                          .behind_plain = t.behind_plain(),
+                                          .overrun = t.overrun(),
+                                          .queued_overrun = t.queued_overrun()});
   }
   for (const pb::PendingSignal& p : sig.pending()) {
     if (p.signal() < 1 || p.signal() > static_cast<uint32_t>(kMaxSignal)) {

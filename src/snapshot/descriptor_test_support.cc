@@ -265,6 +265,31 @@ VmDescriptor FullDescriptor() {
     t.altstack = {.sp = 0x6000000, .flags = tid == 4244 ? 0 : SS_DISABLE, .pad = 0, .size = 0x4000};
     d.threads.push_back(t);
   }
+  // POSIX timers: armed periodic with its signal pending for the process, one for the running
+  // thread with its signal pending there, one SIGEV_NONE.
+  d.signals.pending |= SignalState::Bit(34);
+  d.signals.timers = {
+      PosixTimer{.id = 0,
+                 .clock = CLOCK_MONOTONIC,
+                 .notify = 0,
+                 .signal = 34,
+                 .value = 0x7f0000005000,
+                 .deadline_ns = 1987654000000000,
+                 .interval_ns = 10'000'000,
+                 .queued = true,
+                 .behind_plain = true,
+                 .overrun = 4},
+      PosixTimer{.id = 2,
+                 .clock = CLOCK_REALTIME,
+                 .notify = 4,
+                 .signal = SIGUSR2,
+                 .tid = 4243,  // the running thread (version 1 conversions drop the others)
+                 .value = 2,
+                 .deadline_ns = 1796428801000000000,
+                 .queued = true,
+                 .queued_overrun = 1},
+      PosixTimer{.id = 3, .clock = CLOCK_BOOTTIME, .notify = 1, .value = 3},
+  };
   return d;
 }
 
@@ -338,6 +363,11 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
   EXPECT_EQ(a.signals.pending, b.signals.pending);
   EXPECT_EQ(a.signals.real_timer.deadline_ns, b.signals.real_timer.deadline_ns);
   EXPECT_EQ(a.signals.real_timer.interval_ns, b.signals.real_timer.interval_ns);
+  ASSERT_EQ(a.signals.timers.size(), b.signals.timers.size());
+  for (size_t i = 0; i < a.signals.timers.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "POSIX timer " << a.signals.timers[i].id);
+    EXPECT_TRUE(a.signals.timers[i] == b.signals.timers[i]);
+  }
   for (int i = 1; i <= SignalState::kSignals; ++i) {
     if ((a.signals.pending & SignalState::Bit(i)) == 0) continue;
     SCOPED_TRACE(::testing::Message() << "pending signal " << i);

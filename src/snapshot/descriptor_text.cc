@@ -144,6 +144,21 @@ std::string Handler(uint64_t handler) {
   return fmt::format("{:#x}", handler);
 }
 
+std::string TimerClockName(int32_t clock) {
+  switch (clock) {
+    case CLOCK_REALTIME:
+      return "CLOCK_REALTIME";
+    case CLOCK_MONOTONIC:
+      return "CLOCK_MONOTONIC";
+    case CLOCK_BOOTTIME:
+      return "CLOCK_BOOTTIME";
+    case CLOCK_TAI:
+      return "CLOCK_TAI";
+    default:
+      return fmt::format("clock {}", clock);
+  }
+}
+
 // Nanoseconds as "S.NNNNNNNNN s".
 std::string Seconds(uint64_t ns) {
   return fmt::format("{}.{:09} s", ns / 1000000000, ns % 1000000000);
@@ -273,6 +288,27 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
     out += fmt::format("{}{:<10} {}  flags {:#x}  restorer {:#x}  mask {:#x}\n", kIndent,
                        SignalName(static_cast<int>(signal)), Handler(a.handler), a.flags,
                        a.restorer, a.mask);
+  }
+
+  if (!sig.timers.empty()) {
+    line("timers",
+         fmt::format("{} POSIX timer{}", sig.timers.size(), sig.timers.size() == 1 ? "" : "s"));
+  }
+  for (const PosixTimer& t : sig.timers) {
+    const std::string to = t.notify == 1 ? std::string("no signal")
+                           : t.notify == 4
+                               ? fmt::format("{} to thread {}", SignalName(t.signal), t.tid)
+                               : SignalName(t.signal);
+    const std::string when =
+        t.deadline_ns == 0 ? std::string("disarmed")
+                           : fmt::format("at {}", Seconds(static_cast<uint64_t>(t.deadline_ns)));
+    const std::string every =
+        t.interval_ns == 0
+            ? std::string()
+            : fmt::format(", every {}", Seconds(static_cast<uint64_t>(t.interval_ns)));
+    out += fmt::format("{}timer {:<3} {}  {}  {}{}  value {:#x}{}\n", kIndent, t.id,
+                       TimerClockName(t.clock), to, when, every, t.value,
+                       t.queued ? "  signal pending" : "");
   }
 
   const ProcessIdentity& id = d.identity;

@@ -57,6 +57,12 @@ TEST(DescriptorTextTest, DescribesTheDescriptor) {
       "SIGINT     0x401000  flags 0x4000000  restorer 0x402000  mask 0x2\n",
       "SIGPIPE    SIG_IGN  flags 0x0",
       "signal 64  0x404000",
+      "timers      3 POSIX timers\n",
+      "timer 0   CLOCK_MONOTONIC  signal 34  at 1987654.000000000 s, every 0.010000000 s  value "
+      "0x7f0000005000  signal pending\n",
+      "timer 2   CLOCK_REALTIME  SIGUSR2 to thread 4243  at 1796428801.000000000 s  value 0x2  "
+      "signal pending\n",
+      "timer 3   CLOCK_BOOTTIME  no signal  disarmed  value 0x3\n",
       "identity    pid 4242, ppid 17, tid 4243, exe /bin/app, hostname clone-host\n",
   };
   for (const std::string& needle : expected) ExpectContains(text, needle);

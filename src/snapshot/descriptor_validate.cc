@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "guest/dev_files.h"
+#include "guest/posix_timers.h"
 #include "snapshot/descriptor_checks.h"
 #include "snapshot/descriptor_codec.h"
 
@@ -398,6 +399,57 @@ Result<void> ValidateThreads(const VmDescriptor& d) {
   return {};
 }
 
+// timer_create's timers. A SIGEV_THREAD_ID timer may name a thread that has ended (it stops
+// when next due); a queued one's signal is pending for its thread, which then exists.
+Result<void> ValidateTimers(const VmDescriptor& d) {
+  const std::vector<PosixTimer>& timers = d.signals.timers;
+  if (timers.size() > static_cast<size_t>(SignalState::kMaxTimers)) {
+    return Invalid("{} POSIX timers, at most {} allowed", timers.size(), SignalState::kMaxTimers);
+  }
+  int32_t previous = -1;
+  for (const PosixTimer& t : timers) {
+    if (t.id <= previous || t.id >= SignalState::kMaxTimers) {
+      return Invalid("POSIX timer id {} is not ascending in [0, {})", t.id,
+                     SignalState::kMaxTimers);
+    }
+    previous = t.id;
+    if (!IsTimerClock(t.clock)) return Invalid("POSIX timer {}: clock {}", t.id, t.clock);
+    const bool none = t.notify == kSigevNone;
+    const bool thread = t.notify == kSigevThreadId;
+    if (!none && !thread && t.notify != kSigevSignal) {
+      return Invalid("POSIX timer {}: notify {} (valid: 0, 1, 4)", t.id, t.notify);
+    }
+    if (none ? t.signal != 0 : t.signal < 1 || t.signal > kMaxSignal) {
+      return Invalid("POSIX timer {}: signal {}", t.id, t.signal);
+    }
+    if (thread ? (t.tid < 1 || SignalState::Bit(t.signal) & kUnblockableSignals) : t.tid != 0) {
+      return Invalid("POSIX timer {}: thread {} for signal {}", t.id, t.tid, t.signal);
+    }
+    if (t.deadline_ns < 0 || t.interval_ns < 0 || (!t.armed() && t.interval_ns != 0)) {
+      return Invalid("POSIX timer {}: deadline {} ns, interval {} ns", t.id, t.deadline_ns,
+                     t.interval_ns);
+    }
+    if (t.overrun < 0 || t.queued_overrun < 0 ||
+        (!t.queued && (t.behind_plain || t.queued_overrun != 0)) || (none && t.queued)) {
+      return Invalid("POSIX timer {}: queued {}, overruns {} and {}", t.id, t.queued, t.overrun,
+                     t.queued_overrun);
+    }
+    if (!t.queued) continue;
+    uint64_t target = d.signals.pending;
+    if (thread && t.tid == d.identity.tid) {
+      target = d.signals.thread_pending;
+    } else if (thread) {
+      auto it = std::find_if(d.threads.begin(), d.threads.end(),
+                             [&t](const ThreadRecord& r) { return r.tid == t.tid; });
+      target = it == d.threads.end() ? 0 : it->thread_pending;
+    }
+    if ((target & SignalState::Bit(t.signal)) == 0) {
+      return Invalid("POSIX timer {}: its signal {} is queued but not pending", t.id, t.signal);
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<void> ValidateDescriptor(const VmDescriptor& d) {
@@ -412,6 +464,7 @@ Result<void> ValidateDescriptor(const VmDescriptor& d) {
   if (d.clone.clone_id < 0) return Invalid("clone id {} is negative", d.clone.clone_id);
   if (d.clock) FLURRY_TRY(ValidateClock(*d.clock));
   FLURRY_TRY(ValidateThreads(d));  // after the memory: uses ram_size
+  FLURRY_TRY(ValidateTimers(d));
   return {};
 }
 

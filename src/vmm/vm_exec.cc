@@ -12,6 +12,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "guest/exec_request.h"
+#include "guest/posix_timers.h"
 #include "vmm/program_image.h"
 #include "vmm/vm.h"
 
@@ -81,6 +82,7 @@ Result<std::optional<GuestExit>> Vm::Exec(const SyscallArgs& args, SyscallResult
   }
   processes_.SetNoZombies(ChildrenLeaveNoZombies(signals));  // SA_NOCLDWAIT goes
   signals.altstack = GuestStack{};
+  DeleteAllTimers(state_);  // timer_create's timers go (the interval timer stays, as Linux's)
   state_.fds.CloseOnExec();
   // The registers and the FPU/SSE/AVX state start as Linux's exec leaves them: zero, with the
   // x87 control word and MXCSR at their defaults (an image of the captured size and XCR0).

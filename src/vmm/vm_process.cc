@@ -88,6 +88,7 @@ Result<void> Vm::BecomeGuestChild(int slot, int32_t pid, const x86::UserCpuState
   state_.signals.pending = 0;
   state_.signals.thread_pending = 0;
   state_.signals.real_timer = IntervalTimer{};
+  state_.signals.timers.clear();  // timer_create's are not inherited either
   state_.segment_bases = SegmentBases{cpu.regs.fs_base, cpu.regs.gs_base, false};
   // Nothing of the parent's control requests, page servers or clock carries over.
   {

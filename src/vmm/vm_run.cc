@@ -9,6 +9,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "guest/guest_time.h"
+#include "guest/posix_timers.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -155,6 +156,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     }
     case SyscallResult::Action::kExitThread:
       FLURRY_TRY(ApplyProtectionChanges());
+      ForgetThreadTimers(state_, state_.identity.tid);  // its pending signals end with it
       return RunAnotherThread();
     case SyscallResult::Action::kFork: {  // (CaptureCpu applies what arch_prctl set)
       const std::optional<ProcessFork> request = std::exchange(state_.threads.fork, std::nullopt);

@@ -10,6 +10,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "guest/guest_time.h"
+#include "guest/posix_timers.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -34,6 +35,7 @@ bool IsHandler(uint64_t handler) {
 }  // namespace
 
 void Vm::CheckTimers() {
+  FireDueTimers(state_);  // timer_create's
   IntervalTimer& timer = state_.signals.real_timer;
   if (!timer.armed()) return;
   const int64_t now = GuestMonotonicNs(state_.monotonic_offset_ns);
@@ -49,9 +51,9 @@ void Vm::CheckTimers() {
 }
 
 void Vm::SyncAlarm() {
-  const IntervalTimer& timer = state_.signals.real_timer;
-  int64_t deadline =
-      timer.armed() ? HostFromGuestNs(timer.deadline_ns, state_.monotonic_offset_ns) : 0;
+  // The interval timer and the POSIX timers.
+  const int64_t expiry = NextTimerExpiryNs(state_);
+  int64_t deadline = expiry != 0 ? HostFromGuestNs(expiry, state_.monotonic_offset_ns) : 0;
   auto consider = [&deadline](int64_t at) {
     if (at != 0 && (deadline == 0 || at < deadline)) deadline = at;
   };
@@ -131,17 +133,14 @@ Result<Vm::SignalDelivery> Vm::DeliverSignals() {
       return SignalDelivery{std::nullopt, entered};
     }
     // A signal sent to this thread is taken before the process's.
-    uint64_t& from = (signals.thread_pending & SignalState::Bit(signal)) != 0
-                         ? signals.thread_pending
-                         : signals.pending;
-    from &= ~SignalState::Bit(signal);
-    const PendingSignalInfo sender = signals.pending_info[signal];
+    const PendingSignalInfo sender = TakeSignal(state_, signal);
     const uint64_t handler = signals.actions[signal].handler;
     if (signal == SIGKILL || handler == reinterpret_cast<uint64_t>(SIG_DFL)) {
       // Stop and continue have no effect: a guest has no job control (yet).
       if (signal != SIGKILL && DefaultActionOf(signal) != DefaultAction::kTerminate) continue;
-      const char* source =
-          sender.code == kSiKernel ? "from its interval timer" : "it raised itself";
+      const char* source = sender.code == kSiKernel  ? "from its interval timer"
+                           : sender.code == kSiTimer ? "from its POSIX timer"
+                                                     : "it raised itself";
       return SignalDelivery{
           KilledBy(signal, fmt::format("guest killed by {} {}", SignalName(signal), source)),
           entered};

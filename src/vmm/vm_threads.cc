@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "guest/guest_time.h"
+#include "guest/posix_timers.h"
 #include "guest/signal_state.h"
 #include "vmm/vm.h"
 
@@ -133,7 +134,7 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
     // sleep is not lost for long.
     const int64_t now = HostClockNs(CLOCK_MONOTONIC);
     int64_t until = now + 100'000'000;
-    for (int64_t guest : {threads.EarliestDeadline(), state_.signals.real_timer.deadline_ns}) {
+    for (int64_t guest : {threads.EarliestDeadline(), NextTimerExpiryNs(state_)}) {
       if (guest != 0) until = std::min(until, HostFromGuestNs(guest, state_.monotonic_offset_ns));
     }
     if (until > now) {

@@ -321,6 +321,28 @@ TEST(ForkSignals, PendingSignalsAndHandlersAreCloned) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+// POSIX timers travel into clones: a timer's signal pending at sf_clone is pending in each
+// clone, an armed timer fires there, and a SIGEV_NONE timer keeps its interval.
+TEST(ForkTimers, PosixTimersAreCloned) {
+  auto r = FlurryRun({Guest("fork_timers")});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  auto expected = [](int id) {
+    const std::string clone = "clone " + std::to_string(id) + ": ";
+    return clone + "timer A: signal 10, si_code -2, si_value 11\n" + clone +
+           "timer B: signal 12, si_code -2, si_value 22\n" + clone +
+           "timer C: interval 50000000 ns, armed 1\n";
+  };
+  EXPECT_EQ(Join(s.parent), expected(0) +
+                                "clone 1: kind 1 status 11\n"
+                                "clone 2: kind 1 status 12\n")
+      << r.Describe();
+  EXPECT_EQ(Join(s.clones[1]), expected(1)) << r.Describe();
+  EXPECT_EQ(Join(s.clones[2]), expected(2)) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 // Pipe ends travel into clones as ends without a peer (end of file, EPIPE and SIGPIPE); the
 // parent's pipe keeps its bytes.
 TEST(ForkPipes, ACloneSeesItsPipesWithoutAPeer) {
