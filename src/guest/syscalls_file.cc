@@ -54,44 +54,72 @@ void RaiseSigpipe(SyscallContext& context) {
                     PendingSignalInfo{.code = kSiUser, .pid = context.state.identity.pid});
 }
 
+// The bytes this write (or writev) wrote before it parked for the rest, if it is being made
+// again (ThreadTable::resumed); they are not written again.
+uint64_t ResumedBytes(SyscallContext& context, const SyscallArgs& args) {
+  std::optional<PartialWrite>& resumed = context.state.threads.resumed;
+  if (!resumed || !resumed->Matches(args.nr, {args.arg[0], args.arg[1], args.arg[2]})) return 0;
+  const uint64_t done = resumed->done;
+  resumed.reset();
+  return done;
+}
+
+// Drops the first `bytes` of iov.
+void SkipBytes(std::span<iovec>& iov, uint64_t bytes) {
+  while (!iov.empty() && bytes >= iov.front().iov_len) {
+    bytes -= iov.front().iov_len;
+    iov = iov.subspan(1);
+  }
+  if (!iov.empty() && bytes > 0) {
+    iov.front().iov_base = static_cast<uint8_t*>(iov.front().iov_base) + bytes;
+    iov.front().iov_len -= bytes;
+  }
+}
+
 // Writes all of iov, looping on partial writes (a terminal or pipe may take part of one).
 // Returns the bytes written; an error only when nothing was. A pipe the guest writes without
-// O_NONBLOCK that is full parks the thread when nothing was written yet (ParkOnFd), and returns
-// what was written otherwise; EPIPE raises SIGPIPE.
+// O_NONBLOCK that is full parks the thread (ParkOnFd) until it has room; with `call` (write,
+// writev) the bytes written so far go with it (PartialWrite: made again, the call goes on
+// after them; a signal ends it with their count, as Linux's pipe_write), without (sendfile) a
+// partial write returns its count. EPIPE raises SIGPIPE. `already`: the bytes of this call
+// written before it parked last.
 Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
-                int64_t offset) {
+                int64_t offset, const SyscallArgs* call = nullptr, uint64_t already = 0) {
   if (file.line_writer != nullptr && offset < 0) return file.line_writer->Write(iov);
   int64_t total = 0;
-  size_t first = 0;
+  const auto written = [&] { return static_cast<int64_t>(already) + total; };
   for (;;) {
-    std::span<iovec> rest = iov.subspan(first);
-    ssize_t n = offset < 0 ? writev(file.host_fd(), rest.data(), static_cast<int>(rest.size()))
-                           : pwritev(file.host_fd(), rest.data(), static_cast<int>(rest.size()),
+    ssize_t n = offset < 0 ? writev(file.host_fd(), iov.data(), static_cast<int>(iov.size()))
+                           : pwritev(file.host_fd(), iov.data(), static_cast<int>(iov.size()),
                                      offset + total);
     if (n < 0) {
       if (errno == EINTR) {
         if (context.KeepWaiting()) continue;
         errno = EINTR;
       } else if (errno == EAGAIN && HostFdNonblocking(file.kind) && GuestWaitsOn(file)) {
-        if (total > 0) return total;
-        return ParkOnFd(context, file, POLLOUT);
+        if (written() > 0 && call == nullptr) return written();
+        (void)ParkOnFd(context, file, POLLOUT);
+        if (written() > 0) {
+          context.state.threads.block->partial =
+              PartialWrite{.nr = call->nr,
+                           .args = {call->arg[0], call->arg[1], call->arg[2]},
+                           .done = static_cast<uint64_t>(written())};
+        }
+        return 0;
       } else if (WaitIfStdio(context, file, POLLOUT)) {
         continue;
       } else if (errno == EPIPE) {
         RaiseSigpipe(context);
         errno = EPIPE;
       }
-      if (total > 0) return total;
+      if (written() > 0) return written();
       return HostError("write");
     }
     total += n;
     // An eventfd takes one count per write (never part of one): its answer is the answer.
-    if (file.kind == FileKind::kEventfd) return total;
-    auto done = static_cast<size_t>(n);
-    while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
-    if (first == iov.size() || n == 0) return total;
-    iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + done;
-    iov[first].iov_len -= done;
+    if (file.kind == FileKind::kEventfd || n == 0) return written();
+    SkipBytes(iov, static_cast<uint64_t>(n));
+    if (iov.empty()) return written();
   }
 }
 
@@ -114,7 +142,10 @@ Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int
   }
   if (write) {
     if (window) FLURRY_TRY(window->Load());
-    return WriteFrom(context, *file, {&iov, 1}, offset);
+    std::span<iovec> rest(&iov, 1);
+    const uint64_t already = offset < 0 ? ResumedBytes(context, args) : 0;
+    SkipBytes(rest, already);
+    return WriteFrom(context, *file, rest, offset, offset < 0 ? &args : nullptr, already);
   }
   const int64_t n = FLURRY_TRY(ReadInto(context, *file, {&iov, 1}, offset));
   if (window && n > 0) FLURRY_TRY(window->Store(static_cast<uint64_t>(n)));
@@ -202,7 +233,10 @@ Value Writev(SyscallContext& context, const SyscallArgs& args) {
   GuestIovecs io =
       FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2], GuestAccess::kRead));
   FLURRY_TRY(io.Load());
-  return WriteFrom(context, *file, io.iov, -1);
+  std::span<iovec> rest(io.iov);
+  const uint64_t already = ResumedBytes(context, args);
+  SkipBytes(rest, already);
+  return WriteFrom(context, *file, rest, -1, &args, already);
 }
 
 Value Lseek(SyscallContext& context, const SyscallArgs& args) {

@@ -155,22 +155,51 @@ TEST_F(PipeSyscalls, NonBlockingEndsFailWithEagain) {
   EXPECT_EQ(Read(reader, 10), "<errno " + std::to_string(EAGAIN) + ">");
 }
 
-TEST_F(PipeSyscalls, AFullPipeTakesPartOfAWriteThenParksTheWriter) {
+// A blocking write of more than fits writes what fits and parks for the rest, recording how
+// much it wrote; made again once the pipe has room (ThreadTable::resumed, as the VMM sets it),
+// it goes on after those bytes and returns the whole count, as Linux's pipe_write.
+TEST_F(PipeSyscalls, AFullPipeParksAWriteWithWhatItWrote) {
   MakePipe();
   const int capacity = fcntl(HostFd(writer), F_GETPIPE_SZ);
   ASSERT_GT(capacity, 0);
   ASSERT_LE(static_cast<size_t>(capacity), kMaxBuf / 2);
-  // More than fits: the part that fits, at once.
-  EXPECT_EQ(Write(writer, std::string(static_cast<size_t>(capacity) + 1000, 'x')), capacity);
-  EXPECT_EQ(Write(writer, "y"), 0);  // full: parks (the value is not the guest's)
+  const std::string data = std::string(static_cast<size_t>(capacity), 'x') + std::string(1000, 'y');
+  EXPECT_EQ(Write(writer, data), 0);  // parked (the value is not the guest's)
   const ThreadBlock& block = Parked();
   EXPECT_EQ(block.wait, ThreadWait::kFd);
   ASSERT_EQ(block.poll_fds.size(), 1u);
   EXPECT_EQ(block.poll_fds[0].fd, HostFd(writer));
   EXPECT_EQ(block.poll_fds[0].events, POLLOUT);
-  // Non-blocking, the same write fails.
+  ASSERT_TRUE(block.partial.has_value());
+  EXPECT_EQ(block.partial->nr, static_cast<uint64_t>(SYS_write));
+  EXPECT_EQ(block.partial->done, static_cast<uint64_t>(capacity));
+  const PartialWrite partial = *block.partial;
+  // The reader makes room; the write is made again and writes only the rest.
+  EXPECT_EQ(Read(reader, kMaxBuf).size(), static_cast<size_t>(capacity));
+  h.state.threads.resumed = partial;
+  EXPECT_EQ(h.Call(SYS_write, static_cast<uint64_t>(writer), kBuf, data.size()),
+            static_cast<int64_t>(data.size()));
+  EXPECT_FALSE(h.state.threads.resumed.has_value());  // taken
+  EXPECT_EQ(Read(reader, kMaxBuf), std::string(1000, 'y'));
+  // Full again: a write that writes nothing parks without a partial count.
+  EXPECT_EQ(Write(writer, std::string(static_cast<size_t>(capacity), 'z')), capacity);
+  EXPECT_EQ(Write(writer, "w"), 0);
+  EXPECT_FALSE(Parked().partial.has_value());
+  // Non-blocking, the same write fails, and one that fits in part returns the part.
   ASSERT_EQ(h.Call(SYS_fcntl, static_cast<uint64_t>(writer), F_SETFL, O_NONBLOCK), 0);
-  EXPECT_EQ(Write(writer, "y"), -EAGAIN);
+  EXPECT_EQ(Write(writer, "w"), -EAGAIN);
+  EXPECT_EQ(Read(reader, 4096).size(), 4096u);  // a page of the pipe free
+  EXPECT_EQ(Write(writer, std::string(4096 + 100, 'v')), 4096);
+}
+
+// A resumed write is only the same call's: another write does not skip bytes.
+TEST_F(PipeSyscalls, AResumedWriteIsOnlyTheSameCall) {
+  MakePipe();
+  h.state.threads.resumed = PartialWrite{.nr = SYS_write,
+                                         .args = {static_cast<uint64_t>(writer), kBuf + 1, 5},
+                                         .done = 3};
+  EXPECT_EQ(Write(writer, "hello"), 5);
+  EXPECT_EQ(Read(reader, 10), "hello");
 }
 
 TEST_F(PipeSyscalls, AWriteWithoutReadersFailsAndRaisesSigpipe) {

@@ -29,6 +29,10 @@ void RestartThread(GuestThread& thread) {
 }
 
 void InterruptThread(GuestThread& thread) {
+  if (thread.block.partial) {  // a write that wrote part: that count, then the signal
+    WakeThread(thread, static_cast<int64_t>(thread.block.partial->done));
+    return;
+  }
   WakeThread(thread, -EINTR);
   thread.woken_by_signal = true;
 }

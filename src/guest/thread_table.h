@@ -12,6 +12,7 @@
 #include <poll.h>
 
 #include <cstdint>
+#include <array>
 #include <optional>
 #include <span>
 #include <vector>
@@ -31,6 +32,19 @@ enum class ThreadWait : uint8_t {
 
 // What a syscall handler that cannot finish now asks for its thread: park it until woken, or
 // until deadline_ns.
+// A blocking write to a pipe that wrote part of its bytes and then found the pipe full parks
+// for the rest: Linux's pipe_write returns only when all are written. Made again when the pipe
+// has room, the same write goes on after the `done` bytes; a signal ends it with `done`.
+struct PartialWrite {
+  uint64_t nr = 0;                 // write or writev
+  std::array<uint64_t, 3> args{};  // fd, buffer or iovec array, count
+  uint64_t done = 0;               // bytes written so far
+
+  bool Matches(uint64_t call, const std::array<uint64_t, 3>& call_args) const {
+    return nr == call && args == call_args;
+  }
+};
+
 struct ThreadBlock {
   ThreadWait wait = ThreadWait::kFutex;
   uint64_t futex_addr = 0;
@@ -48,6 +62,8 @@ struct ThreadBlock {
   // The deadline restarts the thread (its syscall, made again, sees its timeout over: select
   // zeroed it in guest memory) instead of returning expiry_result.
   bool restart_at_deadline = false;
+  // kFd: a write that parks with part of its bytes written.
+  std::optional<PartialWrite> partial{};
 
   // The signal mask that decides what ends this wait for a thread whose own mask is `blocked`.
   uint64_t WaitMask(uint64_t blocked) const { return suspend ? suspend_mask : blocked; }
@@ -93,6 +109,8 @@ struct GuestThread {
   ThreadBlock block;             // what it waits for (or waited for: kept after a wake)
   bool woken_by_signal = false;  // its wait ended with EINTR for a signal not yet delivered
   bool restart = false;          // woken to make its syscall again (a signal it waits for is there)
+  // A partial write it makes again (ThreadTable::resumed) when switched out before it did.
+  std::optional<PartialWrite> resumed;
   uint64_t wait_seq = 0;         // futex waiters wake oldest first
 
   bool parked() const { return wait != ThreadWait::kRunnable; }
@@ -109,6 +127,10 @@ struct ThreadTable {
   std::optional<ThreadBlock> block;
   std::optional<ThreadSpawn> spawn;
   std::optional<ProcessFork> fork;
+  // The running thread's partial write, made again now that its pipe has room: set by the VMM
+  // when the thread runs again, taken by the write (src/guest/syscalls_file.cc), dropped at
+  // the thread's next syscall otherwise. Never captured.
+  std::optional<PartialWrite> resumed;
 
   size_t count() const { return others.size() + 1; }
   GuestThread* Find(int32_t tid);

@@ -171,6 +171,13 @@ TEST(ThreadTable, AnFdWaitEndsAtItsDeadlineOrForASignal) {
   Repark(t);  // the signal went elsewhere: it waits for its fd again
   EXPECT_EQ(t.wait, ThreadWait::kFd);
   ASSERT_EQ(t.block.poll_fds.size(), 1u);
+  // A write that wrote part of its bytes: a signal ends it with their count, not EINTR.
+  GuestThread writer = FdWaiter(84, {{.fd = 6, .events = POLLOUT, .revents = 0}});
+  writer.block.partial = PartialWrite{.nr = 1, .args = {6, 0x1000, 100000}, .done = 65536};
+  InterruptThread(writer);
+  EXPECT_EQ(writer.result, 65536);
+  EXPECT_FALSE(writer.parked());
+  EXPECT_FALSE(writer.woken_by_signal);  // final: never made to wait again
 }
 
 TEST(ThreadTable, FdWaitSetPollsAsTheKernelSays) {

@@ -140,6 +140,7 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     result = fork_.Handle(context, args, *this);
   }
   in_syscall_ = false;
+  state_.threads.resumed.reset();  // only the syscall right after the thread ran again takes it
   const bool interrupted = std::exchange(signal_interrupted_, false);
   if (cpu_replaced_) {  // this process just became a clone; its CPU is fully set up
     cpu_replaced_ = false;

@@ -27,6 +27,8 @@ Result<GuestThread> Vm::SaveRunningThread() {
   thread.blocked = signals.blocked;
   thread.thread_pending = signals.thread_pending;
   thread.altstack = signals.altstack;
+  thread.resumed = std::move(state_.threads.resumed);
+  state_.threads.resumed.reset();
   return thread;
 }
 
@@ -50,6 +52,16 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
     signals.blocked = thread.block.suspend_mask;
   }
   const int signal = NextDeliverableSignal(signals);
+  state_.threads.resumed = std::move(thread.resumed);
+  if (thread.restart && thread.block.partial) {
+    // A write that parked with part of its bytes written goes on, unless a signal is there
+    // to take: then it returns what it wrote (Linux's pipe_write).
+    if (signal != 0) {
+      WakeThread(thread, static_cast<int64_t>(thread.block.partial->done));
+    } else {
+      state_.threads.resumed = thread.block.partial;
+    }
+  }
   // Its syscall's result in RAX, or (restarted) on its syscall instruction to take its signal.
   thread.cpu = ResumableCpu(thread);
   // A wait a signal ended is made again after the handler, as HandleSyscall does.

@@ -15,6 +15,9 @@
 //   sigpipe-default  the same under SIG_DFL: the program dies of SIGPIPE
 //   dup       dup, dup2, dup3 and F_DUPFD_CLOEXEC of pipe ends, close-on-exec flags, end of
 //             file only when every write end is closed
+//   whole     one blocking write (and writev) of 1 MiB to a pipe a slow reader drains returns
+//             1 MiB; a signal after part was written ends it with that part (even under
+//             SA_RESTART), one before anything was written with EINTR
 //
 // poll and select over pipe ends: tests/guest/poll.c.
 //
@@ -422,6 +425,63 @@ static int Dup(void) {
   return 0;
 }
 
+// ---- whole ------------------------------------------------------------------------------------
+
+static volatile sig_atomic_t ticks;
+static void OnTick(int signal) {
+  (void)signal;
+  ++ticks;
+}
+
+// SIGALRM every 20 ms until Disarm(): whichever comes after the write has blocked ends it.
+static void ArmTicks(int flags) {
+  SetAction(SIGALRM, OnTick, flags);
+  struct itimerval every = {{0, 20000}, {0, 20000}};
+  CHECK(setitimer(ITIMER_REAL, &every, NULL) == 0);
+}
+
+static void Disarm(void) {
+  struct itimerval off = {{0, 0}, {0, 0}};
+  CHECK(setitimer(ITIMER_REAL, &off, NULL) == 0);
+}
+
+static int Whole(void) {
+  enum { kSize = 1 << 20 };
+  static uint8_t data[kSize];
+  for (size_t i = 0; i < kSize; ++i) data[i] = PatternByte(i);
+  int fds[2];
+  CHECK(pipe(fds) == 0);
+  struct Stream received = {fds[0], 0, kFnvStart};
+  pthread_t reader;
+  Start(&reader, StreamReader, &received);  // 1000 bytes at a time, after 50 ms
+  SHOW("one write", write(fds[1], data, kSize));
+  struct iovec halves[2] = {{data, kSize / 2}, {data + kSize / 2, kSize / 2}};
+  SHOW("one writev", writev(fds[1], halves, 2));
+  CHECK(close(fds[1]) == 0);
+  CHECK(pthread_join(reader, NULL) == 0);
+  close(fds[0]);
+  const uint64_t sent = Fnv(Fnv(kFnvStart, data, kSize), data, kSize);
+  printf("reader got %zu, hashes %s\n", received.bytes, received.hash == sent ? "equal" : "DIFFER");
+
+  // Nobody reads: the pipe fills, the write waits, a signal ends it with what it wrote.
+  CHECK(pipe(fds) == 0);
+  ArmTicks(SA_RESTART);  // not made again: part of it was written
+  ssize_t n = write(fds[1], data, kSize);
+  Disarm();
+  printf("interrupted write: partial %s, handler ran %s\n", n > 0 && n < kSize ? "yes" : "no",
+         ticks > 0 ? "yes" : "no");
+  int queued = 0;
+  CHECK(ioctl(fds[0], FIONREAD, &queued) == 0);
+  printf("the pipe holds what it said: %s\n", queued == n ? "yes" : "no");
+  // The pipe is full: a write that writes nothing before the signal fails with EINTR.
+  ArmTicks(0);
+  SHOW("interrupted before a byte", write(fds[1], data, 10));
+  Disarm();
+  close(fds[0]);
+  close(fds[1]);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc < 2) {
@@ -437,6 +497,7 @@ int main(int argc, char** argv) {
   if (strcmp(s, "sigpipe") == 0) return Sigpipe();
   if (strcmp(s, "sigpipe-default") == 0) return SigpipeDefault();
   if (strcmp(s, "dup") == 0) return Dup();
+  if (strcmp(s, "whole") == 0) return Whole();
   fprintf(stderr, "pipes: unknown scenario %s\n", s);
   return 2;
 }

@@ -17,7 +17,7 @@ TEST_P(Pipes, MatchesNativeRun) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, Pipes,
                          ::testing::Values("basic", "threads", "nonblock", "eintr", "sigpipe",
-                                           "sigpipe-default", "dup"));
+                                           "sigpipe-default", "dup", "whole"));
 
 // poll, ppoll, select and pselect over pipe ends (tests/guest/poll.c).
 class Poll : public ::testing::TestWithParam<const char*> {};
