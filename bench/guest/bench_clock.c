@@ -36,8 +36,7 @@ int main(int argc, char** argv) {
         first_syscall = before;
       }
     }
-    const double ppm =
-        ((double)(vdso - first_vdso) / (double)(before - first_syscall) - 1.0) * 1e6;
+    const double ppm = ((double)(vdso - first_vdso) / (double)(before - first_syscall) - 1.0) * 1e6;
     printf("second %d: vDSO ahead of the syscall by at most %lld ns; rate %+.1f ppm\n", s,
            most_ahead, ppm);
     struct timespec one = {1, 0};

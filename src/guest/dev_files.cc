@@ -1,5 +1,8 @@
 #include "guest/dev_files.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <array>
 #include <charconv>
 #include <vector>
@@ -99,6 +102,19 @@ bool IsHostDevicePath(std::string_view guest_path) {
     }
   }
   return false;
+}
+
+Result<UniqueFd> OpenHostDevice(const std::string& host_path, int guest_flags) {
+  if (!IsHostDevicePath(host_path)) return FailErrno(EACCES, host_path + " is no guest device");
+  constexpr int kKept = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DSYNC | O_SYNC | O_NOCTTY |
+                        O_NOATIME | O_PATH | O_DIRECTORY;
+  UniqueFd fd(open(host_path.c_str(), (guest_flags & kKept) | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(errno, host_path);
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0 || !S_ISCHR(st.st_mode)) {
+    return FailErrno(EACCES, host_path + " is no character device on this host");
+  }
+  return fd;
 }
 
 }  // namespace flurry

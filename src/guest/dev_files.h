@@ -14,6 +14,9 @@
 #include <string>
 #include <string_view>
 
+#include "base/error.h"
+#include "base/unique_fd.h"
+
 namespace flurry {
 
 struct DevicePath {
@@ -29,6 +32,12 @@ struct DevicePath {
 // call with AT_FDCWD; other directory fds never reach /dev). nullopt: none of them.
 std::optional<DevicePath> DeviceAt(std::string_view path, bool relative_to_cwd,
                                    std::string_view cwd);
+
+// Opens the host device `host_path` (one of IsHostDevicePath's) with the guest's open flags,
+// never creating or truncating anything (O_CREAT, O_EXCL, O_TRUNC, O_TMPFILE dropped), and
+// only if it is a character device (EACCES otherwise: a host whose /dev lacks it cannot be
+// made to open something else). The fd is O_CLOEXEC.
+Result<UniqueFd> OpenHostDevice(const std::string& host_path, int guest_flags);
 
 // Whether `guest_path` is a device a descriptor may name (FILE_KIND_DEVICE): the host devices
 // above, by their guest path, which is also their host path.

@@ -1,6 +1,8 @@
 #include "guest/dev_files.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 namespace flurry {
 namespace {
@@ -23,9 +25,9 @@ TEST(DevFiles, HostDevicesByAbsoluteAndRelativePaths) {
 }
 
 TEST(DevFiles, OnlyTheKnownNames) {
-  for (const char* path : {"/dev", "/dev/", "/dev/sda", "/dev/mem", "/dev/kvm", "/dev/null/",
-                           "/dev/null/x", "/devnull", "/dev/fd/x", "/dev/fd/-1",
-                           "/dev/fd/01", "/dev/shm/x", "dev/null", ""}) {
+  for (const char* path :
+       {"/dev", "/dev/", "/dev/sda", "/dev/mem", "/dev/kvm", "/dev/null/", "/dev/null/x",
+        "/devnull", "/dev/fd/x", "/dev/fd/-1", "/dev/fd/01", "/dev/shm/x", "dev/null", ""}) {
     EXPECT_FALSE(DeviceAt(path, false, "/")) << path;
   }
 }
@@ -42,6 +44,18 @@ TEST(DevFiles, StandardStreamsAndFdLinks) {
   EXPECT_EQ(fd7->link_target, "");
   EXPECT_EQ(DeviceAt("/dev/fd", true, "/")->kind, DevicePath::kFdDirectory);
   EXPECT_EQ(DeviceAt("/dev/tty", true, "/")->kind, DevicePath::kNoTerminal);
+}
+
+TEST(DevFiles, OpensOnlyHostCharacterDevices) {
+  EXPECT_EQ(OpenHostDevice("/dev/mem", O_RDONLY).error().code_or(0), EACCES);
+  EXPECT_EQ(OpenHostDevice("/etc/passwd", O_RDONLY).error().code_or(0), EACCES);
+  // Creating and truncating flags are dropped: a device is only opened.
+  auto null = OpenHostDevice("/dev/null", O_WRONLY | O_CREAT | O_TRUNC | O_EXCL);
+  ASSERT_TRUE(null.has_value());
+  struct stat st {};
+  ASSERT_EQ(fstat(null->get(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(fcntl(null->get(), F_GETFD), FD_CLOEXEC);
 }
 
 TEST(DevFiles, DescriptorPaths) {

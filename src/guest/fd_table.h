@@ -52,9 +52,9 @@ struct OpenFile;
 
 // One fd in an epoll instance's interest list, as the guest registered it.
 struct EpollInterest {
-  int32_t fd = -1;       // the guest fd it was added as
-  uint32_t events = 0;   // epoll_ctl's events
-  uint64_t data = 0;     // epoll_ctl's data, returned as is by epoll_wait
+  int32_t fd = -1;      // the guest fd it was added as
+  uint32_t events = 0;  // epoll_ctl's events
+  uint64_t data = 0;    // epoll_ctl's data, returned as is by epoll_wait
   // The open file it was added as: a descriptor records the interest only while the guest
   // fd still refers to it (the host drops it when the file closes).
   std::weak_ptr<const OpenFile> file;
@@ -64,8 +64,8 @@ struct EpollInterest {
 // rest of their state (an eventfd's count, a timerfd's setting) is read from the host fd when
 // a descriptor is captured.
 struct EventObject {
-  bool semaphore = false;  // eventfd: EFD_SEMAPHORE
-  int32_t clock = 0;       // timerfd: its clockid
+  bool semaphore = false;                // eventfd: EFD_SEMAPHORE
+  int32_t clock = 0;                     // timerfd: its clockid
   std::vector<EpollInterest> interests;  // epoll: by guest fd, in the order added
 };
 

@@ -36,8 +36,7 @@ Result<int64_t> TimespecDeadline(const SyscallContext& c, uint64_t addr) {
       c, TimespecNs({std::min<int64_t>(timeout.tv_sec, kMaxSeconds), timeout.tv_nsec}));
 }
 
-Result<std::optional<uint64_t>> WaitMaskArg(const SyscallContext& c, uint64_t addr,
-                                            uint64_t size) {
+Result<std::optional<uint64_t>> WaitMaskArg(const SyscallContext& c, uint64_t addr, uint64_t size) {
   if (addr == 0) return std::nullopt;
   if (size != kSigsetSize) return FailErrno(EINVAL, "sigset size");
   const uint64_t set = FLURRY_TRY(c.memory.ReadObject<uint64_t>(addr));

@@ -28,8 +28,7 @@ Result<int64_t> TimespecDeadline(const SyscallContext& c, uint64_t addr);
 
 // A guest sigset_t argument of `size` bytes standing for the mask during the wait (nullopt
 // when `addr` is 0); SIGKILL and SIGSTOP cannot be in it. EINVAL (size), EFAULT.
-Result<std::optional<uint64_t>> WaitMaskArg(const SyscallContext& c, uint64_t addr,
-                                            uint64_t size);
+Result<std::optional<uint64_t>> WaitMaskArg(const SyscallContext& c, uint64_t addr, uint64_t size);
 
 // Parks the caller on `host` until `deadline` (the call then returns 0, or with
 // `restart_at_deadline` is made again) or until one is ready (the call is made again), under

@@ -177,28 +177,49 @@ bool ProcessTable::ReparentChildrenOf(int32_t pid) {
 }
 
 void ProcessTable::EndProcess(SharedProcess& process, int wait_status) {
+  // Read before the slot may be freed (and taken by another fork).
+  const int32_t pid = process.pid.load();
+  const uint32_t signal = process.exit_signal.load();
+  const bool is_init = &process == &slots()[0];
   process.wait_status.store(wait_status);
-  SharedProcess* parent = Find(process.ppid.load());
-  const bool zombie =
-      parent == nullptr || (parent->flags.load() & SharedProcess::kNoZombies) == 0;
+  int32_t ppid = process.ppid.load();
+  SharedProcess* parent = Find(ppid);
+  const bool zombie = parent == nullptr || (parent->flags.load() & SharedProcess::kNoZombies) == 0;
   process.state.store(zombie ? SharedProcess::kZombie : SharedProcess::kFree);
-  if (parent == nullptr || &process == &slots()[0]) return;
-  if (const uint32_t signal = process.exit_signal.load(); signal > 0 && signal <= 64) {
-    parent->sender.store(process.pid.load());
-    parent->signals.fetch_or(uint64_t{1} << (signal - 1));
+  if (is_init) return;
+  // The parent may have ended meanwhile and handed this process to init: whoever its parent
+  // is now hears of it (twice at worst: a wait finds one zombie).
+  for (int tries = 0; tries < 2; ++tries) {
+    if (parent != nullptr) {
+      if (signal > 0 && signal <= 64) {
+        parent->sender.store(pid);
+        parent->signals.fetch_or(uint64_t{1} << (signal - 1));
+      }
+      parent->child_events.fetch_add(1);
+      Wake(*parent);
+    }
+    if (!zombie) return;  // freed: nobody waits for it
+    const int32_t now = process.ppid.load();
+    if (now == ppid || process.pid.load() != pid) return;
+    ppid = now;
+    parent = Find(ppid);
   }
-  parent->child_events.fetch_add(1);
-  Wake(*parent);
 }
 
 void ProcessTable::Exit(int wait_status) {
   if (!valid()) return;
   // Orphans go to init (slot 0), which learns of those already ended.
-  if (ReparentChildrenOf(self_pid_) && self_ != 0) {
-    slots()[0].child_events.fetch_add(1);
-    Wake(slots()[0]);
-  }
+  if (ReparentChildrenOf(self_pid_) && self_ != 0) TellInitOfOrphans();
   EndProcess(slots()[self_], wait_status);
+}
+
+void ProcessTable::TellInitOfOrphans() {
+  SharedProcess& init = slots()[0];
+  // As Linux's reparenting: init gets SIGCHLD for an orphan that has already ended.
+  init.sender.store(0);
+  init.signals.fetch_or(uint64_t{1} << (SIGCHLD - 1));
+  init.child_events.fetch_add(1);
+  Wake(init);
 }
 
 void ProcessTable::SetNoZombies(bool no_zombies) {
@@ -215,8 +236,7 @@ bool ProcessTable::HasRunningChildren() const {
   if (!valid()) return false;
   for (int i = 0; i < kMaxProcesses; ++i) {
     const SharedProcess& p = slots()[i];
-    if (p.state.load() == SharedProcess::kRunning && p.ppid.load() == self_pid_ &&
-        i != self_) {
+    if (p.state.load() == SharedProcess::kRunning && p.ppid.load() == self_pid_ && i != self_) {
       return true;
     }
   }
@@ -296,10 +316,7 @@ void ProcessTable::NoticeDeadChildren() {
     uint32_t running = SharedProcess::kRunning;
     if (!p->state.compare_exchange_strong(running, SharedProcess::kReserved)) continue;
     // Its own children go to init, as its exit would have sent them.
-    if (ReparentChildrenOf(child.pid) && self_ != 0) {
-      slots()[0].child_events.fetch_add(1);
-      Wake(slots()[0]);
-    }
+    if (ReparentChildrenOf(child.pid) && self_ != 0) TellInitOfOrphans();
     EndProcess(*p, SIGKILL);
   }
   // Entries of children reaped or freed meanwhile (or no longer this process's) go.

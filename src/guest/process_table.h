@@ -155,6 +155,8 @@ class ProcessTable {
   // The children of `pid` go to init; a child already ended is freed if init takes no
   // zombies. Returns whether one had ended (init is to hear of it).
   bool ReparentChildrenOf(int32_t pid);
+  // Init has been given orphans of which one had ended: SIGCHLD and a wake-up.
+  void TellInitOfOrphans();
   // `process` has ended with `wait_status`: its parent gets its exit signal and a wake-up; it
   // becomes a zombie, or is freed at once if its parent takes no zombies.
   void EndProcess(SharedProcess& process, int wait_status);

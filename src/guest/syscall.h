@@ -102,9 +102,9 @@ void RegisterProcessSyscalls(SyscallTable& table);  // exit, getpid, uname, arch
 void RegisterSignalSyscalls(SyscallTable& table);   // rt_sigaction, rt_sigprocmask, kill, ...
 void RegisterTimerSyscalls(SyscallTable& table);    // alarm, setitimer, getitimer
 void RegisterPosixTimerSyscalls(SyscallTable& table);  // timer_create, timer_settime, ...
-void RegisterThreadSyscalls(SyscallTable& table);   // clone, clone3, futex, exit, sched_yield
-void RegisterWaitSyscalls(SyscallTable& table);     // wait4, waitid, process groups, sessions
-void RegisterPollSyscalls(SyscallTable& table);     // poll, ppoll, select, pselect6
+void RegisterThreadSyscalls(SyscallTable& table);      // clone, clone3, futex, exit, sched_yield
+void RegisterWaitSyscalls(SyscallTable& table);        // wait4, waitid, process groups, sessions
+void RegisterPollSyscalls(SyscallTable& table);        // poll, ppoll, select, pselect6
 
 // Converts a memory access error into the -errno a guest sees (EFAULT unless the error says
 // otherwise).

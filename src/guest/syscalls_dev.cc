@@ -33,7 +33,7 @@ std::optional<DevicePath> DeviceArg(const SyscallContext& context, int dirfd,
   return DeviceAt(path, dirfd == AT_FDCWD, context.state.fds.cwd_path());
 }
 
-Value OpenDevice(SyscallContext& context, const DevicePath& device, int flags, mode_t mode) {
+Value OpenDevice(SyscallContext& context, const DevicePath& device, int flags) {
   FdTable& fds = context.state.fds;
   const bool cloexec = (flags & O_CLOEXEC) != 0;
   switch (device.kind) {
@@ -42,17 +42,26 @@ Value OpenDevice(SyscallContext& context, const DevicePath& device, int flags, m
     case DevicePath::kFdDirectory:
       return FailErrno(ENOENT, "/dev/fd cannot be listed");
     case DevicePath::kGuestFd: {
-      // As Linux's /proc/self/fd/N reopens N's file; here it shares N's open file.
-      FLURRY_TRY(FdOf(context, device));
+      // As Linux's /proc/self/fd/N reopens N's file; here it shares N's open file, with what
+      // the open asks of the file itself: O_EXCL (it exists), O_NOFOLLOW (a link), O_TRUNC.
+      const OpenFile* file = FLURRY_TRY(FdOf(context, device));
+      if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) return FailErrno(EEXIST, "open");
+      if ((flags & O_NOFOLLOW) != 0 && !device.link_target.empty()) {
+        return FailErrno(ELOOP, "open");
+      }
+      if ((flags & O_TRUNC) != 0 && (flags & O_ACCMODE) != O_RDONLY &&
+          file->kind == FileKind::kRegular && ftruncate(file->host_fd(), 0) != 0) {
+        return HostError("ftruncate");
+      }
       return FLURRY_TRY(fds.Dup(device.guest_fd, 0, cloexec));
     }
     case DevicePath::kHostDevice:
       break;
   }
   if (fds.OpenCount() >= FdTable::kMaxFds) return FailErrno(EMFILE, "guest fd table full");
-  const int host_flags = (flags & HostDir::kGuestOpenFlags & ~O_NOFOLLOW) | O_CLOEXEC;
-  UniqueFd host(open(device.host_path.c_str(), host_flags, mode));
-  if (!host.valid()) return HostError(device.host_path);
+  if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) return FailErrno(EEXIST, "open");
+  if ((flags & O_TMPFILE) == O_TMPFILE) return FailErrno(ENOTDIR, "open");
+  UniqueFd host = FLURRY_TRY(OpenHostDevice(device.host_path, flags));
   OpenFile file;
   file.kind = FileKind::kDevice;
   file.path = device.host_path;
@@ -73,7 +82,8 @@ Result<struct stat> StatDevice(const SyscallContext& context, const DevicePath& 
       return MadeUpStat(!follow, device.link_target.size());
     case DevicePath::kGuestFd: {
       const OpenFile* file = FLURRY_TRY(FdOf(context, device));
-      if (!follow && !device.link_target.empty()) return MadeUpStat(true, device.link_target.size());
+      if (!follow && !device.link_target.empty())
+        return MadeUpStat(true, device.link_target.size());
       if (fstat(file->host_fd(), &st) != 0) return HostError("fstat");
       return st;
     }
@@ -124,8 +134,8 @@ Result<void> AccessDevice(const SyscallContext& context, const DevicePath& devic
       return {};
     }
     case DevicePath::kHostDevice:
-      if (syscall(SYS_faccessat2, AT_FDCWD, device.host_path.c_str(), mode,
-                  flags & AT_EACCESS) != 0) {
+      if (syscall(SYS_faccessat2, AT_FDCWD, device.host_path.c_str(), mode, flags & AT_EACCESS) !=
+          0) {
         return HostError(device.host_path);
       }
       return {};

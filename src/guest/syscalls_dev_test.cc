@@ -22,8 +22,8 @@ class DevSyscalls : public ::testing::Test {
  protected:
   int64_t Open(const std::string& path, int flags) {
     EXPECT_TRUE(h.memory.Write(kPath, path.c_str(), path.size() + 1).has_value());
-    return h.Call(SYS_openat, static_cast<uint64_t>(AT_FDCWD), kPath,
-                  static_cast<uint64_t>(flags), 0644);
+    return h.Call(SYS_openat, static_cast<uint64_t>(AT_FDCWD), kPath, static_cast<uint64_t>(flags),
+                  0644);
   }
   int64_t CallOnPath(uint64_t nr, const std::string& path, uint64_t a1 = 0, uint64_t a2 = 0) {
     EXPECT_TRUE(h.memory.Write(kPath, path.c_str(), path.size() + 1).has_value());
@@ -68,6 +68,8 @@ TEST_F(DevSyscalls, StandardStreamsAreTheGuestsFds) {
   EXPECT_EQ((*h.state.fds.Get(static_cast<int>(out)))->stdio_fd, 1);
   EXPECT_EQ(Open("/dev/fd/" + std::to_string(out), O_WRONLY), out + 1);
   EXPECT_EQ(Open("/dev/fd/99", O_RDONLY), -ENOENT);
+  EXPECT_EQ(Open("/dev/stdout", O_WRONLY | O_NOFOLLOW), -ELOOP);  // a link, as Linux's
+  EXPECT_EQ(Open("/dev/stdout", O_WRONLY | O_CREAT | O_EXCL), -EEXIST);
   ASSERT_EQ(h.Call(SYS_close, 0), 0);
   EXPECT_EQ(Open("/dev/stdin", O_RDONLY), -ENOENT);
 }

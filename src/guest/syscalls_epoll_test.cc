@@ -18,12 +18,12 @@ namespace {
 
 using testing::SyscallHarness;
 
-constexpr uint64_t kFds = SyscallHarness::kScratch;             // int[2] for pipe2
-constexpr uint64_t kEvent = SyscallHarness::kScratch + 0x100;   // one epoll_event for ctl
-constexpr uint64_t kMask = SyscallHarness::kScratch + 0x200;    // a sigset
-constexpr uint64_t kTime = SyscallHarness::kScratch + 0x300;    // a timespec
-constexpr uint64_t kEvents = SyscallHarness::kScratch + 0x1000; // the wait's answer
-constexpr uint64_t kByte = SyscallHarness::kScratch + 0x8000;   // a byte to write
+constexpr uint64_t kFds = SyscallHarness::kScratch;              // int[2] for pipe2
+constexpr uint64_t kEvent = SyscallHarness::kScratch + 0x100;    // one epoll_event for ctl
+constexpr uint64_t kMask = SyscallHarness::kScratch + 0x200;     // a sigset
+constexpr uint64_t kTime = SyscallHarness::kScratch + 0x300;     // a timespec
+constexpr uint64_t kEvents = SyscallHarness::kScratch + 0x1000;  // the wait's answer
+constexpr uint64_t kByte = SyscallHarness::kScratch + 0x8000;    // a byte to write
 
 class EpollSyscalls : public ::testing::Test {
  protected:
@@ -42,8 +42,8 @@ class EpollSyscalls : public ::testing::Test {
   }
   // epoll_wait with a zero timeout: the events it returned.
   std::vector<epoll_event> Look(int max = 8) {
-    const int64_t n = h.Call(SYS_epoll_wait, static_cast<uint64_t>(epfd), kEvents,
-                             static_cast<uint64_t>(max), 0);
+    const int64_t n =
+        h.Call(SYS_epoll_wait, static_cast<uint64_t>(epfd), kEvents, static_cast<uint64_t>(max), 0);
     EXPECT_GE(n, 0);
     std::vector<epoll_event> got(static_cast<size_t>(std::max<int64_t>(n, 0)));
     if (n > 0) {

@@ -70,14 +70,15 @@ bool ValidTimespec(const timespec& ts) {
   return ts.tv_sec >= 0 && ts.tv_nsec >= 0 && ts.tv_nsec < kNsPerSecond;
 }
 
+// Checked in Linux's order: the new value (EFAULT), the flags and times (EINVAL), the fd.
 Value TimerfdSettime(SyscallContext& context, const SyscallArgs& args) {
-  OpenFile* file = FLURRY_TRY(TimerfdArg(context, args.arg[0]));
+  itimerspec setting = FLURRY_TRY(context.memory.ReadObject<itimerspec>(args.arg[2]));
   const int flags = IntArg(args.arg[1]);
   if ((flags & ~kTimerfdSetFlags) != 0) return FailErrno(EINVAL, "timerfd_settime flags");
-  itimerspec setting = FLURRY_TRY(context.memory.ReadObject<itimerspec>(args.arg[2]));
   if (!ValidTimespec(setting.it_value) || !ValidTimespec(setting.it_interval)) {
     return FailErrno(EINVAL, "timerfd_settime time");
   }
+  OpenFile* file = FLURRY_TRY(TimerfdArg(context, args.arg[0]));
   const bool armed = setting.it_value.tv_sec != 0 || setting.it_value.tv_nsec != 0;
   if (armed && (flags & TFD_TIMER_ABSTIME) != 0) {
     setting.it_value =

@@ -7,6 +7,7 @@
 // and host share every structure layout copied here (stat, statx, iovec, termios, winsize).
 #include <csignal>
 
+#include "guest/guest_time.h"
 #include "guest/signal_state.h"
 #include "guest/syscalls_file_support.h"
 
@@ -76,6 +77,18 @@ void SkipBytes(std::span<iovec>& iov, uint64_t bytes) {
   }
 }
 
+// A write to an eventfd whose count this value would overflow waits for a read to lower it.
+// The eventfd's POLLOUT cannot tell (it is set while the count is below its maximum, whatever
+// the value), so the thread makes the write again a millisecond later.
+Value RetryEventfdWrite(SyscallContext& context) {
+  constexpr int64_t kRetryNs = 1'000'000;
+  ThreadBlock block{.wait = ThreadWait::kFd,
+                    .deadline_ns = GuestMonotonicNs(context.state.monotonic_offset_ns) + kRetryNs};
+  block.restart_at_deadline = true;
+  context.state.threads.block = std::move(block);
+  return 0;
+}
+
 // Writes all of iov, looping on partial writes (a terminal or pipe may take part of one).
 // Returns the bytes written; an error only when nothing was. A pipe the guest writes without
 // O_NONBLOCK that is full parks the thread (ParkOnFd) until it has room; with `call` (write,
@@ -83,8 +96,8 @@ void SkipBytes(std::span<iovec>& iov, uint64_t bytes) {
 // after them; a signal ends it with their count, as Linux's pipe_write), without (sendfile) a
 // partial write returns its count. EPIPE raises SIGPIPE. `already`: the bytes of this call
 // written before it parked last.
-Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
-                int64_t offset, const SyscallArgs* call = nullptr, uint64_t already = 0) {
+Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> iov, int64_t offset,
+                const SyscallArgs* call = nullptr, uint64_t already = 0) {
   if (file.line_writer != nullptr && offset < 0) return file.line_writer->Write(iov);
   int64_t total = 0;
   const auto written = [&] { return static_cast<int64_t>(already) + total; };
@@ -98,6 +111,7 @@ Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> 
         errno = EINTR;
       } else if (errno == EAGAIN && HostFdNonblocking(file.kind) && GuestWaitsOn(file)) {
         if (written() > 0 && call == nullptr) return written();
+        if (file.kind == FileKind::kEventfd) return RetryEventfdWrite(context);
         (void)ParkOnFd(context, file, POLLOUT);
         if (written() > 0) {
           context.state.threads.block->partial =
@@ -264,7 +278,7 @@ Value Getdents64(SyscallContext& context, const SyscallArgs& args) {
 Value OpenAt(SyscallContext& context, int dirfd, uint64_t path_addr, int flags, mode_t mode) {
   std::string path = FLURRY_TRY(PathArg(context.memory, path_addr));
   if (const std::optional<DevicePath> device = DeviceArg(context, dirfd, path)) {
-    return OpenDevice(context, *device, flags, mode);
+    return OpenDevice(context, *device, flags);
   }
   PathRef ref = FLURRY_TRY(PathRefOf(context, dirfd, std::move(path)));
   FdTable& fds = context.state.fds;

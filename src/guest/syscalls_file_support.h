@@ -193,7 +193,7 @@ inline Result<GuestIovecs> IovecsArg(const GuestMemory& memory, uint64_t addr, u
 std::optional<DevicePath> DeviceArg(const SyscallContext& context, int dirfd,
                                     std::string_view path);
 // open(2) of it: a host device, or a new fd sharing the guest fd it stands for.
-Value OpenDevice(SyscallContext& context, const DevicePath& device, int flags, mode_t mode);
+Value OpenDevice(SyscallContext& context, const DevicePath& device, int flags);
 Result<struct stat> StatDevice(const SyscallContext& context, const DevicePath& device,
                                bool follow);
 Result<struct statx> StatxDevice(const SyscallContext& context, const DevicePath& device,

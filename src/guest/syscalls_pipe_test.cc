@@ -195,9 +195,8 @@ TEST_F(PipeSyscalls, AFullPipeParksAWriteWithWhatItWrote) {
 // A resumed write is only the same call's: another write does not skip bytes.
 TEST_F(PipeSyscalls, AResumedWriteIsOnlyTheSameCall) {
   MakePipe();
-  h.state.threads.resumed = PartialWrite{.nr = SYS_write,
-                                         .args = {static_cast<uint64_t>(writer), kBuf + 1, 5},
-                                         .done = 3};
+  h.state.threads.resumed = PartialWrite{
+      .nr = SYS_write, .args = {static_cast<uint64_t>(writer), kBuf + 1, 5}, .done = 3};
   EXPECT_EQ(Write(writer, "hello"), 5);
   EXPECT_EQ(Read(reader, 10), "hello");
 }

@@ -163,8 +163,9 @@ SyscallResult SysSelect(SyscallContext& c, const SyscallArgs& a) {
     if (tv->tv_sec < 0 || tv->tv_usec < 0) return SyscallResult::Errno(EINVAL);
     // Microseconds past a second count as they come (Linux normalises them).
     constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 4;
-    deadline = fd_wait::DeadlineAfter(c, std::min<int64_t>(tv->tv_sec, kMaxSeconds) * 1'000'000'000 +
-                                    std::min<int64_t>(tv->tv_usec, 1'000'000'000) * 1000);
+    deadline =
+        fd_wait::DeadlineAfter(c, std::min<int64_t>(tv->tv_sec, kMaxSeconds) * 1'000'000'000 +
+                                      std::min<int64_t>(tv->tv_usec, 1'000'000'000) * 1000);
   }
   return SelectFds(c, a, deadline, a.arg[4], std::nullopt);
 }

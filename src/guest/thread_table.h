@@ -11,8 +11,8 @@
 
 #include <poll.h>
 
-#include <cstdint>
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <vector>
@@ -111,7 +111,7 @@ struct GuestThread {
   bool restart = false;          // woken to make its syscall again (a signal it waits for is there)
   // A partial write it makes again (ThreadTable::resumed) when switched out before it did.
   std::optional<PartialWrite> resumed;
-  uint64_t wait_seq = 0;         // futex waiters wake oldest first
+  uint64_t wait_seq = 0;  // futex waiters wake oldest first
 
   bool parked() const { return wait != ThreadWait::kRunnable; }
 };

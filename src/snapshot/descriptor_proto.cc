@@ -138,6 +138,7 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     f->set_cloexec(fd.cloexec);
     f->set_offset(fd.offset);
     if (fd.event != EventRecord{}) EventToProto(fd.event, f->mutable_event());
+    if (fd.shares_with >= 0) f->set_shares_with(fd.shares_with);
   }
 
   pb::Signals* sig = out->mutable_signals();
@@ -426,6 +427,10 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
     fd.cloexec = f.cloexec();
     fd.offset = f.offset();
     if (f.has_event()) fd.event = FLURRY_TRY(EventFromProto(f.event(), f.fd()));
+    if (f.has_shares_with()) {
+      if (f.shares_with() < 0) return Invalid("fd {} shares fd {}", f.fd(), f.shares_with());
+      fd.shares_with = f.shares_with();
+    }
     d.files.fds.push_back(std::move(fd));
   }
 

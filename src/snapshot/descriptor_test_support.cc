@@ -225,6 +225,15 @@ VmDescriptor FullDescriptor() {
        .offset = 0,
        .event = {.interests = {{.fd = 9, .events = 0x80000004, .data = 0xfeedface12345678},
                                {.fd = 10, .events = 1, .data = 0}}}},
+      {.fd = 13,
+       .kind = FileKind::kEventfd,
+       .stdio_fd = -1,
+       .path = "",
+       .flags = O_RDWR | O_NONBLOCK,
+       .cloexec = false,
+       .offset = 0,
+       .event = {},
+       .shares_with = 10},
   };
 
   d.signals.actions[SIGINT] = {
@@ -340,6 +349,7 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
     EXPECT_EQ(fa.cloexec, fb.cloexec);
     EXPECT_EQ(fa.offset, fb.offset);
     EXPECT_EQ(fa.event, fb.event);
+    EXPECT_EQ(fa.shares_with, fb.shares_with);
   }
 
   for (size_t i = 0; i < a.signals.actions.size(); ++i) {

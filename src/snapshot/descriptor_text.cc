@@ -268,6 +268,7 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
                         : fd.kind == FileKind::kPipe ? std::string("(no peer when restored)")
                         : IsEventObject(fd.kind)     ? EventText(fd)
                                                      : Printable(fd.path);
+    if (fd.shares_with >= 0) where += fmt::format(" (fd {}'s open file)", fd.shares_with);
     out += fmt::format("{}fd {:<4} {:<9} {}  {}  offset {}{}\n", kIndent, fd.fd, KindName(fd.kind),
                        where, OpenFlags(fd.flags), fd.offset, fd.cloexec ? "  cloexec" : "");
   }

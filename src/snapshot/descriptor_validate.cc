@@ -18,6 +18,10 @@ using namespace descriptor_internal;
 
 namespace {
 
+// Times in a descriptor stay below 2^62 ns (146 years): the VMM adds and subtracts clock
+// offsets of the same bound without overflowing.
+constexpr int64_t kTimeLimitNs = int64_t{1} << 62;
+
 // XSAVE image layout (standard format).
 constexpr size_t kXsaveMxcsrOffset = 24;
 constexpr size_t kXsaveSwReservedOffset = 464;  // ..511: software-reserved
@@ -191,8 +195,9 @@ Result<void> ValidateEventObject(const FdRecord& fd) {
   if (fd.stdio_fd != -1) return Invalid("fd {} has stdio fd {}", fd.fd, fd.stdio_fd);
   if (!fd.path.empty()) return Invalid("fd {} has a path", fd.fd);
   if (fd.offset != 0) return Invalid("fd {} has offset {}", fd.fd, fd.offset);
-  if ((fd.flags & ~O_NONBLOCK) != O_RDWR) {
-    return Invalid("fd {} has flags {:#x} (only O_RDWR and O_NONBLOCK)", fd.fd, fd.flags);
+  // O_RDWR, and what F_SETFL may add (O_NONBLOCK, O_APPEND, O_DIRECT, O_NOATIME).
+  if ((fd.flags & ~(O_NONBLOCK | O_APPEND | O_DIRECT | O_NOATIME)) != O_RDWR) {
+    return Invalid("fd {} has flags {:#x} (only O_RDWR and the F_SETFL flags)", fd.fd, fd.flags);
   }
   const EventRecord& e = fd.event;
   const bool timer = fd.kind == FileKind::kTimerfd;
@@ -212,8 +217,9 @@ Result<void> ValidateEventObject(const FdRecord& fd) {
     if (e.clock != CLOCK_REALTIME && e.clock != CLOCK_MONOTONIC && e.clock != CLOCK_BOOTTIME) {
       return Invalid("fd {}: timerfd clock {}", fd.fd, e.clock);
     }
-    if (e.value_ns < 0 || e.interval_ns < 0) {
-      return Invalid("fd {}: negative timerfd time", fd.fd);
+    if (e.value_ns < 0 || e.interval_ns < 0 || e.value_ns >= kTimeLimitNs ||
+        e.interval_ns >= kTimeLimitNs) {
+      return Invalid("fd {}: timerfd time outside [0, 2^62) ns", fd.fd);
     }
   }
   if (e.interests.size() > static_cast<size_t>(FdTable::kMaxFds)) {
@@ -291,8 +297,10 @@ Result<void> ValidateFiles(const FilesRecord& f) {
       case FileKind::kDevice:
         if (fd.stdio_fd != -1) return Invalid("fd {} has stdio fd {}", fd.fd, fd.stdio_fd);
         if (!IsHostDevicePath(fd.path)) {
-          return Invalid("fd {} is a device but its path is none of /dev/null, /dev/zero, "
-                         "/dev/full, /dev/random, /dev/urandom", fd.fd);
+          return Invalid(
+              "fd {} is a device but its path is none of /dev/null, /dev/zero, "
+              "/dev/full, /dev/random, /dev/urandom",
+              fd.fd);
         }
         break;
       default:
@@ -300,6 +308,17 @@ Result<void> ValidateFiles(const FilesRecord& f) {
     }
   }
   for (const FdRecord& fd : f.fds) {
+    if (fd.shares_with >= 0) {
+      // An earlier record of the same open file: same kind, path and flags, itself not shared.
+      const auto same = std::find_if(f.fds.begin(), f.fds.end(),
+                                     [&fd](const FdRecord& o) { return o.fd == fd.shares_with; });
+      if (fd.shares_with >= fd.fd || same == f.fds.end() ||
+          same - f.fds.begin() >= &fd - f.fds.data() || same->shares_with >= 0 ||
+          same->kind != fd.kind || same->path != fd.path || same->flags != fd.flags) {
+        return Invalid("fd {} shares fd {}, which is no earlier record of the same file", fd.fd,
+                       fd.shares_with);
+      }
+    }
     for (const EpollInterestRecord& i : fd.event.interests) {
       if (!used[static_cast<size_t>(i.fd)]) {
         return Invalid("epoll fd {} watches fd {}, which is not open", fd.fd, i.fd);
@@ -310,6 +329,11 @@ Result<void> ValidateFiles(const FilesRecord& f) {
 }
 
 Result<void> ValidateSignals(const SignalState& s) {
+  // Times past 2^62 ns would overflow the VMM's clock arithmetic (guest to host time).
+  if (s.real_timer.deadline_ns >= kTimeLimitNs || s.real_timer.interval_ns >= kTimeLimitNs) {
+    return Invalid("interval timer deadline {} ns, interval {} ns past 2^62",
+                   s.real_timer.deadline_ns, s.real_timer.interval_ns);
+  }
   const GuestSigaction& zero = s.actions[0];
   if (zero.handler != 0 || zero.flags != 0 || zero.restorer != 0 || zero.mask != 0) {
     return Invalid("action for signal 0");
@@ -357,7 +381,7 @@ Result<void> ValidatePages(const PageMapRecord& p, uint64_t ram_size) {
 // clock record (older writers) may have a start time from another host's clock, ahead of its
 // own (sysinfo then reports uptime 0).
 Result<void> ValidateClock(const ClockCapture& c) {
-  constexpr int64_t kLimit = int64_t{1} << 62;
+  constexpr int64_t kLimit = kTimeLimitNs;
   if (c.guest_monotonic_ns < 0 || c.guest_monotonic_ns >= kLimit) {
     return Invalid("guest monotonic time {} ns at capture is outside [0, 2^62)",
                    static_cast<uint64_t>(c.guest_monotonic_ns));
@@ -425,7 +449,8 @@ Result<void> ValidateTimers(const VmDescriptor& d) {
     if (thread ? (t.tid < 1 || SignalState::Bit(t.signal) & kUnblockableSignals) : t.tid != 0) {
       return Invalid("POSIX timer {}: thread {} for signal {}", t.id, t.tid, t.signal);
     }
-    if (t.deadline_ns < 0 || t.interval_ns < 0 || (!t.armed() && t.interval_ns != 0)) {
+    if (t.deadline_ns < 0 || t.interval_ns < 0 || t.deadline_ns >= kTimeLimitNs ||
+        t.interval_ns >= kTimeLimitNs || (!t.armed() && t.interval_ns != 0)) {
       return Invalid("POSIX timer {}: deadline {} ns, interval {} ns", t.id, t.deadline_ns,
                      t.interval_ns);
     }

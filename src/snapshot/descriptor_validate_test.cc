@@ -138,12 +138,18 @@ const RefusalCase kGuestStateCases[] = {
     {"eventfd with a timer", [](VmDescriptor& d) { d.files.fds[7].event.value_ns = 1; },
      "invalid descriptor: fd 10 is no timerfd but has a timer setting"},
     {"eventfd write-only", [](VmDescriptor& d) { d.files.fds[7].flags = O_WRONLY; },
-     "invalid descriptor: fd 10 has flags 0x1 (only O_RDWR and O_NONBLOCK)"},
+     "invalid descriptor: fd 10 has flags 0x1 (only O_RDWR and the F_SETFL flags)"},
     {"timerfd on a CPU clock",
      [](VmDescriptor& d) { d.files.fds[8].event.clock = CLOCK_PROCESS_CPUTIME_ID; },
      "invalid descriptor: fd 11: timerfd clock 2"},
     {"timerfd negative time", [](VmDescriptor& d) { d.files.fds[8].event.interval_ns = -1; },
-     "invalid descriptor: fd 11: negative timerfd time"},
+     "invalid descriptor: fd 11: timerfd time outside [0, 2^62) ns"},
+    {"timerfd far time", [](VmDescriptor& d) { d.files.fds[8].event.value_ns = INT64_MAX; },
+     "invalid descriptor: fd 11: timerfd time outside [0, 2^62) ns"},
+    {"interval timer far deadline",
+     [](VmDescriptor& d) { d.signals.real_timer.deadline_ns = INT64_MAX - 5; },
+     "invalid descriptor: interval timer deadline 9223372036854775802 ns, interval 250000000 ns "
+     "past 2^62"},
     {"epoll watching itself", [](VmDescriptor& d) { d.files.fds[9].event.interests[0].fd = 12; },
      "invalid descriptor: epoll fd 12 watches fd 12"},
     {"epoll watching an fd twice",
@@ -162,6 +168,12 @@ const RefusalCase kGuestStateCases[] = {
      },
      "invalid descriptor: fd 3 is a device but its path is none of /dev/null, /dev/zero, "
      "/dev/full, /dev/random, /dev/urandom"},
+    {"sharing a later fd", [](VmDescriptor& d) { d.files.fds[7].shares_with = 13; },
+     "invalid descriptor: fd 10 shares fd 13, which is no earlier record of the same file"},
+    {"sharing another kind's file", [](VmDescriptor& d) { d.files.fds[10].shares_with = 9; },
+     "invalid descriptor: fd 13 shares fd 9, which is no earlier record of the same file"},
+    {"sharing a closed fd", [](VmDescriptor& d) { d.files.fds[10].shares_with = 5; },
+     "invalid descriptor: fd 13 shares fd 5, which is no earlier record of the same file"},
     {"writable without root",
      [](VmDescriptor& d) {
        d.files.root_host_path.reset();

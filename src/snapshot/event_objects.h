@@ -21,8 +21,8 @@ EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds);
 Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record);
 
 // Registers `record`'s interests in `epoll` (restored into `fds`), with the host fds `fds`
-// now holds, and records them in `epoll.event`.
-Result<void> RestoreEpollInterests(OpenFile& epoll, const EventRecord& record,
-                                   const FdTable& fds);
+// now holds, and records them in `epoll.event`. One this host refuses (EPERM: its stdin is a
+// regular file, say) is left out with a notice on stderr.
+Result<void> RestoreEpollInterests(OpenFile& epoll, const EventRecord& record, const FdTable& fds);
 
 }  // namespace flurry

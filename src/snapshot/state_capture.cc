@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <map>
 #include <vector>
 
 #include "arch/x86_64/layout.h"
@@ -44,11 +45,15 @@ FilesRecord CaptureFiles(const FdTable& fds) {
   }
   record.cwd = fds.cwd_path();
   const auto& entries = fds.entries();
+  std::map<const OpenFile*, int32_t> first_fd;  // each open file's lowest fd
   for (size_t fd = 0; fd < entries.size(); ++fd) {
     const auto& entry = entries[fd];
     if (entry.file == nullptr) continue;
     FdRecord r;
     r.fd = static_cast<int32_t>(fd);
+    if (const auto [it, first] = first_fd.emplace(entry.file.get(), r.fd); !first) {
+      r.shares_with = it->second;
+    }
     r.kind = entry.file->kind;
     r.stdio_fd = entry.file->stdio_fd;
     r.path = entry.file->path;
@@ -58,7 +63,9 @@ FilesRecord CaptureFiles(const FdTable& fds) {
       off_t offset = lseek(entry.file->host_fd(), 0, SEEK_CUR);
       r.offset = offset < 0 ? 0 : offset;
     }
-    if (IsEventObject(r.kind)) r.event = CaptureEventObject(*entry.file, fds);
+    if (IsEventObject(r.kind) && r.shares_with < 0) {
+      r.event = CaptureEventObject(*entry.file, fds);
+    }
     record.fds.push_back(std::move(r));
   }
   return record;
@@ -91,6 +98,15 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
     restored.SetRoot(std::move(root));
   }
   for (const FdRecord& r : record.fds) {
+    if (r.shares_with >= 0) {  // one open file with a lower fd (validated: restored before)
+      auto shared = restored.entries().size() > static_cast<size_t>(r.shares_with)
+                        ? restored.entries()[static_cast<size_t>(r.shares_with)].file
+                        : nullptr;
+      if (shared == nullptr)
+        return Fail("fd {} shares fd {}, which is not open", r.fd, r.shares_with);
+      FLURRY_TRY(restored.InstallAt(r.fd, std::move(shared), r.cloexec));
+      continue;
+    }
     auto file = std::make_shared<OpenFile>();
     file->kind = r.kind;
     file->flags = r.flags;
@@ -102,12 +118,8 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
       file->host = FLURRY_TRY_CTX(PeerlessPipeEnd(r.flags),
                                   fmt::format("restoring guest fd {} (a pipe)", r.fd));
     } else if (r.kind == FileKind::kDevice) {
-      if (!IsHostDevicePath(r.path)) return Fail("fd {}: {} is no device", r.fd, r.path);
-      file->host.Reset(open(r.path.c_str(),
-                            (r.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW)) | O_CLOEXEC));
-      if (!file->host.valid()) {
-        return FailErrno(fmt::format("reopening guest fd {} ({})", r.fd, r.path));
-      }
+      file->host = FLURRY_TRY_CTX(OpenHostDevice(r.path, r.flags),
+                                  fmt::format("reopening guest fd {} ({})", r.fd, r.path));
     } else if (IsEventObject(r.kind)) {
       file->host = FLURRY_TRY_CTX(MakeEventObject(r.kind, r.event),
                                   fmt::format("restoring guest fd {}", r.fd));
@@ -129,7 +141,7 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
   }
   // Epoll instances watch fds of the table: once every one is open.
   for (const FdRecord& r : record.fds) {
-    if (r.kind != FileKind::kEpoll) continue;
+    if (r.kind != FileKind::kEpoll || r.shares_with >= 0) continue;
     OpenFile* epoll = FLURRY_TRY(restored.Get(r.fd));
     FLURRY_TRY_CTX(RestoreEpollInterests(*epoll, r.event, restored),
                    fmt::format("restoring guest fd {} (an epoll instance)", r.fd));

@@ -157,8 +157,7 @@ TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
 class EventObjectCapture : public ::testing::Test {
  protected:
   static constexpr uint64_t kArgs = flurry::testing::SyscallHarness::kScratch;
-  int64_t Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0,
-               uint64_t a3 = 0) {
+  int64_t Call(uint64_t nr, uint64_t a0 = 0, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0) {
     return h.Call(nr, a0, a1, a2, a3);
   }
   void Watch(int epfd, int fd, uint32_t events, uint64_t data) {
@@ -217,7 +216,8 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   EXPECT_EQ(RecordOf(files, due).event.value_ns, 0);
   const FdRecord& ep = RecordOf(files, epfd);
   ASSERT_EQ(ep.event.interests.size(), 2u);
-  EXPECT_EQ(ep.event.interests[0], (EpollInterestRecord{.fd = efd, .events = EPOLLIN, .data = 0xabc}));
+  EXPECT_EQ(ep.event.interests[0],
+            (EpollInterestRecord{.fd = efd, .events = EPOLLIN, .data = 0xabc}));
   EXPECT_EQ(ep.event.interests[1].fd, tfd);
   EXPECT_EQ(ep.event.interests[1].events, static_cast<uint32_t>(EPOLLIN | EPOLLET));
 
@@ -240,6 +240,22 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   EXPECT_EQ(event.data.u64, 0xabcu);
   EXPECT_EQ((*restored.Get(epfd))->event.interests.size(), 2u);
   EXPECT_NE(fcntl((*restored.Get(efd))->host_fd(), F_GETFL) & O_NONBLOCK, 0);
+}
+
+// fds sharing one open file (dup) share it again after a restore: one eventfd, not two.
+TEST_F(EventObjectCapture, DupedFdsStayOneOpenFile) {
+  const int efd = static_cast<int>(Call(SYS_eventfd2, 5, EFD_NONBLOCK));
+  const int copy = static_cast<int>(Call(SYS_dup, static_cast<uint64_t>(efd)));
+  const FilesRecord files = CaptureFiles(h.state.fds);
+  EXPECT_EQ(RecordOf(files, copy).shares_with, efd);
+  EXPECT_EQ(RecordOf(files, efd).shares_with, -1);
+  FdTable restored;
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr));
+  EXPECT_EQ(*restored.Get(efd), *restored.Get(copy));
+  uint64_t count = 0;
+  EXPECT_EQ(read((*restored.Get(copy))->host_fd(), &count, 8), 8);
+  EXPECT_EQ(count, 5u);
+  EXPECT_EQ(read((*restored.Get(efd))->host_fd(), &count, 8), -1);  // taken: one counter
 }
 
 TEST_F(EventObjectCapture, DevicesAreReopenedByPath) {

@@ -52,6 +52,9 @@ struct FdRecord {
   bool cloexec = false;
   int64_t offset = 0;  // file position at capture time
   EventRecord event;   // kEventfd, kTimerfd, kEpoll
+  // The lower fd whose open file this one shares (dup, dup2, /dev/fd/N), -1: its own. A
+  // restore makes one open file of them again (one offset, one eventfd, one pipe end).
+  int32_t shares_with = -1;
 };
 
 // Where the guest's files live (restoring reopens paths under the same host directory).

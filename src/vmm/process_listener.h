@@ -35,8 +35,8 @@ class ProcessListener {
   const std::function<void()> kick_;
   std::atomic<bool> quit_{false};
   std::atomic<bool> children_check_{false};  // set by the listener, taken by the run thread
-  std::atomic<uint32_t>* word_ = nullptr;  // the run thread's
-  std::thread thread_;                     // the run thread's
+  std::atomic<uint32_t>* word_ = nullptr;    // the run thread's
+  std::thread thread_;                       // the run thread's
 };
 
 }  // namespace flurry

@@ -80,8 +80,16 @@ HostInstant ReadHostInstant() {
 
 }  // namespace
 
+uint64_t GuestClock::GuestNowNs() const {
+  if (!valid_ || memory_ == nullptr) return 0;
+  const uint64_t guest_tsc = __rdtsc() + guest_tsc_minus_host_;
+  const uint64_t delta = guest_tsc > tsc_base_ ? guest_tsc - tsc_base_ : 0;
+  return monotonic_base_ns_ +
+         static_cast<uint64_t>((static_cast<unsigned __int128>(delta) * ns_per_tsc_q32_) >> 32);
+}
+
 Result<void> GuestClock::Start(GuestMemory& memory, int64_t guest_tsc_minus_host, uint64_t tsc_khz,
-                               int64_t monotonic_offset_ns) {
+                               int64_t monotonic_offset_ns, uint64_t not_before_ns) {
   memory_ = &memory;
   monotonic_offset_ns_ = monotonic_offset_ns;
   guest_tsc_minus_host_ = guest_tsc_minus_host;
@@ -94,7 +102,10 @@ Result<void> GuestClock::Start(GuestMemory& memory, int64_t guest_tsc_minus_host
   // Unknown: learnt from the host's clocks over the guest's first milliseconds.
   if (tsc_khz == 0) return {};
   SetRate((1'000'000ULL << 32) / tsc_khz);
-  return Publish(now.tsc, now.monotonic_ns);
+  // In host time (modulo 2^64, as Refresh): never below what the guest may have read.
+  const uint64_t floor = not_before_ns - static_cast<uint64_t>(monotonic_offset_ns);
+  const bool ahead = not_before_ns != 0 && static_cast<int64_t>(floor - now.monotonic_ns) > 0;
+  return Publish(now.tsc, ahead ? floor : now.monotonic_ns);
 }
 
 void GuestClock::SetRate(uint64_t ns_per_tsc_q32) {

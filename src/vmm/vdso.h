@@ -23,8 +23,12 @@ class GuestClock {
   // ~20 ms, during which the vDSO falls back to syscalls). The guest's monotonic-domain clocks
   // read `monotonic_offset_ns` ahead of the host's (GuestState::monotonic_offset_ns); its wall
   // clocks are the host's. Publishes the first clock base.
+  // `not_before_ns`: a guest CLOCK_MONOTONIC the new clock must not start below (the clock a
+  // forked process or clone had: its vDSO may have been a little ahead of the host's).
   Result<void> Start(GuestMemory& memory, int64_t guest_tsc_minus_host, uint64_t tsc_khz,
-                     int64_t monotonic_offset_ns);
+                     int64_t monotonic_offset_ns, uint64_t not_before_ns = 0);
+  // The guest's CLOCK_MONOTONIC as the vDSO reads it now (0: nothing published yet).
+  uint64_t GuestNowNs() const;
   // Re-bases the clock on the host's clocks when the last base is older than a second, at the
   // TSC frequency measured over everything since Start. The guest's CLOCK_MONOTONIC never goes
   // backwards: found behind the host's, it steps forward to it; found ahead (a frequency that

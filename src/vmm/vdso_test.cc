@@ -227,6 +227,27 @@ TEST(GuestClock, RefreshKeepsTheOffset) {
   EXPECT_LT(next.monotonic_base_ns, extrapolated + 1'000'000'000) << "the offset was added again";
 }
 
+// A forked process or clone starts a clock of its own from the one it had: never behind it,
+// even when that one ran a little ahead of the host's.
+TEST(GuestClock, StartsNoEarlierThanTheClockBefore) {
+  auto memory = GuestMemory::Create(kRam).value();
+  GuestClock before;
+  EXPECT_EQ(before.GuestNowNs(), 0u);  // nothing published
+  const int64_t offset = 7'000'000'000;
+  ASSERT_TRUE(before.Start(memory, 0, 2'000'000, offset).has_value());
+  const uint64_t ahead = before.GuestNowNs() + 500'000'000;  // half a second ahead
+  GuestClock after;
+  ASSERT_TRUE(after.Start(memory, 0, 2'000'000, offset, ahead).has_value());
+  EXPECT_GE(ReadVvar(memory).monotonic_base_ns, ahead);
+  EXPECT_GE(after.GuestNowNs(), ahead);
+  // Behind the host's: the host's it is.
+  GuestClock third;
+  const uint64_t host_guest = Now(CLOCK_MONOTONIC) + offset;
+  ASSERT_TRUE(third.Start(memory, 0, 2'000'000, offset, 1).has_value());
+  EXPECT_GE(ReadVvar(memory).monotonic_base_ns, host_guest);
+  EXPECT_LT(ReadVvar(memory).monotonic_base_ns, host_guest + 1'000'000'000);
+}
+
 TEST(GuestClock, RefreshWithoutStartDoesNothing) {
   GuestClock clock;
   clock.Refresh();  // no memory: must not crash

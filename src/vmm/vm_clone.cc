@@ -77,7 +77,6 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   processes_ = ProcessTable();
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
                          clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");
-  clock_ = GuestClock();
   FLURRY_TRY_CTX(StartClock(), "starting the clone's clock");
   run_thread_.store(pthread_self());
   stop_requested_.store(false);

@@ -104,8 +104,11 @@ Result<void> ProtectUserMemory(Backend& backend, const MemoryMap& map) {
 
 Result<void> Vm::StartClock() {
   const Backend::TscInfo tsc = FLURRY_TRY(backend_->Tsc());
-  return clock_.Start(backend_->memory(), tsc.guest_minus_host, tsc.khz,
-                      state_.monotonic_offset_ns);
+  // A forked process or clone starts a clock of its own, never behind the one it had.
+  const uint64_t not_before = clock_.GuestNowNs();
+  clock_ = GuestClock();
+  return clock_.Start(backend_->memory(), tsc.guest_minus_host, tsc.khz, state_.monotonic_offset_ns,
+                      not_before);
 }
 
 Vm::Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,

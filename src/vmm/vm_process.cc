@@ -97,7 +97,6 @@ Result<void> Vm::BecomeGuestChild(int slot, int32_t pid, const x86::UserCpuState
   }
   paused_ = false;
   page_servers_.clear();
-  clock_ = GuestClock();
   FLURRY_TRY_CTX(StartClock(), "starting the child's clock");
   run_thread_.store(pthread_self());
   stop_requested_.store(false);

@@ -28,36 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(x)                                             \
-  do {                                                       \
-    if (!(x)) {                                              \
-      printf("check failed at line %d: %s\n", __LINE__, #x); \
-      exit(99);                                              \
-    }                                                        \
-  } while (0)
-
-// Prints `label: result (error)` for a call that returns -1 and sets errno on failure.
-#define SHOW(label, call)                                                            \
-  do {                                                                               \
-    errno = 0;                                                                       \
-    long result_ = (long)(call);                                                     \
-    int error_ = errno;                                                              \
-    printf("%s: %ld (%s)\n", label, result_, result_ < 0 ? strerror(error_) : "ok"); \
-  } while (0)
-
-static void Start(pthread_t* t, void* (*fn)(void*), void* arg) {
-  int err = pthread_create(t, NULL, fn, arg);
-  if (err != 0) {
-    printf("pthread_create: %s\n", strerror(err));
-    exit(98);
-  }
-}
-
-static void SleepMs(int ms) {
-  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-  }
-}
+#include "guest_check.h"
 
 static int64_t NowMs(void) {
   struct timespec t;
@@ -118,7 +89,7 @@ static void Eventfd(void) {
   // A blocking read waits for a writer thread.
   struct Delayed later = {fd, 50, 7};
   pthread_t t;
-  Start(&t, WriteLater, &later);
+  StartThread(&t, WriteLater, &later);
   printf("waited for: %llu\n", (unsigned long long)ReadCount(fd));
   pthread_join(t, NULL);
 
@@ -129,7 +100,7 @@ static void Eventfd(void) {
   SHOW("overflowing write", write(full, &one, 8));
   CHECK(fcntl(full, F_SETFL, 0) == 0);
   struct Delayed reader = {full, 50, 0};
-  Start(&t, ReadLater, &reader);
+  StartThread(&t, ReadLater, &reader);
   SHOW("blocking overflowing write", write(full, &one, 8));
   pthread_join(t, NULL);
   printf("reader took %llu\n", (unsigned long long)reader_took);
@@ -283,7 +254,7 @@ static void Epoll(void) {
   // A waiter woken by a thread's write.
   struct Delayed later = {efd, 50, 5};
   pthread_t t;
-  Start(&t, WriteLater, &later);
+  StartThread(&t, WriteLater, &later);
   Show("woken", epfd, -1);
   pthread_join(t, NULL);
   printf("count: %llu\n", (unsigned long long)ReadCount(efd));
@@ -351,7 +322,7 @@ static void Epoll(void) {
   sigaddset(&block, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &block, NULL);
   sigemptyset(&open_mask);
-  Start(&t, SignalLater, NULL);
+  StartThread(&t, SignalLater, NULL);
   struct epoll_event got[2];
   errno = 0;
   int n = epoll_pwait(epfd, got, 2, 5000, &open_mask);

@@ -38,36 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(x)                                             \
-  do {                                                       \
-    if (!(x)) {                                              \
-      printf("check failed at line %d: %s\n", __LINE__, #x); \
-      exit(99);                                              \
-    }                                                        \
-  } while (0)
-
-// Prints `label: result (error)` for a call that returns -1 and sets errno on failure.
-#define SHOW(label, call)                                                            \
-  do {                                                                               \
-    errno = 0;                                                                       \
-    long result_ = (long)(call);                                                     \
-    int error_ = errno;                                                              \
-    printf("%s: %ld (%s)\n", label, result_, result_ < 0 ? strerror(error_) : "ok"); \
-  } while (0)
-
-static void Start(pthread_t* t, void* (*fn)(void*), void* arg) {
-  int err = pthread_create(t, NULL, fn, arg);
-  if (err != 0) {
-    printf("pthread_create: %s\n", strerror(err));
-    exit(98);
-  }
-}
-
-static void SleepMs(int ms) {
-  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-  }
-}
+#include "guest_check.h"
 
 static void SetAction(int signal, void (*handler)(int), int flags) {
   struct sigaction action;
@@ -190,7 +161,7 @@ static int Threads(void) {
   CHECK(pipe(fds) == 0);
   struct Stream sent = {fds[1], 0, kFnvStart};
   pthread_t writer;
-  Start(&writer, StreamWriter, &sent);
+  StartThread(&writer, StreamWriter, &sent);
   static uint8_t buf[65536];
   size_t got = 0;
   uint64_t hash = kFnvStart;
@@ -211,7 +182,7 @@ static int Threads(void) {
   CHECK(pipe(fds) == 0);
   struct Stream received = {fds[0], 0, kFnvStart};
   pthread_t reader;
-  Start(&reader, StreamReader, &received);
+  StartThread(&reader, StreamReader, &received);
   static uint8_t data[kReverse];
   for (size_t i = 0; i < kReverse; ++i) data[i] = PatternByte(i * 3);
   WriteAll(fds[1], data, kReverse);
@@ -226,7 +197,7 @@ static int Threads(void) {
   CHECK(pipe(there) == 0 && pipe(back) == 0);
   struct Bounce bounce = {there[0], back[1]};
   pthread_t bouncer;
-  Start(&bouncer, Bouncer, &bounce);
+  StartThread(&bouncer, Bouncer, &bounce);
   uint8_t token = 0;
   for (int i = 0; i < kBounces; ++i) {
     CHECK(write(there[1], &token, 1) == 1);
@@ -302,7 +273,7 @@ static void InterruptReader(int flags) {
   CHECK(pipe(fds) == 0);
   struct Waiter w = {fds[0], 0, 0, {0}};
   pthread_t reader;
-  Start(&reader, WaitingReader, &w);
+  StartThread(&reader, WaitingReader, &w);
   SleepMs(50);  // the reader waits on the empty pipe
   CHECK(pthread_kill(reader, SIGUSR1) == 0);
   SleepMs(50);
@@ -453,7 +424,7 @@ static int Whole(void) {
   CHECK(pipe(fds) == 0);
   struct Stream received = {fds[0], 0, kFnvStart};
   pthread_t reader;
-  Start(&reader, StreamReader, &received);  // 1000 bytes at a time, after 50 ms
+  StartThread(&reader, StreamReader, &received);  // 1000 bytes at a time, after 50 ms
   SHOW("one write", write(fds[1], data, kSize));
   struct iovec halves[2] = {{data, kSize / 2}, {data + kSize / 2, kSize / 2}};
   SHOW("one writev", writev(fds[1], halves, 2));

@@ -17,36 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(x)                                             \
-  do {                                                       \
-    if (!(x)) {                                              \
-      printf("check failed at line %d: %s\n", __LINE__, #x); \
-      exit(99);                                              \
-    }                                                        \
-  } while (0)
-
-// Prints `label: result (error)` for a call that returns -1 and sets errno on failure.
-#define SHOW(label, call)                                                            \
-  do {                                                                               \
-    errno = 0;                                                                       \
-    long result_ = (long)(call);                                                     \
-    int error_ = errno;                                                              \
-    printf("%s: %ld (%s)\n", label, result_, result_ < 0 ? strerror(error_) : "ok"); \
-  } while (0)
-
-static void Start(pthread_t* t, void* (*fn)(void*), void* arg) {
-  int err = pthread_create(t, NULL, fn, arg);
-  if (err != 0) {
-    printf("pthread_create: %s\n", strerror(err));
-    exit(98);
-  }
-}
-
-static void SleepMs(int ms) {
-  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-  }
-}
+#include "guest_check.h"
 
 static volatile sig_atomic_t caught;
 static void Caught(int signal) { caught = signal; }
@@ -100,7 +71,7 @@ static int Poll(void) {
   // Waiting without a timeout for a writer thread.
   struct Delayed later = {a[1], 30, 0, 0};
   pthread_t writer;
-  Start(&writer, WriteLater, &later);
+  StartThread(&writer, WriteLater, &later);
   n = poll(fds, 2, -1);
   printf("writer thread: %d, revents %#x %#x\n", n, fds[0].revents, fds[1].revents);
   CHECK(pthread_join(writer, NULL) == 0);
@@ -130,7 +101,7 @@ static int Poll(void) {
   sigemptyset(&during);
   struct Delayed signaller = {-1, 30, pthread_self(), 1};
   pthread_t sender;
-  Start(&sender, WriteLater, &signaller);
+  StartThread(&sender, WriteLater, &signaller);
   struct pollfd one = {a[0], POLLIN, 0};
   SHOW("ppoll with SIGUSR1 let in", ppoll(&one, 1, NULL, &during));
   CHECK(pthread_join(sender, NULL) == 0);
@@ -179,7 +150,7 @@ static int Select(void) {
   for (int with_timeout = 0; with_timeout < 2; ++with_timeout) {
     struct Delayed later = {a[1], 30, 0, 0};
     pthread_t writer;
-    Start(&writer, WriteLater, &later);
+    StartThread(&writer, WriteLater, &later);
     FD_ZERO(&rd);
     FD_SET(a[0], &rd);
     FD_SET(b[0], &rd);
@@ -214,7 +185,7 @@ static int Select(void) {
   sigemptyset(&during);
   struct Delayed signaller = {-1, 30, pthread_self(), 1};
   pthread_t sender;
-  Start(&sender, WriteLater, &signaller);
+  StartThread(&sender, WriteLater, &signaller);
   FD_ZERO(&rd);
   FD_SET(b[0], &rd);
   SHOW("pselect with SIGUSR1 let in", pselect(b[0] + 1, &rd, NULL, NULL, NULL, &during));

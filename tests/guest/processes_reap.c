@@ -15,11 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void SleepMs(int ms) {
-  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-  }
-}
+#include "guest_check.h"
 
 // A child that sleeps `ms` and exits with `code`.
 static pid_t Child(int ms, int code) {

@@ -15,21 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(x)                                             \
-  do {                                                       \
-    if (!(x)) {                                              \
-      printf("check failed at line %d: %s\n", __LINE__, #x); \
-      exit(99);                                              \
-    }                                                        \
-  } while (0)
-
-static void Start(pthread_t* t, void* (*fn)(void*), void* arg) {
-  int err = pthread_create(t, NULL, fn, arg);
-  if (err != 0) {
-    printf("pthread_create: %s\n", strerror(err));
-    exit(98);
-  }
-}
+#include "guest_check.h"
 
 // ---- reduce: a parallel sum over a shared array ----------------------------------------------
 enum { kValues = 1 << 20, kWorkers = 4 };
@@ -50,7 +36,7 @@ static int Reduce(void) {
   struct Slice slices[kWorkers];
   for (int i = 0; i < kWorkers; ++i) {
     slices[i] = (struct Slice){i, 0};
-    Start(&threads[i], SumSlice, &slices[i]);
+    StartThread(&threads[i], SumSlice, &slices[i]);
   }
   uint64_t total = 0;
   for (int i = 0; i < kWorkers; ++i) {
@@ -92,7 +78,7 @@ static void* Consume(void* arg) {
 static int Queue(void) {
   pthread_t consumers[kConsumers];
   uint64_t sums[kConsumers] = {0};
-  for (int i = 0; i < kConsumers; ++i) Start(&consumers[i], Consume, &sums[i]);
+  for (int i = 0; i < kConsumers; ++i) StartThread(&consumers[i], Consume, &sums[i]);
   for (int item = 1; item <= kItems; ++item) {
     pthread_mutex_lock(&queue_lock);
     while (queue_count == kCapacity) pthread_cond_wait(&not_full, &queue_lock);
@@ -129,7 +115,7 @@ static void* TlsWorker(void* arg) {
 }
 static int Tls(void) {
   pthread_t threads[5];
-  for (int i = 0; i < 5; ++i) Start(&threads[i], TlsWorker, (void*)(intptr_t)i);
+  for (int i = 0; i < 5; ++i) StartThread(&threads[i], TlsWorker, (void*)(intptr_t)i);
   for (int i = 0; i < 5; ++i) {
     char* text;
     CHECK(pthread_join(threads[i], (void**)&text) == 0);
@@ -149,7 +135,7 @@ static void* Increment(void* arg) {
 static int Many(void) {
   for (int wave = 0; wave < 4; ++wave) {
     pthread_t threads[32];
-    for (int i = 0; i < 32; ++i) Start(&threads[i], Increment, NULL);
+    for (int i = 0; i < 32; ++i) StartThread(&threads[i], Increment, NULL);
     for (int i = 0; i < 32; ++i) CHECK(pthread_join(threads[i], NULL) == 0);
   }
   printf("counter %d\n", atomic_load(&counter));
@@ -169,8 +155,8 @@ static void* Spinner(void* arg) {
 }
 static int Spin(void) {
   pthread_t a, b;
-  Start(&a, Spinner, (void*)0);
-  Start(&b, Spinner, (void*)1);
+  StartThread(&a, Spinner, (void*)0);
+  StartThread(&b, Spinner, (void*)1);
   CHECK(pthread_join(a, NULL) == 0 && pthread_join(b, NULL) == 0);
   printf("token %d\n", atomic_load(&token));
   return 0;
@@ -197,7 +183,7 @@ static int Timed(void) {
   }
   pthread_t sleeper;
   CHECK(sem_init(&sem_ready, 0, 0) == 0);
-  Start(&sleeper, Sleeper, NULL);
+  StartThread(&sleeper, Sleeper, NULL);
   pthread_mutex_lock(&m);
   int err = pthread_cond_timedwait(&c, &m, &deadline);
   pthread_mutex_unlock(&m);
@@ -243,8 +229,8 @@ static void* SleepForever(void* arg) {
 }
 static int Cancel(void) {
   pthread_t waiter, sleeper;
-  Start(&waiter, WaitForever, NULL);
-  Start(&sleeper, SleepForever, NULL);
+  StartThread(&waiter, WaitForever, NULL);
+  StartThread(&sleeper, SleepForever, NULL);
   struct timespec ts = {0, 20 * 1000 * 1000};
   nanosleep(&ts, NULL);
   CHECK(pthread_cancel(waiter) == 0 && pthread_cancel(sleeper) == 0);
@@ -282,7 +268,7 @@ static int Signals(void) {
   sigaction(SIGUSR1, &sa, NULL);
   sigaction(SIGUSR2, &sa, NULL);
   pthread_t worker;
-  Start(&worker, SignalWorker, NULL);
+  StartThread(&worker, SignalWorker, NULL);
   while (atomic_load(&worker_tid) == 0) sched_yield();
   CHECK(pthread_kill(worker, SIGUSR1) == 0);
   while (atomic_load(&handled_in) == 0) sched_yield();
@@ -354,7 +340,7 @@ static int SigWait(void) {
   sigaddset(&set, SIGUSR2);
   CHECK(pthread_sigmask(SIG_BLOCK, &set, NULL) == 0);  // every thread made from now blocks them
   pthread_t waiter;
-  Start(&waiter, SigWaiter, NULL);
+  StartThread(&waiter, SigWaiter, NULL);
   struct timespec settle = {0, 20 * 1000 * 1000};
   nanosleep(&settle, NULL);  // the waiter is in sigwait
   kill(getpid(), SIGUSR1);
@@ -372,7 +358,7 @@ static int SigWait(void) {
   sa.sa_handler = OnTerm;
   sigaction(SIGTERM, &sa, NULL);
   pthread_t pauser;
-  Start(&pauser, Pauser, NULL);
+  StartThread(&pauser, Pauser, NULL);
   nanosleep(&settle, NULL);  // the pauser is in pause()
   CHECK(pthread_kill(pauser, SIGTERM) == 0);
   void* result;
@@ -385,7 +371,7 @@ static int SigWait(void) {
   sigaction(SIGUSR1, &sa, NULL);
   atomic_store(&handled_in, 0);
   pthread_t suspender;
-  Start(&suspender, Suspender, NULL);
+  StartThread(&suspender, Suspender, NULL);
   nanosleep(&settle, NULL);  // the suspender is in sigsuspend
   kill(getpid(), SIGUSR1);   // blocked in main: only the suspender can take it
   CHECK(pthread_join(suspender, &result) == 0);
@@ -422,7 +408,7 @@ static int Robust(void) {
   pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
   CHECK(pthread_mutex_init(&robust, &attr) == 0);
   pthread_t holder;
-  Start(&holder, DieHolding, NULL);
+  StartThread(&holder, DieHolding, NULL);
   CHECK(pthread_join(holder, NULL) == 0);
   int err = pthread_mutex_lock(&robust);
   printf("lock after the owner died: %s\n", strerrorname_np(err));
@@ -431,7 +417,7 @@ static int Robust(void) {
   // A waiter blocked on the mutex when its owner dies is woken with EOWNERDEAD.
   pthread_t second_holder, waiter;
   CHECK(pthread_mutex_lock(&robust) == 0);
-  Start(&waiter, WaitForRobust, NULL);
+  StartThread(&waiter, WaitForRobust, NULL);
   struct timespec settle = {0, 20 * 1000 * 1000};
   nanosleep(&settle, NULL);  // the waiter waits on the mutex main holds
   CHECK(pthread_mutex_unlock(&robust) == 0);
@@ -439,9 +425,9 @@ static int Robust(void) {
   CHECK(pthread_join(waiter, &result) == 0);
   printf("waiter after a plain unlock: %s\n", (int)(intptr_t)result == 0 ? "0" : "error");
   CHECK(sem_init(&robust_release, 0, 0) == 0);
-  Start(&second_holder, DieHoldingLater, NULL);
+  StartThread(&second_holder, DieHoldingLater, NULL);
   while (!atomic_load(&robust_held)) sched_yield();
-  Start(&waiter, WaitForRobust, NULL);
+  StartThread(&waiter, WaitForRobust, NULL);
   nanosleep(&settle, NULL);   // the waiter waits on the mutex the holder holds
   sem_post(&robust_release);  // the holder ends, the mutex still locked
   CHECK(pthread_join(second_holder, NULL) == 0);
@@ -471,7 +457,7 @@ static void* BarrierWorker(void* arg) {
 static int Barrier(void) {
   CHECK(pthread_barrier_init(&barrier, NULL, 4) == 0);
   pthread_t threads[3];
-  for (int i = 1; i < 4; ++i) Start(&threads[i - 1], BarrierWorker, (void*)(intptr_t)i);
+  for (int i = 1; i < 4; ++i) StartThread(&threads[i - 1], BarrierWorker, (void*)(intptr_t)i);
   BarrierWorker((void*)0);
   for (int i = 0; i < 3; ++i) CHECK(pthread_join(threads[i], NULL) == 0);
   printf("rounds %d %d %d %d\n", shared_rounds[0], shared_rounds[1], shared_rounds[2],
@@ -490,7 +476,7 @@ static void* LastOne(void* arg) {
 }
 static int Exit(void) {
   pthread_t last;
-  Start(&last, LastOne, NULL);
+  StartThread(&last, LastOne, NULL);
   printf("main calls pthread_exit\n");
   fflush(stdout);
   pthread_exit(NULL);
