@@ -71,8 +71,9 @@ void Record(OpenFile& epoll, int op, int fd, const std::shared_ptr<OpenFile>& ta
 }
 
 // epoll_ctl(epfd, op, fd, event), checked in Linux's order: the event (EFAULT), the fds
-// (EBADF), then the host's verdict (EPERM for files that cannot be polled, EINVAL for an fd
-// that is not an epoll instance or is the instance itself, EEXIST, ENOENT, ELOOP).
+// (EBADF), then the host's verdict on their host fds, which are of the same kinds (EPERM for
+// a file that cannot be polled, EINVAL for an fd that is not an epoll instance, is the
+// instance itself, or an unknown op, EEXIST, ENOENT, ELOOP).
 Value EpollCtl(SyscallContext& context, const SyscallArgs& args) {
   const int op = IntArg(args.arg[1]);
   const int fd = IntArg(args.arg[2]);
@@ -81,14 +82,12 @@ Value EpollCtl(SyscallContext& context, const SyscallArgs& args) {
   FdTable& fds = context.state.fds;
   OpenFile* epoll = FLURRY_TRY(fds.Get(IntArg(args.arg[0])));
   OpenFile* target = FLURRY_TRY(fds.Get(fd));
-  if (epoll->kind != FileKind::kEpoll) return FailErrno(EINVAL, "not an epoll fd");
-  if (op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD && op != EPOLL_CTL_DEL) {
-    return FailErrno(EINVAL, "epoll_ctl op");
-  }
   event.events &= ~static_cast<uint32_t>(EPOLLWAKEUP);
   if (epoll_ctl(epoll->host_fd(), op, target->host_fd(), &event) != 0) {
     return HostError("epoll_ctl");
   }
+  // Only an epoll instance's host fd takes a registration.
+  if (epoll->kind != FileKind::kEpoll) return FailErrno(EINVAL, "not an epoll fd");
   Record(*epoll, op, fd, fds.entries()[static_cast<size_t>(fd)].file, event);
   return 0;
 }

@@ -177,6 +177,19 @@ TEST_F(EpollSyscalls, WaitArguments) {
   EXPECT_EQ(h.last.action, SyscallResult::Action::kReturn);
 }
 
+// A file that cannot be polled is EPERM before anything else is EINVAL (Linux's order).
+TEST_F(EpollSyscalls, AFileThatCannotBePolledIsEpermFirst) {
+  ASSERT_TRUE(h.memory.Write(kByte, "/dev/null", 10).has_value());
+  const int null =
+      static_cast<int>(h.Call(SYS_openat, static_cast<uint64_t>(AT_FDCWD), kByte, O_RDWR, 0));
+  ASSERT_GE(null, 0);
+  EXPECT_EQ(Ctl(EPOLL_CTL_ADD, null, EPOLLIN), -EPERM);
+  EXPECT_EQ(Ctl(99, null, EPOLLIN), -EPERM);
+  EXPECT_EQ(h.Call(SYS_epoll_ctl, static_cast<uint64_t>(reader), EPOLL_CTL_ADD,
+                   static_cast<uint64_t>(null), kEvent),
+            -EPERM);
+}
+
 TEST_F(EpollSyscalls, RegularFilesAndEventfds) {
   // An eventfd is pollable; the borrowed stdio is what the host's is.
   const int efd = static_cast<int>(h.Call(SYS_eventfd2, 0, 0));
