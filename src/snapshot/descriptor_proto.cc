@@ -66,7 +66,7 @@ void EventToProto(const EventRecord& e, pb::EventObject* out) {
   out->set_count(e.count);
   out->set_semaphore(e.semaphore);
   out->set_clock(e.clock);
-  out->set_value_ns(e.value_ns);
+  out->set_deadline_ns(e.deadline_ns);
   out->set_interval_ns(e.interval_ns);
   for (const EpollInterestRecord& i : e.interests) {
     pb::EpollInterest* p = out->add_interests();
@@ -297,7 +297,7 @@ Result<EventRecord> EventFromProto(const pb::EventObject& in, int32_t fd) {
   e.count = in.count();
   e.semaphore = in.semaphore();
   e.clock = in.clock();
-  e.value_ns = in.value_ns();
+  e.deadline_ns = in.deadline_ns();
   e.interval_ns = in.interval_ns();
   e.interests.reserve(static_cast<size_t>(in.interests_size()));
   for (const pb::EpollInterest& i : in.interests()) {

@@ -83,7 +83,7 @@ std::string EventText(const FdRecord& fd) {
     case FileKind::kEventfd:
       return fmt::format("count {}{}", e.count, e.semaphore ? " (semaphore)" : "");
     case FileKind::kTimerfd:
-      return fmt::format("clock {}, next in {} ns, every {} ns, {} unread", e.clock, e.value_ns,
+      return fmt::format("clock {}, next at {} ns, every {} ns, {} unread", e.clock, e.deadline_ns,
                          e.interval_ns, e.count);
     default: {
       std::string text = fmt::format("{} watched:", e.interests.size());

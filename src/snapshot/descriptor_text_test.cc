@@ -49,7 +49,7 @@ TEST(DescriptorTextTest, DescribesTheDescriptor) {
       "fd 1023 other     /link  O_RDONLY|O_PATH|O_NOFOLLOW  offset 0  cloexec\n",
       "fd 10   eventfd   count 18446744073709551614 (semaphore)  O_RDWR|O_NONBLOCK  offset 0  "
       "cloexec\n",
-      "fd 11   timerfd   clock 7, next in 1500 ns, every 2000000 ns, 3 unread  O_RDWR  offset 0\n",
+      "fd 11   timerfd   clock 7, next at 1500 ns, every 2000000 ns, 3 unread  O_RDWR  offset 0\n",
       "fd 12   epoll     2 watched: fd 9 (0x80000004, data 0xfeedface12345678) fd 10 (0x1, data "
       "0x0)  O_RDWR  offset 0  cloexec\n",
       "fd 13   eventfd   count 0 (fd 10's open file)  O_RDWR|O_NONBLOCK  offset 0\n",

@@ -203,7 +203,7 @@ Result<void> ValidateEventObject(const FdRecord& fd) {
   const bool timer = fd.kind == FileKind::kTimerfd;
   const bool epoll = fd.kind == FileKind::kEpoll;
   if (!epoll && !e.interests.empty()) return Invalid("fd {} has epoll interests", fd.fd);
-  if (!timer && (e.clock != 0 || e.value_ns != 0 || e.interval_ns != 0)) {
+  if (!timer && (e.clock != 0 || e.deadline_ns != 0 || e.interval_ns != 0)) {
     return Invalid("fd {} is no timerfd but has a timer setting", fd.fd);
   }
   if (fd.kind != FileKind::kEventfd && e.semaphore) {
@@ -217,7 +217,7 @@ Result<void> ValidateEventObject(const FdRecord& fd) {
     if (e.clock != CLOCK_REALTIME && e.clock != CLOCK_MONOTONIC && e.clock != CLOCK_BOOTTIME) {
       return Invalid("fd {}: timerfd clock {}", fd.fd, e.clock);
     }
-    if (e.value_ns < 0 || e.interval_ns < 0 || e.value_ns >= kTimeLimitNs ||
+    if (e.deadline_ns < 0 || e.interval_ns < 0 || e.deadline_ns >= kTimeLimitNs ||
         e.interval_ns >= kTimeLimitNs) {
       return Invalid("fd {}: timerfd time outside [0, 2^62) ns", fd.fd);
     }

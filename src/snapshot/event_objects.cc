@@ -38,9 +38,16 @@ uint64_t FdInfoNumber(int fd, std::string_view key, int base) {
   return 0;
 }
 
+// A clock a timerfd may use, as the guest reads it now.
+int64_t GuestClockNs(int clock, int64_t monotonic_offset_ns) {
+  const int64_t host = HostClockNs(clock);
+  return IsOffsetClock(clock) ? GuestFromHostNs(host, monotonic_offset_ns) : host;
+}
+
 }  // namespace
 
-EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds) {
+EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds,
+                               int64_t monotonic_offset_ns) {
   EventRecord record;
   switch (file.kind) {
     case FileKind::kEventfd:
@@ -51,7 +58,8 @@ EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds) {
       record.clock = file.event.clock;
       itimerspec now{};
       if (timerfd_gettime(file.host_fd(), &now) == 0) {
-        record.value_ns = TimespecNs(now.it_value);
+        const int64_t left = TimespecNs(now.it_value);
+        if (left > 0) record.deadline_ns = GuestClockNs(record.clock, monotonic_offset_ns) + left;
         record.interval_ns = TimespecNs(now.it_interval);
       }
       record.count = FdInfoNumber(file.host_fd(), "ticks:", 10);
@@ -75,7 +83,8 @@ EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds) {
   return record;
 }
 
-Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record) {
+Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record,
+                                 int64_t monotonic_offset_ns) {
   switch (kind) {
     case FileKind::kEventfd: {
       UniqueFd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | (record.semaphore ? EFD_SEMAPHORE : 0)));
@@ -88,17 +97,23 @@ Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record) {
     case FileKind::kTimerfd: {
       UniqueFd fd(timerfd_create(record.clock, TFD_CLOEXEC | TFD_NONBLOCK));
       if (!fd.valid()) return FailErrno("making a timerfd");
-      if (record.value_ns != 0) {
-        const itimerspec setting{.it_interval = NsTimespec(record.interval_ns),
-                                 .it_value = NsTimespec(record.value_ns)};
-        if (timerfd_settime(fd.get(), 0, &setting, nullptr) != 0) {
+      if (record.deadline_ns != 0) {
+        // Absolute on this VM's clock: a deadline passed meanwhile is due at once, and the
+        // kernel counts the periods missed since as expirations.
+        itimerspec setting{.it_interval = NsTimespec(record.interval_ns),
+                           .it_value = HostDeadline(record.clock, NsTimespec(record.deadline_ns),
+                                                    monotonic_offset_ns)};
+        if (setting.it_value.tv_sec == 0 && setting.it_value.tv_nsec == 0) {
+          setting.it_value.tv_nsec = 1;
+        }
+        if (timerfd_settime(fd.get(), TFD_TIMER_ABSTIME, &setting, nullptr) != 0) {
           return FailErrno("arming a timerfd");
         }
       }
       if (record.count != 0) {
         uint64_t ticks = record.count;
         // Without the ioctl, an unread expiration is one due at once (the count is lost).
-        if (ioctl(fd.get(), kTimerfdSetTicks, &ticks) != 0 && record.value_ns == 0) {
+        if (ioctl(fd.get(), kTimerfdSetTicks, &ticks) != 0 && record.deadline_ns == 0) {
           const itimerspec due{.it_interval = {}, .it_value = {0, 1}};
           timerfd_settime(fd.get(), 0, &due, nullptr);
         }

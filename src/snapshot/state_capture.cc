@@ -37,7 +37,7 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory) {
   return map;
 }
 
-FilesRecord CaptureFiles(const FdTable& fds) {
+FilesRecord CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns) {
   FilesRecord record;
   if (const HostDir* root = fds.root()) {
     record.root_host_path = root->host_path();
@@ -64,7 +64,7 @@ FilesRecord CaptureFiles(const FdTable& fds) {
       r.offset = offset < 0 ? 0 : offset;
     }
     if (IsEventObject(r.kind) && r.shares_with < 0) {
-      r.event = CaptureEventObject(*entry.file, fds);
+      r.event = CaptureEventObject(*entry.file, fds, monotonic_offset_ns);
     }
     record.fds.push_back(std::move(r));
   }
@@ -89,7 +89,8 @@ Result<UniqueFd> PeerlessPipeEnd(int flags) {
 }  // namespace
 
 Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
-                          FdTable& fds, std::shared_ptr<LazyFiles> lazy_files) {
+                          FdTable& fds, std::shared_ptr<LazyFiles> lazy_files,
+                          int64_t monotonic_offset_ns) {
   FdTable restored;
   restored.Clear();
   if (root_path) {
@@ -121,7 +122,7 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
       file->host = FLURRY_TRY_CTX(OpenHostDevice(r.path, r.flags),
                                   fmt::format("reopening guest fd {} ({})", r.fd, r.path));
     } else if (IsEventObject(r.kind)) {
-      file->host = FLURRY_TRY_CTX(MakeEventObject(r.kind, r.event),
+      file->host = FLURRY_TRY_CTX(MakeEventObject(r.kind, r.event, monotonic_offset_ns),
                                   fmt::format("restoring guest fd {}", r.fd));
       file->event.semaphore = r.event.semaphore;
       file->event.clock = r.event.clock;
@@ -202,7 +203,7 @@ VmDescriptor CaptureGuestState(const GuestState& state) {
   d.memory.stack_bottom = map.stack_bottom();
   d.memory.regions = map.regions();
   d.memory.protections = map.protections().spans();
-  d.files = CaptureFiles(state.fds);
+  d.files = CaptureFiles(state.fds, state.monotonic_offset_ns);
   d.signals = state.signals;
   d.start_time_ns = state.start_time_ns;
   d.clock = CaptureClockNow(state.monotonic_offset_ns);
@@ -234,7 +235,7 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
   state.start_time_ns = d.start_time_ns;
   state.monotonic_offset_ns = RestoredMonotonicOffset(d, clock);
   FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,
-                              state.fds, std::move(lazy_files)),
+                              state.fds, std::move(lazy_files), state.monotonic_offset_ns),
                  "restoring the guest's files");
   return state;
 }

@@ -44,10 +44,13 @@ Result<GuestState> RestoreGuest(const VmDescriptor& descriptor, ClockResume cloc
 int64_t RestoredMonotonicOffset(const VmDescriptor& descriptor, ClockResume how);
 
 // Reopens the files of `record` into `fds` (used by RestoreGuest and by clones, whose inherited
-// host fds would otherwise share file offsets with the parent).
+// host fds would otherwise share file offsets with the parent), for a VM whose monotonic
+// clocks read `monotonic_offset_ns` ahead of the host's (timerfd deadlines).
 Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
-                          FdTable& fds, std::shared_ptr<LazyFiles> lazy_files = nullptr);
+                          FdTable& fds, std::shared_ptr<LazyFiles> lazy_files,
+                          int64_t monotonic_offset_ns);
 
-FilesRecord CaptureFiles(const FdTable& fds);
+// The files of a VM whose monotonic clocks read `monotonic_offset_ns` ahead of the host's.
+FilesRecord CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns);
 
 }  // namespace flurry

@@ -126,7 +126,7 @@ TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
   ASSERT_EQ(write(ends[1], "unread", 6), 6);  // not carried over
 
   VmDescriptor d = SmallDescriptor();
-  d.files = CaptureFiles(fds);
+  d.files = CaptureFiles(fds, 0);
   ASSERT_EQ(d.files.fds.size(), 5u);
   const FdRecord& captured = d.files.fds[4];
   EXPECT_EQ(captured.kind, FileKind::kPipe);
@@ -201,7 +201,7 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   pollfd expired{(*h.state.fds.Get(due))->host_fd(), POLLIN, 0};
   ASSERT_EQ(poll(&expired, 1, 5000), 1);
 
-  const FilesRecord files = CaptureFiles(h.state.fds);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
   const FdRecord& e = RecordOf(files, efd);
   EXPECT_EQ(e.kind, FileKind::kEventfd);
   EXPECT_EQ(e.event.count, 5u);
@@ -210,10 +210,12 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   const FdRecord& t = RecordOf(files, tfd);
   EXPECT_EQ(t.event.clock, CLOCK_MONOTONIC);
   EXPECT_EQ(t.event.interval_ns, 2 * kSecond);
-  EXPECT_GT(t.event.value_ns, 3500 * kSecond);
+  const int64_t guest_now = GuestNow(h.state);
+  EXPECT_GT(t.event.deadline_ns, guest_now + 3500 * kSecond);  // absolute, on the guest clock
+  EXPECT_LE(t.event.deadline_ns, guest_now + 3600 * kSecond);
   EXPECT_EQ(t.event.count, 0u);
   EXPECT_EQ(RecordOf(files, due).event.count, 1u);  // one expiration not yet read
-  EXPECT_EQ(RecordOf(files, due).event.value_ns, 0);
+  EXPECT_EQ(RecordOf(files, due).event.deadline_ns, 0);
   const FdRecord& ep = RecordOf(files, epfd);
   ASSERT_EQ(ep.event.interests.size(), 2u);
   EXPECT_EQ(ep.event.interests[0],
@@ -222,7 +224,7 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   EXPECT_EQ(ep.event.interests[1].events, static_cast<uint32_t>(EPOLLIN | EPOLLET));
 
   FdTable restored;
-  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr));
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr, 0));
   uint64_t count = 0;
   const int restored_efd = (*restored.Get(efd))->host_fd();
   EXPECT_EQ(read(restored_efd, &count, 8), 8);  // a semaphore: one at a time
@@ -246,11 +248,11 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
 TEST_F(EventObjectCapture, DupedFdsStayOneOpenFile) {
   const int efd = static_cast<int>(Call(SYS_eventfd2, 5, EFD_NONBLOCK));
   const int copy = static_cast<int>(Call(SYS_dup, static_cast<uint64_t>(efd)));
-  const FilesRecord files = CaptureFiles(h.state.fds);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
   EXPECT_EQ(RecordOf(files, copy).shares_with, efd);
   EXPECT_EQ(RecordOf(files, efd).shares_with, -1);
   FdTable restored;
-  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr));
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr, 0));
   EXPECT_EQ(*restored.Get(efd), *restored.Get(copy));
   uint64_t count = 0;
   EXPECT_EQ(read((*restored.Get(copy))->host_fd(), &count, 8), 8);
@@ -258,16 +260,42 @@ TEST_F(EventObjectCapture, DupedFdsStayOneOpenFile) {
   EXPECT_EQ(read((*restored.Get(efd))->host_fd(), &count, 8), -1);  // taken: one counter
 }
 
+// A timerfd's deadline is absolute: restored in a VM whose clock is 10 s further on (a
+// checkpoint's clone made later), it is due 10 s sooner, and periods passed meanwhile are
+// expirations.
+TEST_F(EventObjectCapture, TimerfdDeadlinesAreAbsolute) {
+  h.state.monotonic_offset_ns = 100 * kSecond;
+  const int tfd = static_cast<int>(Call(SYS_timerfd_create, CLOCK_MONOTONIC, TFD_NONBLOCK));
+  const itimerspec minute{.it_interval = {}, .it_value = {60, 0}};
+  ASSERT_TRUE(h.memory.WriteObject(kArgs, minute).has_value());
+  ASSERT_EQ(Call(SYS_timerfd_settime, static_cast<uint64_t>(tfd), 0, kArgs, 0), 0);
+  const int every = static_cast<int>(Call(SYS_timerfd_create, CLOCK_MONOTONIC, TFD_NONBLOCK));
+  const itimerspec second{.it_interval = {1, 0}, .it_value = {1, 0}};
+  ASSERT_TRUE(h.memory.WriteObject(kArgs, second).has_value());
+  ASSERT_EQ(Call(SYS_timerfd_settime, static_cast<uint64_t>(every), 0, kArgs, 0), 0);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
+  FdTable restored;
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr, 110 * kSecond));
+  itimerspec left{};
+  ASSERT_EQ(timerfd_gettime((*restored.Get(tfd))->host_fd(), &left), 0);
+  EXPECT_GE(left.it_value.tv_sec, 45);
+  EXPECT_LT(left.it_value.tv_sec, 50);
+  uint64_t expirations = 0;
+  ASSERT_EQ(read((*restored.Get(every))->host_fd(), &expirations, 8), 8);
+  EXPECT_GE(expirations, 9u);  // its first 9 or 10 seconds have passed
+  EXPECT_LE(expirations, 11u);
+}
+
 TEST_F(EventObjectCapture, DevicesAreReopenedByPath) {
   ASSERT_TRUE(h.memory.Write(kArgs, "/dev/zero", 10).has_value());
   const int fd = static_cast<int>(
       Call(SYS_openat, static_cast<uint64_t>(AT_FDCWD), kArgs, O_RDONLY | O_CLOEXEC, 0));
   ASSERT_GE(fd, 0);
-  const FilesRecord files = CaptureFiles(h.state.fds);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
   EXPECT_EQ(RecordOf(files, fd).kind, FileKind::kDevice);
   EXPECT_EQ(RecordOf(files, fd).path, "/dev/zero");
   FdTable restored;
-  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr));  // no root needed
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr, 0));  // no root needed
   uint32_t word = 7;
   EXPECT_EQ(read((*restored.Get(fd))->host_fd(), &word, sizeof word), 4);
   EXPECT_EQ(word, 0u);
@@ -275,7 +303,7 @@ TEST_F(EventObjectCapture, DevicesAreReopenedByPath) {
   for (FdRecord& r : forged.fds) {
     if (r.fd == fd) r.path = "/dev/mem";
   }
-  EXPECT_FALSE(RestoreFiles(forged, std::nullopt, restored, nullptr));
+  EXPECT_FALSE(RestoreFiles(forged, std::nullopt, restored, nullptr, 0));
 }
 
 }  // namespace

@@ -33,11 +33,14 @@ struct EpollInterestRecord {
 
 // kEventfd, kTimerfd, kEpoll: the object's state at capture time.
 struct EventRecord {
-  uint64_t count = 0;       // eventfd: its counter; timerfd: expirations not yet read
-  bool semaphore = false;   // eventfd: EFD_SEMAPHORE
-  int32_t clock = 0;        // timerfd: CLOCK_REALTIME, CLOCK_MONOTONIC or CLOCK_BOOTTIME
-  int64_t value_ns = 0;     // timerfd: time to its next expiration (0: disarmed)
-  int64_t interval_ns = 0;  // timerfd: its period (0: one-shot)
+  uint64_t count = 0;      // eventfd: its counter; timerfd: expirations not yet read
+  bool semaphore = false;  // eventfd: EFD_SEMAPHORE
+  int32_t clock = 0;       // timerfd: CLOCK_REALTIME, CLOCK_MONOTONIC or CLOCK_BOOTTIME
+  // timerfd: its next expiration on its clock as the guest reads it (the guest's monotonic
+  // clock carries the VM's offset; REALTIME is the host's), 0: disarmed. Absolute, so that a
+  // VM made from the descriptor later (a checkpoint's clone) finds the expirations missed.
+  int64_t deadline_ns = 0;
+  int64_t interval_ns = 0;                     // timerfd: its period (0: one-shot)
   std::vector<EpollInterestRecord> interests;  // epoll
 
   bool operator==(const EventRecord&) const = default;

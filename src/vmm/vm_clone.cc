@@ -21,7 +21,7 @@ Result<CloneState> Vm::CaptureResumeState() {
   // At a syscall stop the registers already stand past the syscall; it returns 0 there.
   x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
   cpu.regs.rax = 0;
-  return CloneState{std::move(cpu), CaptureFiles(state_.fds)};
+  return CloneState{std::move(cpu), CaptureFiles(state_.fds, state_.monotonic_offset_ns)};
 }
 
 Result<CloneState> Vm::CaptureCurrentState() {
@@ -31,7 +31,7 @@ Result<CloneState> Vm::CaptureCurrentState() {
     // signal interrupted), from the `syscall` instruction.
     cpu.regs.RewindSyscall(syscall_nr_);
   }
-  return CloneState{std::move(cpu), CaptureFiles(state_.fds)};
+  return CloneState{std::move(cpu), CaptureFiles(state_.fds, state_.monotonic_offset_ns)};
 }
 
 Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
