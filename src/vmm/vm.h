@@ -182,6 +182,10 @@ class Vm : public ForkHost {
   Result<GuestThread> SaveRunningThread();
   // Makes `thread` the running one (its syscall's result in RAX) and delivers its signals.
   Result<std::optional<GuestExit>> LoadThread(GuestThread thread);
+  // A signal is to be delivered to a thread about to make its partial write again
+  // (ThreadTable::resumed): the write returns the count it wrote instead, as Linux's
+  // pipe_write does when a signal comes, and the handler runs after it.
+  Result<void> EndResumedWrite();
   // clone made `spawn`: a thread with the caller's CPU state `cpu`, runnable.
   void SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu);
   // Ends the waits that are over: deadlines passed, host fds ready (the thread makes its

@@ -77,6 +77,16 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
   return delivery.exit;
 }
 
+Result<void> Vm::EndResumedWrite() {
+  std::optional<PartialWrite> resumed = std::move(state_.threads.resumed);
+  state_.threads.resumed.reset();
+  if (!resumed) return {};
+  x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
+  cpu.regs.rip += 2;  // past `syscall`, which it was about to make again
+  cpu.regs.rax = resumed->done;
+  return backend_->LoadCpu(cpu);
+}
+
 void Vm::SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu) {
   GuestThread child;
   child.tid = spawn.tid;
