@@ -83,11 +83,20 @@ Value EpollCtl(SyscallContext& context, const SyscallArgs& args) {
   OpenFile* epoll = FLURRY_TRY(fds.Get(IntArg(args.arg[0])));
   OpenFile* target = FLURRY_TRY(fds.Get(fd));
   event.events &= ~static_cast<uint32_t>(EPOLLWAKEUP);
+  if (epoll->kind != FileKind::kEpoll) {
+    // Not an instance (whatever its host fd is): EPERM first if the target cannot be polled,
+    // as a scratch instance tells, then EINVAL.
+    UniqueFd scratch(epoll_create1(EPOLL_CLOEXEC));
+    epoll_event probe{.events = EPOLLIN, .data = {.u64 = 0}};
+    if (scratch.valid() &&
+        epoll_ctl(scratch.get(), EPOLL_CTL_ADD, target->host_fd(), &probe) != 0 && errno == EPERM) {
+      return FailErrno(EPERM, "epoll_ctl");
+    }
+    return FailErrno(EINVAL, "not an epoll fd");
+  }
   if (epoll_ctl(epoll->host_fd(), op, target->host_fd(), &event) != 0) {
     return HostError("epoll_ctl");
   }
-  // Only an epoll instance's host fd takes a registration.
-  if (epoll->kind != FileKind::kEpoll) return FailErrno(EINVAL, "not an epoll fd");
   Record(*epoll, op, fd, fds.entries()[static_cast<size_t>(fd)].file, event);
   return 0;
 }

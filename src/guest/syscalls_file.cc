@@ -138,7 +138,9 @@ Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> 
 }
 
 // read/write/pread64/pwrite64: one guest buffer as a single iovec.
-Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int64_t offset) {
+// `already`: a write made again after it parked with that many bytes written.
+Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int64_t offset,
+               uint64_t already = 0) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
   uint64_t count = std::min(args.arg[2], kMaxRw);
   char empty = 0;
@@ -157,7 +159,6 @@ Value BufferIo(SyscallContext& context, const SyscallArgs& args, bool write, int
   if (write) {
     if (window) FLURRY_TRY(window->Load());
     std::span<iovec> rest(&iov, 1);
-    const uint64_t already = offset < 0 ? ResumedBytes(context, args) : 0;
     SkipBytes(rest, already);
     return WriteFrom(context, *file, rest, offset, offset < 0 ? &args : nullptr, already);
   }
@@ -170,8 +171,17 @@ Value Read(SyscallContext& context, const SyscallArgs& args) {
   return BufferIo(context, args, /*write=*/false, -1);
 }
 
+// A write made again after it parked with part written (ThreadTable::resumed) reports those
+// bytes whatever fails now (the fd closed or the buffer unmapped meanwhile), as Linux's
+// pipe_write returns what it wrote.
+Value WithResumed(uint64_t already, Value value) {
+  if (!value && already > 0) return static_cast<int64_t>(already);
+  return value;
+}
+
 Value Write(SyscallContext& context, const SyscallArgs& args) {
-  return BufferIo(context, args, /*write=*/true, -1);
+  const uint64_t already = ResumedBytes(context, args);
+  return WithResumed(already, BufferIo(context, args, /*write=*/true, -1, already));
 }
 
 Value Pread64(SyscallContext& context, const SyscallArgs& args) {
@@ -242,15 +252,19 @@ Value Readv(SyscallContext& context, const SyscallArgs& args) {
   return n;
 }
 
-Value Writev(SyscallContext& context, const SyscallArgs& args) {
+Value WritevFrom(SyscallContext& context, const SyscallArgs& args, uint64_t already) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(args.arg[0])));
   GuestIovecs io =
       FLURRY_TRY(IovecsArg(context.memory, args.arg[1], args.arg[2], GuestAccess::kRead));
   FLURRY_TRY(io.Load());
   std::span<iovec> rest(io.iov);
-  const uint64_t already = ResumedBytes(context, args);
   SkipBytes(rest, already);
   return WriteFrom(context, *file, rest, -1, &args, already);
+}
+
+Value Writev(SyscallContext& context, const SyscallArgs& args) {
+  const uint64_t already = ResumedBytes(context, args);
+  return WithResumed(already, WritevFrom(context, args, already));
 }
 
 Value Lseek(SyscallContext& context, const SyscallArgs& args) {

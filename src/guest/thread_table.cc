@@ -52,6 +52,21 @@ x86::UserCpuState ResumableCpu(const GuestThread& thread) {
   return cpu;
 }
 
+x86::UserCpuState CapturedCpu(const GuestThread& thread) {
+  if ((thread.parked() || thread.restart) && thread.block.partial) {
+    x86::UserCpuState cpu = thread.cpu;  // past the syscall
+    cpu.regs.rax = thread.block.partial->done;
+    return cpu;
+  }
+  if (thread.resumed && !thread.in_syscall) {  // standing on the syscall it was to make again
+    x86::UserCpuState cpu = thread.cpu;
+    cpu.regs.rip += 2;
+    cpu.regs.rax = thread.resumed->done;
+    return cpu;
+  }
+  return ResumableCpu(thread);
+}
+
 namespace {
 
 // The threads waiting on the futex at `addr` whose bitset meets `bitset`, oldest first.

@@ -175,4 +175,10 @@ void Repark(GuestThread& thread);
 // What snapshots and clones record.
 x86::UserCpuState ResumableCpu(const GuestThread& thread);
 
+// ResumableCpu for a VM made from this one (a snapshot, a clone): a thread whose pipe write
+// has written part of its bytes (parked, restarted or about to make it again) stands past the
+// syscall with that count in RAX, as Linux's write would return it; the copy's pipe is not
+// this one (docs/design.md, "Pipes and waiting for fds").
+x86::UserCpuState CapturedCpu(const GuestThread& thread);
+
 }  // namespace flurry

@@ -180,6 +180,31 @@ TEST(ThreadTable, AnFdWaitEndsAtItsDeadlineOrForASignal) {
   EXPECT_FALSE(writer.woken_by_signal);  // final: never made to wait again
 }
 
+// A copy of the VM (snapshot, clone) sees a partial pipe write as done with its count: its
+// pipe is not this one, so it must not make the write again.
+TEST(ThreadTable, CapturedCpuCompletesPartialWrites) {
+  GuestThread parked = FdWaiter(85, {{.fd = 6, .events = POLLOUT, .revents = 0}});
+  parked.in_syscall = true;
+  parked.syscall_nr = 1;
+  parked.cpu.regs.rip = 0x401002;  // past its syscall
+  parked.block.partial = PartialWrite{.nr = 1, .args = {6, 0x1000, 100000}, .done = 4096};
+  EXPECT_EQ(ResumableCpu(parked).regs.rip, 0x401000u);  // it runs it again here
+  EXPECT_EQ(CapturedCpu(parked).regs.rip, 0x401002u);   // a copy returns from it
+  EXPECT_EQ(CapturedCpu(parked).regs.rax, 4096u);
+  GuestThread about = FdWaiter(86, {});
+  WakeThread(about, 0);
+  about.in_syscall = false;
+  about.cpu.regs.rip = 0x401000;  // on the syscall it is to make again
+  about.resumed = PartialWrite{.nr = 1, .args = {6, 0x1000, 100000}, .done = 8192};
+  EXPECT_EQ(CapturedCpu(about).regs.rip, 0x401002u);
+  EXPECT_EQ(CapturedCpu(about).regs.rax, 8192u);
+  GuestThread plain = FdWaiter(87, {{.fd = 6, .events = POLLIN, .revents = 0}});
+  plain.in_syscall = true;
+  plain.syscall_nr = 0;
+  plain.cpu.regs.rip = 0x401002;
+  EXPECT_EQ(CapturedCpu(plain).regs.rip, ResumableCpu(plain).regs.rip);
+}
+
 TEST(ThreadTable, FdWaitSetPollsAsTheKernelSays) {
   int ends[2];
   ASSERT_EQ(pipe(ends), 0);

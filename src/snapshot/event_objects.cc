@@ -22,6 +22,9 @@ namespace {
 // timerfd's unread expirations. Only in kernels built with CONFIG_CHECKPOINT_RESTORE.
 constexpr unsigned long kTimerfdSetTicks = _IOW('T', 0, uint64_t);
 
+// Deadlines in descriptors stay below 2^62 ns (descriptor_validate.cc).
+constexpr int64_t kFarNs = int64_t{1} << 62;
+
 // The number after `key` in /proc/self/fdinfo/<fd> (in `base`), or 0 when the kernel does
 // not say.
 uint64_t FdInfoNumber(int fd, std::string_view key, int base) {
@@ -59,7 +62,11 @@ EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds,
       itimerspec now{};
       if (timerfd_gettime(file.host_fd(), &now) == 0) {
         const int64_t left = TimespecNs(now.it_value);
-        if (left > 0) record.deadline_ns = GuestClockNs(record.clock, monotonic_offset_ns) + left;
+        if (left > 0) {
+          // Saturated below 2^62 (what a descriptor holds): as good as never.
+          const int64_t at = GuestClockNs(record.clock, monotonic_offset_ns);
+          record.deadline_ns = left >= kFarNs - at ? kFarNs - 1 : at + left;
+        }
         record.interval_ns = TimespecNs(now.it_interval);
       }
       record.count = FdInfoNumber(file.host_fd(), "ticks:", 10);
@@ -97,12 +104,21 @@ Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record,
     case FileKind::kTimerfd: {
       UniqueFd fd(timerfd_create(record.clock, TFD_CLOEXEC | TFD_NONBLOCK));
       if (!fd.valid()) return FailErrno("making a timerfd");
-      if (record.deadline_ns != 0) {
-        // Absolute on this VM's clock: a deadline passed meanwhile is due at once, and the
-        // kernel counts the periods missed since as expirations.
-        itimerspec setting{.it_interval = NsTimespec(record.interval_ns),
-                           .it_value = HostDeadline(record.clock, NsTimespec(record.deadline_ns),
-                                                    monotonic_offset_ns)};
+      uint64_t ticks = record.count;
+      int64_t next = record.deadline_ns;
+      const int64_t now = GuestClockNs(record.clock, monotonic_offset_ns);
+      if (next != 0 && next <= now) {
+        // Passed since the capture (a checkpoint's clone made later): the expirations missed
+        // are unread ticks, and a periodic timer goes on from its next period.
+        const int64_t period = record.interval_ns;
+        const int64_t missed = period > 0 ? (now - next) / period + 1 : 1;
+        ticks += static_cast<uint64_t>(missed);
+        next = period > 0 && missed < (kFarNs - next) / period ? next + missed * period : 0;
+      }
+      if (next != 0) {
+        itimerspec setting{
+            .it_interval = NsTimespec(record.interval_ns),
+            .it_value = HostDeadline(record.clock, NsTimespec(next), monotonic_offset_ns)};
         if (setting.it_value.tv_sec == 0 && setting.it_value.tv_nsec == 0) {
           setting.it_value.tv_nsec = 1;
         }
@@ -110,13 +126,11 @@ Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record,
           return FailErrno("arming a timerfd");
         }
       }
-      if (record.count != 0) {
-        uint64_t ticks = record.count;
-        // Without the ioctl, an unread expiration is one due at once (the count is lost).
-        if (ioctl(fd.get(), kTimerfdSetTicks, &ticks) != 0 && record.deadline_ns == 0) {
-          const itimerspec due{.it_interval = {}, .it_value = {0, 1}};
-          timerfd_settime(fd.get(), 0, &due, nullptr);
-        }
+      // After arming (which clears them).
+      if (ticks != 0 && ioctl(fd.get(), kTimerfdSetTicks, &ticks) != 0 && next == 0) {
+        // Without the ioctl, unread expirations are one due at once (their count is lost).
+        const itimerspec due{.it_interval = {}, .it_value = {0, 1}};
+        timerfd_settime(fd.get(), 0, &due, nullptr);
       }
       return fd;
     }

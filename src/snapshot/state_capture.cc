@@ -165,7 +165,7 @@ namespace {
 
 ThreadRecord RecordOf(const GuestThread& thread) {
   return ThreadRecord{.tid = thread.tid,
-                      .cpu = ResumableCpu(thread),
+                      .cpu = CapturedCpu(thread),
                       .clear_child_tid = thread.clear_child_tid,
                       .robust_list = thread.robust_list,
                       .robust_list_len = thread.robust_list_len,

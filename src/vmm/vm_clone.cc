@@ -30,6 +30,11 @@ Result<CloneState> Vm::CaptureCurrentState() {
     // Stopped in a blocking syscall: the copy makes it again (as Linux restarts a syscall a
     // signal interrupted), from the `syscall` instruction.
     cpu.regs.RewindSyscall(syscall_nr_);
+  } else if (const std::optional<PartialWrite>& resumed = state_.threads.resumed) {
+    // About to make a partial write again: the copy's write returns what it wrote (its pipe
+    // is not this one), as CapturedCpu does for the other threads.
+    cpu.regs.rip += 2;
+    cpu.regs.rax = resumed->done;
   }
   return CloneState{std::move(cpu), CaptureFiles(state_.fds, state_.monotonic_offset_ns)};
 }

@@ -87,7 +87,6 @@ Result<GuestExit> Vm::RunLoop() {
           break;
         }
         if (NextDeliverableSignal(state_.signals) != 0) {
-          FLURRY_TRY(EndResumedWrite());
           SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
           if (delivery.exit) return *delivery.exit;
         }

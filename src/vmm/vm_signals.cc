@@ -122,6 +122,8 @@ Result<Vm::SignalDelivery> Vm::DeliverSignals() {
   // Every deliverable signal, as Linux before it returns to user mode: each handler's frame
   // goes on top of the previous one (whose handler runs last), under the mask it set.
   SignalState& signals = state_.signals;
+  // A thread about to make its partial write again returns its count first.
+  if (NextDeliverableSignal(signals) != 0) FLURRY_TRY(EndResumedWrite());
   bool entered = false;
   for (;;) {
     const int signal = NextDeliverableSignal(signals);

@@ -176,7 +176,7 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
       GuestThread waiting = threads.others[oldest];
       threads.others.erase(threads.others.begin() + static_cast<ptrdiff_t>(oldest));
       GuestThread resumed = waiting;
-      resumed.cpu = ResumableCpu(waiting);
+      resumed.cpu = CapturedCpu(waiting);
       resumed.in_syscall = false;
       resumed.wait = ThreadWait::kRunnable;
       auto exit = FLURRY_TRY(LoadThread(std::move(resumed)));
