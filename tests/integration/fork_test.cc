@@ -321,6 +321,17 @@ TEST(ForkSignals, PendingSignalsAndHandlersAreCloned) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+// Runs `guest`, which must end with status 0, print only well-formed lines (the parent's and
+// the clones') and nothing on stderr; the parent's lines must be `expected`.
+void ExpectParentLines(const std::string& guest, const std::string& expected) {
+  auto r = FlurryRun({Guest(guest)});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  EXPECT_EQ(Join(s.parent), expected) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 // POSIX timers travel into clones: a timer's signal pending at sf_clone is pending in each
 // clone, an armed timer fires there, and a SIGEV_NONE timer keeps its interval.
 TEST(ForkTimers, PosixTimersAreCloned) {
@@ -346,33 +357,21 @@ TEST(ForkTimers, PosixTimersAreCloned) {
 // Pipe ends travel into clones as ends without a peer (end of file, EPIPE and SIGPIPE); the
 // parent's pipe keeps its bytes.
 TEST(ForkPipes, ACloneSeesItsPipesWithoutAPeer) {
-  auto r = FlurryRun({Guest("fork_pipes")});
-  ExpectFinished(r, 0);
-  auto s = Split(r.out);
-  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
-  EXPECT_EQ(Join(s.parent),
-            "clone 1: status 0\n"
-            "clone 2: status 0\n"
-            "parent read: before\n"
-            "parent read: after\n")
-      << r.Describe();
-  EXPECT_EQ(r.err, "") << r.Describe();
+  ExpectParentLines("fork_pipes",
+                    "clone 1: status 0\n"
+                    "clone 2: status 0\n"
+                    "parent read: before\n"
+                    "parent read: after\n");
 }
 
 // eventfds, timerfds and epoll instances are the clone's own copies, as at the clone instant
 // (tests/guest/fork_events.c).
 TEST(ForkEvents, ACloneHasItsOwnEventObjects) {
-  auto r = FlurryRun({Guest("fork_events")});
-  ExpectFinished(r, 0);
-  auto s = Split(r.out);
-  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
-  EXPECT_EQ(Join(s.parent),
-            "clone 1: status 0\n"
-            "clone 2: status 0\n"
-            "parent count: 5\n"
-            "parent timer fired: yes\n")
-      << r.Describe();
-  EXPECT_EQ(r.err, "") << r.Describe();
+  ExpectParentLines("fork_events",
+                    "clone 1: status 0\n"
+                    "clone 2: status 0\n"
+                    "parent count: 5\n"
+                    "parent timer fired: yes\n");
 }
 
 // Every thread is cloned: a waiter parked on a condition variable, a sleeper and a spinner
