@@ -28,7 +28,7 @@ int64_t MillisecondsDeadline(const SyscallContext& c, int32_t timeout_ms) {
 Result<int64_t> TimespecDeadline(const SyscallContext& c, uint64_t addr) {
   if (addr == 0) return kForever;
   const timespec timeout = FLURRY_TRY(c.memory.ReadObject<timespec>(addr));
-  if (timeout.tv_sec < 0 || timeout.tv_nsec < 0 || timeout.tv_nsec >= kNsPerSecond) {
+  if (!ValidTimespec(timeout)) {
     return FailErrno(EINVAL, "timeout");
   }
   constexpr int64_t kMaxSeconds = INT64_MAX / kNsPerSecond / 4;

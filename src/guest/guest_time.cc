@@ -43,6 +43,11 @@ timespec HostDeadline(clockid_t clock, const timespec& guest_deadline, int64_t o
   return NsTimespec(HostFromGuestNs(TimespecNs(guest_deadline), offset_ns));
 }
 
+int64_t GuestClockNs(clockid_t clock, int64_t offset_ns) {
+  const int64_t host = HostClockNs(clock);
+  return IsOffsetClock(clock) ? GuestFromHostNs(host, offset_ns) : host;
+}
+
 ClockCapture CaptureClockNow(int64_t offset_ns) {
   ClockCapture c;
   c.guest_monotonic_ns = GuestMonotonicNs(offset_ns);

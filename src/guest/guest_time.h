@@ -22,6 +22,14 @@ int64_t HostClockNs(clockid_t clock);
 // Guest time (ns) for a host reading of an offset clock, and back.
 inline int64_t GuestFromHostNs(int64_t host_ns, int64_t offset_ns) { return host_ns + offset_ns; }
 inline int64_t HostFromGuestNs(int64_t guest_ns, int64_t offset_ns) { return guest_ns - offset_ns; }
+// `clock` (one IsOffsetClock covers, or a wall clock) as the guest reads it now.
+int64_t GuestClockNs(clockid_t clock, int64_t offset_ns);
+
+// A timespec a syscall takes as a time: seconds >= 0, nanoseconds in [0, 1 s).
+inline bool ValidTimespec(const timespec& ts) {
+  return ts.tv_sec >= 0 && ts.tv_nsec >= 0 && ts.tv_nsec < 1'000'000'000;
+}
+
 // The guest's CLOCK_MONOTONIC now.
 inline int64_t GuestMonotonicNs(int64_t offset_ns) {
   return GuestFromHostNs(HostClockNs(CLOCK_MONOTONIC), offset_ns);

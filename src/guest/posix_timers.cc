@@ -89,11 +89,6 @@ bool IsTimerClock(clockid_t clock) {
          clock == CLOCK_TAI;
 }
 
-int64_t TimerClockNow(clockid_t clock, int64_t offset_ns) {
-  const int64_t host = HostClockNs(clock);
-  return IsOffsetClock(clock) ? GuestFromHostNs(host, offset_ns) : host;
-}
-
 PosixTimer* FindTimer(SignalState& signals, int32_t id) {
   auto it = std::find_if(signals.timers.begin(), signals.timers.end(),
                          [id](const PosixTimer& t) { return t.id == id; });
@@ -174,7 +169,7 @@ void FireDueTimers(GuestState& state) {
   for (PosixTimer& timer : state.signals.timers) {
     if (!timer.armed() || timer.notify == kSigevNone) continue;
     if (timer.queued && timer.interval_ns != 0) continue;  // re-armed when its signal is taken
-    const int64_t now = TimerClockNow(timer.clock, state.monotonic_offset_ns);
+    const int64_t now = GuestClockNs(timer.clock, state.monotonic_offset_ns);
     if (now >= timer.deadline_ns) FireTimer(state, timer, now);
   }
 }
@@ -188,7 +183,7 @@ int64_t NextTimerExpiryNs(const GuestState& state) {
     int64_t at = timer.deadline_ns;
     if (timer.clock != CLOCK_MONOTONIC) {  // the same distance from now on CLOCK_MONOTONIC
       if (monotonic_now == 0) monotonic_now = GuestMonotonicNs(state.monotonic_offset_ns);
-      const int64_t now = TimerClockNow(timer.clock, state.monotonic_offset_ns);
+      const int64_t now = GuestClockNs(timer.clock, state.monotonic_offset_ns);
       at = SaturatingAdd(monotonic_now, std::max<int64_t>(timer.deadline_ns - now, 0));
     }
     if (first == 0 || at < first) first = std::max<int64_t>(at, 1);
@@ -232,7 +227,7 @@ PendingSignalInfo TakeSignal(GuestState& state, int signal) {
   if (queued.count <= 1) from &= ~bit;
   if (queued.first == nullptr) return signals.pending_info[signal];  // (not pending at all)
   PosixTimer& timer = *queued.first;
-  return TakeTimerSignal(timer, TimerClockNow(timer.clock, state.monotonic_offset_ns));
+  return TakeTimerSignal(timer, GuestClockNs(timer.clock, state.monotonic_offset_ns));
 }
 
 namespace {
@@ -274,7 +269,7 @@ void DropTimerSignals(GuestState& state, int signal) {
     timer.queued_overrun = 0;
     if (timer.armed() && timer.interval_ns != 0) {
       timer.deadline_ns =
-          NextPeriod(timer, TimerClockNow(timer.clock, state.monotonic_offset_ns)).deadline_ns;
+          NextPeriod(timer, GuestClockNs(timer.clock, state.monotonic_offset_ns)).deadline_ns;
     }
   }
 }

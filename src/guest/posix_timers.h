@@ -30,9 +30,6 @@ inline constexpr int32_t kSigevThreadId = 4;  // SIGEV_THREAD_ID (with SIGEV_SIG
 // CLOCK_TAI.
 bool IsTimerClock(clockid_t clock);
 
-// The guest's `clock` (a timer clock) now: the offset clocks carry `offset_ns`.
-int64_t TimerClockNow(clockid_t clock, int64_t offset_ns);
-
 PosixTimer* FindTimer(SignalState& signals, int32_t id);
 // The lowest id no timer has (-1: kMaxTimers timers exist).
 int32_t FreeTimerId(const SignalState& signals);

@@ -21,7 +21,6 @@ namespace {
 constexpr int kEventfdFlags = EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE;
 constexpr int kTimerfdFlags = TFD_CLOEXEC | TFD_NONBLOCK;
 constexpr int kTimerfdSetFlags = TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET;
-constexpr int64_t kNsPerSecond = 1'000'000'000;
 
 // eventfd2(initval, flags).
 Value MakeEventfd(SyscallContext& context, uint64_t initval, int flags) {
@@ -64,10 +63,6 @@ Result<OpenFile*> TimerfdArg(SyscallContext& context, uint64_t fd) {
   OpenFile* file = FLURRY_TRY(context.state.fds.Get(IntArg(fd)));
   if (file->kind != FileKind::kTimerfd) return FailErrno(EINVAL, "not a timerfd");
   return file;
-}
-
-bool ValidTimespec(const timespec& ts) {
-  return ts.tv_sec >= 0 && ts.tv_nsec >= 0 && ts.tv_nsec < kNsPerSecond;
 }
 
 // Checked in Linux's order: the new value (EFAULT), the flags and times (EINVAL), the fd.

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <ctime>
 
+#include "guest/guest_time.h"
 #include "guest/posix_timers.h"
 #include "guest/syscall.h"
 
@@ -134,7 +135,7 @@ SyscallResult SysTimerSettime(SyscallContext& c, const SyscallArgs& a) {
   }
   PosixTimer* timer = TimerOf(c, a.arg[0]);
   if (timer == nullptr) return SyscallResult::Errno(EINVAL);
-  const int64_t now = TimerClockNow(timer->clock, c.state.monotonic_offset_ns);
+  const int64_t now = GuestClockNs(timer->clock, c.state.monotonic_offset_ns);
   const GuestItimerspec old = ToItimerspec(TimerRemaining(*timer, now));
   ArmTimer(*timer, SaturatedNs(next->value), SaturatedNs(next->interval),
            (a.arg[1] & kTimerAbstime) != 0, now);
@@ -148,7 +149,7 @@ SyscallResult SysTimerSettime(SyscallContext& c, const SyscallArgs& a) {
 SyscallResult SysTimerGettime(SyscallContext& c, const SyscallArgs& a) {
   const PosixTimer* timer = TimerOf(c, a.arg[0]);
   if (timer == nullptr) return SyscallResult::Errno(EINVAL);
-  const int64_t now = TimerClockNow(timer->clock, c.state.monotonic_offset_ns);
+  const int64_t now = GuestClockNs(timer->clock, c.state.monotonic_offset_ns);
   if (auto r = c.memory.WriteObject(a.arg[1], ToItimerspec(TimerRemaining(*timer, now))); !r) {
     return ErrnoFrom(r.error());
   }

@@ -41,12 +41,6 @@ uint64_t FdInfoNumber(int fd, std::string_view key, int base) {
   return 0;
 }
 
-// A clock a timerfd may use, as the guest reads it now.
-int64_t GuestClockNs(int clock, int64_t monotonic_offset_ns) {
-  const int64_t host = HostClockNs(clock);
-  return IsOffsetClock(clock) ? GuestFromHostNs(host, monotonic_offset_ns) : host;
-}
-
 }  // namespace
 
 EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds,

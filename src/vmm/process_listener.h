@@ -27,7 +27,10 @@ class ProcessListener {
   void Start(ProcessTable& table);
   void Stop();
   // Whether a look at the children's VMMs is due (true once per kick that asked for one).
-  bool TakeChildrenCheck() { return children_check_.exchange(false); }
+  // (A load first: the run thread asks at every stop, and a store there would be one too.)
+  bool TakeChildrenCheck() {
+    return children_check_.load(std::memory_order_relaxed) && children_check_.exchange(false);
+  }
 
  private:
   void Loop(ProcessTable* table, std::atomic<uint32_t>* word);

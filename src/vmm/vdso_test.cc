@@ -192,13 +192,8 @@ TEST(GuestClock, RefreshNeverMovesMonotonicBackwards) {
   ASSERT_TRUE(clock.Start(memory, 0, 100'000, 0).has_value());
   const flurry_vvar first = ReadVvar(memory);
   ASSERT_EQ(first.magic, FLURRY_VVAR_MAGIC);
-  flurry_vvar next = first;
-  // A re-base is due after 1e8 TSC ticks; wait for it (up to 20 s).
-  for (int i = 0; i < 2000 && next.tsc_base == first.tsc_base; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    clock.Refresh();
-    next = ReadVvar(memory);
-  }
+  // A re-base is due after 1e8 TSC ticks (NextBase waits up to 20 s for it).
+  const flurry_vvar next = NextBase(clock, memory);
   ASSERT_NE(next.tsc_base, first.tsc_base) << "Refresh never re-based the clock";
   EXPECT_GE(next.monotonic_base_ns, GuestMonotonic(first, next.tsc_base));
   EXPECT_LT(next.ns_per_tsc_q32, first.ns_per_tsc_q32);  // the measured rate, slowed
@@ -215,12 +210,7 @@ TEST(GuestClock, RefreshKeepsTheOffset) {
   ASSERT_TRUE(clock.Start(memory, 0, 100'000, offset).has_value());
   const flurry_vvar first = ReadVvar(memory);
   ASSERT_EQ(first.magic, FLURRY_VVAR_MAGIC);
-  flurry_vvar next = first;
-  for (int i = 0; i < 2000 && next.tsc_base == first.tsc_base; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    clock.Refresh();
-    next = ReadVvar(memory);
-  }
+  const flurry_vvar next = NextBase(clock, memory);
   ASSERT_NE(next.tsc_base, first.tsc_base) << "Refresh never re-based the clock";
   const uint64_t extrapolated = GuestMonotonic(first, next.tsc_base);
   EXPECT_GE(next.monotonic_base_ns, extrapolated);

@@ -82,6 +82,18 @@ static void Check(int ok, const char* what) {
   }
 }
 
+// A CLOCK_MONOTONIC timer that raises `signo` for the process, with `value` as si_value.
+static timer_t SignalTimer(int signo, int value) {
+  struct sigevent ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_SIGNAL;
+  ev.sigev_signo = signo;
+  ev.sigev_value.sival_int = value;
+  timer_t t;
+  Check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+  return t;
+}
+
 static struct itimerspec Spec(long value_ns, long interval_ns) {
   struct itimerspec s;
   s.it_value.tv_sec = value_ns / 1000000000;
@@ -96,13 +108,7 @@ static long Ns(const struct timespec* t) { return t->tv_sec * 1000000000L + t->t
 static int Signal(void) {
   const int sig = SIGRTMIN + 1;
   Install(sig);
-  struct sigevent ev;
-  memset(&ev, 0, sizeof ev);
-  ev.sigev_notify = SIGEV_SIGNAL;
-  ev.sigev_signo = sig;
-  ev.sigev_value.sival_int = 1234;
-  timer_t t;
-  Check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+  timer_t t = SignalTimer(sig, 1234);
   struct itimerspec s = Spec(20000000, 0);
   Check(timer_settime(t, 0, &s, NULL) == 0, "timer_settime");
   WaitFired(sig, 1);
@@ -131,12 +137,7 @@ static int Signal(void) {
 
 static int Periodic(void) {
   Install(SIGUSR1);
-  struct sigevent ev;
-  memset(&ev, 0, sizeof ev);
-  ev.sigev_notify = SIGEV_SIGNAL;
-  ev.sigev_signo = SIGUSR1;
-  timer_t t;
-  Check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+  timer_t t = SignalTimer(SIGUSR1, 0);
   struct itimerspec s = Spec(10000000, 10000000);
   Check(timer_settime(t, 0, &s, NULL) == 0, "timer_settime");
   WaitFired(SIGUSR1, 5);
@@ -154,12 +155,7 @@ static int Periodic(void) {
 
 static int Abstime(void) {
   Install(SIGUSR2);
-  struct sigevent ev;
-  memset(&ev, 0, sizeof ev);
-  ev.sigev_notify = SIGEV_SIGNAL;
-  ev.sigev_signo = SIGUSR2;
-  timer_t t;
-  Check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+  timer_t t = SignalTimer(SIGUSR2, 0);
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   const long deadline = Ns(&now) + 30000000;
@@ -282,13 +278,7 @@ static int None(void) {
 static int Overrun(void) {
   const int sig = SIGRTMIN;
   Block(sig, SIG_BLOCK);
-  struct sigevent ev;
-  memset(&ev, 0, sizeof ev);
-  ev.sigev_notify = SIGEV_SIGNAL;
-  ev.sigev_signo = sig;
-  ev.sigev_value.sival_int = 5;
-  timer_t t;
-  Check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+  timer_t t = SignalTimer(sig, 5);
   struct itimerspec s = Spec(5000000, 5000000);
   Check(timer_settime(t, 0, &s, NULL) == 0, "timer_settime");
   // 60 ms: at least 12 periods end before the signal is taken, whatever the host's speed.
@@ -313,12 +303,7 @@ static int Overrun(void) {
 
 static int Delete(void) {
   Install(SIGUSR1);
-  struct sigevent ev;
-  memset(&ev, 0, sizeof ev);
-  ev.sigev_notify = SIGEV_SIGNAL;
-  ev.sigev_signo = SIGUSR1;
-  timer_t t;
-  Check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+  timer_t t = SignalTimer(SIGUSR1, 0);
   struct itimerspec s = Spec(5000000, 5000000);
   Check(timer_settime(t, 0, &s, NULL) == 0, "timer_settime");
   WaitFired(SIGUSR1, 2);
@@ -339,12 +324,7 @@ static int Delete(void) {
 }
 
 static int Fork(void) {
-  struct sigevent ev;
-  memset(&ev, 0, sizeof ev);
-  ev.sigev_notify = SIGEV_SIGNAL;
-  ev.sigev_signo = SIGUSR1;
-  timer_t t;
-  Check(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0, "timer_create");
+  timer_t t = SignalTimer(SIGUSR1, 0);
   struct itimerspec s = Spec(100000000000L, 1000000000L);
   Check(timer_settime(t, 0, &s, NULL) == 0, "timer_settime");
   fflush(stdout);
