@@ -61,7 +61,7 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
       ->check(CLI::Range(1, 4096));
   restore->add_flag("--no-clone-prefix", options.no_clone_prefix,
                     "Do not prefix clone output lines with [clone N]");
-  AddBackendOption(restore, options.backend);
+  AddBackendOption(restore, options.backend, options.cpus);
   restore
       ->add_option("--memory", options.memory,
                    "eager: copy guest memory in before the guest starts (default for a "
@@ -124,6 +124,7 @@ int RestoreCommand(const RestoreOptions& options) {
   auto backend = BackendOption(options.backend);
   if (!backend) return 2;
   config.backend = *backend;
+  config.cpus = options.cpus;
   config.max_clones_per_ticket = options.max_clones;
   config.clone_output_prefix = !options.no_clone_prefix;
   auto timeout = ParseTimeoutOption(options.timeout);

@@ -14,6 +14,7 @@ struct RestoreOptions {
   int max_clones = 64;
   bool no_clone_prefix = false;
   std::string backend;
+  int cpus = 0;        // --cpus: lanes for the guest's threads (0: the host's CPUs)
   std::string memory;  // "eager" or "on-demand" ("": the source's default)
   uint32_t prefetch = 8;
   uint32_t readahead = 1024;  // --readahead: pages a scan is read ahead (0: off)

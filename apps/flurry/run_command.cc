@@ -77,7 +77,7 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
       ->check(CLI::Range(1, 4096));
   run->add_flag("--no-clone-prefix", options.no_clone_prefix,
                 "Do not prefix clone output lines with [clone N]");
-  AddBackendOption(run, options.backend);
+  AddBackendOption(run, options.backend, options.cpus);
   run->add_flag("-v,--verbose", options.verbose, "Say on stderr which backend runs the guest");
   run->add_option("--cluster", options.cluster,
                   "Cluster file (flurry cluster init): sf_clone's clones run on its hosts, "
@@ -104,10 +104,15 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
   return run;
 }
 
-void AddBackendOption(CLI::App* command, std::string& backend) {
+void AddBackendOption(CLI::App* command, std::string& backend, int& cpus) {
   command->add_option("--backend", backend,
                       "Execution backend: kvm, seccomp or auto (default: $FLURRY_BACKEND, else "
                       "auto = kvm where /dev/kvm is usable, else seccomp)");
+  command
+      ->add_option("--cpus", cpus,
+                   "CPUs the guest's threads run on in parallel (default: the host's; the KVM "
+                   "backend runs one)")
+      ->check(CLI::Range(1, 64));
 }
 
 std::optional<BackendKind> BackendOption(const std::string& flag) {
@@ -129,6 +134,7 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
   auto backend = BackendOption(options.backend);
   if (!backend) return 2;
   config.backend = *backend;
+  config.cpus = options.cpus;
   config.program = options.program;
   config.argv.push_back(options.program);
   config.argv.insert(config.argv.end(), guest_args.begin(), guest_args.end());

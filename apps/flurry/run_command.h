@@ -23,6 +23,7 @@ struct RunOptions {
   int max_clones = 64;
   bool no_clone_prefix = false;
   std::string backend;  // --backend; empty: $FLURRY_BACKEND, else auto
+  int cpus = 0;         // --cpus: lanes for the guest's threads (0: the host's CPUs)
   bool verbose = false;
   std::string cluster;                    // --cluster FILE: clones go to the cluster's hosts
   std::string cluster_member = "client";  // --cluster-member: the credentials presented
@@ -32,8 +33,8 @@ struct RunOptions {
   std::string program;
 };
 
-// Adds --backend to a subcommand.
-void AddBackendOption(CLI::App* command, std::string& backend);
+// Adds --backend and --cpus to a subcommand.
+void AddBackendOption(CLI::App* command, std::string& backend, int& cpus);
 // The backend --backend (or $FLURRY_BACKEND) asks for; prints the error and returns nullopt
 // when the name is unknown.
 std::optional<BackendKind> BackendOption(const std::string& flag);

@@ -7,6 +7,9 @@
 // and makes the copy-on-write copies of itself that VM fork needs. Everything above it is
 // shared: a new backend is one folder under src/backend/ plus a line in backend_select.cc.
 //
+// Lanes: a backend runs the guest's threads on one or more *lanes* (execution contexts: a stub
+// thread, a vCPU) at once; see "Lanes" below. Every per-CPU call acts on the selected lane.
+//
 // Threads: everything on the VM's run thread, except Interrupt() (any thread).
 #pragma once
 
@@ -33,6 +36,10 @@ struct GuestStop {
   explicit GuestStop(Kind k) : kind(k) {}
 
   Kind kind;
+  int lane = 0;  // the lane that stopped (Backend::Run selected it)
+  // kFault: how far RIP moves back so that running again stops the same way (a trap that
+  // reports the next instruction, e.g. `int 0x80`); 0: it stands on the faulting instruction.
+  int replay_back = 0;
   int vector = -1;          // kFault: x86 exception vector (-1: none applies)
   int signal = 0;           // kFault: the signal a native process would get
   std::string description;  // kFault: one line, e.g. "page fault at rip 0x401000, ..."
@@ -97,6 +104,53 @@ class Backend {
     uint64_t khz = 0;
   };
   virtual Result<TscInfo> Tsc() = 0;
+
+  // ---- Lanes: guest threads running in parallel ---------------------------------------------
+  // A lane is one execution context. A backend starts with lane 0 only; AddLane() makes another
+  // (up to max_lanes() in all). Lanes are numbered in [0, max_lanes()); after a fork the child
+  // has only the lane that was selected, under the same number.
+  //
+  // LoadCpu, regs, CompleteSyscall, MarkSegmentBasesDirty and CaptureCpu act on the selected
+  // lane (Select); so do the backend's own commands to the guest's address space (Protect,
+  // memory discards, PrepareFork), which need the selected lane stopped, and act for the
+  // whole address space. A lane is *active* from LoadCpu until SetIdle(lane). Run() resumes
+  // every active lane that is stopped (with what LoadCpu and CompleteSyscall gave it), then
+  // waits until any active lane stops, selects it and returns its stop (GuestStop::lane). A
+  // stop that came while the VMM served another is returned by the next Run() without waiting
+  // (round robin over the lanes). At least one lane must be active when Run() is called.
+  //
+  // Interrupt() stops one running lane (kInterrupted) soon; if none runs, the next lane to
+  // run stops at once. To stop them all, call it again after each stop until none runs.
+  // InterruptLane(lane) (run thread only) stops that lane if it runs. A kick may cause one
+  // spurious kInterrupted stop later.
+  virtual int max_lanes() const { return 1; }
+  virtual void InterruptLane(int lane) {
+    (void)lane;
+    Interrupt();
+  }
+  virtual bool LaneExists(int lane) const { return lane == 0; }
+  // Makes a new lane (stopped, idle) and returns its number. A backend may refuse (the VMM then
+  // runs on the lanes it has): seccomp adds lanes only in one batch, from a lone lane, before
+  // any lane runs again (Run() ends the batch), until EndOtherLanes().
+  virtual Result<int> AddLane() { return Fail("this backend runs one lane"); }
+  // Ends every lane but the selected one (each must be stopped: idle, or its stop returned).
+  // Afterwards the stub has one thread again; new lanes can be added (in one batch) and forks
+  // made. (Seccomp: only from lane 0, the stub's main thread; PrepareFork needs one lane.)
+  virtual Result<void> EndOtherLanes() { return {}; }
+  virtual void Select(int lane) { (void)lane; }
+  virtual int selected() const { return 0; }
+  // The lane gets no thread: Run() leaves it stopped until its next LoadCpu.
+  virtual void SetIdle(int lane) { (void)lane; }
+  // Whether the lane is active and running guest code (not stopped, or stopped with its stop
+  // not yet returned).
+  virtual bool LaneRunning(int lane) const {
+    (void)lane;
+    return false;
+  }
+  // Waits until a running lane stops, without resuming any lane; selects it and returns its
+  // stop (nullopt: no lane runs). The VMM stops every lane so: Interrupt(), then
+  // WaitRunning(), until none runs.
+  virtual Result<std::optional<GuestStop>> WaitRunning() { return std::nullopt; }
 
   // ---- Memory on demand ---------------------------------------------------------------------
   // Created with GuestLayout::on_demand: a userfaultfd (UFFDIO_API not done yet) of the address

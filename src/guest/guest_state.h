@@ -146,6 +146,9 @@ struct GuestState {
   int64_t monotonic_offset_ns = 0;
   // The guest's CLOCK_MONOTONIC when the VM started (sysinfo uptime): guest time, not host time.
   uint64_t start_time_ns = 0;
+  // The CPUs the guest is shown (sched_getaffinity): the lanes its threads may run on. Set by
+  // the VMM for the host it runs on; not captured.
+  int cpus = 1;
 };
 
 }  // namespace flurry

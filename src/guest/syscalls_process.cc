@@ -67,7 +67,8 @@ SyscallResult SysSchedGetaffinity(SyscallContext& c, const SyscallArgs& a) {
   if (length < sizeof(uint64_t) || length % sizeof(uint64_t) != 0) {
     return SyscallResult::Errno(EINVAL);
   }
-  uint64_t mask = 1;
+  const int cpus = std::clamp(c.state.cpus, 1, 64);
+  const uint64_t mask = cpus == 64 ? ~0ULL : (1ULL << cpus) - 1;
   if (auto r = c.memory.WriteObject(a.arg[2], mask); !r) return ErrnoFrom(r.error());
   return SyscallResult::Return(sizeof(uint64_t));
 }

@@ -132,7 +132,7 @@ int64_t ThreadTable::EarliestDeadline() const {
 
 int ThreadTable::NextRunnable() const {
   for (size_t i = 0; i < others.size(); ++i) {
-    if (!others[i].parked()) return static_cast<int>(i);
+    if (!others[i].parked() && others[i].lane < 0) return static_cast<int>(i);
   }
   return -1;
 }

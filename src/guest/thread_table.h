@@ -1,9 +1,9 @@
-// The guest's threads. The VMM multiplexes them onto the backend's one execution context (one
-// vCPU, one stub thread), as a kernel on one CPU does: the running thread's state stands where
-// single-threaded code keeps it (the backend's CPU; GuestState's identity, signal mask,
-// alternate stack and segment bases), and every other thread is a GuestThread here, with its
-// CPU state saved and, when it is parked in a syscall (futex wait, sleep, host fds), what it
-// waits for.
+// The guest's threads. The VMM runs them on the backend's lanes (stub threads, vCPUs), more
+// threads than lanes multiplexed as a kernel does: the thread whose stop the VMM serves stands
+// where single-threaded code keeps it (the backend's selected lane; GuestState's identity,
+// signal mask, alternate stack and segment bases), and every other thread is a GuestThread
+// here: running on another lane (`lane`), or with its CPU state saved and, when it is parked
+// in a syscall (futex wait, sleep, host fds), what it waits for.
 // See docs/design.md ("Threads").
 //
 // Plain data plus pure functions over it; touched only on the VM's run thread.
@@ -112,6 +112,10 @@ struct GuestThread {
   // A partial write it makes again (ThreadTable::resumed) when switched out before it did.
   std::optional<PartialWrite> resumed;
   uint64_t wait_seq = 0;  // futex waiters wake oldest first
+  // Running on this backend lane (-1: none), in parallel with the thread in GuestState: its
+  // registers are the lane's and `cpu` holds only its FS/GS bases. Runnable, never parked.
+  // Never captured: the VMM gathers every lane's thread before a snapshot or a clone.
+  int lane = -1;
 
   bool parked() const { return wait != ThreadWait::kRunnable; }
 };
@@ -146,7 +150,8 @@ struct ThreadTable {
   int WakeExpired(int64_t now_ns);
   // The earliest deadline of a parked thread (0: none).
   int64_t EarliestDeadline() const;
-  // The index in `others` of the next thread to run (-1: none is runnable).
+  // The index in `others` of the next thread to run (-1: none is runnable; a thread running on
+  // a lane is not).
   int NextRunnable() const;
 
   // Whether a thread is parked in a kFd wait.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "arch/x86_64/layout.h"
+#include "base/check.h"
 #include "guest/dev_files.h"
 #include "snapshot/event_objects.h"
 
@@ -207,7 +208,10 @@ VmDescriptor CaptureGuestState(const GuestState& state) {
   d.signals = state.signals;
   d.start_time_ns = state.start_time_ns;
   d.clock = CaptureClockNow(state.monotonic_offset_ns);
-  for (const GuestThread& thread : state.threads.others) d.threads.push_back(RecordOf(thread));
+  for (const GuestThread& thread : state.threads.others) {
+    FLURRY_CHECK(thread.lane < 0);  // the VMM stops every lane before it captures
+    d.threads.push_back(RecordOf(thread));
+  }
   d.last_tid = state.threads.last_tid;
   return d;
 }

@@ -75,6 +75,9 @@ class Vm : public ForkHost {
   Result<ServedMemory> ServeForRemoteClones(const CloneState& state,
                                             const std::string& bind) override;
   Result<void> PrepareFork(bool tied_to_parent) override {
+    // The backend forks with one lane: the others' threads stop and are recorded, their
+    // lanes end (made again when the threads next run).
+    FLURRY_TRY_CTX(OneLaneForFork(), "before forking the VM");
     alarm_.Stop();  // a thread does not cross fork(); the run loop starts it again
     listener_.Stop();
     alarm_set_for_ = -1;
@@ -87,7 +90,11 @@ class Vm : public ForkHost {
     return backend_->PrepareFork(tied_to_parent);
   }
   void AfterForkInParent(bool child_exists) override { backend_->AfterForkInParent(child_exists); }
-  Result<void> AfterForkInChild() override { return backend_->AfterForkInChild(); }
+  Result<void> AfterForkInChild() override {
+    FLURRY_TRY(backend_->AfterForkInChild());
+    KeepOnlyCurrentLane();  // the forked copy has the lane that forked
+    return {};
+  }
   void ReleaseGuest() override {
     alarm_.Stop();  // it kicks the backend
     listener_.Stop();
@@ -103,8 +110,9 @@ class Vm : public ForkHost {
   // (prefetch, readahead, avoidance).
   Result<void> AttachOnDemandMemory(const VmDescriptor& descriptor,
                                     std::unique_ptr<PageSource> source, const VmConfig& config);
-  // Any thread: guest memory cannot be supplied (a page could not be fetched): the VM ends
-  // with this error.
+  // Any thread: guest memory cannot be supplied (a page could not be fetched), or the VMM
+  // lost track of the guest's threads (a lane that could not be stopped): the VM ends with
+  // this error.
   void FailMemory(const Error& error);
 
   // In a clone: report how the guest ended to the parent's VMM and exit the process.
@@ -202,6 +210,39 @@ class Vm : public ForkHost {
   // and, when its slice is over (or it yields) and another can run, switches to that one.
   Result<std::optional<GuestExit>> ScheduleThreads(bool yield);
 
+  // Lanes (vm_lanes.cc): threads running in parallel, each on a lane of the backend. The
+  // thread in state_ is lane_'s (none while lane_idle_); a thread on another lane is a
+  // GuestThread in state_.threads with `lane` set, holding its per-thread data.
+  static constexpr int kMaxLanes = 64;  // sched_getaffinity's one mask word
+  // How many lanes the VM may use: `wanted`, or (0) the host's CPUs; at most the backend's.
+  void SetLanes(int wanted);
+  // The running thread's per-thread data (not its CPU) as a GuestThread, and back.
+  GuestThread RunningThreadData();
+  void PutRunningThreadData(GuestThread& thread);
+  // The running thread goes on running on lane_; its data moves to state_.threads.
+  void StashRunningThread();
+  // After Run() returned a stop of `lane`: its thread becomes the running one.
+  void SwitchToLane(int lane);
+  // lane_ has no thread to run: it stays stopped until it gets one.
+  void IdleLane();
+  // A lane without a thread; -1: none. Where fewer than lanes_wanted_ exist, makes the rest
+  // in one batch (a backend adds lanes only before any of them has run).
+  int FreeLane();
+  // Runnable threads go to lanes without a thread.
+  Result<std::optional<GuestExit>> FillLanes();
+  // Stops every other lane; each one's thread becomes a plain runnable thread with its CPU
+  // captured (a syscall it stopped at is made again when it runs): before a snapshot, a
+  // clone, a pause or an execve, which need every thread's state.
+  Result<void> GatherLanes();
+  Result<void> GatherOtherLanes(int home);
+  // Whether a lane other than lane_ has a thread.
+  bool OtherLanesBusy() const;
+  // Before a fork of the backend: every other lane's thread stopped and recorded, the running
+  // thread moved to lane 0 (the stub's main thread, which forks), the other lanes ended.
+  Result<void> OneLaneForFork();
+  // In a forked child (a process, a clone): the backend has only lane_ now.
+  void KeepOnlyCurrentLane();
+
   std::unique_ptr<Backend> backend_;
   GuestState state_;
   SyscallTable syscalls_;
@@ -252,12 +293,20 @@ class Vm : public ForkHost {
   // When to stop the guest again for a signal or a control request that could not be served
   // at an interrupted stop (host CLOCK_MONOTONIC ns; 0: none).
   int64_t retry_stop_at_ = 0;
-  // When the running thread's time slice ends (host CLOCK_MONOTONIC ns), if others can run.
-  int64_t slice_end_ns_ = 0;
   // When WakeWaitingThreads last polled the host fds of threads waiting for them (host
   // CLOCK_MONOTONIC ns): while some wait and the guest runs, the alarm stops it a slice later
   // to poll them again.
   int64_t fds_polled_ns_ = 0;
+  // Lanes (run thread only).
+  int lanes_wanted_ = 1;
+  int lane_ = 0;
+  bool lane_idle_ = false;
+  std::vector<uint8_t> lane_busy_;  // by lane: it has a thread (running, or loaded to run)
+  // By lane: when its thread's time slice ends (host CLOCK_MONOTONIC ns), if others can run.
+  std::vector<int64_t> lane_slice_end_;
+  // Lanes to stop at the top of the loop (bit = lane): their thread has a signal to take, or
+  // its slice is over while a thread waits for a lane.
+  uint64_t lanes_to_kick_ = 0;
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.
   AlarmThread alarm_{[this] { Kick(); }};

@@ -77,6 +77,7 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   // The pid, ppid and tid are the descriptor's, i.e. the parent's: a clone is a copy of the
   // whole machine, told apart from its parent by its clone ID.
   state_ = std::move(restored);
+  state_.cpus = lanes_wanted_;  // the host's, not the descriptor's
   // A clone is a VM of its own: its processes (only this one) get a table of their own, made
   // when it runs (the parent's is shared memory and stays the parent's).
   processes_ = ProcessTable();

@@ -28,6 +28,9 @@ struct VmConfig {
   int max_clones_per_ticket = 64;        // sf_request_ticket's per-VM cap
   bool clone_output_prefix = true;       // clones' stdout/stderr lines start "[clone N] "
   BackendKind backend = BackendKind::kAuto;
+  // Lanes the guest's threads run on in parallel (its CPUs); 0: as many as the host has CPUs.
+  // At most what the backend offers (KVM: 1).
+  int cpus = 0;
   // Restoring: guest memory is installed page by page as it is touched (memory/lazy_pages.h)
   // instead of copied in before the guest starts; a fault fetches up to prefetch_pages pages,
   // a sequential scan is read ahead up to readahead_pages (0: never), and the avoidance

@@ -52,7 +52,25 @@ Result<void> Vm::ServeControl() {
       pending = control_queue_.front();
       control_queue_.pop_front();
     }
-    const bool cloning = pending->request.kind == ControlRequest::Kind::kClone;
+    const ControlRequest::Kind kind = pending->request.kind;
+    const bool cloning = kind == ControlRequest::Kind::kClone;
+    // A snapshot or clone records every thread, and a paused VM runs none: threads on other
+    // lanes stop first (they run again when the run loop fills the lanes).
+    Result<void> gathered;
+    if (kind != ControlRequest::Kind::kStatus && kind != ControlRequest::Kind::kResume) {
+      gathered = GatherLanes();
+    }
+    if (!gathered) {
+      // A lane that does not stop as the protocol says (a dead stub, a guest that broke its
+      // pages): the threads' state is not known any more, so the VM ends with this error.
+      const Error error = gathered.error().WithContext("serving a control request");
+      FailMemory(error);
+      std::lock_guard lock(control_mutex_);
+      pending->reply = ControlReply::Failure(error.message());
+      pending->done = true;
+      control_cv_.notify_all();
+      return std::unexpected(error);
+    }
     ControlReply reply;
     if (cloning && processes_.Count() > 1) {
       reply = OneProcessOnly();

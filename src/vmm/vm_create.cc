@@ -91,6 +91,7 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
 
   auto result = std::unique_ptr<Vm>(
       new Vm(std::move(backend), std::move(state), std::move(fork), config.clone_output_prefix));
+  result->SetLanes(config.cpus);
   FLURRY_TRY_CTX(result->StartClock(), "starting the guest clock");
   result->exe_fd_ = std::move(program_fd);  // execve("/proc/self/exe") runs it again
   return result;
@@ -120,6 +121,7 @@ Vm::Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,
       clone_output_prefix_(clone_output_prefix) {
   // Clones will share this VM's stdout/stderr: its writes take the family's output lock too.
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/false, "");
+  SetLanes(1);  // Create and RestoreFrom set what the config asks for
 }
 
 Vm::~Vm() {

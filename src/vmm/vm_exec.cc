@@ -50,6 +50,8 @@ Result<std::optional<GuestExit>> Vm::Exec(const SyscallArgs& args, SyscallResult
     return GuestExit{GuestExit::Kind::kSignaled, 0, SIGKILL,
                      fmt::format("execve {}: {}", request.path, error.message())};
   };
+  // The other threads end: those running on other lanes stop first.
+  if (Result<void> gathered = GatherLanes(); !gathered) return fatal(gathered.error());
   state_.threads.others.clear();
   state_.identity.tid = state_.identity.pid;
   state_.identity.clear_child_tid = 0;

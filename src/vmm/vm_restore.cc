@@ -136,6 +136,7 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
     FLURRY_TRY_CTX(vm->AttachOnDemandMemory(d, std::move(source), config),
                    "setting up memory on demand");
   }
+  vm->SetLanes(config.cpus);
   FLURRY_TRY_CTX(vm->StartClock(), "starting the guest clock");
   return vm;
 }

@@ -55,9 +55,17 @@ Result<GuestExit> Vm::RunLoop() {
       if (memory_failure_) return std::unexpected(*memory_failure_);
       return GuestExit{GuestExit::Kind::kTimedOut, 0, 0, ""};
     }
+    // Runnable threads go to lanes without one; a thread on another lane with a signal to
+    // take is made to stop.
+    if (auto exit = FLURRY_TRY(FillLanes())) return *exit;
+    for (uint64_t kick = std::exchange(lanes_to_kick_, 0); kick != 0; kick &= kick - 1) {
+      const int lane = __builtin_ctzll(kick);
+      if (backend_->LaneRunning(lane)) backend_->InterruptLane(lane);
+    }
     SyncAlarm();
     FLURRY_TRY(StartProcesses());
     const GuestStop stop = FLURRY_TRY(backend_->Run());
+    if (lane_idle_ || stop.lane != lane_) SwitchToLane(stop.lane);
     if (memory_failed_.load()) continue;  // serve nothing more: the top of the loop ends it
     TakeProcessSignals();
     // Syscalls read and write the program's buffers under its page protections. (Attached at
@@ -137,6 +145,8 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     // A clone copies one VMM's guest: a VM of several processes cannot be cloned whole yet.
     result = SyscallResult::Errno(EBUSY);
   } else {
+    // A clone copies every thread: those on other lanes stop first.
+    if (ForkController::MakesClones(args.nr)) FLURRY_TRY(GatherLanes());
     result = fork_.Handle(context, args, *this);
   }
   in_syscall_ = false;

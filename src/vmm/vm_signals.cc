@@ -64,7 +64,13 @@ void Vm::SyncAlarm() {
     // (A slice already over with nothing to retry: at once, so that no stop that did not
     // switch leaves a runnable thread waiting.)
     if (state_.threads.NextRunnable() >= 0 && retry_stop_at_ == 0) {
-      consider(std::max(slice_end_ns_, HostClockNs(CLOCK_MONOTONIC)));
+      int64_t first_end = 0;  // the first slice of a busy lane to end
+      for (size_t lane = 0; lane < lane_busy_.size(); ++lane) {
+        if (lane_busy_[lane] != 0 && (first_end == 0 || lane_slice_end_[lane] < first_end)) {
+          first_end = lane_slice_end_[lane];
+        }
+      }
+      consider(std::max(first_end, HostClockNs(CLOCK_MONOTONIC)));
     }
     if (const int64_t wake = state_.threads.EarliestDeadline(); wake != 0) {
       consider(HostFromGuestNs(wake, state_.monotonic_offset_ns));

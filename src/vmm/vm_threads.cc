@@ -16,34 +16,18 @@
 namespace flurry {
 
 Result<GuestThread> Vm::SaveRunningThread() {
-  GuestThread thread;
-  thread.cpu = FLURRY_TRY_CTX(CaptureCpu(), "switching threads: saving the running thread");
-  const ProcessIdentity& identity = state_.identity;
-  thread.tid = identity.tid;
-  thread.clear_child_tid = identity.clear_child_tid;
-  thread.robust_list = identity.robust_list;
-  thread.robust_list_len = identity.robust_list_len;
-  const SignalState& signals = state_.signals;
-  thread.blocked = signals.blocked;
-  thread.thread_pending = signals.thread_pending;
-  thread.altstack = signals.altstack;
-  thread.resumed = std::move(state_.threads.resumed);
-  state_.threads.resumed.reset();
+  x86::UserCpuState cpu =
+      FLURRY_TRY_CTX(CaptureCpu(), "switching threads: saving the running thread");
+  GuestThread thread = RunningThreadData();
+  thread.cpu = std::move(cpu);
   return thread;
 }
 
 Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
-  ProcessIdentity& identity = state_.identity;
-  identity.tid = thread.tid;
-  identity.clear_child_tid = thread.clear_child_tid;
-  identity.robust_list = thread.robust_list;
-  identity.robust_list_len = thread.robust_list_len;
+  PutRunningThreadData(thread);
+  lane_busy_[static_cast<size_t>(lane_)] = 1;
+  lane_idle_ = false;
   SignalState& signals = state_.signals;
-  signals.blocked = thread.blocked;
-  signals.thread_pending = thread.thread_pending;
-  signals.altstack = thread.altstack;
-  // The bases are the CPU state's (CaptureCpu applied what arch_prctl set before the switch).
-  state_.segment_bases = SegmentBases{thread.cpu.regs.fs_base, thread.cpu.regs.gs_base, false};
   if (thread.in_syscall && thread.woken_by_signal && thread.block.suspend) {
     // rt_sigsuspend ends: its mask stands while the signal is delivered, and the handler's
     // frame restores the thread's own (as SysRtSigsuspend does for a lone thread).
@@ -52,7 +36,6 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
     signals.blocked = thread.block.suspend_mask;
   }
   const int signal = NextDeliverableSignal(signals);
-  state_.threads.resumed = std::move(thread.resumed);
   if (thread.restart && thread.block.partial) {
     // A write that parked with part of its bytes written goes on, unless a signal is there
     // to take: then it returns what it wrote (Linux's pipe_write).
@@ -71,7 +54,7 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
   }
   FLURRY_TRY_CTX(backend_->LoadCpu(thread.cpu),
                  fmt::format("switching threads: loading thread {}", thread.tid));
-  slice_end_ns_ = HostClockNs(CLOCK_MONOTONIC) + kThreadSliceNs;
+  lane_slice_end_[static_cast<size_t>(lane_)] = HostClockNs(CLOCK_MONOTONIC) + kThreadSliceNs;
   if (signal == 0) return std::nullopt;
   SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
   return delivery.exit;
@@ -126,6 +109,8 @@ void Vm::WakeWaitingThreads(uint64_t taken_by_running) {
       continue;
     }
     unclaimed &= ~(deliverable | waited);
+    // A thread running on another lane takes them at its next stop: make it stop.
+    if (thread.lane >= 0 && deliverable != 0) lanes_to_kick_ |= 1ULL << thread.lane;
     if (!thread.parked()) continue;  // it takes them when it next runs
     if (deliverable == 0) {          // only signals it waits for: it makes the syscall again
       RestartThread(thread);
@@ -151,6 +136,10 @@ Result<std::optional<GuestExit>> Vm::RunAnotherThread() {
       return LoadThread(std::move(thread));
     }
     if (stop_requested_.load()) return std::nullopt;  // the run loop ends the VM
+    if (OtherLanesBusy()) {  // nothing for this lane: the run loop waits for the others
+      IdleLane();
+      return std::nullopt;
+    }
     // Every thread waits: sleep until the first deadline, a timer, a host fd a thread waits for
     // being ready, or a kick (EINTR), and at most 100 ms, so a kick that came just before the
     // sleep is not lost for long.
@@ -210,7 +199,18 @@ Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
   if (threads.others.empty()) return std::nullopt;
   WakeWaitingThreads(~state_.signals.blocked);
   if (threads.NextRunnable() < 0) return std::nullopt;
-  if (!yield && HostClockNs(CLOCK_MONOTONIC) < slice_end_ns_) return std::nullopt;
+  const int64_t now = HostClockNs(CLOCK_MONOTONIC);
+  if (!yield && now < lane_slice_end_[static_cast<size_t>(lane_)]) {
+    // Not this thread's turn to yield: another lane's thread may be past its slice (the kick
+    // that stopped this lane was not aimed); that lane yields at its next stop.
+    for (size_t lane = 0; lane < lane_busy_.size(); ++lane) {
+      if (lane_busy_[lane] != 0 && static_cast<int>(lane) != lane_ &&
+          lane_slice_end_[lane] <= now) {
+        lanes_to_kick_ |= 1ULL << lane;
+      }
+    }
+    return std::nullopt;
+  }
   GuestThread thread = FLURRY_TRY(SaveRunningThread());
   threads.others.push_back(std::move(thread));
   return RunAnotherThread();

@@ -21,7 +21,7 @@
 // Where the seccomp backend's stub and its shared page live (stub_abi.h).
 #define STUB_TEXT 0x7e0000000000ULL
 #define STUB_SHARED 0x7d0000000000ULL
-#define STUB_SHARED_SIZE 0x10000ULL
+#define STUB_SHARED_SIZE 0x100000ULL /* all lanes' pages */
 
 static long raw6(long nr, long a, long b, long c, long d, long e, long f) {
   register long r10 __asm__("r10") = d;
@@ -172,6 +172,8 @@ static int do_site(uint64_t insn, const char* what, long arg) {
     r = site6(insn, SYS_clone, SIGCHLD_, 0, 0, 0, 0x1234567890abcdefL, 0);
   } else if (strcmp(what, "clone_thread") == 0) {  // CLONE_VM|CLONE_THREAD|CLONE_SIGHAND
     r = site6(insn, SYS_clone, 0x10900, 0x20000000, 0, 0, 0, 0);
+  } else if (strcmp(what, "clone_lane") == 0) {  // a new lane's exact flags, a wrong token
+    r = site6(insn, SYS_clone, 0x50f00, 0x20000000, 0, 0, 0x1234567890abcdefL, 0);
   } else if (strcmp(what, "mprotect_stub") == 0) {  // the stub's own code made writable
     r = site6(insn, SYS_mprotect, (long)STUB_TEXT, 0x1000, 7, 0, 0, 0);
   } else if (strcmp(what, "mprotect_reach") == 0) {  // from guest RAM up to the stub's code

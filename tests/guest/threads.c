@@ -162,6 +162,91 @@ static int Spin(void) {
   return 0;
 }
 
+// ---- parallel: threads run at the same time, not only in turn (needs two host CPUs) ----------
+// A worker counts without a syscall; the main thread looks for the count changing inside a
+// window of its own that no preemption interrupted (under 50 us by the vDSO clock, which makes
+// no syscall). Threads taking turns on one CPU never show that: the count only moves while
+// the main thread is switched out, which makes its window a whole time slice long.
+static _Atomic uint64_t parallel_count;
+static atomic_int parallel_stop;
+static void* CountWithoutSyscalls(void* arg) {
+  (void)arg;
+  while (!atomic_load_explicit(&parallel_stop, memory_order_relaxed)) {
+    atomic_fetch_add_explicit(&parallel_count, 1, memory_order_relaxed);
+  }
+  return NULL;
+}
+static int64_t NowNs(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+static int Parallel(void) {
+  pthread_t worker;
+  StartThread(&worker, CountWithoutSyscalls, NULL);
+  int overlaps = 0;
+  const int64_t give_up = NowNs() + 10 * 1000000000LL;
+  while (overlaps < 200 && NowNs() < give_up) {
+    const int64_t from = NowNs();
+    const uint64_t before = atomic_load_explicit(&parallel_count, memory_order_relaxed);
+    for (volatile int spin = 0; spin < 200; ++spin) {
+    }
+    const uint64_t after = atomic_load_explicit(&parallel_count, memory_order_relaxed);
+    if (after != before && NowNs() - from < 50000) ++overlaps;
+  }
+  atomic_store(&parallel_stop, 1);
+  CHECK(pthread_join(worker, NULL) == 0);
+  printf("ran in parallel: %s\n", overlaps >= 200 ? "yes" : "no");
+  return 0;
+}
+
+// ---- kill_spinner: a signal reaches a thread that computes while every other thread computes --
+// A sender thread (made first) waits for the target to spin, sends it SIGUSR1 and spins on; the
+// main thread spins until the target's handler has run. No thread makes a syscall meanwhile:
+// nothing but the signal stops the target. (On three lanes the target runs on the last one.)
+static _Atomic int spinner_up, spinner_handled, spinner_stop;
+static _Atomic pid_t spinner_tid, handler_tid;
+static pthread_t spinner;
+static void OnUsr1InSpinner(int sig) {
+  (void)sig;
+  atomic_store(&handler_tid, (pid_t)syscall(SYS_gettid));
+  atomic_store(&spinner_handled, 1);
+}
+static void* SpinUntilStopped(void* arg) {
+  (void)arg;
+  atomic_store(&spinner_tid, (pid_t)syscall(SYS_gettid));
+  atomic_store(&spinner_up, 1);
+  while (!atomic_load_explicit(&spinner_stop, memory_order_relaxed)) {
+  }
+  return NULL;
+}
+static void* SendToSpinner(void* arg) {
+  (void)arg;
+  while (!atomic_load(&spinner_up)) {
+  }
+  CHECK(pthread_kill(spinner, SIGUSR1) == 0);
+  while (!atomic_load_explicit(&spinner_stop, memory_order_relaxed)) {
+  }
+  return NULL;
+}
+static int KillSpinner(void) {
+  struct sigaction action = {0};
+  action.sa_handler = OnUsr1InSpinner;
+  sigemptyset(&action.sa_mask);
+  CHECK(sigaction(SIGUSR1, &action, NULL) == 0);
+  pthread_t sender;
+  StartThread(&sender, SendToSpinner, NULL);
+  StartThread(&spinner, SpinUntilStopped, NULL);
+  const int64_t give_up = NowNs() + 10 * 1000000000LL;
+  while (!atomic_load(&spinner_handled) && NowNs() < give_up) {
+  }
+  printf("handled: %s, in the spinner: %s\n", atomic_load(&spinner_handled) ? "yes" : "no",
+         atomic_load(&handler_tid) == atomic_load(&spinner_tid) ? "yes" : "no");
+  atomic_store(&spinner_stop, 1);
+  CHECK(pthread_join(sender, NULL) == 0 && pthread_join(spinner, NULL) == 0);
+  return 0;
+}
+
 // ---- timed: timeouts of condition waits, sleeps among threads, semaphores --------------------
 static sem_t sem_ready;
 static void* Sleeper(void* arg) {
@@ -514,6 +599,8 @@ int main(int argc, char** argv) {
   if (strcmp(s, "tls") == 0) return Tls();
   if (strcmp(s, "many") == 0) return Many();
   if (strcmp(s, "spin") == 0) return Spin();
+  if (strcmp(s, "parallel") == 0) return Parallel();
+  if (strcmp(s, "kill_spinner") == 0) return KillSpinner();
   if (strcmp(s, "timed") == 0) return Timed();
   if (strcmp(s, "cancel") == 0) return Cancel();
   if (strcmp(s, "signals") == 0) return Signals();

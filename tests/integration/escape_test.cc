@@ -285,8 +285,9 @@ TEST_P(JumpToStubSyscall, KillsTheGuest) {
 
 INSTANTIATE_TEST_SUITE_P(Escape, JumpToStubSyscall,
                          ::testing::Values("openat", "execve", "socket", "kill", "ptrace", "prctl",
-                                           "mmap", "clone", "clone_thread", "mprotect_stub",
-                                           "mprotect_reach", "mprotect_vdso", "mprotect_bits"));
+                                           "mmap", "clone", "clone_thread", "clone_lane",
+                                           "mprotect_stub", "mprotect_reach", "mprotect_vdso",
+                                           "mprotect_bits"));
 
 // The fork token that lets the stub fork must not be readable by the guest (which shares the
 // stub's memory): looking where the stub built its filter and forking with what is there gets

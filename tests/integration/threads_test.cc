@@ -1,6 +1,11 @@
 // Threads (tests/guest/threads.c): each scenario's output and exit status in flurry are those
-// of the same program run natively — POSIX threads multiplexed by the VMM on both backends.
+// of the same program run natively — POSIX threads on both backends, in parallel on the
+// seccomp backend's lanes.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "harness.h"
 
@@ -16,6 +21,42 @@ TEST_P(Threads, MatchesNativeRun) {
 INSTANTIATE_TEST_SUITE_P(Scenarios, Threads,
                          ::testing::Values("reduce", "queue", "tls", "many", "spin", "timed",
                                            "cancel", "signals", "sigwait", "robust", "barrier",
-                                           "exit", "detached"));
+                                           "exit", "detached", "kill_spinner"));
+
+// Why this host cannot show threads running in parallel ("" when it can).
+std::string NoParallelism() {
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) return "the host has one CPU";
+  const char* backend = std::getenv("FLURRY_BACKEND");
+  const std::string name = backend != nullptr ? backend : "";
+  if (name == "kvm" || (name != "seccomp" && access("/dev/kvm", R_OK | W_OK) == 0)) {
+    return "the KVM backend runs a guest's threads on one vCPU";
+  }
+  return "";
+}
+
+// Two threads of the guest run at the same time on two lanes, as natively on two CPUs.
+TEST(ThreadsInParallel, RunAtTheSameTime) {
+  if (const std::string why = NoParallelism(); !why.empty()) GTEST_SKIP() << why;
+  RunResult r = ExpectSameAsNative({Guest("threads"), "parallel"}, "flurry: guest killed by SIG");
+  EXPECT_NE(r.out.find("ran in parallel: yes"), std::string::npos) << r.Describe();
+}
+
+// A signal for a thread computing on the third lane reaches it while the threads on the other
+// two compute too: the VMM stops that lane, not whichever the kernel picks for a signal to the
+// stub (its main thread first, whenever it runs guest code).
+TEST(ThreadsInParallel, SignalReachesAThreadComputingOnAnotherLane) {
+  if (const std::string why = NoParallelism(); !why.empty()) GTEST_SKIP() << why;
+  RunResult r = Flurry({"run", "--cpus", "3", Guest("threads"), "kill_spinner"});
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << r.Describe();
+  EXPECT_EQ(r.out, "handled: yes, in the spinner: yes\n") << r.Describe();
+}
+
+// With --cpus 1 they take turns: the program can tell (so the test above can fail).
+TEST(ThreadsInParallel, TakeTurnsOnOneCpu) {
+  if (const std::string why = NoParallelism(); !why.empty()) GTEST_SKIP() << why;
+  RunResult r = Flurry({"run", "--cpus", "1", Guest("threads"), "parallel"});
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << r.Describe();
+  EXPECT_EQ(r.out, "ran in parallel: no\n") << r.Describe();
+}
 
 }  // namespace

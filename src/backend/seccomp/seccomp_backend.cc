@@ -88,11 +88,11 @@ Result<void> SeccompBackend::Protect(const ProtectionMap& protections, uint64_t 
                                                     {std::max(at, guard_end_), at + len}};
     for (const auto& [from, to] : pieces) {
       if (from >= to) continue;
-      volatile flurry_stub_shared& s = stub_.shared();
+      volatile flurry_stub_shared& s = stub_.shared(selected_);
       s.args[0] = from;
       s.args[1] = to - from;
       s.args[2] = access;
-      auto r = stub_.Command(FLURRY_STUB_CMD_MPROTECT);
+      auto r = stub_.Command(selected_, FLURRY_STUB_CMD_MPROTECT);
       if (!r) {
         result = std::unexpected(r.error());
         return;
@@ -116,22 +116,64 @@ Result<void> SeccompBackend::Drive(StubProcess stub) {
   memory_.reset();
   memory_.emplace(GuestMemory::Remote(
       ram, std::move(mem), std::move(pagemap), [this](uint64_t addr, uint64_t len) -> Result<void> {
-        volatile flurry_stub_shared& s = stub_.shared();
+        // Through the selected lane: stopped whenever the VMM discards memory.
+        volatile flurry_stub_shared& s = stub_.shared(selected_);
         s.args[0] = addr;
         s.args[1] = len;
         s.args[2] = 4;  // MADV_DONTNEED
-        int64_t r = FLURRY_TRY(stub_.Command(FLURRY_STUB_CMD_MADVISE));
+        int64_t r = FLURRY_TRY(stub_.Command(selected_, FLURRY_STUB_CMD_MADVISE));
         if (r != 0) {
           return FailErrno(static_cast<int>(-r), "discarding guest memory");
         }
         return {};
       }));
-  stopped_ = true;
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    lanes_[k].exists = stub_.LaneExists(k);
+    lanes_[k].stopped = true;
+  }
   return {};
 }
 
+Result<int> SeccompBackend::AddLane() {
+  int number = -1;
+  for (int k = 1; k < FLURRY_STUB_MAX_LANES && number < 0; ++k) {
+    if (!lanes_[k].exists) number = k;
+  }
+  if (number < 0) return Fail("the guest's stub runs {} lanes at most", FLURRY_STUB_MAX_LANES);
+  if (!lane().stopped) return Fail("adding a lane: the selected lane {} is running", selected_);
+  // Refused once a lane has been resumed since the batch started, or if the kernel counts
+  // threads the VMM did not make (the fork token must not reach guest code:
+  // StubProcess::AddLane).
+  FLURRY_TRY(stub_.AddLane(selected_, number));
+  lanes_[number] = Lane{};
+  lanes_[number].exists = true;  // stopped, idle; its first LoadCpu loads everything
+  return number;
+}
+
+Result<void> SeccompBackend::EndOtherLanes() {
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    if (lanes_[k].exists && !lanes_[k].stopped) {
+      return Fail("ending the other lanes: lane {} runs guest code (stop it first)", k);
+    }
+  }
+  FLURRY_TRY(stub_.EndOtherLanes(selected_));
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    if (k != selected_) lanes_[k] = Lane{};  // gone; a new lane of that number starts afresh
+  }
+  return {};
+}
+
+void SeccompBackend::Select(int lane) {
+  if (LaneExists(lane)) selected_ = lane;
+}
+
+void SeccompBackend::SetIdle(int lane) {
+  if (Valid(lane)) lanes_[lane].active = false;
+}
+
 Result<void> SeccompBackend::LoadCpu(const x86::UserCpuState& state) {
-  volatile flurry_stub_shared& s = stub_.shared();
+  Lane& l = lane();
+  volatile flurry_stub_shared& s = stub_.shared(selected_);
   if (!state.xsave.empty()) {
     if (state.xsave.size() > FLURRY_STUB_XSAVE_MAX) {
       return Fail("the XSAVE image is {} bytes; at most {} are supported", state.xsave.size(),
@@ -146,44 +188,85 @@ Result<void> SeccompBackend::LoadCpu(const x86::UserCpuState& state) {
     }
     for (size_t i = 0; i < state.xsave.size(); ++i) s.xsave[i] = state.xsave[i];
     s.xsave_size = static_cast<uint32_t>(state.xsave.size());
-    pending_ |= FLURRY_STUB_LOAD_FPU;
+    l.pending |= FLURRY_STUB_LOAD_FPU;
+    l.fpu_fresh = false;
+  } else if (l.fpu_fresh) {
+    // A new thread's FPU holds whatever the stub's own code left: the initial state instead
+    // (x87 control word 0x37f, MXCSR 0x1f80, no component in use).
+    constexpr uint32_t kInitImage = x86::UserCpuState::kMinXsaveBytes;
+    for (uint32_t i = 0; i < kInitImage; ++i) s.xsave[i] = 0;
+    s.xsave[0] = 0x7f;
+    s.xsave[1] = 0x03;
+    s.xsave[24] = 0x80;
+    s.xsave[25] = 0x1f;
+    s.xsave_size = kInitImage;
+    l.pending |= FLURRY_STUB_LOAD_FPU;
+    l.fpu_fresh = false;
   }
-  const bool fs_changed = !bases_loaded_ || state.regs.fs_base != regs_.fs_base;
-  const bool gs_changed = !bases_loaded_ || state.regs.gs_base != regs_.gs_base;
-  regs_ = state.regs;
-  pending_ |= FLURRY_STUB_LOAD_REGS | (fs_changed ? FLURRY_STUB_LOAD_FS : 0) |
-              (gs_changed ? FLURRY_STUB_LOAD_GS : 0);
+  const bool fs_changed = !l.bases_loaded || state.regs.fs_base != l.regs.fs_base;
+  const bool gs_changed = !l.bases_loaded || state.regs.gs_base != l.regs.gs_base;
+  l.regs = state.regs;
+  l.pending |= FLURRY_STUB_LOAD_REGS | (fs_changed ? FLURRY_STUB_LOAD_FS : 0) |
+               (gs_changed ? FLURRY_STUB_LOAD_GS : 0);
+  l.active = true;
   return {};
 }
 
 void SeccompBackend::CompleteSyscall(uint64_t rax) {
-  regs_.rax = rax;
-  pending_ |= FLURRY_STUB_LOAD_REGS;
+  lane().regs.rax = rax;
+  lane().pending |= FLURRY_STUB_LOAD_REGS;
 }
 
 Result<GuestStop> SeccompBackend::Run() {
-  if (stopped_) {
-    volatile flurry_stub_shared& s = stub_.shared();
-    if (pending_ & (FLURRY_STUB_LOAD_REGS | FLURRY_STUB_LOAD_FS | FLURRY_STUB_LOAD_GS)) {
-      ToStub(regs_, s.regs);
+  StubProcess::LaneSet running = 0;
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    Lane& l = lanes_[k];
+    if (!l.exists || !l.active) continue;
+    if (l.stopped) {
+      volatile flurry_stub_shared& s = stub_.shared(k);
+      if (l.pending & (FLURRY_STUB_LOAD_REGS | FLURRY_STUB_LOAD_FS | FLURRY_STUB_LOAD_GS)) {
+        ToStub(l.regs, s.regs);
+      }
+      s.resume_flags = l.pending;
+      if ((l.pending & FLURRY_STUB_LOAD_FS) && (l.pending & FLURRY_STUB_LOAD_GS)) {
+        l.bases_loaded = true;
+      }
+      l.pending = 0;
+      l.stopped = false;
+      stub_.Post(k, FLURRY_STUB_CMD_RESUME);
     }
-    s.resume_flags = pending_;
-    if ((pending_ & FLURRY_STUB_LOAD_FS) && (pending_ & FLURRY_STUB_LOAD_GS)) bases_loaded_ = true;
-    pending_ = 0;
-    stopped_ = false;
-    stub_.Post(FLURRY_STUB_CMD_RESUME);
+    running |= StubProcess::LaneBit(k);
   }
-  const uint32_t event = FLURRY_TRY(stub_.Wait());
-  stopped_ = true;
-  return StopFromEvent(event);
+  if (running == 0) return Fail("running the guest: no lane is active");
+  return WaitForStop(running);
+}
+
+Result<std::optional<GuestStop>> SeccompBackend::WaitRunning() {
+  StubProcess::LaneSet running = 0;
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    if (LaneRunning(k)) running |= StubProcess::LaneBit(k);
+  }
+  if (running == 0) return std::nullopt;
+  return WaitForStop(running);
+}
+
+Result<GuestStop> SeccompBackend::WaitForStop(StubProcess::LaneSet running) {
+  // A lane that stopped while the VMM served another comes first (WaitAny: round robin).
+  const auto [stopped, event] = FLURRY_TRY(stub_.WaitAny(running));
+  lanes_[stopped].stopped = true;
+  selected_ = stopped;
+  GuestStop stop = FLURRY_TRY(StopFromEvent(event));
+  stop.lane = stopped;
+  return stop;
 }
 
 Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
-  volatile flurry_stub_shared& s = stub_.shared();
-  regs_ = FromStub(s.regs, regs_);
+  volatile flurry_stub_shared& s = stub_.shared(selected_);
+  x86::UserRegs& cpu = lane().regs;
+  cpu = FromStub(s.regs, cpu);
   switch (event) {
     case FLURRY_STUB_EVENT_SYSCALL:
-      regs_.rax = s.syscall_nr;
+      cpu.rax = s.syscall_nr;
       return GuestStop{GuestStop::Kind::kSyscall};
     case FLURRY_STUB_EVENT_KICKED:
       return GuestStop{GuestStop::Kind::kInterrupted};
@@ -193,8 +276,8 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
       x86::FaultReport report;
       report.vector =
           trapno < static_cast<uint64_t>(x86::kExceptionCount) ? static_cast<int>(trapno) : 13;
-      report.rip = regs_.rip;
-      report.rsp = regs_.rsp;
+      report.rip = cpu.rip;
+      report.rsp = cpu.rsp;
       report.address = s.fault_addr;
       report.error_code = s.error_code;
       report.has_error_code = x86::VectorHasErrorCode(report.vector);
@@ -212,9 +295,10 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
       GuestStop stop{GuestStop::Kind::kFault};
       stop.vector = 13;
       stop.signal = SIGSEGV;
+      stop.replay_back = 2;  // `int 0x80`, `sysenter`: RIP stands past them
       stop.description = fmt::format(
           "guest fault: 32-bit system call {} (int 0x80) at rip {:#x}, rsp {:#x} -> SIGSEGV",
-          s.syscall_nr, regs_.rip, regs_.rsp);
+          s.syscall_nr, cpu.rip, cpu.rsp);
       return stop;
     }
     default: {
@@ -224,7 +308,7 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
       stop.description = fmt::format(
           "guest stopped: its stub reported event {} (the guest corrupted the "
           "stub's shared page) at rip {:#x}",
-          event, regs_.rip);
+          event, cpu.rip);
       return stop;
     }
   }
@@ -232,13 +316,13 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
 
 Result<x86::UserCpuState> SeccompBackend::CaptureCpu() {
   x86::UserCpuState state;
-  state.regs = regs_;
+  state.regs = lane().regs;
   state.xcr0 = x86::HostXcr0();
   // An image LoadCpu gave is still waiting in the shared page: that is the guest's FPU state.
-  if ((pending_ & FLURRY_STUB_LOAD_FPU) == 0) {
-    FLURRY_TRY_CTX(stub_.Command(FLURRY_STUB_CMD_SAVE_FPU), "capturing the FPU state");
+  if ((lane().pending & FLURRY_STUB_LOAD_FPU) == 0) {
+    FLURRY_TRY_CTX(stub_.Command(selected_, FLURRY_STUB_CMD_SAVE_FPU), "capturing the FPU state");
   }
-  volatile flurry_stub_shared& s = stub_.shared();
+  volatile flurry_stub_shared& s = stub_.shared(selected_);
   const uint32_t size = s.xsave_size;
   if (size > FLURRY_STUB_XSAVE_MAX ||
       (size != 0 && size < x86::UserCpuState::kMinXsaveBytes && size != 512)) {
@@ -252,7 +336,8 @@ Result<x86::UserCpuState> SeccompBackend::CaptureCpu() {
 void SeccompBackend::Interrupt() { stub_.Kick(); }
 
 Result<void> SeccompBackend::PrepareFork(bool tied_to_parent) {
-  pending_child_.emplace(FLURRY_TRY(stub_.Fork(tied_to_parent)));
+  // Needs the selected lane alone (EndOtherLanes): StubProcess::Fork checks, with the kernel.
+  pending_child_.emplace(FLURRY_TRY(stub_.Fork(selected_, tied_to_parent)));
   return {};
 }
 
@@ -266,11 +351,27 @@ Result<void> SeccompBackend::AfterForkInChild() {
   if (!pending_child_) return Fail("no forked stub to take over");
   StubProcess child = std::move(*pending_child_);
   pending_child_.reset();
+  // Only the selected lane came along (fork() copies only the forking thread).
+  const Lane keep = lane();
+  if (keep.pending & FLURRY_STUB_LOAD_FPU) {
+    // An image LoadCpu gave still waits in the parent's page: the child's page is new.
+    volatile flurry_stub_shared& from = stub_.shared(selected_);
+    volatile flurry_stub_shared& to = child.shared(selected_);
+    const uint32_t size = std::min<uint32_t>(uint32_t{from.xsave_size}, FLURRY_STUB_XSAVE_MAX);
+    for (uint32_t i = 0; i < size; ++i) to.xsave[i] = from.xsave[i];
+    to.xsave_size = size;
+  }
   stub_.ForgetInherited();  // the parent VMM drives it
-  const uint32_t keep = pending_;
   FLURRY_TRY_CTX(Drive(std::move(child)), "taking over the forked stub");
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    if (k != selected_) lanes_[k] = Lane{};
+  }
+  Lane& l = lane();
+  l = keep;
+  l.exists = true;
+  l.stopped = true;
   // The child's frame holds the guest as it was at the fork; the VMM's view may be newer.
-  pending_ = keep | FLURRY_STUB_LOAD_REGS | FLURRY_STUB_LOAD_FS | FLURRY_STUB_LOAD_GS;
+  l.pending = keep.pending | FLURRY_STUB_LOAD_REGS | FLURRY_STUB_LOAD_FS | FLURRY_STUB_LOAD_GS;
   return {};
 }
 

@@ -20,6 +20,8 @@
 #include <ctime>
 #include <iterator>
 #include <mutex>
+#include <string>
+#include <string_view>
 
 #include "arch/x86_64/layout.h"
 #include "backend/seccomp/vmm_alive.h"
@@ -93,7 +95,11 @@ int64_t MonotonicNs() {
 
 bool ProcessAlive(int pidfd) {
   pollfd p{pidfd, POLLIN, 0};
-  return poll(&p, 1, 0) == 0;
+  int ready = 0;
+  do {  // a poll that does not wait still fails with EINTR when a signal is pending (a kick)
+    ready = poll(&p, 1, 0);
+  } while (ready < 0 && errno == EINTR);
+  return ready == 0;
 }
 
 long Futex(volatile uint32_t* word, int op, uint32_t value, const timespec* timeout) {
@@ -111,6 +117,10 @@ StubProcess& StubProcess::operator=(StubProcess&& other) noexcept {
     pidfd_ = std::move(other.pidfd_);
     page_fd_ = std::move(other.page_fd_);
     page_ = std::move(other.page_);
+    lanes_ = std::exchange(other.lanes_, 1);
+    lane_tids_ = std::exchange(other.lane_tids_, {});
+    resumed_ = std::exchange(other.resumed_, 0);
+    last_any_ = std::exchange(other.last_any_, -1);
     fork_token_ = other.fork_token_;
     adopted_ = std::exchange(other.adopted_, false);
     kicked_at_ns_.store(other.kicked_at_ns_.exchange(0));
@@ -138,15 +148,19 @@ void StubProcess::Release() {
   page_fd_.Reset();
   pidfd_.Reset();
   pid_ = -1;
+  lanes_ = 1;
+  lane_tids_ = {};
+  resumed_ = 0;
+  last_any_ = -1;
 }
 
 Result<StubProcess> StubProcess::Launch(const GuestLayout& layout) {
   const int image = FLURRY_TRY(StubImageFd());
   StubProcess stub;
   stub.page_fd_.Reset(memfd_create("flurry-stub-shared", MFD_CLOEXEC));
-  if (!stub.page_fd_.valid()) return FailErrno("creating the stub's shared page");
+  if (!stub.page_fd_.valid()) return FailErrno("creating the stub's shared pages");
   if (ftruncate(stub.page_fd_.get(), FLURRY_STUB_SHARED_SIZE) != 0) {
-    return FailErrno("sizing the stub's shared page");
+    return FailErrno("sizing the stub's shared pages");
   }
   stub.page_ = FLURRY_TRY(
       Mapping::Shared(stub.page_fd_.get(), FLURRY_STUB_SHARED_SIZE, PROT_READ | PROT_WRITE));
@@ -214,12 +228,12 @@ Result<StubProcess> StubProcess::Launch(const GuestLayout& layout) {
     kill(pid, SIGKILL);
     return FailErrno("pidfd_open for the stub");
   }
-  FLURRY_TRY_CTX(stub.WaitForAnnouncement(FLURRY_STUB_EVENT_READY), "starting the stub process");
+  FLURRY_TRY_CTX(stub.WaitForAnnouncement(0, FLURRY_STUB_EVENT_READY), "starting the stub process");
   return stub;
 }
 
-Result<void> StubProcess::WaitForAnnouncement(uint32_t event) {
-  volatile flurry_stub_shared& s = shared();
+Result<void> StubProcess::WaitForAnnouncement(int lane, uint32_t event) {
+  volatile flurry_stub_shared& s = shared(lane);
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
   while (__atomic_load_n(&s.turn, __ATOMIC_ACQUIRE) != FLURRY_STUB_TURN_VMM) {
@@ -237,35 +251,63 @@ Result<void> StubProcess::WaitForAnnouncement(uint32_t event) {
     timespec pause{0, 50'000};
     Futex(&s.turn, FUTEX_WAIT, FLURRY_STUB_TURN_GUEST, &pause);
   }
-  if (s.event != event || s.magic != FLURRY_STUB_MAGIC) {
+  if (s.event != event || shared(0).magic != FLURRY_STUB_MAGIC) {
     return Fail("the stub announced event {} instead of {}", s.event, event);
   }
   return {};
 }
 
 std::string StubProcess::DescribeDeath() const {
-  siginfo_t info{};
-  if (pidfd_.valid() &&
-      waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-      info.si_pid != 0) {
-    if (info.si_code == CLD_EXITED) return fmt::format("it exited with status {}", info.si_status);
-    const char* name = sigabbrev_np(info.si_status);
-    return fmt::format("it was killed by SIG{}", name != nullptr ? name : "?");
+  // The pidfd reports the end a moment before the zombie can be waited for: look for up to
+  // 100 ms.
+  for (int attempt = 0; attempt < 100 && pidfd_.valid(); ++attempt) {
+    siginfo_t info{};
+    if (waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT) !=
+        0) {
+      if (errno == EINTR) continue;  // the run thread's kick (SIGUSR1)
+      break;
+    }
+    if (info.si_pid != 0) {
+      if (info.si_code == CLD_EXITED) {
+        return fmt::format("it exited with status {}", info.si_status);
+      }
+      const char* name = sigabbrev_np(info.si_status);
+      return fmt::format("it was killed by SIG{}", name != nullptr ? name : "?");
+    }
+    usleep(1000);
   }
   return "it is gone";
 }
 
-void StubProcess::Post(uint32_t command) {
-  volatile flurry_stub_shared& s = shared();
+void StubProcess::Post(int lane, uint32_t command) {
+  volatile flurry_stub_shared& s = shared(lane);
   // A kick that arrived while the stub was stopped is answered once it runs: time it from now.
   if (kicked_at_ns_.load() != 0) kicked_at_ns_.store(MonotonicNs());
+  // From a lane's first RESUME on, the guest may run on it: no more fork token (AddLane).
+  if (command == FLURRY_STUB_CMD_RESUME) resumed_ |= LaneBit(lane);
   s.command = command;
   __atomic_store_n(&s.turn, FLURRY_STUB_TURN_STUB, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&s.stub_waiting, __ATOMIC_SEQ_CST)) Futex(&s.turn, FUTEX_WAKE, 1, nullptr);
 }
 
-Result<uint32_t> StubProcess::Wait() {
-  volatile flurry_stub_shared& s = shared();
+Result<void> StubProcess::CheckWhileWaiting() {
+  if (!ProcessAlive(pidfd_.get())) {
+    return Fail("the guest's stub process died: {}", DescribeDeath());
+  }
+  const int64_t kicked = kicked_at_ns_.load();
+  if (kicked != 0 && MonotonicNs() - kicked > std::chrono::nanoseconds(kKickAnswerLimit).count()) {
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    return Fail(
+        "the guest's stub did not answer for {} s (the guest tampered with the page "
+        "it shares with the VMM); stopped it",
+        kKickAnswerLimit.count());
+  }
+  return {};
+}
+
+Result<uint32_t> StubProcess::Wait(int lane) {
+  if (!LaneExists(lane)) return Fail("the stub has no lane {}", lane);
+  volatile flurry_stub_shared& s = shared(lane);
   const uint64_t start = __rdtsc();
   while (__rdtsc() - start < kSpinTicks) {
     if (__atomic_load_n(&s.turn, __ATOMIC_ACQUIRE) == FLURRY_STUB_TURN_VMM) {
@@ -281,19 +323,9 @@ Result<uint32_t> StubProcess::Wait() {
     timespec timeout{0, 50'000'000};
     Futex(&s.turn, FUTEX_WAIT, turn, &timeout);
     if (__atomic_load_n(&s.turn, __ATOMIC_SEQ_CST) == FLURRY_STUB_TURN_VMM) break;
-    if (!ProcessAlive(pidfd_.get())) {
+    if (Result<void> ok = CheckWhileWaiting(); !ok) {
       __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
-      return Fail("the guest's stub process died: {}", DescribeDeath());
-    }
-    const int64_t kicked = kicked_at_ns_.load();
-    if (kicked != 0 &&
-        MonotonicNs() - kicked > std::chrono::nanoseconds(kKickAnswerLimit).count()) {
-      __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
-      syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
-      return Fail(
-          "the guest's stub did not answer for {} s (the guest tampered with the page "
-          "it shares with the VMM); stopped it",
-          kKickAnswerLimit.count());
+      return std::unexpected(ok.error());
     }
   }
   __atomic_store_n(&s.vmm_waiting, 0, __ATOMIC_SEQ_CST);
@@ -301,31 +333,221 @@ Result<uint32_t> StubProcess::Wait() {
   return s.event;
 }
 
-Result<int64_t> StubProcess::Command(uint32_t command) {
-  Post(command);
-  const uint32_t event = FLURRY_TRY(Wait());
+Result<std::pair<int, uint32_t>> StubProcess::WaitAny(LaneSet wanted) {
+  wanted &= lanes_;
+  if (wanted == 0) return Fail("waiting for no lane of the stub");
+  // The first wanted lane whose turn is the VMM's, after the one returned last.
+  auto scan = [&](int memory_order) -> int {
+    for (int i = 1; i <= FLURRY_STUB_MAX_LANES; ++i) {
+      const int lane = (last_any_ + i + FLURRY_STUB_MAX_LANES) % FLURRY_STUB_MAX_LANES;
+      if ((wanted & LaneBit(lane)) == 0) continue;
+      if (__atomic_load_n(&shared(lane).turn, memory_order) == FLURRY_STUB_TURN_VMM) return lane;
+    }
+    return -1;
+  };
+  int found = -1;
+  const uint64_t start = __rdtsc();
+  while (__rdtsc() - start < kSpinTicks) {
+    found = scan(__ATOMIC_ACQUIRE);
+    if (found >= 0) break;
+    _mm_pause();
+  }
+  if (found < 0) {
+    // Sleep on the doorbell, which every hand-off rings after storing its turn: the flag and
+    // the doorbell are read before the scan, so a hand-off the scan misses changes the doorbell
+    // (FUTEX_WAIT returns at once) or sees the flag and wakes us.
+    volatile flurry_stub_shared& page0 = shared(0);
+    for (;;) {
+      __atomic_store_n(&page0.vmm_waiting_any, 1, __ATOMIC_SEQ_CST);
+      const uint32_t bell = __atomic_load_n(&page0.doorbell, __ATOMIC_SEQ_CST);
+      found = scan(__ATOMIC_SEQ_CST);
+      if (found >= 0) break;
+      timespec timeout{0, 50'000'000};
+      Futex(&page0.doorbell, FUTEX_WAIT, bell, &timeout);
+      found = scan(__ATOMIC_SEQ_CST);
+      if (found >= 0) break;
+      if (Result<void> ok = CheckWhileWaiting(); !ok) {
+        __atomic_store_n(&page0.vmm_waiting_any, 0, __ATOMIC_SEQ_CST);
+        return std::unexpected(ok.error());
+      }
+    }
+    __atomic_store_n(&page0.vmm_waiting_any, 0, __ATOMIC_SEQ_CST);
+  }
+  last_any_ = found;
+  kicked_at_ns_.store(0);
+  return std::pair<int, uint32_t>{found, shared(found).event};
+}
+
+Result<int64_t> StubProcess::Command(int lane, uint32_t command) {
+  if (!LaneExists(lane)) return Fail("the stub has no lane {}", lane);
+  Post(lane, command);
+  const uint32_t event = FLURRY_TRY(Wait(lane));
   if (event != FLURRY_STUB_EVENT_DONE) {
     return Fail("the stub answered command {} with event {}", command, event);
   }
-  return static_cast<int64_t>(shared().result);
+  return static_cast<int64_t>(shared(lane).result);
 }
 
-Result<StubProcess> StubProcess::Fork(bool die_with_parent) {
-  volatile flurry_stub_shared& s = shared();
+Result<int> StubProcess::ParseThreadCount(std::string_view status) {
+  constexpr std::string_view kKey = "Threads:";
+  size_t at = status.starts_with(kKey) ? 0 : status.find("\nThreads:");
+  if (at == std::string_view::npos) return Fail("no Threads: line in /proc/PID/status");
+  at += status[at] == '\n' ? kKey.size() + 1 : kKey.size();
+  while (at < status.size() && (status[at] == ' ' || status[at] == '\t')) ++at;
+  int count = 0;
+  size_t digits = 0;
+  for (; at < status.size() && status[at] >= '0' && status[at] <= '9'; ++at, ++digits) {
+    if (count > 1'000'000) return Fail("a Threads: count out of range in /proc/PID/status");
+    count = count * 10 + (status[at] - '0');
+  }
+  if (digits == 0 || (at < status.size() && status[at] != '\n')) {
+    return Fail("a malformed Threads: line in /proc/PID/status");
+  }
+  return count;
+}
+
+Result<int> StubProcess::ThreadCount() const {
+  const std::string path = fmt::format("/proc/{}/status", pid_);
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(path);
+  std::string text;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = read(fd.get(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno(path);
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  // The pid could have been reused if the stub died: make sure the count was the stub's.
+  if (!ProcessAlive(pidfd_.get())) return Fail("the stub died: {}", DescribeDeath());
+  return ParseThreadCount(text);
+}
+
+Result<void> StubProcess::CheckThreads(int expected, const char* doing) const {
+  const int count = FLURRY_TRY_CTX(ThreadCount(), doing);
+  if (count == expected) return {};
+  return Fail(
+      "{}: the kernel counts {} threads in the guest's stub, the VMM made {} ({})", doing, count,
+      expected,
+      count > expected ? "the stub has threads the VMM did not make" : "a lane's thread ended");
+}
+
+Result<void> StubProcess::AddLane(int from_lane, int new_lane) {
+  if (new_lane <= 0 || new_lane >= FLURRY_STUB_MAX_LANES) {
+    return Fail("lane {} is out of range (1..{})", new_lane, FLURRY_STUB_MAX_LANES - 1);
+  }
+  if (LaneExists(new_lane)) return Fail("lane {} exists already", new_lane);
+  if (!LaneExists(from_lane)) return Fail("the stub has no lane {}", from_lane);
+  // The token goes through from_lane's page: no other thread may run guest code meanwhile.
+  // Lanes never resumed wait in their first stop, but only while no lane at all has run since
+  // they were made (guest code on any lane can post a RESUME on another's page). So a batch
+  // starts from a lone lane, and ends at the first RESUME. The kernel's count rules out threads
+  // the VMM did not make.
+  if (lanes_ == LaneBit(from_lane)) {
+    resumed_ = 0;  // a lone lane: what it ran before does not matter
+  } else if (resumed_ != 0) {
+    return Fail(
+        "adding lane {}: lane {} has run guest code since the other lanes were made (lanes are "
+        "added in one batch before any of them runs; end the other lanes first)",
+        new_lane, __builtin_ctz(resumed_));
+  }
+  FLURRY_TRY(CheckThreads(LaneCount(lanes_), "adding a lane"));
+  // The new lane's page as a fresh one (whatever the guest, or an ended lane, left there): it
+  // announces READY.
+  volatile flurry_stub_shared& fresh = shared(new_lane);
+  fresh.event = 0;
+  fresh.command = 0;
+  fresh.resume_flags = 0;
+  fresh.vmm_waiting = 0;
+  fresh.stub_waiting = 0;
+  fresh.result = 0;
+  for (int i = 0; i < 4; ++i) fresh.args[i] = 0;
+  fresh.xsave_size = 0;
+  resumed_ &= ~LaneBit(new_lane);
+  __atomic_store_n(&fresh.turn, FLURRY_STUB_TURN_GUEST, __ATOMIC_SEQ_CST);
+  volatile flurry_stub_shared& s = shared(from_lane);
+  s.args[0] = static_cast<uint64_t>(new_lane);
+  s.args[1] = fork_token_;
+  Result<int64_t> tid = Command(from_lane, FLURRY_STUB_CMD_ADD_LANE);
+  s.args[1] = 0;
+  if (!tid) return Fail("starting lane {}: {}", new_lane, tid.error().message());
+  if (*tid <= 0) {
+    return FailErrno(*tid < 0 && *tid > -4096 ? static_cast<int>(-*tid) : EPROTO,
+                     fmt::format("starting lane {}", new_lane));
+  }
+  lanes_ |= LaneBit(new_lane);
+  lane_tids_[static_cast<size_t>(new_lane)] = static_cast<pid_t>(*tid);
+  if (Result<void> ready = WaitForAnnouncement(new_lane, FLURRY_STUB_EVENT_READY); !ready) {
+    // A thread that did not come up cannot be driven, nor taken back: the stub is unusable.
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    return Fail("starting lane {}: {}", new_lane, ready.error().message());
+  }
+  return {};
+}
+
+Result<void> StubProcess::EndOtherLanes(int lane) {
+  if (!LaneExists(lane)) return Fail("the stub has no lane {}", lane);
+  if (lane != 0) {
+    return Fail(
+        "ending the other lanes from lane {}: lane 0 is the stub's main thread, which cannot end "
+        "alone; end them from lane 0",
+        lane);
+  }
+  const LaneSet others = lanes_ & ~LaneBit(lane);
+  if (others == 0) return CheckThreads(1, "ending the other lanes");
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    if (others & LaneBit(k)) Post(k, FLURRY_STUB_CMD_END_LANE);
+  }
+  lanes_ &= ~others;
+  resumed_ &= ~others;
+  // No answer comes (the threads are gone): the kernel's count says when they are.
+  const auto deadline = std::chrono::steady_clock::now() + kEndLanesLimit;
+  for (;;) {
+    if (!ProcessAlive(pidfd_.get())) {
+      return Fail("ending the other lanes: the guest's stub process died: {}", DescribeDeath());
+    }
+    Result<int> count = ThreadCount();
+    if (count && *count == 1) return {};
+    if (std::chrono::steady_clock::now() > deadline) {
+      syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+      return Fail(
+          "ending the other lanes: the guest's stub still has {} threads after {} s (the guest "
+          "tampered with a lane's page); stopped it",
+          count ? std::to_string(*count) : count.error().message(), kEndLanesLimit.count());
+    }
+    timespec pause{0, 1'000'000};
+    nanosleep(&pause, nullptr);
+  }
+}
+
+Result<StubProcess> StubProcess::Fork(int lane, bool die_with_parent) {
+  if (!LaneExists(lane)) return Fail("the stub has no lane {}", lane);
+  // The token goes through the lane's page: no other thread may run guest code meanwhile.
+  if (lanes_ != LaneBit(lane)) {
+    return Fail("forking the stub: it has lanes besides lane {} (end the other lanes first)", lane);
+  }
+  FLURRY_TRY(CheckThreads(1, "forking the stub"));
+  volatile flurry_stub_shared& s = shared(lane);
   s.args[0] = fork_token_;
   s.args[1] = die_with_parent ? 1 : 0;
-  const int64_t pid = FLURRY_TRY_CTX(Command(FLURRY_STUB_CMD_FORK), "forking the stub");
+  Result<int64_t> forked = Command(lane, FLURRY_STUB_CMD_FORK);
   s.args[0] = 0;
-  if (pid <= 0) return FailErrno(static_cast<int>(-pid), "forking the stub");
+  const int64_t pid = FLURRY_TRY_CTX(std::move(forked), "forking the stub");
+  if (pid <= 0 || pid > INT32_MAX) {
+    return FailErrno(pid < 0 && pid > -4096 ? static_cast<int>(-pid) : EPROTO, "forking the stub");
+  }
 
   StubProcess child;
   child.pid_ = static_cast<pid_t>(pid);
   child.fork_token_ = fork_token_;
   child.namespaces_ = namespaces_;
+  child.lanes_ = LaneBit(lane);  // fork() copied only the forking thread
+  child.resumed_ = resumed_ & LaneBit(lane);
   child.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, child.pid_, 0)));
   if (!child.pidfd_.valid()) return FailErrno("pidfd_open for a forked stub");
-  // The child makes its own page (memfd at its fd 0); until then its fd 0 may still be the
-  // page it inherited from us.
+  // The child makes its own shared area (memfd at its fd 0); until then its fd 0 may still be
+  // the one it inherited from us.
   struct stat own {};
   fstat(page_fd_.get(), &own);
   const auto deadline =
@@ -342,7 +564,7 @@ Result<StubProcess> StubProcess::Fork(bool die_with_parent) {
       }
       close(fd);
     } else if (errno != EBADF) {
-      return FailErrno("taking a forked stub's shared page");
+      return FailErrno("taking a forked stub's shared pages");
     }
     if (!ProcessAlive(child.pidfd_.get())) {
       return Fail("a forked stub ended at once: {}", child.DescribeDeath());
@@ -354,7 +576,7 @@ Result<StubProcess> StubProcess::Fork(bool die_with_parent) {
   }
   child.page_ = FLURRY_TRY(
       Mapping::Shared(child.page_fd_.get(), FLURRY_STUB_SHARED_SIZE, PROT_READ | PROT_WRITE));
-  FLURRY_TRY_CTX(child.WaitForAnnouncement(FLURRY_STUB_EVENT_FORKED), "forking the stub");
+  FLURRY_TRY_CTX(child.WaitForAnnouncement(lane, FLURRY_STUB_EVENT_FORKED), "forking the stub");
   return child;
 }
 
@@ -382,7 +604,17 @@ void StubProcess::Kick() {
   }
 }
 
-Result<UniqueFd> StubProcess::TakeUserfault() {
+void StubProcess::KickLane(int lane) {
+  const pid_t tid = lane == 0 ? pid_ : lane_tids_[static_cast<size_t>(lane)];
+  if (!LaneExists(lane) || tid <= 0 || !pidfd_.valid()) return;
+  int64_t expected = 0;
+  kicked_at_ns_.compare_exchange_strong(expected, MonotonicNs());
+  // (A stub that died is not reaped until this VMM waits for it, or, forked, may be reaped at
+  // once: checked first, so that the pid is ours.)
+  if (ProcessAlive(pidfd_.get())) syscall(SYS_tgkill, pid_, tid, FLURRY_STUB_KICK_SIGNAL);
+}
+
+Result<UniqueFd> StubProcess::TakeUserfault(int lane) {
   const int64_t number = shared().uffd_fd;
   if (number < 0 || number > INT32_MAX) {
     return Fail("the stub was started without a userfaultfd (memory on demand)");
@@ -393,7 +625,7 @@ Result<UniqueFd> StubProcess::TakeUserfault() {
   if (!fd.valid()) return FailErrno("taking the stub's userfaultfd");
   fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
   // The stub's own copy goes: a guest must not hold the fd that serves its memory.
-  const int64_t closed = FLURRY_TRY(Command(FLURRY_STUB_CMD_CLOSE_FDS));
+  const int64_t closed = FLURRY_TRY(Command(lane, FLURRY_STUB_CMD_CLOSE_FDS));
   if (closed != 0) return FailErrno(static_cast<int>(-closed), "closing the stub's userfaultfd");
   return fd;
 }

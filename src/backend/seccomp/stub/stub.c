@@ -15,6 +15,11 @@
  * Every stop (syscall, fault, kick) copies the guest's registers to the shared page, hands the
  * page to the VMM (futex) and carries out the VMM's commands until one says RESUME.
  *
+ * Lanes: the stub may run several threads (CMD_ADD_LANE), each a lane with its own hand-off page
+ * (page k of the shared area), its own alternate signal stack and its own small start stack.
+ * A handler knows its lane from the alternate stack it runs on. CMD_END_LANE ends a lane's thread
+ * (never lane 0's, the main thread).
+ *
  * The guest shares this address space: it can read and write everything here, and jump
  * anywhere. What keeps it in: the filter (all its syscalls trap to the VMM; the stub's site
  * allows only harmless calls), no file descriptors but the shared page's, empty namespaces,
@@ -150,10 +155,28 @@ struct stub_itimerval {
   } interval, value;
 };
 
+/* Page 0: the setup block, vmm_alive and the doorbell. LANE(k): lane k's hand-off page. */
 #define SHARED ((volatile struct flurry_stub_shared*)FLURRY_STUB_SHARED_ADDR)
+#define LANE(k) \
+  ((volatile struct flurry_stub_shared*)(FLURRY_STUB_SHARED_ADDR + (u64)(k)*FLURRY_STUB_LANE_SIZE))
 
-static unsigned char g_altstack[64 * 1024] __attribute__((aligned(64)));
-static int g_started; /* set at the stub's own first trap (before any guest code runs) */
+#define ALTSTACK_SIZE (64 * 1024)
+#define START_STACK_SIZE 4096
+static unsigned char g_altstacks[FLURRY_STUB_MAX_LANES][ALTSTACK_SIZE] __attribute__((aligned(64)));
+/* Where a new lane's thread starts (clone's child stack): only its start code runs here. */
+static unsigned char g_start_stacks[FLURRY_STUB_MAX_LANES][START_STACK_SIZE]
+    __attribute__((aligned(64)));
+/* Per lane: set at the lane's own first trap (before any guest code runs on it). */
+static int g_started[FLURRY_STUB_MAX_LANES];
+/* Per lane: a thread was started for it (lane 0: the main thread). */
+static int g_lane_used[FLURRY_STUB_MAX_LANES] = {1};
+
+/* The lane whose alternate signal stack holds `p` (an address on the handler's stack). */
+static int lane_of_stack(const void* p) {
+  const u64 offset = (u64)p - (u64)g_altstacks;
+  if ((u64)p < (u64)g_altstacks || offset >= sizeof g_altstacks) die(14);
+  return (int)(offset / ALTSTACK_SIZE);
+}
 
 /* ---- liveness of the VMM --------------------------------------------------------------------- */
 static void check_vmm_alive(void) {
@@ -170,12 +193,18 @@ static void start_watchdog(void) {
 /* How long to spin for the VMM's answer before sleeping (TSC ticks; ~20-50 us). */
 #define SPIN_TICKS 60000ULL
 
-static void hand_off(uint32_t event) {
-  volatile struct flurry_stub_shared* s = SHARED;
+static void hand_off(volatile struct flurry_stub_shared* s, uint32_t event) {
   s->event = event;
   __atomic_store_n(&s->turn, FLURRY_STUB_TURN_VMM, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&s->vmm_waiting, __ATOMIC_SEQ_CST)) {
     SYS3(__NR_futex, &s->turn, FUTEX_WAKE, 1);
+  }
+  /* The doorbell, for a VMM waiting on any lane: rung after `turn` is stored (no lost
+   * wake-up: docs/protocols/stub.md, "Waiting for any lane"). */
+  volatile struct flurry_stub_shared* page0 = SHARED;
+  __atomic_add_fetch(&page0->doorbell, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&page0->vmm_waiting_any, __ATOMIC_SEQ_CST)) {
+    SYS3(__NR_futex, &page0->doorbell, FUTEX_WAKE, 0x7fffffff);
   }
   /* Spin briefly (the VMM usually answers within microseconds), then sleep. */
   const u64 start = __builtin_ia32_rdtsc();
@@ -243,8 +272,7 @@ static uint32_t frame_xsave_size(const unsigned char* fp) {
   return sw->xstate_size;
 }
 
-static void save_fpu(const struct sigcontext* mc) {
-  volatile struct flurry_stub_shared* s = SHARED;
+static void save_fpu(volatile struct flurry_stub_shared* s, const struct sigcontext* mc) {
   const unsigned char* fp = (const unsigned char*)mc->fpstate;
   if (fp == 0) {
     s->xsave_size = 0;
@@ -256,8 +284,7 @@ static void save_fpu(const struct sigcontext* mc) {
   s->xsave_size = size;
 }
 
-static void load_fpu(struct sigcontext* mc) {
-  volatile struct flurry_stub_shared* s = SHARED;
+static void load_fpu(volatile struct flurry_stub_shared* s, struct sigcontext* mc) {
   unsigned char* fp = (unsigned char*)mc->fpstate;
   if (fp == 0) return;
   const uint32_t frame = frame_xsave_size(fp);
@@ -271,9 +298,10 @@ static void load_fpu(struct sigcontext* mc) {
 }
 
 /* ---- fork ------------------------------------------------------------------------------------ */
-/* In a new child: replace the inherited shared page (still the parent's) with a fresh one of
- * its own and announce itself there. The VMM takes the memfd (fd 0) with pidfd_getfd. */
-static void become_forked_child(int die_with_parent) {
+/* In a new child (which has only the forking thread: lane `lane`): replace the inherited shared
+ * area (still the parent's) with a fresh one of its own; the caller announces itself on the
+ * lane's page. The VMM takes the memfd (fd 0) with pidfd_getfd. */
+static void become_forked_child(int lane, int die_with_parent) {
   volatile struct flurry_stub_shared* s = SHARED;
   /* Only the setup block is carried over. */
   const u64 magic = s->magic, ram_size = s->ram_size, user_base = s->user_base;
@@ -299,20 +327,25 @@ static void become_forked_child(int die_with_parent) {
   s->vdso_size = vdso_size;
   s->guard_start = guard_start;
   s->guard_end = guard_end;
+  /* fork() copied only this thread: the other lanes are gone, their numbers free again. */
+  for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
+    g_lane_used[k] = k == lane;
+    if (k != lane) g_started[k] = 0;
+  }
   /* Die with the stub that forked us, as the VMM that will drive us dies with the VMM that
    * forked it (a detached clone outlives its snapshot). */
   if (die_with_parent) SYS2(__NR_prctl, PR_SET_PDEATHSIG, 9);
   start_watchdog();
 }
 
-/* clone(SIGCHLD, 0, 0, 0, tls = the token in args[0], 0) through the stub's site. The token
+/* clone(flags, stack, 0, 0, tls = the token at `token`, 0) through the stub's site. The token
  * stays out of the stub's memory (which the guest can read): it goes from the shared page
- * straight into r8, which is cleared right after, in parent and child alike. */
-static long fork_with_token(void) {
+ * straight into r8, which is cleared right after, in parent and child alike (a new lane's
+ * thread clears it in flurry_stub_lane_entry, where the site's `ret` takes it). */
+static long clone_with_token(long flags, void* stack, volatile const u64* token) {
   long ret = __NR_clone;
   __asm__ volatile(
       "sub $128, %%rsp\n"
-      "xor %%esi, %%esi\n"
       "xor %%edx, %%edx\n"
       "xor %%r10d, %%r10d\n"
       "xor %%r9d, %%r9d\n"
@@ -321,15 +354,75 @@ static long fork_with_token(void) {
       "xor %%r8d, %%r8d\n"
       "add $128, %%rsp\n"
       : "+a"(ret)
-      : "D"((long)SIGCHLD), [token] "r"(&SHARED->args[0])
-      : "rsi", "rdx", "rcx", "r8", "r9", "r10", "r11", "memory");
+      : "D"(flags), "S"(stack), [token] "r"(token)
+      : "rdx", "rcx", "r8", "r9", "r10", "r11", "memory");
   return ret;
+}
+
+/* ---- lanes ----------------------------------------------------------------------------------- */
+/* A new lane's thread begins here: clone() left it on its start stack, whose top word is this
+ * address, and the site's `ret` popped it. r8 still holds the fork token: cleared first. */
+void flurry_stub_lane_start(void);
+extern char flurry_stub_lane_entry[];
+__asm__(
+    ".text\n"
+    ".globl flurry_stub_lane_entry\n"
+    "flurry_stub_lane_entry:\n"
+    "  xor %r8d, %r8d\n"
+    "  xor %r9d, %r9d\n"
+    "  xor %r10d, %r10d\n"
+    "  xor %ebp, %ebp\n"
+    "  and $-16, %rsp\n"
+    "  call flurry_stub_lane_start\n"
+    "  ud2\n");
+
+static int lane_of_start_stack(const void* p) {
+  const u64 offset = (u64)p - (u64)g_start_stacks;
+  if ((u64)p < (u64)g_start_stacks || offset >= sizeof g_start_stacks) die(14);
+  return (int)(offset / START_STACK_SIZE);
+}
+
+void flurry_stub_lane_start(void) {
+  int here;
+  const int lane = lane_of_start_stack(&here);
+  /* A thread made with CLONE_VM starts without an alternate stack: its lane's, before any
+   * signal can come (all are blocked, as they were in the handler that cloned it). */
+  struct stub_stack alt = {g_altstacks[lane], 0, 0, ALTSTACK_SIZE};
+  if (SYS2(__NR_sigaltstack, &alt, 0) != 0) die(9);
+  /* Everything but the kick: a forced SIGSYS while blocked would kill the process, and a kick
+   * must wait until the lane runs guest code (its READY handler unblocks it in the frame). */
+  u64 mask = 1ULL << (FLURRY_STUB_KICK_SIGNAL - 1);
+  SYS4(__NR_rt_sigprocmask, 2 /* SIG_SETMASK */, &mask, 0, 8);
+  /* As the main thread's start: a trapped syscall; its handler reports READY on this lane's
+   * page, and the first RESUME (with LOAD_REGS) leaves for the guest's code. */
+  __asm__ volatile(
+      "xor %%ebx, %%ebx\n xor %%r12d, %%r12d\n xor %%r13d, %%r13d\n"
+      "xor %%r14d, %%r14d\n xor %%r15d, %%r15d\n mov $39, %%eax\n syscall" ::
+          : "rax", "rbx", "r12", "r13", "r14", "r15", "rcx", "r11", "memory");
+  die(11); /* a RESUME without LOAD_REGS */
+}
+
+/* CMD_ADD_LANE on a stopped lane: starts lane args[0] as a new thread. */
+static long add_lane(volatile struct flurry_stub_shared* s) {
+  const u64 lane = s->args[0];
+  if (lane == 0 || lane >= FLURRY_STUB_MAX_LANES) return -22; /* EINVAL */
+  if (g_lane_used[lane]) return -17;                          /* EEXIST */
+  g_started[lane] = 0;
+  /* The child's stack: the site's `ret` pops flurry_stub_lane_entry from its top word. */
+  u64* top = (u64*)(g_start_stacks[lane] + START_STACK_SIZE - 16);
+  top[0] = (u64)flurry_stub_lane_entry;
+  top[1] = 0;
+  long tid = clone_with_token(FLURRY_STUB_LANE_CLONE_FLAGS, top, &s->args[1]);
+  if (tid > 0) g_lane_used[lane] = 1;
+  return tid;
 }
 
 /* ---- the signal handler ------------------------------------------------------------------- */
 static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
   struct stub_ucontext* uc = ucv;
-  volatile struct flurry_stub_shared* s = SHARED;
+  /* The handler runs on its lane's alternate stack. */
+  const int lane = lane_of_stack(&uc);
+  volatile struct flurry_stub_shared* s = LANE(lane);
   uint32_t event;
   if (sig == SIGALRM) {
     check_vmm_alive();
@@ -337,9 +430,10 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
   }
   if (sig == SIGSYS) {
     s->syscall_nr = (u64)(unsigned int)si->u.sys.syscall;
-    if (!g_started) {
-      g_started = 1;
-      event = FLURRY_STUB_EVENT_READY; /* the stub's own first trap */
+    if (!g_started[lane]) {
+      g_started[lane] = 1;
+      event = FLURRY_STUB_EVENT_READY; /* the lane's own first trap */
+      uc->sigmask = 0;                 /* the guest's code runs with every signal unblocked */
     } else if (si->u.sys.arch != AUDIT_ARCH_X86_64) {
       event = FLURRY_STUB_EVENT_BAD_ARCH;
     } else {
@@ -357,13 +451,13 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
   }
   save_regs(&uc->mc, &s->regs);
   for (;;) {
-    hand_off(event);
+    hand_off(s, event);
     event = FLURRY_STUB_EVENT_DONE;
     switch (s->command) {
       case FLURRY_STUB_CMD_RESUME: {
         const uint32_t flags = s->resume_flags;
         if (flags & FLURRY_STUB_LOAD_REGS) load_regs(&uc->mc, &s->regs);
-        if (flags & FLURRY_STUB_LOAD_FPU) load_fpu(&uc->mc);
+        if (flags & FLURRY_STUB_LOAD_FPU) load_fpu(s, &uc->mc);
         if (flags & FLURRY_STUB_LOAD_FS) SYS2(__NR_arch_prctl, ARCH_SET_FS, s->regs.fs_base);
         if (flags & FLURRY_STUB_LOAD_GS) SYS2(__NR_arch_prctl, ARCH_SET_GS, s->regs.gs_base);
         __atomic_store_n(&s->turn, FLURRY_STUB_TURN_GUEST, __ATOMIC_RELEASE);
@@ -371,9 +465,9 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
       }
       case FLURRY_STUB_CMD_FORK: {
         const int die_with_parent = s->args[1] != 0;
-        long pid = fork_with_token();
+        long pid = clone_with_token(SIGCHLD, 0, &s->args[0]);
         if (pid == 0) {
-          become_forked_child(die_with_parent);
+          become_forked_child(lane, die_with_parent);
           event = FLURRY_STUB_EVENT_FORKED;
           continue;
         }
@@ -381,6 +475,20 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
         s->result = pid;
         continue;
       }
+      case FLURRY_STUB_CMD_ADD_LANE:
+        s->result = add_lane(s);
+        s->args[1] = 0;
+        continue;
+      case FLURRY_STUB_CMD_END_LANE:
+        /* Lane 0 is the main thread: it never ends alone (a zombie leader would still count in
+         * /proc/PID/status, and the process's children are tied to it). */
+        if (lane == 0) {
+          s->result = -22; /* EINVAL */
+          continue;
+        }
+        g_lane_used[lane] = 0;
+        g_started[lane] = 0;
+        for (;;) SYS1(__NR_exit, 0); /* this thread only; the VMM sees it gone in /proc */
       case FLURRY_STUB_CMD_MADVISE:
         s->result = SYS3(__NR_madvise, s->args[0], s->args[1], s->args[2]);
         continue;
@@ -388,7 +496,7 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
         s->result = SYS3(__NR_mprotect, s->args[0], s->args[1], s->args[2]);
         continue;
       case FLURRY_STUB_CMD_SAVE_FPU:
-        save_fpu(&uc->mc);
+        save_fpu(s, &uc->mc);
         s->result = 0;
         continue;
       case FLURRY_STUB_CMD_EXIT:
@@ -415,7 +523,7 @@ static void install_handler(int sig) {
 
 /* The filter, built at run time (jump offsets are counted from the next instruction). The IP
  * seccomp reports is the address after `syscall`. */
-static struct sock_filter g_filter[96];
+static struct sock_filter g_filter[128];
 static unsigned g_filter_len;
 
 static void emit(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
@@ -446,8 +554,11 @@ static void install_filter(u64 fork_token) {
   RET(SECCOMP_RET_TRAP);
   /* The stub's own calls. */
   LD(0);
-  const uint32_t plain[] = {__NR_futex,       __NR_rt_sigreturn, __NR_exit_group, __NR_setitimer,
-                            __NR_close_range, __NR_memfd_create, __NR_ftruncate};
+  /* exit ends the calling thread only (CMD_END_LANE); the guest could end them all already
+   * (exit_group). */
+  const uint32_t plain[] = {__NR_futex,       __NR_rt_sigreturn,  __NR_exit_group,   __NR_exit,
+                            __NR_setitimer,   __NR_close_range,   __NR_memfd_create, __NR_ftruncate,
+                            __NR_sigaltstack, __NR_rt_sigprocmask};
   for (unsigned i = 0; i < sizeof plain / sizeof plain[0]; ++i) {
     JEQ(plain[i], 0, 1);
     RET(SECCOMP_RET_ALLOW);
@@ -492,7 +603,7 @@ static void install_filter(u64 fork_token) {
   JEQ(PR_SET_PDEATHSIG, 0, 1);
   RET(SECCOMP_RET_ALLOW);
   RET(SECCOMP_RET_KILL_PROCESS);
-  /* mmap: only a shared read/write mapping of the shared page's size over the shared page
+  /* mmap: only a shared read/write mapping of the shared area's size over the shared area
    * (addr, length, prot and flags pinned; the high halves of length/prot/flags must be 0). */
   JEQ(__NR_mmap, 0, 16);
   LD(ARG_HI(0));
@@ -511,12 +622,15 @@ static void install_filter(u64 fork_token) {
   JEQ(MAP_SHARED | MAP_FIXED, 0, 1);
   RET(SECCOMP_RET_ALLOW);
   RET(SECCOMP_RET_KILL_PROCESS);
-  /* clone: only a plain fork (flags == SIGCHLD) carrying the fork token as its tls argument. */
-  JEQ(__NR_clone, 0, 10);
-  LD(ARG_LO(0));
-  JEQ(SIGCHLD, 0, 7);
+  /* clone: only a plain fork (flags == SIGCHLD) or a new lane's thread (flags == exactly
+   * FLURRY_STUB_LANE_CLONE_FLAGS), carrying the fork token as its tls argument (which the
+   * kernel ignores without CLONE_SETTLS). */
+  JEQ(__NR_clone, 0, 11);
   LD(ARG_HI(0));
-  JEQ(0, 0, 5);
+  JEQ(0, 0, 8);
+  LD(ARG_LO(0));
+  JEQ(SIGCHLD, 1, 0);
+  JEQ(FLURRY_STUB_LANE_CLONE_FLAGS, 0, 5);
   LD(ARG_LO(4));
   JEQ((uint32_t)fork_token, 0, 3);
   LD(ARG_HI(4));
@@ -591,7 +705,7 @@ void flurry_stub_main(void) {
   map_or_die(s->vvar_addr, 4096, PROT_READ, anon);
   map_or_die(s->vdso_addr, s->vdso_size, PROT_READ | PROT_EXEC, anon);
 
-  struct stub_stack alt = {g_altstack, 0, 0, sizeof g_altstack};
+  struct stub_stack alt = {g_altstacks[0], 0, 0, ALTSTACK_SIZE}; /* lane 0's */
   if (SYS2(__NR_sigaltstack, &alt, 0) != 0) die(9);
   const int handled[] = {SIGSYS, SIGSEGV, SIGBUS,  SIGFPE,
                          SIGILL, SIGTRAP, SIGALRM, FLURRY_STUB_KICK_SIGNAL};

@@ -20,12 +20,17 @@
  * most 64 GiB, identity-mapped from 0). */
 #define FLURRY_STUB_TEXT_ADDR 0x7e0000000000ULL
 #define FLURRY_STUB_SHARED_ADDR 0x7d0000000000ULL
-#define FLURRY_STUB_SHARED_SIZE 0x10000ULL /* 64 KiB */
+/* The shared area: one 64 KiB page (a hand-off block) per lane, lane k at
+ * FLURRY_STUB_SHARED_ADDR + k * FLURRY_STUB_LANE_SIZE. The setup block and `vmm_alive` are read
+ * from page 0 only. A lane is one stub thread running guest code (docs/protocols/stub.md). */
+#define FLURRY_STUB_MAX_LANES 16
+#define FLURRY_STUB_LANE_SIZE 0x10000ULL                                        /* 64 KiB */
+#define FLURRY_STUB_SHARED_SIZE (FLURRY_STUB_MAX_LANES * FLURRY_STUB_LANE_SIZE) /* 1 MiB */
 /* The shared page's memfd as the stub finds it at exec. */
 #define FLURRY_STUB_SHARED_FD 3
 
 #define FLURRY_STUB_MAGIC 0x4255545359524c46ULL /* "FLRYSTUB" */
-#define FLURRY_STUB_VERSION 3
+#define FLURRY_STUB_VERSION 5 /* 4: lanes, the doorbell, CMD_ADD_LANE; 5: CMD_END_LANE */
 
 /* turn */
 #define FLURRY_STUB_TURN_GUEST 0 /* the guest is running (or the stub is starting) */
@@ -55,6 +60,17 @@
 #define FLURRY_STUB_CMD_MPROTECT 7
 #define FLURRY_STUB_MPROTECT_LIMIT_HI 16u    /* 64 GiB >> 32 */
 #define FLURRY_STUB_MPROTECT_FLOOR 0x200000u /* guest user memory starts at 2 MiB */
+/* Sent to a stopped lane: starts lane args[0] (1..MAX_LANES-1, not started yet) as a new stub
+ * thread; args[1] = the fork token. result = the new thread's tid, or -errno. The new lane
+ * announces itself with EVENT_READY on its own page. */
+#define FLURRY_STUB_CMD_ADD_LANE 8
+/* Sent to a stopped lane other than lane 0 (the stub's main thread, which never ends): its thread
+ * ends (the exit syscall); nothing is answered. The VMM waits until /proc/PID/status shows the
+ * thread gone. The lane's number is free again; its page keeps whatever was in it. */
+#define FLURRY_STUB_CMD_END_LANE 9
+/* The clone() flags of a new lane's thread (the only ones the filter allows besides SIGCHLD):
+ * CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM. */
+#define FLURRY_STUB_LANE_CLONE_FLAGS 0x50f00u
 
 /* setup_flags */
 #define FLURRY_STUB_SETUP_USERFAULTFD                       \
@@ -121,21 +137,34 @@ struct flurry_stub_shared {
   uint32_t xsave_size; /* bytes valid in `xsave` */
   uint32_t xsave_pad;
   int64_t uffd_fd; /* SETUP_USERFAULTFD: the stub's fd number of it (-1: none) */
-  uint64_t reserved[7];
+  /* Page 0 only: waiting for any lane. A stub thread that hands off (any lane) increments
+   * `doorbell` after it stored its lane's turn = VMM, and FUTEX_WAKEs it if `vmm_waiting_any`
+   * is set (the VMM sleeps on the doorbell). */
+  uint32_t doorbell;
+  uint32_t vmm_waiting_any;
+  uint64_t reserved[6];
   uint8_t xsave[FLURRY_STUB_XSAVE_MAX] __attribute__((aligned(64)));
 };
 
 #ifdef __cplusplus
 static_assert(sizeof(flurry_stub_regs) == 20 * 8, "stub regs layout");
-static_assert(sizeof(flurry_stub_shared) <= FLURRY_STUB_SHARED_SIZE, "stub page size");
+static_assert(sizeof(flurry_stub_shared) <= FLURRY_STUB_LANE_SIZE, "stub page size");
 static_assert(__builtin_offsetof(flurry_stub_shared, turn) == 96,
               "layout (docs/protocols/stub.md)");
 static_assert(__builtin_offsetof(flurry_stub_shared, event) == 100, "layout");
 static_assert(__builtin_offsetof(flurry_stub_shared, vmm_alive) == 120, "layout");
 static_assert(__builtin_offsetof(flurry_stub_shared, syscall_nr) == 128, "layout");
 static_assert(__builtin_offsetof(flurry_stub_shared, regs) == 168, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, args) == 336, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, uffd_fd) == 376, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, doorbell) == 384, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, vmm_waiting_any) == 388, "layout");
+static_assert(__builtin_offsetof(flurry_stub_shared, xsave) == 448, "layout");
+static_assert(FLURRY_STUB_MAX_LANES <= 32, "lane sets are 32-bit masks");
 #else
-_Static_assert(sizeof(struct flurry_stub_shared) <= FLURRY_STUB_SHARED_SIZE, "stub page size");
+_Static_assert(sizeof(struct flurry_stub_shared) <= FLURRY_STUB_LANE_SIZE, "stub page size");
+_Static_assert(__builtin_offsetof(struct flurry_stub_shared, doorbell) == 384, "layout");
+_Static_assert(__builtin_offsetof(struct flurry_stub_shared, vmm_waiting_any) == 388, "layout");
 #endif
 
 #endif /* FLURRY_BACKEND_SECCOMP_STUB_STUB_ABI_H_ */
