@@ -262,8 +262,7 @@ std::string StubProcess::DescribeDeath() const {
   // 100 ms.
   for (int attempt = 0; attempt < 100 && pidfd_.valid(); ++attempt) {
     siginfo_t info{};
-    if (waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT) !=
-        0) {
+    if (waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
       if (errno == EINTR) continue;  // the run thread's kick (SIGUSR1)
       break;
     }
