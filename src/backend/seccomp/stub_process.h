@@ -135,6 +135,8 @@ class StubProcess {
  private:
   friend class StubProcessTestPeer;  // stub_process_test: fakes a thread the VMM did not make
   void Reset();
+  // Whether the stub process still runs (its pidfd not readable).
+  bool Alive() const;
   Result<void> WaitForAnnouncement(int lane, uint32_t event);
   // Between the timed waits of Wait and WaitAny: fails if the stub died or let a kick go
   // unanswered too long (and kills it then).
