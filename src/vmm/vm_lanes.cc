@@ -171,19 +171,9 @@ Result<void> Vm::GatherOtherLanes(int home) {
     if (stop->kind == GuestStop::Kind::kSyscall) {
       cpu.regs.RewindSyscall(cpu.regs.rax);  // as a clone's waiting threads
     } else if (stop->kind == GuestStop::Kind::kFault) {
+      // A trap stands past its instruction (replay_back); a fault on it. (A single-step trap
+      // is not made again: the thread's trap flag traps at its next instruction instead.)
       cpu.regs.rip -= static_cast<uint64_t>(stop->replay_back);
-      uint8_t before[2] = {};
-      if (stop->vector == 3 && stop->replay_back == 0 &&
-          backend_->memory().Read(cpu.regs.rip - 2, before, 2)) {
-        // A breakpoint reports the instruction after it: `int3` (CC) or `int $3` (CD 03).
-        if (before[1] == 0xCC) {
-          cpu.regs.rip -= 1;
-        } else if (before[0] == 0xCD && before[1] == 0x03) {
-          cpu.regs.rip -= 2;
-        }
-      }
-      // (A single-step trap is not made again: the thread's trap flag traps at its next
-      // instruction instead.)
     }
     it->cpu = std::move(cpu);
     it->lane = -1;

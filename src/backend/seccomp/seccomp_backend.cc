@@ -289,6 +289,13 @@ Result<GuestStop> SeccompBackend::StopFromEvent(uint32_t event) {
                         : (signo > 0 && signo < 65 ? signo : SIGSEGV);
       stop.description = x86::DescribeFault(report);
       stop.report = report;
+      if (report.vector == 3) {
+        // A breakpoint reports the instruction after it: `int3` (CC) or `int $3` (CD 03).
+        uint8_t before[2] = {};
+        if (memory_->Read(cpu.rip - 2, before, 2)) {
+          stop.replay_back = before[1] == 0xCC ? 1 : (before[0] == 0xCD && before[1] == 3 ? 2 : 0);
+        }
+      }
       return stop;
     }
     case FLURRY_STUB_EVENT_BAD_ARCH: {
