@@ -28,8 +28,8 @@ enum class FileKind : uint8_t {
   kRegular,    // a regular file inside the root
   kDirectory,  // a directory inside the root (usable as a dirfd)
   kOther,      // anything else opened inside the root (symlink via O_PATH, fifo, device)
-  kPipe,       // one end of a pipe made by pipe/pipe2: no path (a VM descriptor records it
-               // as a pipe without a peer)
+  kPipe,       // one end of a pipe made by pipe/pipe2: no path (a VM descriptor records
+               // which pipe, and the pipe's unread bytes)
   kEventfd,    // eventfd/eventfd2: a host eventfd
   kTimerfd,    // timerfd_create: a host timerfd
   kEpoll,      // epoll_create/epoll_create1: a host epoll instance

@@ -85,6 +85,7 @@ TEST(DescriptorCodecTest, DefaultsAndEmptyCollectionsRoundTrip) {
   d.files.root_writable = false;
   d.files.cwd = "/";
   d.files.fds.clear();
+  d.files.pipes.clear();
   d.signals = SignalState{};
   d.pages.present.clear();
   d.clone = {};
@@ -283,6 +284,7 @@ TEST(DescriptorFileTest, ReplacesAnExistingFile) {
   VmDescriptor second = FullDescriptor();
   second.clone.clone_id = 9;
   second.files.fds.resize(3);
+  second.files.pipes.clear();  // fd 9, their end, is gone
   ASSERT_TRUE(WriteDescriptorFile(path, second));
   Result<VmDescriptor> read = ReadDescriptorFile(path);
   ASSERT_TRUE(read) << read.error().message();

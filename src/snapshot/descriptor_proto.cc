@@ -139,6 +139,13 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     f->set_offset(fd.offset);
     if (fd.event != EventRecord{}) EventToProto(fd.event, f->mutable_event());
     if (fd.shares_with >= 0) f->set_shares_with(fd.shares_with);
+    if (fd.pipe != 0) f->set_pipe(fd.pipe);
+  }
+  for (const PipeRecord& pipe : d.files.pipes) {
+    pb::Pipe* p = files->add_pipes();
+    p->set_id(pipe.id);
+    p->set_capacity(pipe.capacity);
+    p->set_contents(pipe.contents.data(), pipe.contents.size());
   }
 
   pb::Signals* sig = out->mutable_signals();
@@ -431,7 +438,21 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
       if (f.shares_with() < 0) return Invalid("fd {} shares fd {}", f.fd(), f.shares_with());
       fd.shares_with = f.shares_with();
     }
+    fd.pipe = f.pipe();
     d.files.fds.push_back(std::move(fd));
+  }
+  if (files.pipes_size() > FdTable::kMaxFds) {
+    return Invalid("{} pipes, at most {} allowed", files.pipes_size(), FdTable::kMaxFds);
+  }
+  for (const pb::Pipe& p : files.pipes()) {
+    if (p.contents().size() > PipeRecord::kMaxPipeCapacity) {
+      return Invalid("pipe {} holds {} bytes, at most {} allowed", p.id(), p.contents().size(),
+                     PipeRecord::kMaxPipeCapacity);
+    }
+    d.files.pipes.push_back(
+        PipeRecord{.id = p.id(),
+                   .capacity = p.capacity(),
+                   .contents = std::vector<uint8_t>(p.contents().begin(), p.contents().end())});
   }
 
   const pb::Signals& sig = in.signals();

@@ -181,7 +181,8 @@ VmDescriptor FullDescriptor() {
        .flags = O_WRONLY | O_NONBLOCK,
        .cloexec = true,
        .offset = 0,
-       .event = {}},
+       .event = {},
+       .pipe = 77},
       {.fd = 1023,
        .kind = FileKind::kOther,
        .stdio_fd = -1,
@@ -235,6 +236,9 @@ VmDescriptor FullDescriptor() {
        .event = {},
        .shares_with = 10},
   };
+  // fd 9's pipe: its read end is closed, its bytes still count (a restore keeps them).
+  d.files.pipes = {
+      PipeRecord{.id = 77, .capacity = 65536, .contents = {'i', 'n', ' ', 'f', 'l', 'y'}}};
 
   d.signals.actions[SIGINT] = {
       .handler = 0x401000, .flags = 0x04000000, .restorer = 0x402000, .mask = 0x2};
@@ -350,7 +354,9 @@ void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
     EXPECT_EQ(fa.offset, fb.offset);
     EXPECT_EQ(fa.event, fb.event);
     EXPECT_EQ(fa.shares_with, fb.shares_with);
+    EXPECT_EQ(fa.pipe, fb.pipe);
   }
+  EXPECT_EQ(a.files.pipes, b.files.pipes);
 
   for (size_t i = 0; i < a.signals.actions.size(); ++i) {
     SCOPED_TRACE(::testing::Message() << "signal " << i);

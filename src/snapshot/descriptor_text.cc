@@ -264,13 +264,19 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
                                     : std::string("none"),
                    Printable(f.cwd), f.fds.size(), f.fds.size() == 1 ? "" : "s"));
   for (const FdRecord& fd : f.fds) {
+    const std::string pipe =
+        fd.pipe == 0 ? std::string("(no peer when restored)") : fmt::format("pipe {}", fd.pipe);
     std::string where = fd.kind == FileKind::kStdio  ? fmt::format("host fd {}", fd.stdio_fd)
-                        : fd.kind == FileKind::kPipe ? std::string("(no peer when restored)")
+                        : fd.kind == FileKind::kPipe ? pipe
                         : IsEventObject(fd.kind)     ? EventText(fd)
                                                      : Printable(fd.path);
     if (fd.shares_with >= 0) where += fmt::format(" (fd {}'s open file)", fd.shares_with);
     out += fmt::format("{}fd {:<4} {:<9} {}  {}  offset {}{}\n", kIndent, fd.fd, KindName(fd.kind),
                        where, OpenFlags(fd.flags), fd.offset, fd.cloexec ? "  cloexec" : "");
+  }
+  for (const PipeRecord& p : f.pipes) {
+    out += fmt::format("{}pipe {}: {} byte{} unread, capacity {}\n", kIndent, p.id,
+                       p.contents.size(), p.contents.size() == 1 ? "" : "s", p.capacity);
   }
 
   const SignalState& sig = d.signals;

@@ -45,7 +45,8 @@ TEST(DescriptorTextTest, DescribesTheDescriptor) {
       "root /srv/guest root (read-write), cwd /data, 11 fds\n",
       "fd 0    stdio     host fd 0  O_RDONLY  offset 0\n",
       "fd 3    file      /data/in.txt  O_RDWR|O_APPEND  offset 123456789012  cloexec\n",
-      "fd 9    pipe      (no peer when restored)  O_WRONLY|O_NONBLOCK  offset 0  cloexec\n",
+      "fd 9    pipe      pipe 77  O_WRONLY|O_NONBLOCK  offset 0  cloexec\n",
+      "pipe 77: 6 bytes unread, capacity 65536\n",
       "fd 1023 other     /link  O_RDONLY|O_PATH|O_NOFOLLOW  offset 0  cloexec\n",
       "fd 10   eventfd   count 18446744073709551614 (semaphore)  O_RDWR|O_NONBLOCK  offset 0  "
       "cloexec\n",

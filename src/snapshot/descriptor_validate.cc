@@ -288,6 +288,10 @@ Result<void> ValidateFiles(const FilesRecord& f) {
           return Invalid("fd {} is a pipe end neither read-only nor write-only", fd.fd);
         }
         if (fd.offset != 0) return Invalid("fd {} is a pipe but has offset {}", fd.fd, fd.offset);
+        if (fd.pipe != 0 && std::none_of(f.pipes.begin(), f.pipes.end(),
+                                         [&](const PipeRecord& p) { return p.id == fd.pipe; })) {
+          return Invalid("fd {} is an end of pipe {}, which is not recorded", fd.fd, fd.pipe);
+        }
         break;
       case FileKind::kEventfd:
       case FileKind::kTimerfd:
@@ -323,6 +327,31 @@ Result<void> ValidateFiles(const FilesRecord& f) {
       if (!used[static_cast<size_t>(i.fd)]) {
         return Invalid("epoll fd {} watches fd {}, which is not open", fd.fd, i.fd);
       }
+    }
+    if (fd.pipe != 0 && fd.kind != FileKind::kPipe) {
+      return Invalid("fd {} is no pipe but names pipe {}", fd.fd, fd.pipe);
+    }
+  }
+  if (f.pipes.size() > static_cast<size_t>(FdTable::kMaxFds)) {
+    return Invalid("{} pipes, at most {} allowed", f.pipes.size(), FdTable::kMaxFds);
+  }
+  std::set<uint64_t> pipe_ids;
+  for (const PipeRecord& p : f.pipes) {
+    if (p.id == 0 || !pipe_ids.insert(p.id).second) {
+      return Invalid("pipe id {} is 0 or appears twice", p.id);
+    }
+    if (p.capacity < 4096 || p.capacity > PipeRecord::kMaxPipeCapacity) {
+      return Invalid("pipe {} has capacity {}, not 4096..{}", p.id, p.capacity,
+                     PipeRecord::kMaxPipeCapacity);
+    }
+    if (p.contents.size() > p.capacity) {
+      return Invalid("pipe {} holds {} bytes, more than its capacity {}", p.id, p.contents.size(),
+                     p.capacity);
+    }
+    if (std::none_of(f.fds.begin(), f.fds.end(), [&](const FdRecord& fd) {
+          return fd.kind == FileKind::kPipe && fd.pipe == p.id;
+        })) {
+      return Invalid("pipe {} is recorded but no fd is an end of it", p.id);
     }
   }
   return {};

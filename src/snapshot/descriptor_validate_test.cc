@@ -133,6 +133,27 @@ const RefusalCase kGuestStateCases[] = {
      "invalid descriptor: fd 9 is a pipe end neither read-only nor write-only"},
     {"pipe with an offset", [](VmDescriptor& d) { d.files.fds[5].offset = 10; },
      "invalid descriptor: fd 9 is a pipe but has offset 10"},
+    {"end of an unrecorded pipe", [](VmDescriptor& d) { d.files.fds[5].pipe = 78; },
+     "invalid descriptor: fd 9 is an end of pipe 78, which is not recorded"},
+    {"pipe named by a file", [](VmDescriptor& d) { d.files.fds[3].pipe = 77; },
+     "invalid descriptor: fd 3 is no pipe but names pipe 77"},
+    {"pipe id 0",
+     [](VmDescriptor& d) {
+       d.files.pipes[0].id = 0;
+       d.files.fds[5].pipe = 0;
+     },
+     "invalid descriptor: pipe id 0 is 0 or appears twice"},
+    {"pipe recorded twice", [](VmDescriptor& d) { d.files.pipes.push_back(d.files.pipes[0]); },
+     "invalid descriptor: pipe id 77 is 0 or appears twice"},
+    {"pipe of no fd",
+     [](VmDescriptor& d) {
+       d.files.pipes.push_back(PipeRecord{.id = 5, .capacity = 4096, .contents = {}});
+     },
+     "invalid descriptor: pipe 5 is recorded but no fd is an end of it"},
+    {"pipe too small", [](VmDescriptor& d) { d.files.pipes[0].capacity = 100; },
+     "invalid descriptor: pipe 77 has capacity 100, not 4096..1048576"},
+    {"pipe over its capacity", [](VmDescriptor& d) { d.files.pipes[0].contents.resize(65537); },
+     "invalid descriptor: pipe 77 holds 65537 bytes, more than its capacity 65536"},
     {"eventfd at its overflow", [](VmDescriptor& d) { d.files.fds[7].event.count = ~0ULL; },
      "invalid descriptor: fd 10: eventfd count 0xffffffffffffffff is past its maximum"},
     {"eventfd with a timer", [](VmDescriptor& d) { d.files.fds[7].event.deadline_ns = 1; },

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "base/check.h"
 #include "guest/dev_files.h"
 #include "snapshot/event_objects.h"
+#include "snapshot/pipe_contents.h"
 
 namespace flurry {
 
@@ -38,7 +40,7 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory) {
   return map;
 }
 
-FilesRecord CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns) {
+Result<FilesRecord> CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns) {
   FilesRecord record;
   if (const HostDir* root = fds.root()) {
     record.root_host_path = root->host_path();
@@ -67,6 +69,18 @@ FilesRecord CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns) {
     if (IsEventObject(r.kind) && r.shares_with < 0) {
       r.event = CaptureEventObject(*entry.file, fds, monotonic_offset_ns);
     }
+    if (r.kind == FileKind::kPipe) {
+      // Both ends (in every process of the VM) name the pipe by its host inode; its bytes
+      // are recorded once.
+      r.pipe = FLURRY_TRY_CTX(HostPipeId(entry.file->host_fd()),
+                              fmt::format("capturing guest fd {} (a pipe)", fd));
+      const bool recorded = std::any_of(record.pipes.begin(), record.pipes.end(),
+                                        [&](const PipeRecord& p) { return p.id == r.pipe; });
+      if (!recorded) {
+        record.pipes.push_back(FLURRY_TRY_CTX(CapturePipe(entry.file->host_fd(), r.pipe),
+                                              fmt::format("capturing guest fd {} (a pipe)", fd)));
+      }
+    }
     record.fds.push_back(std::move(r));
   }
   return record;
@@ -74,18 +88,41 @@ FilesRecord CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns) {
 
 namespace {
 
-// A pipe cannot be reopened: a restored pipe end is that end of a new host pipe whose other
-// end is closed at once, so reads see end of file and writes fail with EPIPE (and raise
-// SIGPIPE). Non-blocking on the host, as every pipe end (guest/syscalls_pipe.cc).
-Result<UniqueFd> PeerlessPipeEnd(int flags) {
-  int ends[2];
-  if (pipe2(ends, O_CLOEXEC | O_NONBLOCK | (flags & O_DIRECT)) != 0) {
-    return FailErrno("making a pipe");
+// The pipes of a descriptor as they are restored: one new host pipe per PipeRecord, made when
+// its first end is, holding the recorded bytes. An end no fd names is closed when the restore
+// is done (reads then see end of file, writes fail with EPIPE and raise SIGPIPE, as for the
+// guest's pipe). A pipe end recorded without its pipe (pipe 0, older descriptors) gets a pipe
+// of its own, without a peer. Non-blocking on the host, as every pipe end
+// (guest/syscalls_pipe.cc).
+class RestoredPipes {
+ public:
+  explicit RestoredPipes(const std::vector<PipeRecord>& records) : records_(records) {}
+
+  Result<UniqueFd> End(const FdRecord& fd) {
+    const bool write_end = (fd.flags & O_ACCMODE) == O_WRONLY;
+    const bool packet_mode = (fd.flags & O_DIRECT) != 0;
+    if (fd.pipe == 0) {
+      PipeEnds peerless =
+          FLURRY_TRY(MakePipe(PipeRecord{.id = 0, .capacity = 4096, .contents = {}}, packet_mode));
+      return write_end ? std::move(peerless.write) : std::move(peerless.read);
+    }
+    auto made = made_.find(fd.pipe);
+    if (made == made_.end()) {
+      const auto record = std::find_if(records_.begin(), records_.end(),
+                                       [&](const PipeRecord& p) { return p.id == fd.pipe; });
+      if (record == records_.end()) return Fail("pipe {} is not recorded", fd.pipe);
+      made = made_.emplace(fd.pipe, FLURRY_TRY(MakePipe(*record, packet_mode))).first;
+    }
+    const int end = write_end ? made->second.write.get() : made->second.read.get();
+    UniqueFd copy(fcntl(end, F_DUPFD_CLOEXEC, 0));
+    if (!copy.valid()) return FailErrno("duplicating a pipe end");
+    return copy;
   }
-  UniqueFd read_end(ends[0]);
-  UniqueFd write_end(ends[1]);
-  return (flags & O_ACCMODE) == O_WRONLY ? std::move(write_end) : std::move(read_end);
-}
+
+ private:
+  const std::vector<PipeRecord>& records_;
+  std::map<uint64_t, PipeEnds> made_;
+};
 
 }  // namespace
 
@@ -99,6 +136,7 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
     if (lazy_files) root.AttachLazyFiles(std::move(lazy_files));
     restored.SetRoot(std::move(root));
   }
+  RestoredPipes pipes(record.pipes);
   for (const FdRecord& r : record.fds) {
     if (r.shares_with >= 0) {  // one open file with a lower fd (validated: restored before)
       auto shared = restored.entries().size() > static_cast<size_t>(r.shares_with)
@@ -117,8 +155,8 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
       if (r.stdio_fd < 0 || r.stdio_fd > 2) return Fail("fd {}: bad stdio fd {}", r.fd, r.stdio_fd);
       file->stdio_fd = r.stdio_fd;
     } else if (r.kind == FileKind::kPipe) {
-      file->host = FLURRY_TRY_CTX(PeerlessPipeEnd(r.flags),
-                                  fmt::format("restoring guest fd {} (a pipe)", r.fd));
+      file->host =
+          FLURRY_TRY_CTX(pipes.End(r), fmt::format("restoring guest fd {} (a pipe)", r.fd));
     } else if (r.kind == FileKind::kDevice) {
       file->host = FLURRY_TRY_CTX(OpenHostDevice(r.path, r.flags),
                                   fmt::format("reopening guest fd {} ({})", r.fd, r.path));
@@ -157,7 +195,7 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
 }
 
 Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory) {
-  VmDescriptor d = CaptureGuestState(state);
+  VmDescriptor d = FLURRY_TRY(CaptureGuestState(state));
   d.pages = FLURRY_TRY(CapturePageMap(memory));
   return d;
 }
@@ -190,7 +228,13 @@ GuestThread ThreadOf(const ThreadRecord& record) {
 
 }  // namespace
 
-VmDescriptor CaptureGuestState(const GuestState& state) {
+Result<VmDescriptor> CaptureGuestState(const GuestState& state) {
+  VmDescriptor d = CaptureGuestStateExceptFiles(state);
+  d.files = FLURRY_TRY(CaptureFiles(state.fds, state.monotonic_offset_ns));
+  return d;
+}
+
+VmDescriptor CaptureGuestStateExceptFiles(const GuestState& state) {
   VmDescriptor d;
   d.cpu = state.cpu;
   d.identity = state.identity;
@@ -204,7 +248,6 @@ VmDescriptor CaptureGuestState(const GuestState& state) {
   d.memory.stack_bottom = map.stack_bottom();
   d.memory.regions = map.regions();
   d.memory.protections = map.protections().spans();
-  d.files = CaptureFiles(state.fds, state.monotonic_offset_ns);
   d.signals = state.signals;
   d.start_time_ns = state.start_time_ns;
   d.clock = CaptureClockNow(state.monotonic_offset_ns);

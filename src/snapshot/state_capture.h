@@ -23,7 +23,10 @@ namespace flurry {
 Result<VmDescriptor> CaptureGuest(const GuestState& state, const GuestMemory& memory);
 
 // CaptureGuest without the page map (for a clone whose memory is this process's copy).
-VmDescriptor CaptureGuestState(const GuestState& state);
+Result<VmDescriptor> CaptureGuestState(const GuestState& state);
+// CaptureGuestState without the files either (for a caller that captured them at an earlier
+// instant).
+VmDescriptor CaptureGuestStateExceptFiles(const GuestState& state);
 
 // The page map alone (also used by benchmarks).
 Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);
@@ -50,7 +53,8 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
                           FdTable& fds, std::shared_ptr<LazyFiles> lazy_files,
                           int64_t monotonic_offset_ns);
 
-// The files of a VM whose monotonic clocks read `monotonic_offset_ns` ahead of the host's.
-FilesRecord CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns);
+// The files of a VM whose monotonic clocks read `monotonic_offset_ns` ahead of the host's,
+// with the bytes in its pipes (copied: the pipes keep them).
+Result<FilesRecord> CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns);
 
 }  // namespace flurry

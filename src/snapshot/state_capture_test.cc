@@ -62,7 +62,7 @@ TEST(StateCaptureTest, CapturesTheGuestClockAtTheCaptureInstant) {
   state.monotonic_offset_ns = 5000 * kSecond;
   const int64_t before = HostClockNs(CLOCK_MONOTONIC);
   const int64_t realtime_before = HostClockNs(CLOCK_REALTIME);
-  const VmDescriptor d = CaptureGuestState(state);
+  const VmDescriptor d = CaptureGuestState(state).value();
   ASSERT_TRUE(d.clock.has_value());
   EXPECT_GE(d.clock->guest_monotonic_ns, before + 5000 * kSecond);
   EXPECT_LE(d.clock->guest_monotonic_ns, HostClockNs(CLOCK_MONOTONIC) + 5000 * kSecond);
@@ -106,9 +106,9 @@ TEST(StateCaptureTest, RestoreWithoutAClockRecordReadsTheHostsClock) {
   }
 }
 
-// A pipe cannot be reopened: its ends are captured as pipe ends without a path, and restored
-// as ends of a new pipe whose other end is closed.
-TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
+// Pipes travel in descriptors with the bytes in them: both ends restore connected to one new
+// pipe holding those bytes, and the captured pipe keeps them.
+TEST(StateCaptureTest, PipesRestoreConnectedWithTheirBytes) {
   signal(SIGPIPE, SIG_IGN);  // as the VMM process does
   FdTable fds;
   int ends[2];
@@ -123,10 +123,10 @@ TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
   writer.flags = O_WRONLY | O_NONBLOCK;
   ASSERT_EQ(*fds.Install(std::move(reader), false), 3);
   ASSERT_EQ(*fds.Install(std::move(writer), true), 4);
-  ASSERT_EQ(write(ends[1], "unread", 6), 6);  // not carried over
+  ASSERT_EQ(write(ends[1], "unread", 6), 6);
 
   VmDescriptor d = SmallDescriptor();
-  d.files = CaptureFiles(fds, 0);
+  d.files = CaptureFiles(fds, 0).value();
   ASSERT_EQ(d.files.fds.size(), 5u);
   const FdRecord& captured = d.files.fds[4];
   EXPECT_EQ(captured.kind, FileKind::kPipe);
@@ -134,6 +134,13 @@ TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
   EXPECT_EQ(captured.flags, O_WRONLY | O_NONBLOCK);
   EXPECT_TRUE(captured.cloexec);
   EXPECT_EQ(captured.offset, 0);
+  EXPECT_NE(captured.pipe, 0u);
+  EXPECT_EQ(d.files.fds[3].pipe, captured.pipe);
+  ASSERT_EQ(d.files.pipes.size(), 1u);
+  EXPECT_EQ(d.files.pipes[0].id, captured.pipe);
+  EXPECT_EQ(std::string(d.files.pipes[0].contents.begin(), d.files.pipes[0].contents.end()),
+            "unread");
+  EXPECT_EQ(d.files.pipes[0].capacity, static_cast<uint32_t>(fcntl(ends[0], F_GETPIPE_SZ)));
 
   Result<GuestState> state = RestoreGuest(d, ClockResume::kFromCapture);  // no root needed
   ASSERT_TRUE(state) << state.error().message();
@@ -142,13 +149,60 @@ TEST(StateCaptureTest, PipeEndsRestoreWithoutAPeer) {
   EXPECT_EQ(read_end->kind, FileKind::kPipe);
   EXPECT_EQ(read_end->flags, O_RDONLY);
   EXPECT_EQ(*state->fds.GetCloexec(4), true);
-  char byte;
-  EXPECT_EQ(read(read_end->host_fd(), &byte, 1), 0);  // end of file, not the old bytes
-  EXPECT_EQ(write(write_end->host_fd(), "x", 1), -1);
-  EXPECT_EQ(errno, EPIPE);
+  char bytes[16] = {};
+  EXPECT_EQ(read(read_end->host_fd(), bytes, sizeof bytes), 6);
+  EXPECT_STREQ(bytes, "unread");
+  EXPECT_EQ(write(write_end->host_fd(), "x", 1), 1);  // connected to the restored reader
+  EXPECT_EQ(read(read_end->host_fd(), bytes, sizeof bytes), 1);
+  EXPECT_EQ(bytes[0], 'x');
+  EXPECT_EQ(read(ends[0], bytes, sizeof bytes), 6);  // the captured pipe still has its bytes
   for (const OpenFile* end : {read_end, write_end}) {
     EXPECT_NE(fcntl(end->host_fd(), F_GETFL) & O_NONBLOCK, 0);
     EXPECT_EQ(fcntl(end->host_fd(), F_GETFD), FD_CLOEXEC);
+  }
+}
+
+// The read end alone: its bytes are read, then end of file (no writer is left). The write end
+// alone: writes fail with EPIPE (no reader). A pipe end recorded without its pipe (older
+// descriptors) gets a pipe of its own without a peer.
+TEST(StateCaptureTest, PipeEndsWithoutTheirPeerRestoreWithoutIt) {
+  signal(SIGPIPE, SIG_IGN);
+  for (const bool keep_reader : {true, false}) {
+    SCOPED_TRACE(keep_reader ? "read end kept" : "write end kept");
+    int ends[2];
+    ASSERT_EQ(pipe2(ends, O_CLOEXEC | O_NONBLOCK), 0);
+    ASSERT_EQ(write(ends[1], "abc", 3), 3);
+    FdTable fds;
+    OpenFile end;
+    end.kind = FileKind::kPipe;
+    end.host.Reset(keep_reader ? ends[0] : ends[1]);
+    end.flags = keep_reader ? O_RDONLY : O_WRONLY;
+    close(keep_reader ? ends[1] : ends[0]);
+    ASSERT_EQ(*fds.Install(std::move(end), false), 3);
+    VmDescriptor d = SmallDescriptor();
+    d.files = CaptureFiles(fds, 0).value();
+    ASSERT_EQ(d.files.pipes.size(), 1u);
+    EXPECT_EQ(d.files.pipes[0].contents.size(), 3u);  // read through /proc for a write end
+    Result<GuestState> state = RestoreGuest(d, ClockResume::kFromCapture);
+    ASSERT_TRUE(state) << state.error().message();
+    const int host = (*state->fds.Get(3))->host_fd();
+    char bytes[8];
+    if (keep_reader) {
+      EXPECT_EQ(read(host, bytes, sizeof bytes), 3);
+      EXPECT_EQ(read(host, bytes, sizeof bytes), 0);
+    } else {
+      EXPECT_EQ(write(host, "x", 1), -1);
+      EXPECT_EQ(errno, EPIPE);
+    }
+    d.files.fds[3].pipe = 0;
+    d.files.pipes.clear();
+    state = RestoreGuest(d, ClockResume::kFromCapture);
+    ASSERT_TRUE(state) << state.error().message();
+    if (keep_reader) {
+      EXPECT_EQ(read((*state->fds.Get(3))->host_fd(), bytes, sizeof bytes), 0);
+    } else {
+      EXPECT_EQ(write((*state->fds.Get(3))->host_fd(), "x", 1), -1);
+    }
   }
 }
 
@@ -201,7 +255,7 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   pollfd expired{(*h.state.fds.Get(due))->host_fd(), POLLIN, 0};
   ASSERT_EQ(poll(&expired, 1, 5000), 1);
 
-  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns).value();
   const FdRecord& e = RecordOf(files, efd);
   EXPECT_EQ(e.kind, FileKind::kEventfd);
   EXPECT_EQ(e.event.count, 5u);
@@ -248,7 +302,7 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
 TEST_F(EventObjectCapture, DupedFdsStayOneOpenFile) {
   const int efd = static_cast<int>(Call(SYS_eventfd2, 5, EFD_NONBLOCK));
   const int copy = static_cast<int>(Call(SYS_dup, static_cast<uint64_t>(efd)));
-  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns).value();
   EXPECT_EQ(RecordOf(files, copy).shares_with, efd);
   EXPECT_EQ(RecordOf(files, efd).shares_with, -1);
   FdTable restored;
@@ -273,7 +327,7 @@ TEST_F(EventObjectCapture, TimerfdDeadlinesAreAbsolute) {
   const itimerspec second{.it_interval = {1, 0}, .it_value = {1, 0}};
   ASSERT_TRUE(h.memory.WriteObject(kArgs, second).has_value());
   ASSERT_EQ(Call(SYS_timerfd_settime, static_cast<uint64_t>(every), 0, kArgs, 0), 0);
-  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns).value();
   FdTable restored;
   ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored, nullptr, 110 * kSecond));
   itimerspec left{};
@@ -291,7 +345,7 @@ TEST_F(EventObjectCapture, DevicesAreReopenedByPath) {
   const int fd = static_cast<int>(
       Call(SYS_openat, static_cast<uint64_t>(AT_FDCWD), kArgs, O_RDONLY | O_CLOEXEC, 0));
   ASSERT_GE(fd, 0);
-  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns).value();
   EXPECT_EQ(RecordOf(files, fd).kind, FileKind::kDevice);
   EXPECT_EQ(RecordOf(files, fd).path, "/dev/zero");
   FdTable restored;

@@ -58,6 +58,20 @@ struct FdRecord {
   // The lower fd whose open file this one shares (dup, dup2, /dev/fd/N), -1: its own. A
   // restore makes one open file of them again (one offset, one eventfd, one pipe end).
   int32_t shares_with = -1;
+  // kPipe: which pipe of FilesRecord::pipes this is an end of; 0: a pipe end recorded without
+  // its pipe (descriptors written before pipes were kept), restored without a peer.
+  uint64_t pipe = 0;
+};
+
+// A pipe of the guest's as it stood at capture time: the bytes written and not yet read. Its
+// ends are the FdRecords naming it. A restore makes one new pipe of them, with these bytes.
+struct PipeRecord {
+  uint64_t id = 0;                                        // >= 1, unique in the descriptor
+  uint32_t capacity = 0;                                  // F_GETPIPE_SZ: 4096 .. kMaxPipeCapacity
+  std::vector<uint8_t> contents;                          // at most capacity bytes
+  static constexpr uint32_t kMaxPipeCapacity = 1U << 20;  // Linux's default pipe-max-size
+
+  bool operator==(const PipeRecord&) const = default;
 };
 
 // Where the guest's files live (restoring reopens paths under the same host directory).
@@ -66,6 +80,7 @@ struct FilesRecord {
   bool root_writable = false;
   std::string cwd = "/";
   std::vector<FdRecord> fds;
+  std::vector<PipeRecord> pipes;  // the pipes the fds are ends of
 };
 
 // The memory map's fields (guest/memory_map.h).

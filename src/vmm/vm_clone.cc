@@ -21,7 +21,9 @@ Result<CloneState> Vm::CaptureResumeState() {
   // At a syscall stop the registers already stand past the syscall; it returns 0 there.
   x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
   cpu.regs.rax = 0;
-  return CloneState{std::move(cpu), CaptureFiles(state_.fds, state_.monotonic_offset_ns)};
+  FilesRecord files = FLURRY_TRY_CTX(CaptureFiles(state_.fds, state_.monotonic_offset_ns),
+                                     "capturing the guest's files");
+  return CloneState{std::move(cpu), std::move(files)};
 }
 
 Result<CloneState> Vm::CaptureCurrentState() {
@@ -36,7 +38,9 @@ Result<CloneState> Vm::CaptureCurrentState() {
     cpu.regs.rip += 2;
     cpu.regs.rax = resumed->done;
   }
-  return CloneState{std::move(cpu), CaptureFiles(state_.fds, state_.monotonic_offset_ns)};
+  FilesRecord files = FLURRY_TRY_CTX(CaptureFiles(state_.fds, state_.monotonic_offset_ns),
+                                     "capturing the guest's files");
+  return CloneState{std::move(cpu), std::move(files)};
 }
 
 Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
@@ -44,7 +48,8 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   // (vm_restore.cc): the descriptor is encoded and decoded here, so every local clone goes
   // through the codec and RestoreGuest. Its memory source is this process's copy-on-write
   // image (inherited through fork()), so the descriptor carries no page map.
-  VmDescriptor described = CaptureGuestState(state_);
+  // The files as they were at the clone instant (the parent has gone on with them since).
+  VmDescriptor described = CaptureGuestStateExceptFiles(state_);
   described.vcpu = state.cpu;
   described.files = state.files;  // offsets as at the clone instant, not as now
   described.backend = backend_->name();

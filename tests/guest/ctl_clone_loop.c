@@ -1,13 +1,15 @@
 // ctl_clone_loop: a bounded loop printing its clone ID, for host-initiated clones
 // (flurry ctl SOCKET clone N).
 //
-// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS [threaded]]]   (defaults 60, 50)
+// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS [threaded|piped]]]   (defaults 60, 50)
 //
 // Prints "id=<sf_id()> iter=<i>" for i = 0..ITERATIONS-1 (one write(2) each), sleeping
 // INTERVAL_MS in between, then "id=<sf_id()> done" and exits 0. A clone made from outside
 // resumes mid-loop and finishes the remaining iterations under its own ID. "threaded": the loop
 // runs in a second thread while the first waits in pthread_join — between lines, every thread
-// of the VM waits in a syscall.
+// of the VM waits in a syscall. "piped": before the loop, "carried" is written into a pipe and
+// left there; after it, "and more" is written, and what the pipe holds is printed as
+// "pipe: carried and more" (a snapshot or clone taken meanwhile must carry the pipe's bytes).
 #include <errno.h>
 #include <flurry/sf.h>
 #include <pthread.h>
@@ -39,6 +41,16 @@ static void* Loop(void* arg) {
 int main(int argc, char** argv) {
   if (argc > 1) iterations = atoi(argv[1]);
   if (argc > 2) interval_ms = atoi(argv[2]);
+  if (argc > 3 && strcmp(argv[3], "piped") == 0) {
+    int fds[2];
+    if (pipe(fds) != 0 || write(fds[1], "carried", 7) != 7) return 1;
+    Loop(NULL);
+    if (write(fds[1], " and more", 9) != 9) return 1;
+    char bytes[64] = {0};
+    ssize_t got = read(fds[0], bytes, sizeof bytes - 1);
+    printf("pipe: %s\n", got > 0 ? bytes : "(nothing)");
+    return 0;
+  }
   if (argc > 3 && strcmp(argv[3], "threaded") == 0) {
     pthread_t loop;
     if (pthread_create(&loop, NULL, Loop, NULL) != 0) return 1;

@@ -132,6 +132,29 @@ TEST(CtlSnapshot, ThreadsAreSnapshottedAndRestored) {
   EXPECT_EQ(lines, want) << r.Describe();
 }
 
+// A pipe's unread bytes are in the snapshot, and its restored ends are connected: the
+// restored guest reads what it wrote before the snapshot and what it writes after.
+TEST(CtlSnapshot, PipesAreSnapshottedWithTheirBytes) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  const fs::path snapshot = dir.path() / "snap";
+  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), "20", "40", "piped"});
+  ASSERT_TRUE(vm.WaitForLine("id=0 iter=3")) << vm.out() << vm.err();
+  ExpectCtlOk(Ctl(socket, {"snapshot", snapshot.string()}));
+  auto original = vm.Wait(60s);
+  ExpectCleanExit(original, 0);
+  EXPECT_TRUE(original.out.ends_with("id=0 done\npipe: carried and more\n")) << original.Describe();
+
+  auto show = Flurry({"descriptor", "show", (snapshot / "descriptor.fvd").string()});
+  EXPECT_EQ(show.exit_code, 0) << show.Describe();
+  EXPECT_NE(show.out.find(": 7 bytes unread, capacity "), std::string::npos) << show.Describe();
+
+  auto r = Flurry({"restore", snapshot.string()}, WithDeadline(120));
+  ExpectCleanExit(r, 0);
+  EXPECT_TRUE(r.out.ends_with("id=0 done\npipe: carried and more\n")) << r.Describe();
+  EXPECT_EQ(r.out.find("id=0 iter=0\n"), std::string::npos) << r.Describe();
+}
+
 TEST(CtlSnapshot, RelativeDirectoryIsTheCallersAndExistingDirIsReused) {
   TempDir dir;
   const std::string socket = (dir.path() / "api.sock").string();

@@ -354,14 +354,16 @@ TEST(ForkTimers, PosixTimersAreCloned) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
-// Pipe ends travel into clones as ends without a peer (end of file, EPIPE and SIGPIPE); the
-// parent's pipe keeps its bytes.
-TEST(ForkPipes, ACloneSeesItsPipesWithoutAPeer) {
+// A clone's pipes are copies of the parent's with their unread bytes, connected end to end
+// (a pipe without a reader or writer stays so); the parent's pipes keep their bytes
+// (tests/guest/fork_pipes.c).
+TEST(ForkPipes, AClonesPipesHoldTheirBytesAndConnectItsEnds) {
   ExpectParentLines("fork_pipes",
                     "clone 1: status 0\n"
                     "clone 2: status 0\n"
                     "parent read: before\n"
-                    "parent read: after\n");
+                    "parent read: after\n"
+                    "parent read: kept\n");
 }
 
 // eventfds, timerfds and epoll instances are the clone's own copies, as at the clone instant
