@@ -258,10 +258,19 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
     // What the VMM cannot clone (ENOTSUP) says so; its own failures are EIO.
     return SyscallResult::Errno(state.error().code() == ENOTSUP ? ENOTSUP : EIO);
   }
-  if (!ticket.remote.empty()) return CloneRemote(ticket, *state, host);
+  if (!ticket.remote.empty()) {
+    // Cloning a VM of several processes onto other hosts is not done yet.
+    if (host.HasOtherProcesses()) return SyscallResult::Errno(EBUSY);
+    return CloneRemote(ticket, *state, host);
+  }
+  if (auto gathered = host.GatherOtherProcesses(); !gathered) {
+    std::fprintf(stderr, "flurry: sf_clone: %s\n", gathered.error().message().c_str());
+    return SyscallResult::Errno(gathered.error().code_or(EAGAIN));
+  }
   const int32_t first_id = family_.ReserveIds(ticket.granted);
   int32_t clone_id = 0;
   auto snapshot = ForkSnapshot(host, first_id, ticket.granted, /*detached=*/false, &clone_id);
+  if (clone_id == 0) host.ForgetGathered();
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
   ticket.cloned = true;

@@ -64,6 +64,15 @@ class ForkHost : public ForkHooks {
     (void)state;
     return Fail("cannot serve {} for clones on other hosts", bind);
   }
+  // A VM of several processes (docs/design.md, "Cloning a VM of several processes"): whether
+  // it has processes besides this one.
+  virtual bool HasOtherProcesses() const { return false; }
+  // Stops every other process of the VM at one instant, has each fork a snapshot of itself,
+  // and records what the clones' copies of them need; they run on when it returns. Then
+  // ForkSnapshot: the snapshot process has the copies made (ForkHooks::BeforeSpawn), and
+  // ForgetGathered() drops, in this process, what the snapshot process now holds.
+  virtual Result<void> GatherOtherProcesses() { return {}; }
+  virtual void ForgetGathered() {}
 };
 
 struct ForkPolicy {
@@ -116,6 +125,9 @@ class ForkController {
     ForgetInherited();
     channel_.Reset();
   }
+  // In a process of clone `id` of a VM of several processes, other than the cloning process's
+  // copy: clone `id` (sf_id), without tickets, checkpoints or an outcome channel of its own.
+  void BecomeCloneMember(int32_t id) { ResetForClone(id, UniqueFd()); }
   // Whether hypercall `nr` makes clones of the VM (which must then be one process).
   static bool MakesClones(uint64_t nr);
 

@@ -68,8 +68,14 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, For
       SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
       return false;
     }
-    auto forked = ForkWithHooks(hooks, /*tied_to_parent=*/!detached);
+    Result<pid_t> forked = std::unexpected(Error(0, ""));
+    if (Result<void> ready = hooks.BeforeSpawn(first_id + i); !ready) {
+      forked = std::unexpected(ready.error());
+    } else {
+      forked = ForkWithHooks(hooks, /*tied_to_parent=*/!detached);
+    }
     if (!forked) {
+      hooks.AfterSpawn();
       const int err = forked.error().code_or(EIO);
       for (int fd : {channel[0], channel[1], gate[0], gate[1]}) close(fd);
       SendReply(control, Reply(SpawnReply::kError, first_id + i, 0, err), -1, -1);
@@ -93,6 +99,7 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, For
       start->channel.Reset(channel[1]);
       return true;
     }
+    hooks.AfterSpawn();
     close(channel[1]);
     close(gate[0]);
     int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));

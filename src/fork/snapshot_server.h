@@ -59,6 +59,13 @@ class ForkHooks {
   virtual Result<void> AfterForkInChild() = 0;
   // Before a process that holds a guest image ends with _exit().
   virtual void ReleaseGuest() = 0;
+  // In the snapshot process, around the fork of clone `id`: a VM of several processes has the
+  // copies of its other processes made (vm_gathering.h). An error fails that clone.
+  virtual Result<void> BeforeSpawn(int32_t id) {
+    (void)id;
+    return {};
+  }
+  virtual void AfterSpawn() {}
 };
 
 // fork() with the hooks around it: returns the pid (0 in the child) or an error; an error in

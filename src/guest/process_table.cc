@@ -2,6 +2,7 @@
 
 #include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,13 +10,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstring>
 
 namespace flurry {
 
 struct ProcessTable::Header {
-  std::atomic<int32_t> last_id;    // the newest pid or tid handed out
-  std::atomic<uint32_t> shutdown;  // init has ended: every process ends
-  uint8_t reserved[56];
+  std::atomic<int32_t> last_id;          // the newest pid or tid handed out
+  std::atomic<uint32_t> shutdown;        // init has ended: every process ends
+  std::atomic<int32_t> gather_host_pid;  // the VMM that gathers the processes for a clone
+  std::atomic<uint32_t> gather_number;   // the newest gathering's number
+  uint8_t reserved[48];
 };
 
 namespace {
@@ -85,6 +89,107 @@ Result<ProcessTable> ProcessTable::Create(int32_t init_pid, int32_t last_id) {
   init.state.store(SharedProcess::kRunning);
   table.self_ = 0;
   table.self_pid_ = init_pid;
+  return table;
+}
+
+ProcessTable::Gathering ProcessTable::StartGathering(int32_t hub_host_pid) {
+  Gathering gathering{hub_host_pid, header()->gather_number.fetch_add(1) + 1};
+  if (gathering.number == 0) gathering.number = header()->gather_number.fetch_add(1) + 1;
+  header()->gather_host_pid.store(hub_host_pid);
+  return gathering;
+}
+
+void ProcessTable::AskToJoin(const Gathering& gathering, const std::vector<int32_t>& joined) {
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    SharedProcess& p = slots()[i];
+    if (i == self_ || p.state.load() != SharedProcess::kRunning) continue;
+    if (std::find(joined.begin(), joined.end(), p.pid.load()) != joined.end()) continue;
+    if (p.gather.exchange(gathering.number) != gathering.number) Wake(p);
+  }
+}
+
+std::vector<int32_t> ProcessTable::OtherRunningPids() const {
+  std::vector<int32_t> pids;
+  if (!valid()) return pids;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    const SharedProcess& p = slots()[i];
+    if (i != self_ && p.state.load() == SharedProcess::kRunning) pids.push_back(p.pid.load());
+  }
+  return pids;
+}
+
+std::optional<ProcessTable::Gathering> ProcessTable::TakeGathering() {
+  if (!valid()) return std::nullopt;
+  const uint32_t number = slots()[self_].gather.load(std::memory_order_relaxed);
+  if (number == 0 || number == joined_gathering_) return std::nullopt;
+  joined_gathering_ = number;
+  return Gathering{header()->gather_host_pid.load(), number};
+}
+
+std::vector<uint8_t> ProcessTable::Image() const {
+  std::vector<uint8_t> image(kTableBytes);
+  std::memcpy(image.data(), mapping_.data(), kTableBytes);
+  return image;
+}
+
+Result<std::pair<ProcessTable, UniqueFd>> ProcessTable::FromImage(
+    const std::vector<uint8_t>& image, int32_t self_pid,
+    const std::vector<std::pair<int32_t, int32_t>>& host_pids) {
+  if (image.size() != kTableBytes) return Fail("a process table image of {} bytes", image.size());
+  UniqueFd memfd(static_cast<int>(syscall(SYS_memfd_create, "flurry-processes", MFD_CLOEXEC)));
+  if (!memfd.valid()) return FailErrno("memfd_create for a process table");
+  if (ftruncate(memfd.get(), static_cast<off_t>(kTableBytes)) != 0) {
+    return FailErrno("sizing a process table");
+  }
+  {
+    Mapping mapping = FLURRY_TRY_CTX(
+        Mapping::Shared(memfd.get(), kTableBytes, PROT_READ | PROT_WRITE), "a process table");
+    std::memcpy(mapping.data(), image.data(), kTableBytes);
+    auto* header = reinterpret_cast<Header*>(mapping.data());
+    header->shutdown.store(0);
+    header->gather_host_pid.store(0);
+    auto* slots = reinterpret_cast<SharedProcess*>(mapping.data() + sizeof(Header));
+    for (int i = 0; i < kMaxProcesses; ++i) {
+      SharedProcess& p = slots[i];
+      p.gather.store(0);
+      // A fork under way when the image was taken did not happen in the clone.
+      uint32_t reserved = SharedProcess::kReserved;
+      p.state.compare_exchange_strong(reserved, SharedProcess::kFree);
+      if (p.state.load() != SharedProcess::kRunning) continue;
+      p.host_pid.store(0);
+      for (const auto& [pid, host] : host_pids) {
+        if (p.pid.load() == pid) p.host_pid.store(host);
+      }
+    }
+  }
+  ProcessTable table = FLURRY_TRY(Attach(memfd.get(), self_pid));
+  return std::pair{std::move(table), std::move(memfd)};
+}
+
+Result<ProcessTable> ProcessTable::Attach(int memfd, int32_t self_pid) {
+  ProcessTable table;
+  table.mapping_ = FLURRY_TRY_CTX(Mapping::Shared(memfd, kTableBytes, PROT_READ | PROT_WRITE),
+                                  "the clone's process table");
+  table.self_ = -1;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    if (table.slots()[i].state.load() == SharedProcess::kRunning &&
+        table.slots()[i].pid.load() == self_pid) {
+      table.self_ = i;
+    }
+  }
+  if (table.self_ < 0) return Fail("process {} is not in the clone's process table", self_pid);
+  table.self_pid_ = self_pid;
+  table.slots()[table.self_].host_pid.store(getpid());
+  table.event_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!table.event_fd_.valid()) return FailErrno(errno, "eventfd for process events");
+  const int32_t init_host = table.slots()[0].host_pid.load();
+  if (table.self_ != 0) {
+    table.init_pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, init_host, 0)));
+    if (!table.init_pidfd_.valid()) return FailErrno(errno, "pidfd_open of the clone's init");
+  } else {
+    table.init_pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
+  }
+  table.NoticeDeadChildren();  // watches the VMMs of its children
   return table;
 }
 
@@ -248,6 +353,17 @@ void ProcessTable::Shutdown() {
   header()->shutdown.store(1);
   for (int i = 0; i < kMaxProcesses; ++i) {
     if (i != self_ && Live(slots()[i])) Wake(slots()[i]);
+  }
+}
+
+void ProcessTable::KillOthers() {
+  if (!valid()) return;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    const SharedProcess& p = slots()[i];
+    const int32_t host = p.host_pid.load();
+    if (i == self_ || p.state.load() != SharedProcess::kRunning || host <= 0) continue;
+    UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, host, 0)));
+    if (pidfd.valid()) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
   }
 }
 

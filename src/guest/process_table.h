@@ -46,7 +46,8 @@ struct SharedProcess {
   std::atomic<uint32_t> exit_signal;   // what the parent gets when this process ends
   std::atomic<int32_t> host_pid;       // its VMM's host pid (for a pidfd of an adopted orphan)
   std::atomic<uint32_t> flags;         // kNoZombies
-  uint8_t reserved[8];
+  std::atomic<uint32_t> gather;        // a VM clone asks this process to join (its number)
+  uint8_t reserved[4];
 
   // Its children do not become zombies: they are freed as they end (SIGCHLD ignored, or
   // SA_NOCLDWAIT).
@@ -89,7 +90,11 @@ class ProcessTable {
   // becomes a zombie for its parent, which gets its exit signal and a wake-up.
   void Exit(int wait_status);
   // Init ends: every other process of the VM is told to end (their listeners exit them).
+  // (Also the cloning process of a clone of a VM of several processes: the clone ends.)
   void Shutdown();
+  // The end of a clone (its cloning process's copy ended): every other process's VMM is killed
+  // at once (SIGKILL), so that none of them goes on to see this one end.
+  void KillOthers();
   bool ShuttingDown() const;
   // Whether init's VMM is gone (it exited, or was killed).
   bool InitGone() const;
@@ -138,6 +143,36 @@ class ProcessTable {
   Result<int32_t> NewSession();
   int Count() const;  // processes not reaped, this one included
 
+  // Cloning a VM of several processes (docs/design.md, "Cloning a VM of several processes"):
+  // the cloning process starts a gathering, which listens at a name made of `hub_host_pid` and
+  // the gathering's number, then asks every other running process to join it: AskToJoin asks
+  // those not in `joined` (a process forked meanwhile too), so call it until all have joined.
+  struct Gathering {
+    int32_t hub_host_pid = 0;
+    uint32_t number = 0;
+  };
+  Gathering StartGathering(int32_t hub_host_pid);
+  void AskToJoin(const Gathering& gathering, const std::vector<int32_t>& joined);
+  // The pids of the processes that run (not zombies), this one excluded.
+  std::vector<int32_t> OtherRunningPids() const;
+  // A gathering this process was asked to join and has not yet (then marked joined).
+  std::optional<Gathering> TakeGathering();
+  bool GatheringPending() const {
+    if (!valid()) return false;
+    const uint32_t number = slots()[self_].gather.load(std::memory_order_relaxed);
+    return number != 0 && number != joined_gathering_;
+  }
+  // The table's bytes (taken while every process is stopped: a clone's table is made of them).
+  std::vector<uint8_t> Image() const;
+  // In a clone of a VM of several processes: a table made of `image` in a new memfd (returned
+  // for the clone's other processes to Attach), viewed as process `self_pid`, with the VMMs
+  // of the clone's processes (guest pid -> host pid) and no gathering or shutdown pending.
+  static Result<std::pair<ProcessTable, UniqueFd>> FromImage(
+      const std::vector<uint8_t>& image, int32_t self_pid,
+      const std::vector<std::pair<int32_t, int32_t>>& host_pids);
+  // The view of process `self_pid` of the table in `memfd`.
+  static Result<ProcessTable> Attach(int memfd, int32_t self_pid);
+
   // The word the listener thread waits on (FUTEX_WAIT), bumped at every event for this process.
   std::atomic<uint32_t>* WakeWord();
   // Host eventfd readable after an event for this process (the listener writes it; wait4
@@ -165,7 +200,8 @@ class ProcessTable {
   int self_ = -1;  // this process's slot
   int32_t self_pid_ = 0;
   UniqueFd event_fd_;
-  UniqueFd init_pidfd_;  // init's VMM (inherited by every process)
+  UniqueFd init_pidfd_;            // init's VMM (inherited by every process)
+  uint32_t joined_gathering_ = 0;  // the last gathering this process joined
   struct Child {
     int32_t pid = 0;
     UniqueFd pidfd;

@@ -213,3 +213,98 @@ TEST(ProcessTable, ChildSelectors) {
 
 }  // namespace
 }  // namespace flurry
+
+namespace flurry {
+namespace {
+
+// Cloning a VM of several processes: the cloning process asks every other running one to join
+// (once per gathering; a process forked meanwhile is asked too), and not itself or a zombie.
+TEST(ProcessTableGathering, AsksEveryOtherRunningProcessToJoin) {
+  ProcessTable init = ProcessTable::Create(1, 1).value();
+  const int a = init.Reserve(2, SIGCHLD).value();
+  init.Started(a, true, UniqueFd());
+  const int b = init.Reserve(3, SIGCHLD).value();
+  init.Started(b, true, UniqueFd());
+  EXPECT_EQ(init.OtherRunningPids(), (std::vector<int32_t>{2, 3}));
+  EXPECT_FALSE(init.GatheringPending());
+  const ProcessTable::Gathering call = init.StartGathering(4242);
+  EXPECT_EQ(call.hub_host_pid, 4242);
+  EXPECT_NE(call.number, 0u);
+  init.AskToJoin(call, {3});  // 3 has joined already
+  EXPECT_FALSE(init.TakeGathering());  // the caller is not asked
+  const pid_t host = fork();
+  ASSERT_GE(host, 0);
+  if (host == 0) {  // process 2's view: asked once
+    init.BecomeChild(a);
+    if (!init.GatheringPending()) _exit(1);
+    const std::optional<ProcessTable::Gathering> taken = init.TakeGathering();
+    if (!taken || taken->number != call.number || taken->hub_host_pid != 4242) _exit(2);
+    if (init.GatheringPending() || init.TakeGathering()) _exit(3);
+    init.BecomeChild(b);  // (a view of process 3 now)
+    if (init.GatheringPending()) _exit(4);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(host, &status, 0), host);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(init.StartGathering(4242).number, call.number + 1);  // each gathering its number
+}
+
+// A clone's table: the image taken at the clone instant, in a memfd its processes share, with
+// their new VMMs; nothing pending from the parent (a gathering, a shutdown), no fork under way.
+TEST(ProcessTableGathering, ACloneTableIsTheImageWithTheClonesVmms) {
+  ProcessTable init = ProcessTable::Create(1, 1).value();
+  const int a = init.Reserve(2, SIGCHLD).value();
+  init.Started(a, true, UniqueFd());
+  (void)init.Reserve(3, SIGCHLD).value();  // a fork under way
+  const int zombie = init.Reserve(4, SIGCHLD).value();
+  init.Started(zombie, true, UniqueFd());
+  const pid_t host = fork();
+  ASSERT_GE(host, 0);
+  if (host == 0) {
+    init.BecomeChild(zombie);
+    init.Exit(5 << 8);
+    _exit(0);
+  }
+  ASSERT_EQ(waitpid(host, nullptr, 0), host);
+  (void)init.TakeSignals(nullptr);  // its SIGCHLD
+  init.StartGathering(99);
+  const std::vector<uint8_t> image = init.Image();
+
+  // Process 2's VMM in the clone is this test process's child, waiting to be told to end.
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t copy = fork();
+  ASSERT_GE(copy, 0);
+  if (copy == 0) {
+    char byte;
+    _exit(read(go[0], &byte, 1) == 1 ? 0 : 1);
+  }
+  auto [clone, memfd] = ProcessTable::FromImage(image, 1, {{1, getpid()}, {2, copy}}).value();
+  EXPECT_TRUE(clone.is_init());
+  EXPECT_EQ(clone.Count(), 3);  // init, process 2 and the zombie; not the fork under way
+  EXPECT_FALSE(clone.ShuttingDown());
+  EXPECT_EQ(clone.OtherRunningPids(), (std::vector<int32_t>{2}));
+  ProcessTable::Waitable ended = clone.FindEnded(4, /*reap=*/false);
+  EXPECT_EQ(ended.wait_status, 5 << 8);
+  // Process 2's view of the same memfd: asked to join nothing, its parent init.
+  ProcessTable second = ProcessTable::Attach(memfd.get(), 2).value();
+  EXPECT_FALSE(second.GatheringPending());
+  EXPECT_EQ(second.ParentPid(), 1);
+  EXPECT_FALSE(ProcessTable::Attach(memfd.get(), 3));  // not a process of the clone
+  // What one view does, the other sees: the clone's table is shared.
+  EXPECT_EQ(clone.Send(2, SIGUSR1), 1);
+  int32_t sender = 0;
+  EXPECT_EQ(second.TakeSignals(&sender), uint64_t{1} << (SIGUSR1 - 1));
+  EXPECT_EQ(sender, 1);
+  // The parent's table is untouched.
+  EXPECT_EQ(init.TakeSignals(&sender), 0u);
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  ASSERT_EQ(waitpid(copy, nullptr, 0), copy);
+  close(go[0]);
+  close(go[1]);
+  EXPECT_FALSE(ProcessTable::FromImage(std::vector<uint8_t>(10), 1, {}));
+}
+
+}  // namespace
+}  // namespace flurry

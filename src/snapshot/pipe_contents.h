@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 
 #include "base/error.h"
 #include "base/unique_fd.h"
@@ -25,6 +26,8 @@ struct PipeEnds {
   UniqueFd read;
   UniqueFd write;
 };
+// Pipes made already, by id (a clone of a VM of several processes: its processes share them).
+using PipeSet = std::map<uint64_t, PipeEnds>;
 Result<PipeEnds> MakePipe(const PipeRecord& record, bool packet_mode);
 
 }  // namespace flurry

@@ -96,7 +96,8 @@ namespace {
 // (guest/syscalls_pipe.cc).
 class RestoredPipes {
  public:
-  explicit RestoredPipes(const std::vector<PipeRecord>& records) : records_(records) {}
+  RestoredPipes(const std::vector<PipeRecord>& records, const PipeSet* given)
+      : records_(records), given_(given) {}
 
   Result<UniqueFd> End(const FdRecord& fd) {
     const bool write_end = (fd.flags & O_ACCMODE) == O_WRONLY;
@@ -105,6 +106,14 @@ class RestoredPipes {
       PipeEnds peerless =
           FLURRY_TRY(MakePipe(PipeRecord{.id = 0, .capacity = 4096, .contents = {}}, packet_mode));
       return write_end ? std::move(peerless.write) : std::move(peerless.read);
+    }
+    if (given_ != nullptr) {
+      const auto it = given_->find(fd.pipe);
+      if (it == given_->end()) return Fail("pipe {} was not made", fd.pipe);
+      const int end = write_end ? it->second.write.get() : it->second.read.get();
+      UniqueFd copy(fcntl(end, F_DUPFD_CLOEXEC, 0));
+      if (!copy.valid()) return FailErrno("duplicating a pipe end");
+      return copy;
     }
     auto made = made_.find(fd.pipe);
     if (made == made_.end()) {
@@ -121,14 +130,15 @@ class RestoredPipes {
 
  private:
   const std::vector<PipeRecord>& records_;
-  std::map<uint64_t, PipeEnds> made_;
+  const PipeSet* given_;
+  PipeSet made_;
 };
 
 }  // namespace
 
 Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
                           FdTable& fds, std::shared_ptr<LazyFiles> lazy_files,
-                          int64_t monotonic_offset_ns) {
+                          int64_t monotonic_offset_ns, const PipeSet* given_pipes) {
   FdTable restored;
   restored.Clear();
   if (root_path) {
@@ -136,7 +146,7 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
     if (lazy_files) root.AttachLazyFiles(std::move(lazy_files));
     restored.SetRoot(std::move(root));
   }
-  RestoredPipes pipes(record.pipes);
+  RestoredPipes pipes(record.pipes, given_pipes);
   for (const FdRecord& r : record.fds) {
     if (r.shares_with >= 0) {  // one open file with a lower fd (validated: restored before)
       auto shared = restored.entries().size() > static_cast<size_t>(r.shares_with)
@@ -266,7 +276,7 @@ int64_t RestoredMonotonicOffset(const VmDescriptor& d, ClockResume how) {
 
 Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
                                 const std::optional<std::string>& root_override,
-                                std::shared_ptr<LazyFiles> lazy_files) {
+                                std::shared_ptr<LazyFiles> lazy_files, const PipeSet* pipes) {
   GuestState state;
   state.cpu = d.cpu;
   state.identity = d.identity;
@@ -282,7 +292,7 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
   state.start_time_ns = d.start_time_ns;
   state.monotonic_offset_ns = RestoredMonotonicOffset(d, clock);
   FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,
-                              state.fds, std::move(lazy_files), state.monotonic_offset_ns),
+                              state.fds, std::move(lazy_files), state.monotonic_offset_ns, pipes),
                  "restoring the guest's files");
   return state;
 }

@@ -10,6 +10,7 @@
 #include "guest/guest_state.h"
 #include "guest/lazy_files.h"
 #include "memory/guest_memory.h"
+#include "snapshot/pipe_contents.h"
 #include "snapshot/vm_descriptor.h"
 
 namespace flurry {
@@ -40,18 +41,21 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);
 // parent's --dir).
 Result<GuestState> RestoreGuest(const VmDescriptor& descriptor, ClockResume clock,
                                 const std::optional<std::string>& root_override = std::nullopt,
-                                std::shared_ptr<LazyFiles> lazy_files = nullptr);
+                                std::shared_ptr<LazyFiles> lazy_files = nullptr,
+                                const PipeSet* pipes = nullptr);
 
 // The GuestState::monotonic_offset_ns for a VM made from `descriptor` now: per `how` from its
 // clock record, or 0 (the host's clock) when the descriptor has none (older writers).
 int64_t RestoredMonotonicOffset(const VmDescriptor& descriptor, ClockResume how);
 
+// `pipes`: the pipes the record's pipe ends are ends of, made already (a clone of a VM of
+// several processes); by default each recorded pipe is made with its recorded bytes.
 // Reopens the files of `record` into `fds` (used by RestoreGuest and by clones, whose inherited
 // host fds would otherwise share file offsets with the parent), for a VM whose monotonic
 // clocks read `monotonic_offset_ns` ahead of the host's (timerfd deadlines).
 Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::string>& root_path,
                           FdTable& fds, std::shared_ptr<LazyFiles> lazy_files,
-                          int64_t monotonic_offset_ns);
+                          int64_t monotonic_offset_ns, const PipeSet* pipes = nullptr);
 
 // The files of a VM whose monotonic clocks read `monotonic_offset_ns` ahead of the host's,
 // with the bytes in its pipes (copied: the pipes keep them).

@@ -27,6 +27,13 @@ struct GuestExit {
     }
     return 1;
   }
+  // The wait(2) status a parent process in the guest sees (a VMM failure or timeout: killed
+  // by SIGKILL).
+  int WaitStatus() const {
+    if (kind == Kind::kExited) return (status & 0xff) << 8;
+    if (kind == Kind::kSignaled) return signal & 0x7f;
+    return 9;  // SIGKILL
+  }
 };
 
 }  // namespace flurry

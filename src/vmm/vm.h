@@ -23,6 +23,7 @@
 #include "guest/signal_frame.h"
 #include "guest/syscall.h"
 #include "memory/page_source.h"
+#include "snapshot/pipe_contents.h"
 #include "snapshot/vm_descriptor.h"
 #include "vmm/alarm_thread.h"
 #include "vmm/guest_exit.h"
@@ -100,6 +101,13 @@ class Vm : public ForkHost {
     listener_.Stop();
     backend_.reset();
   }
+  // Cloning a VM of several processes (vm_gather.cc; docs/design.md, "Cloning a VM of several
+  // processes").
+  bool HasOtherProcesses() const override { return processes_.Count() > 1; }
+  Result<void> GatherOtherProcesses() override;
+  void ForgetGathered() override { gathering_.reset(); }
+  Result<void> BeforeSpawn(int32_t id) override;
+  void AfterSpawn() override;
 
  private:
   Vm(std::unique_ptr<Backend> backend, GuestState state, ForkController fork,
@@ -179,6 +187,20 @@ class Vm : public ForkHost {
   [[noreturn]] void EndGuestProcess(const GuestExit& exit);
   // Signals other processes sent this one become pending.
   void TakeProcessSignals();
+  // Cloning a VM of several processes (vm_gather.cc). Another process clones the VM: this one
+  // stops, forks the process that makes its copies for the clones, and runs on once every
+  // process has stopped. In a copy (a process of a clone) returns with the CPU loaded
+  // (cpu_replaced_).
+  // Returns true in a copy.
+  Result<bool> JoinGathering(const ProcessTable::Gathering& gathering);
+  // In the cloning process's copy in a clone: the other copies of the clone register; the
+  // clone's process table and pipes are made and handed to them. Returns the pipes.
+  Result<PipeSet> AssembleClone();
+  // In a copy of another process for clone `id`: registers with the rendezvous of `owner`
+  // (the snapshot process that asked for it) and becomes that process of the clone.
+  Result<void> BecomeCloneCopy(int32_t id, int32_t owner, const CloneState& state);
+  // The part of becoming a clone common to every process of it (vm_clone.cc).
+  Result<void> BecomeCloneVm(int32_t id, const CloneState& state, const PipeSet* pipes);
   // execve/execveat (vm_exec.cc): the new program stands loaded (cpu_replaced_), or the call
   // failed (*failure holds the errno), or the process ended (past the point of no return).
   Result<std::optional<GuestExit>> Exec(const SyscallArgs& args, SyscallResult* failure);
@@ -313,6 +335,22 @@ class Vm : public ForkHost {
   // The VM's processes (run thread only); this VMM runs a child process of the guest.
   ProcessTable processes_;
   bool guest_child_ = false;
+  // Cloning a VM of several processes, in the cloning process: what the clones' copies of the
+  // others need (run thread only; the snapshot process's after ForkSnapshot).
+  struct Gathering {
+    struct Member {
+      int32_t pid = 0;
+      UniqueFd copier;  // the connection to its copier (which forks its copies)
+    };
+    std::vector<Member> members;
+    std::vector<uint8_t> table;     // the process table at the clone instant
+    std::vector<PipeRecord> pipes;  // every pipe of the VM, with its bytes at that instant
+    UniqueFd rendezvous;            // in the snapshot process: the clone being made
+  };
+  std::optional<Gathering> gathering_;
+  // A process of a clone of a VM of several processes, other than the cloning one's copy: it
+  // reports nothing to the parent VM (the cloning process's copy does).
+  bool clone_member_ = false;
   UniqueFd exe_fd_;  // the running program's file (execve of /proc/self/exe); may be invalid
   bool exec_refusal_reported_ = false;
   // Kicks the run thread at other processes' signals and children's ends. After processes_:

@@ -44,6 +44,14 @@ Result<CloneState> Vm::CaptureCurrentState() {
 }
 
 Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
+  if (!gathering_) return BecomeCloneVm(id, state, nullptr);
+  // A clone of a VM of several processes: the copies of the others come here for the clone's
+  // process table and pipes (vm_gather.cc).
+  const PipeSet pipes = FLURRY_TRY_CTX(AssembleClone(), "assembling the clone's processes");
+  return BecomeCloneVm(id, state, &pipes);
+}
+
+Result<void> Vm::BecomeCloneVm(int32_t id, const CloneState& state, const PipeSet* pipes) {
   // A clone becomes the VM its descriptor describes, as a VM restored on another host does
   // (vm_restore.cc): the descriptor is encoded and decoded here, so every local clone goes
   // through the codec and RestoreGuest. Its memory source is this process's copy-on-write
@@ -73,8 +81,9 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
                        "giving the clone its own view of --dir");
     root_path = clone_directory_->merged();
   }
-  GuestState restored = FLURRY_TRY_CTX(RestoreGuest(d, ClockResume::kPlusWallClock, root_path),
-                                       "becoming the VM of the clone's descriptor");
+  GuestState restored =
+      FLURRY_TRY_CTX(RestoreGuest(d, ClockResume::kPlusWallClock, root_path, nullptr, pipes),
+                     "becoming the VM of the clone's descriptor");
   // On the parent's host the clone keeps the parent's clock offset exactly (inherited through
   // fork; the kernel clock is the same), so its CLOCK_MONOTONIC is the parent's. A clone on
   // another host continues from the descriptor instead (vm_restore.cc).
@@ -83,9 +92,10 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   // whole machine, told apart from its parent by its clone ID.
   state_ = std::move(restored);
   state_.cpus = lanes_wanted_;  // the host's, not the descriptor's
-  // A clone is a VM of its own: its processes (only this one) get a table of their own, made
-  // when it runs (the parent's is shared memory and stays the parent's).
-  processes_ = ProcessTable();
+  // A clone is a VM of its own: its processes get a table of their own (the parent's is shared
+  // memory and stays the parent's). A clone of one process makes it when it runs; a clone of
+  // several has it already (AssembleClone, BecomeCloneCopy).
+  if (pipes == nullptr) processes_ = ProcessTable();
   state_.fds.ShareOutput(fork_.output_lock(), /*line_buffered=*/true,
                          clone_output_prefix_ ? fmt::format("[clone {}] ", id) : "");
   FLURRY_TRY_CTX(StartClock(), "starting the clone's clock");
@@ -126,6 +136,11 @@ void Vm::EndClone(const GuestExit& exit) {
   fork_.KillOutstanding();
   if (clone_directory_) clone_directory_->Remove();
   backend_.reset();  // the guest's stub, where there is one, goes now, not after _exit
+  // The clone ends with the process that made it (the copy of the one that called sf_clone):
+  // the clone's other processes end too, before any of them sees this one end.
+  listener_.Stop();
+  processes_.Shutdown();
+  processes_.KillOthers();
   fork_.ReportOutcome(outcome);
   _exit(exit.ExitCode());
 }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
 
 #include "base/unique_fd.h"
 #include "snapshot/descriptor_codec.h"
@@ -35,11 +36,25 @@ ControlReply Vm::Control(const ControlRequest& request) {
 }
 
 bool Vm::ControlPending() {
+  if (processes_.GatheringPending()) return true;
   std::lock_guard lock(control_mutex_);
   return !control_queue_.empty();
 }
 
 Result<void> Vm::ServeControl() {
+  if (std::optional<ProcessTable::Gathering> call = processes_.TakeGathering()) {
+    // Another process of the VM clones it: this one stops and has its copies made.
+    Result<bool> copy = JoinGathering(*call);
+    if (!copy) {
+      std::fprintf(stderr, "flurry: process %d, stopping for a clone of the VM: %s\n",
+                   state_.identity.pid, copy.error().message().c_str());
+    } else if (*copy) {  // this is a process of a clone now: nothing of the parent's is left
+      std::lock_guard lock(control_mutex_);
+      control_queue_.clear();
+      paused_ = false;
+      return {};
+    }
+  }
   for (;;) {
     PendingControl* pending = nullptr;
     {

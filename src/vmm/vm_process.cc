@@ -105,23 +105,12 @@ Result<void> Vm::BecomeGuestChild(int slot, int32_t pid, const x86::UserCpuState
 
 void Vm::EndGuestProcess(const GuestExit& exit) {
   state_.fds.FlushLineOutput();
-  int wait_status = SIGKILL;
-  switch (exit.kind) {
-    case GuestExit::Kind::kExited:
-      wait_status = (exit.status & 0xff) << 8;
-      break;
-    case GuestExit::Kind::kSignaled:
-      wait_status = exit.signal & 0x7f;
-      break;
-    case GuestExit::Kind::kTimedOut:
-      break;
-    case GuestExit::Kind::kLost:  // the VMM failed: say why (the guest did nothing)
-      if (!exit.diagnostic.empty()) {
-        const std::string line =
-            fmt::format("flurry: guest process {}: {}\n", state_.identity.pid, exit.diagnostic);
-        (void)!::write(2, line.data(), line.size());
-      }
-      break;
+  const int wait_status = exit.WaitStatus();
+  if (exit.kind == GuestExit::Kind::kLost && !exit.diagnostic.empty()) {
+    // The VMM failed: say why (the guest did nothing).
+    const std::string line =
+        fmt::format("flurry: guest process {}: {}\n", state_.identity.pid, exit.diagnostic);
+    (void)!::write(2, line.data(), line.size());
   }
   listener_.Stop();
   fork_.KillOutstanding();

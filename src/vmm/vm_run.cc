@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "arch/x86_64/layout.h"
+#include "flurry/sf_abi.h"
 #include "guest/guest_time.h"
 #include "guest/posix_timers.h"
 #include "vmm/vm.h"
@@ -19,7 +20,7 @@ Result<GuestExit> Vm::Run() {
   run_thread_known_.store(true);
   Result<GuestExit> exit = RunLoop();
   alarm_.Stop();  // nothing left to kick
-  if (guest_child_) {
+  if (guest_child_ && !fork_.is_clone()) {
     EndGuestProcess(exit ? *exit
                          : GuestExit{GuestExit::Kind::kLost, 0, 0,
                                      "running the process: " + exit.error().message()});
@@ -45,6 +46,12 @@ Result<GuestExit> Vm::Run() {
                               "running the clone: " + exit.error().message()});
   }
   fork_.KillOutstanding();
+  if (clone_member_) {
+    // The init of a clone of a VM of several processes, not the cloning process's copy: the
+    // clone's end is that copy's to report.
+    backend_.reset();
+    _exit(exit ? exit->ExitCode() : 1);
+  }
   return exit;
 }
 
@@ -141,8 +148,9 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     }
   } else if (!ForkController::IsHypercall(args.nr)) {
     result = syscalls_.Dispatch(context, args);
-  } else if (ForkController::MakesClones(args.nr) && processes_.Count() > 1) {
-    // A clone copies one VMM's guest: a VM of several processes cannot be cloned whole yet.
+  } else if ((args.nr == SF_HC_CHECKPOINT || args.nr == SF_HC_CREATE_CLONES) &&
+             processes_.Count() > 1) {
+    // sf_clone clones a VM of several processes (vm_gather.cc); checkpoints cannot yet.
     result = SyscallResult::Errno(EBUSY);
   } else {
     // A clone copies every thread: those on other lanes stop first.

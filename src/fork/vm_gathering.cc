@@ -1,0 +1,156 @@
+#include "fork/vm_gathering.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+
+#include "fmt/format.h"
+
+namespace flurry {
+namespace {
+
+socklen_t AbstractAddress(const std::string& name, sockaddr_un* address) {
+  *address = sockaddr_un{};
+  address->sun_family = AF_UNIX;
+  // Abstract: a leading NUL, no file; gone with the last socket bound to it.
+  const size_t length = std::min(name.size(), sizeof address->sun_path - 1);
+  std::memcpy(address->sun_path + 1, name.data(), length);
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + length);
+}
+
+Result<void> WaitReadable(int fd, std::chrono::milliseconds timeout, const char* what) {
+  pollfd pfd{fd, POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return FailErrno(ETIMEDOUT, what);
+    const int ready =
+        poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), int64_t{1} << 30)));
+    if (ready > 0) return {};
+    if (ready < 0 && errno != EINTR) return FailErrno(what);
+  }
+}
+
+}  // namespace
+
+std::string GatheringName(int32_t hub_host_pid, uint32_t number) {
+  return fmt::format("flurry-gather-{}-{}", hub_host_pid, number);
+}
+
+std::string RendezvousName(int32_t owner_host_pid, int32_t clone_id) {
+  return fmt::format("flurry-vmclone-{}-{}", owner_host_pid, clone_id);
+}
+
+Result<UniqueFd> ListenAt(const std::string& name) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return FailErrno("socket");
+  sockaddr_un address;
+  const socklen_t length = AbstractAddress(name, &address);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&address), length) != 0) {
+    return FailErrno(fmt::format("binding @{}", name));
+  }
+  if (listen(fd.get(), 64) != 0) return FailErrno(fmt::format("listening at @{}", name));
+  return fd;
+}
+
+Result<UniqueFd> ConnectTo(const std::string& name) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return FailErrno("socket");
+  sockaddr_un address;
+  const socklen_t length = AbstractAddress(name, &address);
+  int r;
+  do {
+    r = connect(fd.get(), reinterpret_cast<sockaddr*>(&address), length);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) return FailErrno(fmt::format("connecting to @{}", name));
+  return fd;
+}
+
+Result<UniqueFd> AcceptWithin(int listener, std::chrono::milliseconds timeout) {
+  FLURRY_TRY(WaitReadable(listener, timeout, "waiting for a connection"));
+  UniqueFd fd(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  if (!fd.valid()) return FailErrno("accept");
+  return fd;
+}
+
+Result<void> SendGatherMessage(int socket, const GatherMessage& message,
+                               const std::vector<int>& fds) {
+  if (fds.size() > 2 * kMaxGatherPipes + 1) return Fail("{} fds in one message", fds.size());
+  iovec iov{const_cast<GatherMessage*>(&message), sizeof message};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (2 * kMaxGatherPipes + 1))] = {};
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(socket, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof message)) return FailErrno("sending to another VMM");
+  return {};
+}
+
+Result<GatherMessage> ReceiveGatherMessage(int socket, GatherMessage::Type expected,
+                                           std::chrono::milliseconds timeout,
+                                           std::vector<UniqueFd>* fds) {
+  FLURRY_TRY(WaitReadable(socket, timeout, "waiting for another VMM"));
+  GatherMessage message;
+  iovec iov{&message, sizeof message};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (2 * kMaxGatherPipes + 1))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_TRUNC);
+  } while (n < 0 && errno == EINTR);
+  std::vector<UniqueFd> received;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      received.emplace_back(fd);
+    }
+  }
+  if (n < 0) return FailErrno("reading from another VMM");
+  if (n == 0) return FailErrno(EPIPE, "reading from another VMM: it has gone");
+  if (n != static_cast<ssize_t>(sizeof message) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    return Fail("a malformed message from another VMM ({} bytes)", n);
+  }
+  if (message.magic != kGatherMagic || message.version != kGatherVersion) {
+    return Fail("a message from another VMM with magic {:#x}, version {}", message.magic,
+                message.version);
+  }
+  if (message.type != expected) {
+    return Fail("another VMM sent message type {} instead of {}", message.type,
+                static_cast<int>(expected));
+  }
+  if (message.count > kMaxGatherPipes) {
+    return Fail("another VMM named {} pipes, at most {} allowed", message.count, kMaxGatherPipes);
+  }
+  size_t want = 0;
+  if (expected == GatherMessage::kHello) want = message.count;
+  if (expected == GatherMessage::kSetup) want = 1 + 2 * message.count;
+  if (received.size() != want) {
+    return Fail("another VMM sent {} fds with a message that carries {}", received.size(), want);
+  }
+  if (fds != nullptr) *fds = std::move(received);
+  return message;
+}
+
+}  // namespace flurry
