@@ -1,5 +1,6 @@
 #include "fork/fork_controller.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -497,6 +498,12 @@ void ForkController::ReportOutcome(const CloneOutcome& outcome) {
   if (!channel_.valid()) return;
   (void)SendOutcome(channel_.get(), outcome);
   channel_.Reset();
+}
+
+bool ForkController::ParentGone() const {
+  if (!channel_.valid()) return false;
+  pollfd pfd{channel_.get(), POLLOUT, 0};
+  return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 void ForkController::KillOutstanding() {

@@ -105,6 +105,8 @@ class ForkController {
 
   // In a clone: sends the outcome to the parent's VMM. Best effort (the parent may be gone).
   void ReportOutcome(const CloneOutcome& outcome);
+  // In a clone: whether the parent's VMM is gone (nobody will read the outcome).
+  bool ParentGone() const;
   // At the end of a VM: kills every clone not yet joined.
   void KillOutstanding();
 

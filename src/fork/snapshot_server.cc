@@ -142,6 +142,7 @@ CloneStart RunSnapshotServer(UniqueFd control_fd, int32_t initial_first_id, int3
   signal(SIGCHLD, SIG_IGN);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   prctl(PR_SET_NAME, "flurry-snapshot");
+  hooks.ForgetGuestPipes();
   CloneStart start;
   if (initial_count > 0) {
     if (SpawnBatch(control, initial_first_id, initial_count, detached, hooks, &start)) {

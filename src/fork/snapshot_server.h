@@ -59,6 +59,10 @@ class ForkHooks {
   virtual Result<void> AfterForkInChild() = 0;
   // Before a process that holds a guest image ends with _exit().
   virtual void ReleaseGuest() = 0;
+  // In a process that holds a guest image for clones to be made from (a snapshot process, a
+  // copier): the guest's pipe ends go (the clones make their pipes from what was captured),
+  // so that a pipe of the running VM sees end of file when the VM closes its last writer.
+  virtual void ForgetGuestPipes() {}
   // In the snapshot process, around the fork of clone `id`: a VM of several processes has the
   // copies of its other processes made (vm_gathering.h). An error fails that clone.
   virtual Result<void> BeforeSpawn(int32_t id) {

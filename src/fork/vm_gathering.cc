@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -73,7 +74,22 @@ Result<UniqueFd> AcceptWithin(int listener, std::chrono::milliseconds timeout) {
   FLURRY_TRY(WaitReadable(listener, timeout, "waiting for a connection"));
   UniqueFd fd(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
   if (!fd.valid()) return FailErrno("accept");
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+    return FailErrno("SO_PEERCRED");
+  }
+  if (peer.uid != geteuid()) return FailErrno(EACCES, "a connection from another user");
   return fd;
+}
+
+Result<pid_t> PeerPid(int socket) {
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  if (getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+    return FailErrno("SO_PEERCRED");
+  }
+  return peer.pid;
 }
 
 Result<void> SendGatherMessage(int socket, const GatherMessage& message,

@@ -59,8 +59,11 @@ std::string RendezvousName(int32_t owner_host_pid, int32_t clone_id);
 
 Result<UniqueFd> ListenAt(const std::string& name);
 Result<UniqueFd> ConnectTo(const std::string& name);
-// A connection on `listener` within `timeout` (an error after it).
+// A connection on `listener` within `timeout` (an error after it). Abstract sockets have no
+// permissions: a peer of another user is refused (SO_PEERCRED).
 Result<UniqueFd> AcceptWithin(int listener, std::chrono::milliseconds timeout);
+// The host pid of the process at the other end of `socket` (when it connected).
+Result<pid_t> PeerPid(int socket);
 
 Result<void> SendGatherMessage(int socket, const GatherMessage& message,
                                const std::vector<int>& fds = {});

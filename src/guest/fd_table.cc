@@ -125,6 +125,13 @@ void FdTable::CloseOnExec() {
   while (!entries_.empty() && entries_.back().file == nullptr) entries_.pop_back();
 }
 
+void FdTable::ClosePipes() {
+  for (Entry& entry : entries_) {
+    if (entry.file != nullptr && entry.file->kind == FileKind::kPipe) entry = Entry{};
+  }
+  while (!entries_.empty() && entries_.back().file == nullptr) entries_.pop_back();
+}
+
 int FdTable::OpenCount() const {
   int count = 0;
   for (const Entry& entry : entries_) count += entry.file != nullptr;

@@ -153,6 +153,8 @@ class FdTable {
 
   // execve: closes every fd marked close-on-exec.
   void CloseOnExec();
+  // Closes every pipe end (a snapshot process holds none: its pipes would not see EOF).
+  void ClosePipes();
 
   int OpenCount() const;
   // Index = guest fd (for serialisation).

@@ -3,6 +3,7 @@
 #include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,7 +20,8 @@ struct ProcessTable::Header {
   std::atomic<uint32_t> shutdown;        // init has ended: every process ends
   std::atomic<int32_t> gather_host_pid;  // the VMM that gathers the processes for a clone
   std::atomic<uint32_t> gather_number;   // the newest gathering's number
-  uint8_t reserved[48];
+  std::atomic<int32_t> gather_owner;     // the host pid of the VMM gathering now (0: none)
+  uint8_t reserved[44];
 };
 
 namespace {
@@ -108,6 +110,22 @@ void ProcessTable::AskToJoin(const Gathering& gathering, const std::vector<int32
   }
 }
 
+bool ProcessTable::TryOwnGathering(int32_t host_pid) {
+  std::atomic<int32_t>& owner = header()->gather_owner;
+  int32_t current = 0;
+  if (owner.compare_exchange_strong(current, host_pid)) return true;
+  // An owner that died while gathering (killed) holds nothing any more.
+  if (current != host_pid && kill(current, 0) != 0 && errno == ESRCH) {
+    return owner.compare_exchange_strong(current, host_pid);
+  }
+  return false;
+}
+
+void ProcessTable::ReleaseGathering(int32_t host_pid) {
+  int32_t mine = host_pid;
+  header()->gather_owner.compare_exchange_strong(mine, 0);
+}
+
 std::vector<int32_t> ProcessTable::OtherRunningPids() const {
   std::vector<int32_t> pids;
   if (!valid()) return pids;
@@ -148,6 +166,7 @@ Result<std::pair<ProcessTable, UniqueFd>> ProcessTable::FromImage(
     auto* header = reinterpret_cast<Header*>(mapping.data());
     header->shutdown.store(0);
     header->gather_host_pid.store(0);
+    header->gather_owner.store(0);
     auto* slots = reinterpret_cast<SharedProcess*>(mapping.data() + sizeof(Header));
     for (int i = 0; i < kMaxProcesses; ++i) {
       SharedProcess& p = slots[i];
@@ -167,6 +186,10 @@ Result<std::pair<ProcessTable, UniqueFd>> ProcessTable::FromImage(
 }
 
 Result<ProcessTable> ProcessTable::Attach(int memfd, int32_t self_pid) {
+  struct stat st {};
+  if (fstat(memfd, &st) != 0 || static_cast<size_t>(st.st_size) != kTableBytes) {
+    return Fail("the clone's process table is not {} bytes", kTableBytes);
+  }
   ProcessTable table;
   table.mapping_ = FLURRY_TRY_CTX(Mapping::Shared(memfd, kTableBytes, PROT_READ | PROT_WRITE),
                                   "the clone's process table");
@@ -227,6 +250,7 @@ Result<int> ProcessTable::Reserve(int32_t pid, int exit_signal) {
     p.child_events.store(0);
     p.exit_signal.store(static_cast<uint32_t>(exit_signal));
     p.host_pid.store(0);
+    p.gather.store(0);
     p.flags.store(self.flags.load());  // a fork keeps SIGCHLD's disposition
     return i;
   }

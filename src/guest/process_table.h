@@ -152,6 +152,10 @@ class ProcessTable {
     uint32_t number = 0;
   };
   Gathering StartGathering(int32_t hub_host_pid);
+  // One gathering at a time: whether the VMM `host_pid` may start one (none runs, or its owner
+  // died); ReleaseGathering when done.
+  bool TryOwnGathering(int32_t host_pid);
+  void ReleaseGathering(int32_t host_pid);
   void AskToJoin(const Gathering& gathering, const std::vector<int32_t>& joined);
   // The pids of the processes that run (not zombies), this one excluded.
   std::vector<int32_t> OtherRunningPids() const;

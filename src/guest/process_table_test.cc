@@ -230,7 +230,7 @@ TEST(ProcessTableGathering, AsksEveryOtherRunningProcessToJoin) {
   const ProcessTable::Gathering call = init.StartGathering(4242);
   EXPECT_EQ(call.hub_host_pid, 4242);
   EXPECT_NE(call.number, 0u);
-  init.AskToJoin(call, {3});  // 3 has joined already
+  init.AskToJoin(call, {3});           // 3 has joined already
   EXPECT_FALSE(init.TakeGathering());  // the caller is not asked
   const pid_t host = fork();
   ASSERT_GE(host, 0);
@@ -304,6 +304,33 @@ TEST(ProcessTableGathering, ACloneTableIsTheImageWithTheClonesVmms) {
   close(go[0]);
   close(go[1]);
   EXPECT_FALSE(ProcessTable::FromImage(std::vector<uint8_t>(10), 1, {}));
+}
+
+}  // namespace
+}  // namespace flurry
+
+namespace flurry {
+namespace {
+
+// One gathering at a time per VM; an owner that died holds nothing.
+TEST(ProcessTableGathering, OneOwnerAtATime) {
+  ProcessTable init = ProcessTable::Create(1, 1).value();
+  EXPECT_TRUE(init.TryOwnGathering(getpid()));
+  const pid_t other = fork();
+  ASSERT_GE(other, 0);
+  if (other == 0) _exit(init.TryOwnGathering(getpid()) ? 1 : 0);  // taken
+  int status = 0;
+  ASSERT_EQ(waitpid(other, &status, 0), other);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  init.ReleaseGathering(getpid());
+  // A child takes it and dies holding it: the next owner may take it over.
+  const pid_t dying = fork();
+  ASSERT_GE(dying, 0);
+  if (dying == 0) _exit(init.TryOwnGathering(getpid()) ? 0 : 1);
+  ASSERT_EQ(waitpid(dying, &status, 0), dying);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(init.TryOwnGathering(getpid()));
+  init.ReleaseGathering(getpid());
 }
 
 }  // namespace

@@ -40,7 +40,7 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory) {
   return map;
 }
 
-Result<FilesRecord> CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns) {
+Result<FilesRecord> CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns, bool pipe_bytes) {
   FilesRecord record;
   if (const HostDir* root = fds.root()) {
     record.root_host_path = root->host_path();
@@ -76,9 +76,15 @@ Result<FilesRecord> CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns
                               fmt::format("capturing guest fd {} (a pipe)", fd));
       const bool recorded = std::any_of(record.pipes.begin(), record.pipes.end(),
                                         [&](const PipeRecord& p) { return p.id == r.pipe; });
-      if (!recorded) {
+      if (!recorded && pipe_bytes) {
         record.pipes.push_back(FLURRY_TRY_CTX(CapturePipe(entry.file->host_fd(), r.pipe),
                                               fmt::format("capturing guest fd {} (a pipe)", fd)));
+      } else if (!recorded) {
+        const int capacity = fcntl(entry.file->host_fd(), F_GETPIPE_SZ);
+        record.pipes.push_back(
+            PipeRecord{.id = r.pipe,
+                       .capacity = static_cast<uint32_t>(std::max(capacity, 4096)),
+                       .contents = {}});
       }
     }
     record.fds.push_back(std::move(r));

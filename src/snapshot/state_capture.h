@@ -59,6 +59,9 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
 
 // The files of a VM whose monotonic clocks read `monotonic_offset_ns` ahead of the host's,
 // with the bytes in its pipes (copied: the pipes keep them).
-Result<FilesRecord> CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns);
+// Without `pipe_bytes` the pipes are recorded empty (a caller that takes their bytes itself,
+// at another instant: a clone of a VM of several processes).
+Result<FilesRecord> CaptureFiles(const FdTable& fds, int64_t monotonic_offset_ns,
+                                 bool pipe_bytes = true);
 
 }  // namespace flurry

@@ -104,6 +104,7 @@ class Vm : public ForkHost {
   // Cloning a VM of several processes (vm_gather.cc; docs/design.md, "Cloning a VM of several
   // processes").
   bool HasOtherProcesses() const override { return processes_.Count() > 1; }
+  void ForgetGuestPipes() override { state_.fds.ClosePipes(); }
   Result<void> GatherOtherProcesses() override;
   void ForgetGathered() override { gathering_.reset(); }
   Result<void> BeforeSpawn(int32_t id) override;

@@ -21,8 +21,11 @@ Result<CloneState> Vm::CaptureResumeState() {
   // At a syscall stop the registers already stand past the syscall; it returns 0 there.
   x86::UserCpuState cpu = FLURRY_TRY(CaptureCpu());
   cpu.regs.rax = 0;
-  FilesRecord files = FLURRY_TRY_CTX(CaptureFiles(state_.fds, state_.monotonic_offset_ns),
-                                     "capturing the guest's files");
+  // In a VM of several processes the pipes' bytes are taken once every process has stopped
+  // (vm_gather.cc), not now: another process may be reading them.
+  FilesRecord files =
+      FLURRY_TRY_CTX(CaptureFiles(state_.fds, state_.monotonic_offset_ns, !HasOtherProcesses()),
+                     "capturing the guest's files");
   return CloneState{std::move(cpu), std::move(files)};
 }
 
@@ -38,8 +41,11 @@ Result<CloneState> Vm::CaptureCurrentState() {
     cpu.regs.rip += 2;
     cpu.regs.rax = resumed->done;
   }
-  FilesRecord files = FLURRY_TRY_CTX(CaptureFiles(state_.fds, state_.monotonic_offset_ns),
-                                     "capturing the guest's files");
+  // In a VM of several processes the pipes' bytes are taken once every process has stopped
+  // (vm_gather.cc), not now: another process may be reading them.
+  FilesRecord files =
+      FLURRY_TRY_CTX(CaptureFiles(state_.fds, state_.monotonic_offset_ns, !HasOtherProcesses()),
+                     "capturing the guest's files");
   return CloneState{std::move(cpu), std::move(files)};
 }
 
@@ -48,7 +54,9 @@ Result<void> Vm::BecomeClone(int32_t id, const CloneState& state) {
   // A clone of a VM of several processes: the copies of the others come here for the clone's
   // process table and pipes (vm_gather.cc).
   const PipeSet pipes = FLURRY_TRY_CTX(AssembleClone(), "assembling the clone's processes");
-  return BecomeCloneVm(id, state, &pipes);
+  Result<void> became = BecomeCloneVm(id, state, &pipes);
+  if (!became) processes_.KillOthers();  // the clone is lost: its other processes end now
+  return became;
 }
 
 Result<void> Vm::BecomeCloneVm(int32_t id, const CloneState& state, const PipeSet* pipes) {
@@ -122,7 +130,9 @@ void Vm::EndClone(const GuestExit& exit) {
       outcome.kind = SF_OUTCOME_LOST;
       break;
   }
-  if (!exit.diagnostic.empty()) {
+  // A clone whose parent is gone is being taken down with it (its stub may go first): that
+  // is no news for anyone.
+  if (!exit.diagnostic.empty() && !fork_.ParentGone()) {
     std::string line = fmt::format("flurry: clone {}: {}\n", fork_.clone_id(), exit.diagnostic);
     (void)!::write(2, line.data(), line.size());
   }

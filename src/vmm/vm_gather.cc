@@ -50,6 +50,7 @@ struct CopyStart {
 CopyStart RunCopier(UniqueFd hub, UniqueFd release, ForkHooks& hooks) {
   signal(SIGCHLD, SIG_IGN);  // copies are auto-reaped
   prctl(PR_SET_NAME, "flurry-copier");
+  hooks.ForgetGuestPipes();
   Result<GatherMessage> released =
       ReceiveGatherMessage(hub.get(), GatherMessage::kRelease, kStopWithin + kPeersWithin);
   (void)!write(release.get(), "r", 1);
@@ -66,10 +67,12 @@ CopyStart RunCopier(UniqueFd hub, UniqueFd release, ForkHooks& hooks) {
       hooks.ReleaseGuest();
       _exit(0);
     }
+    const pid_t copier = getpid();
     Result<pid_t> forked = ForkWithHooks(hooks, /*tied_to_parent=*/true);
     if (!forked) continue;  // that clone waits for this copy in vain and is lost
     if (*forked == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // the copies die with the copier, as clones do
+      prctl(PR_SET_PDEATHSIG, SIGKILL);   // the copies die with the copier, as clones do
+      if (getppid() != copier) _exit(1);  // it died before we asked
       return CopyStart{spawn->clone_id, spawn->host_pid};
     }
   }
@@ -84,6 +87,15 @@ Result<void> Vm::GatherOtherProcesses() {
                      "cloning a VM of several processes with a writable --dir is not supported "
                      "yet");
   }
+  // One clone of the VM at a time: a process that clones while another does fails at once
+  // (and can then join the other's gathering).
+  if (!processes_.TryOwnGathering(getpid())) {
+    return FailErrno(EAGAIN, "another process of the VM is cloning it");
+  }
+  struct Owned {
+    ProcessTable& table;
+    ~Owned() { table.ReleaseGathering(getpid()); }
+  } owned{processes_};
   Gathering gathering;
   const ProcessTable::Gathering call = processes_.StartGathering(getpid());
   const UniqueFd listener = FLURRY_TRY_CTX(ListenAt(GatheringName(getpid(), call.number)),
@@ -110,7 +122,11 @@ Result<void> Vm::GatherOtherProcesses() {
     std::vector<UniqueFd> ends;
     Result<GatherMessage> hello =
         ReceiveGatherMessage(member->get(), GatherMessage::kHello, kStopWithin, &ends);
-    if (!hello || std::find(missing.begin(), missing.end(), hello->pid) == missing.end()) {
+    // (A process forked since `missing` was taken counts too.)
+    const std::vector<int32_t> now_running = processes_.OtherRunningPids();
+    if (!hello ||
+        std::find(now_running.begin(), now_running.end(), hello->pid) == now_running.end() ||
+        std::find(joined.begin(), joined.end(), hello->pid) != joined.end()) {
       continue;  // not one of the VM's processes waited for: let it go
     }
     joined.push_back(hello->pid);
@@ -186,6 +202,9 @@ Result<bool> Vm::JoinGathering(const ProcessTable::Gathering& call) {
   control_lock.unlock();
   if (copier && *copier == 0) {
     release_read.Reset();
+    // The member's tickets, checkpoints and outcome channel stay the member's alone (their
+    // snapshot processes must see the member let go of them).
+    fork_.BecomeGuestProcess();
     const CopyStart start = RunCopier(std::move(*hub), std::move(release_write), *this);
     if (auto became = BecomeCloneCopy(start.id, start.owner, state); !became) {
       const std::string line = fmt::format("flurry: clone {}: process {}: {}\n", start.id,
@@ -232,7 +251,9 @@ Result<PipeSet> Vm::AssembleClone() {
                     [&](const Gathering::Member& m) { return m.pid == hello->pid; });
     const bool again = std::any_of(registered.begin(), registered.end(),
                                    [&](const Registered& r) { return r.pid == hello->pid; });
-    if (!member || again || hello->host_pid <= 0) continue;
+    // The copy's VMM is the process at the other end (the table names it, KillOthers kills it).
+    Result<pid_t> peer = PeerPid(copy.get());
+    if (!member || again || !peer || hello->host_pid != *peer) continue;
     registered.push_back(Registered{hello->pid, hello->host_pid, std::move(copy)});
   }
   gathering.rendezvous.Reset();

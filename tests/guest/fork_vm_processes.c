@@ -12,6 +12,7 @@
 //   vm N: ping from P in clone N        (P: the child's pid, the same in every VM)
 //   vm N: later from P: in flight
 //   vm N: child P exited 3N             (the child exits 30 + sf_id())
+//   vm N: answers at end of file: yes
 // then, in the parent: "clone K: status 1K" per clone.
 // child_clones: init forks a child that calls sf_clone(2) while init waits for it in waitpid.
 // In each clone the child prints "clone N: child P, parent I" and ends the clone with
@@ -116,6 +117,8 @@ static int InitClones(void) {
   if (waitpid(child, &status, 0) != child) return 5;
   printf("vm %d: child %d exited %d\n", id, (int)child,
          WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  // Its last writer gone, the pipe reads end of file (nothing outside the VM holds an end).
+  printf("vm %d: answers at end of file: %s\n", id, read(answers[0], line, 1) == 0 ? "yes" : "no");
   return EndOrJoin(id, t);
 }
 

@@ -439,7 +439,7 @@ TEST(ForkProcesses, ACloneOfAVmOfSeveralProcessesHasEveryProcess) {
     const std::string prefix = "vm " + std::to_string(id) + ": ";
     return prefix + "ping from " + child + " in clone " + std::to_string(id) + "\n" + prefix +
            "later from " + child + ": in flight\n" + prefix + "child " + child + " exited " +
-           std::to_string(30 + id) + "\n";
+           std::to_string(30 + id) + "\n" + prefix + "answers at end of file: yes\n";
   };
   EXPECT_EQ(Join(s.parent), vm(0) + "clone 1: status 11\nclone 2: status 12\n") << r.Describe();
   EXPECT_EQ(Join(s.clones[1]), vm(1)) << r.Describe();
