@@ -113,23 +113,22 @@ class RestoredPipes {
           FLURRY_TRY(MakePipe(PipeRecord{.id = 0, .capacity = 4096, .contents = {}}, packet_mode));
       return write_end ? std::move(peerless.write) : std::move(peerless.read);
     }
+    // The pipes made already (a clone of a VM of several processes), or made here as their
+    // first end is restored.
+    const PipeEnds* pipe = nullptr;
     if (given_ != nullptr) {
       const auto it = given_->find(fd.pipe);
       if (it == given_->end()) return Fail("pipe {} was not made", fd.pipe);
-      const int end = write_end ? it->second.write.get() : it->second.read.get();
-      UniqueFd copy(fcntl(end, F_DUPFD_CLOEXEC, 0));
-      if (!copy.valid()) return FailErrno("duplicating a pipe end");
-      return copy;
-    }
-    auto made = made_.find(fd.pipe);
-    if (made == made_.end()) {
+      pipe = &it->second;
+    } else if (const auto it = made_.find(fd.pipe); it != made_.end()) {
+      pipe = &it->second;
+    } else {
       const auto record = std::find_if(records_.begin(), records_.end(),
                                        [&](const PipeRecord& p) { return p.id == fd.pipe; });
       if (record == records_.end()) return Fail("pipe {} is not recorded", fd.pipe);
-      made = made_.emplace(fd.pipe, FLURRY_TRY(MakePipe(*record, packet_mode))).first;
+      pipe = &made_.emplace(fd.pipe, FLURRY_TRY(MakePipe(*record, packet_mode))).first->second;
     }
-    const int end = write_end ? made->second.write.get() : made->second.read.get();
-    UniqueFd copy(fcntl(end, F_DUPFD_CLOEXEC, 0));
+    UniqueFd copy(fcntl(write_end ? pipe->write.get() : pipe->read.get(), F_DUPFD_CLOEXEC, 0));
     if (!copy.valid()) return FailErrno("duplicating a pipe end");
     return copy;
   }
