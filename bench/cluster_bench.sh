@@ -7,7 +7,10 @@
 #      N = 1, 8, 32: bench_clone, 5 runs each, local and --cluster;
 #   2. a compute job on a 256 MiB working set (cluster_where 4 0 256: each clone sums the
 #      parent's 256 MiB once, work_ms = that sum's time), local and --cluster, 3 runs each;
-#   3. bytes each host's interface received for that job vs the 256 MiB each clone read.
+#   3. bytes each host's interface received for that job vs the 256 MiB each clone read, and
+#      the bytes this machine (the parent's page server) sent into the cluster;
+#   the job on the cluster runs with page pushes (multicast, the default) and without
+#   (--clone-multicast off). FLURRY_CLUSTER_MTU sets the links' MTU (scripts/cluster.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$here/build}"
@@ -35,17 +38,21 @@ for n in 1 8 32; do
 done
 
 rx() { ip netns exec "bench-host$1" cat /sys/class/net/eth0/statistics/rx_bytes; }
-for where in local cluster; do
+tx_here() { cat /sys/class/net/fb-bench/statistics/tx_bytes; }
+for where in local cluster cluster-no-multicast; do
   args=(run --mem 1G)
-  [[ $where == cluster ]] && args+=(--cluster "$cluster")
+  [[ $where == cluster* ]] && args+=(--cluster "$cluster")
+  [[ $where == cluster-no-multicast ]] && args+=(--clone-multicast off)
   for run in 1 2 3; do
     before=()
     for k in 1 2 3 4; do before+=("$(rx "$k")"); done
+    sent_before="$(tx_here)"
     out="$("$flurry" "${args[@]}" "$build/tests/guest/cluster_where" 4 0 256)"
     work="$(sed -n 's/.*work_ms=//p' <<<"$out" | tr '\n' ' ')"
     moved=""
-    if [[ $where == cluster ]]; then
+    if [[ $where == cluster* ]]; then
       for k in 1 2 3 4; do moved+="host$k=$(( ($(rx "$k") - ${before[$((k - 1))]}) >> 20 ))MiB "; done
+      moved+="sent=$(( ($(tx_here) - sent_before) >> 20 ))MiB"
     fi
     echo "256 MiB job, 4 clones, $where, run $run: work_ms per clone: $work ${moved:+received: $moved}"
   done

@@ -12,6 +12,9 @@
 # that two clusters can exist at once; FLURRY_CLUSTER_SUBNET (default 10.88.0) is the /24 the
 # hosts live on: the machine's own namespace is .1 on the bridge, hostK is .(10+K).
 # FLURRY_CLUSTER_BACKEND, when set, is passed to every flurryd as --backend.
+# FLURRY_CLUSTER_MTU (default 9000: jumbo frames, as cluster networks have them) is the MTU of
+# the bridge and every host's link; page pushes (multicast) are datagrams of up to 60 KiB,
+# which a 1500-byte MTU cuts into 42 IP fragments (docs/perf.md, "Page pushes").
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +25,7 @@ subnet="${FLURRY_CLUSTER_SUBNET:-10.88.0}"
 dir="/run/flurry-cluster-$name"
 bridge="fb-${name:0:12}"
 port=7070
+mtu="${FLURRY_CLUSTER_MTU:-9000}"
 
 netns_of() {  # hostK -> its namespace's name
   if [[ "$name" == flurry ]]; then echo "$1"; else echo "$name-$1"; fi
@@ -49,7 +53,9 @@ up() {
   [[ -e "$dir" ]] && die "$dir exists: the cluster is up already (scripts/cluster.sh down)"
   mkdir -p "$dir"
   chmod 700 "$dir"
+  [[ "$mtu" =~ ^[0-9]+$ && "$mtu" -ge 1280 && "$mtu" -le 65535 ]] || die "bad FLURRY_CLUSTER_MTU"
   ip link add "$bridge" type bridge
+  ip link set "$bridge" mtu "$mtu"
   ip addr add "$subnet.1/24" dev "$bridge"
   ip link set "$bridge" up
   local hosts=()
@@ -64,6 +70,8 @@ up() {
       sleep 0.05
     done
     ip link add "fv-${name:0:6}-$k" type veth peer name eth0 netns "$ns"
+    ip link set "fv-${name:0:6}-$k" mtu "$mtu"
+    ip -n "$ns" link set eth0 mtu "$mtu"
     ip link set "fv-${name:0:6}-$k" master "$bridge" up
     ip -n "$ns" link set lo up
     ip -n "$ns" addr add "$ip/24" dev eth0

@@ -13,7 +13,8 @@ namespace flurry {
 
 Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
     const std::string& cluster_file, const std::string& member, bool prefix_output,
-    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid, uint64_t guest_memory) {
+    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid, bool push_pages,
+    uint64_t guest_memory) {
   const ClusterFile cluster = FLURRY_TRY(LoadClusterFile(cluster_file));
   if (cluster.hosts.empty()) return Fail("{}: the cluster has no hosts", cluster_file);
   FLURRY_TRY(ValidateMemberName(member));
@@ -25,6 +26,7 @@ Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
   config->memory_stats = memory_stats;
   config->prefetch_pages = prefetch_pages;
   config->avoid = avoid;
+  config->push_pages = push_pages;
   // flurry-remote: $FLURRY_REMOTE, else beside this executable.
   if (const char* env = std::getenv("FLURRY_REMOTE"); env != nullptr && *env != '\0') {
     config->remote_binary = env;

@@ -16,6 +16,7 @@ namespace flurry {
 
 Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
     const std::string& cluster_file, const std::string& member, bool prefix_output,
-    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid, uint64_t guest_memory);
+    bool memory_stats, uint32_t prefetch_pages, const Avoidance& avoid, bool push_pages,
+    uint64_t guest_memory);
 
 }  // namespace flurry

@@ -96,6 +96,12 @@ CLI::App* AddRunCommand(CLI::App& app, RunOptions& options) {
                   "With --cluster: the avoidance heuristics remote clones use (flurry restore "
                   "--avoid): all, none, or a comma list of zero, fresh, overwritten")
       ->capture_default_str();
+  run->add_option("--clone-multicast", options.clone_multicast,
+                  "With --cluster: on: the page server also multicasts each page it sends a "
+                  "remote clone to every clone of the VM, which installs it if it still wants "
+                  "it; off: each clone fetches every page itself")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
   run->add_option("program", options.program, "Static ELF executable to run")->required();
   run->prefix_command();  // everything after PROGRAM goes to the guest
   run->footer(
@@ -176,7 +182,8 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
   if (!options.cluster.empty()) {
     auto remote = LoadRemoteCloneConfig(options.cluster, options.cluster_member,
                                         config.clone_output_prefix, options.clone_stats,
-                                        options.clone_prefetch, *clone_avoid, config.memory_size);
+                                        options.clone_prefetch, *clone_avoid,
+                                        options.clone_multicast == "on", config.memory_size);
     if (!remote) {
       Complain(fmt::format("--cluster: {}", remote.error().message()));
       return 1;

@@ -30,6 +30,7 @@ struct RunOptions {
   bool clone_stats = false;               // --clone-stats: remote clones report their memory
   uint32_t clone_prefetch = 0;            // --clone-prefetch: remote clones' fault window
   std::string clone_avoid = "all";        // --clone-avoid: remote clones' avoidance heuristics
+  std::string clone_multicast = "on";     // --clone-multicast: pages pushed to every clone
   std::string program;
 };
 

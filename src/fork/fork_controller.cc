@@ -282,7 +282,7 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
 
 SyscallResult ForkController::CloneRemote(Ticket& ticket, const CloneState& state, ForkHost& host) {
   const RemoteCloneConfig& config = *policy_.remote;
-  auto served = host.ServeForRemoteClones(state, config.serve_bind);
+  auto served = host.ServeForRemoteClones(state, config.serve_bind, config.push_pages);
   if (!served) {
     std::fprintf(stderr, "flurry: sf_clone: serving the clones' memory: %s\n",
                  served.error().message().c_str());
@@ -446,7 +446,8 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
   // is now, as sf_clone's), so that its clones can go there. Without one they run here.
   std::optional<ForkHost::ServedMemory> served;
   if (policy_.remote) {
-    auto serving = host.ServeForRemoteClones(*state, policy_.remote->serve_bind);
+    auto serving = host.ServeForRemoteClones(*state, policy_.remote->serve_bind,
+                                                policy_.remote->push_pages);
     if (serving) {
       served = std::move(*serving);
     } else {

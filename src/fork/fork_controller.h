@@ -52,7 +52,8 @@ class ForkHost : public ForkHooks {
   virtual Result<void> BecomeClone(int32_t id, const CloneState& state) = 0;
   // Clones on other hosts: forks a page server holding the VM as it stands, resuming with
   // `state`, listening on `bind` ("IP:PORT", port 0 for any). It serves until this process
-  // and every peer are gone, or until it is killed.
+  // and every peer are gone, or until it is killed. With `push_pages` it also pushes every page
+  // it sends to the multicast group its peers join (net/page_push.h).
   struct ServedMemory {
     std::string address;  // where it listens
     std::string key;      // its key (32 hex digits): peers must present it
@@ -60,8 +61,9 @@ class ForkHost : public ForkHooks {
     UniqueFd pidfd;
   };
   virtual Result<ServedMemory> ServeForRemoteClones(const CloneState& state,
-                                                    const std::string& bind) {
+                                                    const std::string& bind, bool push_pages) {
     (void)state;
+    (void)push_pages;
     return Fail("cannot serve {} for clones on other hosts", bind);
   }
   // A VM of several processes (docs/design.md, "Cloning a VM of several processes"): whether

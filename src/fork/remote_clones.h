@@ -33,6 +33,7 @@ struct RemoteCloneConfig {
   bool memory_stats = false;    // clones print their memory-on-demand counters when they end
   uint32_t prefetch_pages = 0;  // 0: flurry restore's default
   Avoidance avoid;              // the clones' avoidance heuristics (flurry restore --avoid)
+  bool push_pages = true;       // the page server pushes pages to all clones (multicast)
 };
 
 // The slots a ticket holds; given back to the allocator when it goes.

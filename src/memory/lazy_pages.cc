@@ -32,10 +32,12 @@ uint64_t NowNs() {
 std::string FormatLazyStats(const LazyStats& m) {
   return fmt::format(
       "faults={} fetched={} prefetched={} requests={} fetch_us={:.1f} zero={} fresh={} "
-      "overwritten={} bytes_received={} zero_elided={} pending={} readahead={} huge={}",
+      "overwritten={} bytes_received={} zero_elided={} pending={} readahead={} huge={} "
+      "pushed={} push_bytes={} push_rejected={}",
       m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests, m.mean_fetch_us(),
       m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
-      m.pending_pages, m.readahead_pages, m.huge_regions);
+      m.pending_pages, m.readahead_pages, m.huge_regions, m.pushed_pages, m.push_bytes,
+      m.push_rejected);
 }
 
 Result<UniqueFd> OpenUserfault() {
@@ -63,6 +65,7 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
   lazy->options_.prefetch_pages =
       std::clamp<uint32_t>(lazy->options_.prefetch_pages, 1, kMaxPrefetch);
   lazy->buffer_.resize(kMaxPrefetch * kPage);
+  if (lazy->options_.pushes) lazy->push_buffer_.resize(kMaxPrefetch * kPage);
   if (lazy->options_.readahead_pages > 0) {
     lazy->stream_buffer_.resize(kMaxPrefetch * kPage);
     lazy->marker_data_.resize(kPage);
@@ -143,24 +146,26 @@ LazyPages::~LazyPages() {
 
 void LazyPages::HandlerLoop() {
   uffd_msg messages[16];
+  const int pushes_fd = options_.pushes ? options_.pushes->fd() : -1;
   while (true) {
-    pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    pollfd fds[3] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}, {pushes_fd, POLLIN, 0}};
     // With readahead requests in flight, take their replies whenever no fault is waiting.
-    const int ready = poll(fds, 2, stream_active() ? 0 : -1);
+    const int ready = poll(fds, 3, stream_active() ? 0 : -1);
     if (ready < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (fds[1].revents != 0) return;
-    if (ready == 0) {
+    if (fds[0].revents == 0) {
       std::lock_guard lock(resolve_mutex_);
-      if (failed_.load()) continue;
+      // Pushes a few at a time (faults come first), then the stream's next reply.
+      if (fds[2].revents != 0) TakePushesLocked(8);
+      if (!stream_active() || failed_.load()) continue;
       auto done = ReceiveOneLocked();
       if (done) done = SendMoreLocked();
       if (!done) ReportFailure(done.error().WithContext("reading ahead of a scan"));
       continue;
     }
-    if (fds[0].revents == 0) continue;
     ssize_t n = read(uffd_.get(), messages, sizeof messages);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
@@ -177,6 +182,8 @@ void LazyPages::HandlerLoop() {
       }
       faults_.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard lock(resolve_mutex_);
+      // The page may be in a push waiting already: cheaper than asking for it.
+      if (options_.pushes) TakePushesLocked(16);
       if (!failed_.load()) {
         auto done = ResolveLocked(gpa / kPage, Cause::kFault);
         if (done) continue;
@@ -191,6 +198,44 @@ void LazyPages::HandlerLoop() {
       Wake(gpa / kPage, 1);
     }
   }
+}
+
+void LazyPages::TakePushesLocked(int limit) {
+  const auto wanted = [this](uint64_t first, uint32_t count) {
+    if (failed_.load()) return false;
+    for (uint64_t p = first; p < first + count; ++p) {
+      if (FetchOnTouch(state_[p].load()) && !(p == marker_page_ && MarkerSetLocked())) return true;
+    }
+    return false;
+  };
+  for (int taken = 0; taken < limit; ++taken) {
+    std::optional<PushedPages> pushed;
+    if (!options_.pushes->TakeNext(wanted, &pushed)) break;
+    if (!pushed || pushed->count == 0 || pushed->count > kMaxPrefetch ||
+        pushed->first_page >= pages_ || pushed->count > pages_ - pushed->first_page) {
+      continue;
+    }
+    // Spread out: the pages sent in order, zeros where the mask says.
+    const uint8_t* next = pushed->payload;
+    for (uint32_t i = 0; i < pushed->count; ++i) {
+      uint8_t* page = push_buffer_.data() + uint64_t{i} * kPage;
+      if (pushed->zero_mask & (1ULL << i)) {
+        std::memset(page, 0, kPage);
+      } else {
+        std::memcpy(page, next, kPage);
+        next += kPage;
+      }
+    }
+    const uint64_t skip = MarkerSetLocked() ? marker_page_ : kNoPage;
+    auto installed = InstallWantedLocked(pushed->first_page, pushed->count, push_buffer_.data(),
+                                         skip, Brought::kByPush);
+    if (!installed) {
+      ReportFailure(installed.error().WithContext("installing pushed pages"));
+      break;
+    }
+  }
+  push_bytes_.store(options_.pushes->bytes_received(), std::memory_order_relaxed);
+  push_rejected_.store(options_.pushes->rejected(), std::memory_order_relaxed);
 }
 
 void LazyPages::ReportFailure(const Error& error) {
@@ -439,6 +484,9 @@ LazyStats LazyPages::stats() const {
   s.pending_pages = pending_.load(std::memory_order_relaxed);
   s.readahead_pages = readahead_.load(std::memory_order_relaxed);
   s.huge_regions = huge_.load(std::memory_order_relaxed);
+  s.pushed_pages = pushed_.load(std::memory_order_relaxed);
+  s.push_bytes = push_bytes_.load(std::memory_order_relaxed);
+  s.push_rejected = push_rejected_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -26,6 +26,10 @@
 // at the stream's head, or on a marker, the first page of a window received well ahead of the
 // guest that is kept back (its data stashed) so that the guest's arrival there is a fault,
 // served from the stash, that moves the stream on (Linux's async readahead mark).
+// Pushes (Options::pushes): pages another clone of the same image asked for, which the server
+// also sent to every clone (multicast, net/page_push.h). The handler installs those still
+// wanted (not the readahead marker), between faults; a page in flight or pushed twice is
+// installed once. Pushes only ever save fetches: what is not pushed is fetched as usual.
 // Huge regions: where the owner gives a staging area (Options::stage) and the kernel can move
 // pages (UFFDIO_MOVE), the stream takes a 2 MiB region whose pages are all wanted in one go (8
 // requests), writes it to the staging area — which the kernel backs with a transparent huge
@@ -77,6 +81,9 @@ struct LazyStats {
   uint64_t pending_pages = 0;      // still to fetch if touched
   uint64_t readahead_pages = 0;    // fetched pages the readahead stream installed
   uint64_t huge_regions = 0;       // of those, 2 MiB regions moved in as one huge page
+  uint64_t pushed_pages = 0;       // installed from pushes (asked for by another clone)
+  uint64_t push_bytes = 0;         // pushes received (datagrams, installed or not)
+  uint64_t push_rejected = 0;      // pushes dropped as malformed, forged or another server's
 
   double mean_fetch_us() const {
     return fetch_requests ? static_cast<double>(fetch_ns) / 1000.0 / fetch_requests : 0.0;
@@ -100,6 +107,9 @@ class LazyPages {
     uint64_t huge_start = 0;          // [huge_start, huge_end): guest addresses where 2 MiB
     uint64_t huge_end = 0;            //   regions may be moved in as huge pages
     Avoidance avoid;                  // the avoidance heuristics in use (all by default)
+    // Pages pushed without being asked for (page_source.h); the handler installs those still
+    // wanted. None: every page is fetched.
+    std::shared_ptr<PagePushes> pushes;
     std::function<void(const Error&)> on_failure;
   };
   // A registered guest range [start, end), page aligned (RAM minus holes).
@@ -180,7 +190,7 @@ class LazyPages {
   uint64_t RangeEnd(uint64_t page) const;  // first page past the registered range of `page`
   // What brought pages in, for the counters: a fault (pages past the faulting one count as
   // prefetched), the readahead stream, or anything else (a VMM access, fetching all).
-  enum class Brought { kByFault, kByReadahead, kOther };
+  enum class Brought { kByFault, kByReadahead, kByPush, kOther };
   // Installs the pages of [first, first+count) still wanted from `data` (count <= 512), except
   // `skip` (~0: none), counts them as fetched (and as `by` says), then wakes accesses waiting
   // there, so a woken guest sees the counters up to date; returns how many it installed.
@@ -210,6 +220,9 @@ class LazyPages {
   Result<void> DrainLocked();
   bool MarkerSetLocked() const;
   bool stream_active() const { return stream_busy_.load(std::memory_order_relaxed); }
+  // Installs the wanted pages of up to `limit` pushes waiting (handler thread, resolve_mutex_
+  // held).
+  void TakePushesLocked(int limit);
 
   UniqueFd uffd_;
   UniqueFd stop_;  // eventfd: ends the handler thread
@@ -245,7 +258,9 @@ class LazyPages {
 
   // Counters (relaxed atomics: read by stats() from any thread).
   std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
-      zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0}, huge_{0};
+      zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0}, huge_{0}, pushed_{0},
+      push_bytes_{0}, push_rejected_{0};
+  std::vector<uint8_t> push_buffer_;  // a push's pages spread out (handler thread)
 };
 
 }  // namespace flurry

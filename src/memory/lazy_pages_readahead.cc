@@ -46,7 +46,7 @@ Result<uint64_t> LazyPages::InstallWantedLocked(uint64_t first, uint64_t count, 
     installed += end - p;
     p = end;
   }
-  fetched_.fetch_add(installed, std::memory_order_relaxed);
+  (by == Brought::kByPush ? pushed_ : fetched_).fetch_add(installed, std::memory_order_relaxed);
   if (by == Brought::kByFault && installed > 1) {
     prefetched_.fetch_add(installed - 1, std::memory_order_relaxed);
   }

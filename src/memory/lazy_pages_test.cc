@@ -1,6 +1,8 @@
 #include "memory/lazy_pages.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <sys/utsname.h>
 
 #include <atomic>
@@ -73,10 +75,64 @@ class FakeSource : public PageSource {
 
 uint8_t Expected(uint64_t page) { return static_cast<uint8_t>((page & 0xff) | 1); }
 
+// Pushes queued by the test (as a multicast group would deliver them); readable while any wait.
+class FakePushes : public PagePushes {
+ public:
+  FakePushes() {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+      read_.Reset(fds[0]);
+      write_.Reset(fds[1]);
+    }
+  }
+  // Pages [first, first+count) with every byte `fill` (0: left out as a zero page).
+  void Push(uint64_t first, uint32_t count, uint8_t fill) {
+    std::lock_guard lock(mutex_);
+    Datagram d{first, count, fill == 0 ? (count >= 64 ? ~0ULL : (1ULL << count) - 1) : 0, {}};
+    if (fill != 0) d.payload.assign(count * kPage, fill);
+    queue_.push_back(std::move(d));
+    const char byte = 1;
+    (void)!write(write_.get(), &byte, 1);
+  }
+  int fd() const override { return read_.get(); }
+  bool TakeNext(const WantedPages& wanted, std::optional<PushedPages>* pushed) override {
+    pushed->reset();
+    char byte;
+    if (read(read_.get(), &byte, 1) != 1) return false;
+    std::lock_guard lock(mutex_);
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    taken.fetch_add(1);
+    if (wanted(current_.first, current_.count)) {
+      *pushed = PushedPages{current_.first, current_.count, current_.zero_mask,
+                            current_.payload.data()};
+    }
+    return true;
+  }
+  uint64_t bytes_received() const override { return 0; }
+  uint64_t rejected() const override { return 0; }
+  std::string Describe() const override { return "fake pushes"; }
+
+  std::atomic<uint64_t> taken{0};
+
+ private:
+  struct Datagram {
+    uint64_t first;
+    uint32_t count;
+    uint64_t zero_mask;
+    std::vector<uint8_t> payload;
+  };
+  UniqueFd read_, write_;
+  std::mutex mutex_;
+  std::deque<Datagram> queue_;
+  Datagram current_;
+};
+
 class LazyPagesTest : public ::testing::Test {
  protected:
   void Start(std::vector<LazyPages::Run> populated, uint32_t prefetch = 1, Avoidance avoid = {},
-             uint32_t readahead = 0, HugeStage stage = {}) {
+             uint32_t readahead = 0, HugeStage stage = {},
+             std::shared_ptr<PagePushes> pushes = nullptr) {
     auto uffd = OpenUserfault();
     ASSERT_TRUE(uffd.has_value()) << uffd.error().message();
     auto memory = GuestMemory::Create(kRam);
@@ -94,6 +150,7 @@ class LazyPagesTest : public ::testing::Test {
     options.huge_start = x86::kUserBase;
     options.huge_end = kRam;
     options.avoid = avoid;
+    options.pushes = std::move(pushes);
     options.on_failure = [this](const Error& e) {
       std::lock_guard lock(mutex_);
       failure_ = e.message();
@@ -379,6 +436,52 @@ TEST_F(LazyPagesTest, NoHeuristicAtAllStillReadsTheSame) {
     }
   }
   EXPECT_EQ(seen[true], seen[false]);
+}
+
+// Waits until the handler has taken `n` pushes.
+bool TakenWithin(const FakePushes& pushes, uint64_t n) {
+  for (int i = 0; i < 2000 && pushes.taken.load() < n; ++i) usleep(1000);
+  return pushes.taken.load() >= n;
+}
+
+TEST_F(LazyPagesTest, PushedPagesStillWantedAreInstalledWithoutAFetch) {
+  auto pushes = std::make_shared<FakePushes>();
+  Start({{kFirst, 32}}, 1, {}, 0, {}, pushes);
+  source_->ZeroPages(kFirst + 5, 1);
+  // Pages 0..4 as the image holds them, page 5 a zero page of the image.
+  for (uint64_t p = kFirst; p < kFirst + 5; ++p) pushes->Push(p, 1, Expected(p));
+  pushes->Push(kFirst + 5, 1, 0);
+  ASSERT_TRUE(TakenWithin(*pushes, 6));
+  for (int i = 0; i < 2000 && Stats().pushed_pages < 6; ++i) usleep(1000);
+  for (uint64_t p = kFirst; p < kFirst + 5; ++p) {
+    EXPECT_EQ(Page(p), std::vector<uint8_t>(kPage, Expected(p)));
+  }
+  EXPECT_EQ(Page(kFirst + 5), std::vector<uint8_t>(kPage, 0));
+  LazyStats s = Stats();
+  EXPECT_EQ(s.pushed_pages, 6u);
+  EXPECT_EQ(s.fetched_pages, 0u);
+  EXPECT_EQ(s.faults, 0u) << "installed before the guest came";
+  EXPECT_EQ(s.pending_pages, 26u);
+  EXPECT_EQ(source_->requests.load(), 0u);
+}
+
+TEST_F(LazyPagesTest, PushesNeverOverwriteInstalledFreshOrUntouchedPages) {
+  auto pushes = std::make_shared<FakePushes>();
+  Start({{kFirst, 32}}, 1, {}, 0, {}, pushes);
+  EXPECT_EQ(Touch(kFirst + 1), Expected(kFirst + 1));  // fetched
+  memory_->MarkFresh(x86::kUserBase + 2 * kPage, kPage);
+  // Pushes with other bytes than the pages have: for an installed page, a fresh one and one
+  // the image never populated; then a wanted one, whose install shows the others were seen.
+  pushes->Push(kFirst + 1, 2, 0xee);
+  pushes->Push(kFirst + 40, 1, 0xee);
+  pushes->Push(kFirst + 3, 1, Expected(kFirst + 3));
+  ASSERT_TRUE(TakenWithin(*pushes, 3));
+  for (int i = 0; i < 2000 && Stats().pushed_pages < 1; ++i) usleep(1000);
+  EXPECT_EQ(Page(kFirst + 1), std::vector<uint8_t>(kPage, Expected(kFirst + 1)));
+  EXPECT_EQ(Page(kFirst + 2), std::vector<uint8_t>(kPage, 0));
+  EXPECT_EQ(Page(kFirst + 40), std::vector<uint8_t>(kPage, 0));
+  EXPECT_EQ(Page(kFirst + 3), std::vector<uint8_t>(kPage, Expected(kFirst + 3)));
+  EXPECT_EQ(Stats().pushed_pages, 1u);
 }
 
 TEST_F(LazyPagesTest, MaterializeFetchesEverythingAndStopsServing) {

@@ -5,11 +5,43 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "base/error.h"
 
 namespace flurry {
+
+// Pages of the image that arrive without being asked for: another clone of the same VM asked,
+// and the server pushed its reply to every clone (net/page_push.h). Optional: a page that is
+// never pushed is fetched from the PageSource as usual.
+struct PushedPages {
+  uint64_t first_page = 0;
+  uint32_t count = 0;         // at most 64
+  uint64_t zero_mask = 0;     // bit i: page first_page+i is all zero, absent from payload
+  const uint8_t* payload = nullptr;  // the other pages, in order; valid until the next take
+};
+
+// Thread: one caller at a time (LazyPages' handler thread).
+class PagePushes {
+ public:
+  // Whether any page of [first_page, first_page+count) is still wanted (asked before a
+  // datagram's authentication is checked: most pushes of pages already installed are dropped
+  // without that cost).
+  using WantedPages = std::function<bool(uint64_t first_page, uint32_t count)>;
+  virtual ~PagePushes() = default;
+  // Readable when a push may be waiting.
+  virtual int fd() const = 0;
+  // Takes the next push waiting: false when none is. `pushed` gets its pages when it is
+  // genuine and holds wanted pages; otherwise it is dropped (and counted if it was malformed,
+  // forged or another server's).
+  virtual bool TakeNext(const WantedPages& wanted, std::optional<PushedPages>* pushed) = 0;
+  virtual uint64_t bytes_received() const = 0;
+  virtual uint64_t rejected() const = 0;
+  virtual std::string Describe() const = 0;
+};
 
 class PageSource {
  public:
@@ -31,6 +63,12 @@ class PageSource {
   virtual uint64_t bytes_received() const { return 0; }
   // Pages the source said were all zero instead of sending them (network sources).
   virtual uint64_t zero_pages_elided() const { return 0; }
+  // Pages pushed by the source without being asked for (below), where it pushes any: null
+  // otherwise. `page_count`: the image's size in pages.
+  virtual Result<std::unique_ptr<PagePushes>> JoinPushes(uint64_t /*page_count*/) {
+    return std::unique_ptr<PagePushes>();
+  }
 };
+
 
 }  // namespace flurry

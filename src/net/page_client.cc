@@ -1,9 +1,13 @@
 #include "net/page_client.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
 
+#include "net/page_push.h"
 #include "net/tcp.h"
 
 namespace flurry {
@@ -117,6 +121,24 @@ Result<std::vector<uint8_t>> PageClient::FetchDescriptor() {
       FLURRY_TRY_CTX(Exchange(PageOp::kDescriptor, 0, 0, buffer.get(), kMaxDescriptorReplyBytes),
                      fmt::format("fetching the descriptor from {}", Describe()));
   return std::vector<uint8_t>(buffer.get(), buffer.get() + n);
+}
+
+Result<std::unique_ptr<PagePushes>> PageClient::JoinPushes(uint64_t page_count) {
+  PushGroupWire wire{};
+  auto got = Exchange(PageOp::kPushGroup, 0, 0, reinterpret_cast<uint8_t*>(&wire), sizeof wire);
+  if (!got && got.error().code() == ENOENT) return std::unique_ptr<PagePushes>();
+  if (!got) return std::unexpected(got.error().WithContext("asking for the push group"));
+  const PushGroup group =
+      FLURRY_TRY_CTX(DecodePushGroup(reinterpret_cast<const uint8_t*>(&wire), *got),
+                     "the server's push group");
+  // Joined where this connection goes out: the interface toward the server.
+  sockaddr_in local{};
+  socklen_t length = sizeof local;
+  if (getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+    return FailErrno("getsockname of the page server connection");
+  }
+  return FLURRY_TRY_CTX(PushReceiver::Join(group, local.sin_addr, server_.key, page_count),
+                        fmt::format("joining the page pushes of {}", Describe()));
 }
 
 Result<std::vector<uint8_t>> PageClient::FetchFileTree() {

@@ -31,6 +31,9 @@ class PageClient : public PageSource {
   // connection is opened again once and the outstanding requests asked again.
   Result<void> Send(uint64_t first_page, uint32_t count) override;
   Result<void> Receive(uint64_t first_page, uint32_t count, uint8_t* out) override;
+  // Joins the multicast group the server pushes its page replies to (net/page_push.h), on this
+  // connection's interface: null when the server pushes none. `page_count`: the image's size.
+  Result<std::unique_ptr<PagePushes>> JoinPushes(uint64_t page_count) override;
   // The encoded file tree of the served VM's --dir (decode with DecodeFileTree); ENOENT when
   // the VM has none.
   Result<std::vector<uint8_t>> FetchFileTree();

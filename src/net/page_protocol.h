@@ -14,8 +14,9 @@
 namespace flurry {
 
 inline constexpr uint32_t kPageProtocolMagic = 0x47504c46;  // "FLPG"
-// 2: a connection starts with kHello; 3: the files of the VM's --dir (kFileTree, kFileRead).
-inline constexpr uint16_t kPageProtocolVersion = 3;
+// 2: a connection starts with kHello; 3: the files of the VM's --dir (kFileTree, kFileRead);
+// 4: page pushes to a multicast group (kPushGroup, net/page_push.h).
+inline constexpr uint16_t kPageProtocolVersion = 4;
 inline constexpr uint32_t kMaxPagesPerRequest = 64;
 inline constexpr uint32_t kMaxDescriptorReplyBytes = 16u << 20;
 inline constexpr uint32_t kMaxFileTreeReplyBytes = 16u << 20;
@@ -30,6 +31,9 @@ enum class PageOp : uint16_t {
   // reply payload: up to kMaxFileReadBytes bytes of file tree entry `count` from byte offset
   // `first_page` (empty at the end of the file)
   kFileRead = 5,
+  // reply payload: the multicast group the server pushes pages to (PushGroupWire,
+  // net/page_push.h); ENOENT when it pushes none
+  kPushGroup = 6,
 };
 
 // A "host:port" (IPv4 address or name; port 0 = any when listening) split and checked.

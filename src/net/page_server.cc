@@ -51,7 +51,7 @@ Result<PageServer> PageServer::Listen(const HostPort& address) {
 Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descriptor,
                                             uint64_t page_count, const PageReader& read_pages,
                                             int owner_fd, const PageKey& key,
-                                            const FileService* files) {
+                                            const FileService* files, PushSender* pushes) {
   Stats stats;
   struct Peer {
     UniqueFd fd;
@@ -63,6 +63,7 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
   std::vector<uint8_t> payload(kMaxPagesPerRequest * 4096);
   std::optional<std::vector<uint8_t>> file_tree;  // made on the first request
   std::vector<uint8_t> file_chunk;                // kMaxFileReadBytes, once files are read
+  const PushGroupWire push_group = pushes ? EncodePushGroup(pushes->group()) : PushGroupWire{};
   while (!(owner_gone && peers.empty())) {
     // Peers that have not said hello in time go.
     const auto now = std::chrono::steady_clock::now();
@@ -153,6 +154,15 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
             stats.pages_sent += request.count;
             stats.zero_pages_elided += request.count - kept;
           }
+        } else if (request.op == static_cast<uint16_t>(PageOp::kPushGroup)) {
+          if (pushes == nullptr) {
+            header = ReplyTo(request, ENOENT);
+          } else {
+            header = ReplyTo(request, 0);
+            header.count = 0;
+            header.payload_bytes = sizeof push_group;
+            body = reinterpret_cast<const uint8_t*>(&push_group);
+          }
         } else if (request.op == static_cast<uint16_t>(PageOp::kFileTree)) {
           if (files == nullptr) {
             header = ReplyTo(request, ENOENT);
@@ -197,6 +207,11 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           keep = false;
         }
         stats.bytes_sent += sizeof header + (body ? header.payload_bytes : 0);
+        // The other clones get the pages too (after the asker: its fault waits for them).
+        if (pushes != nullptr && header.status == 0 &&
+            request.op == static_cast<uint16_t>(PageOp::kPages)) {
+          pushes->Push(request.first_page, request.count, header.zero_mask, payload.data());
+        }
       }
       if (!keep) peers.erase(peers.begin() + static_cast<std::ptrdiff_t>(i - 2));
     }

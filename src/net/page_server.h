@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "net/page_protocol.h"
+#include "net/page_push.h"
 
 namespace flurry {
 
@@ -50,9 +51,11 @@ class PageServer {
   // can still fault on it.
   // A peer must first say hello with `key`; one that does not (or with another key) gets
   // EACCES and is dropped.
+  // With `pushes`, every page reply is also pushed to its multicast group (net/page_push.h),
+  // which peers learn with PageOp::kPushGroup.
   Result<Stats> Serve(const std::vector<uint8_t>& descriptor, uint64_t page_count,
                       const PageReader& read_pages, int owner_fd, const PageKey& key,
-                      const FileService* files = nullptr);
+                      const FileService* files = nullptr, PushSender* pushes = nullptr);
 
  private:
   explicit PageServer(UniqueFd listener, HostPort address)

@@ -73,8 +73,8 @@ class Vm : public ForkHost {
   Result<CloneState> CaptureResumeState() override;
   Result<CloneState> CaptureCurrentState() override;
   Result<void> BecomeClone(int32_t id, const CloneState& state) override;
-  Result<ServedMemory> ServeForRemoteClones(const CloneState& state,
-                                            const std::string& bind) override;
+  Result<ServedMemory> ServeForRemoteClones(const CloneState& state, const std::string& bind,
+                                            bool push_pages) override;
   Result<void> PrepareFork(bool tied_to_parent) override {
     // The backend forks with one lane: the others' threads stop and are recorded, their
     // lanes end (made again when the threads next run).
@@ -139,7 +139,8 @@ class Vm : public ForkHost {
   // Forks a page server process holding the VM as it stands (vm_serve.cc).
   Result<ControlReply> ServeSnapshot(const std::string& address);
   // Forks a page server process serving `descriptor` and the guest memory as it stands.
-  Result<ServedMemory> ServeDescriptor(const VmDescriptor& descriptor, const std::string& address);
+  Result<ServedMemory> ServeDescriptor(const VmDescriptor& descriptor, const std::string& address,
+                                       bool push_pages = false);
   // Captures the CPU with the FS/GS bases the syscall layer last set.
   Result<x86::UserCpuState> CaptureCpu();
   // A syscall stop. Returns a GuestExit when the guest is done, nullopt to keep running.

@@ -167,6 +167,15 @@ Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<Pag
   options.huge_start = layout.huge_start;
   options.huge_end = layout.huge_end;
   options.avoid = config.avoid;
+  // Pages the server pushes to every clone (multicast), where it does: optional, so a group
+  // this host cannot join only costs the fetches it would have saved.
+  auto pushes = source->JoinPushes(ram / x86::kPageSize);
+  if (pushes) {
+    options.pushes = std::move(*pushes);
+  } else {
+    std::fprintf(stderr, "flurry: without page pushes from %s: %s\n",
+                 source->Describe().c_str(), pushes.error().message().c_str());
+  }
   options.on_failure = [this](const Error& error) { FailMemory(error); };
   std::unique_ptr<LazyPages> lazy =
       FLURRY_TRY(LazyPages::Start(std::move(uffd), backend_->ram_host_base(), ram,

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdio>
 
 #include "arch/x86_64/layout.h"
 #include "net/page_server.h"
@@ -31,18 +32,19 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
 }
 
 Result<ForkHost::ServedMemory> Vm::ServeForRemoteClones(const CloneState& state,
-                                                        const std::string& bind) {
+                                                        const std::string& bind,
+                                                        bool push_pages) {
   // The descriptor a local clone would become (BecomeClone), with the page map: the clone's
   // host zero-fills what the parent never touched instead of fetching it.
   VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());
   descriptor.vcpu = state.cpu;
   descriptor.files = state.files;  // offsets as at the clone instant
-  ServedMemory served = FLURRY_TRY(ServeDescriptor(descriptor, bind));
+  ServedMemory served = FLURRY_TRY(ServeDescriptor(descriptor, bind, push_pages));
   return served;
 }
 
 Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descriptor,
-                                                   const std::string& address) {
+                                                   const std::string& address, bool push_pages) {
   // Page servers that have ended are reaped here (they outlive this VM otherwise).
   std::erase_if(page_servers_, [](pid_t pid) { return waitpid(pid, nullptr, WNOHANG) != 0; });
 
@@ -50,6 +52,19 @@ Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descripto
   const std::vector<uint8_t> encoded = EncodeDescriptor(descriptor);
   PageServer server = FLURRY_TRY(PageServer::Listen(where));
   const PageKey key = FLURRY_TRY(PageKey::Random());
+  // Pushes go out through the interface the server listens on; where that cannot be (no route
+  // for multicast), the clones fetch every page themselves.
+  std::unique_ptr<PushSender> pushes;
+  if (push_pages) {
+    auto opened = PushSender::Open(where.host, server.address().port, key,
+                                   backend_->memory().size() / x86::kPageSize);
+    if (opened) {
+      pushes = std::move(*opened);
+    } else {
+      std::fprintf(stderr, "flurry: serving %s without page pushes: %s\n",
+                   server.address().ToString().c_str(), opened.error().message().c_str());
+    }
+  }
   const pid_t owner = getpid();
   const pid_t pid =
       FLURRY_TRY_CTX(ForkWithHooks(*this, /*tied_to_parent=*/false), "starting the page server");
@@ -77,7 +92,7 @@ Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descripto
         [&memory](uint64_t gpa, void* dst, uint64_t len) {
           return memory.ReadPhysical(gpa, dst, len);
         },
-        owner_fd, key, files ? &*files : nullptr);
+        owner_fd, key, files ? &*files : nullptr, pushes.get());
     ReleaseGuest();
     _exit(served ? 0 : 1);
   }

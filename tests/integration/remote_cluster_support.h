@@ -52,6 +52,13 @@ class TestCluster {
                  WithDeadline(30));
     return r.exit_code == 0 ? std::stoull(r.out) : 0;
   }
+  // Bytes this machine's own namespace (where the parent VM runs) sent into the cluster's
+  // bridge: one copy of each packet, however many hosts a multicast one reaches.
+  uint64_t SentHere() const {
+    const std::string text =
+        ReadFile("/sys/class/net/fb-" + name_.substr(0, 12) + "/statistics/tx_bytes");
+    return text.empty() ? 0 : std::stoull(text);
+  }
   // The processes running in host k's namespace (its flurryd and what it started).
   std::vector<pid_t> Pids(int k) const {
     auto r = Run({IpBinary(), "netns", "pids", netns(k)}, WithDeadline(30));
@@ -93,12 +100,13 @@ class TestCluster {
   }
   // Shapes what reaches host k (the bridge side of its veth) to `rate` with a token bucket
   // (tc tbf: packets queue, up to `latency`), or says why it cannot. (This kernel has no netem,
-  // so no fixed added delay: a slow, queueing link stands in for a distant one.)
+  // so no fixed added delay: a slow, queueing link stands in for a distant one. The bucket holds
+  // more than one 9000-byte frame of the cluster's links: tbf drops a packet larger than it.)
   std::string ShapeToHost(int k, const std::string& rate, const std::string& latency) const {
     const std::string tc = "/usr/sbin/tc";
     if (access(tc.c_str(), X_OK) != 0) return "no " + tc;
     auto r = Run({tc, "qdisc", "replace", "dev", HostVeth(k), "root", "tbf", "rate", rate, "burst",
-                  "32kbit", "latency", latency},
+                  "96kbit", "latency", latency},
                  WithDeadline(30));
     return r.exit_code == 0 ? "" : r.Describe();
   }

@@ -1,0 +1,308 @@
+#include "net/page_push.h"
+
+#include <arpa/inet.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <bit>
+#include <chrono>
+#include <cstring>
+
+namespace flurry {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+// A page pushed this recently is not pushed again (two clones asking for it at about the same
+// time: the second asked before the first push reached it).
+constexpr uint32_t kRepushAfterMs = 20;
+constexpr int kSocketBufferBytes = 8 << 20;
+constexpr size_t kMaxDatagram = sizeof(PushHeader) + kMaxPagesPerPush * kPage;
+
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
+};
+
+// The GCM nonce: the session's low 32 bits and the sequence number.
+std::array<uint8_t, 12> Nonce(uint64_t session, uint64_t sequence) {
+  std::array<uint8_t, 12> nonce{};
+  const uint32_t low = static_cast<uint32_t>(session);
+  std::memcpy(nonce.data(), &low, 4);
+  std::memcpy(nonce.data() + 4, &sequence, 8);
+  return nonce;
+}
+
+// The AES-128-GCM tag over `header` (its tag field zero) and `payload`, no plaintext (GMAC).
+bool ComputeTag(const PushKey& key, const PushHeader& header, const uint8_t* payload,
+                size_t payload_bytes, uint8_t* tag) {
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return false;
+  PushHeader covered = header;
+  covered.tag = {};
+  const auto nonce = Nonce(header.session, header.sequence);
+  int n = 0;
+  return EVP_EncryptInit_ex(ctx.get(), EVP_aes_128_gcm(), nullptr, key.data(), nonce.data()) ==
+             1 &&
+         EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const uint8_t*>(&covered),
+                           sizeof covered) == 1 &&
+         (payload_bytes == 0 || EVP_EncryptUpdate(ctx.get(), nullptr, &n, payload,
+                                                  static_cast<int>(payload_bytes)) == 1) &&
+         EVP_EncryptFinal_ex(ctx.get(), nullptr, &n) == 1 &&
+         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kPushTagBytes, tag) == 1;
+}
+
+uint64_t MonotonicNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+bool IsMulticast(in_addr address) { return (ntohl(address.s_addr) >> 28) == 0xe; }
+
+// A socket buffer of kSocketBufferBytes: past the system's cap where this process may (root),
+// else as large as the cap allows. (A full buffer only drops pushes.)
+void EnlargeBuffer(int fd, int force_option, int option) {
+  if (setsockopt(fd, SOL_SOCKET, force_option, &kSocketBufferBytes, sizeof kSocketBufferBytes) !=
+      0) {
+    (void)setsockopt(fd, SOL_SOCKET, option, &kSocketBufferBytes, sizeof kSocketBufferBytes);
+  }
+}
+
+}  // namespace
+
+std::string PushGroup::ToString() const {
+  char text[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &group, text, sizeof text);
+  return fmt::format("{}:{}", text, port);
+}
+
+PushGroupWire EncodePushGroup(const PushGroup& group) {
+  PushGroupWire wire{};
+  wire.group = group.group.s_addr;
+  wire.port = group.port;
+  wire.ttl = group.ttl;
+  wire.session = group.session;
+  return wire;
+}
+
+Result<PushGroup> DecodePushGroup(const uint8_t* data, size_t size) {
+  if (size != sizeof(PushGroupWire)) {
+    return FailErrno(EPROTO, fmt::format("a {}-byte push group (expected {})", size,
+                                         sizeof(PushGroupWire)));
+  }
+  PushGroupWire wire;
+  std::memcpy(&wire, data, sizeof wire);
+  PushGroup group;
+  group.group.s_addr = wire.group;
+  group.port = wire.port;
+  group.ttl = wire.ttl;
+  group.session = wire.session;
+  if (!IsMulticast(group.group) || group.port == 0 || group.ttl == 0 || wire.reserved != 0 ||
+      group.session == 0) {
+    return FailErrno(EPROTO, fmt::format("a push group that is not one: {} ttl {} session {:#x}",
+                                         group.ToString(), group.ttl, group.session));
+  }
+  return group;
+}
+
+PushKey DerivePushKey(const PageKey& key) {
+  // SHA-256 of a label and the page key; its first 16 bytes.
+  static constexpr char kLabel[] = "flurry page push key";
+  uint8_t digest[32] = {};
+  unsigned int n = 0;
+  std::vector<uint8_t> input(kLabel, kLabel + sizeof kLabel - 1);
+  input.insert(input.end(), key.bytes.begin(), key.bytes.end());
+  EVP_Digest(input.data(), input.size(), digest, &n, EVP_sha256(), nullptr);
+  PushKey out{};
+  std::memcpy(out.data(), digest, out.size());
+  return out;
+}
+
+Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interface_address,
+                                                     uint16_t port, const PageKey& key,
+                                                     uint64_t page_count) {
+  auto sender = std::unique_ptr<PushSender>(new PushSender());
+  uint8_t random[10];
+  if (getrandom(random, sizeof random, 0) != sizeof random) return FailErrno("getrandom");
+  // 239.255.x.y, x.y random but not 0.0 / 255.255.
+  const uint32_t low = (uint32_t{random[0]} << 8 | random[1]) % 0xfffe + 1;
+  sender->group_.group.s_addr = htonl(0xefff0000u | low);
+  sender->group_.port = port;
+  sender->group_.ttl = 1;
+  std::memcpy(&sender->group_.session, random + 2, 8);
+  if (sender->group_.session == 0) sender->group_.session = 1;
+  sender->key_ = DerivePushKey(key);
+  sender->pushed_at_ms_.assign(page_count, 0);
+  sender->start_ns_ = MonotonicNs();
+
+  sender->fd_.Reset(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!sender->fd_.valid()) return FailErrno("a socket for page pushes");
+  const int fd = sender->fd_.get();
+  // No UDP checksum: the tag covers every byte, and the kernel would otherwise checksum each
+  // fragmented datagram in software.
+  const int one = 1;
+  (void)setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one);
+  in_addr local{};
+  if (inet_pton(AF_INET, interface_address.c_str(), &local) != 1) {
+    return Fail("page pushes: {} is not an IPv4 address", interface_address);
+  }
+  if (local.s_addr != htonl(INADDR_ANY) &&
+      setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &local, sizeof local) != 0) {
+    return FailErrno(fmt::format("page pushes through {}", interface_address));
+  }
+  const unsigned char ttl = sender->group_.ttl;
+  const unsigned char loop = 1;  // clones on the server's own host get them too
+  if (setsockopt(fd, IPPROTO_IP, IP_MULTICAST_TTL, &ttl, sizeof ttl) != 0 ||
+      setsockopt(fd, IPPROTO_IP, IP_MULTICAST_LOOP, &loop, sizeof loop) != 0) {
+    return FailErrno("page pushes: multicast options");
+  }
+  EnlargeBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr = sender->group_.group;
+  to.sin_port = htons(port);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0) {
+    return FailErrno(fmt::format("page pushes to {}", sender->group_.ToString()));
+  }
+  return sender;
+}
+
+void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
+                      const uint8_t* payload) {
+  if (first_page >= pushed_at_ms_.size() || count > pushed_at_ms_.size() - first_page) return;
+  // Milliseconds since the sender started, from 1 (0 means never).
+  const uint32_t now_ms = static_cast<uint32_t>((MonotonicNs() - start_ns_) / 1000000) + 1;
+  const uint8_t* next = payload;
+  for (uint32_t at = 0; at < count; at += kMaxPagesPerPush) {
+    const uint32_t n = std::min(kMaxPagesPerPush, count - at);
+    const uint32_t mask = static_cast<uint32_t>((zero_mask >> at) & ((1u << n) - 1));
+    const uint32_t bytes = (n - static_cast<uint32_t>(std::popcount(mask))) * kPage;
+    bool fresh = false;  // some page not pushed a moment ago
+    for (uint32_t i = 0; i < n && !fresh; ++i) {
+      const uint32_t last = pushed_at_ms_[first_page + at + i];
+      fresh = last == 0 || now_ms - last >= kRepushAfterMs;
+    }
+    if (fresh) {
+      SendChunk(first_page + at, n, mask, next, bytes);
+      for (uint32_t i = 0; i < n; ++i) pushed_at_ms_[first_page + at + i] = now_ms;
+    } else {
+      stats_.suppressed += n;
+    }
+    next += bytes;
+  }
+}
+
+void PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_mask,
+                           const uint8_t* payload, uint32_t payload_bytes) {
+  PushHeader header{};
+  header.magic = kPushMagic;
+  header.version = kPushVersion;
+  header.count = static_cast<uint16_t>(count);
+  header.session = group_.session;
+  header.sequence = ++sequence_;
+  header.first_page = first_page;
+  header.zero_mask = zero_mask;
+  header.payload_bytes = payload_bytes;
+  if (!ComputeTag(key_, header, payload, payload_bytes, header.tag.data())) {
+    ++stats_.dropped;
+    return;
+  }
+  iovec parts[2] = {{&header, sizeof header}, {const_cast<uint8_t*>(payload), payload_bytes}};
+  msghdr message{};
+  message.msg_iov = parts;
+  message.msg_iovlen = payload_bytes > 0 ? 2 : 1;
+  if (sendmsg(fd_.get(), &message, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+    ++stats_.dropped;  // full (EAGAIN, ENOBUFS) or no route: the clones fetch instead
+    return;
+  }
+  ++stats_.datagrams;
+  stats_.pages += count;
+  stats_.bytes += sizeof header + payload_bytes;
+}
+
+Result<std::unique_ptr<PushReceiver>> PushReceiver::Join(const PushGroup& group,
+                                                         const in_addr& local_address,
+                                                         const PageKey& key,
+                                                         uint64_t page_count) {
+  auto receiver = std::unique_ptr<PushReceiver>(new PushReceiver());
+  receiver->group_ = group;
+  receiver->key_ = DerivePushKey(key);
+  receiver->page_count_ = page_count;
+  receiver->buffer_.resize(kMaxDatagram + 1);
+  receiver->fd_.Reset(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!receiver->fd_.valid()) return FailErrno("a socket for page pushes");
+  const int fd = receiver->fd_.get();
+  const int one = 1;
+  // Every clone on a host binds the group's port: each gets every datagram.
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
+    return FailErrno("page pushes: SO_REUSEADDR");
+  }
+  EnlargeBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr = group.group;  // only this group's datagrams
+  at.sin_port = htons(group.port);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&at), sizeof at) != 0) {
+    return FailErrno(fmt::format("binding {}", group.ToString()));
+  }
+  ip_mreqn join{};
+  join.imr_multiaddr = group.group;
+  join.imr_address = local_address;
+  if (setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &join, sizeof join) != 0) {
+    return FailErrno(fmt::format("joining {}", group.ToString()));
+  }
+  return receiver;
+}
+
+bool PushReceiver::TakeNext(const WantedPages& wanted, std::optional<PushedPages>* pushed) {
+  pushed->reset();
+  // The header first: a datagram of pages no longer wanted is dropped without copying it out.
+  PushHeader header;
+  const ssize_t n = recv(fd_.get(), &header, sizeof header, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+  if (n < 0) return false;  // none waiting (or an error: pushes are optional)
+  bytes_ += static_cast<uint64_t>(n);
+  const auto drop = [this] {
+    uint8_t byte;
+    (void)recv(fd_.get(), &byte, 1, MSG_DONTWAIT | MSG_TRUNC);
+  };
+  if (static_cast<size_t>(n) < sizeof header || static_cast<size_t>(n) > kMaxDatagram) {
+    ++rejected_;
+    drop();
+    return true;
+  }
+  const size_t payload = static_cast<size_t>(n) - sizeof header;
+  const bool valid =
+      header.magic == kPushMagic && header.version == kPushVersion &&
+      header.session == group_.session && header.count >= 1 &&
+      header.count <= kMaxPagesPerPush && (header.zero_mask >> header.count) == 0 &&
+      header.first_page < page_count_ && header.count <= page_count_ - header.first_page &&
+      header.payload_bytes == payload &&
+      payload == (header.count - static_cast<uint32_t>(std::popcount(header.zero_mask))) * kPage;
+  if (!valid) {
+    ++rejected_;
+    drop();
+    return true;
+  }
+  if (!wanted(header.first_page, header.count)) {
+    drop();
+    return true;
+  }
+  if (recv(fd_.get(), buffer_.data(), buffer_.size(), MSG_DONTWAIT) != n) {
+    ++rejected_;  // (cannot be: the peeked datagram is the next one)
+    return true;
+  }
+  uint8_t tag[kPushTagBytes];
+  const uint8_t* body = buffer_.data() + sizeof header;
+  if (!ComputeTag(key_, header, body, payload, tag) ||
+      CRYPTO_memcmp(tag, header.tag.data(), kPushTagBytes) != 0) {
+    ++rejected_;
+    return true;
+  }
+  *pushed = PushedPages{header.first_page, header.count, header.zero_mask, body};
+  return true;
+}
+
+}  // namespace flurry

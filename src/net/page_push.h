@@ -1,0 +1,141 @@
+// Page pushes: one multicast datagram carries pages a page server sent to one clone to every
+// clone of the same VM that joined the server's group (docs/protocols/page_push.md). SnowFlock's
+// multicast distribution: clones scanning the same memory each get a page once from the wire,
+// whoever asked for it first, and the server reads, checks and sends it once.
+//
+// Pushes are an addition to the page protocol, never a replacement: a clone still asks for
+// every page it faults on over TCP, and a push that is lost, late, forged or malformed is
+// dropped (the page is then fetched). So loss, reordering and duplicates change no result.
+// The sender never blocks: a datagram the socket cannot take now is dropped and counted, and
+// the server pushes only what clones asked for (its flow is the clones' demand).
+//
+// Datagrams are authenticated (AES-128-GCM tag over header and payload, keyed from the page
+// key; the nonce is the server's session and a counter), so only the server's clones' data is
+// installed. A replayed datagram is harmless: the image it comes from never changes.
+//
+// Threads: PushSender belongs to the page server's thread; PushReceiver to its LazyPages'
+// handler thread.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "memory/page_source.h"
+#include "net/page_protocol.h"
+
+namespace flurry {
+
+inline constexpr uint32_t kPushMagic = 0x4d504c46;  // "FLPM"
+inline constexpr uint16_t kPushVersion = 1;
+inline constexpr uint32_t kMaxPagesPerPush = 15;  // a datagram of at most 60 KiB + header
+inline constexpr size_t kPushTagBytes = 16;
+
+// The reply payload of PageOp::kPushGroup: where the server pushes.
+struct PushGroupWire {
+  uint32_t group;  // IPv4 multicast address, network byte order
+  uint16_t port;   // host byte order
+  uint8_t ttl;
+  uint8_t reserved;  // 0
+  uint64_t session;  // names this server's datagrams; never 0
+};
+static_assert(sizeof(PushGroupWire) == 16);
+
+struct PushHeader {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t count;  // pages, 1..kMaxPagesPerPush
+  uint64_t session;
+  uint64_t sequence;  // per session, never repeated (with the session: the tag's nonce)
+  uint64_t first_page;
+  uint32_t zero_mask;      // bit i: page first_page+i is all zero and not in the payload
+  uint32_t payload_bytes;  // (count - zero pages) * 4096
+  std::array<uint8_t, kPushTagBytes> tag;  // over the header (tag zeroed) and the payload
+};
+static_assert(sizeof(PushHeader) == 56);
+
+struct PushGroup {
+  in_addr group{};
+  uint16_t port = 0;
+  uint8_t ttl = 1;
+  uint64_t session = 0;
+  std::string ToString() const;  // "239.255.1.2:7000"
+};
+
+// Checks a kPushGroup reply payload.
+Result<PushGroup> DecodePushGroup(const uint8_t* data, size_t size);
+PushGroupWire EncodePushGroup(const PushGroup& group);
+
+// The tag key of a page server's pushes: derived from its page key.
+using PushKey = std::array<uint8_t, 16>;
+PushKey DerivePushKey(const PageKey& key);
+
+// The page server's side: a UDP socket sending to the group through the interface of
+// `interface_address` (the address the server listens on; the clones reach it there).
+class PushSender {
+ public:
+  struct Stats {
+    uint64_t datagrams = 0;
+    uint64_t pages = 0;
+    uint64_t bytes = 0;
+    uint64_t dropped = 0;     // datagrams the socket would not take at once
+    uint64_t suppressed = 0;  // pages not pushed again: pushed a moment ago
+  };
+  // A random group in 239.255.0.0/16 (administratively scoped, this site only), the port of
+  // the server (`port`), TTL 1: the clones' segment.
+  static Result<std::unique_ptr<PushSender>> Open(const std::string& interface_address,
+                                                  uint16_t port, const PageKey& key,
+                                                  uint64_t page_count);
+  const PushGroup& group() const { return group_; }
+  // Pushes pages [first_page, first_page+count) as a page reply holds them: `zero_mask` bit i
+  // set = page i is all zero and absent from `payload` (the other pages in order). Pages pushed
+  // within the last few milliseconds are not pushed again.
+  void Push(uint64_t first_page, uint32_t count, uint64_t zero_mask, const uint8_t* payload);
+  const Stats& stats() const { return stats_; }
+
+ private:
+  PushSender() = default;
+  void SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_mask, const uint8_t* payload,
+                 uint32_t payload_bytes);
+
+  UniqueFd fd_;
+  PushGroup group_;
+  PushKey key_{};
+  uint64_t sequence_ = 0;
+  std::vector<uint32_t> pushed_at_ms_;  // per page: when it was last pushed (0: never)
+  uint64_t start_ns_ = 0;
+  Stats stats_;
+};
+
+// A clone's side: joined to the group on the interface of `local_address` (its address toward
+// the server), taking the server's datagrams.
+class PushReceiver : public PagePushes {
+ public:
+  static Result<std::unique_ptr<PushReceiver>> Join(const PushGroup& group,
+                                                    const in_addr& local_address,
+                                                    const PageKey& key, uint64_t page_count);
+  int fd() const override { return fd_.get(); }
+  bool TakeNext(const WantedPages& wanted, std::optional<PushedPages>* pushed) override;
+  uint64_t bytes_received() const override { return bytes_; }
+  uint64_t rejected() const override { return rejected_; }
+  std::string Describe() const override { return "multicast group " + group_.ToString(); }
+
+ private:
+  PushReceiver() = default;
+  UniqueFd fd_;
+  PushGroup group_;
+  PushKey key_{};
+  uint64_t page_count_ = 0;
+  std::vector<uint8_t> buffer_;
+  uint64_t bytes_ = 0;
+  uint64_t rejected_ = 0;
+};
+
+}  // namespace flurry
