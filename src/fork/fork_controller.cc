@@ -443,9 +443,10 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
     return SyscallResult::Errno(state.error().code() == ENOTSUP ? ENOTSUP : EIO);
   }
   // A cluster VM's checkpoint is served to other hosts too (a page server holding the VM as it
-  // is now, as sf_clone's), so that its clones can go there. Without one they run here.
+  // is now, as sf_clone's), so that its clones can go there. Without one they run here (so do
+  // those of a VM of several processes: only sf_clone's clones of one process go elsewhere).
   std::optional<ForkHost::ServedMemory> served;
-  if (policy_.remote) {
+  if (policy_.remote && !host.HasOtherProcesses()) {
     auto serving = host.ServeForRemoteClones(*state, policy_.remote->serve_bind,
                                                 policy_.remote->push_pages);
     if (serving) {
@@ -455,8 +456,15 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
                    serving.error().message().c_str());
     }
   }
+  // A VM of several processes: every process stops at this instant, each leaves a copier with
+  // the snapshot process, which asks them for copies whenever clones are made from it.
+  if (auto gathered = host.GatherOtherProcesses(); !gathered) {
+    std::fprintf(stderr, "flurry: sf_checkpoint_parent: %s\n", gathered.error().message().c_str());
+    return SyscallResult::Errno(gathered.error().code_or(EAGAIN));
+  }
   int32_t clone_id = 0;
   auto snapshot = ForkSnapshot(host, 0, 0, /*detached=*/false, &clone_id);
+  if (clone_id == 0) host.ForgetGathered();
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
   CheckpointRecord record{std::move(snapshot->first), snapshot->second, {}, {}, {}};

@@ -148,10 +148,6 @@ Result<std::optional<GuestExit>> Vm::HandleSyscall() {
     }
   } else if (!ForkController::IsHypercall(args.nr)) {
     result = syscalls_.Dispatch(context, args);
-  } else if ((args.nr == SF_HC_CHECKPOINT || args.nr == SF_HC_CREATE_CLONES) &&
-             processes_.Count() > 1) {
-    // sf_clone clones a VM of several processes (vm_gather.cc); checkpoints cannot yet.
-    result = SyscallResult::Errno(EBUSY);
   } else {
     // A clone copies every thread: those on other lanes stop first.
     if (ForkController::MakesClones(args.nr)) FLURRY_TRY(GatherLanes());

@@ -3,7 +3,7 @@
 // the clones' copies of the two talk through copies of the pipes, with the bytes that were in
 // flight at the clone instant.
 //
-// usage: fork_vm_processes init_clones|child_clones|busy_clones
+// usage: fork_vm_processes init_clones|checkpoint_clones|child_clones|busy_clones
 //
 // init_clones: init forks a child that answers each line it reads from one pipe with a line on
 // another, and reads a third pipe ("later") only when told. init writes "in flight" into
@@ -14,6 +14,10 @@
 //   vm N: child P exited 3N             (the child exits 30 + sf_id())
 //   vm N: answers at end of file: yes
 // then, in the parent: "clone K: status 1K" per clone.
+// checkpoint_clones: as init_clones, with sf_checkpoint_parent where init_clones calls sf_clone;
+// the parent talks to its child, reaps it, and only then makes the two clones from the
+// checkpoint (sf_create_clones, one ticket of one clone at a time): they still have the
+// child, and "later" its bytes in flight.
 // child_clones: init forks a child that calls sf_clone(2) while init waits for it in waitpid.
 // In each clone the child prints "clone N: child P, parent I" and ends the clone with
 // sf_exit_with(N); the parent's child joins them, prints "joined K: status K", exits 7, and
@@ -80,7 +84,7 @@ static void Child(int commands, int answers, int later) {
   }
 }
 
-static int InitClones(void) {
+static int InitClones(int checkpoint) {
   int commands[2], answers[2], later[2];
   if (pipe(commands) != 0 || pipe(answers) != 0 || pipe(later) != 0) return 1;
   pid_t child = fork();
@@ -99,10 +103,17 @@ static int InitClones(void) {
   WriteText(commands[1], "ping\n");
   if (ReadLine(answers[0], line, sizeof line) < 0) return 2;
 
-  sf_ticket_t t = sf_request_ticket(2);
-  const int id = sf_clone(t);
+  sf_ticket_t t = 0;
+  sf_checkpoint_t saved = 0;
+  int id;
+  if (checkpoint) {
+    id = sf_checkpoint_parent(&saved);
+  } else {
+    t = sf_request_ticket(2);
+    id = sf_clone(t);
+  }
   if (id < 0) {
-    printf("sf_clone failed: %d\n", id);
+    printf("%s failed: %d\n", checkpoint ? "sf_checkpoint_parent" : "sf_clone", id);
     return 1;
   }
   WriteText(commands[1], "ping\n");
@@ -119,6 +130,25 @@ static int InitClones(void) {
          WIFEXITED(status) ? WEXITSTATUS(status) : -1);
   // Its last writer gone, the pipe reads end of file (nothing outside the VM holds an end).
   printf("vm %d: answers at end of file: %s\n", id, read(answers[0], line, 1) == 0 ? "yes" : "no");
+  if (checkpoint && id == 0) {
+    // One clone per ticket: the checkpoint's processes are copied for each request.
+    fflush(stdout);
+    sf_ticket_t tickets[2];
+    for (int i = 0; i < 2; ++i) {
+      tickets[i] = sf_request_ticket(1);
+      const int made = sf_create_clones(saved, tickets[i]);
+      if (made < 0) {
+        printf("sf_create_clones failed: %d\n", made);
+        return 1;
+      }
+    }
+    for (int i = 0; i < 2; ++i) {
+      struct sf_outcome out;
+      memset(&out, 0, sizeof out);
+      if (sf_join(tickets[i], &out, 1) == 1) printf("clone %d: status %d\n", out.id, out.status);
+    }
+    return 0;
+  }
   return EndOrJoin(id, t);
 }
 
@@ -194,7 +224,8 @@ static int BusyClones(void) {
 
 int main(int argc, char** argv) {
   if (argc > 1 && strcmp(argv[1], "busy_clones") == 0) return BusyClones();
-  if (argc > 1 && strcmp(argv[1], "init_clones") == 0) return InitClones();
+  if (argc > 1 && strcmp(argv[1], "init_clones") == 0) return InitClones(0);
+  if (argc > 1 && strcmp(argv[1], "checkpoint_clones") == 0) return InitClones(1);
   if (argc > 1 && strcmp(argv[1], "child_clones") == 0) return ChildClones();
   return 2;
 }
