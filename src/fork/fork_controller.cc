@@ -233,13 +233,17 @@ Result<ForkController::DetachedClones> ForkController::CloneFromOutside(ForkHost
   const int32_t granted = GrantFor(count);
   if (granted < count) return Fail("only {} clones can be granted now", granted);
   CloneState state = FLURRY_TRY(host.CaptureCurrentState());
+  // A VM of several processes: all of them, at this instant (as for sf_clone).
+  FLURRY_TRY(host.GatherOtherProcesses());
   const int32_t first_id = family_.ReserveIds(count);
-  auto snapshot = FLURRY_TRY(ForkSnapshot(host, first_id, count, /*detached=*/true, clone_id));
+  auto snapshot = ForkSnapshot(host, first_id, count, /*detached=*/true, clone_id);
+  if (*clone_id == 0) host.ForgetGathered();
+  if (!snapshot) return std::unexpected(snapshot.error());
   if (*clone_id != 0) {
     BecomeCloneOrDie(host, state, *clone_id);
     return DetachedClones{};
   }
-  auto spawned = FLURRY_TRY(ReceiveSpawnReplies(snapshot.first.get(), count));
+  auto spawned = FLURRY_TRY(ReceiveSpawnReplies(snapshot->first.get(), count));
   DetachedClones result;
   for (const SpawnedClone& c : spawned) {
     result.ids.push_back(c.id);

@@ -69,7 +69,7 @@ bool SpawnBatch(int control, int32_t first_id, int32_t count, bool detached, For
       return false;
     }
     Result<pid_t> forked = std::unexpected(Error(0, ""));
-    if (Result<void> ready = hooks.BeforeSpawn(first_id + i); !ready) {
+    if (Result<void> ready = hooks.BeforeSpawn(first_id + i, detached); !ready) {
       forked = std::unexpected(ready.error());
     } else {
       forked = ForkWithHooks(hooks, /*tied_to_parent=*/!detached);

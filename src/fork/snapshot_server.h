@@ -65,8 +65,10 @@ class ForkHooks {
   virtual void ForgetGuestPipes() {}
   // In the snapshot process, around the fork of clone `id`: a VM of several processes has the
   // copies of its other processes made (vm_gathering.h). An error fails that clone.
-  virtual Result<void> BeforeSpawn(int32_t id) {
+  // `detached`: the clone outlives the snapshot process (flurry ctl clone).
+  virtual Result<void> BeforeSpawn(int32_t id, bool detached) {
     (void)id;
+    (void)detached;
     return {};
   }
   virtual void AfterSpawn() {}

@@ -35,6 +35,7 @@ inline constexpr uint16_t kGatherVersion = 1;
 inline constexpr uint32_t kMaxGatherPipes = 64;
 
 struct GatherMessage {
+  static constexpr uint32_t kSpawnDetached = 1;  // kSpawn's count: the copy outlives its copier
   enum Type : uint16_t {
     kHello = 1,     // process -> hub: pid, count pipe ids, one fd (an end) per pipe
     kRelease = 2,   // hub -> copier: every process has stopped; run on
@@ -48,7 +49,7 @@ struct GatherMessage {
   int32_t pid = 0;       // the guest pid of the process (kHello, kRegister)
   int32_t host_pid = 0;  // kRegister: the copy's VMM; kSpawn: the rendezvous's owner
   int32_t clone_id = 0;  // kSpawn
-  uint32_t count = 0;    // kHello, kSetup: pipe ids in `ids`
+  uint32_t count = 0;    // kHello, kSetup: pipe ids in `ids`; kSpawn: kSpawnDetached or 0
   uint64_t ids[kMaxGatherPipes] = {};
 };
 static_assert(sizeof(GatherMessage) == 24 + 8 * kMaxGatherPipes);

@@ -107,7 +107,7 @@ class Vm : public ForkHost {
   void ForgetGuestPipes() override { state_.fds.ClosePipes(); }
   Result<void> GatherOtherProcesses() override;
   void ForgetGathered() override { gathering_.reset(); }
-  Result<void> BeforeSpawn(int32_t id) override;
+  Result<void> BeforeSpawn(int32_t id, bool detached) override;
   void AfterSpawn() override;
 
  private:

@@ -15,11 +15,11 @@
 namespace flurry {
 
 namespace {
-// Snapshots and clones capture one VMM's guest: a VM of several processes cannot be captured
-// whole yet.
+// Snapshots capture one VMM's guest: a VM of several processes cannot be captured whole yet
+// (clones of it can: CloneFromOutside gathers its processes).
 ControlReply OneProcessOnly() {
   return ControlReply::Failure(
-      "the guest has more than one process: flurry cannot snapshot or clone it yet", "busy");
+      "the guest has more than one process: flurry cannot snapshot or serve it yet", "busy");
 }
 }  // namespace
 
@@ -87,9 +87,7 @@ Result<void> Vm::ServeControl() {
       return std::unexpected(error);
     }
     ControlReply reply;
-    if (cloning && processes_.Count() > 1) {
-      reply = OneProcessOnly();
-    } else if (cloning) {
+    if (cloning) {
       int32_t clone_id = 0;
       auto clones = fork_.CloneFromOutside(*this, pending->request.count, &clone_id);
       if (clone_id != 0) {

@@ -68,11 +68,17 @@ CopyStart RunCopier(UniqueFd hub, UniqueFd release, ForkHooks& hooks) {
       _exit(0);
     }
     const pid_t copier = getpid();
-    Result<pid_t> forked = ForkWithHooks(hooks, /*tied_to_parent=*/true);
+    // The copies die with the copier, as clones do with their snapshot process — except a
+    // detached clone's (flurry ctl clone), whose snapshot process, and so the copier, ends
+    // once the clones exist.
+    const bool detached = spawn->count == GatherMessage::kSpawnDetached;
+    Result<pid_t> forked = ForkWithHooks(hooks, /*tied_to_parent=*/!detached);
     if (!forked) continue;  // that clone waits for this copy in vain and is lost
     if (*forked == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);   // the copies die with the copier, as clones do
-      if (getppid() != copier) _exit(1);  // it died before we asked
+      if (!detached) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != copier) _exit(1);  // it died before we asked
+      }
       return CopyStart{spawn->clone_id, spawn->host_pid};
     }
   }
@@ -157,13 +163,14 @@ Result<void> Vm::GatherOtherProcesses() {
   return {};
 }
 
-Result<void> Vm::BeforeSpawn(int32_t id) {
+Result<void> Vm::BeforeSpawn(int32_t id, bool detached) {
   if (!gathering_) return {};
   gathering_->rendezvous = FLURRY_TRY(ListenAt(RendezvousName(getpid(), id)));
   GatherMessage spawn;
   spawn.type = GatherMessage::kSpawn;
   spawn.host_pid = getpid();
   spawn.clone_id = id;
+  spawn.count = detached ? GatherMessage::kSpawnDetached : 0;
   for (const Gathering::Member& member : gathering_->members) {
     FLURRY_TRY_CTX(SendGatherMessage(member.copier.get(), spawn),
                    fmt::format("asking for process {}'s copy", member.pid));

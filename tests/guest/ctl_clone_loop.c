@@ -1,7 +1,7 @@
 // ctl_clone_loop: a bounded loop printing its clone ID, for host-initiated clones
 // (flurry ctl SOCKET clone N).
 //
-// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS [threaded|piped]]]   (defaults 60, 50)
+// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS [threaded|piped|processes]]]   (defaults 60, 50)
 //
 // Prints "id=<sf_id()> iter=<i>" for i = 0..ITERATIONS-1 (one write(2) each), sleeping
 // INTERVAL_MS in between, then "id=<sf_id()> done" and exits 0. A clone made from outside
@@ -10,12 +10,15 @@
 // of the VM waits in a syscall. "piped": before the loop, "carried" is written into a pipe and
 // left there; after it, "and more" is written, and what the pipe holds is printed as
 // "pipe: carried and more" (a snapshot or clone taken meanwhile must carry the pipe's bytes).
+// "processes": the loop runs in a child process while init waits in waitpid; init prints the
+// "done" line once the child has exited 0 (a clone taken meanwhile must copy both processes).
 #include <errno.h>
 #include <flurry/sf.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +26,7 @@ static void Say(const char* text) { (void)!write(1, text, strlen(text)); }
 
 static int iterations = 60;
 static int interval_ms = 50;
+static int say_done = 1;
 
 static void* Loop(void* arg) {
   char line[64];
@@ -33,8 +37,10 @@ static void* Loop(void* arg) {
     while (nanosleep(&left, &left) != 0 && errno == EINTR) {
     }
   }
-  snprintf(line, sizeof line, "id=%d done\n", sf_id());
-  Say(line);
+  if (say_done) {
+    snprintf(line, sizeof line, "id=%d done\n", sf_id());
+    Say(line);
+  }
   return arg;
 }
 
@@ -49,6 +55,23 @@ int main(int argc, char** argv) {
     char bytes[64] = {0};
     ssize_t got = read(fds[0], bytes, sizeof bytes - 1);
     printf("pipe: %s\n", got > 0 ? bytes : "(nothing)");
+    return 0;
+  }
+  if (argc > 3 && strcmp(argv[3], "processes") == 0) {
+    const pid_t child = fork();
+    if (child == 0) {
+      say_done = 0;
+      Loop(NULL);
+      _exit(0);
+    }
+    int status = 0;
+    if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+      return 1;
+    }
+    char line[64];
+    snprintf(line, sizeof line, "id=%d done\n", sf_id());
+    Say(line);
     return 0;
   }
   if (argc > 3 && strcmp(argv[3], "threaded") == 0) {

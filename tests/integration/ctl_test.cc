@@ -211,8 +211,10 @@ bool WaitGone(pid_t pid, std::chrono::seconds timeout) {
   return false;
 }
 
-// The loop in the first thread ("single"), or in a second one while the first waits in
-// pthread_join ("threaded": the clone is made while every thread waits in a syscall).
+// The loop in the first thread ("single"), in a second one while the first waits in
+// pthread_join ("threaded": the clone is made while every thread waits in a syscall), or in a
+// child process while init waits in waitpid ("processes": each clone has a copy of both; its
+// init prints "done" once its child has finished the loop).
 class CtlClone : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CtlClone, ClonesOfARunningLoopReportTheirIdsAndEveryProcessEnds) {
@@ -286,7 +288,7 @@ TEST_P(CtlClone, ClonesOfARunningLoopReportTheirIdsAndEveryProcessEnds) {
   for (pid_t pid : left) kill(pid, SIGKILL);
 }
 
-INSTANTIATE_TEST_SUITE_P(Loops, CtlClone, ::testing::Values("single", "threaded"));
+INSTANTIATE_TEST_SUITE_P(Loops, CtlClone, ::testing::Values("single", "threaded", "processes"));
 
 TEST(CtlCloneCounts, BadCountsAreRefusedAndTheVmRunsOn) {
   TempDir dir;
