@@ -20,6 +20,9 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint32_t kMaxPrefetch = 64;
+constexpr uint64_t kRegionPages = 512;  // 2 MiB
+// Refused pushes (malformed, forged, another server's) after which a VM stops taking pushes.
+constexpr uint64_t kMaxRefusedPushes = 256;
 
 uint64_t NowNs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -146,8 +149,8 @@ LazyPages::~LazyPages() {
 
 void LazyPages::HandlerLoop() {
   uffd_msg messages[16];
-  const int pushes_fd = options_.pushes ? options_.pushes->fd() : -1;
   while (true) {
+    const int pushes_fd = options_.pushes && !pushes_off_ ? options_.pushes->fd() : -1;
     pollfd fds[3] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}, {pushes_fd, POLLIN, 0}};
     // With readahead requests in flight, take their replies whenever no fault is waiting.
     const int ready = poll(fds, 3, stream_active() ? 0 : -1);
@@ -182,8 +185,9 @@ void LazyPages::HandlerLoop() {
       }
       faults_.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard lock(resolve_mutex_);
-      // The page may be in a push waiting already: cheaper than asking for it.
-      if (options_.pushes) TakePushesLocked(16);
+      // The page may be in a push waiting already: cheaper than asking for it (a few only: the
+      // fault waits meanwhile).
+      if (options_.pushes) TakePushesLocked(4);
       if (!failed_.load()) {
         auto done = ResolveLocked(gpa / kPage, Cause::kFault);
         if (done) continue;
@@ -200,11 +204,27 @@ void LazyPages::HandlerLoop() {
   }
 }
 
+bool LazyPages::PushWantedLocked(uint64_t p) const {
+  if (!FetchOnTouch(state_[p].load()) || (p == marker_page_ && MarkerSetLocked())) return false;
+  if (!huge_ok_) return true;
+  // A huge region still wanted whole is left to the stream: one huge page beats 512 small ones.
+  const uint64_t region = p - p % kRegionPages;
+  if (region * kPage < options_.huge_start || (region + kRegionPages) * kPage > options_.huge_end ||
+      (host_base_ + region * kPage) % (kRegionPages * kPage) != 0 || region + kRegionPages > pages_) {
+    return true;
+  }
+  for (uint64_t q = region; q < region + kRegionPages; ++q) {
+    if (!FetchOnTouch(state_[q].load())) return true;
+  }
+  return false;
+}
+
 void LazyPages::TakePushesLocked(int limit) {
+  if (pushes_off_) return;
   const auto wanted = [this](uint64_t first, uint32_t count) {
-    if (failed_.load()) return false;
+    if (failed_.load() || first >= pages_ || count > pages_ - first) return false;
     for (uint64_t p = first; p < first + count; ++p) {
-      if (FetchOnTouch(state_[p].load()) && !(p == marker_page_ && MarkerSetLocked())) return true;
+      if (PushWantedLocked(p)) return true;
     }
     return false;
   };
@@ -226,16 +246,27 @@ void LazyPages::TakePushesLocked(int limit) {
         next += kPage;
       }
     }
-    const uint64_t skip = MarkerSetLocked() ? marker_page_ : kNoPage;
-    auto installed = InstallWantedLocked(pushed->first_page, pushed->count, push_buffer_.data(),
-                                         skip, Brought::kByPush);
-    if (!installed) {
-      ReportFailure(installed.error().WithContext("installing pushed pages"));
-      break;
+    // Runs of the pages a push should install (InstallWantedLocked skips the rest).
+    for (uint64_t p = pushed->first_page; p < pushed->first_page + pushed->count;) {
+      if (!PushWantedLocked(p)) {
+        ++p;
+        continue;
+      }
+      uint64_t end = p + 1;
+      while (end < pushed->first_page + pushed->count && PushWantedLocked(end)) ++end;
+      auto installed =
+          InstallWantedLocked(p, end - p, push_buffer_.data() + (p - pushed->first_page) * kPage,
+                              kNoPage, Brought::kByPush);
+      if (!installed) {
+        ReportFailure(installed.error().WithContext("installing pushed pages"));
+        return;
+      }
+      p = end;
     }
   }
   push_bytes_.store(options_.pushes->bytes_received(), std::memory_order_relaxed);
   push_rejected_.store(options_.pushes->rejected(), std::memory_order_relaxed);
+  if (options_.pushes->rejected() > kMaxRefusedPushes) pushes_off_ = true;
 }
 
 void LazyPages::ReportFailure(const Error& error) {

@@ -221,8 +221,13 @@ class LazyPages {
   bool MarkerSetLocked() const;
   bool stream_active() const { return stream_busy_.load(std::memory_order_relaxed); }
   // Installs the wanted pages of up to `limit` pushes waiting (handler thread, resolve_mutex_
-  // held).
+  // held). After too many refused pushes (a peer sending junk to the group) it stops taking
+  // them: faults are then served as without pushes.
   void TakePushesLocked(int limit);
+  // Whether a push should install page `p`: still to fetch, not the readahead marker, and not
+  // in a 2 MiB region the stream can still move in whole as a huge page.
+  bool PushWantedLocked(uint64_t p) const;
+  bool pushes_off_ = false;  // handler thread
 
   UniqueFd uffd_;
   UniqueFd stop_;  // eventfd: ends the handler thread

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -482,6 +483,31 @@ TEST_F(LazyPagesTest, PushesNeverOverwriteInstalledFreshOrUntouchedPages) {
   EXPECT_EQ(Page(kFirst + 40), std::vector<uint8_t>(kPage, 0));
   EXPECT_EQ(Page(kFirst + 3), std::vector<uint8_t>(kPage, Expected(kFirst + 3)));
   EXPECT_EQ(Stats().pushed_pages, 1u);
+}
+
+// Where 2 MiB regions can be moved in as huge pages, a push does not break up a region the
+// readahead stream could still take whole; a page elsewhere it installs.
+TEST_F(LazyPagesTest, PushesLeaveRegionsWantedWholeToTheStream) {
+  struct utsname u {};
+  uname(&u);
+  int major = 0, minor = 0;
+  if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2 || major * 100 + minor < 608) {
+    GTEST_SKIP() << "no UFFDIO_MOVE (huge regions) on Linux " << u.release;
+  }
+  auto stage = LocalHugeStage();
+  ASSERT_TRUE(stage.has_value()) << stage.error().message();
+  auto pushes = std::make_shared<FakePushes>();
+  // RAM from 2 MiB to 8 MiB, regions 1..3; region 3 only partly populated.
+  Start({{kFirst, 1024 + 100}}, 8, {}, 1536, std::move(*stage), pushes);
+  if (reinterpret_cast<uint64_t>(base()) % (2u << 20) != 0) GTEST_SKIP() << "RAM not 2 MiB aligned";
+  pushes->Push(kFirst + 512 + 7, 1, Expected(kFirst + 512 + 7));  // region 2: wanted whole
+  pushes->Push(kFirst + 1024 + 3, 1, Expected(kFirst + 1024 + 3));  // region 3: never whole
+  ASSERT_TRUE(TakenWithin(*pushes, 2));
+  for (int i = 0; i < 2000 && Stats().pushed_pages < 1; ++i) usleep(1000);
+  EXPECT_EQ(Stats().pushed_pages, 1u) << "only the page outside a region wanted whole";
+  EXPECT_EQ(Page(kFirst + 1024 + 3), std::vector<uint8_t>(kPage, Expected(kFirst + 1024 + 3)));
+  EXPECT_EQ(Touch(kFirst + 512 + 7), Expected(kFirst + 512 + 7));  // fetched as usual
+  EXPECT_TRUE(failure_.empty()) << failure_;
 }
 
 TEST_F(LazyPagesTest, MaterializeFetchesEverythingAndStopsServing) {

@@ -29,7 +29,9 @@ Result<UniqueFd> PageClient::Open(const PageServerAddress& server,
   // One write: the server reads a hello only once all of it is there.
   uint8_t message[sizeof hello + kPageKeyBytes];
   std::memcpy(message, &hello, sizeof hello);
-  std::memcpy(message + sizeof hello, server.key.bytes.data(), kPageKeyBytes);
+  const auto proof = server.key.HelloProof();
+  if (!proof) return Fail("computing the page server hello");
+  std::memcpy(message + sizeof hello, proof->data(), kPageKeyBytes);
   FLURRY_TRY(WriteFull(fd.get(), message, sizeof message));
   PageReplyHeader header{};
   FLURRY_TRY(ReadFull(fd.get(), &header, sizeof header));
@@ -65,7 +67,10 @@ Result<uint32_t> PageClient::ReadReply(const PageRequest& request, uint8_t* out,
     return FailErrno(EPROTO, fmt::format("a reply that is not the page protocol's (version {})",
                                          kPageProtocolVersion));
   }
-  if (header.status != 0) return FailErrno(header.status, "the page server refused");
+  if (header.status != 0) {
+    refused_ = true;
+    return FailErrno(header.status, "the page server refused");
+  }
   if (header.payload_bytes > max_payload) {
     return FailErrno(EPROTO, fmt::format("a {}-byte reply where at most {} fit",
                                          header.payload_bytes, max_payload));
@@ -104,8 +109,10 @@ Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t c
                                       uint32_t max_payload) {
   PageRequest request{
       kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(op), first_page, count, 0};
+  refused_ = false;
   auto got = ExchangeOnce(request, out, max_payload);
-  if (got || !ConnectionBroke(got.error())) return got;
+  // (A refusal came over a working connection: asking again elsewhere changes nothing.)
+  if (got || refused_ || !ConnectionBroke(got.error())) return got;
   // The connection broke (or timed out): one new connection, one more try.
   auto fd = Open(server_, timeout_);
   if (!fd) return std::unexpected(got.error());

@@ -64,6 +64,7 @@ class PageClient : public PageSource {
   std::chrono::milliseconds timeout_;
   uint64_t bytes_received_ = 0;
   uint64_t zero_pages_elided_ = 0;
+  bool refused_ = false;  // the last reply read was a refusal (a status): the connection is fine
   std::deque<PageRequest> outstanding_;  // sent, reply not yet read (Send/Receive)
 };
 

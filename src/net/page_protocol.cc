@@ -1,11 +1,28 @@
 #include "net/page_protocol.h"
 
+#include <openssl/evp.h>
 #include <sys/random.h>
 #include <xxhash.h>
+
+#include <algorithm>
+#include <string>
 
 namespace flurry {
 
 uint64_t PayloadChecksum(const void* data, size_t size) { return XXH64(data, size, 0); }
+
+std::optional<std::array<uint8_t, 32>> LabelledDigest(std::string_view label,
+                                                      std::string_view data) {
+  std::string input(label);
+  input.append(data);
+  std::array<uint8_t, 32> digest{};
+  unsigned int n = 0;
+  if (EVP_Digest(input.data(), input.size(), digest.data(), &n, EVP_sha256(), nullptr) != 1 ||
+      n != digest.size()) {
+    return std::nullopt;
+  }
+  return digest;
+}
 
 std::string HostPort::ToString() const { return fmt::format("{}:{}", host, port); }
 
@@ -68,6 +85,15 @@ bool PageKey::Matches(const uint8_t* other) const {
   uint8_t difference = 0;
   for (size_t i = 0; i < kPageKeyBytes; ++i) difference |= bytes[i] ^ other[i];
   return difference == 0;
+}
+
+std::optional<std::array<uint8_t, kPageKeyBytes>> PageKey::HelloProof() const {
+  const auto digest = LabelledDigest(
+      "flurry page hello", std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  if (!digest) return std::nullopt;
+  std::array<uint8_t, kPageKeyBytes> proof{};
+  std::copy_n(digest->begin(), proof.size(), proof.begin());
+  return proof;
 }
 
 std::string PageServerAddress::ToString() const { return server.ToString() + "/" + key.Hex(); }

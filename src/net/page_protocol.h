@@ -15,7 +15,8 @@ namespace flurry {
 
 inline constexpr uint32_t kPageProtocolMagic = 0x47504c46;  // "FLPG"
 // 2: a connection starts with kHello; 3: the files of the VM's --dir (kFileTree, kFileRead);
-// 4: page pushes to a multicast group (kPushGroup, net/page_push.h).
+// 4: page pushes to a multicast group (kPushGroup, net/page_push.h); the hello carries a proof
+// of the key (PageKey::HelloProof), not the key.
 inline constexpr uint16_t kPageProtocolVersion = 4;
 inline constexpr uint32_t kMaxPagesPerRequest = 64;
 inline constexpr uint32_t kMaxDescriptorReplyBytes = 16u << 20;
@@ -25,7 +26,7 @@ inline constexpr uint32_t kMaxFileReadBytes = 1u << 20;
 enum class PageOp : uint16_t {
   kDescriptor = 1,  // reply payload: the encoded VM descriptor (docs/formats/descriptor.md)
   kPages = 2,       // reply payload: `count` 4 KiB pages from guest page `first_page`
-  kHello = 3,       // the request is followed by the server's key (kPageKeyBytes); empty reply
+  kHello = 3,       // the request is followed by PageKey::HelloProof (16 bytes); empty reply
   // reply payload: the encoded file tree of the VM's --dir (docs/protocols/page_server.md)
   kFileTree = 4,
   // reply payload: up to kMaxFileReadBytes bytes of file tree entry `count` from byte offset
@@ -54,6 +55,10 @@ struct PageKey {
   std::string Hex() const;
   // Constant time (a peer learns nothing from how long a wrong key takes).
   bool Matches(const uint8_t* other) const;
+  // What a hello carries: SHA-256("flurry page hello" || key), its first 16 bytes. The key
+  // itself never crosses the network, so that someone who reads the traffic cannot learn
+  // what page pushes are authenticated with (net/page_push.h). Empty on a failed digest.
+  std::optional<std::array<uint8_t, kPageKeyBytes>> HelloProof() const;
 };
 
 // A page server's address with its key: "HOST:PORT/KEY" (what `flurry ctl serve` prints and
@@ -92,5 +97,10 @@ struct PageReplyHeader {
 static_assert(sizeof(PageReplyHeader) == 40);
 
 uint64_t PayloadChecksum(const void* data, size_t size);
+
+// SHA-256 of `label` followed by `data`: the page protocol's key derivations (the hello proof,
+// the push key). Empty when the digest fails.
+std::optional<std::array<uint8_t, 32>> LabelledDigest(std::string_view label,
+                                                      std::string_view data);
 
 }  // namespace flurry

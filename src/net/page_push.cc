@@ -8,17 +8,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cstring>
+#include <string>
 
 namespace flurry {
 namespace {
 
 constexpr uint64_t kPage = 4096;
-// A page pushed this recently is not pushed again (two clones asking for it at about the same
-// time: the second asked before the first push reached it).
-constexpr uint32_t kRepushAfterMs = 20;
 constexpr int kSocketBufferBytes = 8 << 20;
 constexpr size_t kMaxDatagram = sizeof(PushHeader) + kMaxPagesPerPush * kPage;
 
@@ -33,25 +32,6 @@ std::array<uint8_t, 12> Nonce(uint64_t session, uint64_t sequence) {
   std::memcpy(nonce.data(), &low, 4);
   std::memcpy(nonce.data() + 4, &sequence, 8);
   return nonce;
-}
-
-// The AES-128-GCM tag over `header` (its tag field zero) and `payload`, no plaintext (GMAC).
-bool ComputeTag(const PushKey& key, const PushHeader& header, const uint8_t* payload,
-                size_t payload_bytes, uint8_t* tag) {
-  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
-  if (!ctx) return false;
-  PushHeader covered = header;
-  covered.tag = {};
-  const auto nonce = Nonce(header.session, header.sequence);
-  int n = 0;
-  return EVP_EncryptInit_ex(ctx.get(), EVP_aes_128_gcm(), nullptr, key.data(), nonce.data()) ==
-             1 &&
-         EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const uint8_t*>(&covered),
-                           sizeof covered) == 1 &&
-         (payload_bytes == 0 || EVP_EncryptUpdate(ctx.get(), nullptr, &n, payload,
-                                                  static_cast<int>(payload_bytes)) == 1) &&
-         EVP_EncryptFinal_ex(ctx.get(), nullptr, &n) == 1 &&
-         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kPushTagBytes, tag) == 1;
 }
 
 uint64_t MonotonicNs() {
@@ -108,22 +88,43 @@ Result<PushGroup> DecodePushGroup(const uint8_t* data, size_t size) {
   return group;
 }
 
-PushKey DerivePushKey(const PageKey& key) {
-  // SHA-256 of a label and the page key; its first 16 bytes.
-  static constexpr char kLabel[] = "flurry page push key";
-  uint8_t digest[32] = {};
-  unsigned int n = 0;
-  std::vector<uint8_t> input(kLabel, kLabel + sizeof kLabel - 1);
-  input.insert(input.end(), key.bytes.begin(), key.bytes.end());
-  EVP_Digest(input.data(), input.size(), digest, &n, EVP_sha256(), nullptr);
+std::optional<PushKey> DerivePushKey(const PageKey& key, uint64_t session) {
+  std::string data(reinterpret_cast<const char*>(key.bytes.data()), key.bytes.size());
+  data.append(reinterpret_cast<const char*>(&session), sizeof session);
+  const auto digest = LabelledDigest("flurry page push key", data);
+  if (!digest) return std::nullopt;
   PushKey out{};
-  std::memcpy(out.data(), digest, out.size());
+  std::copy_n(digest->begin(), out.size(), out.begin());
   return out;
+}
+
+std::optional<std::array<uint8_t, kPushTagBytes>> PushTag(const PushKey& key,
+                                                          const PushHeader& header,
+                                                          const uint8_t* payload,
+                                                          size_t payload_bytes) {
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return std::nullopt;
+  PushHeader covered = header;
+  covered.tag = {};
+  const auto nonce = Nonce(header.session, header.sequence);
+  std::array<uint8_t, kPushTagBytes> tag{};
+  int n = 0;
+  const bool ok =
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_128_gcm(), nullptr, key.data(), nonce.data()) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const uint8_t*>(&covered),
+                        sizeof covered) == 1 &&
+      (payload_bytes == 0 ||
+       EVP_EncryptUpdate(ctx.get(), nullptr, &n, payload, static_cast<int>(payload_bytes)) == 1) &&
+      EVP_EncryptFinal_ex(ctx.get(), nullptr, &n) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kPushTagBytes, tag.data()) == 1;
+  if (!ok) return std::nullopt;
+  return tag;
 }
 
 Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interface_address,
                                                      uint16_t port, const PageKey& key,
-                                                     uint64_t page_count) {
+                                                     uint64_t page_count,
+                                                     std::chrono::milliseconds repush_after) {
   auto sender = std::unique_ptr<PushSender>(new PushSender());
   uint8_t random[10];
   if (getrandom(random, sizeof random, 0) != sizeof random) return FailErrno("getrandom");
@@ -134,7 +135,10 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interfac
   sender->group_.ttl = 1;
   std::memcpy(&sender->group_.session, random + 2, 8);
   if (sender->group_.session == 0) sender->group_.session = 1;
-  sender->key_ = DerivePushKey(key);
+  const auto push_key = DerivePushKey(key, sender->group_.session);
+  if (!push_key) return Fail("page pushes: deriving the key");
+  sender->key_ = *push_key;
+  sender->repush_after_ms_ = static_cast<uint32_t>(std::max<int64_t>(0, repush_after.count()));
   sender->pushed_at_ms_.assign(page_count, 0);
   sender->start_ns_ = MonotonicNs();
 
@@ -183,7 +187,7 @@ void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
     bool fresh = false;  // some page not pushed a moment ago
     for (uint32_t i = 0; i < n && !fresh; ++i) {
       const uint32_t last = pushed_at_ms_[first_page + at + i];
-      fresh = last == 0 || now_ms - last >= kRepushAfterMs;
+      fresh = last == 0 || now_ms - last >= repush_after_ms_;
     }
     if (fresh) {
       SendChunk(first_page + at, n, mask, next, bytes);
@@ -206,10 +210,12 @@ void PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_ma
   header.first_page = first_page;
   header.zero_mask = zero_mask;
   header.payload_bytes = payload_bytes;
-  if (!ComputeTag(key_, header, payload, payload_bytes, header.tag.data())) {
+  const auto tag = PushTag(key_, header, payload, payload_bytes);
+  if (!tag) {
     ++stats_.dropped;
     return;
   }
+  header.tag = *tag;
   iovec parts[2] = {{&header, sizeof header}, {const_cast<uint8_t*>(payload), payload_bytes}};
   msghdr message{};
   message.msg_iov = parts;
@@ -229,7 +235,9 @@ Result<std::unique_ptr<PushReceiver>> PushReceiver::Join(const PushGroup& group,
                                                          uint64_t page_count) {
   auto receiver = std::unique_ptr<PushReceiver>(new PushReceiver());
   receiver->group_ = group;
-  receiver->key_ = DerivePushKey(key);
+  const auto push_key = DerivePushKey(key, group.session);
+  if (!push_key) return Fail("page pushes: deriving the key");
+  receiver->key_ = *push_key;
   receiver->page_count_ = page_count;
   receiver->buffer_.resize(kMaxDatagram + 1);
   receiver->fd_.Reset(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -294,10 +302,9 @@ bool PushReceiver::TakeNext(const WantedPages& wanted, std::optional<PushedPages
     ++rejected_;  // (cannot be: the peeked datagram is the next one)
     return true;
   }
-  uint8_t tag[kPushTagBytes];
   const uint8_t* body = buffer_.data() + sizeof header;
-  if (!ComputeTag(key_, header, body, payload, tag) ||
-      CRYPTO_memcmp(tag, header.tag.data(), kPushTagBytes) != 0) {
+  const auto tag = PushTag(key_, header, body, payload);
+  if (!tag || CRYPTO_memcmp(tag->data(), header.tag.data(), kPushTagBytes) != 0) {
     ++rejected_;
     return true;
   }

@@ -10,8 +10,10 @@
 // the server pushes only what clones asked for (its flow is the clones' demand).
 //
 // Datagrams are authenticated (AES-128-GCM tag over header and payload, keyed from the page
-// key; the nonce is the server's session and a counter), so only the server's clones' data is
-// installed. A replayed datagram is harmless: the image it comes from never changes.
+// key and the session; the nonce is the session and a counter). The page key never crosses
+// the network (the hello carries a one-way proof of it), so only holders of the key — the
+// server and the VM's clones, which trust each other — can make a datagram that is installed.
+// A replayed datagram is harmless: the image it comes from never changes.
 //
 // Threads: PushSender belongs to the page server's thread; PushReceiver to its LazyPages'
 // handler thread.
@@ -20,6 +22,7 @@
 #include <netinet/in.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -73,9 +76,16 @@ struct PushGroup {
 Result<PushGroup> DecodePushGroup(const uint8_t* data, size_t size);
 PushGroupWire EncodePushGroup(const PushGroup& group);
 
-// The tag key of a page server's pushes: derived from its page key.
+// The tag key of a page server's pushes: SHA-256("flurry page push key" || page key ||
+// session), its first 16 bytes. Empty on a failed digest.
 using PushKey = std::array<uint8_t, 16>;
-PushKey DerivePushKey(const PageKey& key);
+std::optional<PushKey> DerivePushKey(const PageKey& key, uint64_t session);
+// The tag of a datagram: AES-128-GCM (no plaintext) over `header` with its tag zeroed, then
+// `payload`. Empty on a cipher failure.
+std::optional<std::array<uint8_t, kPushTagBytes>> PushTag(const PushKey& key,
+                                                          const PushHeader& header,
+                                                          const uint8_t* payload,
+                                                          size_t payload_bytes);
 
 // The page server's side: a UDP socket sending to the group through the interface of
 // `interface_address` (the address the server listens on; the clones reach it there).
@@ -89,14 +99,14 @@ class PushSender {
     uint64_t suppressed = 0;  // pages not pushed again: pushed a moment ago
   };
   // A random group in 239.255.0.0/16 (administratively scoped, this site only), the port of
-  // the server (`port`), TTL 1: the clones' segment.
-  static Result<std::unique_ptr<PushSender>> Open(const std::string& interface_address,
-                                                  uint16_t port, const PageKey& key,
-                                                  uint64_t page_count);
+  // the server (`port`), TTL 1: the clones' segment. A page pushed less than `repush_after`
+  // ago is not pushed again.
+  static Result<std::unique_ptr<PushSender>> Open(
+      const std::string& interface_address, uint16_t port, const PageKey& key,
+      uint64_t page_count, std::chrono::milliseconds repush_after = std::chrono::milliseconds(20));
   const PushGroup& group() const { return group_; }
   // Pushes pages [first_page, first_page+count) as a page reply holds them: `zero_mask` bit i
-  // set = page i is all zero and absent from `payload` (the other pages in order). Pages pushed
-  // within the last few milliseconds are not pushed again.
+  // set = page i is all zero and absent from `payload` (the other pages in order).
   void Push(uint64_t first_page, uint32_t count, uint64_t zero_mask, const uint8_t* payload);
   const Stats& stats() const { return stats_; }
 
@@ -109,6 +119,7 @@ class PushSender {
   PushGroup group_;
   PushKey key_{};
   uint64_t sequence_ = 0;
+  uint32_t repush_after_ms_ = 20;
   std::vector<uint32_t> pushed_at_ms_;  // per page: when it was last pushed (0: never)
   uint64_t start_ns_ = 0;
   Stats stats_;

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <thread>
@@ -39,8 +41,9 @@ std::vector<uint8_t> PageBytes(uint64_t page) {
 class PagePushTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // (A page is pushed again only a minute later: the tests push each page once.)
     auto sender = PushSender::Open("127.0.0.1", 40000 + static_cast<uint16_t>(getpid() % 20000),
-                                   key_, kPages);
+                                   key_, kPages, std::chrono::minutes(1));
     ASSERT_TRUE(sender.has_value()) << sender.error().message();
     sender_ = std::move(*sender);
     auto receiver = PushReceiver::Join(sender_->group(), Loopback(), key_, kPages);
@@ -212,9 +215,34 @@ TEST_F(PagePushTest, ForgedMalformedAndForeignDatagramsAreRejected) {
   forged = genuine;
   forged[sizeof header - 1] ^= 0x80;  // the tag's last byte
   SendRaw(forged.data(), forged.size());
+  // 6. Malformed but tagged with the right key (as a buggy sender would): the structure is
+  // checked on its own, not only through the tag.
+  const PushKey push_key = *DerivePushKey(key_, sender_->group().session);
+  auto sealed = [&](PushHeader h, size_t payload_bytes) {
+    std::vector<uint8_t> d(sizeof h + payload_bytes, 0x5a);
+    h.tag = *PushTag(push_key, h, d.data() + sizeof h, payload_bytes);
+    std::memcpy(d.data(), &h, sizeof h);
+    SendRaw(d.data(), d.size());
+  };
+  PushHeader h = header;
+  h.count = kMaxPagesPerPush + 1;  // too many pages (all but one zero: a datagram that fits)
+  h.zero_mask = (1u << h.count) - 2;
+  h.payload_bytes = kPage;
+  sealed(h, kPage);
+  h = header;
+  h.zero_mask = 1u << 3;  // a zero page past `count`
+  sealed(h, kPage);
+  h = header;
+  h.first_page = kPages - 1;  // running past the image
+  h.count = 2;
+  h.payload_bytes = 2 * kPage;
+  sealed(h, 2 * kPage);
+  h = header;
+  h.payload_bytes = 2 * kPage;  // more payload than pages
+  sealed(h, 2 * kPage);
 
   EXPECT_TRUE(TakeAll(kAll).empty()) << "a forged or malformed push was taken";
-  EXPECT_EQ(receiver_->rejected(), 8u);
+  EXPECT_EQ(receiver_->rejected(), 12u);
   // A replayed genuine datagram is harmless (the image never changes) and taken again.
   SendRaw(genuine.data(), genuine.size());
   const auto replayed = TakeAll(kAll);
@@ -314,11 +342,18 @@ TEST(PageServerPushTest, AServerWithoutPushesHasNoGroup) {
   close(owner[0]);
 }
 
-TEST(PushKeyTest, DependsOnThePageKey) {
+TEST(PushKeyTest, DependsOnThePageKeyAndTheSession) {
   const PageKey a = *PageKey::Random();
   const PageKey b = *PageKey::Random();
-  EXPECT_EQ(DerivePushKey(a), DerivePushKey(a));
-  EXPECT_NE(DerivePushKey(a), DerivePushKey(b));
+  ASSERT_TRUE(DerivePushKey(a, 1).has_value());
+  EXPECT_EQ(DerivePushKey(a, 1), DerivePushKey(a, 1));
+  EXPECT_NE(DerivePushKey(a, 1), DerivePushKey(b, 1));
+  EXPECT_NE(DerivePushKey(a, 1), DerivePushKey(a, 2));
+  // Neither is the key itself, nor what a hello carries.
+  PushKey raw{};
+  std::copy_n(a.bytes.begin(), raw.size(), raw.begin());
+  EXPECT_NE(*DerivePushKey(a, 1), raw);
+  EXPECT_NE(*a.HelloProof(), a.bytes);
 }
 
 }  // namespace

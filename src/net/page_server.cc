@@ -53,6 +53,10 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
                                             int owner_fd, const PageKey& key,
                                             const FileService* files, PushSender* pushes) {
   Stats stats;
+  const auto proof = key.HelloProof();
+  if (!proof) return Fail("page server: computing the hello proof");
+  PageKey expected;  // what a peer's hello must carry (compared in constant time)
+  expected.bytes = *proof;
   struct Peer {
     UniqueFd fd;
     bool authenticated = false;
@@ -106,7 +110,8 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           keep = false;
         } else if (request.op == static_cast<uint16_t>(PageOp::kHello)) {
           uint8_t offered[kPageKeyBytes];
-          const bool matches = ReadFull(fd, offered, sizeof offered) && key.Matches(offered);
+          const bool matches =
+              ReadFull(fd, offered, sizeof offered) && expected.Matches(offered);
           header = ReplyTo(request, matches ? 0 : EACCES);
           header.count = 0;
           peers[i - 2].authenticated = matches;

@@ -252,6 +252,22 @@ TEST_F(PageServerTest, APeerWithoutTheKeyGetsNothing) {
   EXPECT_TRUE((*good)->FetchDescriptor().has_value());
 }
 
+// The hello carries a proof of the key, never the key: a peer that sends the key itself (as
+// someone who read it off the wire would have it) is refused.
+TEST_F(PageServerTest, AHelloWithTheKeyItselfIsRefused) {
+  auto raw = ConnectTcp(address_.server, std::chrono::milliseconds(3000));
+  ASSERT_TRUE(raw.has_value());
+  uint8_t hello[sizeof(PageRequest) + kPageKeyBytes] = {};
+  const PageRequest request{kPageProtocolMagic, kPageProtocolVersion,
+                            static_cast<uint16_t>(PageOp::kHello), 0, 0, 0};
+  std::memcpy(hello, &request, sizeof request);
+  std::memcpy(hello + sizeof request, key_.bytes.data(), kPageKeyBytes);
+  ASSERT_TRUE(WriteFull(raw->get(), hello, sizeof hello).has_value());
+  PageReplyHeader header{};
+  ASSERT_TRUE(ReadFull(raw->get(), &header, sizeof header).has_value());
+  EXPECT_EQ(header.status, EACCES);
+}
+
 TEST_F(PageServerTest, APeerTricklingItsHelloNeitherHoldsTheServerNorStays) {
   auto slow = ConnectTcp(address_.server, std::chrono::milliseconds(8000));
   ASSERT_TRUE(slow.has_value());

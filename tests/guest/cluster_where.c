@@ -1,6 +1,6 @@
 // cluster_where: where clones run, what they read, how they end — for clones on other hosts.
 //
-// usage: cluster_where CLONES [SLEEP_MS [MIB [NESTED [LATE]]]]
+// usage: cluster_where CLONES [SLEEP_MS [MIB [NESTED [LATE [START_MS]]]]]
 //   The parent fills MIB MiB (default 4) with a pattern and sums it, asks for CLONES clones and
 //   prints "granted M". Each clone sums the same memory (fetching it from the parent's host),
 //   prints "on NODENAME sum=S" and "work_ms=T" (the time the sum took), sleeps SLEEP_MS (default
@@ -12,6 +12,9 @@
 //   then "parent identity pid=P ppid=Q since_us=U" (U: after the join) and
 //   "parent on NODENAME sum=S join_ms=T", and exits 0.
 //   LATE = 1: each clone prints "waiting on NODENAME" and sleeps before it reads the memory.
+//   START_MS > 0: no clone reads the memory before START_MS after the parent's sf_clone (the
+//   clones' clock goes on from the parent's), so that clones started at different times read
+//   it together.
 #include <flurry/sf.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +52,7 @@ int main(int argc, char** argv) {
   const size_t mib = argc > 3 ? (size_t)atoi(argv[3]) : 4;
   const int nested = argc > 4 ? atoi(argv[4]) : 0;
   const int late = argc > 5 ? atoi(argv[5]) : 0;
+  const int start_ms = argc > 6 ? atoi(argv[6]) : 0;
   const size_t words = mib * (1 << 20) / sizeof(uint64_t);
   uint64_t* data = malloc(words * sizeof(uint64_t) + 8);
   if (data == NULL) return 2;
@@ -77,6 +81,17 @@ int main(int argc, char** argv) {
       printf("waiting on %s\n", where.nodename);
       fflush(stdout);
       nanosleep(&pause, NULL);
+    }
+    if (start_ms > 0) {
+      struct timespec start = g_before_clone;
+      start.tv_sec += start_ms / 1000;
+      start.tv_nsec += (long)(start_ms % 1000) * 1000000L;
+      if (start.tv_nsec >= 1000000000L) {
+        start.tv_sec += 1;
+        start.tv_nsec -= 1000000000L;
+      }
+      while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &start, NULL) != 0) {
+      }
     }
     const double work_start = NowMs();
     const uint64_t sum = Sum(data, words);

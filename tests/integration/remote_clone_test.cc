@@ -40,7 +40,7 @@ TEST(RemoteClones, RunOnTheClusterHostsWithTheParentsMemoryFetchedOverTheirNetwo
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   // --clone-stats: each clone reports what it fetched — at least the 16 MiB it read.
   static const std::regex stats(
-      R"(flurry: clone (\d+): memory on demand: faults=\d+ fetched=(\d+) .* bytes_received=(\d+) .* pushed=(\d+) push_bytes=(\d+) )");
+      R"(flurry: clone (\d+): memory on demand: faults=\d+ fetched=(\d+) .* bytes_received=(\d+) .* pushed=(\d+) )");
   int reports = 0;
   for (const auto& line : Lines(r.err)) {
     std::smatch m;
@@ -49,9 +49,9 @@ TEST(RemoteClones, RunOnTheClusterHostsWithTheParentsMemoryFetchedOverTheirNetwo
       continue;
     }
     ++reports;
-    // Each page it read came asked for, or pushed after another clone asked (multicast).
+    // Each page it read came asked for, or pushed after another clone asked (multicast). (The
+    // bytes: each host's interface, below.)
     EXPECT_GE(std::stoull(m[2]) + std::stoull(m[4]), 4096u) << line;
-    EXPECT_GE(std::stoull(m[3]) + std::stoull(m[5]), 16ull << 20) << line;
   }
   EXPECT_EQ(reports, 6) << r.Describe();
   EXPECT_NE(r.out.find("granted 6\n"), std::string::npos) << r.Describe();
@@ -176,9 +176,10 @@ TEST(RemoteClones, CloneAvoidNoneFetchesWhatWasAvoidedAndChangesNoResult) {
 }
 
 // Multicast distribution: the page server pushes each page it sends one clone to every clone
-// (docs/protocols/page_push.md). Four clones on two hosts reading the same 16 MiB: with pushes
-// the clones install pages other clones asked for, this machine sends less into the cluster
-// than when every clone fetches every page itself, and the results are the same.
+// (docs/protocols/page_push.md). Four clones on two hosts reading the same 16 MiB together
+// (from 1 s after sf_clone, however late each started): with pushes the clones install pages
+// other clones asked for, this machine sends less into the cluster than when every clone
+// fetches every page itself, and the results are the same.
 TEST(RemoteClones, MulticastPushesOneClonesPagesToTheOthers) {
   TestCluster cluster(2);
   REQUIRE_CLUSTER(cluster);
@@ -188,7 +189,8 @@ TEST(RemoteClones, MulticastPushesOneClonesPagesToTheOthers) {
   for (const std::string multicast : {"off", "on"}) {
     const uint64_t before = cluster.SentHere();
     auto r = Flurry(RunArgs(cluster, {"--clone-stats", "--clone-multicast", multicast,
-                                      Guest("cluster_where"), "4", "0", "16"}),
+                                      Guest("cluster_where"), "4", "0", "16", "0", "0",
+                                      "1000"}),
                     WithDeadline(240));
     sent[multicast] = cluster.SentHere() - before;
     EXPECT_EQ(r.exit_code, 0) << r.Describe();
