@@ -47,7 +47,8 @@ struct GatherMessage {
   uint16_t version = kGatherVersion;
   uint16_t type = 0;
   int32_t pid = 0;       // the guest pid of the process (kHello, kRegister)
-  int32_t host_pid = 0;  // kRegister: the copy's VMM; kSpawn: the rendezvous's owner
+  int32_t host_pid = 0;  // kRegister: the copy's VMM; kSpawn: the rendezvous's owner;
+                         // kSetup: the cloning copy's VMM
   int32_t clone_id = 0;  // kSpawn
   uint32_t count = 0;    // kHello, kSetup: pipe ids in `ids`; kSpawn: kSpawnDetached or 0
   uint64_t ids[kMaxGatherPipes] = {};

@@ -393,6 +393,18 @@ void ProcessTable::KillOthers() {
 
 bool ProcessTable::ShuttingDown() const { return valid() && header()->shutdown.load() != 0; }
 
+Result<void> ProcessTable::EndWith(int32_t host_pid) {
+  owner_pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, host_pid, 0)));
+  if (!owner_pidfd_.valid()) return FailErrno(errno, "pidfd_open of the clone's cloning process");
+  return {};
+}
+
+bool ProcessTable::OwnerGone() const {
+  if (!owner_pidfd_.valid()) return false;
+  pollfd pfd{owner_pidfd_.get(), POLLIN, 0};
+  return poll(&pfd, 1, 0) > 0;
+}
+
 bool ProcessTable::InitGone() const {
   if (!init_pidfd_.valid() || is_init()) return false;
   pollfd pfd{init_pidfd_.get(), POLLIN, 0};

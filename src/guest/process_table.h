@@ -98,6 +98,10 @@ class ProcessTable {
   bool ShuttingDown() const;
   // Whether init's VMM is gone (it exited, or was killed).
   bool InitGone() const;
+  // In a member copy of a clone: the clone ends with its cloning process's VMM `host_pid`
+  // (killed by sf_kill, say), which need not be init. OwnerGone says whether it has.
+  Result<void> EndWith(int32_t host_pid);
+  bool OwnerGone() const;
 
   // Signals other processes sent this one since the last call; *sender: the last sender.
   uint64_t TakeSignals(int32_t* sender);
@@ -205,6 +209,7 @@ class ProcessTable {
   int32_t self_pid_ = 0;
   UniqueFd event_fd_;
   UniqueFd init_pidfd_;            // init's VMM (inherited by every process)
+  UniqueFd owner_pidfd_;           // EndWith's process (this process's only)
   uint32_t joined_gathering_ = 0;  // the last gathering this process joined
   struct Child {
     int32_t pid = 0;

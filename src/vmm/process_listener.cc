@@ -40,7 +40,7 @@ void ProcessListener::Loop(ProcessTable* table, std::atomic<uint32_t>* word) {
     const timespec second{1, 0};
     syscall(SYS_futex, word, FUTEX_WAIT, seen, &second, nullptr, 0);
     if (quit_.load()) break;
-    if (table->ShuttingDown() || table->InitGone()) {
+    if (table->ShuttingDown() || table->InitGone() || table->OwnerGone()) {
       // The VM is over: this process ends with it (its stub or KVM VM goes with the VMM).
       _exit(128 + SIGKILL);
     }

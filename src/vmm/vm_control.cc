@@ -101,6 +101,10 @@ Result<void> Vm::ServeControl() {
         paused_ = false;
         return {};
       }
+      // The snapshot fork stopped this process's listener and alarm threads; the run loop
+      // starts them again only after the syscall this may be serving, which can block long.
+      SyncAlarm();
+      if (auto started = StartProcesses(); !started) return std::unexpected(started.error());
       if (!clones) {
         reply = ControlReply::Failure(clones.error().message());
       } else {

@@ -272,6 +272,7 @@ Result<PipeSet> Vm::AssembleClone() {
   PipeSet pipes;
   GatherMessage setup;
   setup.type = GatherMessage::kSetup;
+  setup.host_pid = getpid();  // the member copies end with this process
   std::vector<int> fds{memfd.get()};
   for (const PipeRecord& record : gathering.pipes) {
     PipeEnds ends = FLURRY_TRY_CTX(MakePipe(record, false), "making the clone's pipes");
@@ -300,6 +301,8 @@ Result<void> Vm::BecomeCloneCopy(int32_t id, int32_t owner, const CloneState& st
       ReceiveGatherMessage(rendezvous.get(), GatherMessage::kSetup, kPeersWithin, &fds),
       "joining the clone");
   processes_ = FLURRY_TRY(ProcessTable::Attach(fds[0].get(), state_.identity.pid));
+  // The clone ends with its cloning copy: killed (sf_kill), this copy must not run on.
+  FLURRY_TRY(processes_.EndWith(setup.host_pid));
   PipeSet pipes;
   for (uint32_t i = 0; i < setup.count; ++i) {
     pipes.emplace(setup.ids[i], PipeEnds{std::move(fds[1 + 2 * i]), std::move(fds[2 + 2 * i])});

@@ -3,7 +3,7 @@
 // the clones' copies of the two talk through copies of the pipes, with the bytes that were in
 // flight at the clone instant.
 //
-// usage: fork_vm_processes init_clones|checkpoint_clones|child_clones|busy_clones
+// usage: fork_vm_processes init_clones|checkpoint_clones|checkpoint_kill|child_clones|busy_clones
 //
 // init_clones: init forks a child that answers each line it reads from one pipe with a line on
 // another, and reads a third pipe ("later") only when told. init writes "in flight" into
@@ -18,6 +18,11 @@
 // the parent talks to its child, reaps it, and only then makes the two clones from the
 // checkpoint (sf_create_clones, one ticket of one clone at a time): they still have the
 // child, and "later" its bytes in flight.
+// checkpoint_kill: init forks a child and prints "tick T" (T: ms since the start) every 100 ms
+// for 6 s, then reaps the child. The child takes a checkpoint, makes one clone from it, and in
+// the clone its copy waits forever; the child kills the clone (sf_kill) and prints "killed at
+// T" and the outcome's kind, then exits after 4 s. The clone's init (a copy that is not the
+// cloning one) must end with the clone: its last tick comes soon after the kill.
 // child_clones: init forks a child that calls sf_clone(2) while init waits for it in waitpid.
 // In each clone the child prints "clone N: child P, parent I" and ends the clone with
 // sf_exit_with(N); the parent's child joins them, prints "joined K: status K", exits 7, and
@@ -34,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int ReadLine(int fd, char* line, size_t size) {
@@ -152,6 +158,57 @@ static int InitClones(int checkpoint) {
   return EndOrJoin(id, t);
 }
 
+static struct timespec g_start;
+
+static long MsSinceStart(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (now.tv_sec - g_start.tv_sec) * 1000L + (now.tv_nsec - g_start.tv_nsec) / 1000000L;
+}
+
+static void SleepMs(long ms) {
+  struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+  }
+}
+
+static int CheckpointKill(void) {
+  clock_gettime(CLOCK_MONOTONIC, &g_start);
+  pid_t child = fork();
+  if (child == 0) {
+    SleepMs(200);
+    sf_checkpoint_t saved = 0;
+    const int id = sf_checkpoint_parent(&saved);
+    if (id < 0) {
+      printf("sf_checkpoint_parent failed: %d\n", id);
+      _exit(1);
+    }
+    if (id > 0) {
+      for (;;) pause();  // the cloning copy: until killed
+    }
+    sf_ticket_t t = sf_request_ticket(1);
+    if (sf_create_clones(saved, t) < 0) _exit(2);
+    SleepMs(300);
+    sf_kill(t);
+    printf("killed at %ld\n", MsSinceStart());
+    struct sf_outcome out;
+    memset(&out, 0, sizeof out);
+    if (sf_join(t, &out, 1) == 1) printf("clone %d: kind %d\n", out.id, (int)out.kind);
+    fflush(stdout);
+    SleepMs(4000);
+    _exit(0);
+  }
+  while (MsSinceStart() < 6000) {
+    printf("tick %ld\n", MsSinceStart());
+    fflush(stdout);
+    SleepMs(100);
+  }
+  int status = 0;
+  if (waitpid(child, &status, 0) != child) return 5;
+  printf("init: child exited %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  return 0;
+}
+
 static int ChildClones(void) {
   const pid_t init = getpid();
   pid_t child = fork();
@@ -226,6 +283,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && strcmp(argv[1], "busy_clones") == 0) return BusyClones();
   if (argc > 1 && strcmp(argv[1], "init_clones") == 0) return InitClones(0);
   if (argc > 1 && strcmp(argv[1], "checkpoint_clones") == 0) return InitClones(1);
+  if (argc > 1 && strcmp(argv[1], "checkpoint_kill") == 0) return CheckpointKill();
   if (argc > 1 && strcmp(argv[1], "child_clones") == 0) return ChildClones();
   return 2;
 }

@@ -457,6 +457,33 @@ TEST(ForkProcesses, ClonesOfACheckpointHaveEveryProcessAsItWas) {
   ExpectEveryProcessInEachClone("checkpoint_clones");
 }
 
+// sf_kill of a clone whose cloning process is not init (a child took the checkpoint): the
+// clone's other processes end with it, though their copiers live on with the checkpoint.
+TEST(ForkProcesses, AKilledCloneEndsWholeWhenItsClonerIsNotInit) {
+  ProcessWatch watch;
+  auto r = FlurryRun({Guest("fork_vm_processes"), "checkpoint_kill"});
+  ExpectFinished(r, 0);
+  auto s = Split(r.out);
+  EXPECT_TRUE(s.malformed.empty()) << r.Describe();
+  long killed_at = -1;
+  for (const auto& line : s.parent) {
+    if (StartsWith(line, "killed at ")) killed_at = std::stol(line.substr(10));
+  }
+  ASSERT_GT(killed_at, 0) << r.Describe();
+  EXPECT_NE(r.out.find("clone 1: kind 3\n"), std::string::npos)  // SF_OUTCOME_KILLED
+      << r.Describe();
+  EXPECT_NE(r.out.find("init: child exited 0\n"), std::string::npos) << r.Describe();
+  // The clone's init ticked until it was ended with the clone: well before the 6 s it would
+  // tick for, and before the checkpoint's owner (the parent's child) exits 4 s after the kill.
+  long last_tick = -1;
+  for (const auto& line : s.clones[1]) {
+    if (StartsWith(line, "tick ")) last_tick = std::stol(line.substr(5));
+  }
+  ASSERT_GT(last_tick, 0) << "the clone's init never ran" << r.Describe();
+  EXPECT_LT(last_tick, killed_at + 3000) << "the clone's init outlived the clone" << r.Describe();
+  EXPECT_TRUE(watch.Leftovers().empty()) << r.Describe();
+}
+
 // A process whose threads compute without making a syscall is stopped where it is for the
 // clone: each VM's copy of it finishes the same computation.
 TEST(ForkProcesses, ComputingProcessesAreStoppedForTheClone) {
