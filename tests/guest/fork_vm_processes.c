@@ -19,10 +19,11 @@
 // checkpoint (sf_create_clones, one ticket of one clone at a time): they still have the
 // child, and "later" its bytes in flight.
 // checkpoint_kill: init forks a child and prints "tick T" (T: ms since the start) every 100 ms
-// for 6 s, then reaps the child. The child takes a checkpoint, makes one clone from it, and in
-// the clone its copy waits forever; the child kills the clone (sf_kill) and prints "killed at
-// T" and the outcome's kind, then exits after 4 s. The clone's init (a copy that is not the
-// cloning one) must end with the clone: its last tick comes soon after the kill.
+// for 10 s, then reaps the child. The child takes a checkpoint, makes one clone from it, and in
+// the clone its copy waits forever; 3 s after the start the child kills the clone (sf_kill),
+// prints "killed at T" and the outcome's kind, and exits 5 s later. The clone's init (a copy
+// that is not the cloning one) must end with the clone: its last tick comes soon after the
+// kill, not when the checkpoint's owner exits.
 // child_clones: init forks a child that calls sf_clone(2) while init waits for it in waitpid.
 // In each clone the child prints "clone N: child P, parent I" and ends the clone with
 // sf_exit_with(N); the parent's child joins them, prints "joined K: status K", exits 7, and
@@ -188,17 +189,17 @@ static int CheckpointKill(void) {
     }
     sf_ticket_t t = sf_request_ticket(1);
     if (sf_create_clones(saved, t) < 0) _exit(2);
-    SleepMs(300);
+    while (MsSinceStart() < 3000) SleepMs(50);  // the clone has time to start, even in QEMU
     sf_kill(t);
     printf("killed at %ld\n", MsSinceStart());
     struct sf_outcome out;
     memset(&out, 0, sizeof out);
     if (sf_join(t, &out, 1) == 1) printf("clone %d: kind %d\n", out.id, (int)out.kind);
     fflush(stdout);
-    SleepMs(4000);
+    SleepMs(5000);
     _exit(0);
   }
-  while (MsSinceStart() < 6000) {
+  while (MsSinceStart() < 10000) {
     printf("tick %ld\n", MsSinceStart());
     fflush(stdout);
     SleepMs(100);
