@@ -180,10 +180,9 @@ int RunCommand(const RunOptions& options, const std::vector<std::string>& guest_
     return 2;
   }
   if (!options.cluster.empty()) {
-    auto remote = LoadRemoteCloneConfig(options.cluster, options.cluster_member,
-                                        config.clone_output_prefix, options.clone_stats,
-                                        options.clone_prefetch, *clone_avoid,
-                                        options.clone_multicast == "on", config.memory_size);
+    auto remote = LoadRemoteCloneConfig(
+        options.cluster, options.cluster_member, config.clone_output_prefix, options.clone_stats,
+        options.clone_prefetch, *clone_avoid, options.clone_multicast == "on", config.memory_size);
     if (!remote) {
       Complain(fmt::format("--cluster: {}", remote.error().message()));
       return 1;

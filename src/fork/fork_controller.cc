@@ -451,8 +451,8 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
   // those of a VM of several processes: only sf_clone's clones of one process go elsewhere).
   std::optional<ForkHost::ServedMemory> served;
   if (policy_.remote && !host.HasOtherProcesses()) {
-    auto serving = host.ServeForRemoteClones(*state, policy_.remote->serve_bind,
-                                                policy_.remote->push_pages);
+    auto serving =
+        host.ServeForRemoteClones(*state, policy_.remote->serve_bind, policy_.remote->push_pages);
     if (serving) {
       served = std::move(*serving);
     } else {

@@ -210,7 +210,8 @@ bool LazyPages::PushWantedLocked(uint64_t p) const {
   // A huge region still wanted whole is left to the stream: one huge page beats 512 small ones.
   const uint64_t region = p - p % kRegionPages;
   if (region * kPage < options_.huge_start || (region + kRegionPages) * kPage > options_.huge_end ||
-      (host_base_ + region * kPage) % (kRegionPages * kPage) != 0 || region + kRegionPages > pages_) {
+      (host_base_ + region * kPage) % (kRegionPages * kPage) != 0 ||
+      region + kRegionPages > pages_) {
     return true;
   }
   for (uint64_t q = region; q < region + kRegionPages; ++q) {

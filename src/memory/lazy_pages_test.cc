@@ -2,8 +2,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -105,8 +105,8 @@ class FakePushes : public PagePushes {
     queue_.pop_front();
     taken.fetch_add(1);
     if (wanted(current_.first, current_.count)) {
-      *pushed = PushedPages{current_.first, current_.count, current_.zero_mask,
-                            current_.payload.data()};
+      *pushed =
+          PushedPages{current_.first, current_.count, current_.zero_mask, current_.payload.data()};
     }
     return true;
   }
@@ -500,7 +500,7 @@ TEST_F(LazyPagesTest, PushesLeaveRegionsWantedWholeToTheStream) {
   // RAM from 2 MiB to 8 MiB, regions 1..3; region 3 only partly populated.
   Start({{kFirst, 1024 + 100}}, 8, {}, 1536, std::move(*stage), pushes);
   if (reinterpret_cast<uint64_t>(base()) % (2u << 20) != 0) GTEST_SKIP() << "RAM not 2 MiB aligned";
-  pushes->Push(kFirst + 512 + 7, 1, Expected(kFirst + 512 + 7));  // region 2: wanted whole
+  pushes->Push(kFirst + 512 + 7, 1, Expected(kFirst + 512 + 7));    // region 2: wanted whole
   pushes->Push(kFirst + 1024 + 3, 1, Expected(kFirst + 1024 + 3));  // region 3: never whole
   ASSERT_TRUE(TakenWithin(*pushes, 2));
   for (int i = 0; i < 2000 && Stats().pushed_pages < 1; ++i) usleep(1000);

@@ -19,8 +19,8 @@ namespace flurry {
 // never pushed is fetched from the PageSource as usual.
 struct PushedPages {
   uint64_t first_page = 0;
-  uint32_t count = 0;         // at most 64
-  uint64_t zero_mask = 0;     // bit i: page first_page+i is all zero, absent from payload
+  uint32_t count = 0;                // at most 64
+  uint64_t zero_mask = 0;            // bit i: page first_page+i is all zero, absent from payload
   const uint8_t* payload = nullptr;  // the other pages, in order; valid until the next take
 };
 
@@ -69,6 +69,5 @@ class PageSource {
     return std::unique_ptr<PagePushes>();
   }
 };
-
 
 }  // namespace flurry

@@ -135,9 +135,8 @@ Result<std::unique_ptr<PagePushes>> PageClient::JoinPushes(uint64_t page_count) 
   auto got = Exchange(PageOp::kPushGroup, 0, 0, reinterpret_cast<uint8_t*>(&wire), sizeof wire);
   if (!got && got.error().code() == ENOENT) return std::unique_ptr<PagePushes>();
   if (!got) return std::unexpected(got.error().WithContext("asking for the push group"));
-  const PushGroup group =
-      FLURRY_TRY_CTX(DecodePushGroup(reinterpret_cast<const uint8_t*>(&wire), *got),
-                     "the server's push group");
+  const PushGroup group = FLURRY_TRY_CTX(
+      DecodePushGroup(reinterpret_cast<const uint8_t*>(&wire), *got), "the server's push group");
   // Joined where this connection goes out: the interface toward the server.
   sockaddr_in local{};
   socklen_t length = sizeof local;

@@ -88,8 +88,9 @@ bool PageKey::Matches(const uint8_t* other) const {
 }
 
 std::optional<std::array<uint8_t, kPageKeyBytes>> PageKey::HelloProof() const {
-  const auto digest = LabelledDigest(
-      "flurry page hello", std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  const auto digest =
+      LabelledDigest("flurry page hello",
+                     std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
   if (!digest) return std::nullopt;
   std::array<uint8_t, kPageKeyBytes> proof{};
   std::copy_n(digest->begin(), proof.size(), proof.begin());

@@ -70,8 +70,8 @@ PushGroupWire EncodePushGroup(const PushGroup& group) {
 
 Result<PushGroup> DecodePushGroup(const uint8_t* data, size_t size) {
   if (size != sizeof(PushGroupWire)) {
-    return FailErrno(EPROTO, fmt::format("a {}-byte push group (expected {})", size,
-                                         sizeof(PushGroupWire)));
+    return FailErrno(
+        EPROTO, fmt::format("a {}-byte push group (expected {})", size, sizeof(PushGroupWire)));
   }
   PushGroupWire wire;
   std::memcpy(&wire, data, sizeof wire);
@@ -231,8 +231,7 @@ void PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_ma
 
 Result<std::unique_ptr<PushReceiver>> PushReceiver::Join(const PushGroup& group,
                                                          const in_addr& local_address,
-                                                         const PageKey& key,
-                                                         uint64_t page_count) {
+                                                         const PageKey& key, uint64_t page_count) {
   auto receiver = std::unique_ptr<PushReceiver>(new PushReceiver());
   receiver->group_ = group;
   const auto push_key = DerivePushKey(key, group.session);
@@ -284,10 +283,9 @@ bool PushReceiver::TakeNext(const WantedPages& wanted, std::optional<PushedPages
   const size_t payload = static_cast<size_t>(n) - sizeof header;
   const bool valid =
       header.magic == kPushMagic && header.version == kPushVersion &&
-      header.session == group_.session && header.count >= 1 &&
-      header.count <= kMaxPagesPerPush && (header.zero_mask >> header.count) == 0 &&
-      header.first_page < page_count_ && header.count <= page_count_ - header.first_page &&
-      header.payload_bytes == payload &&
+      header.session == group_.session && header.count >= 1 && header.count <= kMaxPagesPerPush &&
+      (header.zero_mask >> header.count) == 0 && header.first_page < page_count_ &&
+      header.count <= page_count_ - header.first_page && header.payload_bytes == payload &&
       payload == (header.count - static_cast<uint32_t>(std::popcount(header.zero_mask))) * kPage;
   if (!valid) {
     ++rejected_;

@@ -102,8 +102,8 @@ class PushSender {
   // the server (`port`), TTL 1: the clones' segment. A page pushed less than `repush_after`
   // ago is not pushed again.
   static Result<std::unique_ptr<PushSender>> Open(
-      const std::string& interface_address, uint16_t port, const PageKey& key,
-      uint64_t page_count, std::chrono::milliseconds repush_after = std::chrono::milliseconds(20));
+      const std::string& interface_address, uint16_t port, const PageKey& key, uint64_t page_count,
+      std::chrono::milliseconds repush_after = std::chrono::milliseconds(20));
   const PushGroup& group() const { return group_; }
   // Pushes pages [first_page, first_page+count) as a page reply holds them: `zero_mask` bit i
   // set = page i is all zero and absent from `payload` (the other pages in order).

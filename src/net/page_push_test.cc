@@ -1,8 +1,7 @@
 #include "net/page_push.h"
 
-#include <fcntl.h>
-
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -321,12 +320,13 @@ TEST(PageServerPushTest, AServerWithoutPushesHasNoGroup) {
   int owner[2];
   ASSERT_EQ(pipe2(owner, O_CLOEXEC), 0);
   std::thread serving([&, s = std::move(*server)]() mutable {
-    (void)s.Serve({1}, kPages,
-                  [](uint64_t, void* dst, uint64_t len) -> Result<void> {
-                    std::memset(dst, 0, len);
-                    return {};
-                  },
-                  owner[0], key);
+    (void)s.Serve(
+        {1}, kPages,
+        [](uint64_t, void* dst, uint64_t len) -> Result<void> {
+          std::memset(dst, 0, len);
+          return {};
+        },
+        owner[0], key);
   });
   {
     auto client = PageClient::Connect(address);

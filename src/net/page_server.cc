@@ -110,8 +110,7 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           keep = false;
         } else if (request.op == static_cast<uint16_t>(PageOp::kHello)) {
           uint8_t offered[kPageKeyBytes];
-          const bool matches =
-              ReadFull(fd, offered, sizeof offered) && expected.Matches(offered);
+          const bool matches = ReadFull(fd, offered, sizeof offered) && expected.Matches(offered);
           header = ReplyTo(request, matches ? 0 : EACCES);
           header.count = 0;
           peers[i - 2].authenticated = matches;

@@ -258,8 +258,8 @@ TEST_F(PageServerTest, AHelloWithTheKeyItselfIsRefused) {
   auto raw = ConnectTcp(address_.server, std::chrono::milliseconds(3000));
   ASSERT_TRUE(raw.has_value());
   uint8_t hello[sizeof(PageRequest) + kPageKeyBytes] = {};
-  const PageRequest request{kPageProtocolMagic, kPageProtocolVersion,
-                            static_cast<uint16_t>(PageOp::kHello), 0, 0, 0};
+  const PageRequest request{
+      kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(PageOp::kHello), 0, 0, 0};
   std::memcpy(hello, &request, sizeof request);
   std::memcpy(hello + sizeof request, key_.bytes.data(), kPageKeyBytes);
   ASSERT_TRUE(WriteFull(raw->get(), hello, sizeof hello).has_value());

@@ -173,8 +173,8 @@ Result<void> Vm::AttachOnDemandMemory(const VmDescriptor& d, std::unique_ptr<Pag
   if (pushes) {
     options.pushes = std::move(*pushes);
   } else {
-    std::fprintf(stderr, "flurry: without page pushes from %s: %s\n",
-                 source->Describe().c_str(), pushes.error().message().c_str());
+    std::fprintf(stderr, "flurry: without page pushes from %s: %s\n", source->Describe().c_str(),
+                 pushes.error().message().c_str());
   }
   options.on_failure = [this](const Error& error) { FailMemory(error); };
   std::unique_ptr<LazyPages> lazy =

@@ -32,8 +32,7 @@ Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
 }
 
 Result<ForkHost::ServedMemory> Vm::ServeForRemoteClones(const CloneState& state,
-                                                        const std::string& bind,
-                                                        bool push_pages) {
+                                                        const std::string& bind, bool push_pages) {
   // The descriptor a local clone would become (BecomeClone), with the page map: the clone's
   // host zero-fills what the parent never touched instead of fetching it.
   VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());

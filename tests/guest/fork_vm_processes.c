@@ -159,6 +159,14 @@ static int InitClones(int checkpoint) {
   return EndOrJoin(id, t);
 }
 
+// init reaps its child and prints its exit status.
+static int ReapChild(pid_t child) {
+  int status = 0;
+  if (waitpid(child, &status, 0) != child) return 5;
+  printf("init: child exited %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  return 0;
+}
+
 static struct timespec g_start;
 
 static long MsSinceStart(void) {
@@ -204,10 +212,7 @@ static int CheckpointKill(void) {
     fflush(stdout);
     SleepMs(100);
   }
-  int status = 0;
-  if (waitpid(child, &status, 0) != child) return 5;
-  printf("init: child exited %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-  return 0;
+  return ReapChild(child);
 }
 
 static int ChildClones(void) {
@@ -233,10 +238,7 @@ static int ChildClones(void) {
     fflush(stdout);
     _exit(7);
   }
-  int status = 0;
-  if (waitpid(child, &status, 0) != child) return 5;
-  printf("init: child exited %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-  return 0;
+  return ReapChild(child);
 }
 
 static volatile uint64_t sink;

@@ -189,8 +189,7 @@ TEST(RemoteClones, MulticastPushesOneClonesPagesToTheOthers) {
   for (const std::string multicast : {"off", "on"}) {
     const uint64_t before = cluster.SentHere();
     auto r = Flurry(RunArgs(cluster, {"--clone-stats", "--clone-multicast", multicast,
-                                      Guest("cluster_where"), "4", "0", "16", "0", "0",
-                                      "1000"}),
+                                      Guest("cluster_where"), "4", "0", "16", "0", "0", "1000"}),
                     WithDeadline(240));
     sent[multicast] = cluster.SentHere() - before;
     EXPECT_EQ(r.exit_code, 0) << r.Describe();
