@@ -41,6 +41,12 @@ run_ctest() {
   if [[ $rc -ne 0 ]]; then
     problems+=("ctest ($name) exited $rc")
   fi
+  # ctest's closing list, "  123 - Suite.Name (Failed)", repeated in the summary so that
+  # the last lines of a long log still say which tests failed.
+  local failed_test
+  while IFS= read -r failed_test; do
+    problems+=("ctest ($name): ${failed_test}")
+  done < <(sed -n '/^The following tests FAILED:/,/^$/{/^[[:space:]]*[0-9]\+ - /{s/^[[:space:]]*//;p}}' "$log")
 }
 
 # kvm_usable: /dev/kvm exists and opens read-write.
@@ -68,6 +74,11 @@ run_kvm_in_qemu() {
     if [[ $rc -ne 0 ]]; then
       problems+=("scripts/kvm_in_qemu.sh exited $rc")
     fi
+    # "kvm-in-qemu: vm_fork_test: FAILED Suite.Name" and unfinished tests, again in the summary.
+    local failed_line
+    while IFS= read -r failed_line; do
+      problems+=("under QEMU: ${failed_line}")
+    done < <(sed -nE 's/^kvm-in-qemu: (.*: (FAILED .*|[0-9]+ test\(s\) did not finish.*))$/\1/p' "$log")
   else
     local reason
     reason="$(sed -n 's/^kvm-in-qemu: error: //p' "$log" | tail -n 1)"

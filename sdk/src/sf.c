@@ -39,3 +39,6 @@ int sf_checkpoint_parent(sf_checkpoint_t* checkpoint) {
 int sf_create_clones(sf_checkpoint_t checkpoint, sf_ticket_t ticket) {
   return (int)hypercall(SF_HC_CREATE_CLONES, checkpoint, ticket, 0);
 }
+int sf_release_checkpoint(sf_checkpoint_t checkpoint) {
+  return (int)hypercall(SF_HC_RELEASE_CHECKPOINT, checkpoint, 0, 0);
+}

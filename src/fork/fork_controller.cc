@@ -84,6 +84,8 @@ SyscallResult ForkController::Handle(SyscallContext& context, const SyscallArgs&
       return CreateClones(args);
     case SF_HC_ID:
       return SyscallResult::Return(clone_id_);
+    case SF_HC_RELEASE_CHECKPOINT:
+      return ReleaseCheckpoint(args);
     default:
       return SyscallResult::Errno(ENOSYS);
   }
@@ -179,9 +181,10 @@ void ForkController::ForgetInherited() {
     ticket.remote.Forget();
     for (RemoteStandIn& standin : ticket.standins) standin.Forget();
     ticket.page_server.Forget();
+    if (ticket.checkpoint) ticket.checkpoint->page_server.Forget();
   }
   tickets_.clear();  // closes the parent's handles without touching its clones
-  for (auto& [number, checkpoint] : checkpoints_) checkpoint.page_server.Forget();
+  for (auto& [number, checkpoint] : checkpoints_) checkpoint->page_server.Forget();
   checkpoints_.clear();
 }
 
@@ -471,39 +474,51 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
   if (clone_id == 0) host.ForgetGathered();
   if (!snapshot) return ErrnoFrom(snapshot.error());
   if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
-  CheckpointRecord record{std::move(snapshot->first), snapshot->second, {}, {}, {}};
+  auto record = std::make_shared<CheckpointRecord>();
+  record->control = std::move(snapshot->first);
+  record->pid = snapshot->second;
   if (served) {
-    record.served_address = served->address;
-    record.served_key = served->key;
-    record.page_server = OwnedProcess(std::move(served->pidfd));
+    record->served_address = served->address;
+    record->served_key = served->key;
+    record->page_server = OwnedProcess(std::move(served->pidfd));
   }
   checkpoints_[id] = std::move(record);
   return SyscallResult::Return(0);
 }
 
 SyscallResult ForkController::CreateClones(const SyscallArgs& args) {
-  auto checkpoint = checkpoints_.find(static_cast<int64_t>(args.arg[0]));
-  if (checkpoint == checkpoints_.end()) return SyscallResult::Errno(EINVAL);
+  auto found = checkpoints_.find(static_cast<int64_t>(args.arg[0]));
+  if (found == checkpoints_.end()) return SyscallResult::Errno(EINVAL);
+  const std::shared_ptr<CheckpointRecord>& checkpoint = found->second;
   auto it = tickets_.find(static_cast<int64_t>(args.arg[1]));
   if (it == tickets_.end()) return SyscallResult::Errno(EINVAL);
   Ticket& ticket = it->second;
   if (ticket.cloned) return SyscallResult::Errno(EALREADY);
+  ticket.checkpoint = checkpoint;  // its clones need it until the ticket is released
   // A cluster ticket's clones of a served checkpoint go to their hosts, as sf_clone's do.
-  if (!ticket.remote.empty() && checkpoint->second.page_server.valid()) {
-    return StartRemoteClones(ticket, checkpoint->second.served_address,
-                             checkpoint->second.served_key);
+  if (!ticket.remote.empty() && checkpoint->page_server.valid()) {
+    return StartRemoteClones(ticket, checkpoint->served_address, checkpoint->served_key);
   }
   // Otherwise they run on this host: a cluster ticket's slots and stand-ins go back first.
   ticket.standins.clear();
   ticket.remote = RemoteReservation();
   const int32_t first_id = family_.ReserveIds(ticket.granted);
-  const int control = checkpoint->second.control.get();
+  const int control = checkpoint->control.get();
   if (auto r = SendSpawnRequest(control, first_id, ticket.granted); !r) return ErrnoFrom(r.error());
   auto spawned = ReceiveSpawnReplies(control, ticket.granted);
   if (!spawned) return ErrnoFrom(spawned.error());
   ticket.cloned = true;
   ticket.first_id = first_id;
   AdoptSpawned(ticket, std::move(*spawned));
+  return SyscallResult::Return(0);
+}
+
+SyscallResult ForkController::ReleaseCheckpoint(const SyscallArgs& args) {
+  auto found = checkpoints_.find(static_cast<int64_t>(args.arg[0]));
+  if (found == checkpoints_.end()) return SyscallResult::Errno(EINVAL);
+  // The snapshot process and page server end here unless a ticket of clones made from the
+  // checkpoint still holds them (then when that ticket is joined).
+  checkpoints_.erase(found);
   return SyscallResult::Return(0);
 }
 

@@ -146,6 +146,15 @@ class ForkController {
     UniqueFd pidfd;
     bool killed = false;
   };
+  // A checkpoint's snapshot process (and page server): ended when the last of the checkpoint
+  // handle and the tickets of its clones lets go of it.
+  struct CheckpointRecord {
+    UniqueFd control;  // the snapshot process's control socket
+    pid_t pid = 0;
+    // A cluster VM's checkpoint is also served to other hosts: its clones go there.
+    std::string served_address, served_key;
+    OwnedProcess page_server;
+  };
   struct Ticket {
     int32_t granted = 0;
     bool cloned = false;
@@ -160,13 +169,10 @@ class ForkController {
     RemoteReservation remote;
     std::vector<RemoteStandIn> standins;  // one per host, started with the ticket
     OwnedProcess page_server;
-  };
-  struct CheckpointRecord {
-    UniqueFd control;  // the snapshot process's control socket
-    pid_t pid = 0;
-    // A cluster VM's checkpoint is also served to other hosts: its clones go there.
-    std::string served_address, served_key;
-    OwnedProcess page_server;
+    // sf_create_clones: the checkpoint its clones come from (they die with its snapshot
+    // process and fault on its page server), kept until the ticket is released even when the
+    // guest has released the checkpoint.
+    std::shared_ptr<CheckpointRecord> checkpoint;
   };
 
   explicit ForkController(ForkPolicy policy, CloneFamily family)
@@ -180,6 +186,7 @@ class ForkController {
   SyscallResult Kill(const SyscallArgs& args);
   SyscallResult Checkpoint(SyscallContext& context, const SyscallArgs& args, ForkHost& host);
   SyscallResult CreateClones(const SyscallArgs& args);
+  SyscallResult ReleaseCheckpoint(const SyscallArgs& args);
 
   // Forks a snapshot process. Returns the owner's control socket in the parent; in a clone
   // (which returns through here) fills *clone_id.
@@ -211,7 +218,7 @@ class ForkController {
   int64_t next_ticket_ = 1;
   int64_t next_checkpoint_ = 1;
   std::map<int64_t, Ticket> tickets_;
-  std::map<int64_t, CheckpointRecord> checkpoints_;
+  std::map<int64_t, std::shared_ptr<CheckpointRecord>> checkpoints_;  // not yet released
   std::vector<uint8_t> exit_result_;
 };
 

@@ -289,5 +289,36 @@ TEST_F(ForkControllerTest, CheckpointsSpawnClonesOnRequest) {
   EXPECT_TRUE(WaitFor(host_.counts().release, 2));
 }
 
+TEST_F(ForkControllerTest, AReleasedCheckpointEndsOnceItsClonesAreJoined) {
+  const int64_t returned = Hc(SF_HC_CHECKPOINT, kOut);
+  if (controller_->is_clone()) {
+    // Still running when the parent releases the checkpoint (it would die with the snapshot
+    // process if that ended then).
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    RunClone(returned, 7);
+  }
+  ASSERT_EQ(returned, 0);
+  const int64_t checkpoint = memory_.ReadObject<int64_t>(kOut).value();
+  const int64_t ticket = Hc(SF_HC_REQUEST_TICKET, 2);
+  ASSERT_EQ(Hc(SF_HC_CREATE_CLONES, checkpoint, ticket), 0);
+  EXPECT_EQ(Hc(SF_HC_RELEASE_CHECKPOINT, checkpoint), 0);
+  EXPECT_EQ(Hc(SF_HC_RELEASE_CHECKPOINT, checkpoint), -EINVAL);  // released already
+  const int64_t other = Hc(SF_HC_REQUEST_TICKET, 1);
+  EXPECT_EQ(Hc(SF_HC_CREATE_CLONES, checkpoint, other), -EINVAL);
+  PrepareOutcomes(2, {16, 16});
+  ASSERT_EQ(Hc(SF_HC_JOIN, ticket, kOut, 2), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Outcome(i).kind, SF_OUTCOME_EXITED) << i;
+    EXPECT_EQ(Outcome(i).status, 7) << i;
+  }
+  // Joined: nothing holds the snapshot process any more.
+  EXPECT_TRUE(WaitFor(host_.counts().release, 1));
+  // A checkpoint without clones ends at its release.
+  ASSERT_EQ(Hc(SF_HC_CHECKPOINT, kOut), 0);
+  EXPECT_EQ(Hc(SF_HC_RELEASE_CHECKPOINT, memory_.ReadObject<int64_t>(kOut).value()), 0);
+  EXPECT_TRUE(WaitFor(host_.counts().release, 2));
+  EXPECT_EQ(Hc(SF_HC_RELEASE_CHECKPOINT, 12345), -EINVAL);
+}
+
 }  // namespace
 }  // namespace flurry

@@ -50,6 +50,9 @@ int sf_checkpoint_parent(sf_checkpoint_t* checkpoint);
 /* Creates the ticket's clones from a checkpoint: they resume inside sf_checkpoint_parent with
  * the memory the VM had at the checkpoint. Returns 0 in the caller. */
 int sf_create_clones(sf_checkpoint_t checkpoint, sf_ticket_t ticket);
+/* Releases a checkpoint: no more clones can be created from it, and what holds it (its frozen
+ * memory) is freed once the clones already created from it have been joined. Returns 0. */
+int sf_release_checkpoint(sf_checkpoint_t checkpoint);
 
 #ifdef __cplusplus
 }
