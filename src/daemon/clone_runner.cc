@@ -14,6 +14,7 @@
 
 extern char** environ;
 
+#include "base/spawn.h"
 #include "flurry/sf_abi.h"
 
 namespace flurry {
@@ -63,20 +64,15 @@ CloneRunner::CloneRunner(CloneRunner&& other) noexcept
       reaped_(std::exchange(other.reaped_, true)) {}
 
 Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
-  const std::vector<std::string> args = CloneCommandLine(spec);
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
+  TiedSpawn program;
+  program.args = CloneCommandLine(spec);
   // The environment: the daemon's, and the key (not on the command line: /proc/PID/cmdline is
   // readable by anyone on the host, /proc/PID/environ only by the clone's user).
-  std::vector<std::string> environment;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (!std::string_view(*e).starts_with("FLURRY_PAGE_KEY=")) environment.emplace_back(*e);
+    if (!std::string_view(*e).starts_with("FLURRY_PAGE_KEY=")) program.environment.emplace_back(*e);
   }
-  environment.push_back("FLURRY_PAGE_KEY=" + spec.page_server_key);
-  std::vector<char*> envp;
-  for (std::string& e : environment) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  program.environment.push_back("FLURRY_PAGE_KEY=" + spec.page_server_key);
+  program.work_dir = spec.work_dir;
 
   int out[2], err[2], channel[2];
   if (pipe2(out, O_CLOEXEC) != 0) return FailErrno("a pipe for the clone's stdout");
@@ -95,26 +91,9 @@ Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
   for (int i = 0; i < 4; ++i) {
     sources[i].Reset(fcntl(originals[i], F_DUPFD_CLOEXEC, 10));
     if (!sources[i].valid()) return FailErrno("preparing the clone's descriptors");
+    program.fds.push_back(sources[i].get());
   }
-  const pid_t parent = getpid();
-
-  const pid_t pid = fork();
-  if (pid < 0) return FailErrno("forking the clone VMM");
-  if (pid == 0) {
-    // Only async-signal-safe calls from here to exec: the daemon has threads.
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    for (int i = 0; i < 4; ++i) {
-      if (dup2(sources[i].get(), i) < 0) _exit(127);
-    }
-    if (!spec.work_dir.empty() && chdir(spec.work_dir.c_str()) != 0) _exit(127);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
+  const pid_t pid = FLURRY_TRY_CTX(SpawnTied(program), "starting the clone VMM");
   setpgid(pid, pid);  // as the child does: whichever runs first
   CloneRunner runner;
   runner.pid_ = pid;

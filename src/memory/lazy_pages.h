@@ -229,6 +229,10 @@ class LazyPages {
   bool PushWantedLocked(uint64_t p) const;
   bool pushes_off_ = false;  // handler thread
 
+  // Staging buffers, allocated without zero-filling (a clone starts faster: the kernel maps
+  // only the pages a fetch writes into).
+  using Bytes = std::unique_ptr<uint8_t[]>;
+
   UniqueFd uffd_;
   UniqueFd stop_;  // eventfd: ends the handler thread
   uint64_t host_base_ = 0;
@@ -238,7 +242,7 @@ class LazyPages {
   std::unique_ptr<PageSource> source_;
   Options options_;
   std::mutex resolve_mutex_;
-  std::vector<uint8_t> buffer_;  // guarded by resolve_mutex_
+  Bytes buffer_;  // guarded by resolve_mutex_
   // Sequential scans (guarded by resolve_mutex_): where the last fault's fetch ended, and its
   // window.
   uint64_t sequential_next_ = ~0ULL;
@@ -254,18 +258,18 @@ class LazyPages {
   uint64_t stream_guest_ = 0;  // where the guest was last seen in the stream
   uint64_t stream_end_ = 0;    // the end of the registered range the stream runs in
   std::deque<StreamRequest> in_flight_;
-  std::vector<uint8_t> stream_buffer_;
+  Bytes stream_buffer_;
   uint64_t marker_page_ = kNoPage;
   std::vector<uint8_t> marker_data_;
   bool huge_ok_ = false;                // a stage is there and the kernel moves pages
-  std::vector<uint8_t> region_buffer_;  // 2 MiB: a huge region's parts as they arrive
+  Bytes region_buffer_;                 // 2 MiB: a huge region's parts as they arrive
   std::atomic<bool> stream_busy_{false};
 
   // Counters (relaxed atomics: read by stats() from any thread).
   std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
       zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0}, huge_{0}, pushed_{0},
       push_bytes_{0}, push_rejected_{0};
-  std::vector<uint8_t> push_buffer_;  // a push's pages spread out (handler thread)
+  Bytes push_buffer_;  // a push's pages spread out (handler thread)
 };
 
 }  // namespace flurry

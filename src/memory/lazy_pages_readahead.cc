@@ -121,8 +121,8 @@ Result<void> LazyPages::ReceiveOneLocked() {
   stream_busy_.store(!in_flight_.empty(), std::memory_order_relaxed);
   const auto start = std::chrono::steady_clock::now();
   const bool part = request.region != kNoPage;
-  uint8_t* out = part ? region_buffer_.data() + (request.first - request.region) * kPage
-                      : stream_buffer_.data();
+  uint8_t* out =
+      part ? region_buffer_.get() + (request.first - request.region) * kPage : stream_buffer_.get();
   FLURRY_TRY_CTX(
       source_->Receive(request.first, static_cast<uint32_t>(request.count), out),
       fmt::format("fetching page {:#x} from {}", request.first * kPage, source_->Describe()));
@@ -137,9 +137,9 @@ Result<void> LazyPages::ReceiveOneLocked() {
   if (!MarkerSetLocked() && request.first >= stream_guest_ + options_.readahead_pages / 2 &&
       FetchOnTouch(state_[request.first].load())) {
     skip = marker_page_ = request.first;
-    std::memcpy(marker_data_.data(), stream_buffer_.data(), kPage);
+    std::memcpy(marker_data_.data(), stream_buffer_.get(), kPage);
   }
-  FLURRY_TRY(InstallWantedLocked(request.first, request.count, stream_buffer_.data(), skip,
+  FLURRY_TRY(InstallWantedLocked(request.first, request.count, stream_buffer_.get(), skip,
                                  Brought::kByReadahead));
   return {};
 }
@@ -185,7 +185,7 @@ Result<void> LazyPages::InstallRegionLocked(uint64_t region) {
   uint64_t moved = 0;  // bytes
   if (all_wanted) {
     // Written to the staging area (a fresh huge page there), then moved in whole.
-    auto filled = options_.stage.fill(region_buffer_.data());
+    auto filled = options_.stage.fill(region_buffer_.get());
     if (filled) {
       UffdioMove move{};
       move.dst = host_base_ + region * kPage;
@@ -215,7 +215,7 @@ Result<void> LazyPages::InstallRegionLocked(uint64_t region) {
   }
   // Some pages changed meanwhile (freed, or written whole by the VMM), or the move failed
   // (pages it moved are there already, with the same data: the copy skips them).
-  FLURRY_TRY(InstallWantedLocked(region, kRegionPages, region_buffer_.data(), kNoPage,
+  FLURRY_TRY(InstallWantedLocked(region, kRegionPages, region_buffer_.get(), kNoPage,
                                  Brought::kByReadahead));
   return {};
 }
