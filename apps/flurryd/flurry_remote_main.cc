@@ -1,19 +1,23 @@
-// flurry-remote: the local stand-in of the clones one sf_clone puts on one other host
-// (fork/remote_clones.h). The parent VMM starts one per host and ticket. It asks the host's
-// flurryd to run the clones (RunClones), writes their output to its own stdout/stderr (the VM's)
-// and each clone's outcome to that clone's outcome channel (the i-th --clone-id's channel is fd
-// --first-outcome-fd + i; docs/protocols/clone_channel.md). It ends with its clones; killing it
-// cancels the call, and flurryd kills them. A clone that is lost (its host died, the daemon
-// refused it) gets no outcome: the parent sees LOST.
+// flurry-remote: the local stand-in of the clones one sf_clone puts on other hosts
+// (fork/remote_clones.h). The parent VMM starts one per ticket, with a --host and --count for
+// each host the ticket's clones go to. For each host (a thread each) it asks the host's flurryd
+// to run the clones (RunClones), writes their output to its own stdout/stderr (the VM's) and
+// each clone's outcome to that clone's outcome channel (host k's descriptors follow host k-1's
+// from fd 3 on: its control pipe, then a channel per clone; docs/protocols/clone_channel.md).
+// It ends with its clones; killing it cancels the calls, and the daemons kill them. A clone
+// that is lost (its host died, the daemon refused it) gets no outcome: the parent sees LOST.
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <system_error>
 #include <thread>
@@ -150,44 +154,59 @@ int Status(int argc, char** argv) {
   return failed == 0 ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc > 1 && std::string_view(argv[1]) == "status") return Status(argc - 1, argv + 1);
-  CLI::App app{"flurry-remote: the local end of clones on another host (started by flurry)"};
-  std::string cluster_path, member = "client", host_name, family_text;
+// One host's share of the clones, and what every host's thread reads.
+struct HostJob {
+  std::string host_name;
   int32_t count = 0;
+  int control_fd = 0;  // then one outcome channel per clone: control_fd + 1 + i
+};
+struct Settings {
+  std::string cluster_path, member = "client", family_text;
   pid_t parent_pid = 0;
   bool no_prefix = false, memory_stats = false;
   uint32_t prefetch = 0;
   std::string avoid = "all";
-  app.add_option("--cluster", cluster_path)->required();
-  app.add_option("--member", member);
-  app.add_option("--host", host_name)->required();
-  app.add_option("--family", family_text)->required();
-  app.add_option("--count", count)->required()->check(CLI::Range(1, 4096));
-  app.add_option("--parent-pid", parent_pid)->required();
-  app.add_flag("--no-clone-prefix", no_prefix);
-  app.add_flag("--memory-stats", memory_stats);
-  app.add_option("--prefetch", prefetch)->check(CLI::Range(0, 64));
-  app.add_option("--avoid", avoid)->check([](const std::string& text) {
-    auto parsed = flurry::ParseAvoidance(text);
-    return parsed ? std::string() : parsed.error().message();
-  });
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
+};
+
+// What is loaded once for every host (or why it could not be).
+struct Common {
+  std::string error;
+  uint64_t family = 0;
+  std::optional<flurry::ClusterFile> cluster;
+  flurry::TlsIdentity identity;
+};
+
+Common LoadCommon(const Settings& settings) {
+  Common common;
+  char* end = nullptr;
+  common.family = std::strtoull(settings.family_text.c_str(), &end, 16);
+  if (end == nullptr || *end != '\0') {
+    common.error = "--family is not hex";
+    return common;
   }
-  // gRPC's own log lines would land on the VM's stderr; this program says what went wrong.
-  setenv("GRPC_VERBOSITY", "NONE", 1);
-  // It lives as long as the VM that started it.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != parent_pid) return 1;
-  signal(SIGPIPE, SIG_IGN);
-  // Clone ID -> its outcome channel (fd 4 + i); closed once its outcome is written. Empty
-  // until sf_clone names the IDs.
+  auto cluster = flurry::LoadClusterFile(settings.cluster_path);
+  if (!cluster) {
+    common.error = cluster.error().message();
+    return common;
+  }
+  auto credentials = flurry::LoadMemberCredentials(cluster->credentials_dir, settings.member);
+  if (!credentials) {
+    common.error = credentials.error().message();
+    return common;
+  }
+  common.identity = {credentials->ca_pem, credentials->cert_pem, credentials->key_pem};
+  common.cluster = std::move(*cluster);
+  return common;
+}
+
+// The clones' output, whole chunks at a time whatever host they come from.
+std::mutex output_mutex;
+
+// Runs one host's clones to their end (the thread of that host). Returns the exit status the
+// stand-in would have for it alone.
+int RunHost(const HostJob& job, const Settings& settings, const Common& common) {
+  // Clone ID -> its outcome channel; closed once its outcome is written. Empty until sf_clone
+  // names the IDs.
   std::map<int32_t, int> channels;
   // Waits for sf_clone's line on the control pipe: "PAGE_SERVER KEY ID1 ... IDN". False at EOF
   // (the ticket released without sf_clone) or on a malformed line.
@@ -196,7 +215,7 @@ int main(int argc, char** argv) {
     std::string line;
     char chunk[4096];
     while (line.find('\n') == std::string::npos && line.size() < (1u << 20)) {
-      const ssize_t n = read(kControlFd, chunk, sizeof chunk);
+      const ssize_t n = read(job.control_fd, chunk, sizeof chunk);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return false;
       line.append(chunk, static_cast<size_t>(n));
@@ -205,36 +224,28 @@ int main(int argc, char** argv) {
     words >> page_server >> key;
     std::vector<int32_t> ids;
     for (int32_t id; words >> id;) ids.push_back(id);
-    if (static_cast<int32_t>(ids.size()) != count) return false;
-    for (int32_t i = 0; i < count; ++i) channels[ids[i]] = kControlFd + 1 + i;
+    if (static_cast<int32_t>(ids.size()) != job.count) return false;
+    for (int32_t i = 0; i < job.count; ++i) channels[ids[i]] = job.control_fd + 1 + i;
     return true;
   };
   // Before sf_clone, a failure waits for it so that it can name the clones it loses.
   auto lost = [&](const std::string& why) {
     if (channels.empty() && !await_clone()) return 1;
     if (channels.empty()) {
-      std::fprintf(stderr, "flurry: %d clone(s) on %s lost: %s\n", count, host_name.c_str(),
+      std::fprintf(stderr, "flurry: %d clone(s) on %s lost: %s\n", job.count, job.host_name.c_str(),
                    why.c_str());
     }
     for (const auto& [id, fd] : channels) {
-      std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", id, host_name.c_str(), why.c_str());
+      std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", id, job.host_name.c_str(),
+                   why.c_str());
     }
     return 1;
   };
 
-  char* end = nullptr;
-  const uint64_t family = std::strtoull(family_text.c_str(), &end, 16);
-  if (end == nullptr || *end != '\0') return lost("--family is not hex");
-  auto cluster = flurry::LoadClusterFile(cluster_path);
-  if (!cluster) return lost(cluster.error().message());
-  const flurry::ClusterHost* host = cluster->Find(host_name);
-  if (host == nullptr) return lost("no such host in " + cluster_path);
-  auto credentials = flurry::LoadMemberCredentials(cluster->credentials_dir, member);
-  if (!credentials) return lost(credentials.error().message());
-
-  auto channel =
-      flurry::DaemonChannel({credentials->ca_pem, credentials->cert_pem, credentials->key_pem},
-                            host->address, host->name);
+  if (!common.error.empty()) return lost(common.error);
+  const flurry::ClusterHost* host = common.cluster->Find(job.host_name);
+  if (host == nullptr) return lost("no such host in " + settings.cluster_path);
+  auto channel = flurry::DaemonChannel(common.identity, host->address, host->name);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(4))) {
     return lost(
         fmt::format("its flurryd at {} cannot be reached, or refused this member's credentials",
@@ -248,12 +259,12 @@ int main(int argc, char** argv) {
   v1::RunClonesRequest request;
   request.set_page_server(page_server);
   request.set_page_server_key(key);
-  request.set_family_id(family);
+  request.set_family_id(common.family);
   for (const auto& [id, fd] : channels) request.add_clone_ids(id);
-  request.set_prefetch_pages(prefetch);
-  request.set_avoid(avoid);
-  request.set_prefix_output(!no_prefix);
-  request.set_memory_stats(memory_stats);
+  request.set_prefetch_pages(settings.prefetch);
+  request.set_avoid(settings.avoid);
+  request.set_prefix_output(!settings.no_prefix);
+  request.set_memory_stats(settings.memory_stats);
   grpc::ClientContext context;
   auto reader = stub->RunClones(&context, request);
   v1::CloneEvent event;
@@ -261,6 +272,7 @@ int main(int argc, char** argv) {
   writers.reserve(channels.size());  // no reallocation while threads start
   while (!channels.empty() && reader->Read(&event)) {
     if (event.has_output()) {
+      std::lock_guard lock(output_mutex);
       WriteAll(event.output().stream() == 2 ? 2 : 1, event.output().data());
     } else if (event.has_outcome()) {
       auto channel = channels.find(event.clone_id());
@@ -273,7 +285,7 @@ int main(int argc, char** argv) {
       outcome.result.assign(o.result().begin(), o.result().end());
       if (!o.diagnostic().empty()) {
         std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", event.clone_id(),
-                     host_name.c_str(), o.diagnostic().c_str());
+                     job.host_name.c_str(), o.diagnostic().c_str());
       }
       // Written by a thread of its own ("flurry-outcome"): the parent's sf_join reads the
       // channels in ID order, so a large result for a later clone must not hold up the
@@ -299,4 +311,67 @@ int main(int argc, char** argv) {
   return lost(status.ok() ? std::string("its flurryd sent no outcome")
                           : fmt::format("{} ({})", status.error_message(),
                                         static_cast<int>(status.error_code())));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "status") return Status(argc - 1, argv + 1);
+  CLI::App app{"flurry-remote: the local end of clones on other hosts (started by flurry)"};
+  Settings settings;
+  std::vector<std::string> hosts;
+  std::vector<int32_t> counts;
+  app.add_option("--cluster", settings.cluster_path)->required();
+  app.add_option("--member", settings.member);
+  app.add_option("--host", hosts, "a host (repeated: one --count each, in the same order)")
+      ->required();
+  app.add_option("--family", settings.family_text)->required();
+  app.add_option("--count", counts)->required()->check(CLI::Range(1, 4096));
+  app.add_option("--parent-pid", settings.parent_pid)->required();
+  app.add_flag("--no-clone-prefix", settings.no_prefix);
+  app.add_flag("--memory-stats", settings.memory_stats);
+  app.add_option("--prefetch", settings.prefetch)->check(CLI::Range(0, 64));
+  app.add_option("--avoid", settings.avoid)->check([](const std::string& text) {
+    auto parsed = flurry::ParseAvoidance(text);
+    return parsed ? std::string() : parsed.error().message();
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  int64_t total = 0;
+  for (int32_t count : counts) total += count;
+  if (hosts.size() != counts.size() || total > 4096) {
+    std::fprintf(stderr, "flurry-remote: one --count per --host, 4096 clones at most\n");
+    return 2;
+  }
+  // gRPC's own log lines would land on the VM's stderr; this program says what went wrong.
+  setenv("GRPC_VERBOSITY", "NONE", 1);
+  // It lives as long as the VM that started it.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != settings.parent_pid) return 1;
+  signal(SIGPIPE, SIG_IGN);
+
+  std::vector<HostJob> jobs;
+  int fd = kControlFd;
+  for (size_t k = 0; k < hosts.size(); ++k) {
+    jobs.push_back({hosts[k], counts[k], fd});
+    fd += 1 + counts[k];
+  }
+  const Common common = LoadCommon(settings);
+  // A thread per host (the first runs here): each connects, waits for its sf_clone line and
+  // pumps its clones' output and outcomes.
+  std::vector<int> results(jobs.size(), 0);
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < jobs.size(); ++k) {
+    threads.emplace_back([&, k] {
+      pthread_setname_np(pthread_self(), "flurry-host");
+      results[k] = RunHost(jobs[k], settings, common);
+    });
+  }
+  results[0] = RunHost(jobs[0], settings, common);
+  for (std::thread& thread : threads) thread.join();
+  return *std::max_element(results.begin(), results.end());
 }

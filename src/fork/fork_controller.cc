@@ -106,23 +106,28 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
   std::vector<RemoteStandIn> standins;
   int32_t granted = 0;
   if (policy_.remote) {
-    // The allocator grants m <= n slots across the cluster's hosts; each host's stand-in starts
-    // now, so that sf_clone does not wait for it.
+    // The allocator grants m <= n slots across the cluster's hosts; the ticket's stand-in (one
+    // process for all its hosts) starts now, so that sf_clone does not wait for it.
     const int32_t asked = std::min<int32_t>(
         static_cast<int32_t>(n), std::min(policy_.max_clones_per_ticket, kMaxSpawnCount));
+    std::vector<std::string> held = policy_.remote->allocator->Allocate(asked);
     std::map<std::string, int32_t> per_host;
-    for (const std::string& host : policy_.remote->allocator->Allocate(asked)) ++per_host[host];
-    std::vector<std::string> held;
+    for (const std::string& host : held) ++per_host[host];
+    std::vector<RemoteStandIn::HostShare> shares;
+    held.clear();  // by host, as the stand-ins' clones get their IDs
     for (const auto& [host, count] : per_host) {
-      auto standin = RemoteStandIn::Spawn(*policy_.remote, host, family_.family_id(), count);
-      if (!standin) {
-        std::fprintf(stderr, "flurry: sf_request_ticket: %s: %s\n", host.c_str(),
-                     standin.error().message().c_str());
-        policy_.remote->allocator->Release(std::vector<std::string>(count, host));
-        continue;
-      }
+      shares.push_back({host, count});
       held.insert(held.end(), count, host);
-      standins.push_back(std::move(*standin));
+    }
+    auto spawned = shares.empty()
+                       ? Result<std::vector<RemoteStandIn>>()
+                       : RemoteStandIn::Spawn(*policy_.remote, shares, family_.family_id());
+    if (spawned) {
+      standins = std::move(*spawned);
+    } else {
+      std::fprintf(stderr, "flurry: sf_request_ticket: %s\n", spawned.error().message().c_str());
+      policy_.remote->allocator->Release(held);
+      held.clear();
     }
     granted = static_cast<int32_t>(held.size());
     remote = RemoteReservation(policy_.remote->allocator, std::move(held));

@@ -22,22 +22,21 @@ void OwnedProcess::Kill() {
   pidfd_.Reset();
 }
 
-std::vector<std::string> RemoteStandInCommandLine(const RemoteCloneConfig& config,
-                                                  const std::string& host, uint64_t family_id,
-                                                  int32_t count) {
+std::vector<std::string> RemoteStandInCommandLine(
+    const RemoteCloneConfig& config, const std::vector<RemoteStandIn::HostShare>& shares,
+    uint64_t family_id) {
   std::vector<std::string> argv = {config.remote_binary,
                                    "--cluster",
                                    config.cluster_file,
                                    "--member",
                                    config.member,
-                                   "--host",
-                                   host,
                                    "--family",
                                    fmt::format("{:x}", family_id),
-                                   "--count",
-                                   std::to_string(count),
                                    "--parent-pid",
                                    std::to_string(getpid())};
+  for (const RemoteStandIn::HostShare& share : shares) {
+    argv.insert(argv.end(), {"--host", share.host, "--count", std::to_string(share.count)});
+  }
   if (!config.prefix_output) argv.push_back("--no-clone-prefix");
   if (config.memory_stats) argv.push_back("--memory-stats");
   if (config.prefetch_pages != 0) {
@@ -51,25 +50,31 @@ std::vector<std::string> RemoteStandInCommandLine(const RemoteCloneConfig& confi
   return argv;
 }
 
-Result<RemoteStandIn> RemoteStandIn::Spawn(const RemoteCloneConfig& config, const std::string& host,
-                                           uint64_t family_id, int32_t count) {
-  const std::vector<std::string> args = RemoteStandInCommandLine(config, host, family_id, count);
+Result<std::vector<RemoteStandIn>> RemoteStandIn::Spawn(const RemoteCloneConfig& config,
+                                                        const std::vector<HostShare>& shares,
+                                                        uint64_t family_id) {
+  const std::vector<std::string> args = RemoteStandInCommandLine(config, shares, family_id);
 
-  RemoteStandIn standin;
-  standin.host_ = host;
-  // The stand-in's ends: the control pipe's read end, then one outcome channel per clone.
+  std::vector<RemoteStandIn> standins;
+  for (size_t k = 0; k < shares.size(); ++k) standins.push_back(RemoteStandIn());
+  // The process's ends, share after share: the control pipe's read end, then one outcome
+  // channel per clone.
   std::vector<UniqueFd> theirs;
-  int control[2];
-  if (pipe2(control, O_CLOEXEC) != 0) return FailErrno("a stand-in's control pipe");
-  theirs.emplace_back(control[0]);
-  standin.control_.Reset(control[1]);
-  for (int32_t i = 0; i < count; ++i) {
-    int channel[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
-      return FailErrno("the outcome channel of a remote clone");
+  for (size_t k = 0; k < shares.size(); ++k) {
+    RemoteStandIn& standin = standins[k];
+    standin.host_ = shares[k].host;
+    int control[2];
+    if (pipe2(control, O_CLOEXEC) != 0) return FailErrno("a stand-in's control pipe");
+    theirs.emplace_back(control[0]);
+    standin.control_.Reset(control[1]);
+    for (int32_t i = 0; i < shares[k].count; ++i) {
+      int channel[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+        return FailErrno("the outcome channel of a remote clone");
+      }
+      standin.channels_.emplace_back(channel[0]);
+      theirs.emplace_back(channel[1]);
     }
-    standin.channels_.emplace_back(channel[0]);
-    theirs.emplace_back(channel[1]);
   }
   // They may sit on low numbers that a dup2 below overwrites: move them above first.
   std::vector<UniqueFd> high;
@@ -84,14 +89,25 @@ Result<RemoteStandIn> RemoteStandIn::Spawn(const RemoteCloneConfig& config, cons
   }
   auto spawned = SpawnWithDefaultSignals(args, &actions);
   posix_spawn_file_actions_destroy(&actions);
-  standin.pid_ = FLURRY_TRY(std::move(spawned));
-  standin.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, standin.pid_, 0)));
+  const pid_t pid = FLURRY_TRY(std::move(spawned));
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   // ESRCH: it has ended already (and was reaped: SIGCHLD is ignored in a VMM). It keeps its
   // slots; at sf_clone its clones read EOF on their channels and are LOST.
-  if (!standin.pidfd_.valid() && errno != ESRCH) {
+  if (!pidfd.valid() && errno != ESRCH) {
+    syscall(SYS_kill, pid, SIGKILL);  // nobody could end it later
     return FailErrno("pidfd_open for a remote clones' stand-in");
   }
-  return standin;
+  for (RemoteStandIn& standin : standins) {
+    standin.pid_ = pid;
+    if (pidfd.valid()) {
+      standin.pidfd_.Reset(fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 0));
+      if (!standin.pidfd_.valid()) {
+        syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+        return FailErrno("duplicating a stand-in's pidfd");
+      }
+    }
+  }
+  return standins;
 }
 
 RemoteStandIn::~RemoteStandIn() {

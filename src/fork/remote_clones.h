@@ -98,16 +98,26 @@ class OwnedProcess {
 // The local stand-in of the clones a ticket puts on one host, started at sf_request_ticket so
 // that its start (dynamic linking, connecting, the TLS handshake) is paid before sf_clone. It
 // waits on its control pipe for the clone instant's page server, key and clone IDs (Start),
-// then runs the clones; closing the pipe before that ends it.
+// then runs the clones; closing the pipe before that ends it. One flurry-remote process serves
+// all the hosts of a ticket (a thread each): each host has a RemoteStandIn of its own here,
+// with its control pipe and channels, and all of them the same process.
 class RemoteStandIn {
  public:
-  // Starts the stand-in for `count` clones on `host` (posix_spawn: no copy of the VMM's page
-  // tables). Its fd 3 is the control pipe; clone i's outcome channel is its fd 4 + i.
-  static Result<RemoteStandIn> Spawn(const RemoteCloneConfig& config, const std::string& host,
-                                     uint64_t family_id, int32_t count);
+  struct HostShare {
+    std::string host;
+    int32_t count = 0;
+  };
+  // Starts one flurry-remote process for the clones of `shares` (posix_spawn: no copy of the
+  // VMM's page tables) and returns a stand-in per share, in order. The process's descriptors
+  // from 3 on are, share after share, that share's control pipe then one outcome channel per
+  // clone.
+  static Result<std::vector<RemoteStandIn>> Spawn(const RemoteCloneConfig& config,
+                                                  const std::vector<HostShare>& shares,
+                                                  uint64_t family_id);
   RemoteStandIn(RemoteStandIn&&) noexcept = default;
   RemoteStandIn& operator=(RemoteStandIn&&) noexcept = default;
-  // One that was never started (its ticket released first) is killed.
+  // One that was never started (its ticket released first) kills the process (and so the
+  // ticket's other hosts' clones: a ticket's stand-ins end together).
   ~RemoteStandIn();
   // In a process forked from the VMM: close the handles, leave the stand-in to the parent.
   void Forget();
@@ -131,9 +141,9 @@ class RemoteStandIn {
 };
 
 // The command line of a stand-in (argv[0] included).
-std::vector<std::string> RemoteStandInCommandLine(const RemoteCloneConfig& config,
-                                                  const std::string& host, uint64_t family_id,
-                                                  int32_t count);
+std::vector<std::string> RemoteStandInCommandLine(
+    const RemoteCloneConfig& config, const std::vector<RemoteStandIn::HostShare>& shares,
+    uint64_t family_id);
 
 // The local address the hosts reach this machine at: the source address of a route to `peer`
 // ("IP:PORT"), with port 0.
