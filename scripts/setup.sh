@@ -9,6 +9,8 @@ PACKAGES=(
   libfmt-dev libcli11-dev libspdlog-dev
   protobuf-compiler libprotobuf-dev nlohmann-json3-dev
   libxxhash-dev libzstd-dev
+  # src/net: SHA-256 and AES-GCM for the page server's hello and pushes (static libnettle.a)
+  nettle-dev
   # src/cluster: the cluster's mutual-TLS CA and member certificates (OpenSSL's libcrypto, the
   # static libcrypto.a for the -static flurry binary; libssl for flurryd's TLS)
   libssl-dev

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <thread>
+#include <vector>
 
 #include "net/page_client.h"
 #include "net/page_server.h"
@@ -354,6 +355,44 @@ TEST(PushKeyTest, DependsOnThePageKeyAndTheSession) {
   std::copy_n(a.bytes.begin(), raw.size(), raw.begin());
   EXPECT_NE(*DerivePushKey(a, 1), raw);
   EXPECT_NE(*a.HelloProof(), a.bytes);
+}
+
+// Known answers, computed with OpenSSL's EVP (AES-128-GCM with the datagram as associated
+// data; SHA-256), an implementation independent of the one in page_push.cc: the tag covers
+// the header with its tag zeroed, then the payload.
+TEST(PushTagTest, MatchesAnIndependentAesGcm) {
+  PushKey key{};
+  for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(i);
+  PushHeader header{};
+  header.magic = 0x12345678;
+  header.version = 1;
+  header.count = 2;
+  header.session = 0x1122334455667788ULL;
+  header.sequence = 42;
+  header.first_page = 100;
+  header.zero_mask = 2;
+  header.payload_bytes = 4096;
+  header.tag.fill(0xee);  // not covered
+  std::vector<uint8_t> payload(4096);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7);
+  const std::array<uint8_t, kPushTagBytes> expected = {0x40, 0x27, 0x0a, 0xe4, 0xcf, 0xc9,
+                                                       0x3a, 0xd8, 0x96, 0xea, 0xe2, 0xc7,
+                                                       0xf4, 0xb4, 0x7c, 0xf2};
+  EXPECT_EQ(PushTag(key, header, payload.data(), payload.size()), expected);
+  // Any change of header or payload changes it.
+  payload[4095] ^= 1;
+  EXPECT_NE(PushTag(key, header, payload.data(), payload.size()), expected);
+  payload[4095] ^= 1;
+  header.first_page = 101;
+  EXPECT_NE(PushTag(key, header, payload.data(), payload.size()), expected);
+}
+
+TEST(LabelledDigestTest, IsTheSha256OfLabelThenData) {
+  const auto digest = LabelledDigest("flurry label", "abc");
+  ASSERT_TRUE(digest.has_value());
+  std::string hex;
+  for (uint8_t b : *digest) hex += fmt::format("{:02x}", b);
+  EXPECT_EQ(hex, "bb0ad6133b0e6e26e7443a89717a231271fd38ff4a1a15ef1a1109b72c35b3de");
 }
 
 }  // namespace
