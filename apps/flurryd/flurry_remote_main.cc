@@ -199,12 +199,31 @@ Common LoadCommon(const Settings& settings) {
   return common;
 }
 
-// The clones' output, whole chunks at a time whatever host they come from.
+// The clones' output and this program's own lines, whole chunks at a time whatever host
+// they come from.
 std::mutex output_mutex;
+
+void Tell(const std::string& line) {
+  std::lock_guard lock(output_mutex);
+  WriteAll(2, line);
+}
 
 // Runs one host's clones to their end (the thread of that host). Returns the exit status the
 // stand-in would have for it alone.
 int RunHost(const HostJob& job, const Settings& settings, const Common& common) {
+  // This host's descriptors, closed when its part ends (however it ends), so that the
+  // parent's sf_join sees its clones end (LOST) at once, whatever the other hosts' threads
+  // still do. A channel handed to a writer thread is that thread's to close.
+  struct Descriptors {
+    const HostJob& job;
+    std::vector<bool> handed;
+    ~Descriptors() {
+      close(job.control_fd);
+      for (int32_t i = 0; i < job.count; ++i) {
+        if (!handed[static_cast<size_t>(i)]) close(job.control_fd + 1 + i);
+      }
+    }
+  } descriptors{job, std::vector<bool>(static_cast<size_t>(job.count), false)};
   // Clone ID -> its outcome channel; closed once its outcome is written. Empty until sf_clone
   // names the IDs.
   std::map<int32_t, int> channels;
@@ -232,12 +251,10 @@ int RunHost(const HostJob& job, const Settings& settings, const Common& common) 
   auto lost = [&](const std::string& why) {
     if (channels.empty() && !await_clone()) return 1;
     if (channels.empty()) {
-      std::fprintf(stderr, "flurry: %d clone(s) on %s lost: %s\n", job.count, job.host_name.c_str(),
-                   why.c_str());
+      Tell(fmt::format("flurry: {} clone(s) on {} lost: {}\n", job.count, job.host_name, why));
     }
     for (const auto& [id, fd] : channels) {
-      std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", id, job.host_name.c_str(),
-                   why.c_str());
+      Tell(fmt::format("flurry: clone {} on {} lost: {}\n", id, job.host_name, why));
     }
     return 1;
   };
@@ -284,18 +301,19 @@ int RunHost(const HostJob& job, const Settings& settings, const Common& common) 
       outcome.signal = o.signal();
       outcome.result.assign(o.result().begin(), o.result().end());
       if (!o.diagnostic().empty()) {
-        std::fprintf(stderr, "flurry: clone %d on %s lost: %s\n", event.clone_id(),
-                     job.host_name.c_str(), o.diagnostic().c_str());
+        Tell(fmt::format("flurry: clone {} on {} lost: {}\n", event.clone_id(), job.host_name,
+                         o.diagnostic()));
       }
       // Written by a thread of its own ("flurry-outcome"): the parent's sf_join reads the
       // channels in ID order, so a large result for a later clone must not hold up the
       // outcomes of earlier ones behind a full socket buffer.
+      descriptors.handed[static_cast<size_t>(channel->second - job.control_fd - 1)] = true;
       writers.emplace_back(
           [id = event.clone_id(), fd = channel->second, outcome = std::move(outcome)] {
             pthread_setname_np(pthread_self(), "flurry-outcome");
             if (auto sent = flurry::SendOutcome(fd, outcome); !sent) {
-              std::fprintf(stderr, "flurry: clone %d: passing its outcome on: %s\n", id,
-                           sent.error().message().c_str());
+              Tell(fmt::format("flurry: clone {}: passing its outcome on: {}\n", id,
+                               sent.error().message()));
             }
             close(fd);
           });
@@ -366,10 +384,15 @@ int main(int argc, char** argv) {
   std::vector<int> results(jobs.size(), 0);
   std::vector<std::thread> threads;
   for (size_t k = 1; k < jobs.size(); ++k) {
-    threads.emplace_back([&, k] {
+    auto run = [&, k] {
       pthread_setname_np(pthread_self(), "flurry-host");
       results[k] = RunHost(jobs[k], settings, common);
-    });
+    };
+    try {
+      threads.emplace_back(run);
+    } catch (const std::system_error&) {
+      run();  // out of threads: this host's clones run after the ones before it
+    }
   }
   results[0] = RunHost(jobs[0], settings, common);
   for (std::thread& thread : threads) thread.join();

@@ -64,8 +64,9 @@ struct KernelSigaction {
   __builtin_unreachable();
 }
 
-// Raw system calls only: libc's wrappers may be intercepted (sanitizers) or touch state the
-// parent's threads share.
+// System calls through syscall(2) only: libc's wrappers may be intercepted (sanitizers) or
+// touch state the parent's threads share. (syscall(2) sets errno in the TLS of the calling
+// thread, which is suspended until the exec; SpawnTied resolves syscall's PLT entry first.)
 int RunTiedChild(void* arg) {
   auto* plan = static_cast<TiedPlan*>(arg);
   // Handlers are the parent's code: none may run here, so the dispositions go back to the
@@ -117,6 +118,7 @@ Result<pid_t> SpawnTied(const TiedSpawn& spec) {
                 spec.work_dir.empty() ? nullptr : spec.work_dir.c_str(),
                 getpid(),
                 0};
+  (void)syscall(SYS_getpid);  // bound now, not by the lazy resolver in the child
   constexpr size_t kStackBytes = 64 * 1024;
   auto stack = std::make_unique_for_overwrite<uint8_t[]>(kStackBytes);
   // Every signal blocked across the clone: the child must not run a handler before it has

@@ -93,8 +93,8 @@ Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
     if (!sources[i].valid()) return FailErrno("preparing the clone's descriptors");
     program.fds.push_back(sources[i].get());
   }
+  // In a process group of its own (Kill ends the group), tied to this thread.
   const pid_t pid = FLURRY_TRY_CTX(SpawnTied(program), "starting the clone VMM");
-  setpgid(pid, pid);  // as the child does: whichever runs first
   CloneRunner runner;
   runner.pid_ = pid;
   runner.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));

@@ -458,11 +458,13 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
   // is now, as sf_clone's), so that its clones can go there. Without one they run here (so do
   // those of a VM of several processes: only sf_clone's clones of one process go elsewhere).
   std::optional<ForkHost::ServedMemory> served;
+  OwnedProcess page_server;  // killed if the checkpoint fails below
   if (policy_.remote && !host.HasOtherProcesses()) {
     auto serving =
         host.ServeForRemoteClones(*state, policy_.remote->serve_bind, policy_.remote->push_pages);
     if (serving) {
       served = std::move(*serving);
+      page_server = OwnedProcess(std::move(served->pidfd));
     } else {
       std::fprintf(stderr, "flurry: sf_checkpoint_parent: its clones will run on this host: %s\n",
                    serving.error().message().c_str());
@@ -478,14 +480,17 @@ SyscallResult ForkController::Checkpoint(SyscallContext& context, const SyscallA
   auto snapshot = ForkSnapshot(host, 0, 0, /*detached=*/false, &clone_id);
   if (clone_id == 0) host.ForgetGathered();
   if (!snapshot) return ErrnoFrom(snapshot.error());
-  if (clone_id != 0) return StartClone(host, std::move(*state), clone_id);
+  if (clone_id != 0) {
+    page_server.Forget();  // the parent's
+    return StartClone(host, std::move(*state), clone_id);
+  }
   auto record = std::make_shared<CheckpointRecord>();
   record->control = std::move(snapshot->first);
   record->pid = snapshot->second;
   if (served) {
     record->served_address = served->address;
     record->served_key = served->key;
-    record->page_server = OwnedProcess(std::move(served->pidfd));
+    record->page_server = std::move(page_server);
   }
   checkpoints_[id] = std::move(record);
   return SyscallResult::Return(0);
@@ -499,9 +504,10 @@ SyscallResult ForkController::CreateClones(const SyscallArgs& args) {
   if (it == tickets_.end()) return SyscallResult::Errno(EINVAL);
   Ticket& ticket = it->second;
   if (ticket.cloned) return SyscallResult::Errno(EALREADY);
-  ticket.checkpoint = checkpoint;  // its clones need it until the ticket is released
-  // A cluster ticket's clones of a served checkpoint go to their hosts, as sf_clone's do.
+  // A cluster ticket's clones of a served checkpoint go to their hosts, as sf_clone's do (the
+  // ticket is used from then on, whatever happens to them).
   if (!ticket.remote.empty() && checkpoint->page_server.valid()) {
+    ticket.checkpoint = checkpoint;  // its clones need it until the ticket is released
     return StartRemoteClones(ticket, checkpoint->served_address, checkpoint->served_key);
   }
   // Otherwise they run on this host: a cluster ticket's slots and stand-ins go back first.
@@ -514,6 +520,7 @@ SyscallResult ForkController::CreateClones(const SyscallArgs& args) {
   if (!spawned) return ErrnoFrom(spawned.error());
   ticket.cloned = true;
   ticket.first_id = first_id;
+  ticket.checkpoint = checkpoint;  // its clones die with the snapshot process
   AdoptSpawned(ticket, std::move(*spawned));
   return SyscallResult::Return(0);
 }

@@ -125,7 +125,10 @@ void RemoteStandIn::Forget() {
 Result<std::vector<SpawnedClone>> RemoteStandIn::Start(const std::string& page_server,
                                                        const std::string& key,
                                                        const std::vector<int32_t>& ids) {
+  // A failure closes the control pipe: the stand-in's thread for this host ends at once (its
+  // clones are LOST) instead of waiting for the ticket's end.
   if (ids.size() != channels_.size()) {
+    control_.Reset();
     return Fail("{} clone IDs for a stand-in of {} clones", ids.size(), channels_.size());
   }
   // Everything that can fail comes before the stand-in is told to run the clones.
@@ -136,7 +139,11 @@ Result<std::vector<SpawnedClone>> RemoteStandIn::Start(const std::string& page_s
     clone.pid = pid_;
     if (pidfd_.valid()) {  // else it is gone already (Spawn)
       clone.pidfd.Reset(fcntl(pidfd_.get(), F_DUPFD_CLOEXEC, 0));
-      if (!clone.pidfd.valid()) return FailErrno("duplicating a stand-in's pidfd");
+      if (!clone.pidfd.valid()) {
+        const auto error = FailErrno("duplicating a stand-in's pidfd");
+        control_.Reset();
+        return error;
+      }
     }
     clones.push_back(std::move(clone));
   }

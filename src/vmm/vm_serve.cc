@@ -70,7 +70,11 @@ Result<ForkHost::ServedMemory> Vm::ServeDescriptor(const VmDescriptor& descripto
   if (pid == 0) {
     // The page server: serves until this VM is gone and no restored VM is connected.
     prctl(PR_SET_NAME, "flurry-pages");
-    ForgetGuestPipes();       // the VM's pipes must see end of file without it
+    ForgetGuestPipes();  // the VM's pipes must see end of file without it
+    // The VM's tickets, checkpoints and outcome channel are the VM's: their snapshot processes
+    // end when the VM lets go of them (sf_join, sf_release_checkpoint), and its parent hears
+    // of its end, whatever this server still serves.
+    fork_.BecomeGuestProcess();
     signal(SIGINT, SIG_IGN);  // a ^C meant for the VM's terminal is not for the server
     // It may outlive the VM: it must not hold the VM's stdio (a pipe reader would wait for it).
     if (int null = open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {

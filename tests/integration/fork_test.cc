@@ -273,31 +273,6 @@ TEST(ForkCheckpoint, ClonesSeeTheCheckpointNotLaterWrites) {
       << r.Describe();
 }
 
-// The snapshot processes (checkpoints' and tickets' frozen VMs) among this test's descendants.
-int LiveSnapshotProcesses() {
-  std::map<pid_t, ProcStat> all;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (auto st = ReadProcStat(std::stoi(name))) all[std::stoi(name)] = *st;
-  }
-  std::set<pid_t> tree{getpid()};
-  for (bool grew = true; grew;) {
-    grew = false;
-    for (const auto& [pid, st] : all) {
-      if (tree.count(st.ppid) != 0 && tree.insert(pid).second) grew = true;
-    }
-  }
-  int count = 0;
-  for (pid_t pid : tree) {
-    auto it = all.find(pid);
-    if (it != all.end() && it->second.comm == "flurry-snapshot" && it->second.state != 'Z') {
-      ++count;
-    }
-  }
-  return count;
-}
-
 // sf_release_checkpoint: the clones already made from the checkpoint run on to their end; the
 // checkpoint's snapshot process goes once they are joined, and a VM that takes and releases
 // checkpoints keeps only those it holds (tests/guest/fork_checkpoint_release.c).
@@ -306,10 +281,13 @@ TEST(ForkCheckpoint, AReleasedCheckpointsCopyEndsAfterItsClones) {
   Background vm(
       {"run", "--timeout", "120s", "--dir", dir.path().string(), Guest("fork_checkpoint_release")});
   ASSERT_TRUE(vm.WaitForLine("holding 1 checkpoint", 90s)) << vm.out() << vm.err();
-  // 22 checkpoints were taken, 21 released: one snapshot process is left (they end a moment
+  // 23 checkpoints were taken, 22 released: one snapshot process is left (they end a moment
   // after their release).
   int live = -1;
-  for (int i = 0; i < 2000 && (live = LiveSnapshotProcesses()) != 1; ++i) usleep(10'000);
+  for (int i = 0; i < 2000 && (live = LiveDescendantsNamed(vm.pid(), "flurry-snapshot")) != 1;
+       ++i) {
+    usleep(10'000);
+  }
   EXPECT_EQ(live, 1);
   WriteFile(dir.path() / "done", "");
   const RunResult r = vm.Wait();

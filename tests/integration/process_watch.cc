@@ -62,7 +62,7 @@ ProcessWatch::~ProcessWatch() {
   if (thread_.joinable()) thread_.join();
 }
 
-void ProcessWatch::Poll() {
+std::map<pid_t, ProcStat> Descendants(pid_t root) {
   std::map<pid_t, ProcStat> all;
   if (DIR* dir = opendir("/proc")) {
     while (dirent* entry = readdir(dir)) {
@@ -72,18 +72,33 @@ void ProcessWatch::Poll() {
     }
     closedir(dir);
   }
-  // Descendants of this process, whatever the depth.
-  std::set<pid_t> tree{getpid()};
+  std::set<pid_t> tree{root};
   for (bool grew = true; grew;) {
     grew = false;
     for (const auto& [pid, st] : all) {
       if (tree.count(st.ppid) != 0 && tree.insert(pid).second) grew = true;
     }
   }
-  std::lock_guard lock(mutex_);
+  std::map<pid_t, ProcStat> descendants;
   for (pid_t pid : tree) {
-    if (pid == getpid()) continue;
-    const ProcStat& st = all[pid];
+    if (pid != root && all.count(pid) != 0) descendants[pid] = all[pid];
+  }
+  return descendants;
+}
+
+int LiveDescendantsNamed(pid_t root, const std::string& comm) {
+  int count = 0;
+  for (const auto& [pid, st] : Descendants(root)) {
+    if (st.comm == comm && st.state != 'Z') ++count;
+  }
+  return count;
+}
+
+void ProcessWatch::Poll() {
+  // Descendants of this process, whatever the depth.
+  const std::map<pid_t, ProcStat> tree = Descendants(getpid());
+  std::lock_guard lock(mutex_);
+  for (const auto& [pid, st] : tree) {
     if (preexisting_.count({pid, st.start_time}) != 0) continue;
     seen_.try_emplace({pid, st.start_time}, Seen{pid, st.start_time, st.comm});
   }

@@ -58,6 +58,10 @@ struct ProcStat {
   std::string comm;
 };
 std::optional<ProcStat> ReadProcStat(pid_t pid);
+// The processes below `root` (its children, theirs, ...), by pid.
+std::map<pid_t, ProcStat> Descendants(pid_t root);
+// How many of them are called `comm` and not zombies.
+int LiveDescendantsNamed(pid_t root, const std::string& comm);
 
 // The address of `name` in the symbol table of the ELF file `path` (0 when absent).
 uint64_t ElfSymbol(const std::string& path, const std::string& name);

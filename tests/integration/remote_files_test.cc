@@ -16,6 +16,7 @@
 #include "ctl_support.h"
 #include "harness.h"
 #include "netns_support.h"
+#include "process_watch.h"
 #include "remote_cluster_support.h"
 
 namespace {
@@ -150,6 +151,47 @@ TEST(RemoteClones, ClonesOfACheckpointRunOnTheHosts) {
   }
   EXPECT_EQ(reported, (std::set<int>{1, 2})) << r.Describe();
   EXPECT_GT(cluster.Received(1) - before, 100000u);
+  ExpectOnlyDaemonsLeft(cluster, 1, 20s);
+}
+
+// sf_release_checkpoint in a cluster VM: the checkpoint's clones run on the host to their end,
+// and the released checkpoints' snapshot processes and page servers end (none is held by the
+// page server of a later checkpoint); the one checkpoint kept keeps one of each.
+TEST(RemoteClones, AReleasedCheckpointsCopyAndPageServerEnd) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  TempDir dir;
+  Background vm(RunArgs(
+      cluster, {"--clone-stats", "--dir", dir.path().string(), Guest("fork_checkpoint_release")}));
+  ASSERT_TRUE(vm.WaitForLine("holding 1 checkpoint", 180s)) << vm.out() << vm.err();
+  int snapshots = -1, page_servers = -1;
+  for (int i = 0; i < 2000; ++i) {
+    snapshots = LiveDescendantsNamed(vm.pid(), "flurry-snapshot");
+    page_servers = LiveDescendantsNamed(vm.pid(), "flurry-pages");
+    if (snapshots == 1 && page_servers == 1) break;
+    usleep(10'000);
+  }
+  EXPECT_EQ(snapshots, 1);
+  EXPECT_EQ(page_servers, 1);
+  WriteFile(dir.path() / "done", "");
+  const RunResult r = vm.Wait(120s);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out,
+            "create_clones: 0\n"
+            "release: 0\n"
+            "release again: EINVAL\n"
+            "create_clones after release: EINVAL\n"
+            "clone: kind 1 status 1\n"
+            "clone: kind 1 status 1\n"
+            "20 checkpoints taken and released: yes\n"
+            "holding 1 checkpoint\n"
+            "done\n")
+      << r.Describe();
+  // The two clones ran on host1 (their memory came from the checkpoint's page server).
+  static const std::regex stats(R"(flurry: clone (\d+): memory on demand: faults=\d+ )");
+  int reported = 0;
+  for (const auto& line : Lines(r.err)) reported += std::regex_search(line, stats) ? 1 : 0;
+  EXPECT_EQ(reported, 2) << r.Describe();
   ExpectOnlyDaemonsLeft(cluster, 1, 20s);
 }
 

@@ -51,7 +51,8 @@ int sf_checkpoint_parent(sf_checkpoint_t* checkpoint);
  * the memory the VM had at the checkpoint. Returns 0 in the caller. */
 int sf_create_clones(sf_checkpoint_t checkpoint, sf_ticket_t ticket);
 /* Releases a checkpoint: no more clones can be created from it, and what holds it (its frozen
- * memory) is freed once the clones already created from it have been joined. Returns 0. */
+ * memory) is freed once the clones already created from it have been joined. Returns 0, or
+ * -EINVAL for a checkpoint unknown here (or released already). */
 int sf_release_checkpoint(sf_checkpoint_t checkpoint);
 
 #ifdef __cplusplus
