@@ -61,4 +61,16 @@ inline void ExpectFinished(const RunResult& r, int code) {
   EXPECT_EQ(r.exit_code, code) << r.Describe();
 }
 
+// What tests/guest/fork_checkpoint_release.c prints when every release did what it must.
+inline constexpr const char* kCheckpointReleaseOutput =
+    "create_clones: 0\n"
+    "release: 0\n"
+    "release again: EINVAL\n"
+    "create_clones after release: EINVAL\n"
+    "clone: kind 1 status 1\n"
+    "clone: kind 1 status 1\n"
+    "20 checkpoints taken and released: yes\n"
+    "holding 1 checkpoint\n"
+    "done\n";
+
 }  // namespace flurry_test
