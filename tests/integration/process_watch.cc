@@ -94,6 +94,21 @@ int LiveDescendantsNamed(pid_t root, const std::string& comm) {
   return count;
 }
 
+std::string NetNamespaceOf(pid_t pid) {
+  char target[128];
+  const std::string link = "/proc/" + std::to_string(pid) + "/ns/net";
+  const ssize_t n = readlink(link.c_str(), target, sizeof target);
+  return n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
+}
+
+int LiveProcessesInNetNamespace(const std::string& ns, const std::string& comm) {
+  int count = 0;
+  for (const auto& [pid, st] : Descendants(1)) {
+    if (st.comm == comm && st.state != 'Z' && NetNamespaceOf(pid) == ns) ++count;
+  }
+  return count;
+}
+
 void ProcessWatch::Poll() {
   // Descendants of this process, whatever the depth.
   const std::map<pid_t, ProcStat> tree = Descendants(getpid());

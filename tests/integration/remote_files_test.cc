@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -23,6 +24,9 @@
 namespace {
 
 using namespace flurry_test;
+
+// The seccomp backend's stub process, as /proc shows it (exec'ed from a memfd).
+constexpr const char* kStubComm = "memfd:flurry-st";
 using namespace std::chrono_literals;
 
 // cluster_files's "clone N: sum=S status=X kind=K" lines, by ID.
@@ -174,6 +178,17 @@ TEST(RemoteClones, AReleasedCheckpointsCopyAndPageServerEnd) {
   }
   EXPECT_EQ(snapshots, 1);
   EXPECT_EQ(page_servers, 1);
+  // The guest's stubs (the VM's, and each fork's copy of it) share a network namespace of
+  // their own: none of them may outlive the run, not even the copy made for a page server
+  // killed before it could drive it.
+  std::string stubs_namespace;
+  for (const auto& [pid, st] : Descendants(vm.pid())) {
+    if (st.comm == kStubComm) stubs_namespace = NetNamespaceOf(pid);
+  }
+  const char* backend = std::getenv("FLURRY_BACKEND");
+  if (backend != nullptr && std::string(backend) == "seccomp") {
+    EXPECT_FALSE(stubs_namespace.empty());
+  }
   WriteFile(dir.path() / "done", "");
   const RunResult r = vm.Wait(120s);
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
@@ -184,6 +199,14 @@ TEST(RemoteClones, AReleasedCheckpointsCopyAndPageServerEnd) {
   for (const auto& line : Lines(r.err)) reported += std::regex_search(line, stats) ? 1 : 0;
   EXPECT_EQ(reported, 2) << r.Describe();
   ExpectOnlyDaemonsLeft(cluster, 1, 20s);
+  if (!stubs_namespace.empty()) {
+    int stubs_left = -1;
+    for (int i = 0; i < 300 && stubs_left != 0; ++i) {
+      if (i > 0) usleep(100'000);
+      stubs_left = LiveProcessesInNetNamespace(stubs_namespace, kStubComm);
+    }
+    EXPECT_EQ(stubs_left, 0) << "stubs outlived the VM";
+  }
 }
 
 }  // namespace

@@ -184,6 +184,23 @@ static void check_vmm_alive(void) {
   if (word & FUTEX_OWNER_DIED_BIT) die(1);
 }
 
+/* A stub no VMM has adopted holds 0 in its word. The VMM a fork made for it adopts it within
+ * milliseconds; when that VMM died before it could (a page server killed right after the
+ * fork), nobody ever will, and nothing else would end it (an untied fork has no parent-death
+ * signal): it ends itself once its word has stayed 0 for UNADOPTED_MS. Counted by the callers'
+ * periods: the watchdog's ticks, and the hand-off's timed-out waits (a forked stub waits there
+ * inside its signal handler, where SIGALRM is blocked). */
+#define UNADOPTED_MS 10000
+static uint32_t g_unadopted_ms;
+
+static void check_adopted(uint32_t elapsed_ms) {
+  if (SHARED->vmm_alive != 0) {
+    g_unadopted_ms = 0;
+  } else if ((g_unadopted_ms += elapsed_ms) > UNADOPTED_MS) {
+    die(1);
+  }
+}
+
 static void start_watchdog(void) {
   struct stub_itimerval t = {{0, WATCHDOG_MS * 1000}, {0, WATCHDOG_MS * 1000}};
   SYS3(__NR_setitimer, ITIMER_REAL, &t, 0);
@@ -216,9 +233,10 @@ static void hand_off(volatile struct flurry_stub_shared* s, uint32_t event) {
   for (;;) {
     __atomic_store_n(&s->stub_waiting, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&s->turn, __ATOMIC_SEQ_CST) == FLURRY_STUB_TURN_STUB) break;
-    SYS4(__NR_futex, &s->turn, FUTEX_WAIT, FLURRY_STUB_TURN_VMM, &timeout);
+    const long waited = SYS4(__NR_futex, &s->turn, FUTEX_WAIT, FLURRY_STUB_TURN_VMM, &timeout);
     if (__atomic_load_n(&s->turn, __ATOMIC_SEQ_CST) == FLURRY_STUB_TURN_STUB) break;
     check_vmm_alive();
+    if (waited == -110 /* ETIMEDOUT */) check_adopted(100);
   }
   __atomic_store_n(&s->stub_waiting, 0, __ATOMIC_SEQ_CST);
 }
@@ -426,6 +444,7 @@ static void on_signal(int sig, struct stub_siginfo* si, void* ucv) {
   uint32_t event;
   if (sig == SIGALRM) {
     check_vmm_alive();
+    check_adopted(WATCHDOG_MS);
     return;
   }
   if (sig == SIGSYS) {
