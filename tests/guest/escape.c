@@ -219,6 +219,9 @@ static __attribute__((noreturn)) void do_swap_page(uint64_t insn) {
   long fd = site6(insn, SYS_memfd_create, (long)"x", 0, 0, 0, 0, 0);
   site6(insn, SYS_ftruncate, fd, STUB_SHARED_SIZE, 0, 0, 0, 0);
   site6(insn, SYS_mmap, STUB_SHARED, STUB_SHARED_SIZE, 3, 0x11 /* SHARED|FIXED */, fd, 0);
+  // A liveness word that names someone (vmm_alive, offset 120): the stub waits for the VMM
+  // as long as it likes, instead of ending itself as an unadopted stub (word 0) does.
+  *(volatile uint32_t*)(STUB_SHARED + 120) = 1;
   // Syscalls now go to a page the VMM does not see.
   for (;;) RAW3(SYS_getpid, 0, 0, 0);
 }

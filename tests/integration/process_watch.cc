@@ -33,10 +33,11 @@ std::optional<ProcStat> ReadProcStat(pid_t pid) {
   st.comm = text.substr(open + 1, close - open - 1);
   std::istringstream rest(text.substr(close + 1));
   std::string field;
-  // Fields after comm: 3 state, 4 ppid, ..., 22 starttime.
+  // Fields after comm: 3 state, 4 ppid, 5 pgrp, 6 session, ..., 22 starttime.
   for (int index = 3; index <= 22 && rest >> field; ++index) {
     if (index == 3) st.state = field.empty() ? '?' : field[0];
     if (index == 4) st.ppid = static_cast<pid_t>(std::atoll(field.c_str()));
+    if (index == 6) st.session = static_cast<pid_t>(std::atoll(field.c_str()));
     if (index == 22) st.start_time = std::strtoull(field.c_str(), nullptr, 10);
   }
   return st;
@@ -94,17 +95,10 @@ int LiveDescendantsNamed(pid_t root, const std::string& comm) {
   return count;
 }
 
-std::string NetNamespaceOf(pid_t pid) {
-  char target[128];
-  const std::string link = "/proc/" + std::to_string(pid) + "/ns/net";
-  const ssize_t n = readlink(link.c_str(), target, sizeof target);
-  return n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
-}
-
-int LiveProcessesInNetNamespace(const std::string& ns, const std::string& comm) {
+int LiveProcessesInSession(pid_t sid) {
   int count = 0;
-  for (const auto& [pid, st] : Descendants(1)) {
-    if (st.comm == comm && st.state != 'Z' && NetNamespaceOf(pid) == ns) ++count;
+  for (const auto& [pid, st] : Descendants(0)) {
+    if (st.session == sid && st.state != 'Z') ++count;
   }
   return count;
 }

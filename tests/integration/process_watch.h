@@ -54,6 +54,7 @@ class ProcessWatch {
 struct ProcStat {
   char state = '?';
   pid_t ppid = 0;
+  pid_t session = 0;
   uint64_t start_time = 0;
   std::string comm;
 };
@@ -62,11 +63,9 @@ std::optional<ProcStat> ReadProcStat(pid_t pid);
 std::map<pid_t, ProcStat> Descendants(pid_t root);
 // How many of them are called `comm` and not zombies.
 int LiveDescendantsNamed(pid_t root, const std::string& comm);
-// The network namespace of `pid` ("net:[4026532245]"; empty when it is gone).
-std::string NetNamespaceOf(pid_t pid);
-// The live processes anywhere on this machine called `comm` in network namespace `ns`
-// (whoever their parent is now: an orphan has init).
-int LiveProcessesInNetNamespace(const std::string& ns, const std::string& comm);
+// The live processes anywhere on this machine in session `sid` (whoever their parent is now:
+// an orphan has init, and keeps its session).
+int LiveProcessesInSession(pid_t sid);
 
 // The address of `name` in the symbol table of the ELF file `path` (0 when absent).
 uint64_t ElfSymbol(const std::string& path, const std::string& name);

@@ -24,9 +24,6 @@
 namespace {
 
 using namespace flurry_test;
-
-// The seccomp backend's stub process, as /proc shows it (exec'ed from a memfd).
-constexpr const char* kStubComm = "memfd:flurry-st";
 using namespace std::chrono_literals;
 
 // cluster_files's "clone N: sum=S status=X kind=K" lines, by ID.
@@ -178,16 +175,16 @@ TEST(RemoteClones, AReleasedCheckpointsCopyAndPageServerEnd) {
   }
   EXPECT_EQ(snapshots, 1);
   EXPECT_EQ(page_servers, 1);
-  // The guest's stubs (the VM's, and each fork's copy of it) share a network namespace of
-  // their own: none of them may outlive the run, not even the copy made for a page server
-  // killed before it could drive it.
-  std::string stubs_namespace;
+  // The guest's stubs (seccomp backend: the VM's, and each fork's copy of it) share a session
+  // of their own (the first stub's setsid): none of them may outlive the run, not even the
+  // copy made for a page server killed before it could drive it.
+  pid_t stubs_session = 0;
   for (const auto& [pid, st] : Descendants(vm.pid())) {
-    if (st.comm == kStubComm) stubs_namespace = NetNamespaceOf(pid);
+    if (st.session == pid) stubs_session = pid;
   }
   const char* backend = std::getenv("FLURRY_BACKEND");
   if (backend != nullptr && std::string(backend) == "seccomp") {
-    EXPECT_FALSE(stubs_namespace.empty());
+    EXPECT_NE(stubs_session, 0) << "no stub found";
   }
   WriteFile(dir.path() / "done", "");
   const RunResult r = vm.Wait(120s);
@@ -199,11 +196,11 @@ TEST(RemoteClones, AReleasedCheckpointsCopyAndPageServerEnd) {
   for (const auto& line : Lines(r.err)) reported += std::regex_search(line, stats) ? 1 : 0;
   EXPECT_EQ(reported, 2) << r.Describe();
   ExpectOnlyDaemonsLeft(cluster, 1, 20s);
-  if (!stubs_namespace.empty()) {
+  if (stubs_session != 0) {
     int stubs_left = -1;
     for (int i = 0; i < 300 && stubs_left != 0; ++i) {
       if (i > 0) usleep(100'000);
-      stubs_left = LiveProcessesInNetNamespace(stubs_namespace, kStubComm);
+      stubs_left = LiveProcessesInSession(stubs_session);
     }
     EXPECT_EQ(stubs_left, 0) << "stubs outlived the VM";
   }

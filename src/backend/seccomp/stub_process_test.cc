@@ -202,7 +202,23 @@ TEST_F(StubProcessTest, TiedForkDiesWithItsParentStub) {
   child->Release();  // only the parent stub's death may end it
   deadline_.reset();
   stub_ = StubProcess();
-  EXPECT_TRUE(WaitForExit(child_pidfd.get()));
+  // At once: well before the 10 s after which a stub nobody adopted ends itself.
+  EXPECT_TRUE(WaitForExit(child_pidfd.get(), 3'000));
+}
+
+// A forked stub whose VMM died before adopting it (nobody ever writes its liveness word) ends
+// itself after 10 s, though the stub it was forked from lives on (docs/protocols/stub.md,
+// "VMM liveness").
+TEST_F(StubProcessTest, AForkNobodyAdoptsEndsItselfAfterTenSeconds) {
+  auto child = stub_.Fork(/*die_with_parent=*/false);
+  ASSERT_TRUE(child.has_value()) << child.error().message();
+  UniqueFd child_pidfd(static_cast<int>(syscall(SYS_pidfd_open, child->pid(), 0)));
+  ASSERT_TRUE(child_pidfd.valid());
+  child->Release();
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(WaitForExit(child_pidfd.get(), 8'000)) << "it must give its VMM time";
+  EXPECT_TRUE(WaitForExit(child_pidfd.get(), 20'000));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
 }
 
 TEST_F(StubProcessTest, DetachedForkOutlivesItsParentStub) {

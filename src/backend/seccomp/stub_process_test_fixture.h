@@ -39,10 +39,10 @@ inline std::vector<pid_t> ChildrenOf(pid_t pid) {
   return out;
 }
 
-// Waits (up to 10 s) for the process behind `pidfd` to end. True if it did.
-inline bool WaitForExit(int pidfd) {
+// Waits (up to `timeout_ms`) for the process behind `pidfd` to end. True if it did.
+inline bool WaitForExit(int pidfd, int timeout_ms = 10'000) {
   pollfd p{pidfd, POLLIN, 0};
-  return poll(&p, 1, 10'000) == 1;
+  return poll(&p, 1, timeout_ms) == 1;
 }
 
 inline void SetRegs(volatile flurry_stub_regs& r, uint64_t rip) {

@@ -24,6 +24,7 @@
  * anywhere. What keeps it in: the filter (all its syscalls trap to the VMM; the stub's site
  * allows only harmless calls), no file descriptors but the shared page's, empty namespaces,
  * no_new_privs. The VMM treats the shared page as untrusted input. */
+#include <asm/errno.h>
 #include <asm/sigcontext.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -236,7 +237,7 @@ static void hand_off(volatile struct flurry_stub_shared* s, uint32_t event) {
     const long waited = SYS4(__NR_futex, &s->turn, FUTEX_WAIT, FLURRY_STUB_TURN_VMM, &timeout);
     if (__atomic_load_n(&s->turn, __ATOMIC_SEQ_CST) == FLURRY_STUB_TURN_STUB) break;
     check_vmm_alive();
-    if (waited == -110 /* ETIMEDOUT */) check_adopted(100);
+    if (waited == -ETIMEDOUT) check_adopted(100);
   }
   __atomic_store_n(&s->stub_waiting, 0, __ATOMIC_SEQ_CST);
 }
@@ -345,6 +346,8 @@ static void become_forked_child(int lane, int die_with_parent) {
   s->vdso_size = vdso_size;
   s->guard_start = guard_start;
   s->guard_end = guard_end;
+  /* Nobody has adopted this stub yet: its own count of that starts now. */
+  g_unadopted_ms = 0;
   /* fork() copied only this thread: the other lanes are gone, their numbers free again. */
   for (int k = 0; k < FLURRY_STUB_MAX_LANES; ++k) {
     g_lane_used[k] = k == lane;
