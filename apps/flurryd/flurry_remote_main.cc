@@ -168,34 +168,22 @@ struct Settings {
   std::string avoid = "all";
 };
 
-// What is loaded once for every host (or why it could not be).
+// What is loaded once for every host.
 struct Common {
-  std::string error;
   uint64_t family = 0;
-  std::optional<flurry::ClusterFile> cluster;
+  flurry::ClusterFile cluster;
   flurry::TlsIdentity identity;
 };
 
-Common LoadCommon(const Settings& settings) {
+flurry::Result<Common> LoadCommon(const Settings& settings) {
   Common common;
   char* end = nullptr;
   common.family = std::strtoull(settings.family_text.c_str(), &end, 16);
-  if (end == nullptr || *end != '\0') {
-    common.error = "--family is not hex";
-    return common;
-  }
-  auto cluster = flurry::LoadClusterFile(settings.cluster_path);
-  if (!cluster) {
-    common.error = cluster.error().message();
-    return common;
-  }
-  auto credentials = flurry::LoadMemberCredentials(cluster->credentials_dir, settings.member);
-  if (!credentials) {
-    common.error = credentials.error().message();
-    return common;
-  }
-  common.identity = {credentials->ca_pem, credentials->cert_pem, credentials->key_pem};
-  common.cluster = std::move(*cluster);
+  if (end == nullptr || *end != '\0') return flurry::Fail("--family is not hex");
+  common.cluster = FLURRY_TRY(flurry::LoadClusterFile(settings.cluster_path));
+  const auto credentials =
+      FLURRY_TRY(flurry::LoadMemberCredentials(common.cluster.credentials_dir, settings.member));
+  common.identity = {credentials.ca_pem, credentials.cert_pem, credentials.key_pem};
   return common;
 }
 
@@ -210,7 +198,7 @@ void Tell(const std::string& line) {
 
 // Runs one host's clones to their end (the thread of that host). Returns the exit status the
 // stand-in would have for it alone.
-int RunHost(const HostJob& job, const Settings& settings, const Common& common) {
+int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<Common>& loaded) {
   // This host's descriptors, closed when its part ends (however it ends), so that the
   // parent's sf_join sees its clones end (LOST) at once, whatever the other hosts' threads
   // still do. A channel handed to a writer thread is that thread's to close.
@@ -259,8 +247,9 @@ int RunHost(const HostJob& job, const Settings& settings, const Common& common) 
     return 1;
   };
 
-  if (!common.error.empty()) return lost(common.error);
-  const flurry::ClusterHost* host = common.cluster->Find(job.host_name);
+  if (!loaded) return lost(loaded.error().message());
+  const Common& common = *loaded;
+  const flurry::ClusterHost* host = common.cluster.Find(job.host_name);
   if (host == nullptr) return lost("no such host in " + settings.cluster_path);
   auto channel = flurry::DaemonChannel(common.identity, host->address, host->name);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(4))) {
@@ -378,7 +367,7 @@ int main(int argc, char** argv) {
     jobs.push_back({hosts[k], counts[k], fd});
     fd += 1 + counts[k];
   }
-  const Common common = LoadCommon(settings);
+  const flurry::Result<Common> common = LoadCommon(settings);
   // A thread per host (the first runs here): each connects, waits for its sf_clone line and
   // pumps its clones' output and outcomes.
   std::vector<int> results(jobs.size(), 0);

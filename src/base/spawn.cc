@@ -12,13 +12,22 @@
 extern char** environ;
 
 namespace flurry {
+namespace {
+
+// `strings` as an execve array (pointers into them), null-terminated.
+std::vector<char*> ExecArray(const std::vector<std::string>& strings) {
+  std::vector<char*> array;
+  for (const std::string& s : strings) array.push_back(const_cast<char*>(s.c_str()));
+  array.push_back(nullptr);
+  return array;
+}
+
+}  // namespace
 
 Result<pid_t> SpawnWithDefaultSignals(const std::vector<std::string>& args,
                                       const posix_spawn_file_actions_t* actions) {
   if (args.empty()) return FailErrno(EINVAL, "spawning a program: no command line");
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
+  std::vector<char*> argv = ExecArray(args);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   sigset_t none;
@@ -105,12 +114,8 @@ Result<pid_t> SpawnTied(const TiedSpawn& spec) {
                        fmt::format("starting {}: fd {} would be overwritten", spec.args[0], fd));
     }
   }
-  std::vector<char*> argv;
-  for (const std::string& a : spec.args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (const std::string& e : spec.environment) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
+  std::vector<char*> argv = ExecArray(spec.args);
+  std::vector<char*> envp = ExecArray(spec.environment);
   TiedPlan plan{argv.data(),
                 envp.data(),
                 spec.fds.data(),

@@ -261,8 +261,8 @@ class LazyPages {
   Bytes stream_buffer_;
   uint64_t marker_page_ = kNoPage;
   std::vector<uint8_t> marker_data_;
-  bool huge_ok_ = false;                // a stage is there and the kernel moves pages
-  Bytes region_buffer_;                 // 2 MiB: a huge region's parts as they arrive
+  bool huge_ok_ = false;  // a stage is there and the kernel moves pages
+  Bytes region_buffer_;   // 2 MiB: a huge region's parts as they arrive
   std::atomic<bool> stream_busy_{false};
 
   // Counters (relaxed atomics: read by stats() from any thread).
