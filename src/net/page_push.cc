@@ -1,6 +1,7 @@
 #include "net/page_push.h"
 
 #include <arpa/inet.h>
+#include <nettle/aes.h>
 #include <nettle/gcm.h>
 #include <nettle/memops.h>
 #include <sys/random.h>
@@ -94,34 +95,55 @@ std::optional<PushKey> DerivePushKey(const PageKey& key, uint64_t session) {
   return out;
 }
 
-std::optional<std::array<uint8_t, kPushTagBytes>> PushTag(const PushKey& key,
-                                                          const PushHeader& header,
-                                                          const uint8_t* payload,
-                                                          size_t payload_bytes) {
+struct PushTagger::Keys {
+  aes128_ctx cipher;
+  gcm_key hash;
+};
+
+PushTagger::PushTagger(const PushKey& key) : keys_(std::make_unique<Keys>()) {
+  aes128_set_encrypt_key(&keys_->cipher, key.data());
+  gcm_set_key(&keys_->hash, &keys_->cipher, reinterpret_cast<nettle_cipher_func*>(aes128_encrypt));
+}
+
+PushTagger::~PushTagger() = default;
+PushTagger::PushTagger(PushTagger&&) noexcept = default;
+PushTagger& PushTagger::operator=(PushTagger&&) noexcept = default;
+
+std::array<uint8_t, kPushTagBytes> PushTagger::Tag(const PushHeader& header, const uint8_t* payload,
+                                                   size_t payload_bytes) const {
   // GMAC: AES-128-GCM with no plaintext and the header (tag zeroed) then the payload as the
   // associated data (Nettle: no per-process setup, unlike OpenSSL's EVP, whose first use
   // costs each clone's VMM milliseconds).
   PushHeader covered = header;
   covered.tag = {};
   const auto nonce = Nonce(header.session, header.sequence);
-  gcm_aes128_ctx gcm;
-  gcm_aes128_set_key(&gcm, key.data());
-  gcm_aes128_set_iv(&gcm, nonce.size(), nonce.data());
+  auto* const encrypt = reinterpret_cast<nettle_cipher_func*>(aes128_encrypt);
+  gcm_ctx message;
+  gcm_set_iv(&message, &keys_->hash, nonce.size(), nonce.data());
   // Nettle takes the data in pieces of whole 16-byte blocks but the last: the header's first
   // 48 bytes, then its last 8 with the payload's first 8, then the rest of the payload.
   static_assert(sizeof(PushHeader) % 16 == 8);
   const auto* bytes = reinterpret_cast<const uint8_t*>(&covered);
   constexpr size_t kWhole = sizeof(PushHeader) - 8;
-  gcm_aes128_update(&gcm, kWhole, bytes);
+  gcm_update(&message, &keys_->hash, kWhole, bytes);
   uint8_t block[16];
   std::memcpy(block, bytes + kWhole, 8);
   const size_t head = std::min<size_t>(8, payload_bytes);
   if (head > 0) std::memcpy(block + 8, payload, head);
-  gcm_aes128_update(&gcm, 8 + head, block);
-  if (payload_bytes > head) gcm_aes128_update(&gcm, payload_bytes - head, payload + head);
+  gcm_update(&message, &keys_->hash, 8 + head, block);
+  if (payload_bytes > head) {
+    gcm_update(&message, &keys_->hash, payload_bytes - head, payload + head);
+  }
   std::array<uint8_t, kPushTagBytes> tag{};
-  gcm_aes128_digest(&gcm, tag.size(), tag.data());
+  gcm_digest(&message, &keys_->hash, &keys_->cipher, encrypt, tag.size(), tag.data());
   return tag;
+}
+
+std::optional<std::array<uint8_t, kPushTagBytes>> PushTag(const PushKey& key,
+                                                          const PushHeader& header,
+                                                          const uint8_t* payload,
+                                                          size_t payload_bytes) {
+  return PushTagger(key).Tag(header, payload, payload_bytes);
 }
 
 Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interface_address,
@@ -140,7 +162,7 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interfac
   if (sender->group_.session == 0) sender->group_.session = 1;
   const auto push_key = DerivePushKey(key, sender->group_.session);
   if (!push_key) return Fail("page pushes: deriving the key");
-  sender->key_ = *push_key;
+  sender->tagger_.emplace(*push_key);
   sender->repush_after_ms_ = static_cast<uint32_t>(std::max<int64_t>(0, repush_after.count()));
   sender->pushed_at_ms_.assign(page_count, 0);
   sender->start_ns_ = MonotonicNs();
@@ -213,12 +235,8 @@ void PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_ma
   header.first_page = first_page;
   header.zero_mask = zero_mask;
   header.payload_bytes = payload_bytes;
-  const auto tag = PushTag(key_, header, payload, payload_bytes);
-  if (!tag) {
-    ++stats_.dropped;
-    return;
-  }
-  header.tag = *tag;
+  const auto tag = tagger_->Tag(header, payload, payload_bytes);
+  header.tag = tag;
   iovec parts[2] = {{&header, sizeof header}, {const_cast<uint8_t*>(payload), payload_bytes}};
   msghdr message{};
   message.msg_iov = parts;
@@ -239,7 +257,7 @@ Result<std::unique_ptr<PushReceiver>> PushReceiver::Join(const PushGroup& group,
   receiver->group_ = group;
   const auto push_key = DerivePushKey(key, group.session);
   if (!push_key) return Fail("page pushes: deriving the key");
-  receiver->key_ = *push_key;
+  receiver->tagger_.emplace(*push_key);
   receiver->page_count_ = page_count;
   receiver->buffer_.resize(kMaxDatagram + 1);
   receiver->fd_.Reset(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -304,8 +322,8 @@ bool PushReceiver::TakeNext(const WantedPages& wanted, std::optional<PushedPages
     return true;
   }
   const uint8_t* body = buffer_.data() + sizeof header;
-  const auto tag = PushTag(key_, header, body, payload);
-  if (!tag || !memeql_sec(tag->data(), header.tag.data(), kPushTagBytes)) {
+  const auto tag = tagger_->Tag(header, body, payload);
+  if (!memeql_sec(tag.data(), header.tag.data(), kPushTagBytes)) {
     ++rejected_;
     return true;
   }

@@ -87,6 +87,22 @@ std::optional<std::array<uint8_t, kPushTagBytes>> PushTag(const PushKey& key,
                                                           const uint8_t* payload,
                                                           size_t payload_bytes);
 
+// PushTag for every datagram of one session: the AES key schedule and the GHASH table (4 KiB)
+// are made once, not per datagram. Immutable once made: any thread.
+class PushTagger {
+ public:
+  explicit PushTagger(const PushKey& key);
+  ~PushTagger();
+  PushTagger(PushTagger&&) noexcept;
+  PushTagger& operator=(PushTagger&&) noexcept;
+  std::array<uint8_t, kPushTagBytes> Tag(const PushHeader& header, const uint8_t* payload,
+                                         size_t payload_bytes) const;
+
+ private:
+  struct Keys;  // Nettle's contexts (kept out of this header)
+  std::unique_ptr<Keys> keys_;
+};
+
 // The page server's side: a UDP socket sending to the group through the interface of
 // `interface_address` (the address the server listens on; the clones reach it there).
 class PushSender {
@@ -117,7 +133,7 @@ class PushSender {
 
   UniqueFd fd_;
   PushGroup group_;
-  PushKey key_{};
+  std::optional<PushTagger> tagger_;
   uint64_t sequence_ = 0;
   uint32_t repush_after_ms_ = 20;
   std::vector<uint32_t> pushed_at_ms_;  // per page: when it was last pushed (0: never)
@@ -142,7 +158,7 @@ class PushReceiver : public PagePushes {
   PushReceiver() = default;
   UniqueFd fd_;
   PushGroup group_;
-  PushKey key_{};
+  std::optional<PushTagger> tagger_;
   uint64_t page_count_ = 0;
   std::vector<uint8_t> buffer_;
   uint64_t bytes_ = 0;
