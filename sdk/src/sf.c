@@ -42,3 +42,6 @@ int sf_create_clones(sf_checkpoint_t checkpoint, sf_ticket_t ticket) {
 int sf_release_checkpoint(sf_checkpoint_t checkpoint) {
   return (int)hypercall(SF_HC_RELEASE_CHECKPOINT, checkpoint, 0, 0);
 }
+int sf_release_ticket(sf_ticket_t ticket) {
+  return (int)hypercall(SF_HC_RELEASE_TICKET, ticket, 0, 0);
+}

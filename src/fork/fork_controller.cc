@@ -86,6 +86,8 @@ SyscallResult ForkController::Handle(SyscallContext& context, const SyscallArgs&
       return SyscallResult::Return(clone_id_);
     case SF_HC_RELEASE_CHECKPOINT:
       return ReleaseCheckpoint(args);
+    case SF_HC_RELEASE_TICKET:
+      return ReleaseTicket(args);
     default:
       return SyscallResult::Errno(ENOSYS);
   }
@@ -531,6 +533,15 @@ SyscallResult ForkController::ReleaseCheckpoint(const SyscallArgs& args) {
   // The snapshot process and page server end here unless a ticket of clones made from the
   // checkpoint still holds them (then when that ticket is joined).
   checkpoints_.erase(found);
+  return SyscallResult::Return(0);
+}
+
+SyscallResult ForkController::ReleaseTicket(const SyscallArgs& args) {
+  auto found = tickets_.find(static_cast<int64_t>(args.arg[0]));
+  if (found == tickets_.end()) return SyscallResult::Errno(EINVAL);
+  if (found->second.cloned) return SyscallResult::Errno(EALREADY);  // sf_join releases it
+  // A cluster VM's ticket gives its slots back to the allocator, and its stand-in ends.
+  tickets_.erase(found);
   return SyscallResult::Return(0);
 }
 

@@ -187,6 +187,7 @@ class ForkController {
   SyscallResult Checkpoint(SyscallContext& context, const SyscallArgs& args, ForkHost& host);
   SyscallResult CreateClones(const SyscallArgs& args);
   SyscallResult ReleaseCheckpoint(const SyscallArgs& args);
+  SyscallResult ReleaseTicket(const SyscallArgs& args);
 
   // Forks a snapshot process. Returns the owner's control socket in the parent; in a clone
   // (which returns through here) fills *clone_id.

@@ -155,11 +155,18 @@ TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
   config->allocator = allocator;
   config->remote_binary = "/bin/true";  // each host's stand-in starts with the ticket
   Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
-  EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 10)), 3);
+  const int64_t first = Hc(SF_HC_REQUEST_TICKET, 10);
+  EXPECT_EQ(Hc(SF_HC_TICKET_INFO, first), 3);
   EXPECT_EQ(allocator->reserved("host1"), 2);
   EXPECT_EQ(allocator->reserved("host2"), 1);
   // The cluster is full; the local host's memory does not count.
   EXPECT_EQ(Hc(SF_HC_REQUEST_TICKET, 1), -EAGAIN);
+  // An unused ticket given back frees its slots for the next request.
+  EXPECT_EQ(Hc(SF_HC_RELEASE_TICKET, first), 0);
+  EXPECT_EQ(allocator->reserved("host1"), 0);
+  EXPECT_EQ(allocator->reserved("host2"), 0);
+  EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 2)), 2);
+  EXPECT_EQ(allocator->reserved("host1") + allocator->reserved("host2"), 2);
   // A VM that goes gives its slots back.
   controller_.reset();
   EXPECT_EQ(allocator->reserved("host1"), 0);
@@ -184,6 +191,12 @@ TEST_F(ForkControllerTest, RejectsMisuse) {
   EXPECT_EQ(Hc(SF_HC_JOIN, ticket, kOut, 1), -EINVAL);
   EXPECT_EQ(Hc(SF_HC_KILL, ticket), -EINVAL);
   EXPECT_EQ(Hc(SF_HC_CREATE_CLONES, 7, ticket), -EINVAL);  // no such checkpoint
+  // It can be given back, once.
+  EXPECT_EQ(Hc(SF_HC_RELEASE_TICKET, 42), -EINVAL);
+  EXPECT_EQ(Hc(SF_HC_RELEASE_TICKET, ticket), 0);
+  EXPECT_EQ(Hc(SF_HC_RELEASE_TICKET, ticket), -EINVAL);
+  EXPECT_EQ(Hc(SF_HC_TICKET_INFO, ticket), -EINVAL);
+  EXPECT_EQ(Hc(SF_HC_CLONE, ticket), -EINVAL);
   // A bad checkpoint pointer fails before anything forks.
   EXPECT_EQ(Hc(SF_HC_CHECKPOINT, 0x10), -EFAULT);
   EXPECT_EQ(host_.counts().prepare.load(), 0);
@@ -255,12 +268,14 @@ TEST_F(ForkControllerTest, KilledClonesJoinAsKilled) {
     for (;;) pause();  // never reports
   }
   ASSERT_EQ(returned, 0);
+  EXPECT_EQ(Hc(SF_HC_RELEASE_TICKET, ticket), -EALREADY);  // used: sf_join releases it
   EXPECT_EQ(Hc(SF_HC_KILL, ticket), 0);
   PrepareOutcomes(2, {0, 0});
   ASSERT_EQ(Hc(SF_HC_JOIN, ticket, kOut, 2), 2);
   EXPECT_EQ(Outcome(0).kind, SF_OUTCOME_KILLED);
   EXPECT_EQ(Outcome(1).kind, SF_OUTCOME_KILLED);
   EXPECT_EQ(Hc(SF_HC_KILL, ticket), -EINVAL);  // joined: gone
+  EXPECT_EQ(Hc(SF_HC_RELEASE_TICKET, ticket), -EINVAL);
 }
 
 TEST_F(ForkControllerTest, CheckpointsSpawnClonesOnRequest) {

@@ -73,4 +73,21 @@ inline constexpr const char* kCheckpointReleaseOutput =
     "holding 1 checkpoint\n"
     "done\n";
 
+// What tests/guest/fork_ticket_release.c prints for N clones when every release did what it
+// must.
+inline std::string TicketReleaseOutput(int n) {
+  const std::string m = std::to_string(n);
+  std::string out;
+  out += "first ticket: granted " + m + "\n";
+  out += "release: 0\n";
+  out += "release again: EINVAL\n";
+  out += "granted after release: EINVAL\n";
+  out += "clone after release: EINVAL\n";
+  out += "second ticket: granted " + m + "\n";
+  out += "release after clone: EALREADY\n";
+  out += "joined " + m + " clones, status sum " + std::to_string(n * (n + 1) / 2) + "\n";
+  out += "release after join: EINVAL\n";
+  return out;
+}
+
 }  // namespace flurry_test

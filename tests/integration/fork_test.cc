@@ -296,6 +296,15 @@ TEST(ForkCheckpoint, AReleasedCheckpointsCopyEndsAfterItsClones) {
   EXPECT_EQ(r.err, "") << r.Describe();
 }
 
+// sf_release_ticket gives an unused ticket back; a used one is released by sf_join only
+// (tests/guest/fork_ticket_release.c).
+TEST(ForkTickets, AnUnusedTicketCanBeGivenBack) {
+  const RunResult r = FlurryRun({"--max-clones", "4", Guest("fork_ticket_release"), "4"});
+  ExpectFinished(r, 0);
+  EXPECT_EQ(r.out, TicketReleaseOutput(4)) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Crashing clones: reported as SIGNALED with the signal; the parent goes on.
 

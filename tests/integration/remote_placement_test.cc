@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ctl_support.h"
+#include "fork_support.h"
 #include "harness.h"
 #include "netns_support.h"
 #include "remote_cluster_support.h"
@@ -51,6 +52,19 @@ TEST(RemotePlacement, AHostWhoseDaemonIsDownGetsNoClonesAndEveryCloneFinishes) {
   EXPECT_NE(r.err.find("no clones on host2: its flurryd did not answer"), std::string::npos)
       << r.Describe();
   EXPECT_EQ(r.err.find("lost"), std::string::npos) << r.Describe();
+}
+
+// sf_release_ticket in a cluster VM gives the ticket's slots back: a host of 8 slots grants a
+// second ticket of 8 only because the first was released (tests/guest/fork_ticket_release.c).
+TEST(RemotePlacement, AnUnusedTicketGivenBackFreesItsSlots) {
+  TestCluster cluster(1);  // 8 slots
+  REQUIRE_CLUSTER(cluster);
+  auto r = Flurry(RunArgs(cluster, {"--mem", "64M", Guest("fork_ticket_release"), "8"}),
+                  WithDeadline(240));
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, TicketReleaseOutput(8)) << r.Describe();
+  EXPECT_EQ(r.err.find("lost"), std::string::npos) << r.Describe();
+  ExpectOnlyDaemonsLeft(cluster, 1, 30s);
 }
 
 TEST(RemotePlacement, ASecondVmGetsOnlyTheSlotsAnotherFamilyLeavesFree) {

@@ -28,6 +28,10 @@ typedef int64_t sf_checkpoint_t;
 sf_ticket_t sf_request_ticket(int n);
 /* The number of clones a ticket grants, or a negative errno for an unknown ticket. */
 int sf_ticket_granted(sf_ticket_t ticket);
+/* Gives back a ticket that was never used: its grant (in a cluster VM, its slots on the hosts)
+ * is free for later requests. Returns 0, -EINVAL for a ticket unknown here, or -EALREADY for a
+ * ticket already used by sf_clone or sf_create_clones (release that with sf_join). */
+int sf_release_ticket(sf_ticket_t ticket);
 /* Clones this VM m times. Returns 0 in the parent (which continues at once) and the clone's
  * ID (1..m, unique within the clone family) in each clone. */
 int sf_clone(sf_ticket_t ticket);

@@ -19,7 +19,8 @@
 #define SF_HC_CREATE_CLONES (SF_HC_BASE + 7) /* (checkpoint, ticket) -> 0 */
 #define SF_HC_ID (SF_HC_BASE + 8)            /* () -> clone id (0: not a clone) */
 #define SF_HC_RELEASE_CHECKPOINT (SF_HC_BASE + 9) /* (checkpoint) -> 0 */
-#define SF_HC_COUNT 10
+#define SF_HC_RELEASE_TICKET (SF_HC_BASE + 10)    /* (ticket) -> 0 */
+#define SF_HC_COUNT 11
 
 #define SF_MAX_RESULT (1u << 20) /* largest result blob sf_exit may carry */
 
