@@ -28,6 +28,7 @@
 #include "daemon/tls.h"
 #include "flurryd.grpc.pb.h"
 #include "fork/outcome_channel.h"
+#include "fork/standin_job.h"
 #include "memory/avoidance.h"
 
 namespace v1 = flurry::daemon::v1;
@@ -158,7 +159,8 @@ int Status(int argc, char** argv) {
 struct HostJob {
   std::string host_name;
   int32_t count = 0;
-  int control_fd = 0;  // then one outcome channel per clone: control_fd + 1 + i
+  int control_fd = -1;
+  std::vector<int> channel_fds;  // one outcome channel per clone
 };
 struct Settings {
   std::string cluster_path, member = "client", family_text;
@@ -168,22 +170,42 @@ struct Settings {
   std::string avoid = "all";
 };
 
-// What is loaded once for every host.
+// The cluster as this member sees it, loaded once for every host; a spare stand-in also has
+// a channel to each host made (and connecting) while it waits for its job.
+struct Cluster {
+  flurry::ClusterFile file;
+  flurry::TlsIdentity identity;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels;
+};
 struct Common {
   uint64_t family = 0;
-  flurry::ClusterFile cluster;
-  flurry::TlsIdentity identity;
+  std::shared_ptr<const Cluster> cluster;
 };
 
-flurry::Result<Common> LoadCommon(const Settings& settings) {
+flurry::Result<std::shared_ptr<const Cluster>> LoadCluster(const std::string& path,
+                                                           const std::string& member) {
+  auto cluster = std::make_shared<Cluster>();
+  cluster->file = FLURRY_TRY(flurry::LoadClusterFile(path));
+  const auto credentials =
+      FLURRY_TRY(flurry::LoadMemberCredentials(cluster->file.credentials_dir, member));
+  cluster->identity = {credentials.ca_pem, credentials.cert_pem, credentials.key_pem};
+  return cluster;
+}
+
+// `preloaded`: a spare's cluster, used when the job names the same cluster file and member.
+flurry::Result<Common> LoadCommon(const Settings& settings,
+                                  const std::shared_ptr<const Cluster>& preloaded,
+                                  const std::string& preloaded_path,
+                                  const std::string& preloaded_member) {
   Common common;
   char* end = nullptr;
   common.family = std::strtoull(settings.family_text.c_str(), &end, 16);
   if (end == nullptr || *end != '\0') return flurry::Fail("--family is not hex");
-  common.cluster = FLURRY_TRY(flurry::LoadClusterFile(settings.cluster_path));
-  const auto credentials =
-      FLURRY_TRY(flurry::LoadMemberCredentials(common.cluster.credentials_dir, settings.member));
-  common.identity = {credentials.ca_pem, credentials.cert_pem, credentials.key_pem};
+  if (preloaded && settings.cluster_path == preloaded_path && settings.member == preloaded_member) {
+    common.cluster = preloaded;
+  } else {
+    common.cluster = FLURRY_TRY(LoadCluster(settings.cluster_path, settings.member));
+  }
   return common;
 }
 
@@ -207,14 +229,14 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
     std::vector<bool> handed;
     ~Descriptors() {
       close(job.control_fd);
-      for (int32_t i = 0; i < job.count; ++i) {
-        if (!handed[static_cast<size_t>(i)]) close(job.control_fd + 1 + i);
+      for (size_t i = 0; i < job.channel_fds.size(); ++i) {
+        if (!handed[i]) close(job.channel_fds[i]);
       }
     }
   } descriptors{job, std::vector<bool>(static_cast<size_t>(job.count), false)};
-  // Clone ID -> its outcome channel; closed once its outcome is written. Empty until sf_clone
-  // names the IDs.
-  std::map<int32_t, int> channels;
+  // Clone ID -> the index of its outcome channel; closed once its outcome is written. Empty
+  // until sf_clone names the IDs.
+  std::map<int32_t, size_t> channels;
   // Waits for sf_clone's line on the control pipe: "PAGE_SERVER KEY ID1 ... IDN". False at EOF
   // (the ticket released without sf_clone) or on a malformed line.
   std::string page_server, key;
@@ -232,7 +254,7 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
     std::vector<int32_t> ids;
     for (int32_t id; words >> id;) ids.push_back(id);
     if (static_cast<int32_t>(ids.size()) != job.count) return false;
-    for (int32_t i = 0; i < job.count; ++i) channels[ids[i]] = job.control_fd + 1 + i;
+    for (int32_t i = 0; i < job.count; ++i) channels[ids[i]] = static_cast<size_t>(i);
     return true;
   };
   // Before sf_clone, a failure waits for it so that it can name the clones it loses.
@@ -249,9 +271,12 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
 
   if (!loaded) return lost(loaded.error().message());
   const Common& common = *loaded;
-  const flurry::ClusterHost* host = common.cluster.Find(job.host_name);
+  const flurry::ClusterHost* host = common.cluster->file.Find(job.host_name);
   if (host == nullptr) return lost("no such host in " + settings.cluster_path);
-  auto channel = flurry::DaemonChannel(common.identity, host->address, host->name);
+  const auto made = common.cluster->channels.find(host->name);
+  auto channel = made != common.cluster->channels.end()
+                     ? made->second
+                     : flurry::DaemonChannel(common.cluster->identity, host->address, host->name);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(4))) {
     return lost(
         fmt::format("its flurryd at {} cannot be reached, or refused this member's credentials",
@@ -296,16 +321,16 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
       // Written by a thread of its own ("flurry-outcome"): the parent's sf_join reads the
       // channels in ID order, so a large result for a later clone must not hold up the
       // outcomes of earlier ones behind a full socket buffer.
-      descriptors.handed[static_cast<size_t>(channel->second - job.control_fd - 1)] = true;
-      writers.emplace_back(
-          [id = event.clone_id(), fd = channel->second, outcome = std::move(outcome)] {
-            pthread_setname_np(pthread_self(), "flurry-outcome");
-            if (auto sent = flurry::SendOutcome(fd, outcome); !sent) {
-              Tell(fmt::format("flurry: clone {}: passing its outcome on: {}\n", id,
-                               sent.error().message()));
-            }
-            close(fd);
-          });
+      descriptors.handed[channel->second] = true;
+      writers.emplace_back([id = event.clone_id(), fd = job.channel_fds[channel->second],
+                            outcome = std::move(outcome)] {
+        pthread_setname_np(pthread_self(), "flurry-outcome");
+        if (auto sent = flurry::SendOutcome(fd, outcome); !sent) {
+          Tell(fmt::format("flurry: clone {}: passing its outcome on: {}\n", id,
+                           sent.error().message()));
+        }
+        close(fd);
+      });
       channels.erase(channel);
     }
   }
@@ -320,25 +345,25 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
                                         static_cast<int>(status.error_code())));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc > 1 && std::string_view(argv[1]) == "status") return Status(argc - 1, argv + 1);
+// A stand-in's command line (or a spare's job): the settings and each host's share, its
+// descriptors taken in order from `fds` (fd 3, 4, ... for a new process). Returns 0, or the
+// exit status for a command line that is wrong.
+int ParseStandIn(int argc, char** argv, const std::vector<int>& fds, Settings* settings,
+                 std::vector<HostJob>* jobs) {
   CLI::App app{"flurry-remote: the local end of clones on other hosts (started by flurry)"};
-  Settings settings;
   std::vector<std::string> hosts;
   std::vector<int32_t> counts;
-  app.add_option("--cluster", settings.cluster_path)->required();
-  app.add_option("--member", settings.member);
+  app.add_option("--cluster", settings->cluster_path)->required();
+  app.add_option("--member", settings->member);
   app.add_option("--host", hosts, "a host (repeated: one --count each, in the same order)")
       ->required();
-  app.add_option("--family", settings.family_text)->required();
+  app.add_option("--family", settings->family_text)->required();
   app.add_option("--count", counts)->required()->check(CLI::Range(1, 4096));
-  app.add_option("--parent-pid", settings.parent_pid)->required();
-  app.add_flag("--no-clone-prefix", settings.no_prefix);
-  app.add_flag("--memory-stats", settings.memory_stats);
-  app.add_option("--prefetch", settings.prefetch)->check(CLI::Range(0, 64));
-  app.add_option("--avoid", settings.avoid)->check([](const std::string& text) {
+  app.add_option("--parent-pid", settings->parent_pid)->required();
+  app.add_flag("--no-clone-prefix", settings->no_prefix);
+  app.add_flag("--memory-stats", settings->memory_stats);
+  app.add_option("--prefetch", settings->prefetch)->check(CLI::Range(0, 64));
+  app.add_option("--avoid", settings->avoid)->check([](const std::string& text) {
     auto parsed = flurry::ParseAvoidance(text);
     return parsed ? std::string() : parsed.error().message();
   });
@@ -348,28 +373,29 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   }
-  int64_t total = 0;
-  for (int32_t count : counts) total += count;
-  if (hosts.size() != counts.size() || total > 4096) {
-    std::fprintf(stderr, "flurry-remote: one --count per --host, 4096 clones at most\n");
+  size_t total = 0;
+  for (int32_t count : counts) total += static_cast<size_t>(count);
+  if (hosts.size() != counts.size() || total > 4096 || total + hosts.size() > fds.size()) {
+    std::fprintf(stderr,
+                 "flurry-remote: one --count per --host, 4096 clones at most, a control pipe "
+                 "and a channel per clone\n");
     return 2;
   }
-  // gRPC's own log lines would land on the VM's stderr; this program says what went wrong.
-  setenv("GRPC_VERBOSITY", "NONE", 1);
-  // It lives as long as the VM that started it.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != settings.parent_pid) return 1;
-  signal(SIGPIPE, SIG_IGN);
-
-  std::vector<HostJob> jobs;
-  int fd = kControlFd;
+  size_t next = 0;
   for (size_t k = 0; k < hosts.size(); ++k) {
-    jobs.push_back({hosts[k], counts[k], fd});
-    fd += 1 + counts[k];
+    HostJob job{hosts[k], counts[k], fds[next++], {}};
+    job.channel_fds.assign(fds.begin() + static_cast<ptrdiff_t>(next),
+                           fds.begin() + static_cast<ptrdiff_t>(next) + counts[k]);
+    next += static_cast<size_t>(counts[k]);
+    jobs->push_back(std::move(job));
   }
-  const flurry::Result<Common> common = LoadCommon(settings);
-  // A thread per host (the first runs here): each connects, waits for its sf_clone line and
-  // pumps its clones' output and outcomes.
+  return 0;
+}
+
+// Runs a stand-in: a thread per host (the first runs here); each connects, waits for its
+// sf_clone line and pumps its clones' output and outcomes.
+int RunStandIn(const Settings& settings, const std::vector<HostJob>& jobs,
+               const flurry::Result<Common>& common) {
   std::vector<int> results(jobs.size(), 0);
   std::vector<std::thread> threads;
   for (size_t k = 1; k < jobs.size(); ++k) {
@@ -386,4 +412,93 @@ int main(int argc, char** argv) {
   results[0] = RunHost(jobs[0], settings, common);
   for (std::thread& thread : threads) thread.join();
   return *std::max_element(results.begin(), results.end());
+}
+
+// What both kinds of stand-in do first: gRPC's own log lines would land on the VM's stderr
+// (this program says what went wrong), and it lives as long as the VM that started it.
+bool TieToParent(pid_t parent_pid) {
+  setenv("GRPC_VERBOSITY", "NONE", 1);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent_pid) return false;
+  signal(SIGPIPE, SIG_IGN);
+  return true;
+}
+
+// `flurry-remote spare --cluster FILE --member M --parent-pid P`, fd 3 a socket: a stand-in
+// started ahead of need (fork/remote_clones.h, SpareStandIn). It loads the cluster and the
+// credentials and starts connecting to every host, then waits for its job
+// (fork/standin_job.h): a stand-in's command line and descriptors. No job (EOF): it ends.
+int Spare(int argc, char** argv) {
+  CLI::App app{"flurry-remote spare: a stand-in waiting for its ticket"};
+  std::string cluster_path, member = "client";
+  pid_t parent_pid = 0;
+  app.add_option("--cluster", cluster_path)->required();
+  app.add_option("--member", member);
+  app.add_option("--parent-pid", parent_pid)->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  if (!TieToParent(parent_pid)) return 1;
+  std::shared_ptr<const Cluster> preloaded;
+  if (auto loaded = LoadCluster(cluster_path, member); loaded) {
+    auto cluster = std::const_pointer_cast<Cluster>(*loaded);
+    std::vector<std::shared_ptr<grpc::Channel>> connecting;
+    for (const flurry::ClusterHost& host : cluster->file.hosts) {
+      auto channel = flurry::DaemonChannel(cluster->identity, host.address, host.name);
+      connecting.push_back(channel);
+      cluster->channels.emplace(host.name, std::move(channel));
+    }
+    preloaded = std::move(cluster);
+    // Connects (TCP, TLS) while the spare waits: a channel only makes progress while a thread
+    // waits on it. Detached: a host that does not answer must not hold up the stand-in's end.
+    try {
+      std::thread([connecting = std::move(connecting)] {
+        pthread_setname_np(pthread_self(), "flurry-connect");
+        const auto until = std::chrono::system_clock::now() + std::chrono::seconds(4);
+        for (const auto& channel : connecting) channel->WaitForConnected(until);
+      }).detach();
+    } catch (const std::system_error&) {
+      // no thread: each host's thread connects when the job comes, as a new stand-in's does
+    }
+  }  // else the job loads it again, and says what is wrong
+  auto job = flurry::ReceiveStandInJob(kControlFd);
+  close(kControlFd);
+  if (!job) {
+    if (job.error().code() == ECONNRESET) return 0;  // the VM let its spare go
+    std::fprintf(stderr, "flurry-remote: %s\n", job.error().message().c_str());
+    return 1;
+  }
+  std::vector<int> fds;
+  for (flurry::UniqueFd& fd : job->fds) fds.push_back(fd.Release());
+  std::vector<char*> job_argv;
+  for (std::string& arg : job->args) job_argv.push_back(arg.data());
+  job_argv.push_back(nullptr);
+  Settings settings;
+  std::vector<HostJob> jobs;
+  if (const int wrong =
+          ParseStandIn(static_cast<int>(job->args.size()), job_argv.data(), fds, &settings, &jobs);
+      wrong != 0) {
+    return wrong;
+  }
+  if (settings.parent_pid != parent_pid) return 1;
+  return RunStandIn(settings, jobs, LoadCommon(settings, preloaded, cluster_path, member));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "status") return Status(argc - 1, argv + 1);
+  if (argc > 1 && std::string_view(argv[1]) == "spare") return Spare(argc - 1, argv + 1);
+  // A stand-in started for its ticket: its descriptors are fd 3, 4, ... (enough of them for
+  // the largest ticket; ParseStandIn takes those its shares need).
+  std::vector<int> fds;
+  for (int fd = kControlFd; fd < kControlFd + 2 * 4096; ++fd) fds.push_back(fd);
+  Settings settings;
+  std::vector<HostJob> jobs;
+  if (const int wrong = ParseStandIn(argc, argv, fds, &settings, &jobs); wrong != 0) return wrong;
+  if (!TieToParent(settings.parent_pid)) return 1;
+  return RunStandIn(settings, jobs, LoadCommon(settings, nullptr, "", ""));
 }

@@ -41,7 +41,9 @@ Result<ForkController> ForkController::Create(ForkPolicy policy) {
   // Clones whose snapshot process has exited are re-parented here; reap them automatically.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   signal(SIGCHLD, SIG_IGN);
-  return ForkController(policy, std::move(family));
+  ForkController controller(policy, std::move(family));
+  controller.KeepSpareStandIn();  // ready for the first ticket
+  return controller;
 }
 
 ForkController::~ForkController() = default;
@@ -121,9 +123,7 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
       shares.push_back({host, count});
       held.insert(held.end(), count, host);
     }
-    auto spawned = shares.empty()
-                       ? Result<std::vector<RemoteStandIn>>()
-                       : RemoteStandIn::Spawn(*policy_.remote, shares, family_.family_id());
+    auto spawned = shares.empty() ? Result<std::vector<RemoteStandIn>>() : StartStandIns(shares);
     if (spawned) {
       standins = std::move(*spawned);
     } else {
@@ -143,6 +143,22 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
   tickets_[id].remote = std::move(remote);
   tickets_[id].standins = std::move(standins);
   return SyscallResult::Return(id);
+}
+
+Result<std::vector<RemoteStandIn>> ForkController::StartStandIns(
+    const std::vector<RemoteStandIn::HostShare>& shares) {
+  if (spare_) {
+    auto became = spare_->Become(*policy_.remote, shares, family_.family_id());
+    spare_.reset();  // used up, or of no use (gone): a new one is made at sf_join
+    if (became) return became;
+  }
+  return RemoteStandIn::Spawn(*policy_.remote, shares, family_.family_id());
+}
+
+void ForkController::KeepSpareStandIn() {
+  if (spare_ || !policy_.remote || !policy_.remote->spare_standin) return;
+  if (auto spare = SpareStandIn::Spawn(*policy_.remote); spare) spare_ = std::move(*spare);
+  // else: the next ticket starts its stand-in itself (and says so if that fails too)
 }
 
 SyscallResult ForkController::TicketInfo(const SyscallArgs& args) {
@@ -193,6 +209,8 @@ void ForkController::ForgetInherited() {
   tickets_.clear();  // closes the parent's handles without touching its clones
   for (auto& [number, checkpoint] : checkpoints_) checkpoint->page_server.Forget();
   checkpoints_.clear();
+  if (spare_) spare_->Forget();
+  spare_.reset();
 }
 
 void ForkController::ResetForClone(int32_t id, UniqueFd channel) {
@@ -411,6 +429,9 @@ SyscallResult ForkController::Join(SyscallContext& context, const SyscallArgs& a
     CloneDirectory::RemoveLayers(family_.family_id(), child.id);
   }
   tickets_.erase(it);  // the ticket is released whatever happens below
+  // The next ticket's stand-in starts now that these clones are done: started at sf_clone, its
+  // start would compete with theirs for the CPU (measured: as much as it saves).
+  KeepSpareStandIn();
 
   bool fault = false;
   for (int32_t i = 0; i < count && i < max; ++i) {
@@ -542,6 +563,7 @@ SyscallResult ForkController::ReleaseTicket(const SyscallArgs& args) {
   if (found->second.cloned) return SyscallResult::Errno(EALREADY);  // sf_join releases it
   // A cluster VM's ticket gives its slots back to the allocator, and its stand-in ends.
   tickets_.erase(found);
+  KeepSpareStandIn();
   return SyscallResult::Return(0);
 }
 
@@ -565,6 +587,7 @@ void ForkController::KillOutstanding() {
   }
   tickets_.clear();
   checkpoints_.clear();  // closing the control sockets ends the snapshot processes
+  spare_.reset();
 }
 
 }  // namespace flurry

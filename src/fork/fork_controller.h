@@ -188,6 +188,10 @@ class ForkController {
   SyscallResult CreateClones(const SyscallArgs& args);
   SyscallResult ReleaseCheckpoint(const SyscallArgs& args);
   SyscallResult ReleaseTicket(const SyscallArgs& args);
+  // A ticket's stand-ins: the spare made into them, or (no spare, or it is gone) a new process.
+  Result<std::vector<RemoteStandIn>> StartStandIns(
+      const std::vector<RemoteStandIn::HostShare>& shares);
+  void KeepSpareStandIn();
 
   // Forks a snapshot process. Returns the owner's control socket in the parent; in a clone
   // (which returns through here) fills *clone_id.
@@ -219,6 +223,10 @@ class ForkController {
   int64_t next_ticket_ = 1;
   int64_t next_checkpoint_ = 1;
   std::map<int64_t, Ticket> tickets_;
+  // A cluster VM's stand-in for its next ticket, started ahead (RemoteCloneConfig::spare_standin):
+  // made with the controller and again at sf_join and sf_release_ticket once used; forgotten
+  // in a forked process.
+  std::optional<SpareStandIn> spare_;
   std::map<int64_t, std::shared_ptr<CheckpointRecord>> checkpoints_;  // not yet released
   std::vector<uint8_t> exit_result_;
 };

@@ -171,6 +171,14 @@ TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
   controller_.reset();
   EXPECT_EQ(allocator->reserved("host1"), 0);
   EXPECT_EQ(allocator->reserved("host2"), 0);
+  // A spare stand-in that has died (this one is /bin/true) is of no use: the ticket starts its
+  // stand-in itself.
+  config->spare_standin = true;
+  Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 10)), 3);
+  controller_.reset();
+  config->spare_standin = false;
   // Stand-ins that cannot start: no grant, and the slots stay free.
   config->remote_binary = "/nonexistent/flurry-remote";
   Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});

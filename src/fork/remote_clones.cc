@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "base/spawn.h"
+#include "fork/standin_job.h"
 
 extern char** environ;
 
@@ -50,22 +51,18 @@ std::vector<std::string> RemoteStandInCommandLine(
   return argv;
 }
 
-Result<std::vector<RemoteStandIn>> RemoteStandIn::Spawn(const RemoteCloneConfig& config,
-                                                        const std::vector<HostShare>& shares,
-                                                        uint64_t family_id) {
-  const std::vector<std::string> args = RemoteStandInCommandLine(config, shares, family_id);
-
+Result<std::vector<RemoteStandIn>> RemoteStandIn::MakeEnds(const std::vector<HostShare>& shares,
+                                                           std::vector<UniqueFd>* theirs) {
   std::vector<RemoteStandIn> standins;
   for (size_t k = 0; k < shares.size(); ++k) standins.push_back(RemoteStandIn());
   // The process's ends, share after share: the control pipe's read end, then one outcome
   // channel per clone.
-  std::vector<UniqueFd> theirs;
   for (size_t k = 0; k < shares.size(); ++k) {
     RemoteStandIn& standin = standins[k];
     standin.host_ = shares[k].host;
     int control[2];
     if (pipe2(control, O_CLOEXEC) != 0) return FailErrno("a stand-in's control pipe");
-    theirs.emplace_back(control[0]);
+    theirs->emplace_back(control[0]);
     standin.control_.Reset(control[1]);
     for (int32_t i = 0; i < shares[k].count; ++i) {
       int channel[2];
@@ -73,9 +70,33 @@ Result<std::vector<RemoteStandIn>> RemoteStandIn::Spawn(const RemoteCloneConfig&
         return FailErrno("the outcome channel of a remote clone");
       }
       standin.channels_.emplace_back(channel[0]);
-      theirs.emplace_back(channel[1]);
+      theirs->emplace_back(channel[1]);
     }
   }
+  return standins;
+}
+
+Result<void> RemoteStandIn::Adopt(std::vector<RemoteStandIn>& standins, pid_t pid,
+                                  const UniqueFd& pidfd) {
+  for (RemoteStandIn& standin : standins) {
+    standin.pid_ = pid;
+    if (pidfd.valid()) {
+      standin.pidfd_.Reset(fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 0));
+      if (!standin.pidfd_.valid()) {
+        syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+        return FailErrno("duplicating a stand-in's pidfd");
+      }
+    }
+  }
+  return {};
+}
+
+Result<std::vector<RemoteStandIn>> RemoteStandIn::Spawn(const RemoteCloneConfig& config,
+                                                        const std::vector<HostShare>& shares,
+                                                        uint64_t family_id) {
+  const std::vector<std::string> args = RemoteStandInCommandLine(config, shares, family_id);
+  std::vector<UniqueFd> theirs;
+  std::vector<RemoteStandIn> standins = FLURRY_TRY(MakeEnds(shares, &theirs));
   // They may sit on low numbers that a dup2 below overwrites: move them above first.
   std::vector<UniqueFd> high;
   for (const UniqueFd& fd : theirs) {
@@ -97,16 +118,57 @@ Result<std::vector<RemoteStandIn>> RemoteStandIn::Spawn(const RemoteCloneConfig&
     syscall(SYS_kill, pid, SIGKILL);  // nobody could end it later
     return FailErrno("pidfd_open for a remote clones' stand-in");
   }
-  for (RemoteStandIn& standin : standins) {
-    standin.pid_ = pid;
-    if (pidfd.valid()) {
-      standin.pidfd_.Reset(fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 0));
-      if (!standin.pidfd_.valid()) {
-        syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-        return FailErrno("duplicating a stand-in's pidfd");
-      }
-    }
+  FLURRY_TRY(Adopt(standins, pid, pidfd));
+  return standins;
+}
+
+Result<SpareStandIn> SpareStandIn::Spawn(const RemoteCloneConfig& config) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return FailErrno("the spare stand-in's socket");
   }
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  const std::vector<std::string> args = {
+      config.remote_binary, "spare",       "--cluster",    config.cluster_file,
+      "--member",           config.member, "--parent-pid", std::to_string(getpid())};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, theirs.get(), 3);
+  auto spawned = SpawnWithDefaultSignals(args, &actions);
+  posix_spawn_file_actions_destroy(&actions);
+  SpareStandIn spare;
+  spare.pid_ = FLURRY_TRY_CTX(std::move(spawned), "starting a spare stand-in");
+  spare.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, spare.pid_, 0)));
+  if (!spare.pidfd_.valid()) {
+    if (errno != ESRCH) syscall(SYS_kill, spare.pid_, SIGKILL);
+    return FailErrno("pidfd_open for a spare stand-in");
+  }
+  spare.socket_ = std::move(ours);
+  return spare;
+}
+
+SpareStandIn::~SpareStandIn() {
+  if (pidfd_.valid()) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+}
+
+void SpareStandIn::Forget() {
+  pidfd_.Reset();
+  socket_.Reset();
+}
+
+Result<std::vector<RemoteStandIn>> SpareStandIn::Become(const RemoteCloneConfig& config,
+                                                        const std::vector<HostShare>& shares,
+                                                        uint64_t family_id) {
+  std::vector<UniqueFd> theirs;
+  std::vector<RemoteStandIn> standins = FLURRY_TRY(RemoteStandIn::MakeEnds(shares, &theirs));
+  std::vector<int> fds;
+  for (const UniqueFd& fd : theirs) fds.push_back(fd.get());
+  // A spare that has died (EPIPE) is killed below (by the destructor) all the same.
+  FLURRY_TRY(
+      SendStandInJob(socket_.get(), RemoteStandInCommandLine(config, shares, family_id), fds));
+  socket_.Reset();
+  FLURRY_TRY(RemoteStandIn::Adopt(standins, pid_, pidfd_));
+  pidfd_.Reset();  // the stand-ins own the process now
   return standins;
 }
 

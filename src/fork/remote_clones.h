@@ -34,6 +34,7 @@ struct RemoteCloneConfig {
   uint32_t prefetch_pages = 0;  // 0: flurry restore's default
   Avoidance avoid;              // the clones' avoidance heuristics (flurry restore --avoid)
   bool push_pages = true;       // the page server pushes pages to all clones (multicast)
+  bool spare_standin = false;   // keep a SpareStandIn ready for the next ticket
 };
 
 // The slots a ticket holds; given back to the allocator when it goes.
@@ -132,12 +133,47 @@ class RemoteStandIn {
                                           const std::vector<int32_t>& ids);
 
  private:
+  friend class SpareStandIn;
   RemoteStandIn() = default;
+  // A stand-in per share with its control pipe and channels made; the other ends go to
+  // *theirs in the stand-in process's order (fd 3, 4, ...).
+  static Result<std::vector<RemoteStandIn>> MakeEnds(const std::vector<HostShare>& shares,
+                                                     std::vector<UniqueFd>* theirs);
+  // Gives each a pidfd of the process `pid` (pidfd may be invalid: it has ended already).
+  static Result<void> Adopt(std::vector<RemoteStandIn>& standins, pid_t pid, const UniqueFd& pidfd);
   std::string host_;
   pid_t pid_ = 0;
   UniqueFd pidfd_;
   UniqueFd control_;
   std::vector<UniqueFd> channels_;
+};
+
+// A flurry-remote started ahead of need (`flurry-remote spare`): it loads itself, the cluster
+// file and the credentials and starts connecting to every host, then waits on a socket for
+// the job of a ticket's stand-in (fork/standin_job.h). A ticket that gets it skips the start
+// of a process (about 15 ms of sf_clone's path when the guest clones right after asking;
+// docs/perf.md). Owned by the ForkController, touched by the VM's run thread only; killed
+// when dropped unused.
+class SpareStandIn {
+ public:
+  using HostShare = RemoteStandIn::HostShare;
+  static Result<SpareStandIn> Spawn(const RemoteCloneConfig& config);
+  SpareStandIn(SpareStandIn&&) noexcept = default;
+  SpareStandIn& operator=(SpareStandIn&&) noexcept = default;
+  ~SpareStandIn();
+  // Makes the spare the stand-in of `shares`, as RemoteStandIn::Spawn starts one. Fails if the
+  // spare is gone (it is then of no use: drop it, and start the stand-in with Spawn).
+  Result<std::vector<RemoteStandIn>> Become(const RemoteCloneConfig& config,
+                                            const std::vector<HostShare>& shares,
+                                            uint64_t family_id);
+  // In a process forked from the VMM: close the handles, leave the spare to the parent.
+  void Forget();
+
+ private:
+  SpareStandIn() = default;
+  pid_t pid_ = 0;
+  UniqueFd pidfd_;
+  UniqueFd socket_;
 };
 
 // The command line of a stand-in (argv[0] included).

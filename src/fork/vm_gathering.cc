@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "base/fd_passing.h"
 #include "fmt/format.h"
 
 namespace flurry {
@@ -95,25 +96,10 @@ Result<pid_t> PeerPid(int socket) {
 Result<void> SendGatherMessage(int socket, const GatherMessage& message,
                                const std::vector<int>& fds) {
   if (fds.size() > 2 * kMaxGatherPipes + 1) return Fail("{} fds in one message", fds.size());
-  iovec iov{const_cast<GatherMessage*>(&message), sizeof message};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (2 * kMaxGatherPipes + 1))] = {};
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
-  }
-  ssize_t n;
-  do {
-    n = sendmsg(socket, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(sizeof message)) return FailErrno("sending to another VMM");
+  FLURRY_TRY_CTX(
+      SendWithFds(socket, std::span(reinterpret_cast<const uint8_t*>(&message), sizeof message),
+                  fds),
+      "sending to another VMM");
   return {};
 }
 
@@ -122,32 +108,15 @@ Result<GatherMessage> ReceiveGatherMessage(int socket, GatherMessage::Type expec
                                            std::vector<UniqueFd>* fds) {
   FLURRY_TRY(WaitReadable(socket, timeout, "waiting for another VMM"));
   GatherMessage message;
-  iovec iov{&message, sizeof message};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (2 * kMaxGatherPipes + 1))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_TRUNC);
-  } while (n < 0 && errno == EINTR);
   std::vector<UniqueFd> received;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      received.emplace_back(fd);
-    }
+  auto n = ReceiveWithFds(socket, std::span(reinterpret_cast<uint8_t*>(&message), sizeof message),
+                          &received);
+  if (!n && n.error().code() == EMSGSIZE) {
+    return Fail("a malformed message from another VMM: {}", n.error().message());
   }
-  if (n < 0) return FailErrno("reading from another VMM");
-  if (n == 0) return FailErrno(EPIPE, "reading from another VMM: it has gone");
-  if (n != static_cast<ssize_t>(sizeof message) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-    return Fail("a malformed message from another VMM ({} bytes)", n);
-  }
+  if (!n) return std::unexpected(n.error().WithContext("reading from another VMM"));
+  if (*n == 0) return FailErrno(EPIPE, "reading from another VMM: it has gone");
+  if (*n != sizeof message) return Fail("a malformed message from another VMM ({} bytes)", *n);
   if (message.magic != kGatherMagic || message.version != kGatherVersion) {
     return Fail("a message from another VMM with magic {:#x}, version {}", message.magic,
                 message.version);

@@ -5,6 +5,7 @@
 // remote_clone_test.cc (root only, a cluster of its own per test, removed after it).
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 #include <regex>
 #include <string>
@@ -14,6 +15,7 @@
 #include "fork_support.h"
 #include "harness.h"
 #include "netns_support.h"
+#include "process_watch.h"
 #include "remote_cluster_support.h"
 
 namespace {
@@ -64,6 +66,35 @@ TEST(RemotePlacement, AnUnusedTicketGivenBackFreesItsSlots) {
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, TicketReleaseOutput(8)) << r.Describe();
   EXPECT_EQ(r.err.find("lost"), std::string::npos) << r.Describe();
+  ExpectOnlyDaemonsLeft(cluster, 1, 30s);
+}
+
+// argv[1] of a process ("" when it has none or is gone).
+std::string FirstArgument(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string arg;
+  std::getline(in, arg, '\0');  // argv[0]
+  arg.clear();
+  std::getline(in, arg, '\0');
+  return arg;
+}
+
+// The stand-in of a cluster VM's first ticket is the spare started with the VM (`flurry-remote
+// spare`, fork/remote_clones.h), not a process started on sf_clone's path.
+TEST(RemotePlacement, TheFirstTicketsStandInIsTheSpareStartedWithTheVm) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  Background vm(RunArgs(cluster, {"--mem", "64M", Guest("cluster_where"), "2", "600000", "1"}));
+  ASSERT_TRUE(vm.WaitForOut(
+      [](const std::string& out) { return Occurrences(out, "on host1 sum=") == 2; }, 180s))
+      << vm.out() << vm.err();
+  std::vector<std::string> standins;
+  for (const auto& [pid, st] : Descendants(vm.pid())) {
+    if (st.comm == "flurry-remote" && st.state != 'Z') standins.push_back(FirstArgument(pid));
+  }
+  EXPECT_EQ(standins, std::vector<std::string>{"spare"}) << vm.err();
+  vm.KillProcess();
+  vm.Wait(30s);
   ExpectOnlyDaemonsLeft(cluster, 1, 30s);
 }
 

@@ -1,0 +1,35 @@
+// The job a VMM hands its spare stand-in (a flurry-remote process started ahead of need, `flurry-
+// remote spare`): the stand-in's arguments and descriptors, as a new process would get them on
+// its command line and at fds 3, 4, ... (fork/remote_clones.h). On a SOCK_SEQPACKET socket
+// (the spare's fd 3), little-endian (docs/protocols/flurryd.md, "The spare stand-in"):
+//   first message:  u32 magic "FLSJ" | u16 version (1) | u16 0 | u32 fd_count | u32 args_bytes |
+//                   u64 fnv1a64(args) | args (each argument NUL-terminated), with the first
+//                   min(fd_count, 250) descriptors attached
+//   then, until fd_count descriptors have come: u32 magic "FLSF" | u32 n, with n descriptors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace flurry {
+
+inline constexpr size_t kMaxStandInJobArgBytes = 64 * 1024;
+// A ticket's clones (4096 at most) and a control pipe per host.
+inline constexpr size_t kMaxStandInJobFds = 2 * 4096;
+
+struct StandInJob {
+  std::vector<std::string> args;
+  std::vector<UniqueFd> fds;
+};
+
+Result<void> SendStandInJob(int socket, const std::vector<std::string>& args,
+                            const std::vector<int>& fds);
+// Blocks until a whole job has come. EOF before the first byte: ECONNRESET ("no job").
+Result<StandInJob> ReceiveStandInJob(int socket);
+
+}  // namespace flurry

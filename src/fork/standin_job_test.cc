@@ -1,0 +1,85 @@
+#include "fork/standin_job.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+namespace flurry {
+namespace {
+
+struct Pair {
+  UniqueFd a, b;
+};
+Pair SeqpacketPair() {
+  int sv[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+ino_t Inode(int fd) {
+  struct stat st {};
+  EXPECT_EQ(fstat(fd, &st), 0);
+  return st.st_ino;
+}
+
+// More descriptors than one message carries: they arrive in order, with the arguments.
+TEST(StandInJob, ArgumentsAndManyDescriptorsArriveInOrder) {
+  Pair s = SeqpacketPair();
+  std::vector<UniqueFd> pipes;
+  std::vector<int> fds;
+  for (int i = 0; i < 300; ++i) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    pipes.emplace_back(p[0]);
+    pipes.emplace_back(p[1]);
+    fds.push_back(p[i % 2]);
+  }
+  const std::vector<std::string> args = {"--family", "1f", "--host", "host1", "", "--count", "7"};
+  // The receiver runs beside: 300 descriptors fill more than the socket's queue holds at once.
+  Result<StandInJob> received;
+  std::thread receiver([&] { received = ReceiveStandInJob(s.b.get()); });
+  auto sent = SendStandInJob(s.a.get(), args, fds);
+  receiver.join();
+  ASSERT_TRUE(sent.has_value()) << sent.error().message();
+  ASSERT_TRUE(received.has_value()) << received.error().message();
+  EXPECT_EQ(received->args, args);
+  ASSERT_EQ(received->fds.size(), fds.size());
+  for (size_t i = 0; i < fds.size(); ++i) {
+    EXPECT_EQ(Inode(received->fds[i].get()), Inode(fds[i])) << i;
+  }
+}
+
+TEST(StandInJob, NoJobIsConnectionReset) {
+  Pair s = SeqpacketPair();
+  s.a.Reset();
+  auto job = ReceiveStandInJob(s.b.get());
+  ASSERT_FALSE(job.has_value());
+  EXPECT_EQ(job.error().code(), ECONNRESET);
+}
+
+// A damaged first message is refused: wrong magic, arguments that do not match the checksum.
+TEST(StandInJob, DamagedJobsAreRefused) {
+  for (size_t flip : {size_t{0}, size_t{24}}) {
+    Pair s = SeqpacketPair();
+    Pair capture = SeqpacketPair();
+    ASSERT_TRUE(SendStandInJob(capture.a.get(), {"--host", "h"}, {}).has_value());
+    uint8_t bytes[256];
+    const ssize_t n = recv(capture.b.get(), bytes, sizeof bytes, 0);
+    ASSERT_GT(n, 24);
+    bytes[flip] ^= 0x20;
+    ASSERT_EQ(send(s.a.get(), bytes, static_cast<size_t>(n), 0), n);
+    auto job = ReceiveStandInJob(s.b.get());
+    EXPECT_FALSE(job.has_value()) << flip;
+  }
+  // Arguments with a NUL byte cannot be sent.
+  Pair s = SeqpacketPair();
+  EXPECT_FALSE(SendStandInJob(s.a.get(), {std::string("a\0b", 3)}, {}).has_value());
+}
+
+}  // namespace
+}  // namespace flurry
