@@ -7,24 +7,17 @@
 
 #include <string>
 
+#include "base/test_seqpacket_pair.h"
+
 namespace flurry {
 namespace {
-
-struct Pair {
-  UniqueFd a, b;
-};
-Pair SeqpacketPair() {
-  int sv[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
 
 std::span<const uint8_t> Bytes(const std::string& text) {
   return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
 }
 
 TEST(FdPassing, DescriptorsArriveWithTheirMessage) {
-  Pair s = SeqpacketPair();
+  TestSeqpacketPair s;
   int pipe_fds[2];
   ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
   UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
@@ -45,7 +38,7 @@ TEST(FdPassing, DescriptorsArriveWithTheirMessage) {
 }
 
 TEST(FdPassing, TooManyDescriptorsOrBytesAreRefused) {
-  Pair s = SeqpacketPair();
+  TestSeqpacketPair s;
   std::vector<int> many(kMaxFdsPerMessage + 1, s.a.get());
   auto refused = SendWithFds(s.a.get(), Bytes("x"), many);
   ASSERT_FALSE(refused.has_value());
@@ -63,12 +56,12 @@ TEST(FdPassing, TooManyDescriptorsOrBytesAreRefused) {
 }
 
 TEST(FdPassing, APeerThatIsGoneIsEofOrEpipe) {
-  Pair s = SeqpacketPair();
+  TestSeqpacketPair s;
   s.b.Reset();
   auto sent = SendWithFds(s.a.get(), Bytes("x"), {});
   ASSERT_FALSE(sent.has_value());
   EXPECT_EQ(sent.error().code(), EPIPE);
-  Pair t = SeqpacketPair();
+  TestSeqpacketPair t;
   t.a.Reset();
   uint8_t buffer[8];
   std::vector<UniqueFd> fds;

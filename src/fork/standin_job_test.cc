@@ -9,17 +9,10 @@
 #include <cstring>
 #include <thread>
 
+#include "base/test_seqpacket_pair.h"
+
 namespace flurry {
 namespace {
-
-struct Pair {
-  UniqueFd a, b;
-};
-Pair SeqpacketPair() {
-  int sv[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
 
 ino_t Inode(int fd) {
   struct stat st {};
@@ -29,7 +22,7 @@ ino_t Inode(int fd) {
 
 // More descriptors than one message carries: they arrive in order, with the arguments.
 TEST(StandInJob, ArgumentsAndManyDescriptorsArriveInOrder) {
-  Pair s = SeqpacketPair();
+  TestSeqpacketPair s;
   std::vector<UniqueFd> pipes;
   std::vector<int> fds;
   for (int i = 0; i < 300; ++i) {
@@ -55,7 +48,7 @@ TEST(StandInJob, ArgumentsAndManyDescriptorsArriveInOrder) {
 }
 
 TEST(StandInJob, NoJobIsConnectionReset) {
-  Pair s = SeqpacketPair();
+  TestSeqpacketPair s;
   s.a.Reset();
   auto job = ReceiveStandInJob(s.b.get());
   ASSERT_FALSE(job.has_value());
@@ -65,8 +58,8 @@ TEST(StandInJob, NoJobIsConnectionReset) {
 // A damaged first message is refused: wrong magic, arguments that do not match the checksum.
 TEST(StandInJob, DamagedJobsAreRefused) {
   for (size_t flip : {size_t{0}, size_t{24}}) {
-    Pair s = SeqpacketPair();
-    Pair capture = SeqpacketPair();
+    TestSeqpacketPair s;
+    TestSeqpacketPair capture;
     ASSERT_TRUE(SendStandInJob(capture.a.get(), {"--host", "h"}, {}).has_value());
     uint8_t bytes[256];
     const ssize_t n = recv(capture.b.get(), bytes, sizeof bytes, 0);
@@ -77,7 +70,7 @@ TEST(StandInJob, DamagedJobsAreRefused) {
     EXPECT_FALSE(job.has_value()) << flip;
   }
   // Arguments with a NUL byte cannot be sent.
-  Pair s = SeqpacketPair();
+  TestSeqpacketPair s;
   EXPECT_FALSE(SendStandInJob(s.a.get(), {std::string("a\0b", 3)}, {}).has_value());
 }
 

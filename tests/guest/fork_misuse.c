@@ -9,29 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char* Name(long r) {
-  static char buf[32];
-  switch (r) {
-    case -EINVAL:
-      return "EINVAL";
-    case -EALREADY:
-      return "EALREADY";
-    case -EPERM:
-      return "EPERM";
-    case -E2BIG:
-      return "E2BIG";
-    case -EFAULT:
-      return "EFAULT";
-    case -EAGAIN:
-      return "EAGAIN";
-    case -ENOSYS:
-      return "ENOSYS";
-  }
-  snprintf(buf, sizeof buf, "%ld", r);
-  return buf;
-}
+#include "guest_check.h"
 
-static void Check(const char* what, long r) { printf("%s: %s\n", what, Name(r)); }
+static void Check(const char* what, long r) { printf("%s: %s\n", what, ErrnoName(r)); }
 
 #define kBigBlob (2u << 20)
 static uint8_t g_big[kBigBlob];

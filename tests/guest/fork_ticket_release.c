@@ -20,34 +20,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define kMaxClones 64
+#include "guest_check.h"
 
-static const char* ErrName(long r) {
-  static char buf[32];
-  switch (r) {
-    case -EINVAL:
-      return "EINVAL";
-    case -EALREADY:
-      return "EALREADY";
-    case -EAGAIN:
-      return "EAGAIN";
-  }
-  snprintf(buf, sizeof buf, "%ld", r);
-  return buf;
-}
+#define kMaxClones 64
 
 int main(int argc, char** argv) {
   const int n = argc > 1 ? atoi(argv[1]) : 4;
   if (n < 1 || n > kMaxClones) return 2;
   sf_ticket_t first = sf_request_ticket(n);
-  printf("first ticket: granted %s\n", ErrName(first < 0 ? first : sf_ticket_granted(first)));
-  printf("release: %s\n", ErrName(sf_release_ticket(first)));
-  printf("release again: %s\n", ErrName(sf_release_ticket(first)));
-  printf("granted after release: %s\n", ErrName(sf_ticket_granted(first)));
-  printf("clone after release: %s\n", ErrName(sf_clone(first)));
+  printf("first ticket: granted %s\n", ErrnoName(first < 0 ? first : sf_ticket_granted(first)));
+  printf("release: %s\n", ErrnoName(sf_release_ticket(first)));
+  printf("release again: %s\n", ErrnoName(sf_release_ticket(first)));
+  printf("granted after release: %s\n", ErrnoName(sf_ticket_granted(first)));
+  printf("clone after release: %s\n", ErrnoName(sf_clone(first)));
 
   sf_ticket_t second = sf_request_ticket(n);
-  printf("second ticket: granted %s\n", ErrName(second < 0 ? second : sf_ticket_granted(second)));
+  printf("second ticket: granted %s\n", ErrnoName(second < 0 ? second : sf_ticket_granted(second)));
   if (second < 0) return 1;
   fflush(stdout);
   const int id = sf_clone(second);
@@ -56,10 +44,10 @@ int main(int argc, char** argv) {
     return 100;  // not reached
   }
   if (id < 0) {
-    printf("clone: %s\n", ErrName(id));
+    printf("clone: %s\n", ErrnoName(id));
     return 1;
   }
-  printf("release after clone: %s\n", ErrName(sf_release_ticket(second)));
+  printf("release after clone: %s\n", ErrnoName(sf_release_ticket(second)));
   struct sf_outcome outcomes[kMaxClones];
   memset(outcomes, 0, sizeof outcomes);
   const int joined = sf_join(second, outcomes, kMaxClones);
@@ -68,6 +56,6 @@ int main(int argc, char** argv) {
     sum += outcomes[i].kind == SF_OUTCOME_EXITED ? outcomes[i].status : 1000;
   }
   printf("joined %d clones, status sum %d\n", joined, sum);
-  printf("release after join: %s\n", ErrName(sf_release_ticket(second)));
+  printf("release after join: %s\n", ErrnoName(sf_release_ticket(second)));
   return 0;
 }

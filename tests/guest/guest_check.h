@@ -1,6 +1,7 @@
 // What the guest test programs share: CHECK (exit 99 with the line on failure), SHOW (a call's
-// result and errno, printed), StartThread (pthread_create or exit 98) and SleepMs (a sleep
-// that signals do not cut short). Header-only: each program is one static executable.
+// result and errno, printed), ErrnoName (an SDK call's -errno by name), StartThread
+// (pthread_create or exit 98) and SleepMs (a sleep that signals do not cut short). Header-only:
+// each program is one static executable.
 #pragma once
 
 #include <errno.h>
@@ -26,6 +27,29 @@
     int error_ = errno;                                                              \
     printf("%s: %ld (%s)\n", label, result_, result_ < 0 ? strerror(error_) : "ok"); \
   } while (0)
+
+// The name of the -errno an SDK call returned (the SDK's errors), or the value itself.
+static inline const char* ErrnoName(long r) {
+  static char buf[32];
+  switch (r) {
+    case -EINVAL:
+      return "EINVAL";
+    case -EALREADY:
+      return "EALREADY";
+    case -EPERM:
+      return "EPERM";
+    case -E2BIG:
+      return "E2BIG";
+    case -EFAULT:
+      return "EFAULT";
+    case -EAGAIN:
+      return "EAGAIN";
+    case -ENOSYS:
+      return "ENOSYS";
+  }
+  snprintf(buf, sizeof buf, "%ld", r);
+  return buf;
+}
 
 static inline void StartThread(pthread_t* t, void* (*fn)(void*), void* arg) {
   int err = pthread_create(t, NULL, fn, arg);
