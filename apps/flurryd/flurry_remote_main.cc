@@ -6,6 +6,7 @@
 // from fd 3 on: its control pipe, then a channel per clone; docs/protocols/clone_channel.md).
 // It ends with its clones; killing it cancels the calls, and the daemons kill them. A clone
 // that is lost (its host died, the daemon refused it) gets no outcome: the parent sees LOST.
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -452,8 +454,10 @@ int Spare(int argc, char** argv) {
       cluster->channels.emplace(host.name, std::move(channel));
     }
     preloaded = std::move(cluster);
-    // Connects (TCP, TLS) while the spare waits: a channel only makes progress while a thread
-    // waits on it. Detached: a host that does not answer must not hold up the stand-in's end.
+    // Connects (TCP, TLS) while the spare waits: every channel is asked at once, and makes
+    // progress while a thread waits on one of them. Detached: a host that does not answer must
+    // not hold up the stand-in's end.
+    for (const auto& channel : connecting) channel->GetState(/*try_to_connect=*/true);
     try {
       std::thread([connecting = std::move(connecting)] {
         pthread_setname_np(pthread_self(), "flurry-connect");
@@ -471,7 +475,17 @@ int Spare(int argc, char** argv) {
     std::fprintf(stderr, "flurry-remote: %s\n", job.error().message().c_str());
     return 1;
   }
+  // The descriptors keep numbers above stdin, stdout and stderr (as a new stand-in's fd 3, 4,
+  // ...): should the VM have run without one of them, a channel must not land there.
   std::vector<int> fds;
+  for (flurry::UniqueFd& fd : job->fds) {
+    if (fd.get() <= STDERR_FILENO) fd.Reset(fcntl(fd.get(), F_DUPFD_CLOEXEC, kControlFd));
+    if (!fd.valid()) {
+      std::fprintf(stderr, "flurry-remote: moving a descriptor of the job: %s\n",
+                   std::strerror(errno));
+      return 1;
+    }
+  }
   for (flurry::UniqueFd& fd : job->fds) fds.push_back(fd.Release());
   std::vector<char*> job_argv;
   for (std::string& arg : job->args) job_argv.push_back(arg.data());
@@ -483,7 +497,16 @@ int Spare(int argc, char** argv) {
       wrong != 0) {
     return wrong;
   }
-  if (settings.parent_pid != parent_pid) return 1;
+  // Exactly the descriptors the shares need: one more (an outcome channel's end) would keep
+  // that clone's channel open past the stand-in's part in it.
+  size_t needed = 0;
+  for (const HostJob& host_job : jobs) needed += 1 + host_job.channel_fds.size();
+  if (settings.parent_pid != parent_pid || needed != fds.size()) {
+    for (int fd : fds) close(fd);
+    std::fprintf(stderr, "flurry-remote: a job for another VM, or with %zu descriptors for %zu\n",
+                 fds.size(), needed);
+    return 1;
+  }
   return RunStandIn(settings, jobs, LoadCommon(settings, preloaded, cluster_path, member));
 }
 

@@ -25,7 +25,8 @@ std::shared_ptr<grpc::Channel> DaemonChannel(const TlsIdentity& identity,
   arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
   arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // Each flurry-remote is one call: no reconnect backoff worth waiting for.
+  // A stand-in makes one call per host (a spare's channels, connected ahead, then idle with
+  // these pings, reconnect within a second): no reconnect backoff worth waiting for.
   arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(options), arguments);

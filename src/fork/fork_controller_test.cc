@@ -2,15 +2,18 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include "arch/x86_64/layout.h"
+#include "base/test_temp_dir.h"
 #include "flurry/sf_abi.h"
 #include "fork/fork_test_support.h"
 
@@ -171,14 +174,33 @@ TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
   controller_.reset();
   EXPECT_EQ(allocator->reserved("host1"), 0);
   EXPECT_EQ(allocator->reserved("host2"), 0);
-  // A spare stand-in that has died (this one is /bin/true) is of no use: the ticket starts its
-  // stand-in itself.
+  // A spare stand-in that has died is of no use: the ticket starts its stand-in itself. This
+  // "flurry-remote" closes the spare's socket, says so, and ends; as a stand-in it says so.
+  TestTempDir dir("flurry-spare");
+  const std::string script = dir.path() + "/flurry-remote";
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\n"
+        << "if [ \"$1\" = spare ]; then exec 3>&-; touch " << dir.path() << "/spare; exit 0; fi\n"
+        << "touch " << dir.path() << "/standin\n";
+  }
+  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  config->remote_binary = script;
   config->spare_standin = true;
   Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto exists = [&](const char* name) {
+    for (int i = 0; i < 1000; ++i) {
+      if (access((dir.path() + "/" + name).c_str(), F_OK) == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  ASSERT_TRUE(exists("spare"));  // its socket is closed: handing it the job fails
   EXPECT_EQ(Hc(SF_HC_TICKET_INFO, Hc(SF_HC_REQUEST_TICKET, 10)), 3);
+  EXPECT_TRUE(exists("standin"));
   controller_.reset();
   config->spare_standin = false;
+  config->remote_binary = "/bin/true";
   // Stand-ins that cannot start: no grant, and the slots stay free.
   config->remote_binary = "/nonexistent/flurry-remote";
   Make(ForkPolicy{.max_clones_per_ticket = 64, .remote = config});

@@ -38,6 +38,7 @@ std::span<const uint8_t> BytesOf(const auto& object) {
 
 Result<void> SendStandInJob(int socket, const std::vector<std::string>& args,
                             const std::vector<int>& fds) {
+  if (args.empty()) return Fail("a stand-in job without arguments");
   std::string packed;
   for (const std::string& arg : args) {
     if (arg.find('\0') != std::string::npos) return Fail("an argument with a NUL byte");
@@ -91,8 +92,9 @@ Result<StandInJob> ReceiveStandInJob(int socket) {
   if (Fnv1a64(args, header.args_bytes) != header.checksum) {
     return Fail("a stand-in job whose arguments do not match their checksum");
   }
-  if (header.args_bytes > 0 && args[header.args_bytes - 1] != '\0') {
-    return Fail("a stand-in job whose last argument is not NUL-terminated");
+  // At least argv[0], the program's name, as on a command line.
+  if (header.args_bytes == 0 || args[header.args_bytes - 1] != '\0') {
+    return Fail("a stand-in job without arguments, or whose last is not NUL-terminated");
   }
   for (size_t at = 0; at < header.args_bytes;) {
     const std::string arg(reinterpret_cast<const char*>(args + at));

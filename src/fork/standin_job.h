@@ -29,6 +29,7 @@ struct StandInJob {
 
 Result<void> SendStandInJob(int socket, const std::vector<std::string>& args,
                             const std::vector<int>& fds);
+// `args` is a whole command line, argv[0] included (so never empty).
 // Blocks until a whole job has come. EOF before the first byte: ECONNRESET ("no job").
 Result<StandInJob> ReceiveStandInJob(int socket);
 

@@ -69,6 +69,19 @@ TEST(StandInJob, DamagedJobsAreRefused) {
     auto job = ReceiveStandInJob(s.b.get());
     EXPECT_FALSE(job.has_value()) << flip;
   }
+  // A job without arguments (not even argv[0]) is refused, and cannot be sent.
+  {
+    TestSeqpacketPair s;
+    const uint8_t header[24] = {
+        'F', 'L', 'S', 'J', 1,    0,    0,    0,    0,    0,    0,    0,
+        0,   0,   0,   0,   0x25, 0x23, 0x22, 0x84, 0xe4, 0x9c, 0xf2, 0xcb};  // fnv1a64("")
+    ASSERT_EQ(send(s.a.get(), header, sizeof header, 0), 24);
+    auto job = ReceiveStandInJob(s.b.get());
+    ASSERT_FALSE(job.has_value());
+    EXPECT_NE(job.error().message().find("without arguments"), std::string::npos)
+        << job.error().message();
+    EXPECT_FALSE(SendStandInJob(s.a.get(), {}, {}).has_value());
+  }
   // Arguments with a NUL byte cannot be sent.
   TestSeqpacketPair s;
   EXPECT_FALSE(SendStandInJob(s.a.get(), {std::string("a\0b", 3)}, {}).has_value());

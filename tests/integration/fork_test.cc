@@ -297,7 +297,9 @@ TEST(ForkCheckpoint, AReleasedCheckpointsCopyEndsAfterItsClones) {
 }
 
 // sf_release_ticket gives an unused ticket back; a used one is released by sf_join only
-// (tests/guest/fork_ticket_release.c).
+// (tests/guest/fork_ticket_release.c). A local grant holds nothing that a later ticket would
+// miss (it is counted from free memory at each request): this checks the calls' results; the
+// slots a cluster ticket gives back are checked by RemotePlacement.AnUnusedTicketGivenBack...
 TEST(ForkTickets, AnUnusedTicketCanBeGivenBack) {
   const RunResult r = FlurryRun({"--max-clones", "4", Guest("fork_ticket_release"), "4"});
   ExpectFinished(r, 0);
