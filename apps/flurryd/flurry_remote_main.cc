@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/spawn.h"
 #include "cluster/cluster_file.h"
 #include "cluster/credentials.h"
 #include "daemon/tls.h"
@@ -348,10 +349,11 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
 }
 
 // A stand-in's command line (or a spare's job): the settings and each host's share, its
-// descriptors taken in order from `fds` (fd 3, 4, ... for a new process). Returns 0, or the
-// exit status for a command line that is wrong.
-int ParseStandIn(int argc, char** argv, const std::vector<int>& fds, Settings* settings,
-                 std::vector<HostJob>* jobs) {
+// descriptors taken in order from `fds` (fd 3, 4, ... for a new process); `all_fds`: the
+// shares must need every one of them. Returns 0, or the exit status for a command line that
+// is wrong.
+int ParseStandIn(int argc, char** argv, const std::vector<int>& fds, bool all_fds,
+                 Settings* settings, std::vector<HostJob>* jobs) {
   CLI::App app{"flurry-remote: the local end of clones on other hosts (started by flurry)"};
   std::vector<std::string> hosts;
   std::vector<int32_t> counts;
@@ -377,10 +379,13 @@ int ParseStandIn(int argc, char** argv, const std::vector<int>& fds, Settings* s
   }
   size_t total = 0;
   for (int32_t count : counts) total += static_cast<size_t>(count);
-  if (hosts.size() != counts.size() || total > 4096 || total + hosts.size() > fds.size()) {
+  const size_t needed = total + hosts.size();
+  if (hosts.size() != counts.size() || total > 4096 || needed > fds.size() ||
+      (all_fds && needed != fds.size())) {
     std::fprintf(stderr,
                  "flurry-remote: one --count per --host, 4096 clones at most, a control pipe "
-                 "and a channel per clone\n");
+                 "and a channel per clone (%zu descriptors for %zu)\n",
+                 fds.size(), needed);
     return 2;
   }
   size_t next = 0;
@@ -487,24 +492,19 @@ int Spare(int argc, char** argv) {
     }
   }
   for (flurry::UniqueFd& fd : job->fds) fds.push_back(fd.Release());
-  std::vector<char*> job_argv;
-  for (std::string& arg : job->args) job_argv.push_back(arg.data());
-  job_argv.push_back(nullptr);
+  std::vector<char*> job_argv = flurry::ExecArray(job->args);
   Settings settings;
   std::vector<HostJob> jobs;
-  if (const int wrong =
-          ParseStandIn(static_cast<int>(job->args.size()), job_argv.data(), fds, &settings, &jobs);
-      wrong != 0) {
-    return wrong;
-  }
   // Exactly the descriptors the shares need: one more (an outcome channel's end) would keep
   // that clone's channel open past the stand-in's part in it.
-  size_t needed = 0;
-  for (const HostJob& host_job : jobs) needed += 1 + host_job.channel_fds.size();
-  if (settings.parent_pid != parent_pid || needed != fds.size()) {
+  if (const int wrong = ParseStandIn(static_cast<int>(job->args.size()), job_argv.data(), fds,
+                                     /*all_fds=*/true, &settings, &jobs);
+      wrong != 0) {
     for (int fd : fds) close(fd);
-    std::fprintf(stderr, "flurry-remote: a job for another VM, or with %zu descriptors for %zu\n",
-                 fds.size(), needed);
+    return wrong;
+  }
+  if (settings.parent_pid != parent_pid) {
+    std::fprintf(stderr, "flurry-remote: a job for another VM\n");
     return 1;
   }
   return RunStandIn(settings, jobs, LoadCommon(settings, preloaded, cluster_path, member));
@@ -521,7 +521,10 @@ int main(int argc, char** argv) {
   for (int fd = kControlFd; fd < kControlFd + 2 * 4096; ++fd) fds.push_back(fd);
   Settings settings;
   std::vector<HostJob> jobs;
-  if (const int wrong = ParseStandIn(argc, argv, fds, &settings, &jobs); wrong != 0) return wrong;
+  if (const int wrong = ParseStandIn(argc, argv, fds, /*all_fds=*/false, &settings, &jobs);
+      wrong != 0) {
+    return wrong;
+  }
   if (!TieToParent(settings.parent_pid)) return 1;
   return RunStandIn(settings, jobs, LoadCommon(settings, nullptr, "", ""));
 }

@@ -12,17 +12,13 @@
 extern char** environ;
 
 namespace flurry {
-namespace {
 
-// `strings` as an execve array (pointers into them), null-terminated.
 std::vector<char*> ExecArray(const std::vector<std::string>& strings) {
   std::vector<char*> array;
   for (const std::string& s : strings) array.push_back(const_cast<char*>(s.c_str()));
   array.push_back(nullptr);
   return array;
 }
-
-}  // namespace
 
 Result<pid_t> SpawnWithDefaultSignals(const std::vector<std::string>& args,
                                       const posix_spawn_file_actions_t* actions) {

@@ -14,6 +14,10 @@
 
 namespace flurry {
 
+// `strings` as an argv/envp array: pointers into them, then a null pointer. Valid while
+// `strings` lives unchanged.
+std::vector<char*> ExecArray(const std::vector<std::string>& strings);
+
 // posix_spawn of args[0] with `args` and this process's environment; `actions` may be null.
 Result<pid_t> SpawnWithDefaultSignals(const std::vector<std::string>& args,
                                       const posix_spawn_file_actions_t* actions);

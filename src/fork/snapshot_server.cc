@@ -9,39 +9,19 @@
 
 #include <cstring>
 
+#include "base/fd_passing.h"
+
 namespace flurry {
 namespace {
 
 bool SendReply(int control, const SpawnReply& reply, int channel_fd, int pidfd) {
-  iovec iov{const_cast<SpawnReply*>(&reply), sizeof reply};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control_buffer[CMSG_SPACE(2 * sizeof(int))] = {};
-  if (channel_fd >= 0 && pidfd >= 0) {
-    msg.msg_control = control_buffer;
-    msg.msg_controllen = sizeof control_buffer;
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    int fds[2] = {channel_fd, pidfd};
-    std::memcpy(CMSG_DATA(cmsg), fds, sizeof fds);
-  } else if (channel_fd >= 0) {
-    // Never lose a clone's outcome channel, even without a pidfd.
-    msg.msg_control = control_buffer;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int));
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &channel_fd, sizeof channel_fd);
-  }
-  ssize_t n;
-  do {
-    n = sendmsg(control, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return n == sizeof reply;
+  // Never lose a clone's outcome channel, even without a pidfd.
+  std::vector<int> fds;
+  if (channel_fd >= 0) fds.push_back(channel_fd);
+  if (channel_fd >= 0 && pidfd >= 0) fds.push_back(pidfd);
+  return SendWithFds(control, std::span(reinterpret_cast<const uint8_t*>(&reply), sizeof reply),
+                     fds)
+      .has_value();
 }
 
 SpawnReply Reply(SpawnReply::Type type, int32_t id, int32_t pid, int32_t error) {
@@ -190,31 +170,23 @@ Result<std::vector<SpawnedClone>> ReceiveSpawnReplies(int control, int32_t expec
   std::vector<SpawnedClone> clones;
   for (;;) {
     SpawnReply reply{};
-    iovec iov{&reply, sizeof reply};
-    alignas(cmsghdr) char control_buffer[CMSG_SPACE(2 * sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control_buffer;
-    msg.msg_controllen = sizeof control_buffer;
-    ssize_t n = recvmsg(control, &msg, MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return FailErrno("reading from the snapshot process");
-    if (n == 0) {
+    std::vector<UniqueFd> fds;
+    auto n =
+        ReceiveWithFds(control, std::span(reinterpret_cast<uint8_t*>(&reply), sizeof reply), &fds);
+    if (!n && n.error().code() != EMSGSIZE) {
+      return std::unexpected(n.error().WithContext("reading from the snapshot process"));
+    }
+    if (n && *n == 0) {
       if (static_cast<int32_t>(clones.size()) == expected) return clones;
       return Fail("the snapshot process ended after spawning {} of {} clones", clones.size(),
                   expected);
     }
-    int fds[2] = {-1, -1};
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      if (c->cmsg_len == CMSG_LEN(2 * sizeof(int))) std::memcpy(fds, CMSG_DATA(c), sizeof fds);
-      if (c->cmsg_len == CMSG_LEN(sizeof(int))) std::memcpy(fds, CMSG_DATA(c), sizeof(int));
-    }
-    UniqueFd channel(fds[0]), pidfd(fds[1]);
-    if (n != sizeof reply || reply.magic != kSnapshotMagic || reply.version != kSnapshotVersion) {
+    if (!n || *n != sizeof reply || reply.magic != kSnapshotMagic ||
+        reply.version != kSnapshotVersion || fds.size() > 2) {
       return Fail("malformed reply from the snapshot process");
     }
+    fds.resize(2);  // the channel, then the pidfd (either may be missing)
+    UniqueFd channel = std::move(fds[0]), pidfd = std::move(fds[1]);
     if (reply.type == SpawnReply::kDone) return clones;
     if (reply.type == SpawnReply::kError) {
       if (!clones.empty()) return clones;
