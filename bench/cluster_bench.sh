@@ -4,7 +4,8 @@
 #   bench/cluster_bench.sh [BUILD_DIR]   (default build)
 # Prints, per measurement, the raw values of each run:
 #   1. clone latency (sf_clone -> all N clones executing), 256 MiB touched by the parent,
-#      N = 1, 8, 32: bench_clone, 5 runs each, local and --cluster;
+#      N = 1, 8, 32: bench_clone, 5 runs each, local and --cluster; and the time of the
+#      sf_request_ticket before it;
 #   2. a compute job on a 256 MiB working set (cluster_where 4 0 256: each clone sums the
 #      parent's 256 MiB once, work_ms = that sum's time), local and --cluster, 3 runs each;
 #   3. bytes each host's interface received for that job vs the 256 MiB each clone read, and
@@ -28,12 +29,16 @@ for n in 1 8 32; do
     args=(run --mem 1G)
     [[ $where == cluster ]] && args+=(--cluster "$cluster")
     values=()
+    requests=()
     for _ in 1 2 3 4 5; do
-      ns="$("$flurry" "${args[@]}" "$build/bench/guest/bench_clone" 256 "$n" |
-        sed -n 's/^clone_latency_ns=//p')"
+      out="$("$flurry" "${args[@]}" "$build/bench/guest/bench_clone" 256 "$n")"
+      ns="$(sed -n 's/^clone_latency_ns=//p' <<<"$out")"
       values+=("$(awk -v ns="$ns" 'BEGIN {printf "%.1f", ns / 1e6}')")
+      ns="$(sed -n 's/^ticket_request_ns=//p' <<<"$out")"
+      requests+=("$(awk -v ns="$ns" 'BEGIN {printf "%.2f", ns / 1e6}')")
     done
     echo "clone latency N=$n $where: ${values[*]} ms (median $(printf '%s\n' "${values[@]}" | median))"
+    echo "ticket request N=$n $where: ${requests[*]} ms (median $(printf '%s\n' "${requests[@]}" | median))"
   done
 done
 

@@ -39,17 +39,18 @@ Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
   if (access(config->remote_binary.c_str(), X_OK) != 0) {
     return FailErrno(fmt::format("{} (the stand-in for remote clones)", config->remote_binary));
   }
-  // The allocator asks the daemons through flurry-remote: each GetStatus call has 2 s, the
-  // whole query (the program's start included) 5 s; a host that is down refuses at once, so
-  // only a host that vanished without a trace costs the deadline. Each clone is taken to need
-  // the guest's RAM on its host (docs/design.md, Placement).
+  // The allocator asks the daemons through flurry-remote (the VM's spare stand-in, or a
+  // program started for the query): each GetStatus call has 2 s, and each wait for an answer
+  // 5 s (RemoteCloneConfig's status_call_deadline and status_limit; docs/design.md,
+  // Placement); a host that is down refuses at once, so only a host that vanished without a
+  // trace costs the deadline. Each clone is taken to need the guest's RAM on its host
+  // (docs/design.md, Placement).
   std::vector<ClusterFileAllocator::Host> hosts;
   for (const ClusterHost& host : cluster.hosts) hosts.push_back({host.name, host.slots});
   config->allocator = std::make_shared<ClusterFileAllocator>(
       std::move(hosts),
       std::make_unique<RemoteStatusSource>(config->remote_binary, config->cluster_file, member,
-                                           std::chrono::milliseconds(2000),
-                                           std::chrono::milliseconds(5000)),
+                                           config->status_call_deadline, config->status_limit),
       guest_memory);
   config->serve_bind = FLURRY_TRY_CTX(LocalAddressToward(cluster.hosts.front().address),
                                       "the address the cluster reaches this machine at");

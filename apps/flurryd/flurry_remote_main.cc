@@ -50,129 +50,6 @@ void WriteAll(int fd, const std::string& data) {
   }
 }
 
-// One host's GetStatus answer, or why there is none.
-struct HostAnswer {
-  grpc::Status status;
-  v1::HostStatus reply;
-};
-
-// GetStatus on every host at once (a thread each), each call ending by `deadline`.
-std::vector<HostAnswer> AskEveryHost(const flurry::ClusterFile& cluster,
-                                     const flurry::TlsIdentity& identity,
-                                     std::chrono::milliseconds deadline) {
-  std::vector<HostAnswer> answers(cluster.hosts.size());
-  const auto until = std::chrono::system_clock::now() + deadline;
-  std::vector<std::thread> threads;
-  threads.reserve(cluster.hosts.size());
-  for (size_t i = 0; i < cluster.hosts.size(); ++i) {
-    auto ask = [&, i] {
-      const flurry::ClusterHost& host = cluster.hosts[i];
-      auto stub = v1::Flurryd::NewStub(flurry::DaemonChannel(identity, host.address, host.name));
-      grpc::ClientContext context;
-      context.set_deadline(until);
-      answers[i].status = stub->GetStatus(&context, v1::StatusRequest{}, &answers[i].reply);
-    };
-    try {
-      threads.emplace_back(ask);
-    } catch (const std::system_error&) {
-      ask();  // out of threads: ask this one here
-    }
-  }
-  for (std::thread& thread : threads) thread.join();
-  return answers;
-}
-
-// `flurry-remote status --cluster FILE [--member M] [--machine] [--deadline-ms N]` (what
-// `flurry cluster status` runs, and the cluster allocator with --machine): every host's
-// GetStatus, as a table, or as lines for a program (fork/remote_status.h):
-//   host NAME up SLOTS RUNNING_CLONES MEMORY_BYTES FREE_MEMORY_BYTES
-//   host NAME down WHY...
-int Status(int argc, char** argv) {
-  CLI::App app{"flurry-remote status: ask every host's flurryd how it is"};
-  std::string cluster_path, member = "client";
-  bool machine = false;
-  int deadline_ms = 3000;
-  app.add_option("--cluster", cluster_path)->required();
-  app.add_option("--member", member);
-  app.add_flag("--machine", machine);
-  app.add_option("--deadline-ms", deadline_ms)->check(CLI::Range(1, 600000));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
-  setenv("GRPC_VERBOSITY", "NONE", 1);
-  auto cluster = flurry::LoadClusterFile(cluster_path);
-  if (!cluster) {
-    std::fprintf(stderr, "flurry: cluster status: %s\n", cluster.error().message().c_str());
-    return 1;
-  }
-  auto credentials = flurry::LoadMemberCredentials(cluster->credentials_dir, member);
-  if (!credentials) {
-    std::fprintf(stderr, "flurry: cluster status: %s\n", credentials.error().message().c_str());
-    return 1;
-  }
-  const std::vector<HostAnswer> answers =
-      AskEveryHost(*cluster, {credentials->ca_pem, credentials->cert_pem, credentials->key_pem},
-                   std::chrono::milliseconds(deadline_ms));
-  int failed = 0;
-  if (!machine) {
-    std::printf("%-12s %-22s %6s %8s %12s %12s  %s\n", "NAME", "ADDRESS", "SLOTS", "RUNNING",
-                "MEMORY_MIB", "FREE_MIB", "STATE");
-  }
-  for (size_t i = 0; i < answers.size(); ++i) {
-    const flurry::ClusterHost& host = cluster->hosts[i];
-    const v1::HostStatus& reply = answers[i].reply;
-    std::string why;
-    if (!answers[i].status.ok()) {
-      why = answers[i].status.error_message();
-    } else if (reply.name() != host.name) {
-      why = "it answers as " + reply.name();
-    }
-    if (!answers[i].status.ok()) ++failed;
-    if (machine) {
-      // One line per host: nothing the daemon sent may break a line or a word.
-      for (char& c : why) {
-        if (c == '\n' || c == '\r') c = ' ';
-      }
-      if (why.empty()) {
-        std::printf("host %s up %d %d %llu %llu\n", host.name.c_str(), reply.slots(),
-                    reply.running_clones(), static_cast<unsigned long long>(reply.memory_bytes()),
-                    static_cast<unsigned long long>(reply.free_memory_bytes()));
-      } else {
-        std::printf("host %s down %s\n", host.name.c_str(), why.c_str());
-      }
-      continue;
-    }
-    if (!answers[i].status.ok()) {
-      std::printf("%-12s %-22s %6s %8s %12s %12s  unreachable: %s\n", host.name.c_str(),
-                  host.address.c_str(), "-", "-", "-", "-", why.c_str());
-      continue;
-    }
-    std::printf("%-12s %-22s %6d %8d %12llu %12llu  %s\n", reply.name().c_str(),
-                host.address.c_str(), reply.slots(), reply.running_clones(),
-                static_cast<unsigned long long>(reply.memory_bytes() >> 20),
-                static_cast<unsigned long long>(reply.free_memory_bytes() >> 20),
-                reply.name() == host.name ? "up" : "up, but answers as another host");
-  }
-  return failed == 0 ? 0 : 1;
-}
-
-// One host's share of the clones, and what every host's thread reads.
-struct HostJob {
-  std::string host_name;
-  int32_t count = 0;
-  int control_fd = -1;
-  std::vector<int> channel_fds;  // one outcome channel per clone
-};
-struct Settings {
-  std::string cluster_path, member = "client", family_text;
-  pid_t parent_pid = 0;
-  bool no_prefix = false, memory_stats = false;
-  uint32_t prefetch = 0;
-  std::string avoid = "all";
-};
-
 // The cluster as this member sees it, loaded once for every host; a spare stand-in also has
 // a channel to each host made (and connecting) while it waits for its job.
 struct Cluster {
@@ -194,6 +71,141 @@ flurry::Result<std::shared_ptr<const Cluster>> LoadCluster(const std::string& pa
   cluster->identity = {credentials.ca_pem, credentials.cert_pem, credentials.key_pem};
   return cluster;
 }
+
+// The channel to `host`: the cluster's (a spare's, made while it waited), unless it has none or
+// the one it has is failing (the host was down or restarted while the spare waited: a call
+// there would fail at once, in its reconnect backoff), else a new one.
+std::shared_ptr<grpc::Channel> ChannelTo(const Cluster& cluster, const flurry::ClusterHost& host) {
+  const auto made = cluster.channels.find(host.name);
+  if (made != cluster.channels.end() &&
+      made->second->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    return made->second;
+  }
+  return flurry::DaemonChannel(cluster.identity, host.address, host.name);
+}
+
+// One host's GetStatus answer, or why there is none.
+struct HostAnswer {
+  grpc::Status status;
+  v1::HostStatus reply;
+};
+
+// GetStatus on every host at once (a thread each), each call ending by `deadline`, on the
+// cluster's channel to the host where it has a working one (ChannelTo).
+std::vector<HostAnswer> AskEveryHost(const Cluster& cluster, std::chrono::milliseconds deadline) {
+  std::vector<HostAnswer> answers(cluster.file.hosts.size());
+  const auto until = std::chrono::system_clock::now() + deadline;
+  std::vector<std::thread> threads;
+  threads.reserve(cluster.file.hosts.size());
+  for (size_t i = 0; i < cluster.file.hosts.size(); ++i) {
+    auto ask = [&, i] {
+      const flurry::ClusterHost& host = cluster.file.hosts[i];
+      auto stub = v1::Flurryd::NewStub(ChannelTo(cluster, host));
+      grpc::ClientContext context;
+      context.set_deadline(until);
+      answers[i].status = stub->GetStatus(&context, v1::StatusRequest{}, &answers[i].reply);
+    };
+    try {
+      threads.emplace_back(ask);
+    } catch (const std::system_error&) {
+      ask();  // out of threads: ask this one here
+    }
+  }
+  for (std::thread& thread : threads) thread.join();
+  return answers;
+}
+
+// `flurry-remote status --cluster FILE [--member M] [--machine] [--deadline-ms N]` (what
+// `flurry cluster status` runs, and the cluster allocator with --machine): every host's
+// GetStatus, as a table, or as lines for a program (fork/remote_status.h):
+//   host NAME up SLOTS RUNNING_CLONES MEMORY_BYTES FREE_MEMORY_BYTES
+//   host NAME down WHY...
+// written to `out`. `preloaded`: a spare's cluster, used when the command names the same
+// cluster file and member (the spare answers the allocator's queries: SpareStatusSource).
+int Status(int argc, char** argv, int out, const std::shared_ptr<const Cluster>& preloaded,
+           const std::string& preloaded_path, const std::string& preloaded_member) {
+  CLI::App app{"flurry-remote status: ask every host's flurryd how it is"};
+  std::string cluster_path, member = "client";
+  bool machine = false;
+  int deadline_ms = 3000;
+  app.add_option("--cluster", cluster_path)->required();
+  app.add_option("--member", member);
+  app.add_flag("--machine", machine);
+  app.add_option("--deadline-ms", deadline_ms)->check(CLI::Range(1, 600000));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  std::shared_ptr<const Cluster> cluster = preloaded;
+  if (!preloaded || cluster_path != preloaded_path || member != preloaded_member) {
+    auto loaded = LoadCluster(cluster_path, member);
+    if (!loaded) {
+      std::fprintf(stderr, "flurry: cluster status: %s\n", loaded.error().message().c_str());
+      return 1;
+    }
+    cluster = std::move(*loaded);
+  }
+  const std::vector<HostAnswer> answers =
+      AskEveryHost(*cluster, std::chrono::milliseconds(deadline_ms));
+  int failed = 0;
+  std::string text;
+  if (!machine) {
+    text += fmt::format("{:<12} {:<22} {:>6} {:>8} {:>12} {:>12}  {}\n", "NAME", "ADDRESS", "SLOTS",
+                        "RUNNING", "MEMORY_MIB", "FREE_MIB", "STATE");
+  }
+  for (size_t i = 0; i < answers.size(); ++i) {
+    const flurry::ClusterHost& host = cluster->file.hosts[i];
+    const v1::HostStatus& reply = answers[i].reply;
+    std::string why;
+    if (!answers[i].status.ok()) {
+      why = answers[i].status.error_message();
+    } else if (reply.name() != host.name) {
+      why = "it answers as " + reply.name();
+    }
+    if (!answers[i].status.ok()) ++failed;
+    if (machine) {
+      // One line per host: nothing the daemon sent may break a line or a word.
+      for (char& c : why) {
+        if (c == '\n' || c == '\r') c = ' ';
+      }
+      if (why.empty()) {
+        text +=
+            fmt::format("host {} up {} {} {} {}\n", host.name, reply.slots(),
+                        reply.running_clones(), reply.memory_bytes(), reply.free_memory_bytes());
+      } else {
+        text += fmt::format("host {} down {}\n", host.name, why);
+      }
+      continue;
+    }
+    if (!answers[i].status.ok()) {
+      text += fmt::format("{:<12} {:<22} {:>6} {:>8} {:>12} {:>12}  unreachable: {}\n", host.name,
+                          host.address, "-", "-", "-", "-", why);
+      continue;
+    }
+    text += fmt::format("{:<12} {:<22} {:>6} {:>8} {:>12} {:>12}  {}\n", reply.name(), host.address,
+                        reply.slots(), reply.running_clones(), reply.memory_bytes() >> 20,
+                        reply.free_memory_bytes() >> 20,
+                        reply.name() == host.name ? "up" : "up, but answers as another host");
+  }
+  WriteAll(out, text);
+  return failed == 0 ? 0 : 1;
+}
+
+// One host's share of the clones, and what every host's thread reads.
+struct HostJob {
+  std::string host_name;
+  int32_t count = 0;
+  int control_fd = -1;
+  std::vector<int> channel_fds;  // one outcome channel per clone
+};
+struct Settings {
+  std::string cluster_path, member = "client", family_text;
+  pid_t parent_pid = 0;
+  bool no_prefix = false, memory_stats = false;
+  uint32_t prefetch = 0;
+  std::string avoid = "all";
+};
 
 // `preloaded`: a spare's cluster, used when the job names the same cluster file and member.
 flurry::Result<Common> LoadCommon(const Settings& settings,
@@ -276,10 +288,7 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
   const Common& common = *loaded;
   const flurry::ClusterHost* host = common.cluster->file.Find(job.host_name);
   if (host == nullptr) return lost("no such host in " + settings.cluster_path);
-  const auto made = common.cluster->channels.find(host->name);
-  auto channel = made != common.cluster->channels.end()
-                     ? made->second
-                     : flurry::DaemonChannel(common.cluster->identity, host->address, host->name);
+  auto channel = ChannelTo(*common.cluster, *host);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(4))) {
     return lost(
         fmt::format("its flurryd at {} cannot be reached, or refused this member's credentials",
@@ -435,6 +444,7 @@ bool TieToParent(pid_t parent_pid) {
 // started ahead of need (fork/remote_clones.h, SpareStandIn). It loads the cluster and the
 // credentials and starts connecting to every host, then waits for its job
 // (fork/standin_job.h): a stand-in's command line and descriptors. No job (EOF): it ends.
+// Before it, it answers any number of status jobs (the allocator's queries).
 int Spare(int argc, char** argv) {
   CLI::App app{"flurry-remote spare: a stand-in waiting for its ticket"};
   std::string cluster_path, member = "client";
@@ -473,13 +483,31 @@ int Spare(int argc, char** argv) {
       // no thread: each host's thread connects when the job comes, as a new stand-in's does
     }
   }  // else the job loads it again, and says what is wrong
-  auto job = flurry::ReceiveStandInJob(kControlFd);
-  close(kControlFd);
-  if (!job) {
-    if (job.error().code() == ECONNRESET) return 0;  // the VM let its spare go
-    std::fprintf(stderr, "flurry-remote: %s\n", job.error().message().c_str());
-    return 1;
+  // Whether the cluster loaded or not: a job then loads it as a new process would. A VM that
+  // has let its spare go makes this fail; the receive below then sees end of file.
+  (void)flurry::SendSpareReady(kControlFd);
+  flurry::Result<flurry::StandInJob> job;
+  for (;;) {
+    job = flurry::ReceiveStandInJob(kControlFd);
+    if (!job) {
+      if (job.error().code() == ECONNRESET) return 0;  // the VM let its spare go
+      std::fprintf(stderr, "flurry-remote: %s\n", job.error().message().c_str());
+      return 1;
+    }
+    if (job->args.size() < 2 || job->args[1] != "status") break;
+    // The allocator's status query (`flurry-remote status --machine ...`, its stdout the one
+    // descriptor): answered on the channels made, and the spare waits on for its ticket.
+    if (job->fds.size() != 1) {
+      std::fprintf(stderr, "flurry-remote: a status job takes 1 descriptor, not %zu\n",
+                   job->fds.size());
+      return 2;
+    }
+    std::vector<char*> status_argv = flurry::ExecArray(job->args);
+    Status(static_cast<int>(job->args.size()) - 1, status_argv.data() + 1, job->fds[0].get(),
+           preloaded, cluster_path, member);
+    job->fds.clear();  // the end of the answer: the VMM reads to end of file
   }
+  close(kControlFd);
   // The descriptors keep numbers above stdin, stdout and stderr (as a new stand-in's fd 3, 4,
   // ...): should the VM have run without one of them, a channel must not land there.
   std::vector<int> fds;
@@ -513,7 +541,10 @@ int Spare(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::string_view(argv[1]) == "status") return Status(argc - 1, argv + 1);
+  if (argc > 1 && std::string_view(argv[1]) == "status") {
+    setenv("GRPC_VERBOSITY", "NONE", 1);  // this program says what went wrong
+    return Status(argc - 1, argv + 1, STDOUT_FILENO, nullptr, "", "");
+  }
   if (argc > 1 && std::string_view(argv[1]) == "spare") return Spare(argc - 1, argv + 1);
   // A stand-in started for its ticket: its descriptors are fd 3, 4, ... (enough of them for
   // the largest ticket; ParseStandIn takes those its shares need).

@@ -13,9 +13,11 @@ ClusterFileAllocator::ClusterFileAllocator(std::vector<Host> hosts,
       clone_memory_bytes_(std::max<uint64_t>(clone_memory_bytes, 1)),
       reserved_(hosts_.size(), 0) {}
 
-std::vector<int64_t> ClusterFileAllocator::Room() {
+std::vector<int64_t> ClusterFileAllocator::Room(HostStatusSource* first) {
   std::vector<int64_t> room(hosts_.size(), 0);
-  auto reports = status_->Query();
+  Result<std::vector<HostReport>> reports = Fail("not asked");
+  if (first != nullptr) reports = first->Query();
+  if (!reports) reports = status_->Query();
   if (!reports) {
     std::fprintf(stderr, "flurry: sf_request_ticket: asking the hosts how they are: %s\n",
                  reports.error().message().c_str());
@@ -53,9 +55,18 @@ std::vector<int64_t> ClusterFileAllocator::Room() {
 }
 
 std::vector<std::string> ClusterFileAllocator::Allocate(int32_t requested) {
+  return Grant(requested, nullptr);
+}
+
+std::vector<std::string> ClusterFileAllocator::AllocateAsking(int32_t requested,
+                                                              HostStatusSource& status) {
+  return Grant(requested, &status);
+}
+
+std::vector<std::string> ClusterFileAllocator::Grant(int32_t requested, HostStatusSource* first) {
   std::vector<std::string> granted;
   if (requested <= 0 || hosts_.empty()) return granted;
-  std::vector<int64_t> room = Room();
+  std::vector<int64_t> room = Room(first);
   for (int32_t i = 0; i < requested; ++i) {
     size_t best = hosts_.size();
     int64_t best_room = 0;

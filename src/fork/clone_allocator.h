@@ -18,12 +18,21 @@
 
 namespace flurry {
 
+class HostStatusSource;
+
 class CloneAllocator {
  public:
   virtual ~CloneAllocator() = default;
   // Reserves slots for up to `requested` clones: the host of each granted clone, in clone
   // order (empty when none is free).
   virtual std::vector<std::string> Allocate(int32_t requested) = 0;
+  // As Allocate, with `status` asked first how the hosts are (the VM's spare stand-in, whose
+  // connections are made: SpareStatusSource); when it cannot ask, the allocator asks its own
+  // way. An allocator that asks the hosts nothing ignores it.
+  virtual std::vector<std::string> AllocateAsking(int32_t requested, HostStatusSource& status) {
+    (void)status;
+    return Allocate(requested);
+  }
   // Gives back slots Allocate reserved: unused (the ticket went without clones), or taken up by
   // clones that have just been started on those hosts (each host counts them as running from
   // then on, so this VM stops counting them itself).
@@ -69,15 +78,18 @@ class ClusterFileAllocator : public CloneAllocator {
   // clones its free memory holds (free_memory_bytes / clone_memory_bytes, less the same
   // reservations), whichever is less. A host that did not answer gets none.
   std::vector<std::string> Allocate(int32_t requested) override;
+  std::vector<std::string> AllocateAsking(int32_t requested, HostStatusSource& status) override;
   void Release(const std::vector<std::string>& hosts) override;
 
   // Slots this VM holds on `host` whose clones have not started (0 for an unknown host).
   int32_t reserved(const std::string& host) const;
 
  private:
-  // How many more clones each host (in file order) can take now; writes why a host takes none
+  // How many more clones each host (in file order) can take now, asking `first` (when not
+  // null) and, if it cannot ask, the allocator's own source; writes why a host takes none
   // because it did not answer on stderr.
-  std::vector<int64_t> Room();
+  std::vector<int64_t> Room(HostStatusSource* first);
+  std::vector<std::string> Grant(int32_t requested, HostStatusSource* first);
 
   std::vector<Host> hosts_;
   std::unique_ptr<HostStatusSource> status_;

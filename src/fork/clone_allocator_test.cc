@@ -73,6 +73,24 @@ TEST(ClusterFileAllocator, SpreadsOverIdleHostsBySlotsAndAsksTheDaemonsEachTime)
   EXPECT_EQ(f.fake->queries, 2);
 }
 
+// AllocateAsking: the source it is given (the VM's spare stand-in) answers in place of the
+// allocator's own; when that one cannot ask, the allocator asks its own way.
+TEST(ClusterFileAllocator, AsksTheGivenSourceFirstAndItsOwnWhenThatFails) {
+  Fixture f({{"host1", 8}, {"host2", 8}});
+  f.fake->reports = {Down("host1"), Up("host2", 8, 0)};
+  FakeStatus spare;
+  spare.reports = {Up("host1", 8, 0), Down("host2")};
+  EXPECT_EQ(Count(f.allocator->AllocateAsking(3, spare)),
+            (std::map<std::string, int>{{"host1", 3}}));
+  EXPECT_EQ(spare.queries, 1);
+  EXPECT_EQ(f.fake->queries, 0);
+  spare.error = "the spare stand-in is gone";
+  EXPECT_EQ(Count(f.allocator->AllocateAsking(2, spare)),
+            (std::map<std::string, int>{{"host2", 2}}));
+  EXPECT_EQ(spare.queries, 2);
+  EXPECT_EQ(f.fake->queries, 1);
+}
+
 TEST(ClusterFileAllocator, RespectsLiveSlotsUsedByAnotherFamily) {
   Fixture f({{"a", 8}, {"b", 8}});
   // Another VM's clones fill 6 of a's slots: a has room for 2, b for 8.

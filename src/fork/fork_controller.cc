@@ -14,6 +14,7 @@
 
 #include "flurry/sf_abi.h"
 #include "fork/clone_directory.h"
+#include "fork/remote_status.h"
 #include "fork/snapshot_server.h"
 
 namespace flurry {
@@ -114,7 +115,7 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
     // process for all its hosts) starts now, so that sf_clone does not wait for it.
     const int32_t asked = std::min<int32_t>(
         static_cast<int32_t>(n), std::min(policy_.max_clones_per_ticket, kMaxSpawnCount));
-    std::vector<std::string> held = policy_.remote->allocator->Allocate(asked);
+    std::vector<std::string> held = AllocateRemote(asked);
     std::map<std::string, int32_t> per_host;
     for (const std::string& host : held) ++per_host[host];
     std::vector<RemoteStandIn::HostShare> shares;
@@ -143,6 +144,16 @@ SyscallResult ForkController::RequestTicket(const SyscallArgs& args) {
   tickets_[id].remote = std::move(remote);
   tickets_[id].standins = std::move(standins);
   return SyscallResult::Return(id);
+}
+
+std::vector<std::string> ForkController::AllocateRemote(int32_t asked) {
+  CloneAllocator& allocator = *policy_.remote->allocator;
+  if (!spare_) return allocator.Allocate(asked);
+  // The spare answers the allocator's status query: no flurry-remote to start for it.
+  SpareStatusSource through_spare(*spare_, *policy_.remote);
+  std::vector<std::string> held = allocator.AllocateAsking(asked, through_spare);
+  if (through_spare.stuck()) spare_.reset();  // the ticket starts its stand-in itself
+  return held;
 }
 
 Result<std::vector<RemoteStandIn>> ForkController::StartStandIns(

@@ -188,6 +188,9 @@ class ForkController {
   SyscallResult CreateClones(const SyscallArgs& args);
   SyscallResult ReleaseCheckpoint(const SyscallArgs& args);
   SyscallResult ReleaseTicket(const SyscallArgs& args);
+  // Slots for up to `asked` clones from the cluster's allocator, which asks the spare how the
+  // hosts are when there is one (a spare that did not answer in time is dropped).
+  std::vector<std::string> AllocateRemote(int32_t asked);
   // A ticket's stand-ins: the spare made into them, or (no spare, or it is gone) a new process.
   Result<std::vector<RemoteStandIn>> StartStandIns(
       const std::vector<RemoteStandIn::HostShare>& shares);

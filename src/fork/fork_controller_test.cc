@@ -174,8 +174,9 @@ TEST_F(ForkControllerTest, ClusterTicketsComeFromTheAllocator) {
   controller_.reset();
   EXPECT_EQ(allocator->reserved("host1"), 0);
   EXPECT_EQ(allocator->reserved("host2"), 0);
-  // A spare stand-in that has died is of no use: the ticket starts its stand-in itself. This
-  // "flurry-remote" closes the spare's socket, says so, and ends; as a stand-in it says so.
+  // A spare stand-in that has died is of no use: the allocator asks its own source how the
+  // hosts are (3 granted), and the ticket starts its stand-in itself. This "flurry-remote"
+  // closes the spare's socket, says so, and ends; as a stand-in it says so.
   TestTempDir dir("flurry-spare");
   const std::string script = dir.path() + "/flurry-remote";
   {

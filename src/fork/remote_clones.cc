@@ -156,9 +156,25 @@ void SpareStandIn::Forget() {
   socket_.Reset();
 }
 
+Result<void> SpareStandIn::Ask(const std::vector<std::string>& args, const std::vector<int>& fds) {
+  if (!socket_.valid()) return Fail("the spare stand-in is gone");
+  return SendStandInJob(socket_.get(), args, fds);
+}
+
+Result<void> SpareStandIn::WaitUntilReady(std::chrono::steady_clock::time_point until) {
+  if (ready_) return {};
+  if (!socket_.valid()) return Fail("the spare stand-in is gone");
+  FLURRY_TRY(ReceiveSpareReady(socket_.get(), until));
+  ready_ = true;
+  return {};
+}
+
 Result<std::vector<RemoteStandIn>> SpareStandIn::Become(const RemoteCloneConfig& config,
                                                         const std::vector<HostShare>& shares,
                                                         uint64_t family_id) {
+  // Its ready message is read before the socket closes: closed with a message unread, it would
+  // reset the spare's end, and the spare would lose the job.
+  FLURRY_TRY(WaitUntilReady(std::chrono::steady_clock::now() + config.status_limit));
   std::vector<UniqueFd> theirs;
   std::vector<RemoteStandIn> standins = FLURRY_TRY(RemoteStandIn::MakeEnds(shares, &theirs));
   std::vector<int> fds;

@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,6 +36,11 @@ struct RemoteCloneConfig {
   Avoidance avoid;              // the clones' avoidance heuristics (flurry restore --avoid)
   bool push_pages = true;       // the page server pushes pages to all clones (multicast)
   bool spare_standin = false;   // keep a SpareStandIn ready for the next ticket
+  // The allocator's status query (fork/remote_status.h): each host's GetStatus call, and the
+  // limit of each wait for it: a program's run (its start included), after which a host not
+  // reported is down; or the spare stand-in's ready message, then its answer.
+  std::chrono::milliseconds status_call_deadline{2000};
+  std::chrono::milliseconds status_limit{5000};
 };
 
 // The slots a ticket holds; given back to the allocator when it goes.
@@ -149,11 +155,12 @@ class RemoteStandIn {
 };
 
 // A flurry-remote started ahead of need (`flurry-remote spare`): it loads itself, the cluster
-// file and the credentials and starts connecting to every host, then waits on a socket for
-// the job of a ticket's stand-in (fork/standin_job.h). A ticket that gets it skips the start
-// of a process (about 15 ms of sf_clone's path when the guest clones right after asking;
-// docs/perf.md). Owned by the ForkController, touched by the VM's run thread only; killed
-// when dropped unused.
+// file and the credentials and starts connecting to every host, says it is ready, then waits on
+// a socket for the job of a ticket's stand-in (fork/standin_job.h). A ticket that gets it skips
+// the start of a process (about 15 ms of sf_clone's path when the guest clones right after
+// asking; docs/perf.md). Until then it answers the allocator's status queries (Ask;
+// fork/remote_status.h, SpareStatusSource). Owned by the ForkController, touched by the VM's
+// run thread only; killed when dropped unused.
 class SpareStandIn {
  public:
   using HostShare = RemoteStandIn::HostShare;
@@ -161,11 +168,18 @@ class SpareStandIn {
   SpareStandIn(SpareStandIn&&) noexcept = default;
   SpareStandIn& operator=(SpareStandIn&&) noexcept = default;
   ~SpareStandIn();
-  // Makes the spare the stand-in of `shares`, as RemoteStandIn::Spawn starts one. Fails if the
-  // spare is gone (it is then of no use: drop it, and start the stand-in with Spawn).
+  // Makes the spare the stand-in of `shares`, as RemoteStandIn::Spawn starts one, once it is
+  // ready (waiting up to config.status_limit). Fails if the spare is gone or not ready by then
+  // (it is then of no use: drop it, and start the stand-in with Spawn).
   Result<std::vector<RemoteStandIn>> Become(const RemoteCloneConfig& config,
                                             const std::vector<HostShare>& shares,
                                             uint64_t family_id);
+  // Hands the spare a job it answers and stays a spare for (a status query: `args` is a
+  // `flurry-remote status` command line, `fds` its stdout). Fails if the spare is gone.
+  Result<void> Ask(const std::vector<std::string>& args, const std::vector<int>& fds);
+  // Waits until `until` for the spare to say it has loaded the cluster and made its channels
+  // (at once when it has said so before). Fails if it has not by then, or is gone.
+  Result<void> WaitUntilReady(std::chrono::steady_clock::time_point until);
   // In a process forked from the VMM: close the handles, leave the spare to the parent.
   void Forget();
 
@@ -174,6 +188,7 @@ class SpareStandIn {
   pid_t pid_ = 0;
   UniqueFd pidfd_;
   UniqueFd socket_;
+  bool ready_ = false;
 };
 
 // The command line of a stand-in (argv[0] included).

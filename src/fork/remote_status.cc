@@ -37,7 +37,40 @@ void Reap(pid_t pid) {
   }
 }
 
+// The whole lines read from `fd` until end of file or `give_up`; `*ended`: end of file came.
+std::string ReadAnswer(int fd, std::chrono::steady_clock::time_point give_up, bool* ended) {
+  std::string output;
+  char chunk[4096];
+  *ended = false;
+  while (output.size() < kMaxOutput) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        give_up - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    const int ready = poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) break;
+    const ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) *ended = true;
+    if (n <= 0) break;
+    output.append(chunk, static_cast<size_t>(n));
+  }
+  // Only whole lines count: a line cut off by the limit is no answer.
+  output.resize(output.rfind('\n') == std::string::npos ? 0 : output.rfind('\n') + 1);
+  return output;
+}
+
 }  // namespace
+
+std::vector<std::string> StatusCommandLine(const std::string& remote_binary,
+                                           const std::string& cluster_file,
+                                           const std::string& member,
+                                           std::chrono::milliseconds call_deadline) {
+  return {remote_binary, "status",        "--machine",
+          "--cluster",   cluster_file,    "--member",
+          member,        "--deadline-ms", std::to_string(call_deadline.count())};
+}
 
 std::vector<HostReport> ParseStatusLines(std::string_view text) {
   std::vector<HostReport> reports;
@@ -76,9 +109,7 @@ RemoteStatusSource::RemoteStatusSource(std::string remote_binary, std::string cl
       limit_(limit) {}
 
 std::vector<std::string> RemoteStatusSource::CommandLine() const {
-  return {remote_binary_, "status",        "--machine",
-          "--cluster",    cluster_file_,   "--member",
-          member_,        "--deadline-ms", std::to_string(call_deadline_.count())};
+  return StatusCommandLine(remote_binary_, cluster_file_, member_, call_deadline_);
 }
 
 Result<std::vector<HostReport>> RemoteStatusSource::Query() {
@@ -98,26 +129,40 @@ Result<std::vector<HostReport>> RemoteStatusSource::Query() {
   // A pidfd to kill it by: its pid may be reaped and reused meanwhile (SIGCHLD ignored).
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
 
-  std::string output;
-  char chunk[4096];
-  while (output.size() < kMaxOutput) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        give_up - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd p{ours.get(), POLLIN, 0};
-    const int ready = poll(&p, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) break;
-    const ssize_t n = read(ours.get(), chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    output.append(chunk, static_cast<size_t>(n));
-  }
+  bool ended = false;
+  const std::string output = ReadAnswer(ours.get(), give_up, &ended);
   if (pidfd.valid()) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
   Reap(pid);
-  // Only whole lines count: a line cut off by the limit is no answer.
-  output.resize(output.rfind('\n') == std::string::npos ? 0 : output.rfind('\n') + 1);
   // What came before the limit stands; a host not reported by then did not answer.
+  return ParseStatusLines(output);
+}
+
+SpareStatusSource::SpareStatusSource(SpareStandIn& spare, const RemoteCloneConfig& config)
+    : spare_(spare),
+      command_line_(StatusCommandLine(config.remote_binary, config.cluster_file, config.member,
+                                      config.status_call_deadline)),
+      limit_(config.status_limit) {}
+
+Result<std::vector<HostReport>> SpareStatusSource::Query() {
+  stuck_ = true;  // until it has answered
+  // A spare still starting is waited for (a program started now would do the same work,
+  // later); its answer then has the whole limit, as a program's would.
+  FLURRY_TRY_CTX(spare_.WaitUntilReady(std::chrono::steady_clock::now() + limit_),
+                 "asking the spare stand-in");
+  const auto give_up = std::chrono::steady_clock::now() + limit_;
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return FailErrno("a pipe for the spare stand-in's answer");
+  UniqueFd ours(out[0]), theirs(out[1]);
+  FLURRY_TRY_CTX(spare_.Ask(command_line_, {theirs.get()}), "asking the spare stand-in");
+  theirs.Reset();  // EOF once the spare has answered
+  bool ended = false;
+  const std::string output = ReadAnswer(ours.get(), give_up, &ended);
+  stuck_ = !ended;
+  // The answer has a line per host: none at all is a spare that died with the job.
+  if (output.empty()) {
+    stuck_ = true;
+    return Fail("the spare stand-in did not answer");
+  }
   return ParseStatusLines(output);
 }
 

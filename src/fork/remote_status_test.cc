@@ -92,5 +92,38 @@ TEST(RemoteStatusSource, FailsWhenTheProgramCannotStart) {
   EXPECT_NE(reports.error().message().find("/nonexistent/flurry-remote"), std::string::npos);
 }
 
+// The spare stand-in in place of the program (SpareStatusSource): scripts that stand in for a
+// `flurry-remote spare` that never says it is ready, and one that says so and then ends
+// without reading its job. Both fail the query (the allocator then asks its own way) and leave
+// the spare stuck (the ForkController drops it). The answering spare itself is tested end to
+// end (RemotePlacement.TheSpareAnswersTheAllocatorsStatusQuery).
+TEST(SpareStatusSource, ASpareNotReadyInTimeOrGoneWithTheJobFailsAndIsStuck) {
+  TestTempDir dir("remote_status_test");
+  ASSERT_FALSE(dir.path().empty());
+  RemoteCloneConfig config;
+  config.cluster_file = "/x/cluster.json";
+  config.status_limit = milliseconds(300);
+  config.remote_binary = Script(dir, "silent", "exec sleep 30\n");  // fd 3 open, nothing said
+  auto silent = SpareStandIn::Spawn(config);
+  ASSERT_TRUE(silent) << silent.error().message();
+  SpareStatusSource not_ready(*silent, config);
+  auto reports = not_ready.Query();
+  ASSERT_FALSE(reports);
+  EXPECT_NE(reports.error().message().find("not ready"), std::string::npos)
+      << reports.error().message();
+  EXPECT_TRUE(not_ready.stuck());
+
+  // "FLSR", version 1, 0: the ready message (fork/standin_job.h).
+  config.remote_binary = Script(dir, "ready", "printf 'FLSR\\001\\000\\000\\000' >&3\nexit 0\n");
+  auto ready = SpareStandIn::Spawn(config);
+  ASSERT_TRUE(ready) << ready.error().message();
+  SpareStatusSource gone(*ready, config);
+  reports = gone.Query();
+  ASSERT_FALSE(reports);
+  EXPECT_EQ(reports.error().message().find("not ready"), std::string::npos)
+      << "it said it was ready: " << reports.error().message();
+  EXPECT_TRUE(gone.stuck());
+}
+
 }  // namespace
 }  // namespace flurry

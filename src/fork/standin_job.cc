@@ -1,5 +1,8 @@
 #include "fork/standin_job.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 #include <span>
@@ -10,9 +13,17 @@
 namespace flurry {
 namespace {
 
-constexpr uint32_t kJobMagic = 0x4a534c46;   // "FLSJ"
-constexpr uint32_t kMoreMagic = 0x46534c46;  // "FLSF"
+constexpr uint32_t kJobMagic = 0x4a534c46;    // "FLSJ"
+constexpr uint32_t kMoreMagic = 0x46534c46;   // "FLSF"
+constexpr uint32_t kReadyMagic = 0x52534c46;  // "FLSR"
 constexpr uint16_t kVersion = 1;
+
+struct ReadyMessage {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t zero;
+};
+static_assert(sizeof(ReadyMessage) == 8);
 
 struct JobHeader {
   uint32_t magic;
@@ -116,6 +127,37 @@ Result<StandInJob> ReceiveStandInJob(int socket) {
                 header.fd_count);
   }
   return job;
+}
+
+Result<void> SendSpareReady(int socket) {
+  const ReadyMessage ready{kReadyMagic, kVersion, 0};
+  const ssize_t n = send(socket, &ready, sizeof ready, MSG_NOSIGNAL);
+  if (n != static_cast<ssize_t>(sizeof ready)) {
+    return FailErrno("sending the spare's ready message");
+  }
+  return {};
+}
+
+Result<void> ReceiveSpareReady(int socket, std::chrono::steady_clock::time_point until) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    pollfd p{socket, POLLIN, 0};
+    const int ready = poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return FailErrno("waiting for the spare stand-in");
+    if (ready == 0) return FailErrno(ETIMEDOUT, "the spare stand-in is not ready");
+    break;
+  }
+  ReadyMessage message{};
+  const ssize_t n = recv(socket, &message, sizeof message, MSG_DONTWAIT);
+  if (n == 0) return FailErrno(ECONNRESET, "the spare stand-in has ended");
+  if (n < 0) return FailErrno("the spare stand-in's ready message");
+  if (n != static_cast<ssize_t>(sizeof message) || message.magic != kReadyMagic ||
+      message.version != kVersion || message.zero != 0) {
+    return FailErrno(EPROTO, "the spare stand-in sent no ready message");
+  }
+  return {};
 }
 
 }  // namespace flurry

@@ -6,8 +6,13 @@
 //                   u64 fnv1a64(args) | args (each argument NUL-terminated), with the first
 //                   min(fd_count, 250) descriptors attached
 //   then, until fd_count descriptors have come: u32 magic "FLSF" | u32 n, with n descriptors.
+// A job whose args[1] is "status" is the allocator's `flurry-remote status` query instead, its
+// one descriptor the pipe for the answer; the spare answers it and waits for the next job.
+// The spare says once, the other way, that it has loaded the cluster and made its channels:
+//   ready: u32 magic "FLSR" | u16 version (1) | u16 0
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -32,5 +37,11 @@ Result<void> SendStandInJob(int socket, const std::vector<std::string>& args,
 // `args` is a whole command line, argv[0] included (so never empty).
 // Blocks until a whole job has come. EOF before the first byte: ECONNRESET ("no job").
 Result<StandInJob> ReceiveStandInJob(int socket);
+
+// The spare's "ready" message.
+Result<void> SendSpareReady(int socket);
+// Waits until `until` for the ready message. Fails when the spare has ended (ECONNRESET), sent
+// something else (EPROTO) or not said it by then (ETIMEDOUT).
+Result<void> ReceiveSpareReady(int socket, std::chrono::steady_clock::time_point until);
 
 }  // namespace flurry

@@ -87,5 +87,34 @@ TEST(StandInJob, DamagedJobsAreRefused) {
   EXPECT_FALSE(SendStandInJob(s.a.get(), {std::string("a\0b", 3)}, {}).has_value());
 }
 
+// The spare's "ready": said once, waited for with a limit; EOF, silence and other bytes are not
+// ready.
+TEST(StandInJob, TheSparesReadyMessage) {
+  using std::chrono::steady_clock;
+  {
+    TestSeqpacketPair s;
+    ASSERT_TRUE(SendSpareReady(s.b.get()));
+    EXPECT_TRUE(ReceiveSpareReady(s.a.get(), steady_clock::now() + std::chrono::seconds(5)));
+  }
+  {
+    TestSeqpacketPair s;
+    auto silent = ReceiveSpareReady(s.a.get(), steady_clock::now() + std::chrono::milliseconds(20));
+    ASSERT_FALSE(silent);
+    EXPECT_EQ(silent.error().code(), ETIMEDOUT);
+    s.b.Reset();
+    auto ended = ReceiveSpareReady(s.a.get(), steady_clock::now() + std::chrono::seconds(5));
+    ASSERT_FALSE(ended);
+    EXPECT_EQ(ended.error().code(), ECONNRESET);
+  }
+  {
+    TestSeqpacketPair s;
+    const char other[8] = {'F', 'L', 'S', 'J', 1, 0, 0, 0};
+    ASSERT_EQ(send(s.b.get(), other, sizeof other, 0), 8);
+    auto wrong = ReceiveSpareReady(s.a.get(), steady_clock::now() + std::chrono::seconds(5));
+    ASSERT_FALSE(wrong);
+    EXPECT_EQ(wrong.error().code(), EPROTO);
+  }
+}
+
 }  // namespace
 }  // namespace flurry

@@ -14,7 +14,8 @@
 //   LATE = 1: each clone prints "waiting on NODENAME" and sleeps before it reads the memory.
 //   START_MS > 0: no clone reads the memory before START_MS after the parent's sf_clone (the
 //   clones' clock goes on from the parent's), so that clones started at different times read
-//   it together.
+//   it together; each clone prints "start on time" or, when it got there after START_MS (on a
+//   slow host), "start late".
 #include <flurry/sf.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -90,6 +91,12 @@ int main(int argc, char** argv) {
         start.tv_sec += 1;
         start.tv_nsec -= 1000000000L;
       }
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      const int late_start =
+          now.tv_sec > start.tv_sec || (now.tv_sec == start.tv_sec && now.tv_nsec >= start.tv_nsec);
+      printf("start %s\n", late_start ? "late" : "on time");
+      fflush(stdout);
       while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &start, NULL) != 0) {
       }
     }

@@ -138,6 +138,13 @@ class TestCluster {
   bool up_ = false;
 };
 
+// How many times `text` occurs in `out`.
+inline int Occurrences(const std::string& out, const std::string& text) {
+  int n = 0;
+  for (size_t at = out.find(text); at != std::string::npos; at = out.find(text, at + 1)) ++n;
+  return n;
+}
+
 #define REQUIRE_CLUSTER(cluster)                            \
   if (const std::string why = WhyNoNetns(); !why.empty()) { \
     GTEST_SKIP() << why;                                    \

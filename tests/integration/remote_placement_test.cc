@@ -1,10 +1,12 @@
 // Placement of clones on other hosts: the cluster allocator asks each host's flurryd how it is
-// (GetStatus, through flurry-remote status) at sf_request_ticket and grants clones by the
-// hosts' live free slots and free memory; a host whose daemon does not answer gets none
-// (docs/design.md, "Clones on other hosts", Placement). Same test cluster and rules as
-// remote_clone_test.cc (root only, a cluster of its own per test, removed after it).
+// (GetStatus, through the VM's spare stand-in or `flurry-remote status`) at sf_request_ticket
+// and grants clones by the hosts' live free slots and free memory; a host whose daemon does
+// not answer gets none (docs/design.md, "Clones on other hosts", Placement). Same test cluster
+// and rules as remote_clone_test.cc (root only, a cluster of its own per test, removed after
+// it).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -30,13 +32,6 @@ std::map<std::string, int> ExitedPerHost(const std::map<int, Outcome>& outcomes)
     if (o.kind == kExited && o.status == 0) ++per_host[o.result.substr(0, o.result.find(' '))];
   }
   return per_host;
-}
-
-// How many times `text` occurs in `out`.
-int Occurrences(const std::string& out, const std::string& text) {
-  int n = 0;
-  for (size_t at = out.find(text); at != std::string::npos; at = out.find(text, at + 1)) ++n;
-  return n;
 }
 
 TEST(RemotePlacement, AHostWhoseDaemonIsDownGetsNoClonesAndEveryCloneFinishes) {
@@ -77,6 +72,33 @@ std::string FirstArgument(pid_t pid) {
   arg.clear();
   std::getline(in, arg, '\0');
   return arg;
+}
+
+// The allocator's status query at sf_request_ticket goes to the VM's spare stand-in, which made
+// its channels while it waited: no `flurry-remote status` starts for it. A wrapper in
+// FLURRY_REMOTE logs the first argument of every flurry-remote the VM starts.
+TEST(RemotePlacement, TheSpareAnswersTheAllocatorsStatusQuery) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  TempDir dir;
+  const fs::path log = dir.path() / "started";
+  const fs::path wrapper = dir.path() / "flurry-remote";
+  const fs::path real = fs::path(FLURRY_BUILD_DIR) / "apps/flurry/flurry-remote";
+  WriteFile(wrapper,
+            "#!/bin/sh\necho \"$1\" >> " + log.string() + "\nexec " + real.string() + " \"$@\"\n");
+  fs::permissions(wrapper, fs::perms::owner_all);
+  RunOptions options = WithDeadline(240);
+  options.env.push_back({"FLURRY_REMOTE", wrapper.string()});
+  auto r =
+      Flurry(RunArgs(cluster, {"--mem", "64M", Guest("cluster_where"), "2", "0", "1"}), options);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("granted 2\n"), std::string::npos) << r.Describe();
+  EXPECT_EQ(ExitedPerHost(Outcomes(r.out)), (std::map<std::string, int>{{"host1", 2}}))
+      << r.Describe();
+  const std::vector<std::string> started = Lines(ReadFile(log));
+  ASSERT_FALSE(started.empty());
+  EXPECT_EQ(started.front(), "spare") << ReadFile(log);
+  EXPECT_EQ(std::count(started.begin(), started.end(), "status"), 0) << ReadFile(log);
 }
 
 // The stand-in of a cluster VM's first ticket is the spare started with the VM (`flurry-remote
