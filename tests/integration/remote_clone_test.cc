@@ -236,12 +236,19 @@ TEST(RemoteClones, MulticastPushesOneClonesPagesToTheOthers) {
     // Every page read came one way or the other (16 MiB = 4096 pages).
     EXPECT_GE(c["fetched"] + c["pushed"], 4096);
   }
-  if (!emulated) {
+  // A 2 MiB region a clone moves in as one huge page (the KVM backend, Linux 6.8+: counter
+  // `huge`) takes no pushes: the clone fetches it whole (docs/design.md, "Memory on demand").
+  // The savings are checked where no clone took one (the seccomp backend always).
+  double huge = 0;
+  for (auto& c : counters["on"]) huge += c["huge"];
+  if (!emulated && huge == 0) {
     EXPECT_GT(pushed, 4096) << "clones installed other clones' pages";
     EXPECT_LT(sent["on"], sent["off"]) << "pushes sent no less than four clones' fetches";
   }
   std::printf("%ssent into the cluster: %.1f MiB with pushes, %.1f MiB without\n",
-              emulated ? "(emulated host: not compared) " : "",
+              emulated   ? "(emulated host: not compared) "
+              : huge > 0 ? "(huge regions taken: not compared) "
+                         : "",
               static_cast<double>(sent["on"]) / (1 << 20),
               static_cast<double>(sent["off"]) / (1 << 20));
   ExpectOnlyDaemonsLeft(cluster, 2, 20s);

@@ -4,9 +4,13 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <map>
 #include <regex>
 #include <string>
@@ -24,8 +28,25 @@ using namespace std::chrono_literals;
 class TestCluster {
  public:
   explicit TestCluster(int hosts) : hosts_(hosts) {
-    name_ = "t" + std::to_string(getpid() % 100000);
-    subnet_ = "10.89." + std::to_string(getpid() % 250);
+    // A subnet (and name) no other test process's cluster has at the same time: the kvm and
+    // seccomp copies of a test run at once. Holding the abstract socket
+    // "flurry-test-subnet-X" claims 10.89.X; the kernel lets it go when this process ends.
+    int x = static_cast<int>(getpid() % 250);
+    for (int tries = 0; tries < 250; ++tries, x = (x + 1) % 250) {
+      const int claim = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un address{};
+      address.sun_family = AF_UNIX;
+      const std::string name = "flurry-test-subnet-" + std::to_string(x);
+      std::memcpy(address.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: abstract
+      const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+      if (claim >= 0 && bind(claim, reinterpret_cast<sockaddr*>(&address), length) == 0) {
+        subnet_claim_ = claim;
+        break;
+      }
+      if (claim >= 0) close(claim);
+    }
+    name_ = "t" + std::to_string(x);
+    subnet_ = "10.89." + std::to_string(x);
     auto r = Script({"up", std::to_string(hosts)});
     up_ = r.exited && r.exit_code == 0;
     if (!up_) {
@@ -35,7 +56,12 @@ class TestCluster {
     auto lines = Lines(r.out);
     file_ = lines.empty() ? "" : lines.back();
   }
-  ~TestCluster() { Script({"down"}); }
+  ~TestCluster() {
+    Script({"down"});
+    if (subnet_claim_ >= 0) close(subnet_claim_);
+  }
+  TestCluster(const TestCluster&) = delete;
+  TestCluster& operator=(const TestCluster&) = delete;
 
   bool up() const { return up_; }
   const std::string& error() const { return error_; }
@@ -134,6 +160,7 @@ class TestCluster {
   // The root namespace's end of host k's veth (scripts/cluster.sh names it).
   std::string HostVeth(int k) const { return "fv-" + name_.substr(0, 6) + "-" + std::to_string(k); }
   int hosts_;
+  int subnet_claim_ = -1;  // the socket that claims the subnet
   std::string name_, subnet_, file_, error_;
   bool up_ = false;
 };

@@ -306,6 +306,16 @@ Result<GuestStop> KvmBackend::Exception(int vector) {
     kvm_sregs sregs = FLURRY_TRY(vcpu_->GetSregs());
     report.address = sregs.cr2;
   }
+  // `int 0x80` at user level: the guest's IDT gate 0x80 is for the kernel only, so the CPU
+  // raises #GP (error code: IDT entry 0x80). A PVM host reports #UD instead; the guest sees the
+  // #GP either way (SIGSEGV, as Linux without 32-bit syscalls gives).
+  if (uint8_t insn[2] = {}; vector == 6 && memory_.Read(frame.rip, insn, sizeof insn) &&
+                            insn[0] == 0xcd && insn[1] == 0x80) {
+    vector = 13;
+    report.vector = vector;
+    report.error_code = (0x80 << 3) | 2;
+    report.has_error_code = true;
+  }
   regs_.rip = frame.rip;
   regs_.rsp = frame.rsp;
   regs_.rflags = frame.rflags;  // the vCPU's own are the stub's (interrupts off)
