@@ -1,7 +1,6 @@
 #include "fork/remote_status.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -13,6 +12,7 @@
 
 #include "base/spawn.h"
 #include "base/unique_fd.h"
+#include "base/wait_readable.h"
 
 extern char** environ;
 
@@ -42,14 +42,7 @@ std::string ReadAnswer(int fd, std::chrono::steady_clock::time_point give_up, bo
   std::string output;
   char chunk[4096];
   *ended = false;
-  while (output.size() < kMaxOutput) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        give_up - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    const int ready = poll(&p, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) break;
+  while (output.size() < kMaxOutput && WaitReadable(fd, give_up, "the status answer")) {
     const ssize_t n = read(fd, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) *ended = true;

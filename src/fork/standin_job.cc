@@ -1,6 +1,5 @@
 #include "fork/standin_job.h"
 
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 #include <span>
 
 #include "base/fd_passing.h"
+#include "base/wait_readable.h"
 #include "fork/outcome_channel.h"
 
 namespace flurry {
@@ -139,16 +139,7 @@ Result<void> SendSpareReady(int socket) {
 }
 
 Result<void> ReceiveSpareReady(int socket, std::chrono::steady_clock::time_point until) {
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-    pollfd p{socket, POLLIN, 0};
-    const int ready = poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) return FailErrno("waiting for the spare stand-in");
-    if (ready == 0) return FailErrno(ETIMEDOUT, "the spare stand-in is not ready");
-    break;
-  }
+  FLURRY_TRY(WaitReadable(socket, until, "the spare stand-in is not ready"));
   ReadyMessage message{};
   const ssize_t n = recv(socket, &message, sizeof message, MSG_DONTWAIT);
   if (n == 0) return FailErrno(ECONNRESET, "the spare stand-in has ended");

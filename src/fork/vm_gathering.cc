@@ -1,6 +1,5 @@
 #include "fork/vm_gathering.h"
 
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -8,6 +7,7 @@
 #include <cstring>
 
 #include "base/fd_passing.h"
+#include "base/wait_readable.h"
 #include "fmt/format.h"
 
 namespace flurry {
@@ -20,20 +20,6 @@ socklen_t AbstractAddress(const std::string& name, sockaddr_un* address) {
   const size_t length = std::min(name.size(), sizeof address->sun_path - 1);
   std::memcpy(address->sun_path + 1, name.data(), length);
   return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + length);
-}
-
-Result<void> WaitReadable(int fd, std::chrono::milliseconds timeout, const char* what) {
-  pollfd pfd{fd, POLLIN, 0};
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return FailErrno(ETIMEDOUT, what);
-    const int ready =
-        poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), int64_t{1} << 30)));
-    if (ready > 0) return {};
-    if (ready < 0 && errno != EINTR) return FailErrno(what);
-  }
 }
 
 }  // namespace
@@ -72,7 +58,8 @@ Result<UniqueFd> ConnectTo(const std::string& name) {
 }
 
 Result<UniqueFd> AcceptWithin(int listener, std::chrono::milliseconds timeout) {
-  FLURRY_TRY(WaitReadable(listener, timeout, "waiting for a connection"));
+  FLURRY_TRY(WaitReadable(listener, std::chrono::steady_clock::now() + timeout,
+                          "waiting for a connection"));
   UniqueFd fd(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
   if (!fd.valid()) return FailErrno("accept");
   ucred peer{};
@@ -106,7 +93,8 @@ Result<void> SendGatherMessage(int socket, const GatherMessage& message,
 Result<GatherMessage> ReceiveGatherMessage(int socket, GatherMessage::Type expected,
                                            std::chrono::milliseconds timeout,
                                            std::vector<UniqueFd>* fds) {
-  FLURRY_TRY(WaitReadable(socket, timeout, "waiting for another VMM"));
+  FLURRY_TRY(
+      WaitReadable(socket, std::chrono::steady_clock::now() + timeout, "waiting for another VMM"));
   GatherMessage message;
   std::vector<UniqueFd> received;
   auto n = ReceiveWithFds(socket, std::span(reinterpret_cast<uint8_t*>(&message), sizeof message),
