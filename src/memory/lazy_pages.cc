@@ -75,19 +75,17 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
     lazy->stream_buffer_ = std::make_unique_for_overwrite<uint8_t[]>(kMaxPrefetch * kPage);
     lazy->marker_data_.resize(kPage);
   }
-  // Relaxed: no other thread sees the states before the handler thread starts (below), and
-  // starting it orders these stores before its loads. (Sequentially consistent stores, one
-  // locked instruction per page, cost a clone of a 1 GiB VM milliseconds.)
-  constexpr auto relaxed = std::memory_order_relaxed;
-  lazy->state_.reset(new std::atomic<uint8_t>[lazy->pages_]);
-  for (uint64_t p = 0; p < lazy->pages_; ++p) lazy->state_[p].store(kUnmanaged, relaxed);
+  // Filled plainly (the handler thread, started below, reads them through State(); starting it
+  // orders these writes before its reads). Per-page atomic stores cost a clone of a 1 GiB VM
+  // half a millisecond.
+  lazy->state_ = std::make_unique_for_overwrite<uint8_t[]>(lazy->pages_);
+  uint8_t* state = lazy->state_.get();
+  std::memset(state, kUnmanaged, lazy->pages_);
   for (const Range& r : ranges) {
     if (r.start % kPage != 0 || r.end % kPage != 0 || r.start >= r.end || r.end > ram_size) {
       return Fail("bad on-demand range {:#x}..{:#x}", r.start, r.end);
     }
-    for (uint64_t p = r.start / kPage; p < r.end / kPage; ++p) {
-      lazy->state_[p].store(kUntouched, relaxed);
-    }
+    std::memset(state + r.start / kPage, kUntouched, (r.end - r.start) / kPage);
   }
   uint64_t pending = 0;
   for (const Run& run : populated) {
@@ -95,8 +93,8 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
       return Fail("page map run {}+{} lies outside guest memory", run.first_page, run.page_count);
     }
     for (uint64_t p = run.first_page; p < run.first_page + run.page_count; ++p) {
-      if (lazy->state_[p].load(relaxed) == kUntouched) {
-        lazy->state_[p].store(kFetch, relaxed);
+      if (state[p] == kUntouched) {
+        state[p] = kFetch;
         ++pending;
       }
     }
@@ -119,7 +117,6 @@ Result<std::unique_ptr<LazyPages>> LazyPages::Start(UniqueFd uffd, uint64_t host
     if (ioctl(uffd.get(), UFFDIO_API, &api) != 0) return FailErrno("UFFDIO_API");
   }
   lazy->huge_ok_ = moves;
-  if (lazy->huge_ok_) lazy->region_buffer_ = std::make_unique_for_overwrite<uint8_t[]>(512 * kPage);
   lazy->uffd_ = std::move(uffd);
   for (const Range& r : lazy->ranges_) {
     uffdio_register reg{};
@@ -212,20 +209,14 @@ void LazyPages::HandlerLoop() {
   }
 }
 
-bool LazyPages::PushWantedLocked(uint64_t p) const {
-  if (!FetchOnTouch(state_[p].load()) || (p == marker_page_ && MarkerSetLocked())) return false;
-  if (!huge_ok_) return true;
-  // A huge region still wanted whole is left to the stream: one huge page beats 512 small ones.
-  const uint64_t region = p - p % kRegionPages;
-  if (region * kPage < options_.huge_start || (region + kRegionPages) * kPage > options_.huge_end ||
-      (host_base_ + region * kPage) % (kRegionPages * kPage) != 0 ||
-      region + kRegionPages > pages_) {
-    return true;
+LazyPages::PushUse LazyPages::PushUseLocked(uint64_t p) const {
+  if (!FetchOnTouch(State(p).load()) || (p == marker_page_ && MarkerSetLocked())) {
+    return PushUse::kNone;
   }
-  for (uint64_t q = region; q < region + kRegionPages; ++q) {
-    if (!FetchOnTouch(state_[q].load())) return true;
-  }
-  return false;
+  if (!huge_ok_) return PushUse::kInstall;
+  // A huge region still wanted whole keeps its pushed pages until it is whole: one huge page
+  // beats 512 small ones.
+  return RegionWantedWholeLocked(p - p % kRegionPages) ? PushUse::kCollect : PushUse::kInstall;
 }
 
 void LazyPages::TakePushesLocked(int limit) {
@@ -233,7 +224,7 @@ void LazyPages::TakePushesLocked(int limit) {
   const auto wanted = [this](uint64_t first, uint32_t count) {
     if (failed_.load() || first >= pages_ || count > pages_ - first) return false;
     for (uint64_t p = first; p < first + count; ++p) {
-      if (PushWantedLocked(p)) return true;
+      if (PushUseLocked(p) != PushUse::kNone) return true;
     }
     return false;
   };
@@ -255,22 +246,35 @@ void LazyPages::TakePushesLocked(int limit) {
         next += kPage;
       }
     }
-    // Runs of the pages a push should install (InstallWantedLocked skips the rest).
-    for (uint64_t p = pushed->first_page; p < pushed->first_page + pushed->count;) {
-      if (!PushWantedLocked(p)) {
-        ++p;
-        continue;
+    // Runs of the pages a push should install (InstallWantedLocked skips the rest); pages of a
+    // region wanted whole go to its assembly.
+    const uint64_t end = pushed->first_page + pushed->count;
+    for (uint64_t p = pushed->first_page; p < end;) {
+      const uint8_t* data = push_buffer_.get() + (p - pushed->first_page) * kPage;
+      const PushUse use = PushUseLocked(p);
+      Result<void> done;
+      uint64_t run_end = p + 1;
+      if (use == PushUse::kCollect) {
+        done = CollectPushedLocked(p, data);
+      } else if (use == PushUse::kInstall) {
+        // A region no longer wanted whole gives up its assembly first (its pages are good).
+        // (One with replies in flight is installed when they are in.)
+        Assembly* a = AssemblyOf(p - p % kRegionPages);
+        if (a != nullptr && a->parts_in_flight == 0) done = InstallAssembledPagesLocked(*a);
+        while (run_end < end && PushUseLocked(run_end) == PushUse::kInstall &&
+               run_end % kRegionPages != 0) {
+          ++run_end;
+        }
+        if (done && PushUseLocked(p) == PushUse::kInstall) {
+          auto installed = InstallWantedLocked(p, run_end - p, data, kNoPage, Brought::kByPush);
+          if (!installed) done = std::unexpected(installed.error());
+        }
       }
-      uint64_t end = p + 1;
-      while (end < pushed->first_page + pushed->count && PushWantedLocked(end)) ++end;
-      auto installed =
-          InstallWantedLocked(p, end - p, push_buffer_.get() + (p - pushed->first_page) * kPage,
-                              kNoPage, Brought::kByPush);
-      if (!installed) {
-        ReportFailure(installed.error().WithContext("installing pushed pages"));
+      if (!done) {
+        ReportFailure(done.error().WithContext("installing pushed pages"));
         return;
       }
-      p = end;
+      p = run_end;
     }
   }
   push_bytes_.store(options_.pushes->bytes_received(), std::memory_order_relaxed);
@@ -374,7 +378,7 @@ Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cau
 }
 
 Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
-  const uint8_t state = state_[page].load();
+  const uint8_t state = State(page).load();
   if (state == kResident || state == kUnmanaged) {
     if (cause == Cause::kFault) Wake(page, 1);
     return {};
@@ -386,25 +390,25 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
     const uint64_t limit = std::min<uint64_t>(
         RangeEnd(page), page + (cause == Cause::kFault ? kMaxPrefetch : uint64_t{1}));
     uint64_t end = page + 1;
-    while (end < limit && ZeroOnTouch(state_[end].load())) ++end;
+    while (end < limit && ZeroOnTouch(State(end).load())) ++end;
     uint64_t fresh = 0;
-    for (uint64_t p = page; p < end; ++p) fresh += state_[p].load() == kFresh;
+    for (uint64_t p = page; p < end; ++p) fresh += State(p).load() == kFresh;
     const uint64_t installed = FLURRY_TRY(ZeroRunLocked(page, end - page));
-    for (uint64_t p = page; p < end; ++p) state_[p].store(kResident);
+    for (uint64_t p = page; p < end; ++p) State(p).store(kResident);
     // (Pages that were somehow present already are few: count the run by its kinds.)
     fresh_.fetch_add(std::min(fresh, installed), std::memory_order_relaxed);
     zero_.fetch_add(installed - std::min(fresh, installed), std::memory_order_relaxed);
     Wake(page, end - page);
     return {};
   }
-  // The readahead stream may hold the page already; otherwise nothing may be in flight when
-  // the source is asked (it answers in order).
-  if (FLURRY_TRY(ResolveFromStreamLocked(page))) {
+  // The readahead stream may hold the page already, or pushes part of its huge region;
+  // otherwise nothing may be in flight when the source is asked (it answers in order).
+  if (FLURRY_TRY(ResolveFromStreamLocked(page)) || FLURRY_TRY(ResolveFromAssemblyLocked(page))) {
     if (cause == Cause::kFault) Wake(page, 1);
     return {};
   }
   FLURRY_TRY(DrainLocked());
-  if (!FetchOnTouch(state_[page].load())) {
+  if (!FetchOnTouch(State(page).load())) {
     // Taking the replies installed it (a part of a huge region received before the fault).
     if (cause == Cause::kFault) Wake(page, 1);
     return {};
@@ -422,7 +426,7 @@ Result<void> LazyPages::ResolveLocked(uint64_t page, Cause cause) {
   }
   const uint64_t limit = std::min<uint64_t>(RangeEnd(page), page + window);
   uint64_t end = page + 1;
-  while (end < limit && FetchOnTouch(state_[end].load())) ++end;
+  while (end < limit && FetchOnTouch(State(end).load())) ++end;
   FLURRY_TRY(FetchRunLocked(page, end - page, cause));
   if (cause == Cause::kFault) {
     sequential_next_ = end;
@@ -441,7 +445,7 @@ Result<void> LazyPages::EnsureResident(uint64_t gpa, uint64_t len) {
   if (Resident(gpa, len)) return {};  // the common case: no lock
   std::lock_guard lock(resolve_mutex_);
   for (uint64_t p = first; p < last; ++p) {
-    const uint8_t s = state_[p].load();
+    const uint8_t s = State(p).load();
     if (s == kResident || s == kUnmanaged) continue;
     if (failed_.load()) return Fail("guest memory at {:#x} is not available", p * kPage);
     auto done = ResolveLocked(p, Cause::kVmm);
@@ -459,7 +463,7 @@ bool LazyPages::Resident(uint64_t gpa, uint64_t len) const {
   const uint64_t first = gpa / kPage;
   const uint64_t last = std::min(pages_, (gpa + len + kPage - 1) / kPage);
   for (uint64_t p = first; p < last; ++p) {
-    const uint8_t s = state_[p].load();
+    const uint8_t s = State(p).load();
     if (s != kResident && s != kUnmanaged) return false;
   }
   return true;
@@ -473,11 +477,11 @@ Result<bool> LazyPages::InstallPage(uint64_t page, const uint8_t* data) {
     return false;
   }
   std::lock_guard lock(resolve_mutex_);
-  const uint8_t s = state_[page].load();
+  const uint8_t s = State(page).load();
   if (s == kResident || s == kUnmanaged) return false;
   const bool installed =
       data != nullptr ? FLURRY_TRY(CopyLocked(page, 1, data)) : FLURRY_TRY(ZeroLocked(page));
-  state_[page].store(kResident);
+  State(page).store(kResident);
   if (s == kFetch) pending_.fetch_sub(1, std::memory_order_relaxed);
   if (installed) overwritten_.fetch_add(1, std::memory_order_relaxed);
   Wake(page, 1);
@@ -490,19 +494,19 @@ void LazyPages::MarkFresh(uint64_t gpa, uint64_t len, bool discarded) {
   const uint64_t last = std::min(pages_, (gpa + len) / kPage);
   std::lock_guard lock(resolve_mutex_);
   for (uint64_t p = first; p < last; ++p) {
-    const uint8_t s = state_[p].load();
+    const uint8_t s = State(p).load();
     if (s == kUnmanaged || s == kFresh) continue;
     // A resident page holds the guest's data unless the caller has just discarded it.
     if (s == kResident && !discarded) continue;
     if (s == kFetch) pending_.fetch_sub(1, std::memory_order_relaxed);
-    state_[p].store(kFresh);
+    State(p).store(kFresh);
   }
 }
 
 Result<void> LazyPages::ResolveAll() {
   std::lock_guard lock(resolve_mutex_);
   for (uint64_t p = 0; p < pages_; ++p) {
-    if (state_[p].load() != kFetch) continue;
+    if (State(p).load() != kFetch) continue;
     if (failed_.load()) return Fail("guest memory at {:#x} is not available", p * kPage);
     FLURRY_TRY(ResolveLocked(p, Cause::kAll));
   }

@@ -35,7 +35,12 @@
 // requests), writes it to the staging area — which the kernel backs with a transparent huge
 // page — and moves that huge page into guest RAM. Memory installed in 4 KiB pages costs the
 // guest a TLB fill per page on first touch, which dominates a scan (bench/uffd_install_bench.c);
-// a moved huge page costs one per 2 MiB.
+// a moved huge page costs one per 2 MiB. Pushed pages of a region wanted whole are collected
+// (lazy_pages_regions.cc: up to 4 regions at a time, 2 MiB of buffer each) rather than
+// installed: a region that pushes bring whole is moved in without a request; where the stream
+// (or a fault) meets a region partly pushed, it asks only for the pages still missing, and
+// moves the region in once they are there. A fault in a region less than half pushed installs
+// the pushed pages in 4 KiB pages instead (a random access does not pay for 2 MiB).
 //
 // The uffd may belong to another process (the seccomp backend's stub): every ioctl addresses
 // the mm that created it, at `host_base` + guest address.
@@ -51,6 +56,7 @@
 #pragma once
 
 #include <atomic>
+#include <bitset>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -205,9 +211,6 @@ class LazyPages {
   };
   // Whether the stream may take the 2 MiB region starting at `first` as one huge page.
   bool HugeRegionAt(uint64_t first) const;
-  // All parts of `region` are in region_buffer_: move it in as a huge page (or, if that cannot
-  // be done, install its wanted pages as 4 KiB pages).
-  Result<void> InstallRegionLocked(uint64_t region);
   // A scan fault at `page` whose fetch ended at `end`: the stream runs (on) from `end`.
   Result<void> StartStreamLocked(uint64_t page, uint64_t end);
   // Whether the stream held `page` (the marker, or a request in flight) and has installed it.
@@ -221,24 +224,68 @@ class LazyPages {
   bool MarkerSetLocked() const;
   bool stream_active() const { return stream_busy_.load(std::memory_order_relaxed); }
   // Installs the wanted pages of up to `limit` pushes waiting (handler thread, resolve_mutex_
-  // held). After too many refused pushes (a peer sending junk to the group) it stops taking
-  // them: faults are then served as without pushes.
+  // held), or collects them for their huge region. After too many refused pushes (a peer
+  // sending junk to the group) it stops taking them: faults are then served as without pushes.
   void TakePushesLocked(int limit);
-  // Whether a push should install page `p`: still to fetch, not the readahead marker, and not
-  // in a 2 MiB region the stream can still move in whole as a huge page.
-  bool PushWantedLocked(uint64_t p) const;
+  // What a push does with page `p`: nothing (installed, zero, fresh, or the readahead marker),
+  // install it, or keep it for its 2 MiB region, which can still be moved in whole.
+  enum class PushUse { kNone, kInstall, kCollect };
+  PushUse PushUseLocked(uint64_t p) const;
   bool pushes_off_ = false;  // handler thread
 
   // Staging buffers, allocated without zero-filling (a clone starts faster: the kernel maps
   // only the pages a fetch writes into).
   using Bytes = std::unique_ptr<uint8_t[]>;
 
+  // Huge regions being put together (lazy_pages_regions.cc), all with resolve_mutex_ held. A
+  // region's pages come from pushes and from the stream's requests for the rest ("parts").
+  static constexpr size_t kRegionSlots = 4;
+  struct Assembly {
+    uint64_t region = ~0ULL;  // first page; ~0: a free slot
+    Bytes data;               // 2 MiB (allocated at the slot's first use, kept for the next)
+    std::bitset<512> have;    // pages in `data`
+    std::bitset<512> pushed;  // of those, brought by a push (not received from a request)
+    uint32_t parts_in_flight = 0;
+    uint64_t serial = 0;  // when it was started (the oldest is given up first)
+  };
+  // Whether the 2 MiB region starting at `first` lies where huge pages may go and all its pages
+  // are still to fetch.
+  bool RegionWantedWholeLocked(uint64_t first) const;
+  Assembly* AssemblyOf(uint64_t region);
+  // A slot for `region`: a free one, or the oldest one no request is in flight for, whose
+  // pages are dropped (pushes only save fetches). Null when every slot waits for replies.
+  Assembly* NewAssemblyLocked(uint64_t region);
+  // Asks for the pages of `a` still missing (up to a window per request); moves the region in
+  // now if none is.
+  Result<void> RequestMissingLocked(Assembly& a);
+  // Stores pushed page `p` (data at `page`) in its region's assembly; moves the region in once
+  // it is whole. A region no slot can be found for drops the page.
+  Result<void> CollectPushedLocked(uint64_t p, const uint8_t* page);
+  // A request's reply for a region has been received into its assembly.
+  Result<void> PartReceivedLocked(Assembly& a, uint64_t first, uint64_t count);
+  // A fault (or VMM access) at `page` in a region being put together: completes the region and
+  // moves it in (at least half there), or installs what it has in 4 KiB pages and frees the
+  // slot. Returns whether `page` is installed now.
+  Result<bool> ResolveFromAssemblyLocked(uint64_t page);
+  // Moves the region in as one huge page, or, if it is no longer wanted whole or the move fails,
+  // installs its wanted pages in 4 KiB pages; frees the slot.
+  Result<void> InstallRegionLocked(Assembly& a);
+  // Installs the pages `a` has that are still wanted, in 4 KiB pages, and frees the slot.
+  Result<void> InstallAssembledPagesLocked(Assembly& a);
+  Assembly slots_[kRegionSlots];
+  uint64_t assembly_serial_ = 0;
+
   UniqueFd uffd_;
   UniqueFd stop_;  // eventfd: ends the handler thread
   uint64_t host_base_ = 0;
   uint64_t pages_ = 0;
   std::vector<Range> ranges_;
-  std::unique_ptr<std::atomic<uint8_t>[]> state_;
+  // A State per page, accessed through State() only once the handler thread runs (Start fills
+  // it plainly before).
+  std::unique_ptr<uint8_t[]> state_;
+  std::atomic_ref<uint8_t> State(uint64_t page) const {
+    return std::atomic_ref<uint8_t>(state_[page]);
+  }
   std::unique_ptr<PageSource> source_;
   Options options_;
   std::mutex resolve_mutex_;
@@ -262,7 +309,6 @@ class LazyPages {
   uint64_t marker_page_ = kNoPage;
   std::vector<uint8_t> marker_data_;
   bool huge_ok_ = false;  // a stage is there and the kernel moves pages
-  Bytes region_buffer_;   // 2 MiB: a huge region's parts as they arrive
   std::atomic<bool> stream_busy_{false};
 
   // Counters (relaxed atomics: read by stats() from any thread).

@@ -24,7 +24,7 @@ uint64_t ElapsedNs(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 bool LazyPages::MarkerSetLocked() const {
-  return marker_page_ != kNoPage && FetchOnTouch(state_[marker_page_].load());
+  return marker_page_ != kNoPage && FetchOnTouch(State(marker_page_).load());
 }
 
 Result<uint64_t> LazyPages::InstallWantedLocked(uint64_t first, uint64_t count, const uint8_t* data,
@@ -32,16 +32,16 @@ Result<uint64_t> LazyPages::InstallWantedLocked(uint64_t first, uint64_t count, 
   uint64_t installed = 0;
   uint64_t wanted = 0;  // pages of the image's page map among them
   for (uint64_t p = first; p < first + count;) {
-    if (p == skip || !FetchOnTouch(state_[p].load())) {
+    if (p == skip || !FetchOnTouch(State(p).load())) {
       ++p;
       continue;
     }
     uint64_t end = p + 1;
-    while (end < first + count && end != skip && FetchOnTouch(state_[end].load())) ++end;
+    while (end < first + count && end != skip && FetchOnTouch(State(end).load())) ++end;
     FLURRY_TRY(CopyLocked(p, end - p, data + (p - first) * kPage));
     for (uint64_t q = p; q < end; ++q) {
-      wanted += state_[q].load() == kFetch;
-      state_[q].store(kResident);
+      wanted += State(q).load() == kFetch;
+      State(q).store(kResident);
     }
     installed += end - p;
     p = end;
@@ -67,22 +67,15 @@ Result<void> LazyPages::StartStreamLocked(uint64_t page, uint64_t end) {
 }
 
 bool LazyPages::HugeRegionAt(uint64_t first) const {
-  if (!huge_ok_ || first % kRegionPages != 0 || first + kRegionPages > stream_end_ ||
-      (host_base_ + first * kPage) % (kRegionPages * kPage) != 0 ||
-      first * kPage < options_.huge_start || (first + kRegionPages) * kPage > options_.huge_end) {
-    return false;
-  }
-  for (uint64_t p = first; p < first + kRegionPages; ++p) {
-    if (!FetchOnTouch(state_[p].load())) return false;
-  }
-  return true;
+  return huge_ok_ && first % kRegionPages == 0 && first + kRegionPages <= stream_end_ &&
+         RegionWantedWholeLocked(first);
 }
 
 Result<void> LazyPages::SendMoreLocked() {
   while (stream_on_ && in_flight_.size() < kStreamDepth) {
     const uint64_t limit = std::min(stream_end_, stream_guest_ + options_.readahead_pages);
     uint64_t first = stream_next_;
-    while (first < limit && !FetchOnTouch(state_[first].load())) ++first;
+    while (first < limit && !FetchOnTouch(State(first).load())) ++first;
     stream_next_ = first;
     if (first >= limit) {
       // Far enough ahead of the guest (the stream goes on when the guest comes closer), or at
@@ -91,20 +84,21 @@ Result<void> LazyPages::SendMoreLocked() {
       break;
     }
     if (HugeRegionAt(first)) {
-      // A whole region, wanted: its 8 windows, to be moved in as one huge page.
-      for (uint64_t part = first; part < first + kRegionPages; part += kWindowPages) {
-        FLURRY_TRY_CTX(source_->Send(part, static_cast<uint32_t>(kWindowPages)),
-                       fmt::format("asking {} for page {:#x}", source_->Describe(), part * kPage));
-        in_flight_.push_back({part, kWindowPages, first});
+      // A whole region, wanted: the pages pushes have not brought (its 8 windows at most), to
+      // be moved in as one huge page.
+      Assembly* a = AssemblyOf(first);
+      if (a == nullptr) a = NewAssemblyLocked(first);
+      if (a != nullptr) {
+        stream_next_ = first + kRegionPages;
+        FLURRY_TRY(RequestMissingLocked(*a));
+        continue;
       }
-      stream_next_ = first + kRegionPages;
-      continue;
     }
     // (Windows stop at a region's start, where huge regions can begin.)
     uint64_t end_limit = std::min(stream_end_, first + kWindowPages);
     if (huge_ok_) end_limit = std::min(end_limit, (first / kRegionPages + 1) * kRegionPages);
     uint64_t end = first + 1;
-    while (end < end_limit && FetchOnTouch(state_[end].load())) ++end;
+    while (end < end_limit && FetchOnTouch(State(end).load())) ++end;
     FLURRY_TRY_CTX(source_->Send(first, static_cast<uint32_t>(end - first)),
                    fmt::format("asking {} for page {:#x}", source_->Describe(), first * kPage));
     in_flight_.push_back({first, end - first});
@@ -120,22 +114,22 @@ Result<void> LazyPages::ReceiveOneLocked() {
   in_flight_.pop_front();
   stream_busy_.store(!in_flight_.empty(), std::memory_order_relaxed);
   const auto start = std::chrono::steady_clock::now();
-  const bool part = request.region != kNoPage;
-  uint8_t* out =
-      part ? region_buffer_.get() + (request.first - request.region) * kPage : stream_buffer_.get();
+  Assembly* part = request.region != kNoPage ? AssemblyOf(request.region) : nullptr;
+  if (request.region != kNoPage && part == nullptr) {
+    return Fail("no buffer for the huge region at page {:#x}", request.region * kPage);
+  }
+  uint8_t* out = part != nullptr ? part->data.get() + (request.first - request.region) * kPage
+                                 : stream_buffer_.get();
   FLURRY_TRY_CTX(
       source_->Receive(request.first, static_cast<uint32_t>(request.count), out),
       fmt::format("fetching page {:#x} from {}", request.first * kPage, source_->Describe()));
   fetch_ns_.fetch_add(ElapsedNs(start), std::memory_order_relaxed);
   requests_.fetch_add(1, std::memory_order_relaxed);
-  if (part) {
-    if (request.first + request.count < request.region + kRegionPages) return {};
-    return InstallRegionLocked(request.region);
-  }
+  if (part != nullptr) return PartReceivedLocked(*part, request.first, request.count);
   // A window received well ahead of the guest keeps its first page back as the marker.
   uint64_t skip = kNoPage;
   if (!MarkerSetLocked() && request.first >= stream_guest_ + options_.readahead_pages / 2 &&
-      FetchOnTouch(state_[request.first].load())) {
+      FetchOnTouch(State(request.first).load())) {
     skip = marker_page_ = request.first;
     std::memcpy(marker_data_.data(), stream_buffer_.get(), kPage);
   }
@@ -175,49 +169,6 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
   for (auto n = last - in_flight_.begin() + 1; n > 0; --n) FLURRY_TRY(ReceiveOneLocked());
   FLURRY_TRY(SendMoreLocked());
   return true;
-}
-
-Result<void> LazyPages::InstallRegionLocked(uint64_t region) {
-  bool all_wanted = true;
-  for (uint64_t p = region; p < region + kRegionPages && all_wanted; ++p) {
-    all_wanted = FetchOnTouch(state_[p].load());
-  }
-  uint64_t moved = 0;  // bytes
-  if (all_wanted) {
-    // Written to the staging area (a fresh huge page there), then moved in whole.
-    auto filled = options_.stage.fill(region_buffer_.get());
-    if (filled) {
-      UffdioMove move{};
-      move.dst = host_base_ + region * kPage;
-      move.src = options_.stage.host_address;
-      move.len = kRegionPages * kPage;
-      move.mode = kUffdMoveModeDontWake;
-      if (ioctl(uffd_.get(), kUffdioMove, &move) == 0) {
-        moved = move.len;
-      } else {
-        moved = move.move > 0 ? static_cast<uint64_t>(move.move) : 0;
-      }
-    }
-    if (moved != kRegionPages * kPage) huge_ok_ = false;  // from now on, 4 KiB installs only
-  }
-  if (moved == kRegionPages * kPage) {
-    uint64_t wanted = 0;
-    for (uint64_t p = region; p < region + kRegionPages; ++p) {
-      wanted += state_[p].load() == kFetch;
-      state_[p].store(kResident);
-    }
-    fetched_.fetch_add(kRegionPages, std::memory_order_relaxed);
-    readahead_.fetch_add(kRegionPages, std::memory_order_relaxed);
-    pending_.fetch_sub(wanted, std::memory_order_relaxed);
-    huge_.fetch_add(1, std::memory_order_relaxed);
-    Wake(region, kRegionPages);
-    return {};
-  }
-  // Some pages changed meanwhile (freed, or written whole by the VMM), or the move failed
-  // (pages it moved are there already, with the same data: the copy skips them).
-  FLURRY_TRY(InstallWantedLocked(region, kRegionPages, region_buffer_.get(), kNoPage,
-                                 Brought::kByReadahead));
-  return {};
 }
 
 }  // namespace flurry

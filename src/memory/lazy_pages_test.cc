@@ -485,29 +485,111 @@ TEST_F(LazyPagesTest, PushesNeverOverwriteInstalledFreshOrUntouchedPages) {
   EXPECT_EQ(Stats().pushed_pages, 1u);
 }
 
-// Where 2 MiB regions can be moved in as huge pages, a push does not break up a region the
-// readahead stream could still take whole; a page elsewhere it installs.
-TEST_F(LazyPagesTest, PushesLeaveRegionsWantedWholeToTheStream) {
+// Whether this kernel moves pages (UFFDIO_MOVE, Linux 6.8): huge regions need it.
+bool KernelMovesPages() {
   struct utsname u {};
   uname(&u);
   int major = 0, minor = 0;
-  if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2 || major * 100 + minor < 608) {
-    GTEST_SKIP() << "no UFFDIO_MOVE (huge regions) on Linux " << u.release;
-  }
-  auto stage = LocalHugeStage();
-  ASSERT_TRUE(stage.has_value()) << stage.error().message();
+  return std::sscanf(u.release, "%d.%d", &major, &minor) == 2 && major * 100 + minor >= 608;
+}
+
+// Starts with a huge stage and `pushes`, RAM from 2 MiB to 8 MiB (regions 1..3); false where
+// regions cannot be moved in here.
+#define START_WITH_HUGE_REGIONS(populated, pushes)                                           \
+  do {                                                                                       \
+    if (!KernelMovesPages()) GTEST_SKIP() << "no UFFDIO_MOVE (huge regions) on this kernel"; \
+    auto stage = LocalHugeStage();                                                           \
+    ASSERT_TRUE(stage.has_value()) << stage.error().message();                               \
+    Start(populated, 8, {}, 1536, std::move(*stage), pushes);                                \
+    if (reinterpret_cast<uint64_t>(base()) % (2u << 20) != 0) {                              \
+      GTEST_SKIP() << "RAM not 2 MiB aligned";                                               \
+    }                                                                                        \
+  } while (0)
+
+constexpr uint64_t kRegion2 = kFirst + 512;
+
+// Waits until `done()` holds (2 s at most).
+template <typename F>
+bool Within(F done) {
+  for (int i = 0; i < 2000 && !done(); ++i) usleep(1000);
+  return done();
+}
+
+// Where 2 MiB regions can be moved in as huge pages, a push into a region wanted whole is kept
+// for the region rather than installed; a page elsewhere it installs. A fault in a region
+// little pushed installs the pushed pages in 4 KiB pages (no request for them).
+TEST_F(LazyPagesTest, PushesIntoARegionWantedWholeAreKeptForTheRegion) {
   auto pushes = std::make_shared<FakePushes>();
-  // RAM from 2 MiB to 8 MiB, regions 1..3; region 3 only partly populated.
-  Start({{kFirst, 1024 + 100}}, 8, {}, 1536, std::move(*stage), pushes);
-  if (reinterpret_cast<uint64_t>(base()) % (2u << 20) != 0) GTEST_SKIP() << "RAM not 2 MiB aligned";
-  pushes->Push(kFirst + 512 + 7, 1, Expected(kFirst + 512 + 7));    // region 2: wanted whole
+  START_WITH_HUGE_REGIONS((std::vector<LazyPages::Run>{{kFirst, 1024 + 100}}), pushes);
+  pushes->Push(kRegion2 + 7, 1, Expected(kRegion2 + 7));            // region 2: wanted whole
   pushes->Push(kFirst + 1024 + 3, 1, Expected(kFirst + 1024 + 3));  // region 3: never whole
   ASSERT_TRUE(TakenWithin(*pushes, 2));
-  for (int i = 0; i < 2000 && Stats().pushed_pages < 1; ++i) usleep(1000);
+  ASSERT_TRUE(Within([&] { return Stats().pushed_pages >= 1; }));
   EXPECT_EQ(Stats().pushed_pages, 1u) << "only the page outside a region wanted whole";
   EXPECT_EQ(Page(kFirst + 1024 + 3), std::vector<uint8_t>(kPage, Expected(kFirst + 1024 + 3)));
-  EXPECT_EQ(Touch(kFirst + 512 + 7), Expected(kFirst + 512 + 7));  // fetched as usual
+  EXPECT_EQ(Page(kRegion2 + 7), std::vector<uint8_t>(kPage, Expected(kRegion2 + 7)));
+  LazyStats s = Stats();
+  EXPECT_EQ(s.pushed_pages, 2u);
+  EXPECT_EQ(s.huge_regions, 0u);
+  EXPECT_EQ(source_->requests.load(), 0u) << "the fault was served from the push";
+  EXPECT_EQ(Touch(kRegion2 + 8), Expected(kRegion2 + 8));  // fetched as usual
   EXPECT_TRUE(failure_.empty()) << failure_;
+}
+
+// A region pushes bring whole is moved in as one huge page without a request.
+TEST_F(LazyPagesTest, ARegionPushedWholeIsMovedInWithoutARequest) {
+  auto pushes = std::make_shared<FakePushes>();
+  START_WITH_HUGE_REGIONS((std::vector<LazyPages::Run>{{kFirst, 1536}}), pushes);
+  const uint64_t huge_before = AnonHugeKb();
+  // Every page of a push has its first page's byte, unlike the image's pages: what the guest
+  // reads shows where it came from.
+  for (uint64_t p = kRegion2; p < kRegion2 + 512; p += 64) pushes->Push(p, 64, Expected(p));
+  ASSERT_TRUE(TakenWithin(*pushes, 8));
+  ASSERT_TRUE(Within([&] { return Stats().huge_regions >= 1; })) << FormatLazyStats(Stats());
+  LazyStats s = Stats();
+  EXPECT_EQ(s.huge_regions, 1u);
+  EXPECT_EQ(s.pushed_pages, 512u);
+  EXPECT_EQ(s.fetched_pages, 0u);
+  EXPECT_EQ(s.pending_pages, 1536u - 512u);
+  EXPECT_EQ(s.faults, 0u);
+  EXPECT_EQ(source_->requests.load(), 0u);
+  for (uint64_t p = kRegion2; p < kRegion2 + 512; p += 64) {
+    EXPECT_EQ(Page(p + 63), std::vector<uint8_t>(kPage, Expected(p))) << p;
+  }
+  EXPECT_EQ(Stats().faults, 0u) << "the region was in before the guest came";
+  EXPECT_GE(AnonHugeKb(), huge_before + 2048) << "the moved region is a huge page";
+  EXPECT_TRUE(failure_.empty()) << failure_;
+}
+
+// A scan's stream asks only for the pages of a region that pushes did not bring, and moves the
+// region in whole once they are there; so does a fault in a region mostly pushed.
+TEST_F(LazyPagesTest, TheStreamAndFaultsAskOnlyForWhatPushesDidNotBring) {
+  auto pushes = std::make_shared<FakePushes>();
+  START_WITH_HUGE_REGIONS((std::vector<LazyPages::Run>{{kFirst, 1536}}), pushes);
+  // Pages as the image has them, one push each. Region 2: 3 windows and a few pages of a
+  // fourth (the stream's way); region 3: 5 windows (a fault's way).
+  uint64_t count = 0;
+  const auto push = [&](uint64_t first, uint64_t n) {
+    for (uint64_t p = first; p < first + n; ++p, ++count) pushes->Push(p, 1, Expected(p));
+  };
+  for (uint64_t p : {kRegion2, kRegion2 + 128, kRegion2 + 448}) push(p, 64);
+  push(kRegion2 + 200, 10);
+  push(kFirst + 1024, 320);
+  ASSERT_TRUE(TakenWithin(*pushes, count));
+  // Region 3 first: a fault in its missing part.
+  EXPECT_EQ(Touch(kFirst + 1024 + 400), Expected(kFirst + 1024 + 400));
+  LazyStats s = Stats();
+  EXPECT_EQ(s.huge_regions, 1u) << FormatLazyStats(s);
+  EXPECT_EQ(source_->pages.load(), 192u) << "only the 3 windows pushes had not brought";
+  // Then a scan of regions 1 and 2.
+  for (uint64_t p = kFirst; p < kFirst + 1024; ++p) ASSERT_EQ(Touch(p), Expected(p)) << p;
+  s = Stats();
+  EXPECT_TRUE(failure_.empty()) << failure_;
+  EXPECT_EQ(s.huge_regions, 2u) << "regions 2 and 3 (faults began region 1)";
+  EXPECT_EQ(s.pushed_pages, 320u + 3 * 64 + 10);
+  EXPECT_EQ(s.fetched_pages + s.pushed_pages, 1536u) << FormatLazyStats(s);
+  EXPECT_EQ(source_->pages.load(), 1536u - s.pushed_pages) << "no page asked for twice";
+  EXPECT_EQ(s.pending_pages, 0u);
 }
 
 TEST_F(LazyPagesTest, MaterializeFetchesEverythingAndStopsServing) {
