@@ -72,7 +72,11 @@ Result<ControlRequest> RequestFromCommand(const std::vector<std::string>& comman
     return request;
   }
   if (op == "serve") {
-    FLURRY_TRY(expect_args(1));
+    if (command.size() == 3 && command[2] == "multicast") {
+      request.multicast = true;
+    } else {
+      FLURRY_TRY(expect_args(1));
+    }
     FLURRY_TRY_CTX(ParseHostPort(command[1]), "serve");
     request.kind = ControlRequest::Kind::kServe;
     request.address = command[1];
@@ -80,7 +84,7 @@ Result<ControlRequest> RequestFromCommand(const std::vector<std::string>& comman
   }
   return Fail(
       "unknown command '{}' (expected status, pause, resume, snapshot DIR, clone N, serve "
-      "HOST:PORT)",
+      "HOST:PORT [multicast])",
       op);
 }
 
@@ -197,12 +201,12 @@ CLI::App* AddCtlCommand(CLI::App& app, CtlOptions& options) {
   CLI::App* ctl = app.add_subcommand(
       "ctl",
       "Control a running VM through its --api socket: status, pause, resume, snapshot "
-      "DIR, clone N, serve HOST:PORT");
+      "DIR, clone N, serve HOST:PORT [multicast]");
   ctl->add_option("--timeout", options.timeout, "How long to wait for the reply")
       ->capture_default_str();
   ctl->add_option("socket", options.socket, "The socket given to flurry run --api")->required();
   ctl->add_option("command", options.command,
-                  "status | pause | resume | snapshot DIR | clone N | serve HOST:PORT")
+                  "status | pause | resume | snapshot DIR | clone N | serve HOST:PORT [multicast]")
       ->required();
   ctl->footer(
       "status: the VM's state, clone ID, memory size and syscall count. pause/resume: stop or\n"
@@ -211,7 +215,8 @@ CLI::App* AddCtlCommand(CLI::App& app, CtlOptions& options) {
       "detached, their output lines prefixed [clone ID]. serve HOST:PORT: freeze the VM as it\n"
       "stands in a page server process (the VM runs on) that serves its descriptor and memory\n"
       "over TCP until the VM has ended and no restored VM is connected; restore it anywhere\n"
-      "with flurry restore tcp://HOST:PORT (memory fetched on demand).\n"
+      "with flurry restore tcp://HOST:PORT (memory fetched on demand). With multicast, it also\n"
+      "pushes each page it sends to every restored VM (IP multicast from HOST's interface).\n"
       "Exit status: 0 when the VM did it; 1 on an error reply or when the socket cannot be\n"
       "reached; 2 on a usage error.");
   return ctl;

@@ -102,10 +102,10 @@ Result<ControlRequest> ParseRequestJson(const Json& j) {
   request.kind = FLURRY_TRY(OpKind(op));
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
-    const bool allowed = key == "op" ||
-                         (key == "dir" && request.kind == ControlRequest::Kind::kSnapshot) ||
-                         (key == "count" && request.kind == ControlRequest::Kind::kClone) ||
-                         (key == "address" && request.kind == ControlRequest::Kind::kServe);
+    const bool allowed =
+        key == "op" || (key == "dir" && request.kind == ControlRequest::Kind::kSnapshot) ||
+        (key == "count" && request.kind == ControlRequest::Kind::kClone) ||
+        ((key == "address" || key == "multicast") && request.kind == ControlRequest::Kind::kServe);
     if (!allowed) return Fail("unknown field {} for op \"{}\"", Quote(key), op);
   }
   if (request.kind == ControlRequest::Kind::kSnapshot) {
@@ -126,6 +126,10 @@ Result<ControlRequest> ParseRequestJson(const Json& j) {
     if (text.size() > 255) return Fail("\"address\" is longer than 255 bytes");
     FLURRY_TRY_CTX(ParseHostPort(text), "\"address\"");
     request.address = text;
+    if (auto multicast = j.find("multicast"); multicast != j.end()) {
+      if (!multicast->is_boolean()) return Fail("\"multicast\" must be true or false");
+      request.multicast = multicast->get<bool>();
+    }
   }
   if (request.kind == ControlRequest::Kind::kClone) {
     auto count = j.find("count");
@@ -323,7 +327,10 @@ std::string FormatApiRequest(const ControlRequest& request) {
   j["op"] = ApiOpName(request.kind);
   if (request.kind == ControlRequest::Kind::kSnapshot) j["dir"] = request.directory;
   if (request.kind == ControlRequest::Kind::kClone) j["count"] = request.count;
-  if (request.kind == ControlRequest::Kind::kServe) j["address"] = request.address;
+  if (request.kind == ControlRequest::Kind::kServe) {
+    j["address"] = request.address;
+    if (request.multicast) j["multicast"] = true;
+  }
   return Dump(j);
 }
 

@@ -123,6 +123,15 @@ TEST(ApiProtocol, RequestsRoundTrip) {
   ASSERT_TRUE(parsed) << parsed.error().message();
   EXPECT_EQ(parsed->kind, Kind::kServe);
   EXPECT_EQ(parsed->address, "10.0.0.1:7000");
+  EXPECT_FALSE(parsed->multicast);
+  line = FormatApiRequest({Kind::kServe, "", 0, "10.0.0.1:7000", true});
+  EXPECT_EQ(line, "{\"op\":\"serve\",\"address\":\"10.0.0.1:7000\",\"multicast\":true}\n");
+  line.pop_back();
+  parsed = ParseApiRequest(line);
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_TRUE(parsed->multicast);
+  EXPECT_FALSE(ParseApiRequest(R"({"op":"serve","address":"10.0.0.1:1","multicast":1})"));
+  EXPECT_FALSE(ParseApiRequest(R"({"op":"status","multicast":true})"));
   EXPECT_FALSE(ParseApiRequest(R"({"op":"serve","address":"nowhere"})"));
   EXPECT_FALSE(ParseApiRequest(R"({"op":"serve"})"));
   EXPECT_FALSE(ParseApiRequest(R"({"op":"status","address":"10.0.0.1:1"})"));

@@ -136,8 +136,9 @@ class Vm : public ForkHost {
   Result<ControlReply> WriteSnapshot(const std::string& directory);
   // The descriptor of the VM as it stands (stopped at a control request).
   Result<VmDescriptor> CaptureDescriptor();
-  // Forks a page server process holding the VM as it stands (vm_serve.cc).
-  Result<ControlReply> ServeSnapshot(const std::string& address);
+  // Forks a page server process holding the VM as it stands (vm_serve.cc); `multicast`: it
+  // pushes its page replies to every restoring VM too (docs/protocols/page_push.md).
+  Result<ControlReply> ServeSnapshot(const std::string& address, bool multicast);
   // Forks a page server process serving `descriptor` and the guest memory as it stands.
   Result<ServedMemory> ServeDescriptor(const VmDescriptor& descriptor, const std::string& address,
                                        bool push_pages = false);

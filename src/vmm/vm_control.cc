@@ -146,7 +146,7 @@ ControlReply Vm::Execute(const ControlRequest& request) {
     }
     case ControlRequest::Kind::kServe: {
       if (processes_.Count() > 1) return OneProcessOnly();
-      auto reply = ServeSnapshot(request.address);
+      auto reply = ServeSnapshot(request.address, request.multicast);
       if (!reply) return ControlReply::Failure(reply.error().message());
       return *reply;
     }

@@ -14,9 +14,10 @@ namespace flurry {
 struct ControlRequest {
   enum class Kind { kStatus, kPause, kResume, kSnapshot, kClone, kServe };
   Kind kind = Kind::kStatus;
-  std::string directory;  // kSnapshot: where to write descriptor + memory image
-  int32_t count = 0;      // kClone: how many clones
-  std::string address;    // kServe: HOST:PORT the page server listens on (port 0: any)
+  std::string directory;   // kSnapshot: where to write descriptor + memory image
+  int32_t count = 0;       // kClone: how many clones
+  std::string address;     // kServe: HOST:PORT the page server listens on (port 0: any)
+  bool multicast = false;  // kServe: push each page reply to every restoring VM too
 };
 
 struct ControlReply {

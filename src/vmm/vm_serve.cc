@@ -1,6 +1,6 @@
-// `flurry ctl SOCK serve HOST:PORT`: the VM as it stands, frozen in a page server process (a
-// copy-on-write fork of this VMM) that serves its descriptor and memory to VMs restoring from
-// it on any host (docs/protocols/page_server.md). The VM runs on at once.
+// `flurry ctl SOCK serve HOST:PORT [multicast]`: the VM as it stands, frozen in a page server
+// process (a copy-on-write fork of this VMM) that serves its descriptor and memory to VMs restoring
+// from it on any host (docs/protocols/page_server.md). The VM runs on at once.
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -19,9 +19,9 @@
 
 namespace flurry {
 
-Result<ControlReply> Vm::ServeSnapshot(const std::string& address) {
+Result<ControlReply> Vm::ServeSnapshot(const std::string& address, bool multicast) {
   const VmDescriptor descriptor = FLURRY_TRY(CaptureDescriptor());
-  ServedMemory served = FLURRY_TRY(ServeDescriptor(descriptor, address));
+  ServedMemory served = FLURRY_TRY(ServeDescriptor(descriptor, address, multicast));
   page_servers_.push_back(served.pid);
   ControlReply reply;
   reply.address = served.address;

@@ -114,4 +114,49 @@ TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
       << "B's interface saw " << received << " bytes" << restored.Describe();
 }
 
+// `serve HOST:PORT multicast`: every page reply also goes to the group every restoring VM
+// joined, so each of two VMs restoring at once receives pushes (of the pages either asked for);
+// both compute what the original does.
+TEST(TwoHosts, AServerWithMulticastPushesItsPagesToTheVmsRestoringFromIt) {
+  if (const std::string why = WhyNoNetns(); !why.empty()) GTEST_SKIP() << why;
+  TwoHosts hosts;
+  ASSERT_TRUE(hosts.ok()) << "could not set up the two namespaces";
+  TempDir dir;
+  const fs::path root = dir.path() / "root";
+  fs::create_directories(root);
+  WriteFile(root / "input", std::string(64 << 10, 'x'));
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background parent(
+      RawCommand{},
+      hosts.InA(Background::WithFlurry({"run", "--dir", root.string(), "--api", socket,
+                                        Guest("on_demand"), "32", "/input", "2"})));
+  ASSERT_TRUE(parent.WaitForLine("ready", 120s)) << parent.out() << parent.err();
+  ExpectCtlOk(Ctl(socket, {"pause"}));
+  auto serve = Ctl(socket, {"serve", hosts.address_a() + ":0", "multicast"});
+  ExpectCtlOk(serve);
+  const auto address = Field(serve.out, "serving");
+  ASSERT_TRUE(address.has_value()) << serve.Describe();
+
+  const auto restore = hosts.InB(
+      Background::WithFlurry({"restore", "--stats", "--dir", root.string(), "tcp://" + *address}));
+  Background first(RawCommand{}, restore);
+  auto second = flurry_test::Run(restore, WithDeadline(240));
+  auto first_done = first.Wait(240s);
+  ExpectCtlOk(Ctl(socket, {"resume"}));
+  auto original = parent.Wait(240s);
+  ExpectCleanExit(original, 0);
+  const std::string expected = ResultLine(original.out);
+  ASSERT_FALSE(expected.empty()) << original.Describe();
+  for (const RunResult* r : {&first_done, &second}) {
+    ExpectExitWithStats(*r);
+    EXPECT_EQ(ResultLine(r->out), expected) << r->Describe();
+    auto c = OnDemandCounters(r->err);
+    ASSERT_FALSE(c.empty()) << r->Describe();
+    EXPECT_GT(c["push_bytes"], 0) << "no pushes reached it" << r->Describe();
+    EXPECT_EQ(c["push_rejected"], 0) << r->Describe();
+    // Every page of the 32 MiB array came one way or the other.
+    EXPECT_GE(c["fetched"] + c["pushed"], 32.0 * 256) << r->Describe();
+  }
+}
+
 }  // namespace
