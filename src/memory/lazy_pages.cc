@@ -215,8 +215,11 @@ LazyPages::PushUse LazyPages::PushUseLocked(uint64_t p) const {
   }
   if (!huge_ok_) return PushUse::kInstall;
   // A huge region still wanted whole keeps its pushed pages until it is whole: one huge page
-  // beats 512 small ones.
-  return RegionWantedWholeLocked(p - p % kRegionPages) ? PushUse::kCollect : PushUse::kInstall;
+  // beats 512 small ones. (A page its buffer has already is not wanted again.)
+  const uint64_t region = p - p % kRegionPages;
+  if (!RegionWantedWholeLocked(region)) return PushUse::kInstall;
+  const Assembly* a = AssemblyOf(region);
+  return a != nullptr && a->have[p - region] ? PushUse::kNone : PushUse::kCollect;
 }
 
 void LazyPages::TakePushesLocked(int limit) {

@@ -86,7 +86,8 @@ struct LazyStats {
   uint64_t zero_elided = 0;        // fetched pages the source sent as "all zero" (no data)
   uint64_t pending_pages = 0;      // still to fetch if touched
   uint64_t readahead_pages = 0;    // fetched pages the readahead stream installed
-  uint64_t huge_regions = 0;       // of those, 2 MiB regions moved in as one huge page
+  uint64_t huge_regions = 0;       // 2 MiB regions moved in as one huge page (their fetched
+                                   //   pages count as readahead, their pushed ones as pushed)
   uint64_t pushed_pages = 0;       // installed from pushes (asked for by another clone)
   uint64_t push_bytes = 0;         // pushes received (datagrams, installed or not)
   uint64_t push_rejected = 0;      // pushes dropped as malformed, forged or another server's
@@ -252,6 +253,7 @@ class LazyPages {
   // are still to fetch.
   bool RegionWantedWholeLocked(uint64_t first) const;
   Assembly* AssemblyOf(uint64_t region);
+  const Assembly* AssemblyOf(uint64_t region) const;
   // A slot for `region`: a free one, or the oldest one no request is in flight for, whose
   // pages are dropped (pushes only save fetches). Null when every slot waits for replies.
   Assembly* NewAssemblyLocked(uint64_t region);

@@ -153,7 +153,7 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
     return true;
   }
   // In flight: in a request, or in a huge region with parts in flight (its parts received so
-  // far wait in region_buffer_ until the last one comes).
+  // far wait in its buffer until the last one comes).
   const auto hit = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const StreamRequest& r) {
     return (page >= r.first && page < r.first + r.count) ||
            (r.region != kNoPage && page >= r.region && page < r.region + kRegionPages);

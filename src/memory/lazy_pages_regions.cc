@@ -37,6 +37,10 @@ LazyPages::Assembly* LazyPages::AssemblyOf(uint64_t region) {
   return nullptr;
 }
 
+const LazyPages::Assembly* LazyPages::AssemblyOf(uint64_t region) const {
+  return const_cast<LazyPages*>(this)->AssemblyOf(region);
+}
+
 LazyPages::Assembly* LazyPages::NewAssemblyLocked(uint64_t region) {
   Assembly* chosen = nullptr;
   for (Assembly& a : slots_) {
@@ -44,7 +48,12 @@ LazyPages::Assembly* LazyPages::NewAssemblyLocked(uint64_t region) {
       chosen = &a;
       break;
     }
-    if (a.parts_in_flight == 0 && (chosen == nullptr || a.serial < chosen->serial)) chosen = &a;
+    // The one with the fewest pages (the least saved fetches are lost), the oldest of those.
+    if (a.parts_in_flight == 0 &&
+        (chosen == nullptr || a.have.count() < chosen->have.count() ||
+         (a.have.count() == chosen->have.count() && a.serial < chosen->serial))) {
+      chosen = &a;
+    }
   }
   if (chosen == nullptr) return nullptr;
   if (!chosen->data) chosen->data = std::make_unique_for_overwrite<uint8_t[]>(kRegionPages * kPage);
@@ -108,9 +117,10 @@ Result<bool> LazyPages::ResolveFromAssemblyLocked(uint64_t page) {
   if (a == nullptr || a->parts_in_flight > 0) return false;
   if (huge_ok_ && a->have.count() >= kRegionPages / 2 && RegionWantedWholeLocked(a->region)) {
     // Most of it is here: ask for the rest and take the replies up to the region's.
+    const uint64_t region = a->region;
     FLURRY_TRY(RequestMissingLocked(*a));
     if (!FLURRY_TRY(ResolveFromStreamLocked(page)) && FetchOnTouch(State(page).load())) {
-      return Fail("the huge region at {:#x} was not installed", a->region * kPage);
+      return Fail("the huge region at {:#x} was not installed", region * kPage);
     }
     return true;
   }

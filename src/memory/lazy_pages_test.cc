@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "memory/guest_memory.h"
+#include "memory/uffd_compat.h"
 
 namespace flurry {
 namespace {
@@ -485,25 +488,28 @@ TEST_F(LazyPagesTest, PushesNeverOverwriteInstalledFreshOrUntouchedPages) {
   EXPECT_EQ(Stats().pushed_pages, 1u);
 }
 
-// Whether this kernel moves pages (UFFDIO_MOVE, Linux 6.8): huge regions need it.
+// Whether this kernel moves pages into a userfaultfd range (UFFD_FEATURE_MOVE, Linux 6.8):
+// huge regions need it.
 bool KernelMovesPages() {
-  struct utsname u {};
-  uname(&u);
-  int major = 0, minor = 0;
-  return std::sscanf(u.release, "%d.%d", &major, &minor) == 2 && major * 100 + minor >= 608;
+  auto uffd = OpenUserfault();
+  if (!uffd) return false;
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = kUffdFeatureMove;
+  return ioctl(uffd->get(), UFFDIO_API, &api) == 0;
 }
 
 // Starts with a huge stage and `pushes`, RAM from 2 MiB to 8 MiB (regions 1..3); false where
 // regions cannot be moved in here.
-#define START_WITH_HUGE_REGIONS(populated, pushes)                                           \
-  do {                                                                                       \
-    if (!KernelMovesPages()) GTEST_SKIP() << "no UFFDIO_MOVE (huge regions) on this kernel"; \
-    auto stage = LocalHugeStage();                                                           \
-    ASSERT_TRUE(stage.has_value()) << stage.error().message();                               \
-    Start(populated, 8, {}, 1536, std::move(*stage), pushes);                                \
-    if (reinterpret_cast<uint64_t>(base()) % (2u << 20) != 0) {                              \
-      GTEST_SKIP() << "RAM not 2 MiB aligned";                                               \
-    }                                                                                        \
+#define START_WITH_HUGE_REGIONS(populated, pushes)                                       \
+  do {                                                                                   \
+    if (!KernelMovesPages()) GTEST_SKIP() << "no UFFD_FEATURE_MOVE (huge regions) here"; \
+    auto stage = LocalHugeStage();                                                       \
+    ASSERT_TRUE(stage.has_value()) << stage.error().message();                           \
+    Start(populated, 8, {}, 1536, std::move(*stage), pushes);                            \
+    if (reinterpret_cast<uint64_t>(base()) % (2u << 20) != 0) {                          \
+      GTEST_SKIP() << "RAM not 2 MiB aligned";                                           \
+    }                                                                                    \
   } while (0)
 
 constexpr uint64_t kRegion2 = kFirst + 512;
