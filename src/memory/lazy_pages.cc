@@ -36,11 +36,11 @@ std::string FormatLazyStats(const LazyStats& m) {
   return fmt::format(
       "faults={} fetched={} prefetched={} requests={} fetch_us={:.1f} zero={} fresh={} "
       "overwritten={} bytes_received={} zero_elided={} pending={} readahead={} huge={} "
-      "pushed={} push_bytes={} push_rejected={}",
+      "pushed={} push_bytes={} push_rejected={} push_replies={}",
       m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests, m.mean_fetch_us(),
       m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
       m.pending_pages, m.readahead_pages, m.huge_regions, m.pushed_pages, m.push_bytes,
-      m.push_rejected);
+      m.push_rejected, m.push_replies);
 }
 
 Result<UniqueFd> OpenUserfault() {
@@ -534,6 +534,7 @@ LazyStats LazyPages::stats() const {
   s.pushed_pages = pushed_.load(std::memory_order_relaxed);
   s.push_bytes = push_bytes_.load(std::memory_order_relaxed);
   s.push_rejected = push_rejected_.load(std::memory_order_relaxed);
+  s.push_replies = push_replies_.load(std::memory_order_relaxed);
   return s;
 }
 

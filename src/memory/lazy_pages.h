@@ -91,6 +91,7 @@ struct LazyStats {
   uint64_t pushed_pages = 0;       // installed from pushes (asked for by another clone)
   uint64_t push_bytes = 0;         // pushes received (datagrams, installed or not)
   uint64_t push_rejected = 0;      // pushes dropped as malformed, forged or another server's
+  uint64_t push_replies = 0;       // requests the source answered "pushed" (pages from pushes)
 
   double mean_fetch_us() const {
     return fetch_requests ? static_cast<double>(fetch_ns) / 1000.0 / fetch_requests : 0.0;
@@ -208,8 +209,15 @@ class LazyPages {
   struct StreamRequest {
     uint64_t first = 0;
     uint64_t count = 0;
-    uint64_t region = ~0ULL;  // a part of this huge region (first page), or ~0
+    uint64_t region = ~0ULL;     // a part of this huge region (first page), or ~0
+    bool unless_pushed = false;  // asked with SendUnlessPushed: the reply may be "pushed"
   };
+  // Asks for [first, first+count) (part of `region`, or ~0) and notes it in flight: unless
+  // pushed where pushes come (in step with another clone, the pages are on their way).
+  Result<void> SendStreamLocked(uint64_t first, uint64_t count, uint64_t region);
+  // The reply to `request` was "pushed": takes the pushes waiting, asks again (for the pages)
+  // for what they did not bring.
+  Result<void> TakeFromPushesLocked(const StreamRequest& request);
   // Whether the stream may take the 2 MiB region starting at `first` as one huge page.
   bool HugeRegionAt(uint64_t first) const;
   // A scan fault at `page` whose fetch ended at `end`: the stream runs (on) from `end`.
@@ -316,7 +324,7 @@ class LazyPages {
   // Counters (relaxed atomics: read by stats() from any thread).
   std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
       zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0}, huge_{0}, pushed_{0},
-      push_bytes_{0}, push_rejected_{0};
+      push_bytes_{0}, push_rejected_{0}, push_replies_{0};
   Bytes push_buffer_;  // a push's pages spread out (handler thread)
 };
 

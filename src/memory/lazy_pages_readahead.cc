@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <limits>
 
 #include "memory/lazy_pages.h"
 #include "memory/uffd_compat.h"
@@ -99,9 +100,7 @@ Result<void> LazyPages::SendMoreLocked() {
     if (huge_ok_) end_limit = std::min(end_limit, (first / kRegionPages + 1) * kRegionPages);
     uint64_t end = first + 1;
     while (end < end_limit && FetchOnTouch(State(end).load())) ++end;
-    FLURRY_TRY_CTX(source_->Send(first, static_cast<uint32_t>(end - first)),
-                   fmt::format("asking {} for page {:#x}", source_->Describe(), first * kPage));
-    in_flight_.push_back({first, end - first});
+    FLURRY_TRY(SendStreamLocked(first, end - first, kNoPage));
     stream_next_ = end;
   }
   stream_busy_.store(!in_flight_.empty(), std::memory_order_relaxed);
@@ -120,11 +119,13 @@ Result<void> LazyPages::ReceiveOneLocked() {
   }
   uint8_t* out = part != nullptr ? part->data.get() + (request.first - request.region) * kPage
                                  : stream_buffer_.get();
-  FLURRY_TRY_CTX(
-      source_->Receive(request.first, static_cast<uint32_t>(request.count), out),
+  // (A request asked for with Send is answered with the pages.)
+  const bool data = FLURRY_TRY_CTX(
+      source_->ReceiveOrPushed(request.first, static_cast<uint32_t>(request.count), out),
       fmt::format("fetching page {:#x} from {}", request.first * kPage, source_->Describe()));
   fetch_ns_.fetch_add(ElapsedNs(start), std::memory_order_relaxed);
   requests_.fetch_add(1, std::memory_order_relaxed);
+  if (!data) return TakeFromPushesLocked(request);
   if (part != nullptr) return PartReceivedLocked(*part, request.first, request.count);
   // A window received well ahead of the guest keeps its first page back as the marker.
   uint64_t skip = kNoPage;
@@ -153,22 +154,67 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
     return true;
   }
   // In flight: in a request, or in a huge region with parts in flight (its parts received so
-  // far wait in its buffer until the last one comes).
-  const auto hit = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const StreamRequest& r) {
-    return (page >= r.first && page < r.first + r.count) ||
-           (r.region != kNoPage && page >= r.region && page < r.region + kRegionPages);
-  });
-  if (hit == in_flight_.end()) return false;
-  // The guest caught up with the stream: take the replies up to the page's (to the end of its
-  // region, for a huge region's part), then ask for more.
-  stream_guest_ = std::max(stream_guest_, page);
-  auto last = hit;
-  while (hit->region != kNoPage && last + 1 != in_flight_.end() && last[1].region == hit->region) {
-    ++last;
+  // far wait in its buffer until the last one comes). The guest caught up with the stream:
+  // take the replies up to the page's (to its region's last part, for a huge region's part),
+  // again while the page was asked for again (a "pushed" reply whose pushes did not bring it).
+  bool took = false;
+  while (FetchOnTouch(State(page).load())) {
+    const auto hit =
+        std::find_if(in_flight_.begin(), in_flight_.end(), [&](const StreamRequest& r) {
+          return (page >= r.first && page < r.first + r.count) ||
+                 (r.region != kNoPage && page >= r.region && page < r.region + kRegionPages);
+        });
+    if (hit == in_flight_.end()) break;
+    auto last = hit;
+    if (hit->region != kNoPage) {
+      for (auto it = hit; it != in_flight_.end(); ++it) {
+        if (it->region == hit->region) last = it;
+      }
+    }
+    stream_guest_ = std::max(stream_guest_, page);
+    for (auto n = last - in_flight_.begin() + 1; n > 0; --n) FLURRY_TRY(ReceiveOneLocked());
+    took = true;
   }
-  for (auto n = last - in_flight_.begin() + 1; n > 0; --n) FLURRY_TRY(ReceiveOneLocked());
+  if (!took) return false;
   FLURRY_TRY(SendMoreLocked());
-  return true;
+  return !FetchOnTouch(State(page).load());
+}
+
+Result<void> LazyPages::SendStreamLocked(uint64_t first, uint64_t count, uint64_t region) {
+  const bool unless_pushed = options_.pushes != nullptr && !pushes_off_;
+  const auto n = static_cast<uint32_t>(count);
+  FLURRY_TRY_CTX(unless_pushed ? source_->SendUnlessPushed(first, n) : source_->Send(first, n),
+                 fmt::format("asking {} for page {:#x}", source_->Describe(), first * kPage));
+  in_flight_.push_back({first, count, region, unless_pushed});
+  stream_busy_.store(true, std::memory_order_relaxed);
+  return {};
+}
+
+Result<void> LazyPages::TakeFromPushesLocked(const StreamRequest& request) {
+  push_replies_.fetch_add(1, std::memory_order_relaxed);
+  // The pushes were sent before this reply: they are here, or lost.
+  TakePushesLocked(std::numeric_limits<int>::max());
+  Assembly* part = request.region != kNoPage ? AssemblyOf(request.region) : nullptr;
+  const auto needed = [&](uint64_t p) {
+    if (part != nullptr) return !part->have[p - request.region];
+    return FetchOnTouch(State(p).load()) && !(p == marker_page_ && MarkerSetLocked());
+  };
+  for (uint64_t p = request.first; p < request.first + request.count;) {
+    if (!needed(p)) {
+      ++p;
+      continue;
+    }
+    uint64_t end = p + 1;
+    while (end < request.first + request.count && needed(end)) ++end;
+    FLURRY_TRY_CTX(source_->Send(p, static_cast<uint32_t>(end - p)),
+                   fmt::format("asking {} for page {:#x}", source_->Describe(), p * kPage));
+    in_flight_.push_back({p, end - p, request.region, false});
+    if (part != nullptr) ++part->parts_in_flight;
+    p = end;
+  }
+  stream_busy_.store(!in_flight_.empty(), std::memory_order_relaxed);
+  if (part != nullptr && --part->parts_in_flight == 0) return InstallRegionLocked(*part);
+  return {};
 }
 
 }  // namespace flurry

@@ -75,10 +75,7 @@ Result<void> LazyPages::RequestMissingLocked(Assembly& a) {
     }
     uint64_t end = i + 1;
     while (end < kRegionPages && end - i < kWindowPages && !a.have[end]) ++end;
-    const uint64_t first = a.region + i;
-    FLURRY_TRY_CTX(source_->Send(first, static_cast<uint32_t>(end - i)),
-                   fmt::format("asking {} for page {:#x}", source_->Describe(), first * kPage));
-    in_flight_.push_back({first, end - i, a.region});
+    FLURRY_TRY(SendStreamLocked(a.region + i, end - i, a.region));
     ++a.parts_in_flight;
     i = end;
   }

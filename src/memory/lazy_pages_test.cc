@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -54,6 +55,31 @@ class FakeSource : public PageSource {
   }
   // Pipelined as a page server is: replies in the order asked.
   Result<void> Send(uint64_t first_page, uint32_t count) override {
+    unless_pushed_.push_back(false);
+    return Ask(first_page, count);
+  }
+  // With `push_instead` set, every such request is answered "pushed", after the pages were
+  // handed to it (as a page server pushes them before it answers).
+  Result<void> SendUnlessPushed(uint64_t first_page, uint32_t count) override {
+    unless_pushed_.push_back(true);
+    return Ask(first_page, count);
+  }
+  Result<bool> ReceiveOrPushed(uint64_t first_page, uint32_t count, uint8_t* out) override {
+    const bool unless = !unless_pushed_.empty() && unless_pushed_.front();
+    if (!unless_pushed_.empty()) unless_pushed_.pop_front();
+    if (!unless || !push_instead) {
+      FLURRY_TRY(Receive(first_page, count, out));
+      return true;
+    }
+    if (outstanding_.empty() || outstanding_.front() != std::make_pair(first_page, count)) {
+      return FailErrno(EINVAL, "fake source: a reply out of order");
+    }
+    outstanding_.pop_front();
+    push_replies.fetch_add(1);
+    push_instead(first_page, count);
+    return false;
+  }
+  Result<void> Ask(uint64_t first_page, uint32_t count) {
     if (count == 0 || count > 64) return FailErrno(EINVAL, "fake source: bad request");
     outstanding_.push_back({first_page, count});
     most_outstanding = std::max<uint64_t>(most_outstanding, outstanding_.size());
@@ -68,13 +94,15 @@ class FakeSource : public PageSource {
   }
   std::string Describe() const override { return "fake source"; }
 
-  std::atomic<uint64_t> requests{0}, pages{0};
+  std::atomic<uint64_t> requests{0}, pages{0}, push_replies{0};
+  std::function<void(uint64_t first, uint32_t count)> push_instead;  // handler thread
   std::atomic<bool> fail{false};
   std::atomic<uint64_t> most_outstanding{0};
 
  private:
   std::vector<uint8_t> image_;
   std::deque<std::pair<uint64_t, uint32_t>> outstanding_;  // the handler's thread only
+  std::deque<bool> unless_pushed_;                         // the same, per request
 };
 
 uint8_t Expected(uint64_t page) { return static_cast<uint8_t>((page & 0xff) | 1); }
@@ -147,6 +175,7 @@ class LazyPagesTest : public ::testing::Test {
     memory_->AdviseHugePages(x86::kUserBase, kRam - x86::kUserBase);
     auto source = std::make_unique<FakeSource>(populated);
     source_ = source.get();
+    source_->push_instead = push_instead_;
     LazyPages::Options options;
     options.prefetch_pages = prefetch;
     options.readahead_pages = readahead;
@@ -180,6 +209,8 @@ class LazyPagesTest : public ::testing::Test {
   std::optional<GuestMemory> memory_;
   LazyPages* lazy_ = nullptr;
   FakeSource* source_ = nullptr;
+  // Set before Start: the source answers requests that allow it "pushed" (FakeSource).
+  std::function<void(uint64_t, uint32_t)> push_instead_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::string failure_;
@@ -595,6 +626,47 @@ TEST_F(LazyPagesTest, TheStreamAndFaultsAskOnlyForWhatPushesDidNotBring) {
   EXPECT_EQ(s.pushed_pages, 320u + 3 * 64 + 10);
   EXPECT_EQ(s.fetched_pages + s.pushed_pages, 1536u) << FormatLazyStats(s);
   EXPECT_EQ(source_->pages.load(), 1536u - s.pushed_pages) << "no page asked for twice";
+  EXPECT_EQ(s.pending_pages, 0u);
+}
+
+// A stream request answered "pushed" (the server pushed those pages a moment ago): the pages
+// come from the pushes; those the pushes did not bring (lost) are asked for again.
+TEST_F(LazyPagesTest, PushedRepliesTakeThePagesFromThePushesAndAskAgainForTheLost) {
+  auto pushes = std::make_shared<FakePushes>();
+  // Each page one push, every 7th lost.
+  push_instead_ = [pushes](uint64_t first, uint32_t count) {
+    for (uint64_t p = first; p < first + count; ++p) {
+      if (p % 7 != 0) pushes->Push(p, 1, Expected(p));
+    }
+  };
+  constexpr uint64_t kScan = 1536;
+  Start({{kFirst, kScan}}, /*prefetch=*/8, {}, /*readahead=*/512, {}, pushes);
+  for (uint64_t p = kFirst; p < kFirst + kScan; ++p) ASSERT_EQ(Touch(p), Expected(p)) << p;
+  LazyStats s = Stats();
+  EXPECT_TRUE(failure_.empty()) << failure_;
+  EXPECT_GT(s.push_replies, 0u) << FormatLazyStats(s);
+  EXPECT_EQ(s.push_replies, source_->push_replies.load());
+  EXPECT_GT(s.pushed_pages, 0u);
+  EXPECT_EQ(s.fetched_pages + s.pushed_pages, kScan) << FormatLazyStats(s);
+  EXPECT_EQ(s.pending_pages, 0u);
+}
+
+TEST_F(LazyPagesTest, PushedRepliesFillHugeRegionsFromThePushes) {
+  auto pushes = std::make_shared<FakePushes>();
+  push_instead_ = [pushes](uint64_t first, uint32_t count) {
+    for (uint64_t p = first; p < first + count; ++p) {
+      if (p % 7 != 0) pushes->Push(p, 1, Expected(p));
+    }
+  };
+  START_WITH_HUGE_REGIONS((std::vector<LazyPages::Run>{{kFirst, 1536}}), pushes);
+  for (uint64_t p = kFirst; p < kFirst + 1536; ++p) ASSERT_EQ(Touch(p), Expected(p)) << p;
+  LazyStats s = Stats();
+  EXPECT_TRUE(failure_.empty()) << failure_;
+  EXPECT_EQ(s.huge_regions, 2u) << FormatLazyStats(s);
+  EXPECT_GT(s.push_replies, 0u);
+  EXPECT_GT(s.pushed_pages, 512u) << "most of two regions came from pushes";
+  EXPECT_EQ(s.fetched_pages + s.pushed_pages, 1536u) << FormatLazyStats(s);
+  EXPECT_EQ(source_->pages.load(), s.fetched_pages) << "no page asked for twice";
   EXPECT_EQ(s.pending_pages, 0u);
 }
 

@@ -57,6 +57,16 @@ class PageSource {
   virtual Result<void> Receive(uint64_t first_page, uint32_t count, uint8_t* out) {
     return Fetch(first_page, count, out);
   }
+  // As Send, but a source that pushes (below) may answer "pushed" instead of the pages: they
+  // went to every clone a moment ago. ReceiveOrPushed then returns false (`out` untouched);
+  // whoever asked takes them from its pushes, or asks again with Send.
+  virtual Result<void> SendUnlessPushed(uint64_t first_page, uint32_t count) {
+    return Send(first_page, count);
+  }
+  virtual Result<bool> ReceiveOrPushed(uint64_t first_page, uint32_t count, uint8_t* out) {
+    FLURRY_TRY(Receive(first_page, count, out));
+    return true;
+  }
   // For messages: "page server 10.0.0.1:7000", "snapshot file DIR/memory.img".
   virtual std::string Describe() const = 0;
   // Bytes received from wherever the pages come from (payload and protocol; 0 for files).

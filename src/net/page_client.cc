@@ -75,7 +75,14 @@ Result<uint32_t> PageClient::ReadReply(const PageRequest& request, uint8_t* out,
     return FailErrno(EPROTO, fmt::format("a {}-byte reply where at most {} fit",
                                          header.payload_bytes, max_payload));
   }
-  const bool pages = request.op == static_cast<uint16_t>(PageOp::kPages);
+  const bool unless_pushed = request.op == static_cast<uint16_t>(PageOp::kPagesUnlessPushed);
+  const bool pages = request.op == static_cast<uint16_t>(PageOp::kPages) || unless_pushed;
+  pushed_ = false;
+  if (unless_pushed && header.count == 0 && header.first_page == request.first_page &&
+      header.payload_bytes == 0 && header.zero_mask == 0) {
+    pushed_ = true;  // the pages went to the push group
+    return 0;
+  }
   const uint64_t all = request.count >= 64 ? ~0ULL : (1ULL << request.count) - 1;
   if (pages &&
       (header.first_page != request.first_page || header.count != request.count ||
@@ -190,16 +197,30 @@ Result<void> PageClient::Reconnect() {
 }
 
 Result<void> PageClient::Send(uint64_t first_page, uint32_t count) {
+  return SendPages(PageOp::kPages, first_page, count);
+}
+
+Result<void> PageClient::SendUnlessPushed(uint64_t first_page, uint32_t count) {
+  return SendPages(PageOp::kPagesUnlessPushed, first_page, count);
+}
+
+Result<void> PageClient::SendPages(PageOp op, uint64_t first_page, uint32_t count) {
   if (count == 0 || count > kMaxPagesPerRequest) {
     return FailErrno(EINVAL, fmt::format("a pipelined request for {} pages", count));
   }
   outstanding_.push_back(PageRequest{kPageProtocolMagic, kPageProtocolVersion,
-                                     static_cast<uint16_t>(PageOp::kPages), first_page, count, 0});
+                                     static_cast<uint16_t>(op), first_page, count, 0});
   if (WriteFull(fd_.get(), &outstanding_.back(), sizeof(PageRequest))) return {};
   return Reconnect();  // sends this request too
 }
 
 Result<void> PageClient::Receive(uint64_t first_page, uint32_t count, uint8_t* out) {
+  const bool data = FLURRY_TRY(ReceiveOrPushed(first_page, count, out));
+  if (!data) return FailErrno(EPROTO, "a \"pushed\" reply to a request for the pages");
+  return {};
+}
+
+Result<bool> PageClient::ReceiveOrPushed(uint64_t first_page, uint32_t count, uint8_t* out) {
   if (outstanding_.empty() || outstanding_.front().first_page != first_page ||
       outstanding_.front().count != count) {
     return FailErrno(
@@ -214,7 +235,7 @@ Result<void> PageClient::Receive(uint64_t first_page, uint32_t count, uint8_t* o
   }
   outstanding_.pop_front();
   if (!got) return std::unexpected(got.error());
-  return {};
+  return !pushed_;
 }
 
 }  // namespace flurry

@@ -31,6 +31,9 @@ class PageClient : public PageSource {
   // connection is opened again once and the outstanding requests asked again.
   Result<void> Send(uint64_t first_page, uint32_t count) override;
   Result<void> Receive(uint64_t first_page, uint32_t count, uint8_t* out) override;
+  // kPagesUnlessPushed (page protocol 5): the server may answer "pushed".
+  Result<void> SendUnlessPushed(uint64_t first_page, uint32_t count) override;
+  Result<bool> ReceiveOrPushed(uint64_t first_page, uint32_t count, uint8_t* out) override;
   // Joins the multicast group the server pushes its page replies to (net/page_push.h), on this
   // connection's interface: null when the server pushes none. `page_count`: the image's size.
   Result<std::unique_ptr<PagePushes>> JoinPushes(uint64_t page_count) override;
@@ -58,6 +61,7 @@ class PageClient : public PageSource {
   Result<uint32_t> ReadReply(const PageRequest& request, uint8_t* out, uint32_t max_payload);
   // A new connection for a broken one; the outstanding requests are sent again on it.
   Result<void> Reconnect();
+  Result<void> SendPages(PageOp op, uint64_t first_page, uint32_t count);
 
   UniqueFd fd_;
   PageServerAddress server_;
@@ -65,6 +69,7 @@ class PageClient : public PageSource {
   uint64_t bytes_received_ = 0;
   uint64_t zero_pages_elided_ = 0;
   bool refused_ = false;  // the last reply read was a refusal (a status): the connection is fine
+  bool pushed_ = false;   // the last reply read was "pushed" (kPagesUnlessPushed)
   std::deque<PageRequest> outstanding_;  // sent, reply not yet read (Send/Receive)
 };
 

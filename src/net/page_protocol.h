@@ -16,8 +16,8 @@ namespace flurry {
 inline constexpr uint32_t kPageProtocolMagic = 0x47504c46;  // "FLPG"
 // 2: a connection starts with kHello; 3: the files of the VM's --dir (kFileTree, kFileRead);
 // 4: page pushes to a multicast group (kPushGroup, net/page_push.h); the hello carries a proof
-// of the key (PageKey::HelloProof), not the key.
-inline constexpr uint16_t kPageProtocolVersion = 4;
+// of the key (PageKey::HelloProof), not the key; 5: kPagesUnlessPushed.
+inline constexpr uint16_t kPageProtocolVersion = 5;
 inline constexpr uint32_t kMaxPagesPerRequest = 64;
 inline constexpr uint32_t kMaxDescriptorReplyBytes = 16u << 20;
 inline constexpr uint32_t kMaxFileTreeReplyBytes = 16u << 20;
@@ -35,7 +35,12 @@ enum class PageOp : uint16_t {
   // reply payload: the multicast group the server pushes pages to (PushGroupWire,
   // net/page_push.h); ENOENT when it pushes none
   kPushGroup = 6,
+  // as kPages, or — where every page asked for was pushed to the group less than
+  // kPushedReplyWindowMs ago — the "pushed" reply: count 0, no payload (take them from the
+  // group, or ask again with kPages)
+  kPagesUnlessPushed = 7,
 };
+inline constexpr uint32_t kPushedReplyWindowMs = 100;
 
 // A "host:port" (IPv4 address or name; port 0 = any when listening) split and checked.
 struct HostPort {

@@ -202,8 +202,7 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interfac
 void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
                       const uint8_t* payload) {
   if (first_page >= pushed_at_ms_.size() || count > pushed_at_ms_.size() - first_page) return;
-  // Milliseconds since the sender started, from 1 (0 means never).
-  const uint32_t now_ms = static_cast<uint32_t>((MonotonicNs() - start_ns_) / 1000000) + 1;
+  const uint32_t now_ms = NowMs();
   const uint8_t* next = payload;
   for (uint32_t at = 0; at < count; at += kMaxPagesPerPush) {
     const uint32_t n = std::min(kMaxPagesPerPush, count - at);
@@ -215,8 +214,9 @@ void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
       fresh = last == 0 || now_ms - last >= repush_after_ms_;
     }
     if (fresh) {
-      SendChunk(first_page + at, n, mask, next, bytes);
-      for (uint32_t i = 0; i < n; ++i) pushed_at_ms_[first_page + at + i] = now_ms;
+      if (SendChunk(first_page + at, n, mask, next, bytes)) {
+        for (uint32_t i = 0; i < n; ++i) pushed_at_ms_[first_page + at + i] = now_ms;
+      }
     } else {
       stats_.suppressed += n;
     }
@@ -224,7 +224,23 @@ void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
   }
 }
 
-void PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_mask,
+uint32_t PushSender::NowMs() const {
+  return static_cast<uint32_t>((MonotonicNs() - start_ns_) / 1000000) + 1;
+}
+
+bool PushSender::PushedWithin(uint64_t first_page, uint32_t count, uint32_t window_ms) const {
+  if (first_page >= pushed_at_ms_.size() || count > pushed_at_ms_.size() - first_page) {
+    return false;
+  }
+  const uint32_t now_ms = NowMs();
+  for (uint64_t p = first_page; p < first_page + count; ++p) {
+    const uint32_t last = pushed_at_ms_[p];
+    if (last == 0 || now_ms - last >= window_ms) return false;
+  }
+  return true;
+}
+
+bool PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_mask,
                            const uint8_t* payload, uint32_t payload_bytes) {
   PushHeader header{};
   header.magic = kPushMagic;
@@ -243,11 +259,12 @@ void PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_ma
   message.msg_iovlen = payload_bytes > 0 ? 2 : 1;
   if (sendmsg(fd_.get(), &message, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
     ++stats_.dropped;  // full (EAGAIN, ENOBUFS) or no route: the clones fetch instead
-    return;
+    return false;
   }
   ++stats_.datagrams;
   stats_.pages += count;
   stats_.bytes += sizeof header + payload_bytes;
+  return true;
 }
 
 Result<std::unique_ptr<PushReceiver>> PushReceiver::Join(const PushGroup& group,

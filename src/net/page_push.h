@@ -124,12 +124,17 @@ class PushSender {
   // Pushes pages [first_page, first_page+count) as a page reply holds them: `zero_mask` bit i
   // set = page i is all zero and absent from `payload` (the other pages in order).
   void Push(uint64_t first_page, uint32_t count, uint64_t zero_mask, const uint8_t* payload);
+  // Whether every page of [first_page, first_page+count) went out less than `window_ms` ago
+  // (a datagram the socket did not take does not count).
+  bool PushedWithin(uint64_t first_page, uint32_t count, uint32_t window_ms) const;
   const Stats& stats() const { return stats_; }
 
  private:
   PushSender() = default;
-  void SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_mask, const uint8_t* payload,
+  // Whether the socket took the datagram.
+  bool SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_mask, const uint8_t* payload,
                  uint32_t payload_bytes);
+  uint32_t NowMs() const;  // since the sender started, from 1 (0 means never)
 
   UniqueFd fd_;
   PushGroup group_;

@@ -154,6 +154,16 @@ TEST_F(PagePushTest, PagesPushedAMomentAgoAreNotPushedAgain) {
   EXPECT_EQ(sender_->stats().datagrams, 1u);
 }
 
+TEST_F(PagePushTest, SaysWhichPagesWentOutAMomentAgo) {
+  const auto bytes = PageBytes(3);
+  EXPECT_FALSE(sender_->PushedWithin(3, 1, 100)) << "never pushed";
+  sender_->Push(3, 1, 0, bytes.data());
+  EXPECT_TRUE(sender_->PushedWithin(3, 1, 100));
+  EXPECT_FALSE(sender_->PushedWithin(3, 2, 100)) << "page 4 was not";
+  EXPECT_FALSE(sender_->PushedWithin(3, 1, 0)) << "not within no time";
+  EXPECT_FALSE(sender_->PushedWithin(kPages, 1, 100)) << "outside the image";
+}
+
 TEST_F(PagePushTest, PushesOfPagesNoLongerWantedAreDropped) {
   std::vector<uint8_t> payload;
   for (uint64_t p = 0; p < 30; ++p) {
@@ -310,6 +320,71 @@ TEST(PageServerPushTest, OneClientsPagesReachTheOthersThatJoined) {
   serving.join();
   close(owner[0]);
   EXPECT_EQ((*sender)->stats().pages, 20u);
+}
+
+// kPagesUnlessPushed: pages another client made the server push a moment ago are answered
+// "pushed"; others, and every page of a server that pushes none, come as for kPages.
+TEST(PageServerPushTest, PagesPushedAMomentAgoAreAnsweredPushed) {
+  std::vector<uint8_t> image(kPages * kPage);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    const auto bytes = PageBytes(p);
+    std::memcpy(image.data() + p * kPage, bytes.data(), kPage);
+  }
+  for (bool pushing : {true, false}) {
+    const PageKey key = *PageKey::Random();
+    auto server = PageServer::Listen({"127.0.0.1", 0});
+    ASSERT_TRUE(server.has_value()) << server.error().message();
+    const PageServerAddress address{server->address(), key};
+    std::unique_ptr<PushSender> sender;
+    if (pushing) {
+      auto opened = PushSender::Open("127.0.0.1", server->address().port, key, kPages);
+      ASSERT_TRUE(opened.has_value()) << opened.error().message();
+      sender = std::move(*opened);
+    }
+    int owner[2];
+    ASSERT_EQ(pipe2(owner, O_CLOEXEC), 0);
+    PageServer::Stats stats;
+    std::thread serving([&, s = std::move(*server)]() mutable {
+      auto served = s.Serve(
+          {1, 2, 3}, kPages,
+          [&](uint64_t gpa, void* dst, uint64_t len) -> Result<void> {
+            std::memcpy(dst, image.data() + gpa, len);
+            return {};
+          },
+          owner[0], key, nullptr, sender.get());
+      if (served) stats = *served;
+    });
+    {
+      auto asker = PageClient::Connect(address);
+      auto other = PageClient::Connect(address);
+      ASSERT_TRUE(asker.has_value() && other.has_value());
+      std::vector<uint8_t> got(20 * kPage);
+      ASSERT_TRUE((*asker)->Fetch(4, 20, got.data()).has_value());
+      std::vector<uint8_t> again(20 * kPage, 0xee);
+      ASSERT_TRUE((*other)->SendUnlessPushed(4, 20).has_value());
+      ASSERT_TRUE((*other)->SendUnlessPushed(30, 4).has_value());
+      ASSERT_TRUE((*other)->Send(4, 2).has_value());
+      auto first = (*other)->ReceiveOrPushed(4, 20, again.data());
+      ASSERT_TRUE(first.has_value()) << first.error().message();
+      EXPECT_EQ(*first, !pushing) << "pages 4..23 were pushed a moment ago";
+      if (pushing) {
+        EXPECT_EQ(again, std::vector<uint8_t>(20 * kPage, 0xee)) << "nothing written";
+      } else {
+        EXPECT_EQ(std::memcmp(again.data(), image.data() + 4 * kPage, again.size()), 0);
+      }
+      auto second = (*other)->ReceiveOrPushed(30, 4, again.data());
+      ASSERT_TRUE(second.has_value()) << second.error().message();
+      EXPECT_TRUE(*second) << "pages 30..33 were not pushed";
+      EXPECT_EQ(std::memcmp(again.data(), image.data() + 30 * kPage, 4 * kPage), 0);
+      auto third = (*other)->Receive(4, 2, again.data());  // kPages: always the pages
+      ASSERT_TRUE(third.has_value()) << third.error().message();
+      EXPECT_EQ(std::memcmp(again.data(), image.data() + 4 * kPage, 2 * kPage), 0);
+    }
+    close(owner[1]);
+    serving.join();
+    close(owner[0]);
+    EXPECT_EQ(stats.pages_left_to_pushes, pushing ? 20u : 0u);
+  }
 }
 
 // A server without pushes: a client joins none.

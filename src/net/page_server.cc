@@ -131,10 +131,20 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           header.count = 0;
           header.payload_bytes = static_cast<uint32_t>(descriptor.size());
           body = descriptor.data();
-        } else if (request.op == static_cast<uint16_t>(PageOp::kPages)) {
+        } else if (request.op == static_cast<uint16_t>(PageOp::kPages) ||
+                   request.op == static_cast<uint16_t>(PageOp::kPagesUnlessPushed)) {
           if (request.count == 0 || request.count > kMaxPagesPerRequest ||
               request.first_page >= page_count || request.count > page_count - request.first_page) {
             header = ReplyTo(request, ERANGE);
+          } else if (request.op == static_cast<uint16_t>(PageOp::kPagesUnlessPushed) &&
+                     pushes != nullptr &&
+                     pushes->PushedWithin(request.first_page, request.count,
+                                          kPushedReplyWindowMs)) {
+            // Every page went to the group a moment ago (another clone asked): the asker takes
+            // them from there.
+            header = ReplyTo(request, 0);
+            header.count = 0;
+            stats.pages_left_to_pushes += request.count;
           } else if (auto got = read_pages(request.first_page * 4096, payload.data(),
                                            uint64_t{request.count} * 4096);
                      !got) {
@@ -212,8 +222,9 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
         }
         stats.bytes_sent += sizeof header + (body ? header.payload_bytes : 0);
         // The other clones get the pages too (after the asker: its fault waits for them).
-        if (pushes != nullptr && header.status == 0 &&
-            request.op == static_cast<uint16_t>(PageOp::kPages)) {
+        if (pushes != nullptr && header.status == 0 && header.count > 0 &&
+            (request.op == static_cast<uint16_t>(PageOp::kPages) ||
+             request.op == static_cast<uint16_t>(PageOp::kPagesUnlessPushed))) {
           pushes->Push(request.first_page, request.count, header.zero_mask, payload.data());
         }
       }

@@ -27,8 +27,9 @@ class PageServer {
     uint64_t refused = 0;  // peers dropped for a missing or wrong key
     uint64_t connections = 0;
     uint64_t requests = 0;
-    uint64_t pages_sent = 0;         // zero pages included
-    uint64_t zero_pages_elided = 0;  // all-zero pages answered by zero_mask, not sent
+    uint64_t pages_sent = 0;            // zero pages included
+    uint64_t pages_left_to_pushes = 0;  // kPagesUnlessPushed answered "pushed"
+    uint64_t zero_pages_elided = 0;     // all-zero pages answered by zero_mask, not sent
     uint64_t bytes_sent = 0;
     uint64_t file_bytes_sent = 0;  // file contents (kFileRead payloads)
   };
