@@ -214,7 +214,8 @@ class LazyPages {
   };
   // Asks for [first, first+count) (part of `region`, or ~0) and notes it in flight: unless
   // pushed where pushes come (in step with another clone, the pages are on their way).
-  Result<void> SendStreamLocked(uint64_t first, uint64_t count, uint64_t region);
+  Result<void> SendStreamLocked(uint64_t first, uint64_t count, uint64_t region,
+                                bool allow_pushed = true);
   // The reply to `request` was "pushed": takes the pushes waiting, asks again (for the pages)
   // for what they did not bring.
   Result<void> TakeFromPushesLocked(const StreamRequest& request);
@@ -240,8 +241,12 @@ class LazyPages {
   // install it, or keep it for its 2 MiB region, which can still be moved in whole.
   enum class PushUse { kNone, kInstall, kCollect };
   PushUse PushUseLocked(uint64_t p) const;
-  bool pushes_off_ = false;  // handler thread
-
+  // Set once with resolve_mutex_ held; read by the handler's poll without it.
+  std::atomic<bool> pushes_off_{false};
+  // "Pushed" replies in a row whose pushes brought none of the pages asked for (the group does
+  // not reach this host, say); at kMaxFruitlessPushedReplies the stream asks for the pages
+  // only (resolve_mutex_).
+  uint32_t fruitless_pushed_replies_ = 0;
   // Staging buffers, allocated without zero-filling (a clone starts faster: the kernel maps
   // only the pages a fetch writes into).
   using Bytes = std::unique_ptr<uint8_t[]>;
@@ -266,8 +271,8 @@ class LazyPages {
   // pages are dropped (pushes only save fetches). Null when every slot waits for replies.
   Assembly* NewAssemblyLocked(uint64_t region);
   // Asks for the pages of `a` still missing (up to a window per request); moves the region in
-  // now if none is.
-  Result<void> RequestMissingLocked(Assembly& a);
+  // now if none is. `unless_pushed`: the stream's way (a fault waiting asks for the pages).
+  Result<void> RequestMissingLocked(Assembly& a, bool unless_pushed);
   // Stores pushed page `p` (data at `page`) in its region's assembly; moves the region in once
   // it is whole. A region no slot can be found for drops the page.
   Result<void> CollectPushedLocked(uint64_t p, const uint8_t* page);
@@ -325,7 +330,7 @@ class LazyPages {
   std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
       zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0}, huge_{0}, pushed_{0},
       push_bytes_{0}, push_rejected_{0}, push_replies_{0};
-  Bytes push_buffer_;  // a push's pages spread out (handler thread)
+  Bytes push_buffer_;  // a push's pages spread out (resolve_mutex_)
 };
 
 }  // namespace flurry

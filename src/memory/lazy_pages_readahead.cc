@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <limits>
 
 #include "memory/lazy_pages.h"
 #include "memory/uffd_compat.h"
@@ -15,6 +14,11 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kWindowPages = 64;   // the most one request asks for
 constexpr size_t kStreamDepth = 4;      // requests in flight at most (a huge region: its 8)
 constexpr uint64_t kRegionPages = 512;  // 2 MiB
+// Pushes taken after a "pushed" reply at most (a fault may be waiting meanwhile): a request's
+// 64 pages are 5 datagrams, and other clones' pushes come between them.
+constexpr int kMaxPushesPerPushedReply = 64;
+// "Pushed" replies in a row that brought nothing, after which the stream asks for the pages.
+constexpr uint32_t kMaxFruitlessPushedReplies = 8;
 
 uint64_t ElapsedNs(std::chrono::steady_clock::time_point start) {
   return static_cast<uint64_t>(
@@ -91,7 +95,7 @@ Result<void> LazyPages::SendMoreLocked() {
       if (a == nullptr) a = NewAssemblyLocked(first);
       if (a != nullptr) {
         stream_next_ = first + kRegionPages;
-        FLURRY_TRY(RequestMissingLocked(*a));
+        FLURRY_TRY(RequestMissingLocked(*a, /*unless_pushed=*/true));
         continue;
       }
     }
@@ -180,8 +184,10 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
   return !FetchOnTouch(State(page).load());
 }
 
-Result<void> LazyPages::SendStreamLocked(uint64_t first, uint64_t count, uint64_t region) {
-  const bool unless_pushed = options_.pushes != nullptr && !pushes_off_;
+Result<void> LazyPages::SendStreamLocked(uint64_t first, uint64_t count, uint64_t region,
+                                         bool allow_pushed) {
+  const bool unless_pushed = allow_pushed && options_.pushes != nullptr && !pushes_off_ &&
+                             fruitless_pushed_replies_ < kMaxFruitlessPushedReplies;
   const auto n = static_cast<uint32_t>(count);
   FLURRY_TRY_CTX(unless_pushed ? source_->SendUnlessPushed(first, n) : source_->Send(first, n),
                  fmt::format("asking {} for page {:#x}", source_->Describe(), first * kPage));
@@ -192,13 +198,16 @@ Result<void> LazyPages::SendStreamLocked(uint64_t first, uint64_t count, uint64_
 
 Result<void> LazyPages::TakeFromPushesLocked(const StreamRequest& request) {
   push_replies_.fetch_add(1, std::memory_order_relaxed);
-  // The pushes were sent before this reply: they are here, or lost.
-  TakePushesLocked(std::numeric_limits<int>::max());
+  // The pushes were sent before this reply: they are here (among others' pushes), or lost.
+  TakePushesLocked(kMaxPushesPerPushedReply);
   Assembly* part = request.region != kNoPage ? AssemblyOf(request.region) : nullptr;
   const auto needed = [&](uint64_t p) {
     if (part != nullptr) return !part->have[p - request.region];
     return FetchOnTouch(State(p).load()) && !(p == marker_page_ && MarkerSetLocked());
   };
+  uint64_t missing = 0;
+  for (uint64_t p = request.first; p < request.first + request.count; ++p) missing += needed(p);
+  fruitless_pushed_replies_ = missing == request.count ? fruitless_pushed_replies_ + 1 : 0;
   for (uint64_t p = request.first; p < request.first + request.count;) {
     if (!needed(p)) {
       ++p;

@@ -65,7 +65,7 @@ LazyPages::Assembly* LazyPages::NewAssemblyLocked(uint64_t region) {
   return chosen;
 }
 
-Result<void> LazyPages::RequestMissingLocked(Assembly& a) {
+Result<void> LazyPages::RequestMissingLocked(Assembly& a, bool unless_pushed) {
   if (a.parts_in_flight > 0) return {};  // asked already for all it misses
   // Each run of missing pages (a window at most) in a request.
   for (uint64_t i = 0; i < kRegionPages;) {
@@ -75,7 +75,7 @@ Result<void> LazyPages::RequestMissingLocked(Assembly& a) {
     }
     uint64_t end = i + 1;
     while (end < kRegionPages && end - i < kWindowPages && !a.have[end]) ++end;
-    FLURRY_TRY(SendStreamLocked(a.region + i, end - i, a.region));
+    FLURRY_TRY(SendStreamLocked(a.region + i, end - i, a.region, unless_pushed));
     ++a.parts_in_flight;
     i = end;
   }
@@ -115,7 +115,7 @@ Result<bool> LazyPages::ResolveFromAssemblyLocked(uint64_t page) {
   if (huge_ok_ && a->have.count() >= kRegionPages / 2 && RegionWantedWholeLocked(a->region)) {
     // Most of it is here: ask for the rest and take the replies up to the region's.
     const uint64_t region = a->region;
-    FLURRY_TRY(RequestMissingLocked(*a));
+    FLURRY_TRY(RequestMissingLocked(*a, /*unless_pushed=*/false));
     if (!FLURRY_TRY(ResolveFromStreamLocked(page)) && FetchOnTouch(State(page).load())) {
       return Fail("the huge region at {:#x} was not installed", region * kPage);
     }

@@ -146,10 +146,9 @@ std::optional<std::array<uint8_t, kPushTagBytes>> PushTag(const PushKey& key,
   return PushTagger(key).Tag(header, payload, payload_bytes);
 }
 
-Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interface_address,
-                                                     uint16_t port, const PageKey& key,
-                                                     uint64_t page_count,
-                                                     std::chrono::milliseconds repush_after) {
+Result<std::unique_ptr<PushSender>> PushSender::Open(
+    const std::string& interface_address, uint16_t port, const PageKey& key, uint64_t page_count,
+    std::chrono::milliseconds repush_after, std::chrono::milliseconds pushed_reply_window) {
   auto sender = std::unique_ptr<PushSender>(new PushSender());
   uint8_t random[10];
   if (getrandom(random, sizeof random, 0) != sizeof random) return FailErrno("getrandom");
@@ -164,6 +163,8 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(const std::string& interfac
   if (!push_key) return Fail("page pushes: deriving the key");
   sender->tagger_.emplace(*push_key);
   sender->repush_after_ms_ = static_cast<uint32_t>(std::max<int64_t>(0, repush_after.count()));
+  sender->pushed_reply_window_ms_ =
+      static_cast<uint32_t>(std::clamp<int64_t>(pushed_reply_window.count(), 0, 1 << 30));
   sender->pushed_at_ms_.assign(page_count, 0);
   sender->start_ns_ = MonotonicNs();
 

@@ -116,10 +116,13 @@ class PushSender {
   };
   // A random group in 239.255.0.0/16 (administratively scoped, this site only), the port of
   // the server (`port`), TTL 1: the clones' segment. A page pushed less than `repush_after`
-  // ago is not pushed again.
+  // ago is not pushed again; a request "unless pushed" for pages all pushed less than
+  // `pushed_reply_window` ago is answered "pushed" (page_server.cc).
   static Result<std::unique_ptr<PushSender>> Open(
       const std::string& interface_address, uint16_t port, const PageKey& key, uint64_t page_count,
-      std::chrono::milliseconds repush_after = std::chrono::milliseconds(20));
+      std::chrono::milliseconds repush_after = std::chrono::milliseconds(20),
+      std::chrono::milliseconds pushed_reply_window =
+          std::chrono::milliseconds(kPushedReplyWindowMs));
   const PushGroup& group() const { return group_; }
   // Pushes pages [first_page, first_page+count) as a page reply holds them: `zero_mask` bit i
   // set = page i is all zero and absent from `payload` (the other pages in order).
@@ -127,6 +130,7 @@ class PushSender {
   // Whether every page of [first_page, first_page+count) went out less than `window_ms` ago
   // (a datagram the socket did not take does not count).
   bool PushedWithin(uint64_t first_page, uint32_t count, uint32_t window_ms) const;
+  uint32_t pushed_reply_window_ms() const { return pushed_reply_window_ms_; }
   const Stats& stats() const { return stats_; }
 
  private:
@@ -141,6 +145,7 @@ class PushSender {
   std::optional<PushTagger> tagger_;
   uint64_t sequence_ = 0;
   uint32_t repush_after_ms_ = 20;
+  uint32_t pushed_reply_window_ms_ = kPushedReplyWindowMs;
   std::vector<uint32_t> pushed_at_ms_;  // per page: when it was last pushed (0: never)
   uint64_t start_ns_ = 0;
   Stats stats_;

@@ -139,7 +139,7 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           } else if (request.op == static_cast<uint16_t>(PageOp::kPagesUnlessPushed) &&
                      pushes != nullptr &&
                      pushes->PushedWithin(request.first_page, request.count,
-                                          kPushedReplyWindowMs)) {
+                                          pushes->pushed_reply_window_ms())) {
             // Every page went to the group a moment ago (another clone asked): the asker takes
             // them from there.
             header = ReplyTo(request, 0);
