@@ -222,8 +222,8 @@ LazyPages::PushUse LazyPages::PushUseLocked(uint64_t p) const {
   return a != nullptr && a->have[p - region] ? PushUse::kNone : PushUse::kCollect;
 }
 
-void LazyPages::TakePushesLocked(int limit) {
-  if (pushes_off_) return;
+int LazyPages::TakePushesLocked(int limit) {
+  if (pushes_off_) return 0;
   const auto wanted = [this](uint64_t first, uint32_t count) {
     if (failed_.load() || first >= pages_ || count > pages_ - first) return false;
     for (uint64_t p = first; p < first + count; ++p) {
@@ -231,7 +231,8 @@ void LazyPages::TakePushesLocked(int limit) {
     }
     return false;
   };
-  for (int taken = 0; taken < limit; ++taken) {
+  int taken = 0;
+  for (; taken < limit; ++taken) {
     std::optional<PushedPages> pushed;
     if (!options_.pushes->TakeNext(wanted, &pushed)) break;
     if (!pushed || pushed->count == 0 || pushed->count > kMaxPrefetch ||
@@ -275,7 +276,7 @@ void LazyPages::TakePushesLocked(int limit) {
       }
       if (!done) {
         ReportFailure(done.error().WithContext("installing pushed pages"));
-        return;
+        return taken + 1;
       }
       p = run_end;
     }
@@ -283,6 +284,7 @@ void LazyPages::TakePushesLocked(int limit) {
   push_bytes_.store(options_.pushes->bytes_received(), std::memory_order_relaxed);
   push_rejected_.store(options_.pushes->rejected(), std::memory_order_relaxed);
   if (options_.pushes->rejected() > kMaxRefusedPushes) pushes_off_ = true;
+  return taken;
 }
 
 void LazyPages::ReportFailure(const Error& error) {

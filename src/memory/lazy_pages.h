@@ -236,7 +236,8 @@ class LazyPages {
   // Installs the wanted pages of up to `limit` pushes waiting (handler thread, resolve_mutex_
   // held), or collects them for their huge region. After too many refused pushes (a peer
   // sending junk to the group) it stops taking them: faults are then served as without pushes.
-  void TakePushesLocked(int limit);
+  // Returns how many it took (datagrams, wanted or not).
+  int TakePushesLocked(int limit);
   // What a push does with page `p`: nothing (installed, zero, fresh, or the readahead marker),
   // install it, or keep it for its 2 MiB region, which can still be moved in whole.
   enum class PushUse { kNone, kInstall, kCollect };
@@ -244,9 +245,10 @@ class LazyPages {
   // Set once with resolve_mutex_ held; read by the handler's poll without it.
   std::atomic<bool> pushes_off_{false};
   // "Pushed" replies in a row whose pushes brought none of the pages asked for (the group does
-  // not reach this host, say); at kMaxFruitlessPushedReplies the stream asks for the pages
-  // only (resolve_mutex_).
+  // not reach this host, say); after a few the stream asks for the pages in its next requests
+  // (plain_requests_left_), then tries again (both resolve_mutex_).
   uint32_t fruitless_pushed_replies_ = 0;
+  uint32_t plain_requests_left_ = 0;
   // Staging buffers, allocated without zero-filling (a clone starts faster: the kernel maps
   // only the pages a fetch writes into).
   using Bytes = std::unique_ptr<uint8_t[]>;

@@ -14,11 +14,14 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kWindowPages = 64;   // the most one request asks for
 constexpr size_t kStreamDepth = 4;      // requests in flight at most (a huge region: its 8)
 constexpr uint64_t kRegionPages = 512;  // 2 MiB
-// Pushes taken after a "pushed" reply at most (a fault may be waiting meanwhile): a request's
-// 64 pages are 5 datagrams, and other clones' pushes come between them.
-constexpr int kMaxPushesPerPushedReply = 64;
-// "Pushed" replies in a row that brought nothing, after which the stream asks for the pages.
+// Pushes taken after a "pushed" reply at most, until the request's pages are there (a fault
+// may be waiting meanwhile): a request's 64 pages are 5 datagrams, and other clones' pushes
+// come between them.
+constexpr int kMaxPushesPerPushedReply = 512;
+// "Pushed" replies in a row that brought nothing, after which the stream asks for the pages in
+// its next kPlainAfterFruitless requests.
 constexpr uint32_t kMaxFruitlessPushedReplies = 8;
+constexpr uint32_t kPlainAfterFruitless = 64;
 
 uint64_t ElapsedNs(std::chrono::steady_clock::time_point start) {
   return static_cast<uint64_t>(
@@ -186,8 +189,11 @@ Result<bool> LazyPages::ResolveFromStreamLocked(uint64_t page) {
 
 Result<void> LazyPages::SendStreamLocked(uint64_t first, uint64_t count, uint64_t region,
                                          bool allow_pushed) {
-  const bool unless_pushed = allow_pushed && options_.pushes != nullptr && !pushes_off_ &&
-                             fruitless_pushed_replies_ < kMaxFruitlessPushedReplies;
+  bool unless_pushed = allow_pushed && options_.pushes != nullptr && !pushes_off_;
+  if (unless_pushed && plain_requests_left_ > 0) {
+    --plain_requests_left_;
+    unless_pushed = false;
+  }
   const auto n = static_cast<uint32_t>(count);
   FLURRY_TRY_CTX(unless_pushed ? source_->SendUnlessPushed(first, n) : source_->Send(first, n),
                  fmt::format("asking {} for page {:#x}", source_->Describe(), first * kPage));
@@ -198,16 +204,28 @@ Result<void> LazyPages::SendStreamLocked(uint64_t first, uint64_t count, uint64_
 
 Result<void> LazyPages::TakeFromPushesLocked(const StreamRequest& request) {
   push_replies_.fetch_add(1, std::memory_order_relaxed);
-  // The pushes were sent before this reply: they are here (among others' pushes), or lost.
-  TakePushesLocked(kMaxPushesPerPushedReply);
   Assembly* part = request.region != kNoPage ? AssemblyOf(request.region) : nullptr;
   const auto needed = [&](uint64_t p) {
     if (part != nullptr) return !part->have[p - request.region];
     return FetchOnTouch(State(p).load()) && !(p == marker_page_ && MarkerSetLocked());
   };
-  uint64_t missing = 0;
-  for (uint64_t p = request.first; p < request.first + request.count; ++p) missing += needed(p);
-  fruitless_pushed_replies_ = missing == request.count ? fruitless_pushed_replies_ + 1 : 0;
+  const auto missing = [&] {
+    uint64_t n = 0;
+    for (uint64_t p = request.first; p < request.first + request.count; ++p) n += needed(p);
+    return n;
+  };
+  // The pushes were sent before this reply: they are here (among others' pushes), or lost.
+  for (int taken = 0; taken < kMaxPushesPerPushedReply && missing() > 0;) {
+    const int now = TakePushesLocked(16);
+    if (now == 0) break;  // none waiting
+    taken += now;
+  }
+  if (missing() == request.count && ++fruitless_pushed_replies_ >= kMaxFruitlessPushedReplies) {
+    plain_requests_left_ = kPlainAfterFruitless;  // the group seems not to reach this host
+    fruitless_pushed_replies_ = 0;
+  } else if (missing() < request.count) {
+    fruitless_pushed_replies_ = 0;
+  }
   for (uint64_t p = request.first; p < request.first + request.count;) {
     if (!needed(p)) {
       ++p;
