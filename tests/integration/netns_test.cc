@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -69,34 +70,67 @@ class TwoHosts {
   bool ok_ = false;
 };
 
+// The parent VM in host A (on_demand: 32 MiB, then reads /input of its --dir), paused at
+// "ready" and served (`flurry ctl serve A:0` followed by `serve_words`).
+class ServedParent {
+ public:
+  ServedParent(const TwoHosts& hosts, const std::vector<std::string>& serve_words)
+      : root_(dir_.path() / "root"), socket_((dir_.path() / "api.sock").string()) {
+    fs::create_directories(root_);
+    WriteFile(root_ / "input", std::string(64 << 10, 'x'));
+    parent_.emplace(
+        RawCommand{},
+        hosts.InA(Background::WithFlurry({"run", "--dir", root_.string(), "--api", socket_,
+                                          Guest("on_demand"), "32", "/input", "2"})));
+    if (!parent_->WaitForLine("ready", 120s)) {
+      failure_ = "the parent never got ready: " + parent_->out() + parent_->err();
+      return;
+    }
+    ExpectCtlOk(Ctl(socket_, {"pause"}));
+    std::vector<std::string> serve = {"serve", hosts.address_a() + ":0"};
+    serve.insert(serve.end(), serve_words.begin(), serve_words.end());
+    auto served = Ctl(socket_, serve);
+    ExpectCtlOk(served);
+    if (auto address = Field(served.out, "serving")) {
+      address_ = *address;
+    } else {
+      failure_ = "no address: " + served.Describe();
+    }
+  }
+  const std::string& failure() const { return failure_; }  // "" when served
+  const std::string& address() const { return address_; }
+  const fs::path& root() const { return root_; }
+  // Lets the parent go on and waits for its end.
+  RunResult ResumeAndWait() {
+    ExpectCtlOk(Ctl(socket_, {"resume"}));
+    return parent_->Wait(240s);
+  }
+
+ private:
+  TempDir dir_;
+  fs::path root_;
+  std::string socket_;
+  std::optional<Background> parent_;
+  std::string address_;
+  std::string failure_;
+};
+
 TEST(TwoHosts, AVmRestoresOnAnotherHostWithItsMemoryFetchedOverTheNetwork) {
   if (const std::string why = WhyNoNetns(); !why.empty()) GTEST_SKIP() << why;
   TwoHosts hosts;
   ASSERT_TRUE(hosts.ok()) << "could not set up the two namespaces";
-  TempDir dir;
-  const fs::path root = dir.path() / "root";
-  fs::create_directories(root);
-  WriteFile(root / "input", std::string(64 << 10, 'x'));
-  const std::string socket = (dir.path() / "api.sock").string();
-  Background parent(
-      RawCommand{},
-      hosts.InA(Background::WithFlurry({"run", "--dir", root.string(), "--api", socket,
-                                        Guest("on_demand"), "32", "/input", "2"})));
-  ASSERT_TRUE(parent.WaitForLine("ready", 120s)) << parent.out() << parent.err();
-  ExpectCtlOk(Ctl(socket, {"pause"}));
-  auto serve = Ctl(socket, {"serve", hosts.address_a() + ":0"});
-  ExpectCtlOk(serve);
-  const auto address = Field(serve.out, "serving");
-  ASSERT_TRUE(address.has_value()) << serve.Describe();
+  ServedParent served(hosts, {});
+  ASSERT_EQ(served.failure(), "");
+  const fs::path root = served.root();
+  const std::string address = served.address();
 
   const uint64_t before = hosts.ReceivedByB();
   auto restored =
       flurry_test::Run(hosts.InB(Background::WithFlurry(
-                           {"restore", "--stats", "--dir", root.string(), "tcp://" + *address})),
+                           {"restore", "--stats", "--dir", root.string(), "tcp://" + address})),
                        WithDeadline(240));
   const uint64_t received = hosts.ReceivedByB() - before;
-  ExpectCtlOk(Ctl(socket, {"resume"}));
-  auto original = parent.Wait(240s);
+  auto original = served.ResumeAndWait();
   ExpectCleanExit(original, 0);
 
   ExpectExitWithStats(restored);
@@ -121,29 +155,17 @@ TEST(TwoHosts, AServerWithMulticastPushesItsPagesToTheVmsRestoringFromIt) {
   if (const std::string why = WhyNoNetns(); !why.empty()) GTEST_SKIP() << why;
   TwoHosts hosts;
   ASSERT_TRUE(hosts.ok()) << "could not set up the two namespaces";
-  TempDir dir;
-  const fs::path root = dir.path() / "root";
-  fs::create_directories(root);
-  WriteFile(root / "input", std::string(64 << 10, 'x'));
-  const std::string socket = (dir.path() / "api.sock").string();
-  Background parent(
-      RawCommand{},
-      hosts.InA(Background::WithFlurry({"run", "--dir", root.string(), "--api", socket,
-                                        Guest("on_demand"), "32", "/input", "2"})));
-  ASSERT_TRUE(parent.WaitForLine("ready", 120s)) << parent.out() << parent.err();
-  ExpectCtlOk(Ctl(socket, {"pause"}));
-  auto serve = Ctl(socket, {"serve", hosts.address_a() + ":0", "multicast"});
-  ExpectCtlOk(serve);
-  const auto address = Field(serve.out, "serving");
-  ASSERT_TRUE(address.has_value()) << serve.Describe();
+  ServedParent served(hosts, {"multicast"});
+  ASSERT_EQ(served.failure(), "");
+  const fs::path root = served.root();
+  const std::string address = served.address();
 
   const auto restore = hosts.InB(
-      Background::WithFlurry({"restore", "--stats", "--dir", root.string(), "tcp://" + *address}));
+      Background::WithFlurry({"restore", "--stats", "--dir", root.string(), "tcp://" + address}));
   Background first(RawCommand{}, restore);
   auto second = flurry_test::Run(restore, WithDeadline(240));
   auto first_done = first.Wait(240s);
-  ExpectCtlOk(Ctl(socket, {"resume"}));
-  auto original = parent.Wait(240s);
+  auto original = served.ResumeAndWait();
   ExpectCleanExit(original, 0);
   const std::string expected = ResultLine(original.out);
   ASSERT_FALSE(expected.empty()) << original.Describe();
