@@ -220,10 +220,10 @@ Result<void> LazyPages::TakeFromPushesLocked(const StreamRequest& request) {
     if (now == 0) break;  // none waiting
     taken += now;
   }
-  if (missing() == request.count && ++fruitless_pushed_replies_ >= kMaxFruitlessPushedReplies) {
-    plain_requests_left_ = kPlainAfterFruitless;  // the group seems not to reach this host
+  if (missing() < request.count) {
     fruitless_pushed_replies_ = 0;
-  } else if (missing() < request.count) {
+  } else if (++fruitless_pushed_replies_ >= kMaxFruitlessPushedReplies) {
+    plain_requests_left_ = kPlainAfterFruitless;  // the group seems not to reach this host
     fruitless_pushed_replies_ = 0;
   }
   for (uint64_t p = request.first; p < request.first + request.count;) {
