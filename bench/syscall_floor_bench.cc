@@ -34,7 +34,7 @@ void BM_BareSyscallRoundTrip(benchmark::State& state) {
   auto vm = KvmVm::Create(*system).value();
   (void)vm.SetMemoryRegion(0, 0, memory.size(), memory.host_base());
   auto vcpu = KvmVcpu::Create(*system, vm, 0).value();
-  if (auto r = x86::SetupProcessModeVcpu(*system, vcpu, x86::kUserBase, 32ULL << 20); !r) {
+  if (auto r = x86::SetupProcessModeVcpu(*system, vcpu, 0, x86::kUserBase, 32ULL << 20); !r) {
     state.SkipWithError(r.error().message().c_str());
     return;
   }

@@ -116,8 +116,8 @@ void AddBackendOption(CLI::App* command, std::string& backend, int& cpus) {
                       "auto = kvm where /dev/kvm is usable, else seccomp)");
   command
       ->add_option("--cpus", cpus,
-                   "CPUs the guest's threads run on in parallel (default: the host's; the KVM "
-                   "backend runs one)")
+                   "CPUs the guest's threads run on in parallel (default: the host's; at most "
+                   "16 on the seccomp backend, 8 vCPUs on KVM)")
       ->check(CLI::Range(1, 64));
 }
 

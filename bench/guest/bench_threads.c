@@ -1,8 +1,8 @@
 // Times threads from inside the program: pthread_create + pthread_join of a thread that returns
 // at once; a futex ping-pong between two threads (each round: one FUTEX_WAKE and one
-// FUTEX_WAIT per side, with a thread switch); and a 4-thread compute job against the same work
-// done by one thread (parallel_ratio = serial time / 4-thread time: above 1 only when the
-// threads run in parallel).
+// FUTEX_WAIT per side, with a thread switch); and a compute job split over 4 threads (or
+// argv[4]) against the same work done by one thread (parallel_ratio = serial time / parallel
+// time: above 1 only when the threads run in parallel).
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <pthread.h>
@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
   const int creates = argc > 1 ? atoi(argv[1]) : 2000;
   rounds = argc > 2 ? atoi(argv[2]) : 20000;
   const uint64_t work = argc > 3 ? strtoull(argv[3], NULL, 10) : 400000000ULL;
+  int workers_n = argc > 4 ? atoi(argv[4]) : 4;
+  if (workers_n < 1 || workers_n > 16) workers_n = 4;
 
   double start = now_ns();
   for (int i = 0; i < creates; ++i) {
@@ -79,16 +81,16 @@ int main(int argc, char** argv) {
   start = now_ns();
   Compute((void*)(uintptr_t)work);
   const double serial_ns = now_ns() - start;
-  pthread_t workers[4];
+  pthread_t workers[16];
   start = now_ns();
-  for (int i = 0; i < 4; ++i)
-    pthread_create(&workers[i], NULL, Compute, (void*)(uintptr_t)(work / 4));
-  for (int i = 0; i < 4; ++i) pthread_join(workers[i], NULL);
+  for (int i = 0; i < workers_n; ++i)
+    pthread_create(&workers[i], NULL, Compute, (void*)(uintptr_t)(work / workers_n));
+  for (int i = 0; i < workers_n; ++i) pthread_join(workers[i], NULL);
   const double parallel_ns = now_ns() - start;
 
   printf(
       "create_join_ns=%.1f\npingpong_round_ns=%.1f\nserial_compute_ns=%.0f\n"
-      "four_thread_compute_ns=%.0f\nparallel_ratio=%.3f\n",
-      create_ns, pingpong_ns, serial_ns, parallel_ns, serial_ns / parallel_ns);
+      "compute_threads=%d\nparallel_compute_ns=%.0f\nparallel_ratio=%.3f\n",
+      create_ns, pingpong_ns, serial_ns, workers_n, parallel_ns, serial_ns / parallel_ns);
   return 0;
 }

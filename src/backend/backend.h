@@ -39,7 +39,7 @@ struct GuestStop {
   int lane = 0;  // the lane that stopped (Backend::Run selected it)
   // kFault: how far RIP moves back so that running again stops the same way (a trap that
   // reports the next instruction: `int3`, `int 0x80`); 0: it stands on the faulting
-  // instruction (or the backend cannot tell: the KVM backend, which runs one lane, never says).
+  // instruction (or the backend cannot tell).
   int replay_back = 0;
   int vector = -1;          // kFault: x86 exception vector (-1: none applies)
   int signal = 0;           // kFault: the signal a native process would get

@@ -414,9 +414,14 @@ TEST(ForkEvents, ACloneHasItsOwnEventObjects) {
 }
 
 // Every thread is cloned: a waiter parked on a condition variable, a sleeper and a spinner
-// each finish in their own VM, with that VM's clone ID.
-TEST(ForkThreads, EveryThreadIsCloned) {
-  auto r = FlurryRun({Guest("fork_threads")});
+// each finish in their own VM, with that VM's clone ID. With the lanes the host has (by
+// default), and with three: the threads on other lanes are gathered first.
+class ForkThreads : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(ForkThreads, EveryThreadIsCloned) {
+  std::vector<std::string> args = GetParam();
+  args.push_back(Guest("fork_threads"));
+  auto r = FlurryRun(args);
   ExpectFinished(r, 0);
   auto s = Split(r.out);
   EXPECT_TRUE(s.malformed.empty()) << r.Describe();
@@ -434,6 +439,10 @@ TEST(ForkThreads, EveryThreadIsCloned) {
   EXPECT_EQ(Join(s.clones[2]), workers(2)) << r.Describe();
   EXPECT_EQ(r.err, "") << r.Describe();
 }
+
+INSTANTIATE_TEST_SUITE_P(Lanes, ForkThreads,
+                         ::testing::Values(std::vector<std::string>{},
+                                           std::vector<std::string>{"--cpus", "3"}));
 
 TEST(ForkMemProtect, ProtectionsAreClonedAndEachVmChangesItsOwn) {
   auto r = FlurryRun({Guest("fork_memprotect")});

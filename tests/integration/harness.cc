@@ -223,6 +223,7 @@ RunResult ExpectSameAsNative(const std::vector<std::string>& program,
                              const std::string& killed_prefix, const RunOptions& options) {
   RunResult native = Run(program, options);
   std::vector<std::string> args = {"run"};
+  args.insert(args.end(), options.run_flags.begin(), options.run_flags.end());
   args.insert(args.end(), program.begin(), program.end());
   RunResult guest = Flurry(args, options);
   EXPECT_FALSE(native.timed_out) << native.Describe();

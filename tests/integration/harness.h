@@ -30,6 +30,8 @@ struct RunOptions {
   int timeout_seconds = 60;
   bool hide_kvm = false;  // run with an empty /dev (private mount namespace)
   std::vector<std::pair<std::string, std::string>> env;  // set in the child before exec
+  // ExpectSameAsNative: flags of `flurry run` (before the program).
+  std::vector<std::string> run_flags;
 };
 
 RunOptions WithStdin(std::string data);

@@ -423,12 +423,12 @@ TEST(EnvInfo, Sane) {
   unsigned long long totalram = std::strtoull(kv["totalram"].c_str(), nullptr, 10);
   EXPECT_GT(totalram, 0u) << r.Describe();
   EXPECT_LE(totalram, 256ull << 20) << r.Describe();
-  // A VM shows the CPUs its threads may run on: the host's under seccomp (at most the stub's
-  // 16 lanes), one vCPU under KVM.
+  // A VM shows the CPUs its threads may run on: the host's, at most the backend's lanes (the
+  // stub's 16 threads, KVM's 8 vCPUs).
   const bool kvm = BackendUnderTest() == "kvm" ||
                    (BackendUnderTest() != "seccomp" && access("/dev/kvm", R_OK | W_OK) == 0);
   const long host_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  EXPECT_EQ(kv["cpus"], std::to_string(kvm ? 1 : std::min(host_cpus, 16L))) << r.Describe();
+  EXPECT_EQ(kv["cpus"], std::to_string(std::min(host_cpus, kvm ? 8L : 16L))) << r.Describe();
   EXPECT_EQ(kv["cwd"], "/") << r.Describe();
   EXPECT_EQ(kv["isatty(1)"], "0") << r.Describe();
 }

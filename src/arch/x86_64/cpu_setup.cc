@@ -47,14 +47,14 @@ Result<std::vector<kvm_cpuid_entry2>> SupportedCpuid(const KvmSystem& system) {
 
 }  // namespace
 
-kvm_sregs ProcessModeSregs(kvm_sregs s) {
+kvm_sregs ProcessModeSregs(kvm_sregs s, int vcpu) {
   s.cs = Segment(kUserCodeSelector, 0xb, 3, true);
   kvm_segment data = Segment(kUserDataSelector, 0x3, 3, false);
   s.ds = s.es = s.fs = s.gs = s.ss = data;
   s.tr = kvm_segment{};
-  s.tr.base = kTssAddr;
+  s.tr.base = TssOfVcpu(vcpu);
   s.tr.limit = 103;
-  s.tr.selector = kTssSelector;
+  s.tr.selector = TssSelectorOfVcpu(vcpu);
   s.tr.type = 0xb;  // busy 64-bit TSS
   s.tr.present = 1;
   s.ldt = kvm_segment{};
@@ -94,8 +94,8 @@ uint64_t GuestXcr0(std::span<const kvm_cpuid_entry2> supported) {
   return (HostXcr0() & kvm_mask) | 0x3;
 }
 
-Result<uint64_t> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, uint64_t entry,
-                                      uint64_t stack_pointer) {
+Result<uint64_t> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, int index,
+                                      uint64_t entry, uint64_t stack_pointer) {
   auto cpuid = FLURRY_TRY_CTX(SupportedCpuid(system), "reading the host CPUID");
   FLURRY_TRY_CTX(vcpu.SetCpuid(cpuid), "setting the guest CPUID");
   const uint64_t xcr0 = GuestXcr0(cpuid);
@@ -103,7 +103,7 @@ Result<uint64_t> SetupProcessModeVcpu(const KvmSystem& system, KvmVcpu& vcpu, ui
     FLURRY_TRY_CTX(vcpu.SetXcr0(xcr0), fmt::format("setting XCR0 to {:#x}", xcr0));
   }
   kvm_sregs sregs = FLURRY_TRY(vcpu.GetSregs());
-  FLURRY_TRY_CTX(vcpu.SetSregs(ProcessModeSregs(sregs)), "entering 64-bit user mode");
+  FLURRY_TRY_CTX(vcpu.SetSregs(ProcessModeSregs(sregs, index)), "entering 64-bit user mode");
   FLURRY_TRY_CTX(vcpu.SetMsrs(ProcessModeMsrs()), "setting the SYSCALL MSRs");
   kvm_regs regs{};
   regs.rip = entry;

@@ -28,6 +28,8 @@ constexpr SystemPage kSystemPages[] = {
     {kExceptionStubsAddr, 1, kSupervisorRw, 0},
     {kSyscallGateAddr, 1, kUserRo, 0},
     {kKernelStackBottom, (kFaultStackTop - kKernelStackBottom) / kPageSize, kSupervisorRw, 0},
+    {kVcpuStacksAddr, (StacksOfVcpu(kMaxVcpus - 1).fault_top - kVcpuStacksAddr) / kPageSize,
+     kSupervisorRw, 0},
     {kVvarAddr, 1, kUserRo, 0},
     {kVdsoAddr, kVdsoMaxSize / kPageSize, kUserRo, 0},
     {kDoorbellAddr, 1, kUserRw, kDoorbellGpa},
@@ -146,6 +148,11 @@ UserPageTables::UserPageTables(uint64_t ram_size) {
   }
 }
 
+void UserPageTables::ReuseRetired() {
+  free_.insert(free_.end(), retired_.begin(), retired_.end());
+  retired_.clear();
+}
+
 Result<void> UserPageTables::Apply(GuestMemory& memory, const ProtectionMap& protections,
                                    uint64_t start, uint64_t length) {
   const uint64_t ram = memory.size();
@@ -169,7 +176,7 @@ Result<void> UserPageTables::Apply(GuestMemory& memory, const ProtectionMap& pro
     const bool has_table = (pde & kPtePresent) && !(pde & kPteHuge);
     const uint64_t table = pde & kPteAddressMask & ~kPteNoExecute;
     if (runs.size() == 1) {
-      if (has_table) free_.push_back(table);
+      if (has_table) retired_.push_back(table);
       const uint64_t bits = UserEntryBits(runs[0].access);
       pde = bits == 0 ? 0 : chunk | bits | kPteHuge;
       continue;

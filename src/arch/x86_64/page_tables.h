@@ -49,23 +49,32 @@ inline constexpr uint64_t kPteAddressMask = 0x000ffffffffff000ULL;
 // Edits the user part of the tables BuildPageTables made in a local GuestMemory.
 //
 // Plain data (the free table pages): copied with the VMM's fork along with the memory it
-// describes. Owner: the KVM backend; thread: the VM's run thread. After Apply the vCPU's TLB
-// may hold old translations: the caller flushes it before the guest runs again.
+// describes. Owner: the KVM backend; thread: the VM's run thread. After Apply the vCPUs' TLBs
+// may hold old translations: the caller flushes them before the guest runs again.
+//
+// A table that leaves the tables (its 2 MiB page became one large entry) is *retired*, not
+// free: a vCPU running meanwhile may still walk it through a cached directory entry, and must
+// not find another 2 MiB page's entries there. ReuseRetired(), once no vCPU can (every TLB
+// flushed, or the only vCPU stopped and flushed before it runs), puts them back in the pool.
 class UserPageTables {
  public:
   // The pool is every page-table page BuildPageTables left unused for `ram_size` bytes of RAM.
   explicit UserPageTables(uint64_t ram_size);
 
   // Rewrites the entries of every 2 MiB page overlapping [start, start+length) (user memory)
-  // from `protections`. ENOMEM when a 2 MiB page needs a 4 KiB table and the pool is empty;
-  // the entries already rewritten stay.
+  // from `protections`. ENOMEM when a 2 MiB page needs a 4 KiB table and the pool is empty
+  // (retired tables are not used); the entries already rewritten stay.
   Result<void> Apply(GuestMemory& memory, const ProtectionMap& protections, uint64_t start,
                      uint64_t length);
 
+  void ReuseRetired();
+
   size_t free_tables() const { return free_.size(); }
+  size_t retired_tables() const { return retired_.size(); }
 
  private:
-  std::vector<uint64_t> free_;  // guest-physical addresses of unused table pages
+  std::vector<uint64_t> free_;     // guest-physical addresses of unused table pages
+  std::vector<uint64_t> retired_;  // left the tables since the last ReuseRetired()
 };
 
 }  // namespace flurry::x86

@@ -113,10 +113,19 @@ TEST(UserPageTables, GiveEachPageItsAccess) {
   EXPECT_FALSE(ro->executable);
   EXPECT_FALSE(Translate(mem, 20 << 20).has_value());  // unmapped 2 MiB pages have no entry
 
-  // The 2 MiB page agreeing again gets one large entry, and its table goes back to the pool.
+  // The 2 MiB page agreeing again gets one large entry; its table is retired (a running vCPU
+  // may still walk it), then goes back to the pool.
   prot.Set(base, kHugePageSize, kProtReadWrite);
   ASSERT_TRUE(tables.Apply(mem, prot, base + kPageSize, kPageSize).has_value());
-  EXPECT_EQ(tables.free_tables(), pool);
+  EXPECT_EQ(tables.free_tables(), pool - 1);
+  EXPECT_EQ(tables.retired_tables(), 1u);
+  // A retired table is not handed out again: another mixed 2 MiB page gets a table of its own.
+  prot.Set(16 << 20, kPageSize, kProtRead);
+  ASSERT_TRUE(tables.Apply(mem, prot, 16 << 20, kPageSize).has_value());
+  EXPECT_EQ(tables.free_tables(), pool - 2);
+  tables.ReuseRetired();
+  EXPECT_EQ(tables.free_tables(), pool - 1);
+  EXPECT_EQ(tables.retired_tables(), 0u);
   auto joined = Translate(mem, base + kPageSize);
   ASSERT_TRUE(joined.has_value());
   EXPECT_EQ(joined->page_size, kHugePageSize);

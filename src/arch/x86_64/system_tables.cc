@@ -22,22 +22,26 @@ void WriteGdt(GuestMemory& memory) {
   gdt[kKernelDataSelector / 8] = kKernelData;
   gdt[kUserDataSelector / 8] = kUserData;
   gdt[kUserCodeSelector / 8] = kUserCode64;
-  const uint64_t tss = kTssAddr;
-  gdt[kTssSelector / 8] = (kTssLimit & 0xffff) | ((tss & 0xffffff) << 16) |
-                          (0x89ULL << 40) |  // P, type = available 64-bit TSS
-                          (((tss >> 24) & 0xff) << 56);
-  gdt[kTssSelector / 8 + 1] = tss >> 32;
+  for (int vcpu = 0; vcpu < kMaxVcpus; ++vcpu) {
+    const uint64_t tss = TssOfVcpu(vcpu);
+    const size_t slot = TssSelectorOfVcpu(vcpu) / 8;
+    gdt[slot] = (kTssLimit & 0xffff) | ((tss & 0xffffff) << 16) |
+                (0x89ULL << 40) |  // P, type = available 64-bit TSS
+                (((tss >> 24) & 0xff) << 56);
+    gdt[slot + 1] = tss >> 32;
+  }
   std::memcpy(memory.HostPointer(kGdtAddr, sizeof gdt), gdt, sizeof gdt);
 }
 
-void WriteTss(GuestMemory& memory) {
+void WriteTss(GuestMemory& memory, int vcpu) {
   uint8_t tss[kTssLimit + 1] = {};
   auto put64 = [&](size_t offset, uint64_t value) { std::memcpy(tss + offset, &value, 8); };
-  put64(4, kKernelStackTop);         // RSP0
-  put64(36, kFaultStackTop);         // IST1
+  const VcpuStacks stacks = StacksOfVcpu(vcpu);
+  put64(4, stacks.kernel_top);       // RSP0
+  put64(36, stacks.fault_top);       // IST1
   uint16_t iomap_base = sizeof tss;  // no I/O permission bitmap
   std::memcpy(tss + 102, &iomap_base, 2);
-  std::memcpy(memory.HostPointer(kTssAddr, sizeof tss), tss, sizeof tss);
+  std::memcpy(memory.HostPointer(TssOfVcpu(vcpu), sizeof tss), tss, sizeof tss);
 }
 
 void WriteIdtAndStubs(GuestMemory& memory) {
@@ -71,7 +75,7 @@ constexpr uint64_t kGateDoorbellInsnLength = 7;
 
 void WriteSystemTables(GuestMemory& memory) {
   WriteGdt(memory);
-  WriteTss(memory);
+  for (int vcpu = 0; vcpu < kMaxVcpus; ++vcpu) WriteTss(memory, vcpu);
   WriteIdtAndStubs(memory);
   std::memcpy(memory.HostPointer(kSyscallGateAddr, sizeof kGateCode), kGateCode, sizeof kGateCode);
 }

@@ -4,6 +4,7 @@
 #include <sys/ioctl.h>
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/page_tables.h"
 #include "arch/x86_64/system_tables.h"
+#include "base/check.h"
 
 namespace flurry {
 namespace {
@@ -93,20 +95,45 @@ Result<std::unique_ptr<KvmBackend>> KvmBackend::Create(const GuestLayout& layout
   FLURRY_TRY(x86::BuildPageTables(backend->memory_, {&hole, 1}));
   x86::WriteSystemTables(backend->memory_);
   FLURRY_TRY(backend->BuildVm());
+  const int kvm_max = backend->system_->CheckExtension(KVM_CAP_MAX_VCPUS);
+  backend->max_lanes_ = std::clamp(kvm_max, 1, x86::kMaxVcpus);
   return backend;
 }
 
 Result<void> KvmBackend::BuildVm() {
-  kick_target_.store(nullptr);
-  vcpu_.reset();
+  // Lane threads never cross fork(): a fork needs one lane (PrepareFork).
+  FLURRY_CHECK(!threaded_.load());
+  direct_run_area_.store(nullptr);
+  for (KvmLane& lane : lanes_) {
+    lane.run_area.store(nullptr);
+    lane.vcpu.reset();
+    lane.exists = false;
+    lane.active = false;
+    lane.phase.store(KvmLane::kParked);
+  }
   vm_.reset();
   system_.reset();
   system_.emplace(FLURRY_TRY(KvmSystem::Open()));
   vm_.emplace(FLURRY_TRY(KvmVm::Create(*system_)));
   FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
-  vcpu_.emplace(FLURRY_TRY(KvmVcpu::Create(*system_, *vm_, 0)));
-  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, *vcpu_, 0, 0), "setting up the vCPU");
-  kick_target_.store(&*vcpu_);
+  FLURRY_TRY(MakeVcpu(selected_));
+  lane().exists = true;
+  direct_run_area_.store(lane().run_area.load());
+  return {};
+}
+
+Result<void> KvmBackend::MakeVcpu(int index) {
+  KvmLane& lane = lanes_[static_cast<size_t>(index)];
+  KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(*system_, *vm_, index));
+  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, vcpu, index, 0, 0),
+                         fmt::format("setting up vCPU {}", index));
+  lane.vcpu.emplace(std::move(vcpu));
+  lane.run_area.store(&lane.vcpu->run());
+  return {};
+}
+
+Result<void> KvmBackend::PrepareFork(bool) {
+  if (threaded_.load()) return Fail("a fork needs the guest on one lane (vCPU)");
   return {};
 }
 
@@ -118,26 +145,28 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
     }
     kvm_abi::Xsave xsave{};
     std::memcpy(&xsave, state.xsave.data(), state.xsave.size());
-    FLURRY_TRY_CTX(vcpu_->SetXsave(xsave), "loading the FPU state");
+    FLURRY_TRY_CTX(vcpu().SetXsave(xsave), "loading the FPU state");
   }
-  regs_ = state.regs;
-  kvm_regs k = FromUser(regs_);
+  KvmLane& lane = this->lane();
+  lane.regs = state.regs;
+  kvm_regs k = FromUser(lane.regs);
   // Stopped at CPL0 (in the syscall gate on hardware KVM, or in an exception stub): return to
   // the program through an iretq, which restores every register (sysretq would clobber RCX and
   // R11). A new vCPU, or one stopped in user code, takes the registers as they are.
-  const kvm_sregs sregs = FLURRY_TRY_CTX(vcpu_->GetSregs(), "reading the vCPU's privilege level");
+  const kvm_sregs sregs = FLURRY_TRY_CTX(vcpu().GetSregs(), "reading the vCPU's privilege level");
   if ((sregs.cs.selector & 3) == 0) {
-    const uint64_t frame[5] = {regs_.rip, x86::kUserCodeSelector, UserRflags(regs_.rflags),
-                               regs_.rsp, x86::kUserDataSelector};
-    const uint64_t frame_at = x86::kKernelStackTop - sizeof frame;
+    const uint64_t frame[5] = {lane.regs.rip, x86::kUserCodeSelector, UserRflags(lane.regs.rflags),
+                               lane.regs.rsp, x86::kUserDataSelector};
+    const uint64_t frame_at = x86::StacksOfVcpu(selected_).kernel_top - sizeof frame;
     std::memcpy(memory_.HostPointer(frame_at, sizeof frame), frame, sizeof frame);
     k.rip = x86::IretqRip();
     k.rsp = frame_at;
   }
-  FLURRY_TRY_CTX(vcpu_->SetRegs(k), "loading the registers");
-  vcpu_->run().kvm_dirty_regs = 0;
-  segment_bases_dirty_ = true;
-  return ApplySegmentBases();
+  FLURRY_TRY_CTX(vcpu().SetRegs(k), "loading the registers");
+  vcpu().run().kvm_dirty_regs = 0;
+  lane.segment_bases_dirty = true;
+  lane.active = true;
+  return ApplySegmentBases(lane);
 }
 
 Result<void> KvmBackend::BecomeClone(const x86::UserCpuState& state) {
@@ -147,20 +176,20 @@ Result<void> KvmBackend::BecomeClone(const x86::UserCpuState& state) {
   return LoadCpu(state);
 }
 
-Result<void> KvmBackend::ApplySegmentBases() {
-  if (!segment_bases_dirty_) return {};
+Result<void> KvmBackend::ApplySegmentBases(KvmLane& lane) {
+  if (!lane.segment_bases_dirty) return {};
   kvm_msr_entry msrs[2] = {};
   msrs[0].index = x86::kMsrFsBase;
-  msrs[0].data = regs_.fs_base;
+  msrs[0].data = lane.regs.fs_base;
   msrs[1].index = x86::kMsrGsBase;
-  msrs[1].data = regs_.gs_base;
-  FLURRY_TRY_CTX(vcpu_->SetMsrs(msrs), "setting the guest's FS/GS base");
-  segment_bases_dirty_ = false;
+  msrs[1].data = lane.regs.gs_base;
+  FLURRY_TRY_CTX(lane.vcpu->SetMsrs(msrs), "setting the guest's FS/GS base");
+  lane.segment_bases_dirty = false;
   return {};
 }
 
 x86::UserRegs KvmBackend::ToUser(const kvm_regs& k) const {
-  x86::UserRegs u = regs_;  // keeps the FS/GS bases
+  x86::UserRegs u = lane().regs;  // keeps the FS/GS bases
   u.rax = k.rax;
   u.rbx = k.rbx;
   u.rcx = k.rcx;
@@ -184,8 +213,9 @@ x86::UserRegs KvmBackend::ToUser(const kvm_regs& k) const {
     // the user's view is the one after the return.
     u.rip = k.rcx;
     u.rflags = k.r11;
-  } else if (k.rip == x86::IretqRip() && k.rsp >= x86::kKernelStackBottom &&
-             k.rsp <= x86::kKernelStackTop - 5 * 8) {
+  } else if (const x86::VcpuStacks stacks = x86::StacksOfVcpu(selected_);
+             k.rip == x86::IretqRip() && k.rsp >= stacks.bottom &&
+             k.rsp <= stacks.kernel_top - 5 * 8) {
     // About to iretq into a register set LoadCpu gave (stopped before it ran): the user's view
     // is the iret frame's.
     uint64_t frame[5];
@@ -198,99 +228,122 @@ x86::UserRegs KvmBackend::ToUser(const kvm_regs& k) const {
 }
 
 void KvmBackend::CompleteSyscall(uint64_t rax) {
-  regs_.rax = rax;
-  kvm_regs k = FromUser(regs_);
+  x86::UserRegs& regs = lane().regs;
+  regs.rax = rax;
+  kvm_regs k = FromUser(regs);
   if (gate_mode_ == GateMode::kRaisesCpl) {
     // The gate's sysretq returns to RCX with RFLAGS = R11.
     k.rip = x86::SyscallGateExitRip();
-    k.rcx = regs_.rip;
-    k.r11 = UserRflags(regs_.rflags);
+    k.rcx = regs.rip;
+    k.r11 = UserRflags(regs.rflags);
   }
-  vcpu_->regs() = k;
-  vcpu_->MarkRegsDirty();
+  vcpu().regs() = k;
+  vcpu().MarkRegsDirty();
 }
 
 Result<void> KvmBackend::Protect(const ProtectionMap& protections, uint64_t start,
                                  uint64_t length) {
   tlb_stale_ = true;
-  return page_tables_.Apply(memory_, protections, start, length);
+  Result<void> applied = page_tables_.Apply(memory_, protections, start, length);
+  if (!applied && applied.error().code() == ENOMEM && page_tables_.retired_tables() > 0) {
+    // Out of tables but for retired ones: flush every vCPU, which frees them, and go on.
+    FLURRY_TRY_CTX(FlushTlb(), "flushing the vCPUs' TLBs for page tables");
+    tlb_stale_ = true;
+    applied = page_tables_.Apply(memory_, protections, start, length);
+  }
+  // The one vCPU is stopped, and flushed before it runs: no walk of a retired table is left.
+  if (existing_lanes() == 1) page_tables_.ReuseRetired();
+  return applied;
 }
 
 Result<void> KvmBackend::FlushTlb() {
   // CR3 bit 3 (PWT) only sets the cache type of the PML4 walk; toggling it makes CR3 differ.
-  kvm_sregs sregs = FLURRY_TRY(vcpu_->GetSregs());
+  kvm_sregs sregs = FLURRY_TRY(vcpu().GetSregs());
   sregs.cr3 ^= 1ULL << 3;
-  FLURRY_TRY(vcpu_->SetSregs(sregs));
-  if (shadow_paging_) {
+  FLURRY_TRY(vcpu().SetSregs(sregs));
+  if (shadow_paging_ || existing_lanes() > 1) {
     // Removing a memory slot makes KVM zap all its shadow pages (kvm_mmu_zap_all_fast); they
-    // are rebuilt from the tables as they are now. Costly, but only on such hosts.
+    // are rebuilt from the tables as they are now. Costly, but only on such hosts. It also
+    // flushes the TLB of every vCPU, the running ones before the ioctl returns (KVM kicks them
+    // out of guest mode): with several lanes, the other lanes' stale translations go too.
     FLURRY_TRY(
         vm_->SetMemoryRegion(kScratchSlot, kScratchSlotGpa, x86::kPageSize, memory_.host_base()));
     FLURRY_TRY(vm_->SetMemoryRegion(kScratchSlot, kScratchSlotGpa, 0, memory_.host_base()));
   }
+  // Every vCPU that may run is flushed (several: by the slot; one: by its CR3).
+  page_tables_.ReuseRetired();
   tlb_stale_ = false;
   return {};
 }
 
 Result<GuestStop> KvmBackend::Run() {
-  FLURRY_TRY(ApplySegmentBases());
   if (tlb_stale_) FLURRY_TRY_CTX(FlushTlb(), "flushing the vCPU's TLB after page-table edits");
+  if (threaded_.load()) return RunLanes();
+  FLURRY_TRY(ApplySegmentBases(lane()));
   for (;;) {
-    auto reason = vcpu_->Run();
-    if (!reason) {
-      if (reason.error().code() != EINTR) return std::unexpected(reason.error());
-      vcpu_->run().immediate_exit = 0;
-      regs_ = ToUser(vcpu_->regs());
-      return GuestStop{GuestStop::Kind::kInterrupted};
+    std::optional<GuestStop> stop = FLURRY_TRY(DecodeExit(vcpu().Run()));
+    if (stop) {
+      stop->lane = selected_;
+      return std::move(*stop);
     }
-    kvm_run& run = vcpu_->run();
-    regs_ = ToUser(vcpu_->regs());
-    switch (*reason) {
-      case KVM_EXIT_MMIO:
-        if (run.mmio.phys_addr == x86::kDoorbellGpa && run.mmio.is_write) {
-          if (gate_mode_ == GateMode::kUnknown) {
-            kvm_sregs sregs = FLURRY_TRY_CTX(vcpu_->GetSregs(), "probing the syscall gate");
-            gate_mode_ =
-                (sregs.cs.selector & 3) == 0 ? GateMode::kRaisesCpl : GateMode::kStaysAtCpl3;
-          }
-          return GuestStop{GuestStop::Kind::kSyscall};
+  }
+}
+
+Result<std::optional<GuestStop>> KvmBackend::DecodeExit(const Result<uint32_t>& reason) {
+  KvmLane& lane = this->lane();
+  if (!reason) {
+    if (reason.error().code() != EINTR) return std::unexpected(reason.error());
+    std::atomic_ref<uint8_t>(lane.vcpu->run().immediate_exit).store(0);
+    lane.regs = ToUser(lane.vcpu->regs());
+    return GuestStop{GuestStop::Kind::kInterrupted};
+  }
+  kvm_run& run = lane.vcpu->run();
+  lane.regs = ToUser(lane.vcpu->regs());
+  switch (*reason) {
+    case KVM_EXIT_MMIO:
+      if (run.mmio.phys_addr == x86::kDoorbellGpa && run.mmio.is_write) {
+        if (gate_mode_ == GateMode::kUnknown) {
+          kvm_sregs sregs = FLURRY_TRY_CTX(lane.vcpu->GetSregs(), "probing the syscall gate");
+          gate_mode_ = (sregs.cs.selector & 3) == 0 ? GateMode::kRaisesCpl : GateMode::kStaysAtCpl3;
         }
-        return Fault(SIGSEGV, "access to unbacked memory");
-      case KVM_EXIT_IO:
-        if (run.io.port >= x86::kExceptionPortBase &&
-            run.io.port < x86::kExceptionPortBase + x86::kExceptionVectors) {
-          return Exception(run.io.port - x86::kExceptionPortBase);
-        }
-        return Fault(SIGSEGV, "unexpected port I/O");
-      case KVM_EXIT_SHUTDOWN:
-        return Fault(SIGSEGV, "triple fault (vCPU shut down)");
-      case KVM_EXIT_HLT:
-        return Fault(SIGSEGV, "hlt");
-      case KVM_EXIT_INTR:
-        continue;
-      case KVM_EXIT_INTERNAL_ERROR:
-        return Fault(SIGILL, fmt::format("KVM internal error {}", run.internal.suberror).c_str());
-      default:
-        return Fault(SIGSEGV, fmt::format("KVM exit {}", *reason).c_str());
-    }
+        return GuestStop{GuestStop::Kind::kSyscall};
+      }
+      return Fault(SIGSEGV, "access to unbacked memory");
+    case KVM_EXIT_IO:
+      if (run.io.port >= x86::kExceptionPortBase &&
+          run.io.port < x86::kExceptionPortBase + x86::kExceptionVectors) {
+        return Exception(run.io.port - x86::kExceptionPortBase);
+      }
+      return Fault(SIGSEGV, "unexpected port I/O");
+    case KVM_EXIT_SHUTDOWN:
+      return Fault(SIGSEGV, "triple fault (vCPU shut down)");
+    case KVM_EXIT_HLT:
+      return Fault(SIGSEGV, "hlt");
+    case KVM_EXIT_INTR:
+      return std::nullopt;
+    case KVM_EXIT_INTERNAL_ERROR:
+      return Fault(SIGILL, fmt::format("KVM internal error {}", run.internal.suberror).c_str());
+    default:
+      return Fault(SIGSEGV, fmt::format("KVM exit {}", *reason).c_str());
   }
 }
 
 Result<GuestStop> KvmBackend::Fault(int signal, const char* what) {
   GuestStop stop{GuestStop::Kind::kFault};
   stop.signal = signal;
-  stop.description =
-      fmt::format("guest stopped: {} at rip {:#x}, rsp {:#x}", what, regs_.rip, regs_.rsp);
+  stop.description = fmt::format("guest stopped: {} at rip {:#x}, rsp {:#x}", what, lane().regs.rip,
+                                 lane().regs.rsp);
   return stop;
 }
 
 Result<GuestStop> KvmBackend::Exception(int vector) {
   // The stub runs on the kernel stack with the CPU-pushed frame at RSP.
-  const uint64_t rsp = vcpu_->regs().rsp;
+  const uint64_t rsp = vcpu().regs().rsp;
+  const x86::VcpuStacks stacks = x86::StacksOfVcpu(selected_);
   x86::ExceptionFrame frame{};
   const bool has_error = x86::VectorHasErrorCode(vector);
   const uint64_t frame_size = has_error ? sizeof frame : sizeof frame - 8;
-  if (rsp < x86::kKernelStackBottom || rsp + frame_size > x86::kFaultStackTop) {
+  if (rsp < stacks.bottom || rsp + frame_size > stacks.fault_top) {
     return Fault(x86::VectorSignal(vector), "exception with a corrupt kernel stack");
   }
   std::memcpy(
@@ -303,7 +356,7 @@ Result<GuestStop> KvmBackend::Exception(int vector) {
   report.error_code = frame.error_code;
   report.has_error_code = has_error;
   if (vector == 14) {
-    kvm_sregs sregs = FLURRY_TRY(vcpu_->GetSregs());
+    kvm_sregs sregs = FLURRY_TRY(vcpu().GetSregs());
     report.address = sregs.cr2;
   }
   // `int 0x80` at user level: the guest's IDT gate 0x80 is for the kernel only, so the CPU
@@ -316,10 +369,22 @@ Result<GuestStop> KvmBackend::Exception(int vector) {
     report.error_code = (0x80 << 3) | 2;
     report.has_error_code = true;
   }
-  regs_.rip = frame.rip;
-  regs_.rsp = frame.rsp;
-  regs_.rflags = frame.rflags;  // the vCPU's own are the stub's (interrupts off)
+  x86::UserRegs& regs = lane().regs;
+  regs.rip = frame.rip;
+  regs.rsp = frame.rsp;
+  regs.rflags = frame.rflags;  // the vCPU's own are the stub's (interrupts off)
   GuestStop stop{GuestStop::Kind::kFault};
+  if (vector == 3) {
+    // A breakpoint reports the instruction after it: `int3` (CC) or `int $3` (CD 03). Made
+    // again (a thread gathered from another lane) it must stand on it.
+    uint8_t before[2] = {};
+    if (memory_.Read(frame.rip - 1, &before[1], 1) && before[1] == 0xcc) {
+      stop.replay_back = 1;
+    } else if (memory_.Read(frame.rip - 2, before, sizeof before) && before[0] == 0xcd &&
+               before[1] == 3) {
+      stop.replay_back = 2;
+    }
+  }
   stop.vector = vector;
   stop.signal = x86::VectorSignal(vector);
   stop.description = x86::DescribeFault(report);
@@ -329,27 +394,23 @@ Result<GuestStop> KvmBackend::Exception(int vector) {
 
 Result<x86::UserCpuState> KvmBackend::CaptureCpu() {
   x86::UserCpuState state;
-  state.regs = regs_;
+  state.regs = lane().regs;
   state.xcr0 = xcr0_;
-  kvm_abi::Xsave xsave = FLURRY_TRY_CTX(vcpu_->GetXsave(), "capturing the FPU state");
+  kvm_abi::Xsave xsave = FLURRY_TRY_CTX(vcpu().GetXsave(), "capturing the FPU state");
   state.xsave.resize(sizeof xsave);
   std::memcpy(state.xsave.data(), &xsave, sizeof xsave);
   ClearSoftwareBytes(state.xsave);
   return state;
 }
 
-void KvmBackend::Interrupt() {
-  if (KvmVcpu* vcpu = kick_target_.load()) vcpu->RequestImmediateExit();
-}
-
 Result<Backend::TscInfo> KvmBackend::Tsc() {
   TscInfo info;
-  int khz = ioctl(vcpu_->fd(), KVM_GET_TSC_KHZ, 0);
+  int khz = ioctl(vcpu().fd(), KVM_GET_TSC_KHZ, 0);
   if (khz <= 0) return info;  // unknown: the clock measures it
   kvm_msr_entry tsc{};
   tsc.index = 0x10;  // IA32_TIME_STAMP_COUNTER
   const uint64_t before = __rdtsc();
-  FLURRY_TRY_CTX(vcpu_->GetMsrs({&tsc, 1}), "reading the guest TSC");
+  FLURRY_TRY_CTX(vcpu().GetMsrs({&tsc, 1}), "reading the guest TSC");
   const uint64_t after = __rdtsc();
   info.guest_minus_host = static_cast<int64_t>(tsc.data - (before + (after - before) / 2));
   info.khz = static_cast<uint64_t>(khz);

@@ -1,15 +1,21 @@
-// KvmBackend: the guest runs at CPL3 in a KVM VM with one vCPU; syscalls exit through the
-// doorbell written by the LSTAR gate, exceptions through port writes (docs/abi.md).
+// KvmBackend: the guest runs at CPL3 in a KVM VM; syscalls exit through the doorbell written
+// by the LSTAR gate, exceptions through port writes (docs/abi.md). Each lane is a vCPU: while
+// one lane exists the run thread runs it itself; with several, each runs on a thread of its own
+// and Run() waits for any to stop (kvm_lanes.cc, docs/design.md "Threads").
 //
-// Owner: the Vm. Thread: the run thread; Interrupt() from any thread.
+// Owner: the Vm. Thread: the run thread; Interrupt() from any thread; the lane threads run
+// KVM_RUN only (KvmLane says who owns what when).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <optional>
 
+#include "arch/x86_64/layout.h"
 #include "arch/x86_64/page_tables.h"
 #include "backend/backend.h"
+#include "backend/kvm/kvm_lane.h"
 #include "kvm/kvm_system.h"
 #include "kvm/kvm_vcpu.h"
 #include "kvm/kvm_vm.h"
@@ -24,9 +30,9 @@ class KvmBackend final : public Backend {
   GuestMemory& memory() override { return memory_; }
   Result<void> LoadCpu(const x86::UserCpuState& state) override;
   Result<GuestStop> Run() override;
-  x86::UserRegs& regs() override { return regs_; }
+  x86::UserRegs& regs() override { return lane().regs; }
   void CompleteSyscall(uint64_t rax) override;
-  void MarkSegmentBasesDirty() override { segment_bases_dirty_ = true; }
+  void MarkSegmentBasesDirty() override { lane().segment_bases_dirty = true; }
   Result<x86::UserCpuState> CaptureCpu() override;
   Result<void> Protect(const ProtectionMap& protections, uint64_t start, uint64_t length) override;
   void Interrupt() override;
@@ -34,22 +40,56 @@ class KvmBackend final : public Backend {
   Result<UniqueFd> TakeUserfault() override { return OpenUserfault(); }
   uint64_t ram_host_base() override { return reinterpret_cast<uint64_t>(memory_.host_base()); }
   Result<HugeStage> MakeHugeStage() override { return LocalHugeStage(); }
-  Result<void> PrepareFork(bool) override { return {}; }
+  Result<void> PrepareFork(bool) override;
   void AfterForkInParent(bool) override {}
   Result<void> AfterForkInChild() override { return {}; }
   Result<void> BecomeClone(const x86::UserCpuState& state) override;
 
+  // Lanes (kvm_lanes.cc).
+  int max_lanes() const override { return max_lanes_; }
+  void InterruptLane(int lane) override;
+  bool LaneExists(int lane) const override;
+  Result<int> AddLane() override;
+  Result<void> EndOtherLanes() override;
+  void Select(int lane) override { selected_ = lane; }
+  int selected() const override { return selected_; }
+  void SetIdle(int lane) override { lanes_[static_cast<size_t>(lane)].active = false; }
+  bool LaneRunning(int lane) const override;
+  Result<std::optional<GuestStop>> WaitRunning() override;
+
+  ~KvmBackend() override;
+
  private:
   KvmBackend(GuestMemory memory, const GuestLayout& layout)
       : memory_(std::move(memory)), layout_(layout), page_tables_(layout.ram_size) {}
-  // A fresh KVM VM and vCPU around memory_ (creation, and clones: KVM objects do not survive
-  // fork()).
+  KvmLane& lane() { return lanes_[static_cast<size_t>(selected_)]; }
+  const KvmLane& lane() const { return lanes_[static_cast<size_t>(selected_)]; }
+  KvmVcpu& vcpu() { return *lane().vcpu; }
+  // A fresh KVM VM around memory_ with the selected lane's vCPU (creation, and clones: KVM
+  // objects do not survive fork()).
   Result<void> BuildVm();
-  Result<void> ApplySegmentBases();
-  // The user-visible view of the vCPU's registers (inside the syscall gate: as after sysret).
+  // Makes lane `index`'s vCPU (CPUID, XCR0, registers for user mode with its own TSS).
+  Result<void> MakeVcpu(int index);
+  Result<void> ApplySegmentBases(KvmLane& lane);
+  // The user-visible view of the selected lane's registers (inside the syscall gate: as after
+  // sysret).
   x86::UserRegs ToUser(const kvm_regs& k) const;
+  // Why the selected lane's KVM_RUN returned, as a stop (nullopt: run it again).
+  Result<std::optional<GuestStop>> DecodeExit(const Result<uint32_t>& reason);
   Result<GuestStop> Fault(int signal, const char* what);
   Result<GuestStop> Exception(int vector);
+
+  // Several lanes (kvm_lanes.cc).
+  Result<GuestStop> RunLanes();
+  // Waits until an active lane's stop is there (nullopt: none runs), selects it, decodes it.
+  Result<std::optional<GuestStop>> WaitForStop();
+  void StartLaneThread(int index);
+  void StopLaneThreads();
+  void Resume(KvmLane& lane);
+  // Stops one running lane (any thread); false if none ran.
+  bool KickRunningLane();
+  static void Kick(KvmLane& lane);
+  int existing_lanes() const;
   // Drops the vCPU's cached translations after page-table edits: a changed CR3 makes KVM
   // reload its MMU root and flush the guest's TLB. Where KVM shadows the guest's page tables
   // (no EPT/NPT, or PVM), it also drops KVM's shadow pages, which the VMM's own writes to the
@@ -64,11 +104,18 @@ class KvmBackend final : public Backend {
   bool shadow_paging_ = false;
   std::optional<KvmSystem> system_;
   std::optional<KvmVm> vm_;
-  std::optional<KvmVcpu> vcpu_;
-  std::atomic<KvmVcpu*> kick_target_{nullptr};  // for Interrupt() from other threads
-  x86::UserRegs regs_;
+  std::array<KvmLane, x86::kMaxVcpus> lanes_;
+  int max_lanes_ = 1;
+  int selected_ = 0;
+  // Several lanes exist: each runs on its lane thread (else the run thread runs the one lane).
+  std::atomic<bool> threaded_{false};
+  // One lane: its kvm_run, for Interrupt() from other threads.
+  std::atomic<kvm_run*> direct_run_area_{nullptr};
+  // Interrupt() found no lane running: the next lane resumed stops at once.
+  std::atomic<bool> interrupt_next_{false};
+  std::atomic<uint32_t> stops_{0};  // bumped by a lane thread at each stop (futex word)
+  size_t next_scan_ = 0;            // round robin over the lanes' stops
   uint64_t xcr0_ = 0;
-  bool segment_bases_dirty_ = false;
   // Whether `syscall` enters the gate at CPL0 (hardware KVM) or stays at CPL3 (PVM); learned
   // at the first syscall exit.
   enum class GateMode { kUnknown, kRaisesCpl, kStaysAtCpl3 } gate_mode_ = GateMode::kUnknown;

@@ -30,29 +30,6 @@ namespace {
 constexpr uint64_t kCode1 = kCode + 0x1000;  // lane 1's code
 constexpr uint64_t kStack1 = kStack - 0x10000;
 
-// Lane 0: spins (no syscall) until the word at kData is 1; then getpid; then exit(RAX).
-const std::vector<uint8_t> kWaitForFlag = {
-    0x48, 0x83, 0x3c, 0x25, 0x00, 0x00, 0x30, 0x00, 0x01,  // cmpq $1, 0x300000
-    0x75, 0xf5,                                            // jne (back to the cmpq)
-    0xb8, 0x27, 0x00, 0x00, 0x00,                          // mov $39, %eax
-    0x0f, 0x05,                                            // syscall
-    0x48, 0x89, 0xc7,                                      // mov %rax, %rdi
-    0xb8, 0x3c, 0x00, 0x00, 0x00,                          // mov $60, %eax
-    0x0f, 0x05,                                            // syscall
-};
-// Lane 1: spins a little, sets the word at kData to 1; then gettid; then exit(RAX).
-const std::vector<uint8_t> kSetFlag = {
-    0xb9, 0x00, 0x00, 0x10, 0x00,                                   // mov $0x100000, %ecx
-    0xff, 0xc9,                                                     // dec %ecx
-    0x75, 0xfc,                                                     // jnz (back to dec)
-    0x48, 0xc7, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00, 0x01, 0, 0, 0,  // movq $1, 0x300000
-    0xb8, 0xba, 0x00, 0x00, 0x00,                                   // mov $186, %eax
-    0x0f, 0x05,                                                     // syscall
-    0x48, 0x89, 0xc7,                                               // mov %rax, %rdi
-    0xb8, 0x3c, 0x00, 0x00, 0x00,                                   // mov $60, %eax
-    0x0f, 0x05,                                                     // syscall
-};
-
 class SeccompLanesTest : public SeccompBackendTest {
  protected:
   void SetUp() override {
@@ -91,43 +68,8 @@ class SeccompLanesTest : public SeccompBackendTest {
   std::optional<StubDeadline> deadline_;
 };
 
-// Lane 0 waits for a flag only lane 1 sets, with no stop in between: with one lane running at
-// a time it would spin forever (and the deadline would fail the test). Each lane's syscalls
-// come back from Run() with its number and its registers, and complete on their own lane.
-TEST_F(SeccompLanesTest, LanesRunInParallelAndStopSeparately) {
-  ASSERT_TRUE(backend_->memory().WriteObject<uint64_t>(kData, 0).has_value());
-  StartLane(0, kCode, kStack, kWaitForFlag);
-  StartLane(1, kCode1, kStack1, kSetFlag);
-  // Each lane: its first syscall (completed with 500 + lane), then exit(RAX). Run() resumes
-  // every stopped active lane, so one lane may get to its exit before the other's first stop.
-  int stage[2] = {0, 0};
-  for (int i = 0; i < 4; ++i) {
-    auto stop = RunChecked();
-    ASSERT_TRUE(stop.has_value()) << stop.error().message();
-    ASSERT_EQ(stop->kind, GuestStop::Kind::kSyscall);
-    const int lane = stop->lane;
-    ASSERT_TRUE(lane == 0 || lane == 1) << lane;
-    EXPECT_FALSE(backend_->LaneRunning(lane));
-    const x86::UserRegs& r = backend_->regs();
-    EXPECT_EQ(r.rsp, lane == 0 ? kStack : kStack1);
-    if (stage[lane] == 0) {
-      EXPECT_EQ(r.rax, lane == 0 ? 39u : 186u);
-      EXPECT_EQ(r.rip, lane == 0 ? kCode + 18 : kCode1 + 28);
-      backend_->CompleteSyscall(500 + lane);
-    } else {
-      ASSERT_EQ(stage[lane], 1) << "lane " << lane << " stopped too often";
-      EXPECT_EQ(r.rax, 60u);
-      EXPECT_EQ(r.rdi, 500u + lane);
-      backend_->SetIdle(lane);
-      EXPECT_FALSE(backend_->LaneRunning(lane));
-    }
-    ++stage[lane];
-  }
-  EXPECT_EQ(stage[0], 2);
-  EXPECT_EQ(stage[1], 2);
-  // No lane active: nothing to run.
-  EXPECT_FALSE(backend_->Run().has_value());
-}
+// Lanes running at once, stopping separately and stopped by Interrupt(): tests/integration/
+// backend_lanes_test.cc, on this backend and on KVM alike.
 
 // A lane stopped at a syscall stays stopped (its stop is returned once) while the other runs.
 TEST_F(SeccompLanesTest, StopsAreReturnedOnceEach) {
@@ -146,26 +88,6 @@ TEST_F(SeccompLanesTest, StopsAreReturnedOnceEach) {
   EXPECT_EQ(stop->kind, GuestStop::Kind::kInterrupted);
   EXPECT_EQ(stop->lane, 1);
   EXPECT_EQ(backend_->regs().rip, kCode1);
-}
-
-// Interrupt() stops one running lane; called again after each stop, all of them.
-TEST_F(SeccompLanesTest, InterruptStopsRunningLanes) {
-  StartLane(0, kCode, kStack, {0xeb, 0xfe});    // jmp .
-  StartLane(1, kCode1, kStack1, {0xeb, 0xfe});  // jmp .
-  std::set<int> seen;
-  for (int i = 0; i < 2; ++i) {
-    std::thread interrupter([this] { backend_->Interrupt(); });
-    auto stop = RunChecked();
-    interrupter.join();
-    ASSERT_TRUE(stop.has_value()) << stop.error().message();
-    ASSERT_EQ(stop->kind, GuestStop::Kind::kInterrupted);
-    EXPECT_EQ(backend_->regs().rip, stop->lane == 0 ? kCode : kCode1);
-    seen.insert(stop->lane);
-    backend_->SetIdle(stop->lane);  // stays stopped
-  }
-  EXPECT_EQ(seen, (std::set<int>{0, 1}));
-  EXPECT_FALSE(backend_->LaneRunning(0));
-  EXPECT_FALSE(backend_->LaneRunning(1));
 }
 
 // Each lane has its own FPU: loaded, used and captured per lane. A new lane starts from the
