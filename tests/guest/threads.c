@@ -551,8 +551,10 @@ static int Barrier(void) {
 }
 
 // ---- exit: main ends with pthread_exit; the last thread's exit() sets the status -------------
+static atomic_int main_printed;
 static void* LastOne(void* arg) {
-  struct timespec ts = {0, 10 * 1000 * 1000};
+  struct timespec ts = {0, 1000 * 1000};
+  while (!atomic_load(&main_printed)) nanosleep(&ts, NULL);  // the lines in one order
   nanosleep(&ts, NULL);
   printf("last thread exits with 3\n");
   fflush(stdout);
@@ -564,6 +566,7 @@ static int Exit(void) {
   StartThread(&last, LastOne, NULL);
   printf("main calls pthread_exit\n");
   fflush(stdout);
+  atomic_store(&main_printed, 1);
   pthread_exit(NULL);
 }
 

@@ -107,6 +107,7 @@ Result<void> KvmBackend::BuildVm() {
   for (KvmLane& lane : lanes_) {
     lane.run_area.store(nullptr);
     lane.vcpu.reset();
+    lane.vcpu_ready = false;
     lane.exists = false;
     lane.active = false;
     lane.phase.store(KvmLane::kParked);
@@ -124,10 +125,12 @@ Result<void> KvmBackend::BuildVm() {
 
 Result<void> KvmBackend::MakeVcpu(int index) {
   KvmLane& lane = lanes_[static_cast<size_t>(index)];
-  KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(*system_, *vm_, index));
-  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, vcpu, index, 0, 0),
+  // KVM keeps a vCPU's number for the VM's life: one made but not set up is kept, and set up
+  // again at the lane's next use.
+  if (!lane.vcpu) lane.vcpu.emplace(FLURRY_TRY(KvmVcpu::Create(*system_, *vm_, index)));
+  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, *lane.vcpu, index, 0, 0),
                          fmt::format("setting up vCPU {}", index));
-  lane.vcpu.emplace(std::move(vcpu));
+  lane.vcpu_ready = true;
   lane.run_area.store(&lane.vcpu->run());
   return {};
 }
@@ -153,8 +156,7 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
   // Stopped at CPL0 (in the syscall gate on hardware KVM, or in an exception stub): return to
   // the program through an iretq, which restores every register (sysretq would clobber RCX and
   // R11). A new vCPU, or one stopped in user code, takes the registers as they are.
-  const kvm_sregs sregs = FLURRY_TRY_CTX(vcpu().GetSregs(), "reading the vCPU's privilege level");
-  if ((sregs.cs.selector & 3) == 0) {
+  if (FLURRY_TRY_CTX(AtCpl0(), "reading the vCPU's privilege level")) {
     const uint64_t frame[5] = {lane.regs.rip, x86::kUserCodeSelector, UserRflags(lane.regs.rflags),
                                lane.regs.rsp, x86::kUserDataSelector};
     const uint64_t frame_at = x86::StacksOfVcpu(selected_).kernel_top - sizeof frame;
@@ -162,11 +164,26 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
     k.rip = x86::IretqRip();
     k.rsp = frame_at;
   }
-  FLURRY_TRY_CTX(vcpu().SetRegs(k), "loading the registers");
-  vcpu().run().kvm_dirty_regs = 0;
+  // Through the sync-regs area: KVM loads them at the next KVM_RUN (no ioctl now).
+  vcpu().regs() = k;
+  vcpu().MarkRegsDirty();
   lane.segment_bases_dirty = true;
   lane.active = true;
   return ApplySegmentBases(lane);
+}
+
+Result<bool> KvmBackend::AtCpl0() {
+  // Only KVM_RUN changes the vCPU's CS, so the RIP of its last exit (the sync-regs area, which
+  // LoadCpu and CompleteSyscall overwrite only with a RIP of the same privilege level) tells:
+  // user code runs at CPL3 only, the gate at CPL3 or CPL0 as learned at the first syscall. A
+  // vCPU that never ran has RIP 0 there, and starts at CPL3 (SetupProcessModeVcpu). Anything
+  // else (an exception stub, the gate before the first syscall): ask KVM.
+  const uint64_t rip = vcpu().regs().rip;
+  if (!x86::InSystemCode(rip)) return false;
+  const bool in_gate = rip >= x86::kSyscallGateAddr && rip < x86::kSyscallGateAddr + x86::kPageSize;
+  if (in_gate && gate_mode_ != GateMode::kUnknown) return gate_mode_ == GateMode::kRaisesCpl;
+  const kvm_sregs sregs = FLURRY_TRY(vcpu().GetSregs());
+  return (sregs.cs.selector & 3) == 0;
 }
 
 Result<void> KvmBackend::BecomeClone(const x86::UserCpuState& state) {
@@ -362,7 +379,12 @@ Result<GuestStop> KvmBackend::Exception(int vector) {
   // `int 0x80` at user level: the guest's IDT gate 0x80 is for the kernel only, so the CPU
   // raises #GP (error code: IDT entry 0x80). A PVM host reports #UD instead; the guest sees the
   // #GP either way (SIGSEGV, as Linux without 32-bit syscalls gives).
-  if (uint8_t insn[2] = {}; vector == 6 && memory_.Read(frame.rip, insn, sizeof insn) &&
+  // Instruction bytes, whatever the page's protections (execute-only code is still code).
+  auto read_code = [&](uint64_t at, uint8_t* into, uint64_t length) {
+    return memory_.CheckUser(at, length).has_value() &&
+           memory_.ReadPhysical(at, into, length).has_value();
+  };
+  if (uint8_t insn[2] = {}; vector == 6 && read_code(frame.rip, insn, sizeof insn) &&
                             insn[0] == 0xcd && insn[1] == 0x80) {
     vector = 13;
     report.vector = vector;
@@ -378,9 +400,9 @@ Result<GuestStop> KvmBackend::Exception(int vector) {
     // A breakpoint reports the instruction after it: `int3` (CC) or `int $3` (CD 03). Made
     // again (a thread gathered from another lane) it must stand on it.
     uint8_t before[2] = {};
-    if (memory_.Read(frame.rip - 1, &before[1], 1) && before[1] == 0xcc) {
+    if (read_code(frame.rip - 1, &before[1], 1) && before[1] == 0xcc) {
       stop.replay_back = 1;
-    } else if (memory_.Read(frame.rip - 2, before, sizeof before) && before[0] == 0xcd &&
+    } else if (read_code(frame.rip - 2, before, sizeof before) && before[0] == 0xcd &&
                before[1] == 3) {
       stop.replay_back = 2;
     }

@@ -71,6 +71,9 @@ class KvmBackend final : public Backend {
   // Makes lane `index`'s vCPU (CPUID, XCR0, registers for user mode with its own TSS).
   Result<void> MakeVcpu(int index);
   Result<void> ApplySegmentBases(KvmLane& lane);
+  // Whether the selected lane's vCPU stands at CPL0 (in the gate or an exception stub), asking
+  // KVM only when its last exit does not tell.
+  Result<bool> AtCpl0();
   // The user-visible view of the selected lane's registers (inside the syscall gate: as after
   // sysret).
   x86::UserRegs ToUser(const kvm_regs& k) const;

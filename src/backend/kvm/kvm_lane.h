@@ -30,9 +30,10 @@ struct KvmLane {
   // Made at the lane's first use and kept until the VM goes: KVM cannot remove a vCPU, so a
   // lane ended and added again reuses it.
   std::optional<KvmVcpu> vcpu;
-  bool exists = false;  // AddLane .. EndOtherLanes
-  bool active = false;  // LoadCpu .. SetIdle
-  x86::UserRegs regs;   // the user view as of its last stop (or as LoadCpu gave)
+  bool vcpu_ready = false;  // set up for user mode (MakeVcpu finished)
+  bool exists = false;      // AddLane .. EndOtherLanes
+  bool active = false;      // LoadCpu .. SetIdle
+  x86::UserRegs regs;       // the user view as of its last stop (or as LoadCpu gave)
   bool segment_bases_dirty = false;
 
   std::atomic<uint32_t> phase{kParked};

@@ -3,17 +3,35 @@
 // lane's vCPU runs on a thread of its own ("flurry-vcpuN"), which only enters KVM_RUN when
 // told (phase kGo) and reports the exit (kDone, a bump of stops_); the run thread decodes and
 // serves the stops one at a time. See docs/design.md ("Threads").
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 
 #include "backend/kvm/kvm_backend.h"
 #include "base/check.h"
 
 namespace flurry {
+namespace {
+
+// The phase and stop words are waited on with futexes of their own (not std::atomic::wait,
+// whose wake-ups go through libstdc++'s waiter table): a wake is a syscall, a wait returns
+// when the word differs from `expected`, or spuriously (callers look again).
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+void FutexWait(std::atomic<uint32_t>& word, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr,
+          nullptr, 0);
+}
+void FutexWake(std::atomic<uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr,
+          nullptr, 0);
+}
+
+}  // namespace
 
 int KvmBackend::existing_lanes() const {
   int count = 0;
@@ -43,7 +61,7 @@ Result<int> KvmBackend::AddLane() {
   }
   if (index < 0) return Fail("the VM has {} vCPUs, as many as it may", max_lanes_);
   KvmLane& lane = lanes_[static_cast<size_t>(index)];
-  if (!lane.vcpu) {
+  if (!lane.vcpu_ready) {
     FLURRY_TRY_CTX(MakeVcpu(index), "adding a lane");
   } else {
     std::atomic_ref<uint8_t>(lane.vcpu->run().immediate_exit).store(0);  // an old kick's
@@ -99,14 +117,14 @@ void KvmBackend::StartLaneThread(int index) {
     for (;;) {
       uint32_t phase = lane.phase.load(std::memory_order_acquire);
       while (phase != KvmLane::kGo && phase != KvmLane::kQuit) {
-        lane.phase.wait(phase, std::memory_order_acquire);
+        FutexWait(lane.phase, phase);
         phase = lane.phase.load(std::memory_order_acquire);
       }
       if (phase == KvmLane::kQuit) break;
       lane.exit = lane.vcpu->Run();
       lane.phase.store(KvmLane::kDone, std::memory_order_release);
       stops_.fetch_add(1, std::memory_order_release);
-      stops_.notify_all();
+      FutexWake(stops_);
     }
     lane.tid.store(0);
   });
@@ -120,10 +138,10 @@ void KvmBackend::StopLaneThreads() {
       const uint32_t seen = stops_.load(std::memory_order_acquire);
       if (lane.phase.load(std::memory_order_acquire) != KvmLane::kGo) break;
       Kick(lane);
-      stops_.wait(seen, std::memory_order_acquire);
+      FutexWait(stops_, seen);
     }
     lane.phase.store(KvmLane::kQuit, std::memory_order_release);
-    lane.phase.notify_one();
+    FutexWake(lane.phase);
     lane.thread.join();
     lane.phase.store(KvmLane::kParked);
   }
@@ -133,7 +151,7 @@ KvmBackend::~KvmBackend() { StopLaneThreads(); }
 
 void KvmBackend::Resume(KvmLane& lane) {
   lane.phase.store(KvmLane::kGo);
-  lane.phase.notify_one();
+  FutexWake(lane.phase);
 }
 
 void KvmBackend::Kick(KvmLane& lane) {
@@ -148,6 +166,10 @@ void KvmBackend::Kick(KvmLane& lane) {
 
 bool KvmBackend::KickRunningLane() {
   for (KvmLane& lane : lanes_) {
+    // A stop not returned yet brings the run thread back anyway.
+    if (lane.phase.load() == KvmLane::kDone) return true;
+  }
+  for (KvmLane& lane : lanes_) {
     if (lane.phase.load() == KvmLane::kGo) {
       Kick(lane);
       return true;
@@ -159,9 +181,12 @@ bool KvmBackend::KickRunningLane() {
 void KvmBackend::Interrupt() {
   if (!threaded_.load()) {
     if (kvm_run* run = direct_run_area_.load()) {
-      std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_release);
+      std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_seq_cst);
     }
-    return;
+    // Still one lane: the run thread enters KVM_RUN after this store, or is in it and gets the
+    // VMM's kick signal. If AddLane made lane threads meanwhile (it sets threaded_ before any
+    // lane thread runs), that lane may be in KVM_RUN on its own thread: kick as below.
+    if (!threaded_.load()) return;
   }
   if (KickRunningLane()) return;
   // None runs: the next one resumed stops at once (RunLanes). Looked again in case one was
@@ -230,7 +255,7 @@ Result<std::optional<GuestStop>> KvmBackend::WaitForStop() {
       return stop;
     }
     if (!running) return std::nullopt;
-    stops_.wait(seen, std::memory_order_acquire);
+    FutexWait(stops_, seen);
   }
 }
 
