@@ -26,6 +26,7 @@ namespace {
 // RFLAGS as a program may run with them, whatever the guest put in R11 or a signal frame:
 // sysretq's mask (0x3c7fd7) without IOPL, NT, VIF and VIP, with IF and the always-one bit.
 constexpr uint64_t UserRflags(uint64_t rflags) { return (rflags & 0x240fd7) | 0x202; }
+constexpr uint64_t kRflagsIf = 1 << 9;
 
 // Bytes 464..511 of an FXSAVE/XSAVE image are software-reserved: not part of the state.
 void ClearSoftwareBytes(std::vector<uint8_t>& xsave) {
@@ -175,13 +176,17 @@ Result<void> KvmBackend::LoadCpu(const x86::UserCpuState& state) {
 Result<bool> KvmBackend::AtCpl0() {
   // Only KVM_RUN changes the vCPU's CS, so the RIP of its last exit (the sync-regs area, which
   // LoadCpu and CompleteSyscall overwrite only with a RIP of the same privilege level) tells:
-  // user code runs at CPL3 only, the gate at CPL3 or CPL0 as learned at the first syscall. A
-  // vCPU that never ran has RIP 0 there, and starts at CPL3 (SetupProcessModeVcpu). Anything
-  // else (an exception stub, the gate before the first syscall): ask KVM.
-  const uint64_t rip = vcpu().regs().rip;
-  if (!x86::InSystemCode(rip)) return false;
-  const bool in_gate = rip >= x86::kSyscallGateAddr && rip < x86::kSyscallGateAddr + x86::kPageSize;
-  if (in_gate && gate_mode_ != GateMode::kUnknown) return gate_mode_ == GateMode::kRaisesCpl;
+  // user code runs at CPL3 only; the gate, entered by `syscall` (IF clear), at CPL3 or CPL0 as
+  // probed at the first syscall. A vCPU that never ran has RIP 0 there, and starts at CPL3
+  // (SetupProcessModeVcpu). Anything else (an exception stub, the gate entered otherwise or
+  // before the probe): ask KVM.
+  const kvm_regs& last = vcpu().regs();
+  if (!x86::InSystemCode(last.rip)) return false;
+  const bool in_gate =
+      last.rip >= x86::kSyscallGateAddr && last.rip < x86::kSyscallGateAddr + x86::kPageSize;
+  if (in_gate && (last.rflags & kRflagsIf) == 0 && gate_mode_ != GateMode::kUnknown) {
+    return gate_mode_ == GateMode::kRaisesCpl;
+  }
   const kvm_sregs sregs = FLURRY_TRY(vcpu().GetSregs());
   return (sregs.cs.selector & 3) == 0;
 }
@@ -319,7 +324,9 @@ Result<std::optional<GuestStop>> KvmBackend::DecodeExit(const Result<uint32_t>& 
   switch (*reason) {
     case KVM_EXIT_MMIO:
       if (run.mmio.phys_addr == x86::kDoorbellGpa && run.mmio.is_write) {
-        if (gate_mode_ == GateMode::kUnknown) {
+        // Probed at a genuine `syscall` only: SFMASK clears IF, which user code at CPL3 cannot
+        // (a guest that jumps into the gate page itself has IF set).
+        if (gate_mode_ == GateMode::kUnknown && (lane.vcpu->regs().rflags & kRflagsIf) == 0) {
           kvm_sregs sregs = FLURRY_TRY_CTX(lane.vcpu->GetSregs(), "probing the syscall gate");
           gate_mode_ = (sregs.cs.selector & 3) == 0 ? GateMode::kRaisesCpl : GateMode::kStaysAtCpl3;
         }

@@ -85,7 +85,9 @@ class KvmBackend final : public Backend {
   // Several lanes (kvm_lanes.cc).
   Result<GuestStop> RunLanes();
   // Waits until an active lane's stop is there (nullopt: none runs), selects it, decodes it.
-  Result<std::optional<GuestStop>> WaitForStop();
+  // `through_system_code` (WaitRunning): a kick that stopped a lane at the entry of the gate or
+  // an exception stub lets it run on to the stop its next instruction makes.
+  Result<std::optional<GuestStop>> WaitForStop(bool through_system_code = false);
   void StartLaneThread(int index);
   void StopLaneThreads();
   void Resume(KvmLane& lane);

@@ -18,6 +18,15 @@
 namespace flurry {
 namespace {
 
+// The first instruction of the syscall gate or of an exception stub.
+bool AtSystemEntry(uint64_t rip) {
+  if (rip == x86::kSyscallGateAddr) return true;
+  const uint64_t stubs_end =
+      x86::kExceptionStubsAddr + x86::kExceptionVectors * x86::kExceptionStubSize;
+  return rip >= x86::kExceptionStubsAddr && rip < stubs_end &&
+         (rip - x86::kExceptionStubsAddr) % x86::kExceptionStubSize == 0;
+}
+
 // The phase and stop words are waited on with futexes of their own (not std::atomic::wait,
 // whose wake-ups go through libstdc++'s waiter table): a wake is a syscall, a wait returns
 // when the word differs from `expected`, or spuriously (callers look again).
@@ -165,10 +174,8 @@ void KvmBackend::Kick(KvmLane& lane) {
 }
 
 bool KvmBackend::KickRunningLane() {
-  for (KvmLane& lane : lanes_) {
-    // A stop not returned yet brings the run thread back anyway.
-    if (lane.phase.load() == KvmLane::kDone) return true;
-  }
+  // Not satisfied by a stop already waiting: the VMM serves control requests and timers at
+  // kInterrupted stops only, so a kick must make one.
   for (KvmLane& lane : lanes_) {
     if (lane.phase.load() == KvmLane::kGo) {
       Kick(lane);
@@ -185,7 +192,7 @@ void KvmBackend::Interrupt() {
     }
     // Still one lane: the run thread enters KVM_RUN after this store, or is in it and gets the
     // VMM's kick signal. If AddLane made lane threads meanwhile (it sets threaded_ before any
-    // lane thread runs), that lane may be in KVM_RUN on its own thread: kick as below.
+    // lane is resumed), that lane may be in KVM_RUN on its own thread: kick as below.
     if (!threaded_.load()) return;
   }
   if (KickRunningLane()) return;
@@ -197,7 +204,7 @@ void KvmBackend::Interrupt() {
     // set): the one lane left stops at its next entry instead.
     if (interrupt_next_.exchange(false)) {
       if (kvm_run* run = direct_run_area_.load()) {
-        std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_release);
+        std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_seq_cst);
       }
     }
     return;
@@ -229,10 +236,10 @@ Result<GuestStop> KvmBackend::RunLanes() {
 
 Result<std::optional<GuestStop>> KvmBackend::WaitRunning() {
   if (!threaded_.load()) return std::nullopt;
-  return WaitForStop();
+  return WaitForStop(/*through_system_code=*/true);
 }
 
-Result<std::optional<GuestStop>> KvmBackend::WaitForStop() {
+Result<std::optional<GuestStop>> KvmBackend::WaitForStop(bool through_system_code) {
   const size_t count = lanes_.size();
   for (;;) {
     const uint32_t seen = stops_.load(std::memory_order_acquire);
@@ -251,6 +258,16 @@ Result<std::optional<GuestStop>> KvmBackend::WaitForStop() {
           FLURRY_TRY_CTX(DecodeExit(lane.exit), fmt::format("running vCPU {}", i));
       // KVM_EXIT_INTR: a kick; reported as one (WaitRunning must not resume the lane).
       if (!stop) stop.emplace(GuestStop::Kind::kInterrupted);
+      // Kicked on the way into the gate or an exception stub, the vCPU stands where no user
+      // view of its thread exists (the VMM's stops of the whole VM record every thread's):
+      // its next instruction (the doorbell write, the stub's port write) makes the syscall's
+      // or the exception's own stop, which has one.
+      if (through_system_code && stop->kind == GuestStop::Kind::kInterrupted &&
+          AtSystemEntry(lane.regs.rip)) {
+        Resume(lane);
+        running = true;
+        continue;
+      }
       stop->lane = static_cast<int>(i);
       return stop;
     }
