@@ -29,8 +29,12 @@ Result<uint32_t> KvmVcpu::Run() {
   return run().exit_reason;
 }
 
-void KvmVcpu::RequestImmediateExit() const {
-  std::atomic_ref<uint8_t>(run().immediate_exit).store(1, std::memory_order_release);
+void KvmVcpu::RequestImmediateExit(kvm_run& run) {
+  std::atomic_ref<uint8_t>(run.immediate_exit).store(1, std::memory_order_seq_cst);
+}
+
+void KvmVcpu::ClearImmediateExit() const {
+  std::atomic_ref<uint8_t>(run().immediate_exit).store(0, std::memory_order_seq_cst);
 }
 
 Result<kvm_regs> KvmVcpu::GetRegs() const {

@@ -36,8 +36,12 @@ class KvmVcpu {
   kvm_regs& regs() const { return run().s.regs.regs; }
   void MarkRegsDirty() const { run().kvm_dirty_regs |= KVM_SYNC_X86_REGS; }
 
-  // Makes the current or next Run() return at once (any thread).
-  void RequestImmediateExit() const;
+  // Makes the next KVM_RUN of the vCPU whose kvm_run this is return at once (any thread; a
+  // vCPU already in KVM_RUN also needs a signal). Sequentially consistent, so a kicker that
+  // stores it and then reads whether a thread runs the vCPU pairs with that thread's store.
+  static void RequestImmediateExit(kvm_run& run);
+  // Drops a request (the run thread, after the exit it caused).
+  void ClearImmediateExit() const;
 
   Result<kvm_regs> GetRegs() const;
   Result<void> SetRegs(const kvm_regs& regs) const;

@@ -315,7 +315,7 @@ Result<std::optional<GuestStop>> KvmBackend::DecodeExit(const Result<uint32_t>& 
   KvmLane& lane = this->lane();
   if (!reason) {
     if (reason.error().code() != EINTR) return std::unexpected(reason.error());
-    std::atomic_ref<uint8_t>(lane.vcpu->run().immediate_exit).store(0);
+    lane.vcpu->ClearImmediateExit();
     lane.regs = ToUser(lane.vcpu->regs());
     return GuestStop{GuestStop::Kind::kInterrupted};
   }

@@ -94,6 +94,8 @@ class KvmBackend final : public Backend {
   // Stops one running lane (any thread); false if none ran.
   bool KickRunningLane();
   static void Kick(KvmLane& lane);
+  // One lane (any thread): its next KVM_RUN returns at once.
+  void InterruptDirectLane();
   int existing_lanes() const;
   // Drops the vCPU's cached translations after page-table edits: a changed CR3 makes KVM
   // reload its MMU root and flush the guest's TLB. Where KVM shadows the guest's page tables

@@ -73,7 +73,7 @@ Result<int> KvmBackend::AddLane() {
   if (!lane.vcpu_ready) {
     FLURRY_TRY_CTX(MakeVcpu(index), "adding a lane");
   } else {
-    std::atomic_ref<uint8_t>(lane.vcpu->run().immediate_exit).store(0);  // an old kick's
+    lane.vcpu->ClearImmediateExit();  // an old kick's
     // Idle since its lanes ended, it missed the flushes of the one lane that ran: its TLB may
     // hold translations of pages since unmapped or protected, and of retired tables.
     tlb_stale_ = true;
@@ -109,7 +109,7 @@ Result<void> KvmBackend::EndOtherLanes() {
   direct_run_area_.store(lane().run_area.load());
   threaded_.store(false);
   // An Interrupt() that found no lane running while the lanes ended still stops the guest.
-  if (interrupt_next_.exchange(false)) Interrupt();
+  if (interrupt_next_.exchange(false)) InterruptDirectLane();
   return {};
 }
 
@@ -164,9 +164,7 @@ void KvmBackend::Resume(KvmLane& lane) {
 }
 
 void KvmBackend::Kick(KvmLane& lane) {
-  if (kvm_run* run = lane.run_area.load()) {
-    std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_seq_cst);
-  }
+  if (kvm_run* run = lane.run_area.load()) KvmVcpu::RequestImmediateExit(*run);
   // A thread in KVM_RUN leaves it for a signal it handles (the VMM's SIGUSR1 kick handler).
   if (const pid_t tid = lane.tid.load(); tid != 0) {
     syscall(SYS_tgkill, getpid(), tid, SIGUSR1);
@@ -185,11 +183,13 @@ bool KvmBackend::KickRunningLane() {
   return false;
 }
 
+void KvmBackend::InterruptDirectLane() {
+  if (kvm_run* run = direct_run_area_.load()) KvmVcpu::RequestImmediateExit(*run);
+}
+
 void KvmBackend::Interrupt() {
   if (!threaded_.load()) {
-    if (kvm_run* run = direct_run_area_.load()) {
-      std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_seq_cst);
-    }
+    InterruptDirectLane();
     // Still one lane: the run thread enters KVM_RUN after this store, or is in it and gets the
     // VMM's kick signal. If AddLane made lane threads meanwhile (it sets threaded_ before any
     // lane is resumed), that lane may be in KVM_RUN on its own thread: kick as below.
@@ -202,11 +202,7 @@ void KvmBackend::Interrupt() {
   if (!threaded_.load()) {
     // The lanes ended meanwhile (EndOtherLanes may have looked at the flag before it was
     // set): the one lane left stops at its next entry instead.
-    if (interrupt_next_.exchange(false)) {
-      if (kvm_run* run = direct_run_area_.load()) {
-        std::atomic_ref<uint8_t>(run->immediate_exit).store(1, std::memory_order_seq_cst);
-      }
-    }
+    if (interrupt_next_.exchange(false)) InterruptDirectLane();
     return;
   }
   KickRunningLane();
