@@ -5,7 +5,8 @@
 # Prints, per measurement, the raw values of each run:
 #   1. clone latency (sf_clone -> all N clones executing), 256 MiB touched by the parent,
 #      N = 1, 8, 32: bench_clone, 5 runs each, local and --cluster; and the time of the
-#      sf_request_ticket before it;
+#      sf_request_ticket before it; then the same with clones that stay 300 ms before they end
+#      ("held": as clones with work to do, whose ends do not overlap the others' starts);
 #   2. a compute job on a 256 MiB working set (cluster_where 4 0 256: each clone sums the
 #      parent's 256 MiB once, work_ms = that sum's time), local and --cluster, 3 runs each;
 #   3. bytes each host's interface received for that job vs the 256 MiB each clone read, and
@@ -24,22 +25,29 @@ echo "cluster: $cluster (4 hosts x 8 slots)"
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-for n in 1 8 32; do
+for hold in 0 300; do
+ for n in 1 8 32; do
   for where in local cluster; do
     args=(run --mem 1G)
     [[ $where == cluster ]] && args+=(--cluster "$cluster")
     values=()
     requests=()
     for _ in 1 2 3 4 5; do
-      out="$("$flurry" "${args[@]}" "$build/bench/guest/bench_clone" 256 "$n")"
+      sleep 0.5  # the hosts make their clone VMMs ahead again once quiet (flurryd --warm)
+      out="$("$flurry" "${args[@]}" "$build/bench/guest/bench_clone" 256 "$n" "$hold")"
       ns="$(sed -n 's/^clone_latency_ns=//p' <<<"$out")"
       values+=("$(awk -v ns="$ns" 'BEGIN {printf "%.1f", ns / 1e6}')")
       ns="$(sed -n 's/^ticket_request_ns=//p' <<<"$out")"
       requests+=("$(awk -v ns="$ns" 'BEGIN {printf "%.2f", ns / 1e6}')")
     done
-    echo "clone latency N=$n $where: ${values[*]} ms (median $(printf '%s\n' "${values[@]}" | median))"
-    echo "ticket request N=$n $where: ${requests[*]} ms (median $(printf '%s\n' "${requests[@]}" | median))"
+    label="N=$n $where"
+    [[ $hold != 0 ]] && label+=" held ${hold}ms"
+    echo "clone latency $label: ${values[*]} ms (median $(printf '%s\n' "${values[@]}" | median))"
+    if [[ $hold == 0 ]]; then
+      echo "ticket request $label: ${requests[*]} ms (median $(printf '%s\n' "${requests[@]}" | median))"
+    fi
   done
+ done
 done
 
 rx() { ip netns exec "bench-host$1" cat /sys/class/net/eth0/statistics/rx_bytes; }

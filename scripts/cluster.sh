@@ -11,7 +11,8 @@
 # /run/flurry-cluster-NAME and, when not the default, prefixes the namespaces ("NAME-host1") so
 # that two clusters can exist at once; FLURRY_CLUSTER_SUBNET (default 10.88.0) is the /24 the
 # hosts live on: the machine's own namespace is .1 on the bridge, hostK is .(10+K).
-# FLURRY_CLUSTER_BACKEND, when set, is passed to every flurryd as --backend.
+# FLURRY_CLUSTER_BACKEND, when set, is passed to every flurryd as --backend, and
+# FLURRY_CLUSTER_WARM as --warm (clone VMMs started ahead; flurryd's default: one per slot).
 # FLURRY_CLUSTER_MTU (default 9000: jumbo frames, as cluster networks have them) is the MTU of
 # the bridge and every host's link; page pushes (multicast) are datagrams of up to 60 KiB,
 # which a 1500-byte MTU cuts into 42 IP fragments (docs/perf.md, "Page pushes").
@@ -82,6 +83,7 @@ up() {
   "$build/apps/flurry/flurry" cluster init "$dir" --name "$name" "${hosts[@]}" > "$dir/init.log"
   local backend=()
   [[ -n "${FLURRY_CLUSTER_BACKEND:-}" ]] && backend=(--backend "$FLURRY_CLUSTER_BACKEND")
+  [[ -n "${FLURRY_CLUSTER_WARM:-}" ]] && backend+=(--warm "$FLURRY_CLUSTER_WARM")
   for k in $(seq 1 "$n"); do
     local ns; ns="$(netns_of "host$k")"
     mkdir -p "$dir/state/host$k"

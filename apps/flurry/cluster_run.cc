@@ -27,6 +27,7 @@ Result<std::shared_ptr<const RemoteCloneConfig>> LoadRemoteCloneConfig(
   config->prefetch_pages = prefetch_pages;
   config->avoid = avoid;
   config->push_pages = push_pages;
+  config->ram_bytes = guest_memory;
   config->spare_standin = true;
   // flurry-remote: $FLURRY_REMOTE, else beside this executable.
   if (const char* env = std::getenv("FLURRY_REMOTE"); env != nullptr && *env != '\0') {

@@ -1,6 +1,7 @@
 // flurry: a microVM monitor whose guests are single static Linux programs.
 #include <CLI/CLI.hpp>
 
+#include "clone_vmm_command.h"
 #include "cluster_command.h"
 #include "ctl_command.h"
 #include "descriptor_command.h"
@@ -20,6 +21,8 @@ int main(int argc, char** argv) {
   CLI::App* descriptor_show = flurry::AddDescriptorCommand(app, descriptor_file);
   flurry::ClusterOptions cluster_options;
   flurry::ClusterCommands cluster = flurry::AddClusterCommand(app, cluster_options);
+  flurry::CloneVmmOptions clone_vmm_options;
+  CLI::App* clone_vmm = flurry::AddCloneVmmCommand(app, clone_vmm_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -34,6 +37,7 @@ int main(int argc, char** argv) {
   if (restore->parsed()) return flurry::RestoreCommand(restore_options);
   if (ctl->parsed()) return flurry::CtlCommand(ctl_options);
   if (descriptor_show->parsed()) return flurry::RunDescriptorShow(descriptor_file);
+  if (clone_vmm->parsed()) return flurry::CloneVmmCommand(clone_vmm_options);
   if (cluster.init->parsed()) return flurry::RunClusterInit(cluster_options);
   if (cluster.show->parsed()) return flurry::RunClusterShow(cluster_options);
   if (cluster.status->parsed()) return flurry::RunClusterStatus(cluster_options);

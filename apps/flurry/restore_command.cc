@@ -13,7 +13,8 @@
 namespace flurry {
 namespace {
 
-Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const VmConfig& config) {
+Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const VmConfig& config,
+                                              std::unique_ptr<PreparedBackend> prepared) {
   // The key comes with the address, or (for flurryd's clones: not on a command line anyone on
   // the host can read) from $FLURRY_PAGE_KEY.
   std::optional<PageKey> env_key;
@@ -31,7 +32,8 @@ Result<std::unique_ptr<Vm>> RestoreFromServer(const std::string& address, const 
     files = std::make_unique<PageServerFiles>(FLURRY_TRY_CTX(
         PageClient::Connect(server), "connecting to the page server for the parent's files"));
   }
-  return Vm::RestoreFrom(descriptor, std::move(client), config, std::move(files));
+  return Vm::RestoreFrom(descriptor, std::move(client), config, std::move(files),
+                         std::move(prepared));
 }
 
 bool ParseHexFamily(const std::string& text, uint64_t* family) {
@@ -119,7 +121,7 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options) {
   return restore;
 }
 
-int RestoreCommand(const RestoreOptions& options) {
+int RestoreCommand(const RestoreOptions& options, std::unique_ptr<PreparedBackend> prepared) {
   VmConfig config;
   auto backend = BackendOption(options.backend);
   if (!backend) return 2;
@@ -156,7 +158,7 @@ int RestoreCommand(const RestoreOptions& options) {
   }
 
   PrepareVmmProcess();
-  auto vm = remote ? RestoreFromServer(options.directory.substr(6), config)
+  auto vm = remote ? RestoreFromServer(options.directory.substr(6), config, std::move(prepared))
                    : Vm::Restore(options.directory, config);
   if (!vm) {
     Complain(fmt::format("restoring {}: {}", options.directory, vm.error().message()));

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <string>
+
+#include "backend/backend.h"
 
 namespace flurry {
 
@@ -35,6 +38,8 @@ CLI::App* AddRestoreCommand(CLI::App& app, RestoreOptions& options);
 
 // Restores and runs the VM; returns flurry's exit status (as `flurry run`). A snapshot that
 // cannot be restored is one line "flurry: restoring DIR: <reason>" and exit status 1.
-int RestoreCommand(const RestoreOptions& options);
+// `prepared`: backend parts made ahead (flurry clone-vmm), used where they fit.
+int RestoreCommand(const RestoreOptions& options,
+                   std::unique_ptr<PreparedBackend> prepared = nullptr);
 
 }  // namespace flurry

@@ -205,6 +205,7 @@ struct Settings {
   bool no_prefix = false, memory_stats = false;
   uint32_t prefetch = 0;
   std::string avoid = "all";
+  uint64_t ram_bytes = 0;  // the VM's guest memory (RunClonesRequest.ram_bytes)
 };
 
 // `preloaded`: a spare's cluster, used when the job names the same cluster file and member.
@@ -308,6 +309,7 @@ int RunHost(const HostJob& job, const Settings& settings, const flurry::Result<C
   request.set_avoid(settings.avoid);
   request.set_prefix_output(!settings.no_prefix);
   request.set_memory_stats(settings.memory_stats);
+  request.set_ram_bytes(settings.ram_bytes);
   grpc::ClientContext context;
   auto reader = stub->RunClones(&context, request);
   v1::CloneEvent event;
@@ -376,6 +378,7 @@ int ParseStandIn(int argc, char** argv, const std::vector<int>& fds, bool all_fd
   app.add_flag("--no-clone-prefix", settings->no_prefix);
   app.add_flag("--memory-stats", settings->memory_stats);
   app.add_option("--prefetch", settings->prefetch)->check(CLI::Range(0, 64));
+  app.add_option("--ram-bytes", settings->ram_bytes);
   app.add_option("--avoid", settings->avoid)->check([](const std::string& text) {
     auto parsed = flurry::ParseAvoidance(text);
     return parsed ? std::string() : parsed.error().message();

@@ -41,7 +41,7 @@ std::string ProgramDirectory() {
 int main(int argc, char** argv) {
   CLI::App app{"flurryd: runs clones of flurry VMs from other hosts on this host"};
   std::string cluster_path, name, state_dir, listen, memory, backend, flurry_binary;
-  std::optional<int32_t> slots;
+  std::optional<int32_t> slots, warm;
   app.add_option("--cluster", cluster_path, "The cluster file (flurry cluster init)")->required();
   app.add_option("--name", name, "This host's name in the cluster file")->required();
   app.add_option("--state-dir", state_dir, "Where clones' working directories live")->required();
@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--backend", backend, "Backend for clones: kvm or seccomp (default: auto)")
       ->check(CLI::IsMember({"kvm", "seccomp"}));
   app.add_option("--flurry", flurry_binary, "The flurry executable (default: beside flurryd)");
+  app.add_option("--warm", warm,
+                 "Clone VMMs kept started ahead of their clones, their VMs made (default: as "
+                 "many as slots; 0: none)")
+      ->check(CLI::Range(0, 4096));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -78,6 +82,7 @@ int main(int argc, char** argv) {
   flurry::DaemonConfig config;
   config.name = name;
   config.slots = slots.value_or(host->slots);
+  config.warm_vmms = warm.value_or(config.slots);
   config.memory_bytes = host->memory_bytes;
   if (!memory.empty()) {
     auto bytes = flurry::ParseSize(memory);

@@ -1,5 +1,6 @@
 // Clone latency and parent pause: the parent touches MIB mebibytes, then sf_clone()s N
 // children. Each child reports when it first ran; the parent reports when sf_clone returned.
+//   bench_clone [MIB [N [HOLD_MS]]]   (256, 8, 0): each child ends HOLD_MS after it started.
 // Prints clone_latency_ns (sf_clone called -> last child running), parent_pause_ns and
 // ticket_request_ns (sf_request_ticket's time).
 #include <stdint.h>
@@ -20,6 +21,7 @@ static int64_t now_ns(void) {
 int main(int argc, char** argv) {
   size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 256;
   int n = argc > 2 ? atoi(argv[2]) : 8;
+  long hold_ms = argc > 3 ? atol(argv[3]) : 0;
   char* memory = mmap(NULL, mib << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) return 1;
   memset(memory, 1, mib << 20);
@@ -34,7 +36,14 @@ int main(int argc, char** argv) {
   int64_t start = now_ns();
   int id = sf_clone(ticket);
   int64_t resumed = now_ns();
-  if (id > 0) sf_exit_with(0, &resumed, sizeof resumed);
+  if (id > 0) {
+    // Stay a while (HOLD_MS): as clones that have work to do, not ending while others start.
+    if (hold_ms > 0) {
+      struct timespec hold = {hold_ms / 1000, (long)(hold_ms % 1000) * 1000000L};
+      nanosleep(&hold, NULL);
+    }
+    sf_exit_with(0, &resumed, sizeof resumed);
+  }
   if (id < 0) return 2;
   struct sf_outcome* outcomes = calloc((size_t)n, sizeof *outcomes);
   int64_t* started = calloc((size_t)n, sizeof *started);

@@ -192,7 +192,22 @@ BackendKind ResolveBackendKind(BackendKind kind);
 // Why KVM can't be used here ("" when it can).
 std::string KvmUnavailableReason();
 
-// Creates a backend with an empty guest address space of layout.ram_size bytes.
-Result<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, const GuestLayout& layout);
+// Parts of a backend made before the guest's layout is known: a clone VMM started ahead of its
+// clone (`flurry clone-vmm`) makes them while it waits, so that its clone does not wait for
+// them. Opaque; CreateBackend uses them when they are of the kind it creates.
+class PreparedBackend {
+ public:
+  virtual ~PreparedBackend() = default;
+};
+
+// The parts `kind` can make ahead (KVM: the VM and its first vCPU set up, and with `ram_bytes`
+// a guest memory of that size in the VM); nullptr when the backend has nothing to make ahead
+// (seccomp).
+Result<std::unique_ptr<PreparedBackend>> PrepareBackend(BackendKind kind, uint64_t ram_bytes = 0);
+
+// Creates a backend with an empty guest address space of layout.ram_size bytes, from
+// `prepared` where they fit (else they are dropped).
+Result<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, const GuestLayout& layout,
+                                               std::unique_ptr<PreparedBackend> prepared = nullptr);
 
 }  // namespace flurry

@@ -30,14 +30,24 @@ BackendKind ResolveBackendKind(BackendKind kind) {
   return KvmUnavailableReason().empty() ? BackendKind::kKvm : BackendKind::kSeccomp;
 }
 
-Result<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, const GuestLayout& layout) {
+Result<std::unique_ptr<PreparedBackend>> PrepareBackend(BackendKind kind, uint64_t ram_bytes) {
+  if (ResolveBackendKind(kind) != BackendKind::kKvm) return nullptr;
+  auto prepared = FLURRY_TRY_CTX(KvmBackend::Prepare(ram_bytes), "making the KVM VM ahead");
+  return std::unique_ptr<PreparedBackend>(std::move(prepared));
+}
+
+Result<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, const GuestLayout& layout,
+                                               std::unique_ptr<PreparedBackend> prepared) {
   switch (ResolveBackendKind(kind)) {
     case BackendKind::kKvm: {
       if (std::string why = KvmUnavailableReason(); !why.empty()) {
         return Fail("the kvm backend is not available: {} (--backend seccomp runs without KVM)",
                     why);
       }
-      auto backend = FLURRY_TRY_CTX(KvmBackend::Create(layout), "creating the KVM VM");
+      std::unique_ptr<KvmPrepared> parts(dynamic_cast<KvmPrepared*>(prepared.get()));
+      if (parts) prepared.release();
+      auto backend =
+          FLURRY_TRY_CTX(KvmBackend::Create(layout, std::move(parts)), "creating the KVM VM");
       return std::unique_ptr<Backend>(std::move(backend));
     }
     case BackendKind::kSeccomp:

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@ extern char** environ;
 
 #include "base/spawn.h"
 #include "flurry/sf_abi.h"
+#include "fork/clone_vmm_request.h"
 
 namespace flurry {
 
@@ -61,20 +63,28 @@ CloneRunner::CloneRunner(CloneRunner&& other) noexcept
       stdout_(std::move(other.stdout_)),
       stderr_(std::move(other.stderr_)),
       outcome_(std::move(other.outcome_)),
+      request_(std::move(other.request_)),
       reaped_(std::exchange(other.reaped_, true)) {}
 
-Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
+Result<CloneRunner> CloneRunner::StartWaiting(const CloneVmmSpec& vmm) {
   TiedSpawn program;
-  program.args = CloneCommandLine(spec);
-  // The environment: the daemon's, and the key (not on the command line: /proc/PID/cmdline is
-  // readable by anyone on the host, /proc/PID/environ only by the clone's user).
+  program.args = {vmm.flurry_binary, "clone-vmm", "--request-fd", "4"};
+  if (!vmm.backend.empty()) {
+    program.args.push_back("--backend");
+    program.args.push_back(vmm.backend);
+  }
+  if (vmm.ram_bytes != 0) {
+    program.args.push_back("--ram-bytes");
+    program.args.push_back(std::to_string(vmm.ram_bytes));
+  }
+  program.work_dir = vmm.work_dir;
+  // The daemon's environment; the page server's key comes with the request (it is on no
+  // command line, and not in /proc/PID/environ either).
   for (char** e = environ; *e != nullptr; ++e) {
     if (!std::string_view(*e).starts_with("FLURRY_PAGE_KEY=")) program.environment.emplace_back(*e);
   }
-  program.environment.push_back("FLURRY_PAGE_KEY=" + spec.page_server_key);
-  program.work_dir = spec.work_dir;
 
-  int out[2], err[2], channel[2];
+  int out[2], err[2], channel[2], request[2];
   if (pipe2(out, O_CLOEXEC) != 0) return FailErrno("a pipe for the clone's stdout");
   UniqueFd out_read(out[0]), out_write(out[1]);
   if (pipe2(err, O_CLOEXEC) != 0) return FailErrno("a pipe for the clone's stderr");
@@ -83,30 +93,83 @@ Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
     return FailErrno("the clone's outcome channel");
   }
   UniqueFd channel_read(channel[0]), channel_write(channel[1]);
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, request) != 0) {
+    return FailErrno("a socket for the clone VMM's request");
+  }
+  UniqueFd request_read(request[0]), request_write(request[1]);
   UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
-  // The child's fds 0..3 come from these; none may already sit on 0..3 (a dup2 onto itself
+  // The child's fds 0..4 come from these; none may already sit on 0..4 (a dup2 onto itself
   // would keep close-on-exec, and one dup2 could overwrite the next one's source).
-  UniqueFd sources[4];
-  const int originals[4] = {null.get(), out_write.get(), err_write.get(), channel_write.get()};
-  for (int i = 0; i < 4; ++i) {
+  constexpr int kFds = 5;
+  UniqueFd sources[kFds];
+  const int originals[kFds] = {null.get(), out_write.get(), err_write.get(), channel_write.get(),
+                               request_read.get()};
+  for (int i = 0; i < kFds; ++i) {
     sources[i].Reset(fcntl(originals[i], F_DUPFD_CLOEXEC, 10));
     if (!sources[i].valid()) return FailErrno("preparing the clone's descriptors");
     program.fds.push_back(sources[i].get());
   }
   // In a process group of its own (Kill ends the group), tied to this thread.
-  const pid_t pid = FLURRY_TRY_CTX(SpawnTied(program), "starting the clone VMM");
+  const pid_t pid = FLURRY_TRY_CTX(SpawnTied(program), "starting a clone VMM");
   CloneRunner runner;
   runner.pid_ = pid;
+  // Before anyone can Begin it: it has one thread yet (its own start), which its later
+  // threads would inherit SCHED_IDLE from; Begin puts it back.
+  if (vmm.idle) {
+    sched_param idle{};
+    (void)sched_setscheduler(pid, SCHED_IDLE, &idle);  // if not, it waits at normal priority
+  }
   runner.pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (!runner.pidfd_.valid()) return FailErrno("pidfd_open for the clone VMM");
   runner.stdout_ = std::move(out_read);
   runner.stderr_ = std::move(err_read);
   runner.outcome_ = std::move(channel_read);
+  runner.request_ = std::move(request_write);
   return runner;
+}
+
+Result<void> CloneRunner::Begin(const CloneRunSpec& spec) {
+  if (!request_.valid()) return Fail("the clone VMM has its clone already");
+  // Started at SCHED_IDLE (WarmVmms), maybe still making its VM: from now on it is a clone's
+  // VMM, at normal priority.
+  FLURRY_TRY(LeaveIdlePriority());
+  CloneVmmRequest request;
+  request.work_dir = spec.work_dir;
+  request.page_key = spec.page_server_key;
+  request.args = CloneCommandLine(spec);
+  // A VMM that is gone is EPIPE here.
+  Result<void> sent = SendCloneVmmRequest(request_.get(), request);
+  request_.Reset();
+  return sent;
+}
+
+Result<CloneRunner> CloneRunner::Start(const CloneRunSpec& spec) {
+  CloneRunner runner =
+      FLURRY_TRY(StartWaiting(CloneVmmSpec{spec.flurry_binary, spec.backend, 0, spec.work_dir}));
+  FLURRY_TRY_CTX(runner.Begin(spec), "starting the clone VMM");
+  return runner;
+}
+
+bool CloneRunner::Exited() const {
+  if (reaped_) return true;
+  pollfd ended{pidfd_.get(), POLLIN, 0};
+  return poll(&ended, 1, 0) == 1;
+}
+
+Result<void> CloneRunner::LeaveIdlePriority() {
+  // Its one thread: a waiting VMM starts none before its request.
+  if (sched_getscheduler(pid_) != SCHED_IDLE) return {};
+  sched_param normal{};
+  if (sched_setscheduler(pid_, SCHED_OTHER, &normal) != 0) {
+    return FailErrno("giving the clone VMM normal priority");
+  }
+  return {};
 }
 
 CloneRunner::~CloneRunner() {
   if (pid_ > 0 && !reaped_) {
+    // A VMM still waiting at SCHED_IDLE would exit only when the host has CPU to spare.
+    (void)LeaveIdlePriority();
     Kill();
     waitpid(pid_, nullptr, 0);
   }

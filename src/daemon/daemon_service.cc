@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -55,7 +56,10 @@ Result<Avoidance> RequestAvoidance(const v1::RunClonesRequest& request) {
 
 }  // namespace
 
-DaemonService::DaemonService(DaemonConfig config) : config_(std::move(config)) {}
+DaemonService::DaemonService(DaemonConfig config)
+    : config_(std::move(config)),
+      warm_(CloneVmmSpec{config_.flurry_binary, config_.backend}, config_.warm_vmms,
+            config_.state_dir.empty() ? "" : config_.state_dir + "/clones") {}
 
 grpc::Status DaemonService::GetStatus(grpc::ServerContext*, const v1::StatusRequest*,
                                       v1::HostStatus* reply) {
@@ -108,8 +112,20 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
   if (auto avoid = RequestAvoidance(*request); !avoid) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "avoid " + avoid.error().message());
   }
+  if (request->ram_bytes() % (2 << 20) != 0 || request->ram_bytes() > (64ULL << 30)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "ram_bytes must be a multiple of 2 MiB, at most 64 GiB");
+  }
   if (shutting_down_.load()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "flurryd is shutting down");
+  }
+  // The next VMMs made ahead get this much memory (the ones taken now may have another size:
+  // their clones make their own). Not more than this host offers: each waiting VMM's memory
+  // slot holds kernel memory (its reverse maps, 2 MiB per GiB) whatever the guest uses.
+  const uint64_t offered =
+      config_.memory_bytes != 0 ? config_.memory_bytes : MemInfoBytes("MemTotal");
+  if (request->ram_bytes() != 0 && request->ram_bytes() <= offered) {
+    warm_.ExpectRam(request->ram_bytes());
   }
   // As many clones as there are free slots; the rest are LOST at once (the parent's sf_join
   // says so) rather than queued behind clones that may run for hours.
@@ -191,12 +207,12 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
     event.mutable_outcome()->set_diagnostic(why);
     send(event);
   };
-  const std::string work_dir = fmt::format("{}/clones/{:x}-{}-{}", config_.state_dir,
-                                           request.family_id(), id, next_run_.fetch_add(1));
-  std::error_code error;
-  std::filesystem::create_directories(work_dir, error);
-  if (error)
-    return lost(fmt::format("{}: creating {}: {}", config_.name, work_dir, error.message()));
+  // A VMM started ahead, if one is ready, with the clone's directory made ahead too.
+  std::optional<WaitingVmm> warm = warm_.Take();
+  const std::string work_dir = warm && !warm->work_dir.empty()
+                                   ? warm->work_dir
+                                   : fmt::format("{}/clones/{:x}-{}-{}", config_.state_dir,
+                                                 request.family_id(), id, next_run_.fetch_add(1));
   struct WorkDirRemoval {
     std::string path;
     ~WorkDirRemoval() {
@@ -204,6 +220,10 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
       std::filesystem::remove_all(path, ignored);
     }
   } removal{work_dir};
+  std::error_code error;
+  std::filesystem::create_directories(work_dir + "/root", error);  // made ahead: a stat or two
+  if (error)
+    return lost(fmt::format("{}: creating {}: {}", config_.name, work_dir, error.message()));
 
   CloneRunSpec spec;
   spec.flurry_binary = config_.flurry_binary;
@@ -214,16 +234,23 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
   spec.hostname = config_.name;
   spec.work_dir = work_dir;
   spec.root_dir = work_dir + "/root";
-  std::filesystem::create_directories(spec.root_dir, error);
-  if (error)
-    return lost(fmt::format("{}: creating {}: {}", config_.name, spec.root_dir, error.message()));
   spec.file_cache_dir = file_cache;
   spec.prefetch_pages = request.prefetch_pages();
   spec.avoid = RequestAvoidance(request).value_or(Avoidance{});  // checked by RunClones
   spec.prefix_output = request.prefix_output();
   spec.memory_stats = request.memory_stats();
   spec.backend = config_.backend;
-  auto runner = CloneRunner::Start(spec);
+  // The VMM started ahead if it is still there; else one started now.
+  auto start = [&]() -> Result<CloneRunner> {
+    if (warm) {
+      Result<void> begun = warm->runner.Begin(spec);
+      if (begun) return std::move(warm->runner);
+      std::fprintf(stderr, "flurryd: %s: clone %d: the VMM started ahead: %s; starting another\n",
+                   config_.name.c_str(), id, begun.error().message().c_str());
+    }
+    return CloneRunner::Start(spec);
+  };
+  Result<CloneRunner> runner = start();
   if (!runner) {
     return lost(
         fmt::format("{}: starting clone {}: {}", config_.name, id, runner.error().message()));
@@ -258,6 +285,9 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
   send(last);
 }
 
-void DaemonService::Shutdown() { shutting_down_.store(true); }
+void DaemonService::Shutdown() {
+  shutting_down_.store(true);
+  warm_.Stop();  // the VMMs waiting; running clones end through their calls (and die with it)
+}
 
 }  // namespace flurry

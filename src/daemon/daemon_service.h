@@ -2,8 +2,9 @@
 // hosts on this host, one CloneRunner each, and streams their output and outcomes back.
 //
 // Threads: gRPC's handler threads call GetStatus/RunClones concurrently, and each RunClones
-// runs a thread per clone; `Shutdown` comes from flurryd's main thread. Shared state is atomics
-// (slots in use, shutting down); a call's stream is written under that call's own lock.
+// runs a thread per clone; `Shutdown` comes from flurryd's main thread; WarmVmms keeps clone
+// VMMs ready on a thread of its own. Shared state is atomics (slots in use, shutting down) and
+// WarmVmms (its own lock); a call's stream is written under that call's own lock.
 #pragma once
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "daemon/clone_runner.h"
+#include "daemon/warm_vmms.h"
 #include "flurryd.grpc.pb.h"
 
 namespace flurry {
@@ -25,6 +27,7 @@ struct DaemonConfig {
   std::string state_dir;      // clones' working directories live in state_dir/clones
   std::string flurry_binary;  // the static flurry that runs a clone
   std::string backend;        // --backend for clones ("" = auto)
+  int32_t warm_vmms = 0;      // clone VMMs kept started ahead of their clones (WarmVmms)
 };
 
 class DaemonService final : public flurry::daemon::v1::Flurryd::Service {
@@ -53,6 +56,7 @@ class DaemonService final : public flurry::daemon::v1::Flurryd::Service {
               const std::function<bool()>& call_alive);
 
   DaemonConfig config_;
+  WarmVmms warm_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int32_t> running_{0};
   std::atomic<uint64_t> next_run_{1};

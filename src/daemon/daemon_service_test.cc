@@ -49,5 +49,18 @@ TEST(DaemonService, PrefetchPagesAreChecked) {
   EXPECT_EQ(Check(request).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST(DaemonService, RamBytesAreChecked) {
+  for (uint64_t bad : {uint64_t{3} << 20, uint64_t{1}, (uint64_t{64} << 30) + (2 << 20)}) {
+    v1::RunClonesRequest request = ValidRequest();
+    request.set_ram_bytes(bad);
+    EXPECT_EQ(Check(request).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+  }
+  for (uint64_t good : {uint64_t{0}, uint64_t{4} << 20, uint64_t{64} << 30}) {
+    v1::RunClonesRequest request = ValidRequest();
+    request.set_ram_bytes(good);
+    EXPECT_EQ(Check(request).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << good;
+  }
+}
+
 }  // namespace
 }  // namespace flurry

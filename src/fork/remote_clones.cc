@@ -48,6 +48,10 @@ std::vector<std::string> RemoteStandInCommandLine(
     argv.push_back("--avoid");
     argv.push_back(FormatAvoidance(config.avoid));
   }
+  if (config.ram_bytes != 0) {
+    argv.push_back("--ram-bytes");
+    argv.push_back(std::to_string(config.ram_bytes));
+  }
   return argv;
 }
 

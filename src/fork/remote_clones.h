@@ -34,6 +34,7 @@ struct RemoteCloneConfig {
   bool memory_stats = false;    // clones print their memory-on-demand counters when they end
   uint32_t prefetch_pages = 0;  // 0: flurry restore's default
   Avoidance avoid;              // the clones' avoidance heuristics (flurry restore --avoid)
+  uint64_t ram_bytes = 0;       // the VM's guest memory: hosts make clone VMMs' memory ahead
   bool push_pages = true;       // the page server pushes pages to all clones (multicast)
   bool spare_standin = false;   // keep a SpareStandIn ready for the next ticket
   // The allocator's status query (fork/remote_status.h): each host's GetStatus call, and the

@@ -49,10 +49,11 @@ class Vm : public ForkHost {
   // starts, or installed as it is touched with config.memory_on_demand (vm_restore.cc).
   // A clone of a VM on another host (config.clone_of) whose parent had a --dir gets a copy of
   // it in config.dir, its files fetched from `files` as they are opened (guest/lazy_files.h).
-  static Result<std::unique_ptr<Vm>> RestoreFrom(const VmDescriptor& descriptor,
-                                                 std::unique_ptr<PageSource> source,
-                                                 const VmConfig& config,
-                                                 std::unique_ptr<FileSource> files = nullptr);
+  // `prepared`: backend parts made while the VMM waited for its clone (flurry clone-vmm).
+  static Result<std::unique_ptr<Vm>> RestoreFrom(
+      const VmDescriptor& descriptor, std::unique_ptr<PageSource> source, const VmConfig& config,
+      std::unique_ptr<FileSource> files = nullptr,
+      std::unique_ptr<PreparedBackend> prepared = nullptr);
   ~Vm() override;
 
   // Runs the guest until it exits, faults or is stopped. Call on one thread only.

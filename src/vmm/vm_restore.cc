@@ -78,10 +78,11 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
 Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
                                             std::unique_ptr<PageSource> source,
                                             const VmConfig& config,
-                                            std::unique_ptr<FileSource> files) {
+                                            std::unique_ptr<FileSource> files,
+                                            std::unique_ptr<PreparedBackend> prepared) {
   const bool on_demand = config.memory_on_demand;
-  std::unique_ptr<Backend> backend =
-      FLURRY_TRY(CreateBackend(config.backend, LayoutFor(d.memory, on_demand)));
+  std::unique_ptr<Backend> backend = FLURRY_TRY(
+      CreateBackend(config.backend, LayoutFor(d.memory, on_demand), std::move(prepared)));
   GuestMemory& memory = backend->memory();
   FLURRY_TRY(InstallVdso(memory));
   if (!on_demand) FLURRY_TRY(CopyAll(d.pages, *source, memory));

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,9 @@ using namespace std::chrono_literals;
 // A cluster of `hosts` test hosts, up for the life of the object.
 class TestCluster {
  public:
-  explicit TestCluster(int hosts) : hosts_(hosts) {
+  // `env`: NAME=value settings for scripts/cluster.sh (e.g. FLURRY_CLUSTER_WARM=0).
+  explicit TestCluster(int hosts, std::vector<std::string> env = {})
+      : hosts_(hosts), env_(std::move(env)) {
     // A subnet (and name) no other test process's cluster has at the same time: the kvm and
     // seccomp copies of a test run at once. Holding the abstract socket
     // "flurry-test-subnet-X" claims 10.89.X; the kernel lets it go when this process ends.
@@ -102,6 +105,65 @@ class TestCluster {
     }
     return commands;
   }
+  // Commands of host k's processes that run clones: all but its daemon and the clone VMMs it
+  // keeps waiting for clones (`flurry clone-vmm` not yet given a clone is still "flurry"; given
+  // one, "flurry-clone").
+  std::vector<std::string> CloneCommands(int k) const {
+    std::vector<std::string> commands;
+    for (pid_t pid : Pids(k)) {
+      const std::string proc = "/proc/" + std::to_string(pid);
+      const std::string comm = ReadFile(proc + "/comm");
+      if (comm.starts_with("flurryd")) continue;  // the daemon (or its child before its exec)
+      if (comm == "flurry\n" &&
+          ReadFile(proc + "/cmdline").find(std::string("clone-vmm\0", 10)) != std::string::npos) {
+        continue;
+      }
+      commands.push_back(comm);
+    }
+    return commands;
+  }
+  // Clone VMMs host k keeps waiting for clones.
+  std::set<pid_t> WaitingVmms(int k) const {
+    std::set<pid_t> waiting;
+    for (pid_t pid : Pids(k)) {
+      const std::string proc = "/proc/" + std::to_string(pid);
+      if (ReadFile(proc + "/comm") == "flurry\n" &&
+          ReadFile(proc + "/cmdline").find(std::string("clone-vmm\0", 10)) != std::string::npos) {
+        waiting.insert(pid);
+      }
+    }
+    return waiting;
+  }
+  // Waits (up to `limit`) until host k keeps `n` clone VMMs waiting, each with `argument` on
+  // its command line when not empty; returns them.
+  std::set<pid_t> WaitForWaitingVmms(int k, size_t n, std::chrono::seconds limit,
+                                     const std::string& argument = "") const {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    auto ready = [&](const std::set<pid_t>& waiting) {
+      if (waiting.size() != n) return false;
+      for (pid_t pid : waiting) {
+        const std::string cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
+        if (cmdline.find(argument) == std::string::npos) return false;
+      }
+      return true;
+    };
+    std::set<pid_t> waiting = WaitingVmms(k);
+    while (!ready(waiting) && std::chrono::steady_clock::now() < deadline) {
+      usleep(50000);
+      waiting = WaitingVmms(k);
+    }
+    return waiting;
+  }
+  // The working directories flurryd made for the clone VMMs host k keeps waiting (their cwd).
+  std::set<std::string> WaitingVmmDirs(int k) const {
+    std::set<std::string> dirs;
+    for (pid_t pid : WaitingVmms(k)) {
+      std::error_code error;
+      const auto cwd = fs::read_symlink("/proc/" + std::to_string(pid) + "/cwd", error);
+      if (!error) dirs.insert(cwd.string());
+    }
+    return dirs;
+  }
   // Drops `percent` % of the packets host k receives (nftables numgen), or says why it cannot.
   std::string DropIncoming(int k, int percent) const {
     const std::string nft = "/usr/sbin/nft";
@@ -152,14 +214,18 @@ class TestCluster {
 
  private:
   RunResult Script(std::vector<std::string> args) const {
-    args.insert(args.begin(),
-                {"/usr/bin/env", "FLURRY_CLUSTER_NAME=" + name_, "FLURRY_CLUSTER_SUBNET=" + subnet_,
-                 std::string("FLURRY_BUILD=") + FLURRY_BUILD_DIR, FLURRY_CLUSTER_SCRIPT});
-    return Run(args, WithDeadline(120));
+    std::vector<std::string> command = {"/usr/bin/env", "FLURRY_CLUSTER_NAME=" + name_,
+                                        "FLURRY_CLUSTER_SUBNET=" + subnet_,
+                                        std::string("FLURRY_BUILD=") + FLURRY_BUILD_DIR};
+    command.insert(command.end(), env_.begin(), env_.end());
+    command.push_back(FLURRY_CLUSTER_SCRIPT);
+    command.insert(command.end(), args.begin(), args.end());
+    return Run(command, WithDeadline(120));
   }
   // The root namespace's end of host k's veth (scripts/cluster.sh names it).
   std::string HostVeth(int k) const { return "fv-" + name_.substr(0, 6) + "-" + std::to_string(k); }
   int hosts_;
+  std::vector<std::string> env_;
   int subnet_claim_ = -1;  // the socket that claims the subnet
   std::string name_, subnet_, file_, error_;
   bool up_ = false;
@@ -226,18 +292,23 @@ inline bool WaitForAll(Background& parent, std::vector<std::string> texts) {
       120s);
 }
 
-// Waits (up to `limit`) until hosts 1..n run nothing but their daemons, then checks it.
+// Waits (up to `limit`) until hosts 1..n run no clone, only their daemons (and the clone VMMs
+// they keep waiting), then checks it.
 inline void ExpectOnlyDaemonsLeft(const TestCluster& cluster, int n, std::chrono::seconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   auto busy = [&] {
     for (int k = 1; k <= n; ++k) {
-      if (cluster.Pids(k).size() > 1) return true;
+      if (!cluster.CloneCommands(k).empty()) return true;
     }
     return false;
   };
   while (std::chrono::steady_clock::now() < deadline && busy()) usleep(100000);
   for (int k = 1; k <= n; ++k) {
-    EXPECT_EQ(cluster.Commands(k), std::vector<std::string>{"flurryd\n"}) << "host" << k;
+    EXPECT_EQ(cluster.CloneCommands(k), std::vector<std::string>{})
+        << "host" << k << ": " << ::testing::PrintToString(cluster.Commands(k));
+    EXPECT_GT(cluster.DaemonPid(k), 0) << "host" << k;
+    // No more VMMs waiting than the daemon keeps (one per slot, 8).
+    EXPECT_LE(cluster.WaitingVmms(k).size(), 8u) << "host" << k;
   }
 }
 

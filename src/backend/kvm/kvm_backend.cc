@@ -84,8 +84,30 @@ bool ShadowPaging() {
 
 }  // namespace
 
-Result<std::unique_ptr<KvmBackend>> KvmBackend::Create(const GuestLayout& layout) {
-  GuestMemory memory = FLURRY_TRY(GuestMemory::Create(layout.ram_size));
+Result<std::unique_ptr<KvmPrepared>> KvmBackend::Prepare(uint64_t ram_bytes) {
+  KvmSystem system = FLURRY_TRY(KvmSystem::Open());
+  KvmVm vm = FLURRY_TRY(KvmVm::Create(system));
+  KvmVcpu vcpu = FLURRY_TRY(KvmVcpu::Create(system, vm, 0));
+  const uint64_t xcr0 =
+      FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(system, vcpu, 0, 0, 0), "setting up vCPU 0");
+  auto prepared =
+      std::make_unique<KvmPrepared>(std::move(system), std::move(vm), std::move(vcpu), xcr0);
+  if (ram_bytes != 0) {
+    GuestMemory memory = FLURRY_TRY(GuestMemory::Create(ram_bytes));
+    FLURRY_TRY(prepared->vm.SetMemoryRegion(0, 0, memory.size(), memory.host_base()));
+    prepared->memory.emplace(std::move(memory));
+  }
+  return prepared;
+}
+
+Result<std::unique_ptr<KvmBackend>> KvmBackend::Create(const GuestLayout& layout,
+                                                       std::unique_ptr<KvmPrepared> prepared) {
+  // Memory made ahead is used if it has the guest's size: it is in slot 0 already.
+  const bool memory_made =
+      prepared && prepared->memory && prepared->memory->size() == layout.ram_size;
+  GuestMemory memory =
+      memory_made ? std::move(*prepared->memory) : FLURRY_TRY(GuestMemory::Create(layout.ram_size));
+  if (memory_made) prepared->memory.reset();
   if (layout.huge_end > layout.huge_start) {
     memory.AdviseHugePages(layout.huge_start, layout.huge_end - layout.huge_start);
   }
@@ -95,13 +117,13 @@ Result<std::unique_ptr<KvmBackend>> KvmBackend::Create(const GuestLayout& layout
   x86::AddressRange hole{layout.guard_start, x86::kHugePageSize};
   FLURRY_TRY(x86::BuildPageTables(backend->memory_, {&hole, 1}));
   x86::WriteSystemTables(backend->memory_);
-  FLURRY_TRY(backend->BuildVm());
+  FLURRY_TRY(backend->BuildVm(std::move(prepared), memory_made));
   const int kvm_max = backend->system_->CheckExtension(KVM_CAP_MAX_VCPUS);
   backend->max_lanes_ = std::clamp(kvm_max, 1, x86::kMaxVcpus);
   return backend;
 }
 
-Result<void> KvmBackend::BuildVm() {
+Result<void> KvmBackend::BuildVm(std::unique_ptr<KvmPrepared> prepared, bool slot_holds_memory) {
   // Lane threads never cross fork(): a fork needs one lane (PrepareFork).
   FLURRY_CHECK(!threaded_.load());
   direct_run_area_.store(nullptr);
@@ -115,10 +137,26 @@ Result<void> KvmBackend::BuildVm() {
   }
   vm_.reset();
   system_.reset();
-  system_.emplace(FLURRY_TRY(KvmSystem::Open()));
-  vm_.emplace(FLURRY_TRY(KvmVm::Create(*system_)));
-  FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
-  FLURRY_TRY(MakeVcpu(selected_));
+  if (prepared && selected_ == 0) {
+    system_.emplace(std::move(prepared->system));
+    vm_.emplace(std::move(prepared->vm));
+    lane().vcpu.emplace(std::move(prepared->vcpu));
+    lane().vcpu_ready = true;
+    lane().run_area.store(&lane().vcpu->run());
+    xcr0_ = prepared->xcr0;
+    if (prepared->memory) {  // made ahead with another size: its slot is deleted (size 0)
+      FLURRY_TRY(vm_->SetMemoryRegion(0, 0, 0, prepared->memory->host_base()));
+      prepared->memory.reset();
+    }
+    if (!slot_holds_memory) {
+      FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
+    }
+  } else {
+    system_.emplace(FLURRY_TRY(KvmSystem::Open()));
+    vm_.emplace(FLURRY_TRY(KvmVm::Create(*system_)));
+    FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
+    FLURRY_TRY(MakeVcpu(selected_));
+  }
   lane().exists = true;
   direct_run_area_.store(lane().run_area.load());
   return {};

@@ -22,9 +22,28 @@
 
 namespace flurry {
 
+// What a KVM backend can make before the guest's layout is known (PrepareBackend): the VM
+// and vCPU 0 set up for process mode, and the guest memory of an expected size in memory
+// slot 0 (a memory slot is the costly part of the VM: KVM allocates its reverse maps).
+class KvmPrepared final : public PreparedBackend {
+ public:
+  KvmPrepared(KvmSystem system, KvmVm vm, KvmVcpu vcpu, uint64_t xcr0)
+      : system(std::move(system)), vm(std::move(vm)), vcpu(std::move(vcpu)), xcr0(xcr0) {}
+  KvmSystem system;
+  KvmVm vm;
+  KvmVcpu vcpu;
+  uint64_t xcr0;
+  std::optional<GuestMemory> memory;  // in slot 0, untouched
+};
+
 class KvmBackend final : public Backend {
  public:
-  static Result<std::unique_ptr<KvmBackend>> Create(const GuestLayout& layout);
+  // ram_bytes 0: no memory made ahead.
+  static Result<std::unique_ptr<KvmPrepared>> Prepare(uint64_t ram_bytes = 0);
+  // With `prepared`: its VM and vCPU, and its memory if it is of the layout's size (else the
+  // guest's memory replaces it).
+  static Result<std::unique_ptr<KvmBackend>> Create(
+      const GuestLayout& layout, std::unique_ptr<KvmPrepared> prepared = nullptr);
 
   const char* name() const override { return "kvm"; }
   GuestMemory& memory() override { return memory_; }
@@ -67,7 +86,10 @@ class KvmBackend final : public Backend {
   KvmVcpu& vcpu() { return *lane().vcpu; }
   // A fresh KVM VM around memory_ with the selected lane's vCPU (creation, and clones: KVM
   // objects do not survive fork()).
-  Result<void> BuildVm();
+  // With `prepared`: its VM and vCPU 0 (and with `slot_holds_memory`, its slot 0 holds
+  // memory_ already).
+  Result<void> BuildVm(std::unique_ptr<KvmPrepared> prepared = nullptr,
+                       bool slot_holds_memory = false);
   // Makes lane `index`'s vCPU (CPUID, XCR0, registers for user mode with its own TSS).
   Result<void> MakeVcpu(int index);
   Result<void> ApplySegmentBases(KvmLane& lane);
