@@ -113,10 +113,13 @@ class TestCluster {
     for (pid_t pid : Pids(k)) {
       const std::string proc = "/proc/" + std::to_string(pid);
       const std::string comm = ReadFile(proc + "/comm");
+      if (comm.empty()) continue;                 // gone since it was listed
       if (comm.starts_with("flurryd")) continue;  // the daemon (or its child before its exec)
-      if (comm == "flurry\n" &&
-          ReadFile(proc + "/cmdline").find(std::string("clone-vmm\0", 10)) != std::string::npos) {
-        continue;
+      if (comm == "flurry\n") {
+        // Waiting for a clone, or one being ended (its memory gone, so is its command line;
+        // flurryd ends waiting VMMs made for another memory size, and at its stop).
+        const std::string cmdline = ReadFile(proc + "/cmdline");
+        if (cmdline.empty() || IsCloneVmm(cmdline)) continue;
       }
       commands.push_back(comm);
     }
@@ -127,12 +130,14 @@ class TestCluster {
     std::set<pid_t> waiting;
     for (pid_t pid : Pids(k)) {
       const std::string proc = "/proc/" + std::to_string(pid);
-      if (ReadFile(proc + "/comm") == "flurry\n" &&
-          ReadFile(proc + "/cmdline").find(std::string("clone-vmm\0", 10)) != std::string::npos) {
+      if (ReadFile(proc + "/comm") == "flurry\n" && IsCloneVmm(ReadFile(proc + "/cmdline"))) {
         waiting.insert(pid);
       }
     }
     return waiting;
+  }
+  static bool IsCloneVmm(const std::string& cmdline) {
+    return cmdline.find(std::string("clone-vmm\0", 10)) != std::string::npos;
   }
   // Waits (up to `limit`) until host k keeps `n` clone VMMs waiting, each with `argument` on
   // its command line when not empty; returns them.
