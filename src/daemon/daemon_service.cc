@@ -66,8 +66,7 @@ grpc::Status DaemonService::GetStatus(grpc::ServerContext*, const v1::StatusRequ
   reply->set_name(config_.name);
   reply->set_slots(config_.slots);
   reply->set_running_clones(running_.load());
-  reply->set_memory_bytes(config_.memory_bytes != 0 ? config_.memory_bytes
-                                                    : MemInfoBytes("MemTotal"));
+  reply->set_memory_bytes(OfferedMemory());
   reply->set_free_memory_bytes(MemInfoBytes("MemAvailable"));
   reply->set_version("1");
   return grpc::Status::OK;
@@ -122,9 +121,7 @@ grpc::Status DaemonService::RunClones(grpc::ServerContext* context,
   // The next VMMs made ahead get this much memory (the ones taken now may have another size:
   // their clones make their own). Not more than this host offers: each waiting VMM's memory
   // slot holds kernel memory (its reverse maps, 2 MiB per GiB) whatever the guest uses.
-  const uint64_t offered =
-      config_.memory_bytes != 0 ? config_.memory_bytes : MemInfoBytes("MemTotal");
-  if (request->ram_bytes() != 0 && request->ram_bytes() <= offered) {
+  if (request->ram_bytes() != 0 && request->ram_bytes() <= OfferedMemory()) {
     warm_.ExpectRam(request->ram_bytes());
   }
   // As many clones as there are free slots; the rest are LOST at once (the parent's sf_join
@@ -283,6 +280,10 @@ void DaemonService::RunOne(const v1::RunClonesRequest& request, int32_t id,
     outcome->set_diagnostic(result.diagnostic);
   }
   send(last);
+}
+
+uint64_t DaemonService::OfferedMemory() const {
+  return config_.memory_bytes != 0 ? config_.memory_bytes : MemInfoBytes("MemTotal");
 }
 
 void DaemonService::Shutdown() {

@@ -47,6 +47,8 @@ class DaemonService final : public flurry::daemon::v1::Flurryd::Service {
   int32_t running() const { return running_.load(); }
 
  private:
+  // The memory this host offers clones: --mem, else MemTotal.
+  uint64_t OfferedMemory() const;
   // Takes up to `wanted` free slots; returns how many.
   int32_t TakeSlots(int32_t wanted);
   // Runs clone `id` to its end, sending its events through `send` (false: the call is gone).

@@ -137,38 +137,41 @@ Result<void> KvmBackend::BuildVm(std::unique_ptr<KvmPrepared> prepared, bool slo
   }
   vm_.reset();
   system_.reset();
-  if (prepared && selected_ == 0) {
+  if (!prepared || selected_ != 0) {
+    prepared.reset();
+    slot_holds_memory = false;
+  }
+  if (prepared) {
     system_.emplace(std::move(prepared->system));
     vm_.emplace(std::move(prepared->vm));
-    lane().vcpu.emplace(std::move(prepared->vcpu));
-    lane().vcpu_ready = true;
-    lane().run_area.store(&lane().vcpu->run());
+    lane().vcpu.emplace(std::move(prepared->vcpu));  // set up already: MakeVcpu only marks it
     xcr0_ = prepared->xcr0;
     if (prepared->memory) {  // made ahead with another size: its slot is deleted (size 0)
       FLURRY_TRY(vm_->SetMemoryRegion(0, 0, 0, prepared->memory->host_base()));
       prepared->memory.reset();
     }
-    if (!slot_holds_memory) {
-      FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
-    }
   } else {
     system_.emplace(FLURRY_TRY(KvmSystem::Open()));
     vm_.emplace(FLURRY_TRY(KvmVm::Create(*system_)));
-    FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
-    FLURRY_TRY(MakeVcpu(selected_));
   }
+  if (!slot_holds_memory) {
+    FLURRY_TRY(vm_->SetMemoryRegion(0, 0, memory_.size(), memory_.host_base()));
+  }
+  FLURRY_TRY(MakeVcpu(selected_, /*set_up=*/!prepared));
   lane().exists = true;
   direct_run_area_.store(lane().run_area.load());
   return {};
 }
 
-Result<void> KvmBackend::MakeVcpu(int index) {
+Result<void> KvmBackend::MakeVcpu(int index, bool set_up) {
   KvmLane& lane = lanes_[static_cast<size_t>(index)];
   // KVM keeps a vCPU's number for the VM's life: one made but not set up is kept, and set up
   // again at the lane's next use.
   if (!lane.vcpu) lane.vcpu.emplace(FLURRY_TRY(KvmVcpu::Create(*system_, *vm_, index)));
-  xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, *lane.vcpu, index, 0, 0),
-                         fmt::format("setting up vCPU {}", index));
+  if (set_up) {
+    xcr0_ = FLURRY_TRY_CTX(x86::SetupProcessModeVcpu(*system_, *lane.vcpu, index, 0, 0),
+                           fmt::format("setting up vCPU {}", index));
+  }
   lane.vcpu_ready = true;
   lane.run_area.store(&lane.vcpu->run());
   return {};

@@ -91,7 +91,8 @@ class KvmBackend final : public Backend {
   Result<void> BuildVm(std::unique_ptr<KvmPrepared> prepared = nullptr,
                        bool slot_holds_memory = false);
   // Makes lane `index`'s vCPU (CPUID, XCR0, registers for user mode with its own TSS).
-  Result<void> MakeVcpu(int index);
+  // `set_up` false: the lane's vCPU was set up already (KvmPrepared's): only marks it ready.
+  Result<void> MakeVcpu(int index, bool set_up = true);
   Result<void> ApplySegmentBases(KvmLane& lane);
   // Whether the selected lane's vCPU stands at CPL0 (in the gate or an exception stub), asking
   // KVM only when its last exit does not tell.
