@@ -130,6 +130,20 @@ class Backend {
     Interrupt();
   }
   virtual bool LaneExists(int lane) const { return lane == 0; }
+  // Any thread: stops `lane` soon if it runs; nothing if it has stopped and its stop is still
+  // to be returned; else does what Interrupt() does. (The VMM's alarm stops the lane whose
+  // thread's time slice ended, not whichever lane runs.) By default: Interrupt().
+  virtual void InterruptAimed(int lane) {
+    (void)lane;
+    Interrupt();
+  }
+  // How long `lane` stood stopped before its last run began, from the end of the run before
+  // (host ns): after a thread switch, what the switch cost the lane. -1: not known (the
+  // backend does not measure it, or the lane has run once or never).
+  virtual int64_t LaneStoppedNs(int lane) const {
+    (void)lane;
+    return -1;
+  }
   // Makes a new lane (stopped, idle) and returns its number. A backend may refuse (the VMM then
   // runs on the lanes it has): seccomp adds lanes only in one batch, from a lone lane, before
   // any lane runs again (Run() ends the batch), until EndOtherLanes().

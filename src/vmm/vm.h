@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -28,6 +29,7 @@
 #include "vmm/alarm_thread.h"
 #include "vmm/guest_exit.h"
 #include "vmm/process_listener.h"
+#include "vmm/thread_slice.h"
 #include "vmm/vdso.h"
 #include "vmm/vm_config.h"
 #include "vmm/vm_control.h"
@@ -177,6 +179,11 @@ class Vm : public ForkHost {
   void ApplySegmentBases();
   // Wakes the run thread out of a blocking host call or a wait for the guest (any thread).
   void Kick();
+  // The alarm's kick (alarm thread): stops the lane alarm_lane_ names, else as Kick().
+  void KickForAlarm();
+  // At a stop of `lane`: if its last switch was a sample (ScheduleThreads), feeds its cost to
+  // thread_slice_.
+  void NoteSwitchCost(int lane);
 
   // Processes (vm_process.cc): each guest process is a VMM process; processes_ is what they
   // share. Makes the table of a VM (its first process) if there is none, and listens.
@@ -211,7 +218,8 @@ class Vm : public ForkHost {
 
   // Threads (vm_threads.cc): the running one stands in the backend and state_; the others in
   // state_.threads.
-  static constexpr int64_t kThreadSliceNs = 5'000'000;
+  // How often threads waiting for host fds are polled while other threads run.
+  static constexpr int64_t kFdPollNs = 5'000'000;
   // The running thread as a GuestThread (its CPU captured).
   Result<GuestThread> SaveRunningThread();
   // Makes `thread` the running one (its syscall's result in RAX) and delivers its signals.
@@ -330,12 +338,28 @@ class Vm : public ForkHost {
   std::vector<uint8_t> lane_busy_;  // by lane: it has a thread (running, or loaded to run)
   // By lane: when its thread's time slice ends (host CLOCK_MONOTONIC ns), if others can run.
   std::vector<int64_t> lane_slice_end_;
+  ThreadSlice thread_slice_;  // how long a slice is (from what switches cost)
   // Lanes to stop at the top of the loop (bit = lane): their thread has a signal to take, or
   // its slice is over while a thread waits for a lane.
   uint64_t lanes_to_kick_ = 0;
+  // The lane whose time slice the alarm is set for (SyncAlarm; -1: the alarm is for something
+  // else, which any lane's stop serves). Read by the alarm thread.
+  std::atomic<int> alarm_lane_{-1};
+  // When the alarm last kicked a lane for its slice (host CLOCK_MONOTONIC ns; alarm thread
+  // writes, run thread reads): a switch costs from then, not from the slice's end (the guest
+  // computes until the kick).
+  std::atomic<int64_t> alarm_kicked_at_ns_{0};
+  // The slice end the alarm was set for while it was still ahead (SyncAlarm; 0: none): only a
+  // switch at that slice's end is a sample of what switches cost, not one long after a
+  // slice ended with nothing else to run.
+  int64_t armed_slice_end_ = 0;
+  // Lanes whose last switch is a sample of its cost (bit = lane), and each one's delay from
+  // the kick to the next thread loaded (ScheduleThreads; taken at the lane's next stop).
+  uint64_t switch_sample_lanes_ = 0;
+  std::array<int64_t, kMaxLanes> switch_delay_ns_{};
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.
-  AlarmThread alarm_{[this] { Kick(); }};
+  AlarmThread alarm_{[this] { KickForAlarm(); }};
   // The VM's processes (run thread only); this VMM runs a child process of the guest.
   ProcessTable processes_;
   bool guest_child_ = false;

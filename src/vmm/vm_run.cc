@@ -73,6 +73,7 @@ Result<GuestExit> Vm::RunLoop() {
     FLURRY_TRY(StartProcesses());
     const GuestStop stop = FLURRY_TRY(backend_->Run());
     if (lane_idle_ || stop.lane != lane_) SwitchToLane(stop.lane);
+    NoteSwitchCost(stop.lane);
     if (memory_failed_.load()) continue;  // serve nothing more: the top of the loop ends it
     TakeProcessSignals();
     // Syscalls read and write the program's buffers under its page protections. (Attached at
@@ -258,6 +259,17 @@ void Vm::ApplySegmentBases() {
 
 void Vm::Kick() {
   backend_->Interrupt();
+  if (run_thread_known_.load()) pthread_kill(run_thread_.load(), SIGUSR1);
+}
+
+void Vm::KickForAlarm() {
+  const int lane = alarm_lane_.load(std::memory_order_relaxed);
+  if (lane < 0) {
+    Kick();
+    return;
+  }
+  alarm_kicked_at_ns_.store(HostClockNs(CLOCK_MONOTONIC), std::memory_order_relaxed);
+  backend_->InterruptAimed(lane);
   if (run_thread_known_.load()) pthread_kill(run_thread_.load(), SIGUSR1);
 }
 

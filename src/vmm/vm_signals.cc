@@ -58,26 +58,41 @@ void Vm::SyncAlarm() {
     if (at != 0 && (deadline == 0 || at < deadline)) deadline = at;
   };
   consider(retry_stop_at_);
+  int64_t slice_at = 0;   // when a busy lane's slice ends while another thread could run
+  int64_t slice_end = 0;  // that slice's end (slice_at unless it is over)
+  int slice_lane = -1;    // that lane
   if (!state_.threads.others.empty()) {
-    // The end of the running thread's slice while another could run, and the first deadline
-    // of a parked thread.
-    // (A slice already over with nothing to retry: at once, so that no stop that did not
-    // switch leaves a runnable thread waiting.)
-    if (state_.threads.NextRunnable() >= 0 && retry_stop_at_ == 0) {
-      int64_t first_end = 0;  // the first slice of a busy lane to end
-      for (size_t lane = 0; lane < lane_busy_.size(); ++lane) {
-        if (lane_busy_[lane] != 0 && (first_end == 0 || lane_slice_end_[lane] < first_end)) {
-          first_end = lane_slice_end_[lane];
-        }
-      }
-      consider(std::max(first_end, HostClockNs(CLOCK_MONOTONIC)));
-    }
+    // The first deadline of a parked thread.
     if (const int64_t wake = state_.threads.EarliestDeadline(); wake != 0) {
       consider(HostFromGuestNs(wake, state_.monotonic_offset_ns));
     }
     // Threads waiting for host fds: polled again a slice after the last poll.
-    if (state_.threads.WaitsForFds()) consider(fds_polled_ns_ + kThreadSliceNs);
+    if (state_.threads.WaitsForFds()) consider(fds_polled_ns_ + kFdPollNs);
+    // The end of the first slice of a busy lane, while another thread could run.
+    // (A slice already over with nothing to retry: at once, so that no stop that did not
+    // switch leaves a runnable thread waiting.)
+    if (state_.threads.NextRunnable() >= 0 && retry_stop_at_ == 0) {
+      int64_t first_end = 0;
+      for (size_t lane = 0; lane < lane_busy_.size(); ++lane) {
+        if (lane_busy_[lane] != 0 && (first_end == 0 || lane_slice_end_[lane] < first_end)) {
+          first_end = lane_slice_end_[lane];
+          slice_lane = static_cast<int>(lane);
+        }
+      }
+      slice_end = first_end;
+      slice_at = std::max(first_end, HostClockNs(CLOCK_MONOTONIC));
+    }
   }
+  // The alarm stops the lane whose slice ends when nothing else is due first (any lane serves
+  // timers; a slice is that lane's to end).
+  const bool slice_first = slice_at != 0 && (deadline == 0 || slice_at < deadline);
+  alarm_lane_.store(slice_first ? slice_lane : -1, std::memory_order_relaxed);
+  if (!slice_first) {
+    armed_slice_end_ = 0;
+  } else if (slice_at == slice_end) {
+    armed_slice_end_ = slice_end;  // still ahead
+  }                                // (else over: armed while it was ahead, or not)
+  consider(slice_at);
   if (deadline == alarm_set_for_) return;
   alarm_set_for_ = deadline;
   alarm_.Set(deadline);

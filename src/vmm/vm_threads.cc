@@ -54,7 +54,8 @@ Result<std::optional<GuestExit>> Vm::LoadThread(GuestThread thread) {
   }
   FLURRY_TRY_CTX(backend_->LoadCpu(thread.cpu),
                  fmt::format("switching threads: loading thread {}", thread.tid));
-  lane_slice_end_[static_cast<size_t>(lane_)] = HostClockNs(CLOCK_MONOTONIC) + kThreadSliceNs;
+  lane_slice_end_[static_cast<size_t>(lane_)] =
+      HostClockNs(CLOCK_MONOTONIC) + thread_slice_.length_ns();
   if (signal == 0) return std::nullopt;
   SignalDelivery delivery = FLURRY_TRY(DeliverSignals());
   return delivery.exit;
@@ -194,6 +195,15 @@ Result<std::optional<GuestExit>> Vm::ParkRunningThread(const ThreadBlock& block,
   return RunAnotherThread();
 }
 
+void Vm::NoteSwitchCost(int lane) {
+  const uint64_t bit = uint64_t{1} << lane;
+  if ((switch_sample_lanes_ & bit) == 0) return;
+  switch_sample_lanes_ &= ~bit;
+  const int64_t stopped = backend_->LaneStoppedNs(lane);
+  const int64_t cost = stopped >= 0 ? stopped : switch_delay_ns_[static_cast<size_t>(lane)];
+  thread_slice_.NoteSwitch(cost);
+}
+
 Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
   ThreadTable& threads = state_.threads;
   if (threads.others.empty()) return std::nullopt;
@@ -211,9 +221,21 @@ Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
     }
     return std::nullopt;
   }
+  const int64_t slice_end = lane_slice_end_[static_cast<size_t>(lane_)];
   GuestThread thread = FLURRY_TRY(SaveRunningThread());
   threads.others.push_back(std::move(thread));
-  return RunAnotherThread();
+  auto exit = FLURRY_TRY(RunAnotherThread());
+  // A switch at the end of a slice the alarm was set for (not one long after a slice ended
+  // with nothing else to run) is a sample of what switches cost: how long the lane stood
+  // stopped, known at its next stop (RunLoop). Where the backend does not measure that, from
+  // the alarm's kick (or the slice's end, if the lane stopped by itself after it) to the next
+  // thread loaded.
+  if (!yield && !exit && slice_end != 0 && slice_end == armed_slice_end_ && !lane_idle_) {
+    const int64_t from = std::max(slice_end, alarm_kicked_at_ns_.load(std::memory_order_relaxed));
+    switch_delay_ns_[static_cast<size_t>(lane_)] = HostClockNs(CLOCK_MONOTONIC) - from;
+    switch_sample_lanes_ |= uint64_t{1} << lane_;
+  }
+  return exit;
 }
 
 }  // namespace flurry

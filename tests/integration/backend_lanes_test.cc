@@ -7,12 +7,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -199,6 +201,78 @@ TEST_F(BackendLanes, InterruptStopsEachRunningLane) {
   EXPECT_EQ(seen, (std::set<int>{0, 1}));
   EXPECT_FALSE(backend_->LaneRunning(0));
   EXPECT_FALSE(backend_->LaneRunning(1));
+}
+
+// InterruptAimed(lane) (from another thread, as the VMM's alarm calls it) stops that lane on
+// KVM, whichever other lane runs; the seccomp backend's kick is a signal to the stub process,
+// which any of its lanes may take (Backend's default: Interrupt()). Aimed at a lane not
+// running, it is an Interrupt().
+TEST_F(BackendLanes, InterruptAimedStopsThatLane) {
+  StartLane(0, kCode0, kStack0, kSpin);
+  StartLane(1, kCode1, kStack1, kSpin);
+  const bool aimed = KindUnderTest() == BackendKind::kKvm;
+  // Run() with one kick aimed at lane 1 from another thread: on KVM once lane 1 runs (a kick
+  // at a lane not running yet would stop another), elsewhere after 20 ms.
+  auto run_kicking_lane_1 = [this](bool wait_for_lane_1) {
+    std::atomic<bool> stopped{false};
+    std::thread interrupter([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      while (wait_for_lane_1 && !stopped.load() && !backend_->LaneRunning(1)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (!stopped.load()) backend_->InterruptAimed(1);
+    });
+    auto stop = RunChecked();
+    stopped.store(true);
+    interrupter.join();
+    return stop;
+  };
+  for (int round = 0; round < 3; ++round) {
+    auto stop = run_kicking_lane_1(aimed);
+    ASSERT_TRUE(stop.has_value()) << stop.error().message();
+    ASSERT_EQ(stop->kind, GuestStop::Kind::kInterrupted);
+    if (aimed) {
+      EXPECT_EQ(stop->lane, 1) << "round " << round;
+    }
+    EXPECT_EQ(backend_->regs().rip, stop->lane == 0 ? kCode0 : kCode1);
+  }
+  // Lane 1 idle: the kick aimed at it stops lane 0.
+  backend_->SetIdle(1);
+  auto stop = run_kicking_lane_1(false);
+  ASSERT_TRUE(stop.has_value()) << stop.error().message();
+  EXPECT_EQ(stop->kind, GuestStop::Kind::kInterrupted);
+  EXPECT_EQ(stop->lane, 0);
+}
+
+// LaneStoppedNs: on KVM, how long the lane stood stopped before its last run (the VMM's
+// measure of what a thread switch costs); -1 before a second run, and where not measured.
+TEST_F(BackendLanes, LaneStoppedNsIsTheTimeBetweenRuns) {
+  StartLane(0, kCode0, kStack0, kSpin);
+  backend_->SetIdle(1);
+  const bool measured = KindUnderTest() == BackendKind::kKvm;
+  std::optional<int64_t> before_rerun;
+  for (int run = 0; run < 2; ++run) {
+    std::thread interrupter([this] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      backend_->Interrupt();
+    });
+    auto stop = RunChecked();
+    interrupter.join();
+    ASSERT_TRUE(stop.has_value()) << stop.error().message();
+    ASSERT_EQ(stop->lane, 0);
+    if (run == 0) {
+      EXPECT_EQ(backend_->LaneStoppedNs(0), -1);                   // ran once
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // stands stopped
+    } else {
+      before_rerun = backend_->LaneStoppedNs(0);
+    }
+  }
+  if (measured) {
+    EXPECT_GE(*before_rerun, 50'000'000);
+    EXPECT_LT(*before_rerun, 60'000'000'000);
+  } else {
+    EXPECT_EQ(*before_rerun, -1);
+  }
 }
 
 // Access taken away while a lane runs reaches that lane once Run() resumes the lane that made

@@ -344,7 +344,7 @@ Result<GuestStop> KvmBackend::Run() {
   if (threaded_.load()) return RunLanes();
   FLURRY_TRY(ApplySegmentBases(lane()));
   for (;;) {
-    std::optional<GuestStop> stop = FLURRY_TRY(DecodeExit(vcpu().Run()));
+    std::optional<GuestStop> stop = FLURRY_TRY(DecodeExit(RunVcpu(lane())));
     if (stop) {
       stop->lane = selected_;
       return std::move(*stop);

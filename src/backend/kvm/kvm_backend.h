@@ -67,6 +67,8 @@ class KvmBackend final : public Backend {
   // Lanes (kvm_lanes.cc).
   int max_lanes() const override { return max_lanes_; }
   void InterruptLane(int lane) override;
+  void InterruptAimed(int lane) override;
+  int64_t LaneStoppedNs(int lane) const override;
   bool LaneExists(int lane) const override;
   Result<int> AddLane() override;
   Result<void> EndOtherLanes() override;
@@ -82,6 +84,8 @@ class KvmBackend final : public Backend {
   KvmBackend(GuestMemory memory, const GuestLayout& layout)
       : memory_(std::move(memory)), layout_(layout), page_tables_(layout.ram_size) {}
   KvmLane& lane() { return lanes_[static_cast<size_t>(selected_)]; }
+  // KVM_RUN on `lane`'s vCPU, timing the stop before it (KvmLane::stopped_ns).
+  static Result<uint32_t> RunVcpu(KvmLane& lane);
   const KvmLane& lane() const { return lanes_[static_cast<size_t>(selected_)]; }
   KvmVcpu& vcpu() { return *lane().vcpu; }
   // A fresh KVM VM around memory_ with the selected lane's vCPU (creation, and clones: KVM

@@ -36,6 +36,11 @@ struct KvmLane {
   x86::UserRegs regs;       // the user view as of its last stop (or as LoadCpu gave)
   bool segment_bases_dirty = false;
 
+  // How long the lane stood stopped before its last KVM_RUN: from the end of the run before
+  // (ns; -1: it ran once or never). Written by whoever runs the vCPU, in RunVcpu.
+  int64_t stopped_ns = -1;
+  int64_t run_ended_at_ns = 0;  // CLOCK_MONOTONIC ns (0: never ran)
+
   std::atomic<uint32_t> phase{kParked};
   Result<uint32_t> exit{0};   // the lane thread's last KVM_RUN (read at kDone)
   std::thread thread;         // while the backend runs several lanes

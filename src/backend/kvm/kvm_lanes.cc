@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 
@@ -130,13 +131,30 @@ void KvmBackend::StartLaneThread(int index) {
         phase = lane.phase.load(std::memory_order_acquire);
       }
       if (phase == KvmLane::kQuit) break;
-      lane.exit = lane.vcpu->Run();
+      lane.exit = RunVcpu(lane);
       lane.phase.store(KvmLane::kDone, std::memory_order_release);
       stops_.fetch_add(1, std::memory_order_release);
       FutexWake(stops_);
     }
     lane.tid.store(0);
   });
+}
+
+Result<uint32_t> KvmBackend::RunVcpu(KvmLane& lane) {
+  auto now_ns = [] {
+    return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::steady_clock::now().time_since_epoch())
+                                    .count());
+  };
+  const int64_t entered = now_ns();
+  lane.stopped_ns = lane.run_ended_at_ns != 0 ? entered - lane.run_ended_at_ns : -1;
+  Result<uint32_t> exit = lane.vcpu->Run();
+  lane.run_ended_at_ns = now_ns();
+  return exit;
+}
+
+int64_t KvmBackend::LaneStoppedNs(int lane) const {
+  return LaneExists(lane) ? lanes_[static_cast<size_t>(lane)].stopped_ns : -1;
 }
 
 void KvmBackend::StopLaneThreads() {
@@ -216,6 +234,23 @@ void KvmBackend::InterruptLane(int lane) {
   if (!LaneExists(lane)) return;
   KvmLane& l = lanes_[static_cast<size_t>(lane)];
   if (l.phase.load() == KvmLane::kGo) Kick(l);
+}
+
+void KvmBackend::InterruptAimed(int lane) {
+  // (Atomics only: any thread. A lane that stops meanwhile takes a spurious kick, as allowed.
+  // A parked lane may be idle: another is stopped instead, as Interrupt() does.)
+  if (threaded_.load() && lane >= 0 && lane < static_cast<int>(lanes_.size())) {
+    KvmLane& l = lanes_[static_cast<size_t>(lane)];
+    const uint32_t phase = l.phase.load();
+    if (phase == KvmLane::kGo) {
+      Kick(l);
+      return;
+    }
+    // Stopped, its stop not yet returned: the run loop serves that stop (and switches there
+    // if the slice is over); stopping another lane would only cost it a stop.
+    if (phase == KvmLane::kDone) return;
+  }
+  Interrupt();
 }
 
 Result<GuestStop> KvmBackend::RunLanes() {
