@@ -328,8 +328,8 @@ class Vm : public ForkHost {
   // at an interrupted stop (host CLOCK_MONOTONIC ns; 0: none).
   int64_t retry_stop_at_ = 0;
   // When WakeWaitingThreads last polled the host fds of threads waiting for them (host
-  // CLOCK_MONOTONIC ns): while some wait and the guest runs, the alarm stops it a slice later
-  // to poll them again.
+  // CLOCK_MONOTONIC ns): while some wait and the guest runs, the alarm stops it kFdPollNs
+  // later to poll them again.
   int64_t fds_polled_ns_ = 0;
   // Lanes (run thread only).
   int lanes_wanted_ = 1;
@@ -356,6 +356,8 @@ class Vm : public ForkHost {
   // Lanes whose last switch is a sample of its cost (bit = lane), and each one's delay from
   // the kick to the next thread loaded (ScheduleThreads; taken at the lane's next stop).
   uint64_t switch_sample_lanes_ = 0;
+  bool at_kick_stop_ = false;  // serving a kInterrupted stop (RunLoop): switches there are
+                               // samples (a syscall stop's would count its service)
   std::array<int64_t, kMaxLanes> switch_delay_ns_{};
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.

@@ -179,6 +179,7 @@ Result<void> Vm::GatherOtherLanes(int home) {
     it->lane = -1;
     backend_->SetIdle(stop->lane);
     lane_busy_[static_cast<size_t>(stop->lane)] = 0;
+    switch_sample_lanes_ &= ~(uint64_t{1} << stop->lane);  // its stop was taken here
   }
 }
 
@@ -195,6 +196,7 @@ Result<void> Vm::OneLaneForFork() {
     lane_ = 0;
     lane_busy_[0] = 1;
   }
+  switch_sample_lanes_ = 0;  // the lanes' next runs come after the fork
   return backend_->EndOtherLanes();
 }
 

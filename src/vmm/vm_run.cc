@@ -107,8 +107,11 @@ Result<GuestExit> Vm::RunLoop() {
           if (delivery.exit) return *delivery.exit;
         }
         // The slice of the running thread may be over, or a parked one's wait.
-        auto exit = FLURRY_TRY(ScheduleThreads(false));
-        if (exit) return *exit;
+        at_kick_stop_ = true;
+        auto exit = ScheduleThreads(false);
+        at_kick_stop_ = false;
+        if (!exit) return std::unexpected(exit.error());
+        if (*exit) return **exit;
         break;
       }
       case GuestStop::Kind::kFault: {

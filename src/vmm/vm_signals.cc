@@ -66,7 +66,7 @@ void Vm::SyncAlarm() {
     if (const int64_t wake = state_.threads.EarliestDeadline(); wake != 0) {
       consider(HostFromGuestNs(wake, state_.monotonic_offset_ns));
     }
-    // Threads waiting for host fds: polled again a slice after the last poll.
+    // Threads waiting for host fds: polled again kFdPollNs after the last poll.
     if (state_.threads.WaitsForFds()) consider(fds_polled_ns_ + kFdPollNs);
     // The end of the first slice of a busy lane, while another thread could run.
     // (A slice already over with nothing to retry: at once, so that no stop that did not
@@ -74,7 +74,8 @@ void Vm::SyncAlarm() {
     if (state_.threads.NextRunnable() >= 0 && retry_stop_at_ == 0) {
       int64_t first_end = 0;
       for (size_t lane = 0; lane < lane_busy_.size(); ++lane) {
-        if (lane_busy_[lane] != 0 && (first_end == 0 || lane_slice_end_[lane] < first_end)) {
+        // (A busy lane's end may be 0: never set since a restore filled it; over, then.)
+        if (lane_busy_[lane] != 0 && (slice_lane < 0 || lane_slice_end_[lane] < first_end)) {
           first_end = lane_slice_end_[lane];
           slice_lane = static_cast<int>(lane);
         }

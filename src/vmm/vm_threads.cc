@@ -225,12 +225,13 @@ Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
   GuestThread thread = FLURRY_TRY(SaveRunningThread());
   threads.others.push_back(std::move(thread));
   auto exit = FLURRY_TRY(RunAnotherThread());
-  // A switch at the end of a slice the alarm was set for (not one long after a slice ended
-  // with nothing else to run) is a sample of what switches cost: how long the lane stood
-  // stopped, known at its next stop (RunLoop). Where the backend does not measure that, from
-  // the alarm's kick (or the slice's end, if the lane stopped by itself after it) to the next
+  // A switch at a kick's stop, at the end of a slice the alarm was set for (not one long
+  // after a slice ended with nothing else to run), is a sample of what switches cost: how long the
+  // lane stood stopped, known at its next stop (RunLoop). Where the backend does not measure that,
+  // from the alarm's kick (or the slice's end, if the lane stopped by itself after it) to the next
   // thread loaded.
-  if (!yield && !exit && slice_end != 0 && slice_end == armed_slice_end_ && !lane_idle_) {
+  if (at_kick_stop_ && !yield && !exit && slice_end != 0 && slice_end == armed_slice_end_ &&
+      !lane_idle_) {
     const int64_t from = std::max(slice_end, alarm_kicked_at_ns_.load(std::memory_order_relaxed));
     switch_delay_ns_[static_cast<size_t>(lane_)] = HostClockNs(CLOCK_MONOTONIC) - from;
     switch_sample_lanes_ |= uint64_t{1} << lane_;

@@ -174,6 +174,8 @@ Result<void> KvmBackend::MakeVcpu(int index, bool set_up) {
   }
   lane.vcpu_ready = true;
   lane.run_area.store(&lane.vcpu->run());
+  lane.stopped_ns = -1;  // no run of this VM's vCPU yet
+  lane.run_ended_at_ns = 0;
   return {};
 }
 

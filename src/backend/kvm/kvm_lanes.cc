@@ -75,6 +75,8 @@ Result<int> KvmBackend::AddLane() {
     FLURRY_TRY_CTX(MakeVcpu(index), "adding a lane");
   } else {
     lane.vcpu->ClearImmediateExit();  // an old kick's
+    lane.stopped_ns = -1;             // its last run was before its lanes ended
+    lane.run_ended_at_ns = 0;
     // Idle since its lanes ended, it missed the flushes of the one lane that ran: its TLB may
     // hold translations of pages since unmapped or protected, and of retired tables.
     tlb_stale_ = true;
