@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
+#include "base/clock.h"
 #include "memory/uffd_compat.h"
 
 namespace flurry {
@@ -23,12 +23,6 @@ constexpr uint32_t kMaxPrefetch = 64;
 constexpr uint64_t kRegionPages = 512;  // 2 MiB
 // Refused pushes (malformed, forged, another server's) after which a VM stops taking pushes.
 constexpr uint64_t kMaxRefusedPushes = 256;
-
-uint64_t NowNs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 }  // namespace
 
@@ -370,10 +364,10 @@ Result<uint64_t> LazyPages::ZeroRunLocked(uint64_t first, uint64_t count) {
 }
 
 Result<void> LazyPages::FetchRunLocked(uint64_t first, uint64_t count, Cause cause) {
-  const uint64_t start = NowNs();
+  const int64_t start = MonotonicNs();
   FLURRY_TRY_CTX(source_->Fetch(first, static_cast<uint32_t>(count), buffer_.get()),
                  fmt::format("fetching page {:#x} from {}", first * kPage, source_->Describe()));
-  fetch_ns_.fetch_add(NowNs() - start, std::memory_order_relaxed);
+  fetch_ns_.fetch_add(static_cast<uint64_t>(MonotonicNs() - start), std::memory_order_relaxed);
   requests_.fetch_add(1, std::memory_order_relaxed);
   // Every page of the run is still wanted (resolving is serialized and nothing is in flight):
   // all are installed, and whoever faulted on them goes on, seeing them resident.

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <string>
 
+#include "base/clock.h"
+
 namespace flurry {
 namespace {
 
@@ -29,12 +31,6 @@ std::array<uint8_t, 12> Nonce(uint64_t session, uint64_t sequence) {
   std::memcpy(nonce.data(), &low, 4);
   std::memcpy(nonce.data() + 4, &sequence, 8);
   return nonce;
-}
-
-uint64_t MonotonicNs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
 }
 
 bool IsMulticast(in_addr address) { return (ntohl(address.s_addr) >> 28) == 0xe; }
@@ -166,7 +162,7 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(
   sender->pushed_reply_window_ms_ =
       static_cast<uint32_t>(std::clamp<int64_t>(pushed_reply_window.count(), 0, 1 << 30));
   sender->pushed_at_ms_.assign(page_count, 0);
-  sender->start_ns_ = MonotonicNs();
+  sender->start_ns_ = static_cast<uint64_t>(MonotonicNs());
 
   sender->fd_.Reset(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!sender->fd_.valid()) return FailErrno("a socket for page pushes");
@@ -226,7 +222,7 @@ void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
 }
 
 uint32_t PushSender::NowMs() const {
-  return static_cast<uint32_t>((MonotonicNs() - start_ns_) / 1000000) + 1;
+  return static_cast<uint32_t>((static_cast<uint64_t>(MonotonicNs()) - start_ns_) / 1000000) + 1;
 }
 
 bool PushSender::PushedWithin(uint64_t first_page, uint32_t count, uint32_t window_ms) const {

@@ -242,7 +242,9 @@ class Vm : public ForkHost {
   Result<std::optional<GuestExit>> ParkRunningThread(const ThreadBlock& block, uint64_t syscall_nr);
   // At a stop where the running thread's registers are final: wakes threads whose wait ended
   // and, when its slice is over (or it yields) and another can run, switches to that one.
-  Result<std::optional<GuestExit>> ScheduleThreads(bool yield);
+  // `at_kick`: at a kInterrupted stop, where a switch is a sample of what switches cost (at a
+  // syscall's stop, the stop would count the syscall's service too).
+  Result<std::optional<GuestExit>> ScheduleThreads(bool yield, bool at_kick = false);
 
   // Lanes (vm_lanes.cc): threads running in parallel, each on a lane of the backend. The
   // thread in state_ is lane_'s (none while lane_idle_); a thread on another lane is a
@@ -356,8 +358,6 @@ class Vm : public ForkHost {
   // Lanes whose last switch is a sample of its cost (bit = lane), and each one's delay from
   // the kick to the next thread loaded (ScheduleThreads; taken at the lane's next stop).
   uint64_t switch_sample_lanes_ = 0;
-  bool at_kick_stop_ = false;  // serving a kInterrupted stop (RunLoop): switches there are
-                               // samples (a syscall stop's would count its service)
   std::array<int64_t, kMaxLanes> switch_delay_ns_{};
   // Kicks the run thread when the guest's interval timer is due. Last: it goes first, before
   // the backend it kicks.

@@ -9,6 +9,7 @@
 
 #include "arch/x86_64/cpu_features.h"
 #include "arch/x86_64/layout.h"
+#include "base/clock.h"
 #include "base/unique_fd.h"
 #include "guest/elf.h"
 #include "guest/elf_loader.h"
@@ -21,12 +22,6 @@ namespace flurry {
 namespace {
 
 using x86::kHugePageSize;
-
-uint64_t MonotonicNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 std::string GuestExePath(const std::string& program) {
   size_t slash = program.find_last_of('/');
@@ -73,7 +68,7 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config) {
   state.memory_map = std::move(started.memory_map);
   FLURRY_TRY(ProtectUserMemory(*backend, state.memory_map));
   state.cpu = x86::CpuSignature::OfHost();
-  state.start_time_ns = MonotonicNs();  // guest time: a new VM's offset is 0
+  state.start_time_ns = static_cast<uint64_t>(MonotonicNs());  // guest time: a new VM's offset is 0
   if (config.dir) {
     HostDir dir = FLURRY_TRY(HostDir::Open(*config.dir, config.dir_writable));
     state.fds.SetRoot(std::move(dir));

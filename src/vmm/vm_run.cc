@@ -107,11 +107,8 @@ Result<GuestExit> Vm::RunLoop() {
           if (delivery.exit) return *delivery.exit;
         }
         // The slice of the running thread may be over, or a parked one's wait.
-        at_kick_stop_ = true;
-        auto exit = ScheduleThreads(false);
-        at_kick_stop_ = false;
-        if (!exit) return std::unexpected(exit.error());
-        if (*exit) return **exit;
+        auto exit = FLURRY_TRY(ScheduleThreads(false, /*at_kick=*/true));
+        if (exit) return *exit;
         break;
       }
       case GuestStop::Kind::kFault: {

@@ -204,7 +204,7 @@ void Vm::NoteSwitchCost(int lane) {
   thread_slice_.NoteSwitch(cost);
 }
 
-Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
+Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield, bool at_kick) {
   ThreadTable& threads = state_.threads;
   if (threads.others.empty()) return std::nullopt;
   WakeWaitingThreads(~state_.signals.blocked);
@@ -230,7 +230,7 @@ Result<std::optional<GuestExit>> Vm::ScheduleThreads(bool yield) {
   // lane stood stopped, known at its next stop (RunLoop). Where the backend does not measure that,
   // from the alarm's kick (or the slice's end, if the lane stopped by itself after it) to the next
   // thread loaded.
-  if (at_kick_stop_ && !yield && !exit && slice_end != 0 && slice_end == armed_slice_end_ &&
+  if (at_kick && !yield && !exit && slice_end != 0 && slice_end == armed_slice_end_ &&
       !lane_idle_) {
     const int64_t from = std::max(slice_end, alarm_kicked_at_ns_.load(std::memory_order_relaxed));
     switch_delay_ns_[static_cast<size_t>(lane_)] = HostClockNs(CLOCK_MONOTONIC) - from;

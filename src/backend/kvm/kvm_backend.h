@@ -84,10 +84,10 @@ class KvmBackend final : public Backend {
   KvmBackend(GuestMemory memory, const GuestLayout& layout)
       : memory_(std::move(memory)), layout_(layout), page_tables_(layout.ram_size) {}
   KvmLane& lane() { return lanes_[static_cast<size_t>(selected_)]; }
-  // KVM_RUN on `lane`'s vCPU, timing the stop before it (KvmLane::stopped_ns).
-  static Result<uint32_t> RunVcpu(KvmLane& lane);
   const KvmLane& lane() const { return lanes_[static_cast<size_t>(selected_)]; }
   KvmVcpu& vcpu() { return *lane().vcpu; }
+  // KVM_RUN on `lane`'s vCPU, timing the stop before it (KvmLane::stopped_ns).
+  static Result<uint32_t> RunVcpu(KvmLane& lane);
   // A fresh KVM VM around memory_ with the selected lane's vCPU (creation, and clones: KVM
   // objects do not survive fork()).
   // With `prepared`: its VM and vCPU 0 (and with `slot_holds_memory`, its slot 0 holds

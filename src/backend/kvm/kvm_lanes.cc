@@ -9,12 +9,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 
 #include "backend/kvm/kvm_backend.h"
 #include "base/check.h"
+#include "base/clock.h"
 
 namespace flurry {
 namespace {
@@ -143,15 +143,10 @@ void KvmBackend::StartLaneThread(int index) {
 }
 
 Result<uint32_t> KvmBackend::RunVcpu(KvmLane& lane) {
-  auto now_ns = [] {
-    return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                    std::chrono::steady_clock::now().time_since_epoch())
-                                    .count());
-  };
-  const int64_t entered = now_ns();
+  const int64_t entered = MonotonicNs();
   lane.stopped_ns = lane.run_ended_at_ns != 0 ? entered - lane.run_ended_at_ns : -1;
   Result<uint32_t> exit = lane.vcpu->Run();
-  lane.run_ended_at_ns = now_ns();
+  lane.run_ended_at_ns = MonotonicNs();
   return exit;
 }
 

@@ -25,6 +25,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "backend/seccomp/vmm_alive.h"
+#include "base/clock.h"
 
 namespace flurry {
 
@@ -85,12 +86,6 @@ std::string StartFailure(int code) {
     default:
       return fmt::format("it exited with status {}", code);
   }
-}
-
-int64_t MonotonicNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 long Futex(volatile uint32_t* word, int op, uint32_t value, const timespec* timeout) {
