@@ -9,10 +9,13 @@
 #      ("held": as clones with work to do, whose ends do not overlap the others' starts);
 #   2. a compute job on a 256 MiB working set (cluster_where 4 0 256: each clone sums the
 #      parent's 256 MiB once, work_ms = that sum's time), local and --cluster, 3 runs each;
-#   3. bytes each host's interface received for that job vs the 256 MiB each clone read, and
-#      the bytes this machine (the parent's page server) sent into the cluster;
+#   3. bytes each host's interface received for that job vs the 256 MiB each clone read, the
+#      bytes this machine (the parent's page server) sent into the cluster, and the datagrams
+#      (page pushes) the hosts' sockets dropped for want of room (UDP RcvbufErrors, all hosts);
 #   the job on the cluster runs with page pushes (multicast, the default) and without
 #   (--clone-multicast off). FLURRY_CLUSTER_MTU sets the links' MTU (scripts/cluster.sh).
+#   FLURRY_BENCH_LINK_RATE (e.g. 2gbit) limits what this machine sends into the cluster (a
+#   tc tbf on the bridge) for the 256 MiB job: a network slower than the hosts.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$here/build}"
@@ -52,6 +55,19 @@ done
 
 rx() { ip netns exec "bench-host$1" cat /sys/class/net/eth0/statistics/rx_bytes; }
 tx_here() { cat /sys/class/net/fb-bench/statistics/tx_bytes; }
+# The hosts' UDP RcvbufErrors, summed (the second "Udp:" line of /proc/net/snmp, field 6).
+rcvbuf_errors() {
+  local sum=0 k
+  for k in 1 2 3 4; do
+    sum=$((sum + $(ip netns exec "bench-host$k" awk '/^Udp:/ {n++} n == 2 {print $6; exit}' \
+      /proc/net/snmp)))
+  done
+  echo "$sum"
+}
+if [[ -n ${FLURRY_BENCH_LINK_RATE:-} ]]; then
+  tc qdisc add dev fb-bench root tbf rate "$FLURRY_BENCH_LINK_RATE" burst 512k latency 20ms
+  echo "256 MiB job: this machine sends into the cluster at most $FLURRY_BENCH_LINK_RATE"
+fi
 for where in local cluster cluster-no-multicast; do
   args=(run --mem 1G)
   [[ $where == cluster* ]] && args+=(--cluster "$cluster")
@@ -60,12 +76,14 @@ for where in local cluster cluster-no-multicast; do
     before=()
     for k in 1 2 3 4; do before+=("$(rx "$k")"); done
     sent_before="$(tx_here)"
+    dropped_before="$(rcvbuf_errors)"
     out="$("$flurry" "${args[@]}" "$build/tests/guest/cluster_where" 4 0 256)"
     work="$(sed -n 's/.*work_ms=//p' <<<"$out" | tr '\n' ' ')"
     moved=""
     if [[ $where == cluster* ]]; then
       for k in 1 2 3 4; do moved+="host$k=$(( ($(rx "$k") - ${before[$((k - 1))]}) >> 20 ))MiB "; done
       moved+="sent=$(( ($(tx_here) - sent_before) >> 20 ))MiB"
+      moved+=" pushes dropped=$(( $(rcvbuf_errors) - dropped_before ))"
     fi
     echo "256 MiB job, 4 clones, $where, run $run: work_ms per clone: $work ${moved:+received: $moved}"
   done

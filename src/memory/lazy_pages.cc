@@ -30,11 +30,11 @@ std::string FormatLazyStats(const LazyStats& m) {
   return fmt::format(
       "faults={} fetched={} prefetched={} requests={} fetch_us={:.1f} zero={} fresh={} "
       "overwritten={} bytes_received={} zero_elided={} pending={} readahead={} huge={} "
-      "pushed={} push_bytes={} push_rejected={} push_replies={}",
+      "pushed={} push_bytes={} push_rejected={} push_lost={} push_replies={}",
       m.faults, m.fetched_pages, m.prefetched_pages, m.fetch_requests, m.mean_fetch_us(),
       m.zero_pages, m.fresh_pages, m.overwritten_pages, m.bytes_received, m.zero_elided,
       m.pending_pages, m.readahead_pages, m.huge_regions, m.pushed_pages, m.push_bytes,
-      m.push_rejected, m.push_replies);
+      m.push_rejected, m.push_lost, m.push_replies);
 }
 
 Result<UniqueFd> OpenUserfault() {
@@ -277,6 +277,7 @@ int LazyPages::TakePushesLocked(int limit) {
   }
   push_bytes_.store(options_.pushes->bytes_received(), std::memory_order_relaxed);
   push_rejected_.store(options_.pushes->rejected(), std::memory_order_relaxed);
+  push_lost_.store(options_.pushes->lost(), std::memory_order_relaxed);
   if (options_.pushes->rejected() > kMaxRefusedPushes) pushes_off_ = true;
   return taken;
 }
@@ -530,6 +531,7 @@ LazyStats LazyPages::stats() const {
   s.pushed_pages = pushed_.load(std::memory_order_relaxed);
   s.push_bytes = push_bytes_.load(std::memory_order_relaxed);
   s.push_rejected = push_rejected_.load(std::memory_order_relaxed);
+  s.push_lost = push_lost_.load(std::memory_order_relaxed);
   s.push_replies = push_replies_.load(std::memory_order_relaxed);
   return s;
 }

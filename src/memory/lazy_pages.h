@@ -91,6 +91,7 @@ struct LazyStats {
   uint64_t pushed_pages = 0;       // installed from pushes (asked for by another clone)
   uint64_t push_bytes = 0;         // pushes received (datagrams, installed or not)
   uint64_t push_rejected = 0;      // pushes dropped as malformed, forged or another server's
+  uint64_t push_lost = 0;          // pushes dropped by the socket: no room (PagePushes::lost)
   uint64_t push_replies = 0;       // requests the source answered "pushed" (pages from pushes)
 
   double mean_fetch_us() const {
@@ -331,7 +332,7 @@ class LazyPages {
   // Counters (relaxed atomics: read by stats() from any thread).
   std::atomic<uint64_t> faults_{0}, fetched_{0}, prefetched_{0}, requests_{0}, fetch_ns_{0},
       zero_{0}, fresh_{0}, overwritten_{0}, pending_{0}, readahead_{0}, huge_{0}, pushed_{0},
-      push_bytes_{0}, push_rejected_{0}, push_replies_{0};
+      push_bytes_{0}, push_rejected_{0}, push_lost_{0}, push_replies_{0};
   Bytes push_buffer_;  // a push's pages spread out (resolve_mutex_)
 };
 

@@ -40,6 +40,9 @@ class PagePushes {
   virtual bool TakeNext(const WantedPages& wanted, std::optional<PushedPages>* pushed) = 0;
   virtual uint64_t bytes_received() const = 0;
   virtual uint64_t rejected() const = 0;
+  // Pushes that arrived but found no room (dropped before they could be taken), as far as
+  // the receiver knows.
+  virtual uint64_t lost() const { return 0; }
   virtual std::string Describe() const = 0;
 };
 

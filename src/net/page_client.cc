@@ -114,8 +114,12 @@ Result<uint32_t> PageClient::ReadReply(const PageRequest& request, uint8_t* out,
 
 Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t count, uint8_t* out,
                                       uint32_t max_payload) {
-  PageRequest request{
-      kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(op), first_page, count, 0};
+  PageRequest request{kPageProtocolMagic,
+                      kPageProtocolVersion,
+                      static_cast<uint16_t>(op),
+                      first_page,
+                      count,
+                      op == PageOp::kPages ? LossesToReport() : 0};
   refused_ = false;
   auto got = ExchangeOnce(request, out, max_payload);
   // (A refusal came over a working connection: asking again elsewhere changes nothing.)
@@ -124,6 +128,7 @@ Result<uint32_t> PageClient::Exchange(PageOp op, uint64_t first_page, uint32_t c
   auto fd = Open(server_, timeout_);
   if (!fd) return std::unexpected(got.error());
   fd_ = std::move(*fd);
+  request.push_losses = 0;  // (the server may have counted them already)
   return ExchangeOnce(request, out, max_payload);
 }
 
@@ -150,8 +155,13 @@ Result<std::unique_ptr<PagePushes>> PageClient::JoinPushes(uint64_t page_count) 
   if (getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0) {
     return FailErrno("getsockname of the page server connection");
   }
-  return FLURRY_TRY_CTX(PushReceiver::Join(group, local.sin_addr, server_.key, page_count),
-                        fmt::format("joining the page pushes of {}", Describe()));
+  auto losses = std::make_shared<PushLosses>();
+  auto receiver =
+      FLURRY_TRY_CTX(PushReceiver::Join(group, local.sin_addr, server_.key, page_count, losses),
+                     fmt::format("joining the page pushes of {}", Describe()));
+  push_losses_ = std::move(losses);
+  losses_reported_ = 0;
+  return receiver;
 }
 
 Result<std::vector<uint8_t>> PageClient::FetchFileTree() {
@@ -188,9 +198,18 @@ Result<void> PageClient::Fetch(uint64_t first_page, uint32_t count, uint8_t* out
   return {};
 }
 
+uint32_t PageClient::LossesToReport() {
+  if (!push_losses_) return 0;
+  const uint64_t dropped = push_losses_->dropped.load(std::memory_order_relaxed);
+  const uint64_t fresh = std::min<uint64_t>(dropped - losses_reported_, UINT32_MAX);
+  losses_reported_ += fresh;
+  return static_cast<uint32_t>(fresh);
+}
+
 Result<void> PageClient::Reconnect() {
   fd_ = FLURRY_TRY(Open(server_, timeout_));
-  for (const PageRequest& request : outstanding_) {
+  for (PageRequest& request : outstanding_) {
+    request.push_losses = 0;  // (the server may have counted them already)
     FLURRY_TRY(WriteFull(fd_.get(), &request, sizeof request));
   }
   return {};
@@ -209,7 +228,8 @@ Result<void> PageClient::SendPages(PageOp op, uint64_t first_page, uint32_t coun
     return FailErrno(EINVAL, fmt::format("a pipelined request for {} pages", count));
   }
   outstanding_.push_back(PageRequest{kPageProtocolMagic, kPageProtocolVersion,
-                                     static_cast<uint16_t>(op), first_page, count, 0});
+                                     static_cast<uint16_t>(op), first_page, count,
+                                     LossesToReport()});
   if (WriteFull(fd_.get(), &outstanding_.back(), sizeof(PageRequest))) return {};
   return Reconnect();  // sends this request too
 }

@@ -14,6 +14,7 @@
 #include "base/unique_fd.h"
 #include "memory/page_source.h"
 #include "net/page_protocol.h"
+#include "net/page_push.h"
 
 namespace flurry {
 
@@ -62,6 +63,8 @@ class PageClient : public PageSource {
   // A new connection for a broken one; the outstanding requests are sent again on it.
   Result<void> Reconnect();
   Result<void> SendPages(PageOp op, uint64_t first_page, uint32_t count);
+  // The pushes lost since the last page request (PageRequest::push_losses), now reported.
+  uint32_t LossesToReport();
 
   UniqueFd fd_;
   PageServerAddress server_;
@@ -70,7 +73,9 @@ class PageClient : public PageSource {
   uint64_t zero_pages_elided_ = 0;
   bool refused_ = false;  // the last reply read was a refusal (a status): the connection is fine
   bool pushed_ = false;   // the last reply read was "pushed" (kPagesUnlessPushed)
-  std::deque<PageRequest> outstanding_;  // sent, reply not yet read (Send/Receive)
+  std::deque<PageRequest> outstanding_;      // sent, reply not yet read (Send/Receive)
+  std::shared_ptr<PushLosses> push_losses_;  // counted by the receiver of JoinPushes
+  uint64_t losses_reported_ = 0;
 };
 
 }  // namespace flurry

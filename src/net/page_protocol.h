@@ -16,8 +16,9 @@ namespace flurry {
 inline constexpr uint32_t kPageProtocolMagic = 0x47504c46;  // "FLPG"
 // 2: a connection starts with kHello; 3: the files of the VM's --dir (kFileTree, kFileRead);
 // 4: page pushes to a multicast group (kPushGroup, net/page_push.h); the hello carries a proof
-// of the key (PageKey::HelloProof), not the key; 5: kPagesUnlessPushed.
-inline constexpr uint16_t kPageProtocolVersion = 5;
+// of the key (PageKey::HelloProof), not the key; 5: kPagesUnlessPushed; 6: page requests
+// carry the pushes the client lost (PageRequest::push_losses).
+inline constexpr uint16_t kPageProtocolVersion = 6;
 inline constexpr uint32_t kMaxPagesPerRequest = 64;
 inline constexpr uint32_t kMaxDescriptorReplyBytes = 16u << 20;
 inline constexpr uint32_t kMaxFileTreeReplyBytes = 16u << 20;
@@ -83,7 +84,10 @@ struct PageRequest {
   uint16_t op;  // PageOp
   uint64_t first_page;
   uint32_t count;
-  uint32_t reserved;  // 0
+  // kPages, kPagesUnlessPushed: pushed datagrams the client's socket dropped for want of room
+  // since its previous request (the server paces its pushes by them, net/push_pacer.h); 0 in
+  // every other request.
+  uint32_t push_losses;
 };
 static_assert(sizeof(PageRequest) == 24);
 

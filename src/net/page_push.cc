@@ -1,6 +1,7 @@
 #include "net/page_push.h"
 
 #include <arpa/inet.h>
+#include <linux/sock_diag.h>
 #include <nettle/aes.h>
 #include <nettle/gcm.h>
 #include <nettle/memops.h>
@@ -163,6 +164,7 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(
       static_cast<uint32_t>(std::clamp<int64_t>(pushed_reply_window.count(), 0, 1 << 30));
   sender->pushed_at_ms_.assign(page_count, 0);
   sender->start_ns_ = static_cast<uint64_t>(MonotonicNs());
+  sender->pacer_ = PushPacer(sender->clock_());
 
   sender->fd_.Reset(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!sender->fd_.valid()) return FailErrno("a socket for page pushes");
@@ -200,6 +202,7 @@ void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
                       const uint8_t* payload) {
   if (first_page >= pushed_at_ms_.size() || count > pushed_at_ms_.size() - first_page) return;
   const uint32_t now_ms = NowMs();
+  const int64_t now_ns = clock_();
   const uint8_t* next = payload;
   for (uint32_t at = 0; at < count; at += kMaxPagesPerPush) {
     const uint32_t n = std::min(kMaxPagesPerPush, count - at);
@@ -210,15 +213,29 @@ void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
       const uint32_t last = pushed_at_ms_[first_page + at + i];
       fresh = last == 0 || now_ms - last >= repush_after_ms_;
     }
-    if (fresh) {
+    if (fresh && !pacer_.Admit(sizeof(PushHeader) + bytes, now_ns)) {
+      stats_.paced += n;  // whoever wants these pages fetches them
+    } else if (fresh) {
       if (SendChunk(first_page + at, n, mask, next, bytes)) {
         for (uint32_t i = 0; i < n; ++i) pushed_at_ms_[first_page + at + i] = now_ms;
+      } else if (pacer_.NoteOwnLoss(now_ns)) {
+        ++stats_.rate_cuts;  // our own socket is full: slower
       }
     } else {
       stats_.suppressed += n;
     }
     next += bytes;
   }
+}
+
+void PushSender::NoteLosses(uint64_t receiver, uint32_t datagrams) {
+  stats_.losses += datagrams;
+  if (datagrams > 0 && pacer_.NoteLoss(receiver, clock_())) ++stats_.rate_cuts;
+}
+
+void PushSender::SetPacerClockForTesting(std::function<int64_t()> clock) {
+  clock_ = std::move(clock);
+  pacer_ = PushPacer(clock_());
 }
 
 uint32_t PushSender::NowMs() const {
@@ -266,9 +283,11 @@ bool PushSender::SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_ma
 
 Result<std::unique_ptr<PushReceiver>> PushReceiver::Join(const PushGroup& group,
                                                          const in_addr& local_address,
-                                                         const PageKey& key, uint64_t page_count) {
+                                                         const PageKey& key, uint64_t page_count,
+                                                         std::shared_ptr<PushLosses> losses) {
   auto receiver = std::unique_ptr<PushReceiver>(new PushReceiver());
   receiver->group_ = group;
+  receiver->losses_ = std::move(losses);
   const auto push_key = DerivePushKey(key, group.session);
   if (!push_key) return Fail("page pushes: deriving the key");
   receiver->tagger_.emplace(*push_key);
@@ -299,12 +318,31 @@ Result<std::unique_ptr<PushReceiver>> PushReceiver::Join(const PushGroup& group,
   return receiver;
 }
 
+void PushReceiver::NoteDrops() {
+  // The kernel's count of datagrams the socket dropped (its buffer was full), as it stands now
+  // — not as it stood when the next datagram in the queue came (SO_RXQ_OVFL), which a full
+  // buffer would delay by all it holds.
+  uint32_t meminfo[SK_MEMINFO_VARS] = {};
+  socklen_t length = sizeof meminfo;
+  if (getsockopt(fd_.get(), SOL_SOCKET, SO_MEMINFO, meminfo, &length) != 0 ||
+      length <= SK_MEMINFO_DROPS * sizeof(uint32_t)) {
+    return;  // (unknown: no losses reported)
+  }
+  const uint32_t fresh = meminfo[SK_MEMINFO_DROPS] - static_cast<uint32_t>(lost_);  // (wraps)
+  if (fresh == 0 || fresh > (1u << 31)) return;
+  lost_ += fresh;
+  if (losses_) losses_->dropped.fetch_add(fresh, std::memory_order_relaxed);
+}
+
 bool PushReceiver::TakeNext(const WantedPages& wanted, std::optional<PushedPages>* pushed) {
   pushed->reset();
   // The header first: a datagram of pages no longer wanted is dropped without copying it out.
   PushHeader header;
   const ssize_t n = recv(fd_.get(), &header, sizeof header, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
   if (n < 0) return false;  // none waiting (or an error: pushes are optional)
+  // (Only with a datagram waiting: the socket drops only while its queue is full, so a loss
+  // is still followed by datagrams to take.)
+  NoteDrops();
   bytes_ += static_cast<uint64_t>(n);
   const auto drop = [this] {
     uint8_t byte;

@@ -6,8 +6,11 @@
 // Pushes are an addition to the page protocol, never a replacement: a clone still asks for
 // every page it faults on over TCP, and a push that is lost, late, forged or malformed is
 // dropped (the page is then fetched). So loss, reordering and duplicates change no result.
-// The sender never blocks: a datagram the socket cannot take now is dropped and counted, and
-// the server pushes only what clones asked for (its flow is the clones' demand).
+// The sender never blocks: a datagram the socket cannot take now is dropped and counted. The
+// server pushes only what clones asked for (its flow is the clones' demand), and no faster
+// than the clones take it: each clone counts the pushes its socket had no room for and
+// reports them with its next page request, and the sender paces itself by those reports
+// (net/push_pacer.h).
 //
 // Datagrams are authenticated (AES-128-GCM tag over header and payload, keyed from the page
 // key and the session; the nonce is the session and a counter). The page key never crosses
@@ -22,17 +25,21 @@
 #include <netinet/in.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "memory/page_source.h"
 #include "net/page_protocol.h"
+#include "net/push_pacer.h"
 
 namespace flurry {
 
@@ -113,6 +120,9 @@ class PushSender {
     uint64_t bytes = 0;
     uint64_t dropped = 0;     // datagrams the socket would not take at once
     uint64_t suppressed = 0;  // pages not pushed again: pushed a moment ago
+    uint64_t paced = 0;       // pages not pushed: over the pacer's rate
+    uint64_t losses = 0;      // datagrams the clones reported lost (NoteLosses)
+    uint64_t rate_cuts = 0;   // times the pacer halved its rate
   };
   // A random group in 239.255.0.0/16 (administratively scoped, this site only), the port of
   // the server (`port`), TTL 1: the clones' segment. A page pushed less than `repush_after`
@@ -131,7 +141,15 @@ class PushSender {
   // (a datagram the socket did not take does not count).
   bool PushedWithin(uint64_t first_page, uint32_t count, uint32_t window_ms) const;
   uint32_t pushed_reply_window_ms() const { return pushed_reply_window_ms_; }
+  // The clones that take pushes, by an id of the server's (PushPacer's receivers).
+  void AddReceiver(uint64_t id) { pacer_.AddReceiver(id); }
+  void RemoveReceiver(uint64_t id) { pacer_.RemoveReceiver(id); }
+  // Clone `receiver`'s page request said it lost `datagrams` pushes (its socket had no room).
+  void NoteLosses(uint64_t receiver, uint32_t datagrams);
   const Stats& stats() const { return stats_; }
+  double rate() const { return pacer_.rate(); }  // bytes/s the pacer lets out now
+  // The pacer's time from `clock` (ns), not the monotonic clock; the pacer starts anew.
+  void SetPacerClockForTesting(std::function<int64_t()> clock);
 
  private:
   PushSender() = default;
@@ -148,24 +166,38 @@ class PushSender {
   uint32_t pushed_reply_window_ms_ = kPushedReplyWindowMs;
   std::vector<uint32_t> pushed_at_ms_;  // per page: when it was last pushed (0: never)
   uint64_t start_ns_ = 0;
+  std::function<int64_t()> clock_ = MonotonicNs;  // the pacer's time
+  PushPacer pacer_{0};
   Stats stats_;
+};
+
+// The pushes a clone lost, shared by its PushReceiver (which learns them from the kernel's
+// count of datagrams its socket dropped, SO_MEMINFO) and its PageClient (which reports them
+// to the server with its next page request). Any thread.
+struct PushLosses {
+  std::atomic<uint64_t> dropped{0};
 };
 
 // A clone's side: joined to the group on the interface of `local_address` (its address toward
 // the server), taking the server's datagrams.
 class PushReceiver : public PagePushes {
  public:
+  // `losses`, when given, gets the count of datagrams the socket dropped.
   static Result<std::unique_ptr<PushReceiver>> Join(const PushGroup& group,
                                                     const in_addr& local_address,
-                                                    const PageKey& key, uint64_t page_count);
+                                                    const PageKey& key, uint64_t page_count,
+                                                    std::shared_ptr<PushLosses> losses = nullptr);
   int fd() const override { return fd_.get(); }
   bool TakeNext(const WantedPages& wanted, std::optional<PushedPages>* pushed) override;
   uint64_t bytes_received() const override { return bytes_; }
   uint64_t rejected() const override { return rejected_; }
+  uint64_t lost() const override { return lost_; }
   std::string Describe() const override { return "multicast group " + group_.ToString(); }
 
  private:
   PushReceiver() = default;
+  // Counts the datagrams the socket dropped since the last call (SO_MEMINFO).
+  void NoteDrops();
   UniqueFd fd_;
   PushGroup group_;
   std::optional<PushTagger> tagger_;
@@ -173,6 +205,8 @@ class PushReceiver : public PagePushes {
   std::vector<uint8_t> buffer_;
   uint64_t bytes_ = 0;
   uint64_t rejected_ = 0;
+  uint64_t lost_ = 0;  // the socket's drops, as of the last TakeNext that found a datagram
+  std::shared_ptr<PushLosses> losses_;
 };
 
 }  // namespace flurry

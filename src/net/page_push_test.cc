@@ -12,9 +12,11 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "base/unique_fd.h"
 #include "net/page_client.h"
 #include "net/page_server.h"
 
@@ -35,6 +37,34 @@ std::vector<uint8_t> PageBytes(uint64_t page) {
   std::vector<uint8_t> bytes(kPage);
   for (uint64_t i = 0; i < kPage; ++i) bytes[i] = static_cast<uint8_t>(page * 13 + i % 251 + 1);
   return bytes;
+}
+
+// Sends a raw datagram to the group `times` times, as anyone on the network could; how many
+// the socket took.
+int SendToGroup(const PushGroup& group, const void* data, size_t size, int times = 1) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  in_addr lo = Loopback();
+  setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &lo, sizeof lo);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr = group.group;
+  to.sin_port = htons(group.port);
+  int sent = 0;
+  for (int i = 0; i < times; ++i) {
+    sent += sendto(fd, data, size, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) ==
+            static_cast<ssize_t>(size);
+  }
+  close(fd);
+  return sent;
+}
+
+// Sends `count` datagrams of 60000 bytes to `group` at once: more than a receiver's socket
+// buffer holds (8 MiB asked for where the process may force it, which the kernel doubles;
+// else the system's cap).
+void Flood(const PushGroup& group, int count) {
+  const std::vector<uint8_t> junk(60000, 0x5a);
+  EXPECT_EQ(SendToGroup(group, junk.data(), junk.size(), count), count);
 }
 
 // A sender and a receiver joined over the loopback interface.
@@ -75,17 +105,7 @@ class PagePushTest : public ::testing::Test {
 
   // Sends a raw datagram to the group, as anyone on the network could.
   void SendRaw(const void* data, size_t size) {
-    const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    in_addr lo = Loopback();
-    setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &lo, sizeof lo);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_addr = sender_->group().group;
-    to.sin_port = htons(sender_->group().port);
-    EXPECT_EQ(sendto(fd, data, size, 0, reinterpret_cast<sockaddr*>(&to), sizeof to),
-              static_cast<ssize_t>(size));
-    close(fd);
+    EXPECT_EQ(SendToGroup(sender_->group(), data, size), 1);
   }
 
   PageKey key_ = *PageKey::Random();
@@ -152,6 +172,50 @@ TEST_F(PagePushTest, PagesPushedAMomentAgoAreNotPushedAgain) {
   // Pages out of the image are never pushed.
   sender_->Push(kPages, 1, 0, bytes.data());
   EXPECT_EQ(sender_->stats().datagrams, 1u);
+}
+
+// Pushes go no faster than the pacer lets them (net/push_pacer.h): of 32 MiB pushed at once,
+// its burst goes out and the rest is counted as paced; a millisecond later, a millisecond's
+// worth more. (The pacer's clock is the test's: a slow host changes nothing.)
+TEST(PushSenderTest, PushesOverThePacersRateAreNotSent) {
+  constexpr uint64_t kImagePages = 8192;
+  const PageKey key = *PageKey::Random();
+  auto sender = PushSender::Open("127.0.0.1", 40000 + static_cast<uint16_t>(getpid() % 20000), key,
+                                 kImagePages, std::chrono::minutes(1));
+  ASSERT_TRUE(sender.has_value()) << sender.error().message();
+  int64_t now_ns = 1'000'000'000;
+  (*sender)->SetPacerClockForTesting([&now_ns] { return now_ns; });
+  std::vector<uint8_t> reply(64 * kPage);
+  for (uint64_t i = 0; i < reply.size(); ++i) reply[i] = static_cast<uint8_t>(i % 253 + 1);
+  const auto& stats = (*sender)->stats();
+  for (uint64_t page = 0; page < kImagePages / 2; page += 64) {
+    (*sender)->Push(page, 64, 0, reply.data());
+  }
+  ASSERT_EQ(stats.dropped, 0u) << "the socket took every datagram offered";
+  EXPECT_EQ(stats.pages + stats.paced, kImagePages / 2);
+  EXPECT_LE(static_cast<double>(stats.bytes), PushPacer::kMaxBurstBytes);
+  EXPECT_GT(static_cast<double>(stats.bytes), PushPacer::kMaxBurstBytes - 2 * 61496);
+  const uint64_t burst = stats.bytes;
+  now_ns += 1'000'000;
+  for (uint64_t page = kImagePages / 2; page < kImagePages; page += 64) {
+    (*sender)->Push(page, 64, 0, reply.data());
+  }
+  ASSERT_EQ(stats.dropped, 0u);
+  EXPECT_EQ(stats.pages + stats.paced, kImagePages);
+  // 1 ms at 512 MiB/s (and what the burst left): about 0.5 MiB.
+  const double more = static_cast<double>(stats.bytes - burst);
+  EXPECT_LE(more, PushPacer::kStartRate / 1000 + 2 * 61496);
+  EXPECT_GT(more, PushPacer::kStartRate / 1000 - 2 * 61496);
+}
+
+// Pushes that arrive at a full socket are lost; the receiver counts them (SO_MEMINFO).
+TEST_F(PagePushTest, PushesTheSocketHadNoRoomForAreCountedLost) {
+  EXPECT_EQ(receiver_->lost(), 0u);
+  Flood(sender_->group(), 600);
+  std::optional<PushedPages> pushed;
+  EXPECT_TRUE(receiver_->TakeNext(kAll, &pushed));  // (junk: rejected)
+  EXPECT_GT(receiver_->lost(), 0u);
+  EXPECT_LT(receiver_->lost(), 600u);
 }
 
 TEST_F(PagePushTest, SaysWhichPagesWentOutAMomentAgo) {
@@ -262,34 +326,89 @@ TEST_F(PagePushTest, ForgedMalformedAndForeignDatagramsAreRejected) {
   EXPECT_EQ(replayed.at(7), bytes);
 }
 
-// A page server with pushes: what one client asks for reaches another that joined its group.
-TEST(PageServerPushTest, OneClientsPagesReachTheOthersThatJoined) {
+// kPages recognisable pages (PageBytes).
+std::vector<uint8_t> Image() {
   std::vector<uint8_t> image(kPages * kPage);
   for (uint64_t p = 0; p < kPages; ++p) {
     const auto bytes = PageBytes(p);
     std::memcpy(image.data() + p * kPage, bytes.data(), kPage);
   }
+  return image;
+}
+
+// A page server of `image` on the loopback interface, serving in a thread from Run (pushing
+// through a sender, or not) until Stop.
+class ImageServer {
+ public:
+  explicit ImageServer(std::vector<uint8_t> image) : image_(std::move(image)) {
+    auto server = PageServer::Listen({"127.0.0.1", 0});
+    EXPECT_TRUE(server.has_value()) << server.error().message();
+    if (!server) return;
+    address_ = PageServerAddress{server->address(), key_};
+    server_.emplace(std::move(*server));
+    int owner[2];
+    EXPECT_EQ(pipe2(owner, O_CLOEXEC), 0);
+    owner_read_.Reset(owner[0]);
+    owner_write_.Reset(owner[1]);
+  }
+  ~ImageServer() { Stop(); }
+
+  bool listening() const { return server_.has_value(); }
+  const PageServerAddress& address() const { return address_; }
+  const PageKey& key() const { return key_; }
+  const std::vector<uint8_t>& image() const { return image_; }
+
+  void Run(PushSender* pushes) {
+    thread_ = std::thread([this, pushes, s = std::move(*server_)]() mutable {
+      auto served = s.Serve(
+          {1, 2, 3}, kPages,
+          [this](uint64_t gpa, void* dst, uint64_t len) -> Result<void> {
+            std::memcpy(dst, image_.data() + gpa, len);
+            return {};
+          },
+          owner_read_.get(), key_, nullptr, pushes);
+      if (served) stats_ = *served;
+    });
+  }
+  // Ends the server (its owner gone) once its clients have left; what it counted.
+  PageServer::Stats Stop() {
+    owner_write_.Reset();
+    if (thread_.joinable()) thread_.join();
+    return stats_;
+  }
+
+ private:
+  std::vector<uint8_t> image_;
+  PageKey key_ = *PageKey::Random();
+  PageServerAddress address_;
+  std::optional<PageServer> server_;
+  UniqueFd owner_read_, owner_write_;
+  std::thread thread_;
+  PageServer::Stats stats_;
+};
+
+// A push sender for `server`'s port (its own "moment ago" for pages answered "pushed").
+std::unique_ptr<PushSender> SenderFor(const ImageServer& server,
+                                      std::chrono::milliseconds pushed_reply_window =
+                                          std::chrono::milliseconds(kPushedReplyWindowMs)) {
+  auto sender = PushSender::Open("127.0.0.1", server.address().server.port, server.key(), kPages,
+                                 std::chrono::milliseconds(20), pushed_reply_window);
+  EXPECT_TRUE(sender.has_value()) << sender.error().message();
+  return sender ? std::move(*sender) : nullptr;
+}
+
+// A page server with pushes: what one client asks for reaches another that joined its group.
+TEST(PageServerPushTest, OneClientsPagesReachTheOthersThatJoined) {
+  std::vector<uint8_t> image = Image();
   std::memset(image.data() + 9 * kPage, 0, kPage);  // an all-zero page
-  const PageKey key = *PageKey::Random();
-  auto server = PageServer::Listen({"127.0.0.1", 0});
-  ASSERT_TRUE(server.has_value()) << server.error().message();
-  const PageServerAddress address{server->address(), key};
-  auto sender = PushSender::Open("127.0.0.1", server->address().port, key, kPages);
-  ASSERT_TRUE(sender.has_value()) << sender.error().message();
-  int owner[2];
-  ASSERT_EQ(pipe2(owner, O_CLOEXEC), 0);
-  std::thread serving([&, s = std::move(*server)]() mutable {
-    (void)s.Serve(
-        {1, 2, 3}, kPages,
-        [&](uint64_t gpa, void* dst, uint64_t len) -> Result<void> {
-          std::memcpy(dst, image.data() + gpa, len);
-          return {};
-        },
-        owner[0], key, nullptr, sender->get());
-  });
+  ImageServer server(image);
+  ASSERT_TRUE(server.listening());
+  auto sender = SenderFor(server);
+  ASSERT_NE(sender, nullptr);
+  server.Run(sender.get());
   {
-    auto asker = PageClient::Connect(address);
-    auto listener = PageClient::Connect(address);
+    auto asker = PageClient::Connect(server.address());
+    auto listener = PageClient::Connect(server.address());
     ASSERT_TRUE(asker.has_value() && listener.has_value());
     auto pushes = (*listener)->JoinPushes(kPages);
     ASSERT_TRUE(pushes.has_value()) << pushes.error().message();
@@ -318,50 +437,28 @@ TEST(PageServerPushTest, OneClientsPagesReachTheOthersThatJoined) {
       EXPECT_EQ(std::memcmp(bytes.data(), image.data() + page * kPage, kPage), 0) << page;
     }
   }
-  close(owner[1]);
-  serving.join();
-  close(owner[0]);
-  EXPECT_EQ((*sender)->stats().pages, 20u);
+  server.Stop();
+  EXPECT_EQ(sender->stats().pages, 20u);
 }
 
 // kPagesUnlessPushed: pages another client made the server push a moment ago are answered
 // "pushed"; others, and every page of a server that pushes none, come as for kPages.
 TEST(PageServerPushTest, PagesPushedAMomentAgoAreAnsweredPushed) {
-  std::vector<uint8_t> image(kPages * kPage);
-  for (uint64_t p = 0; p < kPages; ++p) {
-    const auto bytes = PageBytes(p);
-    std::memcpy(image.data() + p * kPage, bytes.data(), kPage);
-  }
   for (bool pushing : {true, false}) {
-    const PageKey key = *PageKey::Random();
-    auto server = PageServer::Listen({"127.0.0.1", 0});
-    ASSERT_TRUE(server.has_value()) << server.error().message();
-    const PageServerAddress address{server->address(), key};
+    ImageServer server(Image());
+    ASSERT_TRUE(server.listening());
+    const std::vector<uint8_t>& image = server.image();
+    // "A moment ago": a minute here, so that a slow host answers the same.
     std::unique_ptr<PushSender> sender;
     if (pushing) {
-      // "A moment ago": a minute here, so that a slow host answers the same.
-      auto opened = PushSender::Open("127.0.0.1", server->address().port, key, kPages,
-                                     std::chrono::milliseconds(20), std::chrono::minutes(1));
-      ASSERT_TRUE(opened.has_value()) << opened.error().message();
-      sender = std::move(*opened);
+      sender = SenderFor(server, std::chrono::minutes(1));
+      ASSERT_NE(sender, nullptr);
     }
-    int owner[2];
-    ASSERT_EQ(pipe2(owner, O_CLOEXEC), 0);
-    PageServer::Stats stats;
-    std::thread serving([&, s = std::move(*server)]() mutable {
-      auto served = s.Serve(
-          {1, 2, 3}, kPages,
-          [&](uint64_t gpa, void* dst, uint64_t len) -> Result<void> {
-            std::memcpy(dst, image.data() + gpa, len);
-            return {};
-          },
-          owner[0], key, nullptr, sender.get());
-      if (served) stats = *served;
-    });
+    server.Run(sender.get());
     // (In a lambda: a failed assertion returns from it, and the server is still stopped.)
     [&] {
-      auto asker = PageClient::Connect(address);
-      auto other = PageClient::Connect(address);
+      auto asker = PageClient::Connect(server.address());
+      auto other = PageClient::Connect(server.address());
       ASSERT_TRUE(asker.has_value() && other.has_value());
       std::vector<uint8_t> got(20 * kPage);
       ASSERT_TRUE((*asker)->Fetch(4, 20, got.data()).has_value());
@@ -385,42 +482,53 @@ TEST(PageServerPushTest, PagesPushedAMomentAgoAreAnsweredPushed) {
       ASSERT_TRUE(third.has_value()) << third.error().message();
       EXPECT_EQ(std::memcmp(again.data(), image.data() + 4 * kPage, 2 * kPage), 0);
     }();
-    close(owner[1]);
-    serving.join();
-    close(owner[0]);
-    EXPECT_EQ(stats.pages_left_to_pushes, pushing ? 20u : 0u);
+    EXPECT_EQ(server.Stop().pages_left_to_pushes, pushing ? 20u : 0u);
   }
+}
+
+// A client that lost pushes says so with its next page request, and the server pushes slower.
+TEST(PageServerPushTest, LostPushesAreReportedAndSlowTheServersPushes) {
+  ImageServer server(Image());
+  ASSERT_TRUE(server.listening());
+  auto sender = SenderFor(server);
+  ASSERT_NE(sender, nullptr);
+  server.Run(sender.get());
+  uint64_t lost = 0;
+  [&] {
+    auto client = PageClient::Connect(server.address());
+    ASSERT_TRUE(client.has_value());
+    auto pushes = (*client)->JoinPushes(kPages);
+    ASSERT_TRUE(pushes.has_value() && *pushes != nullptr);
+    std::vector<uint8_t> got(2 * kPage);
+    ASSERT_TRUE((*client)->Fetch(0, 2, got.data()).has_value());
+    Flood(sender->group(), 600);
+    std::optional<PushedPages> pushed;
+    (void)(*pushes)->TakeNext(kAll, &pushed);
+    lost = (*pushes)->lost();
+    ASSERT_GT(lost, 0u);
+    // Reported with the next page requests, once: pipelined, then not.
+    ASSERT_TRUE((*client)->Send(8, 2).has_value());
+    ASSERT_TRUE((*client)->Receive(8, 2, got.data()).has_value());
+    ASSERT_TRUE((*client)->Fetch(4, 2, got.data()).has_value());
+    EXPECT_EQ(std::memcmp(got.data(), server.image().data() + 4 * kPage, got.size()), 0);
+  }();
+  EXPECT_EQ(server.Stop().push_losses_reported, lost);
+  EXPECT_EQ(sender->stats().losses, lost);
+  EXPECT_EQ(sender->stats().rate_cuts, 1u);
 }
 
 // A server without pushes: a client joins none.
 TEST(PageServerPushTest, AServerWithoutPushesHasNoGroup) {
-  const PageKey key = *PageKey::Random();
-  auto server = PageServer::Listen({"127.0.0.1", 0});
-  ASSERT_TRUE(server.has_value());
-  const PageServerAddress address{server->address(), key};
-  int owner[2];
-  ASSERT_EQ(pipe2(owner, O_CLOEXEC), 0);
-  std::thread serving([&, s = std::move(*server)]() mutable {
-    (void)s.Serve(
-        {1}, kPages,
-        [](uint64_t, void* dst, uint64_t len) -> Result<void> {
-          std::memset(dst, 0, len);
-          return {};
-        },
-        owner[0], key);
-  });
-  {
-    auto client = PageClient::Connect(address);
-    ASSERT_TRUE(client.has_value());
-    auto pushes = (*client)->JoinPushes(kPages);
-    ASSERT_TRUE(pushes.has_value()) << pushes.error().message();
-    EXPECT_EQ(*pushes, nullptr);
-    // The connection still serves.
-    EXPECT_TRUE((*client)->FetchDescriptor().has_value());
-  }
-  close(owner[1]);
-  serving.join();
-  close(owner[0]);
+  ImageServer server(Image());
+  ASSERT_TRUE(server.listening());
+  server.Run(nullptr);
+  auto client = PageClient::Connect(server.address());
+  ASSERT_TRUE(client.has_value());
+  auto pushes = (*client)->JoinPushes(kPages);
+  ASSERT_TRUE(pushes.has_value()) << pushes.error().message();
+  EXPECT_EQ(*pushes, nullptr);
+  // The connection still serves.
+  EXPECT_TRUE((*client)->FetchDescriptor().has_value());
 }
 
 TEST(PushKeyTest, DependsOnThePageKeyAndTheSession) {

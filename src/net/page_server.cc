@@ -61,7 +61,9 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
     UniqueFd fd;
     bool authenticated = false;
     std::chrono::steady_clock::time_point accepted;
+    uint64_t id = 0;  // names it to the push sender's pacer
   };
+  uint64_t peers_accepted = 0;
   std::vector<Peer> peers;
   bool owner_gone = false;
   std::vector<uint8_t> payload(kMaxPagesPerRequest * 4096);
@@ -124,7 +126,9 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           header = ReplyTo(request, EACCES);  // nothing before the key
           ++stats.refused;
           keep = false;
-        } else if (request.reserved != 0) {
+        } else if (request.push_losses != 0 &&
+                   request.op != static_cast<uint16_t>(PageOp::kPages) &&
+                   request.op != static_cast<uint16_t>(PageOp::kPagesUnlessPushed)) {
           header = ReplyTo(request, EINVAL);
         } else if (request.op == static_cast<uint16_t>(PageOp::kDescriptor)) {
           header = ReplyTo(request, 0);
@@ -133,6 +137,10 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           body = descriptor.data();
         } else if (request.op == static_cast<uint16_t>(PageOp::kPages) ||
                    request.op == static_cast<uint16_t>(PageOp::kPagesUnlessPushed)) {
+          if (request.push_losses != 0) {
+            stats.push_losses_reported += request.push_losses;
+            if (pushes != nullptr) pushes->NoteLosses(peers[i - 2].id, request.push_losses);
+          }
           if (request.count == 0 || request.count > kMaxPagesPerRequest ||
               request.first_page >= page_count || request.count > page_count - request.first_page) {
             header = ReplyTo(request, ERANGE);
@@ -176,6 +184,7 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
             header.count = 0;
             header.payload_bytes = sizeof push_group;
             body = reinterpret_cast<const uint8_t*>(&push_group);
+            pushes->AddReceiver(peers[i - 2].id);
           }
         } else if (request.op == static_cast<uint16_t>(PageOp::kFileTree)) {
           if (files == nullptr) {
@@ -228,7 +237,10 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           pushes->Push(request.first_page, request.count, header.zero_mask, payload.data());
         }
       }
-      if (!keep) peers.erase(peers.begin() + static_cast<std::ptrdiff_t>(i - 2));
+      if (!keep) {
+        if (pushes != nullptr) pushes->RemoveReceiver(peers[i - 2].id);
+        peers.erase(peers.begin() + static_cast<std::ptrdiff_t>(i - 2));
+      }
     }
     if (fds[0].revents & POLLIN) {
       UniqueFd peer(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -238,7 +250,8 @@ Result<PageServer::Stats> PageServer::Serve(const std::vector<uint8_t>& descript
           ConfigureTcp(peer.get(), kPeerTimeout) &&
           setsockopt(peer.get(), SOL_SOCKET, SO_RCVLOWAT, &kHelloBytes, sizeof kHelloBytes) == 0) {
         ++stats.connections;
-        peers.push_back(Peer{std::move(peer), false, std::chrono::steady_clock::now()});
+        peers.push_back(
+            Peer{std::move(peer), false, std::chrono::steady_clock::now(), ++peers_accepted});
       }
     }
   }

@@ -31,7 +31,8 @@ class PageServer {
     uint64_t pages_left_to_pushes = 0;  // kPagesUnlessPushed answered "pushed"
     uint64_t zero_pages_elided = 0;     // all-zero pages answered by zero_mask, not sent
     uint64_t bytes_sent = 0;
-    uint64_t file_bytes_sent = 0;  // file contents (kFileRead payloads)
+    uint64_t file_bytes_sent = 0;       // file contents (kFileRead payloads)
+    uint64_t push_losses_reported = 0;  // pushes the clients said they lost (push_losses)
   };
 
   // The files of the served VM's --dir (page protocol 3, "Files"). Without one, file requests

@@ -63,6 +63,25 @@ class PageServerTest : public ::testing::Test {
         std::memcpy(out, file_.data() + offset, n);
         return n;
       }};
+  // A connection that said hello with these 16 bytes by hand (in `raw`): the reply's status
+  // (-1: no connection or no reply).
+  int RawHello(const uint8_t* proof, UniqueFd* raw) {
+    auto connected = ConnectTcp(address_.server, std::chrono::milliseconds(3000));
+    if (!connected) return -1;
+    *raw = std::move(*connected);
+    uint8_t hello[sizeof(PageRequest) + kPageKeyBytes] = {};
+    const PageRequest request{
+        kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(PageOp::kHello), 0, 0, 0};
+    std::memcpy(hello, &request, sizeof request);
+    std::memcpy(hello + sizeof request, proof, kPageKeyBytes);
+    PageReplyHeader header{};
+    if (!WriteFull(raw->get(), hello, sizeof hello) ||
+        !ReadFull(raw->get(), &header, sizeof header)) {
+      return -1;
+    }
+    return header.status;
+  }
+
   PageKey key_ = *PageKey::Random();
   PageServerAddress address_;
   UniqueFd owner_read_, owner_write_;
@@ -255,17 +274,35 @@ TEST_F(PageServerTest, APeerWithoutTheKeyGetsNothing) {
 // The hello carries a proof of the key, never the key: a peer that sends the key itself (as
 // someone who read it off the wire would have it) is refused.
 TEST_F(PageServerTest, AHelloWithTheKeyItselfIsRefused) {
-  auto raw = ConnectTcp(address_.server, std::chrono::milliseconds(3000));
-  ASSERT_TRUE(raw.has_value());
-  uint8_t hello[sizeof(PageRequest) + kPageKeyBytes] = {};
-  const PageRequest request{
-      kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(PageOp::kHello), 0, 0, 0};
-  std::memcpy(hello, &request, sizeof request);
-  std::memcpy(hello + sizeof request, key_.bytes.data(), kPageKeyBytes);
-  ASSERT_TRUE(WriteFull(raw->get(), hello, sizeof hello).has_value());
-  PageReplyHeader header{};
-  ASSERT_TRUE(ReadFull(raw->get(), &header, sizeof header).has_value());
-  EXPECT_EQ(header.status, EACCES);
+  UniqueFd raw;
+  EXPECT_EQ(RawHello(key_.bytes.data(), &raw), EACCES);
+}
+
+// push_losses (protocol 6): counted from page requests, refused on any other request.
+TEST_F(PageServerTest, PageRequestsReportLostPushesOtherRequestsMayNot) {
+  const auto proof = key_.HelloProof();
+  ASSERT_TRUE(proof.has_value());
+  UniqueFd raw;
+  ASSERT_EQ(RawHello(proof->data(), &raw), 0);
+  const auto ask = [&](PageOp op, uint32_t count, uint32_t losses) {
+    const PageRequest request{
+        kPageProtocolMagic, kPageProtocolVersion, static_cast<uint16_t>(op), 5, count, losses};
+    EXPECT_TRUE(WriteFull(raw.get(), &request, sizeof request).has_value());
+    PageReplyHeader reply{};
+    EXPECT_TRUE(ReadFull(raw.get(), &reply, sizeof reply).has_value());
+    std::vector<uint8_t> payload(reply.payload_bytes);
+    EXPECT_TRUE(ReadFull(raw.get(), payload.data(), payload.size()).has_value());
+    return reply;
+  };
+  EXPECT_EQ(ask(PageOp::kPages, 2, 7).status, 0);
+  EXPECT_EQ(ask(PageOp::kPagesUnlessPushed, 1, 4).status, 0);
+  EXPECT_EQ(ask(PageOp::kDescriptor, 0, 1).status, EINVAL);
+  EXPECT_EQ(ask(PageOp::kFileTree, 0, 1).status, EINVAL);
+  EXPECT_EQ(ask(PageOp::kDescriptor, 0, 0).status, 0);
+  raw.Reset();
+  owner_write_.Reset();
+  thread_.join();
+  EXPECT_EQ(stats_.push_losses_reported, 11u);
 }
 
 TEST_F(PageServerTest, APeerTricklingItsHelloNeitherHoldsTheServerNorStays) {
