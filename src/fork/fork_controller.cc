@@ -277,7 +277,12 @@ SyscallResult ForkController::Clone(SyscallContext&, const SyscallArgs& args, Fo
   }
   if (!ticket.remote.empty()) {
     // Cloning a VM of several processes onto other hosts is not done yet.
-    if (host.HasOtherProcesses()) return SyscallResult::Errno(EBUSY);
+    if (host.HasOtherProcesses()) {
+      std::fprintf(stderr,
+                   "flurry: sf_clone: the guest has more than one process: clones of it on "
+                   "other hosts are not done yet\n");
+      return SyscallResult::Errno(EBUSY);
+    }
     return CloneRemote(ticket, *state, host);
   }
   if (auto gathered = host.GatherOtherProcesses(); !gathered) {

@@ -273,6 +273,23 @@ TEST(RemoteClones, NestedClonesOnARemoteHostHaveUniqueIds) {
   }
 }
 
+// A VM of several processes is not cloned onto other hosts yet: sf_clone fails with -EBUSY
+// and says why on stderr (docs/sdk.md), and no clone runs.
+TEST(RemoteClones, AVmOfSeveralProcessesIsNotClonedOntoOtherHostsAndSaysWhy) {
+  TestCluster cluster(1);
+  REQUIRE_CLUSTER(cluster);
+  auto r = Flurry(RunArgs(cluster, {Guest("fork_vm_processes"), "init_clones"}), WithDeadline(120));
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_TRUE(r.exited) << r.Describe();
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.out.find("sf_clone failed: -16\n"), std::string::npos) << r.Describe();
+  EXPECT_EQ(r.out.find("[clone "), std::string::npos) << r.Describe();
+  EXPECT_EQ(r.err,
+            "flurry: sf_clone: the guest has more than one process: clones of it on other hosts "
+            "are not done yet\n")
+      << r.Describe();
+}
+
 TEST(RemoteClones, ClonesRunInVmmsTheDaemonStartedAhead) {
   // Two clone VMMs kept waiting (the default is one per slot, 8), loaded and with their VM
   // made. They are made at SCHED_IDLE: on a busy machine that takes a while.
