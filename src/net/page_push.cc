@@ -163,8 +163,8 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(
   sender->pushed_reply_window_ms_ =
       static_cast<uint32_t>(std::clamp<int64_t>(pushed_reply_window.count(), 0, 1 << 30));
   sender->pushed_at_ms_.assign(page_count, 0);
-  sender->start_ns_ = static_cast<uint64_t>(MonotonicNs());
-  sender->pacer_ = PushPacer(sender->clock_());
+  sender->start_ns_ = sender->clock_();
+  sender->pacer_ = PushPacer(sender->start_ns_);
 
   sender->fd_.Reset(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!sender->fd_.valid()) return FailErrno("a socket for page pushes");
@@ -201,8 +201,8 @@ Result<std::unique_ptr<PushSender>> PushSender::Open(
 void PushSender::Push(uint64_t first_page, uint32_t count, uint64_t zero_mask,
                       const uint8_t* payload) {
   if (first_page >= pushed_at_ms_.size() || count > pushed_at_ms_.size() - first_page) return;
-  const uint32_t now_ms = NowMs();
   const int64_t now_ns = clock_();
+  const uint32_t now_ms = MsSinceStart(now_ns);
   const uint8_t* next = payload;
   for (uint32_t at = 0; at < count; at += kMaxPagesPerPush) {
     const uint32_t n = std::min(kMaxPagesPerPush, count - at);
@@ -233,20 +233,22 @@ void PushSender::NoteLosses(uint64_t receiver, uint32_t datagrams) {
   if (datagrams > 0 && pacer_.NoteLoss(receiver, clock_())) ++stats_.rate_cuts;
 }
 
-void PushSender::SetPacerClockForTesting(std::function<int64_t()> clock) {
+void PushSender::SetClockForTesting(std::function<int64_t()> clock) {
   clock_ = std::move(clock);
-  pacer_ = PushPacer(clock_());
+  start_ns_ = clock_();
+  std::fill(pushed_at_ms_.begin(), pushed_at_ms_.end(), 0);
+  pacer_ = PushPacer(start_ns_);
 }
 
-uint32_t PushSender::NowMs() const {
-  return static_cast<uint32_t>((static_cast<uint64_t>(MonotonicNs()) - start_ns_) / 1000000) + 1;
+uint32_t PushSender::MsSinceStart(int64_t now_ns) const {
+  return static_cast<uint32_t>(static_cast<uint64_t>(now_ns - start_ns_) / 1000000) + 1;
 }
 
 bool PushSender::PushedWithin(uint64_t first_page, uint32_t count, uint32_t window_ms) const {
   if (first_page >= pushed_at_ms_.size() || count > pushed_at_ms_.size() - first_page) {
     return false;
   }
-  const uint32_t now_ms = NowMs();
+  const uint32_t now_ms = MsSinceStart(clock_());
   for (uint64_t p = first_page; p < first_page + count; ++p) {
     const uint32_t last = pushed_at_ms_[p];
     if (last == 0 || now_ms - last >= window_ms) return false;

@@ -148,15 +148,16 @@ class PushSender {
   void NoteLosses(uint64_t receiver, uint32_t datagrams);
   const Stats& stats() const { return stats_; }
   double rate() const { return pacer_.rate(); }  // bytes/s the pacer lets out now
-  // The pacer's time from `clock` (ns), not the monotonic clock; the pacer starts anew.
-  void SetPacerClockForTesting(std::function<int64_t()> clock);
+  // The sender's time from `clock` (ns), not the monotonic clock; the sender starts anew
+  // (nothing pushed yet, the pacer at its start).
+  void SetClockForTesting(std::function<int64_t()> clock);
 
  private:
   PushSender() = default;
   // Whether the socket took the datagram.
   bool SendChunk(uint64_t first_page, uint32_t count, uint32_t zero_mask, const uint8_t* payload,
                  uint32_t payload_bytes);
-  uint32_t NowMs() const;  // since the sender started, from 1 (0 means never)
+  uint32_t MsSinceStart(int64_t now_ns) const;  // from 1 (0 means never)
 
   UniqueFd fd_;
   PushGroup group_;
@@ -165,8 +166,8 @@ class PushSender {
   uint32_t repush_after_ms_ = 20;
   uint32_t pushed_reply_window_ms_ = kPushedReplyWindowMs;
   std::vector<uint32_t> pushed_at_ms_;  // per page: when it was last pushed (0: never)
-  uint64_t start_ns_ = 0;
-  std::function<int64_t()> clock_ = MonotonicNs;  // the pacer's time
+  int64_t start_ns_ = 0;
+  std::function<int64_t()> clock_ = MonotonicNs;  // the sender's and its pacer's time
   PushPacer pacer_{0};
   Stats stats_;
 };

@@ -176,7 +176,7 @@ TEST_F(PagePushTest, PagesPushedAMomentAgoAreNotPushedAgain) {
 
 // Pushes go no faster than the pacer lets them (net/push_pacer.h): of 32 MiB pushed at once,
 // its burst goes out and the rest is counted as paced; a millisecond later, a millisecond's
-// worth more. (The pacer's clock is the test's: a slow host changes nothing.)
+// worth more. (The sender's clock is the test's: a slow host changes nothing.)
 TEST(PushSenderTest, PushesOverThePacersRateAreNotSent) {
   constexpr uint64_t kImagePages = 8192;
   const PageKey key = *PageKey::Random();
@@ -184,7 +184,7 @@ TEST(PushSenderTest, PushesOverThePacersRateAreNotSent) {
                                  kImagePages, std::chrono::minutes(1));
   ASSERT_TRUE(sender.has_value()) << sender.error().message();
   int64_t now_ns = 1'000'000'000;
-  (*sender)->SetPacerClockForTesting([&now_ns] { return now_ns; });
+  (*sender)->SetClockForTesting([&now_ns] { return now_ns; });
   std::vector<uint8_t> reply(64 * kPage);
   for (uint64_t i = 0; i < reply.size(); ++i) reply[i] = static_cast<uint8_t>(i % 253 + 1);
   const auto& stats = (*sender)->stats();
