@@ -4,6 +4,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/fd_passing.h"
@@ -93,6 +94,13 @@ Result<void> SendGatherMessage(int socket, const GatherMessage& message,
 Result<GatherMessage> ReceiveGatherMessage(int socket, GatherMessage::Type expected,
                                            std::chrono::milliseconds timeout,
                                            std::vector<UniqueFd>* fds) {
+  return ReceiveGatherMessageOf(socket, {expected}, timeout, fds);
+}
+
+Result<GatherMessage> ReceiveGatherMessageOf(int socket,
+                                             std::initializer_list<GatherMessage::Type> expected,
+                                             std::chrono::milliseconds timeout,
+                                             std::vector<UniqueFd>* fds) {
   FLURRY_TRY(
       WaitReadable(socket, std::chrono::steady_clock::now() + timeout, "waiting for another VMM"));
   GatherMessage message;
@@ -109,16 +117,17 @@ Result<GatherMessage> ReceiveGatherMessage(int socket, GatherMessage::Type expec
     return Fail("a message from another VMM with magic {:#x}, version {}", message.magic,
                 message.version);
   }
-  if (message.type != expected) {
+  if (std::find(expected.begin(), expected.end(), message.type) == expected.end()) {
     return Fail("another VMM sent message type {} instead of {}", message.type,
-                static_cast<int>(expected));
+                static_cast<int>(*expected.begin()));
   }
   if (message.count > kMaxGatherPipes) {
     return Fail("another VMM named {} pipes, at most {} allowed", message.count, kMaxGatherPipes);
   }
   size_t want = 0;
-  if (expected == GatherMessage::kHello) want = message.count;
-  if (expected == GatherMessage::kSetup) want = 1 + 2 * message.count;
+  if (message.type == GatherMessage::kHello) want = message.count;
+  if (message.type == GatherMessage::kSetup) want = 1 + 2 * message.count;
+  if (message.type == GatherMessage::kWrite) want = 1;
   if (received.size() != want) {
     return Fail("another VMM sent {} fds with a message that carries {}", received.size(), want);
   }

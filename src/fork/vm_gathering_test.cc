@@ -1,7 +1,9 @@
 #include "fork/vm_gathering.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -91,6 +93,52 @@ TEST(VmGatheringTest, MalformedMessagesAreRefused) {
             }).find("fds"),
             std::string::npos);
   EXPECT_NE(refused([](int fd) { shutdown(fd, SHUT_WR); }).find("gone"), std::string::npos);
+}
+
+// A copier waits for SPAWN or WRITE: either comes, with the fds its type carries (WRITE: the
+// directory; SPAWN: none); any other type is refused. WRITE carries the VM's clock.
+TEST(VmGatheringTest, ACopierTakesASpawnOrAWriteWithItsDirectory) {
+  Pair p = Pair::Make();
+  const UniqueFd directory(open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(directory.valid());
+  GatherMessage write;
+  write.type = GatherMessage::kWrite;
+  write.pid = 9;
+  write.clock_ns = 123456789;
+  write.realtime_ns = -5;
+  ASSERT_TRUE(SendGatherMessage(p.a.get(), write, {directory.get()}));
+  GatherMessage spawn;
+  spawn.type = GatherMessage::kSpawn;
+  spawn.clone_id = 3;
+  ASSERT_TRUE(SendGatherMessage(p.a.get(), spawn));
+  GatherMessage written;
+  written.type = GatherMessage::kWritten;
+  ASSERT_TRUE(SendGatherMessage(p.a.get(), written));
+  GatherMessage unfit = write;  // a WRITE without its directory
+  ASSERT_TRUE(SendGatherMessage(p.a.get(), unfit));
+
+  const auto kinds = {GatherMessage::kSpawn, GatherMessage::kWrite};
+  std::vector<UniqueFd> fds;
+  Result<GatherMessage> got = ReceiveGatherMessageOf(p.b.get(), kinds, milliseconds(1000), &fds);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->type, GatherMessage::kWrite);
+  EXPECT_EQ(got->clock_ns, 123456789);
+  EXPECT_EQ(got->realtime_ns, -5);
+  ASSERT_EQ(fds.size(), 1u);
+  struct stat st {};
+  ASSERT_EQ(fstat(fds[0].get(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  got = ReceiveGatherMessageOf(p.b.get(), kinds, milliseconds(1000), &fds);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->type, GatherMessage::kSpawn);
+  EXPECT_EQ(got->clone_id, 3);
+  EXPECT_TRUE(fds.empty());
+  got = ReceiveGatherMessageOf(p.b.get(), kinds, milliseconds(1000), &fds);
+  ASSERT_FALSE(got);
+  EXPECT_NE(got.error().message().find("instead of"), std::string::npos);
+  got = ReceiveGatherMessageOf(p.b.get(), kinds, milliseconds(1000), &fds);
+  ASSERT_FALSE(got);
+  EXPECT_NE(got.error().message().find("fds"), std::string::npos);
 }
 
 TEST(VmGatheringTest, NothingWithinTheTimeoutIsAnError) {

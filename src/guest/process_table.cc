@@ -150,6 +150,59 @@ std::vector<uint8_t> ProcessTable::Image() const {
   return image;
 }
 
+Result<std::vector<ProcessRecord>> ProcessTable::RecordsOf(const std::vector<uint8_t>& image,
+                                                           int32_t* last_id) {
+  if (image.size() != kTableBytes) return Fail("a process table image of {} bytes", image.size());
+  const auto* header = reinterpret_cast<const Header*>(image.data());
+  const auto* slots = reinterpret_cast<const SharedProcess*>(image.data() + sizeof(Header));
+  *last_id = header->last_id.load();
+  std::vector<ProcessRecord> records;
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    const SharedProcess& p = slots[i];
+    if (!Live(p)) continue;
+    const bool zombie = p.state.load() == SharedProcess::kZombie;
+    records.push_back(
+        ProcessRecord{.pid = p.pid.load(),
+                      .ppid = p.ppid.load(),
+                      .pgid = p.pgid.load(),
+                      .sid = p.sid.load(),
+                      .zombie = zombie,
+                      .wait_status = zombie ? p.wait_status.load() : 0,
+                      .signals = p.signals.load(),
+                      .sender = p.sender.load(),
+                      .exit_signal = p.exit_signal.load(),
+                      .no_zombies = (p.flags.load() & SharedProcess::kNoZombies) != 0});
+  }
+  if (!Live(slots[0])) return Fail("a process table without init");
+  return records;
+}
+
+Result<std::vector<uint8_t>> ProcessTable::ImageOf(const std::vector<ProcessRecord>& records,
+                                                   int32_t last_id) {
+  if (records.empty() || records.size() > static_cast<size_t>(kMaxProcesses)) {
+    return Fail("{} processes for a process table", records.size());
+  }
+  std::vector<uint8_t> image(kTableBytes);  // zero: every slot free, nothing pending
+  auto* header = reinterpret_cast<Header*>(image.data());
+  auto* slots = reinterpret_cast<SharedProcess*>(image.data() + sizeof(Header));
+  header->last_id.store(last_id);
+  for (size_t i = 0; i < records.size(); ++i) {
+    const ProcessRecord& r = records[i];
+    SharedProcess& p = slots[i];
+    p.pid.store(r.pid);
+    p.ppid.store(r.ppid);
+    p.pgid.store(r.pgid);
+    p.sid.store(r.sid);
+    p.wait_status.store(r.zombie ? r.wait_status : 0);
+    p.signals.store(r.signals);
+    p.sender.store(r.sender);
+    p.exit_signal.store(r.exit_signal);
+    p.flags.store(r.no_zombies ? SharedProcess::kNoZombies : 0);
+    p.state.store(r.zombie ? SharedProcess::kZombie : SharedProcess::kRunning);
+  }
+  return image;
+}
+
 Result<std::pair<ProcessTable, UniqueFd>> ProcessTable::FromImage(
     const std::vector<uint8_t>& image, int32_t self_pid,
     const std::vector<std::pair<int32_t, int32_t>>& host_pids) {

@@ -27,6 +27,7 @@
 #include "base/error.h"
 #include "base/mapping.h"
 #include "base/unique_fd.h"
+#include "guest/process_record.h"
 
 namespace flurry {
 
@@ -178,6 +179,15 @@ class ProcessTable {
   static Result<std::pair<ProcessTable, UniqueFd>> FromImage(
       const std::vector<uint8_t>& image, int32_t self_pid,
       const std::vector<std::pair<int32_t, int32_t>>& host_pids);
+  // The processes of the table `image` as records, in slot order (init first), running and
+  // ended ones (a fork under way is not one yet), and the newest id handed out.
+  static Result<std::vector<ProcessRecord>> RecordsOf(const std::vector<uint8_t>& image,
+                                                      int32_t* last_id);
+  // The image of a table holding `records` (init first) with newest id `last_id`: what
+  // FromImage makes a table of (a VM of several processes restored from a snapshot). The
+  // records must be valid (snapshot/descriptor_validate.cc): at most kMaxProcesses.
+  static Result<std::vector<uint8_t>> ImageOf(const std::vector<ProcessRecord>& records,
+                                              int32_t last_id);
   // The view of process `self_pid` of the table in `memfd`.
   static Result<ProcessTable> Attach(int memfd, int32_t self_pid);
 

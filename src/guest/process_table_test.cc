@@ -306,6 +306,67 @@ TEST(ProcessTableGathering, ACloneTableIsTheImageWithTheClonesVmms) {
   EXPECT_FALSE(ProcessTable::FromImage(std::vector<uint8_t>(10), 1, {}));
 }
 
+// A snapshot records the table as plain records (init first, running and ended processes, not
+// a fork under way); a restore makes a table of them that works as the original did.
+TEST(ProcessTableGathering, TheTableAsRecordsAndBack) {
+  ProcessTable init = ProcessTable::Create(1, 1).value();
+  const int a = init.Reserve(init.AllocateId(), SIGCHLD).value();  // pid 2
+  init.Started(a, true, UniqueFd());
+  (void)init.Reserve(init.AllocateId(), SIGCHLD).value();               // pid 3, a fork under way
+  const int zombie = init.Reserve(init.AllocateId(), SIGUSR2).value();  // pid 4
+  init.Started(zombie, true, UniqueFd());
+  const pid_t host = fork();
+  ASSERT_GE(host, 0);
+  if (host == 0) {
+    init.BecomeChild(zombie);
+    init.Exit(7 << 8);
+    _exit(0);
+  }
+  ASSERT_EQ(waitpid(host, nullptr, 0), host);
+  (void)init.TakeSignals(nullptr);  // its exit signal
+  EXPECT_EQ(init.Send(2, SIGUSR1), 1);
+  ASSERT_TRUE(init.SetGroup(2, 2));
+
+  int32_t last_id = 0;
+  const std::vector<ProcessRecord> records =
+      ProcessTable::RecordsOf(init.Image(), &last_id).value();
+  EXPECT_EQ(last_id, 4);
+  ASSERT_EQ(records.size(), 3u);
+  // (Init's last signal came from process 4: its exit signal, taken.)
+  EXPECT_EQ(records[0], (ProcessRecord{.pid = 1, .ppid = 0, .pgid = 1, .sid = 1, .sender = 4}));
+  EXPECT_EQ(records[1], (ProcessRecord{.pid = 2,
+                                       .ppid = 1,
+                                       .pgid = 2,
+                                       .sid = 1,
+                                       .signals = uint64_t{1} << (SIGUSR1 - 1),
+                                       .sender = 1,
+                                       .exit_signal = SIGCHLD}));
+  EXPECT_EQ(records[2], (ProcessRecord{.pid = 4,
+                                       .ppid = 1,
+                                       .pgid = 1,
+                                       .sid = 1,
+                                       .zombie = true,
+                                       .wait_status = 7 << 8,
+                                       .exit_signal = SIGUSR2}));
+
+  const std::vector<uint8_t> image = ProcessTable::ImageOf(records, last_id).value();
+  int32_t again_last = 0;
+  EXPECT_EQ(ProcessTable::RecordsOf(image, &again_last).value(), records);
+  EXPECT_EQ(again_last, last_id);
+  auto [restored, memfd] = ProcessTable::FromImage(image, 1, {{1, getpid()}}).value();
+  EXPECT_EQ(restored.Count(), 3);
+  EXPECT_EQ(restored.OtherRunningPids(), (std::vector<int32_t>{2}));
+  EXPECT_EQ(restored.GroupOf(2).value(), 2);
+  const ProcessTable::Waitable ended = restored.FindEnded(4, /*reap=*/true);
+  EXPECT_EQ(ended.pid, 4);
+  EXPECT_EQ(ended.wait_status, 7 << 8);
+  EXPECT_EQ(restored.Count(), 2);
+  EXPECT_EQ(restored.AllocateId(), 5);  // after the newest id recorded
+
+  EXPECT_FALSE(ProcessTable::ImageOf({}, 1));
+  EXPECT_FALSE(ProcessTable::RecordsOf(std::vector<uint8_t>(10), &last_id));
+}
+
 }  // namespace
 }  // namespace flurry
 

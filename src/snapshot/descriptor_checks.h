@@ -33,14 +33,16 @@ std::unexpected<Error> Invalid(fmt::format_string<Args...> format, Args&&... arg
 inline std::unexpected<Error> Missing(std::string_view what) { return Invalid("missing {}", what); }
 
 // The XSAVE image size rule (x86::UserCpuState): empty, or kMinXsaveBytes..kMaxXsaveBytes in
-// multiples of 64. Checked before the image is copied out of a protobuf message, and again by
-// ValidateDescriptor.
+// multiples of 8. (An image ends where the host's last enabled component does, which need not
+// be a multiple of 64: 2440 bytes on an AMD CPU with PKRU, 8 bytes at offset 2432, as the
+// kernel's signal frames carry it.) Checked before the image is copied out of a protobuf
+// message, and again by ValidateDescriptor.
 inline Result<void> CheckXsaveSize(uint64_t size) {
   using x86::UserCpuState;
   if (size == 0) return {};
   if (size < UserCpuState::kMinXsaveBytes || size > UserCpuState::kMaxXsaveBytes ||
-      size % 64 != 0) {
-    return Invalid("xsave area is {} bytes (valid: 0, or {}..{} in multiples of 64)", size,
+      size % 8 != 0) {
+    return Invalid("xsave area is {} bytes (valid: 0, or {}..{} in multiples of 8)", size,
                    UserCpuState::kMinXsaveBytes, UserCpuState::kMaxXsaveBytes);
   }
   return {};

@@ -47,7 +47,8 @@ std::vector<uint8_t> EncodeDescriptor(const VmDescriptor& descriptor) {
   FLURRY_CHECK(message.SerializeWithCachedSizesToArray(payload) == payload + payload_size);
   DescriptorHeader header{};
   std::memcpy(header.magic, kDescriptorMagic, sizeof(header.magic));
-  header.format_version = VmDescriptor::kFormatVersion;
+  header.format_version =
+      descriptor.processes ? VmDescriptor::kFormatVersionProcesses : VmDescriptor::kFormatVersion;
   header.flags = 0;
   header.payload_size = payload_size;
   header.payload_xxh64 = XXH64(payload, payload_size, 0);
@@ -67,10 +68,12 @@ Result<VmDescriptor> DecodeDescriptor(std::span<const uint8_t> bytes) {
   DescriptorHeader header;
   std::memcpy(&header, bytes.data(), sizeof(header));
   const bool version1 = header.format_version == kFormatVersion1;
-  if (header.format_version != VmDescriptor::kFormatVersion && !version1) {
+  const bool with_processes = header.format_version == VmDescriptor::kFormatVersionProcesses;
+  if (header.format_version != VmDescriptor::kFormatVersion && !version1 && !with_processes) {
     return Fail(
-        "descriptor format version {} is not supported (this flurry reads versions {} and {})",
-        header.format_version, kFormatVersion1, VmDescriptor::kFormatVersion);
+        "descriptor format version {} is not supported (this flurry reads versions {}, {} and {})",
+        header.format_version, kFormatVersion1, VmDescriptor::kFormatVersion,
+        VmDescriptor::kFormatVersionProcesses);
   }
   if (header.flags != 0) return Fail("descriptor flags {:#x} are not supported", header.flags);
   if (header.payload_size > kMaxDescriptorPayloadSize) {
@@ -105,6 +108,10 @@ Result<VmDescriptor> DecodeDescriptor(std::span<const uint8_t> bytes) {
     descriptor = FLURRY_TRY(FromProtoV1(message, v1));
   } else {
     descriptor = FLURRY_TRY(FromProto(message));
+  }
+  if (descriptor.processes.has_value() != with_processes) {
+    return Fail("a descriptor of format version {} {} the VM's processes", header.format_version,
+                with_processes ? "without" : "with");
   }
   FLURRY_TRY(ValidateDescriptor(descriptor));
   return descriptor;

@@ -146,14 +146,35 @@ TEST(DescriptorCodecTest, RefusesBadMagic) {
 }
 
 TEST(DescriptorCodecTest, RefusesOtherFormatVersions) {
-  for (uint32_t version : {0u, 3u, 0x100u, 0xffffffffu}) {
+  for (uint32_t version : {0u, 4u, 0x100u, 0xffffffffu}) {
     std::vector<uint8_t> blob = EncodeDescriptor(FullDescriptor());
     Put<uint32_t>(blob, 8, version);
     EXPECT_EQ(DecodeError(blob),
               fmt::format("descriptor format version {} is not supported (this flurry reads "
-                          "versions 1 and 2)",
+                          "versions 1, 2 and 3)",
                           version));
   }
+}
+
+// A VM of several processes: its init's descriptor carries them, as format version 3, so that a
+// reader of version 2 refuses it rather than restore one process of several. The version and
+// the field go together.
+TEST(DescriptorCodecTest, TheProcessesOfAVmComeInVersionThree) {
+  const VmDescriptor original = WithProcesses(FullDescriptor());
+  ASSERT_TRUE(ValidateDescriptor(original)) << ValidateDescriptor(original).error().message();
+  std::vector<uint8_t> blob = EncodeDescriptor(original);
+  EXPECT_EQ(DescriptorFormatVersion(blob), 3u);
+  Result<VmDescriptor> decoded = DecodeDescriptor(blob);
+  ASSERT_TRUE(decoded) << decoded.error().message();
+  ExpectSameDescriptor(original, *decoded);
+  EXPECT_EQ(EncodeDescriptor(*decoded), blob);
+  EXPECT_EQ(DescriptorFormatVersion(EncodeDescriptor(FullDescriptor())), 2u);
+
+  Put<uint32_t>(blob, 8, 2);
+  EXPECT_EQ(DecodeError(blob), "a descriptor of format version 2 with the VM's processes");
+  std::vector<uint8_t> single = EncodeDescriptor(FullDescriptor());
+  Put<uint32_t>(single, 8, 3);
+  EXPECT_EQ(DecodeError(single), "a descriptor of format version 3 without the VM's processes");
 }
 
 TEST(DescriptorCodecTest, ReportsTheHeaderFormatVersion) {

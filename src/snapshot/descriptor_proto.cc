@@ -38,6 +38,12 @@ void UserCpuToProto(const x86::UserCpuState& v, pb::UserCpu* out) {
   out->set_xsave(reinterpret_cast<const char*>(v.xsave.data()), v.xsave.size());
 }
 
+void PipeToProto(const PipeRecord& pipe, pb::Pipe* out) {
+  out->set_id(pipe.id);
+  out->set_capacity(pipe.capacity);
+  out->set_contents(pipe.contents.data(), pipe.contents.size());
+}
+
 pb::FileKind KindToProto(FileKind kind) {
   switch (kind) {
     case FileKind::kStdio:
@@ -141,12 +147,7 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     if (fd.shares_with >= 0) f->set_shares_with(fd.shares_with);
     if (fd.pipe != 0) f->set_pipe(fd.pipe);
   }
-  for (const PipeRecord& pipe : d.files.pipes) {
-    pb::Pipe* p = files->add_pipes();
-    p->set_id(pipe.id);
-    p->set_capacity(pipe.capacity);
-    p->set_contents(pipe.contents.data(), pipe.contents.size());
-  }
+  for (const PipeRecord& pipe : d.files.pipes) PipeToProto(pipe, files->add_pipes());
 
   pb::Signals* sig = out->mutable_signals();
   for (size_t signal = 0; signal < d.signals.actions.size(); ++signal) {
@@ -233,6 +234,24 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     thread->mutable_altstack()->set_size(t.altstack.size);
   }
   out->set_last_tid(d.last_tid);
+  if (d.processes) {
+    pb::GuestProcesses* processes = out->mutable_processes();
+    for (const ProcessRecord& r : d.processes->processes) {
+      pb::GuestProcess* p = processes->add_processes();
+      p->set_pid(r.pid);
+      p->set_ppid(r.ppid);
+      p->set_pgid(r.pgid);
+      p->set_sid(r.sid);
+      p->set_zombie(r.zombie);
+      p->set_wait_status(r.wait_status);
+      p->set_signals(r.signals);
+      p->set_sender(r.sender);
+      p->set_exit_signal(r.exit_signal);
+      p->set_no_zombies(r.no_zombies);
+    }
+    processes->set_last_id(d.processes->last_id);
+    for (const PipeRecord& pipe : d.processes->pipes) PipeToProto(pipe, processes->add_pipes());
+  }
 }
 
 namespace {
@@ -313,6 +332,43 @@ Result<EventRecord> EventFromProto(const pb::EventObject& in, int32_t fd) {
   return e;
 }
 
+Result<PipeRecord> PipeFromProto(const pb::Pipe& p) {
+  if (p.contents().size() > PipeRecord::kMaxPipeCapacity) {
+    return Invalid("pipe {} holds {} bytes, at most {} allowed", p.id(), p.contents().size(),
+                   PipeRecord::kMaxPipeCapacity);
+  }
+  return PipeRecord{.id = p.id(),
+                    .capacity = p.capacity(),
+                    .contents = std::vector<uint8_t>(p.contents().begin(), p.contents().end())};
+}
+
+Result<ProcessesRecord> ProcessesFromProto(const pb::GuestProcesses& in) {
+  if (in.processes_size() > ProcessesRecord::kMaxProcesses) {
+    return Invalid("{} processes, at most {} allowed", in.processes_size(),
+                   ProcessesRecord::kMaxProcesses);
+  }
+  if (in.pipes_size() > FdTable::kMaxFds) {
+    return Invalid("{} pipes of the VM's processes, at most {} allowed", in.pipes_size(),
+                   FdTable::kMaxFds);
+  }
+  ProcessesRecord out;
+  for (const pb::GuestProcess& p : in.processes()) {
+    out.processes.push_back(ProcessRecord{.pid = p.pid(),
+                                          .ppid = p.ppid(),
+                                          .pgid = p.pgid(),
+                                          .sid = p.sid(),
+                                          .zombie = p.zombie(),
+                                          .wait_status = p.wait_status(),
+                                          .signals = p.signals(),
+                                          .sender = p.sender(),
+                                          .exit_signal = p.exit_signal(),
+                                          .no_zombies = p.no_zombies()});
+  }
+  out.last_id = in.last_id();
+  for (const pb::Pipe& p : in.pipes()) out.pipes.push_back(FLURRY_TRY(PipeFromProto(p)));
+  return out;
+}
+
 }  // namespace
 
 Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
@@ -340,6 +396,9 @@ Result<VmDescriptor> FromProto(const pb::VmDescriptor& in) {
     d.threads.push_back(std::move(thread));
   }
   d.last_tid = in.last_tid();
+  if (in.has_processes()) {
+    d.processes = FLURRY_TRY(ProcessesFromProto(in.processes()));
+  }
   return d;
 }
 
@@ -444,16 +503,7 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
   if (files.pipes_size() > FdTable::kMaxFds) {
     return Invalid("{} pipes, at most {} allowed", files.pipes_size(), FdTable::kMaxFds);
   }
-  for (const pb::Pipe& p : files.pipes()) {
-    if (p.contents().size() > PipeRecord::kMaxPipeCapacity) {
-      return Invalid("pipe {} holds {} bytes, at most {} allowed", p.id(), p.contents().size(),
-                     PipeRecord::kMaxPipeCapacity);
-    }
-    d.files.pipes.push_back(
-        PipeRecord{.id = p.id(),
-                   .capacity = p.capacity(),
-                   .contents = std::vector<uint8_t>(p.contents().begin(), p.contents().end())});
-  }
+  for (const pb::Pipe& p : files.pipes()) d.files.pipes.push_back(FLURRY_TRY(PipeFromProto(p)));
 
   const pb::Signals& sig = in.signals();
   if (sig.actions_size() > kMaxSignal) {

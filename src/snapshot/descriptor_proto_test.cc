@@ -55,7 +55,8 @@ TEST(DescriptorProtoTest, TopLevelFieldNumbersAreAsDocumented) {
   EXPECT_EQ(FieldNumber(m, "clock"), 13);
   EXPECT_EQ(FieldNumber(m, "threads"), 14);
   EXPECT_EQ(FieldNumber(m, "last_tid"), 15);
-  EXPECT_EQ(m->field_count(), 13);
+  EXPECT_EQ(FieldNumber(m, "processes"), 16);
+  EXPECT_EQ(m->field_count(), 14);
   EXPECT_EQ(FieldNumber(pb::Signals::descriptor(), "thread_pending"), 6);
   const google::protobuf::Descriptor* clock = pb::Clock::descriptor();
   EXPECT_EQ(FieldNumber(clock, "guest_monotonic_ns"), 1);
@@ -166,7 +167,7 @@ TEST(DescriptorProtoTest, RefusesMalformedMessages) {
       {"xsave over the cap",  // refused before it is copied out of the message
        [](pb::VmDescriptor& m) { m.mutable_vcpu()->mutable_xsave()->resize(1 << 20); },
        "invalid descriptor: xsave area is 1048576 bytes (valid: 0, or 576..16384 in multiples of "
-       "64)"},
+       "8)"},
       {"missing page map", [](pb::VmDescriptor& m) { m.clear_pages(); },
        "invalid descriptor: missing pages"},
       {"missing altstack", [](pb::VmDescriptor& m) { m.mutable_signals()->clear_altstack(); },

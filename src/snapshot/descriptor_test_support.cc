@@ -306,7 +306,34 @@ VmDescriptor FullDescriptor() {
   return d;
 }
 
+VmDescriptor WithProcesses(VmDescriptor d) {
+  ProcessesRecord& r = d.processes.emplace();
+  const int32_t init = d.identity.pid;
+  r.processes = {
+      ProcessRecord{.pid = init, .ppid = 0, .pgid = init, .sid = init, .no_zombies = false},
+      ProcessRecord{.pid = 4300,
+                    .ppid = init,
+                    .pgid = 4300,
+                    .sid = init,
+                    .signals = 1u << (SIGUSR1 - 1),
+                    .sender = init,
+                    .exit_signal = SIGCHLD},
+      ProcessRecord{.pid = 4301,
+                    .ppid = init,
+                    .pgid = init,
+                    .sid = init,
+                    .zombie = true,
+                    .wait_status = 7 << 8,
+                    .exit_signal = SIGCHLD,
+                    .no_zombies = true},
+  };
+  r.last_id = 4301;
+  r.pipes = {PipeRecord{.id = 78, .capacity = 4096, .contents = {'a', 'b', 'c'}}};
+  return d;
+}
+
 void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b) {
+  EXPECT_EQ(a.processes, b.processes);
   EXPECT_EQ(a.cpu, b.cpu);
   EXPECT_EQ(a.backend, b.backend);
 

@@ -38,6 +38,11 @@ VmDescriptor FullDescriptor();
 // Field-by-field comparison with readable failures.
 void ExpectSameDescriptor(const VmDescriptor& a, const VmDescriptor& b);
 
+// `d` (FullDescriptor) as the descriptor of a VM of several processes' init: d's process
+// (4242), a running child 4300 and an ended one 4301 (exit status 7), and the pipe between them
+// (id 78, 3 bytes).
+VmDescriptor WithProcesses(VmDescriptor d);
+
 // Blob surgery. The header is built here independently of the codec (it doubles as a check of
 // the documented layout).
 template <typename T>

@@ -187,7 +187,8 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
 
   out += fmt::format(
       "flurry VM descriptor, format version {}{}, {} bytes encoded\n", format_version,
-      format_version == VmDescriptor::kFormatVersion
+      format_version == VmDescriptor::kFormatVersion ||
+              format_version == VmDescriptor::kFormatVersionProcesses
           ? ""
           : fmt::format(" (shown converted to version {})", VmDescriptor::kFormatVersion),
       encoded_size);
@@ -328,6 +329,23 @@ std::string DescribeDescriptor(const VmDescriptor& d, size_t encoded_size,
     for (const ThreadRecord& t : d.threads) {
       out += fmt::format("{}tid {:<8} rip {:#018x}  rsp {:#018x}  blocked {:#x}\n", kIndent, t.tid,
                          t.cpu.regs.rip, t.cpu.regs.rsp, t.blocked);
+    }
+  }
+  if (d.processes) {
+    const ProcessesRecord& ps = *d.processes;
+    line("processes", fmt::format("{}: this one (init) and the others, newest id {}",
+                                  ps.processes.size(), ps.last_id));
+    for (const ProcessRecord& p : ps.processes) {
+      const std::string state =
+          p.zombie ? fmt::format("ended, wait status {:#x}", p.wait_status) : std::string("runs");
+      const std::string signals =
+          p.signals != 0 ? fmt::format("  signals {:#x}", p.signals) : std::string();
+      out += fmt::format("{}pid {:<8} ppid {:<8} pgid {:<8} sid {:<8} {}{}\n", kIndent, p.pid,
+                         p.ppid, p.pgid, p.sid, state, signals);
+    }
+    for (const PipeRecord& p : ps.pipes) {
+      out += fmt::format("{}pipe {}: {} byte{} unread, capacity {}\n", kIndent, p.id,
+                         p.contents.size(), p.contents.size() == 1 ? "" : "s", p.capacity);
     }
   }
   return out;

@@ -238,6 +238,30 @@ Result<void> ValidateEventObject(const FdRecord& fd) {
   return {};
 }
 
+constexpr int32_t kMaxTid = 4'194'303;  // Linux's PID_MAX_LIMIT - 1: tids and pids
+
+// Pipes: ids unique and not 0, sizes within their capacity.
+Result<void> ValidatePipes(const std::vector<PipeRecord>& pipes) {
+  if (pipes.size() > static_cast<size_t>(FdTable::kMaxFds)) {
+    return Invalid("{} pipes, at most {} allowed", pipes.size(), FdTable::kMaxFds);
+  }
+  std::set<uint64_t> pipe_ids;
+  for (const PipeRecord& p : pipes) {
+    if (p.id == 0 || !pipe_ids.insert(p.id).second) {
+      return Invalid("pipe id {} is 0 or appears twice", p.id);
+    }
+    if (p.capacity < 4096 || p.capacity > PipeRecord::kMaxPipeCapacity) {
+      return Invalid("pipe {} has capacity {}, not 4096..{}", p.id, p.capacity,
+                     PipeRecord::kMaxPipeCapacity);
+    }
+    if (p.contents.size() > p.capacity) {
+      return Invalid("pipe {} holds {} bytes, more than its capacity {}", p.id, p.contents.size(),
+                     p.capacity);
+    }
+  }
+  return {};
+}
+
 Result<void> ValidateFiles(const FilesRecord& f) {
   if (f.root_host_path) {
     FLURRY_TRY(CheckString("root directory", *f.root_host_path, kMaxDescriptorPathBytes, true));
@@ -332,22 +356,8 @@ Result<void> ValidateFiles(const FilesRecord& f) {
       return Invalid("fd {} is no pipe but names pipe {}", fd.fd, fd.pipe);
     }
   }
-  if (f.pipes.size() > static_cast<size_t>(FdTable::kMaxFds)) {
-    return Invalid("{} pipes, at most {} allowed", f.pipes.size(), FdTable::kMaxFds);
-  }
-  std::set<uint64_t> pipe_ids;
+  FLURRY_TRY(ValidatePipes(f.pipes));
   for (const PipeRecord& p : f.pipes) {
-    if (p.id == 0 || !pipe_ids.insert(p.id).second) {
-      return Invalid("pipe id {} is 0 or appears twice", p.id);
-    }
-    if (p.capacity < 4096 || p.capacity > PipeRecord::kMaxPipeCapacity) {
-      return Invalid("pipe {} has capacity {}, not 4096..{}", p.id, p.capacity,
-                     PipeRecord::kMaxPipeCapacity);
-    }
-    if (p.contents.size() > p.capacity) {
-      return Invalid("pipe {} holds {} bytes, more than its capacity {}", p.id, p.contents.size(),
-                     p.capacity);
-    }
     if (std::none_of(f.fds.begin(), f.fds.end(), [&](const FdRecord& fd) {
           return fd.kind == FileKind::kPipe && fd.pipe == p.id;
         })) {
@@ -355,6 +365,49 @@ Result<void> ValidateFiles(const FilesRecord& f) {
     }
   }
   return {};
+}
+
+// The processes of a VM of several processes (in its init's descriptor, `d`).
+Result<void> ValidateProcesses(const VmDescriptor& d) {
+  const ProcessesRecord& r = *d.processes;
+  if (r.processes.size() < 2 || r.processes.size() > ProcessesRecord::kMaxProcesses) {
+    return Invalid("{} processes recorded, not 2..{}", r.processes.size(),
+                   ProcessesRecord::kMaxProcesses);
+  }
+  if (r.processes.front().pid != d.identity.pid) {
+    return Invalid("the first process recorded is {}, not the descriptor's {}",
+                   r.processes.front().pid, d.identity.pid);
+  }
+  if (r.last_id < 1 || r.last_id > kMaxTid) {
+    return Invalid("the newest process id {} is outside [1, {}]", r.last_id, kMaxTid);
+  }
+  std::set<int32_t> pids;
+  for (const ProcessRecord& p : r.processes) {
+    if (p.pid < 1 || p.pid > kMaxTid || !pids.insert(p.pid).second) {
+      return Invalid("process id {} is outside [1, {}] or appears twice", p.pid, kMaxTid);
+    }
+  }
+  for (size_t i = 0; i < r.processes.size(); ++i) {
+    const ProcessRecord& p = r.processes[i];
+    const bool init = i == 0;
+    if (init ? p.ppid != 0 : p.ppid == p.pid || (p.ppid != 0 && !pids.contains(p.ppid))) {
+      return Invalid("process {} has parent {}", p.pid, p.ppid);
+    }
+    if (p.pgid < 1 || p.pgid > kMaxTid || p.sid < 1 || p.sid > kMaxTid) {
+      return Invalid("process {} is in group {} of session {}", p.pid, p.pgid, p.sid);
+    }
+    if (init && p.zombie) return Invalid("init (process {}) is recorded ended", p.pid);
+    if (!p.zombie && p.wait_status != 0) {
+      return Invalid("process {} runs but has a wait status", p.pid);
+    }
+    if (p.exit_signal > static_cast<uint32_t>(kMaxSignal)) {
+      return Invalid("process {} has exit signal {}", p.pid, p.exit_signal);
+    }
+    if (p.sender < 0 || p.sender > kMaxTid) {
+      return Invalid("process {} has signal sender {}", p.pid, p.sender);
+    }
+  }
+  return ValidatePipes(r.pipes);
 }
 
 Result<void> ValidateSignals(const SignalState& s) {
@@ -422,7 +475,6 @@ Result<void> ValidateClock(const ClockCapture& c) {
 }
 
 Result<void> ValidateThreads(const VmDescriptor& d) {
-  constexpr int32_t kMaxTid = 4'194'303;  // Linux's PID_MAX_LIMIT - 1
   if (d.threads.size() > static_cast<size_t>(kMaxThreads)) {
     return Invalid("{} threads, at most {} allowed", d.threads.size(), kMaxThreads);
   }
@@ -519,6 +571,7 @@ Result<void> ValidateDescriptor(const VmDescriptor& d) {
   if (d.clock) FLURRY_TRY(ValidateClock(*d.clock));
   FLURRY_TRY(ValidateThreads(d));  // after the memory: uses ram_size
   FLURRY_TRY(ValidateTimers(d));
+  if (d.processes) FLURRY_TRY(ValidateProcesses(d));
   return {};
 }
 

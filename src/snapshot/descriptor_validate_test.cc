@@ -245,6 +245,84 @@ const RefusalCase kGuestStateCases[] = {
      "2^62)"},
     {"captured realtime negative", [](VmDescriptor& d) { d.clock->host_realtime_ns = -1; },
      "invalid descriptor: host realtime -1 ns at capture is outside [0, 2^62)"},
+    {"one process only",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes.resize(1);
+     },
+     "invalid descriptor: 1 processes recorded, not 2..512"},
+    {"init not first",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       std::swap(d.processes->processes[0], d.processes->processes[1]);
+     },
+     "invalid descriptor: the first process recorded is 4300, not the descriptor's 4242"},
+    {"process id twice",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[2].pid = 4300;
+     },
+     "invalid descriptor: process id 4300 is outside [1, 4194303] or appears twice"},
+    {"parent not a process",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[1].ppid = 9;
+     },
+     "invalid descriptor: process 4300 has parent 9"},
+    {"process its own parent",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[1].ppid = 4300;
+     },
+     "invalid descriptor: process 4300 has parent 4300"},
+    {"init with a parent",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[0].ppid = 4300;
+     },
+     "invalid descriptor: process 4242 has parent 4300"},
+    {"init ended",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[0].zombie = true;
+     },
+     "invalid descriptor: init (process 4242) is recorded ended"},
+    {"running with a wait status",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[1].wait_status = 9;
+     },
+     "invalid descriptor: process 4300 runs but has a wait status"},
+    {"process group 0",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[1].pgid = 0;
+     },
+     "invalid descriptor: process 4300 is in group 0 of session 4242"},
+    {"exit signal 65",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->processes[1].exit_signal = 65;
+     },
+     "invalid descriptor: process 4300 has exit signal 65"},
+    {"newest process id 0",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->last_id = 0;
+     },
+     "invalid descriptor: the newest process id 0 is outside [1, 4194303]"},
+    {"processes' pipe twice",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->pipes.push_back(d.processes->pipes[0]);
+     },
+     "invalid descriptor: pipe id 78 is 0 or appears twice"},
+    {"processes' pipe over its capacity",
+     [](VmDescriptor& d) {
+       d = WithProcesses(d);
+       d.processes->pipes[0].contents.resize(4097);
+     },
+     "invalid descriptor: pipe 78 holds 4097 bytes, more than its capacity 4096"},
     {"thread id above the largest pid", [](VmDescriptor& d) { d.threads[1].tid = 4194304; },
      "invalid descriptor: thread id 4194304 is outside [1, 4194303]"},
     {"thread id of the running thread", [](VmDescriptor& d) { d.threads[0].tid = 4243; },
@@ -346,13 +424,12 @@ const RefusalCase kCpuStateCases[] = {
     {"xcr0 without x87", [](VmDescriptor& d) { d.vcpu.xcr0 = 0x6; },
      "invalid descriptor: xcr0 0x6 lacks x87 or SSE (bits 0 and 1)"},
     {"xsave shorter than its header", [](VmDescriptor& d) { d.vcpu.xsave.resize(512); },
-     "invalid descriptor: xsave area is 512 bytes (valid: 0, or 576..16384 in multiples of 64)"},
-    {"xsave not a multiple of 64 bytes", [](VmDescriptor& d) { d.vcpu.xsave.resize(2689); },
-     "invalid descriptor: xsave area is 2689 bytes (valid: 0, or 576..16384 in multiples of "
-     "64)"},
+     "invalid descriptor: xsave area is 512 bytes (valid: 0, or 576..16384 in multiples of 8)"},
+    {"xsave not a multiple of 8 bytes", [](VmDescriptor& d) { d.vcpu.xsave.resize(2444); },
+     "invalid descriptor: xsave area is 2444 bytes (valid: 0, or 576..16384 in multiples of 8)"},
     {"xsave larger than 16 KiB", [](VmDescriptor& d) { d.vcpu.xsave.resize(16384 + 64); },
      "invalid descriptor: xsave area is 16448 bytes (valid: 0, or 576..16384 in multiples of "
-     "64)"},
+     "8)"},
     {"xsave MXCSR reserved bits", [](VmDescriptor& d) { d.vcpu.xsave[26] = 1; },
      "invalid descriptor: xsave MXCSR 0x11f80 sets reserved bits 31..16"},
     {"xsave software-reserved bytes", [](VmDescriptor& d) { d.vcpu.xsave[511] = 1; },
@@ -431,7 +508,9 @@ TEST(DescriptorValidateTest, AcceptsAnEmptyXsaveWithAnyValidXcr0) {
 }
 
 TEST(DescriptorValidateTest, AcceptsXsaveSizesFromTheHeaderToTheCap) {
-  for (size_t size : {size_t{576}, size_t{832}, size_t{4096}, size_t{11008}, size_t{16384}}) {
+  // 2440: an AMD CPU with PKRU (8 bytes at offset 2432); 2696: Intel's PKRU at 2688.
+  for (size_t size : {size_t{576}, size_t{832}, size_t{2440}, size_t{2696}, size_t{4096},
+                      size_t{11008}, size_t{16384}}) {
     SCOPED_TRACE(size);
     VmDescriptor d = FullDescriptor();
     d.vcpu.xsave = XsaveImage(size, 0x3);

@@ -2,6 +2,7 @@
 // read from DIR/memory.img when they are wanted (restoring eagerly, or on demand).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,11 @@ namespace flurry {
 
 inline constexpr const char* kSnapshotDescriptorFile = "descriptor.fvd";
 inline constexpr const char* kSnapshotMemoryFile = "memory.img";
+// In a snapshot of a VM of several processes: the directory of process `pid` (not init's,
+// which is the snapshot directory itself), holding its descriptor and memory image.
+inline std::string ProcessSnapshotDirectory(const std::string& directory, int32_t pid) {
+  return directory + "/process-" + std::to_string(pid);
+}
 
 class MemoryImageSource : public PageSource {
  public:

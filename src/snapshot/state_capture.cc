@@ -281,7 +281,8 @@ int64_t RestoredMonotonicOffset(const VmDescriptor& d, ClockResume how) {
 
 Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
                                 const std::optional<std::string>& root_override,
-                                std::shared_ptr<LazyFiles> lazy_files, const PipeSet* pipes) {
+                                std::shared_ptr<LazyFiles> lazy_files, const PipeSet* pipes,
+                                std::optional<int64_t> monotonic_offset_ns) {
   GuestState state;
   state.cpu = d.cpu;
   state.identity = d.identity;
@@ -295,7 +296,7 @@ Result<GuestState> RestoreGuest(const VmDescriptor& d, ClockResume clock,
   for (const ThreadRecord& record : d.threads) state.threads.others.push_back(ThreadOf(record));
   state.threads.last_tid = d.last_tid;
   state.start_time_ns = d.start_time_ns;
-  state.monotonic_offset_ns = RestoredMonotonicOffset(d, clock);
+  state.monotonic_offset_ns = monotonic_offset_ns.value_or(RestoredMonotonicOffset(d, clock));
   FLURRY_TRY_CTX(RestoreFiles(d.files, root_override ? root_override : d.files.root_host_path,
                               state.fds, std::move(lazy_files), state.monotonic_offset_ns, pipes),
                  "restoring the guest's files");

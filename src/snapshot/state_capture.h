@@ -36,13 +36,15 @@ Result<PageMapRecord> CapturePageMap(const GuestMemory& memory);
 // path, e.g. a clone's private copy-on-write view) and every file at its recorded offset.
 // stdio fds map to the host's stdio. segment_bases mirrors descriptor.vcpu.regs.fs_base/gs_base,
 // not dirty (restoring the CPU state sets them). The guest's monotonic clock continues from the
-// descriptor's capture instant as `clock` says (RestoredMonotonicOffset). `lazy_files`: the
+// descriptor's capture instant as `clock` says (RestoredMonotonicOffset), or at
+// `monotonic_offset_ns` from the host's where that is given. `lazy_files`: the
 // root holds placeholders that it fills as they are opened (a remote clone's copy of its
 // parent's --dir).
 Result<GuestState> RestoreGuest(const VmDescriptor& descriptor, ClockResume clock,
                                 const std::optional<std::string>& root_override = std::nullopt,
                                 std::shared_ptr<LazyFiles> lazy_files = nullptr,
-                                const PipeSet* pipes = nullptr);
+                                const PipeSet* pipes = nullptr,
+                                std::optional<int64_t> monotonic_offset_ns = std::nullopt);
 
 // The GuestState::monotonic_offset_ns for a VM made from `descriptor` now: per `how` from its
 // clock record, or 0 (the host's clock) when the descriptor has none (older writers).

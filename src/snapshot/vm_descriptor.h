@@ -17,6 +17,7 @@
 #include "arch/x86_64/user_cpu_state.h"
 #include "guest/guest_state.h"
 #include "guest/guest_time.h"
+#include "guest/process_record.h"
 #include "memory/protection_map.h"
 
 namespace flurry {
@@ -130,10 +131,26 @@ struct ThreadRecord {
   bool operator==(const ThreadRecord&) const = default;
 };
 
+// The processes of a VM of several processes, in the descriptor of its init (the VM's first
+// process): the process table, and the pipes between them with their bytes (the processes'
+// own descriptors record those pipes empty). Each running process other than init has a
+// descriptor of its own (docs/formats/snapshot.md).
+struct ProcessesRecord {
+  static constexpr int kMaxProcesses = 512;  // ProcessTable::kMaxProcesses
+  std::vector<ProcessRecord> processes;      // init first
+  int32_t last_id = 0;                       // the newest pid or tid handed out
+  std::vector<PipeRecord> pipes;
+
+  bool operator==(const ProcessesRecord&) const = default;
+};
+
 struct VmDescriptor {
   // The format EncodeDescriptor writes. DecodeDescriptor also reads version 1 (flurry before
   // format version 2), converting it (docs/formats/descriptor.md, "Format version 1").
   static constexpr uint32_t kFormatVersion = 2;
+  // The format of a descriptor that carries `processes` (version 2 plus that field): a reader
+  // that does not know it would restore one process of several, so it must refuse the file.
+  static constexpr uint32_t kFormatVersionProcesses = 3;
 
   x86::CpuSignature cpu;
   // The execution backend that captured the state ("kvm", "seccomp"); empty if unknown.
@@ -155,6 +172,9 @@ struct VmDescriptor {
   // The other threads (the running one is vcpu/identity/signals), and the newest tid made.
   std::vector<ThreadRecord> threads;
   int32_t last_tid = 0;
+  // A VM of several processes, in its init's descriptor; absent for one process, and in the
+  // descriptors of the other processes.
+  std::optional<ProcessesRecord> processes;
 };
 
 }  // namespace flurry

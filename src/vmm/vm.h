@@ -36,6 +36,8 @@
 
 namespace flurry {
 
+struct GatherMessage;
+
 // Gives the backend every user page's protection from `map` (a VM made or restored: the
 // backend starts with all of user memory accessible).
 Result<void> ProtectUserMemory(Backend& backend, const MemoryMap& map);
@@ -52,10 +54,18 @@ class Vm : public ForkHost {
   // A clone of a VM on another host (config.clone_of) whose parent had a --dir gets a copy of
   // it in config.dir, its files fetched from `files` as they are opened (guest/lazy_files.h).
   // `prepared`: backend parts made while the VMM waited for its clone (flurry clone-vmm).
+  // What a process of a VM of several processes restored from a snapshot shares with the
+  // VM's other processes (vm_restore_processes.cc).
+  struct SharedWithProcesses {
+    const PipeSet* pipes = nullptr;   // the VM's pipes
+    int64_t monotonic_offset_ns = 0;  // the VM's clock
+    ForkController fork;              // the VM's clone family
+  };
   static Result<std::unique_ptr<Vm>> RestoreFrom(
       const VmDescriptor& descriptor, std::unique_ptr<PageSource> source, const VmConfig& config,
       std::unique_ptr<FileSource> files = nullptr,
-      std::unique_ptr<PreparedBackend> prepared = nullptr);
+      std::unique_ptr<PreparedBackend> prepared = nullptr,
+      std::optional<SharedWithProcesses> shared = std::nullopt);
   ~Vm() override;
 
   // Runs the guest until it exits, faults or is stopped. Call on one thread only.
@@ -109,6 +119,8 @@ class Vm : public ForkHost {
   bool HasOtherProcesses() const override { return processes_.Count() > 1; }
   void ForgetGuestPipes() override { state_.fds.ClosePipes(); }
   Result<void> GatherOtherProcesses() override;
+  // GatherOtherProcesses for a snapshot (a writable --dir is no obstacle there).
+  Result<void> GatherProcesses();
   void ForgetGathered() override { gathering_.reset(); }
   Result<void> BeforeSpawn(int32_t id, bool detached) override;
   void AfterSpawn() override;
@@ -210,6 +222,35 @@ class Vm : public ForkHost {
   // In a copy of another process for clone `id`: registers with the rendezvous of `owner`
   // (the snapshot process that asked for it) and becomes that process of the clone.
   Result<void> BecomeCloneCopy(int32_t id, int32_t owner, const CloneState& state);
+  // Snapshots of a VM of several processes (vm_snapshot_processes.cc). In init, with every
+  // other process gathered (their copiers hold them as they were): each copier writes its
+  // process's descriptor and memory into a subdirectory of `directory` (process-PID), with
+  // the VM's clock `clock`. Returns the bytes written.
+  Result<ControlReply> WriteOtherProcesses(const std::string& directory, const ClockCapture& clock);
+  // In a copier: writes its process's snapshot (the state captured at the gathering) into
+  // `directory`; returns the memory bytes written.
+  Result<uint64_t> WriteCopySnapshot(const std::string& directory, const CloneState& state,
+                                     const ClockCapture& clock);
+  // Writes `descriptor` and the guest memory its page map lists into `directory`.
+  Result<ControlReply> WriteSnapshotFiles(const std::string& directory,
+                                          const VmDescriptor& descriptor);
+  // Restoring one (vm_restore_processes.cc): init's descriptor `d` read from `directory`;
+  // every other running process is restored in a VMM forked for it, connected to the others
+  // as the processes of a clone are (a process table and the pipes). Returns init's Vm.
+  static Result<std::unique_ptr<Vm>> RestoreProcesses(const std::string& directory,
+                                                      const VmDescriptor& d,
+                                                      const VmConfig& config);
+  // In the VMM forked for process `d` (directory `directory`) of a VM being restored by init's
+  // VMM `owner`: joins the VM and runs the process; never returns.
+  [[noreturn]] static void RunRestoredProcess(const std::string& directory, const VmDescriptor& d,
+                                              const VmConfig& config, pid_t owner,
+                                              ForkController fork);
+  // A SETUP (fork/vm_gathering.h) for the other processes of a clone or of a restored VM:
+  // one new pipe per record, with its bytes, kept in the returned set until the message is
+  // sent; the message (from `host_pid`) names them, and `fds` is what it carries: the table
+  // (`table_memfd`), then the read and the write end of each pipe.
+  static Result<PipeSet> MakeSetup(int table_memfd, const std::vector<PipeRecord>& records,
+                                   int32_t host_pid, GatherMessage* setup, std::vector<int>* fds);
   // The part of becoming a clone common to every process of it (vm_clone.cc).
   Result<void> BecomeCloneVm(int32_t id, const CloneState& state, const PipeSet* pipes);
   // execve/execveat (vm_exec.cc): the new program stands loaded (cpu_replaced_), or the call
@@ -374,6 +415,7 @@ class Vm : public ForkHost {
     };
     std::vector<Member> members;
     std::vector<uint8_t> table;     // the process table at the clone instant
+    ClockCapture clock;             // the guest's clock at that instant
     std::vector<PipeRecord> pipes;  // every pipe of the VM, with its bytes at that instant
     UniqueFd rendezvous;            // in the snapshot process: the clone being made
   };

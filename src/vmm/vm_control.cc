@@ -15,11 +15,10 @@
 namespace flurry {
 
 namespace {
-// Snapshots capture one VMM's guest: a VM of several processes cannot be captured whole yet
-// (clones of it can: CloneFromOutside gathers its processes).
+// A page server serves one VMM's guest memory: a VM of several processes cannot be served
+// whole yet (snapshots and clones of it can: they gather its processes).
 ControlReply OneProcessOnly() {
-  return ControlReply::Failure(
-      "the guest has more than one process: flurry cannot snapshot or serve it yet", "busy");
+  return ControlReply::Failure("the guest has more than one process: flurry cannot serve it yet");
 }
 }  // namespace
 
@@ -139,7 +138,6 @@ ControlReply Vm::Execute(const ControlRequest& request) {
       paused_ = false;
       return {};
     case ControlRequest::Kind::kSnapshot: {
-      if (processes_.Count() > 1) return OneProcessOnly();
       auto reply = WriteSnapshot(request.directory);
       if (!reply) return ControlReply::Failure(reply.error().message());
       return *reply;

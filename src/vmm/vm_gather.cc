@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <functional>
 #include <map>
 
 #include "fork/snapshot_server.h"
@@ -44,10 +45,36 @@ struct CopyStart {
   int32_t owner = 0;
 };
 
+// Writes the copier's process into a snapshot directory with the VM's clock; returns the
+// memory bytes written.
+using WriteCopy = std::function<Result<uint64_t>(const std::string&, const ClockCapture&)>;
+
+// A snapshot's kWrite: the process as the copier holds it goes into the directory sent.
+void WriteForHub(int hub, const GatherMessage& request, const UniqueFd& directory,
+                 const WriteCopy& write_copy) {
+  const Result<uint64_t> written =
+      write_copy(fmt::format("/proc/self/fd/{}", directory.get()),
+                 ClockCapture{.guest_monotonic_ns = request.clock_ns,
+                              .host_realtime_ns = request.realtime_ns});
+  GatherMessage done;
+  done.type = GatherMessage::kWritten;
+  done.pid = request.pid;
+  if (written) {
+    done.ids[0] = *written;
+  } else {
+    done.clone_id = written.error().code() > 0 ? written.error().code() : EIO;
+    const std::string line = fmt::format("flurry: process {}: writing its snapshot: {}\n",
+                                         request.pid, written.error().message());
+    (void)!::write(2, line.data(), line.size());
+  }
+  (void)SendGatherMessage(hub, done);  // a hub that is gone has given up the snapshot
+}
+
 // The copier: a fork of a process's VMM at the clone instant, holding its frozen guest. Lets
 // its process run on once the hub says so, then forks a copy for each clone the hub's snapshot
-// process asks for, until that process goes. Returns only in a copy.
-CopyStart RunCopier(UniqueFd hub, UniqueFd release, ForkHooks& hooks) {
+// process asks for (or writes the process into a snapshot: kWrite), until that process goes.
+// Returns only in a copy.
+CopyStart RunCopier(UniqueFd hub, UniqueFd release, ForkHooks& hooks, const WriteCopy& write_copy) {
   signal(SIGCHLD, SIG_IGN);  // copies are auto-reaped
   prctl(PR_SET_NAME, "flurry-copier");
   hooks.ForgetGuestPipes();
@@ -60,12 +87,17 @@ CopyStart RunCopier(UniqueFd hub, UniqueFd release, ForkHooks& hooks) {
     _exit(0);
   }
   for (;;) {
-    Result<GatherMessage> spawn =
-        ReceiveGatherMessage(hub.get(), GatherMessage::kSpawn, std::chrono::hours(1));
+    std::vector<UniqueFd> fds;
+    Result<GatherMessage> spawn = ReceiveGatherMessageOf(
+        hub.get(), {GatherMessage::kSpawn, GatherMessage::kWrite}, std::chrono::hours(1), &fds);
     if (!spawn && spawn.error().code() == ETIMEDOUT) continue;
     if (!spawn) {  // the snapshot process is gone (or broke the protocol): no more clones
       hooks.ReleaseGuest();
       _exit(0);
+    }
+    if (spawn->type == GatherMessage::kWrite) {
+      WriteForHub(hub.get(), *spawn, fds[0], write_copy);
+      continue;
     }
     const pid_t copier = getpid();
     // The copies die with the copier, as clones do with their snapshot process — except a
@@ -93,6 +125,11 @@ Result<void> Vm::GatherOtherProcesses() {
                      "cloning a VM of several processes with a writable --dir is not supported "
                      "yet");
   }
+  return GatherProcesses();
+}
+
+Result<void> Vm::GatherProcesses() {
+  if (!HasOtherProcesses()) return {};
   // One clone of the VM at a time: a process that clones while another does fails at once
   // (and can then join the other's gathering).
   if (!processes_.TryOwnGathering(getpid())) {
@@ -150,6 +187,7 @@ Result<void> Vm::GatherOtherProcesses() {
                                         pipe_ends.size(), kMaxGatherPipes));
   }
   gathering.table = processes_.Image();
+  gathering.clock = CaptureClockNow(state_.monotonic_offset_ns);
   for (const auto& [id, fd] : pipe_ends) {
     gathering.pipes.push_back(FLURRY_TRY_CTX(CapturePipe(fd, id), "copying the VM's pipes"));
   }
@@ -212,7 +250,11 @@ Result<bool> Vm::JoinGathering(const ProcessTable::Gathering& call) {
     // The member's tickets, checkpoints and outcome channel stay the member's alone (their
     // snapshot processes must see the member let go of them).
     fork_.BecomeGuestProcess();
-    const CopyStart start = RunCopier(std::move(*hub), std::move(release_write), *this);
+    const CopyStart start =
+        RunCopier(std::move(*hub), std::move(release_write), *this,
+                  [this, &state](const std::string& directory, const ClockCapture& clock) {
+                    return WriteCopySnapshot(directory, state, clock);
+                  });
     if (auto became = BecomeCloneCopy(start.id, start.owner, state); !became) {
       const std::string line = fmt::format("flurry: clone {}: process {}: {}\n", start.id,
                                            state_.identity.pid, became.error().message());
@@ -269,23 +311,36 @@ Result<PipeSet> Vm::AssembleClone() {
   auto [table, memfd] =
       FLURRY_TRY_CTX(ProcessTable::FromImage(gathering.table, state_.identity.pid, host_pids),
                      "making the clone's process table");
-  PipeSet pipes;
   GatherMessage setup;
-  setup.type = GatherMessage::kSetup;
-  setup.host_pid = getpid();  // the member copies end with this process
-  std::vector<int> fds{memfd.get()};
-  for (const PipeRecord& record : gathering.pipes) {
-    PipeEnds ends = FLURRY_TRY_CTX(MakePipe(record, false), "making the clone's pipes");
-    setup.ids[setup.count++] = record.id;
-    fds.push_back(ends.read.get());
-    fds.push_back(ends.write.get());
-    pipes.emplace(record.id, std::move(ends));
-  }
+  std::vector<int> fds;
+  // (The member copies end with this process.)
+  PipeSet pipes = FLURRY_TRY_CTX(MakeSetup(memfd.get(), gathering.pipes, getpid(), &setup, &fds),
+                                 "making the clone's pipes");
   for (const Registered& r : registered) {
     FLURRY_TRY_CTX(SendGatherMessage(r.connection.get(), setup, fds),
                    fmt::format("setting up process {} of the clone", r.pid));
   }
   processes_ = std::move(table);
+  return pipes;
+}
+
+Result<PipeSet> Vm::MakeSetup(int table_memfd, const std::vector<PipeRecord>& records,
+                              int32_t host_pid, GatherMessage* setup, std::vector<int>* fds) {
+  if (records.size() > kMaxGatherPipes) {
+    return Fail("{} pipes; a SETUP carries at most {}", records.size(), kMaxGatherPipes);
+  }
+  *setup = GatherMessage{};
+  setup->type = GatherMessage::kSetup;
+  setup->host_pid = host_pid;
+  *fds = {table_memfd};
+  PipeSet pipes;
+  for (const PipeRecord& record : records) {
+    PipeEnds ends = FLURRY_TRY(MakePipe(record, false));
+    setup->ids[setup->count++] = record.id;
+    fds->push_back(ends.read.get());
+    fds->push_back(ends.write.get());
+    pipes.emplace(record.id, std::move(ends));
+  }
   return pipes;
 }
 

@@ -70,6 +70,7 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& directory, const VmCo
   const std::string descriptor_path = directory + "/" + kSnapshotDescriptorFile;
   VmDescriptor d = FLURRY_TRY(ReadDescriptorFile(descriptor_path));
   FLURRY_TRY_CTX(CheckCompatibleWithHost(d, x86::CpuSignature::OfHost()), descriptor_path);
+  if (d.processes) return RestoreProcesses(directory, d, config);
   std::unique_ptr<PageSource> source =
       FLURRY_TRY(MemoryImageSource::Open(directory, d.memory.ram_size));
   return RestoreFrom(d, std::move(source), config);
@@ -79,7 +80,14 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
                                             std::unique_ptr<PageSource> source,
                                             const VmConfig& config,
                                             std::unique_ptr<FileSource> files,
-                                            std::unique_ptr<PreparedBackend> prepared) {
+                                            std::unique_ptr<PreparedBackend> prepared,
+                                            std::optional<SharedWithProcesses> shared) {
+  if (d.processes && !shared) {
+    // One VMM would become init alone: the other processes are only in a snapshot directory.
+    return Fail(
+        "a VM of several processes is restored from its snapshot directory only "
+        "(flurry restore DIR)");
+  }
   const bool on_demand = config.memory_on_demand;
   std::unique_ptr<Backend> backend = FLURRY_TRY(
       CreateBackend(config.backend, LayoutFor(d.memory, on_demand), std::move(prepared)));
@@ -108,11 +116,13 @@ Result<std::unique_ptr<Vm>> Vm::RestoreFrom(const VmDescriptor& d,
   // "The guest clock").
   GuestState state = FLURRY_TRY(
       RestoreGuest(d, config.clone_of ? ClockResume::kPlusWallClock : ClockResume::kFromCapture,
-                   root, std::move(lazy_files)));
+                   root, std::move(lazy_files), shared ? shared->pipes : nullptr,
+                   shared ? std::optional(shared->monotonic_offset_ns) : std::nullopt));
   if (config.hostname) state.identity.hostname = *config.hostname;
   ForkPolicy policy;
   policy.max_clones_per_ticket = config.max_clones_per_ticket;
-  ForkController fork = FLURRY_TRY(ForkController::Create(policy));
+  ForkController fork =
+      shared ? std::move(shared->fork) : FLURRY_TRY(ForkController::Create(policy));
   x86::UserCpuState cpu = d.vcpu;
   if (config.clone_of) {
     // A clone made on another host: sf_clone returns its ID, as in a local clone (BecomeClone).

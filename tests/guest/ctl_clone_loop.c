@@ -1,7 +1,8 @@
 // ctl_clone_loop: a bounded loop printing its clone ID, for host-initiated clones
 // (flurry ctl SOCKET clone N).
 //
-// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS [threaded|piped|processes]]]   (defaults 60, 50)
+// usage: ctl_clone_loop [ITERATIONS [INTERVAL_MS [threaded|piped|processes|processes_piped]]]
+//        (defaults 60, 50)
 //
 // Prints "id=<sf_id()> iter=<i>" for i = 0..ITERATIONS-1 (one write(2) each), sleeping
 // INTERVAL_MS in between, then "id=<sf_id()> done" and exits 0. A clone made from outside
@@ -12,6 +13,13 @@
 // "pipe: carried and more" (a snapshot or clone taken meanwhile must carry the pipe's bytes).
 // "processes": the loop runs in a child process while init waits in waitpid; init prints the
 // "done" line once the child has exited 0 (a clone taken meanwhile must copy both processes).
+// "processes_piped": as "processes", with a pipe between them and a zombie: init first forks a
+// child that exits 7 at once (and is not reaped until the end), writes "carried" into a pipe,
+// forks the looping child, writes " and more" and closes its ends; the child, after the loop,
+// reads the pipe to its end (every writer gone) and prints "pipe: <what it read>"; init, its
+// waitpid returned, reaps the first child ("zombie: status 7") and prints the "done" line (a
+// snapshot taken meanwhile must carry both processes, the zombie, the pipe's bytes, and no
+// writer the VM does not have).
 #include <errno.h>
 #include <flurry/sf.h>
 #include <pthread.h>
@@ -55,6 +63,41 @@ int main(int argc, char** argv) {
     char bytes[64] = {0};
     ssize_t got = read(fds[0], bytes, sizeof bytes - 1);
     printf("pipe: %s\n", got > 0 ? bytes : "(nothing)");
+    return 0;
+  }
+  if (argc > 3 && strcmp(argv[3], "processes_piped") == 0) {
+    const pid_t zombie = fork();
+    if (zombie == 0) _exit(7);
+    int fds[2];
+    if (zombie < 0 || pipe(fds) != 0 || write(fds[1], "carried", 7) != 7) return 1;
+    const pid_t child = fork();
+    if (child == 0) {
+      close(fds[1]);
+      say_done = 0;
+      Loop(NULL);
+      char bytes[64] = {0};
+      size_t have = 0;
+      for (;;) {
+        const ssize_t got = read(fds[0], bytes + have, sizeof bytes - 1 - have);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        have += (size_t)got;
+      }
+      char line[96];
+      snprintf(line, sizeof line, "pipe: %s\n", bytes);
+      Say(line);
+      _exit(0);
+    }
+    if (child < 0 || write(fds[1], " and more", 9) != 9) return 1;
+    close(fds[0]);
+    close(fds[1]);
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return 1;
+    }
+    if (waitpid(zombie, &status, 0) != zombie || !WIFEXITED(status)) return 1;
+    printf("zombie: status %d\n", WEXITSTATUS(status));
+    printf("id=%d done\n", sf_id());
     return 0;
   }
   if (argc > 3 && strcmp(argv[3], "processes") == 0) {

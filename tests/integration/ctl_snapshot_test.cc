@@ -155,6 +155,92 @@ TEST(CtlSnapshot, PipesAreSnapshottedWithTheirBytes) {
   EXPECT_EQ(r.out.find("id=0 iter=0\n"), std::string::npos) << r.Describe();
 }
 
+// The directories of a snapshot's other processes (process-PID).
+std::vector<fs::path> ProcessDirectories(const fs::path& snapshot) {
+  std::vector<fs::path> found;
+  for (const auto& entry : fs::directory_iterator(snapshot)) {
+    if (entry.is_directory() && StartsWith(entry.path().filename().string(), "process-")) {
+      found.push_back(entry.path());
+    }
+  }
+  return found;
+}
+
+// A snapshot of a VM of several processes holds all of them at one instant: init waiting in
+// waitpid, a child in its loop, a zombie child, and the bytes in a pipe between them.
+// Restored (twice), the child finishes its loop and reads the pipe to its end (no VMM holds a
+// writer the guest closed), init reaps both children: the output is the rest of the original
+// run's. A snapshot with a process's memory image
+// damaged is refused whole, with a message, and leaves no process behind.
+TEST(CtlSnapshot, AVmOfSeveralProcessesIsSnapshottedWhole) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  const fs::path snapshot = dir.path() / "snap";
+  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), "30", "50", "processes_piped"});
+  ASSERT_TRUE(vm.WaitForLine("id=0 iter=5")) << vm.out() << vm.err();
+  auto ctl = Ctl(socket, {"snapshot", snapshot.string()});
+  ExpectCtlOk(ctl);
+  auto original = vm.Wait(60s);
+  ExpectCleanExit(original, 0);
+  const std::string end = "id=0 iter=29\npipe: carried and more\nzombie: status 7\nid=0 done\n";
+  ASSERT_TRUE(original.out.ends_with(end)) << original.Describe();
+
+  // Init's descriptor records the three processes (the zombie with its status) and the pipe's
+  // bytes; the looping child has a directory of its own, the zombie none.
+  auto show = Flurry({"descriptor", "show", (snapshot / "descriptor.fvd").string()});
+  EXPECT_EQ(show.exit_code, 0) << show.Describe();
+  EXPECT_NE(show.out.find("processes   3: "), std::string::npos) << show.Describe();
+  EXPECT_NE(show.out.find("ended, wait status 0x700"), std::string::npos) << show.Describe();
+  EXPECT_NE(show.out.find(": 16 bytes unread, capacity "), std::string::npos) << show.Describe();
+  const std::vector<fs::path> others = ProcessDirectories(snapshot);
+  ASSERT_EQ(others.size(), 1u) << show.Describe();
+  EXPECT_TRUE(fs::exists(others[0] / "descriptor.fvd"));
+  EXPECT_TRUE(fs::exists(others[0] / "memory.img"));
+
+  for (int round = 0; round < 2; ++round) {
+    auto r = Flurry({"restore", snapshot.string()}, WithDeadline(120));
+    ExpectCleanExit(r, 0);
+    const auto lines = Lines(r.out);
+    ASSERT_GE(lines.size(), 4u) << r.Describe();
+    ASSERT_TRUE(StartsWith(lines[0], "id=0 iter=")) << r.Describe();
+    const int first = std::atoi(lines[0].c_str() + 10);
+    EXPECT_GE(first, 5) << r.Describe();
+    std::vector<std::string> want;
+    for (int i = first; i < 30; ++i) want.push_back("id=0 iter=" + std::to_string(i));
+    for (const char* line : {"pipe: carried and more", "zombie: status 7", "id=0 done"}) {
+      want.push_back(line);
+    }
+    EXPECT_EQ(lines, want) << r.Describe();
+  }
+
+  // The child's memory image cut short: nothing runs, the restore says which process, and the
+  // VMMs it forked are gone (orphaned, they would come to this process: a subreaper).
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  ASSERT_TRUE(NoChildrenLeft(10s)) << "children before the failing restore";
+  fs::resize_file(others[0] / "memory.img", 4096);
+  auto r = Flurry({"restore", snapshot.string()}, WithDeadline(60));
+  EXPECT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "") << r.Describe();
+  const std::string pid = others[0].filename().string().substr(std::string("process-").size());
+  EXPECT_NE(r.err.find("restoring process " + pid), std::string::npos) << r.Describe();
+  EXPECT_TRUE(NoChildrenLeft(10s)) << Children().size() << " processes left behind";
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+}
+
+// `serve` of a VM of several processes is refused with the reason (one page server serves one
+// process's memory).
+TEST(CtlSnapshot, AVmOfSeveralProcessesIsNotServedAndSaysWhy) {
+  TempDir dir;
+  const std::string socket = (dir.path() / "api.sock").string();
+  Background vm({"run", "--api", socket, Guest("ctl_clone_loop"), "30", "50", "processes"});
+  ASSERT_TRUE(vm.WaitForLine("id=0 iter=2")) << vm.out() << vm.err();
+  auto serve = Ctl(socket, {"serve", "127.0.0.1:0"});
+  EXPECT_NE(serve.exit_code, 0) << serve.Describe();
+  EXPECT_NE(serve.err.find("more than one process"), std::string::npos) << serve.Describe();
+  ExpectCleanExit(vm.Wait(60s), 0);
+}
+
 TEST(CtlSnapshot, RelativeDirectoryIsTheCallersAndExistingDirIsReused) {
   TempDir dir;
   const std::string socket = (dir.path() / "api.sock").string();

@@ -2,6 +2,7 @@
 // reading ctl's "key: value" output, and a raw client of the API socket.
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -16,10 +17,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -206,6 +210,40 @@ inline void ExpectCtlOk(const RunResult& r) {
   EXPECT_TRUE(r.exited) << r.Describe();
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.err, "") << r.Describe();
+}
+
+// Pids of the processes whose parent is this process.
+inline std::set<pid_t> Children() {
+  std::set<pid_t> children;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return children;
+  const pid_t self = getpid();
+  while (dirent* e = readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream status(std::string("/proc/") + e->d_name + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (StartsWith(line, "PPid:")) {
+        if (std::atoi(line.c_str() + 5) == self) children.insert(pid);
+        break;
+      }
+    }
+  }
+  closedir(proc);
+  return children;
+}
+
+// True once no child of this process is left (reaping those that end) within `timeout`.
+inline bool NoChildrenLeft(std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    if (Children().empty()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    usleep(20000);
+  }
 }
 
 inline RunResult Ctl(const std::string& socket, std::vector<std::string> command) {

@@ -178,28 +178,6 @@ TEST(CtlPause, TimeoutStillEndsAPausedVm) {
 // ---------------------------------------------------------------------------------------------
 // clone N (snapshot and restore: ctl_snapshot_test.cc)
 
-// Pids of the processes whose parent is this process.
-std::set<pid_t> Children() {
-  std::set<pid_t> children;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return children;
-  const pid_t self = getpid();
-  while (dirent* e = readdir(proc)) {
-    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-    if (pid <= 0) continue;
-    std::ifstream status(std::string("/proc/") + e->d_name + "/status");
-    std::string line;
-    while (std::getline(status, line)) {
-      if (StartsWith(line, "PPid:")) {
-        if (std::atoi(line.c_str() + 5) == self) children.insert(pid);
-        break;
-      }
-    }
-  }
-  closedir(proc);
-  return children;
-}
-
 // True once `pid` no longer exists (reaping it if it is our zombie child).
 bool WaitGone(pid_t pid, std::chrono::seconds timeout) {
   const auto deadline = Clock::now() + timeout;
