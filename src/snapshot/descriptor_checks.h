@@ -40,8 +40,7 @@ inline std::unexpected<Error> Missing(std::string_view what) { return Invalid("m
 inline Result<void> CheckXsaveSize(uint64_t size) {
   using x86::UserCpuState;
   if (size == 0) return {};
-  if (size < UserCpuState::kMinXsaveBytes || size > UserCpuState::kMaxXsaveBytes ||
-      size % 8 != 0) {
+  if (size < UserCpuState::kMinXsaveBytes || size > UserCpuState::kMaxXsaveBytes || size % 8 != 0) {
     return Invalid("xsave area is {} bytes (valid: 0, or {}..{} in multiples of 8)", size,
                    UserCpuState::kMinXsaveBytes, UserCpuState::kMaxXsaveBytes);
   }
