@@ -34,18 +34,21 @@ enum class FileKind : uint8_t {
   kTimerfd,    // timerfd_create: a host timerfd
   kEpoll,      // epoll_create/epoll_create1: a host epoll instance
   kDevice,     // /dev/null, /dev/zero, ... (guest/dev_files.h): the host's device, by path
+  kSignalfd,   // signalfd/signalfd4: a host eventfd the VMM makes readable while a signal of
+               // its mask is pending (guest/signalfd.h); reads take the signals
 };
 
 // Kinds whose host fd is always O_NONBLOCK: the guest's O_NONBLOCK lives in OpenFile::flags
 // only and decides whether a thread that finds the host fd not ready parks or gets EAGAIN.
 inline bool HostFdNonblocking(FileKind kind) {
   return kind == FileKind::kPipe || kind == FileKind::kEventfd || kind == FileKind::kTimerfd ||
-         kind == FileKind::kEpoll;
+         kind == FileKind::kEpoll || kind == FileKind::kSignalfd;
 }
 
-// The kinds made by eventfd, timerfd_create and epoll_create (OpenFile::event).
+// The kinds made by eventfd, timerfd_create, epoll_create and signalfd (OpenFile::event).
 inline bool IsEventObject(FileKind kind) {
-  return kind == FileKind::kEventfd || kind == FileKind::kTimerfd || kind == FileKind::kEpoll;
+  return kind == FileKind::kEventfd || kind == FileKind::kTimerfd || kind == FileKind::kEpoll ||
+         kind == FileKind::kSignalfd;
 }
 
 struct OpenFile;
@@ -60,13 +63,19 @@ struct EpollInterest {
   std::weak_ptr<const OpenFile> file;
 };
 
-// What makes an eventfd, timerfd or epoll instance again elsewhere (a VM descriptor). The
-// rest of their state (an eventfd's count, a timerfd's setting) is read from the host fd when
-// a descriptor is captured.
+// What makes an eventfd, timerfd, epoll instance or signalfd again elsewhere (a VM
+// descriptor). The rest of their state (an eventfd's count, a timerfd's setting) is read from
+// the host fd when a descriptor is captured.
 struct EventObject {
   bool semaphore = false;                // eventfd: EFD_SEMAPHORE
   int32_t clock = 0;                     // timerfd: its clockid
   std::vector<EpollInterest> interests;  // epoll: by guest fd, in the order added
+  uint64_t signal_mask = 0;              // signalfd: the signals it reads (bit signal - 1)
+  // signalfd: the signals of its mask pending when it was last synced (guest/signalfd.h), its
+  // host eventfd readable while not 0. Written by the run thread only (SyncSignalfds, reads,
+  // RenewSignalfds). Not captured: a restored signalfd starts unreadable and is synced at the
+  // VM's first stop.
+  uint64_t signal_ready = 0;
 };
 
 // One open file description.
@@ -83,7 +92,7 @@ struct OpenFile {
 
   // kStdio in a clone: writes go out whole lines at a time (see line_writer.h).
   std::shared_ptr<LineWriter> line_writer;
-  EventObject event;  // kEventfd, kTimerfd, kEpoll
+  EventObject event;  // kEventfd, kTimerfd, kEpoll, kSignalfd
 
   int host_fd() const { return kind == FileKind::kStdio ? stdio_fd : host.get(); }
 };
@@ -157,12 +166,15 @@ class FdTable {
   void ClosePipes();
 
   int OpenCount() const;
+  // Whether a signalfd was ever installed in this table (then SyncSignalfds looks at it).
+  bool has_signalfds() const { return has_signalfds_; }
   // Index = guest fd (for serialisation).
   const std::vector<Entry>& entries() const { return entries_; }
 
  private:
   std::vector<Entry> entries_;  // grows to the highest fd in use + 1
   std::optional<HostDir> root_;
+  bool has_signalfds_ = false;
   UniqueFd cwd_fd_;             // invalid: cwd is the root
   std::string cwd_path_ = "/";  // guest path of the cwd
 };

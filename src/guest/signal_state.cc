@@ -53,6 +53,15 @@ int NextDeliverableSignal(const SignalState& signals) {
   return __builtin_ctzll(synchronous != 0 ? synchronous : ready) + 1;
 }
 
+int NextSignalToTake(const SignalState& signals, uint64_t set) {
+  for (const uint64_t from : {signals.thread_pending & set, signals.pending & set}) {
+    if (from == 0) continue;
+    const uint64_t synchronous = from & kSynchronousSignals;
+    return __builtin_ctzll(synchronous != 0 ? synchronous : from) + 1;
+  }
+  return 0;
+}
+
 bool ChildrenLeaveNoZombies(const SignalState& signals) {
   const GuestSigaction& action = signals.actions[SIGCHLD];
   return action.handler == reinterpret_cast<uint64_t>(SIG_IGN) || (action.flags & SA_NOCLDWAIT);

@@ -25,6 +25,11 @@ DefaultAction DefaultActionOf(int signal);
 // SIGSTOP.
 bool DispositionIgnores(const GuestSigaction& action, int signal);
 
+// The pending signal of `set` that rt_sigtimedwait or a signalfd read takes next, as Linux's
+// dequeue_signal: the running thread's own first, then the process's, each the synchronous
+// ones first, then the lowest-numbered; 0 when none of `set` is pending.
+int NextSignalToTake(const SignalState& signals, uint64_t set);
+
 // Whether the process's children end without becoming zombies: SIGCHLD set to SIG_IGN, or
 // its action has SA_NOCLDWAIT (Linux's rule; wait4 then waits for all of them and fails with
 // ECHILD).

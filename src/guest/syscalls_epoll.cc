@@ -94,6 +94,9 @@ Value EpollCtl(SyscallContext& context, const SyscallArgs& args) {
     }
     return FailErrno(EINVAL, "not an epoll fd");
   }
+  if (target->kind == FileKind::kSignalfd) {  // its host eventfd is always writable, it never
+    event.events &= ~static_cast<uint32_t>(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND);
+  }
   if (epoll_ctl(epoll->host_fd(), op, target->host_fd(), &event) != 0) {
     return HostError("epoll_ctl");
   }

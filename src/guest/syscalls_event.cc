@@ -1,17 +1,22 @@
-// eventfd, eventfd2 and timerfd_create/settime/gettime: host eventfds and timerfds in the VMM,
-// guest fds of kind kEventfd and kTimerfd. As a pipe's, their host fds are always non-blocking:
-// a guest read of a zero eventfd or an unexpired timerfd (or a write that would overflow an
-// eventfd) without O_NONBLOCK parks the thread until the host fd is ready (syscalls_file.cc,
-// ThreadWait::kFd), and poll/select/epoll see them as the host does.
+// eventfd, eventfd2, timerfd_create/settime/gettime and signalfd, signalfd4: host eventfds and
+// timerfds in the VMM, guest fds of kind kEventfd, kTimerfd and kSignalfd (a host eventfd the
+// VMM keeps readable while a signal of its mask is pending: guest/signalfd.h). As a pipe's, their
+// host fds are always non-blocking: a guest read of a zero eventfd or an unexpired timerfd (or a
+// write that would overflow an eventfd) without O_NONBLOCK parks the thread until the host fd is
+// ready (syscalls_file.cc, ThreadWait::kFd), and poll/select/epoll see them as the host does.
 //
 // The guest's monotonic clocks are the host's plus an offset (guest_time.h): an absolute
 // timerfd deadline on CLOCK_MONOTONIC or CLOCK_BOOTTIME is converted to the host's clock, a
 // relative one and CLOCK_REALTIME are passed as they are; what timerfd_gettime and read
 // report is relative, the same on both. See docs/design.md ("Pipes and waiting for fds").
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/timerfd.h>
 
+#include <csignal>
+
 #include "guest/guest_time.h"
+#include "guest/signalfd.h"
 #include "guest/syscalls_file_support.h"
 
 namespace flurry {
@@ -98,6 +103,42 @@ Value TimerfdGettime(SyscallContext& context, const SyscallArgs& args) {
   return 0;
 }
 
+// signalfd4(fd, mask, sizemask, flags), checked in Linux's order: size, the mask (EFAULT),
+// flags, then fd: -1 makes a new signalfd, another fd must be one (EBADF, EINVAL) and gets
+// the new mask (its flags stay). SIGKILL and SIGSTOP are never read.
+Value MakeSignalfd(SyscallContext& context, const SyscallArgs& args, int flags) {
+  constexpr int kSignalfdFlags = SFD_CLOEXEC | SFD_NONBLOCK;
+  constexpr uint64_t kSigsetSize = 8;
+  if (args.arg[2] != kSigsetSize) return FailErrno(EINVAL, "signalfd sigset size");
+  const uint64_t mask = FLURRY_TRY(context.memory.ReadObject<uint64_t>(args.arg[1])) &
+                        ~(SignalState::Bit(SIGKILL) | SignalState::Bit(SIGSTOP));
+  if ((flags & ~kSignalfdFlags) != 0) return FailErrno(EINVAL, "signalfd4 flags");
+  const int fd = IntArg(args.arg[0]);
+  if (fd != -1) {
+    OpenFile* file = FLURRY_TRY(context.state.fds.Get(fd));
+    if (file->kind != FileKind::kSignalfd) return FailErrno(EINVAL, "not a signalfd");
+    file->event.signal_mask = mask;
+    SyncSignalfds(context.state);
+    return fd;
+  }
+  UniqueFd host(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!host.valid()) return HostError("eventfd for a signalfd");
+  OpenFile file = EventFile(FileKind::kSignalfd, std::move(host), flags & SFD_NONBLOCK);
+  file.event.signal_mask = mask;
+  const int installed =
+      FLURRY_TRY(context.state.fds.Install(std::move(file), (flags & SFD_CLOEXEC) != 0));
+  SyncSignalfds(context.state);
+  return installed;
+}
+
+Value Signalfd(SyscallContext& context, const SyscallArgs& args) {
+  return MakeSignalfd(context, args, 0);
+}
+
+Value Signalfd4(SyscallContext& context, const SyscallArgs& args) {
+  return MakeSignalfd(context, args, IntArg(args.arg[3]));
+}
+
 }  // namespace
 
 void RegisterEventSyscalls(SyscallTable& table) {
@@ -106,6 +147,8 @@ void RegisterEventSyscalls(SyscallTable& table) {
   table.Register(SYS_timerfd_create, Handle<TimerfdCreate>);
   table.Register(SYS_timerfd_settime, Handle<TimerfdSettime>);
   table.Register(SYS_timerfd_gettime, Handle<TimerfdGettime>);
+  table.Register(SYS_signalfd, Handle<Signalfd>);
+  table.Register(SYS_signalfd4, Handle<Signalfd4>);
 }
 
 }  // namespace file_syscalls

@@ -6,9 +6,11 @@
 // user memory). Guest paths are read with a 4096-byte limit (ENAMETOOLONG). x86-64 Linux guest
 // and host share every structure layout copied here (stat, statx, iovec, termios, winsize).
 #include <csignal>
+#include <cstring>
 
 #include "guest/guest_time.h"
 #include "guest/signal_state.h"
+#include "guest/signalfd.h"
 #include "guest/syscalls_file_support.h"
 
 namespace flurry {
@@ -17,11 +19,41 @@ namespace {
 
 // ---- Reading and writing -----------------------------------------------------------------
 
+// A read of a signalfd: the pending signals of its mask, a signalfd_siginfo each, scattered
+// over iov; none pending parks the thread (ParkOnFd: its host eventfd becomes readable when
+// one is) or fails with EAGAIN (O_NONBLOCK). Never at an offset (ESPIPE, as Linux).
+Value ReadSignalfd(SyscallContext& context, OpenFile& file, std::span<iovec> iov, int64_t offset) {
+  if (offset >= 0) return FailErrno(ESPIPE, "signalfd read at an offset");
+  size_t room = 0;
+  for (const iovec& v : iov) room += v.iov_len;
+  constexpr size_t kMaxRecords = 64;  // one per signal number (a short read if more are queued)
+  std::vector<uint8_t> records(std::min(room, kMaxRecords * sizeof(signalfd_siginfo)));
+  const size_t filled = FLURRY_TRY(TakeSignalfdSignals(context.state, file, records));
+  if (filled == 0) {
+    if (GuestWaitsOn(file)) {
+      const Value parked = ParkOnFd(context, file, POLLIN);
+      // A signal of the mask sent to this thread alone wakes it too (the eventfd tells the
+      // process's).
+      context.state.threads.block->signal_set = file.event.signal_mask;
+      return parked;
+    }
+    return FailErrno(EAGAIN, "signalfd: no signal of its mask pending");
+  }
+  size_t done = 0;
+  for (const iovec& v : iov) {
+    const size_t n = std::min(v.iov_len, filled - done);
+    std::memcpy(v.iov_base, records.data() + done, n);
+    done += n;
+    if (done == filled) break;
+  }
+  return static_cast<int64_t>(filled);
+}
+
 // One readv/preadv (offset < 0: at the file offset); a short read is the guest's to handle.
 // A pipe or stdio the guest reads without O_NONBLOCK that has nothing to read parks the
 // thread (ParkOnFd) rather than the whole VMM.
-Value ReadInto(SyscallContext& context, const OpenFile& file, std::span<iovec> iov,
-               int64_t offset) {
+Value ReadInto(SyscallContext& context, OpenFile& file, std::span<iovec> iov, int64_t offset) {
+  if (file.kind == FileKind::kSignalfd) return ReadSignalfd(context, file, iov, offset);
   const bool waits = GuestWaitsOn(file);
   const bool wants_bytes =
       std::any_of(iov.begin(), iov.end(), [](const iovec& v) { return v.iov_len != 0; });
@@ -98,6 +130,9 @@ Value RetryEventfdWrite(SyscallContext& context) {
 // written before it parked last.
 Value WriteFrom(SyscallContext& context, const OpenFile& file, std::span<iovec> iov, int64_t offset,
                 const SyscallArgs* call = nullptr, uint64_t already = 0) {
+  if (file.kind == FileKind::kSignalfd) {
+    return FailErrno(offset >= 0 ? ESPIPE : EINVAL, "write to a signalfd");
+  }
   if (file.line_writer != nullptr && offset < 0) return file.line_writer->Write(iov);
   int64_t total = 0;
   const auto written = [&] { return static_cast<int64_t>(already) + total; };

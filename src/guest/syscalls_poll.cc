@@ -47,7 +47,12 @@ Result<int> LookOnce(const SyscallContext& c, std::vector<pollfd>& guest,
       entry.revents = POLLNVAL;
       continue;
     }
-    host.push_back(pollfd{.fd = (*file)->host_fd(), .events = entry.events, .revents = 0});
+    // A signalfd's host eventfd is always writable; Linux's signalfd is never.
+    const short events =
+        (*file)->kind == FileKind::kSignalfd
+            ? static_cast<short>(entry.events & ~(POLLOUT | POLLWRNORM | POLLWRBAND))
+            : entry.events;
+    host.push_back(pollfd{.fd = (*file)->host_fd(), .events = events, .revents = 0});
     index.push_back(i);
   }
   if (!host.empty() && poll(host.data(), host.size(), 0) < 0) return FailErrno("poll");

@@ -267,10 +267,9 @@ SyscallResult SysRtSigtimedwait(SyscallContext& c, const SyscallArgs& a) {
     return SyscallResult::Block();
   }
   const WaitEnd end = WaitForSignal(c, mask, deadline_ns);
-  const uint64_t taken = signals.AllPending() & set;
-  if (end == WaitEnd::kTimedOut && taken == 0) return SyscallResult::Errno(EAGAIN);
-  if (taken == 0) return SyscallResult::Errno(EINTR);  // a handler runs, or the VM stops
-  const int signal = __builtin_ctzll(taken) + 1;
+  const int signal = NextSignalToTake(signals, set);
+  if (end == WaitEnd::kTimedOut && signal == 0) return SyscallResult::Errno(EAGAIN);
+  if (signal == 0) return SyscallResult::Errno(EINTR);  // a handler runs, or the VM stops
   // Taken first, as Linux: a siginfo that cannot be written loses the signal (EFAULT).
   const GuestSiginfo info = SiginfoOf(signal, TakeSignal(c.state, signal));
   if (a.arg[1] != 0) {

@@ -105,18 +105,30 @@ SyscallResult Sleep(SyscallContext& c, clockid_t clock, int flags, uint64_t requ
   }
   if (!c.state.threads.others.empty())
     return SleepAmongThreads(c, clock, flags, *request, remain_addr);
-  timespec remain{};
   // An absolute deadline on a monotonic-domain clock is guest time: the host sleeps until the
-  // host time it corresponds to.
-  timespec next = (flags & TIMER_ABSTIME)
-                      ? HostDeadline(clock, *request, c.state.monotonic_offset_ns)
-                      : *request;
+  // host time it corresponds to. A relative sleep becomes a deadline too (on the host's
+  // CLOCK_MONOTONIC for CLOCK_REALTIME and CLOCK_TAI, whose relative sleeps ignore clock
+  // changes): a control
+  // request interrupting it must neither cut it short nor, served meanwhile, lengthen it (a
+  // client asking without pause would otherwise keep the guest asleep for ever).
+  const bool absolute = (flags & TIMER_ABSTIME) != 0;
+  const clockid_t host_clock =
+      !absolute && (clock == CLOCK_REALTIME || clock == CLOCK_TAI) ? CLOCK_MONOTONIC : clock;
+  constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000 / 4;
+  const int64_t deadline_ns =
+      absolute ? 0
+               : HostClockNs(host_clock) +
+                     TimespecNs(timespec{std::min<int64_t>(request->tv_sec, kMaxSeconds),
+                                         request->tv_nsec});
+  const timespec next = absolute ? HostDeadline(clock, *request, c.state.monotonic_offset_ns)
+                                 : NsTimespec(deadline_ns);
   int err;
-  // A control request (not a stop) interrupting the sleep must not cut it short.
-  while ((err = clock_nanosleep(clock, flags, &next, &remain)) == EINTR && c.KeepWaiting()) {
-    if (!(flags & TIMER_ABSTIME)) next = remain;
+  while ((err = clock_nanosleep(host_clock, TIMER_ABSTIME, &next, nullptr)) == EINTR &&
+         c.KeepWaiting()) {
   }
-  if (err == EINTR && remain_addr != 0 && !(flags & TIMER_ABSTIME)) {
+  if (err == EINTR && remain_addr != 0 && !absolute) {
+    const int64_t left = deadline_ns - HostClockNs(host_clock);
+    const timespec remain = NsTimespec(left > 0 ? left : 0);
     if (auto r = c.memory.WriteObject(remain_addr, remain); !r) return ErrnoFrom(r.error());
   }
   return err == 0 ? SyscallResult::Return(0) : SyscallResult::Errno(err);

@@ -52,8 +52,10 @@ struct ThreadBlock {
   int64_t deadline_ns = 0;    // the guest's CLOCK_MONOTONIC; 0: none
   int64_t expiry_result = 0;  // RAX when the deadline passes (-ETIMEDOUT, or 0 for a sleep)
   uint64_t remain_addr = 0;   // kSleep, relative: where an interrupted sleep says what is left
-  uint64_t signal_set = 0;    // kSignal: blocked signals that end the wait (rt_sigtimedwait's)
-  bool suspend = false;       // kSignal: rt_sigsuspend, waiting under `suspend_mask`
+  // kSignal: blocked signals that end the wait (rt_sigtimedwait's); kFd of a signalfd read:
+  // its mask (a blocked one sent to this thread alone makes the read again).
+  uint64_t signal_set = 0;
+  bool suspend = false;  // kSignal: rt_sigsuspend, waiting under `suspend_mask`
   uint64_t suspend_mask = 0;
   // kFd: the VMM's host fds and the events the syscall waits for (a pipe's end, borrowed
   // stdio, ...). Any revents (POLLHUP, POLLERR and POLLNVAL too) restarts the thread: its

@@ -64,6 +64,8 @@ pb::FileKind KindToProto(FileKind kind) {
       return pb::FILE_KIND_EPOLL;
     case FileKind::kDevice:
       return pb::FILE_KIND_DEVICE;
+    case FileKind::kSignalfd:
+      return pb::FILE_KIND_SIGNALFD;
   }
   return pb::FILE_KIND_UNSPECIFIED;  // an out-of-range enum value; the decoder refuses it
 }
@@ -74,6 +76,7 @@ void EventToProto(const EventRecord& e, pb::EventObject* out) {
   out->set_clock(e.clock);
   out->set_deadline_ns(e.deadline_ns);
   out->set_interval_ns(e.interval_ns);
+  out->set_signal_mask(e.signal_mask);
   for (const EpollInterestRecord& i : e.interests) {
     pb::EpollInterest* p = out->add_interests();
     p->set_fd(i.fd);
@@ -309,6 +312,8 @@ Result<FileKind> KindFromProto(int kind, int32_t fd) {
       return FileKind::kEpoll;
     case pb::FILE_KIND_DEVICE:
       return FileKind::kDevice;
+    case pb::FILE_KIND_SIGNALFD:
+      return FileKind::kSignalfd;
     default:
       return Invalid("fd {} has unknown kind {}", fd, kind);
   }
@@ -325,6 +330,7 @@ Result<EventRecord> EventFromProto(const pb::EventObject& in, int32_t fd) {
   e.clock = in.clock();
   e.deadline_ns = in.deadline_ns();
   e.interval_ns = in.interval_ns();
+  e.signal_mask = in.signal_mask();
   e.interests.reserve(static_cast<size_t>(in.interests_size()));
   for (const pb::EpollInterest& i : in.interests()) {
     e.interests.push_back({.fd = i.fd(), .events = i.events(), .data = i.data()});

@@ -205,7 +205,7 @@ TEST(DescriptorProtoTest, RefusesMalformedMessages) {
        [](pb::VmDescriptor& m) {
          for (int i = 0; i < 1020; ++i) m.mutable_files()->add_fds()->set_fd(5);
        },
-       "invalid descriptor: 1031 fds, at most 1024 allowed"},
+       "invalid descriptor: 1032 fds, at most 1024 allowed"},
       {"more page runs than RAM pages",
        [](pb::VmDescriptor& m) {
          m.mutable_memory()->set_ram_size(16 * kMiB);

@@ -235,6 +235,15 @@ VmDescriptor FullDescriptor() {
        .offset = 0,
        .event = {},
        .shares_with = 10},
+      {.fd = 14,
+       .kind = FileKind::kSignalfd,
+       .stdio_fd = -1,
+       .path = "",
+       .flags = O_RDWR,
+       .cloexec = true,
+       .offset = 0,
+       .event = {.interests = {},
+                 .signal_mask = SignalState::Bit(SIGUSR1) | SignalState::Bit(SIGCHLD)}},
   };
   // fd 9's pipe: its read end is closed, its bytes still count (a restore keeps them).
   d.files.pipes = {

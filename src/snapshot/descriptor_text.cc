@@ -72,11 +72,13 @@ const char* KindName(FileKind kind) {
       return "epoll";
     case FileKind::kDevice:
       return "device";
+    case FileKind::kSignalfd:
+      return "signalfd";
   }
   return "unknown";
 }
 
-// What an eventfd, timerfd or epoll instance holds, on one line.
+// What an eventfd, timerfd, epoll instance or signalfd holds, on one line.
 std::string EventText(const FdRecord& fd) {
   const EventRecord& e = fd.event;
   switch (fd.kind) {
@@ -85,6 +87,8 @@ std::string EventText(const FdRecord& fd) {
     case FileKind::kTimerfd:
       return fmt::format("clock {}, next at {} ns, every {} ns, {} unread", e.clock, e.deadline_ns,
                          e.interval_ns, e.count);
+    case FileKind::kSignalfd:
+      return fmt::format("mask {:#x}", e.signal_mask);
     default: {
       std::string text = fmt::format("{} watched:", e.interests.size());
       for (const EpollInterestRecord& i : e.interests) {

@@ -42,7 +42,7 @@ TEST(DescriptorTextTest, DescribesTheDescriptor) {
       "mmap   4 regions, 2.1 MiB, in [0x30000000, 0x3f600000)\n",
       "stack  [0x3f800000, 0x40000000)  8 MiB\n",
       "pages       5 runs, 2564 pages present (10.0 MiB)\n",
-      "root /srv/guest root (read-write), cwd /data, 11 fds\n",
+      "root /srv/guest root (read-write), cwd /data, 12 fds\n",
       "fd 0    stdio     host fd 0  O_RDONLY  offset 0\n",
       "fd 3    file      /data/in.txt  O_RDWR|O_APPEND  offset 123456789012  cloexec\n",
       "fd 9    pipe      pipe 77  O_WRONLY|O_NONBLOCK  offset 0  cloexec\n",
@@ -54,6 +54,7 @@ TEST(DescriptorTextTest, DescribesTheDescriptor) {
       "fd 12   epoll     2 watched: fd 9 (0x80000004, data 0xfeedface12345678) fd 10 (0x1, data "
       "0x0)  O_RDWR  offset 0  cloexec\n",
       "fd 13   eventfd   count 0 (fd 10's open file)  O_RDWR|O_NONBLOCK  offset 0\n",
+      "fd 14   signalfd  mask 0x10200  O_RDWR  offset 0  cloexec\n",
       "signals     blocked 0x8000000000000001, altstack [0x7000000, +0x8000), 4 non-default "
       "actions\n",
       "SIGINT     0x401000  flags 0x4000000  restorer 0x402000  mask 0x2\n",

@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -210,6 +211,13 @@ Result<void> ValidateEventObject(const FdRecord& fd) {
     return Invalid("fd {} is no eventfd but has EFD_SEMAPHORE", fd.fd);
   }
   if (epoll && e.count != 0) return Invalid("fd {} is an epoll instance with a count", fd.fd);
+  const bool signalfd = fd.kind == FileKind::kSignalfd;
+  if (!signalfd && e.signal_mask != 0) return Invalid("fd {} is no signalfd but has a mask", fd.fd);
+  if (signalfd && e.count != 0) return Invalid("fd {} is a signalfd with a count", fd.fd);
+  constexpr uint64_t kUnreadable = SignalState::Bit(SIGKILL) | SignalState::Bit(SIGSTOP);
+  if ((e.signal_mask & kUnreadable) != 0) {
+    return Invalid("fd {}: a signalfd mask {:#x} with SIGKILL or SIGSTOP", fd.fd, e.signal_mask);
+  }
   if (fd.kind == FileKind::kEventfd && e.count == ~uint64_t{0}) {
     return Invalid("fd {}: eventfd count {:#x} is past its maximum", fd.fd, e.count);
   }
@@ -282,7 +290,8 @@ Result<void> ValidateFiles(const FilesRecord& f) {
     if (fd.flags < 0) return Invalid("fd {} has invalid open flags {:#x}", fd.fd, fd.flags);
     if (fd.offset < 0) return Invalid("fd {} has negative offset {}", fd.fd, fd.offset);
     if (!IsEventObject(fd.kind) && fd.event != EventRecord{}) {
-      return Invalid("fd {} is no eventfd, timerfd or epoll instance but has their state", fd.fd);
+      return Invalid("fd {} is no eventfd, timerfd, epoll instance or signalfd but has their state",
+                     fd.fd);
     }
     switch (fd.kind) {
       case FileKind::kStdio:
@@ -320,6 +329,7 @@ Result<void> ValidateFiles(const FilesRecord& f) {
       case FileKind::kEventfd:
       case FileKind::kTimerfd:
       case FileKind::kEpoll:
+      case FileKind::kSignalfd:
         FLURRY_TRY(ValidateEventObject(fd));
         break;
       case FileKind::kDevice:

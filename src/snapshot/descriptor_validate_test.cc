@@ -122,9 +122,9 @@ const RefusalCase kGuestStateCases[] = {
      "invalid descriptor: fd 3 path is 4097 bytes, at most 4096 allowed"},
     {"negative offset", [](VmDescriptor& d) { d.files.fds[3].offset = -5; },
      "invalid descriptor: fd 3 has negative offset -5"},
-    {"unknown file kind", [](VmDescriptor& d) { d.files.fds[3].kind = static_cast<FileKind>(9); },
+    {"unknown file kind", [](VmDescriptor& d) { d.files.fds[3].kind = static_cast<FileKind>(10); },
      "invalid descriptor: fd 3 has unknown kind 0",  // encoded as FILE_KIND_UNSPECIFIED
-     "invalid descriptor: fd 3 has unknown kind 9"},
+     "invalid descriptor: fd 3 has unknown kind 10"},
     {"pipe with a path", [](VmDescriptor& d) { d.files.fds[3].kind = FileKind::kPipe; },
      "invalid descriptor: fd 3 is a pipe but has a path"},
     {"pipe with a stdio fd", [](VmDescriptor& d) { d.files.fds[1].kind = FileKind::kPipe; },
@@ -156,6 +156,27 @@ const RefusalCase kGuestStateCases[] = {
      "invalid descriptor: pipe 77 holds 65537 bytes, more than its capacity 65536"},
     {"eventfd at its overflow", [](VmDescriptor& d) { d.files.fds[7].event.count = ~0ULL; },
      "invalid descriptor: fd 10: eventfd count 0xffffffffffffffff is past its maximum"},
+    {"eventfd with a signal mask", [](VmDescriptor& d) { d.files.fds[7].event.signal_mask = 1; },
+     "invalid descriptor: fd 10 is no signalfd but has a mask"},
+    {"signalfd reading SIGKILL",
+     [](VmDescriptor& d) {
+       d.files.fds[7].kind = FileKind::kSignalfd;
+       d.files.fds[7].event =
+           EventRecord{.interests = {}, .signal_mask = SignalState::Bit(SIGKILL)};
+     },
+     "invalid descriptor: fd 10: a signalfd mask 0x100 with SIGKILL or SIGSTOP"},
+    {"signalfd with a count",
+     [](VmDescriptor& d) {
+       d.files.fds[7].kind = FileKind::kSignalfd;
+       d.files.fds[7].event = EventRecord{.count = 2,
+                                          .semaphore = false,
+                                          .clock = 0,
+                                          .deadline_ns = 0,
+                                          .interval_ns = 0,
+                                          .interests = {},
+                                          .signal_mask = 1};
+     },
+     "invalid descriptor: fd 10 is a signalfd with a count"},
     {"eventfd with a timer", [](VmDescriptor& d) { d.files.fds[7].event.deadline_ns = 1; },
      "invalid descriptor: fd 10 is no timerfd but has a timer setting"},
     {"eventfd write-only", [](VmDescriptor& d) { d.files.fds[7].flags = O_WRONLY; },
@@ -181,7 +202,8 @@ const RefusalCase kGuestStateCases[] = {
      "invalid descriptor: epoll fd 12 watches fd 100, which is not open"},
     {"a file with epoll interests",
      [](VmDescriptor& d) { d.files.fds[3].event.interests = {{.fd = 0, .events = 1, .data = 0}}; },
-     "invalid descriptor: fd 3 is no eventfd, timerfd or epoll instance but has their state"},
+     "invalid descriptor: fd 3 is no eventfd, timerfd, epoll instance or signalfd but has their "
+     "state"},
     {"device of another path",
      [](VmDescriptor& d) {
        d.files.fds[3].kind = FileKind::kDevice;

@@ -78,6 +78,9 @@ EventRecord CaptureEventObject(const OpenFile& file, const FdTable& fds,
       }
       break;
     }
+    case FileKind::kSignalfd:
+      record.signal_mask = file.event.signal_mask;
+      break;
     default:
       break;
   }
@@ -131,6 +134,12 @@ Result<UniqueFd> MakeEventObject(FileKind kind, const EventRecord& record,
     case FileKind::kEpoll: {
       UniqueFd fd(epoll_create1(EPOLL_CLOEXEC));
       if (!fd.valid()) return FailErrno("making an epoll instance");
+      return fd;
+    }
+    case FileKind::kSignalfd: {
+      // Unreadable: the VM's first stop makes it readable if a signal of its mask is pending.
+      UniqueFd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!fd.valid()) return FailErrno("making a signalfd's eventfd");
       return fd;
     }
     default:

@@ -180,6 +180,7 @@ Result<void> RestoreFiles(const FilesRecord& record, const std::optional<std::st
                                   fmt::format("restoring guest fd {}", r.fd));
       file->event.semaphore = r.event.semaphore;
       file->event.clock = r.event.clock;
+      file->event.signal_mask = r.event.signal_mask;
     } else {
       HostDir* root = restored.root();
       if (root == nullptr) return Fail("fd {} ({}) needs a --dir root", r.fd, r.path);

@@ -5,12 +5,15 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <ctime>
 
+#include "guest/signal_state.h"
+#include "guest/signalfd.h"
 #include "guest/syscalls_test_support.h"
 
 namespace flurry {
@@ -296,6 +299,33 @@ TEST_F(EventObjectCapture, SurviveACaptureAndRestore) {
   EXPECT_EQ(event.data.u64, 0xabcu);
   EXPECT_EQ((*restored.Get(epfd))->event.interests.size(), 2u);
   EXPECT_NE(fcntl((*restored.Get(efd))->host_fd(), F_GETFL) & O_NONBLOCK, 0);
+}
+
+// A signalfd travels as its mask and flags; the restored one starts unreadable (the VM's first
+// stop syncs it with the signals its descriptor says are pending) and reads as before.
+TEST_F(EventObjectCapture, SignalfdsKeepTheirMask) {
+  const uint64_t mask = SignalState::Bit(SIGUSR1) | SignalState::Bit(SIGTERM);
+  ASSERT_TRUE(h.memory.WriteObject(kArgs, mask).has_value());
+  const int sfd = static_cast<int>(
+      Call(SYS_signalfd4, static_cast<uint64_t>(-1), kArgs, 8, SFD_NONBLOCK | SFD_CLOEXEC));
+  ASSERT_GE(sfd, 0);
+  const FilesRecord files = CaptureFiles(h.state.fds, h.state.monotonic_offset_ns).value();
+  const FdRecord& s = RecordOf(files, sfd);
+  EXPECT_EQ(s.kind, FileKind::kSignalfd);
+  EXPECT_EQ(s.event.signal_mask, mask);
+  EXPECT_EQ(s.flags, O_RDWR | O_NONBLOCK);
+  EXPECT_TRUE(s.cloexec);
+
+  GuestState restored;
+  ASSERT_TRUE(RestoreFiles(files, std::nullopt, restored.fds, nullptr, 0));
+  OpenFile* file = *restored.fds.Get(sfd);
+  EXPECT_EQ(file->kind, FileKind::kSignalfd);
+  EXPECT_EQ(file->event.signal_mask, mask);
+  pollfd ready{file->host_fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&ready, 1, 0), 0);
+  RaiseSignal(restored.signals, SIGTERM, PendingSignalInfo{.code = 0, .pid = 7});
+  SyncSignalfds(restored);
+  EXPECT_EQ(poll(&ready, 1, 0), 1);
 }
 
 // fds sharing one open file (dup) share it again after a restore: one eventfd, not two.

@@ -43,6 +43,7 @@ struct EventRecord {
   int64_t deadline_ns = 0;
   int64_t interval_ns = 0;                     // timerfd: its period (0: one-shot)
   std::vector<EpollInterestRecord> interests;  // epoll
+  uint64_t signal_mask = 0;                    // signalfd: the signals it reads
 
   bool operator==(const EventRecord&) const = default;
 };
@@ -55,7 +56,7 @@ struct FdRecord {
   int32_t flags = 0;      // guest open flags
   bool cloexec = false;
   int64_t offset = 0;  // file position at capture time
-  EventRecord event;   // kEventfd, kTimerfd, kEpoll
+  EventRecord event;   // kEventfd, kTimerfd, kEpoll, kSignalfd
   // The lower fd whose open file this one shares (dup, dup2, /dev/fd/N), -1: its own. A
   // restore makes one open file of them again (one offset, one eventfd, one pipe end).
   int32_t shares_with = -1;

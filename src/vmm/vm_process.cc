@@ -10,6 +10,7 @@
 
 #include "fork/snapshot_server.h"
 #include "guest/signal_state.h"
+#include "guest/signalfd.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -89,6 +90,7 @@ Result<void> Vm::BecomeGuestChild(int slot, int32_t pid, const x86::UserCpuState
   state_.signals.thread_pending = 0;
   state_.signals.real_timer = IntervalTimer{};
   state_.signals.timers.clear();  // timer_create's are not inherited either
+  FLURRY_TRY_CTX(RenewSignalfds(state_.fds), "giving the child its own signalfds");
   state_.segment_bases = SegmentBases{cpu.regs.fs_base, cpu.regs.gs_base, false};
   // Nothing of the parent's control requests, page servers or clock carries over.
   {

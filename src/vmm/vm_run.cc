@@ -11,6 +11,7 @@
 #include "flurry/sf_abi.h"
 #include "guest/guest_time.h"
 #include "guest/posix_timers.h"
+#include "guest/signalfd.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -76,6 +77,7 @@ Result<GuestExit> Vm::RunLoop() {
     NoteSwitchCost(stop.lane);
     if (memory_failed_.load()) continue;  // serve nothing more: the top of the loop ends it
     TakeProcessSignals();
+    SyncSignalfds(state_);  // a syscall may read one now
     // Syscalls read and write the program's buffers under its page protections. (Attached at
     // every stop: a fork's child may have a new GuestMemory.)
     backend_->memory().AttachProtections(&state_.memory_map.protections());

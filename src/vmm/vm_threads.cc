@@ -11,6 +11,7 @@
 #include "guest/guest_time.h"
 #include "guest/posix_timers.h"
 #include "guest/signal_state.h"
+#include "guest/signalfd.h"
 #include "vmm/vm.h"
 
 namespace flurry {
@@ -87,8 +88,10 @@ void Vm::SpawnThread(const ThreadSpawn& spawn, x86::UserCpuState cpu) {
 void Vm::WakeWaitingThreads(uint64_t taken_by_running) {
   ThreadTable& threads = state_.threads;
   threads.WakeExpired(GuestMonotonicNs(state_.monotonic_offset_ns));
-  // Threads waiting for host fds (pipes, stdio): one poll over them all, without waiting. A
-  // ready one makes its syscall again.
+  // Threads waiting for host fds (pipes, stdio, signalfds, kept readable while a signal of
+  // theirs is pending): one poll over them all, without waiting. A ready one makes its syscall
+  // again.
+  SyncSignalfds(state_, /*thread_running=*/taken_by_running != 0);  // 0: none runs
   if (std::vector<pollfd> fds = threads.FdWaitSet(); !fds.empty()) {
     fds_polled_ns_ = HostClockNs(CLOCK_MONOTONIC);
     if (poll(fds.data(), fds.size(), 0) > 0) threads.WakeReadyFds(fds);
@@ -97,10 +100,12 @@ void Vm::WakeWaitingThreads(uint64_t taken_by_running) {
   // it can take it, else a parked one, whose wait it ends.
   uint64_t unclaimed = state_.signals.pending & ~taken_by_running;
   for (GuestThread& thread : threads.others) {
-    // A thread in rt_sigtimedwait also takes the blocked signals it waits for; one in
-    // rt_sigsuspend waits under its mask (kept after a wake, as the whole ThreadBlock is).
-    const uint64_t waited =
-        thread.wait == ThreadWait::kSignal ? thread.block.signal_set & thread.blocked : 0;
+    // A thread in rt_sigtimedwait or reading a signalfd also takes the blocked signals it waits
+    // for; one in rt_sigsuspend waits under its mask (kept after a wake, as the whole
+    // ThreadBlock is).
+    const uint64_t waited = thread.wait == ThreadWait::kSignal || thread.wait == ThreadWait::kFd
+                                ? thread.block.signal_set & thread.blocked
+                                : 0;
     const uint64_t mine = unclaimed | thread.thread_pending;
     const uint64_t deliverable = mine & ~thread.block.WaitMask(thread.blocked);
     if ((deliverable | (mine & waited)) == 0) {

@@ -10,6 +10,9 @@
 //   epoll     level and edge triggering, EPOLLONESHOT, MOD/DEL, timeouts, a waiter woken by a
 //             thread, epoll_pwait's mask letting a signal in (EINTR), nested instances, closed
 //             fds leaving the interest list, an instance shared with a child process
+//   signalfd  blocked signals read as records (kill, raise, a thread's kill, a child's
+//             SIGCHLD), EAGAIN, short buffers, poll and epoll readiness, a blocking read, a
+//             new mask, signals outside the mask left pending
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +25,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -345,6 +349,93 @@ static void Epoll(void) {
   printf("child status: %d\n", status);
 }
 
+// ---- signalfd ---------------------------------------------------------------------------------
+
+// Reads `room` bytes from a signalfd and prints "label: n [signal/code/from ...]", `from`
+// telling the sender apart without printing a pid (self, `other`, or another).
+static void ReadRecords(const char* label, int fd, size_t room, pid_t other) {
+  struct signalfd_siginfo got[4];
+  ssize_t n = read(fd, got, room);
+  printf("%s: %zd", label, n);
+  if (n < 0) printf(" (%s)", strerror(errno));
+  for (ssize_t i = 0; i < n / (ssize_t)sizeof got[0]; ++i) {
+    const pid_t from = (pid_t)got[i].ssi_pid;
+    printf(" %u/%d/%s", got[i].ssi_signo, got[i].ssi_code,
+           from == getpid() ? "self"
+           : from == other  ? "child"
+                            : "another");
+  }
+  printf("\n");
+}
+
+static void Signalfd(void) {
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGUSR1);
+  sigaddset(&blocked, SIGUSR2);
+  sigaddset(&blocked, SIGCHLD);
+  sigaddset(&blocked, SIGTERM);
+  CHECK(sigprocmask(SIG_BLOCK, &blocked, NULL) == 0);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGUSR1);
+  sigaddset(&mask, SIGUSR2);
+  int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  CHECK(fd >= 0);
+  printf("flags: %#x cloexec %d\n", fcntl(fd, F_GETFL) & ~0100000, fcntl(fd, F_GETFD));
+  ReadRecords("nothing pending", fd, sizeof(struct signalfd_siginfo), 0);
+  ReadRecords("short buffer", fd, 100, 0);
+
+  raise(SIGUSR2);
+  kill(getpid(), SIGTERM);  // blocked, not in the mask: stays pending
+  kill(getpid(), SIGUSR1);
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int ready = poll(&p, 1, 0);
+  printf("poll: %d %#x\n", ready, p.revents);
+  ReadRecords("two pending", fd, 4 * sizeof(struct signalfd_siginfo), 0);
+  p.revents = 0;
+  ready = poll(&p, 1, 0);
+  printf("poll after: %d %#x\n", ready, p.revents);
+  sigset_t pending;
+  CHECK(sigpending(&pending) == 0);
+  printf("SIGTERM still pending: %d\n", sigismember(&pending, SIGTERM));
+
+  // A blocking read, woken by a thread's kill.
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  int waiting = signalfd(-1, &usr1, 0);
+  CHECK(waiting >= 0);
+  pthread_t thread;
+  CHECK(pthread_create(&thread, NULL, SignalLater, NULL) == 0);
+  const int64_t start = NowMs();
+  ReadRecords("blocking read", waiting, sizeof(struct signalfd_siginfo), 0);
+  printf("waited: %s\n", NowMs() - start >= 40 ? ">= 40 ms" : "< 40 ms");
+  CHECK(pthread_join(thread, NULL) == 0);
+
+  // A new mask for the first: a child's end, seen through epoll.
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  printf("same fd: %d\n", signalfd(fd, &chld, 0) == fd);
+  int epfd = epoll_create1(EPOLL_CLOEXEC);
+  Add(epfd, fd, EPOLLIN, 7);
+  Show("epoll before", epfd, 0);
+  pid_t child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {
+    SleepMs(30);
+    _exit(3);
+  }
+  Show("epoll", epfd, 5000);
+  ReadRecords("child ended", fd, sizeof(struct signalfd_siginfo), child);
+  int status = 0;
+  CHECK(waitpid(child, &status, 0) == child);
+  printf("child status: %d\n", status);
+  Show("epoll after", epfd, 0);
+  CHECK(close(epfd) == 0 && close(fd) == 0 && close(waiting) == 0);
+}
+
 int main(int argc, char** argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const char* scenario = argc > 1 ? argv[1] : "";
@@ -354,8 +445,10 @@ int main(int argc, char** argv) {
     Timerfd();
   } else if (strcmp(scenario, "epoll") == 0) {
     Epoll();
+  } else if (strcmp(scenario, "signalfd") == 0) {
+    Signalfd();
   } else {
-    printf("usage: events eventfd|timerfd|epoll\n");
+    printf("usage: events eventfd|timerfd|epoll|signalfd\n");
     return 2;
   }
   return 0;

@@ -403,14 +403,15 @@ TEST(ForkPipes, AClonesPipesHoldTheirBytesAndConnectItsEnds) {
                     "parent read: kept\n");
 }
 
-// eventfds, timerfds and epoll instances are the clone's own copies, as at the clone instant
-// (tests/guest/fork_events.c).
+// eventfds, timerfds, epoll instances and signalfds are the clone's own copies, as at the
+// clone instant (tests/guest/fork_events.c).
 TEST(ForkEvents, ACloneHasItsOwnEventObjects) {
   ExpectParentLines("fork_events",
                     "clone 1: status 0\n"
                     "clone 2: status 0\n"
                     "parent count: 5\n"
-                    "parent timer fired: yes\n");
+                    "parent timer fired: yes\n"
+                    "parent signalfd: 10\n");
 }
 
 // Every thread is cloned: a waiter parked on a condition variable, a sleeper and a spinner

@@ -1,4 +1,4 @@
-// Pipes (tests/guest/pipes.c), poll (poll.c), eventfd, timerfd and epoll (events.c): each
+// Pipes (tests/guest/pipes.c), poll (poll.c), eventfd, timerfd, epoll, signalfd (events.c): each
 // scenario's output and exit status in flurry are those of the same program run natively —
 // pipe ends, eventfds, timerfds and epoll instances as host objects in the VMM, a thread that
 // waits on one parked while the others run, SIGPIPE for a write without readers.
@@ -28,13 +28,14 @@ TEST_P(Poll, MatchesNativeRun) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, Poll, ::testing::Values("poll", "select"));
 
-// eventfd, timerfd and epoll (tests/guest/events.c).
+// eventfd, timerfd, epoll and signalfd (tests/guest/events.c).
 class Events : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Events, MatchesNativeRun) {
   ExpectSameAsNative({Guest("events"), GetParam()}, "flurry: guest killed by SIG");
 }
 
-INSTANTIATE_TEST_SUITE_P(Scenarios, Events, ::testing::Values("eventfd", "timerfd", "epoll"));
+INSTANTIATE_TEST_SUITE_P(Scenarios, Events,
+                         ::testing::Values("eventfd", "timerfd", "epoll", "signalfd"));
 
 }  // namespace
