@@ -38,53 +38,6 @@ void UserCpuToProto(const x86::UserCpuState& v, pb::UserCpu* out) {
   out->set_xsave(reinterpret_cast<const char*>(v.xsave.data()), v.xsave.size());
 }
 
-void PipeToProto(const PipeRecord& pipe, pb::Pipe* out) {
-  out->set_id(pipe.id);
-  out->set_capacity(pipe.capacity);
-  out->set_contents(pipe.contents.data(), pipe.contents.size());
-}
-
-pb::FileKind KindToProto(FileKind kind) {
-  switch (kind) {
-    case FileKind::kStdio:
-      return pb::FILE_KIND_STDIO;
-    case FileKind::kRegular:
-      return pb::FILE_KIND_REGULAR;
-    case FileKind::kDirectory:
-      return pb::FILE_KIND_DIRECTORY;
-    case FileKind::kOther:
-      return pb::FILE_KIND_OTHER;
-    case FileKind::kPipe:
-      return pb::FILE_KIND_PIPE;
-    case FileKind::kEventfd:
-      return pb::FILE_KIND_EVENTFD;
-    case FileKind::kTimerfd:
-      return pb::FILE_KIND_TIMERFD;
-    case FileKind::kEpoll:
-      return pb::FILE_KIND_EPOLL;
-    case FileKind::kDevice:
-      return pb::FILE_KIND_DEVICE;
-    case FileKind::kSignalfd:
-      return pb::FILE_KIND_SIGNALFD;
-  }
-  return pb::FILE_KIND_UNSPECIFIED;  // an out-of-range enum value; the decoder refuses it
-}
-
-void EventToProto(const EventRecord& e, pb::EventObject* out) {
-  out->set_count(e.count);
-  out->set_semaphore(e.semaphore);
-  out->set_clock(e.clock);
-  out->set_deadline_ns(e.deadline_ns);
-  out->set_interval_ns(e.interval_ns);
-  out->set_signal_mask(e.signal_mask);
-  for (const EpollInterestRecord& i : e.interests) {
-    pb::EpollInterest* p = out->add_interests();
-    p->set_fd(i.fd);
-    p->set_events(i.events);
-    p->set_data(i.data);
-  }
-}
-
 }  // namespace
 
 void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
@@ -133,24 +86,7 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     }
   }
 
-  pb::Files* files = out->mutable_files();
-  if (d.files.root_host_path) files->set_root_host_path(*d.files.root_host_path);
-  files->set_root_writable(d.files.root_writable);
-  files->set_cwd(d.files.cwd);
-  for (const FdRecord& fd : d.files.fds) {
-    pb::FileDescriptor* f = files->add_fds();
-    f->set_fd(fd.fd);
-    f->set_kind(KindToProto(fd.kind));
-    f->set_stdio_fd(fd.stdio_fd);
-    f->set_path(fd.path);
-    f->set_flags(fd.flags);
-    f->set_cloexec(fd.cloexec);
-    f->set_offset(fd.offset);
-    if (fd.event != EventRecord{}) EventToProto(fd.event, f->mutable_event());
-    if (fd.shares_with >= 0) f->set_shares_with(fd.shares_with);
-    if (fd.pipe != 0) f->set_pipe(fd.pipe);
-  }
-  for (const PipeRecord& pipe : d.files.pipes) PipeToProto(pipe, files->add_pipes());
+  FilesToProto(d.files, out->mutable_files());
 
   pb::Signals* sig = out->mutable_signals();
   for (size_t signal = 0; signal < d.signals.actions.size(); ++signal) {
@@ -237,24 +173,7 @@ void ToProto(const VmDescriptor& d, pb::VmDescriptor* out) {
     thread->mutable_altstack()->set_size(t.altstack.size);
   }
   out->set_last_tid(d.last_tid);
-  if (d.processes) {
-    pb::GuestProcesses* processes = out->mutable_processes();
-    for (const ProcessRecord& r : d.processes->processes) {
-      pb::GuestProcess* p = processes->add_processes();
-      p->set_pid(r.pid);
-      p->set_ppid(r.ppid);
-      p->set_pgid(r.pgid);
-      p->set_sid(r.sid);
-      p->set_zombie(r.zombie);
-      p->set_wait_status(r.wait_status);
-      p->set_signals(r.signals);
-      p->set_sender(r.sender);
-      p->set_exit_signal(r.exit_signal);
-      p->set_no_zombies(r.no_zombies);
-    }
-    processes->set_last_id(d.processes->last_id);
-    for (const PipeRecord& pipe : d.processes->pipes) PipeToProto(pipe, processes->add_pipes());
-  }
+  if (d.processes) ProcessesToProto(*d.processes, out->mutable_processes());
 }
 
 namespace {
@@ -289,89 +208,6 @@ Result<x86::UserCpuState> UserCpuFromProto(const pb::UserCpu& v) {
   out.regs.gs_base = v.gs_base();
   out.xcr0 = v.xcr0();
   out.xsave.assign(v.xsave().begin(), v.xsave().end());
-  return out;
-}
-
-Result<FileKind> KindFromProto(int kind, int32_t fd) {
-  switch (kind) {
-    case pb::FILE_KIND_STDIO:
-      return FileKind::kStdio;
-    case pb::FILE_KIND_REGULAR:
-      return FileKind::kRegular;
-    case pb::FILE_KIND_DIRECTORY:
-      return FileKind::kDirectory;
-    case pb::FILE_KIND_OTHER:
-      return FileKind::kOther;
-    case pb::FILE_KIND_PIPE:
-      return FileKind::kPipe;
-    case pb::FILE_KIND_EVENTFD:
-      return FileKind::kEventfd;
-    case pb::FILE_KIND_TIMERFD:
-      return FileKind::kTimerfd;
-    case pb::FILE_KIND_EPOLL:
-      return FileKind::kEpoll;
-    case pb::FILE_KIND_DEVICE:
-      return FileKind::kDevice;
-    case pb::FILE_KIND_SIGNALFD:
-      return FileKind::kSignalfd;
-    default:
-      return Invalid("fd {} has unknown kind {}", fd, kind);
-  }
-}
-
-Result<EventRecord> EventFromProto(const pb::EventObject& in, int32_t fd) {
-  if (in.interests_size() > FdTable::kMaxFds) {
-    return Invalid("fd {}: {} epoll interests, at most {} allowed", fd, in.interests_size(),
-                   FdTable::kMaxFds);
-  }
-  EventRecord e;
-  e.count = in.count();
-  e.semaphore = in.semaphore();
-  e.clock = in.clock();
-  e.deadline_ns = in.deadline_ns();
-  e.interval_ns = in.interval_ns();
-  e.signal_mask = in.signal_mask();
-  e.interests.reserve(static_cast<size_t>(in.interests_size()));
-  for (const pb::EpollInterest& i : in.interests()) {
-    e.interests.push_back({.fd = i.fd(), .events = i.events(), .data = i.data()});
-  }
-  return e;
-}
-
-Result<PipeRecord> PipeFromProto(const pb::Pipe& p) {
-  if (p.contents().size() > PipeRecord::kMaxPipeCapacity) {
-    return Invalid("pipe {} holds {} bytes, at most {} allowed", p.id(), p.contents().size(),
-                   PipeRecord::kMaxPipeCapacity);
-  }
-  return PipeRecord{.id = p.id(),
-                    .capacity = p.capacity(),
-                    .contents = std::vector<uint8_t>(p.contents().begin(), p.contents().end())};
-}
-
-Result<ProcessesRecord> ProcessesFromProto(const pb::GuestProcesses& in) {
-  if (in.processes_size() > ProcessesRecord::kMaxProcesses) {
-    return Invalid("{} processes, at most {} allowed", in.processes_size(),
-                   ProcessesRecord::kMaxProcesses);
-  }
-  if (in.pipes_size() > FdTable::kMaxFds) {
-    return Invalid("{} pipes of the VM's processes, at most {} allowed", in.pipes_size(),
-                   FdTable::kMaxFds);
-  }
-  ProcessesRecord out;
-  for (const pb::GuestProcess& p : in.processes()) {
-    out.processes.push_back(ProcessRecord{.pid = p.pid(),
-                                          .ppid = p.ppid(),
-                                          .pgid = p.pgid(),
-                                          .sid = p.sid(),
-                                          .zombie = p.zombie(),
-                                          .wait_status = p.wait_status(),
-                                          .signals = p.signals(),
-                                          .sender = p.sender(),
-                                          .exit_signal = p.exit_signal(),
-                                          .no_zombies = p.no_zombies()});
-  }
-  out.last_id = in.last_id();
-  for (const pb::Pipe& p : in.pipes()) out.pipes.push_back(FLURRY_TRY(PipeFromProto(p)));
   return out;
 }
 
@@ -481,35 +317,7 @@ Result<VmDescriptor> SharedFieldsFromProto(const pb::VmDescriptor& in) {
     }
   }
 
-  const pb::Files& files = in.files();
-  if (files.has_root_host_path()) d.files.root_host_path = files.root_host_path();
-  d.files.root_writable = files.root_writable();
-  d.files.cwd = files.cwd();
-  if (files.fds_size() > FdTable::kMaxFds) {
-    return Invalid("{} fds, at most {} allowed", files.fds_size(), FdTable::kMaxFds);
-  }
-  d.files.fds.reserve(files.fds_size());
-  for (const pb::FileDescriptor& f : files.fds()) {
-    FdRecord fd;
-    fd.fd = f.fd();
-    fd.kind = FLURRY_TRY(KindFromProto(f.kind(), f.fd()));
-    fd.stdio_fd = f.stdio_fd();
-    fd.path = f.path();
-    fd.flags = f.flags();
-    fd.cloexec = f.cloexec();
-    fd.offset = f.offset();
-    if (f.has_event()) fd.event = FLURRY_TRY(EventFromProto(f.event(), f.fd()));
-    if (f.has_shares_with()) {
-      if (f.shares_with() < 0) return Invalid("fd {} shares fd {}", f.fd(), f.shares_with());
-      fd.shares_with = f.shares_with();
-    }
-    fd.pipe = f.pipe();
-    d.files.fds.push_back(std::move(fd));
-  }
-  if (files.pipes_size() > FdTable::kMaxFds) {
-    return Invalid("{} pipes, at most {} allowed", files.pipes_size(), FdTable::kMaxFds);
-  }
-  for (const pb::Pipe& p : files.pipes()) d.files.pipes.push_back(FLURRY_TRY(PipeFromProto(p)));
+  d.files = FLURRY_TRY(FilesFromProto(in.files()));
 
   const pb::Signals& sig = in.signals();
   if (sig.actions_size() > kMaxSignal) {

@@ -16,4 +16,12 @@ Result<VmDescriptor> FromProto(const ::flurry::descriptor::v2::VmDescriptor& in)
 // format versions 1 and 2 share (fields 1, 3..10). The result's vcpu and backend are defaults.
 Result<VmDescriptor> SharedFieldsFromProto(const ::flurry::descriptor::v2::VmDescriptor& in);
 
+// The guest's files and its processes (descriptor_proto_files.cc), as ToProto and FromProto
+// convert them, with FromProto's representation checks.
+void FilesToProto(const FilesRecord& files, ::flurry::descriptor::v2::Files* out);
+void ProcessesToProto(const ProcessesRecord& processes,
+                      ::flurry::descriptor::v2::GuestProcesses* out);
+Result<FilesRecord> FilesFromProto(const ::flurry::descriptor::v2::Files& in);
+Result<ProcessesRecord> ProcessesFromProto(const ::flurry::descriptor::v2::GuestProcesses& in);
+
 }  // namespace flurry::descriptor_internal
