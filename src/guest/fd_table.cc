@@ -31,7 +31,7 @@ Result<int> FdTable::Install(std::shared_ptr<OpenFile> file, bool cloexec, int m
     if (static_cast<size_t>(fd) >= entries_.size()) entries_.resize(fd + 1);
     Entry& entry = entries_[fd];
     if (entry.file == nullptr) {
-      if (file != nullptr && file->kind == FileKind::kSignalfd) has_signalfds_ = true;
+      NoteSignalfd(file);
       entry.file = std::move(file);
       entry.cloexec = cloexec;
       return fd;
@@ -70,10 +70,18 @@ Result<int> FdTable::DupTo(int oldfd, int newfd, bool cloexec) {
   return newfd;
 }
 
+void FdTable::NoteSignalfd(const std::shared_ptr<OpenFile>& file) {
+  if (file == nullptr || file->kind != FileKind::kSignalfd) return;
+  for (const std::weak_ptr<OpenFile>& known : signalfds_) {
+    if (known.lock() == file) return;
+  }
+  signalfds_.push_back(file);
+}
+
 Result<void> FdTable::InstallAt(int fd, std::shared_ptr<OpenFile> file, bool cloexec) {
   if (fd < 0 || fd >= kMaxFds) return FailErrno(EBADF, fmt::format("guest fd {}", fd));
   if (static_cast<size_t>(fd) >= entries_.size()) entries_.resize(fd + 1);
-  if (file != nullptr && file->kind == FileKind::kSignalfd) has_signalfds_ = true;
+  NoteSignalfd(file);
   entries_[fd] = Entry{std::move(file), cloexec};
   return {};
 }

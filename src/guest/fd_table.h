@@ -146,7 +146,10 @@ class FdTable {
   // Restoring a table: puts `file` at exactly `fd` (replacing what was there).
   Result<void> InstallAt(int fd, std::shared_ptr<OpenFile> file, bool cloexec);
   // Closes every fd (stdio included) — the start of a restore.
-  void Clear() { entries_.clear(); }
+  void Clear() {
+    entries_.clear();
+    signalfds_.clear();
+  }
 
   // Routes stdout/stderr through LineWriters holding `lock` (the clone family's output lock):
   // in a clone (`line_buffered`) whole lines with `prefix` in front, else unchanged writes.
@@ -166,15 +169,19 @@ class FdTable {
   void ClosePipes();
 
   int OpenCount() const;
-  // Whether a signalfd was ever installed in this table (then SyncSignalfds looks at it).
-  bool has_signalfds() const { return has_signalfds_; }
+  // The open signalfds, each once whatever fds share it (SyncSignalfds walks them at every
+  // stop: not the whole table); one whose last fd has closed has expired and is dropped then.
+  std::vector<std::weak_ptr<OpenFile>>& signalfds() { return signalfds_; }
   // Index = guest fd (for serialisation).
   const std::vector<Entry>& entries() const { return entries_; }
 
  private:
+  // Adds `file` to signalfds_ if it is a signalfd not there yet.
+  void NoteSignalfd(const std::shared_ptr<OpenFile>& file);
+
   std::vector<Entry> entries_;  // grows to the highest fd in use + 1
   std::optional<HostDir> root_;
-  bool has_signalfds_ = false;
+  std::vector<std::weak_ptr<OpenFile>> signalfds_;
   UniqueFd cwd_fd_;             // invalid: cwd is the root
   std::string cwd_path_ = "/";  // guest path of the cwd
 };

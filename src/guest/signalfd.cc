@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "guest/posix_timers.h"
@@ -45,13 +46,15 @@ uint64_t SignalfdReadable(const GuestState& state, uint64_t mask) {
 }
 
 void SyncSignalfds(GuestState& state, bool thread_running) {
-  if (!state.fds.has_signalfds()) return;
+  std::vector<std::weak_ptr<OpenFile>>& signalfds = state.fds.signalfds();
+  if (signalfds.empty()) return;
   const uint64_t pending = thread_running ? state.signals.AllPending() : state.signals.pending;
-  for (const FdTable::Entry& entry : state.fds.entries()) {
-    if (entry.file != nullptr && entry.file->kind == FileKind::kSignalfd) {
-      SetReady(*entry.file, pending & entry.file->event.signal_mask);
-    }
-  }
+  std::erase_if(signalfds, [&](const std::weak_ptr<OpenFile>& known) {
+    const std::shared_ptr<OpenFile> file = known.lock();
+    if (file == nullptr) return true;  // closed
+    SetReady(*file, pending & file->event.signal_mask);
+    return false;
+  });
 }
 
 signalfd_siginfo SignalfdInfoOf(int signal, const PendingSignalInfo& info) {
@@ -87,20 +90,15 @@ Result<size_t> TakeSignalfdSignals(GuestState& state, OpenFile& file, std::span<
 }
 
 Result<void> RenewSignalfds(FdTable& fds) {
-  const std::vector<FdTable::Entry>& entries = fds.entries();
-  for (size_t fd = 0; fd < entries.size(); ++fd) {
-    OpenFile* file = entries[fd].file.get();
-    if (file == nullptr || file->kind != FileKind::kSignalfd || !file->host.valid()) continue;
-    // Every guest fd sharing this open file holds the same host fd: the first renews them all.
-    bool renewed = false;
-    for (size_t lower = 0; lower < fd && !renewed; ++lower) {
-      renewed = entries[lower].file.get() == file;
-    }
-    if (renewed) continue;
+  for (const std::weak_ptr<OpenFile>& known : fds.signalfds()) {
+    const std::shared_ptr<OpenFile> file = known.lock();
+    if (file == nullptr || !file->host.valid()) continue;
+    // Every guest fd sharing this open file holds this host fd: one dup3 renews them all.
     UniqueFd fresh(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fresh.valid()) return FailErrno(fmt::format("a new eventfd for signalfd {}", fd));
+    if (!fresh.valid()) return FailErrno("a new eventfd for a signalfd");
     if (dup3(fresh.get(), file->host.get(), O_CLOEXEC) < 0) {
-      return FailErrno(fmt::format("putting signalfd {}'s new eventfd in place", fd));
+      return FailErrno(
+          fmt::format("putting a signalfd's new eventfd at host fd {}", file->host.get()));
     }
     file->event.signal_ready = 0;
   }

@@ -27,7 +27,8 @@ static_assert(sizeof(signalfd_siginfo) == 128, "struct signalfd_siginfo is 128 b
 // Makes each signalfd's host eventfd readable if a signal of its mask is pending for the
 // process or, with `thread_running`, the running thread (state.signals.thread_pending is stale
 // while no thread runs), unreadable otherwise; a signal newly pending writes to it again (a
-// new edge for EPOLLET). Nothing to do (one test) in a VM that never made a signalfd.
+// new edge for EPOLLET). Walks the table's open signalfds only (FdTable::signalfds): nothing
+// in a VM without one.
 void SyncSignalfds(GuestState& state, bool thread_running = true);
 
 // The signals a signalfd of `mask` would return now: the process's pending ones and the
@@ -46,7 +47,7 @@ signalfd_siginfo SignalfdInfoOf(int signal, const PendingSignalInfo& info);
 // In a process forked from another (a guest fork): each signalfd's host eventfd is replaced by
 // a new one at the same host fd number, since it reads the signals of the process that reads
 // it and the parent's eventfd tells the parent's. An epoll instance both processes share keeps
-// watching the parent's (a limit: docs/design.md). Errors name the guest fd.
+// watching the parent's (a limit: docs/design.md).
 Result<void> RenewSignalfds(FdTable& fds);
 
 }  // namespace flurry
